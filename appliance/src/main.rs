@@ -1,0 +1,61 @@
+//! `callgate-appliance`: command-line entry point. Parses arguments, loads the config,
+//! starts logging and hands over to the library.
+
+use anyhow::Context;
+use callgate_appliance::config::ApplianceConfig;
+use callgate_common::observe;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(
+    name = "callgate-appliance",
+    version,
+    about = "The Callgate gateway daemon"
+)]
+struct Cli {
+    /// The TOML config file; embedded defaults when omitted.
+    #[arg(long, short, global = true, env = "CALLGATE_APPLIANCE_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon (the default command).
+    Run,
+    /// Load and validate the config, print it, and exit.
+    CheckConfig,
+    /// Play a one-second 1 kHz test tone on an ALSA device (the tech audio port).
+    #[cfg(feature = "alsa")]
+    AudioTest {
+        /// ALSA device name, e.g. `default`, `hw:0`, `null`.
+        #[arg(long, default_value = "default")]
+        device: String,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let config = ApplianceConfig::load(cli.config.as_deref())?;
+    match cli.command.unwrap_or(Command::Run) {
+        Command::CheckConfig => {
+            let text = toml::to_string_pretty(&config.raw).context("printing config")?;
+            println!("config OK\n\n{text}");
+            Ok(())
+        }
+        Command::Run => {
+            observe::init_logging(&config.raw.log)?;
+            callgate_appliance::server::run(config, observe::shutdown_signal()).await?;
+            Ok(())
+        }
+        #[cfg(feature = "alsa")]
+        Command::AudioTest { device } => {
+            let frames = callgate_appliance::tech_audio::play_test_tone(&device, 1_000)?;
+            println!("played {frames} frames on ALSA device `{device}`");
+            Ok(())
+        }
+    }
+}

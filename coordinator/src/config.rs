@@ -1,0 +1,123 @@
+//! The coordinator's configuration: one TOML file, parsed into typed structs with
+//! `deny_unknown_fields` and validated at load with errors that name the key.
+//!
+//! Every field has an embedded default, so `callgate-coordinator all-in-one` runs with no
+//! file at all: HTTP on `127.0.0.1:8080`, data in `./callgate-data`.
+
+use callgate_common::observe::{self, ConfigError, LogConfig};
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// The whole config file.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CoordinatorConfig {
+    /// `[log]`: level and format.
+    pub log: LogConfig,
+    /// `[http]`: where the API, console, health and metrics listen.
+    pub http: HttpConfig,
+    /// `[store]`: where data lives.
+    pub store: StoreConfig,
+}
+
+/// `[http]`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Address and port, e.g. `127.0.0.1:8080` or `[::]:8443`.
+    pub listen: String,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: "127.0.0.1:8080".into(),
+        }
+    }
+}
+
+/// `[store]`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// Directory for the SQLite database and other local data; created if missing.
+    pub data_dir: PathBuf,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            data_dir: PathBuf::from("callgate-data"),
+        }
+    }
+}
+
+/// A config that passed validation, with its values already parsed.
+#[derive(Debug, Clone)]
+pub struct ValidConfig {
+    /// The raw config.
+    pub raw: CoordinatorConfig,
+    /// `http.listen`, parsed.
+    pub http_listen: SocketAddr,
+}
+
+impl CoordinatorConfig {
+    /// Loads `path`, or the embedded defaults when `path` is `None`.
+    pub fn load(path: Option<&Path>) -> Result<ValidConfig, ConfigError> {
+        let raw: CoordinatorConfig = match path {
+            Some(p) => observe::load_toml(p)?,
+            None => CoordinatorConfig::default(),
+        };
+        raw.validate()
+    }
+
+    /// Checks every value and parses the ones that need it.
+    pub fn validate(self) -> Result<ValidConfig, ConfigError> {
+        let http_listen = observe::parse_listen("http.listen", &self.http.listen)?;
+        if self.store.data_dir.as_os_str().is_empty() {
+            return Err(ConfigError::invalid("store.data_dir", "must not be empty"));
+        }
+        Ok(ValidConfig {
+            raw: self,
+            http_listen,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<ValidConfig, ConfigError> {
+        observe::parse_toml::<CoordinatorConfig>(Path::new("c.toml"), text)?.validate()
+    }
+
+    #[test]
+    fn empty_file_gives_the_embedded_defaults() {
+        let c = parse("").unwrap();
+        assert_eq!(c.http_listen, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(c.raw.store.data_dir, PathBuf::from("callgate-data"));
+    }
+
+    #[test]
+    fn a_bad_listen_address_names_the_key() {
+        let err = parse("[http]\nlisten = \"localhost\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("http.listen") && err.contains("localhost"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn an_unknown_key_is_refused_by_name() {
+        let err = parse("[http]\nlisten = \"127.0.0.1:1\"\nport = 3\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("port"), "{err}");
+        let err = parse("[htttp]\n").unwrap_err().to_string();
+        assert!(err.contains("htttp"), "{err}");
+    }
+}
