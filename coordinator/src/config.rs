@@ -43,12 +43,15 @@ impl Default for HttpConfig {
 pub struct StoreConfig {
     /// Directory for the SQLite database and other local data; created if missing.
     pub data_dir: PathBuf,
+    /// `postgres://user:password@host/db` to use PostgreSQL instead of SQLite.
+    pub database_url: Option<String>,
 }
 
 impl Default for StoreConfig {
     fn default() -> Self {
         StoreConfig {
             data_dir: PathBuf::from("callgate-data"),
+            database_url: None,
         }
     }
 }
@@ -63,18 +66,33 @@ pub struct ValidConfig {
 }
 
 impl CoordinatorConfig {
-    /// Loads `path`, or the embedded defaults when `path` is `None`.
-    pub fn load(path: Option<&Path>) -> Result<ValidConfig, ConfigError> {
-        let raw: CoordinatorConfig = match path {
+    /// Loads `path`, or the embedded defaults when `path` is `None`; a `database_url` from
+    /// the command line overrides the file's.
+    pub fn load(
+        path: Option<&Path>,
+        database_url: Option<String>,
+    ) -> Result<ValidConfig, ConfigError> {
+        let mut raw: CoordinatorConfig = match path {
             Some(p) => observe::load_toml(p)?,
             None => CoordinatorConfig::default(),
         };
+        if database_url.is_some() {
+            raw.store.database_url = database_url;
+        }
         raw.validate()
     }
 
     /// Checks every value and parses the ones that need it.
     pub fn validate(self) -> Result<ValidConfig, ConfigError> {
         let http_listen = observe::parse_listen("http.listen", &self.http.listen)?;
+        if let Some(url) = &self.store.database_url {
+            if callgate_common::store::Backend::of_url(url).is_none() {
+                return Err(ConfigError::invalid(
+                    "store.database_url",
+                    "must start with sqlite:// or postgres://",
+                ));
+            }
+        }
         if self.store.data_dir.as_os_str().is_empty() {
             return Err(ConfigError::invalid("store.data_dir", "must not be empty"));
         }
@@ -109,6 +127,15 @@ mod tests {
             err.contains("http.listen") && err.contains("localhost"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_database_url_of_another_engine_names_the_key() {
+        let err = parse("[store]\ndatabase_url = \"mysql://x\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("store.database_url"), "{err}");
+        assert!(parse("[store]\ndatabase_url = \"postgres://h/db\"\n").is_ok());
     }
 
     #[test]

@@ -17,6 +17,9 @@ struct Cli {
     /// The TOML config file; embedded defaults when omitted.
     #[arg(long, short, global = true, env = "CALLGATE_COORDINATOR_CONFIG")]
     config: Option<PathBuf>,
+    /// Use this database instead of SQLite in the data directory (`postgres://...`).
+    #[arg(long, global = true, env = "CALLGATE_DATABASE_URL")]
+    database_url: Option<String>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -32,7 +35,7 @@ enum Command {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let config = CoordinatorConfig::load(cli.config.as_deref())?;
+    let config = CoordinatorConfig::load(cli.config.as_deref(), cli.database_url)?;
     match cli.command.unwrap_or(Command::AllInOne) {
         Command::CheckConfig => {
             println!("config OK\n\n{}", toml_of(&config.raw)?);

@@ -37,7 +37,11 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
     let metrics = observe::install_metrics();
-    let store = Store::open(&config.raw.store.data_dir).await?;
+    let store = Store::open(
+        &config.raw.store.data_dir,
+        config.raw.store.database_url.as_deref(),
+    )
+    .await?;
     let listener = TcpListener::bind(config.http_listen)
         .await
         .map_err(|source| ServerError::Bind {
@@ -47,7 +51,7 @@ pub async fn run(
     let local = listener.local_addr().map_err(ServerError::Serve)?;
     tracing::info!(
         listen = %local,
-        data_dir = %config.raw.store.data_dir.display(),
+        backend = ?store.backend(),
         "coordinator listening; health at http://{local}/healthz"
     );
     let checks: HealthChecks = {
