@@ -5,12 +5,13 @@
 //! - [`config`]: the appliance's TOML config, typed and validated at load;
 //! - [`store`]: the box's SQLite database (WAL, `synchronous=FULL`) and its migrations;
 //! - [`server`]: the local ops listener (health, metrics);
-//! - [`tech_audio`] (feature `alsa`): the technician's audio port.
+//!
+//! The board (LEDs, button, sensor, watchdog, tech audio port) is its own crate,
+//! `callgate-board` (`appliance/board/`), so the acceptance suite can use it without the
+//! daemon.
 //!
 //! The binary (`src/main.rs`) only parses the command line and calls into these.
 
 pub mod config;
 pub mod server;
 pub mod store;
-#[cfg(feature = "alsa")]
-pub mod tech_audio;

@@ -53,7 +53,7 @@ async fn main() -> anyhow::Result<()> {
         }
         #[cfg(feature = "alsa")]
         Command::AudioTest { device } => {
-            let frames = callgate_appliance::tech_audio::play_test_tone(&device, 1_000)?;
+            let frames = callgate_board::tech_audio::play_test_tone(&device, 1_000)?;
             println!("played {frames} frames on ALSA device `{device}`");
             Ok(())
         }
