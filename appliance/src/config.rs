@@ -18,6 +18,60 @@ pub struct ApplianceConfig {
     pub log: LogConfig,
     /// `[ops]`: the local health/metrics listener.
     pub ops: OpsConfig,
+    /// `[board]`: the front panel's hardware.
+    pub board: BoardConfig,
+}
+
+/// `[board]`: which board the daemon drives and where its parts are wired.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BoardConfig {
+    /// `simulated` (development, the demo, CI), `linux` (a real box) or `none`.
+    pub kind: BoardKind,
+    /// GPIO chip of the LEDs and button (`linux`).
+    pub gpio_chip: PathBuf,
+    /// Line offsets of the power, cloud, trunks and recording LEDs (`linux`).
+    pub led_lines: Vec<u32>,
+    /// Line offset of the button (`linux`).
+    pub button_line: u32,
+    /// Whether the button reads low when pressed (`linux`).
+    pub button_active_low: bool,
+    /// I²C bus of the LM75 (`linux`).
+    pub i2c_bus: PathBuf,
+    /// The LM75's bus address, 0x48 to 0x4f (`linux`).
+    pub lm75_address: u8,
+    /// `9` (LM75A) or `11` (LM75B) significant bits (`linux`).
+    pub lm75_bits: u8,
+    /// `/dev/watchdog` to arm the hardware watchdog (`linux`; absent: not armed).
+    pub watchdog_device: Option<PathBuf>,
+}
+
+/// Which board the daemon drives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BoardKind {
+    /// No front panel at all.
+    None,
+    /// The simulated board.
+    Simulated,
+    /// The real board through the GPIO character device, i2c-dev and /dev/watchdog.
+    Linux,
+}
+
+impl Default for BoardConfig {
+    fn default() -> Self {
+        BoardConfig {
+            kind: BoardKind::Simulated,
+            gpio_chip: PathBuf::from("/dev/gpiochip0"),
+            led_lines: vec![17, 27, 22, 23],
+            button_line: 24,
+            button_active_low: true,
+            i2c_bus: PathBuf::from("/dev/i2c-1"),
+            lm75_address: 0x48,
+            lm75_bits: 11,
+            watchdog_device: None,
+        }
+    }
 }
 
 /// `[appliance]`.
@@ -86,6 +140,27 @@ impl ApplianceConfig {
             None => None,
         };
         let ops_listen = observe::parse_listen("ops.listen", &self.ops.listen)?;
+        if self.board.led_lines.len() != 4 {
+            return Err(ConfigError::invalid(
+                "board.led_lines",
+                format!(
+                    "needs 4 line offsets (power, cloud, trunks, recording), got {}",
+                    self.board.led_lines.len()
+                ),
+            ));
+        }
+        if !(0x48..=0x4F).contains(&self.board.lm75_address) {
+            return Err(ConfigError::invalid(
+                "board.lm75_address",
+                format!(
+                    "{:#04x} is not an LM75 address (0x48 to 0x4f)",
+                    self.board.lm75_address
+                ),
+            ));
+        }
+        if ![9, 11].contains(&self.board.lm75_bits) {
+            return Err(ConfigError::invalid("board.lm75_bits", "must be 9 or 11"));
+        }
         if self.appliance.data_dir.as_os_str().is_empty() {
             return Err(ConfigError::invalid(
                 "appliance.data_dir",
@@ -121,6 +196,27 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("appliance.id"), "{err}");
+    }
+
+    #[test]
+    fn board_wiring_is_validated_by_key() {
+        let err = parse("[board]\nled_lines = [1, 2]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("board.led_lines"), "{err}");
+        let err = parse("[board]\nlm75_address = 0x20\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("board.lm75_address") && err.contains("0x20"),
+            "{err}"
+        );
+        let err = parse("[board]\nkind = \"raspberry\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("raspberry"), "{err}");
+        let ok = parse("[board]\nkind = \"linux\"\nlm75_address = 0x4f\n").unwrap();
+        assert_eq!(ok.raw.board.kind, BoardKind::Linux);
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //! `dialer/`, `sync/`, `web/`, `board/`):
 //! - [`config`]: the appliance's TOML config, typed and validated at load;
 //! - [`store`]: the box's SQLite database (WAL, `synchronous=FULL`) and its migrations;
-//! - [`server`]: the local ops listener (health, metrics);
+//! - [`server`]: the local ops listener (health, metrics) and the daemon's lifecycle;
+//! - [`board`]: the thread that drives the front panel (LEDs, button, sensor, watchdog);
 //!
 //! The board (LEDs, button, sensor, watchdog, tech audio port) is its own crate,
 //! `callgate-board` (`appliance/board/`), so the acceptance suite can use it without the
@@ -12,6 +13,7 @@
 //!
 //! The binary (`src/main.rs`) only parses the command line and calls into these.
 
+pub mod board;
 pub mod config;
 pub mod server;
 pub mod store;

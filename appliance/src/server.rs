@@ -3,8 +3,10 @@
 //!
 //! Owns the listening socket and graceful shutdown; owns no call handling.
 
+use crate::board::BoardTask;
 use crate::config::ValidConfig;
 use crate::store::Store;
+use callgate_board::led::{LedPattern, StatusLed};
 use callgate_common::observe::{self, CheckResult, HealthChecks};
 use std::sync::Arc;
 use tokio::net::TcpListener;
@@ -16,6 +18,9 @@ pub enum ServerError {
     /// The store could not be opened.
     #[error(transparent)]
     Store(#[from] callgate_common::store::StoreError),
+    /// The board could not be opened.
+    #[error("board: {0}")]
+    Board(#[from] callgate_board::linux::LinuxBoardError),
     /// The ops address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -38,6 +43,19 @@ pub async fn run(
 ) -> Result<(), ServerError> {
     let metrics = observe::install_metrics();
     let store = Store::open(&config.raw.appliance.data_dir).await?;
+    let board = BoardTask::start(&config.raw.board)?.map(Arc::new);
+    // The engine's health feeds the watchdog gate: a stalled daemon stops kicking it.
+    let health_feed = board.clone().map(|board| {
+        board.set_led(StatusLed::Power, LedPattern::On);
+        let store = store.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+            loop {
+                tick.tick().await;
+                board.report_health(store.ping().await.is_ok());
+            }
+        })
+    });
     let listener = TcpListener::bind(config.ops_listen)
         .await
         .map_err(|source| ServerError::Bind {
@@ -69,6 +87,13 @@ pub async fn run(
         .with_graceful_shutdown(shutdown)
         .await
         .map_err(ServerError::Serve)?;
+    if let Some(feed) = health_feed {
+        feed.abort();
+        let _ = feed.await;
+    }
+    if let Some(board) = board.and_then(Arc::into_inner) {
+        board.stop();
+    }
     store.pool().close().await;
     tracing::info!("appliance stopped");
     Ok(())

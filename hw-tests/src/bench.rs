@@ -7,9 +7,8 @@
 
 use callgate_board::led::{LedPattern, StatusLed};
 use callgate_board::linux::{self, LinuxBoardConfig, LinuxBoardError, LinuxPanel};
-use callgate_board::lm75::{Lm75, Resolution};
-use callgate_board::panel::{FrontPanel, PanelError, PanelEvent, PanelParts};
-use callgate_board::sim::{SimLm75, SimPin, SimWatchdog};
+use callgate_board::panel::{FrontPanel, PanelError, PanelEvent};
+use callgate_board::sim::{SimBoard, SimLm75, SimPin, SimWatchdog};
 use callgate_board::watchdog::WatchdogPolicy;
 use std::time::{Duration, Instant};
 
@@ -75,32 +74,22 @@ pub struct SimBench {
 impl SimBench {
     /// A simulated board with `faults`.
     pub fn new(faults: &[SimFault]) -> Self {
-        let leds = [SimPin::new(), SimPin::new(), SimPin::new(), SimPin::new()];
-        let button = SimPin::new();
-        button.drive(true); // pull-up: released reads high
-        let bus = SimLm75::new(0x48, 36_500);
-        if faults.contains(&SimFault::SensorAbsent) {
-            bus.set_present(false);
-        }
-        if faults.contains(&SimFault::SensorImplausible) {
-            bus.set_millicelsius(150_000);
-        }
-        let sensor = Lm75::new(bus, 0x48, Resolution::Bits11).expect("0x48 is an LM75 address");
-        let panel = FrontPanel::new(
-            PanelParts {
-                leds: leds.clone(),
-                button: button.clone(),
-                button_active_low: true,
-                sensor,
-                watchdog: SimWatchdog::new(SIM_WATCHDOG_TIMEOUT, Duration::ZERO),
-            },
+        let board = SimBoard::new(
+            36_500,
             TEST_WATCHDOG_POLICY,
+            SIM_WATCHDOG_TIMEOUT,
             Duration::ZERO,
         );
+        if faults.contains(&SimFault::SensorAbsent) {
+            board.sensor.set_present(false);
+        }
+        if faults.contains(&SimFault::SensorImplausible) {
+            board.sensor.set_millicelsius(150_000);
+        }
         SimBench {
-            panel,
-            leds,
-            button,
+            panel: board.panel,
+            leds: board.leds,
+            button: board.button,
             now: Duration::ZERO,
             presses: Vec::new(),
             faults: faults.to_vec(),

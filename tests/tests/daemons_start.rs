@@ -55,6 +55,11 @@ async fn appliance_serves_health_and_metrics_then_stops_on_sigterm() {
         .await
         .unwrap();
     assert!(metrics.contains("callgate_appliance_up 1"), "{metrics}");
+    // The simulated board's LM75 reads 36.5 °C through the real driver and the board thread.
+    assert!(
+        metrics.contains("callgate_board_temperature_celsius 36.5"),
+        "{metrics}"
+    );
     assert!(d.dir.path().join("data/appliance.db").exists());
     assert!(d.terminate().success(), "clean exit on SIGTERM");
 }

@@ -148,6 +148,26 @@ impl SystemdNotify {
     }
 }
 
+/// The box's non-loopback IP addresses with their interface names, for the button's
+/// "show the IP" and the technician's console.
+pub fn lan_addresses() -> std::io::Result<Vec<(String, std::net::IpAddr)>> {
+    let mut out = Vec::new();
+    for ifa in nix::ifaddrs::getifaddrs().map_err(std::io::Error::from)? {
+        let Some(addr) = ifa.address else { continue };
+        let ip = if let Some(v4) = addr.as_sockaddr_in() {
+            std::net::IpAddr::V4(v4.ip())
+        } else if let Some(v6) = addr.as_sockaddr_in6() {
+            std::net::IpAddr::V6(v6.ip())
+        } else {
+            continue;
+        };
+        if !ip.is_loopback() {
+            out.push((ifa.interface_name, ip));
+        }
+    }
+    Ok(out)
+}
+
 /// The real front panel.
 pub type LinuxPanel = FrontPanel<CdevPin, CdevPin, I2cdev, LinuxWatchdog>;
 
@@ -217,6 +237,18 @@ mod tests {
         let n = server.recv(&mut buf).unwrap();
         assert_eq!(&buf[..n], b"WATCHDOG=1");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn lan_addresses_name_real_interfaces_and_leave_out_loopback() {
+        let addrs = lan_addresses().unwrap();
+        for (iface, ip) in &addrs {
+            assert!(!ip.is_loopback(), "{addrs:?}");
+            assert!(
+                Path::new("/sys/class/net").join(iface).exists(),
+                "{iface} is no interface"
+            );
+        }
     }
 
     #[test]

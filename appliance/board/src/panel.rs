@@ -200,6 +200,11 @@ impl<L: OutputPin, B: InputPin, I: I2c, W: Watchdog> FrontPanel<L, B, I, W> {
         &self.watchdog
     }
 
+    /// Takes the panel apart, giving back the watchdog device (to disarm it on a clean stop).
+    pub fn into_watchdog(self) -> W {
+        self.watchdog
+    }
+
     /// The watchdog device, mutably.
     pub fn watchdog_mut(&mut self) -> &mut W {
         &mut self.watchdog
@@ -209,25 +214,18 @@ impl<L: OutputPin, B: InputPin, I: I2c, W: Watchdog> FrontPanel<L, B, I, W> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::lm75::Resolution;
-    use crate::sim::{SimLm75, SimPin, SimWatchdog};
+    use crate::sim::{SimBoard, SimLm75, SimPin, SimWatchdog};
 
     type SimPanel = FrontPanel<SimPin, SimPin, SimLm75, SimWatchdog>;
 
     fn sim_panel() -> (SimPanel, [SimPin; 4], SimPin) {
-        let leds = [SimPin::new(), SimPin::new(), SimPin::new(), SimPin::new()];
-        let button = SimPin::new();
-        button.drive(true); // pull-up: released reads high
-        let sensor = Lm75::new(SimLm75::new(0x48, 38_000), 0x48, Resolution::Bits11).unwrap();
-        let parts = PanelParts {
-            leds: leds.clone(),
-            button: button.clone(),
-            button_active_low: true,
-            sensor,
-            watchdog: SimWatchdog::new(Duration::from_secs(30), Duration::ZERO),
-        };
-        let panel = FrontPanel::new(parts, WatchdogPolicy::default(), Duration::ZERO);
-        (panel, leds, button)
+        let b = SimBoard::new(
+            38_000,
+            WatchdogPolicy::default(),
+            Duration::from_secs(30),
+            Duration::ZERO,
+        );
+        (b.panel, b.leds, b.button)
     }
 
     /// Runs the panel in virtual time until `end`, calling `each` at every wake-up.

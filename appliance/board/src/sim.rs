@@ -8,7 +8,9 @@
 //!
 //! Handles are cheap clones sharing state, so the test keeps one end and the board the other.
 
-use crate::watchdog::Watchdog;
+use crate::lm75::{Lm75, Resolution};
+use crate::panel::{FrontPanel, PanelParts};
+use crate::watchdog::{Watchdog, WatchdogPolicy};
 use core::convert::Infallible;
 use core::time::Duration;
 use embedded_hal::digital::{ErrorType as PinErrorType, InputPin, OutputPin};
@@ -226,10 +228,55 @@ impl Watchdog for SimWatchdog {
     }
 }
 
+/// A whole simulated board: the panel, and the handles that play the world around it.
+pub struct SimBoard {
+    /// The panel, as the daemon drives it.
+    pub panel: FrontPanel<SimPin, SimPin, SimLm75, SimWatchdog>,
+    /// The four LED lines, in [`crate::led::StatusLed::ALL`] order.
+    pub leds: [SimPin; 4],
+    /// The button line (high = released: a pull-up and a switch to ground).
+    pub button: SimPin,
+    /// The sensor's bus.
+    pub sensor: SimLm75,
+}
+
+impl SimBoard {
+    /// A board at `millicelsius` with a watchdog of `watchdog_timeout`, assembled at `now`.
+    pub fn new(
+        millicelsius: i32,
+        policy: WatchdogPolicy,
+        watchdog_timeout: Duration,
+        now: Duration,
+    ) -> Self {
+        let leds = [SimPin::new(), SimPin::new(), SimPin::new(), SimPin::new()];
+        let button = SimPin::new();
+        button.drive(true);
+        let sensor = SimLm75::new(0x48, millicelsius);
+        let panel = FrontPanel::new(
+            PanelParts {
+                leds: leds.clone(),
+                button: button.clone(),
+                button_active_low: true,
+                sensor: Lm75::new(sensor.clone(), 0x48, Resolution::Bits11)
+                    .expect("0x48 is an LM75 address"),
+                watchdog: SimWatchdog::new(watchdog_timeout, now),
+            },
+            policy,
+            now,
+        );
+        SimBoard {
+            panel,
+            leds,
+            button,
+            sensor,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::lm75::{Lm75, Lm75Error, Resolution};
+    use crate::lm75::Lm75Error;
 
     #[test]
     fn the_lm75_driver_reads_the_simulated_sensor() {
