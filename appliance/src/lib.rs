@@ -5,12 +5,14 @@
 //! - [`config`]: the appliance's TOML config, typed and validated at load;
 //! - [`store`]: the box's SQLite database (WAL, `synchronous=FULL`) and its migrations;
 //! - [`server`]: the local ops listener (health, metrics);
+//! - [`sip`]: glue to the SIP engine (`callgate-sip`) and the technician's `sip` tools;
 //! - [`tech_audio`] (feature `alsa`): the technician's audio port.
 //!
 //! The binary (`src/main.rs`) only parses the command line and calls into these.
 
 pub mod config;
 pub mod server;
+pub mod sip;
 pub mod store;
 #[cfg(feature = "alsa")]
 pub mod tech_audio;
