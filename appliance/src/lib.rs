@@ -6,14 +6,14 @@
 //! - [`store`]: the box's SQLite database (WAL, `synchronous=FULL`) and its migrations;
 //! - [`server`]: the local ops listener (health, metrics) and the daemon's lifecycle;
 //! - [`board`]: the thread that drives the front panel (LEDs, button, sensor, watchdog);
+//! - [`sip`]: glue to the SIP engine (`callgate-sip`) and the technician's `sip` tools.
 //!
 //! The board (LEDs, button, sensor, watchdog, tech audio port) is its own crate,
 //! `callgate-board` (`appliance/board/`), so the acceptance suite can use it without the
-//! daemon.
-//!
-//! The binary (`src/main.rs`) only parses the command line and calls into these.
+//! daemon. The binary (`src/main.rs`) only parses the command line and calls into these.
 
 pub mod board;
 pub mod config;
 pub mod server;
+pub mod sip;
 pub mod store;

@@ -27,6 +27,9 @@ enum Command {
     Run,
     /// Load and validate the config, print it, and exit.
     CheckConfig,
+    /// SIP tools for technicians.
+    #[command(subcommand)]
+    Sip(SipCommand),
     /// Play a one-second 1 kHz test tone on an ALSA device (the tech audio port).
     #[cfg(feature = "alsa")]
     AudioTest {
@@ -36,11 +39,30 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum SipCommand {
+    /// Parse one SIP message from a file and print its fields, or the error and the answer
+    /// the box would send. Exits 0 for a valid message, 1 for an invalid one.
+    Parse {
+        /// The file holding the message, byte for byte.
+        file: PathBuf,
+    },
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    let command = cli.command.unwrap_or(Command::Run);
+    // The SIP tools inspect files: they need no config, so a broken one cannot stop them.
+    if let Command::Sip(SipCommand::Parse { file }) = &command {
+        let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+        let verdict = callgate_appliance::sip::inspect::inspect(&bytes);
+        print!("{}", verdict.report);
+        std::process::exit(if verdict.valid { 0 } else { 1 });
+    }
     let config = ApplianceConfig::load(cli.config.as_deref())?;
-    match cli.command.unwrap_or(Command::Run) {
+    match command {
+        Command::Sip(_) => Ok(()),
         Command::CheckConfig => {
             let text = toml::to_string_pretty(&config.raw).context("printing config")?;
             println!("config OK\n\n{text}");

@@ -1,0 +1,28 @@
+//! # callgate-sip — the appliance's SIP engine core
+//!
+//! A sans-IO SIP stack: it never touches a socket, a clock or tokio. Bytes and the current
+//! time go in; messages, transmissions and timer deadlines come out. The appliance's tokio
+//! driver (`appliance/src/sip/`) owns sockets and timers.
+//!
+//! Rooms:
+//! - [`message`], [`header`], [`uri`], [`param`]: the message model and serialization;
+//! - [`parse`]: parsing one message (datagram rules) and answering unparseable requests;
+//! - [`framing`]: cutting TCP/TLS streams into messages by Content-Length, keep-alives;
+//! - [`admission`]: what a UAS answers a request that parsed but cannot be served;
+//! - [`error`]: the one error type, which knows its SIP status.
+//!
+//! This crate must not do I/O, read the clock, spawn tasks or log.
+
+pub mod admission;
+mod cursor;
+pub mod error;
+pub mod framing;
+pub mod header;
+pub mod message;
+pub mod param;
+pub mod parse;
+pub mod uri;
+
+pub use error::SipError;
+pub use message::{Method, Request, Response, SipMessage};
+pub use parse::{parse_datagram, parse_message, respond_to_invalid, Incoming};
