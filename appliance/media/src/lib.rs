@@ -6,9 +6,13 @@
 //!
 //! Rooms:
 //! - [`g711`]: µ-law/A-law samples and transcoding;
-//! - [`sdp`]: session descriptions and RFC 3264 offer/answer.
+//! - [`sdp`]: session descriptions and RFC 3264 offer/answer;
+//! - [`rtp`]: RTP packets, receive-side sequence/SSRC state and the send side;
+//! - [`jitter`]: the adaptive jitter buffer in front of every audio consumer.
 //!
 //! Must not: read the clock, open files or sockets on its own, or know about SIP dialogs.
 
 pub mod g711;
+pub mod jitter;
+pub mod rtp;
 pub mod sdp;
