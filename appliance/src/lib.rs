@@ -12,5 +12,6 @@
 pub mod config;
 pub mod server;
 pub mod store;
+pub mod sync;
 #[cfg(feature = "alsa")]
 pub mod tech_audio;
