@@ -18,6 +18,8 @@ pub struct ApplianceConfig {
     pub log: LogConfig,
     /// `[ops]`: the local health/metrics listener.
     pub ops: OpsConfig,
+    /// `[sync]`: the link to the coordinator.
+    pub sync: crate::sync::settings::SyncConfig,
 }
 
 /// `[appliance]`.
@@ -86,6 +88,7 @@ impl ApplianceConfig {
             None => None,
         };
         let ops_listen = observe::parse_listen("ops.listen", &self.ops.listen)?;
+        self.sync.broker_addr()?;
         if self.appliance.data_dir.as_os_str().is_empty() {
             return Err(ConfigError::invalid(
                 "appliance.data_dir",

@@ -17,6 +17,8 @@ pub mod identity;
 pub mod link;
 pub mod load;
 pub mod outbox_store;
+pub mod service;
+pub mod settings;
 
 use callgate_common::outbox::OutboxError;
 use callgate_common::wire::WireError;
