@@ -20,6 +20,8 @@ pub struct ApplianceConfig {
     pub ops: OpsConfig,
     /// `[board]`: the front panel's hardware.
     pub board: BoardConfig,
+    /// `[sync]`: the link to the coordinator.
+    pub sync: crate::sync::settings::SyncConfig,
 }
 
 /// `[board]`: which board the daemon drives and where its parts are wired.
@@ -161,6 +163,7 @@ impl ApplianceConfig {
         if ![9, 11].contains(&self.board.lm75_bits) {
             return Err(ConfigError::invalid("board.lm75_bits", "must be 9 or 11"));
         }
+        self.sync.broker_addr()?;
         if self.appliance.data_dir.as_os_str().is_empty() {
             return Err(ConfigError::invalid(
                 "appliance.data_dir",

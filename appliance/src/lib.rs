@@ -17,3 +17,4 @@ pub mod config;
 pub mod server;
 pub mod sip;
 pub mod store;
+pub mod sync;

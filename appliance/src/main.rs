@@ -3,6 +3,7 @@
 
 use anyhow::Context;
 use callgate_appliance::config::ApplianceConfig;
+use callgate_appliance::sync::identity::IdentityDir;
 use callgate_common::observe;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -30,6 +31,29 @@ enum Command {
     /// SIP tools for technicians.
     #[command(subcommand)]
     Sip(SipCommand),
+    /// Generate this box's key pair (kept here, mode 0600) and write a certificate signing
+    /// request for offline provisioning (`callgate-coordinator appliance provision`).
+    Csr {
+        /// Where to write the CSR (PEM).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Install the certificate and CA a coordinator issued for this box's CSR.
+    InstallIdentity {
+        #[arg(long)]
+        cert: PathBuf,
+        #[arg(long)]
+        ca: PathBuf,
+    },
+    /// Run the link with synthetic call records (fault tests and benchmark): generates
+    /// records up to --records (continuing after a restart) and exits once all are acked.
+    SyncLoad {
+        #[arg(long)]
+        records: u64,
+        /// Records per second; 0 for as fast as the disk commits.
+        #[arg(long, default_value_t = 0)]
+        rate: u32,
+    },
     /// Play a one-second 1 kHz test tone on an ALSA device (the tech audio port).
     #[cfg(feature = "alsa")]
     AudioTest {
@@ -71,6 +95,39 @@ async fn main() -> anyhow::Result<()> {
         Command::Run => {
             observe::init_logging(&config.raw.log)?;
             callgate_appliance::server::run(config, observe::shutdown_signal()).await?;
+            Ok(())
+        }
+        Command::Csr { out } => {
+            let id = config
+                .id
+                .context("appliance.id must be set to make a CSR")?;
+            let identity = IdentityDir::in_data_dir(&config.raw.appliance.data_dir);
+            let csr = identity.generate_csr(&id)?;
+            std::fs::write(&out, csr).with_context(|| format!("writing {}", out.display()))?;
+            println!(
+                "key kept in {}; CSR written to {}",
+                identity.key_path().display(),
+                out.display()
+            );
+            Ok(())
+        }
+        Command::InstallIdentity { cert, ca } => {
+            let identity = IdentityDir::in_data_dir(&config.raw.appliance.data_dir);
+            let read = |p: &PathBuf| {
+                std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))
+            };
+            identity.install(&read(&cert)?, &read(&ca)?)?;
+            identity.client_tls()?;
+            println!("identity installed in {}", identity.cert_path().display());
+            Ok(())
+        }
+        Command::SyncLoad { records, rate } => {
+            observe::init_logging(&config.raw.log)?;
+            let report = callgate_appliance::sync::load::run_load(&config, records, rate).await?;
+            println!(
+                "generated {} records this run; coordinator acked up to {}",
+                report.generated, report.acked
+            );
             Ok(())
         }
         #[cfg(feature = "alsa")]

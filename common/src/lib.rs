@@ -16,6 +16,7 @@
 pub mod ids;
 #[cfg(feature = "observe")]
 pub mod observe;
+pub mod outbox;
 pub mod phone;
 #[cfg(feature = "store")]
 pub mod store;

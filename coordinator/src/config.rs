@@ -19,6 +19,8 @@ pub struct CoordinatorConfig {
     pub http: HttpConfig,
     /// `[store]`: where data lives.
     pub store: StoreConfig,
+    /// `[sync]`: the MQTT link to the appliances.
+    pub sync: crate::sync::settings::SyncConfig,
 }
 
 /// `[http]`.
@@ -93,6 +95,7 @@ impl CoordinatorConfig {
                 ));
             }
         }
+        self.sync.broker_addr()?;
         if self.store.data_dir.as_os_str().is_empty() {
             return Err(ConfigError::invalid("store.data_dir", "must not be empty"));
         }

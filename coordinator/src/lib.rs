@@ -8,6 +8,9 @@
 //!
 //! The binary (`src/main.rs`) only parses the command line and calls into these.
 
+pub mod broker;
 pub mod config;
+pub mod enroll;
 pub mod server;
 pub mod store;
+pub mod sync;

@@ -2,8 +2,14 @@
 //! starts logging and hands over to the library.
 
 use anyhow::Context;
+use callgate_common::ids::ApplianceId;
 use callgate_common::observe;
+use callgate_common::time::UnixMillis;
+use callgate_coordinator::broker::mosquitto;
 use callgate_coordinator::config::CoordinatorConfig;
+use callgate_coordinator::enroll::pki::OrgCa;
+use callgate_coordinator::enroll::registry;
+use callgate_coordinator::store::Store;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
@@ -30,6 +36,51 @@ enum Command {
     AllInOne,
     /// Load and validate the config, print it, and exit.
     CheckConfig,
+    /// Write an external MQTT broker's configuration for the appliance link.
+    #[command(subcommand)]
+    BrokerConfig(BrokerKind),
+    /// Register, provision and revoke appliances.
+    #[command(subcommand)]
+    Appliance(ApplianceCommand),
+}
+
+#[derive(Subcommand)]
+enum BrokerKind {
+    /// Mosquitto 2: TLS listener, client certificates required, per-appliance ACL.
+    Mosquitto {
+        /// Directory to write mosquitto.conf, acl, ca.pem, server.pem and server.key into.
+        #[arg(long)]
+        dir: PathBuf,
+        /// The broker's TLS listener, e.g. `0.0.0.0:8883`.
+        #[arg(long)]
+        listen: std::net::SocketAddr,
+        /// Host names or IPs the broker's certificate should carry (repeatable).
+        #[arg(long = "name")]
+        names: Vec<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum ApplianceCommand {
+    /// Register an appliance and print its one-time claim code (valid 24 h).
+    Register {
+        name: String,
+        #[arg(long, default_value = "")]
+        site: String,
+    },
+    /// Offline enrollment: sign a CSR the box generated (`callgate-appliance csr`) and
+    /// write `cert.pem` and `ca.pem` into `--out` for the technician to carry back.
+    Provision {
+        name: String,
+        #[arg(long, default_value = "")]
+        site: String,
+        #[arg(long)]
+        csr: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Revoke an appliance: refused by the link, left out of the next broker ACL.
+    Revoke { name: String },
 }
 
 #[tokio::main]
@@ -41,12 +92,63 @@ async fn main() -> anyhow::Result<()> {
             println!("config OK\n\n{}", toml_of(&config.raw)?);
             Ok(())
         }
+        Command::BrokerConfig(BrokerKind::Mosquitto { dir, listen, names }) => {
+            let (store, ca) = open_store_and_ca(&config.raw).await?;
+            let appliances = registry::enrolled(store.pool()).await?;
+            let conf = mosquitto::write(&ca, &dir, listen, &names, &appliances)?;
+            print!("{conf}");
+            Ok(())
+        }
+        Command::Appliance(cmd) => {
+            let (store, ca) = open_store_and_ca(&config.raw).await?;
+            let now = UnixMillis::now();
+            match cmd {
+                ApplianceCommand::Register { name, site } => {
+                    let name = ApplianceId::new(name)?;
+                    let code = registry::register(store.pool(), &name, &site, now).await?;
+                    println!("{code}");
+                }
+                ApplianceCommand::Provision {
+                    name,
+                    site,
+                    csr,
+                    out,
+                } => {
+                    let name = ApplianceId::new(name)?;
+                    let csr = std::fs::read_to_string(&csr)
+                        .with_context(|| format!("reading {}", csr.display()))?;
+                    let issued =
+                        registry::provision(store.pool(), &ca, &name, &site, &csr, now).await?;
+                    std::fs::create_dir_all(&out)?;
+                    std::fs::write(out.join("cert.pem"), &issued.cert_pem)?;
+                    std::fs::write(out.join("ca.pem"), ca.cert_pem())?;
+                    println!(
+                        "{name}: certificate {} written to {}",
+                        issued.serial,
+                        out.display()
+                    );
+                }
+                ApplianceCommand::Revoke { name } => {
+                    let name = ApplianceId::new(name)?;
+                    registry::revoke(store.pool(), &name).await?;
+                    println!("{name} revoked; regenerate the broker ACL");
+                }
+            }
+            store.pool().close().await;
+            Ok(())
+        }
         Command::AllInOne => {
             observe::init_logging(&config.raw.log)?;
             callgate_coordinator::server::run(config, observe::shutdown_signal()).await?;
             Ok(())
         }
     }
+}
+
+async fn open_store_and_ca(config: &CoordinatorConfig) -> anyhow::Result<(Store, OrgCa)> {
+    let store = Store::open(&config.store.data_dir, config.store.database_url.as_deref()).await?;
+    let ca = OrgCa::load_or_create(&config.store.data_dir.join("pki"))?;
+    Ok((store, ca))
 }
 
 fn toml_of(config: &CoordinatorConfig) -> anyhow::Result<String> {

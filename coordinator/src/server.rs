@@ -16,6 +16,9 @@ pub enum ServerError {
     /// The database could not be opened.
     #[error(transparent)]
     Store(#[from] callgate_common::store::StoreError),
+    /// The sync link could not start.
+    #[error(transparent)]
+    Sync(#[from] crate::sync::SyncError),
     /// The listen address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -42,6 +45,7 @@ pub async fn run(
         config.raw.store.database_url.as_deref(),
     )
     .await?;
+    let sync = crate::sync::SyncTask::start(&store, &config.raw)?;
     let listener = TcpListener::bind(config.http_listen)
         .await
         .map_err(|source| ServerError::Bind {
@@ -72,6 +76,7 @@ pub async fn run(
         .with_graceful_shutdown(shutdown)
         .await
         .map_err(ServerError::Serve)?;
+    sync.stop().await;
     store.pool().close().await;
     tracing::info!("coordinator stopped");
     Ok(())

@@ -1,0 +1,304 @@
+//! The `appliances` and `claim_codes` tables: registration with a one-time claim code
+//! (single use, 24 h), enrollment (a CSR signed for the registered name), offline
+//! provisioning, renewal and revocation. A revoked appliance is refused by the sync link
+//! and left out of the broker ACL.
+
+use super::pki::{Issued, OrgCa};
+use super::EnrollError;
+use callgate_common::ids::ApplianceId;
+use callgate_common::time::UnixMillis;
+use sqlx::AnyPool;
+
+/// How long a claim code stays valid.
+pub const CLAIM_TTL_MS: i64 = 24 * 3600 * 1000;
+
+/// An appliance's lifecycle state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApplianceState {
+    /// Registered by HQ, claim code issued, no certificate yet.
+    Registered,
+    /// Holds a valid certificate.
+    Enrolled,
+    /// Refused everywhere.
+    Revoked,
+}
+
+impl ApplianceState {
+    fn as_str(self) -> &'static str {
+        match self {
+            ApplianceState::Registered => "registered",
+            ApplianceState::Enrolled => "enrolled",
+            ApplianceState::Revoked => "revoked",
+        }
+    }
+
+    fn parse(s: &str) -> ApplianceState {
+        match s {
+            "registered" => ApplianceState::Registered,
+            "enrolled" => ApplianceState::Enrolled,
+            _ => ApplianceState::Revoked,
+        }
+    }
+}
+
+fn hash_code(code: &str) -> String {
+    let normalised: String = code
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .map(|c| c.to_ascii_uppercase())
+        .collect();
+    ring::digest::digest(&ring::digest::SHA256, normalised.as_bytes())
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn new_code() -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+    let bytes = uuid::Uuid::new_v4();
+    let chars: String = bytes
+        .as_bytes()
+        .iter()
+        .take(16)
+        .map(|b| ALPHABET[usize::from(*b) % ALPHABET.len()] as char)
+        .collect();
+    format!(
+        "{}-{}-{}-{}",
+        &chars[0..4],
+        &chars[4..8],
+        &chars[8..12],
+        &chars[12..16]
+    )
+}
+
+/// The state of `name`, if registered.
+pub async fn state(
+    pool: &AnyPool,
+    name: &ApplianceId,
+) -> Result<Option<ApplianceState>, EnrollError> {
+    let row: Option<(String,)> = sqlx::query_as("SELECT state FROM appliances WHERE name = $1")
+        .bind(name.as_str())
+        .fetch_optional(pool)
+        .await?;
+    Ok(row.map(|(s,)| ApplianceState::parse(&s)))
+}
+
+/// Registers `name` at `site` (or issues a fresh code for a registered, not yet enrolled
+/// one) and returns its one-time claim code.
+pub async fn register(
+    pool: &AnyPool,
+    name: &ApplianceId,
+    site: &str,
+    now: UnixMillis,
+) -> Result<String, EnrollError> {
+    let mut tx = pool.begin().await?;
+    let existing: Option<(String,)> =
+        sqlx::query_as("SELECT state FROM appliances WHERE name = $1")
+            .bind(name.as_str())
+            .fetch_optional(&mut *tx)
+            .await?;
+    match existing.map(|(s,)| ApplianceState::parse(&s)) {
+        Some(ApplianceState::Enrolled) => {
+            return Err(EnrollError::AlreadyEnrolled(name.to_string()))
+        }
+        Some(ApplianceState::Revoked) => return Err(EnrollError::Revoked(name.to_string())),
+        Some(ApplianceState::Registered) => {}
+        None => {
+            sqlx::query(
+                "INSERT INTO appliances (name, site, state, created_at) VALUES ($1, $2, $3, $4)",
+            )
+            .bind(name.as_str())
+            .bind(site)
+            .bind(ApplianceState::Registered.as_str())
+            .bind(now.0)
+            .execute(&mut *tx)
+            .await?;
+        }
+    }
+    let code = new_code();
+    sqlx::query("INSERT INTO claim_codes (code_hash, appliance, expires_at) VALUES ($1, $2, $3)")
+        .bind(hash_code(&code))
+        .bind(name.as_str())
+        .bind(now.0 + CLAIM_TTL_MS)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(code)
+}
+
+/// Redeems a claim code with the box's CSR: the code is spent and the certificate issued
+/// in one transaction. Each refusal has its own error.
+pub async fn enroll(
+    pool: &AnyPool,
+    ca: &OrgCa,
+    code: &str,
+    csr_pem: &str,
+    now: UnixMillis,
+) -> Result<(ApplianceId, Issued), EnrollError> {
+    let mut tx = pool.begin().await?;
+    let row: Option<(String, i64, Option<i64>)> = sqlx::query_as(
+        "SELECT appliance, expires_at, used_at FROM claim_codes WHERE code_hash = $1",
+    )
+    .bind(hash_code(code))
+    .fetch_optional(&mut *tx)
+    .await?;
+    let (name, expires_at, used_at) = row.ok_or(EnrollError::ClaimUnknown)?;
+    if used_at.is_some() {
+        return Err(EnrollError::ClaimUsed);
+    }
+    if now.0 > expires_at {
+        return Err(EnrollError::ClaimExpired);
+    }
+    let name = ApplianceId::new(name)?;
+    let (st,): (String,) = sqlx::query_as("SELECT state FROM appliances WHERE name = $1")
+        .bind(name.as_str())
+        .fetch_one(&mut *tx)
+        .await?;
+    match ApplianceState::parse(&st) {
+        ApplianceState::Enrolled => return Err(EnrollError::AlreadyEnrolled(name.to_string())),
+        ApplianceState::Revoked => return Err(EnrollError::Revoked(name.to_string())),
+        ApplianceState::Registered => {}
+    }
+    let issued = ca.sign_appliance_csr(csr_pem, &name)?;
+    sqlx::query("UPDATE claim_codes SET used_at = $1 WHERE code_hash = $2")
+        .bind(now.0)
+        .bind(hash_code(code))
+        .execute(&mut *tx)
+        .await?;
+    set_enrolled(&mut tx, &name, &issued).await?;
+    tx.commit().await?;
+    Ok((name, issued))
+}
+
+/// Offline provisioning (a CSR carried from the box by a technician): registers and
+/// enrolls in one step. Refuses an enrolled or revoked name like [`enroll`].
+pub async fn provision(
+    pool: &AnyPool,
+    ca: &OrgCa,
+    name: &ApplianceId,
+    site: &str,
+    csr_pem: &str,
+    now: UnixMillis,
+) -> Result<Issued, EnrollError> {
+    let code = register(pool, name, site, now).await?;
+    Ok(enroll(pool, ca, &code, csr_pem, now).await?.1)
+}
+
+/// Renews an enrolled appliance's certificate from a fresh CSR (new key on the box).
+pub async fn renew(
+    pool: &AnyPool,
+    ca: &OrgCa,
+    name: &ApplianceId,
+    csr_pem: &str,
+) -> Result<Issued, EnrollError> {
+    match state(pool, name).await? {
+        Some(ApplianceState::Enrolled) => {}
+        Some(ApplianceState::Revoked) => return Err(EnrollError::Revoked(name.to_string())),
+        _ => return Err(EnrollError::UnknownAppliance(name.to_string())),
+    }
+    let issued = ca.sign_appliance_csr(csr_pem, name)?;
+    let mut tx = pool.begin().await?;
+    set_enrolled(&mut tx, name, &issued).await?;
+    tx.commit().await?;
+    Ok(issued)
+}
+
+async fn set_enrolled(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    name: &ApplianceId,
+    issued: &Issued,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE appliances SET state = $1, cert_serial = $2, cert_not_after = $3 WHERE name = $4",
+    )
+    .bind(ApplianceState::Enrolled.as_str())
+    .bind(&issued.serial)
+    .bind(issued.not_after)
+    .bind(name.as_str())
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Revokes `name`: the sync link refuses it and the next broker ACL leaves it out.
+pub async fn revoke(pool: &AnyPool, name: &ApplianceId) -> Result<(), EnrollError> {
+    let done = sqlx::query("UPDATE appliances SET state = $1 WHERE name = $2")
+        .bind(ApplianceState::Revoked.as_str())
+        .bind(name.as_str())
+        .execute(pool)
+        .await?;
+    if done.rows_affected() == 0 {
+        return Err(EnrollError::UnknownAppliance(name.to_string()));
+    }
+    Ok(())
+}
+
+/// Every enrolled (not revoked) appliance, for the broker ACL.
+pub async fn enrolled(pool: &AnyPool) -> Result<Vec<ApplianceId>, EnrollError> {
+    let rows: Vec<(String,)> =
+        sqlx::query_as("SELECT name FROM appliances WHERE state = $1 ORDER BY name")
+            .bind(ApplianceState::Enrolled.as_str())
+            .fetch_all(pool)
+            .await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(n,)| ApplianceId::new(n).ok())
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Store;
+
+    fn csr(cn: &str) -> String {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.distinguished_name.push(rcgen::DnType::CommonName, cn);
+        p.serialize_request(&key).unwrap().pem().unwrap()
+    }
+
+    #[tokio::test]
+    async fn claim_codes_are_single_use_expire_and_each_refusal_is_distinct() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), None).await.unwrap();
+        let ca = OrgCa::load_or_create(&dir.path().join("pki")).unwrap();
+        let pool = store.pool();
+        let name = ApplianceId::new("branch-1").unwrap();
+        let t0 = UnixMillis(1_700_000_000_000);
+        let code = register(pool, &name, "leeds", t0).await.unwrap();
+
+        let wrong = enroll(pool, &ca, "AAAA-BBBB-CCCC-DDDD", &csr("branch-1"), t0).await;
+        assert!(matches!(wrong, Err(EnrollError::ClaimUnknown)));
+        let (who, _) = enroll(pool, &ca, &code.to_lowercase(), &csr("branch-1"), t0)
+            .await
+            .unwrap();
+        assert_eq!(who, name);
+        let used = enroll(pool, &ca, &code, &csr("branch-1"), t0).await;
+        assert!(matches!(used, Err(EnrollError::ClaimUsed)));
+        let again = register(pool, &name, "leeds", t0).await;
+        assert!(matches!(again, Err(EnrollError::AlreadyEnrolled(_))));
+
+        let other = ApplianceId::new("branch-2").unwrap();
+        let code2 = register(pool, &other, "york", t0).await.unwrap();
+        let late = enroll(
+            pool,
+            &ca,
+            &code2,
+            &csr("branch-2"),
+            t0.plus_millis(CLAIM_TTL_MS + 1),
+        )
+        .await;
+        assert!(matches!(late, Err(EnrollError::ClaimExpired)));
+
+        assert_eq!(enrolled(pool).await.unwrap(), vec![name.clone()]);
+        renew(pool, &ca, &name, &csr("branch-1")).await.unwrap();
+        revoke(pool, &name).await.unwrap();
+        assert_eq!(enrolled(pool).await.unwrap(), vec![]);
+        assert!(matches!(
+            renew(pool, &ca, &name, &csr("branch-1")).await,
+            Err(EnrollError::Revoked(_))
+        ));
+    }
+}

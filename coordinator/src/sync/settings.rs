@@ -1,0 +1,69 @@
+//! `[sync]` in the coordinator's config: where the MQTT broker is and how to use it.
+
+use callgate_common::observe::ConfigError;
+use serde::{Deserialize, Serialize};
+
+/// `[sync]`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SyncConfig {
+    /// `host:port` of the broker's mutual-TLS listener; the link is off when absent. The
+    /// host must be a name or IP the broker's certificate carries.
+    pub broker: Option<String>,
+    /// Subscribe with `$share/callgate/...` so coordinator replicas split the uplink.
+    pub shared_subscription: bool,
+    /// Clock skew (seconds) beyond which an appliance's clock raises the alarm.
+    pub clock_skew_alarm_secs: u64,
+}
+
+impl Default for SyncConfig {
+    fn default() -> Self {
+        SyncConfig {
+            broker: None,
+            shared_subscription: false,
+            clock_skew_alarm_secs: 5,
+        }
+    }
+}
+
+impl SyncConfig {
+    /// `broker` split into host and port, or `None` when the link is off.
+    pub fn broker_addr(&self) -> Result<Option<(String, u16)>, ConfigError> {
+        let Some(b) = &self.broker else {
+            return Ok(None);
+        };
+        let (host, port) = b
+            .rsplit_once(':')
+            .ok_or_else(|| ConfigError::invalid("sync.broker", "must be host:port"))?;
+        let port = port
+            .parse::<u16>()
+            .map_err(|_| ConfigError::invalid("sync.broker", "port must be 1-65535"))?;
+        if host.is_empty() || port == 0 {
+            return Err(ConfigError::invalid("sync.broker", "must be host:port"));
+        }
+        Ok(Some((host.trim_matches(['[', ']']).to_string(), port)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_broker_without_a_port_is_refused_by_key() {
+        let c = SyncConfig {
+            broker: Some("localhost".into()),
+            ..SyncConfig::default()
+        };
+        assert!(c
+            .broker_addr()
+            .unwrap_err()
+            .to_string()
+            .contains("sync.broker"));
+        let c = SyncConfig {
+            broker: Some("127.0.0.1:8883".into()),
+            ..SyncConfig::default()
+        };
+        assert_eq!(c.broker_addr().unwrap(), Some(("127.0.0.1".into(), 8883)));
+    }
+}
