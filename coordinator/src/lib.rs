@@ -3,11 +3,13 @@
 //! Rooms (one folder or file each):
 //! - [`config`]: the coordinator's TOML config, typed and validated at load;
 //! - [`store`]: the coordinator's database (SQLite by default) and its migrations;
+//! - [`contacts`]: contact lists, streaming CSV import, numbers encrypted at rest;
 //! - [`server`]: the HTTP listener: health, metrics, and (with later issues) the REST API
 //!   and console.
 //!
 //! The binary (`src/main.rs`) only parses the command line and calls into these.
 
 pub mod config;
+pub mod contacts;
 pub mod server;
 pub mod store;
