@@ -1,6 +1,7 @@
 //! # callgate-common — the contract between the appliance and the coordinator
 //!
 //! Owns the vocabulary both halves share and nothing else:
+//! - [`compliance`]: the compliance rules both halves evaluate before a dial;
 //! - [`ids`]: typed identifiers (`ApplianceId`, `CampaignId`, `CallId`, ...);
 //! - [`phone`]: validated E.164 numbers that never print in full by accident;
 //! - [`time`]: wall-clock instants as they travel on the wire;
@@ -13,6 +14,7 @@
 //! Must not: open sockets, read clocks on its own (callers pass time in), or depend on
 //! anything appliance- or coordinator-specific.
 
+pub mod compliance;
 pub mod ids;
 #[cfg(feature = "observe")]
 pub mod observe;

@@ -3,14 +3,22 @@
 //! Rooms (one folder or file each):
 //! - [`config`]: the coordinator's TOML config, typed and validated at load;
 //! - [`store`]: the coordinator's database (SQLite by default) and its migrations;
+//! - [`campaigns`]: campaign settings, lifecycle and each contact's progress;
+//! - [`compliance`]: stored jurisdiction profiles, do-not-call lists, rule inputs;
+//! - [`contacts`]: contact lists, streaming CSV import, numbers encrypted at rest;
+//! - [`leasing`]: contact leases, attempt results and pacing grants;
 //! - [`server`]: the HTTP listener: health, metrics, and (with later issues) the REST API
 //!   and console.
 //!
 //! The binary (`src/main.rs`) only parses the command line and calls into these.
 
 pub mod broker;
+pub mod campaigns;
+pub mod compliance;
 pub mod config;
+pub mod contacts;
 pub mod enroll;
+pub mod leasing;
 pub mod server;
 pub mod store;
 pub mod sync;

@@ -130,3 +130,5 @@ pub fn run_to_end(binary_name: &str, args: &[&str]) -> (ExitStatus, String, Stri
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+pub mod postgres;

@@ -1,0 +1,533 @@
+//! Streaming CSV import of contacts.
+//!
+//! A blocking thread reads the CSV one record at a time, normalises and encrypts each row,
+//! and hands batches of [`BATCH`] rows through a bounded channel to the async side, which
+//! writes each batch in one transaction. Memory stays constant whatever the file's size:
+//! at most a few batches are in flight. Bad rows are reported with their line number and
+//! reason (stored in `contact_import_errors`) while the good rows import. Duplicates —
+//! within the file or against earlier imports — are counted, and the existing contact joins
+//! the list.
+//!
+//! Columns (header row required, names case-insensitive): `phone` (or `number`,
+//! `phone_number`) required; `timezone` (`time_zone`, `tz`), `external_id`
+//! (`customer_id`), `tags` (separated by `;` or `|`), `urgency`, `customer_value`
+//! optional; every other column becomes a custom field usable as a script variable.
+
+use super::vault::{NumberVault, VaultError};
+use super::{ContactError, ContactListId};
+use crate::store::Store;
+use callgate_common::compliance::{is_known_zone, zones_of_calling_code};
+use callgate_common::phone::PhoneNumber;
+use callgate_common::time::UnixMillis;
+use serde::Serialize;
+use std::io::Read;
+
+/// Rows per database transaction.
+pub const BATCH: usize = 500;
+/// Row errors kept in the returned report (all are stored).
+pub const REPORTED_ERRORS: usize = 100;
+
+/// One row that was refused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RowError {
+    /// Line number in the file (the header is line 1).
+    pub line: u64,
+    /// What was wrong.
+    pub reason: String,
+}
+
+/// What an import did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
+pub struct ImportReport {
+    /// The import's id (for `GET /api/v1/imports/{id}`).
+    pub import_id: i64,
+    /// Data rows read (header excluded).
+    pub rows_seen: u64,
+    /// New contacts created.
+    pub imported: u64,
+    /// Rows whose number was already known (in this file or before).
+    pub duplicates: u64,
+    /// Rows refused.
+    pub rejected: u64,
+    /// The first [`REPORTED_ERRORS`] refusals.
+    pub errors: Vec<RowError>,
+}
+
+/// Progress as the import goes: bytes read of the total, rows so far.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ImportProgress {
+    /// Bytes of the file consumed.
+    pub bytes_read: u64,
+    /// The file's size, when known.
+    pub bytes_total: Option<u64>,
+    /// Data rows read so far.
+    pub rows_seen: u64,
+}
+
+/// A contact row ready to store: number encrypted, index computed.
+#[derive(Debug, Clone)]
+struct ParsedContact {
+    index: Vec<u8>,
+    cipher: Vec<u8>,
+    masked: String,
+    zones: String,
+    external_id: Option<String>,
+    urgency: f64,
+    customer_value: f64,
+    fields: String,
+    tags: String,
+}
+
+/// A batch from the parser thread.
+#[derive(Debug, Default)]
+struct Batch {
+    contacts: Vec<ParsedContact>,
+    errors: Vec<RowError>,
+    rows_seen: u64,
+    bytes_read: u64,
+}
+
+/// Where each known column is.
+#[derive(Debug)]
+struct Columns {
+    phone: usize,
+    timezone: Option<usize>,
+    external_id: Option<usize>,
+    tags: Option<usize>,
+    urgency: Option<usize>,
+    customer_value: Option<usize>,
+    custom: Vec<(usize, String)>,
+}
+
+impl Columns {
+    fn of(headers: &csv::StringRecord) -> Result<Columns, ContactError> {
+        let names: Vec<String> = headers
+            .iter()
+            .map(|h| h.trim().trim_start_matches('\u{feff}').to_ascii_lowercase())
+            .collect();
+        let find = |aliases: &[&str]| names.iter().position(|n| aliases.contains(&n.as_str()));
+        let phone = find(&["phone", "number", "phone_number"])
+            .ok_or_else(|| ContactError::BadCsv("the header row has no `phone` column".into()))?;
+        let timezone = find(&["timezone", "time_zone", "tz"]);
+        let external_id = find(&["external_id", "customer_id"]);
+        let tags = find(&["tags"]);
+        let urgency = find(&["urgency"]);
+        let customer_value = find(&["customer_value"]);
+        let known = [
+            Some(phone),
+            timezone,
+            external_id,
+            tags,
+            urgency,
+            customer_value,
+        ];
+        let custom = names
+            .iter()
+            .enumerate()
+            .filter(|(i, n)| !known.contains(&Some(*i)) && !n.is_empty())
+            .map(|(i, _)| (i, headers[i].trim().to_string()))
+            .collect();
+        Ok(Columns {
+            phone,
+            timezone,
+            external_id,
+            tags,
+            urgency,
+            customer_value,
+            custom,
+        })
+    }
+}
+
+fn field(rec: &csv::StringRecord, at: Option<usize>) -> Option<&str> {
+    at.and_then(|i| rec.get(i))
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+}
+
+fn score(rec: &csv::StringRecord, at: Option<usize>, name: &str) -> Result<f64, String> {
+    match field(rec, at) {
+        None => Ok(0.0),
+        Some(s) => match s.parse::<f64>() {
+            Ok(v) if v.is_finite() && (0.0..=1_000_000.0).contains(&v) => Ok(v),
+            _ => Err(format!(
+                "`{name}` must be a number from 0 to 1000000, got {s:?}"
+            )),
+        },
+    }
+}
+
+fn parse_row(
+    cols: &Columns,
+    rec: &csv::StringRecord,
+    default_region: &str,
+    vault: &NumberVault,
+) -> Result<ParsedContact, String> {
+    let raw = field(rec, Some(cols.phone)).ok_or("`phone` is empty")?;
+    let number =
+        PhoneNumber::parse(raw, Some(default_region)).map_err(|e| format!("`phone`: {e}"))?;
+    let zones = match field(rec, cols.timezone) {
+        Some(tz) if is_known_zone(tz) => tz.to_string(),
+        Some(tz) => return Err(format!("`timezone`: unknown time zone {tz:?}")),
+        None => zones_of_calling_code(number.country_code())
+            .ok_or_else(|| {
+                format!(
+                    "`timezone` is empty and no zone is known for country code +{}",
+                    number.country_code()
+                )
+            })?
+            .join(","),
+    };
+    let urgency = score(rec, cols.urgency, "urgency")?;
+    let customer_value = score(rec, cols.customer_value, "customer_value")?;
+    let tags = field(rec, cols.tags)
+        .map(|t| {
+            let list: Vec<&str> = t
+                .split([';', '|'])
+                .map(str::trim)
+                .filter(|t| !t.is_empty())
+                .collect();
+            if list.is_empty() {
+                String::new()
+            } else {
+                format!(",{},", list.join(",").to_lowercase())
+            }
+        })
+        .unwrap_or_default();
+    let mut fields = serde_json::Map::new();
+    for (i, name) in &cols.custom {
+        if let Some(v) = rec.get(*i) {
+            fields.insert(
+                name.clone(),
+                serde_json::Value::String(v.trim().to_string()),
+            );
+        }
+    }
+    let cipher = vault.seal(&number).map_err(|e| e.to_string())?;
+    Ok(ParsedContact {
+        index: vault.blind_index(&number),
+        cipher,
+        masked: number.masked(),
+        zones,
+        external_id: field(rec, cols.external_id).map(str::to_string),
+        urgency,
+        customer_value,
+        fields: serde_json::Value::Object(fields).to_string(),
+        tags,
+    })
+}
+
+/// Reads the CSV on the current (blocking) thread and sends batches to `tx`.
+fn parse_all(
+    input: impl Read,
+    default_region: String,
+    vault: NumberVault,
+    tx: tokio::sync::mpsc::Sender<Result<Batch, ContactError>>,
+) {
+    let mut reader = csv::ReaderBuilder::new()
+        .flexible(true)
+        .has_headers(true)
+        .from_reader(input);
+    let cols = match reader
+        .headers()
+        .map_err(|e| ContactError::BadCsv(e.to_string()))
+    {
+        Ok(h) => match Columns::of(h) {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = tx.blocking_send(Err(e));
+                return;
+            }
+        },
+        Err(e) => {
+            let _ = tx.blocking_send(Err(e));
+            return;
+        }
+    };
+    let mut batch = Batch::default();
+    let mut rec = csv::StringRecord::new();
+    loop {
+        let line = reader.position().line();
+        match reader.read_record(&mut rec) {
+            Ok(false) => break,
+            Ok(true) => {
+                batch.rows_seen += 1;
+                let line = rec.position().map(|p| p.line()).unwrap_or(line);
+                match parse_row(&cols, &rec, &default_region, &vault) {
+                    Ok(c) => batch.contacts.push(c),
+                    Err(reason) => batch.errors.push(RowError { line, reason }),
+                }
+            }
+            Err(e) => {
+                let fatal = matches!(e.kind(), csv::ErrorKind::Io(_));
+                let line = e.position().map(|p| p.line()).unwrap_or(line);
+                if fatal {
+                    let _ = tx.blocking_send(Err(ContactError::BadCsv(format!(
+                        "reading line {line}: {e}"
+                    ))));
+                    return;
+                }
+                batch.rows_seen += 1;
+                batch.errors.push(RowError {
+                    line,
+                    reason: match e.kind() {
+                        csv::ErrorKind::Utf8 { .. } => "row is not valid UTF-8".into(),
+                        _ => e.to_string(),
+                    },
+                });
+            }
+        }
+        if batch.contacts.len() + batch.errors.len() >= BATCH {
+            batch.bytes_read = reader.position().byte();
+            if tx.blocking_send(Ok(std::mem::take(&mut batch))).is_err() {
+                return;
+            }
+        }
+    }
+    batch.bytes_read = reader.position().byte();
+    let _ = tx.blocking_send(Ok(batch));
+}
+
+/// Imports `input` into list `list`, calling `progress` after every batch.
+pub async fn import_csv(
+    store: &Store,
+    vault: &NumberVault,
+    list: ContactListId,
+    input: impl Read + Send + 'static,
+    bytes_total: Option<u64>,
+    mut progress: impl FnMut(ImportProgress) + Send,
+) -> Result<ImportReport, ContactError> {
+    let default_region = super::list_region(store, list).await?;
+    let now = UnixMillis::now().0;
+    let (import_id,): (i64,) = sqlx::query_as(
+        "INSERT INTO contact_imports (list_id, state, bytes_total, started_at) \
+         VALUES ($1, 'running', $2, $3) RETURNING id",
+    )
+    .bind(list.0)
+    .bind(bytes_total.map(|b| b as i64))
+    .bind(now)
+    .fetch_one(store.pool())
+    .await?;
+    let (tx, mut rx) = tokio::sync::mpsc::channel(4);
+    let parse_vault = vault.clone();
+    let parser = tokio::task::spawn_blocking(move || {
+        parse_all(input, default_region, parse_vault, tx);
+    });
+    let mut report = ImportReport {
+        import_id,
+        ..ImportReport::default()
+    };
+    let mut failure = None;
+    while let Some(msg) = rx.recv().await {
+        let batch = match msg {
+            Ok(b) => b,
+            Err(e) => {
+                failure = Some(e);
+                break;
+            }
+        };
+        if let Err(e) = write_batch(store, list, import_id, &batch, &mut report).await {
+            failure = Some(e);
+            break;
+        }
+        progress(ImportProgress {
+            bytes_read: batch.bytes_read,
+            bytes_total,
+            rows_seen: report.rows_seen,
+        });
+    }
+    drop(rx);
+    let _ = parser.await;
+    let (state, text) = match &failure {
+        None => ("done", None),
+        Some(e) => ("failed", Some(e.to_string())),
+    };
+    sqlx::query(
+        "UPDATE contact_imports SET state = $1, failure = $2, finished_at = $3 WHERE id = $4",
+    )
+    .bind(state)
+    .bind(text)
+    .bind(UnixMillis::now().0)
+    .bind(import_id)
+    .execute(store.pool())
+    .await?;
+    match failure {
+        Some(e) => Err(e),
+        None => {
+            tracing::info!(
+                import_id,
+                list = list.0,
+                rows = report.rows_seen,
+                imported = report.imported,
+                duplicates = report.duplicates,
+                rejected = report.rejected,
+                "contact import finished"
+            );
+            Ok(report)
+        }
+    }
+}
+
+async fn write_batch(
+    store: &Store,
+    list: ContactListId,
+    import_id: i64,
+    batch: &Batch,
+    report: &mut ImportReport,
+) -> Result<(), ContactError> {
+    let now = UnixMillis::now().0;
+    let mut tx = store.pool().begin().await?;
+    let mut created = 0u64;
+    if !batch.contacts.is_empty() {
+        let mut sql = String::from(
+            "INSERT INTO contacts (number_index, number_cipher, number_masked, time_zones, \
+             external_id, urgency, customer_value, fields, tags, created_at) VALUES ",
+        );
+        push_placeholders(&mut sql, batch.contacts.len(), 10, 0);
+        sql.push_str(" ON CONFLICT (number_index) DO NOTHING");
+        let mut q = sqlx::query(&sql);
+        for c in &batch.contacts {
+            q = q
+                .bind(c.index.clone())
+                .bind(c.cipher.clone())
+                .bind(c.masked.clone())
+                .bind(c.zones.clone())
+                .bind(c.external_id.clone())
+                .bind(c.urgency)
+                .bind(c.customer_value)
+                .bind(c.fields.clone())
+                .bind(c.tags.clone())
+                .bind(now);
+        }
+        created = q.execute(&mut *tx).await?.rows_affected();
+
+        let mut sql = String::from(
+            "INSERT INTO contact_list_members (list_id, contact_id) \
+             SELECT $1, id FROM contacts WHERE number_index IN (",
+        );
+        for i in 0..batch.contacts.len() {
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str(&format!("${}", i + 2));
+        }
+        sql.push_str(") ON CONFLICT DO NOTHING");
+        let mut q = sqlx::query(&sql).bind(list.0);
+        for c in &batch.contacts {
+            q = q.bind(c.index.clone());
+        }
+        q.execute(&mut *tx).await?;
+    }
+    if !batch.errors.is_empty() {
+        let mut sql =
+            String::from("INSERT INTO contact_import_errors (import_id, line, reason) VALUES ");
+        push_placeholders(&mut sql, batch.errors.len(), 3, 0);
+        sql.push_str(" ON CONFLICT DO NOTHING");
+        let mut q = sqlx::query(&sql);
+        for e in &batch.errors {
+            q = q.bind(import_id).bind(e.line as i64).bind(e.reason.clone());
+        }
+        q.execute(&mut *tx).await?;
+    }
+    report.rows_seen += batch.rows_seen;
+    report.imported += created;
+    report.duplicates += batch.contacts.len() as u64 - created;
+    report.rejected += batch.errors.len() as u64;
+    for e in &batch.errors {
+        if report.errors.len() < REPORTED_ERRORS {
+            report.errors.push(e.clone());
+        }
+    }
+    sqlx::query(
+        "UPDATE contact_imports SET bytes_read = $1, rows_seen = $2, rows_imported = $3, \
+         rows_duplicate = $4, rows_rejected = $5 WHERE id = $6",
+    )
+    .bind(batch.bytes_read as i64)
+    .bind(report.rows_seen as i64)
+    .bind(report.imported as i64)
+    .bind(report.duplicates as i64)
+    .bind(report.rejected as i64)
+    .bind(import_id)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Appends `rows` groups of `width` numbered placeholders, starting after `offset`.
+pub(crate) fn push_placeholders(sql: &mut String, rows: usize, width: usize, offset: usize) {
+    use std::fmt::Write;
+    for r in 0..rows {
+        sql.push_str(if r == 0 { "(" } else { ", (" });
+        for c in 0..width {
+            if c > 0 {
+                sql.push_str(", ");
+            }
+            let _ = write!(sql, "${}", offset + r * width + c + 1);
+        }
+        sql.push(')');
+    }
+}
+
+impl From<VaultError> for ContactError {
+    fn from(e: VaultError) -> Self {
+        ContactError::Vault(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cols(header: &str) -> Result<Columns, ContactError> {
+        Columns::of(&csv::StringRecord::from(
+            header.split(',').collect::<Vec<_>>(),
+        ))
+    }
+
+    fn row(cells: &str) -> csv::StringRecord {
+        csv::StringRecord::from(cells.split(',').collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn a_file_without_a_phone_column_is_refused_by_name() {
+        let err = cols("name,email").unwrap_err().to_string();
+        assert!(err.contains("phone"), "{err}");
+        assert_eq!(cols("\u{feff}Phone,x").unwrap().phone, 0);
+    }
+
+    #[test]
+    fn rows_normalise_to_e164_with_zone_tags_and_custom_fields() {
+        let v = NumberVault::from_master_key(&[9; 32]);
+        let c = cols("name,phone,tags,timezone,plan").unwrap();
+        let p = parse_row(&c, &row("Ann,(415) 555-0134,VIP; late ,,gold"), "US", &v).unwrap();
+        assert_eq!(v.open(&p.cipher).unwrap().e164(), "+14155550134");
+        assert_eq!(p.tags, ",vip,late,");
+        assert!(p.zones.contains("America/New_York") && p.zones.contains("Pacific/Honolulu"));
+        assert_eq!(p.fields, r#"{"name":"Ann","plan":"gold"}"#);
+        assert!(!p.masked.contains("5550134"));
+        let p = parse_row(&c, &row("Bo,020 7946 0958,,Europe/London,"), "GB", &v).unwrap();
+        assert_eq!(p.zones, "Europe/London");
+    }
+
+    #[test]
+    fn bad_rows_say_which_column_and_why() {
+        let v = NumberVault::from_master_key(&[9; 32]);
+        let c = cols("phone,timezone,urgency").unwrap();
+        let err = |cells| parse_row(&c, &row(cells), "US", &v).unwrap_err();
+        assert!(err(",,").contains("`phone` is empty"));
+        assert!(err("12,,").contains("`phone`"));
+        assert!(err("+14155550134,Mars/Base,").contains("Mars/Base"));
+        assert!(err("+14155550134,,lots").contains("urgency"));
+        assert!(err("+14155550134,,NaN").contains("urgency"));
+        let e = err("+2125550134,,");
+        assert!(e.contains("`phone`") || e.contains("+212"), "{e}");
+    }
+
+    #[test]
+    fn placeholders_are_numbered_in_order() {
+        let mut s = String::new();
+        push_placeholders(&mut s, 2, 3, 1);
+        assert_eq!(s, "($2, $3, $4), ($5, $6, $7)");
+    }
+}
