@@ -1,0 +1,81 @@
+//! The benchmark's printed table: one row per strategy, and the verdict of ours against the
+//! adaptive baseline. Formatting only; the figures come from [`super::RunReport`].
+
+use std::fmt::Write;
+
+use super::RunReport;
+
+/// The table for one scenario, Markdown, with a verdict line.
+pub fn table(scenario: &str, days: u32, agents: u32, rows: &[RunReport]) -> String {
+    let mut out = String::new();
+    let cap = rows.first().map(|r| r.cap).unwrap_or(0.0);
+    let _ = writeln!(
+        out,
+        "### {scenario} ({agents} agents, {days} day(s), abandon cap {:.1} %)\n",
+        cap * 100.0
+    );
+    let _ = writeln!(
+        out,
+        "| strategy | occupancy | talk min / agent-h | abandon worst 24 h | abandon 30 d | attempts / contact | mean wait s | attempts | contacts | abandoned |"
+    );
+    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for r in rows {
+        let over = if r.worst_day_abandon_rate() > r.cap + 1e-12 {
+            " (over cap)"
+        } else {
+            ""
+        };
+        let _ = writeln!(
+            out,
+            "| {} | {:.1} % | {:.1} | {:.2} %{} | {:.2} % | {:.2} | {:.1} | {} | {} | {} |",
+            r.strategy,
+            r.occupancy() * 100.0,
+            r.talk_minutes_per_agent_hour(),
+            r.worst_day_abandon_rate() * 100.0,
+            over,
+            r.thirty_day_abandon_rate() * 100.0,
+            r.attempts_per_contact(),
+            r.mean_wait_secs(),
+            r.attempts,
+            r.connected,
+            r.abandoned,
+        );
+    }
+    if let Some(v) = verdict(rows) {
+        let _ = writeln!(out, "\n{v}");
+    }
+    out
+}
+
+/// Ours against the best adaptive mode that kept every day under the cap (or the best
+/// adaptive mode at all, when none did).
+pub fn verdict(rows: &[RunReport]) -> Option<String> {
+    let ours = rows.iter().find(|r| r.strategy.starts_with("predictive"))?;
+    let adaptive: Vec<&RunReport> = rows
+        .iter()
+        .filter(|r| r.strategy.starts_with("adaptive"))
+        .collect();
+    let within: Vec<&&RunReport> = adaptive
+        .iter()
+        .filter(|r| r.worst_day_abandon_rate() <= r.cap + 1e-12)
+        .collect();
+    let pool: Vec<&RunReport> = if within.is_empty() {
+        adaptive.clone()
+    } else {
+        within.into_iter().copied().collect()
+    };
+    let best = pool
+        .iter()
+        .max_by(|a, b| a.occupancy().total_cmp(&b.occupancy()))?;
+    let gain = (ours.occupancy() - best.occupancy()) * 100.0;
+    let ours_ok = ours.worst_day_abandon_rate() <= ours.cap + 1e-12;
+    let goal = gain >= 5.0 && ours_ok;
+    Some(format!(
+        "ours − best adaptive within cap ({}): {:+.1} occupancy points; ours worst-day abandon {:.2} % (cap {:.1} %) → goal (≥ +5 points, under cap) {}",
+        best.strategy,
+        gain,
+        ours.worst_day_abandon_rate() * 100.0,
+        ours.cap * 100.0,
+        if goal { "MET" } else { "NOT MET" }
+    ))
+}
