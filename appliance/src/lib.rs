@@ -6,6 +6,7 @@
 //! - [`store`]: the box's SQLite database (WAL, `synchronous=FULL`) and its migrations;
 //! - [`server`]: the local ops listener (health, metrics) and the daemon's lifecycle;
 //! - [`board`]: the thread that drives the front panel (LEDs, button, sensor, watchdog);
+//! - [`web`]: the technicians' local HTTPS UI;
 //!
 //! The board (LEDs, button, sensor, watchdog, tech audio port) is its own crate,
 //! `callgate-board` (`appliance/board/`), so the acceptance suite can use it without the
@@ -17,3 +18,4 @@ pub mod board;
 pub mod config;
 pub mod server;
 pub mod store;
+pub mod web;
