@@ -16,6 +16,7 @@ use callgate_board::watchdog::{Watchdog, WatchdogPolicy};
 use embedded_hal::digital::{InputPin, OutputPin};
 use embedded_hal::i2c::I2c;
 use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -28,10 +29,14 @@ enum Command {
     Stop,
 }
 
+/// The last temperature the board read, m°C, shared with the status pages.
+pub type TemperatureCell = Arc<Mutex<Option<i32>>>;
+
 /// A handle to the running board thread.
 pub struct BoardTask {
     tx: mpsc::Sender<Command>,
     join: Option<JoinHandle<()>>,
+    temperature: TemperatureCell,
 }
 
 impl BoardTask {
@@ -39,11 +44,13 @@ impl BoardTask {
     pub fn start(config: &BoardConfig) -> Result<Option<BoardTask>, LinuxBoardError> {
         let (tx, rx) = mpsc::channel();
         let policy = WatchdogPolicy::default();
+        let temperature: TemperatureCell = Arc::new(Mutex::new(None));
+        let cell = temperature.clone();
         let join = match config.kind {
             BoardKind::None => return Ok(None),
             BoardKind::Simulated => {
                 let board = SimBoard::new(36_500, policy, Duration::from_secs(60), Duration::ZERO);
-                spawn(board.panel, rx, |_| Ok(()))
+                spawn(board.panel, rx, cell, |_| Ok(()))
             }
             BoardKind::Linux => {
                 let led_lines: [u32; 4] =
@@ -63,14 +70,20 @@ impl BoardTask {
                     watchdog_device: config.watchdog_device.clone(),
                 };
                 let panel = linux::open_panel(&linux_config, policy, Duration::ZERO)?;
-                spawn(panel, rx, |dog: linux::LinuxWatchdog| dog.disarm())
+                spawn(panel, rx, cell, |dog: linux::LinuxWatchdog| dog.disarm())
             }
         };
         tracing::info!(kind = ?config.kind, "board started");
         Ok(Some(BoardTask {
             tx,
             join: Some(join),
+            temperature,
         }))
+    }
+
+    /// The cell holding the last temperature reading.
+    pub fn temperature(&self) -> TemperatureCell {
+        self.temperature.clone()
     }
 
     /// Shows `pattern` on `led`.
@@ -95,6 +108,7 @@ impl BoardTask {
 fn spawn<L, B, I, W>(
     panel: FrontPanel<L, B, I, W>,
     rx: mpsc::Receiver<Command>,
+    temperature: TemperatureCell,
     on_clean_stop: impl FnOnce(W) -> std::io::Result<()> + Send + 'static,
 ) -> JoinHandle<()>
 where
@@ -105,13 +119,14 @@ where
 {
     std::thread::Builder::new()
         .name("board".into())
-        .spawn(move || run(panel, rx, on_clean_stop))
+        .spawn(move || run(panel, rx, temperature, on_clean_stop))
         .expect("spawning the board thread")
 }
 
 fn run<L, B, I, W>(
     mut panel: FrontPanel<L, B, I, W>,
     rx: mpsc::Receiver<Command>,
+    temperature: TemperatureCell,
     on_clean_stop: impl FnOnce(W) -> std::io::Result<()>,
 ) where
     L: OutputPin,
@@ -126,8 +141,11 @@ fn run<L, B, I, W>(
         if now >= next_temperature {
             next_temperature = now + TEMPERATURE_INTERVAL;
             match panel.read_temperature() {
-                Ok(mc) => metrics::gauge!("callgate_board_temperature_celsius")
-                    .set(f64::from(mc) / 1000.0),
+                Ok(mc) => {
+                    *temperature.lock().unwrap_or_else(|p| p.into_inner()) = Some(mc);
+                    metrics::gauge!("callgate_board_temperature_celsius")
+                        .set(f64::from(mc) / 1000.0)
+                }
                 Err(e) => tracing::warn!(error = %e, "board temperature unreadable"),
             }
         }

@@ -22,6 +22,43 @@ pub struct ApplianceConfig {
     pub board: BoardConfig,
     /// `[sync]`: the link to the coordinator.
     pub sync: crate::sync::settings::SyncConfig,
+    /// `[web]`: the technicians' local HTTPS UI.
+    pub web: WebConfig,
+}
+
+/// `[web]`: the technicians' local HTTPS UI.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebConfig {
+    /// Serve the UI at all.
+    pub enabled: bool,
+    /// Address and port (`0.0.0.0:443` on a box).
+    pub listen: String,
+    /// The setup code file: on the image a root-only file written at manufacture (the code on
+    /// the label); elsewhere created on first start. Default: `<data_dir>/setup-code`.
+    pub setup_code_file: Option<PathBuf>,
+    /// Host names the certificate covers besides the box's addresses.
+    pub certificate_names: Vec<String>,
+    /// Minutes of inactivity after which a session ends.
+    pub session_idle_minutes: u32,
+    /// Hours after which a session ends however active.
+    pub session_max_hours: u32,
+    /// The command that reboots the box, e.g. `["systemctl", "reboot"]`; empty: not offered.
+    pub reboot_command: Vec<String>,
+}
+
+impl Default for WebConfig {
+    fn default() -> Self {
+        WebConfig {
+            enabled: true,
+            listen: "127.0.0.1:8443".into(),
+            setup_code_file: None,
+            certificate_names: vec!["callgate.local".into(), "localhost".into()],
+            session_idle_minutes: 30,
+            session_max_hours: 12,
+            reboot_command: Vec::new(),
+        }
+    }
 }
 
 /// `[board]`: which board the daemon drives and where its parts are wired.
@@ -120,6 +157,8 @@ pub struct ValidConfig {
     pub id: Option<ApplianceId>,
     /// `ops.listen`, parsed.
     pub ops_listen: SocketAddr,
+    /// `web.listen`, parsed.
+    pub web_listen: SocketAddr,
 }
 
 impl ApplianceConfig {
@@ -142,6 +181,13 @@ impl ApplianceConfig {
             None => None,
         };
         let ops_listen = observe::parse_listen("ops.listen", &self.ops.listen)?;
+        let web_listen = observe::parse_listen("web.listen", &self.web.listen)?;
+        if self.web.session_idle_minutes == 0 || self.web.session_max_hours == 0 {
+            return Err(ConfigError::invalid(
+                "web.session_idle_minutes",
+                "session lifetimes must be at least 1",
+            ));
+        }
         if self.board.led_lines.len() != 4 {
             return Err(ConfigError::invalid(
                 "board.led_lines",
@@ -174,6 +220,7 @@ impl ApplianceConfig {
             raw: self,
             id,
             ops_listen,
+            web_listen,
         })
     }
 }

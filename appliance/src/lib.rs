@@ -7,6 +7,7 @@
 //! - [`server`]: the local ops listener (health, metrics) and the daemon's lifecycle;
 //! - [`board`]: the thread that drives the front panel (LEDs, button, sensor, watchdog);
 //! - [`sip`]: glue to the SIP engine (`callgate-sip`) and the technician's `sip` tools.
+//! - [`web`]: the technicians' local HTTPS UI;
 //!
 //! The board (LEDs, button, sensor, watchdog, tech audio port) is its own crate,
 //! `callgate-board` (`appliance/board/`), so the acceptance suite can use it without the
@@ -18,3 +19,4 @@ pub mod server;
 pub mod sip;
 pub mod store;
 pub mod sync;
+pub mod web;

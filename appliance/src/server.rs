@@ -21,6 +21,9 @@ pub enum ServerError {
     /// The board could not be opened.
     #[error("board: {0}")]
     Board(#[from] callgate_board::linux::LinuxBoardError),
+    /// The web UI could not start.
+    #[error(transparent)]
+    Web(#[from] crate::web::WebError),
     /// The ops address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -63,6 +66,52 @@ pub async fn run(
             source,
         })?;
     let local = listener.local_addr().map_err(ServerError::Serve)?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let web = if config.raw.web.enabled {
+        let data_dir = &config.raw.appliance.data_dir;
+        let mut names = config.raw.web.certificate_names.clone();
+        if let Ok(addrs) = callgate_board::linux::lan_addresses() {
+            names.extend(addrs.into_iter().map(|(_, ip)| ip.to_string()));
+        }
+        names.push("127.0.0.1".into());
+        let settings = crate::web::WebSettings {
+            listen: config.web_listen,
+            setup_code_file: config
+                .raw
+                .web
+                .setup_code_file
+                .clone()
+                .unwrap_or_else(|| data_dir.join("setup-code")),
+            certificate_names: names,
+            sessions: crate::web::auth::SessionPolicy {
+                idle_ms: i64::from(config.raw.web.session_idle_minutes) * 60_000,
+                absolute_ms: i64::from(config.raw.web.session_max_hours) * 3_600_000,
+            },
+            reboot_command: config.raw.web.reboot_command.clone(),
+            identity_dir: data_dir.join("identity"),
+        };
+        let source = crate::web::status::StatusSource {
+            appliance: config.id.as_ref().map(ToString::to_string),
+            started: std::time::Instant::now(),
+            store: store.clone(),
+            data_dir: data_dir.clone(),
+            temperature: board.as_ref().map(|b| b.temperature()).unwrap_or_default(),
+        };
+        let ui = crate::web::WebUi::bind(&settings, source)?;
+        let web_addr = ui.local_addr().map_err(ServerError::Serve)?;
+        tracing::info!(
+            url = %format!("https://{web_addr}/"),
+            fingerprint = %ui.fingerprint(),
+            setup_code_file = %settings.setup_code_file.display(),
+            "local web UI listening; check the certificate fingerprint in the browser"
+        );
+        let mut rx = stop_rx.clone();
+        Some(tokio::spawn(ui.serve(async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        })))
+    } else {
+        None
+    };
     tracing::info!(
         listen = %local,
         appliance = ?config.id,
@@ -84,9 +133,19 @@ pub async fn run(
     let app = observe::ops_router(SERVICE, env!("CARGO_PKG_VERSION"), checks, metrics);
     metrics::gauge!("callgate_appliance_up").set(1.0);
     axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            let _ = stop_tx.send(true);
+        })
         .await
         .map_err(ServerError::Serve)?;
+    if let Some(web) = web {
+        match web.await {
+            Ok(Err(e)) => tracing::error!(error = %e, "web UI stopped with an error"),
+            Err(e) => tracing::error!(error = %e, "web UI task failed"),
+            Ok(Ok(())) => {}
+        }
+    }
     if let Some(feed) = health_feed {
         feed.abort();
         let _ = feed.await;

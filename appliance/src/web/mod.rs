@@ -1,0 +1,150 @@
+//! # The local web UI for field technicians (HTTPS only)
+//!
+//! Served on the box's LAN address with a certificate generated at first boot ([`tls`]); no
+//! default password: the admin account is created with the setup code from the box's label
+//! ([`auth`]). Every page but `/setup` and `/login` needs a session; every form carries the
+//! session's CSRF token; responses carry strict security headers. The status page is kept
+//! live by Server-Sent Events (`/events`).
+//!
+//! Rooms: [`auth`] (accounts, sessions, login throttling), [`tls`] (the certificate),
+//! [`status`] (what the pages show), [`pages`] (the handlers and templates).
+//! Must not: change call handling or the store's call data; it reads the daemon's state and
+//! calls its documented controls only.
+
+pub mod auth;
+pub mod pages;
+pub mod status;
+pub mod tls;
+
+use auth::{LoginThrottle, SessionPolicy, Sessions, SetupCode, ThrottlePolicy};
+use status::StatusSource;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+/// Why the web UI could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum WebError {
+    /// The certificate could not be made or loaded.
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    /// The setup code file could not be read or created.
+    #[error("setup code file {path}: {source}")]
+    SetupCode {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The listener could not be bound or failed.
+    #[error("web UI on {addr}: {source}")]
+    Serve {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Everything the handlers share.
+#[derive(Clone)]
+pub struct WebState {
+    pub(crate) sessions: Sessions,
+    pub(crate) throttle: Arc<Mutex<LoginThrottle>>,
+    pub(crate) setup_code: SetupCode,
+    pub(crate) status: StatusSource,
+    pub(crate) fingerprint: String,
+    pub(crate) reboot_command: Vec<String>,
+    pub(crate) identity_dir: PathBuf,
+}
+
+/// How the UI is set up (from `[web]` in the config).
+#[derive(Debug, Clone)]
+pub struct WebSettings {
+    /// Where to listen.
+    pub listen: SocketAddr,
+    /// The setup code file (the label's stand-in).
+    pub setup_code_file: PathBuf,
+    /// Names and addresses the certificate covers.
+    pub certificate_names: Vec<String>,
+    /// Session lifetimes.
+    pub sessions: SessionPolicy,
+    /// The command that reboots the box (empty: reboot not offered).
+    pub reboot_command: Vec<String>,
+    /// What a factory reset removes besides the UI account: the enrollment identity.
+    pub identity_dir: PathBuf,
+}
+
+/// The bound, ready-to-serve UI.
+pub struct WebUi {
+    listener: std::net::TcpListener,
+    app: axum::Router,
+    tls: tls::WebCertificate,
+}
+
+impl WebUi {
+    /// Loads or creates the certificate and setup code and binds the listener.
+    pub fn bind(settings: &WebSettings, status: StatusSource) -> Result<WebUi, WebError> {
+        let cert = tls::load_or_create(&status.data_dir, &settings.certificate_names)?;
+        let setup_code =
+            SetupCode::load_or_create(&settings.setup_code_file).map_err(|source| {
+                WebError::SetupCode {
+                    path: settings.setup_code_file.clone(),
+                    source,
+                }
+            })?;
+        let listener = std::net::TcpListener::bind(settings.listen)
+            .and_then(|l| l.set_nonblocking(true).map(|_| l))
+            .map_err(|source| WebError::Serve {
+                addr: settings.listen,
+                source,
+            })?;
+        let state = WebState {
+            sessions: Sessions::new(status.store.pool().clone(), settings.sessions),
+            throttle: Arc::new(Mutex::new(LoginThrottle::new(ThrottlePolicy::default()))),
+            setup_code,
+            status,
+            fingerprint: cert.fingerprint.clone(),
+            reboot_command: settings.reboot_command.clone(),
+            identity_dir: settings.identity_dir.clone(),
+        };
+        Ok(WebUi {
+            listener,
+            app: pages::router(state),
+            tls: cert,
+        })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// The certificate's SHA-256 fingerprint.
+    pub fn fingerprint(&self) -> &str {
+        &self.tls.fingerprint
+    }
+
+    /// Serves until `shutdown` resolves.
+    pub async fn serve(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> Result<(), WebError> {
+        let addr = self.local_addr().map_err(|source| WebError::Serve {
+            addr: ([0, 0, 0, 0], 0).into(),
+            source,
+        })?;
+        let handle = axum_server::Handle::new();
+        let stopper = handle.clone();
+        tokio::spawn(async move {
+            shutdown.await;
+            stopper.graceful_shutdown(Some(std::time::Duration::from_secs(5)));
+        });
+        let config = axum_server::tls_rustls::RustlsConfig::from_config(self.tls.server_config);
+        axum_server::from_tcp_rustls(self.listener, config)
+            .map_err(|source| WebError::Serve { addr, source })?
+            .handle(handle)
+            .serve(self.app.into_make_service_with_connect_info::<SocketAddr>())
+            .await
+            .map_err(|source| WebError::Serve { addr, source })
+    }
+}

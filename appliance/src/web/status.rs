@@ -1,0 +1,179 @@
+//! What the status and network pages show, gathered from the daemon and the system.
+
+use crate::store::Store;
+use callgate_common::time::UnixMillis;
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+/// The daemon's facts the UI reads.
+#[derive(Clone)]
+pub struct StatusSource {
+    /// The box's id, when set.
+    pub appliance: Option<String>,
+    /// When the daemon started.
+    pub started: Instant,
+    /// The store, for its health.
+    pub store: Store,
+    /// The data directory, for disk use.
+    pub data_dir: PathBuf,
+    /// The last board temperature, m°C.
+    pub temperature: Arc<Mutex<Option<i32>>>,
+}
+
+/// One status snapshot, as the page and the live stream show it (all values as text).
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct StatusSnapshot {
+    /// When it was taken (UTC, to the second).
+    pub updated: String,
+    /// The box's id.
+    pub appliance: String,
+    /// Firmware version.
+    pub firmware: String,
+    /// Uptime, `3d 4h 5m 6s`.
+    pub uptime: String,
+    /// `ok` or the store's error.
+    pub store: String,
+    /// `41.2 °C` or `no sensor reading`.
+    pub temperature: String,
+    /// `12% used, 3456 MiB free`.
+    pub disk: String,
+}
+
+impl StatusSource {
+    /// Takes a snapshot now.
+    pub async fn snapshot(&self, now: UnixMillis) -> StatusSnapshot {
+        let store = match self.store.ping().await {
+            Ok(()) => "ok".to_string(),
+            Err(e) => format!("failing: {e}"),
+        };
+        let temperature = match *self.temperature.lock().unwrap_or_else(|p| p.into_inner()) {
+            Some(mc) => format!("{:.1} °C", f64::from(mc) / 1000.0),
+            None => "no sensor reading".into(),
+        };
+        StatusSnapshot {
+            updated: utc_seconds(now),
+            appliance: self
+                .appliance
+                .clone()
+                .unwrap_or_else(|| "not enrolled".into()),
+            firmware: env!("CARGO_PKG_VERSION").into(),
+            uptime: human_duration(self.started.elapsed().as_secs()),
+            store,
+            temperature,
+            disk: disk_use(&self.data_dir),
+        }
+    }
+}
+
+/// `2026-11-21 06:42:07 UTC`.
+pub fn utc_seconds(now: UnixMillis) -> String {
+    let secs = now.0.div_euclid(1000);
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// `3d 4h 5m 6s`, leaving out leading zero units.
+pub fn human_duration(secs: u64) -> String {
+    let parts = [
+        (secs / 86_400, "d"),
+        (secs % 86_400 / 3600, "h"),
+        (secs % 3600 / 60, "m"),
+    ];
+    let mut out = String::new();
+    for (n, unit) in parts {
+        if n > 0 || !out.is_empty() {
+            out.push_str(&format!("{n}{unit} "));
+        }
+    }
+    out.push_str(&format!("{}s", secs % 60));
+    out
+}
+
+fn disk_use(dir: &Path) -> String {
+    match rustix::fs::statvfs(dir) {
+        Ok(s) if s.f_blocks > 0 => {
+            let used = 100 - (s.f_bavail * 100 / s.f_blocks);
+            format!("{used}% used, {} MiB free", (s.f_bavail * s.f_frsize) >> 20)
+        }
+        Ok(_) => "unknown".into(),
+        Err(e) => format!("unreadable: {e}"),
+    }
+}
+
+/// Nameservers from a resolv.conf.
+pub fn dns_servers(resolv_conf: &str) -> Vec<String> {
+    resolv_conf
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("nameserver"))
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+/// The default gateway from `/proc/net/route` text.
+pub fn default_gateway(proc_net_route: &str) -> Option<String> {
+    proc_net_route.lines().skip(1).find_map(|line| {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.len() > 2 && f[1] == "00000000" {
+            let gw = u32::from_str_radix(f[2], 16).ok()?;
+            let ip = std::net::Ipv4Addr::from(gw.to_le_bytes());
+            Some(format!("{ip} via {}", f[0]))
+        } else {
+            None
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_utc_dates_across_leap_years() {
+        assert_eq!(utc_seconds(UnixMillis(0)), "1970-01-01 00:00:00 UTC");
+        assert_eq!(
+            utc_seconds(UnixMillis(951_782_400_000)),
+            "2000-02-29 00:00:00 UTC"
+        );
+        assert_eq!(
+            utc_seconds(UnixMillis(1_795_245_727_000)),
+            "2026-11-21 07:22:07 UTC"
+        );
+    }
+
+    #[test]
+    fn durations_leave_out_leading_zero_units() {
+        assert_eq!(human_duration(5), "5s");
+        assert_eq!(human_duration(3_661), "1h 1m 1s");
+        assert_eq!(human_duration(90_000), "1d 1h 0m 0s");
+    }
+
+    #[test]
+    fn reads_dns_and_the_default_route() {
+        let conf = "# generated\nnameserver 10.0.0.53\nsearch lan\nnameserver  1.1.1.1 \n";
+        assert_eq!(dns_servers(conf), vec!["10.0.0.53", "1.1.1.1"]);
+        let route = "Iface\tDestination\tGateway\tFlags\n\
+                     eth0\t0000A8C0\t00000000\t0001\n\
+                     eth0\t00000000\t0100A8C0\t0003\n";
+        assert_eq!(default_gateway(route), Some("192.168.0.1 via eth0".into()));
+        assert_eq!(default_gateway("Iface\tDestination\n"), None);
+    }
+}
