@@ -8,6 +8,7 @@
 //! - [`message`], [`header`], [`uri`], [`param`]: the message model and serialization;
 //! - [`parse`]: parsing one message (datagram rules) and answering unparseable requests;
 //! - [`framing`]: cutting TCP/TLS streams into messages by Content-Length, keep-alives;
+//! - [`transaction`]: RFC 3261 §17 client/server transactions, timers, retransmission;
 //! - [`admission`]: what a UAS answers a request that parsed but cannot be served;
 //! - [`error`]: the one error type, which knows its SIP status.
 //!
@@ -21,6 +22,7 @@ pub mod header;
 pub mod message;
 pub mod param;
 pub mod parse;
+pub mod transaction;
 pub mod uri;
 
 pub use error::SipError;
