@@ -9,6 +9,7 @@
 //! - [`parse`]: parsing one message (datagram rules) and answering unparseable requests;
 //! - [`framing`]: cutting TCP/TLS streams into messages by Content-Length, keep-alives;
 //! - [`transaction`]: RFC 3261 §17 client/server transactions, timers, retransmission;
+//! - [`digest`]: answering 401/407 challenges (MD5, SHA-256);
 //! - [`admission`]: what a UAS answers a request that parsed but cannot be served;
 //! - [`error`]: the one error type, which knows its SIP status.
 //!
@@ -16,6 +17,7 @@
 
 pub mod admission;
 mod cursor;
+pub mod digest;
 pub mod error;
 pub mod framing;
 pub mod header;
