@@ -9,6 +9,8 @@
 //! - [`parse`]: parsing one message (datagram rules) and answering unparseable requests;
 //! - [`framing`]: cutting TCP/TLS streams into messages by Content-Length, keep-alives;
 //! - [`transaction`]: RFC 3261 §17 client/server transactions, timers, retransmission;
+//! - [`dialog`]: dialog state and in-dialog requests (loose routing, ACK for 2xx);
+//! - [`agent`]: the user agent: outbound call legs, CANCEL/BYE/re-INVITE, OPTIONS;
 //! - [`digest`]: answering 401/407 challenges (MD5, SHA-256);
 //! - [`admission`]: what a UAS answers a request that parsed but cannot be served;
 //! - [`error`]: the one error type, which knows its SIP status.
@@ -16,7 +18,9 @@
 //! This crate must not do I/O, read the clock, spawn tasks or log.
 
 pub mod admission;
+pub mod agent;
 mod cursor;
+pub mod dialog;
 pub mod digest;
 pub mod error;
 pub mod framing;

@@ -1,0 +1,572 @@
+//! Call scenarios in virtual time: our [`UserAgent`] against a scripted UAS built on a
+//! bare transaction layer, over a simulated link that can drop chosen packets.
+
+use super::*;
+use crate::digest::DigestCredentials;
+use crate::header::AuthValue;
+use std::time::Duration;
+
+const UA: &str = "127.0.0.1:5060";
+const PEER: &str = "127.0.0.2:5080";
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+/// What the scripted UAS does with each new request: responses after delays (ms).
+type Script = Box<dyn FnMut(&Request) -> Vec<(u64, u16, Option<Header>)>>;
+
+struct Net {
+    start: Instant,
+    now: Instant,
+    ua: UserAgent,
+    peer: TransactionLayer,
+    script: Script,
+    scheduled: Vec<(Instant, TxKey, Request, u16, Option<Header>)>,
+    in_flight: Vec<(Instant, bool, Vec<u8>)>,
+    events: Vec<(Duration, AgentEvent)>,
+    /// Every request that reached the peer, as parsed (retransmissions, CANCEL and ACK
+    /// included).
+    peer_seen: Vec<Request>,
+    drop_to_peer: Vec<Method>,
+}
+
+const DELAY: Duration = Duration::from_millis(10);
+
+impl Net {
+    fn new(credentials: Option<DigestCredentials>, script: Script) -> Net {
+        let start = Instant::now();
+        Net {
+            start,
+            now: start,
+            ua: UserAgent::new(AgentConfig {
+                local: addr(UA),
+                user: "dialer".into(),
+                timers: TimerConfig::default(),
+                credentials,
+                seed: 42,
+            }),
+            peer: TransactionLayer::new(TimerConfig::default()),
+            script,
+            scheduled: Vec::new(),
+            in_flight: Vec::new(),
+            events: Vec::new(),
+            peer_seen: Vec::new(),
+            drop_to_peer: Vec::new(),
+        }
+    }
+
+    fn flush(&mut self) {
+        let t = self.now - self.start;
+        while let Some(o) = self.ua.poll_output() {
+            match o {
+                AgentOutput::Transmit(tr) => {
+                    assert_eq!(tr.to, addr(PEER));
+                    let m = parse_datagram(&tr.bytes).unwrap();
+                    let drop = match &m {
+                        Incoming::Message(SipMessage::Request(r)) => {
+                            if let Some(i) = self.drop_to_peer.iter().position(|d| *d == r.method) {
+                                self.drop_to_peer.remove(i);
+                                true
+                            } else {
+                                false
+                            }
+                        }
+                        _ => false,
+                    };
+                    if !drop {
+                        self.in_flight.push((self.now + DELAY, true, tr.bytes));
+                    }
+                }
+                AgentOutput::Event(e) => self.events.push((t, e)),
+            }
+        }
+        while let Some(o) = self.peer.poll_output() {
+            match o {
+                Output::Transmit(tr) => {
+                    assert_eq!(tr.to, addr(UA), "the peer answers where Via/rport say");
+                    self.in_flight.push((self.now + DELAY, false, tr.bytes));
+                }
+                Output::Event(TxEvent::Request { key, request, .. }) => {
+                    for (delay, status, extra) in (self.script)(&request) {
+                        self.scheduled.push((
+                            self.now + Duration::from_millis(delay),
+                            key.clone(),
+                            request.clone(),
+                            status,
+                            extra,
+                        ));
+                    }
+                }
+                Output::Event(_) => {}
+            }
+        }
+    }
+
+    fn run_until(&mut self, until: Duration) {
+        let end = self.start + until;
+        loop {
+            self.flush();
+            let next = [
+                self.ua.poll_timeout(),
+                self.peer.poll_timeout(),
+                self.in_flight.iter().map(|f| f.0).min(),
+                self.scheduled.iter().map(|s| s.0).min(),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
+            match next {
+                Some(n) if n <= end => self.now = self.now.max(n),
+                _ => {
+                    self.now = end;
+                    self.flush();
+                    return;
+                }
+            }
+            let now = self.now;
+            let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.scheduled)
+                .into_iter()
+                .partition(|s| s.0 <= now);
+            self.scheduled = later;
+            for (_, key, req, status, extra) in due {
+                let mut r = response_to(&req, status, "Scripted", Some("peer-tag"));
+                if (200..300).contains(&status) && req.method == Method::Invite {
+                    r.headers
+                        .push(Header::Contact(Contact::Address(NameAddr::new(
+                            Uri::parse(&format!("sip:uas@{PEER}")).unwrap(),
+                        ))));
+                    r.body = b"v=0\r\n".to_vec();
+                }
+                if let Some(h) = extra {
+                    r.headers.push(h);
+                }
+                let _ = self.peer.respond(now, &key, r);
+            }
+            let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.in_flight)
+                .into_iter()
+                .partition(|f| f.0 <= now);
+            self.in_flight = later;
+            for (_, to_peer, bytes) in due {
+                if to_peer {
+                    let Ok(Incoming::Message(m)) = parse_datagram(&bytes) else {
+                        panic!()
+                    };
+                    if let SipMessage::Request(r) = &m {
+                        self.peer_seen.push(r.clone());
+                    }
+                    self.peer.handle_message(now, addr(UA), m);
+                } else {
+                    self.ua.handle_datagram(now, addr(PEER), &bytes);
+                }
+            }
+            self.ua.handle_timeout(now);
+            self.peer.handle_timeout(now);
+        }
+    }
+
+    fn call(&mut self) -> LegId {
+        let leg = self.ua.place_call(
+            self.now,
+            Uri::parse("sip:+4930123@127.0.0.2").unwrap(),
+            addr(PEER),
+            b"v=0\r\n".to_vec(),
+        );
+        self.flush();
+        leg
+    }
+
+    fn seen(&self, m: Method) -> Vec<&Request> {
+        self.peer_seen.iter().filter(|r| r.method == m).collect()
+    }
+
+    fn event_kinds(&self) -> Vec<String> {
+        self.events
+            .iter()
+            .map(|(_, e)| match e {
+                AgentEvent::Progress { status, .. } => format!("progress {status}"),
+                AgentEvent::Answered { .. } => "answered".into(),
+                AgentEvent::Failed { status, .. } => format!("failed {status}"),
+                AgentEvent::Ended { by_peer, .. } => format!("ended by_peer={by_peer}"),
+                AgentEvent::Reinvited { status, .. } => format!("reinvited {status}"),
+                AgentEvent::ProbeResult { status, .. } => format!("probe {status}"),
+            })
+            .collect()
+    }
+}
+
+fn answering(ring_ms: u64) -> Script {
+    Box::new(move |r: &Request| match r.method {
+        Method::Invite => vec![(0, 180, None), (ring_ms, 200, None)],
+        Method::Bye | Method::Options => vec![(0, 200, None)],
+        _ => vec![],
+    })
+}
+
+#[test]
+fn an_answered_call_is_acked_and_ended_with_bye() {
+    let mut net = Net::new(None, answering(500));
+    let leg = net.call();
+    net.run_until(Duration::from_secs(2));
+    assert_eq!(net.event_kinds(), vec!["progress 180", "answered"]);
+    let acks = net.seen(Method::Ack);
+    assert_eq!(acks.len(), 1);
+    let ack = acks[0];
+    assert_eq!(ack.headers.cseq().unwrap().seq, 1);
+    assert_eq!(ack.headers.to().unwrap().tag(), Some("peer-tag"));
+    assert_eq!(
+        ack.uri.to_string(),
+        format!("sip:uas@{PEER}"),
+        "ACK goes to the Contact"
+    );
+    let invite_branch = net.seen(Method::Invite)[0]
+        .headers
+        .top_via()
+        .unwrap()
+        .branch()
+        .map(str::to_owned);
+    assert_ne!(
+        ack.headers.top_via().unwrap().branch().map(str::to_owned),
+        invite_branch,
+        "2xx ACK is its own transaction"
+    );
+    net.ua.hang_up(net.now, leg).unwrap();
+    net.run_until(Duration::from_secs(3));
+    assert_eq!(net.event_kinds().last().unwrap(), "ended by_peer=false");
+    let bye = net.seen(Method::Bye)[0];
+    assert_eq!(bye.headers.cseq().unwrap().seq, 2);
+    assert_eq!(net.ua.legs(), 0);
+}
+
+#[test]
+fn a_lost_ack_is_resent_when_the_200_is_retransmitted() {
+    let mut net = Net::new(None, answering(100));
+    net.drop_to_peer.push(Method::Ack);
+    net.call();
+    net.run_until(Duration::from_secs(5));
+    // The peer's transaction layer does not retransmit 2xx by itself (its UAS core
+    // would); emulate that core by resending the 200 once.
+    let invite = net.seen(Method::Invite)[0].clone();
+    let mut ok = response_to(&invite, 200, "OK", Some("peer-tag"));
+    ok.headers
+        .push(Header::Contact(Contact::Address(NameAddr::new(
+            Uri::parse(&format!("sip:uas@{PEER}")).unwrap(),
+        ))));
+    net.ua.handle_datagram(net.now, addr(PEER), &ok.to_bytes());
+    net.run_until(Duration::from_secs(6));
+    assert_eq!(
+        net.seen(Method::Ack).len(),
+        1,
+        "the first ACK was lost, the resent one arrived"
+    );
+    assert_eq!(net.event_kinds(), vec!["progress 180", "answered"]);
+}
+
+#[test]
+fn busy_and_decline_are_reported_as_failures_and_acked() {
+    for status in [486u16, 603] {
+        let mut net = Net::new(
+            None,
+            Box::new(move |r: &Request| match r.method {
+                Method::Invite => vec![(0, 180, None), (200, status, None)],
+                _ => vec![],
+            }),
+        );
+        net.call();
+        net.run_until(Duration::from_secs(40));
+        assert_eq!(
+            net.event_kinds(),
+            vec!["progress 180".to_owned(), format!("failed {status}")]
+        );
+        assert_eq!(net.seen(Method::Ack).len(), 1);
+        assert_eq!(net.ua.legs(), 0);
+        assert_eq!(net.ua.tx.live(), (0, 0));
+    }
+}
+
+fn challenge_then_answer(alg: &'static str) -> Script {
+    Box::new(move |r: &Request| match r.method {
+        Method::Invite if r.headers.authorization().next().is_none() => {
+            let ch = AuthValue::parse(&format!(
+                r#"Digest realm="carrier.example", nonce="abc123", qop="auth", algorithm={alg}"#
+            ))
+            .unwrap();
+            vec![(0, 401, Some(Header::WwwAuthenticate(ch)))]
+        }
+        Method::Invite => vec![(0, 180, None), (100, 200, None)],
+        Method::Bye => vec![(0, 200, None)],
+        _ => vec![],
+    })
+}
+
+#[test]
+fn a_401_challenge_is_answered_with_digest_credentials() {
+    for alg in ["MD5", "SHA-256"] {
+        let creds = DigestCredentials {
+            username: "branch7".into(),
+            password: "s3cret".into(),
+            realm: None,
+        };
+        let mut net = Net::new(Some(creds.clone()), challenge_then_answer(alg));
+        net.call();
+        net.run_until(Duration::from_secs(2));
+        assert_eq!(net.event_kinds(), vec!["progress 180", "answered"], "{alg}");
+        let invites = net.seen(Method::Invite);
+        assert_eq!(invites.len(), 2);
+        let second = invites[1];
+        assert_eq!(second.headers.cseq().unwrap().seq, 2);
+        assert_eq!(second.headers.call_id(), invites[0].headers.call_id());
+        let auth = second.headers.authorization().next().unwrap();
+        // Verify as the carrier would: recompute the digest from the password.
+        let mut server_side = DigestSession::new(creds);
+        server_side
+            .challenge(
+                &AuthValue::parse(&format!(
+                    r#"Digest realm="carrier.example", nonce="abc123", qop="auth", algorithm={alg}"#
+                ))
+                .unwrap(),
+            )
+            .unwrap();
+        let expected = server_side
+            .authorize(
+                &Method::Invite,
+                &auth.param("uri").unwrap(),
+                &auth.param("cnonce").unwrap(),
+            )
+            .unwrap();
+        assert_eq!(auth.param("response"), expected.param("response"), "{alg}");
+        assert_eq!(auth.param("algorithm").as_deref(), Some(alg));
+    }
+}
+
+#[test]
+fn wrong_credentials_fail_the_call_after_one_retry() {
+    let mut net = Net::new(
+        Some(DigestCredentials {
+            username: "u".into(),
+            password: "wrong".into(),
+            realm: None,
+        }),
+        Box::new(|r: &Request| match r.method {
+            Method::Invite => {
+                let ch = AuthValue::parse(r#"Digest realm="r", nonce="n""#).unwrap();
+                vec![(0, 401, Some(Header::WwwAuthenticate(ch)))]
+            }
+            _ => vec![],
+        }),
+    );
+    net.call();
+    net.run_until(Duration::from_secs(40));
+    assert_eq!(net.seen(Method::Invite).len(), 2);
+    assert_eq!(net.event_kinds(), vec!["failed 401"]);
+}
+
+#[test]
+fn hanging_up_while_ringing_cancels_and_reports_487() {
+    let mut net = Net::new(
+        None,
+        Box::new(|r: &Request| match r.method {
+            Method::Invite => vec![(0, 180, None)],
+            _ => vec![],
+        }),
+    );
+    let leg = net.call();
+    net.run_until(Duration::from_millis(500));
+    net.ua.hang_up(net.now, leg).unwrap();
+    net.run_until(Duration::from_millis(600));
+    assert_eq!(net.seen(Method::Cancel).len(), 1);
+    // The peer's user answers the cancelled INVITE with 487.
+    let invite = net.seen(Method::Invite)[0].clone();
+    let key = TxKey {
+        role: crate::transaction::Role::Server,
+        branch: invite
+            .headers
+            .top_via()
+            .unwrap()
+            .branch()
+            .unwrap()
+            .to_owned(),
+        method: Method::Invite,
+        sent_by: UA.to_owned(),
+    };
+    net.peer
+        .respond(
+            net.now,
+            &key,
+            response_to(&invite, 487, "Request Terminated", Some("peer-tag")),
+        )
+        .unwrap();
+    net.run_until(Duration::from_secs(40));
+    assert_eq!(net.event_kinds(), vec!["progress 180", "failed 487"]);
+    assert_eq!(net.seen(Method::Ack).len(), 1);
+}
+
+#[test]
+fn cancel_is_held_until_a_provisional_arrives() {
+    let mut net = Net::new(
+        None,
+        Box::new(|r: &Request| match r.method {
+            Method::Invite => vec![(300, 180, None)],
+            _ => vec![],
+        }),
+    );
+    let leg = net.call();
+    net.ua.hang_up(net.now, leg).unwrap();
+    // The peer's 100 Trying reaches us at 20 ms; until then no CANCEL may leave (§9.1).
+    net.run_until(Duration::from_millis(19));
+    assert!(net.ua.poll_output().is_none());
+    net.run_until(Duration::from_millis(100));
+    let cancels = net.seen(Method::Cancel);
+    assert_eq!(cancels.len(), 1);
+    assert_eq!(
+        cancels[0].headers.top_via().unwrap().branch(),
+        net.seen(Method::Invite)[0]
+            .headers
+            .top_via()
+            .unwrap()
+            .branch(),
+        "CANCEL carries the INVITE's branch"
+    );
+}
+
+#[test]
+fn a_200_crossing_our_cancel_is_acked_and_then_ended_with_bye() {
+    let mut net = Net::new(None, answering(500));
+    let leg = net.call();
+    // Hang up at the instant the peer answers: CANCEL and 200 cross on the link.
+    net.run_until(Duration::from_millis(510));
+    net.ua.hang_up(net.now, leg).unwrap();
+    net.run_until(Duration::from_secs(5));
+    assert_eq!(net.seen(Method::Cancel).len(), 1);
+    assert_eq!(net.seen(Method::Ack).len(), 1);
+    assert_eq!(net.seen(Method::Bye).len(), 1);
+    assert_eq!(
+        net.event_kinds(),
+        vec!["progress 180", "answered", "ended by_peer=false"]
+    );
+}
+
+#[test]
+fn a_second_forked_2xx_is_acked_and_released_with_bye() {
+    let mut net = Net::new(None, answering(100));
+    net.call();
+    net.run_until(Duration::from_secs(1));
+    let invite = net.seen(Method::Invite)[0].clone();
+    let mut fork = response_to(&invite, 200, "OK", Some("other-fork"));
+    fork.headers
+        .push(Header::Contact(Contact::Address(NameAddr::new(
+            Uri::parse(&format!("sip:fork@{PEER}")).unwrap(),
+        ))));
+    net.ua
+        .handle_datagram(net.now, addr(PEER), &fork.to_bytes());
+    net.run_until(Duration::from_secs(2));
+    let acks = net.seen(Method::Ack);
+    assert_eq!(acks.len(), 2);
+    assert_eq!(acks[1].headers.to().unwrap().tag(), Some("other-fork"));
+    let byes = net.seen(Method::Bye);
+    assert_eq!(byes.len(), 1);
+    assert_eq!(byes[0].uri.to_string(), format!("sip:fork@{PEER}"));
+    // The call itself stays up.
+    assert_eq!(net.event_kinds(), vec!["progress 180", "answered"]);
+    assert_eq!(net.ua.legs(), 1);
+}
+
+#[test]
+fn a_reinvite_changes_media_and_is_acked() {
+    let mut net = Net::new(None, answering(100));
+    let leg = net.call();
+    net.run_until(Duration::from_secs(1));
+    net.ua
+        .reinvite(net.now, leg, b"v=0\r\na=sendonly\r\n".to_vec())
+        .unwrap();
+    net.run_until(Duration::from_secs(2));
+    assert_eq!(net.event_kinds().last().unwrap(), "reinvited 200");
+    let invites = net.seen(Method::Invite);
+    assert_eq!(invites.len(), 2);
+    assert_eq!(invites[1].headers.cseq().unwrap().seq, 2);
+    assert_eq!(invites[1].headers.to().unwrap().tag(), Some("peer-tag"));
+    assert!(invites[1].body.ends_with(b"a=sendonly\r\n"));
+    let acks = net.seen(Method::Ack);
+    assert_eq!(acks.len(), 2);
+    assert_eq!(acks[1].headers.cseq().unwrap().seq, 2);
+}
+
+#[test]
+fn the_peers_bye_ends_the_call_and_is_answered() {
+    let mut net = Net::new(None, answering(100));
+    net.call();
+    net.run_until(Duration::from_secs(1));
+    let invite = net.seen(Method::Invite)[0].clone();
+    // The peer's BYE: its From is our To (with its tag), its To is our From.
+    let mut h = Headers::default();
+    h.push(Header::Via(Via::new(
+        Transport::Udp,
+        Host::V4("127.0.0.2".parse().unwrap()),
+        Some(5080),
+        "z9hG4bKpeerbye",
+    )));
+    let mut from = invite.headers.to().unwrap().clone();
+    from.set_tag("peer-tag");
+    h.push(Header::From(from));
+    h.push(Header::To(invite.headers.from().unwrap().clone()));
+    h.push(Header::CallId(invite.headers.call_id().unwrap().clone()));
+    h.push(Header::CSeq(CSeq {
+        seq: 1,
+        method: Method::Bye,
+    }));
+    let bye = Request {
+        method: Method::Bye,
+        uri: Uri::parse(&format!("sip:dialer@{UA}")).unwrap(),
+        headers: h,
+        body: Vec::new(),
+    };
+    net.ua.handle_datagram(net.now, addr(PEER), &bye.to_bytes());
+    let mut answered = None;
+    while let Some(o) = net.ua.poll_output() {
+        match o {
+            AgentOutput::Transmit(t) => answered = Some(parse_datagram(&t.bytes).unwrap()),
+            AgentOutput::Event(e) => net.events.push((Duration::ZERO, e)),
+        }
+    }
+    let Some(Incoming::Message(SipMessage::Response(r))) = answered else {
+        panic!()
+    };
+    assert_eq!(r.status, 200);
+    assert_eq!(net.event_kinds().last().unwrap(), "ended by_peer=true");
+    assert_eq!(net.ua.legs(), 0);
+}
+
+#[test]
+fn options_probes_report_the_status_or_408() {
+    let mut net = Net::new(None, answering(0));
+    net.ua.probe(
+        net.now,
+        Uri::parse("sip:127.0.0.2:5080").unwrap(),
+        addr(PEER),
+    );
+    net.run_until(Duration::from_secs(1));
+    assert_eq!(net.event_kinds(), vec!["probe 200"]);
+    let mut silent = Net::new(None, Box::new(|_: &Request| vec![]));
+    silent.drop_to_peer = vec![Method::Options; 20];
+    silent.ua.probe(
+        silent.now,
+        Uri::parse("sip:127.0.0.2:5080").unwrap(),
+        addr(PEER),
+    );
+    silent.run_until(Duration::from_secs(40));
+    assert_eq!(silent.event_kinds(), vec!["probe 408"]);
+}
+
+#[test]
+fn a_malformed_request_from_the_peer_is_answered_400() {
+    let mut net = Net::new(None, answering(0));
+    let bad = b"OPTIONS sip:dialer@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.2:5080;branch=z9hG4bKx\r\n\
+        From: Bad, Name <sip:x@y>;tag=1\r\nTo: <sip:dialer@127.0.0.1>\r\nCall-ID: c\r\nCSeq: 1 OPTIONS\r\n\r\n";
+    net.ua.handle_datagram(net.now, addr(PEER), bad);
+    let Some(AgentOutput::Transmit(t)) = net.ua.poll_output() else {
+        panic!()
+    };
+    assert!(t
+        .bytes
+        .starts_with(b"SIP/2.0 400 Bad Request (malformed From header"));
+}
