@@ -1,0 +1,237 @@
+//! The appliance's SIP user agent, on its tokio UDP driver, places real calls to a real
+//! SIPp acting as the carrier's UAS (package `sip-tester`): answered calls
+//! (100/180/200/ACK/BYE), busy and declined calls (486, 603), and a 401 digest
+//! challenge answered. Every SIPp runs on a free loopback port in a temp dir and must
+//! itself report its scenario passed (exit 0).
+
+use callgate_appliance::sip::udp::UdpAgent;
+use callgate_sip::agent::{AgentConfig, AgentEvent, LegId};
+use callgate_sip::digest::DigestCredentials;
+use callgate_sip::transaction::TimerConfig;
+use callgate_sip::uri::Uri;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+use tokio::process::{Child, Command};
+
+fn free_udp_port() -> u16 {
+    let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    s.local_addr().unwrap().port()
+}
+
+struct Sipp {
+    child: Child,
+    addr: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Sipp {
+    /// Starts SIPp as a UAS for one call with the given scenario arguments.
+    fn start(scenario: &[&str]) -> Sipp {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_udp_port();
+        let child = Command::new("sipp")
+            .args(scenario)
+            .args(["-i", "127.0.0.1", "-p", &port.to_string(), "-m", "1"])
+            .args(["-nostdin", "-timeout", "30", "-timeout_error", "-trace_err"])
+            .current_dir(dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("sipp is installed by scripts/setup (package sip-tester)");
+        Sipp {
+            child,
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            _dir: dir,
+        }
+    }
+
+    /// Waits for SIPp to finish and returns whether its scenario passed, with its errors.
+    async fn passed(mut self) -> (bool, String) {
+        let status = tokio::time::timeout(Duration::from_secs(40), self.child.wait())
+            .await
+            .expect("sipp finishes")
+            .unwrap();
+        let mut errors = String::new();
+        for e in std::fs::read_dir(self._dir.path()).unwrap() {
+            let p = e.unwrap().path();
+            if p.to_string_lossy().ends_with("errors.log") {
+                errors.push_str(&std::fs::read_to_string(&p).unwrap_or_default());
+            }
+        }
+        (status.success(), errors)
+    }
+}
+
+fn scenario(name: &str) -> String {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/sipp")
+        .join(name)
+        .to_string_lossy()
+        .into_owned()
+}
+
+async fn agent(credentials: Option<DigestCredentials>) -> UdpAgent {
+    UdpAgent::start(
+        "127.0.0.1:0".parse().unwrap(),
+        AgentConfig {
+            local: "127.0.0.1:0".parse().unwrap(),
+            user: "dialer".into(),
+            timers: TimerConfig::default(),
+            credentials,
+            seed: std::process::id().into(),
+        },
+    )
+    .await
+    .unwrap()
+}
+
+/// Events of `leg` until one matching `done`, with a deadline.
+async fn events_until(
+    ua: &mut UdpAgent,
+    leg: LegId,
+    done: impl Fn(&AgentEvent) -> bool,
+) -> Vec<AgentEvent> {
+    let mut seen = Vec::new();
+    loop {
+        let e = tokio::time::timeout(Duration::from_secs(15), ua.next_event())
+            .await
+            .unwrap_or_else(|_| panic!("no event in time; so far {seen:?}"))
+            .expect("driver running");
+        let mine = match &e {
+            AgentEvent::Progress { leg: l, .. }
+            | AgentEvent::Answered { leg: l, .. }
+            | AgentEvent::Failed { leg: l, .. }
+            | AgentEvent::Ended { leg: l, .. } => *l == leg,
+            _ => false,
+        };
+        if mine {
+            let stop = done(&e);
+            seen.push(e);
+            if stop {
+                return seen;
+            }
+        }
+    }
+}
+
+fn to(sipp: &Sipp) -> Uri {
+    Uri::parse(&format!("sip:+4930555@{}", sipp.addr)).unwrap()
+}
+
+const OFFER: &[u8] = b"v=0\r\no=callgate 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 40000 RTP/AVP 0\r\n";
+
+#[tokio::test]
+async fn an_outbound_call_to_sipp_is_answered_acked_and_hung_up() {
+    let sipp = Sipp::start(&["-sn", "uas"]);
+    // Let SIPp bind before the INVITE; a lost first INVITE would only be retransmitted.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut ua = agent(None).await;
+    let leg = ua
+        .place_call(to(&sipp), sipp.addr, OFFER.to_vec())
+        .await
+        .unwrap();
+    let seen = events_until(&mut ua, leg, |e| matches!(e, AgentEvent::Answered { .. })).await;
+    assert!(
+        matches!(seen[0], AgentEvent::Progress { status: 180, .. }),
+        "{seen:?}"
+    );
+    let AgentEvent::Answered { body, .. } = seen.last().unwrap() else {
+        panic!()
+    };
+    assert!(
+        String::from_utf8_lossy(body).contains("m=audio"),
+        "the 200 carried SDP"
+    );
+    ua.hang_up(leg).unwrap();
+    let end = events_until(&mut ua, leg, |e| matches!(e, AgentEvent::Ended { .. })).await;
+    assert!(matches!(end[0], AgentEvent::Ended { by_peer: false, .. }));
+    let (ok, errors) = sipp.passed().await;
+    assert!(
+        ok,
+        "SIPp saw INVITE, ACK and BYE as its scenario expects: {errors}"
+    );
+}
+
+#[tokio::test]
+async fn busy_and_declined_calls_are_reported_with_their_status() {
+    for (file, status, reason) in [
+        ("uas_busy.xml", "486", "Busy Here"),
+        ("uas_decline.xml", "603", "Decline"),
+    ] {
+        let sipp = Sipp::start(&["-sf", &scenario(file)]);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let mut ua = agent(None).await;
+        let leg = ua
+            .place_call(to(&sipp), sipp.addr, OFFER.to_vec())
+            .await
+            .unwrap();
+        let seen = events_until(&mut ua, leg, |e| matches!(e, AgentEvent::Failed { .. })).await;
+        let AgentEvent::Failed {
+            status: got,
+            reason: why,
+            ..
+        } = seen.last().unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(got.to_string(), status);
+        assert_eq!(why, reason);
+        let (ok, errors) = sipp.passed().await;
+        assert!(ok, "SIPp got its ACK for {status}: {errors}");
+    }
+}
+
+#[tokio::test]
+async fn a_401_challenge_from_sipp_is_answered_and_the_call_completes() {
+    let sipp = Sipp::start(&["-sf", &scenario("uas_auth.xml")]);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut ua = agent(Some(DigestCredentials {
+        username: "branch7".into(),
+        password: "s3cret".into(),
+        realm: None,
+    }))
+    .await;
+    let leg = ua
+        .place_call(to(&sipp), sipp.addr, OFFER.to_vec())
+        .await
+        .unwrap();
+    let seen = events_until(&mut ua, leg, |e| {
+        matches!(e, AgentEvent::Answered { .. } | AgentEvent::Failed { .. })
+    })
+    .await;
+    assert!(
+        matches!(seen.last().unwrap(), AgentEvent::Answered { .. }),
+        "SIPp accepted our digest: {seen:?}"
+    );
+    ua.hang_up(leg).unwrap();
+    events_until(&mut ua, leg, |e| matches!(e, AgentEvent::Ended { .. })).await;
+    let (ok, errors) = sipp.passed().await;
+    assert!(ok, "{errors}");
+}
+
+#[tokio::test]
+async fn wrong_credentials_are_refused_by_sipp_with_403() {
+    let sipp = Sipp::start(&["-sf", &scenario("uas_auth.xml")]);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut ua = agent(Some(DigestCredentials {
+        username: "branch7".into(),
+        password: "wrong".into(),
+        realm: None,
+    }))
+    .await;
+    let leg = ua
+        .place_call(to(&sipp), sipp.addr, OFFER.to_vec())
+        .await
+        .unwrap();
+    let seen = events_until(&mut ua, leg, |e| matches!(e, AgentEvent::Failed { .. })).await;
+    assert!(
+        matches!(seen.last().unwrap(), AgentEvent::Failed { status: 403, .. }),
+        "{seen:?}"
+    );
+    let (ok, errors) = sipp.passed().await;
+    assert!(ok, "{errors}");
+}
