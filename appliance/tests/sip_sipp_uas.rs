@@ -1,7 +1,7 @@
 //! The appliance's SIP user agent, on its tokio UDP driver, places real calls to a real
 //! SIPp acting as the carrier's UAS (package `sip-tester`): answered calls
-//! (100/180/200/ACK/BYE), busy and declined calls (486, 603), and a 401 digest
-//! challenge answered. Every SIPp runs on a free loopback port in a temp dir and must
+//! (100/180/200/ACK/BYE), busy and declined calls (486, 603), a 401 digest challenge
+//! answered, and CANCEL on ring timeout after 183 early media. Every SIPp runs on a free loopback port in a temp dir and must
 //! itself report its scenario passed (exit 0).
 
 use callgate_appliance::sip::udp::UdpAgent;
@@ -131,7 +131,7 @@ async fn an_outbound_call_to_sipp_is_answered_acked_and_hung_up() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let mut ua = agent(None).await;
     let leg = ua
-        .place_call(to(&sipp), sipp.addr, OFFER.to_vec())
+        .place_call(to(&sipp), sipp.addr, OFFER.to_vec(), None)
         .await
         .unwrap();
     let seen = events_until(&mut ua, leg, |e| matches!(e, AgentEvent::Answered { .. })).await;
@@ -166,7 +166,7 @@ async fn busy_and_declined_calls_are_reported_with_their_status() {
         tokio::time::sleep(Duration::from_millis(300)).await;
         let mut ua = agent(None).await;
         let leg = ua
-            .place_call(to(&sipp), sipp.addr, OFFER.to_vec())
+            .place_call(to(&sipp), sipp.addr, OFFER.to_vec(), None)
             .await
             .unwrap();
         let seen = events_until(&mut ua, leg, |e| matches!(e, AgentEvent::Failed { .. })).await;
@@ -196,7 +196,7 @@ async fn a_401_challenge_from_sipp_is_answered_and_the_call_completes() {
     }))
     .await;
     let leg = ua
-        .place_call(to(&sipp), sipp.addr, OFFER.to_vec())
+        .place_call(to(&sipp), sipp.addr, OFFER.to_vec(), None)
         .await
         .unwrap();
     let seen = events_until(&mut ua, leg, |e| {
@@ -224,7 +224,7 @@ async fn wrong_credentials_are_refused_by_sipp_with_403() {
     }))
     .await;
     let leg = ua
-        .place_call(to(&sipp), sipp.addr, OFFER.to_vec())
+        .place_call(to(&sipp), sipp.addr, OFFER.to_vec(), None)
         .await
         .unwrap();
     let seen = events_until(&mut ua, leg, |e| matches!(e, AgentEvent::Failed { .. })).await;
@@ -234,4 +234,38 @@ async fn wrong_credentials_are_refused_by_sipp_with_403() {
     );
     let (ok, errors) = sipp.passed().await;
     assert!(ok, "{errors}");
+}
+
+#[tokio::test]
+async fn an_unanswered_call_is_cancelled_at_its_ring_timeout_after_early_media() {
+    let sipp = Sipp::start(&["-sf", &scenario("uas_ring_cancel.xml")]);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut ua = agent(None).await;
+    let leg = ua
+        .place_call(
+            to(&sipp),
+            sipp.addr,
+            OFFER.to_vec(),
+            Some(Duration::from_secs(1)),
+        )
+        .await
+        .unwrap();
+    let seen = events_until(&mut ua, leg, |e| matches!(e, AgentEvent::Failed { .. })).await;
+    let AgentEvent::Progress {
+        status: 183, body, ..
+    } = &seen[0]
+    else {
+        panic!("{seen:?}")
+    };
+    assert!(
+        String::from_utf8_lossy(body).contains("m=audio"),
+        "early media SDP"
+    );
+    assert!(matches!(seen[1], AgentEvent::Progress { status: 180, .. }));
+    assert!(
+        matches!(seen[2], AgentEvent::Failed { status: 487, .. }),
+        "{seen:?}"
+    );
+    let (ok, errors) = sipp.passed().await;
+    assert!(ok, "SIPp got CANCEL and the ACK for 487: {errors}");
 }

@@ -5,7 +5,7 @@
 use callgate_sip::agent::{AgentConfig, AgentEvent, AgentOutput, LegId, ProbeId, UserAgent};
 use callgate_sip::uri::Uri;
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -16,6 +16,7 @@ enum Command {
         to: Uri,
         dest: SocketAddr,
         sdp: Vec<u8>,
+        ring_timeout: Option<Duration>,
         reply: oneshot::Sender<LegId>,
     },
     HangUp(LegId),
@@ -71,12 +72,13 @@ impl UdpAgent {
         self.local
     }
 
-    /// Places a call to `to` through `dest`.
+    /// Places a call to `to` through `dest`; cancelled if not answered by `ring_timeout`.
     pub async fn place_call(
         &self,
         to: Uri,
         dest: SocketAddr,
         sdp: Vec<u8>,
+        ring_timeout: Option<Duration>,
     ) -> Result<LegId, DriverError> {
         let (reply, rx) = oneshot::channel();
         self.commands
@@ -84,6 +86,7 @@ impl UdpAgent {
                 to,
                 dest,
                 sdp,
+                ring_timeout,
                 reply,
             })
             .map_err(|_| DriverError::Stopped)?;
@@ -166,8 +169,8 @@ async fn drive(
             },
             cmd = commands.recv() => match cmd {
                 None => return,
-                Some(Command::PlaceCall { to, dest, sdp, reply }) => {
-                    let leg = agent.place_call(Instant::now(), to, dest, sdp);
+                Some(Command::PlaceCall { to, dest, sdp, ring_timeout, reply }) => {
+                    let leg = agent.place_call(Instant::now(), to, dest, sdp, ring_timeout);
                     let _ = reply.send(leg);
                 }
                 Some(Command::HangUp(leg)) => {

@@ -17,7 +17,7 @@ use crate::transaction::{Output, TimerConfig, TransactionLayer, Transmit, TxEven
 use crate::uri::{Host, SipUri, Uri};
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// How the agent presents itself.
 #[derive(Debug, Clone)]
@@ -138,6 +138,8 @@ struct Leg {
     local_body: Vec<u8>,
     /// CSeq of the re-INVITE in flight.
     reinvite_seq: Option<u32>,
+    /// When an unanswered call is given up with CANCEL.
+    ring_deadline: Option<Instant>,
 }
 
 /// The SIP user agent core of the appliance.
@@ -221,8 +223,16 @@ impl UserAgent {
         })
     }
 
-    /// Places a call to `to` through `dest` (the trunk's address) offering `sdp`.
-    pub fn place_call(&mut self, now: Instant, to: Uri, dest: SocketAddr, sdp: Vec<u8>) -> LegId {
+    /// Places a call to `to` through `dest` (the trunk's address) offering `sdp`. With a
+    /// `ring_timeout`, a call not answered in time is cancelled (and reported 487).
+    pub fn place_call(
+        &mut self,
+        now: Instant,
+        to: Uri,
+        dest: SocketAddr,
+        sdp: Vec<u8>,
+        ring_timeout: Option<Duration>,
+    ) -> LegId {
         let leg = LegId(self.next_leg);
         self.next_leg += 1;
         let mut h = Headers::default();
@@ -264,6 +274,7 @@ impl UserAgent {
             cancel_sent: false,
             local_body: sdp,
             reinvite_seq: None,
+            ring_deadline: ring_timeout.map(|t| now + t),
         };
         self.legs.insert(leg, state);
         self.start(now, invite, dest, Purpose::Invite(leg));
@@ -415,15 +426,34 @@ impl UserAgent {
         }
     }
 
-    /// Fires due timers.
+    /// Fires due timers: the transactions', and ring timeouts.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.tx.handle_timeout(now);
         self.pump(now);
+        let expired: Vec<LegId> = self
+            .legs
+            .iter_mut()
+            .filter(|(_, l)| {
+                l.phase == Phase::Inviting && l.ring_deadline.is_some_and(|d| d <= now)
+            })
+            .map(|(id, l)| {
+                l.ring_deadline = None;
+                *id
+            })
+            .collect();
+        for leg in expired {
+            let _ = self.hang_up(now, leg);
+        }
     }
 
     /// When to call [`Self::handle_timeout`] next.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.tx.poll_timeout()
+        let rings = self
+            .legs
+            .values()
+            .filter(|l| l.phase == Phase::Inviting)
+            .filter_map(|l| l.ring_deadline);
+        self.tx.poll_timeout().into_iter().chain(rings).min()
     }
 
     /// The next transmission or event.

@@ -171,6 +171,7 @@ impl Net {
             Uri::parse("sip:+4930123@127.0.0.2").unwrap(),
             addr(PEER),
             b"v=0\r\n".to_vec(),
+            None,
         );
         self.flush();
         leg
@@ -569,4 +570,26 @@ fn a_malformed_request_from_the_peer_is_answered_400() {
     assert!(t
         .bytes
         .starts_with(b"SIP/2.0 400 Bad Request (malformed From header"));
+}
+
+#[test]
+fn an_unanswered_call_is_cancelled_at_its_ring_timeout() {
+    let mut net = Net::new(
+        None,
+        Box::new(|r: &Request| match r.method {
+            Method::Invite => vec![(0, 180, None)],
+            _ => vec![],
+        }),
+    );
+    net.ua.place_call(
+        net.now,
+        Uri::parse("sip:+4930123@127.0.0.2").unwrap(),
+        addr(PEER),
+        b"v=0\r\n".to_vec(),
+        Some(Duration::from_secs(20)),
+    );
+    net.run_until(Duration::from_millis(19_999));
+    assert!(net.seen(Method::Cancel).is_empty());
+    net.run_until(Duration::from_millis(20_011));
+    assert_eq!(net.seen(Method::Cancel).len(), 1, "CANCEL left at 20 s");
 }
