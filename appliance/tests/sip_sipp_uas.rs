@@ -5,7 +5,7 @@
 //! itself report its scenario passed (exit 0).
 
 use callgate_appliance::sip::udp::UdpAgent;
-use callgate_sip::agent::{AgentConfig, AgentEvent, LegId};
+use callgate_sip::agent::{AgentConfig, AgentEvent, CallSpec, LegId};
 use callgate_sip::digest::DigestCredentials;
 use callgate_sip::transaction::TimerConfig;
 use callgate_sip::uri::Uri;
@@ -131,7 +131,7 @@ async fn an_outbound_call_to_sipp_is_answered_acked_and_hung_up() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let mut ua = agent(None).await;
     let leg = ua
-        .place_call(to(&sipp), sipp.addr, OFFER.to_vec(), None)
+        .place_call(CallSpec::new(to(&sipp), sipp.addr, OFFER.to_vec()))
         .await
         .unwrap();
     let seen = events_until(&mut ua, leg, |e| matches!(e, AgentEvent::Answered { .. })).await;
@@ -166,7 +166,7 @@ async fn busy_and_declined_calls_are_reported_with_their_status() {
         tokio::time::sleep(Duration::from_millis(300)).await;
         let mut ua = agent(None).await;
         let leg = ua
-            .place_call(to(&sipp), sipp.addr, OFFER.to_vec(), None)
+            .place_call(CallSpec::new(to(&sipp), sipp.addr, OFFER.to_vec()))
             .await
             .unwrap();
         let seen = events_until(&mut ua, leg, |e| matches!(e, AgentEvent::Failed { .. })).await;
@@ -196,7 +196,7 @@ async fn a_401_challenge_from_sipp_is_answered_and_the_call_completes() {
     }))
     .await;
     let leg = ua
-        .place_call(to(&sipp), sipp.addr, OFFER.to_vec(), None)
+        .place_call(CallSpec::new(to(&sipp), sipp.addr, OFFER.to_vec()))
         .await
         .unwrap();
     let seen = events_until(&mut ua, leg, |e| {
@@ -224,7 +224,7 @@ async fn wrong_credentials_are_refused_by_sipp_with_403() {
     }))
     .await;
     let leg = ua
-        .place_call(to(&sipp), sipp.addr, OFFER.to_vec(), None)
+        .place_call(CallSpec::new(to(&sipp), sipp.addr, OFFER.to_vec()))
         .await
         .unwrap();
     let seen = events_until(&mut ua, leg, |e| matches!(e, AgentEvent::Failed { .. })).await;
@@ -242,12 +242,10 @@ async fn an_unanswered_call_is_cancelled_at_its_ring_timeout_after_early_media()
     tokio::time::sleep(Duration::from_millis(300)).await;
     let mut ua = agent(None).await;
     let leg = ua
-        .place_call(
-            to(&sipp),
-            sipp.addr,
-            OFFER.to_vec(),
-            Some(Duration::from_secs(1)),
-        )
+        .place_call(CallSpec {
+            ring_timeout: Some(Duration::from_secs(1)),
+            ..CallSpec::new(to(&sipp), sipp.addr, OFFER.to_vec())
+        })
         .await
         .unwrap();
     let seen = events_until(&mut ua, leg, |e| matches!(e, AgentEvent::Failed { .. })).await;

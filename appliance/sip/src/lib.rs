@@ -12,6 +12,7 @@
 //! - [`dialog`]: dialog state and in-dialog requests (loose routing, ACK for 2xx);
 //! - [`agent`]: the user agent: outbound call legs, CANCEL/BYE/re-INVITE, OPTIONS;
 //! - [`digest`]: answering 401/407 challenges (MD5, SHA-256);
+//! - [`trunk`]: carrier trunks, groups, probing health, limits, figures, failover routing;
 //! - [`admission`]: what a UAS answers a request that parsed but cannot be served;
 //! - [`error`]: the one error type, which knows its SIP status.
 //!
@@ -29,6 +30,7 @@ pub mod message;
 pub mod param;
 pub mod parse;
 pub mod transaction;
+pub mod trunk;
 pub mod uri;
 
 pub use error::SipError;

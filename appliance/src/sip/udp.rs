@@ -2,10 +2,12 @@
 //! feeds the core datagrams and the clock, sends what it asks, and hands call events to
 //! the daemon over a channel. All protocol decisions stay in `callgate_sip::agent`.
 
-use callgate_sip::agent::{AgentConfig, AgentEvent, AgentOutput, LegId, ProbeId, UserAgent};
+use callgate_sip::agent::{
+    AgentConfig, AgentEvent, AgentOutput, CallSpec, LegId, ProbeId, UserAgent,
+};
 use callgate_sip::uri::Uri;
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -13,10 +15,7 @@ use tokio::task::JoinHandle;
 /// A request from the daemon to the driver task.
 enum Command {
     PlaceCall {
-        to: Uri,
-        dest: SocketAddr,
-        sdp: Vec<u8>,
-        ring_timeout: Option<Duration>,
+        spec: CallSpec,
         reply: oneshot::Sender<LegId>,
     },
     HangUp(LegId),
@@ -72,23 +71,11 @@ impl UdpAgent {
         self.local
     }
 
-    /// Places a call to `to` through `dest`; cancelled if not answered by `ring_timeout`.
-    pub async fn place_call(
-        &self,
-        to: Uri,
-        dest: SocketAddr,
-        sdp: Vec<u8>,
-        ring_timeout: Option<Duration>,
-    ) -> Result<LegId, DriverError> {
+    /// Places a call.
+    pub async fn place_call(&self, spec: CallSpec) -> Result<LegId, DriverError> {
         let (reply, rx) = oneshot::channel();
         self.commands
-            .send(Command::PlaceCall {
-                to,
-                dest,
-                sdp,
-                ring_timeout,
-                reply,
-            })
+            .send(Command::PlaceCall { spec, reply })
             .map_err(|_| DriverError::Stopped)?;
         rx.await.map_err(|_| DriverError::Stopped)
     }
@@ -169,8 +156,8 @@ async fn drive(
             },
             cmd = commands.recv() => match cmd {
                 None => return,
-                Some(Command::PlaceCall { to, dest, sdp, ring_timeout, reply }) => {
-                    let leg = agent.place_call(Instant::now(), to, dest, sdp, ring_timeout);
+                Some(Command::PlaceCall { spec, reply }) => {
+                    let leg = agent.place_call(Instant::now(), spec);
                     let _ = reply.send(leg);
                 }
                 Some(Command::HangUp(leg)) => {

@@ -34,6 +34,34 @@ pub struct AgentConfig {
     pub seed: u64,
 }
 
+/// What to call and how.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallSpec {
+    /// The Request-URI (`sip:+4930123@carrier`).
+    pub to: Uri,
+    /// Where the INVITE goes (the trunk's address).
+    pub dest: SocketAddr,
+    /// Our SDP offer.
+    pub sdp: Vec<u8>,
+    /// Cancel the call if it is not answered in this time.
+    pub ring_timeout: Option<Duration>,
+    /// Credentials for this call's challenges (else the agent's own).
+    pub credentials: Option<DigestCredentials>,
+}
+
+impl CallSpec {
+    /// A call to `to` through `dest` with `sdp`, no ring timeout, default credentials.
+    pub fn new(to: Uri, dest: SocketAddr, sdp: Vec<u8>) -> CallSpec {
+        CallSpec {
+            to,
+            dest,
+            sdp,
+            ring_timeout: None,
+            credentials: None,
+        }
+    }
+}
+
 /// Identifies one outbound call leg.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct LegId(pub u64);
@@ -223,16 +251,15 @@ impl UserAgent {
         })
     }
 
-    /// Places a call to `to` through `dest` (the trunk's address) offering `sdp`. With a
-    /// `ring_timeout`, a call not answered in time is cancelled (and reported 487).
-    pub fn place_call(
-        &mut self,
-        now: Instant,
-        to: Uri,
-        dest: SocketAddr,
-        sdp: Vec<u8>,
-        ring_timeout: Option<Duration>,
-    ) -> LegId {
+    /// Places a call (see [`CallSpec`]).
+    pub fn place_call(&mut self, now: Instant, spec: CallSpec) -> LegId {
+        let CallSpec {
+            to,
+            dest,
+            sdp,
+            ring_timeout,
+            credentials,
+        } = spec;
         let leg = LegId(self.next_leg);
         self.next_leg += 1;
         let mut h = Headers::default();
@@ -268,7 +295,9 @@ impl UserAgent {
             phase: Phase::Inviting,
             dialog: None,
             ack: None,
-            auth: self.cfg.credentials.clone().map(DigestSession::new),
+            auth: credentials
+                .or_else(|| self.cfg.credentials.clone())
+                .map(DigestSession::new),
             provisional_seen: false,
             hangup_requested: false,
             cancel_sent: false,

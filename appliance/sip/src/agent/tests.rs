@@ -168,10 +168,11 @@ impl Net {
     fn call(&mut self) -> LegId {
         let leg = self.ua.place_call(
             self.now,
-            Uri::parse("sip:+4930123@127.0.0.2").unwrap(),
-            addr(PEER),
-            b"v=0\r\n".to_vec(),
-            None,
+            CallSpec::new(
+                Uri::parse("sip:+4930123@127.0.0.2").unwrap(),
+                addr(PEER),
+                b"v=0\r\n".to_vec(),
+            ),
         );
         self.flush();
         leg
@@ -583,10 +584,14 @@ fn an_unanswered_call_is_cancelled_at_its_ring_timeout() {
     );
     net.ua.place_call(
         net.now,
-        Uri::parse("sip:+4930123@127.0.0.2").unwrap(),
-        addr(PEER),
-        b"v=0\r\n".to_vec(),
-        Some(Duration::from_secs(20)),
+        CallSpec {
+            ring_timeout: Some(Duration::from_secs(20)),
+            ..CallSpec::new(
+                Uri::parse("sip:+4930123@127.0.0.2").unwrap(),
+                addr(PEER),
+                b"v=0\r\n".to_vec(),
+            )
+        },
     );
     net.run_until(Duration::from_millis(19_999));
     assert!(net.seen(Method::Cancel).is_empty());
