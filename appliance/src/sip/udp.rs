@@ -1,40 +1,24 @@
-//! The tokio UDP driver for the SIP user agent core: owns one UDP socket and the timer,
-//! feeds the core datagrams and the clock, sends what it asks, and hands call events to
-//! the daemon over a channel. All protocol decisions stay in `callgate_sip::agent`.
+//! The tokio UDP driver for the sans-IO SIP cores: owns one UDP socket and the timer,
+//! feeds a core datagrams and the clock, sends what it asks, and hands its events to the
+//! daemon over a channel. Two front-ends: [`UdpAgent`] (single calls, the user agent core)
+//! and [`UdpTrunkRouter`] (calls over a trunk group with failover and probing). All
+//! protocol decisions stay in `callgate_sip`.
 
 use callgate_sip::agent::{
     AgentConfig, AgentEvent, AgentOutput, CallSpec, LegId, ProbeId, UserAgent,
 };
+use callgate_sip::transaction::Transmit;
+use callgate_sip::trunk::router::{
+    AttemptId, DialEvent, OutboundRouter, RouterConfig, RouterOutput,
+};
+use callgate_sip::trunk::{TrunkGroup, TrunkState};
 use callgate_sip::uri::Uri;
+use std::fmt::Debug;
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
-
-/// A request from the daemon to the driver task.
-enum Command {
-    PlaceCall {
-        spec: CallSpec,
-        reply: oneshot::Sender<LegId>,
-    },
-    HangUp(LegId),
-    Reinvite(LegId, Vec<u8>),
-    Probe {
-        uri: Uri,
-        dest: SocketAddr,
-        reply: oneshot::Sender<ProbeId>,
-    },
-}
-
-/// A running SIP user agent on a UDP socket.
-#[derive(Debug)]
-pub struct UdpAgent {
-    commands: mpsc::UnboundedSender<Command>,
-    events: mpsc::UnboundedReceiver<AgentEvent>,
-    local: SocketAddr,
-    task: JoinHandle<()>,
-}
 
 /// Why the driver could not do what was asked.
 #[derive(Debug, thiserror::Error)]
@@ -48,96 +32,40 @@ pub enum DriverError {
     Stopped,
 }
 
-impl UdpAgent {
-    /// Binds `bind` and starts the driver task. `cfg.local` is replaced by the bound
-    /// address (so port 0 works).
-    pub async fn start(bind: SocketAddr, mut cfg: AgentConfig) -> Result<UdpAgent, DriverError> {
-        let socket = UdpSocket::bind(bind).await?;
-        let local = socket.local_addr()?;
-        cfg.local = local;
-        let (commands, rx) = mpsc::unbounded_channel();
-        let (events_tx, events) = mpsc::unbounded_channel();
-        let task = tokio::spawn(drive(socket, UserAgent::new(cfg), rx, events_tx));
-        Ok(UdpAgent {
-            commands,
-            events,
-            local,
-            task,
-        })
-    }
-
-    /// The bound address.
-    pub fn local_addr(&self) -> SocketAddr {
-        self.local
-    }
-
-    /// Places a call.
-    pub async fn place_call(&self, spec: CallSpec) -> Result<LegId, DriverError> {
-        let (reply, rx) = oneshot::channel();
-        self.commands
-            .send(Command::PlaceCall { spec, reply })
-            .map_err(|_| DriverError::Stopped)?;
-        rx.await.map_err(|_| DriverError::Stopped)
-    }
-
-    /// Hangs a call up (CANCEL or BYE).
-    pub fn hang_up(&self, leg: LegId) -> Result<(), DriverError> {
-        self.commands
-            .send(Command::HangUp(leg))
-            .map_err(|_| DriverError::Stopped)
-    }
-
-    /// Sends a re-INVITE with a new offer.
-    pub fn reinvite(&self, leg: LegId, sdp: Vec<u8>) -> Result<(), DriverError> {
-        self.commands
-            .send(Command::Reinvite(leg, sdp))
-            .map_err(|_| DriverError::Stopped)
-    }
-
-    /// Sends an OPTIONS probe.
-    pub async fn probe(&self, uri: Uri, dest: SocketAddr) -> Result<ProbeId, DriverError> {
-        let (reply, rx) = oneshot::channel();
-        self.commands
-            .send(Command::Probe { uri, dest, reply })
-            .map_err(|_| DriverError::Stopped)?;
-        rx.await.map_err(|_| DriverError::Stopped)
-    }
-
-    /// The next call event; `None` once the driver has stopped.
-    pub async fn next_event(&mut self) -> Option<AgentEvent> {
-        self.events.recv().await
-    }
+/// What the driver loop needs from a sans-IO core.
+trait SipCore: Send + 'static {
+    type Event: Send + Debug + 'static;
+    type Command: Send + 'static;
+    fn handle_datagram(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]);
+    fn handle_timeout(&mut self, now: Instant);
+    fn poll_timeout(&self) -> Option<Instant>;
+    fn poll(&mut self) -> Option<Result<Transmit, Self::Event>>;
+    fn apply(&mut self, now: Instant, command: Self::Command);
 }
 
-impl Drop for UdpAgent {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-async fn drive(
+async fn drive<C: SipCore>(
     socket: UdpSocket,
-    mut agent: UserAgent,
-    mut commands: mpsc::UnboundedReceiver<Command>,
-    events: mpsc::UnboundedSender<AgentEvent>,
+    mut core: C,
+    mut commands: mpsc::UnboundedReceiver<C::Command>,
+    events: mpsc::UnboundedSender<C::Event>,
 ) {
     let mut buf = vec![0u8; 65_535];
     loop {
-        while let Some(out) = agent.poll_output() {
+        while let Some(out) = core.poll() {
             match out {
-                AgentOutput::Transmit(t) => {
+                Ok(t) => {
                     tracing::trace!(to = %t.to, message = %String::from_utf8_lossy(&t.bytes), "sip send");
                     if let Err(e) = socket.send_to(&t.bytes, t.to).await {
                         tracing::warn!(to = %t.to, error = %e, "sip send failed");
                     }
                 }
-                AgentOutput::Event(e) => {
+                Err(e) => {
                     tracing::debug!(event = ?e, "sip event");
                     let _ = events.send(e);
                 }
             }
         }
-        let deadline = agent.poll_timeout();
+        let deadline = core.poll_timeout();
         let sleep = async {
             match deadline {
                 Some(d) => tokio::time::sleep_until(tokio::time::Instant::from_std(d)).await,
@@ -148,30 +76,261 @@ async fn drive(
             r = socket.recv_from(&mut buf) => match r {
                 Ok((n, from)) => {
                     tracing::trace!(from = %from, message = %String::from_utf8_lossy(&buf[..n]), "sip recv");
-                    agent.handle_datagram(Instant::now(), from, &buf[..n]);
+                    core.handle_datagram(Instant::now(), from, &buf[..n]);
                 }
-                // ICMP unreachable surfaces here on some systems; the transaction layer's
-                // timers handle the loss.
+                // ICMP errors can surface here; the transaction timers handle the loss.
                 Err(e) => tracing::debug!(error = %e, "sip recv error"),
             },
             cmd = commands.recv() => match cmd {
                 None => return,
-                Some(Command::PlaceCall { spec, reply }) => {
-                    let leg = agent.place_call(Instant::now(), spec);
-                    let _ = reply.send(leg);
-                }
-                Some(Command::HangUp(leg)) => {
-                    let _ = agent.hang_up(Instant::now(), leg);
-                }
-                Some(Command::Reinvite(leg, sdp)) => {
-                    let _ = agent.reinvite(Instant::now(), leg, sdp);
-                }
-                Some(Command::Probe { uri, dest, reply }) => {
-                    let probe = agent.probe(Instant::now(), uri, dest);
-                    let _ = reply.send(probe);
-                }
+                Some(c) => core.apply(Instant::now(), c),
             },
-            () = sleep => agent.handle_timeout(Instant::now()),
+            () = sleep => core.handle_timeout(Instant::now()),
         }
+    }
+}
+
+/// A running core: its command channel, event channel and task.
+#[derive(Debug)]
+struct Running<Cmd, Ev> {
+    commands: mpsc::UnboundedSender<Cmd>,
+    events: mpsc::UnboundedReceiver<Ev>,
+    local: SocketAddr,
+    task: JoinHandle<()>,
+}
+
+impl<Cmd, Ev> Drop for Running<Cmd, Ev> {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn spawn<C: SipCore>(
+    bind: SocketAddr,
+    make: impl FnOnce(SocketAddr) -> C,
+) -> Result<Running<C::Command, C::Event>, DriverError> {
+    let socket = UdpSocket::bind(bind).await?;
+    let local = socket.local_addr()?;
+    let (commands, rx) = mpsc::unbounded_channel();
+    let (events_tx, events) = mpsc::unbounded_channel();
+    let task = tokio::spawn(drive(socket, make(local), rx, events_tx));
+    Ok(Running {
+        commands,
+        events,
+        local,
+        task,
+    })
+}
+
+/// A request to the user agent task.
+#[derive(Debug)]
+enum AgentCommand {
+    PlaceCall {
+        spec: CallSpec,
+        reply: oneshot::Sender<LegId>,
+    },
+    HangUp(LegId),
+    Reinvite(LegId, Vec<u8>),
+    Probe {
+        uri: Uri,
+        dest: SocketAddr,
+        reply: oneshot::Sender<ProbeId>,
+    },
+}
+
+impl SipCore for UserAgent {
+    type Event = AgentEvent;
+    type Command = AgentCommand;
+    fn handle_datagram(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {
+        UserAgent::handle_datagram(self, now, from, bytes);
+    }
+    fn handle_timeout(&mut self, now: Instant) {
+        UserAgent::handle_timeout(self, now);
+    }
+    fn poll_timeout(&self) -> Option<Instant> {
+        UserAgent::poll_timeout(self)
+    }
+    fn poll(&mut self) -> Option<Result<Transmit, AgentEvent>> {
+        self.poll_output().map(|o| match o {
+            AgentOutput::Transmit(t) => Ok(t),
+            AgentOutput::Event(e) => Err(e),
+        })
+    }
+    fn apply(&mut self, now: Instant, command: AgentCommand) {
+        match command {
+            AgentCommand::PlaceCall { spec, reply } => {
+                let _ = reply.send(self.place_call(now, spec));
+            }
+            AgentCommand::HangUp(leg) => {
+                let _ = self.hang_up(now, leg);
+            }
+            AgentCommand::Reinvite(leg, sdp) => {
+                let _ = self.reinvite(now, leg, sdp);
+            }
+            AgentCommand::Probe { uri, dest, reply } => {
+                let _ = reply.send(self.probe(now, uri, dest));
+            }
+        }
+    }
+}
+
+/// A running SIP user agent on a UDP socket.
+#[derive(Debug)]
+pub struct UdpAgent(Running<AgentCommand, AgentEvent>);
+
+impl UdpAgent {
+    /// Binds `bind` and starts the driver task. `cfg.local` is replaced by the bound
+    /// address (so port 0 works).
+    pub async fn start(bind: SocketAddr, cfg: AgentConfig) -> Result<UdpAgent, DriverError> {
+        spawn(bind, |local| UserAgent::new(AgentConfig { local, ..cfg }))
+            .await
+            .map(UdpAgent)
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.0.local
+    }
+
+    fn send(&self, c: AgentCommand) -> Result<(), DriverError> {
+        self.0.commands.send(c).map_err(|_| DriverError::Stopped)
+    }
+
+    /// Places a call.
+    pub async fn place_call(&self, spec: CallSpec) -> Result<LegId, DriverError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(AgentCommand::PlaceCall { spec, reply })?;
+        rx.await.map_err(|_| DriverError::Stopped)
+    }
+
+    /// Hangs a call up (CANCEL or BYE).
+    pub fn hang_up(&self, leg: LegId) -> Result<(), DriverError> {
+        self.send(AgentCommand::HangUp(leg))
+    }
+
+    /// Sends a re-INVITE with a new offer.
+    pub fn reinvite(&self, leg: LegId, sdp: Vec<u8>) -> Result<(), DriverError> {
+        self.send(AgentCommand::Reinvite(leg, sdp))
+    }
+
+    /// Sends an OPTIONS probe.
+    pub async fn probe(&self, uri: Uri, dest: SocketAddr) -> Result<ProbeId, DriverError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(AgentCommand::Probe { uri, dest, reply })?;
+        rx.await.map_err(|_| DriverError::Stopped)
+    }
+
+    /// The next call event; `None` once the driver has stopped.
+    pub async fn next_event(&mut self) -> Option<AgentEvent> {
+        self.0.events.recv().await
+    }
+}
+
+/// A request to the trunk router task.
+#[derive(Debug)]
+enum RouterCommand {
+    Dial {
+        number: String,
+        sdp: Vec<u8>,
+        ring_timeout: Option<Duration>,
+        reply: oneshot::Sender<AttemptId>,
+    },
+    HangUp(AttemptId),
+    Trunks(oneshot::Sender<Vec<TrunkState>>),
+}
+
+impl SipCore for OutboundRouter {
+    type Event = DialEvent;
+    type Command = RouterCommand;
+    fn handle_datagram(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {
+        OutboundRouter::handle_datagram(self, now, from, bytes);
+    }
+    fn handle_timeout(&mut self, now: Instant) {
+        OutboundRouter::handle_timeout(self, now);
+    }
+    fn poll_timeout(&self) -> Option<Instant> {
+        OutboundRouter::poll_timeout(self)
+    }
+    fn poll(&mut self) -> Option<Result<Transmit, DialEvent>> {
+        self.poll_output().map(|o| match o {
+            RouterOutput::Transmit(t) => Ok(t),
+            RouterOutput::Event(e) => Err(e),
+        })
+    }
+    fn apply(&mut self, now: Instant, command: RouterCommand) {
+        match command {
+            RouterCommand::Dial {
+                number,
+                sdp,
+                ring_timeout,
+                reply,
+            } => {
+                let _ = reply.send(self.dial(now, &number, sdp, ring_timeout));
+            }
+            RouterCommand::HangUp(a) => self.hang_up(now, a),
+            RouterCommand::Trunks(reply) => {
+                let _ = reply.send(self.group().trunks.clone());
+            }
+        }
+    }
+}
+
+/// Calls over a trunk group, with failover and probing, on a UDP socket.
+#[derive(Debug)]
+pub struct UdpTrunkRouter(Running<RouterCommand, DialEvent>);
+
+impl UdpTrunkRouter {
+    /// Binds `bind` and starts routing over `group`.
+    pub async fn start(
+        bind: SocketAddr,
+        agent: AgentConfig,
+        group: TrunkGroup,
+        cfg: RouterConfig,
+    ) -> Result<UdpTrunkRouter, DriverError> {
+        let seed = agent.seed;
+        spawn(bind, move |local| {
+            let ua = UserAgent::new(AgentConfig { local, ..agent });
+            OutboundRouter::new(ua, group, cfg, Instant::now(), seed)
+        })
+        .await
+        .map(UdpTrunkRouter)
+    }
+
+    fn send(&self, c: RouterCommand) -> Result<(), DriverError> {
+        self.0.commands.send(c).map_err(|_| DriverError::Stopped)
+    }
+
+    /// Dials a number.
+    pub async fn dial(
+        &self,
+        number: &str,
+        sdp: Vec<u8>,
+        ring_timeout: Option<Duration>,
+    ) -> Result<AttemptId, DriverError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(RouterCommand::Dial {
+            number: number.to_owned(),
+            sdp,
+            ring_timeout,
+            reply,
+        })?;
+        rx.await.map_err(|_| DriverError::Stopped)
+    }
+
+    /// Hangs up an attempt.
+    pub fn hang_up(&self, attempt: AttemptId) -> Result<(), DriverError> {
+        self.send(RouterCommand::HangUp(attempt))
+    }
+
+    /// The trunks' health and figures now.
+    pub async fn trunks(&self) -> Result<Vec<TrunkState>, DriverError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(RouterCommand::Trunks(reply))?;
+        rx.await.map_err(|_| DriverError::Stopped)
+    }
+
+    /// The next event; `None` once the driver has stopped.
+    pub async fn next_event(&mut self) -> Option<DialEvent> {
+        self.0.events.recv().await
     }
 }

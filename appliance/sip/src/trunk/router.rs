@@ -15,8 +15,9 @@ use std::time::{Duration, Instant};
 /// How the router behaves.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RouterConfig {
-    /// OPTIONS probing.
-    pub probe: ProbePolicy,
+    /// OPTIONS probing; `None` for carriers that do not answer OPTIONS (trunks then stay
+    /// up and only failover protects calls).
+    pub probe: Option<ProbePolicy>,
     /// A trunk that sends no provisional response within this time is given up.
     pub answer_wait: Duration,
     /// Final statuses that send the call to the next trunk.
@@ -26,7 +27,7 @@ pub struct RouterConfig {
 impl Default for RouterConfig {
     fn default() -> Self {
         RouterConfig {
-            probe: ProbePolicy::default(),
+            probe: Some(ProbePolicy::default()),
             answer_wait: Duration::from_secs(4),
             failover_statuses: vec![408, 500, 503],
         }
@@ -135,7 +136,7 @@ pub struct OutboundRouter {
 }
 
 impl OutboundRouter {
-    /// A router; the first probes go out at `now`.
+    /// A router; the first probes (if any) go out at `now`.
     pub fn new(
         agent: UserAgent,
         group: TrunkGroup,
@@ -143,7 +144,11 @@ impl OutboundRouter {
         now: Instant,
         seed: u64,
     ) -> Self {
-        let n = group.trunks.len();
+        let n = if cfg.probe.is_some() {
+            group.trunks.len()
+        } else {
+            0
+        };
         OutboundRouter {
             agent,
             group,
@@ -280,8 +285,9 @@ impl OutboundRouter {
             self.try_next(now, id);
         }
         for t in 0..self.next_probe.len() {
+            let Some(policy) = self.cfg.probe else { break };
             if now >= self.next_probe[t] {
-                self.next_probe[t] = now + self.cfg.probe.interval;
+                self.next_probe[t] = now + policy.interval;
                 let trunk = &self.group.trunks[t].trunk;
                 let uri =
                     Uri::parse(&format!("sip:{}", trunk.domain)).unwrap_or_else(|_| Uri::Other {
@@ -420,7 +426,7 @@ impl OutboundRouter {
                 let Some(t) = self.probes.remove(&probe) else {
                     return;
                 };
-                let policy = self.cfg.probe;
+                let Some(policy) = self.cfg.probe else { return };
                 if let Some(change) = self.group.trunks[t].health.record(status, &policy) {
                     let trunk = self.group.trunks[t].trunk.name.clone();
                     self.out
