@@ -5,7 +5,8 @@
 //! protocol decisions stay in `callgate_sip`.
 
 use callgate_sip::agent::{
-    AgentConfig, AgentEvent, AgentOutput, CallSpec, LegId, ProbeId, UserAgent,
+    AgentConfig, AgentEvent, AgentOutput, CallSpec, LegId, ProbeId, RegId, RegistrationSpec,
+    UserAgent,
 };
 use callgate_sip::transaction::Transmit;
 use callgate_sip::trunk::router::{
@@ -136,6 +137,11 @@ enum AgentCommand {
         dest: SocketAddr,
         reply: oneshot::Sender<ProbeId>,
     },
+    Register {
+        spec: RegistrationSpec,
+        reply: oneshot::Sender<RegId>,
+    },
+    Unregister(RegId),
 }
 
 impl SipCore for UserAgent {
@@ -170,6 +176,10 @@ impl SipCore for UserAgent {
             AgentCommand::Probe { uri, dest, reply } => {
                 let _ = reply.send(self.probe(now, uri, dest));
             }
+            AgentCommand::Register { spec, reply } => {
+                let _ = reply.send(self.register(now, spec));
+            }
+            AgentCommand::Unregister(reg) => self.unregister(now, reg),
         }
     }
 }
@@ -218,6 +228,18 @@ impl UdpAgent {
         let (reply, rx) = oneshot::channel();
         self.send(AgentCommand::Probe { uri, dest, reply })?;
         rx.await.map_err(|_| DriverError::Stopped)
+    }
+
+    /// Registers at a registrar and keeps the binding refreshed.
+    pub async fn register(&self, spec: RegistrationSpec) -> Result<RegId, DriverError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(AgentCommand::Register { spec, reply })?;
+        rx.await.map_err(|_| DriverError::Stopped)
+    }
+
+    /// Removes a registration.
+    pub fn unregister(&self, reg: RegId) -> Result<(), DriverError> {
+        self.send(AgentCommand::Unregister(reg))
     }
 
     /// The next call event; `None` once the driver has stopped.

@@ -116,6 +116,22 @@ pub enum AgentEvent {
         /// The peer's new SDP.
         body: Vec<u8>,
     },
+    /// A registration was accepted (`expires` granted; 0 after unregistering).
+    Registered {
+        /// The registration.
+        reg: RegId,
+        /// Seconds granted.
+        expires: u32,
+    },
+    /// A registration was refused or timed out; it is not refreshed any more.
+    RegistrationFailed {
+        /// The registration.
+        reg: RegId,
+        /// Final status (408 when unanswered).
+        status: u16,
+        /// Reason phrase.
+        reason: String,
+    },
     /// An OPTIONS probe finished (408 when unanswered).
     ProbeResult {
         /// The probe.
@@ -142,6 +158,7 @@ enum Purpose {
     Reinvite(LegId),
     ForkBye,
     Probe(ProbeId),
+    Register(RegId),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -176,6 +193,7 @@ pub struct UserAgent {
     cfg: AgentConfig,
     tx: TransactionLayer,
     legs: HashMap<LegId, Leg>,
+    registrations: HashMap<RegId, register::Registration>,
     purposes: HashMap<TxKey, Purpose>,
     out: VecDeque<AgentOutput>,
     counter: u64,
@@ -190,6 +208,7 @@ impl UserAgent {
             counter: cfg.seed,
             cfg,
             legs: HashMap::new(),
+            registrations: HashMap::new(),
             purposes: HashMap::new(),
             out: VecDeque::new(),
             next_leg: 1,
@@ -473,6 +492,8 @@ impl UserAgent {
         for leg in expired {
             let _ = self.hang_up(now, leg);
         }
+        self.refresh_registrations(now);
+        self.pump(now);
     }
 
     /// When to call [`Self::handle_timeout`] next.
@@ -482,7 +503,13 @@ impl UserAgent {
             .values()
             .filter(|l| l.phase == Phase::Inviting)
             .filter_map(|l| l.ring_deadline);
-        self.tx.poll_timeout().into_iter().chain(rings).min()
+        let refreshes = self.registrations.values().filter_map(|r| r.refresh_at);
+        self.tx
+            .poll_timeout()
+            .into_iter()
+            .chain(rings)
+            .chain(refreshes)
+            .min()
     }
 
     /// The next transmission or event.
@@ -536,6 +563,7 @@ impl UserAgent {
                         });
                     }
                     Some(Purpose::Reinvite(leg)) => self.on_reinvite_response(now, leg, response),
+                    Some(Purpose::Register(reg)) => self.on_register_response(now, reg, response),
                     Some(Purpose::Probe(probe)) if response.status >= 200 => {
                         self.emit(AgentEvent::ProbeResult {
                             probe,
@@ -546,6 +574,7 @@ impl UserAgent {
                 }
             }
             TxEvent::Timeout { key } => match self.purposes.remove(&key) {
+                Some(Purpose::Register(reg)) => self.on_register_timeout(reg),
                 Some(Purpose::Invite(leg)) => {
                     let answered = self.legs.get(&leg).is_some_and(|l| l.dialog.is_some());
                     if !answered {
@@ -836,6 +865,9 @@ impl UserAgent {
         self.pump(now);
     }
 }
+
+mod register;
+pub use register::{RegId, RegistrationSpec};
 
 #[cfg(test)]
 mod tests;

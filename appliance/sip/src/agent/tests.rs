@@ -192,6 +192,10 @@ impl Net {
                 AgentEvent::Ended { by_peer, .. } => format!("ended by_peer={by_peer}"),
                 AgentEvent::Reinvited { status, .. } => format!("reinvited {status}"),
                 AgentEvent::ProbeResult { status, .. } => format!("probe {status}"),
+                AgentEvent::Registered { expires, .. } => format!("registered {expires}"),
+                AgentEvent::RegistrationFailed { status, .. } => {
+                    format!("register failed {status}")
+                }
             })
             .collect()
     }
@@ -597,4 +601,77 @@ fn an_unanswered_call_is_cancelled_at_its_ring_timeout() {
     assert!(net.seen(Method::Cancel).is_empty());
     net.run_until(Duration::from_millis(20_011));
     assert_eq!(net.seen(Method::Cancel).len(), 1, "CANCEL left at 20 s");
+}
+
+fn registrar(grant: u32) -> Script {
+    Box::new(move |r: &Request| match r.method {
+        Method::Register if r.headers.authorization().next().is_none() => {
+            let ch = AuthValue::parse(r#"Digest realm="reg", nonce="n1", qop="auth""#).unwrap();
+            vec![(0, 401, Some(Header::WwwAuthenticate(ch)))]
+        }
+        Method::Register => vec![(0, 200, Some(Header::Expires(grant)))],
+        _ => vec![],
+    })
+}
+
+#[test]
+fn registration_answers_the_challenge_and_refreshes_at_half_the_expiry_reusing_the_nonce() {
+    let creds = DigestCredentials {
+        username: "trunk7".into(),
+        password: "pw".into(),
+        realm: None,
+    };
+    let mut net = Net::new(None, registrar(60));
+    let spec = RegistrationSpec {
+        registrar: Uri::parse("sip:127.0.0.2").unwrap(),
+        dest: addr(PEER),
+        aor: Uri::parse("sip:trunk7@carrier.example").unwrap(),
+        expires: 3600,
+        credentials: Some(creds),
+    };
+    let reg = net.ua.register(net.now, spec);
+    net.run_until(Duration::from_secs(1));
+    assert_eq!(net.event_kinds(), vec!["registered 60"]);
+    // Refreshed at 30 s (half of 60) with the nonce reused: no new 401 round trip.
+    net.run_until(Duration::from_secs(31));
+    assert_eq!(net.event_kinds(), vec!["registered 60", "registered 60"]);
+    let regs = net.seen(Method::Register);
+    assert_eq!(regs.len(), 3, "challenge, answer, refresh");
+    let refresh = regs[2];
+    let auth = refresh.headers.authorization().next().unwrap();
+    assert_eq!(auth.param("nc").as_deref(), Some("00000002"));
+    assert_eq!(auth.param("nonce").as_deref(), Some("n1"));
+    assert_eq!(refresh.headers.call_id(), regs[0].headers.call_id());
+    assert_eq!(refresh.headers.cseq().unwrap().seq, 3);
+    // Unregistering sends Expires: 0 and stops the refreshes.
+    net.ua.unregister(net.now, reg);
+    net.run_until(Duration::from_secs(120));
+    let regs = net.seen(Method::Register);
+    assert_eq!(regs.len(), 4);
+    assert_eq!(regs[3].headers.expires(), Some(&0));
+    assert_eq!(net.event_kinds().last().unwrap(), "registered 0");
+}
+
+#[test]
+fn a_refused_registration_is_reported_and_not_refreshed() {
+    let mut net = Net::new(
+        None,
+        Box::new(|r: &Request| match r.method {
+            Method::Register => vec![(0, 403, None)],
+            _ => vec![],
+        }),
+    );
+    net.ua.register(
+        net.now,
+        RegistrationSpec {
+            registrar: Uri::parse("sip:127.0.0.2").unwrap(),
+            dest: addr(PEER),
+            aor: Uri::parse("sip:x@carrier.example").unwrap(),
+            expires: 60,
+            credentials: None,
+        },
+    );
+    net.run_until(Duration::from_secs(300));
+    assert_eq!(net.event_kinds(), vec!["register failed 403"]);
+    assert_eq!(net.seen(Method::Register).len(), 1);
 }
