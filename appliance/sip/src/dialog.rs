@@ -59,6 +59,28 @@ impl Dialog {
         })
     }
 
+    /// The dialog our 2xx to an inbound INVITE establishes (§12.1.1): `local_tag` is the
+    /// tag we put in To.
+    pub fn from_uas(invite: &Request, local_tag: &str) -> Option<Dialog> {
+        let h = &invite.headers;
+        let strip = |a: &NameAddr| {
+            let mut a = a.clone();
+            a.params.retain(|p| !p.name.eq_ignore_ascii_case("tag"));
+            a
+        };
+        Some(Dialog {
+            call_id: h.call_id()?.clone(),
+            local_tag: local_tag.to_owned(),
+            remote_tag: h.from()?.tag()?.to_owned(),
+            local: strip(h.to()?),
+            remote: strip(h.from()?),
+            remote_target: crate::message::first_contact_uri(h)?.clone(),
+            route_set: h.record_routes().cloned().collect(),
+            local_seq: 1,
+            remote_seq: Some(h.cseq()?.seq),
+        })
+    }
+
     /// Whether a request from the peer belongs to this dialog.
     pub fn matches_request(&self, req: &Request) -> bool {
         let h = &req.headers;

@@ -13,6 +13,7 @@
 //! - [`agent`]: the user agent: outbound call legs, CANCEL/BYE/re-INVITE, OPTIONS;
 //! - [`digest`]: answering 401/407 challenges (MD5, SHA-256);
 //! - [`trunk`]: carrier trunks, groups, probing health, limits, figures, failover routing;
+//! - [`inbound`]: who may call in (allow-list, 403/silence, per-source rate) and routes;
 //! - [`admission`]: what a UAS answers a request that parsed but cannot be served;
 //! - [`error`]: the one error type, which knows its SIP status.
 //!
@@ -26,6 +27,7 @@ pub mod digest;
 pub mod error;
 pub mod framing;
 pub mod header;
+pub mod inbound;
 pub mod message;
 pub mod param;
 pub mod parse;

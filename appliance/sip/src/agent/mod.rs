@@ -132,6 +132,19 @@ pub enum AgentEvent {
         /// Reason phrase.
         reason: String,
     },
+    /// An inbound call passed the gate: ring, answer or reject it.
+    Incoming {
+        /// The new leg.
+        leg: LegId,
+        /// The caller (From URI).
+        from: String,
+        /// The called number.
+        number: String,
+        /// Where the route table sends it.
+        target: crate::inbound::RouteTarget,
+        /// The caller's SDP offer.
+        body: Vec<u8>,
+    },
     /// An OPTIONS probe finished (408 when unanswered).
     ProbeResult {
         /// The probe.
@@ -185,6 +198,8 @@ struct Leg {
     reinvite_seq: Option<u32>,
     /// When an unanswered call is given up with CANCEL.
     ring_deadline: Option<Instant>,
+    /// Set for calls that came in (we are the UAS).
+    inbound: Option<uas::InboundLeg>,
 }
 
 /// The SIP user agent core of the appliance.
@@ -194,6 +209,9 @@ pub struct UserAgent {
     tx: TransactionLayer,
     legs: HashMap<LegId, Leg>,
     registrations: HashMap<RegId, register::Registration>,
+    gate: Option<crate::inbound::InboundGate>,
+    /// The gate's decision for the request being handed to the transaction layer.
+    pending_admission: Option<crate::inbound::Admission>,
     purposes: HashMap<TxKey, Purpose>,
     out: VecDeque<AgentOutput>,
     counter: u64,
@@ -209,6 +227,8 @@ impl UserAgent {
             cfg,
             legs: HashMap::new(),
             registrations: HashMap::new(),
+            gate: None,
+            pending_admission: None,
             purposes: HashMap::new(),
             out: VecDeque::new(),
             next_leg: 1,
@@ -323,6 +343,7 @@ impl UserAgent {
             local_body: sdp,
             reinvite_seq: None,
             ring_deadline: ring_timeout.map(|t| now + t),
+            inbound: None,
         };
         self.legs.insert(leg, state);
         self.start(now, invite, dest, Purpose::Invite(leg));
@@ -344,6 +365,9 @@ impl UserAgent {
     /// BYE once answered.
     pub fn hang_up(&mut self, now: Instant, leg: LegId) -> Result<(), SipError> {
         let l = self.legs.get_mut(&leg).ok_or(SipError::NoSuchDialog)?;
+        if l.inbound.is_some() && l.phase == Phase::Inviting {
+            return self.reject(now, leg, 480, "Temporarily Unavailable");
+        }
         match l.phase {
             Phase::Inviting => {
                 l.hangup_requested = true;
@@ -459,8 +483,12 @@ impl UserAgent {
         match parse_datagram(bytes) {
             Ok(Incoming::KeepAlive) => {}
             Ok(Incoming::Message(m)) => {
+                if !self.screen(now, source, &m) {
+                    return;
+                }
                 self.tx.handle_message(now, source, m);
                 self.pump(now);
+                self.pending_admission = None;
             }
             Err(e) => {
                 let tag = self.token();
@@ -493,6 +521,7 @@ impl UserAgent {
             let _ = self.hang_up(now, leg);
         }
         self.refresh_registrations(now);
+        self.retransmit_answers(now);
         self.pump(now);
     }
 
@@ -509,6 +538,7 @@ impl UserAgent {
             .into_iter()
             .chain(rings)
             .chain(refreshes)
+            .chain(self.inbound_deadlines())
             .min()
     }
 
@@ -614,8 +644,8 @@ impl UserAgent {
                 request,
                 source,
             } => self.on_request(now, key, request, source),
-            // Inbound INVITEs are answered at once, so a CANCEL never finds one
-            // proceeding; ACKs for 2xx and ACK timeouts need nothing from us.
+            TxEvent::Cancelled { key } => self.on_inbound_cancelled(now, &key),
+            TxEvent::Ack { request, .. } => self.on_inbound_ack(&request),
             _ => {}
         }
     }
@@ -813,7 +843,25 @@ impl UserAgent {
         });
     }
 
-    fn on_request(&mut self, now: Instant, key: TxKey, request: Request, _source: SocketAddr) {
+    fn on_request(&mut self, now: Instant, key: TxKey, request: Request, source: SocketAddr) {
+        let admission = self.pending_admission.take();
+        let fresh_invite = request.method == Method::Invite
+            && request.headers.to().and_then(NameAddr::tag).is_none();
+        if let (true, Some(admission)) = (fresh_invite, admission.clone()) {
+            self.on_inbound_invite(now, key, request, source, admission);
+            self.pump(now);
+            return;
+        }
+        if let Some(crate::inbound::Admission::Refuse(403)) = admission {
+            let tag = self.token()[..10].to_owned();
+            let _ = self.tx.respond(
+                now,
+                &key,
+                response_to(&request, 403, "Forbidden", Some(&tag)),
+            );
+            self.pump(now);
+            return;
+        }
         let tag = self.token()[..10].to_owned();
         let in_dialog = self
             .legs
@@ -867,6 +915,7 @@ impl UserAgent {
 }
 
 mod register;
+mod uas;
 pub use register::{RegId, RegistrationSpec};
 
 #[cfg(test)]

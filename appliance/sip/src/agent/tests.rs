@@ -29,6 +29,10 @@ struct Net {
     /// included).
     peer_seen: Vec<Request>,
     drop_to_peer: Vec<Method>,
+    /// Responses the peer's client transactions received.
+    peer_responses: Vec<(Duration, u16)>,
+    /// The source address the peer sends from.
+    peer_addr: SocketAddr,
 }
 
 const DELAY: Duration = Duration::from_millis(10);
@@ -53,6 +57,8 @@ impl Net {
             events: Vec::new(),
             peer_seen: Vec::new(),
             drop_to_peer: Vec::new(),
+            peer_responses: Vec::new(),
+            peer_addr: addr(PEER),
         }
     }
 
@@ -61,7 +67,7 @@ impl Net {
         while let Some(o) = self.ua.poll_output() {
             match o {
                 AgentOutput::Transmit(tr) => {
-                    assert_eq!(tr.to, addr(PEER));
+                    assert_eq!(tr.to, self.peer_addr, "responses follow received/rport");
                     let m = parse_datagram(&tr.bytes).unwrap();
                     let drop = match &m {
                         Incoming::Message(SipMessage::Request(r)) => {
@@ -84,7 +90,11 @@ impl Net {
         while let Some(o) = self.peer.poll_output() {
             match o {
                 Output::Transmit(tr) => {
-                    assert_eq!(tr.to, addr(UA), "the peer answers where Via/rport say");
+                    assert_eq!(
+                        tr.to.ip(),
+                        addr(UA).ip(),
+                        "the peer answers where Via/rport say"
+                    );
                     self.in_flight.push((self.now + DELAY, false, tr.bytes));
                 }
                 Output::Event(TxEvent::Request { key, request, .. }) => {
@@ -97,6 +107,9 @@ impl Net {
                             extra,
                         ));
                     }
+                }
+                Output::Event(TxEvent::Response { response, .. }) => {
+                    self.peer_responses.push((t, response.status))
                 }
                 Output::Event(_) => {}
             }
@@ -157,7 +170,7 @@ impl Net {
                     }
                     self.peer.handle_message(now, addr(UA), m);
                 } else {
-                    self.ua.handle_datagram(now, addr(PEER), &bytes);
+                    self.ua.handle_datagram(now, self.peer_addr, &bytes);
                 }
             }
             self.ua.handle_timeout(now);
@@ -193,6 +206,7 @@ impl Net {
                 AgentEvent::Reinvited { status, .. } => format!("reinvited {status}"),
                 AgentEvent::ProbeResult { status, .. } => format!("probe {status}"),
                 AgentEvent::Registered { expires, .. } => format!("registered {expires}"),
+                AgentEvent::Incoming { number, .. } => format!("incoming {number}"),
                 AgentEvent::RegistrationFailed { status, .. } => {
                     format!("register failed {status}")
                 }
@@ -674,4 +688,205 @@ fn a_refused_registration_is_reported_and_not_refreshed() {
     net.run_until(Duration::from_secs(300));
     assert_eq!(net.event_kinds(), vec!["register failed 403"]);
     assert_eq!(net.seen(Method::Register).len(), 1);
+}
+
+use crate::inbound::{InboundPolicy, InboundRoute, RouteTarget, UnknownSource};
+
+fn policy(unknown: UnknownSource) -> InboundPolicy {
+    InboundPolicy {
+        allowed_sources: vec!["127.0.0.2".parse().unwrap()],
+        unknown_source: unknown,
+        per_source_rate: 10,
+        per_source_burst: 20,
+        routes: vec![InboundRoute {
+            number: "4930*".into(),
+            target: RouteTarget::AgentGroup("berlin".into()),
+        }],
+    }
+}
+
+/// An INVITE from the peer to us, with a Contact so the dialog has a remote target.
+fn peer_invite(branch: &str) -> Request {
+    let mut h = Headers::default();
+    h.push(Header::Via(Via::new(
+        Transport::Udp,
+        Host::V4("127.0.0.2".parse().unwrap()),
+        Some(5080),
+        branch,
+    )));
+    let mut from = NameAddr::new(Uri::parse("sip:+4915100@carrier").unwrap());
+    from.set_tag("caller");
+    h.push(Header::From(from));
+    h.push(Header::To(NameAddr::new(
+        Uri::parse("sip:+4930777@box").unwrap(),
+    )));
+    h.push(Header::CallId(format!("in-{branch}")));
+    h.push(Header::CSeq(CSeq {
+        seq: 1,
+        method: Method::Invite,
+    }));
+    h.push(Header::Contact(Contact::Address(NameAddr::new(
+        Uri::parse(&format!("sip:carrier@{PEER}")).unwrap(),
+    ))));
+    Request {
+        method: Method::Invite,
+        uri: Uri::parse("sip:+4930777@127.0.0.1").unwrap(),
+        headers: h,
+        body: b"v=0\r\n".to_vec(),
+    }
+}
+
+fn incoming_leg(net: &Net) -> LegId {
+    net.events
+        .iter()
+        .find_map(|(_, e)| match e {
+            AgentEvent::Incoming { leg, .. } => Some(*leg),
+            _ => None,
+        })
+        .expect("an incoming call")
+}
+
+/// The peer's ACK for our 2xx (built from the INVITE and our To tag).
+fn peer_ack(invite: &Request, to_tag: &str) -> Request {
+    let mut ack = invite.clone();
+    ack.method = Method::Ack;
+    ack.body.clear();
+    for h in &mut ack.headers.0 {
+        match h {
+            Header::CSeq(c) => c.method = Method::Ack,
+            Header::Via(v) => {
+                *v = Via::new(Transport::Udp, v.host.clone(), v.port, "z9hG4bKpeerack")
+            }
+            Header::To(t) => t.set_tag(to_tag),
+            _ => {}
+        }
+    }
+    ack
+}
+
+#[test]
+fn an_inbound_call_from_a_trunk_is_routed_rung_answered_and_acked() {
+    let mut net = Net::new(None, answering(0));
+    net.ua.set_inbound_policy(policy(UnknownSource::Reject));
+    let invite = peer_invite("z9hG4bKin1");
+    net.peer
+        .start_client(net.now, invite.clone(), addr(UA), false)
+        .unwrap();
+    net.run_until(Duration::from_millis(50));
+    assert_eq!(net.event_kinds(), vec!["incoming 4930777"]);
+    let AgentEvent::Incoming { target, from, .. } = &net.events[0].1 else {
+        panic!()
+    };
+    assert_eq!(target, &RouteTarget::AgentGroup("berlin".into()));
+    assert_eq!(from, "sip:+4915100@carrier");
+    let leg = incoming_leg(&net);
+    net.ua.ring(net.now, leg).unwrap();
+    net.ua
+        .answer(net.now, leg, b"v=0\r\nm=audio 4000 RTP/AVP 0\r\n".to_vec())
+        .unwrap();
+    // The peer does not ACK yet: our 200 is retransmitted at T1, 2*T1.
+    net.run_until(Duration::from_millis(1600));
+    let oks: Vec<_> = net
+        .peer_responses
+        .iter()
+        .filter(|(_, s)| *s == 200)
+        .collect();
+    assert_eq!(
+        oks.len(),
+        3,
+        "the first 200 and two retransmissions: {oks:?}"
+    );
+    assert!(net.peer_responses.iter().any(|(_, s)| *s == 180));
+    // The ACK stops the retransmissions and the call is up.
+    let to_tag = {
+        let l = net.ua.legs.get(&leg).unwrap();
+        l.dialog.as_ref().unwrap().local_tag.clone()
+    };
+    let ack = peer_ack(&invite, &to_tag);
+    net.ua.handle_datagram(net.now, addr(PEER), &ack.to_bytes());
+    net.run_until(Duration::from_secs(10));
+    assert_eq!(net.event_kinds(), vec!["incoming 4930777", "answered"]);
+    assert_eq!(
+        net.peer_responses.iter().filter(|(_, s)| *s == 200).count(),
+        3
+    );
+    // We hang up: BYE to the caller's Contact.
+    net.ua.hang_up(net.now, leg).unwrap();
+    net.run_until(Duration::from_secs(11));
+    let bye = net.seen(Method::Bye);
+    assert_eq!(bye.len(), 1);
+    assert_eq!(bye[0].uri.to_string(), format!("sip:carrier@{PEER}"));
+    assert_eq!(bye[0].headers.from().unwrap().tag(), Some(to_tag.as_str()));
+}
+
+#[test]
+fn an_unacknowledged_answer_is_given_up_with_bye_after_64_t1() {
+    let mut net = Net::new(None, answering(0));
+    net.ua.set_inbound_policy(policy(UnknownSource::Reject));
+    net.peer
+        .start_client(net.now, peer_invite("z9hG4bKin2"), addr(UA), false)
+        .unwrap();
+    net.run_until(Duration::from_millis(50));
+    let leg = incoming_leg(&net);
+    net.ua.answer(net.now, leg, b"v=0\r\n".to_vec()).unwrap();
+    net.run_until(Duration::from_secs(40));
+    assert_eq!(net.seen(Method::Bye).len(), 1);
+    assert_eq!(net.event_kinds().last().unwrap(), "ended by_peer=false");
+}
+
+#[test]
+fn unknown_sources_get_403_or_nothing_at_all() {
+    for (unknown, expect) in [
+        (UnknownSource::Reject, vec![100u16, 403]),
+        (UnknownSource::Ignore, vec![]),
+    ] {
+        let mut net = Net::new(None, answering(0));
+        net.ua.set_inbound_policy(policy(unknown));
+        net.peer_addr = addr("127.0.0.9:5080");
+        net.peer
+            .start_client(net.now, peer_invite("z9hG4bKscan"), addr(UA), false)
+            .unwrap();
+        net.run_until(Duration::from_secs(40));
+        let statuses: Vec<u16> = net.peer_responses.iter().map(|(_, s)| *s).collect();
+        assert_eq!(
+            statuses, expect,
+            "{unknown:?}: not even 100 Trying when ignored"
+        );
+        assert!(net.events.is_empty());
+    }
+}
+
+#[test]
+fn the_callers_cancel_ends_an_unanswered_inbound_call_with_487() {
+    let mut net = Net::new(None, answering(0));
+    net.ua.set_inbound_policy(policy(UnknownSource::Reject));
+    let invite = peer_invite("z9hG4bKin3");
+    net.peer
+        .start_client(net.now, invite.clone(), addr(UA), false)
+        .unwrap();
+    net.run_until(Duration::from_millis(50));
+    let mut cancel = invite.clone();
+    cancel.method = Method::Cancel;
+    cancel.body.clear();
+    for h in &mut cancel.headers.0 {
+        if let Header::CSeq(c) = h {
+            c.method = Method::Cancel;
+        }
+    }
+    cancel
+        .headers
+        .0
+        .retain(|h| !matches!(h, Header::Contact(_)));
+    net.peer
+        .start_client(net.now, cancel, addr(UA), false)
+        .unwrap();
+    net.run_until(Duration::from_secs(1));
+    assert_eq!(net.event_kinds(), vec!["incoming 4930777", "failed 487"]);
+    let finals: Vec<u16> = net
+        .peer_responses
+        .iter()
+        .map(|(_, s)| *s)
+        .filter(|s| *s >= 200)
+        .collect();
+    assert!(finals.contains(&487) && finals.contains(&200), "{finals:?}");
 }
