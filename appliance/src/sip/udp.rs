@@ -8,6 +8,7 @@ use callgate_sip::agent::{
     AgentConfig, AgentEvent, AgentOutput, CallSpec, LegId, ProbeId, RegId, RegistrationSpec,
     UserAgent,
 };
+use callgate_sip::inbound::InboundPolicy;
 use callgate_sip::transaction::Transmit;
 use callgate_sip::trunk::router::{
     AttemptId, DialEvent, OutboundRouter, RouterConfig, RouterOutput,
@@ -142,6 +143,10 @@ enum AgentCommand {
         reply: oneshot::Sender<RegId>,
     },
     Unregister(RegId),
+    SetInbound(InboundPolicy),
+    Ring(LegId),
+    Answer(LegId, Vec<u8>),
+    Reject(LegId, u16, String),
 }
 
 impl SipCore for UserAgent {
@@ -180,6 +185,16 @@ impl SipCore for UserAgent {
                 let _ = reply.send(self.register(now, spec));
             }
             AgentCommand::Unregister(reg) => self.unregister(now, reg),
+            AgentCommand::SetInbound(policy) => self.set_inbound_policy(policy),
+            AgentCommand::Ring(leg) => {
+                let _ = self.ring(now, leg);
+            }
+            AgentCommand::Answer(leg, sdp) => {
+                let _ = self.answer(now, leg, sdp);
+            }
+            AgentCommand::Reject(leg, status, reason) => {
+                let _ = self.reject(now, leg, status, &reason);
+            }
         }
     }
 }
@@ -235,6 +250,26 @@ impl UdpAgent {
         let (reply, rx) = oneshot::channel();
         self.send(AgentCommand::Register { spec, reply })?;
         rx.await.map_err(|_| DriverError::Stopped)
+    }
+
+    /// Takes inbound calls under `policy`.
+    pub fn set_inbound_policy(&self, policy: InboundPolicy) -> Result<(), DriverError> {
+        self.send(AgentCommand::SetInbound(policy))
+    }
+
+    /// Sends 180 Ringing for an inbound call.
+    pub fn ring(&self, leg: LegId) -> Result<(), DriverError> {
+        self.send(AgentCommand::Ring(leg))
+    }
+
+    /// Answers an inbound call.
+    pub fn answer(&self, leg: LegId, sdp: Vec<u8>) -> Result<(), DriverError> {
+        self.send(AgentCommand::Answer(leg, sdp))
+    }
+
+    /// Rejects an inbound call.
+    pub fn reject(&self, leg: LegId, status: u16, reason: &str) -> Result<(), DriverError> {
+        self.send(AgentCommand::Reject(leg, status, reason.to_owned()))
     }
 
     /// Removes a registration.
