@@ -46,6 +46,7 @@ async fn router(trunks: Vec<Trunk>, cfg: RouterConfig) -> UdpTrunkRouter {
         },
         TrunkGroup::new(trunks),
         cfg,
+        false,
     )
     .await
     .unwrap()

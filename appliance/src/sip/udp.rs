@@ -34,6 +34,19 @@ pub enum DriverError {
     Stopped,
 }
 
+/// One message on the wire, for ladders and traces.
+#[derive(Debug, Clone)]
+pub struct WireRecord {
+    /// When it was sent or received.
+    pub at: Instant,
+    /// Sent by us (otherwise received).
+    pub outbound: bool,
+    /// The other end.
+    pub peer: SocketAddr,
+    /// The bytes.
+    pub bytes: Vec<u8>,
+}
+
 /// What the driver loop needs from a sans-IO core.
 trait SipCore: Send + 'static {
     type Event: Send + Debug + 'static;
@@ -50,6 +63,7 @@ async fn drive<C: SipCore>(
     mut core: C,
     mut commands: mpsc::UnboundedReceiver<C::Command>,
     events: mpsc::UnboundedSender<C::Event>,
+    wire: Option<mpsc::UnboundedSender<WireRecord>>,
 ) {
     let mut buf = vec![0u8; 65_535];
     loop {
@@ -57,6 +71,14 @@ async fn drive<C: SipCore>(
             match out {
                 Ok(t) => {
                     tracing::trace!(to = %t.to, message = %String::from_utf8_lossy(&t.bytes), "sip send");
+                    if let Some(w) = &wire {
+                        let _ = w.send(WireRecord {
+                            at: Instant::now(),
+                            outbound: true,
+                            peer: t.to,
+                            bytes: t.bytes.clone(),
+                        });
+                    }
                     if let Err(e) = socket.send_to(&t.bytes, t.to).await {
                         tracing::warn!(to = %t.to, error = %e, "sip send failed");
                     }
@@ -78,6 +100,14 @@ async fn drive<C: SipCore>(
             r = socket.recv_from(&mut buf) => match r {
                 Ok((n, from)) => {
                     tracing::trace!(from = %from, message = %String::from_utf8_lossy(&buf[..n]), "sip recv");
+                    if let Some(w) = &wire {
+                        let _ = w.send(WireRecord {
+                            at: Instant::now(),
+                            outbound: false,
+                            peer: from,
+                            bytes: buf[..n].to_vec(),
+                        });
+                    }
                     core.handle_datagram(Instant::now(), from, &buf[..n]);
                 }
                 // ICMP errors can surface here; the transaction timers handle the loss.
@@ -92,11 +122,12 @@ async fn drive<C: SipCore>(
     }
 }
 
-/// A running core: its command channel, event channel and task.
+/// A running core: its command channel, event channel, optional wire log and task.
 #[derive(Debug)]
 struct Running<Cmd, Ev> {
     commands: mpsc::UnboundedSender<Cmd>,
     events: mpsc::UnboundedReceiver<Ev>,
+    wire: Option<mpsc::UnboundedReceiver<WireRecord>>,
     local: SocketAddr,
     task: JoinHandle<()>,
 }
@@ -109,16 +140,24 @@ impl<Cmd, Ev> Drop for Running<Cmd, Ev> {
 
 async fn spawn<C: SipCore>(
     bind: SocketAddr,
+    trace: bool,
     make: impl FnOnce(SocketAddr) -> C,
 ) -> Result<Running<C::Command, C::Event>, DriverError> {
     let socket = UdpSocket::bind(bind).await?;
     let local = socket.local_addr()?;
     let (commands, rx) = mpsc::unbounded_channel();
     let (events_tx, events) = mpsc::unbounded_channel();
-    let task = tokio::spawn(drive(socket, make(local), rx, events_tx));
+    let (wire_tx, wire) = if trace {
+        let (t, r) = mpsc::unbounded_channel();
+        (Some(t), Some(r))
+    } else {
+        (None, None)
+    };
+    let task = tokio::spawn(drive(socket, make(local), rx, events_tx, wire_tx));
     Ok(Running {
         commands,
         events,
+        wire,
         local,
         task,
     })
@@ -207,9 +246,11 @@ impl UdpAgent {
     /// Binds `bind` and starts the driver task. `cfg.local` is replaced by the bound
     /// address (so port 0 works).
     pub async fn start(bind: SocketAddr, cfg: AgentConfig) -> Result<UdpAgent, DriverError> {
-        spawn(bind, |local| UserAgent::new(AgentConfig { local, ..cfg }))
-            .await
-            .map(UdpAgent)
+        spawn(bind, false, |local| {
+            UserAgent::new(AgentConfig { local, ..cfg })
+        })
+        .await
+        .map(UdpAgent)
     }
 
     /// The bound address.
@@ -337,15 +378,17 @@ impl SipCore for OutboundRouter {
 pub struct UdpTrunkRouter(Running<RouterCommand, DialEvent>);
 
 impl UdpTrunkRouter {
-    /// Binds `bind` and starts routing over `group`.
+    /// Binds `bind` and starts routing over `group`. With `trace`, every message sent
+    /// and received is also handed out through [`Self::take_wire`].
     pub async fn start(
         bind: SocketAddr,
         agent: AgentConfig,
         group: TrunkGroup,
         cfg: RouterConfig,
+        trace: bool,
     ) -> Result<UdpTrunkRouter, DriverError> {
         let seed = agent.seed;
-        spawn(bind, move |local| {
+        spawn(bind, trace, move |local| {
             let ua = UserAgent::new(AgentConfig { local, ..agent });
             OutboundRouter::new(ua, group, cfg, Instant::now(), seed)
         })
@@ -389,5 +432,10 @@ impl UdpTrunkRouter {
     /// The next event; `None` once the driver has stopped.
     pub async fn next_event(&mut self) -> Option<DialEvent> {
         self.0.events.recv().await
+    }
+
+    /// The log of messages on the wire (once; only when started with `trace`).
+    pub fn take_wire(&mut self) -> Option<mpsc::UnboundedReceiver<WireRecord>> {
+        self.0.wire.take()
     }
 }
