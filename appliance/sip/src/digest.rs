@@ -72,6 +72,47 @@ fn response_hash(
     }
 }
 
+/// Server side: whether `credentials` (an Authorization value) answer a challenge we
+/// issued, for `method` and the given password. Checks the scheme, algorithm, qop/nc/
+/// cnonce when qop is used, and the response hash; the caller checks the nonce is one it
+/// issued and fresh, and that `username` and `realm` are the expected ones.
+pub fn verify(credentials: &AuthValue, method: &Method, password: &str) -> bool {
+    if !credentials.is_digest() {
+        return false;
+    }
+    let Some(alg) = Algorithm::parse(credentials.param("algorithm").as_deref()) else {
+        return false;
+    };
+    let (Some(username), Some(realm), Some(nonce), Some(uri), Some(response)) = (
+        credentials.param("username"),
+        credentials.param("realm"),
+        credentials.param("nonce"),
+        credentials.param("uri"),
+        credentials.param("response"),
+    ) else {
+        return false;
+    };
+    let qop = credentials.param("qop");
+    let nc = credentials.param("nc");
+    let cnonce = credentials.param("cnonce");
+    let qop_parts = match (&qop, &nc, &cnonce) {
+        (Some(q), Some(n), Some(c)) if q == "auth" => Some((n.as_str(), c.as_str(), "auth")),
+        (None, _, _) => None,
+        _ => return false,
+    };
+    let expected = response_hash(
+        alg,
+        &username,
+        &realm,
+        password,
+        method.as_str(),
+        &uri,
+        &nonce,
+        qop_parts,
+    );
+    expected.eq_ignore_ascii_case(&response)
+}
+
 /// Client digest state for one peer: the challenge in force and the nonce count.
 #[derive(Debug, Clone)]
 pub struct DigestSession {
@@ -291,6 +332,22 @@ mod tests {
         s.accepted();
         s.challenge(&challenge(r#"Digest realm="r", nonce="n4""#))
             .unwrap();
+    }
+
+    #[test]
+    fn the_server_side_accepts_a_correct_answer_and_nothing_else() {
+        let mut s = session();
+        s.challenge(&challenge(
+            r#"Digest realm="r", nonce="n", qop="auth", algorithm=SHA-256"#,
+        ))
+        .unwrap();
+        let a = s.authorize(&Method::Register, "sip:r", "cn").unwrap();
+        assert!(verify(&a, &Method::Register, "secret"));
+        assert!(!verify(&a, &Method::Register, "wrong"));
+        assert!(
+            !verify(&a, &Method::Invite, "secret"),
+            "the method is covered"
+        );
     }
 
     #[test]

@@ -121,6 +121,12 @@ impl InboundGate {
         }
     }
 
+    /// A REGISTER from `source`: phones are not on the allow-list until they register,
+    /// so only the rate limit applies (the registrar authenticates them).
+    pub fn admit_register(&mut self, now: Instant, source: SocketAddr) -> bool {
+        self.take_token(now, source.ip())
+    }
+
     /// Decides about an out-of-dialog request from `source`.
     pub fn admit(&mut self, now: Instant, source: SocketAddr, req: &Request) -> Admission {
         if !self.take_token(now, source.ip()) {

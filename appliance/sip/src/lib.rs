@@ -14,6 +14,7 @@
 //! - [`digest`]: answering 401/407 challenges (MD5, SHA-256);
 //! - [`trunk`]: carrier trunks, groups, probing health, limits, figures, failover routing;
 //! - [`inbound`]: who may call in (allow-list, 403/silence, per-source rate) and routes;
+//! - [`registrar`]: the registrar for local phones (digest, bindings, expiry);
 //! - [`admission`]: what a UAS answers a request that parsed but cannot be served;
 //! - [`error`]: the one error type, which knows its SIP status.
 //!
@@ -31,6 +32,7 @@ pub mod inbound;
 pub mod message;
 pub mod param;
 pub mod parse;
+pub mod registrar;
 pub mod transaction;
 pub mod trunk;
 pub mod uri;

@@ -210,6 +210,9 @@ pub struct UserAgent {
     legs: HashMap<LegId, Leg>,
     registrations: HashMap<RegId, register::Registration>,
     gate: Option<crate::inbound::InboundGate>,
+    registrar: Option<crate::registrar::Registrar>,
+    /// Legs placed together to one phone's contacts: the first answer cancels the rest.
+    forks: HashMap<LegId, Vec<LegId>>,
     /// The gate's decision for the request being handed to the transaction layer.
     pending_admission: Option<crate::inbound::Admission>,
     purposes: HashMap<TxKey, Purpose>,
@@ -228,6 +231,8 @@ impl UserAgent {
             legs: HashMap::new(),
             registrations: HashMap::new(),
             gate: None,
+            registrar: None,
+            forks: HashMap::new(),
             pending_admission: None,
             purposes: HashMap::new(),
             out: VecDeque::new(),
@@ -522,6 +527,7 @@ impl UserAgent {
         }
         self.refresh_registrations(now);
         self.retransmit_answers(now);
+        self.expire_bindings(now);
         self.pump(now);
     }
 
@@ -539,6 +545,7 @@ impl UserAgent {
             .chain(rings)
             .chain(refreshes)
             .chain(self.inbound_deadlines())
+            .chain(self.registrar.as_ref().and_then(|r| r.next_expiry()))
             .min()
     }
 
@@ -808,6 +815,7 @@ impl UserAgent {
             leg,
             body: response.body,
         });
+        self.cancel_siblings(now, leg);
         if hang_up {
             // Our CANCEL crossed the 200: the call exists, so end it with BYE.
             self.send_bye(now, leg);
@@ -849,6 +857,11 @@ impl UserAgent {
             && request.headers.to().and_then(NameAddr::tag).is_none();
         if let (true, Some(admission)) = (fresh_invite, admission.clone()) {
             self.on_inbound_invite(now, key, request, source, admission);
+            self.pump(now);
+            return;
+        }
+        if request.method == Method::Register && self.registrar.is_some() {
+            self.on_phone_register(now, key, request, source);
             self.pump(now);
             return;
         }
@@ -914,6 +927,7 @@ impl UserAgent {
     }
 }
 
+mod phones;
 mod register;
 mod uas;
 pub use register::{RegId, RegistrationSpec};

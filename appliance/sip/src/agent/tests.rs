@@ -4,6 +4,7 @@
 use super::*;
 use crate::digest::DigestCredentials;
 use crate::header::AuthValue;
+use std::collections::HashMap;
 use std::time::Duration;
 
 const UA: &str = "127.0.0.1:5060";
@@ -33,6 +34,8 @@ struct Net {
     peer_responses: Vec<(Duration, u16)>,
     /// The source address the peer sends from.
     peer_addr: SocketAddr,
+    /// Requests the peer's user got, by transaction (to answer a CANCEL with 487).
+    peer_requests: HashMap<TxKey, Request>,
 }
 
 const DELAY: Duration = Duration::from_millis(10);
@@ -59,6 +62,7 @@ impl Net {
             drop_to_peer: Vec::new(),
             peer_responses: Vec::new(),
             peer_addr: addr(PEER),
+            peer_requests: HashMap::new(),
         }
     }
 
@@ -98,6 +102,7 @@ impl Net {
                     self.in_flight.push((self.now + DELAY, false, tr.bytes));
                 }
                 Output::Event(TxEvent::Request { key, request, .. }) => {
+                    self.peer_requests.insert(key.clone(), request.clone());
                     for (delay, status, extra) in (self.script)(&request) {
                         self.scheduled.push((
                             self.now + Duration::from_millis(delay),
@@ -110,6 +115,11 @@ impl Net {
                 }
                 Output::Event(TxEvent::Response { response, .. }) => {
                     self.peer_responses.push((t, response.status))
+                }
+                Output::Event(TxEvent::Cancelled { key }) => {
+                    if let Some(req) = self.peer_requests.get(&key) {
+                        self.scheduled.push((self.now, key, req.clone(), 487, None));
+                    }
                 }
                 Output::Event(_) => {}
             }
@@ -889,4 +899,140 @@ fn the_callers_cancel_ends_an_unanswered_inbound_call_with_487() {
         .filter(|s| *s >= 200)
         .collect();
     assert!(finals.contains(&487) && finals.contains(&200), "{finals:?}");
+}
+
+use crate::registrar::{PhoneAccount, Registrar, RegistrarConfig};
+
+/// The phone at PEER registers `contacts` with digest through the UA; returns the 200.
+fn register_phone(net: &mut Net, contacts: &[&str]) -> Response {
+    let mut session = DigestSession::new(DigestCredentials {
+        username: "desk1".into(),
+        password: "pw1".into(),
+        realm: None,
+    });
+    let build = |seq: u32, auth: Option<AuthValue>| {
+        let mut h = Headers::default();
+        h.push(Header::Via(Via::new(
+            Transport::Udp,
+            Host::V4("127.0.0.2".parse().unwrap()),
+            Some(5080),
+            &format!("z9hG4bKreg{seq}"),
+        )));
+        let aor = Uri::parse("sip:desk1@127.0.0.1").unwrap();
+        let mut from = NameAddr::new(aor.clone());
+        from.set_tag("ph");
+        h.push(Header::From(from));
+        h.push(Header::To(NameAddr::new(aor)));
+        h.push(Header::CallId("reg-desk1".into()));
+        h.push(Header::CSeq(CSeq {
+            seq,
+            method: Method::Register,
+        }));
+        for c in contacts {
+            h.push(Header::Contact(Contact::Address(NameAddr::new(
+                Uri::parse(c).unwrap(),
+            ))));
+        }
+        h.push(Header::Expires(300));
+        if let Some(a) = auth {
+            h.push(Header::Authorization(a));
+        }
+        Request {
+            method: Method::Register,
+            uri: Uri::parse("sip:127.0.0.1").unwrap(),
+            headers: h,
+            body: Vec::new(),
+        }
+    };
+    let answer = |net: &mut Net, req: Request| -> Response {
+        net.ua.handle_datagram(net.now, addr(PEER), &req.to_bytes());
+        loop {
+            match net.ua.poll_output() {
+                Some(AgentOutput::Transmit(t)) => {
+                    if let Ok(Incoming::Message(SipMessage::Response(r))) = parse_datagram(&t.bytes)
+                    {
+                        if r.status >= 200 {
+                            return r;
+                        }
+                    }
+                }
+                Some(AgentOutput::Event(e)) => net.events.push((Duration::ZERO, e)),
+                None => panic!("no final response"),
+            }
+        }
+    };
+    let challenge = answer(net, build(1, None));
+    assert_eq!(challenge.status, 401);
+    session
+        .challenge(challenge.headers.www_authenticate().next().unwrap())
+        .unwrap();
+    let cred = session
+        .authorize(&Method::Register, "sip:127.0.0.1", "cn1")
+        .unwrap();
+    answer(net, build(2, Some(cred)))
+}
+
+fn with_registrar(net: &mut Net) {
+    net.ua.set_registrar(Registrar::new(
+        RegistrarConfig::default(),
+        vec![PhoneAccount {
+            username: "desk1".into(),
+            password: "pw1".into(),
+        }],
+    ));
+}
+
+#[test]
+fn a_registered_phone_is_called_at_the_address_it_registered_from() {
+    let mut net = Net::new(None, answering(100));
+    with_registrar(&mut net);
+    let ok = register_phone(&mut net, &["sip:desk1@10.1.1.5:5060"]);
+    assert_eq!(ok.status, 200);
+    let legs = net
+        .ua
+        .call_phone(net.now, "desk1", b"v=0\r\n".to_vec(), None)
+        .unwrap();
+    assert_eq!(legs.len(), 1);
+    net.run_until(Duration::from_secs(2));
+    let invite = net.seen(Method::Invite)[0];
+    assert_eq!(
+        invite.uri.to_string(),
+        "sip:desk1@10.1.1.5:5060",
+        "Request-URI is the Contact"
+    );
+    // (The harness asserts every transmission went to PEER, the REGISTER's source.)
+    assert!(net.event_kinds().contains(&"answered".to_owned()));
+    assert!(net
+        .ua
+        .call_phone(net.now, "nobody", Vec::new(), None)
+        .is_err());
+}
+
+#[test]
+fn a_phone_with_two_contacts_rings_both_and_the_first_answer_cancels_the_other() {
+    let mut net = Net::new(
+        None,
+        Box::new(|r: &Request| match r.method {
+            Method::Invite if r.uri.to_string().contains("10.1.1.5") => {
+                vec![(0, 180, None), (300, 200, None)]
+            }
+            Method::Invite => vec![(0, 180, None)],
+            _ => vec![],
+        }),
+    );
+    with_registrar(&mut net);
+    register_phone(&mut net, &["sip:desk1@10.1.1.5", "sip:desk1@10.1.1.6"]);
+    let legs = net
+        .ua
+        .call_phone(net.now, "desk1", b"v=0\r\n".to_vec(), None)
+        .unwrap();
+    assert_eq!(legs.len(), 2);
+    net.run_until(Duration::from_secs(40));
+    assert_eq!(net.seen(Method::Invite).len(), 2);
+    let cancels = net.seen(Method::Cancel);
+    assert_eq!(cancels.len(), 1);
+    assert!(cancels[0].uri.to_string().contains("10.1.1.6"));
+    let kinds = net.event_kinds();
+    assert!(kinds.contains(&"answered".to_owned()), "{kinds:?}");
+    assert!(kinds.contains(&"failed 487".to_owned()), "{kinds:?}");
 }

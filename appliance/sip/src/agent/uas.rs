@@ -46,6 +46,9 @@ impl UserAgent {
         let Some(gate) = self.gate.as_mut() else {
             return true;
         };
+        if req.method == Method::Register {
+            return gate.admit_register(now, source);
+        }
         let decision = gate.admit(now, source, req);
         if decision == Admission::Drop {
             return false;
