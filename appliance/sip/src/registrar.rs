@@ -38,6 +38,9 @@ pub struct RegistrarConfig {
     pub max_contacts: usize,
     /// How long a nonce we issued stays valid.
     pub nonce_lifetime: Duration,
+    /// Digest algorithms challenged, in order of preference (`"SHA-256"`, `"MD5"`); older
+    /// phones only understand MD5 and may pick the first challenge they see.
+    pub algorithms: Vec<String>,
 }
 
 impl Default for RegistrarConfig {
@@ -49,6 +52,7 @@ impl Default for RegistrarConfig {
             default_expires: 600,
             max_contacts: 5,
             nonce_lifetime: Duration::from_secs(300),
+            algorithms: vec!["SHA-256".into(), "MD5".into()],
         }
     }
 }
@@ -144,12 +148,12 @@ impl Registrar {
             },
         );
         let mut r = response_to(req, 401, "Unauthorized", Some(nonce));
-        for alg in ["SHA-256", "MD5"] {
+        for alg in self.cfg.algorithms.clone() {
             let mut params = vec![
                 Param::new("realm", Some(&format!("\"{}\"", self.cfg.realm))),
                 Param::new("nonce", Some(&format!("\"{nonce}\""))),
                 Param::new("qop", Some("\"auth\"")),
-                Param::new("algorithm", Some(alg)),
+                Param::new("algorithm", Some(&alg)),
             ];
             if stale {
                 params.push(Param::new("stale", Some("true")));

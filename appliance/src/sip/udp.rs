@@ -9,6 +9,7 @@ use callgate_sip::agent::{
     UserAgent,
 };
 use callgate_sip::inbound::InboundPolicy;
+use callgate_sip::registrar::Registrar;
 use callgate_sip::transaction::Transmit;
 use callgate_sip::trunk::router::{
     AttemptId, DialEvent, OutboundRouter, RouterConfig, RouterOutput,
@@ -183,6 +184,8 @@ enum AgentCommand {
     },
     Unregister(RegId),
     SetInbound(InboundPolicy),
+    SetRegistrar(Registrar),
+    Bindings(String, oneshot::Sender<Vec<(String, SocketAddr)>>),
     Ring(LegId),
     Answer(LegId, Vec<u8>),
     Reject(LegId, u16, String),
@@ -225,6 +228,19 @@ impl SipCore for UserAgent {
             }
             AgentCommand::Unregister(reg) => self.unregister(now, reg),
             AgentCommand::SetInbound(policy) => self.set_inbound_policy(policy),
+            AgentCommand::SetRegistrar(r) => self.set_registrar(r),
+            AgentCommand::Bindings(account, reply) => {
+                let list = self
+                    .registrar()
+                    .map(|r| {
+                        r.lookup(now, &account)
+                            .into_iter()
+                            .map(|b| (b.contact.to_string(), b.source))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let _ = reply.send(list);
+            }
             AgentCommand::Ring(leg) => {
                 let _ = self.ring(now, leg);
             }
@@ -296,6 +312,18 @@ impl UdpAgent {
     /// Takes inbound calls under `policy`.
     pub fn set_inbound_policy(&self, policy: InboundPolicy) -> Result<(), DriverError> {
         self.send(AgentCommand::SetInbound(policy))
+    }
+
+    /// Serves the branch's phones with `registrar`.
+    pub fn set_registrar(&self, registrar: Registrar) -> Result<(), DriverError> {
+        self.send(AgentCommand::SetRegistrar(registrar))
+    }
+
+    /// The live bindings of a phone account: (contact, source address).
+    pub async fn bindings(&self, account: &str) -> Result<Vec<(String, SocketAddr)>, DriverError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(AgentCommand::Bindings(account.to_owned(), reply))?;
+        rx.await.map_err(|_| DriverError::Stopped)
     }
 
     /// Sends 180 Ringing for an inbound call.
