@@ -198,6 +198,8 @@ struct Leg {
     reinvite_seq: Option<u32>,
     /// When an unanswered call is given up with CANCEL.
     ring_deadline: Option<Instant>,
+    /// CANCEL sent but the INVITE has no final response yet: give it up at this time.
+    cancel_deadline: Option<Instant>,
     /// Set for calls that came in (we are the UAS).
     inbound: Option<uas::InboundLeg>,
 }
@@ -348,6 +350,7 @@ impl UserAgent {
             local_body: sdp,
             reinvite_seq: None,
             ring_deadline: ring_timeout.map(|t| now + t),
+            cancel_deadline: None,
             inbound: None,
         };
         self.legs.insert(leg, state);
@@ -391,6 +394,7 @@ impl UserAgent {
             return;
         };
         l.cancel_sent = true;
+        l.cancel_deadline = Some(now + self.cfg.timers.timeout());
         let inv = &l.invite;
         let mut h = Headers::default();
         for hd in &inv.headers.0 {
@@ -525,6 +529,7 @@ impl UserAgent {
         for leg in expired {
             let _ = self.hang_up(now, leg);
         }
+        self.give_up_cancelled(now);
         self.refresh_registrations(now);
         self.retransmit_answers(now);
         self.expire_bindings(now);
@@ -537,7 +542,7 @@ impl UserAgent {
             .legs
             .values()
             .filter(|l| l.phase == Phase::Inviting)
-            .filter_map(|l| l.ring_deadline);
+            .flat_map(|l| [l.ring_deadline, l.cancel_deadline].into_iter().flatten());
         let refreshes = self.registrations.values().filter_map(|r| r.refresh_at);
         self.tx
             .poll_timeout()
@@ -557,6 +562,35 @@ impl UserAgent {
     /// How many call legs are alive.
     pub fn legs(&self) -> usize {
         self.legs.len()
+    }
+
+    /// §9.1: an INVITE still without a final response 64*T1 after its CANCEL is given up.
+    fn give_up_cancelled(&mut self, now: Instant) {
+        let stuck: Vec<LegId> = self
+            .legs
+            .iter()
+            .filter(|(_, l)| {
+                l.phase == Phase::Inviting && l.cancel_deadline.is_some_and(|d| d <= now)
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for leg in stuck {
+            let keys: Vec<TxKey> = self
+                .purposes
+                .iter()
+                .filter(|(_, p)| **p == Purpose::Invite(leg))
+                .map(|(k, _)| k.clone())
+                .collect();
+            for k in keys {
+                self.tx.abandon(&k);
+            }
+            self.drop_leg(leg);
+            self.emit(AgentEvent::Failed {
+                leg,
+                status: 487,
+                reason: "cancelled; no final response to the INVITE".into(),
+            });
+        }
     }
 
     /// Forgets a leg and the transactions that belong to it.

@@ -1036,3 +1036,30 @@ fn a_phone_with_two_contacts_rings_both_and_the_first_answer_cancels_the_other()
     assert!(kinds.contains(&"answered".to_owned()), "{kinds:?}");
     assert!(kinds.contains(&"failed 487".to_owned()), "{kinds:?}");
 }
+
+#[test]
+fn an_invite_that_never_ends_after_our_cancel_is_given_up_at_64_t1() {
+    // The peer rings, takes the CANCEL (200) but never sends 487.
+    let mut net = Net::new(
+        None,
+        Box::new(|r: &Request| match r.method {
+            Method::Invite => vec![(0, 180, None)],
+            _ => vec![],
+        }),
+    );
+    let leg = net.call();
+    net.run_until(Duration::from_millis(100));
+    net.ua.hang_up(net.now, leg).unwrap();
+    // Our harness answers a CANCEL's INVITE with 487 unless told otherwise: forget it.
+    net.peer_requests.clear();
+    net.run_until(Duration::from_secs(40));
+    assert_eq!(net.event_kinds(), vec!["progress 180", "failed 487"]);
+    let failed_at = net.events.last().unwrap().0;
+    assert_eq!(failed_at, Duration::from_millis(100 + 32_000));
+    assert_eq!(net.ua.legs(), 0);
+    assert_eq!(
+        net.ua.tx.live().0,
+        0,
+        "the INVITE client transaction is gone too"
+    );
+}

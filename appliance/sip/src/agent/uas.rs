@@ -106,6 +106,7 @@ impl UserAgent {
                 local_body: Vec::new(),
                 reinvite_seq: None,
                 ring_deadline: None,
+                cancel_deadline: None,
                 inbound: Some(InboundLeg {
                     key,
                     local_tag: tag,

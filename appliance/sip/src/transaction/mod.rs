@@ -359,6 +359,13 @@ impl TransactionLayer {
         self.out.pop_front()
     }
 
+    /// Ends a client transaction without a final response (RFC 3261 §9.1: an INVITE
+    /// whose CANCEL got no final response within 64*T1 is given up). Nothing more is
+    /// reported for it.
+    pub fn abandon(&mut self, key: &TxKey) {
+        self.clients.remove(key);
+    }
+
     /// How many transactions are alive (clients, servers).
     pub fn live(&self) -> (usize, usize) {
         (self.clients.len(), self.servers.len())
