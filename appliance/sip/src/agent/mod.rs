@@ -172,6 +172,7 @@ enum Purpose {
     ForkBye,
     Probe(ProbeId),
     Register(RegId),
+    Prack,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -200,6 +201,8 @@ struct Leg {
     ring_deadline: Option<Instant>,
     /// CANCEL sent but the INVITE has no final response yet: give it up at this time.
     cancel_deadline: Option<Instant>,
+    /// The early dialog of reliable provisionals (RFC 3262), and the last RSeq PRACKed.
+    early: Option<(Dialog, u32)>,
     /// Set for calls that came in (we are the UAS).
     inbound: Option<uas::InboundLeg>,
 }
@@ -326,6 +329,7 @@ impl UserAgent {
         }));
         h.push(self.contact());
         h.push(Self::allow());
+        h.push(Header::Supported(vec!["100rel".into()]));
         if let Some(ct) = Self::sdp(&sdp) {
             h.push(ct);
         }
@@ -351,6 +355,7 @@ impl UserAgent {
             reinvite_seq: None,
             ring_deadline: ring_timeout.map(|t| now + t),
             cancel_deadline: None,
+            early: None,
             inbound: None,
         };
         self.legs.insert(leg, state);
@@ -564,6 +569,55 @@ impl UserAgent {
         self.legs.len()
     }
 
+    /// RFC 3262: a provisional with `Require: 100rel` is acknowledged with PRACK in its
+    /// early dialog. Returns false for a retransmission of one already acknowledged.
+    fn acknowledge_reliable(&mut self, now: Instant, leg: LegId, response: &Response) -> bool {
+        let reliable = response
+            .headers
+            .require()
+            .iter()
+            .any(|t| t.eq_ignore_ascii_case("100rel"));
+        let Some(rseq) = response.headers.rseq().copied().filter(|_| reliable) else {
+            return true;
+        };
+        let via = self.via();
+        let Some(l) = self.legs.get_mut(&leg) else {
+            return true;
+        };
+        let tag = response
+            .headers
+            .to()
+            .and_then(NameAddr::tag)
+            .map(str::to_owned);
+        let same_early = l
+            .early
+            .as_ref()
+            .is_some_and(|(d, _)| Some(&d.remote_tag) == tag.as_ref());
+        if !same_early {
+            let Some(d) = Dialog::from_uac(&l.invite, response) else {
+                return true;
+            };
+            l.early = Some((d, 0));
+        }
+        let Some((early, last)) = l.early.as_mut() else {
+            return true;
+        };
+        if rseq <= *last {
+            return false;
+        }
+        *last = rseq;
+        let invite_cseq = l.invite.headers.cseq().map_or(1, |c| c.seq);
+        let mut prack = early.request(Method::Prack, via);
+        prack.headers.push(Header::RAck(crate::header::RAck {
+            rseq,
+            cseq: invite_cseq,
+            method: Method::Invite,
+        }));
+        let dest = early.next_hop().unwrap_or(l.dest);
+        self.start(now, prack, dest, Purpose::Prack);
+        true
+    }
+
     /// §9.1: an INVITE still without a final response 64*T1 after its CANCEL is given up.
     fn give_up_cancelled(&mut self, now: Instant) {
         let stuck: Vec<LegId> = self
@@ -720,6 +774,10 @@ impl UserAgent {
             };
             l.provisional_seen = true;
             let cancel_now = l.hangup_requested && !l.cancel_sent;
+            if status > 100 && !self.acknowledge_reliable(now, leg, &response) {
+                // A retransmitted reliable provisional: already PRACKed and reported.
+                return;
+            }
             if status > 100 {
                 self.emit(AgentEvent::Progress {
                     leg,
@@ -830,9 +888,15 @@ impl UserAgent {
             self.start(now, bye, dest, Purpose::ForkBye);
             return;
         }
-        let Some(dialog) = Dialog::from_uac(&l.invite, &response) else {
+        let Some(mut dialog) = Dialog::from_uac(&l.invite, &response) else {
             return;
         };
+        if let Some((early, _)) = l.early.take() {
+            // PRACKs used CSeq numbers in the early dialog: continue after them.
+            if early.remote_tag == dialog.remote_tag {
+                dialog.local_seq = dialog.local_seq.max(early.local_seq);
+            }
+        }
         if let Some(a) = l.auth.as_mut() {
             a.accepted();
         }

@@ -15,7 +15,7 @@ fn addr(s: &str) -> SocketAddr {
 }
 
 /// What the scripted UAS does with each new request: responses after delays (ms).
-type Script = Box<dyn FnMut(&Request) -> Vec<(u64, u16, Option<Header>)>>;
+type Script = Box<dyn FnMut(&Request) -> Vec<(u64, u16, Vec<Header>)>>;
 
 struct Net {
     start: Instant,
@@ -23,7 +23,7 @@ struct Net {
     ua: UserAgent,
     peer: TransactionLayer,
     script: Script,
-    scheduled: Vec<(Instant, TxKey, Request, u16, Option<Header>)>,
+    scheduled: Vec<(Instant, TxKey, Request, u16, Vec<Header>)>,
     in_flight: Vec<(Instant, bool, Vec<u8>)>,
     events: Vec<(Duration, AgentEvent)>,
     /// Every request that reached the peer, as parsed (retransmissions, CANCEL and ACK
@@ -118,7 +118,8 @@ impl Net {
                 }
                 Output::Event(TxEvent::Cancelled { key }) => {
                     if let Some(req) = self.peer_requests.get(&key) {
-                        self.scheduled.push((self.now, key, req.clone(), 487, None));
+                        self.scheduled
+                            .push((self.now, key, req.clone(), 487, Vec::new()));
                     }
                 }
                 Output::Event(_) => {}
@@ -161,7 +162,7 @@ impl Net {
                         ))));
                     r.body = b"v=0\r\n".to_vec();
                 }
-                if let Some(h) = extra {
+                for h in extra {
                     r.headers.push(h);
                 }
                 let _ = self.peer.respond(now, &key, r);
@@ -227,8 +228,8 @@ impl Net {
 
 fn answering(ring_ms: u64) -> Script {
     Box::new(move |r: &Request| match r.method {
-        Method::Invite => vec![(0, 180, None), (ring_ms, 200, None)],
-        Method::Bye | Method::Options => vec![(0, 200, None)],
+        Method::Invite => vec![(0, 180, vec![]), (ring_ms, 200, vec![])],
+        Method::Bye | Method::Options => vec![(0, 200, vec![])],
         _ => vec![],
     })
 }
@@ -298,7 +299,7 @@ fn busy_and_decline_are_reported_as_failures_and_acked() {
         let mut net = Net::new(
             None,
             Box::new(move |r: &Request| match r.method {
-                Method::Invite => vec![(0, 180, None), (200, status, None)],
+                Method::Invite => vec![(0, 180, vec![]), (200, status, vec![])],
                 _ => vec![],
             }),
         );
@@ -321,10 +322,10 @@ fn challenge_then_answer(alg: &'static str) -> Script {
                 r#"Digest realm="carrier.example", nonce="abc123", qop="auth", algorithm={alg}"#
             ))
             .unwrap();
-            vec![(0, 401, Some(Header::WwwAuthenticate(ch)))]
+            vec![(0, 401, vec![Header::WwwAuthenticate(ch)])]
         }
-        Method::Invite => vec![(0, 180, None), (100, 200, None)],
-        Method::Bye => vec![(0, 200, None)],
+        Method::Invite => vec![(0, 180, vec![]), (100, 200, vec![])],
+        Method::Bye => vec![(0, 200, vec![])],
         _ => vec![],
     })
 }
@@ -380,7 +381,7 @@ fn wrong_credentials_fail_the_call_after_one_retry() {
         Box::new(|r: &Request| match r.method {
             Method::Invite => {
                 let ch = AuthValue::parse(r#"Digest realm="r", nonce="n""#).unwrap();
-                vec![(0, 401, Some(Header::WwwAuthenticate(ch)))]
+                vec![(0, 401, vec![Header::WwwAuthenticate(ch)])]
             }
             _ => vec![],
         }),
@@ -396,7 +397,7 @@ fn hanging_up_while_ringing_cancels_and_reports_487() {
     let mut net = Net::new(
         None,
         Box::new(|r: &Request| match r.method {
-            Method::Invite => vec![(0, 180, None)],
+            Method::Invite => vec![(0, 180, vec![])],
             _ => vec![],
         }),
     );
@@ -436,7 +437,7 @@ fn cancel_is_held_until_a_provisional_arrives() {
     let mut net = Net::new(
         None,
         Box::new(|r: &Request| match r.method {
-            Method::Invite => vec![(300, 180, None)],
+            Method::Invite => vec![(300, 180, vec![])],
             _ => vec![],
         }),
     );
@@ -606,7 +607,7 @@ fn an_unanswered_call_is_cancelled_at_its_ring_timeout() {
     let mut net = Net::new(
         None,
         Box::new(|r: &Request| match r.method {
-            Method::Invite => vec![(0, 180, None)],
+            Method::Invite => vec![(0, 180, vec![])],
             _ => vec![],
         }),
     );
@@ -631,9 +632,9 @@ fn registrar(grant: u32) -> Script {
     Box::new(move |r: &Request| match r.method {
         Method::Register if r.headers.authorization().next().is_none() => {
             let ch = AuthValue::parse(r#"Digest realm="reg", nonce="n1", qop="auth""#).unwrap();
-            vec![(0, 401, Some(Header::WwwAuthenticate(ch)))]
+            vec![(0, 401, vec![Header::WwwAuthenticate(ch)])]
         }
-        Method::Register => vec![(0, 200, Some(Header::Expires(grant)))],
+        Method::Register => vec![(0, 200, vec![Header::Expires(grant)])],
         _ => vec![],
     })
 }
@@ -681,7 +682,7 @@ fn a_refused_registration_is_reported_and_not_refreshed() {
     let mut net = Net::new(
         None,
         Box::new(|r: &Request| match r.method {
-            Method::Register => vec![(0, 403, None)],
+            Method::Register => vec![(0, 403, vec![])],
             _ => vec![],
         }),
     );
@@ -1014,9 +1015,9 @@ fn a_phone_with_two_contacts_rings_both_and_the_first_answer_cancels_the_other()
         None,
         Box::new(|r: &Request| match r.method {
             Method::Invite if r.uri.to_string().contains("10.1.1.5") => {
-                vec![(0, 180, None), (300, 200, None)]
+                vec![(0, 180, vec![]), (300, 200, vec![])]
             }
-            Method::Invite => vec![(0, 180, None)],
+            Method::Invite => vec![(0, 180, vec![])],
             _ => vec![],
         }),
     );
@@ -1043,7 +1044,7 @@ fn an_invite_that_never_ends_after_our_cancel_is_given_up_at_64_t1() {
     let mut net = Net::new(
         None,
         Box::new(|r: &Request| match r.method {
-            Method::Invite => vec![(0, 180, None)],
+            Method::Invite => vec![(0, 180, vec![])],
             _ => vec![],
         }),
     );
@@ -1061,5 +1062,65 @@ fn an_invite_that_never_ends_after_our_cancel_is_given_up_at_64_t1() {
         net.ua.tx.live().0,
         0,
         "the INVITE client transaction is gone too"
+    );
+}
+
+#[test]
+fn reliable_provisionals_are_pracked_once_and_the_dialog_continues_after_them() {
+    let reliable = |rseq: u32| {
+        vec![
+            Header::Require(vec!["100rel".into()]),
+            Header::RSeq(rseq),
+            Header::Contact(Contact::Address(NameAddr::new(
+                Uri::parse(&format!("sip:uas@{PEER}")).unwrap(),
+            ))),
+        ]
+    };
+    let mut net = Net::new(
+        None,
+        Box::new(move |r: &Request| match r.method {
+            // 183 with RSeq 1, its retransmission, then 180 with RSeq 2, then 200.
+            Method::Invite => vec![
+                (0, 183, reliable(1)),
+                (50, 183, reliable(1)),
+                (100, 180, reliable(2)),
+                (300, 200, vec![]),
+            ],
+            Method::Prack | Method::Bye => vec![(0, 200, vec![])],
+            _ => vec![],
+        }),
+    );
+    let leg = net.call();
+    net.run_until(Duration::from_secs(1));
+    let invite = net.seen(Method::Invite)[0];
+    assert!(invite.headers.supported().contains(&"100rel"));
+    let pracks = net.seen(Method::Prack);
+    assert_eq!(
+        pracks.len(),
+        2,
+        "one PRACK per RSeq, none for the retransmission"
+    );
+    let racks: Vec<(u32, u32)> = pracks
+        .iter()
+        .filter_map(|p| {
+            p.headers.0.iter().find_map(|h| match h {
+                Header::RAck(r) => Some((r.rseq, r.cseq)),
+                _ => None,
+            })
+        })
+        .collect();
+    assert_eq!(racks, vec![(1, 1), (2, 1)]);
+    assert_eq!(pracks[0].headers.cseq().unwrap().seq, 2);
+    assert_eq!(pracks[1].headers.cseq().unwrap().seq, 3);
+    assert_eq!(
+        net.event_kinds(),
+        vec!["progress 183", "progress 180", "answered"]
+    );
+    net.ua.hang_up(net.now, leg).unwrap();
+    net.run_until(Duration::from_secs(2));
+    assert_eq!(
+        net.seen(Method::Bye)[0].headers.cseq().unwrap().seq,
+        4,
+        "BYE after the PRACKs"
     );
 }

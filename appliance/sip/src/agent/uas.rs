@@ -107,6 +107,7 @@ impl UserAgent {
                 reinvite_seq: None,
                 ring_deadline: None,
                 cancel_deadline: None,
+                early: None,
                 inbound: Some(InboundLeg {
                     key,
                     local_tag: tag,
