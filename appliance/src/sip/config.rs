@@ -64,6 +64,8 @@ pub struct SipConfig {
     /// Give up a trunk that sends no provisional response within this many ms.
     #[serde(default = "default_answer_wait")]
     pub answer_wait_ms: u64,
+    /// Session timer (RFC 4028) to ask carriers for, in seconds; omit for none.
+    pub session_expires_s: Option<u32>,
     /// `[sip.probe]`: OPTIONS probing; omit to disable.
     pub probe: Option<ProbeConfig>,
     /// `[sip.inbound]`.
@@ -255,6 +257,12 @@ impl SipConfig {
                 })
             }
         };
+        if self.session_expires_s.is_some_and(|s| s < 90) {
+            return Err(invalid(
+                "sip.session_expires_s",
+                "must be at least 90 (RFC 4028 Min-SE)",
+            ));
+        }
         let mut trunks = Vec::new();
         for (i, t) in self.trunks.iter().enumerate() {
             let key = |f: &str| format!("sip.trunks[{i}].{f}");
@@ -361,6 +369,7 @@ impl SipConfig {
             router: RouterConfig {
                 probe,
                 answer_wait: Duration::from_millis(self.answer_wait_ms),
+                session_expires: self.session_expires_s,
                 ..RouterConfig::default()
             },
             trunks,

@@ -47,6 +47,8 @@ pub struct CallSpec {
     pub ring_timeout: Option<Duration>,
     /// Credentials for this call's challenges (else the agent's own).
     pub credentials: Option<DigestCredentials>,
+    /// Ask for a session timer of this many seconds (RFC 4028).
+    pub session_expires: Option<u32>,
 }
 
 impl CallSpec {
@@ -58,6 +60,7 @@ impl CallSpec {
             sdp,
             ring_timeout: None,
             credentials: None,
+            session_expires: None,
         }
     }
 }
@@ -203,6 +206,10 @@ struct Leg {
     cancel_deadline: Option<Instant>,
     /// The early dialog of reliable provisionals (RFC 3262), and the last RSeq PRACKed.
     early: Option<(Dialog, u32)>,
+    /// The session timer of the answered call (RFC 4028).
+    session: Option<session_timer::SessionTimer>,
+    /// The re-INVITE in flight is our session refresh (not reported to the daemon).
+    refreshing: bool,
     /// Set for calls that came in (we are the UAS).
     inbound: Option<uas::InboundLeg>,
 }
@@ -286,7 +293,7 @@ impl UserAgent {
     fn allow() -> Header {
         Header::Other(OtherHeader {
             name: "Allow".into(),
-            value: b"INVITE, ACK, CANCEL, BYE, OPTIONS".to_vec(),
+            value: b"INVITE, ACK, CANCEL, BYE, OPTIONS, PRACK, UPDATE".to_vec(),
         })
     }
 
@@ -308,6 +315,7 @@ impl UserAgent {
             sdp,
             ring_timeout,
             credentials,
+            session_expires,
         } = spec;
         let leg = LegId(self.next_leg);
         self.next_leg += 1;
@@ -329,7 +337,10 @@ impl UserAgent {
         }));
         h.push(self.contact());
         h.push(Self::allow());
-        h.push(Header::Supported(vec!["100rel".into()]));
+        h.push(Header::Supported(vec!["100rel".into(), "timer".into()]));
+        if let Some(se) = session_expires {
+            h.push(session_timer::session_header(se, "uac"));
+        }
         if let Some(ct) = Self::sdp(&sdp) {
             h.push(ct);
         }
@@ -356,6 +367,8 @@ impl UserAgent {
             ring_deadline: ring_timeout.map(|t| now + t),
             cancel_deadline: None,
             early: None,
+            session: None,
+            refreshing: false,
             inbound: None,
         };
         self.legs.insert(leg, state);
@@ -535,6 +548,7 @@ impl UserAgent {
             let _ = self.hang_up(now, leg);
         }
         self.give_up_cancelled(now);
+        self.run_session_timers(now);
         self.refresh_registrations(now);
         self.retransmit_answers(now);
         self.expire_bindings(now);
@@ -555,6 +569,7 @@ impl UserAgent {
             .chain(rings)
             .chain(refreshes)
             .chain(self.inbound_deadlines())
+            .chain(self.session_deadlines())
             .chain(self.registrar.as_ref().and_then(|r| r.next_expiry()))
             .min()
     }
@@ -909,6 +924,7 @@ impl UserAgent {
         let hang_up = l.hangup_requested;
         self.out
             .push_back(AgentOutput::Transmit(Transmit { to: dest, bytes }));
+        self.start_session_timer(now, leg, &response);
         self.emit(AgentEvent::Answered {
             leg,
             body: response.body,
@@ -920,7 +936,7 @@ impl UserAgent {
         }
     }
 
-    fn on_reinvite_response(&mut self, _now: Instant, leg: LegId, response: Response) {
+    fn on_reinvite_response(&mut self, now: Instant, leg: LegId, response: Response) {
         if response.status < 200 {
             return;
         }
@@ -932,6 +948,7 @@ impl UserAgent {
             // A retransmitted 2xx for a re-INVITE already ACKed.
             return;
         };
+        let refresh = std::mem::take(&mut l.refreshing);
         if response.status < 300 {
             if let Some(d) = &l.dialog {
                 let ack = d.ack(seq, via);
@@ -941,6 +958,11 @@ impl UserAgent {
                     self.out.push_back(AgentOutput::Transmit(t));
                 }
             }
+            self.start_session_timer(now, leg, &response);
+        }
+        if refresh {
+            // A failed refresh leaves the expiry running: the session ends with BYE then.
+            return;
         }
         self.emit(AgentEvent::Reinvited {
             leg,
@@ -990,13 +1012,18 @@ impl UserAgent {
                 response_to(&request, 200, "OK", Some(&tag))
             }
             (Method::Invite, Some(leg)) => {
-                // The peer's re-INVITE (hold, resume, media change): keep our offer.
+                // The peer's re-INVITE (hold, resume, media change, session refresh):
+                // keep our offer.
                 let body = self
                     .legs
                     .get(&leg)
                     .map(|l| l.local_body.clone())
                     .unwrap_or_default();
                 let mut r = response_to(&request, 200, "OK", Some(&tag));
+                if let Some(se) = self.peer_refreshed(now, leg, &request) {
+                    r.headers.push(Header::Require(vec!["timer".into()]));
+                    r.headers.push(se);
+                }
                 r.headers.push(self.contact());
                 if let Some(ct) = Self::sdp(&body) {
                     r.headers.push(ct);
@@ -1014,6 +1041,16 @@ impl UserAgent {
                 }]));
                 r
             }
+            (Method::Update, Some(leg)) => {
+                // A session refresh without media change (RFC 3311 / 4028).
+                let mut r = response_to(&request, 200, "OK", Some(&tag));
+                if let Some(se) = self.peer_refreshed(now, leg, &request) {
+                    r.headers.push(Header::Require(vec!["timer".into()]));
+                    r.headers.push(se);
+                }
+                r.headers.push(self.contact());
+                r
+            }
             (_, Some(_)) => response_to(&request, 501, "Not Implemented", Some(&tag)),
             (Method::Invite, None) if request.headers.to().and_then(NameAddr::tag).is_none() => {
                 response_to(&request, 480, "Temporarily Unavailable", Some(&tag))
@@ -1027,6 +1064,7 @@ impl UserAgent {
 
 mod phones;
 mod register;
+mod session_timer;
 mod uas;
 pub use register::{RegId, RegistrationSpec};
 

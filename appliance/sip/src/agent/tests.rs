@@ -1124,3 +1124,65 @@ fn reliable_provisionals_are_pracked_once_and_the_dialog_continues_after_them() 
         "BYE after the PRACKs"
     );
 }
+
+fn session_answer(refresher: &'static str) -> Script {
+    Box::new(move |r: &Request| match r.method {
+        Method::Invite => vec![(
+            0,
+            200,
+            vec![super::session_timer::session_header(90, refresher)],
+        )],
+        Method::Bye => vec![(0, 200, vec![])],
+        _ => vec![],
+    })
+}
+
+#[test]
+fn as_session_refresher_we_reinvite_at_half_the_interval_silently() {
+    let mut net = Net::new(None, session_answer("uac"));
+    net.ua.place_call(
+        net.now,
+        CallSpec {
+            session_expires: Some(90),
+            ..CallSpec::new(
+                Uri::parse("sip:+4930123@127.0.0.2").unwrap(),
+                addr(PEER),
+                b"v=0\r\n".to_vec(),
+            )
+        },
+    );
+    net.run_until(Duration::from_secs(100));
+    let invites = net.seen(Method::Invite);
+    assert!(invites[0].headers.supported().contains(&"timer"));
+    assert_eq!(net.ua.legs(), 1, "the call is still up");
+    // The first INVITE, then refreshes at ~45 s and ~90 s.
+    assert_eq!(invites.len(), 3, "{:?}", invites.len());
+    assert_eq!(invites[1].headers.cseq().unwrap().seq, 2);
+    assert_eq!(net.seen(Method::Ack).len(), 3);
+    assert_eq!(
+        net.event_kinds(),
+        vec!["answered"],
+        "refreshes are not reported"
+    );
+}
+
+#[test]
+fn when_the_peer_refreshes_and_stops_the_call_ends_with_bye_before_expiry() {
+    let mut net = Net::new(None, session_answer("uas"));
+    net.call();
+    net.run_until(Duration::from_secs(100));
+    assert_eq!(
+        net.seen(Method::Invite).len(),
+        1,
+        "the peer is refresher: we send none"
+    );
+    let byes = net.seen(Method::Bye);
+    assert_eq!(byes.len(), 1);
+    // Ended at 90 - min(32, 90/3) = 60 s after the answer (10 ms + 10 ms in).
+    let (t, e) = net.events.last().unwrap();
+    assert!(matches!(e, AgentEvent::Ended { by_peer: false, .. }));
+    assert!(
+        *t >= Duration::from_secs(60) && *t < Duration::from_secs(61),
+        "{t:?}"
+    );
+}

@@ -108,6 +108,8 @@ impl UserAgent {
                 ring_deadline: None,
                 cancel_deadline: None,
                 early: None,
+                session: None,
+                refreshing: false,
                 inbound: Some(InboundLeg {
                     key,
                     local_tag: tag,

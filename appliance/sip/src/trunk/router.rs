@@ -22,6 +22,8 @@ pub struct RouterConfig {
     pub answer_wait: Duration,
     /// Final statuses that send the call to the next trunk.
     pub failover_statuses: Vec<u16>,
+    /// Session timer to ask carriers for (RFC 4028), in seconds.
+    pub session_expires: Option<u32>,
 }
 
 impl Default for RouterConfig {
@@ -30,6 +32,7 @@ impl Default for RouterConfig {
             probe: Some(ProbePolicy::default()),
             answer_wait: Duration::from_secs(4),
             failover_statuses: vec![408, 500, 503],
+            session_expires: None,
         }
     }
 }
@@ -232,6 +235,7 @@ impl OutboundRouter {
                 sdp: a.sdp.clone(),
                 ring_timeout: a.ring_timeout,
                 credentials: trunk.credentials.clone(),
+                session_expires: self.cfg.session_expires,
             };
             a.tried.push(trunk.name.clone());
             let leg = self.agent.place_call(now, spec);
