@@ -71,6 +71,28 @@ enum SipCommand {
         /// The file holding the message, byte for byte.
         file: PathBuf,
     },
+    /// Place one test call through a trunk and print the SIP ladder. Exits 0 when the
+    /// call was answered, 1 when it failed.
+    Call {
+        /// A TOML file with the `[sip]` section (trunks, timers).
+        #[arg(long)]
+        sip_config: PathBuf,
+        /// The trunk to use, by name.
+        #[arg(long)]
+        trunk: String,
+        /// The number to call.
+        #[arg(long)]
+        to: String,
+        /// Cancel if not answered within this many seconds.
+        #[arg(long, default_value_t = 30)]
+        ring_timeout: u64,
+        /// Hold an answered call this many seconds before hanging up.
+        #[arg(long, default_value_t = 2)]
+        hold: u64,
+        /// Print every message in full, not just its first line.
+        #[arg(long)]
+        trace: bool,
+    },
 }
 
 #[tokio::main]
@@ -83,6 +105,37 @@ async fn main() -> anyhow::Result<()> {
         let verdict = callgate_appliance::sip::inspect::inspect(&bytes);
         print!("{}", verdict.report);
         std::process::exit(if verdict.valid { 0 } else { 1 });
+    }
+    if let Command::Sip(SipCommand::Call {
+        sip_config,
+        trunk,
+        to,
+        ring_timeout,
+        hold,
+        trace,
+    }) = &command
+    {
+        let settings = callgate_appliance::sip::config::SipConfig::load(sip_config)?;
+        let call = callgate_appliance::sip::call::TestCall {
+            trunk: trunk.clone(),
+            to: to.clone(),
+            ring_timeout: std::time::Duration::from_secs(*ring_timeout),
+            hold: std::time::Duration::from_secs(*hold),
+            trace: *trace,
+        };
+        let outcome =
+            callgate_appliance::sip::call::run(&settings, &call, |l| print!("{l}")).await?;
+        use callgate_appliance::sip::call::TestCallOutcome;
+        match outcome {
+            TestCallOutcome::Completed => {
+                println!("call completed");
+                std::process::exit(0);
+            }
+            TestCallOutcome::Failed(status, reason) => {
+                println!("call failed: {status} {reason}");
+                std::process::exit(1);
+            }
+        }
     }
     let config = ApplianceConfig::load(cli.config.as_deref())?;
     match command {

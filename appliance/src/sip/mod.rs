@@ -1,5 +1,9 @@
-//! The appliance's side of SIP: glue between the sans-IO engine (`callgate-sip`) and the
-//! daemon. [`inspect`] backs the technician's `sip parse` command. This room owns no
-//! protocol logic (that lives in `callgate-sip`) and must not touch other rooms' state.
+//! The appliance's side of SIP: the tokio driver that runs the sans-IO engine
+//! (`callgate-sip`) on real sockets ([`udp`]), the `[sip]` config ([`config`]), and the
+//! technician's tools ([`inspect`] backs `sip parse`, [`call`] backs `sip call`). This room owns no protocol logic (that lives in `callgate-sip`)
+//! and must not touch other rooms' state.
 
+pub mod call;
+pub mod config;
 pub mod inspect;
+pub mod udp;

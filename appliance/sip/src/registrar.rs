@@ -1,0 +1,503 @@
+//! The registrar for the branch's SIP phones (RFC 3261 §10.3): accounts with digest
+//! authentication (SHA-256 and MD5 challenges, nonces we issued and that are fresh,
+//! nonce counts that only go up), bindings with expiry and refresh, several contacts per
+//! account, `*` removal, 423 for too-brief intervals. Each binding remembers the address
+//! the REGISTER came from, so calls reach a phone behind NAT over the flow it keeps open.
+//! Pure state; the nonce text and time come from the caller.
+
+use crate::digest;
+use crate::header::{AuthValue, Contact, Header, NameAddr};
+use crate::message::{response_to, Method, Request, Response};
+use crate::param::Param;
+use crate::uri::Uri;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+/// A phone account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PhoneAccount {
+    /// The user part of the AoR and the digest username.
+    pub username: String,
+    /// The digest password.
+    pub password: String,
+}
+
+/// Registrar limits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistrarConfig {
+    /// Digest realm.
+    pub realm: String,
+    /// Shortest binding accepted (423 below it).
+    pub min_expires: u32,
+    /// Longest binding granted.
+    pub max_expires: u32,
+    /// Granted when the phone asks for nothing.
+    pub default_expires: u32,
+    /// Contacts per account; the oldest is dropped beyond it.
+    pub max_contacts: usize,
+    /// How long a nonce we issued stays valid.
+    pub nonce_lifetime: Duration,
+    /// Digest algorithms challenged, in order of preference (`"SHA-256"`, `"MD5"`); older
+    /// phones only understand MD5 and may pick the first challenge they see.
+    pub algorithms: Vec<String>,
+}
+
+impl Default for RegistrarConfig {
+    fn default() -> Self {
+        RegistrarConfig {
+            realm: "callgate".into(),
+            min_expires: 60,
+            max_expires: 3600,
+            default_expires: 600,
+            max_contacts: 5,
+            nonce_lifetime: Duration::from_secs(300),
+            algorithms: vec!["SHA-256".into(), "MD5".into()],
+        }
+    }
+}
+
+/// One registered contact.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Binding {
+    /// The Contact URI.
+    pub contact: Uri,
+    /// Where the REGISTER came from: where requests to the phone are sent.
+    pub source: SocketAddr,
+    /// When it lapses.
+    pub expires_at: Instant,
+    call_id: String,
+    cseq: u32,
+}
+
+#[derive(Debug, Clone)]
+struct NonceState {
+    issued: Instant,
+    last_nc: u32,
+}
+
+/// The registrar's state.
+#[derive(Debug, Clone)]
+pub struct Registrar {
+    cfg: RegistrarConfig,
+    accounts: HashMap<String, PhoneAccount>,
+    bindings: HashMap<String, Vec<Binding>>,
+    nonces: HashMap<String, NonceState>,
+}
+
+enum AuthCheck {
+    Ok,
+    /// Challenge again; `stale` when the answer was right but the nonce too old/unknown.
+    Challenge {
+        stale: bool,
+    },
+}
+
+impl Registrar {
+    /// A registrar with these accounts.
+    pub fn new(cfg: RegistrarConfig, accounts: Vec<PhoneAccount>) -> Self {
+        Registrar {
+            cfg,
+            accounts: accounts
+                .into_iter()
+                .map(|a| (a.username.clone(), a))
+                .collect(),
+            bindings: HashMap::new(),
+            nonces: HashMap::new(),
+        }
+    }
+
+    fn check_auth(&mut self, now: Instant, req: &Request, account: &PhoneAccount) -> AuthCheck {
+        let Some(cred) = req.headers.authorization().find(|a| a.is_digest()) else {
+            return AuthCheck::Challenge { stale: false };
+        };
+        let user_ok = cred.param("username").as_deref() == Some(account.username.as_str())
+            && cred.param("realm").as_deref() == Some(self.cfg.realm.as_str());
+        if !user_ok || !digest::verify(cred, &req.method, &account.password) {
+            return AuthCheck::Challenge { stale: false };
+        }
+        let nonce = cred.param("nonce").unwrap_or_default();
+        let lifetime = self.cfg.nonce_lifetime;
+        let nc = cred
+            .param("nc")
+            .and_then(|n| u32::from_str_radix(&n, 16).ok())
+            .unwrap_or(0);
+        match self.nonces.get_mut(&nonce) {
+            Some(st) if now.duration_since(st.issued) < lifetime => {
+                if cred.param("qop").is_some() {
+                    if nc <= st.last_nc {
+                        // A replayed answer.
+                        return AuthCheck::Challenge { stale: false };
+                    }
+                    st.last_nc = nc;
+                }
+                AuthCheck::Ok
+            }
+            _ => AuthCheck::Challenge { stale: true },
+        }
+    }
+
+    fn challenge(&mut self, now: Instant, req: &Request, nonce: &str, stale: bool) -> Response {
+        self.nonces
+            .retain(|_, st| now.duration_since(st.issued) < self.cfg.nonce_lifetime);
+        self.nonces.insert(
+            nonce.to_owned(),
+            NonceState {
+                issued: now,
+                last_nc: 0,
+            },
+        );
+        let mut r = response_to(req, 401, "Unauthorized", Some(nonce));
+        for alg in self.cfg.algorithms.clone() {
+            let mut params = vec![
+                Param::new("realm", Some(&format!("\"{}\"", self.cfg.realm))),
+                Param::new("nonce", Some(&format!("\"{nonce}\""))),
+                Param::new("qop", Some("\"auth\"")),
+                Param::new("algorithm", Some(&alg)),
+            ];
+            if stale {
+                params.push(Param::new("stale", Some("true")));
+            }
+            r.headers.push(Header::WwwAuthenticate(AuthValue {
+                scheme: "Digest".into(),
+                params,
+            }));
+        }
+        r
+    }
+
+    /// Handles a REGISTER from `source`. `nonce` is fresh random text the caller supplies
+    /// (used if a challenge is needed; also used as the To tag).
+    pub fn handle_register(
+        &mut self,
+        now: Instant,
+        source: SocketAddr,
+        req: &Request,
+        nonce: &str,
+    ) -> Response {
+        debug_assert_eq!(req.method, Method::Register);
+        let user = req
+            .headers
+            .to()
+            .and_then(|t| t.uri.as_sip())
+            .and_then(|u| u.user.clone())
+            .unwrap_or_default();
+        let Some(account) = self.accounts.get(&user).cloned() else {
+            return response_to(req, 404, "Not Found", Some(nonce));
+        };
+        if let AuthCheck::Challenge { stale } = self.check_auth(now, req, &account) {
+            return self.challenge(now, req, nonce, stale);
+        }
+        let header_expires = req.headers.expires().copied();
+        let call_id = req.headers.call_id().cloned().unwrap_or_default();
+        let cseq = req.headers.cseq().map_or(0, |c| c.seq);
+        let contacts: Vec<&Contact> = req.headers.contacts().collect();
+        let list = self.bindings.entry(user.clone()).or_default();
+        if contacts.iter().any(|c| matches!(c, Contact::Wildcard)) {
+            if contacts.len() != 1 || header_expires != Some(0) {
+                return response_to(
+                    req,
+                    400,
+                    "Bad Request (`*` needs Expires: 0 alone)",
+                    Some(nonce),
+                );
+            }
+            list.clear();
+        }
+        for c in contacts {
+            let Contact::Address(a) = c else { continue };
+            let asked = a
+                .param("expires")
+                .flatten()
+                .and_then(|e| e.parse::<u32>().ok())
+                .or(header_expires)
+                .unwrap_or(self.cfg.default_expires);
+            if asked > 0 && asked < self.cfg.min_expires {
+                let mut r = response_to(req, 423, "Interval Too Brief", Some(nonce));
+                r.headers.push(Header::Other(crate::header::OtherHeader {
+                    name: "Min-Expires".into(),
+                    value: self.cfg.min_expires.to_string().into_bytes(),
+                }));
+                return r;
+            }
+            let key = a.uri.to_string();
+            if let Some(existing) = list.iter().find(|b| b.contact.to_string() == key) {
+                if existing.call_id == call_id && existing.cseq >= cseq {
+                    // An out-of-order or replayed REGISTER: leave the binding as it is.
+                    continue;
+                }
+            }
+            list.retain(|b| b.contact.to_string() != key);
+            if asked == 0 {
+                continue;
+            }
+            let granted = asked.min(self.cfg.max_expires);
+            list.push(Binding {
+                contact: a.uri.clone(),
+                source,
+                expires_at: now + Duration::from_secs(u64::from(granted)),
+                call_id: call_id.clone(),
+                cseq,
+            });
+            if list.len() > self.cfg.max_contacts {
+                list.remove(0);
+            }
+        }
+        let mut ok = response_to(req, 200, "OK", Some(nonce));
+        for b in list.iter() {
+            let mut na = NameAddr::new(b.contact.clone());
+            let left = b.expires_at.saturating_duration_since(now).as_secs();
+            na.params
+                .push(Param::new("expires", Some(&left.to_string())));
+            ok.headers.push(Header::Contact(Contact::Address(na)));
+        }
+        if list.is_empty() {
+            self.bindings.remove(&user);
+        }
+        ok
+    }
+
+    /// The live bindings of an account.
+    pub fn lookup(&self, now: Instant, user: &str) -> Vec<&Binding> {
+        self.bindings
+            .get(user)
+            .map(|l| l.iter().filter(|b| b.expires_at > now).collect())
+            .unwrap_or_default()
+    }
+
+    /// Removes lapsed bindings; returns `(account, contact)` for each.
+    pub fn expire(&mut self, now: Instant) -> Vec<(String, Uri)> {
+        let mut gone = Vec::new();
+        for (user, list) in &mut self.bindings {
+            list.retain(|b| {
+                let live = b.expires_at > now;
+                if !live {
+                    gone.push((user.clone(), b.contact.clone()));
+                }
+                live
+            });
+        }
+        self.bindings.retain(|_, l| !l.is_empty());
+        gone
+    }
+
+    /// The next binding expiry.
+    pub fn next_expiry(&self) -> Option<Instant> {
+        self.bindings.values().flatten().map(|b| b.expires_at).min()
+    }
+
+    /// Source addresses of every live binding (for the inbound gate).
+    pub fn sources(&self, now: Instant) -> Vec<std::net::IpAddr> {
+        self.bindings
+            .values()
+            .flatten()
+            .filter(|b| b.expires_at > now)
+            .map(|b| b.source.ip())
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::digest::{DigestCredentials, DigestSession};
+    use crate::header::{CSeq, Transport, Via};
+    use crate::message::Headers;
+    use crate::uri::Host;
+
+    fn register(contacts: &[&str], expires: Option<u32>, seq: u32) -> Request {
+        let mut h = Headers::default();
+        h.push(Header::Via(Via::new(
+            Transport::Udp,
+            Host::V4("10.1.1.5".parse().unwrap()),
+            Some(5060),
+            &format!("z9hG4bKr{seq}"),
+        )));
+        let aor = Uri::parse("sip:desk1@box.local").unwrap();
+        let mut from = NameAddr::new(aor.clone());
+        from.set_tag("ph");
+        h.push(Header::From(from));
+        h.push(Header::To(NameAddr::new(aor)));
+        h.push(Header::CallId("reg-desk1".into()));
+        h.push(Header::CSeq(CSeq {
+            seq,
+            method: Method::Register,
+        }));
+        for c in contacts {
+            if *c == "*" {
+                h.push(Header::Contact(Contact::Wildcard));
+            } else {
+                h.push(Header::Contact(Contact::Address(NameAddr::new(
+                    Uri::parse(c).unwrap(),
+                ))));
+            }
+        }
+        if let Some(e) = expires {
+            h.push(Header::Expires(e));
+        }
+        Request {
+            method: Method::Register,
+            uri: Uri::parse("sip:box.local").unwrap(),
+            headers: h,
+            body: Vec::new(),
+        }
+    }
+
+    fn registrar() -> Registrar {
+        Registrar::new(
+            RegistrarConfig::default(),
+            vec![PhoneAccount {
+                username: "desk1".into(),
+                password: "pw1".into(),
+            }],
+        )
+    }
+
+    /// Sends `req`, answers the challenge with `password`, returns the final response.
+    fn authed(
+        r: &mut Registrar,
+        now: Instant,
+        session: &mut DigestSession,
+        mut req: Request,
+    ) -> Response {
+        let src: SocketAddr = "203.0.113.9:40000".parse().unwrap();
+        if session.is_ready() {
+            let a = session
+                .authorize(&Method::Register, "sip:box.local", "c1")
+                .unwrap();
+            req.headers.push(Header::Authorization(a));
+            let resp = r.handle_register(now, src, &req, "n-again");
+            if resp.status != 401 {
+                return resp;
+            }
+            req.headers
+                .0
+                .retain(|h| !matches!(h, Header::Authorization(_)));
+        }
+        let challenge = r.handle_register(now, src, &req, "nonce1");
+        assert_eq!(challenge.status, 401);
+        assert_eq!(
+            challenge.headers.www_authenticate().count(),
+            2,
+            "SHA-256 and MD5"
+        );
+        session
+            .challenge(challenge.headers.www_authenticate().next().unwrap())
+            .unwrap();
+        let a = session
+            .authorize(&Method::Register, "sip:box.local", "c1")
+            .unwrap();
+        req.headers.push(Header::Authorization(a));
+        r.handle_register(now, src, &req, "nonce2")
+    }
+
+    fn session(pw: &str) -> DigestSession {
+        DigestSession::new(DigestCredentials {
+            username: "desk1".into(),
+            password: pw.into(),
+            realm: None,
+        })
+    }
+
+    #[test]
+    fn a_phone_registers_with_digest_and_is_found_at_its_nat_source() {
+        let mut r = registrar();
+        let now = Instant::now();
+        let mut s = session("pw1");
+        let resp = authed(
+            &mut r,
+            now,
+            &mut s,
+            register(&["sip:desk1@10.1.1.5:5060"], Some(120), 1),
+        );
+        assert_eq!(resp.status, 200);
+        let b = r.lookup(now, "desk1");
+        assert_eq!(b.len(), 1);
+        assert_eq!(b[0].source, "203.0.113.9:40000".parse().unwrap());
+        let Some(Contact::Address(c)) = resp.headers.contacts().next() else {
+            panic!()
+        };
+        assert_eq!(c.param("expires"), Some(Some("120")));
+        // Refresh with the nonce reused (nc=2): no new challenge needed.
+        let resp = authed(
+            &mut r,
+            now + Duration::from_secs(60),
+            &mut s,
+            register(&["sip:desk1@10.1.1.5:5060"], Some(120), 2),
+        );
+        assert_eq!(resp.status, 200);
+        // Expiry: gone 120 s after the refresh.
+        assert_eq!(r.expire(now + Duration::from_secs(179)).len(), 0);
+        assert_eq!(r.expire(now + Duration::from_secs(181)).len(), 1);
+        assert!(r.lookup(now + Duration::from_secs(181), "desk1").is_empty());
+    }
+
+    #[test]
+    fn a_wrong_password_or_a_replayed_answer_is_challenged_again() {
+        let mut r = registrar();
+        let now = Instant::now();
+        let src: SocketAddr = "203.0.113.9:40000".parse().unwrap();
+        let mut s = session("wrong");
+        let resp = authed(
+            &mut r,
+            now,
+            &mut s,
+            register(&["sip:desk1@10.1.1.5"], Some(120), 1),
+        );
+        assert_eq!(resp.status, 401);
+        assert!(r.lookup(now, "desk1").is_empty());
+        // Replay: the same Authorization (same nc) twice.
+        let mut good = session("pw1");
+        let mut req = register(&["sip:desk1@10.1.1.5"], Some(120), 3);
+        let ch = r.handle_register(now, src, &req, "nonceX");
+        good.challenge(ch.headers.www_authenticate().next().unwrap())
+            .unwrap();
+        req.headers.push(Header::Authorization(
+            good.authorize(&Method::Register, "sip:box.local", "c")
+                .unwrap(),
+        ));
+        assert_eq!(r.handle_register(now, src, &req, "n").status, 200);
+        assert_eq!(
+            r.handle_register(now, src, &req, "n").status,
+            401,
+            "nc did not go up"
+        );
+    }
+
+    #[test]
+    fn several_contacts_star_removal_and_too_brief_intervals() {
+        let mut r = registrar();
+        let now = Instant::now();
+        let mut s = session("pw1");
+        let resp = authed(
+            &mut r,
+            now,
+            &mut s,
+            register(&["sip:desk1@10.1.1.5", "sip:desk1@10.1.1.6"], Some(300), 1),
+        );
+        assert_eq!(resp.status, 200);
+        assert_eq!(r.lookup(now, "desk1").len(), 2);
+        let resp = authed(
+            &mut r,
+            now,
+            &mut s,
+            register(&["sip:desk1@10.1.1.7"], Some(30), 2),
+        );
+        assert_eq!(resp.status, 423);
+        assert_eq!(resp.headers.get("Min-Expires").as_deref(), Some("60"));
+        let resp = authed(&mut r, now, &mut s, register(&["*"], Some(0), 3));
+        assert_eq!(resp.status, 200);
+        assert!(r.lookup(now, "desk1").is_empty());
+    }
+
+    #[test]
+    fn unknown_accounts_get_404() {
+        let mut r = registrar();
+        let mut req = register(&["sip:x@10.0.0.1"], None, 1);
+        if let Some(t) = req.headers.to_mut() {
+            t.uri = Uri::parse("sip:nobody@box.local").unwrap();
+        }
+        let resp = r.handle_register(Instant::now(), "10.0.0.1:5060".parse().unwrap(), &req, "n");
+        assert_eq!(resp.status, 404);
+    }
+}

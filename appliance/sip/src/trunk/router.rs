@@ -1,0 +1,449 @@
+//! Outbound calls over a trunk group with failover: a call is one *attempt* to the dialer,
+//! however many trunks it takes. A trunk answering 408/500/503, or not answering at all
+//! within `answer_wait` (no provisional response), hands the call to the next trunk at
+//! once; any other final response ends the attempt. OPTIONS probes run per trunk and
+//! mark trunks down and up. Sans-IO over [`UserAgent`]; figures per trunk are kept in the
+//! [`TrunkGroup`].
+
+use super::{HealthChange, ProbePolicy, TrunkGroup};
+use crate::agent::{AgentEvent, AgentOutput, CallSpec, LegId, ProbeId, UserAgent};
+use crate::transaction::Transmit;
+use crate::uri::Uri;
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+/// How the router behaves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouterConfig {
+    /// OPTIONS probing; `None` for carriers that do not answer OPTIONS (trunks then stay
+    /// up and only failover protects calls).
+    pub probe: Option<ProbePolicy>,
+    /// A trunk that sends no provisional response within this time is given up.
+    pub answer_wait: Duration,
+    /// Final statuses that send the call to the next trunk.
+    pub failover_statuses: Vec<u16>,
+    /// Session timer to ask carriers for (RFC 4028), in seconds.
+    pub session_expires: Option<u32>,
+}
+
+impl Default for RouterConfig {
+    fn default() -> Self {
+        RouterConfig {
+            probe: Some(ProbePolicy::default()),
+            answer_wait: Duration::from_secs(4),
+            failover_statuses: vec![408, 500, 503],
+            session_expires: None,
+        }
+    }
+}
+
+/// One call as the dialer sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct AttemptId(pub u64);
+
+/// What happened to an attempt or a trunk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DialEvent {
+    /// Ringing or early media on `trunk`.
+    Progress {
+        /// The attempt.
+        attempt: AttemptId,
+        /// The trunk carrying it.
+        trunk: String,
+        /// Status (180, 183).
+        status: u16,
+        /// Early media SDP.
+        body: Vec<u8>,
+    },
+    /// Answered on `trunk`.
+    Answered {
+        /// The attempt.
+        attempt: AttemptId,
+        /// The trunk carrying it.
+        trunk: String,
+        /// Answer SDP.
+        body: Vec<u8>,
+    },
+    /// The attempt failed on every trunk it could use, or with a final status.
+    Failed {
+        /// The attempt.
+        attempt: AttemptId,
+        /// The final status (503 when no trunk could take it).
+        status: u16,
+        /// The reason.
+        reason: String,
+        /// Trunks tried, in order.
+        tried: Vec<String>,
+    },
+    /// The answered call ended.
+    Ended {
+        /// The attempt.
+        attempt: AttemptId,
+        /// The far end hung up.
+        by_peer: bool,
+    },
+    /// Probing changed a trunk's health.
+    TrunkHealth {
+        /// The trunk.
+        trunk: String,
+        /// Down or up.
+        change: HealthChange,
+    },
+}
+
+/// What the driver must do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouterOutput {
+    /// Send bytes.
+    Transmit(Transmit),
+    /// Tell the dialer.
+    Event(DialEvent),
+}
+
+#[derive(Debug)]
+struct Current {
+    leg: LegId,
+    trunk: usize,
+    started: Instant,
+    provisional: bool,
+}
+
+#[derive(Debug)]
+struct Attempt {
+    number: String,
+    sdp: Vec<u8>,
+    ring_timeout: Option<Duration>,
+    order: Vec<usize>,
+    next: usize,
+    current: Option<Current>,
+    tried: Vec<String>,
+    answered: bool,
+    last_failure: (u16, String),
+}
+
+/// Places calls over a trunk group with failover and probing.
+#[derive(Debug)]
+pub struct OutboundRouter {
+    agent: UserAgent,
+    group: TrunkGroup,
+    cfg: RouterConfig,
+    attempts: HashMap<AttemptId, Attempt>,
+    /// Every leg still alive and its attempt (abandoned legs included, to release them).
+    legs: HashMap<LegId, (AttemptId, usize)>,
+    probes: HashMap<ProbeId, usize>,
+    next_probe: Vec<Instant>,
+    out: VecDeque<RouterOutput>,
+    next_attempt: u64,
+    roll: u64,
+}
+
+impl OutboundRouter {
+    /// A router; the first probes (if any) go out at `now`.
+    pub fn new(
+        agent: UserAgent,
+        group: TrunkGroup,
+        cfg: RouterConfig,
+        now: Instant,
+        seed: u64,
+    ) -> Self {
+        let n = if cfg.probe.is_some() {
+            group.trunks.len()
+        } else {
+            0
+        };
+        OutboundRouter {
+            agent,
+            group,
+            cfg,
+            attempts: HashMap::new(),
+            legs: HashMap::new(),
+            probes: HashMap::new(),
+            next_probe: vec![now; n],
+            out: VecDeque::new(),
+            next_attempt: 1,
+            roll: seed | 1,
+        }
+    }
+
+    /// The trunks with their health and figures.
+    pub fn group(&self) -> &TrunkGroup {
+        &self.group
+    }
+
+    /// Dials `number` (the user part of the Request-URI) offering `sdp`.
+    pub fn dial(
+        &mut self,
+        now: Instant,
+        number: &str,
+        sdp: Vec<u8>,
+        ring_timeout: Option<Duration>,
+    ) -> AttemptId {
+        let id = AttemptId(self.next_attempt);
+        self.next_attempt += 1;
+        self.roll ^= self.roll << 13;
+        self.roll ^= self.roll >> 7;
+        self.roll ^= self.roll << 17;
+        let attempt = Attempt {
+            number: number.to_owned(),
+            sdp,
+            ring_timeout,
+            order: self.group.order(self.roll),
+            next: 0,
+            current: None,
+            tried: Vec::new(),
+            answered: false,
+            last_failure: (503, "no trunk available".into()),
+        };
+        self.attempts.insert(id, attempt);
+        self.try_next(now, id);
+        self.pump(now);
+        id
+    }
+
+    /// Hangs up an attempt (CANCEL or BYE on its current trunk).
+    pub fn hang_up(&mut self, now: Instant, attempt: AttemptId) {
+        if let Some(c) = self.attempts.get(&attempt).and_then(|a| a.current.as_ref()) {
+            let _ = self.agent.hang_up(now, c.leg);
+        }
+        self.pump(now);
+    }
+
+    fn try_next(&mut self, now: Instant, id: AttemptId) {
+        let Some(a) = self.attempts.get_mut(&id) else {
+            return;
+        };
+        while a.next < a.order.len() {
+            let t = a.order[a.next];
+            a.next += 1;
+            let state = &mut self.group.trunks[t];
+            if !state.admits(now) {
+                continue;
+            }
+            state.seize(now);
+            let trunk = &state.trunk;
+            let to =
+                Uri::parse(&format!("sip:{}@{}", a.number, trunk.domain)).unwrap_or_else(|_| {
+                    Uri::Other {
+                        scheme: "sip".into(),
+                        opaque: format!("{}@{}", a.number, trunk.domain),
+                    }
+                });
+            let spec = CallSpec {
+                to,
+                dest: trunk.address,
+                sdp: a.sdp.clone(),
+                ring_timeout: a.ring_timeout,
+                credentials: trunk.credentials.clone(),
+                session_expires: self.cfg.session_expires,
+            };
+            a.tried.push(trunk.name.clone());
+            let leg = self.agent.place_call(now, spec);
+            a.current = Some(Current {
+                leg,
+                trunk: t,
+                started: now,
+                provisional: false,
+            });
+            self.legs.insert(leg, (id, t));
+            return;
+        }
+        let a = self.attempts.remove(&id).expect("attempt exists");
+        self.out.push_back(RouterOutput::Event(DialEvent::Failed {
+            attempt: id,
+            status: a.last_failure.0,
+            reason: a.last_failure.1,
+            tried: a.tried,
+        }));
+    }
+
+    /// Feeds a datagram.
+    pub fn handle_datagram(&mut self, now: Instant, source: std::net::SocketAddr, bytes: &[u8]) {
+        self.agent.handle_datagram(now, source, bytes);
+        self.pump(now);
+    }
+
+    /// Fires due timers: the agent's, answer waits, probes.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.agent.handle_timeout(now);
+        let silent: Vec<AttemptId> = self
+            .attempts
+            .iter()
+            .filter(|(_, a)| {
+                !a.answered
+                    && a.current
+                        .as_ref()
+                        .is_some_and(|c| !c.provisional && now >= c.started + self.cfg.answer_wait)
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in silent {
+            if let Some(a) = self.attempts.get_mut(&id) {
+                if let Some(c) = a.current.take() {
+                    // The leg stays alive until its own transaction ends; if that trunk
+                    // answers late the agent ACKs and BYEs it (hang-up requested).
+                    let _ = self.agent.hang_up(now, c.leg);
+                    a.last_failure = (408, "no response from trunk".into());
+                }
+            }
+            self.try_next(now, id);
+        }
+        for t in 0..self.next_probe.len() {
+            let Some(policy) = self.cfg.probe else { break };
+            if now >= self.next_probe[t] {
+                self.next_probe[t] = now + policy.interval;
+                let trunk = &self.group.trunks[t].trunk;
+                let uri =
+                    Uri::parse(&format!("sip:{}", trunk.domain)).unwrap_or_else(|_| Uri::Other {
+                        scheme: "sip".into(),
+                        opaque: trunk.domain.clone(),
+                    });
+                let probe = self.agent.probe(now, uri, trunk.address);
+                self.probes.insert(probe, t);
+            }
+        }
+        self.pump(now);
+    }
+
+    /// When to call [`Self::handle_timeout`] next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let waits = self.attempts.values().filter_map(|a| {
+            a.current
+                .as_ref()
+                .filter(|c| !c.provisional && !a.answered)
+                .map(|c| c.started + self.cfg.answer_wait)
+        });
+        self.agent
+            .poll_timeout()
+            .into_iter()
+            .chain(waits)
+            .chain(self.next_probe.iter().copied())
+            .min()
+    }
+
+    /// The next transmission or event.
+    pub fn poll_output(&mut self) -> Option<RouterOutput> {
+        self.out.pop_front()
+    }
+
+    fn pump(&mut self, now: Instant) {
+        while let Some(o) = self.agent.poll_output() {
+            match o {
+                AgentOutput::Transmit(t) => self.out.push_back(RouterOutput::Transmit(t)),
+                AgentOutput::Event(e) => self.on_agent_event(now, e),
+            }
+        }
+    }
+
+    /// The attempt whose *current* leg is `leg`.
+    fn current_of(&self, leg: LegId) -> Option<AttemptId> {
+        let (id, _) = self.legs.get(&leg)?;
+        let a = self.attempts.get(id)?;
+        (a.current.as_ref()?.leg == leg).then_some(*id)
+    }
+
+    fn release(&mut self, leg: LegId) {
+        if let Some((_, t)) = self.legs.remove(&leg) {
+            self.group.trunks[t].release();
+        }
+    }
+
+    fn on_agent_event(&mut self, now: Instant, e: AgentEvent) {
+        match e {
+            AgentEvent::Progress { leg, status, body } => {
+                let Some(id) = self.current_of(leg) else {
+                    return;
+                };
+                let Some(a) = self.attempts.get_mut(&id) else {
+                    return;
+                };
+                let Some(c) = a.current.as_mut() else { return };
+                let figures = &mut self.group.trunks[c.trunk].figures;
+                if !c.provisional {
+                    c.provisional = true;
+                    figures.pdd_samples += 1;
+                    figures.pdd_total += now.duration_since(c.started);
+                }
+                let trunk = self.group.trunks[c.trunk].trunk.name.clone();
+                self.out.push_back(RouterOutput::Event(DialEvent::Progress {
+                    attempt: id,
+                    trunk,
+                    status,
+                    body,
+                }));
+            }
+            AgentEvent::Answered { leg, body } => {
+                let Some(id) = self.current_of(leg) else {
+                    return;
+                };
+                let Some(a) = self.attempts.get_mut(&id) else {
+                    return;
+                };
+                let Some(c) = a.current.as_mut() else { return };
+                a.answered = true;
+                c.provisional = true;
+                self.group.trunks[c.trunk].figures.answered += 1;
+                let trunk = self.group.trunks[c.trunk].trunk.name.clone();
+                self.out.push_back(RouterOutput::Event(DialEvent::Answered {
+                    attempt: id,
+                    trunk,
+                    body,
+                }));
+            }
+            AgentEvent::Failed {
+                leg,
+                status,
+                reason,
+            } => {
+                let current = self.current_of(leg);
+                self.release(leg);
+                let Some(id) = current else { return };
+                let Some(a) = self.attempts.get_mut(&id) else {
+                    return;
+                };
+                a.current = None;
+                if self.cfg.failover_statuses.contains(&status) {
+                    a.last_failure = (status, reason);
+                    self.try_next(now, id);
+                } else {
+                    let a = self.attempts.remove(&id).expect("attempt exists");
+                    self.out.push_back(RouterOutput::Event(DialEvent::Failed {
+                        attempt: id,
+                        status,
+                        reason,
+                        tried: a.tried,
+                    }));
+                }
+            }
+            AgentEvent::Ended { leg, by_peer } => {
+                let current = self.current_of(leg);
+                self.release(leg);
+                if let Some(id) = current {
+                    self.attempts.remove(&id);
+                    self.out.push_back(RouterOutput::Event(DialEvent::Ended {
+                        attempt: id,
+                        by_peer,
+                    }));
+                }
+            }
+            AgentEvent::ProbeResult { probe, status } => {
+                let Some(t) = self.probes.remove(&probe) else {
+                    return;
+                };
+                let Some(policy) = self.cfg.probe else { return };
+                if let Some(change) = self.group.trunks[t].health.record(status, &policy) {
+                    let trunk = self.group.trunks[t].trunk.name.clone();
+                    self.out
+                        .push_back(RouterOutput::Event(DialEvent::TrunkHealth {
+                            trunk,
+                            change,
+                        }));
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,381 @@
+//! Failover and probing in virtual time: the router against scripted carriers (each a
+//! real transaction layer) that answer, reject, or stay silent.
+
+use super::*;
+use crate::agent::AgentConfig;
+use crate::header::{Contact, Header, NameAddr};
+use crate::message::{response_to, Method, Request, SipMessage};
+use crate::parse::{parse_datagram, Incoming};
+use crate::transaction::{Output, TimerConfig, TransactionLayer, TxEvent};
+use crate::trunk::Trunk;
+use std::net::SocketAddr;
+
+const UA: &str = "127.0.0.1:5060";
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+/// How a scripted carrier answers INVITEs.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Carrier {
+    Answers,
+    Rejects(u16),
+    Silent,
+}
+
+struct Peer {
+    addr: SocketAddr,
+    layer: TransactionLayer,
+    mode: Carrier,
+    invites: usize,
+}
+
+struct World {
+    start: Instant,
+    now: Instant,
+    router: OutboundRouter,
+    peers: Vec<Peer>,
+    in_flight: Vec<(Instant, SocketAddr, SocketAddr, Vec<u8>)>,
+    events: Vec<(Duration, DialEvent)>,
+}
+
+fn fast_timers() -> TimerConfig {
+    TimerConfig {
+        t1: Duration::from_millis(50),
+        t2: Duration::from_millis(400),
+        t4: Duration::from_millis(500),
+    }
+}
+
+fn trunk(name: &str, peer: &str, priority: u32) -> Trunk {
+    let a = addr(peer);
+    Trunk {
+        name: name.into(),
+        address: a,
+        domain: a.ip().to_string(),
+        credentials: None,
+        max_channels: 10,
+        max_cps: 10,
+        priority,
+        weight: 1,
+    }
+}
+
+impl World {
+    fn new(carriers: &[(&str, Carrier)], cfg: RouterConfig) -> World {
+        let start = Instant::now();
+        let agent = UserAgent::new(AgentConfig {
+            local: addr(UA),
+            user: "dialer".into(),
+            timers: fast_timers(),
+            credentials: None,
+            seed: 7,
+        });
+        let trunks = carriers
+            .iter()
+            .enumerate()
+            .map(|(i, (a, _))| trunk(&format!("t{i}"), a, i as u32))
+            .collect();
+        World {
+            start,
+            now: start,
+            router: OutboundRouter::new(agent, TrunkGroup::new(trunks), cfg, start, 99),
+            peers: carriers
+                .iter()
+                .map(|(a, mode)| Peer {
+                    addr: addr(a),
+                    layer: TransactionLayer::new(fast_timers()),
+                    mode: *mode,
+                    invites: 0,
+                })
+                .collect(),
+            in_flight: Vec::new(),
+            events: Vec::new(),
+        }
+    }
+
+    fn flush(&mut self) {
+        let t = self.now - self.start;
+        let d = Duration::from_millis(5);
+        while let Some(o) = self.router.poll_output() {
+            match o {
+                RouterOutput::Transmit(tr) => {
+                    self.in_flight
+                        .push((self.now + d, addr(UA), tr.to, tr.bytes))
+                }
+                RouterOutput::Event(e) => self.events.push((t, e)),
+            }
+        }
+        let now = self.now;
+        for p in &mut self.peers {
+            while let Some(o) = p.layer.poll_output() {
+                match o {
+                    Output::Transmit(tr) => self.in_flight.push((now + d, p.addr, tr.to, tr.bytes)),
+                    Output::Event(TxEvent::Request { key, request, .. }) => {
+                        let resp = match (request.method.clone(), p.mode) {
+                            (Method::Invite, Carrier::Answers) => {
+                                let mut r = response_to(&request, 200, "OK", Some("c"));
+                                r.headers
+                                    .push(Header::Contact(Contact::Address(NameAddr::new(
+                                        Uri::parse(&format!("sip:c@{}", p.addr)).unwrap(),
+                                    ))));
+                                Some(r)
+                            }
+                            (Method::Invite, Carrier::Rejects(s)) => {
+                                Some(response_to(&request, s, "Rejected", Some("c")))
+                            }
+                            (_, Carrier::Silent) => None,
+                            _ => Some(response_to(&request, 200, "OK", Some("c"))),
+                        };
+                        if let Some(r) = resp {
+                            p.layer.respond(now, &key, r).unwrap();
+                        }
+                    }
+                    Output::Event(_) => {}
+                }
+            }
+        }
+    }
+
+    fn run_until(&mut self, until: Duration) {
+        let end = self.start + until;
+        loop {
+            self.flush();
+            let next = self
+                .peers
+                .iter()
+                .filter_map(|p| p.layer.poll_timeout())
+                .chain(self.router.poll_timeout())
+                .chain(self.in_flight.iter().map(|f| f.0))
+                .min();
+            match next {
+                Some(n) if n <= end => self.now = self.now.max(n),
+                _ => {
+                    self.now = end;
+                    return;
+                }
+            }
+            let now = self.now;
+            let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.in_flight)
+                .into_iter()
+                .partition(|f| f.0 <= now);
+            self.in_flight = later;
+            for (_, from, to, bytes) in due {
+                if to == addr(UA) {
+                    self.router.handle_datagram(now, from, &bytes);
+                } else if let Some(p) = self.peers.iter_mut().find(|p| p.addr == to) {
+                    if p.mode == Carrier::Silent {
+                        continue;
+                    }
+                    let Ok(Incoming::Message(m)) = parse_datagram(&bytes) else {
+                        panic!()
+                    };
+                    if matches!(
+                        &m,
+                        SipMessage::Request(Request {
+                            method: Method::Invite,
+                            ..
+                        })
+                    ) {
+                        p.invites += 1;
+                    }
+                    p.layer.handle_message(now, from, m);
+                }
+            }
+            self.router.handle_timeout(now);
+            for p in &mut self.peers {
+                p.layer.handle_timeout(now);
+            }
+        }
+    }
+
+    fn kinds(&self) -> Vec<String> {
+        self.events
+            .iter()
+            .map(|(_, e)| match e {
+                DialEvent::Progress { trunk, status, .. } => format!("progress {status} {trunk}"),
+                DialEvent::Answered { trunk, .. } => format!("answered {trunk}"),
+                DialEvent::Failed { status, tried, .. } => {
+                    format!("failed {status} {}", tried.join(","))
+                }
+                DialEvent::Ended { .. } => "ended".into(),
+                DialEvent::TrunkHealth { trunk, change } => format!("{trunk} {change:?}"),
+            })
+            .collect()
+    }
+}
+
+fn no_probes() -> RouterConfig {
+    RouterConfig {
+        probe: None,
+        answer_wait: Duration::from_secs(2),
+        ..RouterConfig::default()
+    }
+}
+
+#[test]
+fn invite_fails_over_to_second_trunk_on_503() {
+    let mut w = World::new(
+        &[
+            ("127.0.0.2:5060", Carrier::Rejects(503)),
+            ("127.0.0.3:5060", Carrier::Answers),
+        ],
+        no_probes(),
+    );
+    w.router.dial(w.now, "4930123", b"v=0\r\n".to_vec(), None);
+    w.run_until(Duration::from_secs(5));
+    assert_eq!(
+        w.kinds(),
+        vec!["answered t1"],
+        "the dialer sees one attempt, not a failure"
+    );
+    let figs: Vec<_> = w
+        .router
+        .group()
+        .trunks
+        .iter()
+        .map(|t| t.figures.clone())
+        .collect();
+    assert_eq!((figs[0].attempts, figs[0].answered), (1, 0));
+    assert_eq!((figs[1].attempts, figs[1].answered), (1, 1));
+    assert_eq!(figs[1].asr_percent(), Some(100.0));
+    assert_eq!(figs[0].asr_percent(), Some(0.0));
+}
+
+#[test]
+fn a_silent_trunk_is_given_up_after_the_answer_wait() {
+    let mut w = World::new(
+        &[
+            ("127.0.0.2:5060", Carrier::Silent),
+            ("127.0.0.3:5060", Carrier::Answers),
+        ],
+        no_probes(),
+    );
+    w.router.dial(w.now, "4930123", b"v=0\r\n".to_vec(), None);
+    w.run_until(Duration::from_secs(10));
+    let answered: Vec<_> = w
+        .events
+        .iter()
+        .filter_map(|(t, e)| match e {
+            DialEvent::Answered { trunk, .. } => Some((t.as_millis(), trunk.clone())),
+            _ => None,
+        })
+        .collect();
+    // INVITE to t0 at 0 s, given up at 2 s, answered by t1 5+5 ms later.
+    assert_eq!(answered, vec![(2010, "t1".to_owned())]);
+    assert_eq!(w.peers[1].invites, 1);
+    // The silent trunk's channel is released once its INVITE transaction times out.
+    assert_eq!(w.router.group().trunks[0].active, 0);
+}
+
+#[test]
+fn busy_is_final_and_not_retried_on_another_trunk() {
+    let mut w = World::new(
+        &[
+            ("127.0.0.2:5060", Carrier::Rejects(486)),
+            ("127.0.0.3:5060", Carrier::Answers),
+        ],
+        no_probes(),
+    );
+    w.router.dial(w.now, "4930123", Vec::new(), None);
+    w.run_until(Duration::from_secs(5));
+    assert!(
+        w.kinds().contains(&"failed 486 t0".to_owned()),
+        "{:?}",
+        w.kinds()
+    );
+    assert_eq!(w.peers[1].invites, 0);
+}
+
+#[test]
+fn every_trunk_failing_is_one_failure_naming_them_all() {
+    let mut w = World::new(
+        &[
+            ("127.0.0.2:5060", Carrier::Rejects(503)),
+            ("127.0.0.3:5060", Carrier::Rejects(500)),
+        ],
+        no_probes(),
+    );
+    w.router.dial(w.now, "4930123", Vec::new(), None);
+    w.run_until(Duration::from_secs(5));
+    let fails: Vec<_> = w
+        .kinds()
+        .into_iter()
+        .filter(|k| k.starts_with("failed"))
+        .collect();
+    assert_eq!(fails, vec!["failed 500 t0,t1"]);
+}
+
+#[test]
+fn probing_marks_a_dead_trunk_down_and_up_again_and_calls_skip_it_meanwhile() {
+    let cfg = RouterConfig {
+        probe: Some(ProbePolicy {
+            interval: Duration::from_secs(5),
+            failures_to_down: 2,
+            successes_to_up: 2,
+        }),
+        answer_wait: Duration::from_secs(2),
+        ..RouterConfig::default()
+    };
+    let mut w = World::new(
+        &[
+            ("127.0.0.2:5060", Carrier::Silent),
+            ("127.0.0.3:5060", Carrier::Answers),
+        ],
+        cfg,
+    );
+    // Probes at 0 s and 5 s each time out after 64*T1 = 3.2 s: down at 8.2 s.
+    w.run_until(Duration::from_secs(9));
+    let down: Vec<_> = w
+        .events
+        .iter()
+        .filter(|(_, e)| {
+            matches!(
+                e,
+                DialEvent::TrunkHealth {
+                    change: HealthChange::WentDown,
+                    ..
+                }
+            )
+        })
+        .map(|(t, _)| t.as_millis())
+        .collect();
+    assert_eq!(down, vec![8200]);
+    // While down, a call goes straight to the second trunk: no answer wait.
+    w.events.clear();
+    w.router.dial(w.now, "4930123", Vec::new(), None);
+    w.run_until(Duration::from_secs(10));
+    assert_eq!(w.kinds(), vec!["answered t1"]);
+    assert_eq!(w.router.group().trunks[0].figures.attempts, 0);
+    // The carrier comes back: two answered probes (at 10 s and 15 s) bring it up.
+    w.peers[0].mode = Carrier::Answers;
+    w.run_until(Duration::from_secs(16));
+    assert!(
+        w.kinds().contains(&"t0 CameUp".to_owned()),
+        "{:?}",
+        w.kinds()
+    );
+    assert!(w.router.group().trunks[0].health.is_up());
+}
+
+#[test]
+fn the_channel_limit_sends_overflow_to_the_next_trunk() {
+    let mut w = World::new(
+        &[
+            ("127.0.0.2:5060", Carrier::Answers),
+            ("127.0.0.3:5060", Carrier::Answers),
+        ],
+        no_probes(),
+    );
+    for t in &mut w.router.group.trunks {
+        t.trunk.max_channels = 1;
+    }
+    w.router.dial(w.now, "1", Vec::new(), None);
+    w.router.dial(w.now, "2", Vec::new(), None);
+    w.router.dial(w.now, "3", Vec::new(), None);
+    w.run_until(Duration::from_secs(1));
+    let mut k = w.kinds();
+    k.sort();
+    assert_eq!(k, vec!["answered t0", "answered t1", "failed 503 "]);
+}
