@@ -27,6 +27,19 @@ enum Command {
     Run,
     /// Load and validate the config, print it, and exit.
     CheckConfig,
+    /// Record a known test tone (440 Hz left, 1 kHz right) as an encrypted recording, to check
+    /// recipients end to end. Prints one line per finished segment: index, file, bytes, SHA-256.
+    RecordTone {
+        /// An age X25519 recipient (`age1...`); repeat for several.
+        #[arg(long = "recipient", required = true)]
+        recipients: Vec<String>,
+        /// Seconds of audio to record.
+        #[arg(long, default_value_t = 10)]
+        seconds: u32,
+        /// Length of each sealed segment, seconds.
+        #[arg(long, default_value_t = 60)]
+        segment_seconds: u32,
+    },
     /// Play a one-second 1 kHz test tone on an ALSA device (the tech audio port).
     #[cfg(feature = "alsa")]
     AudioTest {
@@ -49,6 +62,42 @@ async fn main() -> anyhow::Result<()> {
         Command::Run => {
             observe::init_logging(&config.raw.log)?;
             callgate_appliance::server::run(config, observe::shutdown_signal()).await?;
+            Ok(())
+        }
+        Command::RecordTone {
+            recipients,
+            seconds,
+            segment_seconds,
+        } => {
+            use callgate_appliance::recording::{
+                record_test_tone, RecordingSettings, SqliteSegmentStore,
+            };
+            use std::io::Write;
+            let data_dir = &config.raw.appliance.data_dir;
+            let settings = RecordingSettings {
+                recipients,
+                segment_seconds,
+                directory: None,
+            }
+            .validate(data_dir)?;
+            let store = callgate_appliance::store::Store::open(data_dir).await?;
+            let segments = SqliteSegmentStore::new(store.pool().clone());
+            let all = record_test_tone(&settings, segments, seconds, |r| {
+                let mut out = std::io::stdout().lock();
+                // A closed stdout must not stop the recording.
+                let _ = writeln!(
+                    out,
+                    "segment {} {} {} {}",
+                    r.index, r.file_name, r.ciphertext_bytes, r.sha256_hex
+                );
+                let _ = out.flush();
+            })
+            .await?;
+            println!(
+                "recorded {} segment(s) under {}",
+                all.len(),
+                settings.directory.display()
+            );
             Ok(())
         }
         #[cfg(feature = "alsa")]
