@@ -2,13 +2,16 @@
 //!
 //! Owns: reading and writing the RTP header (through `rtp-rs`), the receive-side sequence,
 //! timestamp and SSRC bookkeeping with loss/jitter statistics ([`receive`]), and the send side
-//! that keeps our own SSRC, sequence and timestamp continuous ([`send`]). Talks to: the media
+//! that keeps our own SSRC, sequence and timestamp continuous ([`send`]), and symmetric RTP
+//! latching for peers behind NAT ([`latch`]). Talks to: the media
 //! driver (bytes in and out), the jitter buffer and the bridge. Must not: own sockets or read
 //! the clock; arrival times are passed in.
 
+pub mod latch;
 pub mod receive;
 pub mod send;
 
+pub use latch::{LatchDecision, SymmetricLatch};
 pub use receive::{ReceiveStats, SourceEvent, SourceState};
 pub use send::RtpSender;
 

@@ -1,0 +1,203 @@
+//! Two real RTP legs over loopback UDP: audio flows both ways in real time, a peer whose SDP
+//! address is wrong (NAT) is latched onto, and DTMF events arrive once per key press.
+
+use callgate_appliance::media::{run_audio_leg, LegAudio, RtpLeg, RtpPortRange};
+use callgate_media::dtmf::{key_press_packets, Digit, DtmfReport};
+use callgate_media::g711::Codec;
+use callgate_media::rtp::{RtpPacket, RtpSender};
+use callgate_media::sdp::{Direction, NegotiatedAudio};
+use callgate_media::tone::{tone_correlation, ToneGenerator};
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+fn loopback() -> IpAddr {
+    "127.0.0.1".parse().unwrap()
+}
+
+fn free_range() -> RtpPortRange {
+    loop {
+        let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let p = s.local_addr().unwrap().port();
+        if p % 2 == 0 && p < 64_000 {
+            return RtpPortRange::new(p, p + 40).unwrap();
+        }
+    }
+}
+
+fn negotiated(codec: Codec, remote: Option<SocketAddr>) -> NegotiatedAudio {
+    NegotiatedAudio {
+        remote,
+        codec,
+        payload_type: codec.static_payload_type(),
+        telephone_event_pt: Some(101),
+        ptime_ms: 20,
+        direction: Direction::SendRecv,
+    }
+}
+
+/// Feeds `seconds` of a tone into a leg's outgoing channel at the pace the leg takes it.
+fn tone_source(hz: f64, seconds: u32) -> mpsc::Receiver<Vec<i16>> {
+    let (tx, rx) = mpsc::channel(4);
+    tokio::spawn(async move {
+        let mut g = ToneGenerator::new(hz, 8_000);
+        for _ in 0..seconds * 50 {
+            if tx.send(g.next_samples(160)).await.is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+async fn collect(mut rx: mpsc::Receiver<LegAudio>) -> Vec<i16> {
+    let mut out = Vec::new();
+    while let Some(a) = rx.recv().await {
+        if let LegAudio::Frame(f) = a {
+            out.extend(f.samples);
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_legs_exchange_audio_both_ways_in_real_time() {
+    let range = free_range();
+    let a_sockets = range.bind_pair(loopback()).await.unwrap();
+    let b_sockets = range.bind_pair(loopback()).await.unwrap();
+    let a_addr = a_sockets.0.local_addr().unwrap();
+    let b_addr = b_sockets.0.local_addr().unwrap();
+    let a = RtpLeg::new(a_sockets, &negotiated(Codec::Pcmu, Some(b_addr))).unwrap();
+    let b = RtpLeg::new(b_sockets, &negotiated(Codec::Pcmu, Some(a_addr))).unwrap();
+    let (a_in_tx, a_in) = mpsc::channel(500);
+    let (b_in_tx, b_in) = mpsc::channel(500);
+    let a_task = tokio::spawn(run_audio_leg(a, tone_source(440.0, 2), a_in_tx));
+    let b_task = tokio::spawn(run_audio_leg(b, tone_source(1_000.0, 2), b_in_tx));
+    let (a_heard, b_heard) = tokio::join!(collect(a_in), collect(b_in));
+    let a_report = a_task.await.unwrap().unwrap();
+    let b_report = b_task.await.unwrap().unwrap();
+
+    for (name, heard, hz) in [("a", &a_heard, 1_000.0), ("b", &b_heard, 440.0)] {
+        let start = heard.iter().position(|s| *s != 0).expect("audio arrived");
+        let body = &heard[start..(start + 8_000).min(heard.len())];
+        assert!(body.len() >= 8_000, "{name} heard {} samples", body.len());
+        let c = tone_correlation(body, hz);
+        assert!(c > 0.9, "{name} hears the other leg's {hz} Hz: {c:.3}");
+    }
+    for r in [&a_report, &b_report] {
+        assert!(r.packets_sent >= 95, "{r:?}");
+        assert_eq!(r.receive.lost, 0, "{r:?}");
+        assert_eq!(
+            (r.refused, r.malformed, r.frames_not_consumed),
+            (0, 0, 0),
+            "{r:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_peer_behind_nat_is_latched_and_stray_packets_are_refused() {
+    let range = free_range();
+    let sockets = range.bind_pair(loopback()).await.unwrap();
+    let leg_addr = sockets.0.local_addr().unwrap();
+    // The SDP named a private address we cannot reach; the phone's packets come from `phone`.
+    let signalled: SocketAddr = "127.0.0.1:9".parse().unwrap();
+    let mut leg = RtpLeg::new(sockets, &negotiated(Codec::Pcma, Some(signalled))).unwrap();
+    assert_eq!(leg.remote(), Some(signalled));
+
+    let phone = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let stranger = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let mut tx = RtpSender::new(77, 1, 1);
+    // Garbage and a wrong payload type from a stranger do not latch the leg to it.
+    stranger.send_to(b"not rtp at all", leg_addr).await.unwrap();
+    let wrong_pt = RtpSender::new(99, 1, 1).audio(0, vec![0xFF; 160]);
+    stranger
+        .send_to(&wrong_pt.to_bytes().unwrap(), leg_addr)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    phone
+        .send_to(&tx.audio(8, vec![0xD5; 160]).to_bytes().unwrap(), leg_addr)
+        .await
+        .unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(2), leg.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.from, phone.local_addr().unwrap());
+    assert_eq!(leg.remote(), Some(phone.local_addr().unwrap()));
+
+    // A second source is refused while the phone talks; the next phone packet gets through.
+    stranger
+        .send_to(
+            &RtpSender::new(99, 1, 1)
+                .audio(8, vec![1; 160])
+                .to_bytes()
+                .unwrap(),
+            leg_addr,
+        )
+        .await
+        .unwrap();
+    phone
+        .send_to(&tx.audio(8, vec![2; 160]).to_bytes().unwrap(), leg_addr)
+        .await
+        .unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(2), leg.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((got.packet.ssrc, got.packet.payload[0]), (77, 2));
+
+    // Our audio now reaches the phone at its real address.
+    assert!(leg.send_audio(&[0; 160]).await.unwrap());
+    let mut buf = [0u8; 512];
+    let (n, from) = tokio::time::timeout(Duration::from_secs(2), phone.recv_from(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(from, leg_addr);
+    let p = RtpPacket::parse(&buf[..n]).unwrap();
+    assert_eq!((p.payload_type, p.payload.len()), (8, 160));
+}
+
+#[tokio::test]
+async fn rfc_4733_key_presses_reach_the_consumer_once_each() {
+    let range = free_range();
+    let sockets = range.bind_pair(loopback()).await.unwrap();
+    let leg_addr = sockets.0.local_addr().unwrap();
+    let phone = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let leg = RtpLeg::new(
+        sockets,
+        &negotiated(Codec::Pcmu, Some(phone.local_addr().unwrap())),
+    )
+    .unwrap();
+    let (out_tx, out_rx) = mpsc::channel::<Vec<i16>>(1);
+    let (in_tx, mut in_rx) = mpsc::channel(500);
+    let task = tokio::spawn(run_audio_leg(leg, out_rx, in_tx));
+    let mut tx = RtpSender::new(5, 100, 1_000);
+    for c in ['4', '2', '#'] {
+        for p in key_press_packets(&mut tx, 101, Digit::from_char(c).unwrap(), 60, 20) {
+            phone
+                .send_to(&p.to_bytes().unwrap(), leg_addr)
+                .await
+                .unwrap();
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    let mut presses = String::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    while presses.len() < 3 {
+        match tokio::time::timeout_at(deadline, in_rx.recv()).await {
+            Ok(Some(LegAudio::Dtmf(DtmfReport::Pressed(d)))) => presses.push(d.as_char()),
+            Ok(Some(_)) => {}
+            _ => break,
+        }
+    }
+    drop(out_tx);
+    let report = task.await.unwrap().unwrap();
+    assert_eq!(presses, "42#");
+    assert_eq!(
+        report.receive.duplicates, 0,
+        "retransmitted ends are new sequence numbers"
+    );
+}
