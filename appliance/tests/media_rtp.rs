@@ -6,7 +6,7 @@ use callgate_media::dtmf::{key_press_packets, Digit, DtmfReport};
 use callgate_media::g711::Codec;
 use callgate_media::rtp::{RtpPacket, RtpSender};
 use callgate_media::sdp::{Direction, NegotiatedAudio};
-use callgate_media::tone::{tone_correlation, ToneGenerator};
+use callgate_media::tone::{tone_presence, ToneGenerator};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -36,17 +36,15 @@ fn negotiated(codec: Codec, remote: Option<SocketAddr>) -> NegotiatedAudio {
     }
 }
 
-/// Feeds `seconds` of a tone into a leg's outgoing channel at the pace the leg takes it.
+/// `seconds` of a tone queued up front in a leg's outgoing channel, so every packet time has
+/// its frame; the channel closes after the last one, which ends the leg.
 fn tone_source(hz: f64, seconds: u32) -> mpsc::Receiver<Vec<i16>> {
-    let (tx, rx) = mpsc::channel(4);
-    tokio::spawn(async move {
-        let mut g = ToneGenerator::new(hz, 8_000);
-        for _ in 0..seconds * 50 {
-            if tx.send(g.next_samples(160)).await.is_err() {
-                return;
-            }
-        }
-    });
+    let frames = seconds as usize * 50;
+    let (tx, rx) = mpsc::channel(frames);
+    let mut g = ToneGenerator::new(hz, 8_000);
+    for _ in 0..frames {
+        tx.try_send(g.next_samples(160)).unwrap();
+    }
     rx
 }
 
@@ -81,8 +79,13 @@ async fn two_legs_exchange_audio_both_ways_in_real_time() {
         let start = heard.iter().position(|s| *s != 0).expect("audio arrived");
         let body = &heard[start..(start + 8_000).min(heard.len())];
         assert!(body.len() >= 8_000, "{name} heard {} samples", body.len());
-        let c = tone_correlation(body, hz);
-        assert!(c > 0.9, "{name} hears the other leg's {hz} Hz: {c:.3}");
+        // Per 50 ms window: on a loaded machine the jitter buffer may wait or drop a frame,
+        // which shifts the phase but loses no packet (asserted below).
+        let presence = tone_presence(body, hz, 400);
+        assert!(
+            presence >= 0.8,
+            "{name} hears the other leg's {hz} Hz in {presence:.2} of windows"
+        );
     }
     for r in [&a_report, &b_report] {
         assert!(r.packets_sent >= 95, "{r:?}");

@@ -60,6 +60,21 @@ pub fn tone_correlation(signal: &[i16], frequency_hz: f64) -> f64 {
     ((i * i + q * q) * 2.0 / (energy * signal.len() as f64)).sqrt()
 }
 
+/// The share of consecutive `window`-sample windows of `signal` whose [`tone_correlation`]
+/// with `frequency_hz` exceeds 0.9: robust to the time shifts a jitter buffer makes when it
+/// adapts (a shift breaks phase coherence across the whole signal, not within a window).
+pub fn tone_presence(signal: &[i16], frequency_hz: f64, window: usize) -> f64 {
+    let windows: Vec<&[i16]> = signal.chunks_exact(window.max(1)).collect();
+    if windows.is_empty() {
+        return 0.0;
+    }
+    let hits = windows
+        .iter()
+        .filter(|w| tone_correlation(w, frequency_hz) > 0.9)
+        .count();
+    hits as f64 / windows.len() as f64
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -72,6 +87,20 @@ mod tests {
         assert!(tone_correlation(&s, 440.0) > 0.99);
         assert!(tone_correlation(&s, 1_000.0) < 0.05);
         assert_eq!(tone_correlation(&[0; 100], 440.0), 0.0);
+    }
+
+    #[test]
+    fn presence_tolerates_a_time_shift_that_breaks_global_correlation() {
+        let mut g = ToneGenerator::new(440.0, 8_000);
+        let mut s = g.next_samples(6_000);
+        // Three frames of silence, then the tone continues out of phase.
+        s.extend(vec![0; 480]);
+        s.extend(g.next_samples(6_000));
+        assert!(tone_correlation(&s, 440.0) < 0.9);
+        let p = tone_presence(&s, 440.0, 400);
+        assert!(p > 0.85, "presence {p}");
+        assert!(tone_presence(&s, 1_000.0, 400) < 0.05);
+        assert_eq!(tone_presence(&[], 440.0, 400), 0.0);
     }
 
     #[test]
