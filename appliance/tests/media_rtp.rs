@@ -65,8 +65,13 @@ async fn two_legs_exchange_audio_both_ways_in_real_time() {
     let b_sockets = range.bind_pair(loopback()).await.unwrap();
     let a_addr = a_sockets.0.local_addr().unwrap();
     let b_addr = b_sockets.0.local_addr().unwrap();
-    let a = RtpLeg::new(a_sockets, &negotiated(Codec::Pcmu, Some(b_addr))).unwrap();
-    let b = RtpLeg::new(b_sockets, &negotiated(Codec::Pcmu, Some(a_addr))).unwrap();
+    // RTCP every ~400 ms so reports are exchanged within the two seconds.
+    let a = RtpLeg::new(a_sockets, &negotiated(Codec::Pcmu, Some(b_addr)))
+        .unwrap()
+        .with_rtcp_interval(Duration::from_millis(400));
+    let b = RtpLeg::new(b_sockets, &negotiated(Codec::Pcmu, Some(a_addr)))
+        .unwrap()
+        .with_rtcp_interval(Duration::from_millis(400));
     let (a_in_tx, a_in) = mpsc::channel(500);
     let (b_in_tx, b_in) = mpsc::channel(500);
     let a_task = tokio::spawn(run_audio_leg(a, tone_source(440.0, 2), a_in_tx));
@@ -88,6 +93,14 @@ async fn two_legs_exchange_audio_both_ways_in_real_time() {
         );
     }
     for r in [&a_report, &b_report] {
+        let remote = r.remote_reception.expect("the other leg sent RTCP reports");
+        assert_eq!(remote.cumulative_lost, 0, "{r:?}");
+        let rtt = remote.round_trip.expect("a round trip from SR/RR");
+        assert!(
+            rtt < Duration::from_millis(100),
+            "loopback round trip {rtt:?}"
+        );
+        assert!(r.quality.mos > 4.0, "{:?}", r.quality);
         assert!(r.packets_sent >= 95, "{r:?}");
         assert_eq!(r.receive.lost, 0, "{r:?}");
         assert_eq!(

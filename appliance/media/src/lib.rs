@@ -14,7 +14,8 @@
 //! - [`tone`]: tone generation, mixing and tone correlation;
 //! - [`dtmf`]: RFC 4733 events sent and received, in-band Goertzel detection;
 //! - [`bridge`]: relaying a leg with SSRC/sequence/timestamp rewriting and transcoding;
-//! - [`prompt`]: WAV prompts and tone sequences, alone or mixed over a live leg.
+//! - [`prompt`]: WAV prompts and tone sequences, alone or mixed over a live leg;
+//! - [`quality`]: E-model R-factor and MOS per leg.
 //!
 //! Must not: read the clock, open files or sockets on its own, or know about SIP dialogs.
 
@@ -26,6 +27,7 @@ pub mod dtmf;
 pub mod g711;
 pub mod jitter;
 pub mod prompt;
+pub mod quality;
 pub mod recording;
 pub mod rtp;
 pub mod sdp;

@@ -4,6 +4,8 @@ use super::MediaError;
 use callgate_media::bridge::LegFormat;
 use callgate_media::dtmf::{DtmfReport, EventReceiver};
 use callgate_media::jitter::{JitterBuffer, JitterConfig, JitterStats, PlayoutFrame};
+use callgate_media::quality::{estimate, LegQuality, QualityInputs};
+use callgate_media::rtp::rtcp::{NtpClock, RemoteReception, RtcpSession, SenderInfo};
 use callgate_media::rtp::{
     LatchDecision, ReceiveStats, RtpPacket, RtpSender, SourceState, SymmetricLatch,
 };
@@ -26,8 +28,13 @@ pub struct ReceivedPacket {
 #[derive(Debug)]
 pub struct RtpLeg {
     rtp: UdpSocket,
-    /// Held so the pair stays ours; RTCP reports are not sent yet.
-    _rtcp: UdpSocket,
+    /// Shared with the leg's loop, which waits on it beside the RTP socket.
+    rtcp: std::sync::Arc<UdpSocket>,
+    /// Where RTCP goes: the RTP peer's port + 1 until the peer's own RTCP latches it.
+    rtcp_latch: SymmetricLatch,
+    rtcp_session: RtcpSession,
+    /// When our last audio packet went and its timestamp, for the SR's RTP timestamp.
+    last_sent: Option<(Instant, u32)>,
     port: u16,
     format: LegFormat,
     ptime_ms: u32,
@@ -59,9 +66,22 @@ impl RtpLeg {
             .local_addr()
             .map_err(|source| MediaError::Socket { port: 0, source })?
             .port();
+        let ssrc = random_u32();
+        let since_epoch = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let clock = NtpClock::new(Instant::now(), since_epoch.as_micros() as u64);
+        let cname = format!("{ssrc:08x}@callgate");
         Ok(RtpLeg {
             rtp,
-            _rtcp: rtcp,
+            rtcp: std::sync::Arc::new(rtcp),
+            rtcp_latch: SymmetricLatch::new(
+                audio
+                    .remote
+                    .map(|a| SocketAddr::new(a.ip(), a.port().wrapping_add(1))),
+            ),
+            rtcp_session: RtcpSession::new(ssrc, &cname, clock, Duration::from_secs(5)),
+            last_sent: None,
             port,
             format: LegFormat {
                 codec: audio.codec,
@@ -71,12 +91,23 @@ impl RtpLeg {
             ptime_ms: audio.ptime_ms,
             latch: SymmetricLatch::new(audio.remote),
             receiver: SourceState::new(),
-            sender: RtpSender::new(random_u32(), random_u32() as u16, random_u32()),
+            sender: RtpSender::new(ssrc, random_u32() as u16, random_u32()),
             sent: 0,
             refused: 0,
             malformed: 0,
             buf: vec![0; 2_048],
         })
+    }
+
+    /// Sets how often RTCP reports go (default 5 s, RFC 3550's minimum for a two-party call).
+    pub fn with_rtcp_interval(mut self, interval: Duration) -> RtpLeg {
+        let cname = format!("{:08x}@callgate", self.sender.ssrc());
+        let since_epoch = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let clock = NtpClock::new(Instant::now(), since_epoch.as_micros() as u64);
+        self.rtcp_session = RtcpSession::new(self.sender.ssrc(), &cname, clock, interval);
+        self
     }
 
     /// Our RTP address.
@@ -108,6 +139,7 @@ impl RtpLeg {
         self.format.codec.encode(samples, &mut payload);
         let packet = self.sender.audio(self.format.payload_type, payload);
         self.transmit(to, &packet).await?;
+        self.last_sent = Some((Instant::now(), packet.timestamp));
         Ok(true)
     }
 
@@ -185,6 +217,68 @@ impl RtpLeg {
     }
 }
 
+impl RtpLeg {
+    /// Sends an RTCP report if one is due.
+    async fn send_rtcp_if_due(&mut self, now: Instant) -> Result<(), MediaError> {
+        let sender = self.last_sent.map(|(at, ts)| SenderInfo {
+            packets: self.sender.packets_sent(),
+            octets: self.sender.octets_sent(),
+            rtp_timestamp: ts.wrapping_add(
+                (now.saturating_duration_since(at).as_micros() as u64 * 8 / 1_000) as u32,
+            ),
+        });
+        let Some(report) = self
+            .rtcp_session
+            .poll_report(now, &mut self.receiver, sender)
+        else {
+            return Ok(());
+        };
+        if let Some(to) = self.rtcp_latch.send_to() {
+            self.rtcp
+                .send_to(&report, to)
+                .await
+                .map_err(|source| MediaError::Socket {
+                    port: self.port + 1,
+                    source,
+                })?;
+        }
+        Ok(())
+    }
+
+    /// Takes in one RTCP datagram; malformed ones are counted and dropped.
+    fn handle_rtcp(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
+        match self.rtcp_session.handle_rtcp(now, datagram) {
+            Ok(_) => {
+                self.rtcp_latch.handle_packet(now, from, true);
+            }
+            Err(e) => {
+                self.malformed += 1;
+                tracing::debug!(port = self.port + 1, error = %e, "RTCP refused");
+            }
+        }
+    }
+
+    /// The quality estimate from what we measured and what the far end reported.
+    fn quality(&self, jitter: &JitterStats) -> LegQuality {
+        let played = jitter.played_samples + jitter.concealed_samples;
+        let loss_percent = if played == 0 {
+            0.0
+        } else {
+            jitter.concealed_samples as f64 * 100.0 / played as f64
+        };
+        estimate(&QualityInputs {
+            loss_percent,
+            round_trip_ms: self
+                .rtcp_session
+                .remote_reception()
+                .and_then(|r| r.round_trip)
+                .map(|d| d.as_secs_f64() * 1_000.0),
+            jitter_buffer_ms: f64::from(jitter.target_delay_ms),
+            ptime_ms: f64::from(self.ptime_ms),
+        })
+    }
+}
+
 /// What a leg's loop hands to whoever consumes its audio.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LegAudio {
@@ -206,6 +300,10 @@ pub struct LegReport {
     /// Frames the consumer did not take in time (its channel was full); counted, never hidden.
     pub frames_not_consumed: u64,
     pub remote: Option<SocketAddr>,
+    /// What the far end last reported about our stream (RTCP).
+    pub remote_reception: Option<RemoteReception>,
+    /// E-model estimate for what this leg's listener (us) heard, with RTCP round trip.
+    pub quality: LegQuality,
 }
 
 /// Runs a leg in real time: every packet time, sends the next frame from `outgoing` (or
@@ -225,6 +323,8 @@ pub async fn run_audio_leg(
     });
     let mut events = EventReceiver::new();
     let mut frames_not_consumed = 0;
+    let mut rtcp_buf = vec![0u8; 1_500];
+    let rtcp = leg.rtcp.clone();
     loop {
         tokio::select! {
             _ = tick.tick() => {
@@ -235,11 +335,17 @@ pub async fn run_audio_leg(
                     Err(mpsc::error::TryRecvError::Empty) => leg.sender.skip_samples(frame),
                     Err(mpsc::error::TryRecvError::Disconnected) => break,
                 }
-                if let Some(f) = jitter.pop(Instant::now()) {
+                let now = Instant::now();
+                if let Some(f) = jitter.pop(now) {
                     if incoming.try_send(LegAudio::Frame(f)).is_err() {
                         frames_not_consumed += 1;
                     }
                 }
+                leg.send_rtcp_if_due(now).await?;
+            }
+            received = rtcp.recv_from(&mut rtcp_buf) => {
+                let (len, from) = received.map_err(|source| MediaError::Socket { port: leg.port + 1, source })?;
+                leg.handle_rtcp(Instant::now(), from, &rtcp_buf[..len]);
             }
             received = leg.recv() => {
                 let r = received?;
@@ -262,9 +368,17 @@ pub async fn run_audio_leg(
             "leg audio consumer fell behind"
         );
     }
+    if let Some(to) = leg.rtcp_latch.send_to() {
+        let bye = leg.rtcp_session.bye(&mut leg.receiver);
+        // Best effort: the call is over either way.
+        let _ = leg.rtcp.send_to(&bye, to).await;
+    }
+    let jitter_stats = jitter.stats();
     Ok(LegReport {
+        quality: leg.quality(&jitter_stats),
+        remote_reception: leg.rtcp_session.remote_reception(),
         receive: leg.receiver.stats(),
-        jitter: jitter.stats(),
+        jitter: jitter_stats,
         packets_sent: leg.sent,
         refused: leg.refused,
         malformed: leg.malformed,
