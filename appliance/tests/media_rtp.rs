@@ -1,11 +1,11 @@
 //! Two real RTP legs over loopback UDP: audio flows both ways in real time, a peer whose SDP
 //! address is wrong (NAT) is latched onto, and DTMF events arrive once per key press.
 
-use callgate_appliance::media::{run_audio_leg, LegAudio, RtpLeg, RtpPortRange};
+use callgate_appliance::media::{fresh_srtp_key, run_audio_leg, LegAudio, RtpLeg, RtpPortRange};
 use callgate_media::dtmf::{key_press_packets, Digit, DtmfReport};
 use callgate_media::g711::Codec;
 use callgate_media::rtp::{RtpPacket, RtpSender};
-use callgate_media::sdp::{Direction, NegotiatedAudio};
+use callgate_media::sdp::{Direction, NegotiatedAudio, SrtpKeys};
 use callgate_media::tone::{tone_presence, ToneGenerator};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -33,6 +33,7 @@ fn negotiated(codec: Codec, remote: Option<SocketAddr>) -> NegotiatedAudio {
         telephone_event_pt: Some(101),
         ptime_ms: 20,
         direction: Direction::SendRecv,
+        srtp: None,
     }
 }
 
@@ -216,4 +217,66 @@ async fn rfc_4733_key_presses_reach_the_consumer_once_each() {
         report.receive.duplicates, 0,
         "retransmitted ends are new sequence numbers"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_srtp_leg_pair_carries_audio_and_refuses_plain_injected_packets() {
+    let range = free_range();
+    let a_sockets = range.bind_pair(loopback()).await.unwrap();
+    let b_sockets = range.bind_pair(loopback()).await.unwrap();
+    let a_addr = a_sockets.0.local_addr().unwrap();
+    let b_addr = b_sockets.0.local_addr().unwrap();
+    let (ka, kb) = (fresh_srtp_key().unwrap(), fresh_srtp_key().unwrap());
+    assert_ne!(ka, kb, "fresh keys per leg");
+    let mut a_audio = negotiated(Codec::Pcma, Some(b_addr));
+    a_audio.srtp = Some(SrtpKeys {
+        ours: ka.clone(),
+        theirs: kb.clone(),
+    });
+    let mut b_audio = negotiated(Codec::Pcma, Some(a_addr));
+    b_audio.srtp = Some(SrtpKeys {
+        ours: kb,
+        theirs: ka,
+    });
+    let a = RtpLeg::new(a_sockets, &a_audio)
+        .unwrap()
+        .with_rtcp_interval(Duration::from_millis(400));
+    let b = RtpLeg::new(b_sockets, &b_audio)
+        .unwrap()
+        .with_rtcp_interval(Duration::from_millis(400));
+    let (a_in_tx, a_in) = mpsc::channel(500);
+    let (b_in_tx, b_in) = mpsc::channel(500);
+    let a_task = tokio::spawn(run_audio_leg(a, tone_source(440.0, 2), a_in_tx));
+    let b_task = tokio::spawn(run_audio_leg(b, tone_source(1_000.0, 2), b_in_tx));
+    // An attacker who knows the addresses injects plain RTP into leg B.
+    let attacker = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let mut forged = RtpSender::new(0xBAD, 1, 1);
+    for _ in 0..5 {
+        attacker
+            .send_to(&forged.audio(8, vec![0; 160]).to_bytes().unwrap(), b_addr)
+            .await
+            .unwrap();
+    }
+    let (a_heard, b_heard) = tokio::join!(collect(a_in), collect(b_in));
+    let a_report = a_task.await.unwrap().unwrap();
+    let b_report = b_task.await.unwrap().unwrap();
+    for (name, heard, hz) in [("a", &a_heard, 1_000.0), ("b", &b_heard, 440.0)] {
+        let start = heard.iter().position(|s| *s != 0).expect("audio arrived");
+        let body = &heard[start..(start + 8_000).min(heard.len())];
+        assert!(body.len() >= 8_000, "{name} heard {} samples", body.len());
+        let presence = tone_presence(body, hz, 400);
+        assert!(
+            presence >= 0.8,
+            "{name} hears {hz} Hz through SRTP in {presence:.2} of windows"
+        );
+    }
+    assert_eq!(b_report.unauthenticated, 5, "{b_report:?}");
+    assert_eq!(b_report.remote, Some(a_addr), "forgeries never latch");
+    for r in [&a_report, &b_report] {
+        assert_eq!(r.receive.lost, 0, "{r:?}");
+        assert!(
+            r.remote_reception.is_some(),
+            "SRTCP reports decrypted: {r:?}"
+        );
+    }
 }

@@ -118,6 +118,7 @@ async fn a_call_with_sipp_rtp_echo_carries_audio_both_ways() {
         direction: Direction::SendRecv,
         session_id: 4_242,
         session_version: 1,
+        srtp: None,
     };
     let offer = create_offer(&local);
     let body = offer.to_string();

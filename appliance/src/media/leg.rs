@@ -6,6 +6,7 @@ use callgate_media::dtmf::{DtmfReport, EventReceiver};
 use callgate_media::jitter::{JitterBuffer, JitterConfig, JitterStats, PlayoutFrame};
 use callgate_media::quality::{estimate, LegQuality, QualityInputs};
 use callgate_media::rtp::rtcp::{NtpClock, RemoteReception, RtcpSession, SenderInfo};
+use callgate_media::rtp::srtp::{MasterKey, SrtpReceiver, SrtpSender};
 use callgate_media::rtp::{
     LatchDecision, ReceiveStats, RtpPacket, RtpSender, SourceState, SymmetricLatch,
 };
@@ -41,10 +42,24 @@ pub struct RtpLeg {
     latch: SymmetricLatch,
     receiver: SourceState,
     sender: RtpSender,
+    /// SRTP contexts when the leg negotiated RTP/SAVP.
+    srtp: Option<(SrtpSender, SrtpReceiver)>,
     sent: u64,
     refused: u64,
     malformed: u64,
+    /// SRTP/SRTCP packets whose authentication failed or that were replays.
+    unauthenticated: u64,
     buf: Vec<u8>,
+}
+
+/// Fresh random SRTP master key material for one leg (from the operating system's CSPRNG).
+pub fn fresh_srtp_key() -> Result<MasterKey, MediaError> {
+    let mut material = [0u8; 30];
+    getrandom::getrandom(&mut material).map_err(|e| MediaError::Socket {
+        port: 0,
+        source: std::io::Error::other(format!("no randomness for an SRTP key: {e}")),
+    })?;
+    Ok(MasterKey::from_bytes(material))
 }
 
 /// A random 32-bit value for SSRCs and initial sequence numbers (RFC 3550 §5.1 wants them
@@ -92,9 +107,14 @@ impl RtpLeg {
             latch: SymmetricLatch::new(audio.remote),
             receiver: SourceState::new(),
             sender: RtpSender::new(ssrc, random_u32() as u16, random_u32()),
+            srtp: audio
+                .srtp
+                .as_ref()
+                .map(|k| (SrtpSender::new(&k.ours), SrtpReceiver::new(&k.theirs))),
             sent: 0,
             refused: 0,
             malformed: 0,
+            unauthenticated: 0,
             buf: vec![0; 2_048],
         })
     }
@@ -153,10 +173,14 @@ impl RtpLeg {
     }
 
     async fn transmit(&mut self, to: SocketAddr, packet: &RtpPacket) -> Result<(), MediaError> {
-        let bytes = packet.to_bytes().map_err(|e| MediaError::Socket {
+        let to_io = |e: callgate_media::rtp::RtpError| MediaError::Socket {
             port: self.port,
             source: std::io::Error::other(e.to_string()),
-        })?;
+        };
+        let mut bytes = packet.to_bytes().map_err(to_io)?;
+        if let Some((sender, _)) = &mut self.srtp {
+            bytes = sender.protect(&bytes).map_err(to_io)?;
+        }
         self.rtp
             .send_to(&bytes, to)
             .await
@@ -181,7 +205,22 @@ impl RtpLeg {
                         source,
                     })?;
             let at = Instant::now();
-            let parsed = RtpPacket::parse(&self.buf[..len]);
+            let plain;
+            let datagram = match &mut self.srtp {
+                Some((_, receiver)) => match receiver.unprotect(&self.buf[..len]) {
+                    Ok(p) => {
+                        plain = p;
+                        &plain[..]
+                    }
+                    Err(_) => {
+                        // Not latched, not counted as media: only authenticated packets count.
+                        self.unauthenticated += 1;
+                        continue;
+                    }
+                },
+                None => &self.buf[..len],
+            };
+            let parsed = RtpPacket::parse(datagram);
             let valid = parsed.as_ref().is_ok_and(|p| {
                 p.payload_type == self.format.payload_type
                     || Some(p.payload_type) == self.format.telephone_event_pt
@@ -227,12 +266,20 @@ impl RtpLeg {
                 (now.saturating_duration_since(at).as_micros() as u64 * 8 / 1_000) as u32,
             ),
         });
-        let Some(report) = self
+        let Some(mut report) = self
             .rtcp_session
             .poll_report(now, &mut self.receiver, sender)
         else {
             return Ok(());
         };
+        if let Some((sender, _)) = &mut self.srtp {
+            report = sender
+                .protect_rtcp(&report)
+                .map_err(|e| MediaError::Socket {
+                    port: self.port + 1,
+                    source: std::io::Error::other(e.to_string()),
+                })?;
+        }
         if let Some(to) = self.rtcp_latch.send_to() {
             self.rtcp
                 .send_to(&report, to)
@@ -247,6 +294,20 @@ impl RtpLeg {
 
     /// Takes in one RTCP datagram; malformed ones are counted and dropped.
     fn handle_rtcp(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
+        let plain;
+        let datagram = match &mut self.srtp {
+            Some((_, receiver)) => match receiver.unprotect_rtcp(datagram) {
+                Ok(p) => {
+                    plain = p;
+                    &plain[..]
+                }
+                Err(_) => {
+                    self.unauthenticated += 1;
+                    return;
+                }
+            },
+            None => datagram,
+        };
         match self.rtcp_session.handle_rtcp(now, datagram) {
             Ok(_) => {
                 self.rtcp_latch.handle_packet(now, from, true);
@@ -297,6 +358,8 @@ pub struct LegReport {
     /// Packets refused by the latch or for an unnegotiated payload type.
     pub refused: u64,
     pub malformed: u64,
+    /// SRTP/SRTCP packets refused for failed authentication or replay.
+    pub unauthenticated: u64,
     /// Frames the consumer did not take in time (its channel was full); counted, never hidden.
     pub frames_not_consumed: u64,
     pub remote: Option<SocketAddr>,
@@ -369,9 +432,17 @@ pub async fn run_audio_leg(
         );
     }
     if let Some(to) = leg.rtcp_latch.send_to() {
-        let bye = leg.rtcp_session.bye(&mut leg.receiver);
+        let mut bye = leg.rtcp_session.bye(&mut leg.receiver);
+        if let Some((sender, _)) = &mut leg.srtp {
+            match sender.protect_rtcp(&bye) {
+                Ok(protected) => bye = protected,
+                Err(_) => bye.clear(),
+            }
+        }
         // Best effort: the call is over either way.
-        let _ = leg.rtcp.send_to(&bye, to).await;
+        if !bye.is_empty() {
+            let _ = leg.rtcp.send_to(&bye, to).await;
+        }
     }
     let jitter_stats = jitter.stats();
     Ok(LegReport {
@@ -382,6 +453,7 @@ pub async fn run_audio_leg(
         packets_sent: leg.sent,
         refused: leg.refused,
         malformed: leg.malformed,
+        unauthenticated: leg.unauthenticated,
         frames_not_consumed,
         remote: leg.latch.send_to(),
     })

@@ -9,7 +9,7 @@
 mod leg;
 mod ports;
 
-pub use leg::{run_audio_leg, LegAudio, LegReport, ReceivedPacket, RtpLeg};
+pub use leg::{fresh_srtp_key, run_audio_leg, LegAudio, LegReport, ReceivedPacket, RtpLeg};
 pub use ports::RtpPortRange;
 
 use std::net::SocketAddr;
