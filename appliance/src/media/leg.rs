@@ -258,7 +258,7 @@ impl RtpLeg {
 
 impl RtpLeg {
     /// Sends an RTCP report if one is due.
-    async fn send_rtcp_if_due(&mut self, now: Instant) -> Result<(), MediaError> {
+    pub(super) async fn send_rtcp_if_due(&mut self, now: Instant) -> Result<(), MediaError> {
         let sender = self.last_sent.map(|(at, ts)| SenderInfo {
             packets: self.sender.packets_sent(),
             octets: self.sender.octets_sent(),
@@ -293,7 +293,7 @@ impl RtpLeg {
     }
 
     /// Takes in one RTCP datagram; malformed ones are counted and dropped.
-    fn handle_rtcp(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
+    pub(super) fn handle_rtcp(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
         let plain;
         let datagram = match &mut self.srtp {
             Some((_, receiver)) => match receiver.unprotect_rtcp(datagram) {
@@ -316,6 +316,59 @@ impl RtpLeg {
                 self.malformed += 1;
                 tracing::debug!(port = self.port + 1, error = %e, "RTCP refused");
             }
+        }
+    }
+
+    /// The RTCP socket, for loops that wait on it beside the RTP socket.
+    pub(super) fn rtcp_socket(&self) -> std::sync::Arc<UdpSocket> {
+        self.rtcp.clone()
+    }
+
+    /// Our SSRC on this leg.
+    pub fn ssrc(&self) -> u32 {
+        self.sender.ssrc()
+    }
+
+    /// A relay writing onto this leg under our SSRC, from our random initial numbering.
+    pub(super) fn relay_onto(&self) -> callgate_media::bridge::StreamRelay {
+        callgate_media::bridge::StreamRelay::new(
+            self.format,
+            self.sender.ssrc(),
+            self.sender.next_sequence(),
+            self.sender.next_timestamp(),
+        )
+    }
+
+    /// Sends the RTCP BYE (best effort) and sums up the leg.
+    pub(super) async fn finish(
+        mut self,
+        jitter: JitterStats,
+        frames_not_consumed: u64,
+    ) -> LegReport {
+        if let Some(to) = self.rtcp_latch.send_to() {
+            let mut bye = self.rtcp_session.bye(&mut self.receiver);
+            if let Some((sender, _)) = &mut self.srtp {
+                match sender.protect_rtcp(&bye) {
+                    Ok(protected) => bye = protected,
+                    Err(_) => bye.clear(),
+                }
+            }
+            // Best effort: the call is over either way.
+            if !bye.is_empty() {
+                let _ = self.rtcp.send_to(&bye, to).await;
+            }
+        }
+        LegReport {
+            quality: self.quality(&jitter),
+            remote_reception: self.rtcp_session.remote_reception(),
+            receive: self.receiver.stats(),
+            jitter,
+            packets_sent: self.sent,
+            refused: self.refused,
+            malformed: self.malformed,
+            unauthenticated: self.unauthenticated,
+            frames_not_consumed,
+            remote: self.latch.send_to(),
         }
     }
 
@@ -431,30 +484,5 @@ pub async fn run_audio_leg(
             "leg audio consumer fell behind"
         );
     }
-    if let Some(to) = leg.rtcp_latch.send_to() {
-        let mut bye = leg.rtcp_session.bye(&mut leg.receiver);
-        if let Some((sender, _)) = &mut leg.srtp {
-            match sender.protect_rtcp(&bye) {
-                Ok(protected) => bye = protected,
-                Err(_) => bye.clear(),
-            }
-        }
-        // Best effort: the call is over either way.
-        if !bye.is_empty() {
-            let _ = leg.rtcp.send_to(&bye, to).await;
-        }
-    }
-    let jitter_stats = jitter.stats();
-    Ok(LegReport {
-        quality: leg.quality(&jitter_stats),
-        remote_reception: leg.rtcp_session.remote_reception(),
-        receive: leg.receiver.stats(),
-        jitter: jitter_stats,
-        packets_sent: leg.sent,
-        refused: leg.refused,
-        malformed: leg.malformed,
-        unauthenticated: leg.unauthenticated,
-        frames_not_consumed,
-        remote: leg.latch.send_to(),
-    })
+    Ok(leg.finish(jitter.stats(), frames_not_consumed).await)
 }

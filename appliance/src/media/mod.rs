@@ -2,13 +2,16 @@
 //! per leg that sends and receives audio in real time around the `callgate_media` cores.
 //!
 //! Owns: port allocation ([`RtpPortRange`]), the per-leg socket loop with symmetric RTP and
-//! latching ([`RtpLeg`], [`run_audio_leg`]), and the [`MediaError`] enum. Talks to: the SIP
+//! latching ([`RtpLeg`], [`run_audio_leg`]), bridged calls with recording ([`run_bridge`]), and
+//! the [`MediaError`] enum. Talks to: the SIP
 //! layer (which supplies the negotiated SDP) and recording (which receives played-out frames).
 //! Must not: parse SIP, or put protocol logic here that belongs in a sans-IO core.
 
+mod bridge;
 mod leg;
 mod ports;
 
+pub use bridge::{run_bridge, BridgeCommand, BridgeReport};
 pub use leg::{fresh_srtp_key, run_audio_leg, LegAudio, LegReport, ReceivedPacket, RtpLeg};
 pub use ports::RtpPortRange;
 
