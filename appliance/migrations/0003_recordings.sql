@@ -14,3 +14,10 @@ CREATE TABLE recording_segments (
     PRIMARY KEY (call_id, segment_index)
 );
 CREATE INDEX recording_segments_by_finish ON recording_segments (finished_at_ms);
+
+-- Calls under legal hold: retention never deletes their segments while the hold stands.
+CREATE TABLE recording_holds (
+    call_id        TEXT    PRIMARY KEY NOT NULL,
+    reason         TEXT    NOT NULL,
+    placed_at_ms   INTEGER NOT NULL
+);

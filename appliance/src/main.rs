@@ -77,7 +77,7 @@ async fn main() -> anyhow::Result<()> {
             let settings = RecordingSettings {
                 recipients,
                 segment_seconds,
-                directory: None,
+                ..RecordingSettings::default()
             }
             .validate(data_dir)?;
             let store = callgate_appliance::store::Store::open(data_dir).await?;

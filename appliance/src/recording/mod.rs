@@ -3,13 +3,16 @@
 //! Owns: the `[recording]` settings ([`RecordingSettings`]), writing sealed segments to the
 //! recordings directory crash-safely ([`CallRecorder`]: write `.part`, fsync, rename, fsync
 //! the directory, then list it), and the SQLite segment list ([`SqliteSegmentStore`], table
-//! `recording_segments`). Talks to: the media engine (which hands it each call's two channels
+//! `recording_segments`), legal holds and retention ([`apply_retention`]) and the disk guard
+//! ([`check_disk`]). Talks to: the media engine (which hands it each call's two channels
 //! of audio) and the store's pool. Must not: hold or accept any key that decrypts, or list a
 //! segment before its file is durable.
 
+mod retention;
 mod store;
 mod writer;
 
+pub use retention::{apply_retention, check_disk, filesystem_usage, RetentionReport};
 pub use store::SqliteSegmentStore;
 pub use writer::{record_test_tone, CallRecorder, TEST_TONE_LEFT_HZ, TEST_TONE_RIGHT_HZ};
 
@@ -28,6 +31,12 @@ pub struct RecordingSettings {
     pub segment_seconds: u32,
     /// Where segments go; `<data_dir>/recordings` when absent.
     pub directory: Option<PathBuf>,
+    /// Days a segment is kept unless its call is on legal hold.
+    pub retention_days: u32,
+    /// Percent of the recordings filesystem used at which the alarm is raised.
+    pub disk_alarm_percent: u8,
+    /// Percent used at which no new call starts (calls in progress keep recording).
+    pub disk_refuse_percent: u8,
 }
 
 impl Default for RecordingSettings {
@@ -36,6 +45,9 @@ impl Default for RecordingSettings {
             recipients: Vec::new(),
             segment_seconds: 60,
             directory: None,
+            retention_days: 90,
+            disk_alarm_percent: 85,
+            disk_refuse_percent: 95,
         }
     }
 }
@@ -46,6 +58,8 @@ pub struct ValidRecording {
     pub recipients: Vec<callgate_media::age::x25519::Recipient>,
     pub segment_seconds: u32,
     pub directory: PathBuf,
+    pub retention_days: u32,
+    pub disk: callgate_media::recording::DiskThresholds,
 }
 
 impl RecordingSettings {
@@ -67,8 +81,29 @@ impl RecordingSettings {
                 format!("{} is outside 5..=600", self.segment_seconds),
             ));
         }
+        if self.retention_days == 0 {
+            return Err(ConfigError::invalid(
+                "recording.retention_days",
+                "must be at least 1 day",
+            ));
+        }
+        if !(self.disk_alarm_percent < self.disk_refuse_percent && self.disk_refuse_percent <= 99) {
+            return Err(ConfigError::invalid(
+                "recording.disk_refuse_percent",
+                format!(
+                    "{} must be above disk_alarm_percent ({}) and at most 99",
+                    self.disk_refuse_percent, self.disk_alarm_percent
+                ),
+            ));
+        }
         Ok(ValidRecording {
             recipients,
+            retention_days: self.retention_days,
+            disk: callgate_media::recording::DiskThresholds {
+                alarm_at: f64::from(self.disk_alarm_percent) / 100.0,
+                refuse_at: f64::from(self.disk_refuse_percent) / 100.0,
+                hysteresis: 0.02,
+            },
             segment_seconds: self.segment_seconds,
             directory: self
                 .directory
@@ -119,11 +154,22 @@ mod tests {
         let s = RecordingSettings {
             recipients: vec![RECIPIENT.into()],
             segment_seconds: 1,
-            directory: None,
+            ..RecordingSettings::default()
         };
         let err = s.validate(Path::new("d")).unwrap_err();
         assert!(
             err.to_string().contains("recording.segment_seconds"),
+            "{err}"
+        );
+        let s = RecordingSettings {
+            recipients: vec![RECIPIENT.into()],
+            disk_alarm_percent: 95,
+            disk_refuse_percent: 90,
+            ..RecordingSettings::default()
+        };
+        let err = s.validate(Path::new("d")).unwrap_err();
+        assert!(
+            err.to_string().contains("recording.disk_refuse_percent"),
             "{err}"
         );
     }

@@ -22,6 +22,83 @@ fn store_err(e: sqlx::Error) -> RecordingError {
     RecordingError::Store(e.to_string())
 }
 
+impl SqliteSegmentStore {
+    /// Puts a call on legal hold: retention keeps its segments until the hold is released.
+    pub async fn place_legal_hold(
+        &self,
+        call_id: &str,
+        reason: &str,
+    ) -> Result<(), RecordingError> {
+        sqlx::query(
+            "INSERT INTO recording_holds (call_id, reason, placed_at_ms) VALUES (?, ?, ?) \
+             ON CONFLICT (call_id) DO UPDATE SET reason = excluded.reason",
+        )
+        .bind(call_id)
+        .bind(reason)
+        .bind(UnixMillis::now().0)
+        .execute(&self.pool)
+        .await
+        .map_err(store_err)?;
+        Ok(())
+    }
+
+    /// Releases a legal hold; the call's segments then age out normally.
+    pub async fn release_legal_hold(&self, call_id: &str) -> Result<(), RecordingError> {
+        sqlx::query("DELETE FROM recording_holds WHERE call_id = ?")
+            .bind(call_id)
+            .execute(&self.pool)
+            .await
+            .map_err(store_err)?;
+        Ok(())
+    }
+
+    /// Segments finished before `cutoff` whose call is not on legal hold.
+    pub async fn expired_segments(
+        &self,
+        cutoff: UnixMillis,
+    ) -> Result<Vec<SegmentRecord>, RecordingError> {
+        let rows: Vec<(String, i64, String, i64, i64, i64, String)> = sqlx::query_as(
+            "SELECT s.call_id, s.segment_index, s.file_name, s.start_ms, s.duration_ms, \
+             s.ciphertext_bytes, s.sha256_hex FROM recording_segments s \
+             WHERE s.finished_at_ms < ? \
+             AND NOT EXISTS (SELECT 1 FROM recording_holds h WHERE h.call_id = s.call_id) \
+             ORDER BY s.finished_at_ms",
+        )
+        .bind(cutoff.0)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(store_err)?;
+        Ok(rows.into_iter().map(row_to_record).collect())
+    }
+
+    /// Removes a segment's row (after its file is gone).
+    pub async fn forget_segment(&self, call_id: &str, index: u32) -> Result<(), RecordingError> {
+        sqlx::query("DELETE FROM recording_segments WHERE call_id = ? AND segment_index = ?")
+            .bind(call_id)
+            .bind(i64::from(index))
+            .execute(&self.pool)
+            .await
+            .map_err(store_err)?;
+        Ok(())
+    }
+}
+
+type SegmentRow = (String, i64, String, i64, i64, i64, String);
+
+fn row_to_record(
+    (call_id, index, file_name, start_ms, duration_ms, bytes, sha): SegmentRow,
+) -> SegmentRecord {
+    SegmentRecord {
+        call_id,
+        index: index as u32,
+        file_name,
+        start_ms: start_ms as u64,
+        duration_ms: duration_ms as u64,
+        ciphertext_bytes: bytes as u64,
+        sha256_hex: sha,
+    }
+}
+
 impl SegmentStore for SqliteSegmentStore {
     async fn record_segment(&self, r: &SegmentRecord) -> Result<(), RecordingError> {
         let inserted = sqlx::query(
@@ -69,20 +146,7 @@ impl SegmentStore for SqliteSegmentStore {
         .fetch_all(&self.pool)
         .await
         .map_err(store_err)?;
-        Ok(rows
-            .into_iter()
-            .map(
-                |(call_id, index, file_name, start_ms, duration_ms, bytes, sha)| SegmentRecord {
-                    call_id,
-                    index: index as u32,
-                    file_name,
-                    start_ms: start_ms as u64,
-                    duration_ms: duration_ms as u64,
-                    ciphertext_bytes: bytes as u64,
-                    sha256_hex: sha,
-                },
-            )
-            .collect())
+        Ok(rows.into_iter().map(row_to_record).collect())
     }
 }
 
