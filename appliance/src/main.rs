@@ -40,6 +40,25 @@ enum Command {
         #[arg(long, default_value_t = 60)]
         segment_seconds: u32,
     },
+    /// The media load benchmark: N bridged G.711 calls through the appliance with recording
+    /// on, then through rtpengine (userspace) without; prints loss, delay and CPU per N.
+    MediaBench {
+        /// An age X25519 recipient for the benchmark's recordings (`age1...`).
+        #[arg(long = "recipient", required = true)]
+        recipients: Vec<String>,
+        /// Seconds measured at each load level (after a one-second warm-up).
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// First load level, in calls.
+        #[arg(long, default_value_t = 25)]
+        start_calls: usize,
+        /// Highest load level tried.
+        #[arg(long, default_value_t = 1_600)]
+        max_calls: usize,
+        /// The rtpengine binary; `none` skips the comparison.
+        #[arg(long, default_value = "rtpengine")]
+        rtpengine: String,
+    },
     /// Play a one-second 1 kHz test tone on an ALSA device (the tech audio port).
     #[cfg(feature = "alsa")]
     AudioTest {
@@ -98,6 +117,56 @@ async fn main() -> anyhow::Result<()> {
                 all.len(),
                 settings.directory.display()
             );
+            Ok(())
+        }
+        Command::MediaBench {
+            recipients,
+            seconds,
+            start_calls,
+            max_calls,
+            rtpengine,
+        } => {
+            use callgate_appliance::media::bench;
+            let work =
+                std::env::temp_dir().join(format!("callgate-media-bench-{}", std::process::id()));
+            std::fs::create_dir_all(&work).context("creating the benchmark's work directory")?;
+            // The appliance side gets one worker thread of its own, like a small box.
+            let box_runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .thread_name("cg-box")
+                .enable_all()
+                .build()
+                .context("starting the appliance runtime")?;
+            let handle = box_runtime.handle().clone();
+            println!("media-bench: {seconds} s per level, 20 ms G.711 both ways, appliance on 1 worker thread");
+            let appliance =
+                bench::search(start_calls, max_calls, |n| {
+                    let (handle, recipients, work) =
+                        (handle.clone(), recipients.clone(), work.clone());
+                    async move {
+                        bench::run_appliance_level(&handle, n, seconds, &recipients, &work).await
+                    }
+                })
+                .await?;
+            bench::print_table("appliance (bridge + encrypted recording)", &appliance);
+            if rtpengine != "none" {
+                let engine = std::sync::Arc::new(tokio::sync::Mutex::new(bench::Rtpengine::start(
+                    &rtpengine,
+                )?));
+                let results = bench::search(start_calls, max_calls, |n| {
+                    let engine = engine.clone();
+                    async move {
+                        bench::run_rtpengine_level(&mut *engine.lock().await, n, seconds).await
+                    }
+                })
+                .await?;
+                bench::print_table(
+                    "rtpengine --table=-1 (userspace relay, no recording, 1 thread)",
+                    &results,
+                );
+            }
+            box_runtime.shutdown_background();
+            let _ = std::fs::remove_dir_all(&work);
             Ok(())
         }
         #[cfg(feature = "alsa")]

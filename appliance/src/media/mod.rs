@@ -7,6 +7,7 @@
 //! layer (which supplies the negotiated SDP) and recording (which receives played-out frames).
 //! Must not: parse SIP, or put protocol logic here that belongs in a sans-IO core.
 
+pub mod bench;
 mod bridge;
 mod leg;
 mod ports;
