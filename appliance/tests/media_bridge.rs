@@ -55,6 +55,16 @@ async fn collect(mut rx: mpsc::Receiver<LegAudio>) -> Vec<i16> {
     out
 }
 
+/// Indices of the 50 ms windows of `signal` that carry a tone of `hz`.
+fn tone_windows(signal: &[i16], hz: f64) -> Vec<usize> {
+    signal
+        .chunks_exact(400)
+        .enumerate()
+        .filter(|(_, w)| callgate_media::tone::tone_correlation(w, hz) > 0.9)
+        .map(|(i, _)| i)
+        .collect()
+}
+
 fn age_identity(dir: &Path) -> (std::path::PathBuf, String) {
     let id = dir.join("identity.txt");
     let out = Command::new("age-keygen")
@@ -133,6 +143,7 @@ async fn robot_then_agent_is_one_stream_to_the_customer_and_both_are_recorded() 
         RtpLeg::new(box_customer, &negotiated(Codec::Pcmu, Some(cp))).unwrap(),
         RtpLeg::new(box_robot, &negotiated(Codec::Pcma, Some(rp))).unwrap(),
         Some(recorder),
+        None,
         cmd_rx,
     ));
     tokio::time::sleep(Duration::from_millis(1_200)).await;
@@ -169,16 +180,17 @@ async fn robot_then_agent_is_one_stream_to_the_customer_and_both_are_recorded() 
         "PCMA agent side to PCMU customer"
     );
     // ...and heard the robot, then the agent.
-    let start = customer_heard.iter().position(|s| *s != 0).unwrap();
-    let heard = &customer_heard[start..];
-    assert!(
-        tone_presence(&heard[..6_400], 1_000.0, 400) >= 0.8,
-        "robot first"
+    let (robot, agent) = (
+        tone_windows(&customer_heard, 1_000.0),
+        tone_windows(&customer_heard, 1_600.0),
     );
-    let agent_part = &heard[heard.len().min(14_400)..heard.len().min(24_000)];
     assert!(
-        tone_presence(agent_part, 1_600.0, 400) >= 0.8,
-        "then the agent"
+        robot.len() >= 16 && agent.len() >= 16,
+        "robot {robot:?} agent {agent:?}"
+    );
+    assert!(
+        robot.last() < agent.first(),
+        "robot {robot:?} then agent {agent:?}"
     );
     // Both agent-side parties heard the customer.
     for (who, h) in [("robot", &robot_heard), ("agent", &agent_heard)] {
@@ -220,14 +232,131 @@ async fn robot_then_agent_is_one_stream_to_the_customer_and_both_are_recorded() 
         tone_presence(&left[l0..l0 + 16_000], 440.0, 400) >= 0.8,
         "customer on the left"
     );
+    // Robot then agent on the right, wherever scheduling put the switch: at least 0.8 s of
+    // each, and every robot window before every agent window.
+    let (robot, agent) = (tone_windows(&right, 1_000.0), tone_windows(&right, 1_600.0));
+    assert!(
+        robot.len() >= 16 && agent.len() >= 16,
+        "robot {robot:?} agent {agent:?}"
+    );
+    assert!(
+        robot.last() < agent.first(),
+        "robot {robot:?} then agent {agent:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_consent_announcement_plays_before_recording_and_the_stream_stays_continuous() {
+    let dir = tempfile::tempdir().unwrap();
+    let (identity, recipient) = age_identity(dir.path());
+    let settings = RecordingSettings {
+        recipients: vec![recipient],
+        ..RecordingSettings::default()
+    }
+    .validate(dir.path())
+    .unwrap();
+    let store = Store::open(dir.path()).await.unwrap();
+    let recorder = CallRecorder::start_with_segment_frames(
+        CallId::new_v7(),
+        &settings,
+        8_000,
+        SqliteSegmentStore::new(store.pool().clone()),
+    )
+    .unwrap();
+    let base = loop {
+        let p = std::net::UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        if p % 2 == 0 && p < 64_000 {
+            break p;
+        }
+    };
+    let range = RtpPortRange::new(base, base + 20).unwrap();
+    let box_customer = range.bind_pair(loopback()).await.unwrap();
+    let box_agent = range.bind_pair(loopback()).await.unwrap();
+    let customer_phone = range.bind_pair(loopback()).await.unwrap();
+    let agent_phone = range.bind_pair(loopback()).await.unwrap();
+    let addr = |s: &(tokio::net::UdpSocket, tokio::net::UdpSocket)| s.0.local_addr().unwrap();
+    let (bc, ba, cp, ap) = (
+        addr(&box_customer),
+        addr(&box_agent),
+        addr(&customer_phone),
+        addr(&agent_phone),
+    );
+    let customer = RtpLeg::new(customer_phone, &negotiated(Codec::Pcmu, Some(bc))).unwrap();
+    let agent = RtpLeg::new(agent_phone, &negotiated(Codec::Pcmu, Some(ba))).unwrap();
+    let (c_tx, c_rx) = mpsc::channel(1_000);
+    let (a_tx, a_rx) = mpsc::channel(1_000);
+    let customer_task = tokio::spawn(run_audio_leg(customer, tone_source(440.0, 125), c_tx));
+    let agent_task = tokio::spawn(run_audio_leg(agent, tone_source(1_000.0, 125), a_tx));
+    // A one-second 700 Hz "this call is recorded" announcement.
+    let consent = callgate_media::prompt::Prompt::tones(&[(700.0, 1_000, 0)], 8_000);
+    let (cmd_tx, cmd_rx) = mpsc::channel(4);
+    let bridge = tokio::spawn(run_bridge(
+        RtpLeg::new(box_customer, &negotiated(Codec::Pcmu, Some(cp))).unwrap(),
+        RtpLeg::new(box_agent, &negotiated(Codec::Pcmu, Some(ap))).unwrap(),
+        Some(recorder),
+        Some(consent),
+        cmd_rx,
+    ));
+    let (customer_heard, _) = tokio::join!(collect(c_rx), collect(a_rx));
+    let customer_report = customer_task.await.unwrap().unwrap();
+    agent_task.await.unwrap().unwrap();
+    cmd_tx.send(BridgeCommand::Hangup).await.unwrap();
+    let report = bridge.await.unwrap().unwrap();
+
+    assert_eq!(report.consent_frames, 50);
+    assert!(
+        report.agent_packets_held_for_consent >= 40,
+        "{}",
+        report.agent_packets_held_for_consent
+    );
+    let rx = customer_report.receive;
+    assert_eq!(
+        (rx.ssrc_changes, rx.restarts, rx.duplicates, rx.lost),
+        (0, 0, 0, 0),
+        "{rx:?}"
+    );
+    // The customer hears the announcement, then the agent.
+    let (announcement, agent) = (
+        tone_windows(&customer_heard, 700.0),
+        tone_windows(&customer_heard, 1_000.0),
+    );
+    assert!(announcement.len() >= 16, "announcement {announcement:?}");
+    assert!(agent.len() >= 16, "agent {agent:?}");
+    assert!(
+        announcement.last() < agent.first(),
+        "announcement {announcement:?} then agent {agent:?}"
+    );
+    // The recording holds no announcement and starts with the conversation.
+    let segments = report.recording.unwrap().unwrap();
+    let mut right = Vec::new();
+    for s in &segments {
+        let out = Command::new("age")
+            .arg("-d")
+            .arg("-i")
+            .arg(&identity)
+            .arg(settings.directory.join(&s.file_name))
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        right.extend(wav::read(&out.stdout).unwrap().channel(1));
+    }
+    // The phones talked for 2.5 s, the first second of it under the announcement.
+    assert!(
+        right.len() < 20_000,
+        "recording started after the announcement: {}",
+        right.len()
+    );
     let r0 = right.iter().position(|s| *s != 0).unwrap();
     assert!(
-        tone_presence(&right[r0..r0 + 6_400], 1_000.0, 400) >= 0.8,
-        "robot on the right"
+        tone_presence(&right[r0..r0 + 8_000], 1_000.0, 400) >= 0.8,
+        "the agent is recorded"
     );
-    let r1 = right.len().min(r0 + 12_000);
     assert!(
-        tone_presence(&right[r1..right.len().min(r1 + 6_400)], 1_600.0, 400) >= 0.8,
-        "then the agent"
+        tone_presence(&right, 700.0, 400) < 0.05,
+        "no announcement in the recording"
     );
 }

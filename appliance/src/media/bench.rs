@@ -254,7 +254,7 @@ pub async fn run_appliance_level(
             };
             let customer = RtpLeg::new(reg(customer_std).map_err(|e| e.to_string())?, &audio(Some(c_addr))).map_err(|e| e.to_string())?;
             let agent = RtpLeg::new(reg(agent_std).map_err(|e| e.to_string())?, &audio(Some(a_addr))).map_err(|e| e.to_string())?;
-            run_bridge(customer, agent, Some(recorder), cmd_rx).await.map_err(|e| e.to_string())
+            run_bridge(customer, agent, Some(recorder), None, cmd_rx).await.map_err(|e| e.to_string())
         });
         bridges.push((bridge, cmd_tx));
         phones.push((c_phone, box_c));
@@ -644,7 +644,8 @@ mod tests {
             ng::encode(&[("sdp", "v=0"), ("command", "offer")]),
             b"d7:command5:offer3:sdp3:v=0e".to_vec()
         );
-        let reply = b"d7:createdi1700000000e4:listl2:ab2:cde3:sdp5:m=a 14:metad1:xi1ee6:result2:oke";
+        let reply =
+            b"d7:createdi1700000000e4:listl2:ab2:cde3:sdp5:m=a 14:metad1:xi1ee6:result2:oke";
         assert_eq!(ng::string_value(reply, "sdp").as_deref(), Some("m=a 1"));
         assert_eq!(ng::string_value(reply, "result").as_deref(), Some("ok"));
         assert_eq!(ng::string_value(reply, "missing"), None);

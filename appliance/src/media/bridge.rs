@@ -3,6 +3,9 @@
 //! music) while the customer keeps hearing one continuous stream, and both directions played
 //! out through jitter buffers into the call's encrypted recording.
 //!
+//! When the campaign asks for it, a consent announcement is played to the customer first;
+//! recording starts only once it has finished, and the agent side is not heard until then.
+//!
 //! Relaying never waits for the recording: frames go to a separate recording task over a
 //! bounded channel, and a frame that does not fit is counted and logged, never hidden.
 
@@ -11,6 +14,7 @@ use super::{MediaError, RtpLeg};
 use crate::recording::CallRecorder;
 use callgate_media::bridge::RelayStats;
 use callgate_media::jitter::{JitterBuffer, JitterConfig};
+use callgate_media::prompt::Prompt;
 use callgate_media::recording::{RecordingError, SegmentRecord, SegmentStore};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
@@ -37,6 +41,10 @@ pub struct BridgeReport {
     pub recording: Option<Result<Vec<SegmentRecord>, RecordingError>>,
     /// Stereo frames the recording task could not take in time (counted, never hidden).
     pub recording_frames_dropped: u64,
+    /// Frames of consent announcement played to the customer before recording started.
+    pub consent_frames: u64,
+    /// Agent-side packets not passed to the customer while the announcement played.
+    pub agent_packets_held_for_consent: u64,
 }
 
 /// Frames buffered towards the recording task (2 s).
@@ -47,6 +55,7 @@ pub async fn run_bridge<S>(
     mut customer: RtpLeg,
     mut agent: RtpLeg,
     recorder: Option<CallRecorder<S>>,
+    consent: Option<Prompt>,
     mut commands: mpsc::Receiver<BridgeCommand>,
 ) -> Result<BridgeReport, MediaError>
 where
@@ -77,6 +86,8 @@ where
         None => (None, None),
     };
     let mut recording_frames_dropped = 0u64;
+    let mut consent = consent.map(|p| p.play());
+    let (mut consent_frames, mut agent_packets_held_for_consent) = (0u64, 0u64);
     let customer_rtcp = customer.rtcp_socket();
     let mut agent_rtcp = agent.rtcp_socket();
     let (mut c_buf, mut a_buf) = (vec![0u8; 1_500], vec![0u8; 1_500]);
@@ -86,7 +97,21 @@ where
                 let now = Instant::now();
                 let c = customer_jb.pop(now);
                 let a = agent_jb.pop(now);
-                if let Some(tx) = &rec_tx {
+                if let Some(playback) = &mut consent {
+                    match playback.next_frame(frame as usize) {
+                        Some(f) => {
+                            customer.send_audio(&f).await?;
+                            consent_frames += 1;
+                        }
+                        None => {
+                            // The announcement is over: the agent side continues the
+                            // customer's stream from where the announcement left it.
+                            consent = None;
+                            to_customer = customer.relay_onto();
+                        }
+                    }
+                }
+                if let (Some(tx), None) = (&rec_tx, &consent) {
                     if c.is_some() || a.is_some() {
                         let silence = || vec![0i16; frame as usize];
                         let pair = (
@@ -113,7 +138,9 @@ where
             }
             received = agent.recv() => {
                 let r = received?;
-                if let Some(out) = to_customer.relay(r.at, &r.packet, agent.format()) {
+                if consent.is_some() {
+                    agent_packets_held_for_consent += 1;
+                } else if let Some(out) = to_customer.relay(r.at, &r.packet, agent.format()) {
                     customer.send_packet(&out).await?;
                 }
                 if r.packet.payload_type == agent.format().payload_type {
@@ -161,5 +188,7 @@ where
         to_agent: to_agent.stats(),
         recording,
         recording_frames_dropped,
+        consent_frames,
+        agent_packets_held_for_consent,
     })
 }
