@@ -88,10 +88,7 @@ async fn main() -> anyhow::Result<()> {
             seconds,
             segment_seconds,
         } => {
-            use callgate_appliance::recording::{
-                record_test_tone, RecordingSettings, SqliteSegmentStore,
-            };
-            use std::io::Write;
+            use callgate_appliance::recording::{record_tone_command, RecordingSettings};
             let data_dir = &config.raw.appliance.data_dir;
             let settings = RecordingSettings {
                 recipients,
@@ -100,23 +97,7 @@ async fn main() -> anyhow::Result<()> {
             }
             .validate(data_dir)?;
             let store = callgate_appliance::store::Store::open(data_dir).await?;
-            let segments = SqliteSegmentStore::new(store.pool().clone());
-            let all = record_test_tone(&settings, segments, seconds, |r| {
-                let mut out = std::io::stdout().lock();
-                // A closed stdout must not stop the recording.
-                let _ = writeln!(
-                    out,
-                    "segment {} {} {} {}",
-                    r.index, r.file_name, r.ciphertext_bytes, r.sha256_hex
-                );
-                let _ = out.flush();
-            })
-            .await?;
-            println!(
-                "recorded {} segment(s) under {}",
-                all.len(),
-                settings.directory.display()
-            );
+            record_tone_command(&settings, &store, seconds).await?;
             Ok(())
         }
         Command::MediaBench {
@@ -126,47 +107,15 @@ async fn main() -> anyhow::Result<()> {
             max_calls,
             rtpengine,
         } => {
-            use callgate_appliance::media::bench;
-            let work =
-                std::env::temp_dir().join(format!("callgate-media-bench-{}", std::process::id()));
-            std::fs::create_dir_all(&work).context("creating the benchmark's work directory")?;
-            // The appliance side gets one worker thread of its own, like a small box.
-            let box_runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(1)
-                .thread_name("cg-box")
-                .enable_all()
-                .build()
-                .context("starting the appliance runtime")?;
-            let handle = box_runtime.handle().clone();
-            println!("media-bench: {seconds} s per level, 20 ms G.711 both ways, appliance on 1 worker thread");
-            let appliance =
-                bench::search(start_calls, max_calls, |n| {
-                    let (handle, recipients, work) =
-                        (handle.clone(), recipients.clone(), work.clone());
-                    async move {
-                        bench::run_appliance_level(&handle, n, seconds, &recipients, &work).await
-                    }
-                })
-                .await?;
-            bench::print_table("appliance (bridge + encrypted recording)", &appliance);
-            if rtpengine != "none" {
-                let engine = std::sync::Arc::new(tokio::sync::Mutex::new(bench::Rtpengine::start(
-                    &rtpengine,
-                )?));
-                let results = bench::search(start_calls, max_calls, |n| {
-                    let engine = engine.clone();
-                    async move {
-                        bench::run_rtpengine_level(&mut *engine.lock().await, n, seconds).await
-                    }
-                })
-                .await?;
-                bench::print_table(
-                    "rtpengine --table=-1 (userspace relay, no recording, 1 thread)",
-                    &results,
-                );
-            }
-            box_runtime.shutdown_background();
-            let _ = std::fs::remove_dir_all(&work);
+            use callgate_appliance::media::bench::{run_command, BenchOptions};
+            run_command(BenchOptions {
+                recipients,
+                seconds,
+                start_calls,
+                max_calls,
+                rtpengine,
+            })
+            .await?;
             Ok(())
         }
         #[cfg(feature = "alsa")]

@@ -614,6 +614,65 @@ pub fn print_table(system: &str, results: &[LoadResult]) {
     println!("largest N with loss < 0.1 % and p99 < 5 ms: {best}");
 }
 
+/// The `media-bench` command's options.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    /// age recipients for the appliance's recordings.
+    pub recipients: Vec<String>,
+    /// Seconds measured per load level.
+    pub seconds: u64,
+    pub start_calls: usize,
+    pub max_calls: usize,
+    /// The rtpengine binary, or `none`.
+    pub rtpengine: String,
+}
+
+/// The `media-bench` command: both systems, one table each.
+pub async fn run_command(options: BenchOptions) -> BenchResult<()> {
+    let BenchOptions {
+        recipients,
+        seconds,
+        start_calls,
+        max_calls,
+        rtpengine,
+    } = options;
+    let work = std::env::temp_dir().join(format!("callgate-media-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&work).map_err(|e| format!("creating {}: {e}", work.display()))?;
+    // The appliance side gets one worker thread of its own, like a small box.
+    let box_runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("cg-box")
+        .enable_all()
+        .build()
+        .map_err(|e| format!("starting the appliance runtime: {e}"))?;
+    let handle = box_runtime.handle().clone();
+    println!(
+        "media-bench: {seconds} s per level, 20 ms G.711 both ways, appliance on 1 worker thread"
+    );
+    let appliance = search(start_calls, max_calls, |n| {
+        let (handle, recipients, work) = (handle.clone(), recipients.clone(), work.clone());
+        async move { run_appliance_level(&handle, n, seconds, &recipients, &work).await }
+    })
+    .await;
+    box_runtime.shutdown_background();
+    let appliance = appliance?;
+    print_table("appliance (bridge + encrypted recording)", &appliance);
+    if rtpengine != "none" {
+        let engine = std::sync::Arc::new(tokio::sync::Mutex::new(Rtpengine::start(&rtpengine)?));
+        let results = search(start_calls, max_calls, |n| {
+            let engine = engine.clone();
+            async move { run_rtpengine_level(&mut *engine.lock().await, n, seconds).await }
+        })
+        .await?;
+        print_table(
+            "rtpengine --table=-1 (userspace relay, no recording, 1 thread)",
+            &results,
+        );
+    }
+    let _ = std::fs::remove_dir_all(&work);
+    Ok(())
+}
+
 /// Why a benchmark run stopped.
 #[derive(Debug, thiserror::Error)]
 #[error("media benchmark: {0}")]

@@ -14,7 +14,9 @@ mod writer;
 
 pub use retention::{apply_retention, check_disk, filesystem_usage, RetentionReport};
 pub use store::SqliteSegmentStore;
-pub use writer::{record_test_tone, CallRecorder, TEST_TONE_LEFT_HZ, TEST_TONE_RIGHT_HZ};
+pub use writer::{
+    record_test_tone, record_tone_command, CallRecorder, TEST_TONE_LEFT_HZ, TEST_TONE_RIGHT_HZ,
+};
 
 use callgate_common::observe::ConfigError;
 use callgate_media::recording::{parse_recipients, RecordingError};

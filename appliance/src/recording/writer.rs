@@ -178,3 +178,30 @@ pub async fn record_test_tone<S: SegmentStore + Sync>(
     }
     Ok(all)
 }
+
+/// The `record-tone` command: records the test tone and prints one line per durable segment
+/// (`segment <index> <file> <bytes> <sha256>`), then a summary.
+pub async fn record_tone_command(
+    settings: &ValidRecording,
+    store: &crate::store::Store,
+    seconds: u32,
+) -> Result<Vec<SegmentRecord>, RecordingError> {
+    let segments = super::SqliteSegmentStore::new(store.pool().clone());
+    let all = record_test_tone(settings, segments, seconds, |r| {
+        let mut out = std::io::stdout().lock();
+        // A closed stdout must not stop the recording.
+        let _ = writeln!(
+            out,
+            "segment {} {} {} {}",
+            r.index, r.file_name, r.ciphertext_bytes, r.sha256_hex
+        );
+        let _ = out.flush();
+    })
+    .await?;
+    println!(
+        "recorded {} segment(s) under {}",
+        all.len(),
+        settings.directory.display()
+    );
+    Ok(all)
+}
