@@ -1,7 +1,9 @@
 //! Two real RTP legs over loopback UDP: audio flows both ways in real time, a peer whose SDP
 //! address is wrong (NAT) is latched onto, and DTMF events arrive once per key press.
 
-use callgate_appliance::media::{fresh_srtp_key, run_audio_leg, LegAudio, RtpLeg, RtpPortRange};
+use callgate_appliance::media::{
+    fresh_srtp_key, run_audio_leg, run_audio_leg_with_keys, LegAudio, RtpLeg, RtpPortRange,
+};
 use callgate_media::dtmf::{key_press_packets, Digit, DtmfReport};
 use callgate_media::g711::Codec;
 use callgate_media::rtp::{RtpPacket, RtpSender};
@@ -279,4 +281,64 @@ async fn an_srtp_leg_pair_carries_audio_and_refuses_plain_injected_packets() {
             "SRTCP reports decrypted: {r:?}"
         );
     }
+}
+
+/// Sends `keys` from leg A to leg B (both with or both without telephone-event) while A also
+/// streams silence-free audio; returns the keys B reported pressed.
+async fn send_keys_between_legs(telephone_event: bool, keys: &str) -> String {
+    let range = free_range();
+    let a_sockets = range.bind_pair(loopback()).await.unwrap();
+    let b_sockets = range.bind_pair(loopback()).await.unwrap();
+    let a_addr = a_sockets.0.local_addr().unwrap();
+    let b_addr = b_sockets.0.local_addr().unwrap();
+    let mut a_audio = negotiated(Codec::Pcmu, Some(b_addr));
+    let mut b_audio = negotiated(Codec::Pcmu, Some(a_addr));
+    if !telephone_event {
+        a_audio.telephone_event_pt = None;
+        b_audio.telephone_event_pt = None;
+    }
+    let a = RtpLeg::new(a_sockets, &a_audio).unwrap();
+    let b = RtpLeg::new(b_sockets, &b_audio).unwrap();
+    let (key_tx, key_rx) = mpsc::channel(16);
+    for c in keys.chars() {
+        key_tx
+            .try_send((Digit::from_char(c).unwrap(), 100))
+            .unwrap();
+    }
+    drop(key_tx);
+    // A sends low-level 300 Hz "voice" for 2 s around the keys.
+    let (a_in_tx, _a_in) = mpsc::channel(500);
+    let (b_in_tx, mut b_in) = mpsc::channel(500);
+    let (voice_tx, voice_rx) = mpsc::channel(100);
+    let mut voice = ToneGenerator::new(300.0, 300);
+    for _ in 0..100 {
+        voice_tx.try_send(voice.next_samples(160)).unwrap();
+    }
+    drop(voice_tx);
+    let (b_out_tx, b_out_rx) = mpsc::channel::<Vec<i16>>(1);
+    let a_task = tokio::spawn(run_audio_leg_with_keys(a, voice_rx, key_rx, a_in_tx));
+    let b_task = tokio::spawn(run_audio_leg(b, b_out_rx, b_in_tx));
+    let mut pressed = String::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(4);
+    while pressed.len() < keys.len() {
+        match tokio::time::timeout_at(deadline, b_in.recv()).await {
+            Ok(Some(LegAudio::Dtmf(DtmfReport::Pressed(d)))) => pressed.push(d.as_char()),
+            Ok(Some(_)) => {}
+            _ => break,
+        }
+    }
+    a_task.await.unwrap().unwrap();
+    drop(b_out_tx);
+    b_task.await.unwrap().unwrap();
+    pressed
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_presses_sent_as_rfc_4733_events_arrive_in_order() {
+    assert_eq!(send_keys_between_legs(true, "7#0").await, "7#0");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_presses_without_telephone_event_go_in_band_and_are_detected() {
+    assert_eq!(send_keys_between_legs(false, "59*").await, "59*");
 }

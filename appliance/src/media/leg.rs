@@ -2,7 +2,7 @@
 
 use super::MediaError;
 use callgate_media::bridge::LegFormat;
-use callgate_media::dtmf::{DtmfReport, EventReceiver};
+use callgate_media::dtmf::{key_press_packets, Digit, DtmfReport, EventReceiver, ToneDetector};
 use callgate_media::jitter::{JitterBuffer, JitterConfig, JitterStats, PlayoutFrame};
 use callgate_media::quality::{estimate, LegQuality, QualityInputs};
 use callgate_media::rtp::rtcp::{NtpClock, RemoteReception, RtcpSession, SenderInfo};
@@ -11,6 +11,7 @@ use callgate_media::rtp::{
     LatchDecision, ReceiveStats, RtpPacket, RtpSender, SourceState, SymmetricLatch,
 };
 use callgate_media::sdp::NegotiatedAudio;
+use callgate_media::tone::{mix_into, ToneGenerator};
 use std::hash::{BuildHasher, Hasher};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -393,6 +394,26 @@ impl RtpLeg {
     }
 }
 
+/// In-band DTMF: the key's dual tone for `ms`, then as long again of silence, in frames.
+fn key_tone_frames(digit: Digit, ms: u32, frame: usize) -> Vec<Vec<i16>> {
+    let (row, col) = digit.frequencies();
+    let n = ms as usize * 8;
+    let mut samples = ToneGenerator::new(row, 6_000).next_samples(n);
+    mix_into(
+        &mut samples,
+        &ToneGenerator::new(col, 6_000).next_samples(n),
+    );
+    samples.resize(2 * n, 0);
+    samples
+        .chunks(frame)
+        .map(|c| {
+            let mut f = c.to_vec();
+            f.resize(frame, 0);
+            f
+        })
+        .collect()
+}
+
 /// What a leg's loop hands to whoever consumes its audio.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LegAudio {
@@ -427,10 +448,35 @@ pub struct LegReport {
 /// `incoming`; in between, receives packets into the jitter buffer and RFC 4733 receiver.
 /// Ends when `outgoing` is closed.
 pub async fn run_audio_leg(
-    mut leg: RtpLeg,
-    mut outgoing: mpsc::Receiver<Vec<i16>>,
+    leg: RtpLeg,
+    outgoing: mpsc::Receiver<Vec<i16>>,
     incoming: mpsc::Sender<LegAudio>,
 ) -> Result<LegReport, MediaError> {
+    let (_no_keys_tx, no_keys) = mpsc::channel(1);
+    run_audio_leg_with_keys(leg, outgoing, no_keys, incoming).await
+}
+
+/// A key press to send: the key and how long it is held, ms.
+pub type KeyPress = (Digit, u32);
+
+/// As [`run_audio_leg`], also sending the key presses from `keys`: as RFC 4733 events when the
+/// leg negotiated telephone-event (one event packet per packet time, the audio frame of that
+/// packet time being skipped), else as in-band dual tones. On a leg without telephone-event,
+/// received audio also goes through the Goertzel detector, so key presses arrive as
+/// [`LegAudio::Dtmf`] either way.
+pub async fn run_audio_leg_with_keys(
+    mut leg: RtpLeg,
+    mut outgoing: mpsc::Receiver<Vec<i16>>,
+    mut keys: mpsc::Receiver<KeyPress>,
+    incoming: mpsc::Sender<LegAudio>,
+) -> Result<LegReport, MediaError> {
+    let mut pending_events: std::collections::VecDeque<RtpPacket> = Default::default();
+    let mut pending_tones: std::collections::VecDeque<Vec<i16>> = Default::default();
+    let mut detector = leg
+        .format
+        .telephone_event_pt
+        .is_none()
+        .then(ToneDetector::new);
     let frame = leg.ptime_ms * 8;
     let mut tick = tokio::time::interval(Duration::from_millis(u64::from(leg.ptime_ms)));
     let mut jitter = JitterBuffer::new(JitterConfig {
@@ -444,15 +490,40 @@ pub async fn run_audio_leg(
     loop {
         tokio::select! {
             _ = tick.tick() => {
-                match outgoing.try_recv() {
-                    Ok(samples) => {
-                        leg.send_audio(&samples).await?;
+                if let Ok((digit, ms)) = keys.try_recv() {
+                    match leg.format.telephone_event_pt {
+                        Some(pt) => pending_events.extend(key_press_packets(&mut leg.sender, pt, digit, ms, leg.ptime_ms)),
+                        None => pending_tones.extend(key_tone_frames(digit, ms, frame as usize)),
                     }
-                    Err(mpsc::error::TryRecvError::Empty) => leg.sender.skip_samples(frame),
-                    Err(mpsc::error::TryRecvError::Disconnected) => break,
+                }
+                let next = outgoing.try_recv();
+                if let Some(event) = pending_events.pop_front() {
+                    // The event stands in for this packet time's audio.
+                    leg.send_packet(&event).await?;
+                } else {
+                    match next {
+                        Ok(samples) => {
+                            let samples = pending_tones.pop_front().unwrap_or(samples);
+                            leg.send_audio(&samples).await?;
+                        }
+                        Err(mpsc::error::TryRecvError::Empty) => match pending_tones.pop_front() {
+                            Some(tone) => {
+                                leg.send_audio(&tone).await?;
+                            }
+                            None => leg.sender.skip_samples(frame),
+                        },
+                        Err(mpsc::error::TryRecvError::Disconnected) => break,
+                    }
                 }
                 let now = Instant::now();
                 if let Some(f) = jitter.pop(now) {
+                    if let Some(d) = &mut detector {
+                        for report in d.feed(&f.samples) {
+                            if incoming.try_send(LegAudio::Dtmf(report)).is_err() {
+                                tracing::warn!(port = leg.port, ?report, "DTMF report not consumed");
+                            }
+                        }
+                    }
                     if incoming.try_send(LegAudio::Frame(f)).is_err() {
                         frames_not_consumed += 1;
                     }

@@ -13,7 +13,10 @@ mod leg;
 mod ports;
 
 pub use bridge::{run_bridge, BridgeCommand, BridgeReport};
-pub use leg::{fresh_srtp_key, run_audio_leg, LegAudio, LegReport, ReceivedPacket, RtpLeg};
+pub use leg::{
+    fresh_srtp_key, run_audio_leg, run_audio_leg_with_keys, KeyPress, LegAudio, LegReport,
+    ReceivedPacket, RtpLeg,
+};
 pub use ports::RtpPortRange;
 
 use std::net::SocketAddr;
