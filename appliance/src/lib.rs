@@ -6,8 +6,11 @@
 //! - [`store`]: the box's SQLite database (WAL, `synchronous=FULL`) and its migrations;
 //! - [`server`]: the local ops listener (health, metrics) and the daemon's lifecycle;
 //! - [`board`]: the thread that drives the front panel (LEDs, button, sensor, watchdog);
-//! - [`sip`]: glue to the SIP engine (`callgate-sip`) and the technician's `sip` tools.
+//! - [`sip`]: glue to the SIP engine (`callgate-sip`) and the technician's `sip` tools;
+//! - [`sync`]: the link to the coordinator (outbox, MQTT over mutual TLS, identity);
 //! - [`web`]: the technicians' local HTTPS UI;
+//! - [`media`]: RTP port pairs and the real-time loop of each call leg;
+//! - [`recording`]: encrypted call recording (segments on disk, their list in the store);
 //!
 //! The board (LEDs, button, sensor, watchdog, tech audio port) is its own crate,
 //! `callgate-board` (`appliance/board/`), so the acceptance suite can use it without the
@@ -15,6 +18,8 @@
 
 pub mod board;
 pub mod config;
+pub mod media;
+pub mod recording;
 pub mod server;
 pub mod sip;
 pub mod store;

@@ -53,6 +53,37 @@ enum Command {
         /// Records per second; 0 for as fast as the disk commits.
         #[arg(long, default_value_t = 0)]
         rate: u32,
+    /// Record a known test tone (440 Hz left, 1 kHz right) as an encrypted recording, to check
+    /// recipients end to end. Prints one line per finished segment: index, file, bytes, SHA-256.
+    RecordTone {
+        /// An age X25519 recipient (`age1...`); repeat for several.
+        #[arg(long = "recipient", required = true)]
+        recipients: Vec<String>,
+        /// Seconds of audio to record.
+        #[arg(long, default_value_t = 10)]
+        seconds: u32,
+        /// Length of each sealed segment, seconds.
+        #[arg(long, default_value_t = 60)]
+        segment_seconds: u32,
+    },
+    /// The media load benchmark: N bridged G.711 calls through the appliance with recording
+    /// on, then through rtpengine (userspace) without; prints loss, delay and CPU per N.
+    MediaBench {
+        /// An age X25519 recipient for the benchmark's recordings (`age1...`).
+        #[arg(long = "recipient", required = true)]
+        recipients: Vec<String>,
+        /// Seconds measured at each load level (after a one-second warm-up).
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// First load level, in calls.
+        #[arg(long, default_value_t = 25)]
+        start_calls: usize,
+        /// Highest load level tried.
+        #[arg(long, default_value_t = 1_600)]
+        max_calls: usize,
+        /// The rtpengine binary; `none` skips the comparison.
+        #[arg(long, default_value = "rtpengine")]
+        rtpengine: String,
     },
     /// Play a one-second 1 kHz test tone on an ALSA device (the tech audio port).
     #[cfg(feature = "alsa")]
@@ -181,6 +212,39 @@ async fn main() -> anyhow::Result<()> {
                 "generated {} records this run; coordinator acked up to {}",
                 report.generated, report.acked
             );
+        Command::RecordTone {
+            recipients,
+            seconds,
+            segment_seconds,
+        } => {
+            use callgate_appliance::recording::{record_tone_command, RecordingSettings};
+            let data_dir = &config.raw.appliance.data_dir;
+            let settings = RecordingSettings {
+                recipients,
+                segment_seconds,
+                ..RecordingSettings::default()
+            }
+            .validate(data_dir)?;
+            let store = callgate_appliance::store::Store::open(data_dir).await?;
+            record_tone_command(&settings, &store, seconds).await?;
+            Ok(())
+        }
+        Command::MediaBench {
+            recipients,
+            seconds,
+            start_calls,
+            max_calls,
+            rtpengine,
+        } => {
+            use callgate_appliance::media::bench::{run_command, BenchOptions};
+            run_command(BenchOptions {
+                recipients,
+                seconds,
+                start_calls,
+                max_calls,
+                rtpengine,
+            })
+            .await?;
             Ok(())
         }
         #[cfg(feature = "alsa")]

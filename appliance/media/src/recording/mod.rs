@@ -5,12 +5,14 @@
 //! Owns: turning two channels of linear audio into sealed segments ([`segment`]), the recipient
 //! list (public keys only: an identity is refused, the box must never be able to decrypt), and
 //! the [`SegmentStore`] contract by which the daemon keeps the segment list, sizes and SHA-256
-//! of every ciphertext. Talks to: the daemon's recording driver, which writes the ciphertext to
-//! disk and implements the store on SQLite. Must not: write files, read the clock or hold any
-//! key that decrypts.
+//! of every ciphertext, and the disk guard ([`disk`]). Talks to: the daemon's recording
+//! driver, which writes the ciphertext to disk and implements the store on SQLite. Must not:
+//! write files, read the clock or hold any key that decrypts.
 
+pub mod disk;
 pub mod segment;
 
+pub use disk::{DiskGuard, DiskState, DiskThresholds};
 pub use segment::{RecordingSegmenter, SealedSegment};
 
 use std::future::Future;

@@ -2,14 +2,20 @@
 //!
 //! Owns: reading and writing the RTP header (through `rtp-rs`), the receive-side sequence,
 //! timestamp and SSRC bookkeeping with loss/jitter statistics ([`receive`]), and the send side
-//! that keeps our own SSRC, sequence and timestamp continuous ([`send`]). Talks to: the media
+//! that keeps our own SSRC, sequence and timestamp continuous ([`send`]), and symmetric RTP
+//! latching for peers behind NAT ([`latch`]), RTCP reports ([`rtcp`]) and SRTP/SRTCP with SDES
+//! keys ([`srtp`]). Talks to: the media
 //! driver (bytes in and out), the jitter buffer and the bridge. Must not: own sockets or read
 //! the clock; arrival times are passed in.
 
+pub mod latch;
 pub mod receive;
+pub mod rtcp;
 pub mod send;
+pub mod srtp;
 
-pub use receive::{ReceiveStats, SourceEvent, SourceState};
+pub use latch::{LatchDecision, SymmetricLatch};
+pub use receive::{ReceiveStats, ReceptionReport, SourceEvent, SourceState};
 pub use send::RtpSender;
 
 use rtp_rs::{RtpPacketBuilder, RtpReader, RtpReaderError, Seq};
@@ -36,6 +42,24 @@ pub enum RtpError {
     /// The padding count is zero or larger than the payload.
     #[error("RTP padding length {0} is invalid")]
     BadPadding(u8),
+    /// An RTCP packet's length field runs past the datagram, or the datagram is empty.
+    #[error("RTCP packet is truncated")]
+    RtcpTruncated,
+    /// A compound RTCP packet must start with a sender or receiver report.
+    #[error("RTCP compound packet starts with packet type {0}, not SR/RR")]
+    RtcpNotCompound(u8),
+    /// An SRTP/SRTCP authentication tag did not verify (wrong key, tampering, corruption).
+    #[error("SRTP authentication failed")]
+    AuthenticationFailed,
+    /// An SRTP/SRTCP packet index was already received or is older than the replay window.
+    #[error("SRTP packet index {index} replayed or too old")]
+    Replayed { index: u64 },
+    /// An `a=crypto` attribute names a suite other than AES_CM_128_HMAC_SHA1_80.
+    #[error("SRTP crypto suite `{0}` is not supported (only AES_CM_128_HMAC_SHA1_80)")]
+    UnsupportedSuite(String),
+    /// An `a=crypto` attribute is malformed.
+    #[error("SDES crypto attribute is malformed: {0}")]
+    BadCryptoAttribute(String),
     /// A payload type above 127 (the marker bit is separate) cannot be written.
     #[error("payload type {0} does not fit in 7 bits")]
     BadPayloadType(u8),

@@ -63,6 +63,23 @@ pub struct SourceState {
     stats: ReceiveStats,
     last_transit: Option<i64>,
     jitter: f64,
+    /// Expected and received counts at the last RTCP report (RFC 3550 A.3).
+    expected_prior: u64,
+    received_prior: u64,
+}
+
+/// The reception figures of one RTCP report block (RFC 3550 §6.4.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReceptionReport {
+    pub ssrc: u32,
+    /// Fraction of packets lost since the previous report, in 1/256.
+    pub fraction_lost: u8,
+    /// Packets lost since the start, clamped to the 24-bit signed field.
+    pub cumulative_lost: i32,
+    /// Cycles in the high 16 bits, highest sequence number in the low 16.
+    pub extended_highest_seq: u32,
+    /// Interarrival jitter in timestamp units.
+    pub jitter: u32,
 }
 
 impl Default for SourceState {
@@ -85,7 +102,31 @@ impl SourceState {
             stats: ReceiveStats::default(),
             last_transit: None,
             jitter: 0.0,
+            expected_prior: 0,
+            received_prior: 0,
         }
+    }
+
+    /// The figures for the next RTCP report block, starting a new reporting interval.
+    /// `None` before any packet arrived.
+    pub fn take_reception_report(&mut self) -> Option<ReceptionReport> {
+        let ssrc = self.ssrc?;
+        let st = self.stats();
+        let expected_interval = st.expected.saturating_sub(self.expected_prior);
+        let received_interval = self.stats.received.saturating_sub(self.received_prior);
+        self.expected_prior = st.expected;
+        self.received_prior = self.stats.received;
+        let lost_interval = expected_interval.saturating_sub(received_interval);
+        let fraction_lost = (lost_interval << 8)
+            .checked_div(expected_interval)
+            .map_or(0, |f| f.min(255) as u8);
+        Some(ReceptionReport {
+            ssrc,
+            fraction_lost,
+            cumulative_lost: st.lost.clamp(-0x80_0000, 0x7F_FFFF) as i32,
+            extended_highest_seq: self.highest() as u32,
+            jitter: self.jitter as u32,
+        })
     }
 
     fn highest(&self) -> u64 {
@@ -100,6 +141,8 @@ impl SourceState {
         self.seen = 1;
         self.stats.received = 1;
         self.last_transit = None;
+        self.expected_prior = 0;
+        self.received_prior = 0;
     }
 
     /// Feeds one packet that arrived at `now`.
@@ -227,6 +270,24 @@ mod tests {
                 state.handle_packet(now, &packet(ssrc, s, u32::from(s) * 160))
             })
             .collect()
+    }
+
+    #[test]
+    fn reception_reports_give_interval_loss_and_cumulative_loss() {
+        let mut s = SourceState::new();
+        assert_eq!(s.take_reception_report(), None);
+        // 10 expected, 6 received in the first interval.
+        feed(&mut s, Instant::now(), 7, &[1, 2, 3, 6, 7, 10]);
+        let r = s.take_reception_report().unwrap();
+        assert_eq!((r.ssrc, r.fraction_lost, r.cumulative_lost), (7, 102, 4));
+        assert_eq!(r.extended_highest_seq, 10);
+        // Then 10 more, none lost.
+        feed(&mut s, Instant::now(), 7, &(11..21).collect::<Vec<_>>());
+        let r = s.take_reception_report().unwrap();
+        assert_eq!(
+            (r.fraction_lost, r.cumulative_lost, r.extended_highest_seq),
+            (0, 4, 20)
+        );
     }
 
     #[test]

@@ -11,6 +11,8 @@ pub struct RtpSender {
     next_seq: u16,
     next_timestamp: u32,
     talkspurt_start: bool,
+    packets_sent: u32,
+    octets_sent: u32,
 }
 
 impl RtpSender {
@@ -22,7 +24,24 @@ impl RtpSender {
             next_seq: initial_seq,
             next_timestamp: initial_timestamp,
             talkspurt_start: true,
+            packets_sent: 0,
+            octets_sent: 0,
         }
+    }
+
+    /// Packets built so far (for RTCP sender reports; wraps like the RTCP field).
+    pub fn packets_sent(&self) -> u32 {
+        self.packets_sent
+    }
+
+    /// Payload octets built so far (for RTCP sender reports; wraps like the RTCP field).
+    pub fn octets_sent(&self) -> u32 {
+        self.octets_sent
+    }
+
+    fn count(&mut self, payload_len: usize) {
+        self.packets_sent = self.packets_sent.wrapping_add(1);
+        self.octets_sent = self.octets_sent.wrapping_add(payload_len as u32);
     }
 
     /// Our SSRC.
@@ -45,6 +64,7 @@ impl RtpSender {
     /// creation carries the marker bit (start of a talkspurt).
     pub fn audio(&mut self, payload_type: u8, payload: Vec<u8>) -> RtpPacket {
         let samples = payload.len() as u32;
+        self.count(payload.len());
         let p = RtpPacket {
             payload_type,
             marker: std::mem::take(&mut self.talkspurt_start),
@@ -67,6 +87,7 @@ impl RtpSender {
         timestamp: u32,
         payload: Vec<u8>,
     ) -> RtpPacket {
+        self.count(payload.len());
         let p = RtpPacket {
             payload_type,
             marker,

@@ -12,8 +12,8 @@ pub mod negotiate;
 
 pub use description::{Attribute, Connection, MediaDescription, Origin, SessionDescription};
 pub use negotiate::{
-    answer_offer, create_offer, Direction, LocalMedia, NegotiatedAudio, OfferAnswer,
-    TELEPHONE_EVENT_PT,
+    accept_answer, answer_offer, create_offer, Direction, LocalMedia, NegotiatedAudio, OfferAnswer,
+    SrtpKeys, TELEPHONE_EVENT_PT,
 };
 
 /// Why a session description was refused. Each variant knows the SIP status and, for offers
@@ -31,6 +31,10 @@ pub enum SdpError {
     /// Audio was offered only with codecs we do not carry. Maps to 488, warning 305.
     #[error("incompatible media format: offered {offered}, we accept PCMU and PCMA")]
     NoCommonCodec { offered: String },
+    /// SRTP was offered only with crypto suites we do not speak, or we hold no key for this
+    /// leg. Maps to 488, warning 305.
+    #[error("incompatible SRTP crypto: offered {offered}, we accept AES_CM_128_HMAC_SHA1_80")]
+    NoCommonCrypto { offered: String },
     /// No audio stream with a transport we speak (RTP/AVP) was offered. Maps to 488, warning 304.
     #[error("media type not available: offered {offered}, we accept audio over RTP/AVP")]
     NoAudioStream { offered: String },
@@ -66,6 +70,7 @@ impl SdpError {
         match self {
             SdpError::Malformed { .. } | SdpError::MissingLine(_) => 400,
             SdpError::NoCommonCodec { .. }
+            | SdpError::NoCommonCrypto { .. }
             | SdpError::NoAudioStream { .. }
             | SdpError::BadAddress(_)
             | SdpError::AnswerMismatch(_) => 488,
@@ -76,7 +81,7 @@ impl SdpError {
     pub fn warning(&self) -> Option<Warning> {
         let code = match self {
             SdpError::Malformed { .. } | SdpError::MissingLine(_) => return None,
-            SdpError::NoCommonCodec { .. } => 305,
+            SdpError::NoCommonCodec { .. } | SdpError::NoCommonCrypto { .. } => 305,
             SdpError::NoAudioStream { .. } => 304,
             SdpError::BadAddress(_) => 301,
             SdpError::AnswerMismatch(_) => 399,

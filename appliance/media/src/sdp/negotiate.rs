@@ -7,6 +7,7 @@
 use super::description::{Attribute, Connection, MediaDescription, Origin, SessionDescription};
 use super::SdpError;
 use crate::g711::Codec;
+use crate::rtp::srtp::{CryptoAttribute, MasterKey};
 use std::net::{IpAddr, SocketAddr};
 
 /// The dynamic payload type we offer for RFC 4733 `telephone-event`.
@@ -96,6 +97,19 @@ pub struct LocalMedia {
     pub session_id: u64,
     /// `o=` version; the caller increments it for each new offer or changed answer.
     pub session_version: u64,
+    /// Our SRTP master key when this leg may be encrypted (fresh random material per call):
+    /// our offers then go out as RTP/SAVP with `a=crypto`, and RTP/SAVP offers are accepted.
+    /// Plain RTP/AVP offers are still answered in the clear.
+    pub srtp: Option<MasterKey>,
+}
+
+/// The SDES keys of an encrypted leg.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SrtpKeys {
+    /// Protects what we send.
+    pub ours: MasterKey,
+    /// Checks and decrypts what the peer sends.
+    pub theirs: MasterKey,
 }
 
 /// The result of a successful negotiation, from our point of view.
@@ -111,6 +125,8 @@ pub struct NegotiatedAudio {
     pub ptime_ms: u32,
     /// Whether we send and/or receive.
     pub direction: Direction,
+    /// Keys when the leg runs SRTP (RTP/SAVP), `None` for plain RTP.
+    pub srtp: Option<SrtpKeys>,
 }
 
 /// Our answer to an offer and what it means for the leg.
@@ -162,8 +178,27 @@ fn describe_formats(m: &MediaDescription) -> String {
         .join(", ")
 }
 
-fn is_plain_rtp_audio(m: &MediaDescription) -> bool {
-    m.media.eq_ignore_ascii_case("audio") && m.proto.eq_ignore_ascii_case("RTP/AVP")
+/// For an audio stream over a transport we speak: whether it is SRTP (RTP/SAVP).
+fn audio_transport(m: &MediaDescription) -> Option<bool> {
+    if !m.media.eq_ignore_ascii_case("audio") {
+        return None;
+    }
+    if m.proto.eq_ignore_ascii_case("RTP/AVP") {
+        Some(false)
+    } else if m.proto.eq_ignore_ascii_case("RTP/SAVP") {
+        Some(true)
+    } else {
+        None
+    }
+}
+
+/// The `a=crypto` lines of a stream that carry our suite, in the sender's order.
+fn crypto_lines(m: &MediaDescription) -> Vec<CryptoAttribute> {
+    m.attributes
+        .iter()
+        .filter(|a| a.name.eq_ignore_ascii_case("crypto"))
+        .filter_map(|a| CryptoAttribute::parse(a.value.as_deref()?).ok())
+        .collect()
 }
 
 fn ptime_of(m: &MediaDescription, fallback: u32) -> u32 {
@@ -208,6 +243,7 @@ fn audio_section(
     telephone_event_pt: Option<u8>,
     ptime_ms: u32,
     direction: Direction,
+    crypto: Option<CryptoAttribute>,
 ) -> MediaDescription {
     let mut tokens: Vec<String> = formats.iter().map(|(_, pt)| pt.to_string()).collect();
     let mut attributes: Vec<Attribute> = formats
@@ -226,10 +262,18 @@ fn audio_section(
     }
     attributes.push(Attribute::with_value("ptime", ptime_ms.to_string()));
     attributes.push(Attribute::flag(direction.attribute_name()));
+    let proto = if crypto.is_some() {
+        "RTP/SAVP"
+    } else {
+        "RTP/AVP"
+    };
+    if let Some(c) = crypto {
+        attributes.push(Attribute::with_value("crypto", c.to_value()));
+    }
     MediaDescription {
         media: "audio".to_owned(),
         port: local.rtp_port,
-        proto: "RTP/AVP".to_owned(),
+        proto: proto.to_owned(),
         formats: tokens,
         connection: None,
         other: Vec::new(),
@@ -266,6 +310,10 @@ pub fn create_offer(local: &LocalMedia) -> SessionDescription {
             te,
             local.ptime_ms,
             local.direction,
+            local
+                .srtp
+                .clone()
+                .map(|key| CryptoAttribute { tag: 1, key }),
         )],
     )
 }
@@ -282,10 +330,37 @@ pub fn answer_offer(
 ) -> Result<OfferAnswer, SdpError> {
     let mut chosen: Option<(usize, NegotiatedAudio)> = None;
     let mut no_codec: Option<SdpError> = None;
+    let mut chosen_crypto: Option<CryptoAttribute> = None;
     for (index, m) in offer.media.iter().enumerate() {
-        if chosen.is_some() || !is_plain_rtp_audio(m) || m.port == 0 {
+        if chosen.is_some() || m.port == 0 {
             continue;
         }
+        let Some(secure) = audio_transport(m) else {
+            continue;
+        };
+        let crypto = if secure {
+            let offered = crypto_lines(m);
+            match (&local.srtp, offered.first()) {
+                (Some(ours), Some(theirs)) => Some((ours.clone(), theirs.clone())),
+                _ => {
+                    let suites: Vec<&str> = m
+                        .attributes
+                        .iter()
+                        .filter(|a| a.name.eq_ignore_ascii_case("crypto"))
+                        .filter_map(|a| a.value.as_deref()?.split_whitespace().nth(1))
+                        .collect();
+                    let offered = match (&local.srtp, suites.is_empty()) {
+                        (None, _) => "RTP/SAVP to a leg that runs plain RTP".to_owned(),
+                        (Some(_), true) => "RTP/SAVP without an a=crypto line".to_owned(),
+                        (Some(_), false) => suites.join(", "),
+                    };
+                    no_codec.get_or_insert(SdpError::NoCommonCrypto { offered });
+                    continue;
+                }
+            }
+        } else {
+            None
+        };
         let formats: Vec<Format> = m.formats.iter().map(|f| classify(m, f)).collect();
         let Some((codec, pt)) = formats.iter().find_map(|f| match f {
             Format::Audio(codec, pt) if local.codecs.contains(codec) => Some((*codec, *pt)),
@@ -315,6 +390,10 @@ pub fn answer_offer(
             local.direction.sends() && offered.receives(),
             local.direction.receives() && offered.sends(),
         );
+        chosen_crypto = crypto.as_ref().map(|(ours, theirs)| CryptoAttribute {
+            tag: theirs.tag,
+            key: ours.clone(),
+        });
         chosen = Some((
             index,
             NegotiatedAudio {
@@ -324,6 +403,10 @@ pub fn answer_offer(
                 telephone_event_pt,
                 ptime_ms: ptime_of(m, local.ptime_ms),
                 direction,
+                srtp: crypto.map(|(ours, theirs)| SrtpKeys {
+                    ours,
+                    theirs: theirs.key,
+                }),
             },
         ));
     }
@@ -349,6 +432,7 @@ pub fn answer_offer(
                     audio.telephone_event_pt,
                     audio.ptime_ms,
                     audio.direction,
+                    chosen_crypto.clone(),
                 )
             } else {
                 MediaDescription {
@@ -386,19 +470,39 @@ pub fn accept_answer(
         .media
         .iter()
         .zip(&answer.media)
-        .find(|(o, _)| is_plain_rtp_audio(o) && o.port != 0)
+        .find(|(o, _)| audio_transport(o).is_some() && o.port != 0)
         .ok_or_else(|| SdpError::AnswerMismatch("our offer had no audio stream".to_owned()))?;
     if theirs.port == 0 {
         return Err(SdpError::NoAudioStream {
             offered: "the answer rejected our audio stream (port 0)".to_owned(),
         });
     }
-    if !is_plain_rtp_audio(theirs) {
+    if audio_transport(theirs) != audio_transport(ours) {
         return Err(SdpError::AnswerMismatch(format!(
-            "answered {} {} for our audio RTP/AVP stream",
-            theirs.media, theirs.proto
+            "answered {} {} for our audio {} stream",
+            theirs.media, theirs.proto, ours.proto
         )));
     }
+    let srtp = if audio_transport(ours) == Some(true) {
+        let theirs_crypto = crypto_lines(theirs).into_iter().next().ok_or_else(|| {
+            SdpError::AnswerMismatch("the RTP/SAVP answer has no usable a=crypto".to_owned())
+        })?;
+        let ours_crypto = crypto_lines(ours)
+            .into_iter()
+            .find(|c| c.tag == theirs_crypto.tag)
+            .ok_or_else(|| {
+                SdpError::AnswerMismatch(format!(
+                    "the answer's a=crypto tag {} is not one we offered",
+                    theirs_crypto.tag
+                ))
+            })?;
+        Some(SrtpKeys {
+            ours: ours_crypto.key,
+            theirs: theirs_crypto.key,
+        })
+    } else {
+        None
+    };
     let offered: Vec<Format> = ours.formats.iter().map(|f| classify(ours, f)).collect();
     let answered: Vec<Format> = theirs.formats.iter().map(|f| classify(theirs, f)).collect();
     let (codec, payload_type) = answered
@@ -443,6 +547,7 @@ pub fn accept_answer(
         telephone_event_pt,
         ptime_ms: ptime_of(theirs, ptime_of(ours, 20)),
         direction,
+        srtp,
     })
 }
 
@@ -460,6 +565,7 @@ mod tests {
             direction: Direction::SendRecv,
             session_id: 42,
             session_version: 1,
+            srtp: None,
         }
     }
 
@@ -520,13 +626,105 @@ mod tests {
         assert!(header.contains("18 (G729/8000)"), "{header}");
     }
 
+    const OFFERED_CRYPTO: &str =
+        "a=crypto:3 AES_CM_128_HMAC_SHA1_80 inline:WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz\r\n";
+
+    fn key(byte: u8) -> MasterKey {
+        MasterKey::from_bytes([byte; 30])
+    }
+
     #[test]
-    fn refuses_srtp_only_and_video_only_offers_with_warning_304() {
-        for m in ["m=audio 6000 RTP/SAVP 0", "m=video 6000 RTP/AVP 96"] {
+    fn an_srtp_offer_is_answered_with_our_key_under_its_tag() {
+        let mut me = local();
+        me.srtp = Some(key(7));
+        let o = offer("m=audio 6000 RTP/SAVP 0", OFFERED_CRYPTO);
+        let oa = answer_offer(&o, &me).unwrap();
+        let m = &oa.answer.media[0];
+        assert_eq!(m.proto, "RTP/SAVP");
+        let answered = CryptoAttribute::parse(m.attribute("crypto").unwrap()).unwrap();
+        assert_eq!((answered.tag, &answered.key), (3, &key(7)));
+        let keys = oa.audio.srtp.unwrap();
+        assert_eq!(keys.ours, key(7));
+        assert_eq!(
+            keys.theirs,
+            CryptoAttribute::parse(OFFERED_CRYPTO.trim_start_matches("a=crypto:").trim_end())
+                .unwrap()
+                .key
+        );
+    }
+
+    #[test]
+    fn a_plain_offer_stays_plain_even_when_we_could_encrypt() {
+        let mut me = local();
+        me.srtp = Some(key(7));
+        let oa = answer_offer(&offer("m=audio 6000 RTP/AVP 0", ""), &me).unwrap();
+        assert_eq!(oa.answer.media[0].proto, "RTP/AVP");
+        assert_eq!(oa.audio.srtp, None);
+    }
+
+    #[test]
+    fn an_srtp_offer_with_only_unknown_suites_gets_488() {
+        let mut me = local();
+        me.srtp = Some(key(7));
+        let o = offer(
+            "m=audio 6000 RTP/SAVP 0",
+            "a=crypto:1 AEAD_AES_256_GCM inline:WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz\r\n",
+        );
+        let err = answer_offer(&o, &me).unwrap_err();
+        assert!(matches!(err, SdpError::NoCommonCrypto { .. }), "{err}");
+        assert!(err.to_string().contains("AEAD_AES_256_GCM"), "{err}");
+        assert_eq!((err.status_code(), err.warning().unwrap().code), (488, 305));
+    }
+
+    #[test]
+    fn our_srtp_offer_and_the_peers_answer_give_both_keys() {
+        let mut me = local();
+        me.srtp = Some(key(1));
+        let mut peer = local();
+        peer.srtp = Some(key(2));
+        let our_offer = create_offer(&me);
+        assert_eq!(our_offer.media[0].proto, "RTP/SAVP");
+        let theirs = answer_offer(
+            &SessionDescription::parse(&our_offer.to_string()).unwrap(),
+            &peer,
+        )
+        .unwrap();
+        let ours = accept_answer(&our_offer, &theirs.answer).unwrap();
+        assert_eq!(
+            ours.srtp,
+            Some(SrtpKeys {
+                ours: key(1),
+                theirs: key(2)
+            })
+        );
+        assert_eq!(
+            theirs.audio.srtp,
+            Some(SrtpKeys {
+                ours: key(2),
+                theirs: key(1)
+            })
+        );
+    }
+
+    #[test]
+    fn refuses_video_only_and_unknown_transport_offers_with_warning_304() {
+        for m in [
+            "m=audio 6000 UDP/TLS/RTP/SAVPF 0",
+            "m=video 6000 RTP/AVP 96",
+        ] {
             let err = answer_offer(&offer(m, ""), &local()).unwrap_err();
             assert!(matches!(err, SdpError::NoAudioStream { .. }), "{m}: {err}");
             assert_eq!((err.status_code(), err.warning().unwrap().code), (488, 304));
         }
+    }
+
+    #[test]
+    fn refuses_srtp_on_a_leg_without_a_key_with_warning_305() {
+        let err =
+            answer_offer(&offer("m=audio 6000 RTP/SAVP 0", OFFERED_CRYPTO), &local()).unwrap_err();
+        assert!(matches!(err, SdpError::NoCommonCrypto { .. }), "{err}");
+        assert!(err.to_string().contains("plain RTP"), "{err}");
+        assert_eq!(err.warning().unwrap().code, 305);
     }
 
     #[test]

@@ -1,0 +1,390 @@
+//! Relaying one leg's packets to another so the far end hears one continuous stream while
+//! the source behind it changes (robot → agent, agent → agent, hold music).
+//!
+//! Owns: the outgoing SSRC, sequence and timestamp mapping of one direction of a bridge, and
+//! payload conversion when the legs negotiated different G.711 laws or telephone-event payload
+//! types. Packets are rewritten as they arrive, with no buffering, so a bridge between legs
+//! that share a codec adds no delay beyond the packet itself. Must not: own sockets, mix, or
+//! decide who is bridged to whom.
+
+use crate::g711::{transcode_in_place, Codec};
+use crate::rtp::{RtpPacket, CLOCK_RATE};
+use std::time::Instant;
+
+/// How audio and events are carried on one leg, from its SDP negotiation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LegFormat {
+    pub codec: Codec,
+    pub payload_type: u8,
+    pub telephone_event_pt: Option<u8>,
+}
+
+/// Counters of one relay direction.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RelayStats {
+    pub relayed: u64,
+    pub transcoded: u64,
+    /// Source changes hidden from the far end.
+    pub source_switches: u64,
+    /// Packets dropped: unknown payload type, or events the far leg cannot carry.
+    pub dropped: u64,
+}
+
+/// The mapping from the current source's numbering to ours.
+#[derive(Debug, Clone, Copy)]
+struct SourceMap {
+    ssrc: u32,
+    seq_offset: u16,
+    ts_offset: u32,
+    /// The source's highest sequence number so far.
+    highest_seq: u16,
+}
+
+/// One direction of a bridge: packets in from any source, out as our single stream.
+#[derive(Debug)]
+pub struct StreamRelay {
+    out: LegFormat,
+    ssrc: u32,
+    source: Option<SourceMap>,
+    /// Our last (highest) sequence number and the end of our last packet, with when it went.
+    last_seq: u16,
+    last_end_ts: u32,
+    last_sent_at: Option<Instant>,
+    stats: RelayStats,
+}
+
+/// A sequence jump this large within one SSRC is a restarted source, not loss.
+const SEQ_RESTART: u16 = 1_000;
+
+impl StreamRelay {
+    /// A relay writing to a leg with format `out` under our SSRC, starting at the given sequence
+    /// number and timestamp (the caller supplies the random initial values).
+    pub fn new(out: LegFormat, ssrc: u32, initial_seq: u16, initial_timestamp: u32) -> StreamRelay {
+        StreamRelay {
+            out,
+            ssrc,
+            source: None,
+            last_seq: initial_seq.wrapping_sub(1),
+            last_end_ts: initial_timestamp,
+            last_sent_at: None,
+            stats: RelayStats::default(),
+        }
+    }
+
+    /// Our SSRC on the outgoing leg.
+    pub fn ssrc(&self) -> u32 {
+        self.ssrc
+    }
+
+    /// Rewrites one packet that arrived at `now` from a leg with format `from`. Returns the
+    /// packet to send, or `None` when it cannot be carried (counted in the stats).
+    pub fn relay(
+        &mut self,
+        now: Instant,
+        packet: &RtpPacket,
+        from: LegFormat,
+    ) -> Option<RtpPacket> {
+        let is_event = from.telephone_event_pt == Some(packet.payload_type);
+        if !is_event && packet.payload_type != from.payload_type {
+            self.stats.dropped += 1;
+            return None;
+        }
+        let out_pt = if is_event {
+            let Some(pt) = self.out.telephone_event_pt else {
+                self.stats.dropped += 1;
+                return None;
+            };
+            pt
+        } else {
+            self.out.payload_type
+        };
+        let mut marker = packet.marker;
+        let map = match self.source {
+            Some(m)
+                if m.ssrc == packet.ssrc
+                    && packet
+                        .sequence
+                        .wrapping_sub(m.highest_seq)
+                        .min(m.highest_seq.wrapping_sub(packet.sequence))
+                        < SEQ_RESTART =>
+            {
+                m
+            }
+            _ => {
+                // A new source: continue our numbering right after what we last sent, and our
+                // clock by the time that has passed (at least one packet's worth).
+                let elapsed = self
+                    .last_sent_at
+                    .map(|t| {
+                        now.saturating_duration_since(t).as_millis() as u32 * (CLOCK_RATE / 1_000)
+                    })
+                    .unwrap_or(0);
+                let gap = elapsed.saturating_sub(packet.payload.len() as u32);
+                let first_ts = self.last_end_ts.wrapping_add(gap);
+                if self.source.is_some() {
+                    self.stats.source_switches += 1;
+                }
+                marker = true;
+                let m = SourceMap {
+                    ssrc: packet.ssrc,
+                    seq_offset: self.last_seq.wrapping_add(1).wrapping_sub(packet.sequence),
+                    ts_offset: first_ts.wrapping_sub(packet.timestamp),
+                    highest_seq: packet.sequence,
+                };
+                self.source = Some(m);
+                m
+            }
+        };
+        let sequence = packet.sequence.wrapping_add(map.seq_offset);
+        let timestamp = packet.timestamp.wrapping_add(map.ts_offset);
+        let mut payload = packet.payload.clone();
+        if !is_event && from.codec != self.out.codec {
+            transcode_in_place(from.codec, self.out.codec, &mut payload);
+            self.stats.transcoded += 1;
+        }
+        // Only packets that move the stream forward move our high-water marks.
+        if sequence.wrapping_sub(self.last_seq) < 0x8000 {
+            self.last_seq = sequence;
+            if let Some(m) = &mut self.source {
+                m.highest_seq = packet.sequence;
+            }
+            let end = if is_event {
+                timestamp
+            } else {
+                timestamp.wrapping_add(payload.len() as u32)
+            };
+            if end.wrapping_sub(self.last_end_ts) < 0x8000_0000 {
+                self.last_end_ts = end;
+            }
+            self.last_sent_at = Some(now);
+        }
+        self.stats.relayed += 1;
+        Some(RtpPacket {
+            payload_type: out_pt,
+            marker,
+            sequence,
+            timestamp,
+            ssrc: self.ssrc,
+            payload,
+        })
+    }
+
+    /// The counters so far.
+    pub fn stats(&self) -> RelayStats {
+        self.stats
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dtmf::{key_press_packets, Digit};
+    use crate::rtp::{RtpSender, SourceEvent, SourceState};
+    use std::time::Duration;
+
+    const PCMU: LegFormat = LegFormat {
+        codec: Codec::Pcmu,
+        payload_type: 0,
+        telephone_event_pt: Some(101),
+    };
+    const PCMA: LegFormat = LegFormat {
+        codec: Codec::Pcma,
+        payload_type: 8,
+        telephone_event_pt: Some(96),
+    };
+
+    /// Sends `count` 20 ms packets from `tx` through the relay starting at `start_ms`; checks
+    /// each output with the far end's receiver.
+    fn stream(
+        relay: &mut StreamRelay,
+        far_end: &mut SourceState,
+        tx: &mut RtpSender,
+        from: LegFormat,
+        t0: Instant,
+        start_ms: u64,
+        count: u64,
+    ) -> Vec<RtpPacket> {
+        (0..count)
+            .map(|i| {
+                let now = t0 + Duration::from_millis(start_ms + 20 * i);
+                let p = tx.audio(from.payload_type, vec![from.codec.silence(); 160]);
+                let out = relay.relay(now, &p, from).unwrap();
+                let ev = far_end.handle_packet(now, &out);
+                assert!(
+                    matches!(
+                        ev,
+                        SourceEvent::Accepted {
+                            ssrc_changed: false,
+                            ..
+                        }
+                    ),
+                    "far end saw {ev:?}"
+                );
+                out
+            })
+            .collect()
+    }
+
+    #[test]
+    fn robot_then_agent_then_another_agent_is_one_stream_to_the_customer() {
+        let t0 = Instant::now();
+        let mut relay = StreamRelay::new(PCMU, 0xC0FFEE, 1_000, 50_000);
+        let mut far = SourceState::new();
+        let mut robot = RtpSender::new(1, 40_000, 7);
+        let mut agent = RtpSender::new(2, 3, 4_000_000_000);
+        let mut agent2 = RtpSender::new(3, 65_530, 123);
+        let mut out = stream(&mut relay, &mut far, &mut robot, PCMU, t0, 0, 50);
+        out.extend(stream(
+            &mut relay, &mut far, &mut agent, PCMU, t0, 1_000, 50,
+        ));
+        out.extend(stream(
+            &mut relay,
+            &mut far,
+            &mut agent2,
+            PCMU,
+            t0,
+            2_000,
+            50,
+        ));
+        let seqs: Vec<u16> = out.iter().map(|p| p.sequence).collect();
+        assert_eq!(seqs, (1_000..1_150).collect::<Vec<u16>>());
+        for w in out.windows(2) {
+            assert_eq!(
+                w[1].timestamp.wrapping_sub(w[0].timestamp),
+                160,
+                "continuous clock"
+            );
+        }
+        assert!(out.iter().all(|p| p.ssrc == 0xC0FFEE));
+        let markers: Vec<usize> = out
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| p.marker)
+            .map(|(i, _)| i)
+            .collect();
+        assert_eq!(markers, [0, 50, 100], "each new source starts a talkspurt");
+        let st = far.stats();
+        assert_eq!((st.lost, st.ssrc_changes, st.restarts), (0, 0, 0));
+        assert_eq!(relay.stats().source_switches, 2);
+    }
+
+    #[test]
+    fn a_pause_between_sources_advances_the_clock_by_the_time_passed() {
+        let t0 = Instant::now();
+        let mut relay = StreamRelay::new(PCMU, 9, 0, 0);
+        let mut far = SourceState::new();
+        let a = stream(
+            &mut relay,
+            &mut far,
+            &mut RtpSender::new(1, 0, 0),
+            PCMU,
+            t0,
+            0,
+            5,
+        );
+        // The last packet went at 80 ms; hold music starts at 580 ms.
+        let b = stream(
+            &mut relay,
+            &mut far,
+            &mut RtpSender::new(2, 0, 0),
+            PCMU,
+            t0,
+            580,
+            1,
+        );
+        assert_eq!(b[0].timestamp.wrapping_sub(a[4].timestamp), 500 * 8);
+        assert_eq!(b[0].sequence, a[4].sequence + 1);
+    }
+
+    #[test]
+    fn loss_and_reordering_within_a_source_pass_through_unchanged() {
+        let t0 = Instant::now();
+        let mut relay = StreamRelay::new(PCMU, 9, 500, 0);
+        let mut tx = RtpSender::new(1, 10, 1_600);
+        let packets: Vec<RtpPacket> = (0..6).map(|_| tx.audio(0, vec![0xFF; 160])).collect();
+        // Arrival order 0, 2, 1, 4, 5 (3 lost).
+        let order = [0usize, 2, 1, 4, 5];
+        let out: Vec<RtpPacket> = order
+            .iter()
+            .enumerate()
+            .map(|(i, &k)| {
+                relay
+                    .relay(t0 + Duration::from_millis(20 * i as u64), &packets[k], PCMU)
+                    .unwrap()
+            })
+            .collect();
+        let seqs: Vec<u16> = out.iter().map(|p| p.sequence).collect();
+        assert_eq!(seqs, [500, 502, 501, 504, 505]);
+        let ts: Vec<u32> = out.iter().map(|p| p.timestamp - out[0].timestamp).collect();
+        assert_eq!(ts, [0, 320, 160, 640, 800]);
+        assert_eq!(relay.stats().source_switches, 0);
+    }
+
+    #[test]
+    fn legs_with_different_laws_are_transcoded() {
+        let t0 = Instant::now();
+        let mut relay = StreamRelay::new(PCMA, 9, 0, 0);
+        let tone = crate::tone::ToneGenerator::new(440.0, 8_000).next_samples(160);
+        let mut ulaw = Vec::new();
+        Codec::Pcmu.encode(&tone, &mut ulaw);
+        let mut tx = RtpSender::new(1, 0, 0);
+        let out = relay.relay(t0, &tx.audio(0, ulaw.clone()), PCMU).unwrap();
+        assert_eq!(out.payload_type, 8);
+        let mut expected = ulaw;
+        transcode_in_place(Codec::Pcmu, Codec::Pcma, &mut expected);
+        assert_eq!(out.payload, expected);
+        assert_eq!(relay.stats().transcoded, 1);
+    }
+
+    #[test]
+    fn dtmf_events_keep_their_timestamp_and_take_the_far_legs_payload_type() {
+        let t0 = Instant::now();
+        let mut relay = StreamRelay::new(PCMA, 9, 0, 0);
+        let mut tx = RtpSender::new(1, 0, 0);
+        let audio = relay
+            .relay(t0, &tx.audio(0, vec![0xFF; 160]), PCMU)
+            .unwrap();
+        let events = key_press_packets(&mut tx, 101, Digit::from_char('4').unwrap(), 60, 20);
+        let out: Vec<RtpPacket> = events
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                relay
+                    .relay(t0 + Duration::from_millis(20 * (i as u64 + 1)), p, PCMU)
+                    .unwrap()
+            })
+            .collect();
+        assert!(out
+            .iter()
+            .all(|p| p.payload_type == 96 && p.timestamp == audio.timestamp + 160));
+        assert_eq!(
+            out[0].payload, events[0].payload,
+            "event payloads are not transcoded"
+        );
+        let after = relay
+            .relay(
+                t0 + Duration::from_millis(200),
+                &tx.audio(0, vec![0xFF; 160]),
+                PCMU,
+            )
+            .unwrap();
+        assert_eq!(after.timestamp, audio.timestamp + 160 + 480);
+        assert_eq!(after.sequence, out.last().unwrap().sequence + 1);
+    }
+
+    #[test]
+    fn events_the_far_leg_cannot_carry_and_unknown_payloads_are_dropped_and_counted() {
+        let t0 = Instant::now();
+        let no_events = LegFormat {
+            telephone_event_pt: None,
+            ..PCMU
+        };
+        let mut relay = StreamRelay::new(no_events, 9, 0, 0);
+        let mut tx = RtpSender::new(1, 0, 0);
+        for p in key_press_packets(&mut tx, 101, Digit::from_char('1').unwrap(), 40, 20) {
+            assert!(relay.relay(t0, &p, PCMU).is_none());
+        }
+        assert!(relay.relay(t0, &tx.audio(18, vec![0; 20]), PCMU).is_none());
+        assert_eq!(relay.stats().dropped, 5);
+    }
+}
