@@ -28,6 +28,20 @@ enum Command {
     Run,
     /// Load and validate the config, print it, and exit.
     CheckConfig,
+    /// Enroll this box with the coordinator: key pair generated here, CSR sent with the
+    /// one-time claim code over HTTPS, certificate, CA and broker address stored.
+    Enroll {
+        /// The coordinator's enrollment URL, e.g. `https://hq.example.com:8443`.
+        #[arg(long)]
+        coordinator: String,
+        /// The claim code HQ gave you.
+        #[arg(long)]
+        claim: String,
+        /// PEM file of the CA to trust for the coordinator's HTTPS certificate (the
+        /// system trust store when omitted).
+        #[arg(long)]
+        ca: Option<PathBuf>,
+    },
     /// Generate this box's key pair (kept here, mode 0600) and write a certificate signing
     /// request for offline provisioning (`callgate-coordinator appliance provision`).
     Csr {
@@ -73,6 +87,26 @@ async fn main() -> anyhow::Result<()> {
         Command::Run => {
             observe::init_logging(&config.raw.log)?;
             callgate_appliance::server::run(config, observe::shutdown_signal()).await?;
+            Ok(())
+        }
+        Command::Enroll {
+            coordinator,
+            claim,
+            ca,
+        } => {
+            let enrolled = callgate_appliance::sync::enroll::enroll(
+                &config.raw.appliance.data_dir,
+                &coordinator,
+                &claim,
+                ca.as_deref(),
+                config.id.as_ref(),
+            )
+            .await?;
+            println!(
+                "enrolled as {}; broker {}",
+                enrolled.appliance,
+                enrolled.broker.as_deref().unwrap_or("(not given)")
+            );
             Ok(())
         }
         Command::Csr { out } => {

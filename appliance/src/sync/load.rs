@@ -99,17 +99,7 @@ pub async fn run_load(
     use super::identity::IdentityDir;
     use super::link::LinkSettings;
     use std::sync::Arc;
-    let appliance = config.id.clone().ok_or_else(|| SyncError::Identity {
-        path: "appliance.id".into(),
-        reason: "the config names no appliance id".into(),
-    })?;
-    let (host, port) = config
-        .raw
-        .sync
-        .broker_addr()
-        .ok()
-        .flatten()
-        .ok_or_else(|| SyncError::Mqtt("sync.broker is not set".into()))?;
+    let (appliance, host, port) = super::service::link_target(config)?;
     let store = crate::store::Store::open(&config.raw.appliance.data_dir)
         .await
         .map_err(|e| SyncError::Mqtt(e.to_string()))?;

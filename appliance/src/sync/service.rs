@@ -12,6 +12,43 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 
+/// This box's id and broker: from the config when set there, else from what enrollment
+/// stored. A config id that disagrees with the certificate's is refused.
+pub fn link_target(
+    config: &crate::config::ValidConfig,
+) -> Result<(callgate_common::ids::ApplianceId, String, u16), SyncError> {
+    let identity = IdentityDir::in_data_dir(&config.raw.appliance.data_dir);
+    let enrolled = super::enroll::Enrollment::load(&identity);
+    let enrolled_id = enrolled
+        .as_ref()
+        .and_then(|e| callgate_common::ids::ApplianceId::new(e.appliance.as_str()).ok());
+    let appliance = match (&config.id, enrolled_id) {
+        (Some(a), Some(b)) if *a != b => {
+            return Err(SyncError::Identity {
+                path: super::enroll::Enrollment::path(&identity),
+                reason: format!("enrolled as `{b}` but appliance.id says `{a}`"),
+            })
+        }
+        (Some(a), _) => a.clone(),
+        (None, Some(b)) => b,
+        (None, None) => {
+            return Err(SyncError::Identity {
+                path: identity.cert_path(),
+                reason: "not enrolled and appliance.id is not set".into(),
+            })
+        }
+    };
+    let mut sync = config.raw.sync.clone();
+    if sync.broker.is_none() {
+        sync.broker = enrolled.and_then(|e| e.broker);
+    }
+    let (host, port) = sync
+        .broker_addr()
+        .map_err(|e| SyncError::Mqtt(e.to_string()))?
+        .ok_or_else(|| SyncError::Mqtt("no broker: set sync.broker or enroll".into()))?;
+    Ok((appliance, host, port))
+}
+
 /// The outbox settings for a quota of `quota_mib`.
 pub fn outbox_config(quota_mib: u64) -> OutboxConfig {
     OutboxConfig {
