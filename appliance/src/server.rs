@@ -16,6 +16,9 @@ pub enum ServerError {
     /// The store could not be opened.
     #[error(transparent)]
     Store(#[from] callgate_common::store::StoreError),
+    /// The link to the coordinator could not start.
+    #[error(transparent)]
+    Sync(#[from] crate::sync::SyncError),
     /// The ops address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -38,6 +41,7 @@ pub async fn run(
 ) -> Result<(), ServerError> {
     let metrics = observe::install_metrics();
     let store = Store::open(&config.raw.appliance.data_dir).await?;
+    let sync = crate::sync::service::SyncTask::start(&config, store.pool()).await?;
     let listener = TcpListener::bind(config.ops_listen)
         .await
         .map_err(|source| ServerError::Bind {
@@ -69,6 +73,7 @@ pub async fn run(
         .with_graceful_shutdown(shutdown)
         .await
         .map_err(ServerError::Serve)?;
+    sync.stop().await;
     store.pool().close().await;
     tracing::info!("appliance stopped");
     Ok(())

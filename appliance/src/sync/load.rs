@@ -109,8 +109,10 @@ pub async fn run_load(
     let shared = Arc::new(tokio::sync::RwLock::new(outbox.clone()));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let identity = IdentityDir::in_data_dir(&config.raw.appliance.data_dir);
+    let mut settings = LinkSettings::new(appliance.clone(), host, port);
+    settings.renew_before = Duration::from_secs(config.raw.sync.renew_before_days * 86_400);
     let link = tokio::spawn(super::service::run(
-        LinkSettings::new(appliance.clone(), host, port),
+        settings,
         identity,
         pool.clone(),
         shared.clone(),

@@ -165,6 +165,9 @@ async fn store_effect(
             .execute(&mut **tx)
             .await?;
         }
+        Uplink::CertificateRenewal { .. } => {
+            // Answered by the link once this commits (a new certificate on the downlink).
+        }
         other => {
             // Hello and Ack travel unsequenced; a kind this build has no table for yet still
             // advances the mark (it was received and understood) and is logged.

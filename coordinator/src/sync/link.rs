@@ -9,6 +9,7 @@
 //! appliances. The stream goes on after each.
 
 use super::apply::{apply_uplink, high_water, Applied};
+use super::downlink::DownlinkOutboxes;
 use super::settings::SyncConfig;
 use super::SyncError;
 use crate::enroll::pki::{OrgCa, COORDINATOR_IDENTITY};
@@ -96,6 +97,7 @@ const STATE_TTL: Duration = Duration::from_secs(5);
 pub async fn run(
     store: Store,
     ca: &OrgCa,
+    downlink: &DownlinkOutboxes,
     config: &SyncConfig,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), SyncError> {
@@ -153,13 +155,36 @@ pub async fn run(
                 send_ack(&client, app, up_to);
             }
         }
+        let downlink_timer = downlink.tick(now).await;
+        match downlink.due().await {
+            Ok(due) => {
+                for (app, t, body) in due {
+                    let env = DownlinkEnvelope::new(app.clone(), t.seq, UnixMillis::now(), body);
+                    if let Err(e) = client.try_publish(
+                        topics::downlink(&app),
+                        QoS::AtLeastOnce,
+                        false,
+                        env.encode(),
+                    ) {
+                        tracing::debug!(appliance = %app, error = %e, "downlink deferred");
+                        break;
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "downlink outbox failed");
+                break Err(e);
+            }
+        }
         let deadline = peers
             .values()
             .filter_map(|p| p.inbox.poll_timeout())
+            .chain(downlink_timer)
             .min()
             .unwrap_or(now + Duration::from_secs(3600));
         tokio::select! {
             () = &mut shutdown => break Ok(()),
+            () = downlink.stored() => {}
             () = tokio::time::sleep_until(deadline.into()) => {}
             ev = events.recv() => match ev {
                 None => break Ok(()),
@@ -174,7 +199,8 @@ pub async fn run(
                     metrics::gauge!("callgate_sync_broker_connected").set(0.0);
                 }
                 Some(LinkEvent::Message { topic, payload }) => {
-                    if let Err(e) = on_message(&store, &client, &mut peers, skew_limit, &topic, &payload).await {
+                    let ctx = Context { store: &store, ca, downlink, client: &client, skew_limit };
+                    if let Err(e) = on_message(&ctx, &mut peers, &topic, &payload).await {
                         // A database failure: nothing was acked, the appliance will resend.
                         tracing::error!(%topic, error = %e, "applying uplink failed");
                         metrics::counter!("callgate_sync_apply_errors_total").increment(1);
@@ -202,14 +228,22 @@ fn reject(app: &str, reason: &'static str, detail: &dyn std::fmt::Display) {
     metrics::counter!("callgate_sync_uplink_rejected_total", "reason" => reason).increment(1);
 }
 
-async fn on_message(
-    store: &Store,
-    client: &AsyncClient,
-    peers: &mut HashMap<ApplianceId, Peer>,
+/// What handling one message needs.
+struct Context<'a> {
+    store: &'a Store,
+    ca: &'a OrgCa,
+    downlink: &'a DownlinkOutboxes,
+    client: &'a AsyncClient,
     skew_limit: Duration,
+}
+
+async fn on_message(
+    ctx: &Context<'_>,
+    peers: &mut HashMap<ApplianceId, Peer>,
     topic: &str,
     payload: &[u8],
 ) -> Result<(), SyncError> {
+    let (store, client, skew_limit) = (ctx.store, ctx.client, ctx.skew_limit);
     let Some((app, kind)) = topics::parse(topic) else {
         reject("?", "foreign_topic", &topic);
         return Ok(());
@@ -217,6 +251,9 @@ async fn on_message(
     if kind == TopicKind::Status {
         let status = String::from_utf8_lossy(payload);
         tracing::info!(appliance = %app, %status, "appliance presence");
+        if status == "offline" {
+            ctx.downlink.disconnected(&app).await;
+        }
         return Ok(());
     }
     if kind != TopicKind::Up {
@@ -276,9 +313,13 @@ async fn on_message(
         Uplink::Hello(h) => {
             tracing::info!(appliance = %app, firmware = %h.firmware, skew_ms = skew.skew_ms, "appliance hello");
             peer.inbox.peer_reconnected(now);
+            ctx.downlink.connected(&app, now).await?;
             return Ok(());
         }
-        Uplink::Ack { .. } => return Ok(()),
+        Uplink::Ack { up_to } => {
+            ctx.downlink.acked(&app, now, *up_to).await?;
+            return Ok(());
+        }
         _ => {}
     }
     if env.seq == 0 {
@@ -301,6 +342,24 @@ async fn on_message(
         Applied::Stored { seq } => {
             peer.inbox.applied(now, seq);
             metrics::counter!("callgate_sync_uplink_applied_total").increment(1);
+            if let Uplink::CertificateRenewal { csr } = &env.body {
+                // Not in the apply transaction: if this fails or the process dies here, the
+                // box asks again within the hour (renewal is idempotent).
+                match registry::renew(pool, ctx.ca, &app, csr).await {
+                    Ok(issued) => {
+                        tracing::info!(appliance = %app, serial = %issued.serial, "certificate renewed");
+                        ctx.downlink
+                            .send(
+                                &app,
+                                &Downlink::Certificate {
+                                    pem: issued.cert_pem,
+                                },
+                            )
+                            .await?;
+                    }
+                    Err(e) => tracing::warn!(appliance = %app, error = %e, "renewal refused"),
+                }
+            }
         }
         Applied::Replay { high_water } | Applied::Gap { high_water, .. } => {
             // Another replica moved the mark: follow the database.

@@ -10,6 +10,7 @@
 //! broker vouches for the topic), or ack anything before it is committed.
 
 pub mod apply;
+pub mod downlink;
 pub mod link;
 pub mod settings;
 
@@ -23,6 +24,12 @@ pub enum SyncError {
     /// The CA or the coordinator's broker identity could not be loaded.
     #[error(transparent)]
     Identity(#[from] crate::enroll::EnrollError),
+    /// The downlink outbox refused (quota, corrupt rows).
+    #[error(transparent)]
+    Outbox(#[from] callgate_common::outbox::OutboxError),
+    /// A stored downlink message could not be encoded or decoded.
+    #[error("downlink encoding: {0}")]
+    Encoding(String),
     /// The TLS configuration could not be built.
     #[error("TLS setup: {0}")]
     Tls(String),
@@ -33,6 +40,9 @@ pub enum SyncError {
 pub struct SyncTask {
     stop: tokio::sync::watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// Where other rooms send downlink messages (leases, grants, config): durable and
+    /// delivered in order, exactly once, when the appliance is online.
+    pub downlink: std::sync::Arc<downlink::DownlinkOutboxes>,
 }
 
 impl SyncTask {
@@ -45,12 +55,17 @@ impl SyncTask {
     ) -> Result<SyncTask, SyncError> {
         let (stop, _) = tokio::sync::watch::channel(false);
         let mut tasks = Vec::new();
+        let downlink = std::sync::Arc::new(downlink::DownlinkOutboxes::new(store.pool().clone()));
         let sync = config.sync.clone();
         let enroll_addr = sync
             .enroll_addr()
             .map_err(|e| SyncError::Tls(e.to_string()))?;
         if sync.broker.is_none() && enroll_addr.is_none() {
-            return Ok(SyncTask { stop, tasks });
+            return Ok(SyncTask {
+                stop,
+                tasks,
+                downlink,
+            });
         }
         let ca = std::sync::Arc::new(crate::enroll::pki::OrgCa::load_or_create(
             &config.store.data_dir.join("pki"),
@@ -80,13 +95,18 @@ impl SyncTask {
             link::client_tls(&ca)?;
             let store = store.clone();
             let rx = stop.subscribe();
+            let downlink = downlink.clone();
             tasks.push(tokio::spawn(async move {
-                if let Err(e) = link::run(store, &ca, &sync, stopped(rx)).await {
+                if let Err(e) = link::run(store, &ca, &downlink, &sync, stopped(rx)).await {
                     tracing::error!(error = %e, "sync link stopped");
                 }
             }));
         }
-        Ok(SyncTask { stop, tasks })
+        Ok(SyncTask {
+            stop,
+            tasks,
+            downlink,
+        })
     }
 
     /// Stops the link and the enrollment listener and waits for them.

@@ -23,6 +23,8 @@ pub struct World {
     pub enroll_addr: SocketAddr,
     pub broker: Option<Child>,
     pub coordinator: Option<Child>,
+    /// The coordinator's database, as a URL the tests read through.
+    pub db_url: String,
 }
 
 fn run_ok(bin: &str, args: &[&str]) -> String {
@@ -43,6 +45,12 @@ impl World {
     /// Creates the coordinator's data, enrolls `appliances` offline (key and CSR made by
     /// each appliance, signed by the coordinator), writes the Mosquitto config.
     pub fn new(appliances: &[&str]) -> World {
+        World::with_database(appliances, None)
+    }
+
+    /// Like [`World::new`], with the coordinator on `database_url` (PostgreSQL) instead of
+    /// SQLite in its data directory.
+    pub fn with_database(appliances: &[&str], database_url: Option<&str>) -> World {
         let root = tempfile::tempdir().expect("temp dir");
         let broker_addr = free_loopback_addr();
         let http_addr = free_loopback_addr();
@@ -54,11 +62,23 @@ impl World {
             enroll_addr,
             broker: None,
             coordinator: None,
+            db_url: String::new(),
         };
+        let mut w = w;
+        w.db_url = match database_url {
+            Some(u) => u.to_string(),
+            None => format!(
+                "sqlite://{}",
+                w.path("coordinator/coordinator.db").display()
+            ),
+        };
+        let db_line = database_url
+            .map(|u| format!("database_url = \"{u}\"\n"))
+            .unwrap_or_default();
         std::fs::write(
             w.path("coordinator.toml"),
             format!(
-                "[http]\nlisten = \"{http_addr}\"\n[store]\ndata_dir = \"{}\"\n\
+                "[http]\nlisten = \"{http_addr}\"\n[store]\ndata_dir = \"{}\"\n{db_line}\
                  [sync]\nbroker = \"{broker_addr}\"\nenroll_listen = \"{enroll_addr}\"\n",
                 w.path("coordinator").display()
             ),
@@ -273,11 +293,9 @@ impl World {
         std::fs::read_to_string(self.path(&format!("{name}.log"))).unwrap_or_default()
     }
 
-    pub async fn db(&self) -> sqlx::SqlitePool {
-        let opts = sqlx::sqlite::SqliteConnectOptions::new()
-            .filename(self.path("coordinator/coordinator.db"))
-            .read_only(true);
-        sqlx::SqlitePool::connect_with(opts).await.unwrap()
+    pub async fn db(&self) -> sqlx::AnyPool {
+        sqlx::any::install_default_drivers();
+        sqlx::AnyPool::connect(&self.db_url).await.unwrap()
     }
 
     /// Rows in `call_records` for `name`.
@@ -307,6 +325,12 @@ impl World {
     /// Every record `0..total` of `name` stored exactly once, by count and by content, and
     /// the coordinator applied exactly `total` sequenced messages from it.
     pub async fn assert_exactly_once(&self, name: &str, total: u64) {
+        self.assert_exactly_once_with(name, total, 0).await
+    }
+
+    /// Like [`World::assert_exactly_once`] when `other` sequenced messages that are not call
+    /// records (e.g. a certificate renewal) were sent too.
+    pub async fn assert_exactly_once_with(&self, name: &str, total: u64, other: u64) {
         let app = ApplianceId::new(name).unwrap();
         let db = self.db().await;
         let rows: Vec<(String, Vec<u8>, i64)> = sqlx::query_as(
@@ -337,7 +361,7 @@ impl World {
         .unwrap();
         assert_eq!(
             (hw as u64, applied as u64),
-            (total, total),
+            (total + other, total + other),
             "every sequence number applied once"
         );
         db.close().await;
@@ -405,5 +429,108 @@ pub fn wait_port(addr: SocketAddr, limit: Duration) {
     while std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
         assert!(start.elapsed() < limit, "nothing listening on {addr}");
         std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A throw-away PostgreSQL cluster in a temp dir on a free loopback port, stopped when
+/// dropped. As root (CI containers) the server runs as the `postgres` user, which the
+/// `postgresql` package creates.
+pub struct Postgres {
+    dir: tempfile::TempDir,
+    pub url: String,
+}
+
+fn pg_bin(name: &str) -> PathBuf {
+    let debian = Path::new("/usr/lib/postgresql");
+    if let Ok(versions) = std::fs::read_dir(debian) {
+        let mut found: Vec<PathBuf> = versions
+            .flatten()
+            .map(|v| v.path().join("bin").join(name))
+            .filter(|p| p.exists())
+            .collect();
+        found.sort();
+        if let Some(p) = found.pop() {
+            return p;
+        }
+    }
+    PathBuf::from(name)
+}
+
+fn as_postgres(bin: &str) -> Command {
+    let is_root = Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false);
+    if is_root {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(pg_bin(bin));
+        c
+    } else {
+        Command::new(pg_bin(bin))
+    }
+}
+
+impl Postgres {
+    pub fn start() -> Postgres {
+        let dir = tempfile::tempdir().unwrap();
+        let _ = Command::new("chown")
+            .args(["postgres:postgres"])
+            .arg(dir.path())
+            .status();
+        let data = dir.path().join("data");
+        let port = free_loopback_addr().port();
+        let ok = as_postgres("initdb")
+            .arg("-D")
+            .arg(&data)
+            .args(["-A", "trust", "-U", "callgate", "--no-sync"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("initdb (scripts/setup installs postgresql)");
+        assert!(ok.success(), "initdb failed");
+        let opts = format!(
+            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=on",
+            dir.path().display()
+        );
+        let ok = as_postgres("pg_ctl")
+            .arg("-D")
+            .arg(&data)
+            .args(["-o", &opts, "-l"])
+            .arg(dir.path().join("log"))
+            .args(["-w", "start"])
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(ok.success(), "pg_ctl start failed");
+        let ok = Command::new(pg_bin("createdb"))
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+                "-U",
+                "callgate",
+                "callgate",
+            ])
+            .status()
+            .unwrap();
+        assert!(ok.success(), "createdb failed");
+        Postgres {
+            url: format!("postgres://callgate@127.0.0.1:{port}/callgate"),
+            dir,
+        }
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        let _ = as_postgres("pg_ctl")
+            .arg("-D")
+            .arg(self.dir.path().join("data"))
+            .args(["-m", "immediate", "stop"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
     }
 }
