@@ -65,6 +65,17 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         rate: u32,
     },
+    /// Benchmark: runs `sync-load` for every appliance config (`*.toml`) in --dir at
+    /// once, in this one process, and prints the end-to-end rate.
+    SyncBench {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        records: u64,
+        /// Records per second per appliance; 0 for as fast as the disk commits.
+        #[arg(long, default_value_t = 0)]
+        rate: u32,
+    },
     /// Play a one-second 1 kHz test tone on an ALSA device (the tech audio port).
     #[cfg(feature = "alsa")]
     AudioTest {
@@ -139,6 +150,16 @@ async fn main() -> anyhow::Result<()> {
             println!(
                 "generated {} records this run; coordinator acked up to {}",
                 report.generated, report.acked
+            );
+            Ok(())
+        }
+        Command::SyncBench { dir, records, rate } => {
+            observe::init_logging(&config.raw.log)?;
+            let (n, generated, secs) =
+                callgate_appliance::sync::load::run_many(&dir, records, rate).await?;
+            println!(
+                "appliances={n} records={generated} seconds={secs:.2} records_per_second={:.0}",
+                generated as f64 / secs
             );
             Ok(())
         }

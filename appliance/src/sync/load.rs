@@ -139,3 +139,44 @@ pub async fn run_load(
     pool.close().await;
     Ok(LoadReport { generated, acked })
 }
+
+/// `callgate-appliance sync-bench`: runs [`run_load`] for every appliance config in `dir`
+/// (`*.toml`) at once, in this one process — each box with its own certificate, store and
+/// outbox. Returns (appliances, records generated, seconds until everything was acked).
+pub async fn run_many(
+    dir: &std::path::Path,
+    total: u64,
+    per_second: u32,
+) -> Result<(usize, u64, f64), SyncError> {
+    let mut configs = Vec::new();
+    let entries = std::fs::read_dir(dir).map_err(|e| SyncError::Identity {
+        path: dir.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            let config = crate::config::ApplianceConfig::load(Some(&path)).map_err(|e| {
+                SyncError::Identity {
+                    path: path.clone(),
+                    reason: e.to_string(),
+                }
+            })?;
+            configs.push(config);
+        }
+    }
+    let start = std::time::Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for config in configs.clone() {
+        tasks.spawn(async move { run_load(&config, total, per_second).await });
+    }
+    let mut generated = 0;
+    while let Some(done) = tasks.join_next().await {
+        match done {
+            Ok(Ok(report)) => generated += report.generated,
+            Ok(Err(e)) => return Err(e),
+            Err(e) => return Err(SyncError::Mqtt(format!("appliance task: {e}"))),
+        }
+    }
+    Ok((configs.len(), generated, start.elapsed().as_secs_f64()))
+}

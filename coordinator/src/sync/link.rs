@@ -342,6 +342,9 @@ async fn on_message(
         Applied::Stored { seq } => {
             peer.inbox.applied(now, seq);
             metrics::counter!("callgate_sync_uplink_applied_total").increment(1);
+            // From the box's publish to our commit (both clocks; skew included).
+            metrics::histogram!("callgate_sync_uplink_lag_ms")
+                .record(UnixMillis::now().millis_since(env.sent_at) as f64);
             if let Uplink::CertificateRenewal { csr } = &env.body {
                 // Not in the apply transaction: if this fails or the process dies here, the
                 // box asks again within the hour (renewal is idempotent).
