@@ -8,7 +8,7 @@
 //! payloads, an envelope naming another appliance than its topic, unknown and revoked
 //! appliances. The stream goes on after each.
 
-use super::apply::{apply_uplink, high_water, Applied};
+use super::apply::{apply_batch, high_water, Applied};
 use super::downlink::DownlinkOutboxes;
 use super::settings::SyncConfig;
 use super::SyncError;
@@ -188,23 +188,38 @@ pub async fn run(
             () = tokio::time::sleep_until(deadline.into()) => {}
             ev = events.recv() => match ev {
                 None => break Ok(()),
-                Some(LinkEvent::Connected) => {
-                    tracing::info!("coordinator connected to the broker");
-                    metrics::gauge!("callgate_sync_broker_connected").set(1.0);
-                    let _ = client.try_subscribe(&uplinks, QoS::AtLeastOnce);
-                    let _ = client.try_subscribe(topics::all_statuses(), QoS::AtLeastOnce);
-                }
-                Some(LinkEvent::Down(reason)) => {
-                    tracing::warn!(%reason, "coordinator lost the broker");
-                    metrics::gauge!("callgate_sync_broker_connected").set(0.0);
-                }
-                Some(LinkEvent::Message { topic, payload }) => {
-                    let ctx = Context { store: &store, ca, downlink, client: &client, skew_limit };
-                    if let Err(e) = on_message(&ctx, &mut peers, &topic, &payload).await {
-                        // A database failure: nothing was acked, the appliance will resend.
-                        tracing::error!(%topic, error = %e, "applying uplink failed");
-                        metrics::counter!("callgate_sync_apply_errors_total").increment(1);
+                Some(first) => {
+                    // Take what is already queued (up to a batch) so consecutive messages of
+                    // an appliance commit in one transaction.
+                    let ctx = Context { store: &store, ca, downlink, skew_limit };
+                    let mut batch = Vec::new();
+                    let mut next = Some(first);
+                    let mut taken = 0;
+                    while let Some(ev) = next.take() {
+                        match ev {
+                            LinkEvent::Connected => {
+                                tracing::info!("coordinator connected to the broker");
+                                metrics::gauge!("callgate_sync_broker_connected").set(1.0);
+                                let _ = client.try_subscribe(&uplinks, QoS::AtLeastOnce);
+                                let _ = client.try_subscribe(topics::all_statuses(), QoS::AtLeastOnce);
+                            }
+                            LinkEvent::Down(reason) => {
+                                tracing::warn!(%reason, "coordinator lost the broker");
+                                metrics::gauge!("callgate_sync_broker_connected").set(0.0);
+                            }
+                            LinkEvent::Message { topic, payload } => {
+                                if let Err(e) = on_message(&ctx, &mut peers, &topic, &payload, &mut batch).await {
+                                    tracing::error!(%topic, error = %e, "handling uplink failed");
+                                    metrics::counter!("callgate_sync_apply_errors_total").increment(1);
+                                }
+                            }
+                        }
+                        taken += 1;
+                        if taken < 512 {
+                            next = events.try_recv().ok();
+                        }
                     }
+                    flush(&ctx, &mut peers, batch).await;
                 }
             }
         }
@@ -213,6 +228,74 @@ pub async fn run(
     tokio::time::sleep(Duration::from_millis(100)).await;
     pump.abort();
     result
+}
+
+/// Commits a batch: one transaction per appliance, in arrival order.
+async fn flush(
+    ctx: &Context<'_>,
+    peers: &mut HashMap<ApplianceId, Peer>,
+    batch: Vec<(UplinkEnvelope, i64)>,
+) {
+    let mut order: Vec<ApplianceId> = Vec::new();
+    let mut groups: HashMap<ApplianceId, (Vec<UplinkEnvelope>, i64)> = HashMap::new();
+    for (env, skew) in batch {
+        let entry = groups.entry(env.appliance.clone()).or_insert_with(|| {
+            order.push(env.appliance.clone());
+            (Vec::new(), 0)
+        });
+        entry.0.push(env);
+        entry.1 = skew;
+    }
+    let pool = ctx.store.pool();
+    for app in order {
+        let Some((envs, skew)) = groups.remove(&app) else {
+            continue;
+        };
+        let wall = UnixMillis::now();
+        match apply_batch(pool, &app, &envs, wall, skew).await {
+            Ok(Applied::Stored { seq }) => {
+                let done = envs.iter().filter(|e| e.seq <= seq);
+                for env in done {
+                    metrics::counter!("callgate_sync_uplink_applied_total").increment(1);
+                    // From the box's publish to our commit (both clocks; skew included).
+                    metrics::histogram!("callgate_sync_uplink_lag_ms")
+                        .record(UnixMillis::now().millis_since(env.sent_at) as f64);
+                    if let Uplink::CertificateRenewal { csr } = &env.body {
+                        renew(ctx, &app, csr).await;
+                    }
+                }
+                if envs.last().is_some_and(|e| e.seq > seq) {
+                    peers.remove(&app);
+                }
+            }
+            Ok(Applied::Replay { .. } | Applied::Gap { .. }) => {
+                // Another replica moved the mark: follow the database.
+                peers.remove(&app);
+            }
+            Err(e) => {
+                tracing::error!(appliance = %app, error = %e, "applying uplink failed; the box will resend");
+                metrics::counter!("callgate_sync_apply_errors_total").increment(1);
+                peers.remove(&app);
+            }
+        }
+    }
+}
+
+/// Answers a renewal request. Not in the apply transaction: if this fails or the process
+/// dies here, the box asks again within the hour (renewal is idempotent).
+async fn renew(ctx: &Context<'_>, app: &ApplianceId, csr: &str) {
+    match registry::renew(ctx.store.pool(), ctx.ca, app, csr).await {
+        Ok(issued) => {
+            tracing::info!(appliance = %app, serial = %issued.serial, "certificate renewed");
+            let cert = Downlink::Certificate {
+                pem: issued.cert_pem,
+            };
+            if let Err(e) = ctx.downlink.send(app, &cert).await {
+                tracing::error!(appliance = %app, error = %e, "storing the renewed certificate failed");
+            }
+        }
+        Err(e) => tracing::warn!(appliance = %app, error = %e, "renewal refused"),
+    }
 }
 
 fn send_ack(client: &AsyncClient, app: &ApplianceId, up_to: u64) {
@@ -233,7 +316,6 @@ struct Context<'a> {
     store: &'a Store,
     ca: &'a OrgCa,
     downlink: &'a DownlinkOutboxes,
-    client: &'a AsyncClient,
     skew_limit: Duration,
 }
 
@@ -242,8 +324,9 @@ async fn on_message(
     peers: &mut HashMap<ApplianceId, Peer>,
     topic: &str,
     payload: &[u8],
+    batch: &mut Vec<(UplinkEnvelope, i64)>,
 ) -> Result<(), SyncError> {
-    let (store, client, skew_limit) = (ctx.store, ctx.client, ctx.skew_limit);
+    let (store, skew_limit) = (ctx.store, ctx.skew_limit);
     let Some((app, kind)) = topics::parse(topic) else {
         reject("?", "foreign_topic", &topic);
         return Ok(());
@@ -338,40 +421,10 @@ async fn on_message(
             return Ok(());
         }
     }
-    match apply_uplink(pool, &env, wall, skew.skew_ms).await? {
-        Applied::Stored { seq } => {
-            peer.inbox.applied(now, seq);
-            metrics::counter!("callgate_sync_uplink_applied_total").increment(1);
-            // From the box's publish to our commit (both clocks; skew included).
-            metrics::histogram!("callgate_sync_uplink_lag_ms")
-                .record(UnixMillis::now().millis_since(env.sent_at) as f64);
-            if let Uplink::CertificateRenewal { csr } = &env.body {
-                // Not in the apply transaction: if this fails or the process dies here, the
-                // box asks again within the hour (renewal is idempotent).
-                match registry::renew(pool, ctx.ca, &app, csr).await {
-                    Ok(issued) => {
-                        tracing::info!(appliance = %app, serial = %issued.serial, "certificate renewed");
-                        ctx.downlink
-                            .send(
-                                &app,
-                                &Downlink::Certificate {
-                                    pem: issued.cert_pem,
-                                },
-                            )
-                            .await?;
-                    }
-                    Err(e) => tracing::warn!(appliance = %app, error = %e, "renewal refused"),
-                }
-            }
-        }
-        Applied::Replay { high_water } | Applied::Gap { high_water, .. } => {
-            // Another replica moved the mark: follow the database.
-            peer.inbox = Inbox::new(high_water, Duration::from_millis(20), 64);
-            peer.inbox.peer_reconnected(now);
-        }
-    }
-    if let Some(up_to) = peer.inbox.poll_ack(now) {
-        send_ack(client, &app, up_to);
-    }
+    // Counted as applied now so the next message of the batch is in order; acks go out
+    // only after the batch commits (the main loop polls them after `flush`), and a failed
+    // commit drops this cached state so the database decides again.
+    peer.inbox.applied(now, env.seq);
+    batch.push((env, skew.skew_ms));
     Ok(())
 }
