@@ -1,14 +1,15 @@
-//! The appliance ⇄ coordinator link over mutual TLS through a real Mosquitto: every call
+//! The appliance ⇄ coordinator link over mutual TLS through a real Mosquitto and through
+//! the embedded broker: every call
 //! record arrives exactly once, by count and content, with several appliances at once.
 
+#[macro_use]
 mod sync_common;
 
 use std::time::Duration;
-use sync_common::World;
+use sync_common::{BrokerKind, World};
 
-#[tokio::test]
-async fn records_from_two_appliances_arrive_exactly_once_through_mosquitto_with_mutual_tls() {
-    let mut w = World::new(&["branch-1", "branch-2"]);
+async fn records_from_two_appliances_arrive_exactly_once_over_mutual_tls(kind: BrokerKind) {
+    let mut w = World::with_broker(&["branch-1", "branch-2"], kind);
     w.start_broker();
     w.start_coordinator().await;
     let a = w.start_load("branch-1", 400, 0);
@@ -23,3 +24,5 @@ async fn records_from_two_appliances_arrive_exactly_once_through_mosquitto_with_
         w.log("branch-1")
     );
 }
+
+on_both_brokers!(records_from_two_appliances_arrive_exactly_once_over_mutual_tls);

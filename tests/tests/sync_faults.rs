@@ -2,10 +2,11 @@
 //! records, breaks something mid-stream, and checks after recovery that every record
 //! arrived exactly once, by count and by content.
 
+#[macro_use]
 mod sync_common;
 
 use std::time::Duration;
-use sync_common::World;
+use sync_common::{BrokerKind, World};
 
 const LIMIT: Duration = Duration::from_secs(120);
 
@@ -22,9 +23,8 @@ async fn appliance_outbox_rows(w: &World, name: &str) -> (i64, i64) {
     row
 }
 
-#[tokio::test]
-async fn an_appliance_killed_with_unacked_records_resends_them_exactly_once() {
-    let mut w = World::new(&["branch-1"]);
+async fn an_appliance_killed_with_unacked_records_resends_them_exactly_once(kind: BrokerKind) {
+    let mut w = World::with_broker(&["branch-1"], kind);
     w.start_broker();
     w.start_coordinator().await;
     let mut load = w.start_load("branch-1", 1500, 0);
@@ -44,6 +44,7 @@ async fn an_appliance_killed_with_unacked_records_resends_them_exactly_once() {
     w.assert_exactly_once("branch-1", 1500).await;
 }
 
+/// Mosquitto only: the embedded broker restarts with the coordinator (case above).
 #[tokio::test]
 async fn a_broker_killed_and_restarted_mid_stream_loses_and_duplicates_nothing() {
     let mut w = World::new(&["branch-1"]);
@@ -58,9 +59,11 @@ async fn a_broker_killed_and_restarted_mid_stream_loses_and_duplicates_nothing()
     w.assert_exactly_once("branch-1", 1200).await;
 }
 
-#[tokio::test]
-async fn a_coordinator_killed_and_restarted_mid_stream_loses_and_duplicates_nothing() {
-    let mut w = World::new(&["branch-1"]);
+async fn a_coordinator_killed_and_restarted_mid_stream_loses_and_duplicates_nothing(
+    kind: BrokerKind,
+) {
+    // With the embedded broker this kills the broker too.
+    let mut w = World::with_broker(&["branch-1"], kind);
     w.start_broker();
     w.start_coordinator().await;
     let load = w.start_load("branch-1", 1200, 300);
@@ -72,6 +75,7 @@ async fn a_coordinator_killed_and_restarted_mid_stream_loses_and_duplicates_noth
     w.assert_exactly_once("branch-1", 1200).await;
 }
 
+/// Mosquitto only (the embedded broker cannot be down while the coordinator is up).
 #[tokio::test]
 async fn with_the_broker_down_for_60_s_the_appliance_keeps_producing_and_catches_up() {
     let mut w = World::new(&["branch-1"]);
@@ -91,3 +95,8 @@ async fn with_the_broker_down_for_60_s_the_appliance_keeps_producing_and_catches
     w.wait_load("branch-1", load, LIMIT).await;
     w.assert_exactly_once("branch-1", 3600).await;
 }
+
+on_both_brokers!(
+    an_appliance_killed_with_unacked_records_resends_them_exactly_once,
+    a_coordinator_killed_and_restarted_mid_stream_loses_and_duplicates_nothing
+);

@@ -3,6 +3,7 @@
 //! that disagrees with its topic is ignored by the coordinator, and garbage is logged with
 //! the sender and dropped — and in every case the stream goes on, exactly once.
 
+#[macro_use]
 mod sync_common;
 
 use callgate_appliance::sync::load::call_record;
@@ -11,7 +12,7 @@ use callgate_common::time::UnixMillis;
 use callgate_common::topics;
 use callgate_common::wire::{Uplink, UplinkEnvelope};
 use std::time::{Duration, Instant};
-use sync_common::World;
+use sync_common::{BrokerKind, World};
 
 const LIMIT: Duration = Duration::from_secs(60);
 
@@ -47,9 +48,8 @@ async fn wait_metric(w: &World, needle: &str, n: u64) {
     }
 }
 
-#[tokio::test]
-async fn injected_duplicates_are_ignored_and_the_stream_goes_on() {
-    let mut w = World::new(&["branch-1"]);
+async fn injected_duplicates_are_ignored_and_the_stream_goes_on(kind: BrokerKind) {
+    let mut w = World::with_broker(&["branch-1"], kind);
     w.start_broker();
     w.start_coordinator().await;
     let load = w.start_load("branch-1", 50, 0);
@@ -71,10 +71,10 @@ async fn injected_duplicates_are_ignored_and_the_stream_goes_on() {
     w.assert_exactly_once("branch-1", 80).await;
 }
 
-#[tokio::test]
 async fn another_appliances_topic_is_refused_by_the_broker_and_a_topic_envelope_mismatch_is_ignored(
+    kind: BrokerKind,
 ) {
-    let mut w = World::new(&["branch-1", "branch-2"]);
+    let mut w = World::with_broker(&["branch-1", "branch-2"], kind);
     w.start_broker();
     w.start_coordinator().await;
     let two = ApplianceId::new("branch-2").unwrap();
@@ -112,9 +112,8 @@ async fn another_appliances_topic_is_refused_by_the_broker_and_a_topic_envelope_
     w.assert_exactly_once("branch-2", 30).await;
 }
 
-#[tokio::test]
-async fn garbage_and_truncated_payloads_are_logged_with_the_sender_and_dropped() {
-    let mut w = World::new(&["branch-1"]);
+async fn garbage_and_truncated_payloads_are_logged_with_the_sender_and_dropped(kind: BrokerKind) {
+    let mut w = World::with_broker(&["branch-1"], kind);
     w.start_broker();
     w.start_coordinator().await;
     let up = topics::uplink(&ApplianceId::new("branch-1").unwrap());
@@ -137,3 +136,9 @@ async fn garbage_and_truncated_payloads_are_logged_with_the_sender_and_dropped()
     w.wait_load("branch-1", load, LIMIT).await;
     w.assert_exactly_once("branch-1", 40).await;
 }
+
+on_both_brokers!(
+    injected_duplicates_are_ignored_and_the_stream_goes_on,
+    another_appliances_topic_is_refused_by_the_broker_and_a_topic_envelope_mismatch_is_ignored,
+    garbage_and_truncated_payloads_are_logged_with_the_sender_and_dropped
+);

@@ -3,12 +3,13 @@
 //! (durable, sequenced) downlink, swaps key and certificate, reconnects with them — and the
 //! stream goes on exactly once.
 
+#[macro_use]
 mod sync_common;
 
 use callgate_system_tests::{binary, free_loopback_addr};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use sync_common::World;
+use sync_common::{BrokerKind, World};
 
 fn write_config(w: &World, renew_before_days: u32, ops: std::net::SocketAddr) {
     std::fs::write(
@@ -23,9 +24,8 @@ fn write_config(w: &World, renew_before_days: u32, ops: std::net::SocketAddr) {
     .unwrap();
 }
 
-#[tokio::test]
-async fn a_certificate_inside_its_renewal_window_is_renewed_over_the_link() {
-    let mut w = World::new(&["branch-1"]);
+async fn a_certificate_inside_its_renewal_window_is_renewed_over_the_link(kind: BrokerKind) {
+    let mut w = World::with_broker(&["branch-1"], kind);
     w.start_broker();
     w.start_coordinator().await;
     let cert_path = w.path("branch-1/identity/cert.pem");
@@ -74,3 +74,5 @@ async fn a_certificate_inside_its_renewal_window_is_renewed_over_the_link() {
     // 30 records and the one renewal request, each applied once.
     w.assert_exactly_once_with("branch-1", 30, 1).await;
 }
+
+on_both_brokers!(a_certificate_inside_its_renewal_window_is_renewed_over_the_link);

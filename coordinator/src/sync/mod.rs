@@ -30,6 +30,9 @@ pub enum SyncError {
     /// A stored downlink message could not be encoded or decoded.
     #[error("downlink encoding: {0}")]
     Encoding(String),
+    /// The embedded broker could not start.
+    #[error(transparent)]
+    Broker(#[from] crate::broker::embedded::driver::BrokerError),
     /// The TLS configuration could not be built.
     #[error("TLS setup: {0}")]
     Tls(String),
@@ -43,6 +46,7 @@ pub struct SyncTask {
     /// Where other rooms send downlink messages (leases, grants, config): durable and
     /// delivered in order, exactly once, when the appliance is online.
     pub downlink: std::sync::Arc<downlink::DownlinkOutboxes>,
+    broker: Option<crate::broker::embedded::driver::EmbeddedBroker>,
 }
 
 impl SyncTask {
@@ -56,20 +60,39 @@ impl SyncTask {
         let (stop, _) = tokio::sync::watch::channel(false);
         let mut tasks = Vec::new();
         let downlink = std::sync::Arc::new(downlink::DownlinkOutboxes::new(store.pool().clone()));
-        let sync = config.sync.clone();
+        let mut sync = config.sync.clone();
         let enroll_addr = sync
             .enroll_addr()
             .map_err(|e| SyncError::Tls(e.to_string()))?;
-        if sync.broker.is_none() && enroll_addr.is_none() {
+        let embedded_addr = sync
+            .embedded_addr()
+            .map_err(|e| SyncError::Tls(e.to_string()))?;
+        if sync.broker.is_none() && enroll_addr.is_none() && embedded_addr.is_none() {
             return Ok(SyncTask {
                 stop,
                 tasks,
                 downlink,
+                broker: None,
             });
         }
         let ca = std::sync::Arc::new(crate::enroll::pki::OrgCa::load_or_create(
             &config.store.data_dir.join("pki"),
         )?);
+        let broker = match embedded_addr {
+            Some(addr) => {
+                let b = crate::broker::embedded::driver::EmbeddedBroker::start(
+                    &ca,
+                    addr,
+                    store.pool().clone(),
+                )
+                .await?;
+                if sync.broker.is_none() {
+                    sync.broker = Some(b.local_addr().to_string());
+                }
+                Some(b)
+            }
+            None => None,
+        };
         let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|s| *s).await;
         };
@@ -106,6 +129,7 @@ impl SyncTask {
             stop,
             tasks,
             downlink,
+            broker,
         })
     }
 
@@ -114,6 +138,9 @@ impl SyncTask {
         let _ = self.stop.send(true);
         for t in self.tasks {
             let _ = t.await;
+        }
+        if let Some(b) = self.broker {
+            b.stop();
         }
     }
 }

@@ -21,6 +21,9 @@ pub struct SyncConfig {
     pub enroll_names: Vec<String>,
     /// The broker address handed to enrolling boxes; `broker` when absent.
     pub public_broker: Option<String>,
+    /// `ip:port` for the embedded MQTT broker (mutual TLS, per-appliance isolation); off
+    /// when absent. With no `broker` set, the link connects to it.
+    pub embedded_broker: Option<String>,
 }
 
 impl Default for SyncConfig {
@@ -32,11 +35,20 @@ impl Default for SyncConfig {
             enroll_listen: None,
             enroll_names: Vec::new(),
             public_broker: None,
+            embedded_broker: None,
         }
     }
 }
 
 impl SyncConfig {
+    /// `embedded_broker`, parsed.
+    pub fn embedded_addr(&self) -> Result<Option<std::net::SocketAddr>, ConfigError> {
+        self.embedded_broker
+            .as_deref()
+            .map(|l| callgate_common::observe::parse_listen("sync.embedded_broker", l))
+            .transpose()
+    }
+
     /// `enroll_listen`, parsed.
     pub fn enroll_addr(&self) -> Result<Option<std::net::SocketAddr>, ConfigError> {
         self.enroll_listen

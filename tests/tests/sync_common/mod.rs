@@ -15,6 +15,15 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// Which broker the link runs through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BrokerKind {
+    /// An external Mosquitto configured by `broker-config mosquitto`.
+    Mosquitto,
+    /// The coordinator's embedded broker (`sync.embedded_broker`).
+    Embedded,
+}
+
 /// One test's world: broker, coordinator, appliances, in one temp dir.
 pub struct World {
     pub root: tempfile::TempDir,
@@ -25,6 +34,8 @@ pub struct World {
     pub coordinator: Option<Child>,
     /// The coordinator's database, as a URL the tests read through.
     pub db_url: String,
+    /// Which broker.
+    pub kind: BrokerKind,
 }
 
 fn run_ok(bin: &str, args: &[&str]) -> String {
@@ -48,9 +59,18 @@ impl World {
         World::with_database(appliances, None)
     }
 
+    /// Like [`World::new`] with the chosen broker.
+    pub fn with_broker(appliances: &[&str], kind: BrokerKind) -> World {
+        World::build(appliances, None, kind)
+    }
+
     /// Like [`World::new`], with the coordinator on `database_url` (PostgreSQL) instead of
     /// SQLite in its data directory.
     pub fn with_database(appliances: &[&str], database_url: Option<&str>) -> World {
+        World::build(appliances, database_url, BrokerKind::Mosquitto)
+    }
+
+    fn build(appliances: &[&str], database_url: Option<&str>, kind: BrokerKind) -> World {
         let root = tempfile::tempdir().expect("temp dir");
         let broker_addr = free_loopback_addr();
         let http_addr = free_loopback_addr();
@@ -63,6 +83,7 @@ impl World {
             broker: None,
             coordinator: None,
             db_url: String::new(),
+            kind,
         };
         let mut w = w;
         w.db_url = match database_url {
@@ -75,11 +96,15 @@ impl World {
         let db_line = database_url
             .map(|u| format!("database_url = \"{u}\"\n"))
             .unwrap_or_default();
+        let embedded_line = match kind {
+            BrokerKind::Embedded => format!("embedded_broker = \"{broker_addr}\"\n"),
+            BrokerKind::Mosquitto => String::new(),
+        };
         std::fs::write(
             w.path("coordinator.toml"),
             format!(
                 "[http]\nlisten = \"{http_addr}\"\n[store]\ndata_dir = \"{}\"\n{db_line}\
-                 [sync]\nbroker = \"{broker_addr}\"\nenroll_listen = \"{enroll_addr}\"\n",
+                 [sync]\nbroker = \"{broker_addr}\"\nenroll_listen = \"{enroll_addr}\"\n{embedded_line}",
                 w.path("coordinator").display()
             ),
         )
@@ -169,8 +194,12 @@ impl World {
         );
     }
 
-    /// Starts Mosquitto and waits for its port.
+    /// Starts Mosquitto and waits for its port (the embedded broker starts with the
+    /// coordinator).
     pub fn start_broker(&mut self) {
+        if self.kind == BrokerKind::Embedded {
+            return;
+        }
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -533,4 +562,28 @@ impl Drop for Postgres {
             .stderr(Stdio::null())
             .status();
     }
+}
+
+/// Runs each listed `async fn name(kind: BrokerKind)` once per broker, as
+/// `mosquitto::name` and `embedded_broker::name`.
+#[macro_export]
+macro_rules! on_both_brokers {
+    ($($name:ident),* $(,)?) => {
+        mod mosquitto {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name(super::sync_common::BrokerKind::Mosquitto).await
+                }
+            )*
+        }
+        mod embedded_broker {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name(super::sync_common::BrokerKind::Embedded).await
+                }
+            )*
+        }
+    };
 }
