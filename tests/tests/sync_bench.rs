@@ -18,7 +18,7 @@ use callgate_system_tests::binary;
 use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use sync_common::{Postgres, World};
+use sync_common::{BrokerKind, Postgres, World};
 
 fn appliances() -> usize {
     std::env::var("SYNC_BENCH_APPLIANCES")
@@ -155,49 +155,74 @@ async fn sync_benchmark_prints_its_table() {
     let names = names(n);
     let refs: Vec<&str> = names.iter().map(String::as_str).collect();
     let per_appliance = 200u64;
+    let mut rows: Vec<(String, String)> = Vec::new();
+    rows.push((
+        "appliances in one process (own cert, store, outbox each)".into(),
+        n.to_string(),
+    ));
 
-    // SQLite coordinator.
-    let mut w = World::new(&refs);
-    w.start_broker();
-    w.start_coordinator().await;
-    let dir = bench_dir(&w, &names);
-    let (sqlite_n, sqlite_s) = run_bench(&dir, per_appliance, 0);
-    let metrics = w.metrics().await;
-    let connected = metrics.contains("callgate_sync_broker_connected 1");
-    let raw = broker_raw_rate(&w, &names[0], 20_000);
+    for kind in [BrokerKind::Mosquitto, BrokerKind::Embedded] {
+        let label = match kind {
+            BrokerKind::Mosquitto => "Mosquitto",
+            BrokerKind::Embedded => "embedded broker",
+        };
+        let mut w = World::with_broker(&refs, kind);
+        w.start_broker();
+        w.start_coordinator().await;
+        let dir = bench_dir(&w, &names);
+        let (records, secs) = run_bench(&dir, per_appliance, 0);
+        let metrics = w.metrics().await;
+        let connected = metrics.contains("callgate_sync_broker_connected 1");
+        rows.push((
+            format!("exactly-once records/s into SQLite via {label}"),
+            format!(
+                "{:.0} ({records} in {secs:.1} s; coordinator connected: {connected})",
+                records as f64 / secs
+            ),
+        ));
+        let raw = broker_raw_rate(&w, &names[0], 20_000);
+        rows.push((
+            format!("{label} raw QoS 1 rate (mosquitto_pub → mosquitto_sub, TLS)"),
+            format!("{raw:.0} msg/s"),
+        ));
+        if kind == BrokerKind::Mosquitto {
+            // Latency at 1,000 records/s in total, on a fresh coordinator (fresh histogram).
+            w.kill_coordinator();
+            w.start_coordinator().await;
+            let rate = (1000 / n).max(1) as u32;
+            let (lat_n, lat_s) = run_bench(&dir, per_appliance + u64::from(rate) * 10, rate);
+            let metrics = w.metrics().await;
+            rows.push((
+                format!(
+                    "publish→commit latency p50 / p99 at {} records/s (Mosquitto)",
+                    rate as usize * n
+                ),
+                format!(
+                    "{} / {} ({lat_n} records in {lat_s:.1} s)",
+                    quantile(&metrics, "0.5"),
+                    quantile(&metrics, "0.99")
+                ),
+            ));
+        }
+    }
 
-    // Latency at 1,000 records/s in total, on a fresh coordinator (fresh histogram).
-    w.kill_coordinator();
-    w.start_coordinator().await;
-    let rate = (1000 / n).max(1) as u32;
-    let (lat_n, lat_s) = run_bench(&dir, per_appliance + u64::from(rate) * 10, rate);
-    let metrics = w.metrics().await;
-    let (p50, p99) = (quantile(&metrics, "0.5"), quantile(&metrics, "0.99"));
-    drop(w);
-
-    // PostgreSQL coordinator.
     let pg = Postgres::start();
     let mut w = World::with_database(&refs, Some(&pg.url));
     w.start_broker();
     w.start_coordinator().await;
     let dir = bench_dir(&w, &names);
-    let (pg_n, pg_s) = run_bench(&dir, per_appliance, 0);
+    let (records, secs) = run_bench(&dir, per_appliance, 0);
+    rows.push((
+        "exactly-once records/s into PostgreSQL via Mosquitto".into(),
+        format!("{:.0} ({records} in {secs:.1} s)", records as f64 / secs),
+    ));
     drop(w);
 
     println!();
     println!("| measure | value |");
     println!("|---|---|");
-    println!("| appliances (one process, own cert/store/outbox each) | {n} |");
-    println!(
-        "| exactly-once records/s into SQLite | {:.0} ({sqlite_n} in {sqlite_s:.1} s) |",
-        sqlite_n as f64 / sqlite_s
-    );
-    println!(
-        "| exactly-once records/s into PostgreSQL | {:.0} ({pg_n} in {pg_s:.1} s) |",
-        pg_n as f64 / pg_s
-    );
-    println!("| publish→commit latency p50 / p99 at {} records/s | {p50} / {p99} ({lat_n} records in {lat_s:.1} s) |", rate as usize * n);
-    println!("| coordinator connected to broker during run | {connected} |");
-    println!("| broker raw QoS1 rate (mosquitto_pub → mosquitto_sub, TLS) | {raw:.0} msg/s |");
+    for (k, v) in rows {
+        println!("| {k} | {v} |");
+    }
     println!();
 }

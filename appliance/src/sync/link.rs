@@ -181,13 +181,20 @@ async fn serve(
     tokio::pin!(shutdown);
     loop {
         // Publish whatever the outbox hands out.
-        if connected {
-            while let Some((t, body)) = outbox.next_transmit().await? {
+        'publish: loop {
+            if !connected {
+                break;
+            }
+            let batch = outbox.next_transmits(64).await?;
+            if batch.is_empty() {
+                break;
+            }
+            for (t, body) in batch {
                 let env = UplinkEnvelope::new(app.clone(), t.seq, UnixMillis::now(), body);
                 if let Err(e) = client.try_publish(&up, QoS::AtLeastOnce, false, env.encode()) {
                     // The request queue is full; the resend timer brings it back.
                     tracing::debug!(seq = t.seq, error = %e, "publish deferred");
-                    break;
+                    break 'publish;
                 }
                 metrics::counter!("callgate_sync_uplink_published_total").increment(1);
             }
