@@ -83,6 +83,7 @@ impl SyncTask {
                 let b = crate::broker::embedded::driver::EmbeddedBroker::start(
                     &ca,
                     addr,
+                    &sync.enroll_names,
                     store.pool().clone(),
                 )
                 .await?;

@@ -17,7 +17,7 @@ pub struct SyncConfig {
     /// `ip:port` of the HTTPS enrollment listener (certificate from the organisation CA);
     /// off when absent.
     pub enroll_listen: Option<String>,
-    /// Extra DNS names for the enrollment listener's certificate.
+    /// Extra DNS names for the enrollment listener's and the embedded broker's certificates.
     pub enroll_names: Vec<String>,
     /// The broker address handed to enrolling boxes; `broker` when absent.
     pub public_broker: Option<String>,

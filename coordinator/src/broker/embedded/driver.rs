@@ -68,13 +68,14 @@ pub struct EmbeddedBroker {
 }
 
 impl EmbeddedBroker {
-    /// Binds `listen` and starts serving.
+    /// Binds `listen` with a server certificate for its IP, `localhost` and `names`.
     pub async fn start(
         ca: &OrgCa,
         listen: SocketAddr,
+        names: &[String],
         pool: AnyPool,
     ) -> Result<EmbeddedBroker, BrokerError> {
-        let tls = server_tls(ca, listen)?;
+        let tls = server_tls(ca, listen, names)?;
         let listener = TcpListener::bind(listen)
             .await
             .map_err(|source| BrokerError::Bind {
@@ -121,9 +122,14 @@ impl Drop for EmbeddedBroker {
     }
 }
 
-fn server_tls(ca: &OrgCa, listen: SocketAddr) -> Result<Arc<rustls::ServerConfig>, BrokerError> {
+fn server_tls(
+    ca: &OrgCa,
+    listen: SocketAddr,
+    extra: &[String],
+) -> Result<Arc<rustls::ServerConfig>, BrokerError> {
     let tls = |e: &dyn std::fmt::Display| BrokerError::Tls(e.to_string());
-    let names = vec![listen.ip().to_string(), "localhost".to_string()];
+    let mut names = vec![listen.ip().to_string(), "localhost".to_string()];
+    names.extend(extra.iter().cloned());
     let (cert, key) = ca.issue_server(&names)?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = rustls::RootCertStore::empty();
