@@ -31,6 +31,20 @@ enum Command {
     /// SIP tools for technicians.
     #[command(subcommand)]
     Sip(SipCommand),
+    /// Enroll this box with the coordinator: key pair generated here, CSR sent with the
+    /// one-time claim code over HTTPS, certificate, CA and broker address stored.
+    Enroll {
+        /// The coordinator's enrollment URL, e.g. `https://hq.example.com:8443`.
+        #[arg(long)]
+        coordinator: String,
+        /// The claim code HQ gave you.
+        #[arg(long)]
+        claim: String,
+        /// PEM file of the CA to trust for the coordinator's HTTPS certificate (the
+        /// system trust store when omitted).
+        #[arg(long)]
+        ca: Option<PathBuf>,
+    },
     /// Generate this box's key pair (kept here, mode 0600) and write a certificate signing
     /// request for offline provisioning (`callgate-coordinator appliance provision`).
     Csr {
@@ -84,6 +98,17 @@ enum Command {
         /// The rtpengine binary; `none` skips the comparison.
         #[arg(long, default_value = "rtpengine")]
         rtpengine: String,
+    },
+    /// Benchmark: runs `sync-load` for every appliance config (`*.toml`) in --dir at
+    /// once, in this one process, and prints the end-to-end rate.
+    SyncBench {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        records: u64,
+        /// Records per second per appliance; 0 for as fast as the disk commits.
+        #[arg(long, default_value_t = 0)]
+        rate: u32,
     },
     /// Play a one-second 1 kHz test tone on an ALSA device (the tech audio port).
     #[cfg(feature = "alsa")]
@@ -181,6 +206,26 @@ async fn main() -> anyhow::Result<()> {
             callgate_appliance::server::run(config, observe::shutdown_signal()).await?;
             Ok(())
         }
+        Command::Enroll {
+            coordinator,
+            claim,
+            ca,
+        } => {
+            let enrolled = callgate_appliance::sync::enroll::enroll(
+                &config.raw.appliance.data_dir,
+                &coordinator,
+                &claim,
+                ca.as_deref(),
+                config.id.as_ref(),
+            )
+            .await?;
+            println!(
+                "enrolled as {}; broker {}",
+                enrolled.appliance,
+                enrolled.broker.as_deref().unwrap_or("(not given)")
+            );
+            Ok(())
+        }
         Command::Csr { out } => {
             let id = config
                 .id
@@ -245,6 +290,16 @@ async fn main() -> anyhow::Result<()> {
                 rtpengine,
             })
             .await?;
+            Ok(())
+        }
+        Command::SyncBench { dir, records, rate } => {
+            observe::init_logging(&config.raw.log)?;
+            let (n, generated, secs) =
+                callgate_appliance::sync::load::run_many(&dir, records, rate).await?;
+            println!(
+                "appliances={n} records={generated} seconds={secs:.2} records_per_second={:.0}",
+                generated as f64 / secs
+            );
             Ok(())
         }
         #[cfg(feature = "alsa")]

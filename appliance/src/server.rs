@@ -24,6 +24,9 @@ pub enum ServerError {
     /// The web UI could not start.
     #[error(transparent)]
     Web(#[from] crate::web::WebError),
+    /// The link to the coordinator could not start.
+    #[error(transparent)]
+    Sync(#[from] crate::sync::SyncError),
     /// The ops address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -59,6 +62,7 @@ pub async fn run(
             }
         })
     });
+    let sync = crate::sync::service::SyncTask::start(&config, store.pool()).await?;
     let listener = TcpListener::bind(config.ops_listen)
         .await
         .map_err(|source| ServerError::Bind {
@@ -153,6 +157,7 @@ pub async fn run(
     if let Some(board) = board.and_then(Arc::into_inner) {
         board.stop();
     }
+    sync.stop().await;
     store.pool().close().await;
     tracing::info!("appliance stopped");
     Ok(())

@@ -125,6 +125,10 @@ pub enum Uplink {
     CallRecord(CallRecord),
     /// The outcome of one dial attempt to a leased contact.
     AttemptResult(AttemptResult),
+    /// The box asks for a new certificate before its current one expires: a PEM CSR for a
+    /// key pair it generated (the private key stays on the box). The broker vouches for
+    /// who is asking. Answered with [`Downlink::Certificate`].
+    CertificateRenewal { csr: String },
 }
 
 impl Uplink {
@@ -140,6 +144,9 @@ impl Uplink {
 pub enum Downlink {
     /// Cumulative acknowledgement of uplink messages.
     Ack { up_to: u64 },
+    /// A renewed certificate (PEM) for the key in the box's last
+    /// [`Uplink::CertificateRenewal`].
+    Certificate { pem: String },
 }
 
 /// Sent by the appliance on every (re)connection.

@@ -96,6 +96,8 @@ impl CoordinatorConfig {
             }
         }
         self.sync.broker_addr()?;
+        self.sync.enroll_addr()?;
+        self.sync.embedded_addr()?;
         if self.store.data_dir.as_os_str().is_empty() {
             return Err(ConfigError::invalid("store.data_dir", "must not be empty"));
         }

@@ -45,7 +45,7 @@ pub async fn run(
         config.raw.store.database_url.as_deref(),
     )
     .await?;
-    let sync = crate::sync::SyncTask::start(&store, &config.raw)?;
+    let sync = crate::sync::SyncTask::start(&store, &config.raw).await?;
     let listener = TcpListener::bind(config.http_listen)
         .await
         .map_err(|source| ServerError::Bind {

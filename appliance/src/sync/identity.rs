@@ -40,6 +40,57 @@ impl IdentityDir {
         self.dir.join("ca.pem")
     }
 
+    /// The key generated for a pending renewal.
+    pub fn next_key_path(&self) -> PathBuf {
+        self.dir.join("key.next.pem")
+    }
+
+    /// When the installed certificate expires, Unix seconds.
+    pub fn not_after(&self) -> Result<i64, SyncError> {
+        let pem = std::fs::read_to_string(self.cert_path())
+            .map_err(|e| self.io_error(&self.cert_path(), e))?;
+        let bad = |reason: String| SyncError::Identity {
+            path: self.cert_path(),
+            reason,
+        };
+        let der = CertificateDer::from_pem_slice(pem.as_bytes()).map_err(|e| bad(e.to_string()))?;
+        let (_, cert) =
+            x509_parser::parse_x509_certificate(&der).map_err(|e| bad(e.to_string()))?;
+        Ok(cert.validity().not_after.timestamp())
+    }
+
+    /// Generates the key pair for a renewal (kept as `key.next.pem` until the new
+    /// certificate arrives) and returns its CSR.
+    pub fn generate_renewal_csr(&self, appliance: &ApplianceId) -> Result<String, SyncError> {
+        let (csr, key) = make_csr(appliance)?;
+        write_private(&self.next_key_path(), key.as_bytes())
+            .map_err(|e| self.io_error(&self.next_key_path(), e))?;
+        Ok(csr)
+    }
+
+    /// Installs a renewed certificate: only if it matches the pending renewal key, which
+    /// then replaces the old key.
+    pub fn install_renewed(&self, cert_pem: &str) -> Result<(), SyncError> {
+        let next = self.next_key_path();
+        if !next.exists() {
+            return Err(SyncError::Identity {
+                path: next,
+                reason: "a certificate arrived but no renewal is pending".into(),
+            });
+        }
+        let staged = self.dir.join("cert.next.pem");
+        std::fs::write(&staged, cert_pem).map_err(|e| self.io_error(&staged, e))?;
+        // rustls refuses a certificate whose public key is not the private key's.
+        let check = self.tls_from(&self.ca_path(), &staged, &next);
+        if let Err(e) = check {
+            let _ = std::fs::remove_file(&staged);
+            return Err(e);
+        }
+        std::fs::rename(&next, self.key_path()).map_err(|e| self.io_error(&next, e))?;
+        std::fs::rename(&staged, self.cert_path()).map_err(|e| self.io_error(&staged, e))?;
+        Ok(())
+    }
+
     /// Whether a certificate is installed (the box is enrolled).
     pub fn is_enrolled(&self) -> bool {
         self.cert_path().exists()
@@ -49,17 +100,8 @@ impl IdentityDir {
     /// the private key with mode 0600, and returns a PEM CSR whose subject is `appliance`.
     pub fn generate_csr(&self, appliance: &ApplianceId) -> Result<String, SyncError> {
         std::fs::create_dir_all(&self.dir).map_err(|e| self.io_error(&self.dir, e))?;
-        let key = rcgen::KeyPair::generate().map_err(|e| SyncError::Tls(e.to_string()))?;
-        let mut params = rcgen::CertificateParams::new(Vec::<String>::new())
-            .map_err(|e| SyncError::Tls(e.to_string()))?;
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, appliance.as_str());
-        let csr = params
-            .serialize_request(&key)
-            .and_then(|c| c.pem())
-            .map_err(|e| SyncError::Tls(e.to_string()))?;
-        write_private(&self.key_path(), key.serialize_pem().as_bytes())
+        let (csr, key) = make_csr(appliance)?;
+        write_private(&self.key_path(), key.as_bytes())
             .map_err(|e| self.io_error(&self.key_path(), e))?;
         Ok(csr)
     }
@@ -75,13 +117,21 @@ impl IdentityDir {
     /// The rustls client configuration for mutual TLS with the broker: trusts only the
     /// organisation CA, presents the box's certificate, uses the ring provider.
     pub fn client_tls(&self) -> Result<Arc<rustls::ClientConfig>, SyncError> {
-        let ca = self.certs(&self.ca_path())?;
-        let chain = self.certs(&self.cert_path())?;
-        let key =
-            PrivateKeyDer::from_pem_file(self.key_path()).map_err(|e| SyncError::Identity {
-                path: self.key_path(),
-                reason: e.to_string(),
-            })?;
+        self.tls_from(&self.ca_path(), &self.cert_path(), &self.key_path())
+    }
+
+    fn tls_from(
+        &self,
+        ca: &Path,
+        cert: &Path,
+        key_path: &Path,
+    ) -> Result<Arc<rustls::ClientConfig>, SyncError> {
+        let ca = self.certs(ca)?;
+        let chain = self.certs(cert)?;
+        let key = PrivateKeyDer::from_pem_file(key_path).map_err(|e| SyncError::Identity {
+            path: key_path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
         let mut roots = rustls::RootCertStore::empty();
         for c in ca {
             roots
@@ -121,6 +171,21 @@ impl IdentityDir {
             reason: e.to_string(),
         }
     }
+}
+
+/// A fresh key pair and a PEM CSR naming `appliance`: (csr, private key PEM).
+fn make_csr(appliance: &ApplianceId) -> Result<(String, String), SyncError> {
+    let key = rcgen::KeyPair::generate().map_err(|e| SyncError::Tls(e.to_string()))?;
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new())
+        .map_err(|e| SyncError::Tls(e.to_string()))?;
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, appliance.as_str());
+    let csr = params
+        .serialize_request(&key)
+        .and_then(|c| c.pem())
+        .map_err(|e| SyncError::Tls(e.to_string()))?;
+    Ok((csr, key.serialize_pem()))
 }
 
 fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {

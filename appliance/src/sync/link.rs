@@ -43,6 +43,17 @@ pub struct LinkSettings {
     pub clock_skew_alarm: Duration,
     /// Reported in `Hello`.
     pub firmware: String,
+    /// Ask for a new certificate when the current one has less than this left.
+    pub renew_before: Duration,
+}
+
+/// Why [`run`] returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkExit {
+    /// `shutdown` resolved.
+    Stopped,
+    /// A renewed certificate was installed: run again to connect with it.
+    IdentityRenewed,
 }
 
 impl LinkSettings {
@@ -57,6 +68,7 @@ impl LinkSettings {
             backoff_cap: Duration::from_secs(30),
             clock_skew_alarm: Duration::from_secs(5),
             firmware: env!("CARGO_PKG_VERSION").into(),
+            renew_before: Duration::from_secs(30 * 86_400),
         }
     }
 }
@@ -75,7 +87,7 @@ pub async fn run(
     pool: SqlitePool,
     outbox: Arc<UplinkOutbox>,
     shutdown: impl std::future::Future<Output = ()>,
-) -> Result<(), SyncError> {
+) -> Result<LinkExit, SyncError> {
     let tls = identity.client_tls()?;
     let app = settings.appliance.clone();
     let mut opts = MqttOptions::new(app.as_str(), &settings.broker_host, settings.broker_port);
@@ -97,7 +109,16 @@ pub async fn run(
         fnv1a64(app.as_str()),
     );
     let pump = tokio::spawn(drive_eventloop(eventloop, events_tx, backoff));
-    let result = serve(&settings, &client, &pool, &outbox, &mut events, shutdown).await;
+    let result = serve(
+        &settings,
+        identity,
+        &client,
+        &pool,
+        &outbox,
+        &mut events,
+        shutdown,
+    )
+    .await;
     // Best effort: a clean goodbye instead of the will.
     let _ = client.try_publish(topics::status(&app), QoS::AtLeastOnce, true, "offline");
     let _ = client.try_disconnect();
@@ -139,13 +160,16 @@ async fn drive_eventloop(
 
 async fn serve(
     settings: &LinkSettings,
+    identity: &IdentityDir,
     client: &AsyncClient,
     pool: &SqlitePool,
     outbox: &UplinkOutbox,
     events: &mut mpsc::Receiver<LinkEvent>,
     shutdown: impl std::future::Future<Output = ()>,
-) -> Result<(), SyncError> {
+) -> Result<LinkExit, SyncError> {
     let app = &settings.appliance;
+    let mut renewal_asked: Option<Instant> = None;
+    let mut renewal_check = Instant::now();
     let up = topics::uplink(app);
     let mut inbox = Inbox::new(
         read_state(pool, DOWNLINK_APPLIED).await?,
@@ -157,13 +181,20 @@ async fn serve(
     tokio::pin!(shutdown);
     loop {
         // Publish whatever the outbox hands out.
-        if connected {
-            while let Some((t, body)) = outbox.next_transmit().await? {
+        'publish: loop {
+            if !connected {
+                break;
+            }
+            let batch = outbox.next_transmits(64).await?;
+            if batch.is_empty() {
+                break;
+            }
+            for (t, body) in batch {
                 let env = UplinkEnvelope::new(app.clone(), t.seq, UnixMillis::now(), body);
                 if let Err(e) = client.try_publish(&up, QoS::AtLeastOnce, false, env.encode()) {
                     // The request queue is full; the resend timer brings it back.
                     tracing::debug!(seq = t.seq, error = %e, "publish deferred");
-                    break;
+                    break 'publish;
                 }
                 metrics::counter!("callgate_sync_uplink_published_total").increment(1);
             }
@@ -182,6 +213,17 @@ async fn serve(
             }
         }
         let now = Instant::now();
+        if connected && now >= renewal_check {
+            renewal_check = now + Duration::from_secs(3600);
+            let stale =
+                renewal_asked.is_none_or(|t| now.duration_since(t) > Duration::from_secs(3600));
+            if stale && renewal_due(identity, settings.renew_before) {
+                let csr = identity.generate_renewal_csr(app)?;
+                outbox.send(&Uplink::CertificateRenewal { csr }).await?;
+                renewal_asked = Some(now);
+                tracing::info!("certificate renewal requested");
+            }
+        }
         if let Some(up_to) = inbox.poll_ack(now) {
             let ack = UplinkEnvelope::new(app.clone(), 0, UnixMillis::now(), Uplink::Ack { up_to });
             let _ = client.try_publish(&up, QoS::AtLeastOnce, false, ack.encode());
@@ -190,17 +232,19 @@ async fn serve(
             .into_iter()
             .flatten()
             .min()
-            .unwrap_or(now + Duration::from_secs(3600));
+            .unwrap_or(now + Duration::from_secs(3600))
+            .min(renewal_check.max(now + Duration::from_millis(10)));
         tokio::select! {
-            () = &mut shutdown => return Ok(()),
+            () = &mut shutdown => return Ok(LinkExit::Stopped),
             () = outbox.stored() => {}
             () = tokio::time::sleep_until(deadline.into()) => {}
             ev = events.recv() => match ev {
-                None => return Ok(()),
+                None => return Ok(LinkExit::Stopped),
                 Some(LinkEvent::Connected { session_present }) => {
                     tracing::info!(session_present, "link up");
                     metrics::gauge!("callgate_sync_link_up").set(1.0);
                     connected = true;
+                    renewal_check = Instant::now();
                     outbox.connected(Instant::now()).await;
                     inbox.peer_reconnected(Instant::now());
                     let _ = client.try_subscribe(topics::downlink(app), QoS::AtLeastOnce);
@@ -223,31 +267,54 @@ async fn serve(
                     outbox.disconnected().await;
                 }
                 Some(LinkEvent::Message(bytes)) => {
-                    on_downlink(settings, pool, outbox, &mut inbox, &bytes).await?;
+                    if on_downlink(settings, identity, pool, outbox, &mut inbox, &bytes).await? {
+                        if let Some(up_to) = inbox.poll_ack(Instant::now() + Duration::from_secs(3600)) {
+                            let ack = UplinkEnvelope::new(app.clone(), 0, UnixMillis::now(), Uplink::Ack { up_to });
+                            let _ = client.try_publish(&up, QoS::AtLeastOnce, false, ack.encode());
+                        }
+                        tracing::info!("renewed certificate installed; reconnecting with it");
+                        return Ok(LinkExit::IdentityRenewed);
+                    }
                 }
             }
         }
     }
 }
 
+/// Whether the certificate has less than `before` left (or cannot be read).
+fn renewal_due(identity: &IdentityDir, before: Duration) -> bool {
+    match identity.not_after() {
+        Ok(not_after) => {
+            let left = not_after - UnixMillis::now().0 / 1000;
+            left < i64::try_from(before.as_secs()).unwrap_or(i64::MAX)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the certificate's expiry");
+            false
+        }
+    }
+}
+
+/// Handles one downlink payload; returns whether a renewed identity was installed.
 async fn on_downlink(
     settings: &LinkSettings,
+    identity: &IdentityDir,
     pool: &SqlitePool,
     outbox: &UplinkOutbox,
     inbox: &mut Inbox,
     bytes: &[u8],
-) -> Result<(), SyncError> {
+) -> Result<bool, SyncError> {
     let env = match DownlinkEnvelope::decode(bytes) {
         Ok(env) => env,
         Err(e) => {
             tracing::warn!(error = %e, len = bytes.len(), "dropping undecodable downlink");
             metrics::counter!("callgate_sync_downlink_rejected_total").increment(1);
-            return Ok(());
+            return Ok(false);
         }
     };
     if env.appliance != settings.appliance {
         tracing::warn!(envelope = %env.appliance, "dropping downlink addressed to another appliance");
-        return Ok(());
+        return Ok(false);
     }
     let skew = ClockSkew::measure(env.sent_at, UnixMillis::now(), settings.clock_skew_alarm);
     metrics::gauge!("callgate_sync_clock_skew_ms").set(skew.skew_ms as f64);
@@ -266,19 +333,25 @@ async fn on_downlink(
             Err(SyncError::Outbox(e)) => tracing::warn!(error = %e, "ignoring impossible ack"),
             Err(e) => return Err(e),
         },
-        #[allow(unreachable_patterns)]
-        _ => match inbox.classify(now, env.seq) {
+        body => match inbox.classify(now, env.seq) {
             Verdict::Apply => {
-                // No downlink kind has an effect on the box yet (leases, grants and config
-                // arrive with their issues); its sequence number is still recorded so that
-                // acks and replays behave.
+                let mut renewed = false;
+                if let Downlink::Certificate { pem } = &body {
+                    match identity.install_renewed(pem) {
+                        Ok(()) => renewed = true,
+                        Err(e) => tracing::error!(error = %e, "renewed certificate refused"),
+                    }
+                }
+                // Other kinds (leases, grants, config) get their effects with their issues;
+                // the sequence number is recorded either way so that acks and replays behave.
                 let mut tx = pool.begin().await?;
                 write_state(&mut tx, DOWNLINK_APPLIED, env.seq).await?;
                 tx.commit().await?;
                 inbox.applied(now, env.seq);
+                return Ok(renewed);
             }
             Verdict::Duplicate | Verdict::Gap { .. } | Verdict::Unsequenced => {}
         },
     }
-    Ok(())
+    Ok(false)
 }

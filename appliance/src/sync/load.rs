@@ -99,17 +99,7 @@ pub async fn run_load(
     use super::identity::IdentityDir;
     use super::link::LinkSettings;
     use std::sync::Arc;
-    let appliance = config.id.clone().ok_or_else(|| SyncError::Identity {
-        path: "appliance.id".into(),
-        reason: "the config names no appliance id".into(),
-    })?;
-    let (host, port) = config
-        .raw
-        .sync
-        .broker_addr()
-        .ok()
-        .flatten()
-        .ok_or_else(|| SyncError::Mqtt("sync.broker is not set".into()))?;
+    let (appliance, host, port) = super::service::link_target(config)?;
     let store = crate::store::Store::open(&config.raw.appliance.data_dir)
         .await
         .map_err(|e| SyncError::Mqtt(e.to_string()))?;
@@ -119,8 +109,10 @@ pub async fn run_load(
     let shared = Arc::new(tokio::sync::RwLock::new(outbox.clone()));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let identity = IdentityDir::in_data_dir(&config.raw.appliance.data_dir);
+    let mut settings = LinkSettings::new(appliance.clone(), host, port);
+    settings.renew_before = Duration::from_secs(config.raw.sync.renew_before_days * 86_400);
     let link = tokio::spawn(super::service::run(
-        LinkSettings::new(appliance.clone(), host, port),
+        settings,
         identity,
         pool.clone(),
         shared.clone(),
@@ -146,4 +138,45 @@ pub async fn run_load(
     }
     pool.close().await;
     Ok(LoadReport { generated, acked })
+}
+
+/// `callgate-appliance sync-bench`: runs [`run_load`] for every appliance config in `dir`
+/// (`*.toml`) at once, in this one process — each box with its own certificate, store and
+/// outbox. Returns (appliances, records generated, seconds until everything was acked).
+pub async fn run_many(
+    dir: &std::path::Path,
+    total: u64,
+    per_second: u32,
+) -> Result<(usize, u64, f64), SyncError> {
+    let mut configs = Vec::new();
+    let entries = std::fs::read_dir(dir).map_err(|e| SyncError::Identity {
+        path: dir.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            let config = crate::config::ApplianceConfig::load(Some(&path)).map_err(|e| {
+                SyncError::Identity {
+                    path: path.clone(),
+                    reason: e.to_string(),
+                }
+            })?;
+            configs.push(config);
+        }
+    }
+    let start = std::time::Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for config in configs.clone() {
+        tasks.spawn(async move { run_load(&config, total, per_second).await });
+    }
+    let mut generated = 0;
+    while let Some(done) = tasks.join_next().await {
+        match done {
+            Ok(Ok(report)) => generated += report.generated,
+            Ok(Err(e)) => return Err(e),
+            Err(e) => return Err(SyncError::Mqtt(format!("appliance task: {e}"))),
+        }
+    }
+    Ok((configs.len(), generated, start.elapsed().as_secs_f64()))
 }

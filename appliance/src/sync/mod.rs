@@ -13,6 +13,7 @@
 //! source of truth), read the private key anywhere but here, or touch other rooms' tables.
 
 pub mod backoff;
+pub mod enroll;
 pub mod identity;
 pub mod link;
 pub mod load;

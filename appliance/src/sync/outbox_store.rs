@@ -165,24 +165,39 @@ impl UplinkOutbox {
     /// number first. An error here leaves core and table possibly apart: the caller must
     /// drop this outbox and [`UplinkOutbox::open`] it again.
     pub async fn next_transmit(&self) -> Result<Option<(Transmit, Uplink)>, SyncError> {
+        Ok(self.next_transmits(1).await?.pop())
+    }
+
+    /// Up to `max` messages to publish, in order; the sequence numbers newly assigned to
+    /// them are committed in one transaction before any is returned.
+    pub async fn next_transmits(&self, max: usize) -> Result<Vec<(Transmit, Uplink)>, SyncError> {
         let mut core = self.core.lock().await;
-        let Some(t) = core.poll_transmit() else {
-            return Ok(None);
-        };
-        if t.newly_sequenced {
-            sqlx::query("UPDATE sync_outbox SET seq = $1 WHERE id = $2")
-                .bind(t.seq as i64)
-                .bind(t.id.0 as i64)
-                .execute(&self.pool)
-                .await?;
+        let due: Vec<Transmit> = std::iter::from_fn(|| core.poll_transmit())
+            .take(max)
+            .collect();
+        if due.is_empty() {
+            return Ok(Vec::new());
         }
-        let (bytes,): (Vec<u8>,) = sqlx::query_as("SELECT body FROM sync_outbox WHERE id = $1")
-            .bind(t.id.0 as i64)
-            .fetch_one(&self.pool)
-            .await?;
-        let body: Uplink = postcard::from_bytes(&bytes)
-            .map_err(|e| callgate_common::wire::WireError::Malformed(e.to_string()))?;
-        Ok(Some((t, body)))
+        let mut tx = self.pool.begin().await?;
+        let mut out = Vec::with_capacity(due.len());
+        for t in due {
+            if t.newly_sequenced {
+                sqlx::query("UPDATE sync_outbox SET seq = $1 WHERE id = $2")
+                    .bind(t.seq as i64)
+                    .bind(t.id.0 as i64)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            let (bytes,): (Vec<u8>,) = sqlx::query_as("SELECT body FROM sync_outbox WHERE id = $1")
+                .bind(t.id.0 as i64)
+                .fetch_one(&mut *tx)
+                .await?;
+            let body: Uplink = postcard::from_bytes(&bytes)
+                .map_err(|e| callgate_common::wire::WireError::Malformed(e.to_string()))?;
+            out.push((t, body));
+        }
+        tx.commit().await?;
+        Ok(out)
     }
 
     /// A cumulative ack from the coordinator: releases and deletes every row it covers.

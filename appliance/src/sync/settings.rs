@@ -12,6 +12,9 @@ pub struct SyncConfig {
     pub broker: Option<String>,
     /// Disk quota of the outbox, MiB; the alarm rises at 80 % of it.
     pub outbox_quota_mib: u64,
+    /// Ask the coordinator for a new certificate when this many days are left (appliance
+    /// certificates last 90 days).
+    pub renew_before_days: u64,
 }
 
 impl Default for SyncConfig {
@@ -19,6 +22,7 @@ impl Default for SyncConfig {
         SyncConfig {
             broker: None,
             outbox_quota_mib: 512,
+            renew_before_days: 30,
         }
     }
 }

@@ -65,3 +65,20 @@ CREATE TABLE appliance_telemetry (
     outbox_depth BIGINT NOT NULL,
     record       BLOB NOT NULL
 );
+
+-- The downlink outbox: one row per message to an appliance not yet acknowledged by it.
+-- `seq` is NULL until the message is first sent; `body` is the postcard-encoded Downlink.
+CREATE TABLE sync_downlink (
+    appliance  TEXT NOT NULL,
+    id         BIGINT NOT NULL,
+    seq        BIGINT,
+    body       BLOB NOT NULL,
+    created_at BIGINT NOT NULL,
+    PRIMARY KEY (appliance, id)
+);
+
+-- Per appliance: the cumulative ack of downlink messages.
+CREATE TABLE sync_downlink_state (
+    appliance TEXT PRIMARY KEY NOT NULL,
+    acked     BIGINT NOT NULL
+);

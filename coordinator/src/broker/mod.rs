@@ -4,7 +4,9 @@
 //! the organisation CA, `require_certificate true`, `use_identity_as_username true`, and an
 //! ACL confining each enrolled appliance to its own `callgate/v1/{id}/` topics).
 //!
-//! Not yet here: the embedded broker (see docs/status/issue-5.md for why rumqttd was not
-//! taken and the plan). Must not: grant a revoked appliance anything.
+//! Owns also the embedded broker ([`embedded`]) that `all-in-one` runs when
+//! `sync.embedded_broker` is set (rumqttd was evaluated and not taken: see
+//! docs/status/issue-5.md). Must not: grant a revoked appliance anything.
 
+pub mod embedded;
 pub mod mosquitto;

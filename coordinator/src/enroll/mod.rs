@@ -7,6 +7,7 @@
 //! Must not: generate or store an appliance's private key, or issue a certificate whose
 //! subject is not the registered appliance name.
 
+pub mod http;
 pub mod pki;
 pub mod registry;
 

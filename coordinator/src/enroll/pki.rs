@@ -94,12 +94,15 @@ impl OrgCa {
         &self.dir
     }
 
-    /// Signs an appliance's CSR. The CSR's subject CN must be `appliance`; the issued
-    /// certificate carries only that CN and is for client authentication only.
+    /// Signs an appliance's CSR. With `require_subject`, the CSR's subject CN must be
+    /// `appliance` (renewal, offline provisioning); without it (a claim code already named
+    /// the appliance) the CSR's subject is ignored. Either way the certificate carries only
+    /// `CN=appliance` and is for client authentication only.
     pub fn sign_appliance_csr(
         &self,
         csr_pem: &str,
         appliance: &ApplianceId,
+        require_subject: bool,
     ) -> Result<Issued, EnrollError> {
         let mut csr = CertificateSigningRequestParams::from_pem(csr_pem).map_err(cert_err)?;
         let got = match csr.params.distinguished_name.get(&DnType::CommonName) {
@@ -107,7 +110,7 @@ impl OrgCa {
             Some(DnValue::PrintableString(s)) => s.as_str().to_string(),
             other => format!("{other:?}"),
         };
-        if got != appliance.as_str() {
+        if require_subject && got != appliance.as_str() {
             return Err(EnrollError::WrongSubject {
                 expected: appliance.to_string(),
                 got,
@@ -222,10 +225,15 @@ mod tests {
         let ca = OrgCa::load_or_create(dir.path()).unwrap();
         let me = ApplianceId::new("branch-1").unwrap();
         let err = ca
-            .sign_appliance_csr(&csr_for("branch-2"), &me)
+            .sign_appliance_csr(&csr_for("branch-2"), &me, true)
             .unwrap_err();
         assert!(matches!(err, EnrollError::WrongSubject { .. }), "{err}");
-        let issued = ca.sign_appliance_csr(&csr_for("branch-1"), &me).unwrap();
+        // With a claim code the name comes from the code; the CSR's subject is replaced.
+        ca.sign_appliance_csr(&csr_for("unenrolled"), &me, false)
+            .unwrap();
+        let issued = ca
+            .sign_appliance_csr(&csr_for("branch-1"), &me, true)
+            .unwrap();
         assert!(issued.cert_pem.starts_with("-----BEGIN CERTIFICATE-----"));
         assert_eq!(issued.serial.len(), 32);
         let days = (issued.not_after - OffsetDateTime::now_utc().unix_timestamp()) / 86_400;

@@ -160,7 +160,7 @@ pub async fn enroll(
         ApplianceState::Revoked => return Err(EnrollError::Revoked(name.to_string())),
         ApplianceState::Registered => {}
     }
-    let issued = ca.sign_appliance_csr(csr_pem, &name)?;
+    let issued = ca.sign_appliance_csr(csr_pem, &name, false)?;
     sqlx::query("UPDATE claim_codes SET used_at = $1 WHERE code_hash = $2")
         .bind(now.0)
         .bind(hash_code(code))
@@ -181,6 +181,8 @@ pub async fn provision(
     csr_pem: &str,
     now: UnixMillis,
 ) -> Result<Issued, EnrollError> {
+    // The box named itself in its CSR: insist on it before spending a code.
+    ca.sign_appliance_csr(csr_pem, name, true)?;
     let code = register(pool, name, site, now).await?;
     Ok(enroll(pool, ca, &code, csr_pem, now).await?.1)
 }
@@ -197,7 +199,7 @@ pub async fn renew(
         Some(ApplianceState::Revoked) => return Err(EnrollError::Revoked(name.to_string())),
         _ => return Err(EnrollError::UnknownAppliance(name.to_string())),
     }
-    let issued = ca.sign_appliance_csr(csr_pem, name)?;
+    let issued = ca.sign_appliance_csr(csr_pem, name, true)?;
     let mut tx = pool.begin().await?;
     set_enrolled(&mut tx, name, &issued).await?;
     tx.commit().await?;

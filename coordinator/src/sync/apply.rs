@@ -38,7 +38,27 @@ pub async fn apply_uplink(
     now: UnixMillis,
     skew_ms: i64,
 ) -> Result<Applied, sqlx::Error> {
-    let app = env.appliance.as_str();
+    apply_batch(
+        pool,
+        &env.appliance,
+        std::slice::from_ref(env),
+        now,
+        skew_ms,
+    )
+    .await
+}
+
+/// Applies consecutive envelopes of one appliance in ONE transaction: each in-order one's
+/// effect is stored, replays are skipped, the batch stops at a gap, and the high-water mark
+/// moves to the last applied — all or nothing. [`Applied::Stored`] carries the new mark.
+pub async fn apply_batch(
+    pool: &AnyPool,
+    appliance: &ApplianceId,
+    envs: &[UplinkEnvelope],
+    now: UnixMillis,
+    skew_ms: i64,
+) -> Result<Applied, sqlx::Error> {
+    let app = appliance.as_str();
     let mut tx = pool.begin().await?;
     let row: Option<(i64,)> =
         sqlx::query_as("SELECT high_water FROM sync_uplink_state WHERE appliance = $1")
@@ -46,22 +66,35 @@ pub async fn apply_uplink(
             .fetch_optional(&mut *tx)
             .await?;
     let hw = row.map_or(0, |(h,)| h as u64);
-    if env.seq <= hw {
-        return Ok(Applied::Replay { high_water: hw });
+    let mut mark = hw;
+    for env in envs {
+        if env.seq <= mark {
+            continue;
+        }
+        if env.seq != mark + 1 {
+            break;
+        }
+        store_effect(&mut tx, env, now).await?;
+        mark = env.seq;
     }
-    if env.seq != hw + 1 {
-        return Ok(Applied::Gap {
-            expected: hw + 1,
-            high_water: hw,
+    if mark == hw {
+        let first = envs.iter().map(|e| e.seq).find(|s| *s > hw);
+        return Ok(match first {
+            Some(_) => Applied::Gap {
+                expected: hw + 1,
+                high_water: hw,
+            },
+            None => Applied::Replay { high_water: hw },
         });
     }
-    store_effect(&mut tx, env, now).await?;
+    let count = (mark - hw) as i64;
     let advanced = match row {
         Some(_) => sqlx::query(
-            "UPDATE sync_uplink_state SET high_water = $1, applied_count = applied_count + 1, \
-             last_seen_at = $2, clock_skew_ms = $3 WHERE appliance = $4 AND high_water = $5",
+            "UPDATE sync_uplink_state SET high_water = $1, applied_count = applied_count + $2, \
+             last_seen_at = $3, clock_skew_ms = $4 WHERE appliance = $5 AND high_water = $6",
         )
-        .bind(env.seq as i64)
+        .bind(mark as i64)
+        .bind(count)
         .bind(now.0)
         .bind(skew_ms)
         .bind(app)
@@ -72,10 +105,11 @@ pub async fn apply_uplink(
         None => sqlx::query(
             "INSERT INTO sync_uplink_state \
              (appliance, high_water, applied_count, last_seen_at, clock_skew_ms) \
-             VALUES ($1, $2, 1, $3, $4)",
+             VALUES ($1, $2, $3, $4, $5)",
         )
         .bind(app)
-        .bind(env.seq as i64)
+        .bind(mark as i64)
+        .bind(count)
         .bind(now.0)
         .bind(skew_ms)
         .execute(&mut *tx)
@@ -86,11 +120,11 @@ pub async fn apply_uplink(
         // Another replica applied it between our read and write: theirs stands.
         tx.rollback().await?;
         return Ok(Applied::Replay {
-            high_water: high_water(pool, &env.appliance).await?,
+            high_water: high_water(pool, appliance).await?,
         });
     }
     tx.commit().await?;
-    Ok(Applied::Stored { seq: env.seq })
+    Ok(Applied::Stored { seq: mark })
 }
 
 fn outcome_name(o: CallOutcome) -> &'static str {
@@ -164,6 +198,9 @@ async fn store_effect(
             .bind(encode(t))
             .execute(&mut **tx)
             .await?;
+        }
+        Uplink::CertificateRenewal { .. } => {
+            // Answered by the link once this commits (a new certificate on the downlink).
         }
         other => {
             // Hello and Ack travel unsequenced; a kind this build has no table for yet still
@@ -250,6 +287,34 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), None).await.unwrap();
         replay_is_harmless_and_gaps_wait(store.pool()).await;
+    }
+
+    #[tokio::test]
+    async fn a_batch_applies_in_order_skips_replays_stops_at_a_gap_in_one_transaction() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), None).await.unwrap();
+        let pool = store.pool();
+        let app = ApplianceId::new("branch-1").unwrap();
+        let env = |seq| UplinkEnvelope::new(app.clone(), seq, UnixMillis(0), record(seq));
+        let now = UnixMillis(1);
+        apply_uplink(pool, &env(1), now, 0).await.unwrap();
+        let batch = vec![env(1), env(2), env(3), env(5), env(6)];
+        assert_eq!(
+            apply_batch(pool, &app, &batch, now, 0).await.unwrap(),
+            Applied::Stored { seq: 3 }
+        );
+        let (rows,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM call_records")
+            .fetch_one(pool)
+            .await
+            .unwrap();
+        assert_eq!(rows, 3);
+        // A batch whose second message cannot be stored leaves nothing of the first either.
+        let poisoned = vec![
+            env(4),
+            UplinkEnvelope::new(app.clone(), 5, UnixMillis(0), record(1)),
+        ];
+        assert!(apply_batch(pool, &app, &poisoned, now, 0).await.is_err());
+        assert_eq!(high_water(pool, &app).await.unwrap(), 3);
     }
 
     #[tokio::test]

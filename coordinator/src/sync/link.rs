@@ -8,7 +8,8 @@
 //! payloads, an envelope naming another appliance than its topic, unknown and revoked
 //! appliances. The stream goes on after each.
 
-use super::apply::{apply_uplink, high_water, Applied};
+use super::apply::{apply_batch, high_water, Applied};
+use super::downlink::DownlinkOutboxes;
 use super::settings::SyncConfig;
 use super::SyncError;
 use crate::enroll::pki::{OrgCa, COORDINATOR_IDENTITY};
@@ -96,6 +97,7 @@ const STATE_TTL: Duration = Duration::from_secs(5);
 pub async fn run(
     store: Store,
     ca: &OrgCa,
+    downlink: &DownlinkOutboxes,
     config: &SyncConfig,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), SyncError> {
@@ -153,32 +155,71 @@ pub async fn run(
                 send_ack(&client, app, up_to);
             }
         }
+        let downlink_timer = downlink.tick(now).await;
+        match downlink.due().await {
+            Ok(due) => {
+                for (app, t, body) in due {
+                    let env = DownlinkEnvelope::new(app.clone(), t.seq, UnixMillis::now(), body);
+                    if let Err(e) = client.try_publish(
+                        topics::downlink(&app),
+                        QoS::AtLeastOnce,
+                        false,
+                        env.encode(),
+                    ) {
+                        tracing::debug!(appliance = %app, error = %e, "downlink deferred");
+                        break;
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "downlink outbox failed");
+                break Err(e);
+            }
+        }
         let deadline = peers
             .values()
             .filter_map(|p| p.inbox.poll_timeout())
+            .chain(downlink_timer)
             .min()
             .unwrap_or(now + Duration::from_secs(3600));
         tokio::select! {
             () = &mut shutdown => break Ok(()),
+            () = downlink.stored() => {}
             () = tokio::time::sleep_until(deadline.into()) => {}
             ev = events.recv() => match ev {
                 None => break Ok(()),
-                Some(LinkEvent::Connected) => {
-                    tracing::info!("coordinator connected to the broker");
-                    metrics::gauge!("callgate_sync_broker_connected").set(1.0);
-                    let _ = client.try_subscribe(&uplinks, QoS::AtLeastOnce);
-                    let _ = client.try_subscribe(topics::all_statuses(), QoS::AtLeastOnce);
-                }
-                Some(LinkEvent::Down(reason)) => {
-                    tracing::warn!(%reason, "coordinator lost the broker");
-                    metrics::gauge!("callgate_sync_broker_connected").set(0.0);
-                }
-                Some(LinkEvent::Message { topic, payload }) => {
-                    if let Err(e) = on_message(&store, &client, &mut peers, skew_limit, &topic, &payload).await {
-                        // A database failure: nothing was acked, the appliance will resend.
-                        tracing::error!(%topic, error = %e, "applying uplink failed");
-                        metrics::counter!("callgate_sync_apply_errors_total").increment(1);
+                Some(first) => {
+                    // Take what is already queued (up to a batch) so consecutive messages of
+                    // an appliance commit in one transaction.
+                    let ctx = Context { store: &store, ca, downlink, skew_limit };
+                    let mut batch = Vec::new();
+                    let mut next = Some(first);
+                    let mut taken = 0;
+                    while let Some(ev) = next.take() {
+                        match ev {
+                            LinkEvent::Connected => {
+                                tracing::info!("coordinator connected to the broker");
+                                metrics::gauge!("callgate_sync_broker_connected").set(1.0);
+                                let _ = client.try_subscribe(&uplinks, QoS::AtLeastOnce);
+                                let _ = client.try_subscribe(topics::all_statuses(), QoS::AtLeastOnce);
+                            }
+                            LinkEvent::Down(reason) => {
+                                tracing::warn!(%reason, "coordinator lost the broker");
+                                metrics::gauge!("callgate_sync_broker_connected").set(0.0);
+                            }
+                            LinkEvent::Message { topic, payload } => {
+                                if let Err(e) = on_message(&ctx, &mut peers, &topic, &payload, &mut batch).await {
+                                    tracing::error!(%topic, error = %e, "handling uplink failed");
+                                    metrics::counter!("callgate_sync_apply_errors_total").increment(1);
+                                }
+                            }
+                        }
+                        taken += 1;
+                        if taken < 512 {
+                            next = events.try_recv().ok();
+                        }
                     }
+                    flush(&ctx, &mut peers, batch).await;
                 }
             }
         }
@@ -187,6 +228,74 @@ pub async fn run(
     tokio::time::sleep(Duration::from_millis(100)).await;
     pump.abort();
     result
+}
+
+/// Commits a batch: one transaction per appliance, in arrival order.
+async fn flush(
+    ctx: &Context<'_>,
+    peers: &mut HashMap<ApplianceId, Peer>,
+    batch: Vec<(UplinkEnvelope, i64)>,
+) {
+    let mut order: Vec<ApplianceId> = Vec::new();
+    let mut groups: HashMap<ApplianceId, (Vec<UplinkEnvelope>, i64)> = HashMap::new();
+    for (env, skew) in batch {
+        let entry = groups.entry(env.appliance.clone()).or_insert_with(|| {
+            order.push(env.appliance.clone());
+            (Vec::new(), 0)
+        });
+        entry.0.push(env);
+        entry.1 = skew;
+    }
+    let pool = ctx.store.pool();
+    for app in order {
+        let Some((envs, skew)) = groups.remove(&app) else {
+            continue;
+        };
+        let wall = UnixMillis::now();
+        match apply_batch(pool, &app, &envs, wall, skew).await {
+            Ok(Applied::Stored { seq }) => {
+                let done = envs.iter().filter(|e| e.seq <= seq);
+                for env in done {
+                    metrics::counter!("callgate_sync_uplink_applied_total").increment(1);
+                    // From the box's publish to our commit (both clocks; skew included).
+                    metrics::histogram!("callgate_sync_uplink_lag_ms")
+                        .record(UnixMillis::now().millis_since(env.sent_at) as f64);
+                    if let Uplink::CertificateRenewal { csr } = &env.body {
+                        renew(ctx, &app, csr).await;
+                    }
+                }
+                if envs.last().is_some_and(|e| e.seq > seq) {
+                    peers.remove(&app);
+                }
+            }
+            Ok(Applied::Replay { .. } | Applied::Gap { .. }) => {
+                // Another replica moved the mark: follow the database.
+                peers.remove(&app);
+            }
+            Err(e) => {
+                tracing::error!(appliance = %app, error = %e, "applying uplink failed; the box will resend");
+                metrics::counter!("callgate_sync_apply_errors_total").increment(1);
+                peers.remove(&app);
+            }
+        }
+    }
+}
+
+/// Answers a renewal request. Not in the apply transaction: if this fails or the process
+/// dies here, the box asks again within the hour (renewal is idempotent).
+async fn renew(ctx: &Context<'_>, app: &ApplianceId, csr: &str) {
+    match registry::renew(ctx.store.pool(), ctx.ca, app, csr).await {
+        Ok(issued) => {
+            tracing::info!(appliance = %app, serial = %issued.serial, "certificate renewed");
+            let cert = Downlink::Certificate {
+                pem: issued.cert_pem,
+            };
+            if let Err(e) = ctx.downlink.send(app, &cert).await {
+                tracing::error!(appliance = %app, error = %e, "storing the renewed certificate failed");
+            }
+        }
+        Err(e) => tracing::warn!(appliance = %app, error = %e, "renewal refused"),
+    }
 }
 
 fn send_ack(client: &AsyncClient, app: &ApplianceId, up_to: u64) {
@@ -202,14 +311,22 @@ fn reject(app: &str, reason: &'static str, detail: &dyn std::fmt::Display) {
     metrics::counter!("callgate_sync_uplink_rejected_total", "reason" => reason).increment(1);
 }
 
-async fn on_message(
-    store: &Store,
-    client: &AsyncClient,
-    peers: &mut HashMap<ApplianceId, Peer>,
+/// What handling one message needs.
+struct Context<'a> {
+    store: &'a Store,
+    ca: &'a OrgCa,
+    downlink: &'a DownlinkOutboxes,
     skew_limit: Duration,
+}
+
+async fn on_message(
+    ctx: &Context<'_>,
+    peers: &mut HashMap<ApplianceId, Peer>,
     topic: &str,
     payload: &[u8],
+    batch: &mut Vec<(UplinkEnvelope, i64)>,
 ) -> Result<(), SyncError> {
+    let (store, skew_limit) = (ctx.store, ctx.skew_limit);
     let Some((app, kind)) = topics::parse(topic) else {
         reject("?", "foreign_topic", &topic);
         return Ok(());
@@ -217,6 +334,9 @@ async fn on_message(
     if kind == TopicKind::Status {
         let status = String::from_utf8_lossy(payload);
         tracing::info!(appliance = %app, %status, "appliance presence");
+        if status == "offline" {
+            ctx.downlink.disconnected(&app).await;
+        }
         return Ok(());
     }
     if kind != TopicKind::Up {
@@ -276,9 +396,13 @@ async fn on_message(
         Uplink::Hello(h) => {
             tracing::info!(appliance = %app, firmware = %h.firmware, skew_ms = skew.skew_ms, "appliance hello");
             peer.inbox.peer_reconnected(now);
+            ctx.downlink.connected(&app, now).await?;
             return Ok(());
         }
-        Uplink::Ack { .. } => return Ok(()),
+        Uplink::Ack { up_to } => {
+            ctx.downlink.acked(&app, now, *up_to).await?;
+            return Ok(());
+        }
         _ => {}
     }
     if env.seq == 0 {
@@ -297,19 +421,10 @@ async fn on_message(
             return Ok(());
         }
     }
-    match apply_uplink(pool, &env, wall, skew.skew_ms).await? {
-        Applied::Stored { seq } => {
-            peer.inbox.applied(now, seq);
-            metrics::counter!("callgate_sync_uplink_applied_total").increment(1);
-        }
-        Applied::Replay { high_water } | Applied::Gap { high_water, .. } => {
-            // Another replica moved the mark: follow the database.
-            peer.inbox = Inbox::new(high_water, Duration::from_millis(20), 64);
-            peer.inbox.peer_reconnected(now);
-        }
-    }
-    if let Some(up_to) = peer.inbox.poll_ack(now) {
-        send_ack(client, &app, up_to);
-    }
+    // Counted as applied now so the next message of the batch is in order; acks go out
+    // only after the batch commits (the main loop polls them after `flush`), and a failed
+    // commit drops this cached state so the database decides again.
+    peer.inbox.applied(now, env.seq);
+    batch.push((env, skew.skew_ms));
     Ok(())
 }

@@ -10,6 +10,7 @@
 //! broker vouches for the topic), or ack anything before it is committed.
 
 pub mod apply;
+pub mod downlink;
 pub mod link;
 pub mod settings;
 
@@ -23,57 +24,124 @@ pub enum SyncError {
     /// The CA or the coordinator's broker identity could not be loaded.
     #[error(transparent)]
     Identity(#[from] crate::enroll::EnrollError),
+    /// The downlink outbox refused (quota, corrupt rows).
+    #[error(transparent)]
+    Outbox(#[from] callgate_common::outbox::OutboxError),
+    /// A stored downlink message could not be encoded or decoded.
+    #[error("downlink encoding: {0}")]
+    Encoding(String),
+    /// The embedded broker could not start.
+    #[error(transparent)]
+    Broker(#[from] crate::broker::embedded::driver::BrokerError),
     /// The TLS configuration could not be built.
     #[error("TLS setup: {0}")]
     Tls(String),
 }
 
-/// The running link, stopped with [`SyncTask::stop`].
+/// The running link and enrollment listener, stopped with [`SyncTask::stop`].
 #[derive(Debug)]
 pub struct SyncTask {
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<()>>,
+    stop: tokio::sync::watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// Where other rooms send downlink messages (leases, grants, config): durable and
+    /// delivered in order, exactly once, when the appliance is online.
+    pub downlink: std::sync::Arc<downlink::DownlinkOutboxes>,
+    broker: Option<crate::broker::embedded::driver::EmbeddedBroker>,
 }
 
 impl SyncTask {
-    /// Starts the link when `[sync].broker` is set (the organisation CA is created on first
-    /// use under `{data_dir}/pki/`); a no-op task otherwise.
-    pub fn start(
+    /// Starts the link when `[sync].broker` is set and the HTTPS enrollment listener when
+    /// `[sync].enroll_listen` is (the organisation CA is created on first use under
+    /// `{data_dir}/pki/`).
+    pub async fn start(
         store: &crate::store::Store,
         config: &crate::config::CoordinatorConfig,
     ) -> Result<SyncTask, SyncError> {
-        if config.sync.broker.is_none() {
+        let (stop, _) = tokio::sync::watch::channel(false);
+        let mut tasks = Vec::new();
+        let downlink = std::sync::Arc::new(downlink::DownlinkOutboxes::new(store.pool().clone()));
+        let mut sync = config.sync.clone();
+        let enroll_addr = sync
+            .enroll_addr()
+            .map_err(|e| SyncError::Tls(e.to_string()))?;
+        let embedded_addr = sync
+            .embedded_addr()
+            .map_err(|e| SyncError::Tls(e.to_string()))?;
+        if sync.broker.is_none() && enroll_addr.is_none() && embedded_addr.is_none() {
             return Ok(SyncTask {
-                stop: None,
-                task: None,
+                stop,
+                tasks,
+                downlink,
+                broker: None,
             });
         }
-        let ca = crate::enroll::pki::OrgCa::load_or_create(&config.store.data_dir.join("pki"))?;
-        link::client_tls(&ca)?;
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let store = store.clone();
-        let sync = config.sync.clone();
-        let task = tokio::spawn(async move {
-            let stopped = async move {
-                let _ = stopped.await;
-            };
-            if let Err(e) = link::run(store, &ca, &sync, stopped).await {
-                tracing::error!(error = %e, "sync link stopped");
+        let ca = std::sync::Arc::new(crate::enroll::pki::OrgCa::load_or_create(
+            &config.store.data_dir.join("pki"),
+        )?);
+        let broker = match embedded_addr {
+            Some(addr) => {
+                let b = crate::broker::embedded::driver::EmbeddedBroker::start(
+                    &ca,
+                    addr,
+                    &sync.enroll_names,
+                    store.pool().clone(),
+                )
+                .await?;
+                if sync.broker.is_none() {
+                    sync.broker = Some(b.local_addr().to_string());
+                }
+                Some(b)
             }
-        });
+            None => None,
+        };
+        let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|s| *s).await;
+        };
+        if let Some(addr) = enroll_addr {
+            let listener = crate::enroll::http::bind_tls(&ca, addr, &sync.enroll_names).await?;
+            let app = crate::enroll::http::router(crate::enroll::http::EnrollState {
+                store: store.clone(),
+                ca: ca.clone(),
+                broker: sync.public_broker.clone().or_else(|| sync.broker.clone()),
+            });
+            tracing::info!(listen = %addr, "enrollment listening on HTTPS");
+            let rx = stop.subscribe();
+            tasks.push(tokio::spawn(async move {
+                if let Err(e) = axum::serve(listener, app)
+                    .with_graceful_shutdown(stopped(rx))
+                    .await
+                {
+                    tracing::error!(error = %e, "enrollment listener failed");
+                }
+            }));
+        }
+        if sync.broker.is_some() {
+            link::client_tls(&ca)?;
+            let store = store.clone();
+            let rx = stop.subscribe();
+            let downlink = downlink.clone();
+            tasks.push(tokio::spawn(async move {
+                if let Err(e) = link::run(store, &ca, &downlink, &sync, stopped(rx)).await {
+                    tracing::error!(error = %e, "sync link stopped");
+                }
+            }));
+        }
         Ok(SyncTask {
-            stop: Some(stop),
-            task: Some(task),
+            stop,
+            tasks,
+            downlink,
+            broker,
         })
     }
 
-    /// Stops the link and waits for it.
-    pub async fn stop(mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        if let Some(t) = self.task.take() {
+    /// Stops the link and the enrollment listener and waits for them.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        for t in self.tasks {
             let _ = t.await;
+        }
+        if let Some(b) = self.broker {
+            b.stop();
         }
     }
 }

@@ -14,6 +14,16 @@ pub struct SyncConfig {
     pub shared_subscription: bool,
     /// Clock skew (seconds) beyond which an appliance's clock raises the alarm.
     pub clock_skew_alarm_secs: u64,
+    /// `ip:port` of the HTTPS enrollment listener (certificate from the organisation CA);
+    /// off when absent.
+    pub enroll_listen: Option<String>,
+    /// Extra DNS names for the enrollment listener's and the embedded broker's certificates.
+    pub enroll_names: Vec<String>,
+    /// The broker address handed to enrolling boxes; `broker` when absent.
+    pub public_broker: Option<String>,
+    /// `ip:port` for the embedded MQTT broker (mutual TLS, per-appliance isolation); off
+    /// when absent. With no `broker` set, the link connects to it.
+    pub embedded_broker: Option<String>,
 }
 
 impl Default for SyncConfig {
@@ -22,11 +32,31 @@ impl Default for SyncConfig {
             broker: None,
             shared_subscription: false,
             clock_skew_alarm_secs: 5,
+            enroll_listen: None,
+            enroll_names: Vec::new(),
+            public_broker: None,
+            embedded_broker: None,
         }
     }
 }
 
 impl SyncConfig {
+    /// `embedded_broker`, parsed.
+    pub fn embedded_addr(&self) -> Result<Option<std::net::SocketAddr>, ConfigError> {
+        self.embedded_broker
+            .as_deref()
+            .map(|l| callgate_common::observe::parse_listen("sync.embedded_broker", l))
+            .transpose()
+    }
+
+    /// `enroll_listen`, parsed.
+    pub fn enroll_addr(&self) -> Result<Option<std::net::SocketAddr>, ConfigError> {
+        self.enroll_listen
+            .as_deref()
+            .map(|l| callgate_common::observe::parse_listen("sync.enroll_listen", l))
+            .transpose()
+    }
+
     /// `broker` split into host and port, or `None` when the link is off.
     pub fn broker_addr(&self) -> Result<Option<(String, u16)>, ConfigError> {
         let Some(b) = &self.broker else {

@@ -1,0 +1,228 @@
+//! The sync benchmark — a command, not a timed test (it asserts nothing about speed):
+//!
+//! ```text
+//! cargo build --workspace --bins --release
+//! cargo test --release -p callgate-system-tests --test sync_bench -- --ignored --nocapture
+//! ```
+//!
+//! `SYNC_BENCH_APPLIANCES` (default 50) simulated appliances run in ONE process
+//! (`callgate-appliance sync-bench`), each with its own certificate, SQLite store and outbox,
+//! against one coordinator through a real Mosquitto with mutual TLS. It prints one table:
+//! end-to-end exactly-once records/s into SQLite and into PostgreSQL, p50/p99 publish-to-
+//! commit latency at 1,000 records/s, the appliances held connected, and the broker's raw
+//! QoS 1 rate with `mosquitto_pub`/`mosquitto_sub` on the same machine and listener.
+
+mod sync_common;
+
+use callgate_system_tests::binary;
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+use sync_common::{BrokerKind, Postgres, World};
+
+fn appliances() -> usize {
+    std::env::var("SYNC_BENCH_APPLIANCES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(50)
+}
+
+fn names(n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("bench-{i}")).collect()
+}
+
+/// Writes one quiet config per appliance into `{root}/bench/` for `sync-bench`.
+fn bench_dir(w: &World, names: &[String]) -> std::path::PathBuf {
+    let dir = w.path("bench");
+    std::fs::create_dir_all(&dir).unwrap();
+    for name in names {
+        std::fs::write(
+            dir.join(format!("{name}.toml")),
+            format!(
+                "[appliance]\nid = \"{name}\"\ndata_dir = \"{}\"\n[log]\nlevel = \"warn\"\n\
+                 [sync]\nbroker = \"{}\"\n",
+                w.path(name).display(),
+                w.broker_addr
+            ),
+        )
+        .unwrap();
+    }
+    dir
+}
+
+/// Runs `sync-bench`; returns (records, seconds).
+fn run_bench(dir: &std::path::Path, records: u64, rate: u32) -> (u64, f64) {
+    let start = Instant::now();
+    let out = Command::new(binary("callgate-appliance"))
+        .args(["sync-bench", "--dir"])
+        .arg(dir)
+        .args([
+            "--records",
+            &records.to_string(),
+            "--rate",
+            &rate.to_string(),
+        ])
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "sync-bench failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let generated = text
+        .split_whitespace()
+        .find_map(|kv| kv.strip_prefix("records="))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    (generated, start.elapsed().as_secs_f64())
+}
+
+fn quantile(metrics: &str, q: &str) -> String {
+    metrics
+        .lines()
+        .find(|l| {
+            l.starts_with("callgate_sync_uplink_lag_ms{")
+                && l.contains(&format!("quantile=\"{q}\""))
+        })
+        .and_then(|l| l.rsplit(' ').next())
+        .map(|v| format!("{:.0} ms", v.parse::<f64>().unwrap_or(f64::NAN)))
+        .unwrap_or_else(|| "n/a".into())
+}
+
+/// Raw QoS 1 rate through the same TLS listener: one mosquitto_pub → one mosquitto_sub.
+fn broker_raw_rate(w: &World, publisher: &str, count: usize) -> f64 {
+    let pki = w.path("coordinator/pki");
+    let id = w.path(&format!("{publisher}/identity"));
+    let host = w.broker_addr.ip().to_string();
+    let port = w.broker_addr.port().to_string();
+    let topic = format!("callgate/v1/{publisher}/up");
+    let mut sub = Command::new("mosquitto_sub")
+        .args([
+            "-h",
+            &host,
+            "-p",
+            &port,
+            "-q",
+            "1",
+            "-t",
+            &topic,
+            "-C",
+            &count.to_string(),
+        ])
+        .arg("--cafile")
+        .arg(pki.join("ca.pem"))
+        .arg("--cert")
+        .arg(pki.join("coordinator.pem"))
+        .arg("--key")
+        .arg(pki.join("coordinator.key"))
+        .args(["-i", "bench-sub"])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let start = Instant::now();
+    let mut publish = Command::new("mosquitto_pub")
+        .args(["-h", &host, "-p", &port, "-q", "1", "-t", &topic, "-l"])
+        .arg("--cafile")
+        .arg(id.join("ca.pem"))
+        .arg("--cert")
+        .arg(id.join("cert.pem"))
+        .arg("--key")
+        .arg(id.join("key.pem"))
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        let mut stdin = publish.stdin.take().unwrap();
+        let line = "x".repeat(120);
+        for _ in 0..count {
+            writeln!(stdin, "{line}").unwrap();
+        }
+    }
+    sub.wait().unwrap();
+    let secs = start.elapsed().as_secs_f64();
+    let _ = publish.wait();
+    count as f64 / secs
+}
+
+#[tokio::test]
+#[ignore = "benchmark command: run with --ignored --nocapture"]
+async fn sync_benchmark_prints_its_table() {
+    let n = appliances();
+    let names = names(n);
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let per_appliance = 200u64;
+    let mut rows: Vec<(String, String)> = Vec::new();
+    rows.push((
+        "appliances in one process (own cert, store, outbox each)".into(),
+        n.to_string(),
+    ));
+
+    for kind in [BrokerKind::Mosquitto, BrokerKind::Embedded] {
+        let label = match kind {
+            BrokerKind::Mosquitto => "Mosquitto",
+            BrokerKind::Embedded => "embedded broker",
+        };
+        let mut w = World::with_broker(&refs, kind);
+        w.start_broker();
+        w.start_coordinator().await;
+        let dir = bench_dir(&w, &names);
+        let (records, secs) = run_bench(&dir, per_appliance, 0);
+        let metrics = w.metrics().await;
+        let connected = metrics.contains("callgate_sync_broker_connected 1");
+        rows.push((
+            format!("exactly-once records/s into SQLite via {label}"),
+            format!(
+                "{:.0} ({records} in {secs:.1} s; coordinator connected: {connected})",
+                records as f64 / secs
+            ),
+        ));
+        let raw = broker_raw_rate(&w, &names[0], 20_000);
+        rows.push((
+            format!("{label} raw QoS 1 rate (mosquitto_pub → mosquitto_sub, TLS)"),
+            format!("{raw:.0} msg/s"),
+        ));
+        if kind == BrokerKind::Mosquitto {
+            // Latency at 1,000 records/s in total, on a fresh coordinator (fresh histogram).
+            w.kill_coordinator();
+            w.start_coordinator().await;
+            let rate = (1000 / n).max(1) as u32;
+            let (lat_n, lat_s) = run_bench(&dir, per_appliance + u64::from(rate) * 10, rate);
+            let metrics = w.metrics().await;
+            rows.push((
+                format!(
+                    "publish→commit latency p50 / p99 at {} records/s (Mosquitto)",
+                    rate as usize * n
+                ),
+                format!(
+                    "{} / {} ({lat_n} records in {lat_s:.1} s)",
+                    quantile(&metrics, "0.5"),
+                    quantile(&metrics, "0.99")
+                ),
+            ));
+        }
+    }
+
+    let pg = Postgres::start();
+    let mut w = World::with_database(&refs, Some(&pg.url));
+    w.start_broker();
+    w.start_coordinator().await;
+    let dir = bench_dir(&w, &names);
+    let (records, secs) = run_bench(&dir, per_appliance, 0);
+    rows.push((
+        "exactly-once records/s into PostgreSQL via Mosquitto".into(),
+        format!("{:.0} ({records} in {secs:.1} s)", records as f64 / secs),
+    ));
+    drop(w);
+
+    println!();
+    println!("| measure | value |");
+    println!("|---|---|");
+    for (k, v) in rows {
+        println!("| {k} | {v} |");
+    }
+    println!();
+}
