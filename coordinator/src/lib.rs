@@ -3,6 +3,7 @@
 //! Rooms (one folder or file each):
 //! - [`config`]: the coordinator's TOML config, typed and validated at load;
 //! - [`store`]: the coordinator's database (SQLite by default) and its migrations;
+//! - [`api`]: the REST API under `/api` (tokens, problem+json, OpenAPI document);
 //! - [`campaigns`]: campaign settings, lifecycle and each contact's progress;
 //! - [`compliance`]: stored jurisdiction profiles, do-not-call lists, rule inputs;
 //! - [`contacts`]: contact lists, streaming CSV import, numbers encrypted at rest;
@@ -12,6 +13,7 @@
 //!
 //! The binary (`src/main.rs`) only parses the command line and calls into these.
 
+pub mod api;
 pub mod campaigns;
 pub mod compliance;
 pub mod config;
