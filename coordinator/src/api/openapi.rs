@@ -62,26 +62,40 @@ fn problem_responses(codes: &[u16]) -> Map<String, Value> {
 }
 
 struct Op {
+    id: &'static str,
     summary: &'static str,
     scope: &'static str,
     params: Vec<Value>,
     body: Option<Value>,
     ok: (u16, Option<Value>),
     errors: &'static [u16],
+    /// Operations (by id) that take this response's `id` as their `id` path parameter.
+    links: &'static [&'static str],
 }
 
 fn op(o: Op) -> Value {
     let mut responses = problem_responses(o.errors);
     let mut auth = problem_responses(&[401, 403]);
     responses.append(&mut auth);
-    let ok = match o.ok.1 {
+    let mut ok = match o.ok.1 {
         Some(schema) => {
             json!({ "description": "success", "content": { "application/json": { "schema": schema } } })
         }
         None => json!({ "description": "success, no content" }),
     };
+    if !o.links.is_empty() {
+        let mut links = Map::new();
+        for target in o.links {
+            links.insert(
+                target.to_string(),
+                json!({ "operationId": target, "parameters": { "id": "$response.body#/id" } }),
+            );
+        }
+        ok["links"] = Value::Object(links);
+    }
     responses.insert(o.ok.0.to_string(), ok);
     let mut v = json!({
+        "operationId": o.id,
         "summary": o.summary,
         "description": format!("Needs the `{}` scope (or `admin`).", o.scope),
         "parameters": o.params,
@@ -322,6 +336,8 @@ fn build() -> Value {
         "/api/v1/contact-lists",
         "get",
         Op {
+            id: "listContactLists",
+            links: &[],
             summary: "List contact lists",
             scope: "contacts:read",
             params: paging(),
@@ -334,6 +350,8 @@ fn build() -> Value {
         "/api/v1/contact-lists",
         "post",
         Op {
+            id: "createContactList",
+            links: &["getContactList", "listContacts", "importContacts"],
             summary: "Create a contact list",
             scope: "contacts:write",
             params: vec![],
@@ -346,6 +364,8 @@ fn build() -> Value {
         "/api/v1/contact-lists/{id}",
         "get",
         Op {
+            id: "getContactList",
+            links: &[],
             summary: "One contact list",
             scope: "contacts:read",
             params: vec![id()],
@@ -360,6 +380,8 @@ fn build() -> Value {
         "/api/v1/contact-lists/{id}/contacts",
         "get",
         Op {
+            id: "listContacts",
+            links: &[],
             summary: "A list's contacts (numbers masked without contacts:reveal)",
             scope: "contacts:read",
             params: p,
@@ -372,6 +394,8 @@ fn build() -> Value {
         "/api/v1/contact-lists/{id}/imports",
         "post",
         Op {
+            id: "importContacts",
+            links: &["getImport"],
             summary: "Import a CSV file into a list (streams; progress at /api/v1/imports/{id})",
             scope: "contacts:write",
             params: vec![id()],
@@ -386,6 +410,8 @@ fn build() -> Value {
         "/api/v1/imports/{id}",
         "get",
         Op {
+            id: "getImport",
+            links: &[],
             summary: "An import's progress and refused rows",
             scope: "contacts:read",
             params: vec![id()],
@@ -398,6 +424,8 @@ fn build() -> Value {
         "/api/v1/contacts/{id}",
         "get",
         Op {
+            id: "getContact",
+            links: &[],
             summary: "One contact",
             scope: "contacts:read",
             params: vec![id()],
@@ -410,6 +438,8 @@ fn build() -> Value {
         "/api/v1/compliance-profiles",
         "get",
         Op {
+            id: "listComplianceProfiles",
+            links: &[],
             summary: "List compliance profiles",
             scope: "compliance:read",
             params: paging(),
@@ -422,6 +452,8 @@ fn build() -> Value {
         "/api/v1/compliance-profiles",
         "post",
         Op {
+            id: "createComplianceProfile",
+            links: &["getComplianceProfile"],
             summary: "Create a compliance profile",
             scope: "compliance:write",
             params: vec![],
@@ -434,6 +466,8 @@ fn build() -> Value {
         "/api/v1/compliance-profiles/{id}",
         "get",
         Op {
+            id: "getComplianceProfile",
+            links: &[],
             summary: "One compliance profile",
             scope: "compliance:read",
             params: vec![id()],
@@ -446,6 +480,8 @@ fn build() -> Value {
         "/api/v1/dnc",
         "get",
         Op {
+            id: "listDnc",
+            links: &[],
             summary:
                 "Do-not-call entries in id order (also the delta feed: pass the last id as after)",
             scope: "compliance:read",
@@ -459,6 +495,8 @@ fn build() -> Value {
         "/api/v1/dnc",
         "post",
         Op {
+            id: "addDnc",
+            links: &[],
             summary: "Add do-not-call entries in bulk (all or none)",
             scope: "compliance:write",
             params: vec![],
@@ -480,6 +518,8 @@ fn build() -> Value {
         "/api/v1/campaigns",
         "get",
         Op {
+            id: "listCampaigns",
+            links: &[],
             summary: "List campaigns",
             scope: "campaigns:read",
             params: paging(),
@@ -492,6 +532,14 @@ fn build() -> Value {
         "/api/v1/campaigns",
         "post",
         Op {
+            id: "createCampaign",
+            links: &[
+                "getCampaign",
+                "editCampaign",
+                "campaignAction",
+                "leaseContacts",
+                "getPacingGrant",
+            ],
             summary: "Create a campaign (draft)",
             scope: "campaigns:write",
             params: vec![],
@@ -504,6 +552,8 @@ fn build() -> Value {
         "/api/v1/campaigns/{id}",
         "get",
         Op {
+            id: "getCampaign",
+            links: &[],
             summary: "One campaign",
             scope: "campaigns:read",
             params: vec![id()],
@@ -516,6 +566,8 @@ fn build() -> Value {
         "/api/v1/campaigns/{id}",
         "put",
         Op {
+            id: "editCampaign",
+            links: &[],
             summary: "Replace a campaign's settings (draft, scheduled or paused)",
             scope: "campaigns:write",
             params: vec![id()],
@@ -528,6 +580,8 @@ fn build() -> Value {
         "/api/v1/campaigns/{id}/actions/{action}",
         "post",
         Op {
+            id: "campaignAction",
+            links: &[],
             summary: "Schedule, pause, resume, stop or archive a campaign",
             scope: "campaigns:write",
             params: vec![
@@ -544,6 +598,8 @@ fn build() -> Value {
         "/api/v1/campaigns/{id}/leases",
         "post",
         Op {
+            id: "leaseContacts",
+            links: &["returnLease"],
             summary: "Lease the campaign's next contacts to an appliance",
             scope: "dialer",
             params: vec![id()],
@@ -556,6 +612,8 @@ fn build() -> Value {
         "/api/v1/campaigns/{id}/grant",
         "get",
         Op {
+            id: "getPacingGrant",
+            links: &[],
             summary: "The pacing grant for an appliance on this campaign",
             scope: "dialer",
             params: vec![
@@ -573,6 +631,8 @@ fn build() -> Value {
         "/api/v1/leases/{id}/return",
         "post",
         Op {
+            id: "returnLease",
+            links: &[],
             summary: "Return a lease early; its untried contacts go back to the queue",
             scope: "dialer",
             params: vec![id()],
@@ -585,6 +645,8 @@ fn build() -> Value {
         "/api/v1/attempt-results",
         "post",
         Op {
+            id: "reportAttemptResult",
+            links: &[],
             summary: "Report one attempt's result (idempotent by attempt_id)",
             scope: "dialer",
             params: vec![],
