@@ -64,6 +64,10 @@ async fn fuzz(database_url: Option<String>) {
             "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance",
         ])
         .args(["--max-examples", "20", "--seed", "1", "--workers", "1"])
+        // Reporting a result sends a webhook to the task's callback_url, which fuzzed data
+        // could point anywhere: tests only ever talk to loopback, so this one is left to
+        // the coordinator's own API tests (which use a loopback receiver).
+        .args(["--exclude-operation-id", "reportCallTaskResult"])
         .env("NO_COLOR", "1")
         .env("SCHEMATHESIS_HOOKS", "")
         .output()

@@ -8,6 +8,7 @@ use crate::campaigns::{self, CampaignAction, CampaignSpec};
 use crate::compliance::{self, NewDnc};
 use crate::contacts::{self, import, ContactListId};
 use crate::leasing;
+use crate::{agents, call_tasks, routing};
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
@@ -482,4 +483,134 @@ pub(super) async fn attempt_result(
         post_dial_delay_ms: None,
     };
     Ok(Json(leasing::record_attempt(&s.store, &a.appliance, &r).await?).into_response())
+}
+
+// ---- agents and groups
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct NewGroup {
+    name: String,
+    #[serde(default)]
+    description: String,
+}
+
+pub(super) async fn create_group(
+    State(s): State<ApiState>,
+    caller: Caller,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    caller.require("agents:write")?;
+    let g: NewGroup = parse_json(&body)?;
+    Ok(created(
+        agents::create_group(&s.store, &g.name, &g.description).await?,
+    ))
+}
+
+pub(super) async fn list_groups(
+    State(s): State<ApiState>,
+    caller: Caller,
+    q: PageArg,
+) -> Result<Response, ApiError> {
+    caller.require("agents:read")?;
+    let (after, limit) = PageQuery::parse(q)?;
+    let items = agents::page_groups(&s.store, after, limit).await?;
+    Ok(Json(Page::of(items, limit, |g| g.id)).into_response())
+}
+
+pub(super) async fn create_agent(
+    State(s): State<ApiState>,
+    caller: Caller,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    caller.require("agents:write")?;
+    let a: agents::NewAgent = parse_json(&body)?;
+    Ok(created(agents::create_agent(&s.store, a).await?))
+}
+
+pub(super) async fn list_agents(
+    State(s): State<ApiState>,
+    caller: Caller,
+    q: PageArg,
+) -> Result<Response, ApiError> {
+    caller.require("agents:read")?;
+    let (after, limit) = PageQuery::parse(q)?;
+    let items = agents::page_agents(&s.store, after, limit).await?;
+    Ok(Json(Page::of(items, limit, |a| a.id)).into_response())
+}
+
+pub(super) async fn get_agent(
+    State(s): State<ApiState>,
+    caller: Caller,
+    p: PathArg,
+) -> Result<Response, ApiError> {
+    caller.require("agents:read")?;
+    let id = id_of(p, "id")?;
+    Ok(Json(agents::get_agent(&s.store, id).await?).into_response())
+}
+
+pub(super) async fn update_agent(
+    State(s): State<ApiState>,
+    caller: Caller,
+    p: PathArg,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    caller.require("agents:write")?;
+    let id = id_of(p, "id")?;
+    let patch: agents::AgentPatch = parse_json(&body)?;
+    Ok(Json(agents::update_agent(&s.store, id, patch).await?).into_response())
+}
+
+// ---- routing policy
+
+pub(super) async fn get_routing(
+    State(s): State<ApiState>,
+    caller: Caller,
+) -> Result<Response, ApiError> {
+    caller.require("routing:read")?;
+    Ok(Json(routing::current(&s.store).await?).into_response())
+}
+
+pub(super) async fn put_routing(
+    State(s): State<ApiState>,
+    caller: Caller,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    caller.require("routing:write")?;
+    let policy: routing::RoutingPolicy = parse_json(&body)?;
+    Ok(Json(routing::save(&s.store, policy).await?).into_response())
+}
+
+// ---- call tasks
+
+pub(super) async fn create_call_task(
+    State(s): State<ApiState>,
+    caller: Caller,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    caller.require("call-tasks:write")?;
+    let t: call_tasks::NewCallTask = parse_json(&body)?;
+    Ok(created(call_tasks::create(&s.store, t).await?))
+}
+
+pub(super) async fn get_call_task(
+    State(s): State<ApiState>,
+    caller: Caller,
+    p: PathArg,
+) -> Result<Response, ApiError> {
+    caller.require("call-tasks:read")?;
+    let id = id_of(p, "id")?;
+    Ok(Json(call_tasks::get(&s.store, id).await?).into_response())
+}
+
+pub(super) async fn call_task_result(
+    State(s): State<ApiState>,
+    caller: Caller,
+    p: PathArg,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    caller.require("dialer")?;
+    let id = id_of(p, "id")?;
+    let r: call_tasks::TaskResult = parse_json(&body)?;
+    Ok(Json(call_tasks::record_result(&s.store, id, r).await?).into_response())
 }

@@ -35,7 +35,8 @@ pub struct ApiState {
 }
 
 impl ApiState {
-    /// State over `store`, with the number key file and uploads under `data_dir`.
+    /// State over `store`, with the number key file and uploads under `data_dir`; starts
+    /// the call-task webhook delivery worker.
     pub async fn open(store: Store, data_dir: &std::path::Path) -> Result<ApiState, ApiSetupError> {
         let vault = NumberVault::open_or_create(&data_dir.join("contact-numbers.key"))?;
         crate::compliance::ensure_builtin_profiles(&store).await?;
@@ -44,6 +45,11 @@ impl ApiState {
             path: upload_dir.clone(),
             source,
         })?;
+        tokio::spawn(crate::call_tasks::run_deliveries(
+            store.clone(),
+            crate::call_tasks::DeliverySchedule::default(),
+            std::time::Duration::from_millis(250),
+        ));
         Ok(ApiState {
             store,
             vault,
@@ -104,6 +110,13 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/campaigns/{id}/grant", get(grant))
         .route("/api/v1/leases/{id}/return", post(return_lease))
         .route("/api/v1/attempt-results", post(attempt_result))
+        .route("/api/v1/agent-groups", get(list_groups).post(create_group))
+        .route("/api/v1/agents", get(list_agents).post(create_agent))
+        .route("/api/v1/agents/{id}", get(get_agent).patch(update_agent))
+        .route("/api/v1/routing-policy", get(get_routing).put(put_routing))
+        .route("/api/v1/call-tasks", post(create_call_task))
+        .route("/api/v1/call-tasks/{id}", get(get_call_task))
+        .route("/api/v1/call-tasks/{id}/result", post(call_task_result))
         .with_state(state)
 }
 

@@ -325,6 +325,107 @@ fn schemas() -> Value {
     })
 }
 
+/// Schemas of agents, routing and call tasks (a second `json!` keeps macro depth low).
+fn people_and_tasks_schemas() -> Value {
+    json!({
+        "AgentGroup": obj(json!({
+            "id": int(), "name": { "type": "string" }, "description": { "type": "string" },
+        }), &["id", "name", "description"], false),
+        "NewAgentGroup": obj(json!({
+            "name": { "type": "string", "minLength": 1, "maxLength": 100 },
+            "description": { "type": "string", "maxLength": 1000 },
+        }), &["name"], true),
+        "Agent": obj(json!({
+            "id": int(), "name": { "type": "string" }, "branch": { "type": "string" },
+            "skills": { "type": "array", "items": { "type": "string" } },
+            "sip_username": { "type": "string" }, "login": { "type": "string" },
+            "enabled": { "type": "boolean" },
+            "groups": { "type": "array", "items": int() },
+            "updated_at": int(),
+        }), &["id", "name", "branch", "skills", "sip_username", "login", "enabled", "groups", "updated_at"], false),
+        "NewAgent": obj(json!({
+            "name": { "type": "string" }, "branch": { "type": "string" },
+            "skills": { "type": "array", "items": { "type": "string" } },
+            "sip_username": { "type": "string" }, "login": { "type": "string" },
+            "password": { "type": "string", "minLength": 8, "maxLength": 256, "format": "password" },
+            "groups": { "type": "array", "items": int() },
+        }), &["name", "branch", "sip_username", "login", "password"], true),
+        "AgentPatch": obj(json!({
+            "name": nullable(json!({ "type": "string" })),
+            "skills": nullable(json!({ "type": "array", "items": { "type": "string" } })),
+            "enabled": nullable(json!({ "type": "boolean" })),
+            "password": nullable(json!({ "type": "string", "minLength": 8, "maxLength": 256 })),
+            "groups": nullable(json!({ "type": "array", "items": int() })),
+        }), &[], true),
+        "RoutingCondition": {
+            "description": "always | {field:{name,equals}} | {tag} | {last_outcome} | {campaign} | {all:[...]} | {any:[...]}",
+            "oneOf": [
+                { "type": "string", "enum": ["always"] },
+                obj(json!({ "field": obj(json!({ "name": { "type": "string" }, "equals": { "type": "string" } }), &["name", "equals"], true) }), &["field"], true),
+                obj(json!({ "tag": { "type": "string" } }), &["tag"], true),
+                obj(json!({ "last_outcome": { "type": "string" } }), &["last_outcome"], true),
+                obj(json!({ "campaign": int() }), &["campaign"], true),
+                obj(json!({ "all": { "type": "array", "items": {} } }), &["all"], true),
+                obj(json!({ "any": { "type": "array", "items": {} } }), &["any"], true),
+            ],
+        },
+        "RouteAction": {
+            "oneOf": [
+                obj(json!({ "agent_group": int() }), &["agent_group"], true),
+                obj(json!({ "last_agent": obj(json!({ "fallback_group": int() }), &["fallback_group"], true) }), &["last_agent"], true),
+                obj(json!({ "robot_script": { "type": "string" } }), &["robot_script"], true),
+            ],
+        },
+        "RoutingPolicy": obj(json!({
+            "rules": { "type": "array", "items": obj(json!({
+                "name": { "type": "string" },
+                "when": r("RoutingCondition"),
+                "then": r("RouteAction"),
+            }), &["name", "when", "then"], true) },
+        }), &["rules"], true),
+        "RoutingPolicyVersion": obj(json!({
+            "version": int(), "created_at": int(),
+            "rules": { "type": "array", "items": obj(json!({
+                "name": { "type": "string" }, "when": {}, "then": {},
+            }), &["name", "when", "then"], false) },
+        }), &["version", "created_at", "rules"], false),
+        "NewCallTask": obj(json!({
+            "customer_id": { "type": "string" }, "script_id": { "type": "string" },
+            "callback_url": { "type": "string", "format": "uri" },
+            "max_retries": { "type": "integer", "minimum": 0, "maximum": 20 },
+            "preferred_time": nullable(int()),
+        }), &["customer_id", "script_id", "callback_url"], true),
+        "CallTask": obj(json!({
+            "id": int(), "customer_id": { "type": "string" }, "script_id": { "type": "string" },
+            "callback_url": { "type": "string" }, "max_retries": int(),
+            "preferred_time": nullable(int()),
+            "state": { "type": "string", "enum": ["queued", "completed", "failed"] },
+            "result": nullable(json!({ "type": "object" })),
+            "created_at": int(),
+            "delivery": nullable(obj(json!({
+                "state": { "type": "string", "enum": ["pending", "delivered", "given_up"] },
+                "attempts": int(), "next_attempt_at": nullable(int()),
+                "last_status": nullable(int()), "last_error": nullable(json!({ "type": "string" })),
+                "delivered_at": nullable(int()),
+            }), &["state", "attempts", "next_attempt_at", "last_status", "last_error", "delivered_at"], false)),
+            "callback_secret": { "type": "string", "description": "only when created: the HMAC key of X-Callgate-Signature" },
+        }), &["id", "customer_id", "script_id", "callback_url", "max_retries", "preferred_time", "state", "result", "created_at", "delivery"], false),
+        "CallTaskResult": obj(json!({
+            "outcome": { "type": "string", "enum": ["completed", "failed"] },
+            "detail": { "type": "string", "maxLength": 2000 },
+            "attempts": { "type": "integer", "minimum": 0 },
+        }), &["outcome"], true),
+    })
+}
+
+fn all_schemas() -> Value {
+    let mut all = schemas();
+    if let (Some(a), Value::Object(more)) = (all.as_object_mut(), people_and_tasks_schemas()) {
+        a.extend(more);
+    }
+    all
+}
+
 fn build() -> Value {
     let id = || path_param("id");
     let mut paths = Map::new();
@@ -655,6 +756,160 @@ fn build() -> Value {
             errors: &[400, 404, 422],
         },
     );
+    put(
+        "/api/v1/agent-groups",
+        "get",
+        Op {
+            id: "listAgentGroups",
+            links: &[],
+            summary: "List agent groups",
+            scope: "agents:read",
+            params: paging(),
+            body: None,
+            ok: (200, Some(page_of("AgentGroup"))),
+            errors: &[400, 422],
+        },
+    );
+    put(
+        "/api/v1/agent-groups",
+        "post",
+        Op {
+            id: "createAgentGroup",
+            links: &[],
+            summary: "Create an agent group",
+            scope: "agents:write",
+            params: vec![],
+            body: json_body(r("NewAgentGroup")),
+            ok: (201, Some(r("AgentGroup"))),
+            errors: &[400, 409, 422],
+        },
+    );
+    put(
+        "/api/v1/agents",
+        "get",
+        Op {
+            id: "listAgents",
+            links: &[],
+            summary: "List agents",
+            scope: "agents:read",
+            params: paging(),
+            body: None,
+            ok: (200, Some(page_of("Agent"))),
+            errors: &[400, 422],
+        },
+    );
+    put(
+        "/api/v1/agents",
+        "post",
+        Op {
+            id: "createAgent",
+            links: &["getAgent", "updateAgent"],
+            summary: "Create an agent (password stored as argon2id)",
+            scope: "agents:write",
+            params: vec![],
+            body: json_body(r("NewAgent")),
+            ok: (201, Some(r("Agent"))),
+            errors: &[400, 409, 422],
+        },
+    );
+    put(
+        "/api/v1/agents/{id}",
+        "get",
+        Op {
+            id: "getAgent",
+            links: &[],
+            summary: "One agent",
+            scope: "agents:read",
+            params: vec![id()],
+            body: None,
+            ok: (200, Some(r("Agent"))),
+            errors: &[400, 404],
+        },
+    );
+    put(
+        "/api/v1/agents/{id}",
+        "patch",
+        Op {
+            id: "updateAgent",
+            links: &[],
+            summary: "Change an agent (disable, rename, skills, groups, password)",
+            scope: "agents:write",
+            params: vec![id()],
+            body: json_body(r("AgentPatch")),
+            ok: (200, Some(r("Agent"))),
+            errors: &[400, 404, 422],
+        },
+    );
+    put(
+        "/api/v1/routing-policy",
+        "get",
+        Op {
+            id: "getRoutingPolicy",
+            links: &[],
+            summary: "The routing policy in force (newest version)",
+            scope: "routing:read",
+            params: vec![],
+            body: None,
+            ok: (200, Some(r("RoutingPolicyVersion"))),
+            errors: &[404],
+        },
+    );
+    put(
+        "/api/v1/routing-policy",
+        "put",
+        Op {
+            id: "saveRoutingPolicy",
+            links: &[],
+            summary: "Save a new version of the routing policy",
+            scope: "routing:write",
+            params: vec![],
+            body: json_body(r("RoutingPolicy")),
+            ok: (200, Some(r("RoutingPolicyVersion"))),
+            errors: &[400, 422],
+        },
+    );
+    put(
+        "/api/v1/call-tasks",
+        "post",
+        Op {
+            id: "createCallTask",
+            links: &["getCallTask", "reportCallTaskResult"],
+            summary: "Create a one-off call task; its result is POSTed, signed, to callback_url",
+            scope: "call-tasks:write",
+            params: vec![],
+            body: json_body(r("NewCallTask")),
+            ok: (201, Some(r("CallTask"))),
+            errors: &[400, 422],
+        },
+    );
+    put(
+        "/api/v1/call-tasks/{id}",
+        "get",
+        Op {
+            id: "getCallTask",
+            links: &[],
+            summary: "A call task with its result and webhook delivery state",
+            scope: "call-tasks:read",
+            params: vec![id()],
+            body: None,
+            ok: (200, Some(r("CallTask"))),
+            errors: &[400, 404],
+        },
+    );
+    put(
+        "/api/v1/call-tasks/{id}/result",
+        "post",
+        Op {
+            id: "reportCallTaskResult",
+            links: &[],
+            summary: "Report a call task's result; queues its webhook",
+            scope: "dialer",
+            params: vec![id()],
+            body: json_body(r("CallTaskResult")),
+            ok: (200, Some(r("CallTask"))),
+            errors: &[400, 404, 409, 422],
+        },
+    );
     json!({
         "openapi": "3.0.3",
         "info": {
@@ -664,7 +919,7 @@ fn build() -> Value {
         },
         "paths": paths,
         "components": {
-            "schemas": schemas(),
+            "schemas": all_schemas(),
             "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer" } },
         },
     })

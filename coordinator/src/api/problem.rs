@@ -203,3 +203,44 @@ impl From<crate::leasing::LeaseError> for ApiError {
         }
     }
 }
+
+impl From<crate::agents::AgentError> for ApiError {
+    fn from(e: crate::agents::AgentError) -> Self {
+        use crate::agents::AgentError as E;
+        match e {
+            E::NotFound(m) => ApiError::NotFound(m),
+            E::Invalid { field, reason } => ApiError::invalid(field, reason),
+            E::Taken { field, .. } => ApiError::Conflict {
+                field: Some(field.into()),
+                detail: e.to_string(),
+            },
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<crate::routing::RoutingError> for ApiError {
+    fn from(e: crate::routing::RoutingError) -> Self {
+        use crate::routing::RoutingError as E;
+        match e {
+            E::NoPolicy => ApiError::NotFound(e.to_string()),
+            E::Invalid { field, reason } => ApiError::invalid(field, reason),
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<crate::call_tasks::CallTaskError> for ApiError {
+    fn from(e: crate::call_tasks::CallTaskError) -> Self {
+        use crate::call_tasks::CallTaskError as E;
+        match e {
+            E::NotFound(_) => ApiError::NotFound(e.to_string()),
+            E::Invalid { field, reason } => ApiError::invalid(field, reason),
+            E::AlreadyDone(_) => ApiError::Conflict {
+                field: Some("state".into()),
+                detail: e.to_string(),
+            },
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}

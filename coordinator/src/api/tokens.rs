@@ -18,6 +18,12 @@ pub const SCOPES: &[&str] = &[
     "compliance:read",
     "compliance:write",
     "dialer",
+    "agents:read",
+    "agents:write",
+    "routing:read",
+    "routing:write",
+    "call-tasks:read",
+    "call-tasks:write",
 ];
 
 /// The caller behind a valid token.
