@@ -81,6 +81,26 @@ enum ApplianceCommand {
     },
     /// Revoke an appliance: refused by the link, left out of the next broker ACL.
     Revoke { name: String },
+    /// Create an API token and print it (shown once).
+    CreateApiToken {
+        /// A name to recognise the token by.
+        #[arg(long)]
+        name: String,
+        /// Scopes, e.g. `admin` or `campaigns:read contacts:read`.
+        #[arg(long, num_args = 1.., required = true)]
+        scopes: Vec<String>,
+    },
+    /// Import a CSV file of contacts into a list (created if missing), with progress.
+    ImportContacts {
+        /// The list's name.
+        #[arg(long)]
+        list: String,
+        /// Region for national-format numbers (ISO 3166 alpha-2), when the list is new.
+        #[arg(long, default_value = "US")]
+        default_region: String,
+        /// The CSV file.
+        file: PathBuf,
+    },
 }
 
 #[tokio::main]
@@ -137,6 +157,18 @@ async fn main() -> anyhow::Result<()> {
             store.pool().close().await;
             Ok(())
         }
+        Command::CreateApiToken { name, scopes } => {
+            let store = open_store(&config).await?;
+            let token =
+                callgate_coordinator::api::tokens::create_token(&store, &name, &scopes).await?;
+            println!("{token}");
+            Ok(())
+        }
+        Command::ImportContacts {
+            list,
+            default_region,
+            file,
+        } => import_contacts(&config, &list, &default_region, &file).await,
         Command::AllInOne => {
             observe::init_logging(&config.raw.log)?;
             callgate_coordinator::server::run(config, observe::shutdown_signal()).await?;
@@ -153,4 +185,70 @@ async fn open_store_and_ca(config: &CoordinatorConfig) -> anyhow::Result<(Store,
 
 fn toml_of(config: &CoordinatorConfig) -> anyhow::Result<String> {
     toml::to_string_pretty(config).context("printing config")
+}
+
+async fn open_store(
+    config: &callgate_coordinator::config::ValidConfig,
+) -> anyhow::Result<callgate_coordinator::store::Store> {
+    Ok(callgate_coordinator::store::Store::open(
+        &config.raw.store.data_dir,
+        config.raw.store.database_url.as_deref(),
+    )
+    .await?)
+}
+
+/// `import-contacts`: streams the file in, drawing a progress bar on stderr.
+async fn import_contacts(
+    config: &callgate_coordinator::config::ValidConfig,
+    list: &str,
+    default_region: &str,
+    file: &std::path::Path,
+) -> anyhow::Result<()> {
+    use callgate_coordinator::contacts::{self, import, vault::NumberVault, ContactListId};
+    use std::io::Write;
+    let store = open_store(config).await?;
+    let vault =
+        NumberVault::open_or_create(&config.raw.store.data_dir.join("contact-numbers.key"))?;
+    let list = contacts::list_by_name_or_create(&store, list, default_region).await?;
+    let f = std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?;
+    let total = f.metadata()?.len();
+    let started = std::time::Instant::now();
+    let report = import::import_csv(
+        &store,
+        &vault,
+        ContactListId(list.id),
+        std::io::BufReader::with_capacity(1 << 16, f),
+        Some(total),
+        |p| {
+            let pct = p.bytes_read * 100 / total.max(1);
+            let bar = "#".repeat((pct / 4) as usize);
+            let rate = p.rows_seen as f64 / started.elapsed().as_secs_f64().max(1e-3);
+            eprint!(
+                "\r[{bar:<25}] {pct:>3}%  {} rows  {rate:.0} rows/s",
+                p.rows_seen
+            );
+            let _ = std::io::stderr().flush();
+        },
+    )
+    .await?;
+    eprintln!();
+    println!(
+        "imported {} new, {} duplicates, {} rejected of {} rows in {:.1}s",
+        report.imported,
+        report.duplicates,
+        report.rejected,
+        report.rows_seen,
+        started.elapsed().as_secs_f64()
+    );
+    for e in &report.errors {
+        println!("line {}: {}", e.line, e.reason);
+    }
+    if report.rejected as usize > report.errors.len() {
+        println!(
+            "... {} more; all are listed at GET /api/v1/imports/{}",
+            report.rejected as usize - report.errors.len(),
+            report.import_id
+        );
+    }
+    Ok(())
 }

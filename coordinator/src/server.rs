@@ -26,6 +26,9 @@ pub enum ServerError {
         #[source]
         source: std::io::Error,
     },
+    /// The REST API could not be set up (number key file, upload directory).
+    #[error(transparent)]
+    Api(#[from] crate::api::ApiSetupError),
     /// The listener failed while serving.
     #[error("HTTP server failed: {0}")]
     Serve(#[source] std::io::Error),
@@ -70,7 +73,9 @@ pub async fn run(
             })
         })
     };
-    let app = observe::ops_router(SERVICE, env!("CARGO_PKG_VERSION"), checks, metrics);
+    let api = crate::api::ApiState::open(store.clone(), &config.raw.store.data_dir).await?;
+    let app = observe::ops_router(SERVICE, env!("CARGO_PKG_VERSION"), checks, metrics)
+        .merge(crate::api::router(api));
     metrics::gauge!("callgate_coordinator_up").set(1.0);
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)

@@ -347,3 +347,63 @@ pub async fn abandon_tally(
         abandoned: abandoned.unwrap_or(0).max(0) as u64,
     })
 }
+
+fn in_list(first: usize, n: usize) -> String {
+    (0..n)
+        .map(|i| format!("${}", first + i))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// [`dnc_of`] for many numbers in one query, keyed by blind index.
+pub async fn dnc_of_many(
+    conn: &mut sqlx::AnyConnection,
+    indexes: &[Vec<u8>],
+) -> Result<std::collections::HashMap<Vec<u8>, Vec<DncEntry>>, sqlx::Error> {
+    let mut out: std::collections::HashMap<Vec<u8>, Vec<DncEntry>> = Default::default();
+    if indexes.is_empty() {
+        return Ok(out);
+    }
+    let sql = format!(
+        "SELECT number_index, campaign_id, expires_at FROM dnc_entries WHERE number_index IN ({})",
+        in_list(1, indexes.len())
+    );
+    let mut q = sqlx::query_as::<_, (Vec<u8>, Option<i64>, Option<i64>)>(&sql);
+    for i in indexes {
+        q = q.bind(i.clone());
+    }
+    for (index, campaign, expires) in q.fetch_all(&mut *conn).await? {
+        out.entry(index).or_default().push(DncEntry {
+            scope: match campaign {
+                None => DncScope::Global,
+                Some(c) => DncScope::Campaign(CampaignId(c as u64)),
+            },
+            expires_at: expires.map(UnixMillis),
+        });
+    }
+    Ok(out)
+}
+
+/// [`recent_attempts`] for many numbers in one query, keyed by blind index.
+pub async fn recent_attempts_many(
+    conn: &mut sqlx::AnyConnection,
+    indexes: &[Vec<u8>],
+    now: UnixMillis,
+) -> Result<std::collections::HashMap<Vec<u8>, Vec<UnixMillis>>, sqlx::Error> {
+    let mut out: std::collections::HashMap<Vec<u8>, Vec<UnixMillis>> = Default::default();
+    if indexes.is_empty() {
+        return Ok(out);
+    }
+    let sql = format!(
+        "SELECT number_index, started_at FROM attempts WHERE started_at > $1 AND number_index IN ({})",
+        in_list(2, indexes.len())
+    );
+    let mut q = sqlx::query_as::<_, (Vec<u8>, i64)>(&sql).bind(now.0 - 7 * DAY_MS);
+    for i in indexes {
+        q = q.bind(i.clone());
+    }
+    for (index, at) in q.fetch_all(&mut *conn).await? {
+        out.entry(index).or_default().push(UnixMillis(at));
+    }
+    Ok(out)
+}

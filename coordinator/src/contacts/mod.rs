@@ -307,3 +307,19 @@ pub async fn import_status(store: &Store, id: i64) -> Result<Option<ImportStatus
             .collect(),
     }))
 }
+
+/// The list named `name`, creating it with `default_region` when missing.
+pub async fn list_by_name_or_create(
+    store: &Store,
+    name: &str,
+    default_region: &str,
+) -> Result<ContactList, ContactError> {
+    let found: Option<(i64,)> = sqlx::query_as("SELECT id FROM contact_lists WHERE name = $1")
+        .bind(name)
+        .fetch_optional(store.pool())
+        .await?;
+    match found {
+        Some((id,)) => get_list(store, id).await,
+        None => create_list(store, name, default_region).await,
+    }
+}

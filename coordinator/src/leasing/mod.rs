@@ -137,84 +137,110 @@ pub async fn lease_contacts(
         compliance::abandon_tally(&mut tx, campaign, profile.profile.abandon.window_ms, now)
             .await?;
     type Candidate = (i64, Vec<u8>, Vec<u8>, String, i64, String, String);
-    let candidates: Vec<Candidate> = sqlx::query_as(
+    // On PostgreSQL, concurrent schedulers skip each other's candidate rows instead of
+    // all reading the same top of the queue (SQLite serialises writers anyway).
+    let skip_locked = match store.backend() {
+        callgate_common::store::Backend::Postgres => " FOR UPDATE OF cc SKIP LOCKED",
+        callgate_common::store::Backend::Sqlite => "",
+    };
+    let candidates: Vec<Candidate> = sqlx::query_as(&format!(
         "SELECT c.id, c.number_index, c.number_cipher, c.time_zones, cc.attempts, c.fields, c.tags \
          FROM campaign_contacts cc JOIN contacts c ON c.id = cc.contact_id \
          WHERE cc.campaign_id = $1 AND cc.state = 'ready' AND cc.next_attempt_at <= $2 \
          AND (c.lease_id IS NULL OR c.lease_expires_at <= $3) \
-         ORDER BY cc.priority DESC, cc.next_attempt_at, c.id LIMIT $4",
-    )
+         ORDER BY cc.priority DESC, cc.next_attempt_at, c.id LIMIT $4{skip_locked}"
+    ))
     .bind(campaign)
     .bind(now.0)
     .bind(now.0)
     .bind(i64::from(max) * OVERFETCH)
     .fetch_all(&mut *tx)
     .await?;
-    let mut contacts = Vec::new();
+    let indexes: Vec<Vec<u8>> = candidates.iter().map(|c| c.1.clone()).collect();
+    let dnc = compliance::dnc_of_many(&mut tx, &indexes).await?;
+    let earlier = compliance::recent_attempts_many(&mut tx, &indexes, now).await?;
+    let mut chosen = Vec::new();
+    let mut blocked = Vec::new();
     let mut refused = 0;
-    for (id, index, cipher, zones, attempts, fields, tags) in candidates {
-        if contacts.len() as u32 >= max {
+    for cand in candidates {
+        if chosen.len() as u32 >= max {
             break;
         }
-        let dnc = compliance::dnc_of(&mut tx, &index).await?;
-        let earlier = compliance::recent_attempts(&mut tx, &index, now).await?;
-        let zones: Vec<String> = zones.split(',').map(str::to_string).collect();
+        let zones: Vec<String> = cand.3.split(',').map(str::to_string).collect();
         let facts = DialFacts {
             campaign: CampaignId(campaign as u64),
-            dnc: &dnc,
+            dnc: dnc.get(&cand.1).map(Vec::as_slice).unwrap_or(&[]),
             zones: &zones,
-            earlier_attempts: &earlier,
+            earlier_attempts: earlier.get(&cand.1).map(Vec::as_slice).unwrap_or(&[]),
             abandon: tally,
             may_abandon,
         };
         match check_dial(&profile.profile, &c.spec.calling_window, &facts, now) {
-            Ok(()) => {}
+            Ok(()) => chosen.push((cand, zones)),
             Err(ComplianceError::DoNotCallGlobal | ComplianceError::DoNotCallCampaign(_)) => {
                 // Permanent: the contact leaves the campaign's queue.
-                sqlx::query(
-                    "UPDATE campaign_contacts SET state = 'blocked' \
-                     WHERE campaign_id = $1 AND contact_id = $2",
-                )
-                .bind(campaign)
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
+                blocked.push(cand.0);
                 refused += 1;
-                continue;
             }
             Err(ComplianceError::AbandonBudgetSpent { .. }) => {
                 // Campaign-wide: nothing more can be leased for predictive dialing now.
                 refused += 1;
                 break;
             }
-            Err(_) => {
-                refused += 1;
-                continue;
-            }
+            Err(_) => refused += 1,
         }
-        let held = sqlx::query(
+    }
+    if !blocked.is_empty() {
+        let sql = format!(
+            "UPDATE campaign_contacts SET state = 'blocked' WHERE campaign_id = $1 \
+             AND contact_id IN ({})",
+            numbered(2, blocked.len())
+        );
+        let mut q = sqlx::query(&sql).bind(campaign);
+        for id in &blocked {
+            q = q.bind(*id);
+        }
+        q.execute(&mut *tx).await?;
+    }
+    let mut held = std::collections::HashSet::new();
+    if !chosen.is_empty() {
+        // The hold: only rows no live lease holds are taken, whoever races us.
+        let sql = format!(
             "UPDATE contacts SET lease_id = $1, lease_expires_at = $2 \
-             WHERE id = $3 AND (lease_id IS NULL OR lease_expires_at <= $4)",
-        )
-        .bind(lease_id)
-        .bind(expires_at)
-        .bind(id)
-        .bind(now.0)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if held == 0 {
+             WHERE (lease_id IS NULL OR lease_expires_at <= $3) AND id IN ({}) RETURNING id",
+            numbered(4, chosen.len())
+        );
+        let mut q = sqlx::query_as::<_, (i64,)>(&sql)
+            .bind(lease_id)
+            .bind(expires_at)
+            .bind(now.0);
+        for (cand, _) in &chosen {
+            q = q.bind(cand.0);
+        }
+        held = q
+            .fetch_all(&mut *tx)
+            .await?
+            .into_iter()
+            .map(|r| r.0)
+            .collect();
+    }
+    if !held.is_empty() {
+        let sql = format!(
+            "UPDATE campaign_contacts SET state = 'leased', lease_id = $1 WHERE campaign_id = $2 \
+             AND contact_id IN ({})",
+            numbered(3, held.len())
+        );
+        let mut q = sqlx::query(&sql).bind(lease_id).bind(campaign);
+        for id in &held {
+            q = q.bind(*id);
+        }
+        q.execute(&mut *tx).await?;
+    }
+    let mut contacts = Vec::with_capacity(held.len());
+    for ((id, _, cipher, _, attempts, fields, tags), zones) in chosen {
+        if !held.contains(&id) {
             continue;
         }
-        sqlx::query(
-            "UPDATE campaign_contacts SET state = 'leased', lease_id = $1 \
-             WHERE campaign_id = $2 AND contact_id = $3",
-        )
-        .bind(lease_id)
-        .bind(campaign)
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
         contacts.push(LeasedContact {
             contact_id: id,
             number: vault.open(&cipher)?.e164(),
@@ -507,4 +533,11 @@ pub async fn pacing_grant(
         abandon_budget: budget,
         expires_at: now.0 + ttl_ms,
     })
+}
+
+fn numbered(first: usize, n: usize) -> String {
+    (0..n)
+        .map(|i| format!("${}", first + i))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
