@@ -122,6 +122,8 @@ pub struct RunReport {
     pub paused_ms: i64,
     /// Per simulated day: (answered by a person, abandoned).
     pub days: Vec<(u64, u64)>,
+    /// Per hour of the day, summed over days: (answered by a person, abandoned).
+    pub by_hour: [(u64, u64); 24],
     /// The abandon cap the scenario set.
     pub cap: f64,
 }
@@ -426,6 +428,10 @@ impl Engine<'_> {
         (self.now - EPOCH_MS).rem_euclid(DAY_MS)
     }
 
+    fn hour(&self) -> usize {
+        (self.ms_of_day() / 3_600_000) as usize
+    }
+
     fn counts(&self) -> SiteCounts {
         let mut c = SiteCounts {
             ringing: self.ringing,
@@ -496,6 +502,7 @@ impl Engine<'_> {
                     self.channels -= 1;
                     self.report.abandoned += 1;
                     self.report.days[self.day].1 += 1;
+                    self.report.by_hour[self.hour()].1 += 1;
                     self.tell_attempt(i, AttemptEvent::Abandoned)?;
                     self.tell_attempt(i, AttemptEvent::Ended)?;
                 }
@@ -643,6 +650,7 @@ impl Engine<'_> {
             Plan::Human(_) => {
                 self.report.human += 1;
                 self.report.days[self.day].0 += 1;
+                self.report.by_hour[self.hour()].0 += 1;
                 self.attempts[i].phase = Phase::Waiting;
                 self.tell_attempt(i, AttemptEvent::AnsweredHuman)?;
                 if let Some(agent) = self.longest_idle_ready() {
