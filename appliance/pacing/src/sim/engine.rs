@@ -403,13 +403,16 @@ impl Engine<'_> {
         let groups = self.sc.agents.clone();
         for g in &groups {
             for i in 0..g.count as usize {
+                // Agent i of n arrives i/n of the spread after the shift starts, leaves as
+                // much before it ends.
+                let spread =
+                    (g.login_spread_minutes * 60_000.0 * i as f64 / f64::from(g.count)) as i64;
                 for d in 0..i64::from(self.sc.days) {
                     let base = EPOCH_MS + d * DAY_MS;
-                    self.at(
-                        base + (g.shift[0] * 3_600_000.0) as i64,
-                        Ev::ShiftStart(idx),
-                    );
-                    self.at(base + (g.shift[1] * 3_600_000.0) as i64, Ev::ShiftEnd(idx));
+                    let start = base + (g.shift[0] * 3_600_000.0) as i64 + spread;
+                    let end = base + (g.shift[1] * 3_600_000.0) as i64 - spread;
+                    self.at(start, Ev::ShiftStart(idx));
+                    self.at(end, Ev::ShiftEnd(idx));
                     for [start, len] in &g.breaks {
                         let offset = (i % 4) as f64 * g.break_stagger_minutes * 60_000.0;
                         let t = base + (start * 3_600_000.0 + offset) as i64;
