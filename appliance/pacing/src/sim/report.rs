@@ -59,10 +59,16 @@ pub fn verdict(rows: &[RunReport]) -> Option<String> {
         .iter()
         .filter(|r| r.worst_day_abandon_rate() <= r.cap + 1e-12)
         .collect();
-    let pool: Vec<&RunReport> = if within.is_empty() {
-        adaptive.clone()
+    let (pool, which) = if within.is_empty() {
+        (
+            adaptive.clone(),
+            "best adaptive (none stayed under the cap)",
+        )
     } else {
-        within.into_iter().copied().collect()
+        (
+            within.into_iter().copied().collect::<Vec<_>>(),
+            "best adaptive under the cap",
+        )
     };
     let best = pool
         .iter()
@@ -71,7 +77,7 @@ pub fn verdict(rows: &[RunReport]) -> Option<String> {
     let ours_ok = ours.worst_day_abandon_rate() <= ours.cap + 1e-12;
     let goal = gain >= 5.0 && ours_ok;
     Some(format!(
-        "ours − best adaptive within cap ({}): {:+.1} occupancy points; ours worst-day abandon {:.2} % (cap {:.1} %) → goal (≥ +5 points, under cap) {}",
+        "ours − {which} ({}): {:+.1} occupancy points; ours worst-day abandon {:.2} % (cap {:.1} %) → goal (≥ +5 points, under cap) {}",
         best.strategy,
         gain,
         ours.worst_day_abandon_rate() * 100.0,

@@ -186,3 +186,33 @@ fn the_report_rates_follow_their_definitions() {
     assert!((r.attempts_per_contact() - 3.0).abs() < 1e-12);
     assert!((r.mean_wait_secs() - 10.0).abs() < 1e-12);
 }
+
+#[test]
+fn the_verdict_compares_ours_with_the_best_adaptive_row_under_the_cap() {
+    let row = |name: &str, busy_ms: i64, answers: u64, abandons: u64| RunReport {
+        strategy: name.into(),
+        logged_in_ms: 1000,
+        talk_ms: busy_ms,
+        days: vec![(answers, abandons)],
+        cap: 0.03,
+        ..RunReport::default()
+    };
+    let rows = vec![
+        row("adaptive A", 700, 100, 5), // 70 %, over the cap: not a fair comparison
+        row("adaptive B", 600, 100, 2), // 60 %, under
+        row("predictive (ours)", 660, 100, 2),
+    ];
+    let v = report::verdict(&rows).unwrap();
+    assert!(
+        v.contains("best adaptive under the cap (adaptive B): +6.0"),
+        "{v}"
+    );
+    assert!(v.ends_with("MET") && !v.ends_with("NOT MET"), "{v}");
+    let rows = vec![
+        row("adaptive A", 700, 100, 5),
+        row("predictive (ours)", 720, 100, 4),
+    ];
+    let v = report::verdict(&rows).unwrap();
+    assert!(v.contains("none stayed under the cap"), "{v}");
+    assert!(v.ends_with("NOT MET"), "{v}"); // +2 points, and ours over the cap
+}
