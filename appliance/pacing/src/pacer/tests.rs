@@ -585,7 +585,7 @@ fn bad_settings_are_refused_naming_the_key() {
 
 // --- Whole-site behaviour, through the discrete-event simulator (virtual time, seeded). ---
 
-fn scenario(agents: u32, human: &str, days: u32, seed: u64) -> Scenario {
+fn scenario(agents: u32, human: &str, days: u32, seed: u64, shift: [f64; 2]) -> Scenario {
     let text = format!(
         r#"
 name = "test"
@@ -593,7 +593,7 @@ seed = {seed}
 days = {days}
 [[agents]]
 count = {agents}
-shift = [9.0, 17.0]
+shift = [{start:.1}, {end:.1}]
 [callees]
 human = {human}
 machine = [[0.0, 0.08]]
@@ -613,6 +613,8 @@ max_per_minute = {rate}
 cap = 0.03
 window_hours = 24.0
 "#,
+        start = shift[0],
+        end = shift[1],
         conc = agents * 3 + 10,
         rate = agents * 15 + 50,
     );
@@ -625,7 +627,7 @@ fn rate(answers: u64, abandons: u64) -> f64 {
 
 #[test]
 fn a_mid_day_fall_from_30_to_20_percent_keeps_agents_fed_without_an_abandon_spike() {
-    let sc = scenario(20, "[[0.0, 0.30], [13.0, 0.20]]", 3, 41);
+    let sc = scenario(20, "[[0.0, 0.30], [13.0, 0.20]]", 2, 41, [10.0, 16.0]);
     let ours = sim::run(&sc, &Strategy::Predictive(PacingConfig::default())).unwrap();
     let (ans, ab) = ours.by_hour[13..15]
         .iter()
@@ -642,7 +644,7 @@ fn a_mid_day_fall_from_30_to_20_percent_keeps_agents_fed_without_an_abandon_spik
 
 #[test]
 fn a_mid_day_rise_from_20_to_30_percent_keeps_abandons_under_the_cap() {
-    let sc = scenario(20, "[[0.0, 0.20], [13.0, 0.30]]", 3, 43);
+    let sc = scenario(20, "[[0.0, 0.20], [13.0, 0.30]]", 2, 43, [10.0, 16.0]);
     let ours = sim::run(&sc, &Strategy::Predictive(PacingConfig::default())).unwrap();
     let (ans, ab) = ours.by_hour[13..15]
         .iter()
@@ -653,7 +655,7 @@ fn a_mid_day_rise_from_20_to_30_percent_keeps_abandons_under_the_cap() {
 
 #[test]
 fn three_agents_are_paced_under_the_cap_and_busier_than_progressive() {
-    let sc = scenario(3, "[[0.0, 0.30]]", 5, 47);
+    let sc = scenario(3, "[[0.0, 0.30]]", 4, 47, [9.0, 17.0]);
     let ours = sim::run(&sc, &Strategy::Predictive(PacingConfig::default())).unwrap();
     let progressive = sim::run(&sc, &Strategy::Progressive).unwrap();
     assert!(
@@ -671,7 +673,7 @@ fn three_agents_are_paced_under_the_cap_and_busier_than_progressive() {
 
 #[test]
 fn a_hundred_agents_are_paced_under_the_cap_and_far_busier_than_progressive() {
-    let sc = scenario(100, "[[0.0, 0.30]]", 1, 53);
+    let sc = scenario(100, "[[0.0, 0.30]]", 1, 53, [9.0, 12.0]);
     let ours = sim::run(&sc, &Strategy::Predictive(PacingConfig::default())).unwrap();
     let progressive = sim::run(&sc, &Strategy::Progressive).unwrap();
     assert!(
