@@ -46,8 +46,8 @@
 //! that, if a person answers it, every agent is already taken. It is computed exactly
 //! (Poisson-binomial convolution) for up to 60 uncertain terms — so three agents are modelled
 //! as precisely as thirty — and with a skewness-corrected normal approximation above
-//! (the `risk` module). The pacer starts the largest `n` such that every one of the `n` new attempts
-//! has marginal risk at most `θ`. Risk grows with `n`, so `n` is found by bisection.
+//! (the `risk` module). The pacer starts the largest `n` such that every one of the `n` new
+//! attempts has marginal risk at most `θ`. Risk grows with `n`, so `n` is found by bisection.
 //! This is the Erlang-style question "will a server be free when the customer arrives",
 //! asked per attempt over a non-stationary, partly known future instead of a steady state.
 //!
@@ -55,11 +55,12 @@
 //! marginal attempts are the riskiest, the average abandon rate sits below `θ`; and the
 //! model can be biased (correlated answers, agents slow to press ready). So `θ` is an
 //! integral controller's output: every 15 s of virtual time,
-//! `log θ += gain · (target − observed) / target` (gain 0.05; loosening only while the limit
-//! is what actually held dialling back, so it does not wind up in quiet hours), where `target = cap · (1 − margin)` is the
-//! budget less an engineered margin (default 20 %) and `observed` is the abandon rate over a
-//! 30-minute half-life, shrunk toward the target with 100 pseudo-answers so a single abandon
-//! among few calls does not swing it. Over the campaign's own window (e.g. 24 h or 30 days),
+//! `log θ += gain · (target − observed) / target` (gain 0.05, θ kept within
+//! `[target / 50, min(10 · target, 0.5)]`, loosening only while the limit is what actually
+//! held dialling back, so it does not wind up in quiet hours). `target = cap · (1 − margin)`
+//! is the budget less an engineered margin (default 20 %); `observed` is the abandon rate
+//! over a 30-minute half-life, shrunk toward the target with 100 pseudo-answers so a single
+//! abandon among few calls does not swing it. Over the campaign's own window (e.g. 24 h or 30 days),
 //! when the realised rate eats into the margin `θ` is scaled down linearly, reaching almost
 //! zero (progressive dialling) at the cap.
 //!
@@ -68,6 +69,11 @@
 //! the order they were configured, and are modelled with the first trunk's answer profile.
 //!
 //! ## Driving it
+//!
+//! Report every event as it happens, in time order (an event stamped before the pacer's
+//! clock is taken at the clock); poll after events and at [`PredictivePacer::poll_timeout`].
+//! Each plan's attempts are reported `Started` before the next poll; a plan not carried out
+//! is simply superseded.
 //!
 //! ```
 //! use callgate_common::{ids::{AgentId, AttemptId, TrunkId}, time::UnixMillis};

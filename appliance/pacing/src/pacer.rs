@@ -309,6 +309,13 @@ impl PredictivePacer {
         ] {
             check_fraction(key, v, 1e-3, 1e13)?;
         }
+        check_fraction("prior_wrap_secs", config.prior_wrap_secs, 0.0, 86_400.0)?;
+        if !(-840..=840).contains(&config.utc_offset_minutes) {
+            return Err(PacingError::InvalidSetting {
+                key: "utc_offset_minutes",
+                reason: format!("{} is not within [-840, 840]", config.utc_offset_minutes),
+            });
+        }
         if config.controller_period_ms <= 0 {
             return Err(PacingError::InvalidSetting {
                 key: "controller_period_ms",

@@ -572,6 +572,16 @@ fn bad_settings_are_refused_naming_the_key() {
     )
     .unwrap_err();
     assert!(err.to_string().contains("abandon_margin"), "{err}");
+    let err = PredictivePacer::new(
+        PacingConfig {
+            utc_offset_minutes: 24 * 60,
+            ..PacingConfig::default()
+        },
+        AbandonBudget::default(),
+        GrantLimits::unlimited(),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("utc_offset_minutes"), "{err}");
     let mut p = pacer();
     let err = p
         .set_budget(AbandonBudget {
