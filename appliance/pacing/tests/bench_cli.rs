@@ -37,8 +37,10 @@ fn a_scenario_file_gives_one_row_per_strategy_and_a_verdict() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("small.toml");
     std::fs::write(&file, SMALL).unwrap();
+    let json = dir.path().join("out.json");
     let out = Command::new(BENCH)
-        .args(["--days", "1"])
+        .args(["--days", "1", "--json"])
+        .arg(&json)
         .arg(&file)
         .output()
         .unwrap();
@@ -60,6 +62,15 @@ fn a_scenario_file_gives_one_row_per_strategy_and_a_verdict() {
         assert!(text.contains(row), "missing {row} in\n{text}");
     }
     assert!(text.contains("ours − best adaptive"), "{text}");
+    let figures: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let rows = figures[0]["strategies"].as_array().unwrap();
+    assert_eq!(rows.len(), 9);
+    for row in rows {
+        let occ = row["occupancy"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&occ), "{row}");
+    }
+    assert_eq!(figures[0]["agents"], 4);
 }
 
 #[test]

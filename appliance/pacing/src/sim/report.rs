@@ -5,6 +5,35 @@ use std::fmt::Write;
 
 use super::RunReport;
 
+/// One scenario's figures as JSON, for the benchmark suite: the same numbers as the table.
+pub fn json(scenario: &str, days: u32, agents: u32, rows: &[RunReport]) -> serde_json::Value {
+    let strategies: Vec<serde_json::Value> = rows
+        .iter()
+        .map(|r| {
+            serde_json::json!({
+                "strategy": r.strategy,
+                "occupancy": r.occupancy(),
+                "talk_minutes_per_agent_hour": r.talk_minutes_per_agent_hour(),
+                "abandon_rate_worst_24h": r.worst_day_abandon_rate(),
+                "abandon_rate_30d": r.thirty_day_abandon_rate(),
+                "attempts_per_contact": r.attempts_per_contact(),
+                "mean_wait_secs": r.mean_wait_secs(),
+                "attempts": r.attempts,
+                "contacts": r.connected,
+                "abandoned": r.abandoned,
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "scenario": scenario,
+        "days": days,
+        "agents": agents,
+        "abandon_cap": rows.first().map(|r| r.cap),
+        "strategies": strategies,
+        "verdict": verdict(rows),
+    })
+}
+
 /// The table for one scenario, Markdown, with a verdict line.
 pub fn table(scenario: &str, days: u32, agents: u32, rows: &[RunReport]) -> String {
     let mut out = String::new();
