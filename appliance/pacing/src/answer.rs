@@ -82,6 +82,34 @@ impl OutcomeTally {
         }
     }
 
+    /// Forgets everything but a window of `n` attempts with `human` and `machine` answers:
+    /// counts are replaced, shape histograms scaled to match.
+    fn restart_from(&mut self, n: f64, human: f64, machine: f64) {
+        let answered_was = self.human + self.machine;
+        let other_was = self.total - answered_was;
+        let answered = human + machine;
+        let other = n - answered;
+        let fa = if answered_was > 0.0 {
+            answered / answered_was
+        } else {
+            0.0
+        };
+        let fo = if other_was > 0.0 {
+            other / other_was
+        } else {
+            0.0
+        };
+        for v in self.answer_age.iter_mut() {
+            *v *= fa;
+        }
+        for v in self.other_age.iter_mut() {
+            *v *= fo;
+        }
+        self.total = n;
+        self.human = human;
+        self.machine = machine;
+    }
+
     /// The estimate these counts give, shrunk toward `prior` with `prior_weight` pseudo-attempts.
     pub(crate) fn outlook(
         &self,
@@ -265,49 +293,130 @@ fn interpolate(cdf: &[f64; RING_BUCKETS + 1], secs: f64) -> f64 {
     cdf[i] + frac * (cdf[i + 1] - cdf[i])
 }
 
-/// The learned answer behaviour of one trunk: a fast and a slow memory and an hour-of-day
-/// profile.
+/// The learned answer behaviour of one trunk: a slow memory that restarts at detected
+/// change points, two CUSUM detectors (answer rate down, answer rate up) watching it, and an
+/// hour-of-day profile.
 #[derive(Debug, Clone)]
 pub(crate) struct TrunkAnswers {
-    fast: OutcomeTally,
     slow: OutcomeTally,
+    down: ShiftDetector,
+    up: ShiftDetector,
+    /// The minute being gathered: (minute number, attempts, person answers, machine answers).
+    minute: (i64, f64, f64, f64),
     by_hour: Vec<OutcomeTally>,
+}
+
+/// One-sided binomial CUSUM on "answered by a person", fed one minute of outcomes at a
+/// time (outcomes arrive in completion order — answers before ring-outs — so single
+/// outcomes are not exchangeable, minutes nearly are): the log-likelihood ratio of the
+/// shifted rate against the slow memory's, accumulated and floored at zero. The minutes
+/// since it last stood at zero are the candidate new regime.
+#[derive(Debug, Clone, Default)]
+struct ShiftDetector {
+    score: f64,
+    attempts: f64,
+    human: f64,
+    machine: f64,
+}
+
+impl ShiftDetector {
+    /// Adds a minute `(n, human, machine)` under `p1` against `p0`; true when over `h`.
+    fn observe(&mut self, p0: f64, p1: f64, minute: (f64, f64, f64), h: f64) -> bool {
+        let (n, human, machine) = minute;
+        self.score += human * (p1 / p0).ln() + (n - human) * ((1.0 - p1) / (1.0 - p0)).ln();
+        if self.score <= 0.0 {
+            *self = ShiftDetector::default();
+            return false;
+        }
+        self.attempts += n;
+        self.human += human;
+        self.machine += machine;
+        self.score > h
+    }
 }
 
 /// Forgetting horizons and shrinkage weights of the answer model.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct AnswerLearning {
-    pub(crate) fast_half_life_ms: f64,
     pub(crate) slow_half_life_ms: f64,
     pub(crate) profile_half_life_ms: f64,
-    /// Pseudo-attempts the hour profile lends the recent estimate.
+    /// Pseudo-attempts the hour profile lends the slow memory.
     pub(crate) profile_weight: f64,
     /// Pseudo-attempts the starting prior lends the hour profile.
     pub(crate) prior_weight: f64,
-    /// Standard errors by which the fast memory must differ from the slow one to win.
-    pub(crate) shift_z: f64,
+    /// Relative change of the person-answer rate the detectors are tuned to (1/3: 30 → 20 %).
+    pub(crate) shift_size: f64,
+    /// CUSUM decision threshold (log-likelihood ratio).
+    pub(crate) shift_threshold: f64,
 }
 
 impl TrunkAnswers {
     pub(crate) fn new(l: &AnswerLearning) -> Self {
         TrunkAnswers {
-            fast: OutcomeTally::new(l.fast_half_life_ms),
             slow: OutcomeTally::new(l.slow_half_life_ms),
+            down: ShiftDetector::default(),
+            up: ShiftDetector::default(),
+            minute: (i64::MIN, 0.0, 0.0, 0.0),
             by_hour: (0..24)
                 .map(|_| OutcomeTally::new(l.profile_half_life_ms))
                 .collect(),
         }
     }
 
-    pub(crate) fn record(&mut self, now_ms: i64, hour: usize, outcome: RingOutcome, age_ms: i64) {
-        self.fast.record(now_ms, outcome, age_ms);
+    pub(crate) fn record(
+        &mut self,
+        now_ms: i64,
+        hour: usize,
+        outcome: RingOutcome,
+        age_ms: i64,
+        l: &AnswerLearning,
+    ) {
+        let minute = now_ms.div_euclid(60_000);
+        if minute != self.minute.0 {
+            self.close_minute(l);
+            self.minute = (minute, 0.0, 0.0, 0.0);
+        }
+        self.minute.1 += 1.0;
+        match outcome {
+            RingOutcome::Human => self.minute.2 += 1.0,
+            RingOutcome::Machine => self.minute.3 += 1.0,
+            RingOutcome::Unanswered => {}
+        }
         self.slow.record(now_ms, outcome, age_ms);
         self.by_hour[hour % 24].record(now_ms, outcome, age_ms);
     }
 
-    /// The estimate for this hour: the hour profile (over the prior) anchors the slow memory;
-    /// when the fast memory has moved away from the slow one by more than `shift_z` standard
-    /// errors, the answer rate has shifted and the fast memory is used instead.
+    /// Feeds the finished minute to both detectors; on an alarm the slow memory restarts
+    /// from the attempts since the change began.
+    fn close_minute(&mut self, l: &AnswerLearning) {
+        let (_, n, human, machine) = self.minute;
+        // The minute's outcomes are already in the slow memory: test against the rest.
+        let rest = self.slow.total - n;
+        if n <= 0.0 || rest < 30.0 {
+            return;
+        }
+        let p0 = ((self.slow.human - human) / rest).clamp(0.02, 0.95);
+        let p_down = p0 * (1.0 - l.shift_size);
+        let p_up = (p0 * (1.0 + l.shift_size)).min(0.99);
+        let batch = (n, human, machine);
+        let fired_down = self.down.observe(p0, p_down, batch, l.shift_threshold);
+        let fired_up = self.up.observe(p0, p_up, batch, l.shift_threshold);
+        let fired = if fired_down {
+            Some(self.down.clone())
+        } else if fired_up {
+            Some(self.up.clone())
+        } else {
+            None
+        };
+        if let Some(d) = fired {
+            self.slow.restart_from(d.attempts, d.human, d.machine);
+            self.down = ShiftDetector::default();
+            self.up = ShiftDetector::default();
+        }
+    }
+
+    /// The estimate for this hour: the slow memory, shrunk toward the hour-of-day profile
+    /// (itself shrunk toward the prior).
     pub(crate) fn outlook(
         &self,
         now_ms: i64,
@@ -316,15 +425,7 @@ impl TrunkAnswers {
         l: &AnswerLearning,
     ) -> AnswerOutlook {
         let profile = self.by_hour[hour % 24].outlook(now_ms, prior, l.prior_weight);
-        let slow = self.slow.outlook(now_ms, &profile, l.profile_weight);
-        let fast = self.fast.outlook(now_ms, &profile, l.profile_weight);
-        let p = slow.p_human.clamp(0.01, 0.99);
-        let se = (p * (1.0 - p) / (fast.evidence + l.profile_weight)).sqrt();
-        if (fast.p_human - slow.p_human).abs() > l.shift_z * se {
-            fast
-        } else {
-            slow
-        }
+        self.slow.outlook(now_ms, &profile, l.profile_weight)
     }
 }
 
@@ -334,12 +435,12 @@ mod tests {
 
     fn learning() -> AnswerLearning {
         AnswerLearning {
-            fast_half_life_ms: 150_000.0,
             slow_half_life_ms: 1_500_000.0,
             profile_half_life_ms: 7.0 * 86_400_000.0,
             profile_weight: 30.0,
             prior_weight: 10.0,
-            shift_z: 2.5,
+            shift_size: 1.0 / 3.0,
+            shift_threshold: 5.0,
         }
     }
 
@@ -352,9 +453,9 @@ mod tests {
         for i in 0..2000i64 {
             let now = i * 1000;
             if i % 4 == 0 {
-                t.record(now, 10, RingOutcome::Human, 8_000);
+                t.record(now, 10, RingOutcome::Human, 8_000, &l);
             } else {
-                t.record(now, 10, RingOutcome::Unanswered, 25_000);
+                t.record(now, 10, RingOutcome::Unanswered, 25_000, &l);
             }
         }
         let o = t.outlook(2_000_000, 10, &prior, &l);
@@ -373,9 +474,9 @@ mod tests {
         for i in 0..3000i64 {
             let age = 2_000 + (i % 15) * 1000; // answers spread over 2–16 s
             if i % 3 == 0 {
-                t.record(i * 500, 3, RingOutcome::Human, age);
+                t.record(i * 500, 3, RingOutcome::Human, age, &l);
             } else {
-                t.record(i * 500, 3, RingOutcome::Unanswered, 30_000);
+                t.record(i * 500, 3, RingOutcome::Unanswered, 30_000, &l);
             }
         }
         let o = t.outlook(1_500_000, 3, &AnswerOutlook::prior(0.3, 0.0), &l);
@@ -406,8 +507,8 @@ mod tests {
                 } else {
                     RingOutcome::Unanswered
                 };
-                t.record(now9, 9, o9, 6000);
-                t.record(now14, 14, o14, 6000);
+                t.record(now9, 9, o9, 6000, &l);
+                t.record(now14, 14, o14, 6000, &l);
             }
         }
         // Early on day 4, before any fresh outcome: the profile alone speaks for each hour.

@@ -16,13 +16,16 @@
 //! **Answers (learned online, per trunk and hour of day).** For every trunk the pacer keeps
 //! exponentially forgotten counts of outcomes: answered by a person, by a machine,
 //! unanswered (busy, failed, no answer), with one-second histograms of the ring time to
-//! answer and of the time unanswered attempts take to end ([`answer`]). Three memories:
-//! *fast* (half-life 2.5 min), *slow* (25 min) and an *hour-of-day profile* (half-life a
-//! week, one per hour). The profile, shrunk toward a weak prior, anchors the slow memory;
-//! when the fast memory's answer rate sits more than 2.5 standard errors away from the slow
-//! one, the rate has shifted and the fast memory is used. So a step from 30 % to 20 % is
-//! followed within two or three minutes, while steady traffic keeps the low-noise estimate.
-//! From these, for an attempt that has rung `a` seconds without outcome,
+//! answer and of the time unanswered attempts take to end (the `answer` module). Two
+//! memories: a *slow* one (half-life 25 min) and an *hour-of-day profile* (half-life a week,
+//! one per local hour) that, shrunk toward a weak prior, anchors the slow one. Forgetting
+//! alone would follow a change in tens of minutes, so two CUSUM detectors watch the
+//! person-answer rate minute by minute (one tuned to a fall by a third, one to a rise by a
+//! third, threshold 5 in log-likelihood). When one fires, the slow memory restarts from the
+//! attempts since the change began (the CUSUM's own change-point estimate): a step from 30 %
+//! to 20 % at 40 attempts a minute is followed within about ten minutes, while steady traffic
+//! keeps the low-noise estimate (false alarms: a few per day of such traffic). From these,
+//! for an attempt that has rung `a` seconds without outcome,
 //! `P(person answers within τ | still ringing at a) = p_h·(G(a+τ) − G(a)) / S(a)`, with `G`
 //! the ring-time CDF of answers and `S(a)` the probability of still ringing at `a` (answers
 //! and unanswered endings both leave). Long-ringing attempts thus count less and less.
@@ -43,8 +46,8 @@
 //! that, if a person answers it, every agent is already taken. It is computed exactly
 //! (Poisson-binomial convolution) for up to 60 uncertain terms — so three agents are modelled
 //! as precisely as thirty — and with a skewness-corrected normal approximation above
-//! (the `risk` module). The pacer starts the largest `n` such that every one of the `n` new attempts
-//! has marginal risk at most `θ`. Risk grows with `n`, so `n` is found by bisection.
+//! (the `risk` module). The pacer starts the largest `n` such that every one of the `n` new
+//! attempts has marginal risk at most `θ`. Risk grows with `n`, so `n` is found by bisection.
 //! This is the Erlang-style question "will a server be free when the customer arrives",
 //! asked per attempt over a non-stationary, partly known future instead of a steady state.
 //!
@@ -52,10 +55,12 @@
 //! marginal attempts are the riskiest, the average abandon rate sits below `θ`; and the
 //! model can be biased (correlated answers, agents slow to press ready). So `θ` is an
 //! integral controller's output: every 15 s of virtual time,
-//! `log θ += gain · (target − observed) / target`, where `target = cap · (1 − margin)` is the
-//! budget less an engineered margin (default 20 %) and `observed` is the abandon rate over a
-//! 30-minute half-life, shrunk toward the target with 100 pseudo-answers so a single abandon
-//! among few calls does not swing it. Over the campaign's own window (e.g. 24 h or 30 days),
+//! `log θ += gain · (target − observed) / target` (gain 0.05, θ kept within
+//! `[target / 50, min(10 · target, 0.5)]`, loosening only while the limit is what actually
+//! held dialling back, so it does not wind up in quiet hours). `target = cap · (1 − margin)`
+//! is the budget less an engineered margin (default 20 %); `observed` is the abandon rate
+//! over a 30-minute half-life, shrunk toward the target with 100 pseudo-answers so a single
+//! abandon among few calls does not swing it. Over the campaign's own window (e.g. 24 h or 30 days),
 //! when the realised rate eats into the margin `θ` is scaled down linearly, reaching almost
 //! zero (progressive dialling) at the cap.
 //!
@@ -64,6 +69,11 @@
 //! the order they were configured, and are modelled with the first trunk's answer profile.
 //!
 //! ## Driving it
+//!
+//! Report every event as it happens, in time order (an event stamped before the pacer's
+//! clock is taken at the clock); poll after events and at [`PredictivePacer::poll_timeout`].
+//! Each plan's attempts are reported `Started` before the next poll; a plan not carried out
+//! is simply superseded.
 //!
 //! ```
 //! use callgate_common::{ids::{AgentId, AttemptId, TrunkId}, time::UnixMillis};

@@ -139,10 +139,11 @@ pub struct PacingConfig {
     pub abandon_margin: f64,
     /// Site time zone offset from UTC, minutes (for the hour-of-day profile).
     pub utc_offset_minutes: i32,
-    /// Half-life of the fast answer memory, ms.
-    pub fast_half_life_ms: f64,
     /// Half-life of the slow answer memory, ms.
     pub slow_half_life_ms: f64,
+    /// CUSUM threshold (log-likelihood ratio) at which a shift of the person-answer rate by a
+    /// third, up or down, restarts the slow memory from the attempts since the change.
+    pub shift_threshold: f64,
     /// Half-life of the hour-of-day profile, ms.
     pub profile_half_life_ms: f64,
     /// Half-life of the learned talk and wrap-up times, ms.
@@ -170,8 +171,8 @@ impl Default for PacingConfig {
         PacingConfig {
             abandon_margin: 0.2,
             utc_offset_minutes: 0,
-            fast_half_life_ms: 150_000.0,
             slow_half_life_ms: 1_500_000.0,
+            shift_threshold: 5.0,
             profile_half_life_ms: 7.0 * 86_400_000.0,
             agent_half_life_ms: 3_600_000.0,
             prior_p_human: 0.25,
@@ -270,6 +271,9 @@ pub struct PredictivePacer {
     ctl_last_ms: i64,
     next_tick_ms: Option<i64>,
     log_theta: f64,
+    /// Whether the risk limit, not a trunk or grant limit, held a plan back since the last
+    /// controller tick (conditional integration: no wind-up while the limit is idle).
+    risk_bound: bool,
     now_ms: i64,
 }
 
@@ -295,8 +299,8 @@ impl PredictivePacer {
         check_fraction("prior_p_human", config.prior_p_human, 0.001, 1.0)?;
         check_fraction("prior_p_machine", config.prior_p_machine, 0.0, 1.0)?;
         check_fraction("controller_gain", config.controller_gain, 0.0, 1.0)?;
+        check_fraction("shift_threshold", config.shift_threshold, 1.0, 100.0)?;
         for (key, v) in [
-            ("fast_half_life_ms", config.fast_half_life_ms),
             ("slow_half_life_ms", config.slow_half_life_ms),
             ("profile_half_life_ms", config.profile_half_life_ms),
             ("agent_half_life_ms", config.agent_half_life_ms),
@@ -304,6 +308,13 @@ impl PredictivePacer {
             ("prior_talk_secs", config.prior_talk_secs),
         ] {
             check_fraction(key, v, 1e-3, 1e13)?;
+        }
+        check_fraction("prior_wrap_secs", config.prior_wrap_secs, 0.0, 86_400.0)?;
+        if !(-840..=840).contains(&config.utc_offset_minutes) {
+            return Err(PacingError::InvalidSetting {
+                key: "utc_offset_minutes",
+                reason: format!("{} is not within [-840, 840]", config.utc_offset_minutes),
+            });
         }
         if config.controller_period_ms <= 0 {
             return Err(PacingError::InvalidSetting {
@@ -313,12 +324,12 @@ impl PredictivePacer {
         }
         let mut pacer = PredictivePacer {
             learning: AnswerLearning {
-                fast_half_life_ms: config.fast_half_life_ms,
                 slow_half_life_ms: config.slow_half_life_ms,
                 profile_half_life_ms: config.profile_half_life_ms,
                 profile_weight: 30.0,
                 prior_weight: 10.0,
-                shift_z: 2.5,
+                shift_size: 1.0 / 3.0,
+                shift_threshold: config.shift_threshold,
             },
             prior: AnswerOutlook::prior(config.prior_p_human, config.prior_p_machine),
             agent_outlook: AgentOutlook::new(
@@ -341,6 +352,7 @@ impl PredictivePacer {
             ctl_last_ms: i64::MIN,
             next_tick_ms: None,
             log_theta: 0.0,
+            risk_bound: false,
             now_ms: i64::MIN,
         };
         pacer.set_budget(budget)?;
@@ -463,9 +475,13 @@ impl PredictivePacer {
         let k = self.config.controller_prior_answers;
         let observed = (self.ctl_abandons + k * target) / (self.ctl_answers + k);
         let error = ((target - observed) / target).clamp(-3.0, 1.0);
-        self.log_theta += self.config.controller_gain * error;
+        // Loosen only if the limit was what held dialling back; tighten whenever over target.
+        if error < 0.0 || self.risk_bound {
+            self.log_theta += self.config.controller_gain * error;
+        }
+        self.risk_bound = false;
         let lo = (target / 50.0).ln();
-        let hi = 0.5f64.ln();
+        let hi = (10.0 * target).min(0.5).ln();
         self.log_theta = self.log_theta.clamp(lo, hi);
     }
 
@@ -520,15 +536,14 @@ impl PredictivePacer {
         Ok(())
     }
 
-    /// Reports an attempt event at `now`. A refused event leaves the pacer unchanged.
+    /// Reports an attempt event at `now`. A refused event leaves the pacer unchanged (its
+    /// clock included).
     pub fn handle_attempt(
         &mut self,
         now: UnixMillis,
         attempt: AttemptId,
         event: AttemptEvent,
     ) -> Result<(), PacingError> {
-        self.advance(now.0);
-        let now_ms = now.0.max(self.now_ms);
         if let AttemptEvent::Started { trunk } = &event {
             if self.attempts.contains_key(&attempt) {
                 return Err(PacingError::DuplicateAttempt(attempt));
@@ -538,6 +553,8 @@ impl PredictivePacer {
                 .iter()
                 .position(|t| &t.id == trunk)
                 .ok_or_else(|| PacingError::UnknownTrunk(trunk.clone()))?;
+            self.advance(now.0);
+            let now_ms = now.0.max(self.now_ms);
             let hour = self.hour_of(now_ms);
             self.attempts.insert(
                 attempt,
@@ -559,44 +576,44 @@ impl PredictivePacer {
             .get(&attempt)
             .cloned()
             .ok_or(PacingError::UnknownAttempt(attempt))?;
-        let refuse = || PacingError::UnexpectedEvent {
-            attempt,
-            event: event.name(),
-            phase: a.phase.name(),
-        };
-        let age = now_ms - a.started_ms;
         let next = match (&event, a.phase) {
             (AttemptEvent::Ringing, Phase::Ringing) => Phase::Ringing,
-            (AttemptEvent::AnsweredHuman, Phase::Ringing) => {
-                self.trunks[a.trunk]
-                    .answers
-                    .record(now_ms, a.hour, RingOutcome::Human, age);
-                self.record_window(now_ms, 1, 0);
-                Phase::WaitingAgent
-            }
-            (AttemptEvent::AnsweredMachine, Phase::Ringing) => {
-                self.trunks[a.trunk]
-                    .answers
-                    .record(now_ms, a.hour, RingOutcome::Machine, age);
-                Phase::Machine
-            }
+            (AttemptEvent::AnsweredHuman, Phase::Ringing) => Phase::WaitingAgent,
+            (AttemptEvent::AnsweredMachine, Phase::Ringing) => Phase::Machine,
             (
                 AttemptEvent::NoAnswer | AttemptEvent::Busy | AttemptEvent::Failed,
                 Phase::Ringing,
-            ) => {
-                self.trunks[a.trunk]
-                    .answers
-                    .record(now_ms, a.hour, RingOutcome::Unanswered, age);
-                Phase::Finished
-            }
+            ) => Phase::Finished,
             (AttemptEvent::Connected, Phase::WaitingAgent) => Phase::Connected,
-            (AttemptEvent::Abandoned, Phase::WaitingAgent) => {
-                self.record_window(now_ms, 0, 1);
-                Phase::SafeHarbour
-            }
+            (AttemptEvent::Abandoned, Phase::WaitingAgent) => Phase::SafeHarbour,
             (AttemptEvent::Ended, _) => Phase::Finished,
-            _ => return Err(refuse()),
+            _ => {
+                return Err(PacingError::UnexpectedEvent {
+                    attempt,
+                    event: event.name(),
+                    phase: a.phase.name(),
+                })
+            }
         };
+        self.advance(now.0);
+        let now_ms = now.0.max(self.now_ms);
+        let age = now_ms - a.started_ms;
+        let learning = self.learning;
+        let answers = &mut self.trunks[a.trunk].answers;
+        match event {
+            AttemptEvent::AnsweredHuman => {
+                answers.record(now_ms, a.hour, RingOutcome::Human, age, &learning);
+                self.record_window(now_ms, 1, 0);
+            }
+            AttemptEvent::AnsweredMachine => {
+                answers.record(now_ms, a.hour, RingOutcome::Machine, age, &learning);
+            }
+            AttemptEvent::NoAnswer | AttemptEvent::Busy | AttemptEvent::Failed => {
+                answers.record(now_ms, a.hour, RingOutcome::Unanswered, age, &learning);
+            }
+            AttemptEvent::Abandoned => self.record_window(now_ms, 0, 1),
+            _ => {}
+        }
         if next == Phase::Finished {
             self.attempts.remove(&attempt);
             let t = &mut self.trunks[a.trunk];
@@ -751,7 +768,10 @@ impl PredictivePacer {
                 / laws.len() as f64
         };
         // Largest n with risk(n − 1) ≤ θ; risk is non-decreasing in k.
+        // The limit binds when it, not a trunk or grant limit, stopped the plan and the next
+        // attempt's risk is not hopeless (with nobody to free up, loosening would not help).
         if risk(0) > theta {
+            self.risk_bound |= risk(0) < 0.5;
             return 0;
         }
         let (mut lo, mut hi) = (1u32, cap); // invariant: n ≥ lo; answer ≤ hi
@@ -763,6 +783,12 @@ impl PredictivePacer {
                 hi = mid - 1;
             }
         }
+        if lo < cap && risk(lo) < 0.5 {
+            self.risk_bound = true;
+        }
         lo
     }
 }
+
+#[cfg(test)]
+mod tests;

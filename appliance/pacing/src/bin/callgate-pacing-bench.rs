@@ -3,6 +3,7 @@
 //!
 //!     cargo run --release -p callgate-pacing --bin callgate-pacing-bench
 //!     cargo run --release -p callgate-pacing --bin callgate-pacing-bench -- --days 3 FILE...
+//!     cargo run --release -p callgate-pacing --bin callgate-pacing-bench -- --quick --json out.json
 
 use std::path::PathBuf;
 
@@ -23,6 +24,12 @@ struct Args {
     /// Override every scenario's seed.
     #[arg(long)]
     seed: Option<u64>,
+    /// Three days per scenario instead of the file's days (a few seconds in all).
+    #[arg(long, conflicts_with = "days")]
+    quick: bool,
+    /// Also write every figure as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
 }
 
 fn scenario_files(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
@@ -51,12 +58,13 @@ fn main() -> anyhow::Result<()> {
         args.paths.clone()
     };
     let started = std::time::Instant::now();
+    let mut results = Vec::new();
     for file in scenario_files(&paths)? {
         let text = std::fs::read_to_string(&file)
             .with_context(|| format!("reading scenario {}", file.display()))?;
         let mut scenario =
             Scenario::parse(&text).with_context(|| format!("in scenario {}", file.display()))?;
-        if let Some(d) = args.days {
+        if let Some(d) = args.days.or(args.quick.then_some(3)) {
             scenario.days = d.max(1);
         }
         if let Some(s) = args.seed {
@@ -72,6 +80,16 @@ fn main() -> anyhow::Result<()> {
             "{}",
             report::table(&scenario.name, scenario.days, scenario.agent_count(), &rows)
         );
+        results.push(report::json(
+            &scenario.name,
+            scenario.days,
+            scenario.agent_count(),
+            &rows,
+        ));
+    }
+    if let Some(path) = &args.json {
+        let text = serde_json::to_string_pretty(&results)?;
+        std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
     }
     println!(
         "(simulated in {:.1} s of wall time)",

@@ -115,8 +115,14 @@ impl RatioDialer {
         self.level
     }
 
-    /// Midnight: VICIdial's "today" statistics start again.
+    /// Start of the dialling day: VICIdial's "today" statistics start again, and an adaptive
+    /// dial level restarts at 1.0 (as an admin would set it), rather than carrying the
+    /// evening's level into the morning's logins — kinder to the baseline.
     pub fn new_day(&mut self) {
+        if self.mode.is_some() {
+            self.level = 1.0;
+        }
+        self.samples.clear();
         self.calls_today = 0;
         self.answers_today = 0;
         self.drops_today = 0;

@@ -122,6 +122,8 @@ pub struct RunReport {
     pub paused_ms: i64,
     /// Per simulated day: (answered by a person, abandoned).
     pub days: Vec<(u64, u64)>,
+    /// Per hour of the day, summed over days: (answered by a person, abandoned).
+    pub by_hour: [(u64, u64); 24],
     /// The abandon cap the scenario set.
     pub cap: f64,
 }
@@ -401,13 +403,16 @@ impl Engine<'_> {
         let groups = self.sc.agents.clone();
         for g in &groups {
             for i in 0..g.count as usize {
+                // Agent i of n arrives i/n of the spread after the shift starts, leaves as
+                // much before it ends.
+                let spread =
+                    (g.login_spread_minutes * 60_000.0 * i as f64 / f64::from(g.count)) as i64;
                 for d in 0..i64::from(self.sc.days) {
                     let base = EPOCH_MS + d * DAY_MS;
-                    self.at(
-                        base + (g.shift[0] * 3_600_000.0) as i64,
-                        Ev::ShiftStart(idx),
-                    );
-                    self.at(base + (g.shift[1] * 3_600_000.0) as i64, Ev::ShiftEnd(idx));
+                    let start = base + (g.shift[0] * 3_600_000.0) as i64 + spread;
+                    let end = base + (g.shift[1] * 3_600_000.0) as i64 - spread;
+                    self.at(start, Ev::ShiftStart(idx));
+                    self.at(end, Ev::ShiftEnd(idx));
                     for [start, len] in &g.breaks {
                         let offset = (i % 4) as f64 * g.break_stagger_minutes * 60_000.0;
                         let t = base + (start * 3_600_000.0 + offset) as i64;
@@ -424,6 +429,10 @@ impl Engine<'_> {
 
     fn ms_of_day(&self) -> i64 {
         (self.now - EPOCH_MS).rem_euclid(DAY_MS)
+    }
+
+    fn hour(&self) -> usize {
+        (self.ms_of_day() / 3_600_000) as usize
     }
 
     fn counts(&self) -> SiteCounts {
@@ -496,6 +505,7 @@ impl Engine<'_> {
                     self.channels -= 1;
                     self.report.abandoned += 1;
                     self.report.days[self.day].1 += 1;
+                    self.report.by_hour[self.hour()].1 += 1;
                     self.tell_attempt(i, AttemptEvent::Abandoned)?;
                     self.tell_attempt(i, AttemptEvent::Ended)?;
                 }
@@ -643,6 +653,7 @@ impl Engine<'_> {
             Plan::Human(_) => {
                 self.report.human += 1;
                 self.report.days[self.day].0 += 1;
+                self.report.by_hour[self.hour()].0 += 1;
                 self.attempts[i].phase = Phase::Waiting;
                 self.tell_attempt(i, AttemptEvent::AnsweredHuman)?;
                 if let Some(agent) = self.longest_idle_ready() {

@@ -14,3 +14,6 @@ pub mod scenario;
 
 pub use engine::{run, RunReport, SimError, Strategy};
 pub use scenario::{Scenario, ScenarioError};
+
+#[cfg(test)]
+mod tests;

@@ -110,6 +110,14 @@ pub struct AgentGroup {
     /// Stagger between agents' breaks, minutes.
     #[serde(default = "default_stagger")]
     pub break_stagger_minutes: f64,
+    /// Logins (and logouts) are spread evenly over this many minutes from the shift's start
+    /// (and end), as people do not all arrive in the same second.
+    #[serde(default = "default_login_spread")]
+    pub login_spread_minutes: f64,
+}
+
+fn default_login_spread() -> f64 {
+    10.0
 }
 
 fn default_stagger() -> f64 {
@@ -261,6 +269,12 @@ impl Scenario {
                 return Err(invalid(
                     &format!("agents[{i}].shift"),
                     format!("[{a}, {b}] is not a span of hours within one day"),
+                ));
+            }
+            if !(0.0..=60.0).contains(&g.login_spread_minutes) {
+                return Err(invalid(
+                    &format!("agents[{i}].login_spread_minutes"),
+                    format!("{} is not within [0, 60]", g.login_spread_minutes),
                 ));
             }
             for (j, [start, len]) in g.breaks.iter().enumerate() {
