@@ -67,6 +67,7 @@ enum Command {
         /// Records per second; 0 for as fast as the disk commits.
         #[arg(long, default_value_t = 0)]
         rate: u32,
+    },
     /// Record a known test tone (440 Hz left, 1 kHz right) as an encrypted recording, to check
     /// recipients end to end. Prints one line per finished segment: index, file, bytes, SHA-256.
     RecordTone {
@@ -257,6 +258,8 @@ async fn main() -> anyhow::Result<()> {
                 "generated {} records this run; coordinator acked up to {}",
                 report.generated, report.acked
             );
+            Ok(())
+        }
         Command::RecordTone {
             recipients,
             seconds,

@@ -42,6 +42,26 @@ enum Command {
     /// Register, provision and revoke appliances.
     #[command(subcommand)]
     Appliance(ApplianceCommand),
+    /// Create an API token and print it (shown once).
+    CreateApiToken {
+        /// A name to recognise the token by.
+        #[arg(long)]
+        name: String,
+        /// Scopes, e.g. `admin` or `campaigns:read contacts:read`.
+        #[arg(long, num_args = 1.., required = true)]
+        scopes: Vec<String>,
+    },
+    /// Import a CSV file of contacts into a list (created if missing), with progress.
+    ImportContacts {
+        /// The list's name.
+        #[arg(long)]
+        list: String,
+        /// Region for national-format numbers (ISO 3166 alpha-2), when the list is new.
+        #[arg(long, default_value = "US")]
+        default_region: String,
+        /// The CSV file.
+        file: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -81,26 +101,6 @@ enum ApplianceCommand {
     },
     /// Revoke an appliance: refused by the link, left out of the next broker ACL.
     Revoke { name: String },
-    /// Create an API token and print it (shown once).
-    CreateApiToken {
-        /// A name to recognise the token by.
-        #[arg(long)]
-        name: String,
-        /// Scopes, e.g. `admin` or `campaigns:read contacts:read`.
-        #[arg(long, num_args = 1.., required = true)]
-        scopes: Vec<String>,
-    },
-    /// Import a CSV file of contacts into a list (created if missing), with progress.
-    ImportContacts {
-        /// The list's name.
-        #[arg(long)]
-        list: String,
-        /// Region for national-format numbers (ISO 3166 alpha-2), when the list is new.
-        #[arg(long, default_value = "US")]
-        default_region: String,
-        /// The CSV file.
-        file: PathBuf,
-    },
 }
 
 #[tokio::main]
