@@ -363,6 +363,7 @@ enum RouterCommand {
     },
     HangUp(AttemptId),
     Trunks(oneshot::Sender<Vec<TrunkState>>),
+    SetInbound(InboundPolicy),
 }
 
 impl SipCore for OutboundRouter {
@@ -397,6 +398,7 @@ impl SipCore for OutboundRouter {
             RouterCommand::Trunks(reply) => {
                 let _ = reply.send(self.group().trunks.clone());
             }
+            RouterCommand::SetInbound(policy) => self.set_inbound_policy(policy),
         }
     }
 }
@@ -448,6 +450,16 @@ impl UdpTrunkRouter {
     /// Hangs up an attempt.
     pub fn hang_up(&self, attempt: AttemptId) -> Result<(), DriverError> {
         self.send(RouterCommand::HangUp(attempt))
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.0.local
+    }
+
+    /// Takes inbound calls under `policy`; calls routed to a trunk are bridged out.
+    pub fn set_inbound_policy(&self, policy: InboundPolicy) -> Result<(), DriverError> {
+        self.send(RouterCommand::SetInbound(policy))
     }
 
     /// The trunks' health and figures now.
