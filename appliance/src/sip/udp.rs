@@ -269,6 +269,19 @@ impl UdpAgent {
         .map(UdpAgent)
     }
 
+    /// Like [`Self::start`], also handing out every message sent and received.
+    pub async fn start_traced(
+        bind: SocketAddr,
+        cfg: AgentConfig,
+    ) -> Result<(UdpAgent, mpsc::UnboundedReceiver<WireRecord>), DriverError> {
+        let mut running = spawn(bind, true, |local| {
+            UserAgent::new(AgentConfig { local, ..cfg })
+        })
+        .await?;
+        let wire = running.wire.take().ok_or(DriverError::Stopped)?;
+        Ok((UdpAgent(running), wire))
+    }
+
     /// The bound address.
     pub fn local_addr(&self) -> SocketAddr {
         self.0.local
