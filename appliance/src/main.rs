@@ -150,6 +150,19 @@ enum SipCommand {
         #[arg(long)]
         trace: bool,
     },
+    /// Benchmark on loopback with SIPp: `originate` (appliance → SIPp UAS) or `b2bua`
+    /// (SIPp UAC → appliance → SIPp UAS). Prints a table; build with --release.
+    Bench {
+        /// `originate` or `b2bua`.
+        #[arg(long, default_value = "originate")]
+        mode: String,
+        /// Call rates to step through, calls per second.
+        #[arg(long, value_delimiter = ',', default_values_t = vec![50, 100, 200, 400])]
+        rates: Vec<u32>,
+        /// Seconds per step.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+    },
 }
 
 #[tokio::main]
@@ -193,6 +206,21 @@ async fn main() -> anyhow::Result<()> {
                 std::process::exit(1);
             }
         }
+    }
+    if let Command::Sip(SipCommand::Bench {
+        mode,
+        rates,
+        seconds,
+    }) = &command
+    {
+        use callgate_appliance::sip::bench;
+        let rows = match mode.as_str() {
+            "originate" => bench::originate(rates, *seconds).await?,
+            "b2bua" => bench::b2bua(rates, *seconds).await?,
+            other => anyhow::bail!("--mode must be originate or b2bua, not `{other}`"),
+        };
+        print!("{}", bench::render(mode, &rows));
+        return Ok(());
     }
     let config = ApplianceConfig::load(cli.config.as_deref())?;
     match command {

@@ -269,6 +269,19 @@ impl UdpAgent {
         .map(UdpAgent)
     }
 
+    /// Like [`Self::start`], also handing out every message sent and received.
+    pub async fn start_traced(
+        bind: SocketAddr,
+        cfg: AgentConfig,
+    ) -> Result<(UdpAgent, mpsc::UnboundedReceiver<WireRecord>), DriverError> {
+        let mut running = spawn(bind, true, |local| {
+            UserAgent::new(AgentConfig { local, ..cfg })
+        })
+        .await?;
+        let wire = running.wire.take().ok_or(DriverError::Stopped)?;
+        Ok((UdpAgent(running), wire))
+    }
+
     /// The bound address.
     pub fn local_addr(&self) -> SocketAddr {
         self.0.local
@@ -363,6 +376,7 @@ enum RouterCommand {
     },
     HangUp(AttemptId),
     Trunks(oneshot::Sender<Vec<TrunkState>>),
+    SetInbound(InboundPolicy),
 }
 
 impl SipCore for OutboundRouter {
@@ -397,6 +411,7 @@ impl SipCore for OutboundRouter {
             RouterCommand::Trunks(reply) => {
                 let _ = reply.send(self.group().trunks.clone());
             }
+            RouterCommand::SetInbound(policy) => self.set_inbound_policy(policy),
         }
     }
 }
@@ -448,6 +463,16 @@ impl UdpTrunkRouter {
     /// Hangs up an attempt.
     pub fn hang_up(&self, attempt: AttemptId) -> Result<(), DriverError> {
         self.send(RouterCommand::HangUp(attempt))
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.0.local
+    }
+
+    /// Takes inbound calls under `policy`; calls routed to a trunk are bridged out.
+    pub fn set_inbound_policy(&self, policy: InboundPolicy) -> Result<(), DriverError> {
+        self.send(RouterCommand::SetInbound(policy))
     }
 
     /// The trunks' health and figures now.

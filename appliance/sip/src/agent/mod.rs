@@ -812,6 +812,9 @@ impl UserAgent {
         if (status == 401 || status == 407) && self.retry_with_credentials(now, leg, &response) {
             return;
         }
+        if status == 422 && self.retry_with_min_se(now, leg, &response) {
+            return;
+        }
         if self.legs.get(&leg).is_some_and(|l| l.dialog.is_none()) {
             self.drop_leg(leg);
             self.emit(AgentEvent::Failed {
@@ -820,6 +823,44 @@ impl UserAgent {
                 reason: response.reason,
             });
         }
+    }
+
+    /// RFC 4028 §6: a 422 names the shortest interval the peer accepts (Min-SE); retry
+    /// once with it. False when there is nothing to retry with.
+    fn retry_with_min_se(&mut self, now: Instant, leg: LegId, response: &Response) -> bool {
+        let Some(min_se) = response.headers.0.iter().find_map(|h| match h {
+            Header::MinSe(v) => Some(*v),
+            _ => None,
+        }) else {
+            return false;
+        };
+        let via = self.via();
+        let Some(l) = self.legs.get_mut(&leg) else {
+            return false;
+        };
+        let asked = l.invite.headers.0.iter().find_map(|h| match h {
+            Header::SessionExpires(v) => Some(v.value),
+            _ => None,
+        });
+        if l.hangup_requested || asked.is_none_or(|a| a >= min_se) {
+            return false;
+        }
+        let mut invite = l.invite.clone();
+        invite.headers.0.retain(|h| !matches!(h, Header::Via(_)));
+        invite.headers.0.insert(0, Header::Via(via));
+        for h in &mut invite.headers.0 {
+            match h {
+                Header::CSeq(c) => c.seq += 1,
+                Header::SessionExpires(v) => v.value = min_se,
+                _ => {}
+            }
+        }
+        invite.headers.push(Header::MinSe(min_se));
+        l.invite = invite.clone();
+        l.provisional_seen = false;
+        let dest = l.dest;
+        self.start(now, invite, dest, Purpose::Invite(leg));
+        true
     }
 
     /// Answers a 401/407 with a new INVITE carrying credentials; false when it cannot.

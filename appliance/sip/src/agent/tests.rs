@@ -1186,3 +1186,44 @@ fn when_the_peer_refreshes_and_stops_the_call_ends_with_bye_before_expiry() {
         "{t:?}"
     );
 }
+
+#[test]
+fn a_422_is_retried_once_with_the_peers_min_se() {
+    let mut net = Net::new(
+        None,
+        Box::new(|r: &Request| {
+            let asked = r.headers.0.iter().find_map(|h| match h {
+                Header::SessionExpires(v) => Some(v.value),
+                _ => None,
+            });
+            match (r.method.clone(), asked) {
+                (Method::Invite, Some(a)) if a < 1800 => {
+                    vec![(0, 422, vec![Header::MinSe(1800)])]
+                }
+                (Method::Invite, _) => vec![(0, 200, vec![])],
+                _ => vec![],
+            }
+        }),
+    );
+    net.ua.place_call(
+        net.now,
+        CallSpec {
+            session_expires: Some(300),
+            ..CallSpec::new(
+                Uri::parse("sip:+4930123@127.0.0.2").unwrap(),
+                addr(PEER),
+                b"v=0\r\n".to_vec(),
+            )
+        },
+    );
+    net.run_until(Duration::from_secs(2));
+    let invites = net.seen(Method::Invite);
+    assert_eq!(invites.len(), 2);
+    let se = invites[1].headers.0.iter().find_map(|h| match h {
+        Header::SessionExpires(v) => Some(v.value),
+        _ => None,
+    });
+    assert_eq!(se, Some(1800));
+    assert_eq!(invites[1].headers.cseq().unwrap().seq, 2);
+    assert_eq!(net.event_kinds(), vec!["answered"]);
+}

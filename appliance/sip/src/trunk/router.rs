@@ -2,11 +2,13 @@
 //! however many trunks it takes. A trunk answering 408/500/503, or not answering at all
 //! within `answer_wait` (no provisional response), hands the call to the next trunk at
 //! once; any other final response ends the attempt. OPTIONS probes run per trunk and
-//! mark trunks down and up. Sans-IO over [`UserAgent`]; figures per trunk are kept in the
-//! [`TrunkGroup`].
+//! mark trunks down and up. Inbound calls routed to a trunk are bridged out (B2BUA):
+//! ringing, answer, rejection and hang-up are relayed between the two legs. Sans-IO over
+//! [`UserAgent`]; figures per trunk are kept in the [`TrunkGroup`].
 
 use super::{HealthChange, ProbePolicy, TrunkGroup};
 use crate::agent::{AgentEvent, AgentOutput, CallSpec, LegId, ProbeId, UserAgent};
+use crate::inbound::{InboundPolicy, RouteTarget};
 use crate::transaction::Transmit;
 use crate::uri::Uri;
 use std::collections::{HashMap, VecDeque};
@@ -83,6 +85,16 @@ pub enum DialEvent {
         /// The far end hung up.
         by_peer: bool,
     },
+    /// An inbound call routed to a phone or an agent group: the daemon answers it through
+    /// the agent (calls routed to a trunk are bridged by the router itself).
+    Incoming {
+        /// The inbound leg.
+        leg: LegId,
+        /// The called number.
+        number: String,
+        /// The route's target.
+        target: RouteTarget,
+    },
     /// Probing changed a trunk's health.
     TrunkHealth {
         /// The trunk.
@@ -136,6 +148,9 @@ pub struct OutboundRouter {
     out: VecDeque<RouterOutput>,
     next_attempt: u64,
     roll: u64,
+    /// Inbound legs bridged out to trunks (B2BUA), both ways.
+    bridged_out: HashMap<AttemptId, LegId>,
+    bridged_in: HashMap<LegId, AttemptId>,
 }
 
 impl OutboundRouter {
@@ -163,7 +178,14 @@ impl OutboundRouter {
             out: VecDeque::new(),
             next_attempt: 1,
             roll: seed | 1,
+            bridged_out: HashMap::new(),
+            bridged_in: HashMap::new(),
         }
+    }
+
+    /// Takes inbound calls under `policy`; those routed to a trunk are bridged out.
+    pub fn set_inbound_policy(&mut self, policy: InboundPolicy) {
+        self.agent.set_inbound_policy(policy);
     }
 
     /// The trunks with their health and figures.
@@ -203,9 +225,7 @@ impl OutboundRouter {
 
     /// Hangs up an attempt (CANCEL or BYE on its current trunk).
     pub fn hang_up(&mut self, now: Instant, attempt: AttemptId) {
-        if let Some(c) = self.attempts.get(&attempt).and_then(|a| a.current.as_ref()) {
-            let _ = self.agent.hang_up(now, c.leg);
-        }
+        self.hang_up_attempt(now, attempt);
         self.pump(now);
     }
 
@@ -249,12 +269,15 @@ impl OutboundRouter {
             return;
         }
         let a = self.attempts.remove(&id).expect("attempt exists");
-        self.out.push_back(RouterOutput::Event(DialEvent::Failed {
-            attempt: id,
-            status: a.last_failure.0,
-            reason: a.last_failure.1,
-            tried: a.tried,
-        }));
+        self.emit(
+            now,
+            DialEvent::Failed {
+                attempt: id,
+                status: a.last_failure.0,
+                reason: a.last_failure.1,
+                tried: a.tried,
+            },
+        );
     }
 
     /// Feeds a datagram.
@@ -326,6 +349,76 @@ impl OutboundRouter {
         self.out.pop_front()
     }
 
+    /// Reports an attempt's event, or acts on it for the inbound leg it is bridged to.
+    fn emit(&mut self, now: Instant, e: DialEvent) {
+        let attempt = match &e {
+            DialEvent::Progress { attempt, .. }
+            | DialEvent::Answered { attempt, .. }
+            | DialEvent::Failed { attempt, .. }
+            | DialEvent::Ended { attempt, .. } => Some(*attempt),
+            _ => None,
+        };
+        if let Some(inbound) = attempt.and_then(|a| self.bridged_out.get(&a).copied()) {
+            match &e {
+                DialEvent::Progress { .. } => {
+                    let _ = self.agent.ring(now, inbound);
+                }
+                DialEvent::Answered { body, .. } => {
+                    let _ = self.agent.answer(now, inbound, body.clone());
+                }
+                DialEvent::Failed { status, reason, .. } => {
+                    let (a, status) = (attempt, *status);
+                    // 408/5xx from the far side become 503 to the caller, as a proxy would
+                    // say "no route"; busy/decline pass through.
+                    let status = if status == 408 || (500..600).contains(&status) {
+                        503
+                    } else {
+                        status
+                    };
+                    let _ = self.agent.reject(now, inbound, status, reason);
+                    if let Some(a) = a {
+                        self.bridged_out.remove(&a);
+                    }
+                    self.bridged_in.remove(&inbound);
+                }
+                DialEvent::Ended { .. } => {
+                    let _ = self.agent.hang_up(now, inbound);
+                    if let Some(a) = attempt {
+                        self.bridged_out.remove(&a);
+                    }
+                    self.bridged_in.remove(&inbound);
+                }
+                _ => {}
+            }
+        }
+        self.out.push_back(RouterOutput::Event(e));
+    }
+
+    /// An inbound leg's event: relay it to the outbound attempt it is bridged to.
+    fn on_bridged_inbound(&mut self, now: Instant, leg: LegId, e: &AgentEvent) -> bool {
+        let Some(attempt) = self.bridged_in.get(&leg).copied() else {
+            return false;
+        };
+        match e {
+            // The caller's ACK: the bridge is up; nothing to relay.
+            AgentEvent::Answered { .. } => {}
+            // The caller hung up (BYE) or cancelled (CANCEL → 487): end the outbound side.
+            AgentEvent::Ended { .. } | AgentEvent::Failed { .. } => {
+                self.bridged_in.remove(&leg);
+                self.bridged_out.remove(&attempt);
+                self.hang_up_attempt(now, attempt);
+            }
+            _ => {}
+        }
+        true
+    }
+
+    fn hang_up_attempt(&mut self, now: Instant, attempt: AttemptId) {
+        if let Some(c) = self.attempts.get(&attempt).and_then(|a| a.current.as_ref()) {
+            let _ = self.agent.hang_up(now, c.leg);
+        }
+    }
+
     fn pump(&mut self, now: Instant) {
         while let Some(o) = self.agent.poll_output() {
             match o {
@@ -349,7 +442,39 @@ impl OutboundRouter {
     }
 
     fn on_agent_event(&mut self, now: Instant, e: AgentEvent) {
+        let inbound_leg = match &e {
+            AgentEvent::Answered { leg, .. }
+            | AgentEvent::Ended { leg, .. }
+            | AgentEvent::Failed { leg, .. } => Some(*leg),
+            _ => None,
+        };
+        if inbound_leg.is_some_and(|leg| self.on_bridged_inbound(now, leg, &e)) {
+            return;
+        }
         match e {
+            AgentEvent::Incoming {
+                leg,
+                number,
+                target,
+                body,
+                ..
+            } => match target {
+                RouteTarget::Trunk(_) => {
+                    let attempt = self.dial(now, &number, body, None);
+                    // dial() may already have failed the attempt (no trunk admits).
+                    if self.attempts.contains_key(&attempt) {
+                        self.bridged_out.insert(attempt, leg);
+                        self.bridged_in.insert(leg, attempt);
+                    } else {
+                        let _ = self.agent.reject(now, leg, 503, "No trunk available");
+                    }
+                }
+                target => self.out.push_back(RouterOutput::Event(DialEvent::Incoming {
+                    leg,
+                    number,
+                    target,
+                })),
+            },
             AgentEvent::Progress { leg, status, body } => {
                 let Some(id) = self.current_of(leg) else {
                     return;
@@ -365,12 +490,15 @@ impl OutboundRouter {
                     figures.pdd_total += now.duration_since(c.started);
                 }
                 let trunk = self.group.trunks[c.trunk].trunk.name.clone();
-                self.out.push_back(RouterOutput::Event(DialEvent::Progress {
-                    attempt: id,
-                    trunk,
-                    status,
-                    body,
-                }));
+                self.emit(
+                    now,
+                    DialEvent::Progress {
+                        attempt: id,
+                        trunk,
+                        status,
+                        body,
+                    },
+                );
             }
             AgentEvent::Answered { leg, body } => {
                 let Some(id) = self.current_of(leg) else {
@@ -384,11 +512,14 @@ impl OutboundRouter {
                 c.provisional = true;
                 self.group.trunks[c.trunk].figures.answered += 1;
                 let trunk = self.group.trunks[c.trunk].trunk.name.clone();
-                self.out.push_back(RouterOutput::Event(DialEvent::Answered {
-                    attempt: id,
-                    trunk,
-                    body,
-                }));
+                self.emit(
+                    now,
+                    DialEvent::Answered {
+                        attempt: id,
+                        trunk,
+                        body,
+                    },
+                );
             }
             AgentEvent::Failed {
                 leg,
@@ -407,12 +538,15 @@ impl OutboundRouter {
                     self.try_next(now, id);
                 } else {
                     let a = self.attempts.remove(&id).expect("attempt exists");
-                    self.out.push_back(RouterOutput::Event(DialEvent::Failed {
-                        attempt: id,
-                        status,
-                        reason,
-                        tried: a.tried,
-                    }));
+                    self.emit(
+                        now,
+                        DialEvent::Failed {
+                            attempt: id,
+                            status,
+                            reason,
+                            tried: a.tried,
+                        },
+                    );
                 }
             }
             AgentEvent::Ended { leg, by_peer } => {
@@ -420,10 +554,13 @@ impl OutboundRouter {
                 self.release(leg);
                 if let Some(id) = current {
                     self.attempts.remove(&id);
-                    self.out.push_back(RouterOutput::Event(DialEvent::Ended {
-                        attempt: id,
-                        by_peer,
-                    }));
+                    self.emit(
+                        now,
+                        DialEvent::Ended {
+                            attempt: id,
+                            by_peer,
+                        },
+                    );
                 }
             }
             AgentEvent::ProbeResult { probe, status } => {

@@ -29,6 +29,9 @@ struct Peer {
     layer: TransactionLayer,
     mode: Carrier,
     invites: usize,
+    byes: usize,
+    /// Responses to requests this peer sent.
+    responses: Vec<crate::message::Response>,
 }
 
 struct World {
@@ -88,6 +91,8 @@ impl World {
                     layer: TransactionLayer::new(fast_timers()),
                     mode: *mode,
                     invites: 0,
+                    byes: 0,
+                    responses: Vec::new(),
                 })
                 .collect(),
             in_flight: Vec::new(),
@@ -132,6 +137,7 @@ impl World {
                             p.layer.respond(now, &key, r).unwrap();
                         }
                     }
+                    Output::Event(TxEvent::Response { response, .. }) => p.responses.push(response),
                     Output::Event(_) => {}
                 }
             }
@@ -180,6 +186,13 @@ impl World {
                     ) {
                         p.invites += 1;
                     }
+                    if let SipMessage::Request(Request {
+                        method: Method::Bye,
+                        ..
+                    }) = &m
+                    {
+                        p.byes += 1;
+                    }
                     p.layer.handle_message(now, from, m);
                 }
             }
@@ -201,6 +214,7 @@ impl World {
                 }
                 DialEvent::Ended { .. } => "ended".into(),
                 DialEvent::TrunkHealth { trunk, change } => format!("{trunk} {change:?}"),
+                DialEvent::Incoming { number, .. } => format!("incoming {number}"),
             })
             .collect()
     }
@@ -378,4 +392,142 @@ fn the_channel_limit_sends_overflow_to_the_next_trunk() {
     let mut k = w.kinds();
     k.sort();
     assert_eq!(k, vec!["answered t0", "answered t1", "failed 503 "]);
+}
+
+use crate::header::{CSeq, Transport, Via};
+use crate::inbound::{InboundPolicy, InboundRoute, UnknownSource};
+use crate::message::Headers;
+use crate::uri::Host;
+
+/// A request from the calling carrier (127.0.0.2) to the appliance.
+fn from_caller(method: Method, branch: &str, seq: u32, to_tag: Option<&str>) -> Request {
+    let mut h = Headers::default();
+    h.push(Header::Via(Via::new(
+        Transport::Udp,
+        Host::V4("127.0.0.2".parse().unwrap()),
+        Some(5060),
+        branch,
+    )));
+    let mut from = NameAddr::new(Uri::parse("sip:+4915100@127.0.0.2").unwrap());
+    from.set_tag("caller");
+    h.push(Header::From(from));
+    let mut to = NameAddr::new(Uri::parse("sip:+4930777@127.0.0.1").unwrap());
+    if let Some(t) = to_tag {
+        to.set_tag(t);
+    }
+    h.push(Header::To(to));
+    h.push(Header::CallId("bridge-1".into()));
+    h.push(Header::CSeq(CSeq {
+        seq,
+        method: method.clone(),
+    }));
+    h.push(Header::Contact(Contact::Address(NameAddr::new(
+        Uri::parse("sip:caller@127.0.0.2:5060").unwrap(),
+    ))));
+    Request {
+        method,
+        uri: Uri::parse("sip:+4930777@127.0.0.1").unwrap(),
+        headers: h,
+        body: Vec::new(),
+    }
+}
+
+#[test]
+fn an_inbound_call_routed_to_a_trunk_is_bridged_out_and_the_callers_bye_is_relayed() {
+    let mut w = World::new(
+        &[
+            ("127.0.0.2:5060", Carrier::Rejects(503)),
+            ("127.0.0.3:5060", Carrier::Answers),
+        ],
+        no_probes(),
+    );
+    w.router.set_inbound_policy(InboundPolicy {
+        allowed_sources: vec!["127.0.0.2".parse().unwrap()],
+        unknown_source: UnknownSource::Reject,
+        per_source_rate: 100,
+        per_source_burst: 100,
+        routes: vec![InboundRoute {
+            number: "*".into(),
+            target: crate::inbound::RouteTarget::Trunk("t1".into()),
+        }],
+    });
+    let now = w.now;
+    w.peers[0]
+        .layer
+        .start_client(
+            now,
+            from_caller(Method::Invite, "z9hG4bKcall", 1, None),
+            addr(UA),
+            false,
+        )
+        .unwrap();
+    w.run_until(Duration::from_secs(1));
+    // Out on t0 (503: the caller's own carrier refuses), then t1 answers.
+    assert_eq!(w.peers[1].invites, 1);
+    let ok = w.peers[0]
+        .responses
+        .iter()
+        .find(|r| r.status == 200)
+        .expect("the caller's INVITE was answered through the bridge")
+        .clone();
+    let tag = ok.headers.to().unwrap().tag().unwrap().to_owned();
+    let ack = from_caller(Method::Ack, "z9hG4bKack", 1, Some(&tag));
+    w.router
+        .handle_datagram(w.now, addr("127.0.0.2:5060"), &ack.to_bytes());
+    w.run_until(Duration::from_secs(2));
+    let now = w.now;
+    w.peers[0]
+        .layer
+        .start_client(
+            now,
+            from_caller(Method::Bye, "z9hG4bKbye", 2, Some(&tag)),
+            addr(UA),
+            false,
+        )
+        .unwrap();
+    w.run_until(Duration::from_secs(5));
+    assert_eq!(w.peers[1].byes, 1, "the caller's BYE reached the callee");
+    assert!(w.peers[0]
+        .responses
+        .iter()
+        .any(|r| r.status == 200 && r.headers.cseq().is_some_and(|c| c.method == Method::Bye)));
+    assert!(
+        w.kinds().contains(&"answered t1".to_owned()),
+        "{:?}",
+        w.kinds()
+    );
+    assert!(w.kinds().contains(&"ended".to_owned()), "{:?}", w.kinds());
+}
+
+#[test]
+fn an_inbound_call_whose_trunks_all_fail_is_refused_503() {
+    let mut w = World::new(&[("127.0.0.2:5060", Carrier::Rejects(500))], no_probes());
+    w.router.set_inbound_policy(InboundPolicy {
+        allowed_sources: vec!["127.0.0.2".parse().unwrap()],
+        unknown_source: UnknownSource::Reject,
+        per_source_rate: 100,
+        per_source_burst: 100,
+        routes: vec![InboundRoute {
+            number: "*".into(),
+            target: crate::inbound::RouteTarget::Trunk("t0".into()),
+        }],
+    });
+    let now = w.now;
+    w.peers[0]
+        .layer
+        .start_client(
+            now,
+            from_caller(Method::Invite, "z9hG4bKc2", 1, None),
+            addr(UA),
+            false,
+        )
+        .unwrap();
+    w.run_until(Duration::from_secs(2));
+    let finals: Vec<u16> = w.peers[0]
+        .responses
+        .iter()
+        .map(|r| r.status)
+        .filter(|s| *s >= 200)
+        .collect();
+    assert!(finals.contains(&503), "{finals:?}");
 }

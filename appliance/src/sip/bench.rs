@@ -1,0 +1,372 @@
+//! `callgate-appliance sip bench`: the SIP benchmark command (a command that prints a
+//! table, never a timed test). Two modes, each stepping through call rates on loopback:
+//! - `originate`: the appliance places calls to a SIPp UAS (answer, then BYE at once);
+//! - `b2bua`: a SIPp UAC (the carrier) calls in, the appliance bridges each call out on a
+//!   trunk to a SIPp UAS.
+//!
+//! Each row reports calls, failures, retransmissions and the appliance's CPU; the
+//! sustained rate is the highest step with zero failed calls and zero retransmissions.
+//! Build with `--release` for meaningful figures.
+
+use super::udp::{DriverError, UdpAgent, UdpTrunkRouter};
+use callgate_sip::agent::{AgentConfig, AgentEvent, CallSpec};
+use callgate_sip::inbound::{InboundPolicy, InboundRoute, RouteTarget, UnknownSource};
+use callgate_sip::transaction::TimerConfig;
+use callgate_sip::trunk::router::RouterConfig;
+use callgate_sip::trunk::{Trunk, TrunkGroup};
+use callgate_sip::uri::Uri;
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+/// Why the benchmark could not run.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BenchError {
+    /// SIPp could not be started or failed to report.
+    #[error("sipp: {0}")]
+    Sipp(String),
+    /// The driver failed.
+    #[error(transparent)]
+    Driver(#[from] DriverError),
+}
+
+/// One measured step.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BenchRow {
+    /// Offered calls per second.
+    pub rate: u32,
+    /// Calls offered.
+    pub calls: u64,
+    /// Calls answered and ended cleanly.
+    pub completed: u64,
+    /// Calls that failed.
+    pub failed: u64,
+    /// Retransmitted messages (ours, or SIPp's in b2bua mode).
+    pub retransmissions: u64,
+    /// Appliance CPU as a percentage of one core over the step.
+    pub cpu_percent: f64,
+}
+
+fn cpu_seconds() -> f64 {
+    // utime + stime (fields 14 and 15) in clock ticks of 1/100 s (USER_HZ on Linux).
+    std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| {
+            let after = s.rsplit_once(')')?.1;
+            let f: Vec<&str> = after.split_whitespace().collect();
+            let ticks = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+            Some(ticks / 100.0)
+        })
+        .unwrap_or(0.0)
+}
+
+fn free_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(0)
+}
+
+fn spawn_sipp(dir: &Path, args: &[String]) -> Result<tokio::process::Child, BenchError> {
+    tokio::process::Command::new("sipp")
+        .args(args)
+        .args(["-nostdin"])
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| BenchError::Sipp(format!("cannot start sipp: {e}")))
+}
+
+/// A scratch directory for SIPp's files, removed when dropped.
+struct Scratch(std::path::PathBuf);
+
+impl Scratch {
+    fn new(tag: &str) -> Result<Scratch, BenchError> {
+        let p =
+            std::env::temp_dir().join(format!("callgate-sip-bench-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&p).map_err(|e| BenchError::Sipp(e.to_string()))?;
+        Ok(Scratch(p))
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn agent_config(seed: u64) -> AgentConfig {
+    AgentConfig {
+        local: SocketAddr::from(([127, 0, 0, 1], 0)),
+        user: "bench".into(),
+        timers: TimerConfig::default(),
+        credentials: None,
+        seed,
+    }
+}
+
+/// Originate mode: the appliance calls a SIPp UAS at each rate for `seconds`.
+pub async fn originate(rates: &[u32], seconds: u64) -> Result<Vec<BenchRow>, BenchError> {
+    let dir = Scratch::new("originate")?;
+    let port = free_port();
+    let _uas = spawn_sipp(
+        dir.path(),
+        &[
+            "-sn".into(),
+            "uas".into(),
+            "-i".into(),
+            "127.0.0.1".into(),
+            "-p".into(),
+            port.to_string(),
+        ],
+    )?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let uas = SocketAddr::from(([127, 0, 0, 1], port));
+    let (mut ua, mut wire) =
+        UdpAgent::start_traced(SocketAddr::from(([127, 0, 0, 1], 0)), agent_config(7)).await?;
+    let mut rows = Vec::new();
+    for &rate in rates {
+        let calls = u64::from(rate) * seconds;
+        let gap = Duration::from_secs_f64(1.0 / f64::from(rate.max(1)));
+        let cpu0 = cpu_seconds();
+        let t0 = Instant::now();
+        let (mut completed, mut failed, mut placed) = (0u64, 0u64, 0u64);
+        let mut seen = HashSet::new();
+        let mut retrans = 0u64;
+        let mut next = tokio::time::Instant::now();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(seconds + 40);
+        while completed + failed < calls && tokio::time::Instant::now() < deadline {
+            tokio::select! {
+                () = tokio::time::sleep_until(next), if placed < calls => {
+                    let to = Uri::parse(&format!("sip:{placed}@{uas}")).map_err(|e| BenchError::Sipp(e.to_string()))?;
+                    ua.place_call(CallSpec::new(to, uas, b"v=0\r\n".to_vec())).await?;
+                    placed += 1;
+                    next += gap;
+                }
+                e = ua.next_event() => match e {
+                    Some(AgentEvent::Answered { leg, .. }) => ua.hang_up(leg)?,
+                    Some(AgentEvent::Ended { .. }) => completed += 1,
+                    Some(AgentEvent::Failed { .. }) => failed += 1,
+                    Some(_) => {}
+                    None => return Err(DriverError::Stopped.into()),
+                },
+                w = wire.recv() => {
+                    if let Some(w) = w {
+                        if w.outbound && !seen.insert(w.bytes) {
+                            retrans += 1;
+                        }
+                    }
+                }
+            }
+        }
+        failed += calls.saturating_sub(completed + failed);
+        let wall = t0.elapsed().as_secs_f64();
+        rows.push(BenchRow {
+            rate,
+            calls,
+            completed,
+            failed,
+            retransmissions: retrans,
+            cpu_percent: (cpu_seconds() - cpu0) / wall * 100.0,
+        });
+    }
+    Ok(rows)
+}
+
+/// Reads SuccessfulCall(C), FailedCall(C) and Retransmissions(C) from a SIPp stat file.
+fn sipp_counts(path: &Path) -> Option<(u64, u64, u64)> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next()?.split(';').collect();
+    let last: Vec<&str> = text.lines().last()?.split(';').collect();
+    let col = |name: &str| {
+        header
+            .iter()
+            .position(|h| *h == name)
+            .and_then(|i| last.get(i)?.trim().parse::<u64>().ok())
+    };
+    Some((
+        col("SuccessfulCall(C)")?,
+        col("FailedCall(C)")?,
+        col("Retransmissions(C)")?,
+    ))
+}
+
+/// B2BUA mode: a SIPp UAC calls into the appliance, which bridges to a SIPp UAS.
+pub async fn b2bua(rates: &[u32], seconds: u64) -> Result<Vec<BenchRow>, BenchError> {
+    let dir = Scratch::new("b2bua")?;
+    let uas_port = free_port();
+    let _uas = spawn_sipp(
+        dir.path(),
+        &[
+            "-sn".into(),
+            "uas".into(),
+            "-i".into(),
+            "127.0.0.1".into(),
+            "-p".into(),
+            uas_port.to_string(),
+        ],
+    )?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let router = UdpTrunkRouter::start(
+        SocketAddr::from(([127, 0, 0, 1], 0)),
+        agent_config(11),
+        TrunkGroup::new(vec![Trunk {
+            name: "out".into(),
+            address: SocketAddr::from(([127, 0, 0, 1], uas_port)),
+            domain: "127.0.0.1".into(),
+            credentials: None,
+            max_channels: 100_000,
+            max_cps: 100_000,
+            priority: 1,
+            weight: 1,
+        }]),
+        RouterConfig {
+            probe: None,
+            ..RouterConfig::default()
+        },
+        false,
+    )
+    .await?;
+    router.set_inbound_policy(InboundPolicy {
+        allowed_sources: vec!["127.0.0.1".parse().expect("an IP")],
+        unknown_source: UnknownSource::Reject,
+        per_source_rate: 100_000,
+        per_source_burst: 100_000,
+        routes: vec![InboundRoute {
+            number: "*".into(),
+            target: RouteTarget::Trunk("out".into()),
+        }],
+    })?;
+    let mut rows = Vec::new();
+    for &rate in rates {
+        let calls = u64::from(rate) * seconds;
+        let stats = dir.path().join(format!("uac-{rate}.csv"));
+        let cpu0 = cpu_seconds();
+        let t0 = Instant::now();
+        let mut uac = spawn_sipp(
+            dir.path(),
+            &[
+                "-sn".into(),
+                "uac".into(),
+                router.local_addr().to_string(),
+                "-i".into(),
+                "127.0.0.1".into(),
+                "-p".into(),
+                free_port().to_string(),
+                "-r".into(),
+                rate.to_string(),
+                "-m".into(),
+                calls.to_string(),
+                "-trace_stat".into(),
+                "-stf".into(),
+                stats.to_string_lossy().into_owned(),
+                "-fd".into(),
+                "1".into(),
+                "-timeout".into(),
+                format!("{}", seconds + 60),
+            ],
+        )?;
+        let _ = uac.wait().await;
+        let wall = t0.elapsed().as_secs_f64();
+        let (ok, failed, retrans) = sipp_counts(&stats)
+            .ok_or_else(|| BenchError::Sipp(format!("no statistics in {}", stats.display())))?;
+        rows.push(BenchRow {
+            rate,
+            calls,
+            completed: ok,
+            failed: failed + calls.saturating_sub(ok + failed),
+            retransmissions: retrans,
+            cpu_percent: (cpu_seconds() - cpu0) / wall * 100.0,
+        });
+    }
+    Ok(rows)
+}
+
+/// The table, and the sustained rate line.
+pub fn render(mode: &str, rows: &[BenchRow]) -> String {
+    let mut out = format!(
+        "mode {mode}\n{:>8} {:>8} {:>10} {:>8} {:>8} {:>8}\n",
+        "rate/s", "calls", "completed", "failed", "retrans", "cpu %"
+    );
+    for r in rows {
+        out.push_str(&format!(
+            "{:>8} {:>8} {:>10} {:>8} {:>8} {:>8.1}\n",
+            r.rate, r.calls, r.completed, r.failed, r.retransmissions, r.cpu_percent
+        ));
+    }
+    let sustained = rows
+        .iter()
+        .filter(|r| r.failed == 0 && r.retransmissions == 0)
+        .map(|r| r.rate)
+        .max();
+    match sustained {
+        Some(s) => out.push_str(&format!(
+            "sustained: {s} calls/s (0 failed, 0 retransmissions)\n"
+        )),
+        None => out.push_str("sustained: none of the steps ran clean\n"),
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(rate: u32, failed: u64, retransmissions: u64) -> BenchRow {
+        BenchRow {
+            rate,
+            calls: u64::from(rate),
+            completed: u64::from(rate) - failed,
+            failed,
+            retransmissions,
+            cpu_percent: 1.0,
+        }
+    }
+
+    #[test]
+    fn the_sustained_rate_is_the_highest_clean_step() {
+        let t = render(
+            "originate",
+            &[
+                row(100, 0, 0),
+                row(200, 0, 0),
+                row(400, 3, 10),
+                row(800, 0, 2),
+            ],
+        );
+        assert!(
+            t.ends_with("sustained: 200 calls/s (0 failed, 0 retransmissions)\n"),
+            "{t}"
+        );
+        let t = render("b2bua", &[row(100, 1, 0)]);
+        assert!(
+            t.ends_with("sustained: none of the steps ran clean\n"),
+            "{t}"
+        );
+    }
+
+    #[test]
+    fn sipp_statistics_are_read_by_column_name_and_a_missing_column_is_no_figure() {
+        let dir = Scratch::new("unit").unwrap();
+        let p = dir.path().join("s.csv");
+        std::fs::write(
+            &p,
+            "A;SuccessfulCall(C);FailedCall(C);Retransmissions(C);\nx;1;0;0;\ny;98;2;7;\n",
+        )
+        .unwrap();
+        assert_eq!(sipp_counts(&p), Some((98, 2, 7)));
+        std::fs::write(&p, "A;SuccessfulCall(C);FailedCall(C);\ny;98;2;\n").unwrap();
+        assert_eq!(sipp_counts(&p), None);
+    }
+}
