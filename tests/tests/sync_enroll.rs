@@ -9,7 +9,7 @@ mod sync_common;
 use callgate_system_tests::binary;
 use std::process::{Command, Stdio};
 use std::time::Duration;
-use sync_common::World;
+use sync_common::{Load, World};
 
 fn run(bin: &str, args: &[&str]) -> (bool, String) {
     let out = Command::new(binary(bin))
@@ -138,13 +138,15 @@ async fn a_box_enrolls_with_a_claim_code_over_https_then_syncs_and_revocation_sh
     );
     assert!(ok, "{out}");
     tokio::time::sleep(Duration::from_secs(6)).await; // the link re-reads states every 5 s
-    let mut more = Command::new(binary("callgate-appliance"))
-        .args(["-c", &box_a, "sync-load", "--records", "40"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut more = Load(
+        Command::new(binary("callgate-appliance"))
+            .args(["-c", &box_a, "sync-load", "--records", "40"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let start = std::time::Instant::now();
     loop {
         let metrics = w.metrics().await;
