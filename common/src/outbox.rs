@@ -435,6 +435,12 @@ impl Outbox {
         }
     }
 
+    /// Whether the link is up (between [`Outbox::handle_connected`] and
+    /// [`Outbox::handle_disconnected`]).
+    pub fn is_connected(&self) -> bool {
+        self.connected
+    }
+
     /// The highest sequence number the peer has acknowledged.
     pub fn acked(&self) -> u64 {
         self.acked

@@ -25,4 +25,23 @@ async fn records_from_two_appliances_arrive_exactly_once_over_mutual_tls(kind: B
     );
 }
 
-on_both_brokers!(records_from_two_appliances_arrive_exactly_once_over_mutual_tls);
+/// The coordinator subscribes with `$share/callgate/...` (as replicas do): the broker's
+/// ACL admits it and every record still arrives exactly once.
+async fn a_coordinator_on_a_shared_subscription_receives_everything_once(kind: BrokerKind) {
+    let mut w = World::with_broker(&["branch-1"], kind);
+    // `[sync]` is the last table of the generated config.
+    let path = w.path("coordinator.toml");
+    let mut config = std::fs::read_to_string(&path).unwrap();
+    config.push_str("shared_subscription = true\n");
+    std::fs::write(&path, config).unwrap();
+    w.start_broker();
+    w.start_coordinator().await;
+    let load = w.start_load("branch-1", 200, 0);
+    w.wait_load("branch-1", load, Duration::from_secs(60)).await;
+    w.assert_exactly_once("branch-1", 200).await;
+}
+
+on_both_brokers!(
+    records_from_two_appliances_arrive_exactly_once_over_mutual_tls,
+    a_coordinator_on_a_shared_subscription_receives_everything_once
+);

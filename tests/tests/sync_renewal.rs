@@ -9,7 +9,7 @@ mod sync_common;
 use callgate_system_tests::{binary, free_loopback_addr};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use sync_common::{BrokerKind, World};
+use sync_common::{BrokerKind, Load, World};
 
 fn write_config(w: &World, renew_before_days: u32, ops: std::net::SocketAddr) {
     std::fs::write(
@@ -35,15 +35,17 @@ async fn a_certificate_inside_its_renewal_window_is_renewed_over_the_link(kind: 
 
     // 90-day certificates, renewal window 365 days: due at once.
     write_config(&w, 365, free_loopback_addr());
-    let mut daemon = Command::new(binary("callgate-appliance"))
-        .arg("-c")
-        .arg(w.appliance_config("branch-1"))
-        .arg("run")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut daemon = Load(
+        Command::new(binary("callgate-appliance"))
+            .arg("-c")
+            .arg(w.appliance_config("branch-1"))
+            .arg("run")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let start = Instant::now();
     while std::fs::read_to_string(&cert_path).unwrap() == old_cert {
         assert!(

@@ -48,3 +48,33 @@ pub enum SyncError {
     #[error("MQTT client: {0}")]
     Mqtt(String),
 }
+
+#[cfg(test)]
+mod tests {
+    use callgate_common::ids::ApplianceId;
+    use callgate_common::time::UnixMillis;
+    use callgate_common::wire::{Downlink, DownlinkEnvelope, Uplink, UplinkEnvelope};
+
+    #[test]
+    fn the_renewal_messages_round_trip_on_the_wire() {
+        let app = ApplianceId::new("branch-1").unwrap();
+        let up = UplinkEnvelope::new(
+            app.clone(),
+            9,
+            UnixMillis(1),
+            Uplink::CertificateRenewal {
+                csr: "-----BEGIN CERTIFICATE REQUEST-----".into(),
+            },
+        );
+        assert_eq!(UplinkEnvelope::decode(&up.encode()).unwrap(), up);
+        let down = DownlinkEnvelope::new(
+            app,
+            3,
+            UnixMillis(2),
+            Downlink::Certificate {
+                pem: "-----BEGIN CERTIFICATE-----".into(),
+            },
+        );
+        assert_eq!(DownlinkEnvelope::decode(&down.encode()).unwrap(), down);
+    }
+}

@@ -110,6 +110,21 @@ impl DownlinkOutboxes {
         self.wake.notified().await
     }
 
+    /// Marks `app` online unless it already is — for evidence of presence that is not a
+    /// (re)connection (its uplink, its retained `online` status after our own restart).
+    pub async fn seen(&self, app: &ApplianceId, now: Instant) -> Result<(), SyncError> {
+        let known_up = self
+            .cores
+            .lock()
+            .await
+            .get(app)
+            .is_some_and(|c| c.is_connected());
+        if known_up {
+            return Ok(());
+        }
+        self.connected(app, now).await
+    }
+
     /// `app` is (back) online: everything unacknowledged goes again.
     pub async fn connected(&self, app: &ApplianceId, now: Instant) -> Result<(), SyncError> {
         let mut cores = self.cores.lock().await;
@@ -258,9 +273,10 @@ mod tests {
         out.acked(&app, t0, 1).await.unwrap();
         drop(out);
 
-        // A new coordinator process over the same database.
+        // A new coordinator process over the same database; the box is still connected,
+        // so presence is only *seen* (its uplink), never announced by a Hello.
         let out = DownlinkOutboxes::new(store.pool().clone());
-        out.connected(&app, t0).await.unwrap();
+        out.seen(&app, t0).await.unwrap();
         let again: Vec<(u64, Downlink)> = out
             .due()
             .await
@@ -274,6 +290,11 @@ mod tests {
                 (2, Downlink::Certificate { pem: "c1".into() }),
                 (3, Downlink::Certificate { pem: "c2".into() })
             ]
+        );
+        out.seen(&app, t0).await.unwrap();
+        assert!(
+            out.due().await.unwrap().is_empty(),
+            "seeing it again does not resend"
         );
         out.acked(&app, t0, 3).await.unwrap();
         let (left,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM sync_downlink")

@@ -336,6 +336,8 @@ async fn on_message(
         tracing::info!(appliance = %app, %status, "appliance presence");
         if status == "offline" {
             ctx.downlink.disconnected(&app).await;
+        } else if status == "online" {
+            ctx.downlink.seen(&app, Instant::now()).await?;
         }
         return Ok(());
     }
@@ -385,6 +387,10 @@ async fn on_message(
             reject(app.as_str(), "not_enrolled", &"appliance is not enrolled");
             return Ok(());
         }
+    }
+    if !matches!(env.body, Uplink::Hello(_)) {
+        // Still connected from before our restart: it will not say Hello again.
+        ctx.downlink.seen(&app, now).await?;
     }
     let wall = UnixMillis::now();
     let skew = ClockSkew::measure(env.sent_at, wall, skew_limit);

@@ -24,6 +24,31 @@ pub enum BrokerKind {
     Embedded,
 }
 
+/// A running `sync-load` process, killed when dropped.
+pub struct Load(pub Child);
+
+impl std::ops::Deref for Load {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Load {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Load {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 /// One test's world: broker, coordinator, appliances, in one temp dir.
 pub struct World {
     pub root: tempfile::TempDir,
@@ -270,8 +295,9 @@ impl World {
         }
     }
 
-    /// Starts `callgate-appliance sync-load` for `name`.
-    pub fn start_load(&self, name: &str, records: u64, rate: u32) -> Child {
+    /// Starts `callgate-appliance sync-load` for `name`; killed if dropped unfinished (a
+    /// failing test leaves no process behind).
+    pub fn start_load(&self, name: &str, records: u64, rate: u32) -> Load {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -292,11 +318,12 @@ impl World {
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
+            .map(Load)
             .expect("starting appliance")
     }
 
     /// Waits for a load process to finish successfully.
-    pub async fn wait_load(&self, name: &str, mut child: Child, limit: Duration) {
+    pub async fn wait_load(&self, name: &str, mut child: Load, limit: Duration) {
         let start = Instant::now();
         loop {
             if let Some(status) = child.try_wait().unwrap() {

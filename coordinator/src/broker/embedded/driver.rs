@@ -232,6 +232,9 @@ async fn route(
         metrics::gauge!("callgate_broker_connections").set(router.connected() as f64);
         let stats = router.stats();
         metrics::gauge!("callgate_broker_denied_publishes").set(stats.denied_publishes as f64);
+        metrics::gauge!("callgate_broker_refused_connections")
+            .set(stats.refused_connections as f64);
+        metrics::gauge!("callgate_broker_dropped_queued").set(stats.dropped_queued as f64);
     }
 }
 
