@@ -1,7 +1,7 @@
 //! Streaming CSV import of contacts.
 //!
 //! A blocking thread reads the CSV one record at a time, normalises and encrypts each row,
-//! and hands batches of [`BATCH`] rows through a bounded channel to the async side, which
+//! and hands batches of [`batch_rows`] rows through a bounded channel to the async side, which
 //! writes each batch in one transaction. Memory stays constant whatever the file's size:
 //! at most a few batches are in flight. Bad rows are reported with their line number and
 //! reason (stored in `contact_import_errors`) while the good rows import. Duplicates —
@@ -22,9 +22,16 @@ use callgate_common::time::UnixMillis;
 use serde::Serialize;
 use std::io::Read;
 
-/// Rows per database transaction: 2000 rows × 10 parameters stays under SQLite's 32 766
-/// and PostgreSQL's 65 535 bind parameters per statement.
-pub const BATCH: usize = 2000;
+/// Rows per statement and transaction, per engine. PostgreSQL gains from large multi-row
+/// inserts (1000 rows × 10 parameters, well under its 65 535 bind limit); through sqlx,
+/// SQLite's cost per bound parameter grows with the statement's parameter count, so it
+/// gets small statements.
+pub fn batch_rows(backend: callgate_common::store::Backend) -> usize {
+    match backend {
+        callgate_common::store::Backend::Postgres => 1000,
+        callgate_common::store::Backend::Sqlite => 100,
+    }
+}
 /// Row errors kept in the returned report (all are stored).
 pub const REPORTED_ERRORS: usize = 100;
 
@@ -221,6 +228,7 @@ fn parse_row(
 /// Reads the CSV on the current (blocking) thread and sends batches to `tx`.
 fn parse_all(
     input: impl Read,
+    batch_size: usize,
     default_region: String,
     vault: NumberVault,
     tx: tokio::sync::mpsc::Sender<Result<Batch, ContactError>>,
@@ -278,7 +286,7 @@ fn parse_all(
                 });
             }
         }
-        if batch.contacts.len() + batch.errors.len() >= BATCH {
+        if batch.contacts.len() + batch.errors.len() >= batch_size {
             batch.bytes_read = reader.position().byte();
             if tx.blocking_send(Ok(std::mem::take(&mut batch))).is_err() {
                 return;
@@ -336,8 +344,9 @@ pub async fn run_import(
     let default_region = super::list_region(store, list).await?;
     let (tx, mut rx) = tokio::sync::mpsc::channel(4);
     let parse_vault = vault.clone();
+    let batch_size = batch_rows(store.backend());
     let parser = tokio::task::spawn_blocking(move || {
-        parse_all(input, default_region, parse_vault, tx);
+        parse_all(input, batch_size, default_region, parse_vault, tx);
     });
     let mut report = ImportReport {
         import_id,
