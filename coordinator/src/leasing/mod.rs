@@ -148,7 +148,7 @@ pub async fn lease_contacts(
          FROM campaign_contacts cc JOIN contacts c ON c.id = cc.contact_id \
          WHERE cc.campaign_id = $1 AND cc.state = 'ready' AND cc.next_attempt_at <= $2 \
          AND (c.lease_id IS NULL OR c.lease_expires_at <= $3) \
-         ORDER BY cc.priority DESC, cc.next_attempt_at, c.id LIMIT $4{skip_locked}"
+         ORDER BY cc.priority DESC, cc.next_attempt_at, cc.contact_id LIMIT $4{skip_locked}"
     ))
     .bind(campaign)
     .bind(now.0)
