@@ -373,3 +373,50 @@ async fn pacing_grants_split_the_abandon_budget_by_share_and_stop_when_paused() 
         );
     }
 }
+
+#[tokio::test]
+async fn a_late_result_from_an_expired_lease_counts_but_does_not_free_the_new_holder() {
+    for backend in BACKENDS {
+        let t = fresh_store(backend).await;
+        let vault = NumberVault::from_master_key(&[5; 32]);
+        let id = scheduled_campaign(&t.store, &vault, "us", FIVE, |_| {}).await;
+        let now = at(NOON_CHICAGO);
+        let old = leasing::lease_contacts(&t.store, &vault, id, "branch-a", 1, 60_000, now)
+            .await
+            .unwrap();
+        let contact = old.contacts[0].contact_id;
+        let later = now.plus_millis(61_000);
+        let new = leasing::lease_contacts(&t.store, &vault, id, "branch-b", 1, 600_000, later)
+            .await
+            .unwrap();
+        assert_eq!(
+            new.contacts[0].contact_id, contact,
+            "{backend:?}: re-leased after expiry"
+        );
+        let late = result(id, contact, old.id, CallOutcome::NoAnswer, now);
+        let applied = leasing::record_attempt(&t.store, "branch-a", &late)
+            .await
+            .unwrap();
+        assert_eq!(applied.contact_state, "leased", "{backend:?}");
+        // Still held by B: nobody else can lease it, and B's own result is applied fully.
+        let other = leasing::lease_contacts(&t.store, &vault, id, "branch-a", 10, 60_000, later)
+            .await
+            .unwrap();
+        assert!(
+            other.contacts.iter().all(|c| c.contact_id != contact),
+            "{backend:?}"
+        );
+        let mine = result(id, contact, new.id, CallOutcome::AnsweredHuman, later);
+        let done = leasing::record_attempt(&t.store, "branch-b", &mine)
+            .await
+            .unwrap();
+        assert_eq!(done.contact_state, "done");
+        let (attempts,): (i64,) =
+            sqlx::query_as("SELECT attempts FROM campaign_contacts WHERE contact_id = $1")
+                .bind(contact)
+                .fetch_one(t.store.pool())
+                .await
+                .unwrap();
+        assert_eq!(attempts, 2, "{backend:?}: both attempts count");
+    }
+}

@@ -105,6 +105,9 @@ pub(super) async fn get_contact(
     Ok(Json(contacts::get_contact(&s.store, &s.vault, id, reveal).await?).into_response())
 }
 
+/// Largest CSV body the API accepts (the command-line import has no limit).
+pub(super) const MAX_UPLOAD_BYTES: u64 = 2 << 30;
+
 /// Streams the CSV body to a file (constant memory), then imports it in the background;
 /// answers 202 with the import's id at once. Progress at `GET /api/v1/imports/{id}`.
 pub(super) async fn start_import(
@@ -127,6 +130,15 @@ pub(super) async fn start_import(
         let frame = frame.map_err(|e| ApiError::bad_request(Some("body"), e.to_string()))?;
         if let Some(data) = frame.data_ref() {
             total += data.len() as u64;
+            if total > MAX_UPLOAD_BYTES {
+                drop(file);
+                let _ = tokio::fs::remove_file(&path).await;
+                return Err(ApiError::TooLarge(format!(
+                    "a CSV upload may be at most {} MiB; split the file or use \
+                     `callgate-coordinator import-contacts`",
+                    MAX_UPLOAD_BYTES >> 20
+                )));
+            }
             file.write_all(data).await.map_err(io)?;
         }
     }

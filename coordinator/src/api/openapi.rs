@@ -504,7 +504,7 @@ fn build() -> Value {
                 json!({ "required": true, "content": { "text/csv": { "schema": { "type": "string" } } } }),
             ),
             ok: (202, Some(r("ImportStatus"))),
-            errors: &[400, 404, 422],
+            errors: &[400, 404, 413, 422],
         },
     );
     put(

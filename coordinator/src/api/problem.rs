@@ -30,6 +30,9 @@ pub enum ApiError {
         field: Option<String>,
         detail: String,
     },
+    /// 413: the body is larger than the operation accepts.
+    #[error("{0}")]
+    TooLarge(String),
     /// 422: well-formed, but a field's value is unacceptable.
     #[error("{field}: {detail}")]
     Invalid { field: String, detail: String },
@@ -63,6 +66,7 @@ impl ApiError {
             ApiError::MissingScope(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict { .. } => StatusCode::CONFLICT,
+            ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -75,6 +79,7 @@ impl ApiError {
             ApiError::MissingScope(_) => "missing-scope",
             ApiError::NotFound(_) => "not-found",
             ApiError::Conflict { .. } => "conflict",
+            ApiError::TooLarge(_) => "too-large",
             ApiError::Invalid { .. } => "invalid-field",
             ApiError::Internal(_) => "internal",
         }

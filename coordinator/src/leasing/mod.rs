@@ -148,7 +148,7 @@ pub async fn lease_contacts(
          FROM campaign_contacts cc JOIN contacts c ON c.id = cc.contact_id \
          WHERE cc.campaign_id = $1 AND cc.state = 'ready' AND cc.next_attempt_at <= $2 \
          AND (c.lease_id IS NULL OR c.lease_expires_at <= $3) \
-         ORDER BY cc.priority DESC, cc.next_attempt_at, c.id LIMIT $4{skip_locked}"
+         ORDER BY cc.priority DESC, cc.next_attempt_at, cc.contact_id LIMIT $4{skip_locked}"
     ))
     .bind(campaign)
     .bind(now.0)
@@ -373,17 +373,23 @@ pub async fn record_attempt(
     let c = campaigns::get(store, campaign).await?;
     let profile = compliance::get_profile(store, c.spec.compliance_profile_id).await?;
     let mut tx = store.pool().begin().await?;
-    let row: Option<(i64, Vec<u8>, String)> = sqlx::query_as(
-        "SELECT cc.attempts, c.number_index, c.number_masked FROM campaign_contacts cc \
-         JOIN contacts c ON c.id = cc.contact_id WHERE cc.campaign_id = $1 AND cc.contact_id = $2",
+    type Row = (i64, Vec<u8>, String, String, Option<i64>);
+    let row: Option<Row> = sqlx::query_as(
+        "SELECT cc.attempts, c.number_index, c.number_masked, cc.state, cc.lease_id \
+         FROM campaign_contacts cc JOIN contacts c ON c.id = cc.contact_id \
+         WHERE cc.campaign_id = $1 AND cc.contact_id = $2",
     )
     .bind(campaign)
     .bind(contact)
     .fetch_optional(&mut *tx)
     .await?;
-    let Some((attempts, index, masked)) = row else {
+    let Some((attempts, index, masked, queue_state, holder)) = row else {
         return Err(LeaseError::UnknownContact { campaign, contact });
     };
+    // A late result under a lease that expired, after the contact was leased again to
+    // someone else: the attempt still counts (caps, abandon budget), but the contact's
+    // place in the queue belongs to the current holder.
+    let superseded = queue_state == "leased" && holder != Some(r.lease.0 as i64);
     let live = matches!(
         r.outcome,
         CallOutcome::AnsweredHuman | CallOutcome::Abandoned
@@ -419,6 +425,29 @@ pub async fn record_attempt(
             applied: false,
             contact_state: state_name(&state),
             next_attempt_at: (state == "ready").then_some(next),
+        });
+    }
+    if superseded {
+        sqlx::query(
+            "UPDATE campaign_contacts SET attempts = attempts + 1, last_outcome = $1 \
+             WHERE campaign_id = $2 AND contact_id = $3",
+        )
+        .bind(outcome_name(r.outcome))
+        .bind(campaign)
+        .bind(contact)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        if abandoned {
+            if let Some(entry) = profile.profile.lockout_after_abandon(r.ended_at) {
+                compliance::add_lockout(store, &index, &masked, entry, "abandoned call lockout")
+                    .await?;
+            }
+        }
+        return Ok(AttemptApplied {
+            applied: true,
+            contact_state: "leased",
+            next_attempt_at: None,
         });
     }
     let attempts = attempts as u32 + 1;
