@@ -150,10 +150,11 @@ enum SipCommand {
         #[arg(long)]
         trace: bool,
     },
-    /// Benchmark on loopback with SIPp: `originate` (appliance → SIPp UAS) or `b2bua`
-    /// (SIPp UAC → appliance → SIPp UAS). Prints a table; build with --release.
+    /// Benchmark on loopback with SIPp: `originate` (appliance → SIPp UAS), `b2bua`
+    /// (SIPp UAC → appliance → SIPp UAS) or `kamailio` (the same pair through Kamailio 5.6
+    /// as a stateful proxy). Prints a table; build with --release.
     Bench {
-        /// `originate` or `b2bua`.
+        /// `originate`, `b2bua` or `kamailio`.
         #[arg(long, default_value = "originate")]
         mode: String,
         /// Call rates to step through, calls per second.
@@ -217,7 +218,8 @@ async fn main() -> anyhow::Result<()> {
         let rows = match mode.as_str() {
             "originate" => bench::originate(rates, *seconds).await?,
             "b2bua" => bench::b2bua(rates, *seconds).await?,
-            other => anyhow::bail!("--mode must be originate or b2bua, not `{other}`"),
+            "kamailio" => bench::kamailio(rates, *seconds).await?,
+            other => anyhow::bail!("--mode must be originate, b2bua or kamailio, not `{other}`"),
         };
         print!("{}", bench::render(mode, &rows));
         return Ok(());

@@ -293,6 +293,167 @@ pub async fn b2bua(rates: &[u32], seconds: u64) -> Result<Vec<BenchRow>, BenchEr
     Ok(rows)
 }
 
+/// The Kamailio 5.6 configuration of the comparison: a stateful (tm) proxy relaying every
+/// request to the UAS.
+fn kamailio_cfg(listen: u16, uas: u16) -> String {
+    format!(
+        r#"#!KAMAILIO
+debug=0
+log_stderror=yes
+children=2
+maxbuffer=4194304
+listen=udp:127.0.0.1:{listen}
+mpath="/usr/lib/x86_64-linux-gnu/kamailio/modules/"
+loadmodule "tm.so"
+loadmodule "sl.so"
+loadmodule "maxfwd.so"
+loadmodule "pv.so"
+loadmodule "textops.so"
+request_route {{
+    if (!mf_process_maxfwd_header("10")) {{ sl_send_reply("483", "Too Many Hops"); exit; }}
+    if (is_method("CANCEL")) {{ if (t_check_trans()) {{ t_relay(); }} exit; }}
+    if (is_method("ACK") && t_check_trans()) {{ t_relay(); exit; }}
+    t_check_trans();
+    # SIPp's built-in UAC ignores Record-Route, so in-dialog requests come to us
+    # without Route headers: every request goes on to the UAS, statefully.
+    $du = "sip:127.0.0.1:{uas}";
+    t_relay();
+}}
+"#
+    )
+}
+
+/// CPU seconds of a process and its direct children (Kamailio forks its workers).
+fn tree_cpu_seconds(root: u32) -> f64 {
+    let mut total = 0.0;
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return 0.0;
+    };
+    for e in dir.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let Some((_, after)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let f: Vec<&str> = after.split_whitespace().collect();
+        let ppid = f.get(1).and_then(|p| p.parse::<u32>().ok());
+        if pid == root || ppid == Some(root) {
+            let ticks = f.get(11).and_then(|t| t.parse::<f64>().ok()).unwrap_or(0.0)
+                + f.get(12).and_then(|t| t.parse::<f64>().ok()).unwrap_or(0.0);
+            total += ticks / 100.0;
+        }
+    }
+    total
+}
+
+/// Kamailio mode: the same SIPp pair with Kamailio 5.6 as a stateful proxy in the middle
+/// (`-m 4096 -M 16 -x tlsf`, 4 MiB maxbuffer). CPU is Kamailio's.
+pub async fn kamailio(rates: &[u32], seconds: u64) -> Result<Vec<BenchRow>, BenchError> {
+    let dir = Scratch::new("kamailio")?;
+    let uas_port = free_port();
+    let _uas = spawn_sipp(
+        dir.path(),
+        &[
+            "-sn".into(),
+            "uas".into(),
+            "-i".into(),
+            "127.0.0.1".into(),
+            "-p".into(),
+            uas_port.to_string(),
+        ],
+    )?;
+    let kam_port = free_port();
+    let cfg = dir.path().join("kamailio.cfg");
+    std::fs::write(&cfg, kamailio_cfg(kam_port, uas_port))
+        .map_err(|e| BenchError::Sipp(e.to_string()))?;
+    let kam = tokio::process::Command::new("kamailio")
+        .args([
+            "-f",
+            &cfg.to_string_lossy(),
+            "-DD",
+            "-E",
+            "-m",
+            "4096",
+            "-M",
+            "16",
+            "-x",
+            "tlsf",
+        ])
+        .args(["-P", &dir.path().join("kamailio.pid").to_string_lossy()])
+        .args(["-Y", &dir.path().to_string_lossy()])
+        .current_dir(dir.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| BenchError::Sipp(format!("cannot start kamailio: {e}")))?;
+    let mut kam = kam;
+    let kam_pid = kam
+        .id()
+        .ok_or_else(|| BenchError::Sipp("kamailio exited at once".into()))?;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    if let Ok(Some(status)) = kam.try_wait() {
+        return Err(BenchError::Sipp(format!(
+            "kamailio stopped ({status}); check its config with `kamailio -c -f {}`",
+            cfg.display()
+        )));
+    }
+    let mut rows = Vec::new();
+    for &rate in rates {
+        let calls = u64::from(rate) * seconds;
+        let stats = dir.path().join(format!("uac-{rate}.csv"));
+        let cpu0 = tree_cpu_seconds(kam_pid);
+        let t0 = Instant::now();
+        let mut uac = spawn_sipp(
+            dir.path(),
+            &[
+                "-sn".into(),
+                "uac".into(),
+                format!("127.0.0.1:{kam_port}"),
+                "-i".into(),
+                "127.0.0.1".into(),
+                "-p".into(),
+                free_port().to_string(),
+                "-r".into(),
+                rate.to_string(),
+                "-m".into(),
+                calls.to_string(),
+                "-trace_stat".into(),
+                "-stf".into(),
+                stats.to_string_lossy().into_owned(),
+                "-fd".into(),
+                "1".into(),
+                "-timeout".into(),
+                format!("{}", seconds + 60),
+            ],
+        )?;
+        let _ = uac.wait().await;
+        let wall = t0.elapsed().as_secs_f64();
+        let (ok, failed, retrans) = sipp_counts(&stats)
+            .ok_or_else(|| BenchError::Sipp(format!("no statistics in {}", stats.display())))?;
+        rows.push(BenchRow {
+            rate,
+            calls,
+            completed: ok,
+            failed: failed + calls.saturating_sub(ok + failed),
+            retransmissions: retrans,
+            cpu_percent: (tree_cpu_seconds(kam_pid) - cpu0) / wall * 100.0,
+        });
+    }
+    // SIGTERM lets Kamailio's main process take its workers down (a SIGKILL from
+    // kill_on_drop would orphan them).
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &kam_pid.to_string()])
+        .status();
+    let _ = tokio::time::timeout(Duration::from_secs(5), kam.wait()).await;
+    Ok(rows)
+}
+
 /// The table, and the sustained rate line.
 pub fn render(mode: &str, rows: &[BenchRow]) -> String {
     let mut out = format!(
