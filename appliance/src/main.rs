@@ -58,6 +58,9 @@ enum Command {
         /// The rtpengine binary; `none` skips the comparison.
         #[arg(long, default_value = "rtpengine")]
         rtpengine: String,
+        /// The p99 added-delay limit in µs (the target is 5000).
+        #[arg(long, default_value_t = 5_000)]
+        max_p99_us: u64,
     },
     /// Play a one-second 1 kHz test tone on an ALSA device (the tech audio port).
     #[cfg(feature = "alsa")]
@@ -106,6 +109,7 @@ async fn main() -> anyhow::Result<()> {
             start_calls,
             max_calls,
             rtpengine,
+            max_p99_us,
         } => {
             use callgate_appliance::media::bench::{run_command, BenchOptions};
             run_command(BenchOptions {
@@ -114,6 +118,7 @@ async fn main() -> anyhow::Result<()> {
                 start_calls,
                 max_calls,
                 rtpengine,
+                max_p99_us,
             })
             .await?;
             Ok(())
