@@ -99,6 +99,9 @@ enum Command {
         /// The rtpengine binary; `none` skips the comparison.
         #[arg(long, default_value = "rtpengine")]
         rtpengine: String,
+        /// The p99 added-delay limit in µs (the target is 5000).
+        #[arg(long, default_value_t = 5_000)]
+        max_p99_us: u64,
     },
     /// Benchmark: runs `sync-load` for every appliance config (`*.toml`) in --dir at
     /// once, in this one process, and prints the end-to-end rate.
@@ -313,6 +316,7 @@ async fn main() -> anyhow::Result<()> {
             start_calls,
             max_calls,
             rtpengine,
+            max_p99_us,
         } => {
             use callgate_appliance::media::bench::{run_command, BenchOptions};
             run_command(BenchOptions {
@@ -321,6 +325,7 @@ async fn main() -> anyhow::Result<()> {
                 start_calls,
                 max_calls,
                 rtpengine,
+                max_p99_us,
             })
             .await?;
             Ok(())

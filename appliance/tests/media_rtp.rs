@@ -302,7 +302,7 @@ async fn send_keys_between_legs(telephone_event: bool, keys: &str) -> String {
     let (key_tx, key_rx) = mpsc::channel(16);
     for c in keys.chars() {
         key_tx
-            .try_send((Digit::from_char(c).unwrap(), 100))
+            .try_send((Digit::from_char(c).unwrap(), 150))
             .unwrap();
     }
     drop(key_tx);
@@ -319,7 +319,7 @@ async fn send_keys_between_legs(telephone_event: bool, keys: &str) -> String {
     let a_task = tokio::spawn(run_audio_leg_with_keys(a, voice_rx, key_rx, a_in_tx));
     let b_task = tokio::spawn(run_audio_leg(b, b_out_rx, b_in_tx));
     let mut pressed = String::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(4);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(6);
     while pressed.len() < keys.len() {
         match tokio::time::timeout_at(deadline, b_in.recv()).await {
             Ok(Some(LegAudio::Dtmf(DtmfReport::Pressed(d)))) => pressed.push(d.as_char()),

@@ -16,6 +16,9 @@ use crate::rtp::{RtpPacket, CLOCK_RATE};
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Instant;
 
+/// Packets between re-estimates of the playout delay target.
+const RE_ESTIMATE_EVERY: usize = 8;
+
 /// Samples per millisecond at the G.711 clock.
 const SAMPLES_PER_MS: i64 = (CLOCK_RATE / 1_000) as i64;
 
@@ -101,6 +104,10 @@ pub struct JitterBuffer {
     first_arrival: Option<Instant>,
     /// Recent transit times, µs (arrival minus media time).
     transits: VecDeque<i64>,
+    /// Reused for the percentile, so estimating allocates nothing.
+    scratch: Vec<i64>,
+    /// Packets since the delay target was last re-estimated.
+    since_estimate: usize,
     target_ms: u32,
     stats: JitterStats,
 }
@@ -118,6 +125,8 @@ impl JitterBuffer {
             playout: None,
             first_arrival: None,
             transits: VecDeque::with_capacity(config.window),
+            scratch: Vec::with_capacity(config.window),
+            since_estimate: 0,
             target_ms: config
                 .min_delay_ms
                 .max(config.frame_samples / SAMPLES_PER_MS as u32),
@@ -193,10 +202,18 @@ impl JitterBuffer {
             self.transits.pop_front();
         }
         self.transits.push_back(arrival_us - media_us);
-        let min = self.transits.iter().copied().min().unwrap_or(0);
-        let mut delays: Vec<i64> = self.transits.iter().map(|t| t - min).collect();
-        delays.sort_unstable();
-        let p95 = delays[(delays.len() * 95 / 100).min(delays.len() - 1)];
+        self.since_estimate += 1;
+        // The percentile moves slowly: re-estimate every few packets once the window has some
+        // history (a sort per packet was the buffer's largest cost under load).
+        if self.transits.len() >= RE_ESTIMATE_EVERY && self.since_estimate < RE_ESTIMATE_EVERY {
+            return;
+        }
+        self.since_estimate = 0;
+        self.scratch.clear();
+        self.scratch.extend(self.transits.iter().copied());
+        self.scratch.sort_unstable();
+        let min = self.scratch[0];
+        let p95 = self.scratch[(self.scratch.len() * 95 / 100).min(self.scratch.len() - 1)] - min;
         let wanted = (p95 + 999) / 1_000 + i64::from(self.frame_ms());
         self.target_ms = (wanted as u32).clamp(self.config.min_delay_ms, self.config.max_delay_ms);
     }

@@ -21,9 +21,10 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 use tokio::net::UdpSocket;
 
-/// Loss and delay targets a load level must meet.
+/// Loss a load level must stay under.
 const MAX_LOSS: f64 = 0.001;
-const MAX_P99_US: u64 = 5_000;
+/// The p99 added-delay target, µs.
+pub const DEFAULT_MAX_P99_US: u64 = 5_000;
 
 /// What the phones of all calls measured at one load level.
 #[derive(Debug, Clone, Default)]
@@ -35,6 +36,8 @@ pub struct LoadResult {
     pub p99_us: u64,
     /// CPU of the system under test as a share of one core, percent.
     pub cpu_percent: f64,
+    /// The p99 limit this level is judged against, µs.
+    pub max_p99_us: u64,
 }
 
 impl LoadResult {
@@ -48,7 +51,7 @@ impl LoadResult {
 
     /// Whether this load level meets the targets.
     pub fn passes(&self) -> bool {
-        self.loss() < MAX_LOSS && self.p99_us < MAX_P99_US
+        self.loss() < MAX_LOSS && self.p99_us < self.max_p99_us
     }
 }
 
@@ -199,6 +202,7 @@ fn summarise(
         p50_us: pct(0.50),
         p99_us: pct(0.99),
         cpu_percent: cpu_seconds * 100.0 / wall.as_secs_f64(),
+        max_p99_us: DEFAULT_MAX_P99_US,
     }
 }
 
@@ -611,7 +615,8 @@ pub fn print_table(system: &str, results: &[LoadResult]) {
         .map(|r| r.calls)
         .max()
         .unwrap_or(0);
-    println!("largest N with loss < 0.1 % and p99 < 5 ms: {best}");
+    let limit_ms = sorted.first().map_or(DEFAULT_MAX_P99_US, |r| r.max_p99_us) as f64 / 1_000.0;
+    println!("largest N with loss < 0.1 % and p99 < {limit_ms} ms: {best}");
 }
 
 /// The `media-bench` command's options.
@@ -625,6 +630,9 @@ pub struct BenchOptions {
     pub max_calls: usize,
     /// The rtpengine binary, or `none`.
     pub rtpengine: String,
+    /// The p99 added-delay limit, µs (the target is 5 000; a busy shared machine may
+    /// need a looser one to find where loss, not scheduling noise, sets the limit).
+    pub max_p99_us: u64,
 }
 
 /// The `media-bench` command: both systems, one table each.
@@ -635,6 +643,7 @@ pub async fn run_command(options: BenchOptions) -> BenchResult<()> {
         start_calls,
         max_calls,
         rtpengine,
+        max_p99_us,
     } = options;
     let work = std::env::temp_dir().join(format!("callgate-media-bench-{}", std::process::id()));
     std::fs::create_dir_all(&work).map_err(|e| format!("creating {}: {e}", work.display()))?;
@@ -651,7 +660,11 @@ pub async fn run_command(options: BenchOptions) -> BenchResult<()> {
     );
     let appliance = search(start_calls, max_calls, |n| {
         let (handle, recipients, work) = (handle.clone(), recipients.clone(), work.clone());
-        async move { run_appliance_level(&handle, n, seconds, &recipients, &work).await }
+        async move {
+            let mut r = run_appliance_level(&handle, n, seconds, &recipients, &work).await?;
+            r.max_p99_us = max_p99_us;
+            Ok(r)
+        }
     })
     .await;
     box_runtime.shutdown_background();
@@ -661,7 +674,11 @@ pub async fn run_command(options: BenchOptions) -> BenchResult<()> {
         let engine = std::sync::Arc::new(tokio::sync::Mutex::new(Rtpengine::start(&rtpengine)?));
         let results = search(start_calls, max_calls, |n| {
             let engine = engine.clone();
-            async move { run_rtpengine_level(&mut *engine.lock().await, n, seconds).await }
+            async move {
+                let mut r = run_rtpengine_level(&mut *engine.lock().await, n, seconds).await?;
+                r.max_p99_us = max_p99_us;
+                Ok(r)
+            }
         })
         .await?;
         print_table(
@@ -724,6 +741,7 @@ mod tests {
             p50_us: 100,
             p99_us: 1_000,
             cpu_percent: 1.0,
+            max_p99_us: DEFAULT_MAX_P99_US,
         }
     }
 
