@@ -24,6 +24,10 @@ pub struct ApplianceConfig {
     pub sync: crate::sync::settings::SyncConfig,
     /// `[web]`: the technicians' local HTTPS UI.
     pub web: WebConfig,
+    /// `[sip]`: trunks, phones, routes and timers (absent: no SIP engine configured).
+    pub sip: Option<crate::sip::config::SipConfig>,
+    /// `[recording]`: recipients, segments, retention, disk guard.
+    pub recording: crate::recording::RecordingSettings,
 }
 
 /// `[web]`: the technicians' local HTTPS UI.
@@ -159,6 +163,10 @@ pub struct ValidConfig {
     pub ops_listen: SocketAddr,
     /// `web.listen`, parsed.
     pub web_listen: SocketAddr,
+    /// `[sip]`, validated, when present.
+    pub sip: Option<crate::sip::config::SipSettings>,
+    /// `[recording]`, validated, when recipients are configured.
+    pub recording: Option<crate::recording::ValidRecording>,
 }
 
 impl ApplianceConfig {
@@ -216,11 +224,27 @@ impl ApplianceConfig {
                 "must not be empty",
             ));
         }
+        let sip = match &self.sip {
+            Some(sip) => Some(sip.validate().map_err(|e| match e {
+                crate::sip::config::SipConfigError::Invalid { key, reason } => {
+                    ConfigError::invalid(key, reason)
+                }
+                other => ConfigError::invalid("sip", other.to_string()),
+            })?),
+            None => None,
+        };
+        let recording = if self.recording.recipients.is_empty() {
+            None
+        } else {
+            Some(self.recording.validate(&self.appliance.data_dir)?)
+        };
         Ok(ValidConfig {
             raw: self,
             id,
             ops_listen,
             web_listen,
+            sip,
+            recording,
         })
     }
 }
@@ -246,6 +270,18 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("appliance.id"), "{err}");
+    }
+
+    #[test]
+    fn sip_and_recording_sections_are_validated_by_key() {
+        let err = parse("[sip]\nlisten = \"5060\"\n").unwrap_err().to_string();
+        assert!(err.contains("sip.listen"), "{err}");
+        let err = parse("[recording]\nrecipients = [\"not-a-key\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("recording.recipients[0]"), "{err}");
+        let ok = parse("[sip]\nlisten = \"127.0.0.1:5070\"\n").unwrap();
+        assert!(ok.sip.is_some() && ok.recording.is_none());
     }
 
     #[test]

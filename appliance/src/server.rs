@@ -70,6 +70,12 @@ pub async fn run(
             source,
         })?;
     let local = listener.local_addr().map_err(ServerError::Serve)?;
+    if config.sip.is_some() || config.recording.is_some() {
+        tracing::warn!(
+            "[sip]/[recording] are validated but this build's daemon does not start the call \
+             engine yet; use `callgate-appliance sip call` and `record-tone` to check them"
+        );
+    }
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let web = if config.raw.web.enabled {
         let data_dir = &config.raw.appliance.data_dir;
