@@ -78,7 +78,9 @@ async fn browser() -> (Driver, Client) {
 async fn fill(c: &Client, form: &str, fields: &[(&str, &str)]) {
     for (name, value) in fields {
         let input = c
-            .find(Locator::Css(&format!("form#{form} input[name={name}]")))
+            .wait()
+            .at_most(Duration::from_secs(10))
+            .for_element(Locator::Css(&format!("form#{form} input[name={name}]")))
             .await
             .unwrap();
         input.clear().await.unwrap();
