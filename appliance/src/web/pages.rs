@@ -169,6 +169,10 @@ fn cookie_token(headers: &HeaderMap) -> Option<String> {
         })
 }
 
+/// A page behind the login: `Err` carries the response that sends the browser where it must
+/// go first (setup, login) or refuses the request; handlers use `?` on the session checks.
+type Guarded = Result<Response, Response>;
+
 /// The request's session, or the response that sends the browser where it must go first.
 async fn require_session(
     state: &WebState,
@@ -367,37 +371,27 @@ async fn logout(
     State(state): State<WebState>,
     headers: HeaderMap,
     Form(f): Form<CsrfForm>,
-) -> Response {
-    let (token, session) = match require_form_session(&state, &headers, &f.csrf).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
-    if let Err(e) = state.sessions.close(&token).await {
-        return store_failure(e);
-    }
+) -> Guarded {
+    let (token, session) = require_form_session(&state, &headers, &f.csrf).await?;
+    state.sessions.close(&token).await.map_err(store_failure)?;
     tracing::info!(user = %session.username, "web UI logout");
-    ([clear_cookie()], Redirect::to("/login")).into_response()
+    Ok(([clear_cookie()], Redirect::to("/login")).into_response())
 }
 
-async fn status_page(State(state): State<WebState>, headers: HeaderMap) -> Response {
-    let (_, session) = match require_session(&state, &headers).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
+async fn status_page(State(state): State<WebState>, headers: HeaderMap) -> Guarded {
+    let (_, session) = require_session(&state, &headers).await?;
     let status = state.status.snapshot(UnixMillis::now()).await;
-    render(
+    Ok(render(
         StatusCode::OK,
         &StatusPage {
             page: PageFrame::new(&state, Some(&session)),
             status,
         },
-    )
+    ))
 }
 
-async fn live_events(State(state): State<WebState>, headers: HeaderMap) -> Response {
-    if let Err(r) = require_session(&state, &headers).await {
-        return r;
-    }
+async fn live_events(State(state): State<WebState>, headers: HeaderMap) -> Guarded {
+    require_session(&state, &headers).await?;
     let source = state.status.clone();
     let stream = futures_util::stream::unfold((source, true), |(source, first)| async move {
         if !first {
@@ -410,16 +404,13 @@ async fn live_events(State(state): State<WebState>, headers: HeaderMap) -> Respo
             .unwrap_or_else(|_| Event::default().comment("unserialisable status"));
         Some((Ok::<_, Infallible>(event), (source, false)))
     });
-    Sse::new(stream)
+    Ok(Sse::new(stream)
         .keep_alive(KeepAlive::default())
-        .into_response()
+        .into_response())
 }
 
-async fn network_page(State(state): State<WebState>, headers: HeaderMap) -> Response {
-    let (_, session) = match require_session(&state, &headers).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
+async fn network_page(State(state): State<WebState>, headers: HeaderMap) -> Guarded {
+    let (_, session) = require_session(&state, &headers).await?;
     let addresses = callgate_board::linux::lan_addresses()
         .unwrap_or_default()
         .into_iter()
@@ -440,7 +431,7 @@ async fn network_page(State(state): State<WebState>, headers: HeaderMap) -> Resp
             status::utc_seconds(UnixMillis::now())
         )
     };
-    render(
+    Ok(render(
         StatusCode::OK,
         &NetworkPage {
             page: PageFrame::new(&state, Some(&session)),
@@ -449,7 +440,7 @@ async fn network_page(State(state): State<WebState>, headers: HeaderMap) -> Resp
             dns,
             ntp,
         },
-    )
+    ))
 }
 
 fn system_page_for(state: &WebState, session: &Session) -> SystemPage {
@@ -460,11 +451,9 @@ fn system_page_for(state: &WebState, session: &Session) -> SystemPage {
     }
 }
 
-async fn system_page(State(state): State<WebState>, headers: HeaderMap) -> Response {
-    match require_session(&state, &headers).await {
-        Ok((_, session)) => render(StatusCode::OK, &system_page_for(&state, &session)),
-        Err(r) => r,
-    }
+async fn system_page(State(state): State<WebState>, headers: HeaderMap) -> Guarded {
+    let (_, session) = require_session(&state, &headers).await?;
+    Ok(render(StatusCode::OK, &system_page_for(&state, &session)))
 }
 
 #[derive(Deserialize)]
@@ -479,11 +468,8 @@ async fn change_password(
     State(state): State<WebState>,
     headers: HeaderMap,
     Form(f): Form<PasswordForm>,
-) -> Response {
-    let (token, session) = match require_form_session(&state, &headers, &f.csrf).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
+) -> Guarded {
+    let (token, session) = require_form_session(&state, &headers, &f.csrf).await?;
     let result = state
         .sessions
         .change_password(
@@ -496,7 +482,7 @@ async fn change_password(
         )
         .await;
     let mut page = system_page_for(&state, &session);
-    match result {
+    Ok(match result {
         Ok(()) => {
             tracing::info!(user = %session.username, "web UI password changed");
             page.page = page
@@ -509,7 +495,7 @@ async fn change_password(
             page.page = page.page.error(e);
             render(StatusCode::BAD_REQUEST, &page)
         }
-    }
+    })
 }
 
 #[derive(Deserialize)]
@@ -523,55 +509,49 @@ async fn reboot(
     State(state): State<WebState>,
     headers: HeaderMap,
     Form(f): Form<ConfirmForm>,
-) -> Response {
-    let (_, session) = match require_form_session(&state, &headers, &f.csrf).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
+) -> Guarded {
+    let (_, session) = require_form_session(&state, &headers, &f.csrf).await?;
     let mut page = system_page_for(&state, &session);
     let Some((program, args)) = state.reboot_command.split_first() else {
         page.page = page.page.error("Reboot is not configured on this box.");
-        return render(StatusCode::BAD_REQUEST, &page);
+        return Err(render(StatusCode::BAD_REQUEST, &page));
     };
     if f.confirm != "yes" {
         page.page = page.page.error("Tick the box to confirm the reboot.");
-        return render(StatusCode::BAD_REQUEST, &page);
+        return Err(render(StatusCode::BAD_REQUEST, &page));
     }
     tracing::warn!(user = %session.username, "reboot requested from the web UI");
-    match tokio::process::Command::new(program).args(args).spawn() {
-        Ok(_) => {
-            page.page = page
-                .page
-                .notice("Rebooting. The box will be back in a minute or two.");
-            render(StatusCode::OK, &page)
-        }
-        Err(e) => {
-            page.page = page.page.error(format!("Could not run `{program}`: {e}"));
-            render(StatusCode::INTERNAL_SERVER_ERROR, &page)
-        }
-    }
+    Ok(
+        match tokio::process::Command::new(program).args(args).spawn() {
+            Ok(_) => {
+                page.page = page
+                    .page
+                    .notice("Rebooting. The box will be back in a minute or two.");
+                render(StatusCode::OK, &page)
+            }
+            Err(e) => {
+                page.page = page.page.error(format!("Could not run `{program}`: {e}"));
+                render(StatusCode::INTERNAL_SERVER_ERROR, &page)
+            }
+        },
+    )
 }
 
 async fn factory_reset(
     State(state): State<WebState>,
     headers: HeaderMap,
     Form(f): Form<ConfirmForm>,
-) -> Response {
-    let (_, session) = match require_form_session(&state, &headers, &f.csrf).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
+) -> Guarded {
+    let (_, session) = require_form_session(&state, &headers, &f.csrf).await?;
     if f.confirm != "RESET" {
         let mut page = system_page_for(&state, &session);
         page.page = page
             .page
             .error("Type RESET in capitals to confirm the factory reset.");
-        return render(StatusCode::BAD_REQUEST, &page);
+        return Err(render(StatusCode::BAD_REQUEST, &page));
     }
     tracing::warn!(user = %session.username, "factory reset from the web UI");
-    if let Err(e) = state.sessions.erase_all().await {
-        return store_failure(e);
-    }
+    state.sessions.erase_all().await.map_err(store_failure)?;
     match std::fs::remove_dir_all(&state.identity_dir) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -579,7 +559,7 @@ async fn factory_reset(
             tracing::error!(error = %e, dir = %state.identity_dir.display(), "could not remove the enrollment identity")
         }
     }
-    ([clear_cookie()], Redirect::to("/setup")).into_response()
+    Ok(([clear_cookie()], Redirect::to("/setup")).into_response())
 }
 
 async fn css() -> Response {
