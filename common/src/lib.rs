@@ -20,6 +20,7 @@ pub mod ids;
 pub mod observe;
 pub mod outbox;
 pub mod phone;
+pub mod routing;
 #[cfg(feature = "store")]
 pub mod store;
 pub mod time;

@@ -14,10 +14,12 @@
 //! Sequence numbers start at 1 in each direction and never repeat; acks are cumulative
 //! (`Ack { up_to: n }` covers every sequence number `<= n`).
 
+use crate::compliance::{CallingWindow, ComplianceProfile, DncEntry};
 use crate::ids::{
-    AgentId, ApplianceId, AttemptId, CallId, CampaignId, ContactId, LeaseId, TrunkId,
+    AgentGroupId, AgentId, ApplianceId, AttemptId, CallId, CampaignId, ContactId, LeaseId, TrunkId,
 };
 use crate::phone::PhoneNumber;
+use crate::routing::RoutingPolicy;
 use crate::time::UnixMillis;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -129,6 +131,15 @@ pub enum Uplink {
     /// key pair it generated (the private key stays on the box). The broker vouches for
     /// who is asking. Answered with [`Downlink::Certificate`].
     CertificateRenewal { csr: String },
+    /// An agent's state change.
+    AgentEvent(AgentEvent),
+    /// Contacts of a lease handed back undialled (campaign stopped on the box, grant
+    /// expired, or the box cannot use them); the coordinator may lease them elsewhere.
+    LeaseReturn {
+        lease: LeaseId,
+        contacts: Vec<ContactId>,
+        reason: String,
+    },
 }
 
 impl Uplink {
@@ -147,6 +158,206 @@ pub enum Downlink {
     /// A renewed certificate (PEM) for the key in the box's last
     /// [`Uplink::CertificateRenewal`].
     Certificate { pem: String },
+    /// A campaign this appliance dials, as the appliance needs it; sent when the appliance
+    /// is given a share of the campaign and again after every change (newest `version` wins).
+    Campaign(CampaignBrief),
+    /// Contacts leased to this appliance for one campaign until the lease expires.
+    ContactLease(ContactLease),
+    /// The coordinator takes a lease back early (campaign paused or stopped, share removed):
+    /// none of its contacts may be dialled from now on.
+    LeaseRevoked { lease: LeaseId, reason: String },
+    /// What the appliance may dial for a campaign until the grant expires; replaces the
+    /// campaign's previous grant.
+    PacingGrant(PacingGrant),
+    /// Do-not-call entries for numbers the appliance holds in its leases.
+    DncDelta(DncDelta),
+    /// The routing policy in force; a higher `version` replaces a lower one.
+    RoutingPolicy { version: u64, policy: RoutingPolicy },
+    /// The agents who may log in on this appliance: a full replacement of the roster.
+    AgentRoster(AgentRoster),
+}
+
+/// A campaign's settings as the appliance needs them to dial it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CampaignBrief {
+    /// The campaign.
+    pub campaign: CampaignId,
+    /// Changes with every edit; a brief with a lower version than the stored one is ignored.
+    pub version: u64,
+    /// Its display name.
+    pub name: String,
+    /// How it dials.
+    pub dial_mode: DialMode,
+    /// Whether the coordinator has it running; a paused or stopped campaign is not dialled
+    /// even while leases and grants remain.
+    pub running: bool,
+    /// The jurisdiction's rules (window, caps, abandon budget, lockout, consent).
+    pub profile: ComplianceProfile,
+    /// The campaign's own calling window, checked on top of the profile's.
+    pub window: CallingWindow,
+    /// Caller id presented on outbound calls (E.164).
+    pub caller_id: String,
+    /// The agent script with `{{field}}` variables.
+    pub script: String,
+    /// Disposition codes agents choose from.
+    pub disposition_codes: Vec<String>,
+    /// Seconds of wrap-up after each call before the agent is ready again.
+    pub wrap_up_seconds: u32,
+    /// Whether calls open with the recording-consent announcement.
+    pub recording_consent_announcement: bool,
+    /// For agentless campaigns: the robot script answered calls run.
+    pub robot_script: Option<String>,
+}
+
+/// How a campaign dials.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum DialMode {
+    /// An agent sees the contact first and starts the call.
+    Preview,
+    /// One call per ready agent.
+    Progressive,
+    /// Dials ahead of free agents (overdial); may abandon within the budget.
+    Predictive,
+    /// Robot scripts only, no agents.
+    Agentless,
+}
+
+/// One contact in a lease.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LeasedContact {
+    /// The contact.
+    pub contact: ContactId,
+    /// The number to dial.
+    pub number: PhoneNumber,
+    /// The contact's zone(s): one explicit zone, or every zone of its country.
+    pub time_zones: Vec<String>,
+    /// Attempts made so far, across all boxes.
+    pub attempts: u32,
+    /// Earlier attempts to this number inside the profile's cap windows (any campaign).
+    pub recent_attempts: Vec<UnixMillis>,
+    /// The contact's do-not-call entries known when leased (normally none: the coordinator
+    /// does not lease forbidden contacts, but time-limited ones may start later).
+    pub dnc: Vec<DncEntry>,
+    /// Custom fields as `(name, value)`, for scripts, screen-pop and routing.
+    pub fields: Vec<(String, String)>,
+    /// Tags, for routing.
+    pub tags: Vec<String>,
+    /// The contact's last outcome or disposition, for routing.
+    pub last_outcome: Option<String>,
+    /// The agent who last spoke to the contact, for last-agent routing.
+    pub last_agent: Option<AgentId>,
+}
+
+/// A batch of contacts held by this appliance for one campaign until `expires_at`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ContactLease {
+    /// The lease.
+    pub lease: LeaseId,
+    /// The campaign.
+    pub campaign: CampaignId,
+    /// When the coordinator issued it.
+    pub issued_at: UnixMillis,
+    /// After this instant none of its contacts may be dialled.
+    pub expires_at: UnixMillis,
+    /// The contacts, in the order the coordinator wants them dialled.
+    pub contacts: Vec<LeasedContact>,
+}
+
+/// What an appliance may dial for one campaign until `expires_at`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PacingGrant {
+    /// The campaign.
+    pub campaign: CampaignId,
+    /// Attempts in flight at most.
+    pub max_concurrent: u32,
+    /// Attempts started per minute at most.
+    pub max_attempts_per_minute: u32,
+    /// Abandoned calls this appliance may still cause (predictive only).
+    pub abandon_budget: u64,
+    /// After this instant the campaign stops on this box until a new grant arrives.
+    pub expires_at: UnixMillis,
+}
+
+/// Do-not-call changes for numbers the appliance holds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DncDelta {
+    /// Entries added, per number.
+    pub added: Vec<(PhoneNumber, DncEntry)>,
+    /// Numbers whose entries were all removed.
+    pub cleared: Vec<PhoneNumber>,
+}
+
+/// The agents who may log in on an appliance.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgentRoster {
+    /// Changes with every edit; a roster with a lower version than the stored one is
+    /// ignored.
+    pub version: u64,
+    /// The agent groups.
+    pub groups: Vec<AgentGroupBrief>,
+    /// The agents (enabled ones only).
+    pub agents: Vec<AgentBrief>,
+}
+
+/// An agent group as the appliance needs it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgentGroupBrief {
+    /// The group.
+    pub group: AgentGroupId,
+    /// Its name.
+    pub name: String,
+}
+
+/// An agent as the appliance needs it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgentBrief {
+    /// The agent.
+    pub agent: AgentId,
+    /// Display name.
+    pub name: String,
+    /// Login for the agent page.
+    pub login: String,
+    /// Argon2 PHC string of the agent-page password (never the password).
+    pub password_phc: String,
+    /// The SIP username of the agent's phone; the phone registers with the appliance's
+    /// registrar under the credentials the box's `[sip]` phone list holds for it.
+    pub sip_username: String,
+    /// Skills, for routing.
+    pub skills: Vec<String>,
+    /// Groups the agent belongs to.
+    pub groups: Vec<AgentGroupId>,
+}
+
+/// An agent's state, as agent events report it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AgentState {
+    /// Logged in and free for a call.
+    Ready,
+    /// Picked for a call being connected.
+    Reserved,
+    /// On a call.
+    Talking,
+    /// After a call, until the campaign's wrap-up time has passed or a disposition is set.
+    WrapUp,
+    /// Not taking calls, with the reason the agent gave.
+    Paused { reason: String },
+    /// Not logged in.
+    LoggedOut,
+}
+
+/// One change of an agent's state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgentEvent {
+    /// The agent.
+    pub agent: AgentId,
+    /// The state entered.
+    pub state: AgentState,
+    /// When.
+    pub at: UnixMillis,
+    /// The call the state belongs to (reserved, talking, wrap-up).
+    pub call: Option<CallId>,
+    /// The campaign the call belongs to.
+    pub campaign: Option<CampaignId>,
 }
 
 /// Sent by the appliance on every (re)connection.
@@ -376,6 +587,116 @@ mod tests {
         }
         let down = DownlinkEnvelope::new(app(), 0, UnixMillis(5), Downlink::Ack { up_to: 4 });
         assert_eq!(DownlinkEnvelope::decode(&down.encode()).unwrap(), down);
+    }
+
+    #[test]
+    fn every_downlink_kind_round_trips() {
+        let number = PhoneNumber::parse("+14155550123", None).unwrap();
+        let dnc = DncEntry {
+            scope: crate::compliance::DncScope::Campaign(CampaignId(3)),
+            expires_at: Some(UnixMillis(99)),
+        };
+        let bodies = vec![
+            Downlink::Ack { up_to: 4 },
+            Downlink::Campaign(CampaignBrief {
+                campaign: CampaignId(3),
+                version: 2,
+                name: "renewals".into(),
+                dial_mode: DialMode::Predictive,
+                running: true,
+                profile: ComplianceProfile::uk(),
+                window: CallingWindow::us_default(),
+                caller_id: "+442079460000".into(),
+                script: "Hello {{first_name}}".into(),
+                disposition_codes: vec!["sale".into(), "callback".into()],
+                wrap_up_seconds: 15,
+                recording_consent_announcement: true,
+                robot_script: None,
+            }),
+            Downlink::ContactLease(ContactLease {
+                lease: LeaseId(8),
+                campaign: CampaignId(3),
+                issued_at: UnixMillis(1),
+                expires_at: UnixMillis(2),
+                contacts: vec![LeasedContact {
+                    contact: ContactId(99),
+                    number: number.clone(),
+                    time_zones: vec!["America/Los_Angeles".into()],
+                    attempts: 1,
+                    recent_attempts: vec![UnixMillis(0)],
+                    dnc: vec![dnc],
+                    fields: vec![("tier".into(), "gold".into())],
+                    tags: vec!["vip".into()],
+                    last_outcome: Some("busy".into()),
+                    last_agent: Some(AgentId(5)),
+                }],
+            }),
+            Downlink::LeaseRevoked {
+                lease: LeaseId(8),
+                reason: "campaign paused".into(),
+            },
+            Downlink::PacingGrant(PacingGrant {
+                campaign: CampaignId(3),
+                max_concurrent: 30,
+                max_attempts_per_minute: 120,
+                abandon_budget: 4,
+                expires_at: UnixMillis(3),
+            }),
+            Downlink::DncDelta(DncDelta {
+                added: vec![(number.clone(), dnc)],
+                cleared: vec![number],
+            }),
+            Downlink::RoutingPolicy {
+                version: 7,
+                policy: RoutingPolicy {
+                    rules: vec![crate::routing::RoutingRule {
+                        name: "vip".into(),
+                        when: crate::routing::Condition::Tag("vip".into()),
+                        then: crate::routing::RouteAction::AgentGroup(2),
+                    }],
+                },
+            },
+            Downlink::AgentRoster(AgentRoster {
+                version: 4,
+                groups: vec![AgentGroupBrief {
+                    group: AgentGroupId(2),
+                    name: "seniors".into(),
+                }],
+                agents: vec![AgentBrief {
+                    agent: AgentId(5),
+                    name: "Ada".into(),
+                    login: "ada".into(),
+                    password_phc: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
+                    sip_username: "1001".into(),
+                    skills: vec!["spanish".into()],
+                    groups: vec![AgentGroupId(2)],
+                }],
+            }),
+        ];
+        for (i, body) in bodies.into_iter().enumerate() {
+            let env = DownlinkEnvelope::new(app(), i as u64 + 1, UnixMillis(5), body);
+            assert_eq!(DownlinkEnvelope::decode(&env.encode()).unwrap(), env);
+        }
+        let events = vec![
+            Uplink::AgentEvent(AgentEvent {
+                agent: AgentId(5),
+                state: AgentState::Paused {
+                    reason: "lunch".into(),
+                },
+                at: UnixMillis(9),
+                call: None,
+                campaign: None,
+            }),
+            Uplink::LeaseReturn {
+                lease: LeaseId(8),
+                contacts: vec![ContactId(99)],
+                reason: "grant expired".into(),
+            },
+        ];
+        for body in events {
+            let env = UplinkEnvelope::new(app(), 1, UnixMillis(5), body);
+            assert_eq!(UplinkEnvelope::decode(&env.encode()).unwrap(), env);
+        }
     }
 
     #[test]

@@ -15,8 +15,7 @@
 
 use crate::store::Store;
 use callgate_common::time::UnixMillis;
-use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use serde::Serialize;
 
 /// Why a routing operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -33,126 +32,16 @@ pub enum RoutingError {
     Db(#[from] sqlx::Error),
 }
 
-/// What a rule tests.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", deny_unknown_fields)]
-pub enum Condition {
-    /// Every call.
-    Always,
-    /// A contact custom field equals a value (case-insensitive).
-    Field { name: String, equals: String },
-    /// The contact has this tag.
-    Tag(String),
-    /// The contact's last outcome or disposition equals this (case-insensitive).
-    LastOutcome(String),
-    /// The call belongs to this campaign.
-    Campaign(i64),
-    /// All of these hold.
-    All(Vec<Condition>),
-    /// Any of these holds.
-    Any(Vec<Condition>),
-}
-
-/// Where the call goes.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", deny_unknown_fields)]
-pub enum RouteAction {
-    /// Any free agent of this group.
-    AgentGroup(i64),
-    /// The agent who last spoke to this contact; this group when that agent is not free.
-    LastAgent { fallback_group: i64 },
-    /// A robot script, no agent.
-    RobotScript(String),
-}
-
-/// One rule: the first whose condition holds decides.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RoutingRule {
-    pub name: String,
-    pub when: Condition,
-    pub then: RouteAction,
-}
-
-/// The ordered rules.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RoutingPolicy {
-    pub rules: Vec<RoutingRule>,
-}
-
-/// What is known about a call when it is answered.
-#[derive(Debug, Clone, Default)]
-pub struct CallFacts {
-    pub campaign: Option<i64>,
-    pub fields: BTreeMap<String, String>,
-    pub tags: Vec<String>,
-    pub last_outcome: Option<String>,
-}
-
-impl Condition {
-    fn holds(&self, f: &CallFacts) -> bool {
-        match self {
-            Condition::Always => true,
-            Condition::Field { name, equals } => f
-                .fields
-                .get(name)
-                .is_some_and(|v| v.eq_ignore_ascii_case(equals)),
-            Condition::Tag(t) => f.tags.iter().any(|x| x.eq_ignore_ascii_case(t)),
-            Condition::LastOutcome(o) => f
-                .last_outcome
-                .as_deref()
-                .is_some_and(|x| x.eq_ignore_ascii_case(o)),
-            Condition::Campaign(c) => f.campaign == Some(*c),
-            Condition::All(cs) => cs.iter().all(|c| c.holds(f)),
-            Condition::Any(cs) => cs.iter().any(|c| c.holds(f)),
-        }
-    }
-
-    fn depth(&self) -> usize {
-        match self {
-            Condition::All(cs) | Condition::Any(cs) => {
-                1 + cs.iter().map(Condition::depth).max().unwrap_or(0)
-            }
-            _ => 1,
+impl From<callgate_common::routing::InvalidPolicy> for RoutingError {
+    fn from(e: callgate_common::routing::InvalidPolicy) -> Self {
+        RoutingError::Invalid {
+            field: e.field,
+            reason: e.reason,
         }
     }
 }
 
-impl RoutingPolicy {
-    /// The action of the first rule whose condition holds, and that rule's name.
-    pub fn decide(&self, facts: &CallFacts) -> Option<(&str, &RouteAction)> {
-        self.rules
-            .iter()
-            .find(|r| r.when.holds(facts))
-            .map(|r| (r.name.as_str(), &r.then))
-    }
-
-    /// Checks the rules' shape; the error names the rule at fault.
-    pub fn validate(&self) -> Result<(), RoutingError> {
-        if self.rules.len() > 1000 {
-            return Err(RoutingError::Invalid {
-                field: "rules".into(),
-                reason: "at most 1000 rules".into(),
-            });
-        }
-        for (i, r) in self.rules.iter().enumerate() {
-            if r.name.trim().is_empty() || r.name.len() > 200 {
-                return Err(RoutingError::Invalid {
-                    field: format!("rules[{i}].name"),
-                    reason: "must be 1 to 200 characters".into(),
-                });
-            }
-            if r.when.depth() > 8 {
-                return Err(RoutingError::Invalid {
-                    field: format!("rules[{i}].when"),
-                    reason: "conditions nest at most 8 deep".into(),
-                });
-            }
-        }
-        Ok(())
-    }
-}
+pub use callgate_common::routing::{CallFacts, Condition, RouteAction, RoutingPolicy, RoutingRule};
 
 /// A saved version.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -285,9 +174,7 @@ mod tests {
                 then: RouteAction::RobotScript("s".into()),
             }],
         };
-        assert!(
-            matches!(p.validate(), Err(RoutingError::Invalid { field, .. }) if field == "rules[0].when")
-        );
+        assert!(matches!(p.validate(), Err(e) if e.field == "rules[0].when"));
         let any = Condition::Any(vec![Condition::Campaign(1), Condition::Tag("vip".into())]);
         assert!(any.holds(&facts("", &["VIP"], None)));
         assert!(
