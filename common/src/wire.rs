@@ -150,6 +150,9 @@ impl Uplink {
 }
 
 /// Everything the coordinator sends.
+// Decoded one message at a time and matched at once; boxing the larger variants would
+// only add allocations.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub enum Downlink {
