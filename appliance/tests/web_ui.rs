@@ -212,6 +212,8 @@ async fn factory_reset_needs_the_typed_confirmation_and_returns_to_setup() {
         .await;
     assert_eq!(location(&r), "/setup");
     assert!(!b.identity_dir().exists());
+    // The daemon restarts in place after a reset; the box comes back without an account.
+    b.wait_until_up().await;
     assert_eq!(location(&b.get("/status", Some(&cookie)).await), "/setup");
 }
 

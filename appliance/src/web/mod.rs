@@ -7,11 +7,13 @@
 //! live by Server-Sent Events (`/events`).
 //!
 //! Rooms: [`auth`] (accounts, sessions, login throttling), [`tls`] (the certificate),
-//! [`status`] (what the pages show), [`pages`] (the handlers and templates).
+//! [`status`] (what the pages show), [`pages`] (the handlers and templates), [`cloud`]
+//! (the cloud-link page and enrollment by claim code).
 //! Must not: change call handling or the store's call data; it reads the daemon's state and
 //! calls its documented controls only.
 
 pub mod auth;
+pub mod cloud;
 pub mod pages;
 pub mod status;
 pub mod tls;
@@ -55,6 +57,8 @@ pub struct WebState {
     pub(crate) fingerprint: String,
     pub(crate) reboot_command: Vec<String>,
     pub(crate) identity_dir: PathBuf,
+    pub(crate) data_dir: PathBuf,
+    pub(crate) restart: crate::restart::RestartSwitch,
 }
 
 /// How the UI is set up (from `[web]` in the config).
@@ -72,6 +76,8 @@ pub struct WebSettings {
     pub reboot_command: Vec<String>,
     /// What a factory reset removes besides the UI account: the enrollment identity.
     pub identity_dir: PathBuf,
+    /// Pulled after an enrollment or a factory reset from the UI.
+    pub restart: crate::restart::RestartSwitch,
 }
 
 /// The bound, ready-to-serve UI.
@@ -98,6 +104,7 @@ impl WebUi {
                 addr: settings.listen,
                 source,
             })?;
+        let data_dir = status.data_dir.clone();
         let state = WebState {
             sessions: Sessions::new(status.store.pool().clone(), settings.sessions),
             throttle: Arc::new(Mutex::new(LoginThrottle::new(ThrottlePolicy::default()))),
@@ -106,6 +113,8 @@ impl WebUi {
             fingerprint: cert.fingerprint.clone(),
             reboot_command: settings.reboot_command.clone(),
             identity_dir: settings.identity_dir.clone(),
+            data_dir,
+            restart: settings.restart.clone(),
         };
         Ok(WebUi {
             listener,

@@ -146,6 +146,19 @@ impl Appliance {
         set.split(';').next().unwrap().to_string()
     }
 
+    /// Waits until the UI answers again (after a restart in place), at most 30 s.
+    pub async fn wait_until_up(&self) {
+        let start = Instant::now();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        while self.client.get(self.url("/login")).send().await.is_err() {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "the UI did not come back"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     pub fn identity_dir(&self) -> PathBuf {
         self.dir.path().join("data/identity")
     }
