@@ -8,12 +8,13 @@
 //!
 //! Rooms: [`auth`] (accounts, sessions, login throttling), [`tls`] (the certificate),
 //! [`status`] (what the pages show), [`pages`] (the handlers and templates), [`cloud`]
-//! (the cloud-link page and enrollment by claim code).
+//! (the cloud-link page and enrollment by claim code), [`logs`] (recent log lines).
 //! Must not: change call handling or the store's call data; it reads the daemon's state and
 //! calls its documented controls only.
 
 pub mod auth;
 pub mod cloud;
+pub mod logs;
 pub mod pages;
 pub mod status;
 pub mod tls;

@@ -37,6 +37,8 @@ pub fn router(state: WebState) -> Router {
         .route("/system/factory-reset", post(factory_reset))
         .route("/cloud", get(super::cloud::cloud_page))
         .route("/cloud/enroll", post(super::cloud::enroll_submit))
+        .route("/logs", get(super::logs::logs_page))
+        .route("/logs.txt", get(super::logs::logs_download))
         .route("/static/app.css", get(css))
         .route("/static/live.js", get(live_js))
         .layer(axum::middleware::map_response(security_headers))
