@@ -125,6 +125,7 @@ pub async fn run(
             reboot_command: config.raw.web.reboot_command.clone(),
             identity_dir: data_dir.join("identity"),
             restart: restart.clone(),
+            sip: config.sip.clone(),
         };
         let enrolled_as = crate::sync::enroll::Enrollment::load(
             &crate::sync::identity::IdentityDir::in_data_dir(data_dir),

@@ -8,12 +8,14 @@
 //!
 //! Rooms: [`auth`] (accounts, sessions, login throttling), [`tls`] (the certificate),
 //! [`status`] (what the pages show), [`pages`] (the handlers and templates), [`cloud`]
-//! (the cloud-link page and enrollment by claim code), [`logs`] (recent log lines).
+//! (the cloud-link page and enrollment by claim code), [`logs`] (recent log lines),
+//! [`diagnostics`] (a test call with its SIP ladder).
 //! Must not: change call handling or the store's call data; it reads the daemon's state and
 //! calls its documented controls only.
 
 pub mod auth;
 pub mod cloud;
+pub mod diagnostics;
 pub mod logs;
 pub mod pages;
 pub mod status;
@@ -60,6 +62,7 @@ pub struct WebState {
     pub(crate) identity_dir: PathBuf,
     pub(crate) data_dir: PathBuf,
     pub(crate) restart: crate::restart::RestartSwitch,
+    pub(crate) sip: Option<crate::sip::config::SipSettings>,
 }
 
 /// How the UI is set up (from `[web]` in the config).
@@ -79,6 +82,8 @@ pub struct WebSettings {
     pub identity_dir: PathBuf,
     /// Pulled after an enrollment or a factory reset from the UI.
     pub restart: crate::restart::RestartSwitch,
+    /// The box's SIP settings, for the diagnostics page's test call.
+    pub sip: Option<crate::sip::config::SipSettings>,
 }
 
 /// The bound, ready-to-serve UI.
@@ -116,6 +121,7 @@ impl WebUi {
             identity_dir: settings.identity_dir.clone(),
             data_dir,
             restart: settings.restart.clone(),
+            sip: settings.sip.clone(),
         };
         Ok(WebUi {
             listener,

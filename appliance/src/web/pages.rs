@@ -38,6 +38,11 @@ pub fn router(state: WebState) -> Router {
         .route("/cloud", get(super::cloud::cloud_page))
         .route("/cloud/enroll", post(super::cloud::enroll_submit))
         .route("/logs", get(super::logs::logs_page))
+        .route("/diagnostics", get(super::diagnostics::diagnostics_page))
+        .route(
+            "/diagnostics/call",
+            post(super::diagnostics::test_call_submit),
+        )
         .route("/logs.txt", get(super::logs::logs_download))
         .route("/static/app.css", get(css))
         .route("/static/live.js", get(live_js))

@@ -35,13 +35,18 @@ pub const PASSWORD: &str = "correct horse battery";
 
 impl Appliance {
     pub async fn start() -> Appliance {
+        Appliance::start_with("").await
+    }
+
+    /// Starts the box with `extra` TOML appended to the config (e.g. a `[sip]` section).
+    pub async fn start_with(extra: &str) -> Appliance {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let dir = tempfile::tempdir().unwrap();
         let (web, ops) = (free_port(), free_port());
         let config = format!(
             "[appliance]\nid = \"branch-web\"\ndata_dir = \"data\"\n\
              [ops]\nlisten = \"127.0.0.1:{ops}\"\n\
-             [web]\nlisten = \"127.0.0.1:{web}\"\nsession_idle_minutes = 5\n"
+             [web]\nlisten = \"127.0.0.1:{web}\"\nsession_idle_minutes = 5\n{extra}"
         );
         std::fs::write(dir.path().join("config.toml"), config).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_callgate-appliance"))
