@@ -37,6 +37,7 @@ pub struct BoardTask {
     tx: mpsc::Sender<Command>,
     join: Option<JoinHandle<()>>,
     temperature: TemperatureCell,
+    factory_reset: Arc<tokio::sync::Notify>,
 }
 
 impl BoardTask {
@@ -46,11 +47,13 @@ impl BoardTask {
         let policy = WatchdogPolicy::default();
         let temperature: TemperatureCell = Arc::new(Mutex::new(None));
         let cell = temperature.clone();
+        let factory_reset = Arc::new(tokio::sync::Notify::new());
+        let reset = factory_reset.clone();
         let join = match config.kind {
             BoardKind::None => return Ok(None),
             BoardKind::Simulated => {
                 let board = SimBoard::new(36_500, policy, Duration::from_secs(60), Duration::ZERO);
-                spawn(board.panel, rx, cell, |_| Ok(()))
+                spawn(board.panel, rx, cell, reset, |_| Ok(()))
             }
             BoardKind::Linux => {
                 let led_lines: [u32; 4] =
@@ -70,7 +73,9 @@ impl BoardTask {
                     watchdog_device: config.watchdog_device.clone(),
                 };
                 let panel = linux::open_panel(&linux_config, policy, Duration::ZERO)?;
-                spawn(panel, rx, cell, |dog: linux::LinuxWatchdog| dog.disarm())
+                spawn(panel, rx, cell, reset, |dog: linux::LinuxWatchdog| {
+                    dog.disarm()
+                })
             }
         };
         tracing::info!(kind = ?config.kind, "board started");
@@ -78,12 +83,19 @@ impl BoardTask {
             tx,
             join: Some(join),
             temperature,
+            factory_reset,
         }))
     }
 
     /// The cell holding the last temperature reading.
     pub fn temperature(&self) -> TemperatureCell {
         self.temperature.clone()
+    }
+
+    /// Notified when the button was held through boot: the daemon performs the factory
+    /// reset ([`crate::reset`]) and restarts.
+    pub fn factory_reset_requested(&self) -> Arc<tokio::sync::Notify> {
+        self.factory_reset.clone()
     }
 
     /// Shows `pattern` on `led`.
@@ -109,6 +121,7 @@ fn spawn<L, B, I, W>(
     panel: FrontPanel<L, B, I, W>,
     rx: mpsc::Receiver<Command>,
     temperature: TemperatureCell,
+    factory_reset: Arc<tokio::sync::Notify>,
     on_clean_stop: impl FnOnce(W) -> std::io::Result<()> + Send + 'static,
 ) -> JoinHandle<()>
 where
@@ -119,7 +132,7 @@ where
 {
     std::thread::Builder::new()
         .name("board".into())
-        .spawn(move || run(panel, rx, temperature, on_clean_stop))
+        .spawn(move || run(panel, rx, temperature, factory_reset, on_clean_stop))
         .expect("spawning the board thread")
 }
 
@@ -127,6 +140,7 @@ fn run<L, B, I, W>(
     mut panel: FrontPanel<L, B, I, W>,
     rx: mpsc::Receiver<Command>,
     temperature: TemperatureCell,
+    factory_reset: Arc<tokio::sync::Notify>,
     on_clean_stop: impl FnOnce(W) -> std::io::Result<()>,
 ) where
     L: OutputPin,
@@ -167,12 +181,12 @@ fn run<L, B, I, W>(
         }
         panel.handle_timeout(epoch.elapsed());
         while let Some(event) = panel.poll_event() {
-            report(event);
+            report(event, &factory_reset);
         }
     }
 }
 
-fn report(event: PanelEvent) {
+fn report(event: PanelEvent, factory_reset: &tokio::sync::Notify) {
     match event {
         PanelEvent::Button(ButtonEvent::ShortPress) => {
             metrics::counter!("callgate_board_button_events_total", "event" => "short_press")
@@ -190,6 +204,7 @@ fn report(event: PanelEvent) {
             metrics::counter!("callgate_board_button_events_total", "event" => "factory_reset")
                 .increment(1);
             tracing::warn!("button held 10 s at boot: factory reset requested");
+            factory_reset.notify_one();
         }
         PanelEvent::Button(ButtonEvent::LongPress) => {
             metrics::counter!("callgate_board_button_events_total", "event" => "long_press")
@@ -204,5 +219,35 @@ fn report(event: PanelEvent) {
         }
         PanelEvent::WatchdogResumed => tracing::info!("watchdog kicks resumed"),
         PanelEvent::Fault(e) => tracing::warn!(error = %e, "board fault"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn notified_now(n: &tokio::sync::Notify) -> bool {
+        tokio::time::timeout(Duration::from_millis(50), n.notified())
+            .await
+            .is_ok()
+    }
+
+    #[tokio::test]
+    async fn only_the_hold_through_boot_asks_for_a_factory_reset() {
+        let reset = tokio::sync::Notify::new();
+        report(PanelEvent::Button(ButtonEvent::LongPress), &reset);
+        report(PanelEvent::Button(ButtonEvent::ShortPress), &reset);
+        assert!(
+            !notified_now(&reset).await,
+            "a long press while running is not a reset"
+        );
+        report(
+            PanelEvent::Button(ButtonEvent::FactoryResetRequested),
+            &reset,
+        );
+        assert!(
+            notified_now(&reset).await,
+            "the request waits for the daemon even if nobody listens yet"
+        );
     }
 }

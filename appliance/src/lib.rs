@@ -11,6 +11,8 @@
 //! - [`web`]: the technicians' local HTTPS UI;
 //! - [`media`]: RTP port pairs and the real-time loop of each call leg;
 //! - [`recording`]: encrypted call recording (segments on disk, their list in the store);
+//! - [`reset`]: the factory reset (web UI and front-panel button);
+//! - [`restart`]: a request to restart the daemon in place (after enrollment or reset);
 //!
 //! The board (LEDs, button, sensor, watchdog, tech audio port) is its own crate,
 //! `callgate-board` (`appliance/board/`), so the acceptance suite can use it without the
@@ -20,6 +22,8 @@ pub mod board;
 pub mod config;
 pub mod media;
 pub mod recording;
+pub mod reset;
+pub mod restart;
 pub mod server;
 pub mod sip;
 pub mod store;

@@ -237,7 +237,19 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Run => {
             observe::init_logging(&config.raw.log)?;
-            callgate_appliance::server::run(config, observe::shutdown_signal()).await?;
+            let exit = callgate_appliance::server::run(config, observe::shutdown_signal()).await?;
+            if let callgate_appliance::server::RunExit::Restart(reason) = exit {
+                // The same program, arguments and PID, started afresh with the new state.
+                use std::os::unix::process::CommandExt;
+                let program = std::env::current_exe()?;
+                tracing::warn!(%reason, program = %program.display(), "re-executing");
+                let error = std::process::Command::new(program)
+                    .args(std::env::args_os().skip(1))
+                    .exec();
+                return Err(anyhow::anyhow!(
+                    "re-executing the daemon after {reason}: {error}"
+                ));
+            }
             Ok(())
         }
         Command::Enroll {

@@ -42,11 +42,22 @@ pub enum ServerError {
 /// The program's name in health output and logs.
 pub const SERVICE: &str = "callgate-appliance";
 
-/// Opens the store, binds the ops listener and runs until `shutdown` resolves.
+/// Why [`run`] returned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunExit {
+    /// `shutdown` resolved: the daemon is done.
+    Stopped,
+    /// Something asked for a restart in place (enrollment, factory reset), for this reason.
+    Restart(String),
+}
+
+/// Opens the store, binds the ops listener and runs until `shutdown` resolves or a restart
+/// is requested.
 pub async fn run(
     config: ValidConfig,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> Result<(), ServerError> {
+) -> Result<RunExit, ServerError> {
+    let restart = crate::restart::RestartSwitch::new();
     let metrics = observe::install_metrics();
     let store = Store::open(&config.raw.appliance.data_dir).await?;
     let board = BoardTask::start(&config.raw.board)?.map(Arc::new);
@@ -63,6 +74,20 @@ pub async fn run(
         })
     });
     let sync = crate::sync::service::SyncTask::start(&config, store.pool()).await?;
+    // The button held through boot: factory reset, then a fresh start without identity.
+    let button_reset = board.as_ref().map(|board| {
+        let requested = board.factory_reset_requested();
+        let pool = store.pool().clone();
+        let identity_dir = config.raw.appliance.data_dir.join("identity");
+        let restart = restart.clone();
+        tokio::spawn(async move {
+            requested.notified().await;
+            match crate::reset::factory_reset(&pool, &identity_dir).await {
+                Ok(_) => restart.request("factory reset from the front-panel button"),
+                Err(e) => tracing::error!(error = %e, "factory reset from the button failed"),
+            }
+        })
+    });
     let listener = TcpListener::bind(config.ops_listen)
         .await
         .map_err(|source| ServerError::Bind {
@@ -99,13 +124,21 @@ pub async fn run(
             },
             reboot_command: config.raw.web.reboot_command.clone(),
             identity_dir: data_dir.join("identity"),
+            restart: restart.clone(),
+            sip: config.sip.clone(),
         };
+        let enrolled_as = crate::sync::enroll::Enrollment::load(
+            &crate::sync::identity::IdentityDir::in_data_dir(data_dir),
+        )
+        .map(|e| e.appliance.to_string());
         let source = crate::web::status::StatusSource {
-            appliance: config.id.as_ref().map(ToString::to_string),
+            appliance: config.id.as_ref().map(ToString::to_string).or(enrolled_as),
             started: std::time::Instant::now(),
             store: store.clone(),
             data_dir: data_dir.clone(),
             temperature: board.as_ref().map(|b| b.temperature()).unwrap_or_default(),
+            link: sync.status.clone(),
+            outbox: sync.outbox.clone(),
         };
         let ui = crate::web::WebUi::bind(&settings, source)?;
         let web_addr = ui.local_addr().map_err(ServerError::Serve)?;
@@ -142,9 +175,15 @@ pub async fn run(
     };
     let app = observe::ops_router(SERVICE, env!("CARGO_PKG_VERSION"), checks, metrics);
     metrics::gauge!("callgate_appliance_up").set(1.0);
+    let restart_wait = restart.clone();
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
-            shutdown.await;
+            tokio::select! {
+                () = shutdown => {}
+                reason = restart_wait.requested() => {
+                    tracing::warn!(%reason, "restarting the daemon");
+                }
+            }
             let _ = stop_tx.send(true);
         })
         .await
@@ -156,6 +195,9 @@ pub async fn run(
             Ok(Ok(())) => {}
         }
     }
+    if let Some(reset) = button_reset {
+        reset.abort();
+    }
     if let Some(feed) = health_feed {
         feed.abort();
         let _ = feed.await;
@@ -166,5 +208,8 @@ pub async fn run(
     sync.stop().await;
     store.pool().close().await;
     tracing::info!("appliance stopped");
-    Ok(())
+    Ok(match restart.reason() {
+        Some(reason) => RunExit::Restart(reason),
+        None => RunExit::Stopped,
+    })
 }

@@ -212,6 +212,8 @@ async fn factory_reset_needs_the_typed_confirmation_and_returns_to_setup() {
         .await;
     assert_eq!(location(&r), "/setup");
     assert!(!b.identity_dir().exists());
+    // The daemon restarts in place after a reset; the box comes back without an account.
+    b.wait_until_up().await;
     assert_eq!(location(&b.get("/status", Some(&cookie)).await), "/setup");
 }
 
@@ -231,4 +233,53 @@ async fn reboot_is_refused_when_no_command_is_configured() {
         )
         .await;
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn the_logs_page_shows_the_daemons_own_recent_lines_filtered_and_as_a_download() {
+    let b = Appliance::start().await;
+    b.set_up().await;
+    assert_eq!(
+        location(&b.get("/logs.txt", None).await),
+        "/login",
+        "logs need a session"
+    );
+    let cookie = b.log_in().await;
+
+    let html = b.get("/logs", Some(&cookie)).await.text().await.unwrap();
+    assert!(html.contains("appliance running"), "{html}");
+    assert!(html.contains("local web UI listening"), "{html}");
+
+    let html = b
+        .get("/logs?q=web+UI+listening", Some(&cookie))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(html.contains("local web UI listening"));
+    assert!(
+        !html.contains("appliance running"),
+        "lines without the term are left out"
+    );
+    let html = b
+        .get("/logs?q=no-such-words-logged", Some(&cookie))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(html.contains("No log lines"), "{html}");
+    assert!(
+        html.contains("no-such-words-logged"),
+        "the term is echoed back"
+    );
+
+    let r = b.get("/logs.txt?q=running", Some(&cookie)).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(
+        r.headers()["content-type"].to_str().unwrap(),
+        "text/plain; charset=utf-8"
+    );
+    let text = r.text().await.unwrap();
+    assert!(text.contains("appliance running"), "{text}");
+    assert!(!text.contains("\u{1b}["), "no terminal colour codes");
 }

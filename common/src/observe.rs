@@ -2,6 +2,7 @@
 //!
 //! - [`LogConfig`] / [`init_logging`]: `tracing` to stderr, human-readable on a terminal,
 //!   JSON lines when `format = "json"`; `RUST_LOG` overrides the configured level.
+//! - [`recent_logs`]: the last lines logged, kept in memory (the appliance's logs page).
 //! - [`install_metrics`]: the process-wide `metrics` recorder with a Prometheus renderer.
 //! - [`ops_router`]: `GET /healthz` (JSON, 503 when a check fails) and `GET /metrics`.
 //! - [`load_toml`]: reads one TOML config file into typed structs and reports the file, the
@@ -131,25 +132,129 @@ pub async fn shutdown_signal() {
     tracing::info!("shutdown requested");
 }
 
-/// Starts logging. Call once, early in `main`.
+/// Starts logging to stderr and into [`recent_logs`]. Call once, early in `main`.
 pub fn init_logging(config: &LogConfig) -> Result<(), ConfigError> {
-    use tracing_subscriber::EnvFilter;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::{fmt, EnvFilter, Layer};
     let filter = match std::env::var("RUST_LOG") {
         Ok(from_env) if !from_env.is_empty() => EnvFilter::try_new(&from_env)
             .map_err(|e| ConfigError::invalid("RUST_LOG", e.to_string()))?,
         _ => EnvFilter::try_new(&config.level)
             .map_err(|e| ConfigError::invalid("log.level", e.to_string()))?,
     };
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let result = match config.format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    let recent = fmt::layer().with_ansi(false).with_writer(recent_logs());
+    let (stderr, recent) = match config.format {
+        LogFormat::Text => (
+            fmt::layer().with_writer(std::io::stderr).boxed(),
+            recent.boxed(),
+        ),
+        LogFormat::Json => (
+            fmt::layer()
+                .json()
+                .flatten_event(true)
+                .with_writer(std::io::stderr)
+                .boxed(),
+            recent.json().flatten_event(true).boxed(),
+        ),
     };
     // A second init (tests starting two servers in one process) keeps the first subscriber.
-    let _ = result;
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(stderr)
+        .with(recent)
+        .try_init();
     Ok(())
+}
+
+/// How many lines [`recent_logs`] keeps.
+pub const RECENT_LOG_LINES: usize = 2000;
+
+/// The most recent log lines of this process, oldest first, as they were written (without
+/// terminal colours). Bounded: the oldest line goes when a new one arrives at capacity.
+#[derive(Debug)]
+pub struct RecentLogs {
+    lines: std::sync::Mutex<std::collections::VecDeque<String>>,
+    capacity: usize,
+}
+
+impl RecentLogs {
+    /// An empty buffer keeping `capacity` lines.
+    pub fn new(capacity: usize) -> RecentLogs {
+        RecentLogs {
+            lines: std::sync::Mutex::new(std::collections::VecDeque::with_capacity(capacity)),
+            capacity,
+        }
+    }
+
+    /// Appends every line of `text`.
+    pub fn push(&self, text: &str) {
+        let mut lines = self.lines.lock().unwrap_or_else(|p| p.into_inner());
+        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+            if lines.len() == self.capacity {
+                lines.pop_front();
+            }
+            lines.push_back(line.to_string());
+        }
+    }
+
+    /// The newest `limit` lines that contain `needle` (case-insensitive; every line when
+    /// empty), oldest first.
+    pub fn tail(&self, needle: &str, limit: usize) -> Vec<String> {
+        let needle = needle.to_lowercase();
+        let lines = self.lines.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out: Vec<String> = lines
+            .iter()
+            .rev()
+            .filter(|l| needle.is_empty() || l.to_lowercase().contains(&needle))
+            .take(limit)
+            .cloned()
+            .collect();
+        out.reverse();
+        out
+    }
+}
+
+/// This process's recent log lines (filled once [`init_logging`] ran).
+pub fn recent_logs() -> &'static RecentLogs {
+    static RECENT: std::sync::OnceLock<RecentLogs> = std::sync::OnceLock::new();
+    RECENT.get_or_init(|| RecentLogs::new(RECENT_LOG_LINES))
+}
+
+/// One formatted event on its way into [`RecentLogs`]; stored when dropped.
+pub struct RecentLogWriter {
+    target: &'static RecentLogs,
+    buffer: Vec<u8>,
+}
+
+impl std::io::Write for RecentLogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.buffer.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for RecentLogWriter {
+    fn drop(&mut self) {
+        if !self.buffer.is_empty() {
+            self.target.push(&String::from_utf8_lossy(&self.buffer));
+        }
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for &'static RecentLogs {
+    type Writer = RecentLogWriter;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        RecentLogWriter {
+            target: self,
+            buffer: Vec::new(),
+        }
+    }
 }
 
 /// Installs the Prometheus recorder for this process, or returns the one already installed.
@@ -270,6 +375,40 @@ mod tests {
     use axum::body::Body;
     use axum::http::Request;
     use tower::ServiceExt;
+
+    #[test]
+    fn recent_logs_keep_the_newest_lines_and_filter_them() {
+        let logs = RecentLogs::new(3);
+        logs.push("one INFO start\n");
+        logs.push("two WARN link down\nthree INFO link up\n\n");
+        logs.push("four ERROR store failed");
+        assert_eq!(
+            logs.tail("", 10),
+            vec![
+                "two WARN link down",
+                "three INFO link up",
+                "four ERROR store failed"
+            ],
+            "the oldest line went, blank lines are not kept"
+        );
+        assert_eq!(logs.tail("link", 1), vec!["three INFO link up"]);
+        assert_eq!(logs.tail("error", 10), vec!["four ERROR store failed"]);
+    }
+
+    #[test]
+    fn an_event_written_in_pieces_is_stored_once_whole() {
+        use std::io::Write;
+        use tracing_subscriber::fmt::MakeWriter;
+        static LOGS: std::sync::OnceLock<RecentLogs> = std::sync::OnceLock::new();
+        let logs: &'static RecentLogs = LOGS.get_or_init(|| RecentLogs::new(10));
+        {
+            let mut w = logs.make_writer();
+            w.write_all(b"2026-11-21 WARN ").unwrap();
+            w.write_all(b"link down\n").unwrap();
+            assert!(logs.tail("", 10).is_empty(), "nothing until the event ends");
+        }
+        assert_eq!(logs.tail("", 10), vec!["2026-11-21 WARN link down"]);
+    }
 
     #[derive(Debug, Deserialize)]
     #[serde(deny_unknown_fields)]

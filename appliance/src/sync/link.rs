@@ -10,6 +10,7 @@ use super::backoff::Backoff;
 use super::identity::IdentityDir;
 use super::load::fnv1a64;
 use super::outbox_store::{read_state, write_state, UplinkOutbox, DOWNLINK_APPLIED};
+use super::status::{LinkStatus, LinkStatusCell};
 use super::SyncError;
 use callgate_common::ids::ApplianceId;
 use callgate_common::outbox::{ClockSkew, Inbox, OutboxEvent, Verdict};
@@ -45,6 +46,8 @@ pub struct LinkSettings {
     pub firmware: String,
     /// Ask for a new certificate when the current one has less than this left.
     pub renew_before: Duration,
+    /// Where the link publishes its state for the status page.
+    pub status: LinkStatusCell,
 }
 
 /// Why [`run`] returned.
@@ -69,6 +72,7 @@ impl LinkSettings {
             clock_skew_alarm: Duration::from_secs(5),
             firmware: env!("CARGO_PKG_VERSION").into(),
             renew_before: Duration::from_secs(30 * 86_400),
+            status: LinkStatusCell::new(LinkStatus::not_enrolled()),
         }
     }
 }
@@ -88,6 +92,7 @@ pub async fn run(
     outbox: Arc<UplinkOutbox>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<LinkExit, SyncError> {
+    settings.status.connecting(UnixMillis::now());
     let tls = identity.client_tls()?;
     let app = settings.appliance.clone();
     let mut opts = MqttOptions::new(app.as_str(), &settings.broker_host, settings.broker_port);
@@ -242,6 +247,7 @@ async fn serve(
                 None => return Ok(LinkExit::Stopped),
                 Some(LinkEvent::Connected { session_present }) => {
                     tracing::info!(session_present, "link up");
+                    settings.status.online(UnixMillis::now());
                     metrics::gauge!("callgate_sync_link_up").set(1.0);
                     connected = true;
                     renewal_check = Instant::now();
@@ -263,10 +269,12 @@ async fn serve(
                         tracing::debug!(%reason, "broker unreachable");
                     }
                     metrics::gauge!("callgate_sync_link_up").set(0.0);
+                    settings.status.offline(UnixMillis::now(), &reason);
                     connected = false;
                     outbox.disconnected().await;
                 }
                 Some(LinkEvent::Message(bytes)) => {
+                    settings.status.downlink(UnixMillis::now());
                     if on_downlink(settings, identity, pool, outbox, &mut inbox, &bytes).await? {
                         if let Some(up_to) = inbox.poll_ack(Instant::now() + Duration::from_secs(3600)) {
                             let ack = UplinkEnvelope::new(app.clone(), 0, UnixMillis::now(), Uplink::Ack { up_to });

@@ -1,7 +1,8 @@
 //! # sync — the appliance's half of the link to the coordinator (issue 5)
 //!
 //! Owns: the uplink outbox in SQLite ([`outbox_store`], tables `sync_outbox` and
-//! `sync_state`), the MQTT-over-mutual-TLS driver ([`link`]), the box's identity files
+//! `sync_state`), the MQTT-over-mutual-TLS driver ([`link`]) and its published state
+//! ([`status`]), the box's identity files
 //! ([`identity`]), the reconnect backoff ([`backoff`]) and a synthetic call-record source for
 //! tests and the benchmark ([`load`]).
 //!
@@ -20,6 +21,7 @@ pub mod load;
 pub mod outbox_store;
 pub mod service;
 pub mod settings;
+pub mod status;
 
 use callgate_common::outbox::OutboxError;
 use callgate_common::wire::WireError;

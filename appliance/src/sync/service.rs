@@ -5,6 +5,7 @@
 use super::identity::IdentityDir;
 use super::link::{self, LinkSettings};
 use super::outbox_store::UplinkOutbox;
+use super::status::{LinkStatus, LinkStatusCell};
 use super::SyncError;
 use callgate_common::outbox::OutboxConfig;
 use sqlx::SqlitePool;
@@ -98,6 +99,8 @@ pub struct SyncTask {
     task: Option<tokio::task::JoinHandle<()>>,
     /// The outbox other rooms send through (`None` while the box is not enrolled).
     pub outbox: Option<Arc<tokio::sync::RwLock<Arc<UplinkOutbox>>>>,
+    /// The link's state, for the status page.
+    pub status: LinkStatusCell,
 }
 
 impl SyncTask {
@@ -115,11 +118,13 @@ impl SyncTask {
                 stop,
                 task: None,
                 outbox: None,
+                status: LinkStatusCell::new(LinkStatus::not_enrolled()),
             });
         }
         let (appliance, host, port) = link_target(config)?;
         let mut settings = LinkSettings::new(appliance, host, port);
         settings.renew_before = Duration::from_secs(config.raw.sync.renew_before_days * 86_400);
+        let status = settings.status.clone();
         let outbox_config = outbox_config(config.raw.sync.outbox_quota_mib);
         let outbox = Arc::new(UplinkOutbox::open(pool.clone(), outbox_config.clone()).await?);
         let shared = Arc::new(tokio::sync::RwLock::new(outbox));
@@ -142,6 +147,7 @@ impl SyncTask {
             stop,
             task: Some(task),
             outbox: Some(shared),
+            status,
         })
     }
 

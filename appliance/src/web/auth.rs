@@ -503,19 +503,6 @@ impl Sessions {
         tx.commit().await?;
         Ok(())
     }
-
-    /// Factory reset of the UI: removes the account and every session.
-    pub async fn erase_all(&self) -> Result<(), AccountError> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query("DELETE FROM web_session")
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("DELETE FROM web_admin")
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(())
-    }
 }
 
 /// An argon2id hash of a random password, verified against for unknown usernames.

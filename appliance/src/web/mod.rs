@@ -7,11 +7,16 @@
 //! live by Server-Sent Events (`/events`).
 //!
 //! Rooms: [`auth`] (accounts, sessions, login throttling), [`tls`] (the certificate),
-//! [`status`] (what the pages show), [`pages`] (the handlers and templates).
+//! [`status`] (what the pages show), [`pages`] (the handlers and templates), [`cloud`]
+//! (the cloud-link page and enrollment by claim code), [`logs`] (recent log lines),
+//! [`diagnostics`] (a test call with its SIP ladder).
 //! Must not: change call handling or the store's call data; it reads the daemon's state and
 //! calls its documented controls only.
 
 pub mod auth;
+pub mod cloud;
+pub mod diagnostics;
+pub mod logs;
 pub mod pages;
 pub mod status;
 pub mod tls;
@@ -55,6 +60,9 @@ pub struct WebState {
     pub(crate) fingerprint: String,
     pub(crate) reboot_command: Vec<String>,
     pub(crate) identity_dir: PathBuf,
+    pub(crate) data_dir: PathBuf,
+    pub(crate) restart: crate::restart::RestartSwitch,
+    pub(crate) sip: Option<crate::sip::config::SipSettings>,
 }
 
 /// How the UI is set up (from `[web]` in the config).
@@ -72,6 +80,10 @@ pub struct WebSettings {
     pub reboot_command: Vec<String>,
     /// What a factory reset removes besides the UI account: the enrollment identity.
     pub identity_dir: PathBuf,
+    /// Pulled after an enrollment or a factory reset from the UI.
+    pub restart: crate::restart::RestartSwitch,
+    /// The box's SIP settings, for the diagnostics page's test call.
+    pub sip: Option<crate::sip::config::SipSettings>,
 }
 
 /// The bound, ready-to-serve UI.
@@ -98,6 +110,7 @@ impl WebUi {
                 addr: settings.listen,
                 source,
             })?;
+        let data_dir = status.data_dir.clone();
         let state = WebState {
             sessions: Sessions::new(status.store.pool().clone(), settings.sessions),
             throttle: Arc::new(Mutex::new(LoginThrottle::new(ThrottlePolicy::default()))),
@@ -106,6 +119,9 @@ impl WebUi {
             fingerprint: cert.fingerprint.clone(),
             reboot_command: settings.reboot_command.clone(),
             identity_dir: settings.identity_dir.clone(),
+            data_dir,
+            restart: settings.restart.clone(),
+            sip: settings.sip.clone(),
         };
         Ok(WebUi {
             listener,

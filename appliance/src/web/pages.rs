@@ -35,6 +35,15 @@ pub fn router(state: WebState) -> Router {
         .route("/system/password", post(change_password))
         .route("/system/reboot", post(reboot))
         .route("/system/factory-reset", post(factory_reset))
+        .route("/cloud", get(super::cloud::cloud_page))
+        .route("/cloud/enroll", post(super::cloud::enroll_submit))
+        .route("/logs", get(super::logs::logs_page))
+        .route("/diagnostics", get(super::diagnostics::diagnostics_page))
+        .route(
+            "/diagnostics/call",
+            post(super::diagnostics::test_call_submit),
+        )
+        .route("/logs.txt", get(super::logs::logs_download))
         .route("/static/app.css", get(css))
         .route("/static/live.js", get(live_js))
         .layer(axum::middleware::map_response(security_headers))
@@ -60,18 +69,18 @@ async fn security_headers(mut resp: Response) -> Response {
 }
 
 /// What every page's frame shows.
-struct PageFrame {
-    box_name: String,
-    firmware: &'static str,
-    fingerprint: String,
-    username: String,
-    csrf: Option<String>,
-    error: Option<String>,
-    notice: Option<String>,
+pub(super) struct PageFrame {
+    pub(super) box_name: String,
+    pub(super) firmware: &'static str,
+    pub(super) fingerprint: String,
+    pub(super) username: String,
+    pub(super) csrf: Option<String>,
+    pub(super) error: Option<String>,
+    pub(super) notice: Option<String>,
 }
 
 impl PageFrame {
-    fn new(state: &WebState, session: Option<&Session>) -> Self {
+    pub(super) fn new(state: &WebState, session: Option<&Session>) -> Self {
         PageFrame {
             box_name: state
                 .status
@@ -86,11 +95,11 @@ impl PageFrame {
             notice: None,
         }
     }
-    fn error(mut self, e: impl ToString) -> Self {
+    pub(super) fn error(mut self, e: impl ToString) -> Self {
         self.error = Some(e.to_string());
         self
     }
-    fn notice(mut self, n: impl ToString) -> Self {
+    pub(super) fn notice(mut self, n: impl ToString) -> Self {
         self.notice = Some(n.to_string());
         self
     }
@@ -133,7 +142,7 @@ struct SystemPage {
     reboot_available: bool,
 }
 
-fn render(code: StatusCode, page: &impl Template) -> Response {
+pub(super) fn render(code: StatusCode, page: &impl Template) -> Response {
     match page.render() {
         Ok(html) => (code, Html(html)).into_response(),
         Err(e) => {
@@ -171,10 +180,10 @@ fn cookie_token(headers: &HeaderMap) -> Option<String> {
 
 /// A page behind the login: `Err` carries the response that sends the browser where it must
 /// go first (setup, login) or refuses the request; handlers use `?` on the session checks.
-type Guarded = Result<Response, Response>;
+pub(super) type Guarded = Result<Response, Response>;
 
 /// The request's session, or the response that sends the browser where it must go first.
-async fn require_session(
+pub(super) async fn require_session(
     state: &WebState,
     headers: &HeaderMap,
 ) -> Result<(String, Session), Response> {
@@ -194,7 +203,7 @@ async fn require_session(
 }
 
 /// A session whose form carried its CSRF token.
-async fn require_form_session(
+pub(super) async fn require_form_session(
     state: &WebState,
     headers: &HeaderMap,
     csrf: &str,
@@ -551,14 +560,15 @@ async fn factory_reset(
         return Err(render(StatusCode::BAD_REQUEST, &page));
     }
     tracing::warn!(user = %session.username, "factory reset from the web UI");
-    state.sessions.erase_all().await.map_err(store_failure)?;
-    match std::fs::remove_dir_all(&state.identity_dir) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => {
-            tracing::error!(error = %e, dir = %state.identity_dir.display(), "could not remove the enrollment identity")
-        }
-    }
+    crate::reset::factory_reset(state.status.store.pool(), &state.identity_dir)
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "factory reset failed");
+            let mut page = system_page_for(&state, &session);
+            page.page = page.page.error(format!("Factory reset failed: {e}"));
+            render(StatusCode::INTERNAL_SERVER_ERROR, &page)
+        })?;
+    state.restart.request("factory reset from the web UI");
     Ok(([clear_cookie()], Redirect::to("/setup")).into_response())
 }
 

@@ -1,6 +1,8 @@
 //! What the status and network pages show, gathered from the daemon and the system.
 
 use crate::store::Store;
+use crate::sync::outbox_store::UplinkOutbox;
+use crate::sync::status::{LinkState, LinkStatusCell};
 use callgate_common::time::UnixMillis;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -20,6 +22,10 @@ pub struct StatusSource {
     pub data_dir: PathBuf,
     /// The last board temperature, m°C.
     pub temperature: Arc<Mutex<Option<i32>>>,
+    /// The link to the coordinator.
+    pub link: LinkStatusCell,
+    /// The uplink outbox, while the box is enrolled.
+    pub outbox: Option<Arc<tokio::sync::RwLock<Arc<UplinkOutbox>>>>,
 }
 
 /// One status snapshot, as the page and the live stream show it (all values as text).
@@ -39,6 +45,12 @@ pub struct StatusSnapshot {
     pub temperature: String,
     /// `12% used, 3456 MiB free`.
     pub disk: String,
+    /// `online since …`, `offline since … (reason)` or `not enrolled`.
+    pub cloud_link: String,
+    /// When the coordinator was last heard from.
+    pub last_downlink: String,
+    /// Messages waiting for the coordinator's acknowledgement.
+    pub outbox: String,
 }
 
 impl StatusSource {
@@ -63,6 +75,34 @@ impl StatusSource {
             store,
             temperature,
             disk: disk_use(&self.data_dir),
+            cloud_link: describe_link(&self.link.current().state, now),
+            last_downlink: match self.link.current().last_downlink {
+                Some(t) => utc_seconds(t),
+                None => "never".into(),
+            },
+            outbox: match &self.outbox {
+                Some(outbox) => {
+                    let (waiting, acked) = outbox.read().await.depth().await;
+                    format!("{waiting} waiting, acknowledged up to #{acked}")
+                }
+                None => "off (not enrolled)".into(),
+            },
+        }
+    }
+}
+
+/// The link state in words, with how long it has been so.
+pub fn describe_link(state: &LinkState, now: UnixMillis) -> String {
+    let ago = |since: UnixMillis| {
+        let secs = u64::try_from((now.0 - since.0).max(0) / 1000).unwrap_or(0);
+        format!("{} ({} ago)", utc_seconds(since), human_duration(secs))
+    };
+    match state {
+        LinkState::NotEnrolled => "not enrolled".into(),
+        LinkState::Connecting { since } => format!("connecting since {}", ago(*since)),
+        LinkState::Online { since } => format!("online since {}", ago(*since)),
+        LinkState::Offline { since, reason } => {
+            format!("offline since {}: {reason}", ago(*since))
         }
     }
 }
@@ -156,6 +196,26 @@ mod tests {
         assert_eq!(
             utc_seconds(UnixMillis(1_795_245_727_000)),
             "2026-11-21 07:22:07 UTC"
+        );
+    }
+
+    #[test]
+    fn the_link_state_reads_as_since_when_and_why() {
+        let now = UnixMillis(1_795_245_727_000);
+        assert_eq!(describe_link(&LinkState::NotEnrolled, now), "not enrolled");
+        assert_eq!(
+            describe_link(
+                &LinkState::Offline {
+                    since: UnixMillis(now.0 - 3_725_000),
+                    reason: "connection refused".into()
+                },
+                now
+            ),
+            "offline since 2026-11-21 06:20:02 UTC (1h 2m 5s ago): connection refused"
+        );
+        assert_eq!(
+            describe_link(&LinkState::Online { since: now }, now),
+            "online since 2026-11-21 07:22:07 UTC (0s ago)"
         );
     }
 

@@ -35,13 +35,18 @@ pub const PASSWORD: &str = "correct horse battery";
 
 impl Appliance {
     pub async fn start() -> Appliance {
+        Appliance::start_with("").await
+    }
+
+    /// Starts the box with `extra` TOML appended to the config (e.g. a `[sip]` section).
+    pub async fn start_with(extra: &str) -> Appliance {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let dir = tempfile::tempdir().unwrap();
         let (web, ops) = (free_port(), free_port());
         let config = format!(
             "[appliance]\nid = \"branch-web\"\ndata_dir = \"data\"\n\
              [ops]\nlisten = \"127.0.0.1:{ops}\"\n\
-             [web]\nlisten = \"127.0.0.1:{web}\"\nsession_idle_minutes = 5\n"
+             [web]\nlisten = \"127.0.0.1:{web}\"\nsession_idle_minutes = 5\n{extra}"
         );
         std::fs::write(dir.path().join("config.toml"), config).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_callgate-appliance"))
@@ -144,6 +149,19 @@ impl Appliance {
         assert_eq!(r.status(), StatusCode::SEE_OTHER);
         let set = r.headers()[SET_COOKIE].to_str().unwrap().to_string();
         set.split(';').next().unwrap().to_string()
+    }
+
+    /// Waits until the UI answers again (after a restart in place), at most 30 s.
+    pub async fn wait_until_up(&self) {
+        let start = Instant::now();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        while self.client.get(self.url("/login")).send().await.is_err() {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "the UI did not come back"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     pub fn identity_dir(&self) -> PathBuf {

@@ -1,0 +1,155 @@
+//! The diagnostics page's test call, through the real daemon's web UI to a real SIPp
+//! carrier: the page shows the outcome and the SIP ladder; a busy carrier's answer is
+//! reported; bad form input is refused naming the field.
+
+mod common;
+mod sip_support;
+
+use common::Appliance;
+use reqwest::StatusCode;
+use sip_support::{free_udp_port, Sipp};
+
+fn csrf_of(html: &str) -> String {
+    let at = html.find("name=\"csrf\" value=\"").expect("a CSRF field") + 19;
+    html[at..at + 32].to_string()
+}
+
+fn sip_section(carrier: std::net::SocketAddr) -> String {
+    format!(
+        "[sip]\nlisten = \"127.0.0.1:{}\"\n\n[[sip.trunks]]\nname = \"carrier\"\n\
+         address = \"{carrier}\"\nmax_channels = 2\nmax_cps = 2\n",
+        free_udp_port()
+    )
+}
+
+#[tokio::test]
+async fn a_test_call_from_the_ui_shows_the_ladder_and_the_outcome() {
+    let sipp = Sipp::start(&["-sn", "uas"]);
+    let b = Appliance::start_with(&sip_section(sipp.addr)).await;
+    b.set_up().await;
+    let cookie = b.log_in().await;
+    let html = b
+        .get("/diagnostics", Some(&cookie))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(html.contains("<option value=\"carrier\""), "{html}");
+    let csrf = csrf_of(&html);
+
+    let r = b
+        .post(
+            "/diagnostics/call",
+            Some(&cookie),
+            &[
+                ("csrf", &csrf),
+                ("trunk", "carrier"),
+                ("to", "4930555"),
+                ("ring_seconds", "10"),
+                ("hold_seconds", "0"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let html = r.text().await.unwrap();
+    assert!(html.contains("Answered and completed."), "{html}");
+    for step in [
+        "INVITE sip:4930555@",
+        "SIP/2.0 180 Ringing",
+        "SIP/2.0 200 OK",
+        "ACK sip:",
+        "BYE sip:",
+    ] {
+        assert!(html.contains(step), "ladder lacks {step}: {html}");
+    }
+    let (ok, errors) = sipp.passed().await;
+    assert!(ok, "{errors}");
+}
+
+#[tokio::test]
+async fn a_busy_carrier_and_bad_input_are_reported_on_the_page() {
+    let scenario = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sipp/uas_busy.xml");
+    let sipp = Sipp::start(&["-sf", scenario]);
+    let b = Appliance::start_with(&sip_section(sipp.addr)).await;
+    b.set_up().await;
+    let cookie = b.log_in().await;
+    let html = b
+        .get("/diagnostics", Some(&cookie))
+        .await
+        .text()
+        .await
+        .unwrap();
+    let csrf = csrf_of(&html);
+    let post = |fields: Vec<(&'static str, &'static str)>| {
+        let csrf = csrf.clone();
+        let b = &b;
+        let cookie = cookie.clone();
+        async move {
+            let mut form = vec![("csrf", csrf.as_str())];
+            form.extend(fields.iter().copied());
+            let r = b.post("/diagnostics/call", Some(&cookie), &form).await;
+            (r.status(), r.text().await.unwrap())
+        }
+    };
+
+    let (status, html) = post(vec![
+        ("trunk", "carrier"),
+        ("to", "49-30"),
+        ("ring_seconds", "10"),
+        ("hold_seconds", "0"),
+    ])
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(html.contains("Number: digits only"), "{html}");
+    assert!(html.contains("value=\"49-30\""), "what was typed is kept");
+    let (status, html) = post(vec![
+        ("trunk", "nobody"),
+        ("to", "4930555"),
+        ("ring_seconds", "10"),
+        ("hold_seconds", "0"),
+    ])
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(html.contains("Trunk: no trunk named `nobody`"), "{html}");
+
+    let (status, html) = post(vec![
+        ("trunk", "carrier"),
+        ("to", "4930555"),
+        ("ring_seconds", "10"),
+        ("hold_seconds", "0"),
+    ])
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(html.contains("Not answered: 486"), "{html}");
+    assert!(html.contains("SIP/2.0 486"), "{html}");
+    let (ok, errors) = sipp.passed().await;
+    assert!(ok, "{errors}");
+}
+
+#[tokio::test]
+async fn without_sip_the_page_says_so_and_refuses_a_call() {
+    let b = Appliance::start().await;
+    b.set_up().await;
+    let cookie = b.log_in().await;
+    let html = b
+        .get("/diagnostics", Some(&cookie))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(html.contains("SIP is not configured"), "{html}");
+    let r = b
+        .post(
+            "/diagnostics/call",
+            Some(&cookie),
+            &[
+                ("csrf", &csrf_of(&html)),
+                ("trunk", "carrier"),
+                ("to", "4930555"),
+                ("ring_seconds", "10"),
+                ("hold_seconds", "0"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+}
