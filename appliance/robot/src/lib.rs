@@ -7,12 +7,16 @@
 //! - [`call`]: [`RobotCall`], the interpreter for one call, a sans-IO state machine: the daemon
 //!   feeds it prompt-finished, DTMF and timer events with the time, and polls
 //!   [`RobotAction`]s (play, say, collect, transfer, hang up).
+//! - [`tts`]: the [`TextToSpeech`] trait behind `say`, with espeak-ng ([`EspeakNg`]) as the
+//!   local engine, producing 8 kHz audio ready for G.711 frames.
 //!
 //! Must not: open sockets, read the clock, or touch SIP dialogs and RTP sessions (the daemon's
 //! drivers do, and carry out the actions).
 
 pub mod call;
 pub mod script;
+pub mod tts;
 
 pub use call::{PlaybackId, RobotAction, RobotCall, RobotOutcome};
 pub use script::{RobotScript, ScriptError};
+pub use tts::{EspeakNg, Speech, SpeechStyle, TextToSpeech, TtsError};
