@@ -9,14 +9,18 @@
 //!   [`RobotAction`]s (play, say, collect, transfer, hang up).
 //! - [`tts`]: the [`TextToSpeech`] trait behind `say`, with espeak-ng ([`EspeakNg`]) as the
 //!   local engine, producing 8 kHz audio ready for G.711 frames.
+//! - [`amd`]: answering-machine detection from the first seconds of audio
+//!   ([`MachineDetector`], [`CadenceDetector`]), its labelled test set and its benchmark.
 //!
 //! Must not: open sockets, read the clock, or touch SIP dialogs and RTP sessions (the daemon's
 //! drivers do, and carry out the actions).
 
+pub mod amd;
 pub mod call;
 pub mod script;
 pub mod tts;
 
+pub use amd::{AmdDecision, AmdVerdict, CadenceDetector, MachineDetector};
 pub use call::{PlaybackId, RobotAction, RobotCall, RobotOutcome};
 pub use script::{RobotScript, ScriptError};
 pub use tts::{EspeakNg, Speech, SpeechStyle, TextToSpeech, TtsError};
