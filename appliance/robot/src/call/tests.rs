@@ -531,3 +531,84 @@ fn digits_outside_a_collect_step_are_ignored() {
     assert!(drain(&mut call).is_empty());
     assert!(!call.variables().contains_key("input"));
 }
+
+const SURVEY: &str = r#"
+format = 1
+name = "survey"
+version = 2
+start = "intro"
+
+[steps.intro]
+kind = "play"
+file = "consent.wav"
+next = "rate"
+
+[steps.rate]
+kind = "collect"
+prompt = { say = "Rate us from 1 to 3." }
+max_digits = 1
+timeout_ms = 2000
+retries = 0
+next = "by_input"
+on_no_input = "bye"
+on_invalid = "bye"
+
+[steps.by_input]
+kind = "branch"
+on = "input"
+cases = { "3" = "happy" }
+default = "bye"
+
+[steps.happy]
+kind = "set"
+var = "score"
+value = "top {{input}}"
+next = "bye"
+
+[steps.bye]
+kind = "hangup"
+disposition = "surveyed"
+"#;
+
+#[test]
+fn a_play_step_plays_its_wav_and_moves_on_when_it_ends() {
+    let mut call = RobotCall::start(t(0), script(SURVEY), Vec::new());
+    let intro = drain(&mut call);
+    match &intro[..] {
+        [RobotAction::Play {
+            step, file, prompt, ..
+        }] => {
+            assert_eq!(step, "intro");
+            assert!(file.ends_with("consent.wav"));
+            assert_eq!(prompt.len(), 800, "the decoded 0.1 s prompt");
+        }
+        other => panic!("expected one Play, got {other:?}"),
+    }
+    call.handle_playback_finished(t(100), PlaybackId(77));
+    assert!(
+        drain(&mut call).is_empty(),
+        "another playback's end is ignored"
+    );
+    call.handle_playback_finished(t(100), playback_of(&intro));
+    assert!(matches!(
+        &drain(&mut call)[..],
+        [RobotAction::StartCollecting { step, .. }, RobotAction::Say { .. }] if step == "rate"
+    ));
+}
+
+#[test]
+fn a_branch_on_the_last_input_takes_the_matching_case() {
+    for (key_pressed, score) in [('3', Some("top 3")), ('1', None)] {
+        let mut call = RobotCall::start(t(0), script(SURVEY), Vec::new());
+        let intro = drain(&mut call);
+        call.handle_playback_finished(t(100), playback_of(&intro));
+        drain(&mut call);
+        call.handle_digit(t(200), key(key_pressed));
+        let end = drain(&mut call);
+        assert!(matches!(
+            end.last(),
+            Some(RobotAction::Hangup { disposition, .. }) if disposition == "surveyed"
+        ));
+        assert_eq!(call.variables().get("score").map(String::as_str), score);
+    }
+}

@@ -1,7 +1,7 @@
 //! The robot-script file as written (TOML, format 1), before validation.
 //!
 //! Owns the serde shape only: every table refuses unknown keys, so a typo is an error and
-//! not a silently ignored setting. Must not: check meaning (see [`super::validate`]).
+//! not a silently ignored setting. Must not: check meaning (see [`super::RobotScript::parse`]).
 //!
 //! ```toml
 //! format = 1                 # the file format; only 1 exists

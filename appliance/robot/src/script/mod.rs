@@ -1,4 +1,4 @@
-//! Robot scripts: the declarative, versioned format ([`format`]), `{{variable}}` templates
+//! Robot scripts: the declarative, versioned format ([`mod@format`]), `{{variable}}` templates
 //! ([`template`]) and the validated [`RobotScript`] the interpreter runs.
 //!
 //! Owns loading and validation: a script is refused at load, with an error naming the step
