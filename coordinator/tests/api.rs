@@ -586,3 +586,122 @@ async fn an_unreachable_callback_is_given_up_and_that_stays_visible() {
         );
     }
 }
+
+#[tokio::test]
+async fn appliances_register_with_a_claim_code_show_presence_and_revoke_on_both_backends() {
+    for backend in BACKENDS {
+        let api = Api::start(backend).await;
+        let tok = api.admin.clone();
+        let (s, ctype, v) = api
+            .call(
+                "POST",
+                "/api/v1/appliances",
+                &tok,
+                Some(json!({"name": "Branch_1", "site": "Leeds"})),
+            )
+            .await;
+        assert_eq!((s, ctype.as_str()), (422, "application/problem+json"));
+        assert_eq!(v["field"], "name", "{backend:?}: {v}");
+        let (s, _, reg) = api
+            .call(
+                "POST",
+                "/api/v1/appliances",
+                &tok,
+                Some(json!({"name": "branch-1", "site": "Leeds"})),
+            )
+            .await;
+        assert_eq!(s, 201, "{reg}");
+        assert_eq!(reg["state"], "registered");
+        assert_eq!(reg["claim_code"].as_str().unwrap().len(), 19, "{reg}");
+        assert_eq!(reg["online"], false);
+        assert_eq!(reg["last_seen_at"], Value::Null);
+
+        // The box connects and says Hello: the API shows it online with its firmware.
+        let store = &api._store.store;
+        let app = callgate_common::ids::ApplianceId::new("branch-1").unwrap();
+        let t0 = callgate_common::time::UnixMillis(1_800_000_000_000);
+        callgate_coordinator::sync::presence::hello(store.pool(), &app, "2.4.1", t0)
+            .await
+            .unwrap();
+        let (s, _, one) = api
+            .call("GET", "/api/v1/appliances/branch-1", &tok, None)
+            .await;
+        assert_eq!(s, 200);
+        assert_eq!(one["online"], true, "{one}");
+        assert_eq!(one["online_since"], t0.0);
+        assert_eq!(one["offline_since"], Value::Null);
+        assert_eq!(one["firmware"], "2.4.1");
+        assert_eq!(one["last_seen_at"], t0.0);
+        let t1 = t0.plus_millis(5_000);
+        callgate_coordinator::sync::presence::status(store.pool(), &app, false, t1)
+            .await
+            .unwrap();
+        let (_, _, page) = api.call("GET", "/api/v1/appliances", &tok, None).await;
+        assert_eq!(page["items"].as_array().unwrap().len(), 1);
+        let listed = &page["items"][0];
+        assert_eq!(listed["online"], false);
+        assert_eq!(listed["offline_since"], t1.0, "{listed}");
+        assert_eq!(listed["last_seen_at"], t0.0);
+
+        let (s, _, v) = api
+            .call("POST", "/api/v1/appliances/branch-1/revoke", &tok, None)
+            .await;
+        assert_eq!(s, 200);
+        assert_eq!(v["state"], "revoked");
+        let (s, _, v) = api
+            .call(
+                "POST",
+                "/api/v1/appliances",
+                &tok,
+                Some(json!({"name": "branch-1", "site": "Leeds"})),
+            )
+            .await;
+        assert_eq!(s, 409, "a revoked name is not registered again: {v}");
+        let (s, _, _) = api
+            .call("POST", "/api/v1/appliances/branch-9/revoke", &tok, None)
+            .await;
+        assert_eq!(s, 404);
+        let (s, _, _) = api
+            .call("GET", "/api/v1/appliances/branch-9", &tok, None)
+            .await;
+        assert_eq!(s, 404);
+        let reader = tokens::create_token(store, "r", &["appliances:read".into()])
+            .await
+            .unwrap();
+        let (s, _, _) = api
+            .call(
+                "POST",
+                "/api/v1/appliances",
+                &reader,
+                Some(json!({"name": "branch-2", "site": "York"})),
+            )
+            .await;
+        assert_eq!(s, 403);
+    }
+}
+
+#[tokio::test]
+async fn a_dnc_entry_can_be_removed_once() {
+    let api = Api::start(callgate_common::store::Backend::Sqlite).await;
+    let tok = api.admin.clone();
+    let (s, _, added) = api
+        .call(
+            "POST",
+            "/api/v1/dnc",
+            &tok,
+            Some(json!([{"number": "+14155550123", "reason": "asked"}])),
+        )
+        .await;
+    assert_eq!(s, 201);
+    let id = added["items"][0]["id"].as_i64().unwrap();
+    let (s, _, _) = api
+        .call("DELETE", &format!("/api/v1/dnc/{id}"), &tok, None)
+        .await;
+    assert_eq!(s, 204);
+    let (s, ctype, _) = api
+        .call("DELETE", &format!("/api/v1/dnc/{id}"), &tok, None)
+        .await;
+    assert_eq!((s, ctype.as_str()), (404, "application/problem+json"));
+    let (_, _, page) = api.call("GET", "/api/v1/dnc", &tok, None).await;
+    assert!(page["items"].as_array().unwrap().is_empty());
+}

@@ -253,6 +253,21 @@ pub(super) async fn list_dnc(
     Ok(Json(Page::of(items, limit, |d| d.id)).into_response())
 }
 
+pub(super) async fn remove_dnc(
+    State(s): State<ApiState>,
+    caller: Caller,
+    p: PathArg,
+) -> Result<Response, ApiError> {
+    caller.require("compliance:write")?;
+    let id = id_of(p, "id")?;
+    if !compliance::remove_dnc(&s.store, id).await? {
+        return Err(ApiError::NotFound(format!(
+            "do-not-call entry {id} does not exist"
+        )));
+    }
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
 // ---- campaigns
 
 pub(super) async fn create_campaign(

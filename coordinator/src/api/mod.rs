@@ -7,6 +7,7 @@
 //! the domain rooms ([`crate::contacts`], [`crate::campaigns`], [`crate::compliance`],
 //! [`crate::leasing`]); this room must not query tables those rooms own.
 
+mod appliances;
 mod handlers;
 pub mod openapi;
 pub mod problem;
@@ -94,6 +95,16 @@ pub fn router(state: ApiState) -> Router {
         )
         .route("/api/v1/compliance-profiles/{id}", get(get_profile))
         .route("/api/v1/dnc", get(list_dnc).post(add_dnc))
+        .route("/api/v1/dnc/{id}", axum::routing::delete(remove_dnc))
+        .route(
+            "/api/v1/appliances",
+            get(appliances::list_appliances).post(appliances::register_appliance),
+        )
+        .route("/api/v1/appliances/{name}", get(appliances::get_appliance))
+        .route(
+            "/api/v1/appliances/{name}/revoke",
+            post(appliances::revoke_appliance),
+        )
         .route(
             "/api/v1/campaigns",
             get(list_campaigns).post(create_campaign),

@@ -418,12 +418,69 @@ fn people_and_tasks_schemas() -> Value {
     })
 }
 
+fn appliance_schemas() -> Value {
+    let text = || json!({ "type": "string" });
+    let view = json!({
+        "name": { "type": "string" },
+        "site": text(),
+        "state": { "type": "string", "enum": ["registered", "enrolled", "revoked"] },
+        "created_at": int(),
+        "cert_not_after": nullable(int()),
+        "online": { "type": "boolean" },
+        "online_since": nullable(int()),
+        "offline_since": nullable(int()),
+        "last_seen_at": nullable(int()),
+        "firmware": nullable(text()),
+        "active_calls": nullable(int()),
+        "outbox_depth": nullable(int()),
+    });
+    let view_required = [
+        "name",
+        "site",
+        "state",
+        "created_at",
+        "cert_not_after",
+        "online",
+        "online_since",
+        "offline_since",
+        "last_seen_at",
+        "firmware",
+        "active_calls",
+        "outbox_depth",
+    ];
+    let mut registered = view.clone();
+    registered["claim_code"] = json!({ "type": "string", "description": "shown once: the installer types it into the box" });
+    registered["claim_expires_at"] = int();
+    let mut registered_required = view_required.to_vec();
+    registered_required.extend(["claim_code", "claim_expires_at"]);
+    json!({
+        "Appliance": obj(view, &view_required, true),
+        "RegisteredAppliance": obj(registered, &registered_required, true),
+        "NewAppliance": obj(json!({
+            "name": { "type": "string", "pattern": "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$" },
+            "site": { "type": "string", "minLength": 1, "maxLength": 200, "pattern": "\\S" },
+        }), &["name", "site"], true),
+        "AppliancePage": obj(
+            json!({ "items": { "type": "array", "items": r("Appliance") }, "next_after": nullable(int()) }),
+            &["items", "next_after"],
+            false,
+        ),
+    })
+}
+
 fn all_schemas() -> Value {
     let mut all = schemas();
-    if let (Some(a), Value::Object(more)) = (all.as_object_mut(), people_and_tasks_schemas()) {
-        a.extend(more);
+    for more in [people_and_tasks_schemas(), appliance_schemas()] {
+        if let (Some(a), Value::Object(more)) = (all.as_object_mut(), more) {
+            a.extend(more);
+        }
     }
     all
+}
+
+fn name_param() -> Value {
+    json!({ "name": "name", "in": "path", "required": true,
+            "schema": { "type": "string", "pattern": "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$" } })
 }
 
 fn build() -> Value {
@@ -908,6 +965,76 @@ fn build() -> Value {
             body: json_body(r("CallTaskResult")),
             ok: (200, Some(r("CallTask"))),
             errors: &[400, 404, 409, 422],
+        },
+    );
+    put(
+        "/api/v1/dnc/{id}",
+        "delete",
+        Op {
+            id: "removeDnc",
+            links: &[],
+            summary: "Remove one do-not-call entry (appliances holding the number are told)",
+            scope: "compliance:write",
+            params: vec![id()],
+            body: None,
+            ok: (204, None),
+            errors: &[400, 404],
+        },
+    );
+    put(
+        "/api/v1/appliances",
+        "get",
+        Op {
+            id: "listAppliances",
+            links: &[],
+            summary: "Appliances by name, with presence, firmware and last telemetry (after: how many were listed already)",
+            scope: "appliances:read",
+            params: paging(),
+            body: None,
+            ok: (200, Some(r("AppliancePage"))),
+            errors: &[400, 422],
+        },
+    );
+    put(
+        "/api/v1/appliances",
+        "post",
+        Op {
+            id: "registerAppliance",
+            links: &[],
+            summary: "Register an appliance; answers its one-time claim code (24 h)",
+            scope: "appliances:write",
+            params: vec![],
+            body: json_body(r("NewAppliance")),
+            ok: (201, Some(r("RegisteredAppliance"))),
+            errors: &[400, 409, 422],
+        },
+    );
+    put(
+        "/api/v1/appliances/{name}",
+        "get",
+        Op {
+            id: "getAppliance",
+            links: &[],
+            summary: "One appliance",
+            scope: "appliances:read",
+            params: vec![name_param()],
+            body: None,
+            ok: (200, Some(r("Appliance"))),
+            errors: &[400, 404, 422],
+        },
+    );
+    put(
+        "/api/v1/appliances/{name}/revoke",
+        "post",
+        Op {
+            id: "revokeAppliance",
+            links: &[],
+            summary: "Revoke an appliance: the link and the broker refuse it from now on",
+            scope: "appliances:write",
+            params: vec![name_param()],
+            body: None,
+            ok: (200, Some(r("Appliance"))),
+            errors: &[400, 404, 422],
         },
     );
     json!({

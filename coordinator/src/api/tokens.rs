@@ -24,6 +24,8 @@ pub const SCOPES: &[&str] = &[
     "routing:write",
     "call-tasks:read",
     "call-tasks:write",
+    "appliances:read",
+    "appliances:write",
 ];
 
 /// The caller behind a valid token.

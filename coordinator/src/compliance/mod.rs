@@ -224,6 +224,15 @@ pub async fn add_dnc(
         .bind(now)
         .fetch_one(&mut *tx)
         .await?;
+        note_dnc_change(
+            &mut tx,
+            &vault.blind_index(&number),
+            "added",
+            e.campaign_id,
+            e.expires_at,
+            now,
+        )
+        .await?;
         out.push(DncView {
             id,
             number: number.masked(),
@@ -250,6 +259,8 @@ pub async fn add_lockout(
         DncScope::Global => None,
         DncScope::Campaign(c) => Some(c.0 as i64),
     };
+    let now = UnixMillis::now().0;
+    let mut tx = store.pool().begin().await?;
     sqlx::query(
         "INSERT INTO dnc_entries (number_index, number_masked, campaign_id, expires_at, \
          reason, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
@@ -259,10 +270,59 @@ pub async fn add_lockout(
     .bind(campaign)
     .bind(entry.expires_at.map(|t| t.0))
     .bind(reason)
-    .bind(UnixMillis::now().0)
-    .execute(store.pool())
+    .bind(now)
+    .execute(&mut *tx)
+    .await?;
+    let expires = entry.expires_at.map(|t| t.0);
+    note_dnc_change(&mut tx, number_index, "added", campaign, expires, now).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Logs a do-not-call change in `dnc_changes`, in the caller's transaction: the sync room
+/// turns the log into deltas for the appliances that hold the number.
+async fn note_dnc_change(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    number_index: &[u8],
+    change: &str,
+    campaign: Option<i64>,
+    expires_at: Option<i64>,
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO dnc_changes (number_index, change, campaign_id, expires_at, created_at) \
+         VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(number_index.to_vec())
+    .bind(change)
+    .bind(campaign)
+    .bind(expires_at)
+    .bind(now)
+    .execute(&mut **tx)
     .await?;
     Ok(())
+}
+
+/// Removes one do-not-call entry; `false` when there is no entry `id`.
+pub async fn remove_dnc(store: &Store, id: i64) -> Result<bool, PolicyError> {
+    let now = UnixMillis::now().0;
+    let mut tx = store.pool().begin().await?;
+    let row: Option<(Vec<u8>, Option<i64>, Option<i64>)> = sqlx::query_as(
+        "SELECT number_index, campaign_id, expires_at FROM dnc_entries WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some((index, campaign, expires)) = row else {
+        return Ok(false);
+    };
+    sqlx::query("DELETE FROM dnc_entries WHERE id = $1")
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+    note_dnc_change(&mut tx, &index, "removed", campaign, expires, now).await?;
+    tx.commit().await?;
+    Ok(true)
 }
 
 /// A page of do-not-call entries after `after` (ids only grow, so this is also the delta

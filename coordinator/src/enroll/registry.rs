@@ -236,6 +236,97 @@ pub async fn revoke(pool: &AnyPool, name: &ApplianceId) -> Result<(), EnrollErro
     Ok(())
 }
 
+/// An appliance as HQ sees it: registration, certificate, presence and last telemetry.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ApplianceView {
+    pub name: String,
+    pub site: String,
+    /// `registered`, `enrolled` or `revoked`.
+    pub state: String,
+    pub created_at: i64,
+    /// When its certificate expires, once enrolled.
+    pub cert_not_after: Option<i64>,
+    /// Connected to the broker now.
+    pub online: bool,
+    /// Since when it has been online (when online).
+    pub online_since: Option<i64>,
+    /// Since when it has been offline (when it was seen once and is offline now).
+    pub offline_since: Option<i64>,
+    /// The last time anything was heard from it.
+    pub last_seen_at: Option<i64>,
+    /// Firmware from its last Hello.
+    pub firmware: Option<String>,
+    /// From its last telemetry.
+    pub active_calls: Option<i64>,
+    /// From its last telemetry: messages waiting on the box.
+    pub outbox_depth: Option<i64>,
+}
+
+type ViewRow = (
+    String,
+    String,
+    String,
+    i64,
+    Option<i64>,
+    Option<i64>,
+    Option<i64>,
+    Option<i64>,
+    Option<String>,
+    Option<i64>,
+    Option<i64>,
+    Option<i64>,
+);
+
+const VIEW_SQL: &str = "SELECT a.name, a.site, a.state, a.created_at, a.cert_not_after, \
+     p.online, p.since, p.last_seen_at, p.firmware, u.last_seen_at, t.active_calls, \
+     t.outbox_depth FROM appliances a \
+     LEFT JOIN appliance_presence p ON p.appliance = a.name \
+     LEFT JOIN sync_uplink_state u ON u.appliance = a.name \
+     LEFT JOIN appliance_telemetry t ON t.appliance = a.name";
+
+fn view_of(r: ViewRow) -> ApplianceView {
+    let online = r.5 == Some(1);
+    let seen = [r.7.filter(|t| *t > 0), r.9].into_iter().flatten().max();
+    ApplianceView {
+        name: r.0,
+        site: r.1,
+        state: r.2,
+        created_at: r.3,
+        cert_not_after: r.4,
+        online,
+        online_since: if online { r.6 } else { None },
+        offline_since: if r.5 == Some(0) { r.6 } else { None },
+        last_seen_at: seen,
+        firmware: r.8,
+        active_calls: r.10,
+        outbox_depth: r.11,
+    }
+}
+
+/// Appliances by name, `limit` of them after the first `skip`.
+pub async fn page(
+    pool: &AnyPool,
+    skip: i64,
+    limit: i64,
+) -> Result<Vec<ApplianceView>, EnrollError> {
+    let rows: Vec<ViewRow> =
+        sqlx::query_as(&format!("{VIEW_SQL} ORDER BY a.name LIMIT $1 OFFSET $2"))
+            .bind(limit)
+            .bind(skip)
+            .fetch_all(pool)
+            .await?;
+    Ok(rows.into_iter().map(view_of).collect())
+}
+
+/// One appliance, if registered.
+pub async fn view(pool: &AnyPool, name: &str) -> Result<Option<ApplianceView>, EnrollError> {
+    let row: Option<ViewRow> = sqlx::query_as(&format!("{VIEW_SQL} WHERE a.name = $1"))
+        .bind(name)
+        .fetch_optional(pool)
+        .await?;
+    Ok(row.map(view_of))
+}
+
 /// Every enrolled (not revoked) appliance, for the broker ACL.
 pub async fn enrolled(pool: &AnyPool) -> Result<Vec<ApplianceId>, EnrollError> {
     let rows: Vec<(String,)> =

@@ -10,10 +10,14 @@
 //!   the contact's state, its retry time from the campaign's retry policy, the attempt log
 //!   the per-number caps and the abandon budget are computed from, and the UK lockout.
 //! - [`pacing_grant`] computes what an appliance may dial for a campaign right now.
+//! - [`push`] turns held leases into wire messages for the sync link (chunked to the
+//!   payload limit), settles attempt results that arrived over the link, and
+//!   [`scheduler`] keeps each appliance's leases, grants and campaign briefs current.
 //!
 //! Owns the `contact_leases` and `attempts` tables and the lease columns of `contacts` and
-//! `campaign_contacts`. Must not: send anything to appliances (the sync room does), or
-//! judge compliance other than through `callgate_common::compliance`.
+//! `campaign_contacts`. Must not: publish to appliances (the scheduler only stores messages
+//! in the sync room's downlink outbox), or judge compliance other than through
+//! `callgate_common::compliance`.
 
 use crate::campaigns::{self, CampaignError, CampaignState};
 use crate::compliance;
@@ -24,6 +28,9 @@ use callgate_common::ids::CampaignId;
 use callgate_common::time::UnixMillis;
 use callgate_common::wire::{AttemptResult, CallOutcome};
 use serde::Serialize;
+
+pub mod push;
+pub mod scheduler;
 
 /// Why leasing failed.
 #[derive(Debug, thiserror::Error)]
@@ -85,7 +92,8 @@ pub struct ContactLease {
 /// lease.
 const OVERFETCH: i64 = 3;
 
-/// Leases up to `max` contacts of `campaign` to `appliance` for `ttl_ms`.
+/// Leases up to `max` contacts of `campaign` to `appliance` for `ttl_ms`, handed over in
+/// the return value (the REST path): the lease counts as delivered.
 pub async fn lease_contacts(
     store: &Store,
     vault: &NumberVault,
@@ -94,6 +102,35 @@ pub async fn lease_contacts(
     max: u32,
     ttl_ms: i64,
     now: UnixMillis,
+) -> Result<ContactLease, LeaseError> {
+    hold_contacts(store, vault, campaign, appliance, max, ttl_ms, now, true).await
+}
+
+/// Like [`lease_contacts`], for the scheduler that pushes leases over the sync link: the
+/// lease stays marked unsent until [`mark_lease_sent`], so a crash between the hold and the
+/// send is caught up by the next pass.
+pub async fn lease_contacts_to_push(
+    store: &Store,
+    vault: &NumberVault,
+    campaign: i64,
+    appliance: &str,
+    max: u32,
+    ttl_ms: i64,
+    now: UnixMillis,
+) -> Result<ContactLease, LeaseError> {
+    hold_contacts(store, vault, campaign, appliance, max, ttl_ms, now, false).await
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn hold_contacts(
+    store: &Store,
+    vault: &NumberVault,
+    campaign: i64,
+    appliance: &str,
+    max: u32,
+    ttl_ms: i64,
+    now: UnixMillis,
+    delivered: bool,
 ) -> Result<ContactLease, LeaseError> {
     if max == 0 || max > 10_000 {
         return Err(LeaseError::Invalid {
@@ -123,13 +160,14 @@ pub async fn lease_contacts(
     let mut tx = store.pool().begin().await?;
     let expires_at = now.0 + ttl_ms;
     let (lease_id,): (i64,) = sqlx::query_as(
-        "INSERT INTO contact_leases (campaign_id, appliance, issued_at, expires_at, state) \
-         VALUES ($1, $2, $3, $4, 'active') RETURNING id",
+        "INSERT INTO contact_leases (campaign_id, appliance, issued_at, expires_at, state, \
+         sent_at) VALUES ($1, $2, $3, $4, 'active', $5) RETURNING id",
     )
     .bind(campaign)
     .bind(appliance)
     .bind(now.0)
     .bind(expires_at)
+    .bind(delivered.then_some(now.0))
     .fetch_one(&mut *tx)
     .await?;
     let may_abandon = c.spec.dial_mode.may_abandon();
@@ -321,7 +359,14 @@ pub async fn return_lease(store: &Store, lease: i64) -> Result<(), sqlx::Error> 
     end_lease(store, lease, "returned").await
 }
 
-/// Returns every active lease of a campaign.
+/// Takes a lease back early (campaign paused or stopped, share removed): its contacts
+/// return to the queue and, if it was delivered, the sync room tells the appliance
+/// (`state = 'revoked'`, `revoke_sent_at` NULL until then).
+pub async fn revoke_lease(store: &Store, lease: i64) -> Result<(), sqlx::Error> {
+    end_lease(store, lease, "revoked").await
+}
+
+/// Revokes every active lease of a campaign.
 pub async fn return_campaign_leases(
     store: &Store,
     campaign: i64,
@@ -333,7 +378,7 @@ pub async fn return_campaign_leases(
             .fetch_all(store.pool())
             .await?;
     for (id,) in leases {
-        return_lease(store, id).await?;
+        revoke_lease(store, id).await?;
     }
     Ok(())
 }

@@ -6,7 +6,7 @@
 
 use callgate_common::ids::ApplianceId;
 use callgate_common::time::UnixMillis;
-use callgate_common::wire::{CallOutcome, Uplink, UplinkEnvelope};
+use callgate_common::wire::{AgentState, CallOutcome, Uplink, UplinkEnvelope};
 use sqlx::{Any, AnyPool, Transaction};
 
 /// What applying an envelope did.
@@ -163,6 +163,19 @@ async fn store_effect(
             .bind(encode(r))
             .execute(&mut **tx)
             .await?;
+            if let (Some(contact), Some(_)) = (r.contact, r.answered_at) {
+                // Who last spoke to the contact and what they set: routing inputs of the
+                // contact's next lease.
+                sqlx::query(
+                    "UPDATE contacts SET last_agent_id = COALESCE($1, last_agent_id), \
+                     last_disposition = COALESCE($2, last_disposition) WHERE id = $3",
+                )
+                .bind(r.agent.map(|a| a.0 as i64))
+                .bind(r.disposition.clone())
+                .bind(contact.0 as i64)
+                .execute(&mut **tx)
+                .await?;
+            }
         }
         Uplink::AttemptResult(a) => {
             sqlx::query(
@@ -199,6 +212,33 @@ async fn store_effect(
             .execute(&mut **tx)
             .await?;
         }
+        Uplink::AgentEvent(e) => {
+            let (state, reason) = agent_state(&e.state);
+            sqlx::query(
+                "INSERT INTO agent_events (appliance, uplink_seq, agent_id, state, reason, at, \
+                 call_id, campaign_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            )
+            .bind(app)
+            .bind(env.seq as i64)
+            .bind(e.agent.0 as i64)
+            .bind(state)
+            .bind(reason)
+            .bind(e.at.0)
+            .bind(e.call.map(|c| c.to_string()))
+            .bind(e.campaign.map(|c| c.0 as i64))
+            .execute(&mut **tx)
+            .await?;
+        }
+        Uplink::LeaseReturn {
+            lease,
+            contacts,
+            reason,
+        } => {
+            let back =
+                crate::leasing::push::return_from_appliance(tx, app, lease.0 as i64, contacts)
+                    .await?;
+            tracing::info!(appliance = app, lease = lease.0, returned = back, %reason, "appliance returned leased contacts");
+        }
         Uplink::CertificateRenewal { .. } => {
             // Answered by the link once this commits (a new certificate on the downlink).
         }
@@ -209,6 +249,18 @@ async fn store_effect(
         }
     }
     Ok(())
+}
+
+/// An agent state's stored name and, for a pause, its reason.
+fn agent_state(s: &AgentState) -> (&'static str, Option<String>) {
+    match s {
+        AgentState::Ready => ("ready", None),
+        AgentState::Reserved => ("reserved", None),
+        AgentState::Talking => ("talking", None),
+        AgentState::WrapUp => ("wrap_up", None),
+        AgentState::Paused { reason } => ("paused", Some(reason.clone())),
+        AgentState::LoggedOut => ("logged_out", None),
+    }
 }
 
 /// postcard bytes of a body, for the `record` columns.

@@ -336,8 +336,10 @@ async fn on_message(
         tracing::info!(appliance = %app, %status, "appliance presence");
         if status == "offline" {
             ctx.downlink.disconnected(&app).await;
+            super::presence::status(store.pool(), &app, false, UnixMillis::now()).await?;
         } else if status == "online" {
             ctx.downlink.seen(&app, Instant::now()).await?;
+            super::presence::status(store.pool(), &app, true, UnixMillis::now()).await?;
         }
         return Ok(());
     }
@@ -403,6 +405,7 @@ async fn on_message(
             tracing::info!(appliance = %app, firmware = %h.firmware, skew_ms = skew.skew_ms, "appliance hello");
             peer.inbox.peer_reconnected(now);
             ctx.downlink.connected(&app, now).await?;
+            super::presence::hello(pool, &app, &h.firmware, wall).await?;
             return Ok(());
         }
         Uplink::Ack { up_to } => {

@@ -5,13 +5,19 @@
 //! `call_records`, `attempt_results`, `appliance_telemetry`), and the MQTT driver that
 //! receives uplink and sends cumulative acks ([`link`]).
 //!
+//! Also owns the feed of the appliances' dialers ([`feed`]: do-not-call deltas, routing
+//! policy, agent rosters, and the task that runs it with `crate::leasing::scheduler`) and
+//! presence ([`presence`]: online/offline, firmware).
+//!
 //! Talks to: the broker (embedded or external) as `coordinator.callgate`; the `enroll` room
 //! to refuse revoked appliances. Must not: trust a message's envelope over its topic (the
 //! broker vouches for the topic), or ack anything before it is committed.
 
 pub mod apply;
 pub mod downlink;
+pub mod feed;
 pub mod link;
+pub mod presence;
 pub mod settings;
 
 /// Why the sync subsystem failed.
@@ -33,6 +39,9 @@ pub enum SyncError {
     /// The embedded broker could not start.
     #[error(transparent)]
     Broker(#[from] crate::broker::embedded::driver::BrokerError),
+    /// The contact number key file is unusable (the dialer feed decrypts numbers).
+    #[error(transparent)]
+    Vault(#[from] crate::contacts::vault::VaultError),
     /// The TLS configuration could not be built.
     #[error("TLS setup: {0}")]
     Tls(String),
@@ -117,6 +126,22 @@ impl SyncTask {
         }
         if sync.broker.is_some() {
             link::client_tls(&ca)?;
+            let vault = crate::contacts::vault::NumberVault::open_or_create(
+                &config.store.data_dir.join("contact-numbers.key"),
+            )?;
+            let scheduler = crate::leasing::scheduler::Scheduler::new(
+                store.clone(),
+                vault.clone(),
+                downlink.clone(),
+                sync.dialer.clone(),
+            );
+            let feed = feed::Feed::new(store.clone(), vault, downlink.clone());
+            tasks.push(tokio::spawn(feed::run(
+                scheduler,
+                feed,
+                sync.dialer.clone(),
+                stopped(stop.subscribe()),
+            )));
             let store = store.clone();
             let rx = stop.subscribe();
             let downlink = downlink.clone();

@@ -24,6 +24,8 @@ pub struct SyncConfig {
     /// `ip:port` for the embedded MQTT broker (mutual TLS, per-appliance isolation); off
     /// when absent. With no `broker` set, the link connects to it.
     pub embedded_broker: Option<String>,
+    /// `[sync.dialer]`: leases, grants and campaign briefs pushed to the appliances.
+    pub dialer: crate::leasing::scheduler::DialerFeedConfig,
 }
 
 impl Default for SyncConfig {
@@ -36,6 +38,7 @@ impl Default for SyncConfig {
             enroll_names: Vec::new(),
             public_broker: None,
             embedded_broker: None,
+            dialer: Default::default(),
         }
     }
 }
