@@ -154,10 +154,11 @@ enum SipCommand {
         trace: bool,
     },
     /// Benchmark on loopback with SIPp: `originate` (appliance → SIPp UAS), `b2bua`
-    /// (SIPp UAC → appliance → SIPp UAS) or `kamailio` (the same pair through Kamailio 5.6
-    /// as a stateful proxy). Prints a table; build with --release.
+    /// (SIPp UAC → appliance → SIPp UAS), `kamailio` (the same pair through Kamailio 5.6
+    /// as a stateful proxy) or `compare` (all three, then ours against Kamailio). Prints a
+    /// table; build with --release.
     Bench {
-        /// `originate`, `b2bua` or `kamailio`.
+        /// `originate`, `b2bua`, `kamailio` or `compare`.
         #[arg(long, default_value = "originate")]
         mode: String,
         /// Call rates to step through, calls per second.
@@ -222,7 +223,21 @@ async fn main() -> anyhow::Result<()> {
             "originate" => bench::originate(rates, *seconds).await?,
             "b2bua" => bench::b2bua(rates, *seconds).await?,
             "kamailio" => bench::kamailio(rates, *seconds).await?,
-            other => anyhow::bail!("--mode must be originate, b2bua or kamailio, not `{other}`"),
+            "compare" => {
+                let b2bua = bench::b2bua(rates, *seconds).await?;
+                print!("{}", bench::render("b2bua", &b2bua));
+                let kamailio = bench::kamailio(rates, *seconds).await?;
+                print!("{}", bench::render("kamailio", &kamailio));
+                let originate = bench::originate(rates, *seconds).await?;
+                print!("{}", bench::render("originate", &originate));
+                let figures = bench::figures(&b2bua, &kamailio, &originate);
+                print!("{}", callgate_common::bench::render_table(&figures));
+                callgate_common::bench::write_figures_if_asked(&figures)?;
+                return Ok(());
+            }
+            other => {
+                anyhow::bail!("--mode must be originate, b2bua, kamailio or compare, not `{other}`")
+            }
         };
         print!("{}", bench::render(mode, &rows));
         return Ok(());

@@ -14,6 +14,7 @@
 //! Must not: open sockets, read clocks on its own (callers pass time in), or depend on
 //! anything appliance- or coordinator-specific.
 
+pub mod bench;
 pub mod compliance;
 pub mod ids;
 #[cfg(feature = "observe")]

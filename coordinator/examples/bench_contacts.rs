@@ -14,6 +14,7 @@
 //!    1,000) appliances and leases contacts round-robin, 100 per lease, with every
 //!    compliance check on; reports contacts leased per second.
 
+use callgate_common::bench::{render_table, write_figures_if_asked, BenchFigure, Goal};
 use callgate_common::compliance::{
     AbandonBudget, AttemptCaps, CallingWindow, ComplianceProfile, Jurisdiction, DAY_MS,
 };
@@ -275,4 +276,39 @@ async fn main() {
         "\nPostgreSQL import speed is {:.0}% of COPY (goal: at least 50%).",
         pg_rate / copy_rate * 100.0
     );
+    let sqlite_rate = table[0].1 as f64 / table[0].2;
+    let figures = vec![
+        BenchFigure {
+            benchmark: "import".into(),
+            measure: "contacts/s into PostgreSQL (normalise, encrypt, dedupe)".into(),
+            ours: pg_rate,
+            peer: Some(copy_rate),
+            peer_name: Some("PostgreSQL COPY of the same file".into()),
+            goal: Goal::AtLeastFractionOfPeer(0.5),
+            note: format!("{rows} rows; peak RSS {:.0} MiB", table[1].3),
+            condition_failed: false,
+        },
+        BenchFigure {
+            benchmark: "import".into(),
+            measure: "contacts/s into SQLite (normalise, encrypt, dedupe)".into(),
+            ours: sqlite_rate,
+            peer: Some(copy_rate),
+            peer_name: Some("PostgreSQL COPY of the same file".into()),
+            goal: Goal::None,
+            note: format!("{rows} rows; peak RSS {:.0} MiB", table[0].3),
+            condition_failed: false,
+        },
+        BenchFigure {
+            benchmark: "import".into(),
+            measure: format!("contacts leased/s with compliance, {appliances} appliances"),
+            ours: leased as f64 / secs,
+            peer: None,
+            peer_name: None,
+            goal: Goal::None,
+            note: format!("{leases} leases"),
+            condition_failed: false,
+        },
+    ];
+    println!("\n{}", render_table(&figures));
+    write_figures_if_asked(&figures).expect("writing the figures");
 }

@@ -5,6 +5,7 @@
 //! cargo test --release -p callgate-system-tests --test sync_bench -- --ignored --nocapture
 //! ```
 //!
+//! `SYNC_BENCH_RECORDS` (default 200) call records per appliance.
 //! `SYNC_BENCH_APPLIANCES` (default 50) simulated appliances run in ONE process
 //! (`callgate-appliance sync-bench`), each with its own certificate, SQLite store and outbox,
 //! against one coordinator through a real Mosquitto with mutual TLS. It prints one table:
@@ -14,6 +15,7 @@
 
 mod sync_common;
 
+use callgate_common::bench::{render_table, BenchFigure, Goal, FIGURES_ENV};
 use callgate_system_tests::binary;
 use std::io::Write;
 use std::process::{Command, Stdio};
@@ -154,8 +156,12 @@ async fn sync_benchmark_prints_its_table() {
     let n = appliances();
     let names = names(n);
     let refs: Vec<&str> = names.iter().map(String::as_str).collect();
-    let per_appliance = 200u64;
+    let per_appliance = std::env::var("SYNC_BENCH_RECORDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200u64);
     let mut rows: Vec<(String, String)> = Vec::new();
+    let mut figures = Vec::new();
     rows.push((
         "appliances in one process (own cert, store, outbox each)".into(),
         n.to_string(),
@@ -181,6 +187,16 @@ async fn sync_benchmark_prints_its_table() {
             ),
         ));
         let raw = broker_raw_rate(&w, &names[0], 20_000);
+        figures.push(BenchFigure {
+            benchmark: "sync".into(),
+            measure: format!("exactly-once records/s into SQLite via {label}"),
+            ours: records as f64 / secs,
+            peer: Some(raw),
+            peer_name: Some(format!("{label} raw QoS 1, mosquitto_pub → mosquitto_sub")),
+            goal: Goal::AtLeastFractionOfPeer(0.5),
+            note: format!("{n} appliances, {records} records in {secs:.1} s"),
+            condition_failed: !connected,
+        });
         rows.push((
             format!("{label} raw QoS 1 rate (mosquitto_pub → mosquitto_sub, TLS)"),
             format!("{raw:.0} msg/s"),
@@ -217,7 +233,31 @@ async fn sync_benchmark_prints_its_table() {
         format!("{:.0} ({records} in {secs:.1} s)", records as f64 / secs),
     ));
     drop(w);
+    figures.push(BenchFigure {
+        benchmark: "sync".into(),
+        measure: "exactly-once records/s into PostgreSQL via Mosquitto".into(),
+        ours: records as f64 / secs,
+        peer: None,
+        peer_name: None,
+        goal: Goal::None,
+        note: format!("{n} appliances"),
+        condition_failed: false,
+    });
+    figures.push(BenchFigure {
+        benchmark: "sync".into(),
+        measure: "appliances held connected to one coordinator".into(),
+        ours: n as f64,
+        peer: None,
+        peer_name: None,
+        goal: Goal::AtLeast(1_000.0),
+        note: "each delivered all its records exactly once; set with SYNC_BENCH_APPLIANCES".into(),
+        condition_failed: false,
+    });
+    if let Some(path) = std::env::var_os(FIGURES_ENV) {
+        std::fs::write(path, serde_json::to_string_pretty(&figures).unwrap()).unwrap();
+    }
 
+    println!("{}", render_table(&figures));
     println!();
     println!("| measure | value |");
     println!("|---|---|");

@@ -670,6 +670,7 @@ pub async fn run_command(options: BenchOptions) -> BenchResult<()> {
     box_runtime.shutdown_background();
     let appliance = appliance?;
     print_table("appliance (bridge + encrypted recording)", &appliance);
+    let mut relay: Option<Vec<LoadResult>> = None;
     if rtpengine != "none" {
         let engine = std::sync::Arc::new(tokio::sync::Mutex::new(Rtpengine::start(&rtpengine)?));
         let results = search(start_calls, max_calls, |n| {
@@ -685,9 +686,54 @@ pub async fn run_command(options: BenchOptions) -> BenchResult<()> {
             "rtpengine --table=-1 (userspace relay, no recording, 1 thread)",
             &results,
         );
+        relay = Some(results);
     }
     let _ = std::fs::remove_dir_all(&work);
+    let figures = vec![figure(&appliance, relay.as_deref())];
+    println!("\n{}", callgate_common::bench::render_table(&figures));
+    callgate_common::bench::write_figures_if_asked(&figures)
+        .map_err(|e| format!("writing the figures: {e}"))?;
     Ok(())
+}
+
+/// The largest passing level of a search.
+fn best(results: &[LoadResult]) -> Option<&LoadResult> {
+    results
+        .iter()
+        .filter(|r| r.passes())
+        .max_by_key(|r| r.calls)
+}
+
+/// The suite's figure: calls carried by the appliance with recording against rtpengine's
+/// relay without (the goal: at least as many).
+pub fn figure(
+    appliance: &[LoadResult],
+    rtpengine: Option<&[LoadResult]>,
+) -> callgate_common::bench::BenchFigure {
+    use callgate_common::bench::{BenchFigure, Goal};
+    let calls = |r: Option<&LoadResult>| r.map_or(0.0, |r| r.calls as f64);
+    let at = |r: Option<&LoadResult>| {
+        r.map_or_else(
+            || "none passed".to_string(),
+            |r| format!("p99 {} µs, CPU {:.0} %", r.p99_us, r.cpu_percent),
+        )
+    };
+    let ours = best(appliance);
+    let peer = rtpengine.map(best);
+    BenchFigure {
+        benchmark: "media".into(),
+        measure: "bridged G.711 calls, loss < 0.1 % and p99 added delay within the limit".into(),
+        ours: calls(ours),
+        peer: peer.map(calls),
+        peer_name: Some("rtpengine userspace, no recording".into()),
+        goal: Goal::AtLeastPeer,
+        note: format!(
+            "ours records encrypted: {}; rtpengine: {}",
+            at(ours),
+            peer.map_or_else(|| "not run".to_string(), at)
+        ),
+        condition_failed: false,
+    }
 }
 
 /// Why a benchmark run stopped.

@@ -454,6 +454,63 @@ pub async fn kamailio(rates: &[u32], seconds: u64) -> Result<Vec<BenchRow>, Benc
     Ok(rows)
 }
 
+/// The highest step with no failed call and no retransmission.
+pub fn sustained(rows: &[BenchRow]) -> Option<&BenchRow> {
+    rows.iter()
+        .filter(|r| r.failed == 0 && r.retransmissions == 0)
+        .max_by_key(|r| r.rate)
+}
+
+/// The suite's figures from one `compare` run: the B2BUA against Kamailio's proxy rate
+/// (the goal: at least equal), and the appliance-originated rate.
+pub fn figures(
+    b2bua: &[BenchRow],
+    kamailio: &[BenchRow],
+    originate: &[BenchRow],
+) -> Vec<callgate_common::bench::BenchFigure> {
+    use callgate_common::bench::{BenchFigure, Goal};
+    let rate = |rows: &[BenchRow]| sustained(rows).map_or(0.0, |r| f64::from(r.rate));
+    let cpu = |rows: &[BenchRow]| {
+        sustained(rows).map_or_else(
+            || "no clean step".to_string(),
+            |r| format!("CPU {:.0} %", r.cpu_percent),
+        )
+    };
+    let steps = |rows: &[BenchRow]| {
+        rows.iter()
+            .map(|r| r.rate.to_string())
+            .collect::<Vec<_>>()
+            .join("/")
+    };
+    vec![
+        BenchFigure {
+            benchmark: "signalling".into(),
+            measure: "B2BUA calls/s sustained (0 failed, 0 retransmissions)".into(),
+            ours: rate(b2bua),
+            peer: Some(rate(kamailio)),
+            peer_name: Some("Kamailio tm proxy".into()),
+            goal: Goal::AtLeastPeer,
+            note: format!(
+                "steps {}; ours {}, Kamailio {}",
+                steps(b2bua),
+                cpu(b2bua),
+                cpu(kamailio)
+            ),
+            condition_failed: false,
+        },
+        BenchFigure {
+            benchmark: "signalling".into(),
+            measure: "appliance-originated calls/s sustained".into(),
+            ours: rate(originate),
+            peer: None,
+            peer_name: None,
+            goal: Goal::None,
+            note: format!("steps {}; {}", steps(originate), cpu(originate)),
+            condition_failed: false,
+        },
+    ]
+}
+
 /// The table, and the sustained rate line.
 pub fn render(mode: &str, rows: &[BenchRow]) -> String {
     let mut out = format!(
@@ -466,12 +523,7 @@ pub fn render(mode: &str, rows: &[BenchRow]) -> String {
             r.rate, r.calls, r.completed, r.failed, r.retransmissions, r.cpu_percent
         ));
     }
-    let sustained = rows
-        .iter()
-        .filter(|r| r.failed == 0 && r.retransmissions == 0)
-        .map(|r| r.rate)
-        .max();
-    match sustained {
+    match sustained(rows).map(|r| r.rate) {
         Some(s) => out.push_str(&format!(
             "sustained: {s} calls/s (0 failed, 0 retransmissions)\n"
         )),

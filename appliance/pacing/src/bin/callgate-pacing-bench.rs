@@ -59,6 +59,7 @@ fn main() -> anyhow::Result<()> {
     };
     let started = std::time::Instant::now();
     let mut results = Vec::new();
+    let mut figures = Vec::new();
     for file in scenario_files(&paths)? {
         let text = std::fs::read_to_string(&file)
             .with_context(|| format!("reading scenario {}", file.display()))?;
@@ -80,6 +81,7 @@ fn main() -> anyhow::Result<()> {
             "{}",
             report::table(&scenario.name, scenario.days, scenario.agent_count(), &rows)
         );
+        figures.extend(report::figure(&scenario.name, &rows));
         results.push(report::json(
             &scenario.name,
             scenario.days,
@@ -90,6 +92,10 @@ fn main() -> anyhow::Result<()> {
     if let Some(path) = &args.json {
         let text = serde_json::to_string_pretty(&results)?;
         std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
+    }
+    if let Some(path) = std::env::var_os(callgate_common::bench::FIGURES_ENV) {
+        std::fs::write(&path, serde_json::to_string_pretty(&figures)?)
+            .with_context(|| format!("writing {}", std::path::Path::new(&path).display()))?;
     }
     println!(
         "(simulated in {:.1} s of wall time)",

@@ -76,9 +76,9 @@ pub fn table(scenario: &str, days: u32, agents: u32, rows: &[RunReport]) -> Stri
     out
 }
 
-/// Ours against the best adaptive mode that kept every day under the cap (or the best
-/// adaptive mode at all, when none did).
-pub fn verdict(rows: &[RunReport]) -> Option<String> {
+/// Ours and the adaptive row it is judged against: the best adaptive mode that kept every
+/// day under the cap (or the best adaptive mode at all, when none did), and which of the two.
+fn contenders(rows: &[RunReport]) -> Option<(&RunReport, &RunReport, &'static str)> {
     let ours = rows.iter().find(|r| r.strategy.starts_with("predictive"))?;
     let adaptive: Vec<&RunReport> = rows
         .iter()
@@ -102,6 +102,35 @@ pub fn verdict(rows: &[RunReport]) -> Option<String> {
     let best = pool
         .iter()
         .max_by(|a, b| a.occupancy().total_cmp(&b.occupancy()))?;
+    Some((ours, best, which))
+}
+
+/// The suite's figure for one scenario: our occupancy against the adaptive baseline's, in
+/// percent (goal: at least 5 points more, with our worst day under the abandon cap).
+pub fn figure(scenario: &str, rows: &[RunReport]) -> Option<callgate_common::bench::BenchFigure> {
+    use callgate_common::bench::{BenchFigure, Goal};
+    let (ours, best, which) = contenders(rows)?;
+    Some(BenchFigure {
+        benchmark: "pacing".into(),
+        measure: format!("agent occupancy %, {scenario}"),
+        ours: ours.occupancy() * 100.0,
+        peer: Some(best.occupancy() * 100.0),
+        peer_name: Some(format!("{which}: {}", best.strategy)),
+        goal: Goal::AtLeastPointsOverPeer(5.0),
+        note: format!(
+            "ours worst-day abandon {:.2} % (cap {:.1} %), 30-day {:.2} %",
+            ours.worst_day_abandon_rate() * 100.0,
+            ours.cap * 100.0,
+            ours.thirty_day_abandon_rate() * 100.0
+        ),
+        condition_failed: ours.worst_day_abandon_rate() > ours.cap + 1e-12,
+    })
+}
+
+/// Ours against the best adaptive mode that kept every day under the cap (or the best
+/// adaptive mode at all, when none did).
+pub fn verdict(rows: &[RunReport]) -> Option<String> {
+    let (ours, best, which) = contenders(rows)?;
     let gain = (ours.occupancy() - best.occupancy()) * 100.0;
     let ours_ok = ours.worst_day_abandon_rate() <= ours.cap + 1e-12;
     let goal = gain >= 5.0 && ours_ok;
