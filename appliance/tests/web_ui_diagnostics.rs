@@ -153,3 +153,92 @@ async fn without_sip_the_page_says_so_and_refuses_a_call() {
         .await;
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
 }
+
+#[tokio::test]
+async fn the_sip_trace_puts_every_message_in_the_log_only_while_it_is_on() {
+    let sipp = Sipp::start_on(free_udp_port(), &["-sn", "uas"], &["-m", "2"]);
+    let b = Appliance::start_with(&sip_section(sipp.addr)).await;
+    b.set_up().await;
+    let cookie = b.log_in().await;
+    let html = b
+        .get("/diagnostics", Some(&cookie))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(html.contains("id=\"trace-on\""), "{html}");
+    let csrf = csrf_of(&html);
+    let call = |to: &'static str| {
+        let (b, cookie, csrf) = (&b, cookie.clone(), csrf.clone());
+        async move {
+            let r = b
+                .post(
+                    "/diagnostics/call",
+                    Some(&cookie),
+                    &[
+                        ("csrf", csrf.as_str()),
+                        ("trunk", "carrier"),
+                        ("to", to),
+                        ("ring_seconds", "10"),
+                        ("hold_seconds", "0"),
+                    ],
+                )
+                .await;
+            assert!(r.text().await.unwrap().contains("Answered and completed."));
+        }
+    };
+    let logged = |q: &'static str| {
+        let (b, cookie) = (&b, cookie.clone());
+        async move {
+            b.get(&format!("/logs.txt?q={q}"), Some(&cookie))
+                .await
+                .text()
+                .await
+                .unwrap()
+        }
+    };
+
+    call("111").await;
+    assert!(
+        !logged("INVITE+sip:111").await.contains("INVITE sip:111"),
+        "no trace, no messages in the log"
+    );
+
+    let r = b
+        .post(
+            "/diagnostics/trace",
+            Some(&cookie),
+            &[("csrf", &csrf), ("minutes", "61")],
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert!(r.text().await.unwrap().contains("Trace minutes"));
+    let r = b
+        .post(
+            "/diagnostics/trace",
+            Some(&cookie),
+            &[("csrf", &csrf), ("minutes", "5")],
+        )
+        .await;
+    let html = r.text().await.unwrap();
+    assert!(html.contains("SIP trace is on for 5 minute(s)"), "{html}");
+    assert!(html.contains("id=\"trace-off\""), "{html}");
+
+    call("222").await;
+    let text = logged("sip:222").await;
+    assert!(text.contains("INVITE sip:222"), "{text}");
+    assert!(logged("SIP%2F2.0+200+OK").await.contains("SIP/2.0 200 OK"));
+
+    let r = b
+        .post(
+            "/diagnostics/trace",
+            Some(&cookie),
+            &[("csrf", &csrf), ("minutes", "0")],
+        )
+        .await;
+    let html = r.text().await.unwrap();
+    assert!(html.contains("SIP trace is off."), "{html}");
+    assert!(html.contains("id=\"trace-on\""), "{html}");
+    let (ok, errors) = sipp.passed().await;
+    assert!(ok, "{errors}");
+}

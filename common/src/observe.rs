@@ -143,6 +143,15 @@ pub fn init_logging(config: &LogConfig) -> Result<(), ConfigError> {
         _ => EnvFilter::try_new(&config.level)
             .map_err(|e| ConfigError::invalid("log.level", e.to_string()))?,
     };
+    let base = match std::env::var("RUST_LOG") {
+        Ok(from_env) if !from_env.is_empty() => from_env,
+        _ => config.level.clone(),
+    };
+    let (filter, reload) = tracing_subscriber::reload::Layer::new(filter);
+    let _ = LOG_FILTER.set(LogFilterControl {
+        base,
+        reload: Box::new(move |f| reload.reload(f).map_err(|e| e.to_string())),
+    });
     let recent = fmt::layer().with_ansi(false).with_writer(recent_logs());
     let (stderr, recent) = match config.format {
         LogFormat::Text => (
@@ -165,6 +174,38 @@ pub fn init_logging(config: &LogConfig) -> Result<(), ConfigError> {
         .with(recent)
         .try_init();
     Ok(())
+}
+
+/// The running filter's base (config or `RUST_LOG`) and the way to replace it.
+struct LogFilterControl {
+    base: String,
+    #[allow(clippy::type_complexity)]
+    reload: Box<dyn Fn(tracing_subscriber::EnvFilter) -> Result<(), String> + Send + Sync>,
+}
+
+static LOG_FILTER: std::sync::OnceLock<LogFilterControl> = std::sync::OnceLock::new();
+
+/// Adds `directives` (e.g. `callgate_appliance::sip=trace`) to the configured log filter
+/// until [`reset_log_filter`]; a second call replaces the first's additions. An error names
+/// the directive that does not parse; the running filter then stays as it was.
+pub fn extend_log_filter(directives: &str) -> Result<(), ConfigError> {
+    let Some(control) = LOG_FILTER.get() else {
+        return Err(ConfigError::invalid("log", "logging is not started"));
+    };
+    let combined = format!("{},{directives}", control.base);
+    let filter = tracing_subscriber::EnvFilter::try_new(&combined)
+        .map_err(|e| ConfigError::invalid("log filter", format!("`{directives}`: {e}")))?;
+    (control.reload)(filter).map_err(|e| ConfigError::invalid("log filter", e))
+}
+
+/// Puts the configured log filter back.
+pub fn reset_log_filter() -> Result<(), ConfigError> {
+    let Some(control) = LOG_FILTER.get() else {
+        return Ok(());
+    };
+    let filter = tracing_subscriber::EnvFilter::try_new(&control.base)
+        .map_err(|e| ConfigError::invalid("log.level", e.to_string()))?;
+    (control.reload)(filter).map_err(|e| ConfigError::invalid("log filter", e))
 }
 
 /// How many lines [`recent_logs`] keeps.

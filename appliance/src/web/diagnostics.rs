@@ -1,6 +1,8 @@
 //! The diagnostics page: a test call through one configured trunk, with the SIP ladder as it
 //! happened (the same procedure as `callgate-appliance sip call`, on its own ephemeral
-//! port, so it never disturbs the calls the engine carries).
+//! port, so it never disturbs the calls the engine carries), and a SIP trace switched on for
+//! a few minutes: every SIP message the box sends or receives goes to the log (the Logs page
+//! filters it by trunk address or Call-ID), then the configured log level comes back.
 //!
 //! Must not: change the SIP configuration or touch calls in progress.
 
@@ -10,6 +12,7 @@ use crate::sip::call::{self, TestCall, TestCallOutcome};
 use askama::Template;
 use axum::extract::{Form, State};
 use axum::http::{HeaderMap, StatusCode};
+use callgate_common::time::UnixMillis;
 use serde::Deserialize;
 use std::time::Duration;
 
@@ -28,6 +31,8 @@ struct DiagnosticsPage {
     /// The last run's result line and ladder.
     outcome: Option<String>,
     ladder: String,
+    /// `Some(until)` while the SIP trace is on.
+    trace_until: Option<String>,
 }
 
 fn page_for(state: &WebState, csrf: &str, frame: PageFrame) -> DiagnosticsPage {
@@ -46,6 +51,7 @@ fn page_for(state: &WebState, csrf: &str, frame: PageFrame) -> DiagnosticsPage {
         hold_seconds: "2".into(),
         outcome: None,
         ladder: String::new(),
+        trace_until: state.sip_trace.until().map(super::status::utc_seconds),
     }
 }
 
@@ -150,6 +156,113 @@ pub(super) async fn test_call_submit(
     Ok(render(StatusCode::OK, &page))
 }
 
+/// The log directives that make the SIP engine log every message.
+pub const SIP_TRACE_DIRECTIVES: &str = "callgate_appliance::sip=trace,callgate_sip=trace";
+
+/// Whether the SIP trace is on and until when; each switch-on gets a generation so that an
+/// earlier timer does not switch a later trace off.
+#[derive(Debug, Clone, Default)]
+pub struct SipTraceSwitch {
+    inner: std::sync::Arc<std::sync::Mutex<(u64, Option<UnixMillis>)>>,
+}
+
+impl SipTraceSwitch {
+    /// When the running trace ends, if one runs.
+    pub fn until(&self) -> Option<UnixMillis> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner()).1
+    }
+
+    /// Records a trace running until `until`; returns its generation.
+    fn start(&self, until: UnixMillis) -> u64 {
+        let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        g.0 += 1;
+        g.1 = Some(until);
+        g.0
+    }
+
+    /// Ends the trace of `generation` (any trace when `None`); whether one was ended.
+    fn stop(&self, generation: Option<u64>) -> bool {
+        let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        if generation.is_some_and(|gen| gen != g.0) || g.1.is_none() {
+            return false;
+        }
+        g.1 = None;
+        true
+    }
+}
+
+/// The SIP-trace form.
+#[derive(Deserialize)]
+pub(super) struct TraceForm {
+    csrf: String,
+    /// Minutes, 1 to 60; `0` switches it off now.
+    minutes: String,
+}
+
+/// `POST /diagnostics/trace`: switches the SIP trace on for some minutes, or off.
+pub(super) async fn trace_submit(
+    State(state): State<WebState>,
+    headers: HeaderMap,
+    Form(f): Form<TraceForm>,
+) -> Guarded {
+    let (_, session) = require_form_session(&state, &headers, &f.csrf).await?;
+    let frame = PageFrame::new(&state, Some(&session));
+    let minutes = match f.minutes.trim().parse::<u64>() {
+        Ok(m) if m <= 60 => m,
+        _ => {
+            let page = page_for(
+                &state,
+                &session.csrf_token,
+                frame.error("Trace minutes: a whole number from 0 (off) to 60."),
+            );
+            return Err(render(StatusCode::BAD_REQUEST, &page));
+        }
+    };
+    if minutes == 0 {
+        if state.sip_trace.stop(None) {
+            if let Err(e) = callgate_common::observe::reset_log_filter() {
+                tracing::error!(error = %e, "could not restore the log filter");
+            }
+            tracing::warn!(user = %session.username, "SIP trace switched off");
+        }
+        let page = page_for(
+            &state,
+            &session.csrf_token,
+            frame.notice("SIP trace is off."),
+        );
+        return Ok(render(StatusCode::OK, &page));
+    }
+    if let Err(e) = callgate_common::observe::extend_log_filter(SIP_TRACE_DIRECTIVES) {
+        let page = page_for(
+            &state,
+            &session.csrf_token,
+            frame.error(format!("Could not switch the trace on: {e}")),
+        );
+        return Err(render(StatusCode::INTERNAL_SERVER_ERROR, &page));
+    }
+    let until = UnixMillis::now().plus_millis(i64::try_from(minutes * 60_000).unwrap_or(i64::MAX));
+    let generation = state.sip_trace.start(until);
+    tracing::warn!(user = %session.username, minutes, "SIP trace switched on");
+    let switch = state.sip_trace.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(minutes * 60)).await;
+        if switch.stop(Some(generation)) {
+            if let Err(e) = callgate_common::observe::reset_log_filter() {
+                tracing::error!(error = %e, "could not restore the log filter");
+            }
+            tracing::warn!("SIP trace ended");
+        }
+    });
+    let page = page_for(
+        &state,
+        &session.csrf_token,
+        frame.notice(format!(
+            "SIP trace is on for {minutes} minute(s): every SIP message goes to the log."
+        )),
+    );
+    Ok(render(StatusCode::OK, &page))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -162,6 +275,21 @@ mod tests {
             ring_seconds: ring.into(),
             hold_seconds: hold.into(),
         }
+    }
+
+    #[test]
+    fn an_old_timer_does_not_end_a_newer_trace() {
+        let switch = SipTraceSwitch::default();
+        let first = switch.start(UnixMillis(1_000));
+        let second = switch.start(UnixMillis(2_000));
+        assert!(
+            !switch.stop(Some(first)),
+            "the first trace's timer is stale"
+        );
+        assert_eq!(switch.until(), Some(UnixMillis(2_000)));
+        assert!(switch.stop(Some(second)));
+        assert_eq!(switch.until(), None);
+        assert!(!switch.stop(None), "nothing left to stop");
     }
 
     #[test]

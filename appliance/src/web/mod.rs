@@ -63,6 +63,7 @@ pub struct WebState {
     pub(crate) data_dir: PathBuf,
     pub(crate) restart: crate::restart::RestartSwitch,
     pub(crate) sip: Option<crate::sip::config::SipSettings>,
+    pub(crate) sip_trace: diagnostics::SipTraceSwitch,
 }
 
 /// How the UI is set up (from `[web]` in the config).
@@ -122,6 +123,7 @@ impl WebUi {
             data_dir,
             restart: settings.restart.clone(),
             sip: settings.sip.clone(),
+            sip_trace: diagnostics::SipTraceSwitch::default(),
         };
         Ok(WebUi {
             listener,

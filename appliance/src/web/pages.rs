@@ -43,6 +43,7 @@ pub fn router(state: WebState) -> Router {
             "/diagnostics/call",
             post(super::diagnostics::test_call_submit),
         )
+        .route("/diagnostics/trace", post(super::diagnostics::trace_submit))
         .route("/logs.txt", get(super::logs::logs_download))
         .route("/static/app.css", get(css))
         .route("/static/live.js", get(live_js))
