@@ -352,7 +352,29 @@ async fn pausing_revokes_every_delivered_lease_once_and_stops_the_brief_and_gran
         assert!(a
             .iter()
             .any(|m| matches!(m, Downlink::Campaign(c) if c.running && c.version == 3)));
-        assert_eq!(leased_contacts(&a).len(), 5);
+        let resumed: Vec<LeaseId> = leased_contacts(&a).iter().map(|c| c.0).collect();
+        assert_eq!(resumed.len(), 5);
+
+        // Stopped: the campaign room returns the leases at once; the box is still told.
+        clear_outbox(&t.store).await;
+        campaigns::apply(&t.store, id, CampaignAction::Stop)
+            .await
+            .unwrap();
+        r.pass(now.plus_millis(4_000)).await;
+        let a = outbox(&t.store, "branch-a").await;
+        assert!(
+            a.iter()
+                .any(|m| matches!(m, Downlink::LeaseRevoked { lease, reason }
+                if *lease == resumed[0] && reason == "campaign stopped")),
+            "{backend:?}: {a:?}"
+        );
+        assert!(a
+            .iter()
+            .any(|m| matches!(m, Downlink::Campaign(c) if !c.running)));
+        assert!(
+            !a.iter().any(|m| matches!(m, Downlink::PacingGrant(_))),
+            "no grants for a stopped campaign"
+        );
     }
 }
 

@@ -52,7 +52,7 @@ pub(super) async fn list_appliances(
     caller.require("appliances:read")?;
     let (after, limit) = PageQuery::parse(q)?;
     let items = registry::page(s.store.pool(), after, limit).await?;
-    let next_after = (items.len() as i64 == limit).then_some(after + limit);
+    let next_after = (items.len() as i64 == limit).then_some(after.saturating_add(limit));
     Ok(Json(AppliancePage { items, next_after }).into_response())
 }
 

@@ -22,13 +22,13 @@ use callgate_common::time::UnixMillis;
 use serde::Serialize;
 use std::io::Read;
 
-/// Rows per statement and transaction, per engine. PostgreSQL gains from large multi-row
-/// inserts (1000 rows × 10 parameters, well under its 65 535 bind limit); through sqlx,
+/// Rows per transaction, per engine. PostgreSQL takes each batch through `COPY` into a
+/// staging table (no bind-parameter limit; larger batches, fewer commits); through sqlx,
 /// SQLite's cost per bound parameter grows with the statement's parameter count, so it
 /// gets small statements.
 pub fn batch_rows(backend: callgate_common::store::Backend) -> usize {
     match backend {
-        callgate_common::store::Backend::Postgres => 1000,
+        callgate_common::store::Backend::Postgres => 5000,
         callgate_common::store::Backend::Sqlite => 100,
     }
 }
@@ -353,7 +353,21 @@ pub async fn run_import(
         ..ImportReport::default()
     };
     let mut failure = None;
+    // On PostgreSQL the rows go in through COPY on a connection of their own.
+    let mut copy = match store.backend() {
+        callgate_common::store::Backend::Postgres => match CopyWriter::connect(store).await {
+            Ok(w) => Some(w),
+            Err(e) => {
+                failure = Some(e);
+                None
+            }
+        },
+        callgate_common::store::Backend::Sqlite => None,
+    };
     while let Some(msg) = rx.recv().await {
+        if failure.is_some() {
+            break;
+        }
         let batch = match msg {
             Ok(b) => b,
             Err(e) => {
@@ -361,7 +375,11 @@ pub async fn run_import(
                 break;
             }
         };
-        if let Err(e) = write_batch(store, list, import_id, &batch, &mut report).await {
+        let written = match copy.as_mut() {
+            Some(w) => w.write(list, import_id, &batch, &mut report).await,
+            None => write_batch(store, list, import_id, &batch, &mut report).await,
+        };
+        if let Err(e) = written {
             failure = Some(e);
             break;
         }
@@ -373,6 +391,9 @@ pub async fn run_import(
     }
     drop(rx);
     let _ = parser.await;
+    if let Some(w) = copy {
+        w.close().await;
+    }
     let (state, text) = match &failure {
         None => ("done", None),
         Some(e) => ("failed", Some(e.to_string())),
@@ -487,6 +508,157 @@ async fn write_batch(
     .await?;
     tx.commit().await?;
     Ok(())
+}
+
+/// The PostgreSQL writer: each batch is `COPY`ed into a temporary staging table, then
+/// moved into `contacts` (`ON CONFLICT DO NOTHING`: dedupe across imports and within the
+/// batch) and the list membership with two set-based statements, all in one transaction.
+struct CopyWriter {
+    pool: sqlx::PgPool,
+}
+
+impl CopyWriter {
+    async fn connect(store: &Store) -> Result<CopyWriter, ContactError> {
+        let url = store.pool().connect_options().database_url.clone();
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(1)
+            .connect(url.as_str())
+            .await?;
+        sqlx::query(
+            "CREATE TEMP TABLE IF NOT EXISTS contact_import_stage (number_index BYTEA NOT NULL, \
+             number_cipher BYTEA NOT NULL, number_masked TEXT NOT NULL, time_zones TEXT NOT NULL, \
+             external_id TEXT, urgency DOUBLE PRECISION NOT NULL, \
+             customer_value DOUBLE PRECISION NOT NULL, fields TEXT NOT NULL, tags TEXT NOT NULL) \
+             ON COMMIT DELETE ROWS",
+        )
+        .execute(&pool)
+        .await?;
+        Ok(CopyWriter { pool })
+    }
+
+    async fn write(
+        &mut self,
+        list: ContactListId,
+        import_id: i64,
+        batch: &Batch,
+        report: &mut ImportReport,
+    ) -> Result<(), ContactError> {
+        let now = UnixMillis::now().0;
+        let mut tx = self.pool.begin().await?;
+        let mut created = 0u64;
+        if !batch.contacts.is_empty() {
+            let mut copy = tx
+                .copy_in_raw(
+                    "COPY contact_import_stage (number_index, number_cipher, number_masked, \
+                     time_zones, external_id, urgency, customer_value, fields, tags) FROM STDIN",
+                )
+                .await?;
+            copy.send(copy_text(&batch.contacts)).await?;
+            copy.finish().await?;
+            created = sqlx::query(
+                "INSERT INTO contacts (number_index, number_cipher, number_masked, time_zones, \
+                 external_id, urgency, customer_value, fields, tags, created_at) \
+                 SELECT number_index, number_cipher, number_masked, time_zones, external_id, \
+                 urgency, customer_value, fields, tags, $1 FROM contact_import_stage \
+                 ON CONFLICT (number_index) DO NOTHING",
+            )
+            .bind(now)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            sqlx::query(
+                "INSERT INTO contact_list_members (list_id, contact_id) \
+                 SELECT $1, c.id FROM contacts c \
+                 JOIN contact_import_stage s ON s.number_index = c.number_index \
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(list.0)
+            .execute(&mut *tx)
+            .await?;
+        }
+        for e in &batch.errors {
+            sqlx::query(
+                "INSERT INTO contact_import_errors (import_id, line, reason) VALUES ($1, $2, $3) \
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(import_id)
+            .bind(e.line as i64)
+            .bind(e.reason.clone())
+            .execute(&mut *tx)
+            .await?;
+        }
+        report.rows_seen += batch.rows_seen;
+        report.imported += created;
+        report.duplicates += batch.contacts.len() as u64 - created;
+        report.rejected += batch.errors.len() as u64;
+        for e in &batch.errors {
+            if report.errors.len() < REPORTED_ERRORS {
+                report.errors.push(e.clone());
+            }
+        }
+        sqlx::query(
+            "UPDATE contact_imports SET bytes_read = $1, rows_seen = $2, rows_imported = $3, \
+             rows_duplicate = $4, rows_rejected = $5 WHERE id = $6",
+        )
+        .bind(batch.bytes_read as i64)
+        .bind(report.rows_seen as i64)
+        .bind(report.imported as i64)
+        .bind(report.duplicates as i64)
+        .bind(report.rejected as i64)
+        .bind(import_id)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn close(self) {
+        self.pool.close().await;
+    }
+}
+
+/// Rows in `COPY ... FROM STDIN` text format: tab-separated, `\N` for NULL, bytea as
+/// `\\x` + hex, and backslash, tab, newline and carriage return escaped in text.
+fn copy_text(rows: &[ParsedContact]) -> Vec<u8> {
+    use std::fmt::Write;
+    fn text(out: &mut String, v: &str) {
+        for ch in v.chars() {
+            match ch {
+                '\\' => out.push_str("\\\\"),
+                '\t' => out.push_str("\\t"),
+                '\n' => out.push_str("\\n"),
+                '\r' => out.push_str("\\r"),
+                c => out.push(c),
+            }
+        }
+    }
+    fn bytea(out: &mut String, v: &[u8]) {
+        out.push_str("\\\\x");
+        for b in v {
+            let _ = write!(out, "{b:02x}");
+        }
+    }
+    let mut out = String::with_capacity(rows.len() * 256);
+    for r in rows {
+        bytea(&mut out, &r.index);
+        out.push('\t');
+        bytea(&mut out, &r.cipher);
+        out.push('\t');
+        text(&mut out, &r.masked);
+        out.push('\t');
+        text(&mut out, &r.zones);
+        out.push('\t');
+        match &r.external_id {
+            Some(x) => text(&mut out, x),
+            None => out.push_str("\\N"),
+        }
+        let _ = write!(out, "\t{:?}\t{:?}\t", r.urgency, r.customer_value);
+        text(&mut out, &r.fields);
+        out.push('\t');
+        text(&mut out, &r.tags);
+        out.push('\n');
+    }
+    out.into_bytes()
 }
 
 /// Appends `rows` groups of `width` numbered placeholders, starting after `offset`.

@@ -200,6 +200,9 @@ pub async fn run(
                             LinkEvent::Connected => {
                                 tracing::info!("coordinator connected to the broker");
                                 metrics::gauge!("callgate_sync_broker_connected").set(1.0);
+                                if let Err(e) = super::presence::all_offline(store.pool(), UnixMillis::now()).await {
+                                    tracing::warn!(error = %e, "resetting presence failed");
+                                }
                                 let _ = client.try_subscribe(&uplinks, QoS::AtLeastOnce);
                                 let _ = client.try_subscribe(topics::all_statuses(), QoS::AtLeastOnce);
                             }

@@ -57,6 +57,17 @@ pub async fn status(
     Ok(())
 }
 
+/// Marks every appliance offline: called when the coordinator (re)connects to the broker,
+/// whose retained statuses and the boxes' Hellos then mark the live ones online again, so
+/// a box that vanished while the coordinator was down is not left "online".
+pub async fn all_offline(pool: &AnyPool, now: UnixMillis) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE appliance_presence SET online = 0, since = $1 WHERE online = 1")
+        .bind(now.0)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
 /// Every appliance currently online.
 pub async fn online(pool: &AnyPool) -> Result<HashSet<String>, sqlx::Error> {
     let rows: Vec<(String,)> =
