@@ -11,6 +11,7 @@
 //! - [`web`]: the technicians' local HTTPS UI;
 //! - [`media`]: RTP port pairs and the real-time loop of each call leg;
 //! - [`recording`]: encrypted call recording (segments on disk, their list in the store);
+//! - [`dialer`]: the campaign executor (holdings, compliance gate, dial modes, calls);
 //!
 //! The board (LEDs, button, sensor, watchdog, tech audio port) is its own crate,
 //! `callgate-board` (`appliance/board/`), so the acceptance suite can use it without the
@@ -18,6 +19,7 @@
 
 pub mod board;
 pub mod config;
+pub mod dialer;
 pub mod media;
 pub mod recording;
 pub mod server;
