@@ -211,6 +211,9 @@ pub enum ExecutorOutput {
         contacts: Vec<ContactId>,
         /// Why.
         reason: String,
+        /// Whether the whole lease is over (expired, revoked, campaign stopped) rather than
+        /// one contact not sent.
+        closes_lease: bool,
     },
 }
 
@@ -656,6 +659,7 @@ impl CampaignExecutor {
             lease: flight.lease,
             contacts: vec![flight.contact],
             reason: reason.to_owned(),
+            closes_lease: false,
         });
         self.step(now);
         Ok(())
@@ -858,6 +862,7 @@ impl CampaignExecutor {
             lease,
             contacts: back,
             reason,
+            closes_lease: true,
         });
     }
 

@@ -16,7 +16,9 @@
 //! SIP or media resources before its attempt result and call record are durable, re-dial on
 //! its own (retries are the coordinator's), or manage agents (the agent desk's room).
 
+pub mod driver;
 pub mod executor;
+pub mod placement;
 pub mod store;
 
 pub use executor::{
