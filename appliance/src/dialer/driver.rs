@@ -108,6 +108,8 @@ impl DialerTask {
                 "attempts interrupted by the last stop were settled"
             );
         }
+        // Subscribed before reading, so no change between the two is missed.
+        let changes = store::watch_changes();
         let holdings = store::load(&pool, now, ABANDON_WINDOW_MS).await?;
         let seed = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -143,6 +145,7 @@ impl DialerTask {
             done_tx,
             status_tx,
             segments,
+            changes,
         };
         let task = tokio::spawn(driver.run(commands_rx, done_rx, stop_rx));
         Ok(DialerTask {
@@ -231,6 +234,8 @@ struct Driver {
     done_tx: mpsc::UnboundedSender<(SipAttempt, Result<Placement, DialerError>)>,
     status_tx: watch::Sender<Vec<DialerStatus>>,
     segments: Option<SqliteSegmentStore>,
+    /// Wakes the loop when the sync link applied holdings.
+    changes: watch::Receiver<u64>,
 }
 
 /// The attempt outcome a final SIP status means.
@@ -281,7 +286,7 @@ impl Driver {
                         break;
                     }
                 }
-                () = store::changed() => {
+                Ok(()) = self.changes.changed() => {
                     let now = UnixMillis::now();
                     match store::load(&self.pool, now, ABANDON_WINDOW_MS).await {
                         Ok(h) => self.executor.handle_holdings(now, h),

@@ -133,29 +133,35 @@ async fn play(
     let (in_tx, mut in_rx) = mpsc::channel::<LegAudio>(50);
     let leg = tokio::spawn(run_audio_leg(customer, out_rx, in_tx));
     let mut playback = prompt.play();
-    let mut played: std::collections::VecDeque<Vec<i16>> = Default::default();
+    // The customer's latest played-out frames, recorded beside the prompt frame by frame.
+    let mut heard: std::collections::VecDeque<Vec<i16>> = Default::default();
     let mut segments = 0u32;
     let mut feed_done = false;
     loop {
         tokio::select! {
             permit = out_tx.reserve(), if !feed_done => match (permit, playback.next_frame(frame)) {
-                (Ok(permit), Some(f)) => {
-                    played.push_back(f.clone());
-                    permit.send(f);
-                }
-                _ => feed_done = true,
-            },
-            audio = in_rx.recv() => match audio {
-                Some(LegAudio::Frame(f)) => {
+                (Ok(permit), Some(ours)) => {
                     if let Some(r) = recorder.as_mut() {
-                        let ours = played.pop_front().unwrap_or_else(|| vec![0; f.samples.len()]);
-                        match r.push(&f.samples, &ours).await {
+                        let theirs = heard.pop_front().unwrap_or_else(|| vec![0; frame]);
+                        match r.push(&theirs, &ours).await {
                             Ok(sealed) => segments += sealed.len() as u32,
                             Err(e) => {
                                 tracing::error!(error = %e, "recording failed; the call goes on unrecorded");
                                 recorder = None;
                             }
                         }
+                    }
+                    permit.send(ours);
+                }
+                _ => feed_done = true,
+            },
+            audio = in_rx.recv() => match audio {
+                Some(LegAudio::Frame(f)) => {
+                    let mut samples = f.samples;
+                    samples.resize(frame, 0);
+                    heard.push_back(samples);
+                    while heard.len() > 10 {
+                        heard.pop_front();
                     }
                 }
                 Some(LegAudio::Dtmf(_)) => {}

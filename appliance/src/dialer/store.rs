@@ -22,20 +22,25 @@ use callgate_common::wire::{
     Uplink,
 };
 use sqlx::{SqliteConnection, SqlitePool};
-use std::sync::Arc;
-use tokio::sync::Notify;
+use std::sync::{Arc, OnceLock};
+use tokio::sync::watch;
 
-/// Woken after a transaction applied dialer holdings, so the driver re-reads them.
-static HOLDINGS_CHANGED: Notify = Notify::const_new();
+/// Bumped after a transaction applied dialer holdings; every running dialer watches it and
+/// re-reads the store (a watch never loses a change, and wakes every subscriber).
+static HOLDINGS_CHANGED: OnceLock<watch::Sender<u64>> = OnceLock::new();
+
+fn holdings_changed() -> &'static watch::Sender<u64> {
+    HOLDINGS_CHANGED.get_or_init(|| watch::channel(0).0)
+}
 
 /// Tells the dialer that holdings changed (call after the applying transaction committed).
 pub fn notify_changed() {
-    HOLDINGS_CHANGED.notify_one();
+    holdings_changed().send_modify(|generation| *generation += 1);
 }
 
-/// Resolves after the next [`notify_changed`] (or at once if one is pending).
-pub async fn changed() {
-    HOLDINGS_CHANGED.notified().await;
+/// A receiver that sees every later [`notify_changed`].
+pub fn watch_changes() -> watch::Receiver<u64> {
+    holdings_changed().subscribe()
 }
 
 fn json<T: serde::Serialize>(v: &T) -> String {

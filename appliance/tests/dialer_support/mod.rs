@@ -39,7 +39,7 @@ pub fn free_udp_port() -> u16 {
     s.local_addr().unwrap().port()
 }
 
-/// SIPp as the carrier (`carrier_mix.xml`), killed when dropped.
+/// SIPp as the carrier (`carrier_mix.xml`, echoing the RTP it gets), killed when dropped.
 pub struct Carrier {
     child: Child,
     pub addr: SocketAddr,
@@ -57,7 +57,7 @@ impl Carrier {
             .arg("-sf")
             .arg(&scenario)
             .args(["-i", "127.0.0.1", "-p", &port.to_string()])
-            .args(["-mp", &free_udp_port().to_string()])
+            .args(["-mp", &free_udp_port().to_string(), "-rtp_echo"])
             .args(["-m", &calls.to_string(), "-l", "1000"])
             .args([
                 "-nostdin",
@@ -110,6 +110,8 @@ pub struct Rig {
     pub outbox: SharedOutbox,
     pub dialer: Option<DialerTask>,
     pub wire: mpsc::UnboundedReceiver<WireRecord>,
+    /// Recording of answered calls, when a test sets it before starting the dialer.
+    pub recording: Option<callgate_appliance::recording::ValidRecording>,
 }
 
 /// The RTP range for one rig: 400 ports from a free one.
@@ -137,6 +139,7 @@ impl Rig {
             outbox: Arc::new(RwLock::new(Arc::new(outbox))),
             dialer: None,
             wire,
+            recording: None,
         }
     }
 
@@ -195,7 +198,7 @@ impl Rig {
                     max_per_minute: 60_000,
                 },
             )],
-            recording: None,
+            recording: self.recording.clone(),
             pacing: PacingConfig::default(),
         };
         // 0.8 s: longer than the carrier's longest talk time before it hangs up itself.
