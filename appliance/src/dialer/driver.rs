@@ -64,6 +64,9 @@ pub struct DialerSettings {
     pub pacing: PacingConfig,
 }
 
+/// How long [`DialerTask::stop`] waits for calls in flight to end and be committed.
+pub const DRAIN_GRACE: Duration = Duration::from_secs(5);
+
 /// How far back live answers are read for the abandon tally (the longest profile window).
 const ABANDON_WINDOW_MS: i64 = 30 * 86_400_000;
 
@@ -196,9 +199,19 @@ impl DialerTask {
             .map_err(|_| DialerError::Sip(crate::sip::udp::DriverError::Stopped))?
     }
 
-    /// Stops dialling and the driver loop.
+    /// Stops dialling: no new attempt starts (orders not yet sent stay pending in the store),
+    /// calls in flight are ended (cancelled, or their placement told to finish) and
+    /// committed; after [`DRAIN_GRACE`] the calls still up are committed as they stand and
+    /// the loop ends.
     pub async fn stop(self) {
         let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+
+    /// Ends the loop at once, as a crash would: calls in flight are neither ended nor
+    /// committed; the next start settles them ([`store::settle_interrupted`]).
+    pub async fn abort(self) {
+        self.task.abort();
         let _ = self.task.await;
     }
 }
@@ -220,6 +233,8 @@ struct Call {
     far_end: Option<watch::Sender<bool>>,
     sip_ended: bool,
     committed: bool,
+    /// Ended by the dialer stopping, not by the far end.
+    cut_short: bool,
 }
 
 struct Driver {
@@ -269,24 +284,42 @@ impl Driver {
         mut done: mpsc::UnboundedReceiver<(SipAttempt, Result<Placement, DialerError>)>,
         mut stop: watch::Receiver<bool>,
     ) {
+        let mut draining: Option<tokio::time::Instant> = None;
         loop {
             while let Some(out) = self.executor.poll_output() {
+                if draining.is_some() && matches!(out, ExecutorOutput::Dial(_)) {
+                    // Not sent: the contact stays pending in the store for the next start.
+                    continue;
+                }
                 self.on_output(out).await;
             }
             self.publish();
-            let wait = self
+            if let Some(deadline) = draining {
+                if self.calls.is_empty() {
+                    break;
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    self.commit_remaining().await;
+                    break;
+                }
+            }
+            let mut wait = self
                 .executor
                 .poll_timeout()
                 .map(|t| Duration::from_millis(t.millis_since(UnixMillis::now()).max(0) as u64))
                 .unwrap_or(Duration::from_secs(5))
                 .min(Duration::from_secs(5));
+            if draining.is_some() {
+                wait = wait.min(Duration::from_millis(100));
+            }
             tokio::select! {
-                changed = stop.changed() => {
+                changed = stop.changed(), if draining.is_none() => {
                     if changed.is_err() || *stop.borrow() {
-                        break;
+                        draining = Some(tokio::time::Instant::now() + DRAIN_GRACE);
+                        self.end_all_calls();
                     }
                 }
-                Ok(()) = self.changes.changed() => {
+                Ok(()) = self.changes.changed(), if draining.is_none() => {
                     let now = UnixMillis::now();
                     match store::load(&self.pool, now, ABANDON_WINDOW_MS).await {
                         Ok(h) => self.executor.handle_holdings(now, h),
@@ -306,6 +339,53 @@ impl Driver {
             }
         }
         self.publish();
+    }
+
+    /// The stop grace is over: calls the far end has not let go of yet (e.g. a CANCEL left
+    /// unanswered) are committed as they stand — answered or failed — before the SIP engine
+    /// and their media go away with the driver.
+    async fn commit_remaining(&mut self) {
+        let left: Vec<SipAttempt> = self
+            .calls
+            .iter()
+            .filter(|(_, c)| !c.committed)
+            .map(|(id, _)| *id)
+            .collect();
+        tracing::warn!(calls = left.len(), "calls still up after the stop grace");
+        for sip in left {
+            if let Some(mut c) = self.calls.remove(&sip) {
+                let outcome = if c.answered_at.is_some() {
+                    CallOutcome::AnsweredHuman
+                } else {
+                    CallOutcome::Failed
+                };
+                self.commit(&mut c, outcome, None, None).await;
+                let _ = self.router.hang_up(sip);
+            }
+        }
+    }
+
+    /// The dialer is stopping: every call in flight is ended — answered ones by telling
+    /// their placement to finish (the commit and BYE follow), the others cancelled.
+    fn end_all_calls(&mut self) {
+        tracing::info!(
+            calls = self.calls.len(),
+            "dialer stopping; ending calls in flight"
+        );
+        for (sip, c) in self.calls.iter_mut() {
+            if c.committed {
+                continue;
+            }
+            c.cut_short = true;
+            match &c.far_end {
+                Some(far) => {
+                    let _ = far.send(true);
+                }
+                None => {
+                    let _ = self.router.hang_up(*sip);
+                }
+            }
+        }
     }
 
     fn publish(&self) {
@@ -532,6 +612,7 @@ impl Driver {
                 far_end: None,
                 sip_ended: false,
                 committed: false,
+                cut_short: false,
             },
         );
     }
@@ -572,8 +653,12 @@ impl Driver {
                     .or(c.trunk.take());
                 tracing::debug!(attempt = %c.order.attempt, status, %reason, "attempt failed");
                 c.sip_ended = true;
-                self.commit(&mut c, outcome_of_status(status), Some(status), None)
-                    .await;
+                let outcome = if c.cut_short {
+                    CallOutcome::Failed
+                } else {
+                    outcome_of_status(status)
+                };
+                self.commit(&mut c, outcome, Some(status), None).await;
                 self.by_attempt.remove(&c.order.attempt);
                 // The media ports are freed here, after the commit.
                 drop(c);
@@ -652,7 +737,7 @@ impl Driver {
             agent: c.order.agent,
             customer,
             frame_samples,
-            far_end_gone: far_rx,
+            end_now: far_rx,
             recorder,
         };
         let placed = self.placement.place(call);

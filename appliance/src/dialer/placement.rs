@@ -5,8 +5,8 @@
 //! agentless campaigns use until robot scripts land, and the safe-harbour message. The agent
 //! desk (bridge to a nailed-up agent leg) and robot scripts implement the same trait.
 //!
-//! A placement owns the media leg for the call's life and must return when `far_end_gone`
-//! turns true (the customer hung up). It never sends SIP: the driver commits the attempt
+//! A placement owns the media leg for the call's life and must return when `end_now` turns
+//! true (the customer hung up, or the dialer is stopping). It never sends SIP: the driver commits the attempt
 //! result and call record, then hangs up.
 
 use crate::media::{run_audio_leg, LegAudio, LegReport, RtpLeg};
@@ -43,8 +43,9 @@ pub struct AnsweredCall {
     pub customer: RtpLeg,
     /// Samples per packet time on that leg (8 kHz × ptime).
     pub frame_samples: usize,
-    /// Turns true when the customer hung up: return promptly.
-    pub far_end_gone: watch::Receiver<bool>,
+    /// Turns true when the call must end now (the customer hung up, or the dialer is
+    /// stopping): return promptly.
+    pub end_now: watch::Receiver<bool>,
     /// The call's recorder when `[recording]` is configured (customer left, our side right).
     pub recorder: Option<Recorder>,
 }
@@ -122,7 +123,7 @@ async fn play(
 ) -> Result<Placement, DialerError> {
     let AnsweredCall {
         customer,
-        mut far_end_gone,
+        mut end_now,
         mut recorder,
         agent,
         frame_samples: frame,
@@ -168,8 +169,8 @@ async fn play(
                 None => break,
             },
             () = tokio::time::sleep(std::time::Duration::from_millis(20)), if feed_done => {}
-            changed = far_end_gone.changed() => {
-                if changed.is_err() || *far_end_gone.borrow() {
+            changed = end_now.changed() => {
+                if changed.is_err() || *end_now.borrow() {
                     break;
                 }
             }
