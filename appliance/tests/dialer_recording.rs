@@ -39,7 +39,7 @@ fn rms(samples: impl Iterator<Item = i16>) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn answered_calls_are_recorded_and_decrypt_with_age() {
-    let carrier = Carrier::start(100_000);
+    let carrier = Carrier::start();
     let mut rig = Rig::new().await;
     let (identity, recipient) = age_identity(rig.dir.path());
     let recordings = rig.dir.path().join("recordings");

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_mid_campaign_never_dials_a_contact_twice() {
     const CONTACTS: u64 = 80;
-    let carrier = Carrier::start(100_000);
+    let carrier = Carrier::start();
     let mut rig = Rig::new().await;
     let hour = UnixMillis::now().plus_millis(3_600_000);
     rig.feed(agentless_brief(all_day())).await;
@@ -77,7 +77,7 @@ async fn a_restart_mid_campaign_never_dials_a_contact_twice() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_graceful_stop_ends_and_commits_every_call_and_a_restart_dials_the_rest_once() {
     const CONTACTS: u64 = 60;
-    let carrier = Carrier::start(100_000);
+    let carrier = Carrier::start();
     let mut rig = Rig::new().await;
     let hour = UnixMillis::now().plus_millis(3_600_000);
     rig.feed(agentless_brief(all_day())).await;
