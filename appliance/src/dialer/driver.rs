@@ -168,7 +168,7 @@ impl DialerTask {
     pub fn agent(&self, agent: AgentId, state: AgentState) -> Result<(), DialerError> {
         self.commands
             .send(Command::Agent(agent, state))
-            .map_err(|_| DialerError::Sip(crate::sip::udp::DriverError::Stopped))
+            .map_err(|_| DialerError::Stopped)
     }
 
     /// A preview agent asks for the next contact of `campaign`.
@@ -184,9 +184,8 @@ impl DialerTask {
                 campaign,
                 reply,
             })
-            .map_err(|_| DialerError::Sip(crate::sip::udp::DriverError::Stopped))?;
-        rx.await
-            .map_err(|_| DialerError::Sip(crate::sip::udp::DriverError::Stopped))?
+            .map_err(|_| DialerError::Stopped)?;
+        rx.await.map_err(|_| DialerError::Stopped)?
     }
 
     /// The preview agent dials the contact it was shown.
@@ -194,9 +193,8 @@ impl DialerTask {
         let (reply, rx) = oneshot::channel();
         self.commands
             .send(Command::DialPreview { agent, reply })
-            .map_err(|_| DialerError::Sip(crate::sip::udp::DriverError::Stopped))?;
-        rx.await
-            .map_err(|_| DialerError::Sip(crate::sip::udp::DriverError::Stopped))?
+            .map_err(|_| DialerError::Stopped)?;
+        rx.await.map_err(|_| DialerError::Stopped)?
     }
 
     /// Stops dialling: no new attempt starts (orders not yet sent stay pending in the store),

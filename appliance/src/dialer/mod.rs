@@ -69,6 +69,9 @@ pub enum DialerError {
     /// Media could not be set up for a call.
     #[error(transparent)]
     Media(#[from] crate::media::MediaError),
+    /// The dialer's task has stopped; requests to it cannot be served.
+    #[error("the dialer has stopped")]
+    Stopped,
     /// A prompt file could not be read or decoded.
     #[error("prompt {path}: {reason}")]
     Prompt { path: String, reason: String },
