@@ -28,6 +28,89 @@ pub struct ApplianceConfig {
     pub sip: Option<crate::sip::config::SipConfig>,
     /// `[recording]`: recipients, segments, retention, disk guard.
     pub recording: crate::recording::RecordingSettings,
+    /// `[dialer]`: media ports, ring timeout and the announcement of the campaign executor
+    /// (used only when `[sip]` is configured).
+    pub dialer: DialerConfig,
+}
+
+/// `[dialer]`: how the campaign executor places calls.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DialerConfig {
+    /// First port of the RTP range (even).
+    pub rtp_first_port: u16,
+    /// Last port of the RTP range (odd: RTCP of the last pair).
+    pub rtp_last_port: u16,
+    /// The address offered for media in SDP; default: `sip.listen`'s address (which must then
+    /// not be a wildcard).
+    pub media_address: Option<String>,
+    /// Seconds an unanswered attempt rings before it is cancelled.
+    pub ring_timeout_seconds: u32,
+    /// The WAV prompt (8 kHz mono µ-law, A-law or PCM16) played to answered calls of
+    /// agentless campaigns until robot scripts run them. Absent: a short tone sequence.
+    pub announcement: Option<PathBuf>,
+}
+
+impl Default for DialerConfig {
+    fn default() -> Self {
+        DialerConfig {
+            rtp_first_port: 20_000,
+            rtp_last_port: 29_999,
+            media_address: None,
+            ring_timeout_seconds: 30,
+            announcement: None,
+        }
+    }
+}
+
+/// `[dialer]`, checked.
+#[derive(Debug, Clone)]
+pub struct ValidDialer {
+    /// The RTP port range.
+    pub ports: (u16, u16),
+    /// The media address, when set (else the SIP listen address).
+    pub media_address: Option<std::net::IpAddr>,
+    /// Ring timeout.
+    pub ring_timeout: std::time::Duration,
+    /// The announcement file.
+    pub announcement: Option<PathBuf>,
+}
+
+impl DialerConfig {
+    /// Checks the values, naming the key at fault.
+    pub fn validate(&self) -> Result<ValidDialer, ConfigError> {
+        crate::media::RtpPortRange::new(self.rtp_first_port, self.rtp_last_port)
+            .map_err(|e| ConfigError::invalid("dialer.rtp_first_port", e.to_string()))?;
+        let media_address = match &self.media_address {
+            Some(a) => Some(a.parse::<std::net::IpAddr>().map_err(|_| {
+                ConfigError::invalid(
+                    "dialer.media_address",
+                    format!("`{a}` is not an IP address"),
+                )
+            })?),
+            None => None,
+        };
+        if !(1..=600).contains(&self.ring_timeout_seconds) {
+            return Err(ConfigError::invalid(
+                "dialer.ring_timeout_seconds",
+                format!("{} is not within 1..=600", self.ring_timeout_seconds),
+            ));
+        }
+        if let Some(path) = &self.announcement {
+            let bytes = std::fs::read(path).map_err(|e| {
+                ConfigError::invalid("dialer.announcement", format!("{}: {e}", path.display()))
+            })?;
+            callgate_media::prompt::Prompt::from_wav(&bytes).map_err(|e| {
+                ConfigError::invalid("dialer.announcement", format!("{}: {e}", path.display()))
+            })?;
+        }
+        Ok(ValidDialer {
+            ports: (self.rtp_first_port, self.rtp_last_port),
+            media_address,
+            ring_timeout: std::time::Duration::from_secs(u64::from(self.ring_timeout_seconds)),
+            announcement: self.announcement.clone(),
+        })
+    }
 }
 
 /// `[web]`: the technicians' local HTTPS UI.
@@ -167,6 +250,8 @@ pub struct ValidConfig {
     pub sip: Option<crate::sip::config::SipSettings>,
     /// `[recording]`, validated, when recipients are configured.
     pub recording: Option<crate::recording::ValidRecording>,
+    /// `[dialer]`, validated.
+    pub dialer: ValidDialer,
 }
 
 impl ApplianceConfig {
@@ -238,6 +323,15 @@ impl ApplianceConfig {
         } else {
             Some(self.recording.validate(&self.appliance.data_dir)?)
         };
+        let dialer = self.dialer.validate()?;
+        if let Some(sip) = &sip {
+            if dialer.media_address.is_none() && sip.listen.ip().is_unspecified() {
+                return Err(ConfigError::invalid(
+                    "dialer.media_address",
+                    "required when sip.listen is a wildcard address",
+                ));
+            }
+        }
         Ok(ValidConfig {
             raw: self,
             id,
@@ -245,6 +339,7 @@ impl ApplianceConfig {
             web_listen,
             sip,
             recording,
+            dialer,
         })
     }
 }
@@ -282,6 +377,30 @@ mod tests {
         assert!(err.contains("recording.recipients[0]"), "{err}");
         let ok = parse("[sip]\nlisten = \"127.0.0.1:5070\"\n").unwrap();
         assert!(ok.sip.is_some() && ok.recording.is_none());
+    }
+
+    #[test]
+    fn dialer_settings_are_validated_by_key() {
+        let err = parse("[dialer]\nrtp_first_port = 20001\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("dialer.rtp_first_port"), "{err}");
+        let err = parse("[dialer]\nring_timeout_seconds = 0\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("dialer.ring_timeout_seconds"), "{err}");
+        let err = parse("[dialer]\nannouncement = \"/nonexistent/prompt.wav\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("dialer.announcement"), "{err}");
+        let err = parse("[sip]\nlisten = \"0.0.0.0:5060\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("dialer.media_address"), "{err}");
+        let ok =
+            parse("[sip]\nlisten = \"0.0.0.0:5060\"\n[dialer]\nmedia_address = \"10.0.0.2\"\n")
+                .unwrap();
+        assert_eq!(ok.dialer.ring_timeout.as_secs(), 30);
     }
 
     #[test]

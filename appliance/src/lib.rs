@@ -13,6 +13,7 @@
 //! - [`recording`]: encrypted call recording (segments on disk, their list in the store);
 //! - [`reset`]: the factory reset (web UI and front-panel button);
 //! - [`restart`]: a request to restart the daemon in place (after enrollment or reset);
+//! - [`dialer`]: the campaign executor (holdings, compliance gate, dial modes, calls);
 //!
 //! The board (LEDs, button, sensor, watchdog, tech audio port) is its own crate,
 //! `callgate-board` (`appliance/board/`), so the acceptance suite can use it without the
@@ -20,6 +21,7 @@
 
 pub mod board;
 pub mod config;
+pub mod dialer;
 pub mod media;
 pub mod recording;
 pub mod reset;

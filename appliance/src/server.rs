@@ -1,7 +1,9 @@
 //! The appliance's local ops listener: `/healthz` and `/metrics` on loopback by default.
 //! The technicians' HTTPS web UI is a separate room (issue 9).
 //!
-//! Owns the listening socket and graceful shutdown; owns no call handling.
+//! Owns the listening socket, graceful shutdown and the order in which the daemon's parts
+//! start and stop (store, board, sync link, SIP engine + dialer, web UI); owns no call
+//! handling itself.
 
 use crate::board::BoardTask;
 use crate::config::ValidConfig;
@@ -27,6 +29,9 @@ pub enum ServerError {
     /// The link to the coordinator could not start.
     #[error(transparent)]
     Sync(#[from] crate::sync::SyncError),
+    /// The SIP engine or the campaign executor could not start.
+    #[error(transparent)]
+    Dialer(#[from] crate::dialer::DialerError),
     /// The ops address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -95,12 +100,22 @@ pub async fn run(
             source,
         })?;
     let local = listener.local_addr().map_err(ServerError::Serve)?;
-    if config.sip.is_some() || config.recording.is_some() {
-        tracing::warn!(
-            "[sip]/[recording] are validated but this build's daemon does not start the call \
-             engine yet; use `callgate-appliance sip call` and `record-tone` to check them"
-        );
-    }
+    // The SIP engine and the campaign executor run when `[sip]` is configured.
+    let dialer = match &config.sip {
+        Some(sip) => Some(
+            crate::dialer::driver::start_from_config(
+                &config,
+                sip,
+                store.pool(),
+                sync.outbox.clone(),
+            )
+            .await?,
+        ),
+        None => {
+            tracing::info!("no [sip] section: the SIP engine and the dialer are off");
+            None
+        }
+    };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let web = if config.raw.web.enabled {
         let data_dir = &config.raw.appliance.data_dir;
@@ -204,6 +219,9 @@ pub async fn run(
     }
     if let Some(board) = board.and_then(Arc::into_inner) {
         board.stop();
+    }
+    if let Some(dialer) = dialer {
+        dialer.stop().await;
     }
     sync.stop().await;
     store.pool().close().await;

@@ -350,11 +350,16 @@ async fn on_downlink(
                         Err(e) => tracing::error!(error = %e, "renewed certificate refused"),
                     }
                 }
-                // Other kinds (leases, grants, config) get their effects with their issues;
-                // the sequence number is recorded either way so that acks and replays behave.
+                // Dialer holdings (campaigns, leases, revocations, grants, do-not-call) are
+                // applied in the same transaction that records the sequence number, so a
+                // replay is harmless; other kinds get their effects with their issues.
                 let mut tx = pool.begin().await?;
+                let dialer = crate::dialer::store::apply_downlink(&mut tx, &body).await?;
                 write_state(&mut tx, DOWNLINK_APPLIED, env.seq).await?;
                 tx.commit().await?;
+                if dialer {
+                    crate::dialer::store::notify_changed();
+                }
                 inbox.applied(now, env.seq);
                 return Ok(renewed);
             }

@@ -1,0 +1,928 @@
+//! The dialer's tokio driver: owns the executor core, the trunk router's event stream, the
+//! media sockets of calls being set up and the placement tasks of answered calls.
+//!
+//! For every [`ExecutorOutput::Dial`]: bind an RTP port pair, commit the contact as
+//! `dialling`, check once more that the lease and grant still have [`DIAL_GUARD`] left, then
+//! send the INVITE through [`UdpTrunkRouter`] (trunk failover is the router's). Answered
+//! calls go to the [`AnsweredCallPlacement`]; when it returns, the call record and attempt
+//! result are committed to the outbox and only then is the call hung up and its media ports
+//! freed. Unanswered attempts are committed the same way before their ports are freed.
+//! Refused and returned contacts become `Uplink::LeaseReturn` with their reason.
+//!
+//! Stopping: [`DialerTask::stop`] stops the loop; attempts still in flight are settled as
+//! interrupted by the next start ([`store::settle_interrupted`]), never dialled again.
+
+use super::executor::{
+    AttemptUpdate, CampaignExecutor, DialOrder, DialState, DialerStatus, ExecutorConfig,
+    ExecutorOutput,
+};
+use super::placement::{AnsweredCall, AnsweredCallPlacement, Placement};
+use super::store;
+use super::DialerError;
+use crate::media::{RtpLeg, RtpPortRange};
+use crate::recording::{SqliteSegmentStore, ValidRecording};
+use crate::sip::udp::UdpTrunkRouter;
+use crate::sync::outbox_store::UplinkOutbox;
+use callgate_common::ids::{AgentId, AttemptId, CallId, CampaignId, LeaseId, TrunkId};
+use callgate_common::time::UnixMillis;
+use callgate_common::wire::{AttemptResult, CallOutcome, CallRecord, Direction, LeasedContact};
+use callgate_media::g711::Codec;
+use callgate_media::sdp::{
+    accept_answer, create_offer, Direction as MediaDirection, LocalMedia, SessionDescription,
+};
+use callgate_pacing::{AgentState, PacingConfig, TrunkLimits};
+use callgate_sip::trunk::router::{AttemptId as SipAttempt, DialEvent};
+use sqlx::SqlitePool;
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot, watch, RwLock};
+
+/// The outbox as the sync service shares it (replaced in place after a store failure).
+pub type SharedOutbox = Arc<RwLock<Arc<UplinkOutbox>>>;
+
+/// An INVITE is not sent when its lease or grant has less than this left: the order is
+/// handed back instead, so no INVITE can leave after an expiry however slow the commit.
+pub const DIAL_GUARD: Duration = Duration::from_millis(200);
+
+/// How the driver runs.
+#[derive(Debug, Clone)]
+pub struct DialerSettings {
+    /// The address our SDP offers for media.
+    pub media_ip: IpAddr,
+    /// Where RTP port pairs come from.
+    pub ports: Arc<RtpPortRange>,
+    /// Unanswered attempts are cancelled after this long.
+    pub ring_timeout: Duration,
+    /// The trunks, in order, with their capacity (for the predictive pacer).
+    pub trunks: Vec<(TrunkId, TrunkLimits)>,
+    /// Recording of answered calls, when configured.
+    pub recording: Option<ValidRecording>,
+    /// Tuning of the predictive pacer.
+    pub pacing: PacingConfig,
+}
+
+/// How long [`DialerTask::stop`] waits for calls in flight to end and be committed.
+pub const DRAIN_GRACE: Duration = Duration::from_secs(5);
+
+/// How far back live answers are read for the abandon tally (the longest profile window).
+const ABANDON_WINDOW_MS: i64 = 30 * 86_400_000;
+
+#[derive(Debug)]
+enum Command {
+    Agent(AgentId, AgentState),
+    Preview {
+        agent: AgentId,
+        campaign: CampaignId,
+        reply: oneshot::Sender<Result<Option<(LeaseId, LeasedContact)>, DialerError>>,
+    },
+    DialPreview {
+        agent: AgentId,
+        reply: oneshot::Sender<Result<AttemptId, DialerError>>,
+    },
+}
+
+/// The running dialer.
+#[derive(Debug)]
+pub struct DialerTask {
+    commands: mpsc::UnboundedSender<Command>,
+    status: watch::Receiver<Vec<DialerStatus>>,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl DialerTask {
+    /// Settles attempts a previous run left in flight, loads the holdings and starts dialling.
+    pub async fn start(
+        settings: DialerSettings,
+        pool: SqlitePool,
+        outbox: SharedOutbox,
+        router: UdpTrunkRouter,
+        placement: Arc<dyn AnsweredCallPlacement>,
+    ) -> Result<DialerTask, DialerError> {
+        let now = UnixMillis::now();
+        let current = outbox.read().await.clone();
+        let settled = store::settle_interrupted(&pool, &current, now).await?;
+        if settled > 0 {
+            tracing::warn!(
+                settled,
+                "attempts interrupted by the last stop were settled"
+            );
+        }
+        // Subscribed before reading, so no change between the two is missed.
+        let changes = store::watch_changes();
+        let holdings = store::load(&pool, now, ABANDON_WINDOW_MS).await?;
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0)
+            ^ u64::from(std::process::id());
+        let executor = CampaignExecutor::new(
+            ExecutorConfig {
+                trunks: settings.trunks.clone(),
+                pacing: settings.pacing,
+                seed,
+            },
+            holdings,
+            now,
+        );
+        let (commands, commands_rx) = mpsc::unbounded_channel();
+        let (status_tx, status) = watch::channel(executor.statuses());
+        let (stop, stop_rx) = watch::channel(false);
+        let (done_tx, done_rx) = mpsc::unbounded_channel();
+        let segments = settings
+            .recording
+            .as_ref()
+            .map(|_| SqliteSegmentStore::new(pool.clone()));
+        let driver = Driver {
+            settings,
+            pool,
+            outbox,
+            router,
+            placement,
+            executor,
+            calls: HashMap::new(),
+            by_attempt: HashMap::new(),
+            done_tx,
+            status_tx,
+            segments,
+            changes,
+        };
+        let task = tokio::spawn(driver.run(commands_rx, done_rx, stop_rx));
+        Ok(DialerTask {
+            commands,
+            status,
+            stop,
+            task,
+        })
+    }
+
+    /// Every campaign's status, updated as it changes (for the status page).
+    pub fn status(&self) -> watch::Receiver<Vec<DialerStatus>> {
+        self.status.clone()
+    }
+
+    /// Reports an agent's availability (the agent desk calls this on every state change).
+    pub fn agent(&self, agent: AgentId, state: AgentState) -> Result<(), DialerError> {
+        self.commands
+            .send(Command::Agent(agent, state))
+            .map_err(|_| DialerError::Stopped)
+    }
+
+    /// A preview agent asks for the next contact of `campaign`.
+    pub async fn request_preview(
+        &self,
+        agent: AgentId,
+        campaign: CampaignId,
+    ) -> Result<Option<(LeaseId, LeasedContact)>, DialerError> {
+        let (reply, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Preview {
+                agent,
+                campaign,
+                reply,
+            })
+            .map_err(|_| DialerError::Stopped)?;
+        rx.await.map_err(|_| DialerError::Stopped)?
+    }
+
+    /// The preview agent dials the contact it was shown.
+    pub async fn dial_preview(&self, agent: AgentId) -> Result<AttemptId, DialerError> {
+        let (reply, rx) = oneshot::channel();
+        self.commands
+            .send(Command::DialPreview { agent, reply })
+            .map_err(|_| DialerError::Stopped)?;
+        rx.await.map_err(|_| DialerError::Stopped)?
+    }
+
+    /// Stops dialling: no new attempt starts (orders not yet sent stay pending in the store),
+    /// calls in flight are ended (cancelled, or their placement told to finish) and
+    /// committed; after [`DRAIN_GRACE`] the calls still up are committed as they stand and
+    /// the loop ends.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+
+    /// Ends the loop at once, as a crash would: calls in flight are neither ended nor
+    /// committed; the next start settles them ([`store::settle_interrupted`]).
+    pub async fn abort(self) {
+        self.task.abort();
+        let _ = self.task.await;
+    }
+}
+
+/// One placed attempt, from its INVITE to its last commit.
+#[derive(Debug)]
+struct Call {
+    order: DialOrder,
+    call: CallId,
+    started_at: UnixMillis,
+    offer: SessionDescription,
+    /// The RTP/RTCP sockets until the answer hands them to the media leg.
+    sockets: Option<(UdpSocket, UdpSocket)>,
+    /// Duplicates of the media sockets, holding the ports until the call is committed.
+    hold: Vec<std::net::UdpSocket>,
+    progress_at: Option<UnixMillis>,
+    answered_at: Option<UnixMillis>,
+    trunk: Option<TrunkId>,
+    far_end: Option<watch::Sender<bool>>,
+    sip_ended: bool,
+    committed: bool,
+    /// Ended by the dialer stopping, not by the far end.
+    cut_short: bool,
+}
+
+struct Driver {
+    settings: DialerSettings,
+    pool: SqlitePool,
+    outbox: SharedOutbox,
+    router: UdpTrunkRouter,
+    placement: Arc<dyn AnsweredCallPlacement>,
+    executor: CampaignExecutor,
+    calls: HashMap<SipAttempt, Call>,
+    by_attempt: HashMap<AttemptId, SipAttempt>,
+    done_tx: mpsc::UnboundedSender<(SipAttempt, Result<Placement, DialerError>)>,
+    status_tx: watch::Sender<Vec<DialerStatus>>,
+    segments: Option<SqliteSegmentStore>,
+    /// Wakes the loop when the sync link applied holdings.
+    changes: watch::Receiver<u64>,
+}
+
+/// The attempt outcome a final SIP status means.
+pub fn outcome_of_status(status: u16) -> CallOutcome {
+    match status {
+        486 | 600 => CallOutcome::Busy,
+        // 487: we cancelled at the ring timeout; 480/408: the far end gave up ringing.
+        408 | 480 | 487 => CallOutcome::NoAnswer,
+        500..=599 => CallOutcome::Failed,
+        400..=699 => CallOutcome::Rejected,
+        _ => CallOutcome::Failed,
+    }
+}
+
+fn outcome_label(o: CallOutcome) -> &'static str {
+    match o {
+        CallOutcome::AnsweredHuman => "answered_human",
+        CallOutcome::AnsweredMachine => "answered_machine",
+        CallOutcome::Busy => "busy",
+        CallOutcome::NoAnswer => "no_answer",
+        CallOutcome::Rejected => "rejected",
+        CallOutcome::Failed => "failed",
+        CallOutcome::Abandoned => "abandoned",
+    }
+}
+
+impl Driver {
+    async fn run(
+        mut self,
+        mut commands: mpsc::UnboundedReceiver<Command>,
+        mut done: mpsc::UnboundedReceiver<(SipAttempt, Result<Placement, DialerError>)>,
+        mut stop: watch::Receiver<bool>,
+    ) {
+        let mut draining: Option<tokio::time::Instant> = None;
+        loop {
+            while let Some(out) = self.executor.poll_output() {
+                if draining.is_some() && matches!(out, ExecutorOutput::Dial(_)) {
+                    // Not sent: the contact stays pending in the store for the next start.
+                    continue;
+                }
+                self.on_output(out).await;
+            }
+            self.publish();
+            if let Some(deadline) = draining {
+                if self.calls.is_empty() {
+                    break;
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    self.commit_remaining().await;
+                    break;
+                }
+            }
+            let mut wait = self
+                .executor
+                .poll_timeout()
+                .map(|t| Duration::from_millis(t.millis_since(UnixMillis::now()).max(0) as u64))
+                .unwrap_or(Duration::from_secs(5))
+                .min(Duration::from_secs(5));
+            if draining.is_some() {
+                wait = wait.min(Duration::from_millis(100));
+            }
+            tokio::select! {
+                changed = stop.changed(), if draining.is_none() => {
+                    if changed.is_err() || *stop.borrow() {
+                        draining = Some(tokio::time::Instant::now() + DRAIN_GRACE);
+                        self.end_all_calls();
+                    }
+                }
+                Ok(()) = self.changes.changed(), if draining.is_none() => {
+                    let now = UnixMillis::now();
+                    match store::load(&self.pool, now, ABANDON_WINDOW_MS).await {
+                        Ok(h) => self.executor.handle_holdings(now, h),
+                        Err(e) => tracing::error!(error = %e, "cannot read the dialer's holdings"),
+                    }
+                }
+                ev = self.router.next_event() => match ev {
+                    Some(ev) => self.on_dial_event(ev).await,
+                    None => {
+                        tracing::error!("the SIP engine stopped; the dialer stops");
+                        break;
+                    }
+                },
+                Some((id, placed)) = done.recv() => self.on_placed(id, placed).await,
+                Some(cmd) = commands.recv() => self.on_command(cmd),
+                () = tokio::time::sleep(wait) => self.executor.handle_timeout(UnixMillis::now()),
+            }
+        }
+        self.publish();
+    }
+
+    /// The stop grace is over: calls the far end has not let go of yet (e.g. a CANCEL left
+    /// unanswered) are committed as they stand — answered or failed — before the SIP engine
+    /// and their media go away with the driver.
+    async fn commit_remaining(&mut self) {
+        let left: Vec<SipAttempt> = self
+            .calls
+            .iter()
+            .filter(|(_, c)| !c.committed)
+            .map(|(id, _)| *id)
+            .collect();
+        tracing::warn!(calls = left.len(), "calls still up after the stop grace");
+        for sip in left {
+            if let Some(mut c) = self.calls.remove(&sip) {
+                let outcome = if c.answered_at.is_some() {
+                    CallOutcome::AnsweredHuman
+                } else {
+                    CallOutcome::Failed
+                };
+                self.commit(&mut c, outcome, None, None).await;
+                let _ = self.router.hang_up(sip);
+            }
+        }
+    }
+
+    /// The dialer is stopping: every call in flight is ended — answered ones by telling
+    /// their placement to finish (the commit and BYE follow), the others cancelled.
+    fn end_all_calls(&mut self) {
+        tracing::info!(
+            calls = self.calls.len(),
+            "dialer stopping; ending calls in flight"
+        );
+        for (sip, c) in self.calls.iter_mut() {
+            if c.committed {
+                continue;
+            }
+            c.cut_short = true;
+            match &c.far_end {
+                Some(far) => {
+                    let _ = far.send(true);
+                }
+                None => {
+                    let _ = self.router.hang_up(*sip);
+                }
+            }
+        }
+    }
+
+    fn publish(&self) {
+        let statuses = self.executor.statuses();
+        let in_flight: u32 = statuses.iter().map(|s| s.in_flight).sum();
+        metrics::gauge!("callgate_dialer_attempts_in_flight").set(f64::from(in_flight));
+        self.status_tx.send_if_modified(|old| {
+            if *old == statuses {
+                false
+            } else {
+                *old = statuses;
+                true
+            }
+        });
+    }
+
+    fn on_command(&mut self, cmd: Command) {
+        let now = UnixMillis::now();
+        match cmd {
+            Command::Agent(agent, state) => self.executor.handle_agent(now, agent, state),
+            Command::Preview {
+                agent,
+                campaign,
+                reply,
+            } => {
+                let _ = reply.send(self.executor.request_preview(now, agent, campaign));
+            }
+            Command::DialPreview { agent, reply } => {
+                let _ = reply.send(self.executor.dial_preview(now, agent));
+            }
+        }
+    }
+
+    async fn outbox(&self) -> Arc<UplinkOutbox> {
+        self.outbox.read().await.clone()
+    }
+
+    async fn on_output(&mut self, out: ExecutorOutput) {
+        match out {
+            ExecutorOutput::Dial(order) => self.dial(*order).await,
+            ExecutorOutput::Refused {
+                campaign,
+                lease,
+                contact,
+                reason,
+            } => {
+                tracing::info!(%campaign, %lease, %contact, %reason, "contact refused at the gate");
+                metrics::counter!("callgate_dialer_refused_total").increment(1);
+                let outbox = self.outbox().await;
+                if let Err(e) = store::hand_back(
+                    &self.pool,
+                    &outbox,
+                    lease,
+                    vec![contact],
+                    &reason,
+                    DialState::Refused,
+                    false,
+                )
+                .await
+                {
+                    tracing::error!(error = %e, %lease, %contact, "cannot record a refused contact");
+                }
+            }
+            ExecutorOutput::Return {
+                lease,
+                contacts,
+                reason,
+                closes_lease,
+            } => {
+                tracing::info!(%lease, contacts = contacts.len(), %reason, "contacts handed back");
+                metrics::counter!("callgate_dialer_returned_total")
+                    .increment(contacts.len() as u64);
+                let outbox = self.outbox().await;
+                if let Err(e) = store::hand_back(
+                    &self.pool,
+                    &outbox,
+                    lease,
+                    contacts,
+                    &reason,
+                    DialState::Returned,
+                    closes_lease,
+                )
+                .await
+                {
+                    tracing::error!(error = %e, %lease, "cannot record handed-back contacts");
+                }
+            }
+        }
+    }
+
+    fn not_dialled(&mut self, attempt: AttemptId, reason: &str) {
+        tracing::warn!(%attempt, %reason, "attempt not sent");
+        let _ = self
+            .executor
+            .handle_not_dialled(UnixMillis::now(), attempt, reason);
+    }
+
+    fn too_late(order: &DialOrder) -> bool {
+        UnixMillis::now().plus_millis(DIAL_GUARD.as_millis() as i64) >= order.not_after
+    }
+
+    async fn dial(&mut self, order: DialOrder) {
+        let attempt = order.attempt;
+        if Self::too_late(&order) {
+            return self.not_dialled(
+                attempt,
+                "lease or grant expires before the INVITE could leave",
+            );
+        }
+        let (rtp, rtcp) = match self.settings.ports.bind_pair(self.settings.media_ip).await {
+            Ok(pair) => pair,
+            Err(e) => return self.not_dialled(attempt, &format!("no media for the call: {e}")),
+        };
+        let hold = match (dup(&rtp), dup(&rtcp)) {
+            (Ok(a), Ok(b)) => vec![a, b],
+            _ => Vec::new(),
+        };
+        let rtp_port = rtp.local_addr().map(|a| a.port()).unwrap_or(0);
+        let started_at = UnixMillis::now();
+        match store::mark_dialling(
+            &self.pool,
+            order.lease,
+            order.contact.contact,
+            attempt,
+            started_at,
+        )
+        .await
+        {
+            Ok(()) => {}
+            Err(DialerError::NotPending { lease, contact }) => {
+                // The store says it was dialled or handed back already: never again.
+                tracing::error!(
+                    lease,
+                    contact,
+                    "contact not pending in the store; not dialled"
+                );
+                let _ = self.executor.handle_attempt(
+                    started_at,
+                    attempt,
+                    AttemptUpdate::Ended {
+                        outcome: CallOutcome::Failed,
+                    },
+                );
+                return;
+            }
+            Err(e) => {
+                return self.not_dialled(attempt, &format!("cannot record the attempt: {e}"));
+            }
+        }
+        if Self::too_late(&order) {
+            return self.not_dialled(
+                attempt,
+                "lease or grant expired while the attempt was recorded",
+            );
+        }
+        let offer = create_offer(&LocalMedia {
+            address: self.settings.media_ip,
+            rtp_port,
+            codecs: vec![Codec::Pcmu, Codec::Pcma],
+            telephone_event: true,
+            ptime_ms: 20,
+            direction: MediaDirection::SendRecv,
+            session_id: u64::from(rtp_port) << 32 | (started_at.0 as u64 & 0xffff_ffff),
+            session_version: 1,
+            srtp: None,
+        });
+        let number = order.contact.number.e164();
+        let sip = match self
+            .router
+            .dial(
+                &number,
+                offer.to_string().into_bytes(),
+                Some(self.settings.ring_timeout),
+            )
+            .await
+        {
+            Ok(id) => id,
+            Err(e) => {
+                tracing::error!(error = %e, "the SIP engine refused the attempt");
+                // Recorded as dialling: settle it as failed so it is never dialled again.
+                let result = AttemptResult {
+                    attempt,
+                    call: None,
+                    campaign: order.campaign,
+                    contact: order.contact.contact,
+                    lease: order.lease,
+                    trunk: None,
+                    started_at,
+                    ended_at: UnixMillis::now(),
+                    outcome: CallOutcome::Failed,
+                    sip_status: None,
+                    post_dial_delay_ms: None,
+                };
+                let outbox = self.outbox().await;
+                if let Err(e) = store::record_attempt(&outbox, &result).await {
+                    tracing::error!(error = %e, "cannot record a failed attempt");
+                }
+                let _ = self.executor.handle_attempt(
+                    UnixMillis::now(),
+                    attempt,
+                    AttemptUpdate::Ended {
+                        outcome: CallOutcome::Failed,
+                    },
+                );
+                return;
+            }
+        };
+        metrics::counter!("callgate_dialer_attempts_total", "campaign" => order.campaign.to_string())
+            .increment(1);
+        tracing::debug!(%attempt, %number, campaign = %order.campaign, "attempt sent");
+        self.by_attempt.insert(attempt, sip);
+        self.calls.insert(
+            sip,
+            Call {
+                order,
+                call: CallId::new_v7(),
+                started_at,
+                offer,
+                sockets: Some((rtp, rtcp)),
+                hold,
+                progress_at: None,
+                answered_at: None,
+                trunk: None,
+                far_end: None,
+                sip_ended: false,
+                committed: false,
+                cut_short: false,
+            },
+        );
+    }
+
+    async fn on_dial_event(&mut self, ev: DialEvent) {
+        let now = UnixMillis::now();
+        match ev {
+            DialEvent::Progress { attempt, trunk, .. } => {
+                if let Some(c) = self.calls.get_mut(&attempt) {
+                    c.trunk = TrunkId::new(trunk).ok().or(c.trunk.take());
+                    if c.progress_at.is_none() {
+                        c.progress_at = Some(now);
+                        let _ = self.executor.handle_attempt(
+                            now,
+                            c.order.attempt,
+                            AttemptUpdate::Ringing,
+                        );
+                    }
+                }
+            }
+            DialEvent::Answered {
+                attempt,
+                trunk,
+                body,
+            } => self.on_answered(attempt, trunk, body).await,
+            DialEvent::Failed {
+                attempt,
+                status,
+                reason,
+                tried,
+            } => {
+                let Some(mut c) = self.calls.remove(&attempt) else {
+                    return;
+                };
+                c.trunk = tried
+                    .last()
+                    .and_then(|t| TrunkId::new(t.as_str()).ok())
+                    .or(c.trunk.take());
+                tracing::debug!(attempt = %c.order.attempt, status, %reason, "attempt failed");
+                c.sip_ended = true;
+                let outcome = if c.cut_short {
+                    CallOutcome::Failed
+                } else {
+                    outcome_of_status(status)
+                };
+                self.commit(&mut c, outcome, Some(status), None).await;
+                self.by_attempt.remove(&c.order.attempt);
+                // The media ports are freed here, after the commit.
+                drop(c);
+            }
+            DialEvent::Ended { attempt, .. } => {
+                let remove = match self.calls.get_mut(&attempt) {
+                    Some(c) => {
+                        c.sip_ended = true;
+                        if let Some(far) = &c.far_end {
+                            let _ = far.send(true);
+                        }
+                        c.committed
+                    }
+                    None => false,
+                };
+                if remove {
+                    if let Some(c) = self.calls.remove(&attempt) {
+                        self.by_attempt.remove(&c.order.attempt);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    async fn on_answered(&mut self, sip: SipAttempt, trunk: String, body: Vec<u8>) {
+        let now = UnixMillis::now();
+        let Some(c) = self.calls.get_mut(&sip) else {
+            return;
+        };
+        c.answered_at = Some(now);
+        c.progress_at.get_or_insert(now);
+        c.trunk = TrunkId::new(trunk).ok().or(c.trunk.take());
+        let _ = self.executor.handle_attempt(
+            now,
+            c.order.attempt,
+            AttemptUpdate::Answered { machine: false },
+        );
+        let negotiated = std::str::from_utf8(&body)
+            .map_err(|e| e.to_string())
+            .and_then(|text| SessionDescription::parse(text).map_err(|e| e.to_string()))
+            .and_then(|answer| accept_answer(&c.offer, &answer).map_err(|e| e.to_string()));
+        let leg = match (negotiated, c.sockets.take()) {
+            (Ok(audio), Some(sockets)) => RtpLeg::new(sockets, &audio)
+                .map(|leg| (leg, audio.ptime_ms as usize * 8))
+                .map_err(|e| e.to_string()),
+            (Err(e), _) => Err(e),
+            (Ok(_), None) => Err("media sockets already used".into()),
+        };
+        let (customer, frame_samples) = match leg {
+            Ok(l) => l,
+            Err(reason) => {
+                tracing::warn!(attempt = %c.order.attempt, %reason, "answered call without usable media");
+                let mut c = self.calls.remove(&sip).expect("present");
+                self.commit(&mut c, CallOutcome::Failed, None, None).await;
+                let _ = self.router.hang_up(sip);
+                c.committed = true;
+                self.calls.insert(sip, c);
+                return;
+            }
+        };
+        let (far_tx, far_rx) = watch::channel(false);
+        c.far_end = Some(far_tx);
+        let recorder = match (&self.settings.recording, &self.segments) {
+            (Some(settings), Some(segments)) => {
+                super::placement::start_recorder(c.call, settings, segments.clone())
+            }
+            _ => None,
+        };
+        let call = AnsweredCall {
+            call: c.call,
+            attempt: c.order.attempt,
+            campaign: c.order.campaign,
+            mode: c.order.mode,
+            contact: c.order.contact.clone(),
+            agent: c.order.agent,
+            customer,
+            frame_samples,
+            end_now: far_rx,
+            recorder,
+        };
+        let placed = self.placement.place(call);
+        let done = self.done_tx.clone();
+        tokio::spawn(async move {
+            let _ = done.send((sip, placed.await));
+        });
+    }
+
+    async fn on_placed(&mut self, sip: SipAttempt, placed: Result<Placement, DialerError>) {
+        let Some(mut c) = self.calls.remove(&sip) else {
+            return;
+        };
+        let placement = match placed {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!(error = %e, attempt = %c.order.attempt, "placement failed");
+                Placement {
+                    outcome: CallOutcome::AnsweredHuman,
+                    agent: None,
+                    disposition: None,
+                    recording_segments: 0,
+                    quality: None,
+                }
+            }
+        };
+        let outcome = placement.outcome;
+        self.commit(&mut c, outcome, None, Some(placement)).await;
+        // Only now: the BYE, and the media ports.
+        if !c.sip_ended {
+            let _ = self.router.hang_up(sip);
+        }
+        c.hold.clear();
+        if c.sip_ended {
+            self.by_attempt.remove(&c.order.attempt);
+        } else {
+            self.calls.insert(sip, c);
+        }
+    }
+
+    /// Commits the call record and the attempt result (in that order, the second marking the
+    /// contact done), then tells the executor the attempt is over.
+    async fn commit(
+        &mut self,
+        c: &mut Call,
+        outcome: CallOutcome,
+        sip_status: Option<u16>,
+        placement: Option<Placement>,
+    ) {
+        let ended_at = UnixMillis::now();
+        let post_dial_delay_ms = c
+            .progress_at
+            .map(|p| p.millis_since(c.started_at).max(0) as u32);
+        let result = AttemptResult {
+            attempt: c.order.attempt,
+            call: Some(c.call),
+            campaign: c.order.campaign,
+            contact: c.order.contact.contact,
+            lease: c.order.lease,
+            trunk: c.trunk.clone(),
+            started_at: c.started_at,
+            ended_at,
+            outcome,
+            sip_status,
+            post_dial_delay_ms,
+        };
+        let record = CallRecord {
+            call: c.call,
+            attempt: Some(c.order.attempt),
+            campaign: Some(c.order.campaign),
+            contact: Some(c.order.contact.contact),
+            direction: Direction::Outbound,
+            trunk: c.trunk.clone(),
+            remote: Some(c.order.contact.number.clone()),
+            agent: placement.as_ref().and_then(|p| p.agent),
+            started_at: c.started_at,
+            answered_at: c.answered_at,
+            ended_at,
+            outcome,
+            sip_status,
+            disposition: placement.as_ref().and_then(|p| p.disposition.clone()),
+            recording_segments: placement.as_ref().map_or(0, |p| p.recording_segments),
+            quality: placement.as_ref().and_then(|p| p.quality),
+        };
+        let outbox = self.outbox().await;
+        let stored = async {
+            store::record_call(&outbox, &record, &result).await?;
+            store::record_attempt(&outbox, &result).await
+        }
+        .await;
+        if let Err(e) = stored {
+            // The contact stays `dialling` in the store: the next start settles it.
+            tracing::error!(error = %e, attempt = %c.order.attempt, "cannot commit the attempt's result");
+        }
+        c.committed = true;
+        metrics::counter!("callgate_dialer_outcomes_total", "outcome" => outcome_label(outcome))
+            .increment(1);
+        let _ = self.executor.handle_attempt(
+            ended_at,
+            c.order.attempt,
+            AttemptUpdate::Ended { outcome },
+        );
+    }
+}
+
+/// A second handle on a socket, keeping its port bound while the first is in use elsewhere.
+fn dup(socket: &UdpSocket) -> std::io::Result<std::net::UdpSocket> {
+    use std::os::fd::AsFd;
+    let owned = socket.as_fd().try_clone_to_owned()?;
+    Ok(std::net::UdpSocket::from(owned))
+}
+
+/// Starts the SIP engine on `[sip]` and the dialer on it, as the daemon runs them. Without
+/// an outbox from the sync link (box not enrolled yet) the dialer opens the outbox itself;
+/// what it stores goes out once the link runs.
+pub async fn start_from_config(
+    config: &crate::config::ValidConfig,
+    sip: &crate::sip::config::SipSettings,
+    pool: &SqlitePool,
+    outbox: Option<SharedOutbox>,
+) -> Result<DialerTask, DialerError> {
+    use callgate_sip::agent::AgentConfig;
+    use callgate_sip::trunk::TrunkGroup;
+    let outbox = match outbox {
+        Some(o) => o,
+        None => {
+            let cfg = crate::sync::service::outbox_config(config.raw.sync.outbox_quota_mib);
+            let ob = UplinkOutbox::open(pool.clone(), cfg).await?;
+            Arc::new(RwLock::new(Arc::new(ob)))
+        }
+    };
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    let router = UdpTrunkRouter::start(
+        sip.listen,
+        AgentConfig {
+            local: sip.listen,
+            user: sip.user.clone(),
+            timers: sip.timers,
+            credentials: None,
+            seed,
+        },
+        TrunkGroup::new(sip.trunks.clone()),
+        sip.router.clone(),
+        false,
+    )
+    .await?;
+    let (first, last) = config.dialer.ports;
+    let settings = DialerSettings {
+        media_ip: config.dialer.media_address.unwrap_or(sip.listen.ip()),
+        ports: Arc::new(RtpPortRange::new(first, last)?),
+        ring_timeout: config.dialer.ring_timeout,
+        trunks: sip
+            .trunks
+            .iter()
+            .filter_map(|t| {
+                TrunkId::new(t.name.as_str()).ok().map(|id| {
+                    (
+                        id,
+                        TrunkLimits {
+                            max_concurrent: t.max_channels,
+                            max_per_minute: t.max_cps.saturating_mul(60),
+                        },
+                    )
+                })
+            })
+            .collect(),
+        recording: config.recording.clone(),
+        pacing: PacingConfig::default(),
+    };
+    let placement: Arc<dyn AnsweredCallPlacement> = match &config.dialer.announcement {
+        Some(path) => Arc::new(super::placement::Announcement::from_wav_file(
+            path,
+            CallOutcome::AnsweredHuman,
+        )?),
+        None => Arc::new(super::placement::Announcement::new(
+            callgate_media::prompt::Prompt::tones(&[(440.0, 400, 200), (660.0, 400, 200)], 8_000),
+            CallOutcome::AnsweredHuman,
+        )),
+    };
+    tracing::info!(
+        sip = %sip.listen,
+        media = %settings.media_ip,
+        trunks = settings.trunks.len(),
+        "SIP engine and campaign executor started"
+    );
+    DialerTask::start(settings, pool.clone(), outbox, router, placement).await
+}
