@@ -11,11 +11,13 @@
 //! - [`web`]: the technicians' local HTTPS UI;
 //! - [`media`]: RTP port pairs and the real-time loop of each call leg;
 //! - [`recording`]: encrypted call recording (segments on disk, their list in the store);
+//! - [`agents`]: the roster, agent states, routing of answered calls, the inbound queue;
 //!
 //! The board (LEDs, button, sensor, watchdog, tech audio port) is its own crate,
 //! `callgate-board` (`appliance/board/`), so the acceptance suite can use it without the
 //! daemon. The binary (`src/main.rs`) only parses the command line and calls into these.
 
+pub mod agents;
 pub mod board;
 pub mod config;
 pub mod media;

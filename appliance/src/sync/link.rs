@@ -345,6 +345,9 @@ async fn on_downlink(
                 // Other kinds (leases, grants, config) get their effects with their issues;
                 // the sequence number is recorded either way so that acks and replays behave.
                 let mut tx = pool.begin().await?;
+                if let Downlink::AgentRoster(_) | Downlink::RoutingPolicy { .. } = &body {
+                    crate::agents::roster::apply_downlink(&mut tx, &body).await?;
+                }
                 write_state(&mut tx, DOWNLINK_APPLIED, env.seq).await?;
                 tx.commit().await?;
                 inbox.applied(now, env.seq);

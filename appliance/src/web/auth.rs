@@ -519,7 +519,7 @@ impl Sessions {
 }
 
 /// An argon2id hash of a random password, verified against for unknown usernames.
-fn dummy_hash() -> &'static str {
+pub(crate) fn dummy_hash() -> &'static str {
     static HASH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     HASH.get_or_init(|| hash_password(&random_hex(16)))
 }
