@@ -6,11 +6,15 @@
 //! session's CSRF token; responses carry strict security headers. The status page is kept
 //! live by Server-Sent Events (`/events`).
 //!
+//! The same server serves the agent page under `/agent` ([`agent`]) when the daemon gives it
+//! the agent desk ([`WebUi::bind_with_agents`]).
+//!
 //! Rooms: [`auth`] (accounts, sessions, login throttling), [`tls`] (the certificate),
 //! [`status`] (what the pages show), [`pages`] (the handlers and templates).
 //! Must not: change call handling or the store's call data; it reads the daemon's state and
 //! calls its documented controls only.
 
+pub mod agent;
 pub mod auth;
 pub mod pages;
 pub mod status;
@@ -55,6 +59,8 @@ pub struct WebState {
     pub(crate) fingerprint: String,
     pub(crate) reboot_command: Vec<String>,
     pub(crate) identity_dir: PathBuf,
+    pub(crate) agents: Option<crate::agents::service::AgentDeskService>,
+    pub(crate) agent_throttle: Arc<Mutex<LoginThrottle>>,
 }
 
 /// How the UI is set up (from `[web]` in the config).
@@ -84,6 +90,15 @@ pub struct WebUi {
 impl WebUi {
     /// Loads or creates the certificate and setup code and binds the listener.
     pub fn bind(settings: &WebSettings, status: StatusSource) -> Result<WebUi, WebError> {
+        WebUi::bind_with_agents(settings, status, None)
+    }
+
+    /// Like [`WebUi::bind`], also serving the agent page (`/agent`) over `agents`.
+    pub fn bind_with_agents(
+        settings: &WebSettings,
+        status: StatusSource,
+        agents: Option<crate::agents::service::AgentDeskService>,
+    ) -> Result<WebUi, WebError> {
         let cert = tls::load_or_create(&status.data_dir, &settings.certificate_names)?;
         let setup_code =
             SetupCode::load_or_create(&settings.setup_code_file).map_err(|source| {
@@ -106,6 +121,8 @@ impl WebUi {
             fingerprint: cert.fingerprint.clone(),
             reboot_command: settings.reboot_command.clone(),
             identity_dir: settings.identity_dir.clone(),
+            agents,
+            agent_throttle: Arc::new(Mutex::new(LoginThrottle::new(ThrottlePolicy::default()))),
         };
         Ok(WebUi {
             listener,

@@ -37,6 +37,7 @@ pub fn router(state: WebState) -> Router {
         .route("/system/factory-reset", post(factory_reset))
         .route("/static/app.css", get(css))
         .route("/static/live.js", get(live_js))
+        .merge(super::agent::router())
         .layer(axum::middleware::map_response(security_headers))
         .with_state(state)
 }
@@ -133,7 +134,7 @@ struct SystemPage {
     reboot_available: bool,
 }
 
-fn render(code: StatusCode, page: &impl Template) -> Response {
+pub(crate) fn render(code: StatusCode, page: &impl Template) -> Response {
     match page.render() {
         Ok(html) => (code, Html(html)).into_response(),
         Err(e) => {
