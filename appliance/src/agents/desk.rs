@@ -835,6 +835,21 @@ impl AgentDesk {
         self.groups.get(&group).map(String::as_str)
     }
 
+    /// The group an inbound route names: by name (case-insensitive) or by number.
+    pub fn group_by_name(&self, name: &str) -> Option<AgentGroupId> {
+        let name = name.trim();
+        self.groups
+            .iter()
+            .find(|(_, n)| n.eq_ignore_ascii_case(name))
+            .map(|(g, _)| *g)
+            .or_else(|| {
+                name.parse()
+                    .ok()
+                    .map(AgentGroupId)
+                    .filter(|g| self.groups.contains_key(g))
+            })
+    }
+
     fn seat(&self, agent: AgentId) -> Result<&Seat, AgentsError> {
         self.agents
             .get(&agent)

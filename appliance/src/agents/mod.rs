@@ -12,14 +12,17 @@
 //!   queue (positions, overflow) and the counts the pacing core needs;
 //! - [`script`]: screen-pop contents (masked number, fields, the script with `{{variables}}`
 //!   filled in);
+//! - [`lines`]: the agents' telephone lines: nailed-up legs to their phones, inbound calls
+//!   answered, held with music and bridged to agents (SIP + media);
 //! - [`service`]: the tokio driver around the desk: its timer, the durable outbox for agent
 //!   events, the store for dispositions, and live views for the agent page.
 //!
-//! Talks to: the sync outbox (agent events), the store; the dialer and the inbound call path
-//! call the desk's documented API. Must not: dial, touch SIP or media sockets, or change
-//! campaign, lease or grant data.
+//! Talks to: the sync outbox (agent events), the store, the SIP user agent that serves the
+//! branch's phones and the media layer (only in [`lines`]); the dialer calls the desk's
+//! documented API. Must not: dial customers, or change campaign, lease or grant data.
 
 pub mod desk;
+pub mod lines;
 pub mod roster;
 pub mod script;
 pub mod service;

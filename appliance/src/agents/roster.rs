@@ -318,6 +318,19 @@ pub async fn load_routing_policy(
     Ok(Some((version, policy)))
 }
 
+/// The SIP username of the agent's phone, if the agent is on the roster.
+pub async fn sip_username(
+    pool: &SqlitePool,
+    agent: AgentId,
+) -> Result<Option<String>, AgentsError> {
+    let row: Option<(String,)> =
+        sqlx::query_as("SELECT sip_username FROM agent WHERE agent_id = ?")
+            .bind(agent.0 as i64)
+            .fetch_optional(pool)
+            .await?;
+    Ok(row.map(|(u,)| u))
+}
+
 /// The agent whose login and password these are (login compared case-insensitively); the
 /// same argon2 work is done for an unknown login, so timing does not reveal logins.
 pub async fn verify_login(

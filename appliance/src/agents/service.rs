@@ -18,7 +18,7 @@ use super::desk::{
 };
 use super::{roster, AgentsError};
 use crate::sync::outbox_store::UplinkOutbox;
-use callgate_common::ids::{AgentId, CallId};
+use callgate_common::ids::{AgentGroupId, AgentId, CallId};
 use callgate_common::time::UnixMillis;
 use callgate_common::wire::{CampaignBrief, Uplink};
 use sqlx::SqlitePool;
@@ -204,6 +204,15 @@ impl AgentDeskService {
     /// Installs a campaign's wrap-up time and disposition codes.
     pub fn set_campaign(&self, brief: &CampaignBrief) {
         self.with_desk(|d, _| d.set_campaign(brief));
+    }
+
+    /// The group an inbound route names (by name or number), with its name.
+    pub fn group_by_name(&self, name: &str) -> Option<(AgentGroupId, String)> {
+        self.with_desk(|d, _| {
+            d.group_by_name(name)
+                .map(|g| (g, d.group_name(g).unwrap_or_default().to_string()))
+        })
+        .0
     }
 
     /// The counts for the pacing core.
