@@ -54,8 +54,23 @@ async fn wait_for_state(desk: &AgentDeskService, want: &str, within: Duration) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_phone_answers_the_nailed_up_leg_and_an_inbound_caller_is_bridged_to_the_agent() {
+/// The box's agent side on loopback: store, outbox, desk, SIP user agent (registrar for
+/// the desk phone `desk1`, route `service` → group `support`) and the agent lines.
+struct Rig {
+    store: Store,
+    desk: AgentDeskService,
+    box_addr: String,
+    stop: tokio::sync::watch::Sender<bool>,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Rig {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+async fn rig(desk_settings: DeskSettings) -> Rig {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).await.unwrap();
     let roster = AgentRoster {
@@ -86,10 +101,7 @@ async fn a_phone_answers_the_nailed_up_leg_and_an_inbound_caller_is_bridged_to_t
     let (desk, outputs) = AgentDeskService::start(
         store.pool().clone(),
         Some(Arc::new(tokio::sync::RwLock::new(Arc::new(outbox)))),
-        DeskSettings {
-            inbound_wrap_up_ms: 60_000,
-            ..DeskSettings::default()
-        },
+        desk_settings,
         stop_rx.clone(),
     )
     .await
@@ -148,11 +160,24 @@ async fn a_phone_answers_the_nailed_up_leg_and_an_inbound_caller_is_bridged_to_t
         stop_rx,
     ));
 
+    Rig {
+        store,
+        desk,
+        box_addr,
+        stop,
+        _dir: dir,
+    }
+}
+
+/// Registers the desk phone, starts it answering (it hangs up after `hold_ms`), logs the
+/// agent in and waits until the nailed-up leg made the agent ready.
+async fn phone_logged_in(rig: &Rig, hold_ms: u32) -> Sipp {
+    let (desk, box_addr) = (&rig.desk, &rig.box_addr);
     // The desk phone registers with digest from its port, then answers calls there.
     let phone_port = free_udp_port();
     let register = Sipp::start_on(
         phone_port,
-        &["-sf", &scenario("phone_register.xml"), &box_addr],
+        &["-sf", &scenario("phone_register.xml"), box_addr],
         &["-m", "1", "-au", "desk1", "-ap", "pw1"],
     );
     let (ok, errors) = register.passed().await;
@@ -164,25 +189,49 @@ async fn a_phone_answers_the_nailed_up_leg_and_an_inbound_caller_is_bridged_to_t
             "-m",
             "1",
             "-d",
-            "7000",
+            &hold_ms.to_string(),
             "-mp",
             &free_even_port().to_string(),
             "-rtp_echo",
         ],
     );
     tokio::time::sleep(Duration::from_millis(300)).await;
-
     // Login: the agent waits for the phone, then is ready.
     assert!(desk.log_in(AGENT).await.unwrap());
-    wait_for_state(&desk, "ready", Duration::from_secs(5)).await;
+    wait_for_state(desk, "ready", Duration::from_secs(5)).await;
+    phone
+}
+
+async fn agent_states(store: &Store) -> Vec<AgentState> {
+    let rows: Vec<(Vec<u8>,)> = sqlx::query_as("SELECT body FROM sync_outbox ORDER BY id")
+        .fetch_all(store.pool())
+        .await
+        .unwrap();
+    rows.into_iter()
+        .filter_map(|(b,)| match postcard::from_bytes::<Uplink>(&b).unwrap() {
+            Uplink::AgentEvent(e) => Some(e.state),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_phone_answers_the_nailed_up_leg_and_an_inbound_caller_is_bridged_to_the_agent() {
+    let rig = rig(DeskSettings {
+        inbound_wrap_up_ms: 60_000,
+        ..DeskSettings::default()
+    })
+    .await;
+    let (desk, box_addr) = (&rig.desk, &rig.box_addr);
+    let phone = phone_logged_in(&rig, 7000).await;
 
     // A caller on a trunk address dials the support number and holds for 1.5 s.
     let caller = Sipp::start_on(
         free_udp_port(),
-        &["-sn", "uac", &box_addr],
+        &["-sn", "uac", box_addr],
         &["-m", "1", "-d", "1500"],
     );
-    wait_for_state(&desk, "talking", Duration::from_secs(5)).await;
+    wait_for_state(desk, "talking", Duration::from_secs(5)).await;
     let view = desk.view(AGENT).unwrap();
     let call = view.call.expect("the talking agent has the call");
     assert!(call.inbound);
@@ -196,9 +245,9 @@ async fn a_phone_answers_the_nailed_up_leg_and_an_inbound_caller_is_bridged_to_t
         ok,
         "the caller's call was answered and ended cleanly: {errors}"
     );
-    wait_for_state(&desk, "wrap_up", Duration::from_secs(5)).await;
+    wait_for_state(desk, "wrap_up", Duration::from_secs(5)).await;
     desk.dispose(AGENT, "resolved").await.unwrap();
-    wait_for_state(&desk, "ready", Duration::from_secs(1)).await;
+    wait_for_state(desk, "ready", Duration::from_secs(1)).await;
 
     // The phone hangs up the nailed-up leg: the agent is logged out.
     let (ok, errors) = phone.passed().await;
@@ -206,22 +255,11 @@ async fn a_phone_answers_the_nailed_up_leg_and_an_inbound_caller_is_bridged_to_t
         ok,
         "the phone answered, kept the leg up and hung up: {errors}"
     );
-    wait_for_state(&desk, "logged_out", Duration::from_secs(5)).await;
+    wait_for_state(desk, "logged_out", Duration::from_secs(5)).await;
 
     desk.flushed().await;
-    let rows: Vec<(Vec<u8>,)> = sqlx::query_as("SELECT body FROM sync_outbox ORDER BY id")
-        .fetch_all(store.pool())
-        .await
-        .unwrap();
-    let states: Vec<AgentState> = rows
-        .into_iter()
-        .filter_map(|(b,)| match postcard::from_bytes::<Uplink>(&b).unwrap() {
-            Uplink::AgentEvent(e) => Some(e.state),
-            _ => None,
-        })
-        .collect();
     assert_eq!(
-        states,
+        agent_states(&rig.store).await,
         vec![
             AgentState::Paused {
                 reason: PHONE_CONNECTING.into()
@@ -234,5 +272,47 @@ async fn a_phone_answers_the_nailed_up_leg_and_an_inbound_caller_is_bridged_to_t
             AgentState::LoggedOut,
         ]
     );
-    let _ = stop.send(true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_waits_on_hold_while_the_agent_is_paused_and_is_bridged_when_the_agent_is_ready() {
+    let rig = rig(DeskSettings::default()).await;
+    let (desk, box_addr) = (&rig.desk, &rig.box_addr);
+    let phone = phone_logged_in(&rig, 6000).await;
+    desk.pause(AGENT, "coffee").await.unwrap();
+
+    let caller = Sipp::start_on(
+        free_udp_port(),
+        &["-sn", "uac", box_addr],
+        &["-m", "1", "-d", "2500"],
+    );
+    let start = Instant::now();
+    while desk.pacing_counts().inbound_waiting == 0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "the caller never queued"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(desk.pacing_counts().ready, 0);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        desk.view(AGENT).unwrap().state,
+        "paused",
+        "queued, not offered"
+    );
+
+    desk.ready(AGENT).await.unwrap();
+    wait_for_state(desk, "talking", Duration::from_secs(3)).await;
+    assert_eq!(desk.pacing_counts().inbound_waiting, 0);
+    assert_eq!(desk.pacing_counts().talking_inbound, 1);
+    let (ok, errors) = caller.passed().await;
+    assert!(
+        ok,
+        "the held caller was answered and ended cleanly: {errors}"
+    );
+    wait_for_state(desk, "wrap_up", Duration::from_secs(5)).await;
+    let (ok, errors) = phone.passed().await;
+    assert!(ok, "{errors}");
+    wait_for_state(desk, "logged_out", Duration::from_secs(5)).await;
 }
