@@ -7,9 +7,13 @@
 //! the call is put in front of the desk the way the inbound call path does
 //! (`enqueue_inbound`, `call_bridged`, `call_ended`).
 
+mod agents_support;
 mod common;
+mod sip_support;
 
-use callgate_appliance::agents::desk::{DeskSettings, InboundCall, OfferDecision};
+use callgate_appliance::agents::desk::{
+    DeskSettings, InboundCall, OfferDecision, PHONE_CONNECTING,
+};
 use callgate_appliance::agents::script::ScreenPop;
 use callgate_appliance::agents::service::AgentDeskService;
 use callgate_appliance::store::Store;
@@ -81,6 +85,24 @@ async fn start_box() -> Box {
         AgentDeskService::start(store.pool().clone(), Some(shared), settings, stop_rx)
             .await
             .unwrap();
+    let base = serve_agent_page(&store, desk.clone(), &data, stop.subscribe());
+    Box {
+        base,
+        store,
+        desk,
+        _stop: stop,
+        _dir: dir,
+    }
+}
+
+/// Serves the web UI with the agent page over `desk` on a free loopback port until `stop`
+/// changes; returns its base URL.
+fn serve_agent_page(
+    store: &Store,
+    desk: AgentDeskService,
+    data: &std::path::Path,
+    mut stopped: tokio::sync::watch::Receiver<bool>,
+) -> String {
     let port = free_port();
     let web = WebSettings {
         listen: ([127, 0, 0, 1], port).into(),
@@ -94,21 +116,14 @@ async fn start_box() -> Box {
         appliance: Some("branch-agents".into()),
         started: Instant::now(),
         store: store.clone(),
-        data_dir: data.clone(),
+        data_dir: data.to_path_buf(),
         temperature: Arc::new(Mutex::new(None)),
     };
-    let ui = WebUi::bind_with_agents(&web, status, Some(desk.clone())).unwrap();
-    let mut stopped = stop.subscribe();
+    let ui = WebUi::bind_with_agents(&web, status, Some(desk)).unwrap();
     tokio::spawn(ui.serve(async move {
         let _ = stopped.changed().await;
     }));
-    Box {
-        base: format!("https://127.0.0.1:{port}"),
-        store,
-        desk,
-        _stop: stop,
-        _dir: dir,
-    }
+    format!("https://127.0.0.1:{port}")
 }
 
 async fn wait_for_text(c: &Client, css: &str, want: &str) {
@@ -271,8 +286,93 @@ async fn an_agent_logs_in_takes_an_inbound_call_with_a_screen_pop_and_saves_a_di
         agent_events(&b.store).await.last(),
         Some(&(AgentState::LoggedOut, None))
     );
-    // The session is gone: the desk page sends the browser to the login form.
+    // The session is gone: the desk page sends the browser to the login form (with
+    // `?ended=1` when the browser still held the cookie of the closed session).
     c.goto(&format!("{}/agent", b.base)).await.unwrap();
-    wait_for_path(&c, "/agent/login").await;
+    let start = Instant::now();
+    while c.current_url().await.unwrap().path() != "/agent/login" {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the desk page stayed reachable"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(c.find(Locator::Css("form#agent-login")).await.is_ok());
+    c.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn through_sip_the_agent_logs_in_on_the_page_answers_a_sipp_caller_and_disposes_in_chromium()
+{
+    let rig = agents_support::rig(DeskSettings {
+        inbound_wrap_up_ms: 60_000,
+        ..DeskSettings::default()
+    })
+    .await;
+    let data = rig.store_dir().join("web");
+    let base = serve_agent_page(&rig.store, rig.desk.clone(), &data, rig.stop.subscribe());
+    let (_driver, c) = browser().await;
+    c.goto(&format!("{base}/agent/login")).await.unwrap();
+    let phone = agents_support::start_phone(&rig, 9_000).await;
+
+    // Logging in on the page calls the desk phone (SIPp answers): the page turns ready.
+    fill(
+        &c,
+        "agent-login",
+        &[("login", "ann"), ("password", PASSWORD)],
+    )
+    .await;
+    wait_for_path(&c, "/agent").await;
+    wait_for_text(&c, "#state", "Ready").await;
+
+    // A SIPp caller dials the support number: answered, bridged, popped on the page.
+    let caller = sip_support::Sipp::start_on(
+        sip_support::free_udp_port(),
+        &["-sn", "uac", &rig.box_addr],
+        &["-m", "1", "-d", "2000"],
+    );
+    wait_for_text(&c, "#state", "Talking").await;
+    assert_eq!(text_of(&c, "#pop-source").await, "support");
+    wait_for_text(&c, "#pop-fields", "service").await;
+    let (ok, errors) = caller.passed().await;
+    assert!(ok, "{errors}");
+    wait_for_text(&c, "#state", "Wrap-up").await;
+    c.find(Locator::Css("#disposition-code"))
+        .await
+        .unwrap()
+        .select_by_value("resolved")
+        .await
+        .unwrap();
+    click(&c, "form#disposition button").await;
+    wait_for_text(&c, "#state", "Ready").await;
+
+    // The phone hangs up the nailed-up leg: the page goes back to the login form.
+    let (ok, errors) = phone.passed().await;
+    assert!(ok, "{errors}");
+    let start = Instant::now();
+    while c.current_url().await.unwrap().path() != "/agent/login" {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the page never noticed the logout"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(text_of(&c, ".notice").await.contains("logged out"));
+    rig.desk.flushed().await;
+    let states = agents_support::agent_states(&rig.store).await;
+    assert_eq!(
+        states,
+        vec![
+            AgentState::Paused {
+                reason: PHONE_CONNECTING.into()
+            },
+            AgentState::Ready,
+            AgentState::Reserved,
+            AgentState::Talking,
+            AgentState::WrapUp,
+            AgentState::Ready,
+            AgentState::LoggedOut,
+        ]
+    );
     c.close().await.unwrap();
 }
