@@ -18,8 +18,6 @@ use callgate_appliance::agents::script::ScreenPop;
 use callgate_appliance::agents::service::AgentDeskService;
 use callgate_appliance::store::Store;
 use callgate_appliance::sync::outbox_store::UplinkOutbox;
-use callgate_appliance::web::status::StatusSource;
-use callgate_appliance::web::{WebSettings, WebUi};
 use callgate_common::ids::{AgentGroupId, AgentId, CallId};
 use callgate_common::outbox::OutboxConfig;
 use callgate_common::phone::PhoneNumber;
@@ -27,9 +25,8 @@ use callgate_common::wire::{
     AgentBrief, AgentGroupBrief, AgentRoster, AgentState, Downlink, Uplink,
 };
 use common::browser::{browser, fill, text_of, wait_for_path};
-use common::free_port;
 use fantoccini::{Client, Locator};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const PASSWORD: &str = "agent password 1";
@@ -85,7 +82,7 @@ async fn start_box() -> Box {
         AgentDeskService::start(store.pool().clone(), Some(shared), settings, stop_rx)
             .await
             .unwrap();
-    let base = serve_agent_page(&store, desk.clone(), &data, stop.subscribe());
+    let base = agents_support::serve_agent_page(&store, desk.clone(), &data, stop.subscribe());
     Box {
         base,
         store,
@@ -93,37 +90,6 @@ async fn start_box() -> Box {
         _stop: stop,
         _dir: dir,
     }
-}
-
-/// Serves the web UI with the agent page over `desk` on a free loopback port until `stop`
-/// changes; returns its base URL.
-fn serve_agent_page(
-    store: &Store,
-    desk: AgentDeskService,
-    data: &std::path::Path,
-    mut stopped: tokio::sync::watch::Receiver<bool>,
-) -> String {
-    let port = free_port();
-    let web = WebSettings {
-        listen: ([127, 0, 0, 1], port).into(),
-        setup_code_file: data.join("setup-code"),
-        certificate_names: vec!["127.0.0.1".into()],
-        sessions: Default::default(),
-        reboot_command: vec![],
-        identity_dir: data.join("identity"),
-    };
-    let status = StatusSource {
-        appliance: Some("branch-agents".into()),
-        started: Instant::now(),
-        store: store.clone(),
-        data_dir: data.to_path_buf(),
-        temperature: Arc::new(Mutex::new(None)),
-    };
-    let ui = WebUi::bind_with_agents(&web, status, Some(desk)).unwrap();
-    tokio::spawn(ui.serve(async move {
-        let _ = stopped.changed().await;
-    }));
-    format!("https://127.0.0.1:{port}")
 }
 
 async fn wait_for_text(c: &Client, css: &str, want: &str) {
@@ -310,7 +276,8 @@ async fn through_sip_the_agent_logs_in_on_the_page_answers_a_sipp_caller_and_dis
     })
     .await;
     let data = rig.store_dir().join("web");
-    let base = serve_agent_page(&rig.store, rig.desk.clone(), &data, rig.stop.subscribe());
+    let base =
+        agents_support::serve_agent_page(&rig.store, rig.desk.clone(), &data, rig.stop.subscribe());
     let (_driver, c) = browser().await;
     c.goto(&format!("{base}/agent/login")).await.unwrap();
     let phone = agents_support::start_phone(&rig, 9_000).await;

@@ -11,6 +11,8 @@ use callgate_appliance::media::RtpPortRange;
 use callgate_appliance::sip::udp::UdpAgent;
 use callgate_appliance::store::Store;
 use callgate_appliance::sync::outbox_store::UplinkOutbox;
+use callgate_appliance::web::status::StatusSource;
+use callgate_appliance::web::{WebSettings, WebUi};
 use callgate_common::ids::{AgentGroupId, AgentId};
 use callgate_common::outbox::OutboxConfig;
 use callgate_common::wire::{
@@ -20,7 +22,7 @@ use callgate_sip::agent::AgentConfig;
 use callgate_sip::inbound::{InboundPolicy, InboundRoute, RouteTarget, UnknownSource};
 use callgate_sip::registrar::{PhoneAccount, Registrar, RegistrarConfig};
 use callgate_sip::transaction::TimerConfig;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub const AGENT: AgentId = AgentId(11);
@@ -222,4 +224,39 @@ pub async fn agent_states(store: &Store) -> Vec<AgentState> {
             _ => None,
         })
         .collect()
+}
+
+/// Serves the web UI with the agent page over `desk` on a free loopback port until `stop`
+/// changes; returns its base URL.
+pub fn serve_agent_page(
+    store: &Store,
+    desk: AgentDeskService,
+    data: &std::path::Path,
+    mut stopped: tokio::sync::watch::Receiver<bool>,
+) -> String {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let web = WebSettings {
+        listen: ([127, 0, 0, 1], port).into(),
+        setup_code_file: data.join("setup-code"),
+        certificate_names: vec!["127.0.0.1".into()],
+        sessions: Default::default(),
+        reboot_command: vec![],
+        identity_dir: data.join("identity"),
+    };
+    let status = StatusSource {
+        appliance: Some("branch-agents".into()),
+        started: Instant::now(),
+        store: store.clone(),
+        data_dir: data.to_path_buf(),
+        temperature: Arc::new(Mutex::new(None)),
+    };
+    let ui = WebUi::bind_with_agents(&web, status, Some(desk)).unwrap();
+    tokio::spawn(ui.serve(async move {
+        let _ = stopped.changed().await;
+    }));
+    format!("https://127.0.0.1:{port}")
 }
