@@ -67,6 +67,32 @@ pub struct LineSettings {
     pub overflow: OverflowRoute,
 }
 
+/// Starts the agents' SIP user agent on `bind` from the validated `[sip]` settings: the
+/// registrar serves `[[sip.phones]]`, the inbound gate and route table are `[sip.inbound]`
+/// and `[[sip.routes]]`.
+pub async fn start_agent_sip(
+    settings: &crate::sip::config::SipSettings,
+    bind: SocketAddr,
+) -> Result<UdpAgent, crate::sip::udp::DriverError> {
+    let ua = UdpAgent::start(
+        bind,
+        callgate_sip::agent::AgentConfig {
+            local: bind,
+            user: settings.user.clone(),
+            timers: settings.timers,
+            credentials: None,
+            seed: u64::from(std::process::id()),
+        },
+    )
+    .await?;
+    ua.set_registrar(callgate_sip::registrar::Registrar::new(
+        callgate_sip::registrar::RegistrarConfig::default(),
+        settings.phones.clone(),
+    ))?;
+    ua.set_inbound_policy(settings.inbound.clone())?;
+    Ok(ua)
+}
+
 /// Who a SIP leg belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum LegRole {

@@ -28,6 +28,68 @@ pub mod script;
 pub mod service;
 
 use callgate_common::ids::{AgentId, CallId};
+use desk::{DeskOutput, DeskSettings};
+use lines::LineSettings;
+use service::{AgentDeskService, SharedOutbox};
+use sqlx::SqlitePool;
+use tokio::sync::{mpsc, watch};
+
+/// What [`start`] needs from the daemon.
+pub struct AgentsSetup {
+    /// The box's store (roster, policy, sessions, dispositions).
+    pub pool: SqlitePool,
+    /// The sync outbox (`None` while the box is not enrolled).
+    pub outbox: Option<SharedOutbox>,
+    /// How the desk behaves.
+    pub desk: DeskSettings,
+    /// The agents' SIP side (registrar for the desk phones, inbound route table; see
+    /// [`lines::start_agent_sip`]) and media settings, when SIP runs.
+    pub lines: Option<(crate::sip::udp::UdpAgent, LineSettings)>,
+    /// Where desk outputs about calls the lines do not hold go (the dialer's answered
+    /// outbound calls: connect, safe harbour).
+    pub dialer: Option<mpsc::UnboundedSender<DeskOutput>>,
+}
+
+/// Starts the agents subsystem: the desk (timer, outbox writer) and, with a SIP side, the
+/// agents' lines. Returns the desk for the agent page
+/// (`web::WebUi::bind_with_agents`) and the dialer (`offer`, `pacing_counts`). Everything
+/// stops when `shutdown` turns true.
+pub async fn start(
+    setup: AgentsSetup,
+    shutdown: watch::Receiver<bool>,
+) -> Result<AgentDeskService, AgentsError> {
+    let (desk, outputs) =
+        AgentDeskService::start(setup.pool, setup.outbox, setup.desk, shutdown.clone()).await?;
+    match setup.lines {
+        Some((ua, settings)) => {
+            tokio::spawn(lines::run_agent_lines(
+                ua,
+                desk.clone(),
+                outputs,
+                setup.dialer,
+                settings,
+                shutdown,
+            ));
+        }
+        None => {
+            let dialer = setup.dialer;
+            tokio::spawn(async move {
+                let mut outputs = outputs;
+                while let Some(o) = outputs.recv().await {
+                    match &dialer {
+                        Some(tx) => {
+                            let _ = tx.send(o);
+                        }
+                        None => {
+                            tracing::debug!(output = ?o, "desk output with no call side running")
+                        }
+                    }
+                }
+            });
+        }
+    }
+    Ok(desk)
+}
 
 /// Why an agent operation or a roster/policy change was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -5,8 +5,9 @@
 
 use crate::sip_support::{free_udp_port, scenario, Sipp};
 use callgate_appliance::agents::desk::DeskSettings;
-use callgate_appliance::agents::lines::{run_agent_lines, LineSettings, OverflowRoute};
+use callgate_appliance::agents::lines::{LineSettings, OverflowRoute};
 use callgate_appliance::agents::service::AgentDeskService;
+use callgate_appliance::agents::AgentsSetup;
 use callgate_appliance::media::RtpPortRange;
 use callgate_appliance::sip::udp::UdpAgent;
 use callgate_appliance::store::Store;
@@ -103,15 +104,6 @@ pub async fn rig(desk_settings: DeskSettings) -> Rig {
         .await
         .unwrap();
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
-    let (desk, outputs) = AgentDeskService::start(
-        store.pool().clone(),
-        Some(Arc::new(tokio::sync::RwLock::new(Arc::new(outbox)))),
-        desk_settings,
-        stop_rx.clone(),
-    )
-    .await
-    .unwrap();
-
     // The box's SIP side for agents: registrar for the desk phones, the inbound route table.
     let ua = UdpAgent::start(
         "127.0.0.1:0".parse().unwrap(),
@@ -156,14 +148,19 @@ pub async fn rig(desk_settings: DeskSettings) -> Rig {
         phone_ring_timeout: Duration::from_secs(10),
         overflow: OverflowRoute::HangUp,
     };
-    tokio::spawn(run_agent_lines(
-        ua,
-        desk.clone(),
-        outputs,
-        None,
-        settings,
+    // Started the way the daemon starts it.
+    let desk = callgate_appliance::agents::start(
+        AgentsSetup {
+            pool: store.pool().clone(),
+            outbox: Some(Arc::new(tokio::sync::RwLock::new(Arc::new(outbox)))),
+            desk: desk_settings,
+            lines: Some((ua, settings)),
+            dialer: None,
+        },
         stop_rx,
-    ));
+    )
+    .await
+    .unwrap();
 
     Rig {
         store,
