@@ -357,3 +357,77 @@ async fn write_one(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Store;
+    use callgate_common::ids::AgentGroupId;
+    use callgate_common::wire::{AgentBrief, AgentGroupBrief, AgentRoster, Downlink};
+
+    fn roster(version: u64, agents: &[u64]) -> Downlink {
+        Downlink::AgentRoster(AgentRoster {
+            version,
+            groups: vec![AgentGroupBrief {
+                group: AgentGroupId(1),
+                name: "sales".into(),
+            }],
+            agents: agents
+                .iter()
+                .map(|a| AgentBrief {
+                    agent: AgentId(*a),
+                    name: format!("agent {a}"),
+                    login: format!("a{a}"),
+                    password_phc: crate::web::auth::dummy_hash().to_string(),
+                    sip_username: format!("p{a}"),
+                    skills: vec![],
+                    groups: vec![AgentGroupId(1)],
+                })
+                .collect(),
+        })
+    }
+
+    async fn apply(store: &Store, body: &Downlink) {
+        let mut tx = store.pool().begin().await.unwrap();
+        roster::apply_downlink(&mut tx, body).await.unwrap();
+        tx.commit().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_new_roster_from_the_link_reaches_the_running_desk_and_logs_out_removed_agents() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).await.unwrap();
+        apply(&store, &roster(1, &[1, 2])).await;
+        let (_stop, stop_rx) = watch::channel(false);
+        let settings = DeskSettings {
+            nailed_up: false,
+            ..DeskSettings::default()
+        };
+        let (desk, _calls) = AgentDeskService::start(store.pool().clone(), None, settings, stop_rx)
+            .await
+            .unwrap();
+        desk.log_in(AgentId(2)).await.unwrap();
+        assert_eq!(desk.pacing_counts().ready, 2 - 1);
+
+        // A malformed roster is refused and a replayed old one ignored: agent 2 stays.
+        let Downlink::AgentRoster(mut bad) = roster(3, &[1]) else {
+            unreachable!()
+        };
+        bad.agents[0].password_phc = "not a hash".into();
+        apply(&store, &Downlink::AgentRoster(bad)).await;
+        apply(&store, &roster(1, &[1])).await;
+        // Version 2 drops agent 2: the desk notices within its reload interval.
+        apply(&store, &roster(2, &[1])).await;
+        let start = std::time::Instant::now();
+        while desk.view(AgentId(2)).is_some() {
+            assert!(
+                start.elapsed() < RELOAD_EVERY * 3,
+                "the desk never picked up the new roster"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(desk.pacing_counts().ready, 0);
+        assert!(desk.view(AgentId(1)).is_some());
+        assert_eq!(roster::versions(store.pool()).await.unwrap().0, 2);
+    }
+}
