@@ -240,3 +240,79 @@ async fn a_held_caller_hears_hold_music_then_its_voice_crosses_the_bridge_to_the
     let (ok, errors) = phone.passed().await;
     assert!(ok, "{errors}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queued_call_overflows_after_the_configured_wait_and_the_box_hangs_up() {
+    let rig = rig(DeskSettings {
+        queue_overflow_after_ms: 1_000,
+        ..DeskSettings::default()
+    })
+    .await;
+    let phone = phone_logged_in(&rig, 4_000).await;
+    rig.desk.pause(AGENT, "training").await.unwrap();
+
+    let mut ua = UdpAgent::start(
+        "127.0.0.1:0".parse().unwrap(),
+        AgentConfig {
+            local: "127.0.0.1:0".parse().unwrap(),
+            user: "caller".into(),
+            timers: TimerConfig::default(),
+            credentials: None,
+            seed: 7,
+        },
+    )
+    .await
+    .unwrap();
+    let local = LocalMedia {
+        address: "127.0.0.1".parse().unwrap(),
+        rtp_port: free_even_port(),
+        codecs: vec![Codec::Pcmu],
+        telephone_event: false,
+        ptime_ms: 20,
+        direction: Direction::SendRecv,
+        session_id: 78,
+        session_version: 1,
+        srtp: None,
+    };
+    let box_addr: SocketAddr = rig.box_addr.parse().unwrap();
+    let leg = ua
+        .place_call(CallSpec::new(
+            Uri::parse(&format!("sip:service@{box_addr}")).unwrap(),
+            box_addr,
+            create_offer(&local).to_string().into_bytes(),
+        ))
+        .await
+        .unwrap();
+    let mut answered_at = None;
+    let ended_at = loop {
+        match tokio::time::timeout(Duration::from_secs(5), ua.next_event())
+            .await
+            .expect("the box answers, then hangs up")
+            .unwrap()
+        {
+            SipEvent::Answered { leg: l, .. } if l == leg => answered_at = Some(Instant::now()),
+            SipEvent::Ended { leg: l, by_peer } if l == leg => {
+                assert!(by_peer, "the box hung up, not us");
+                break Instant::now();
+            }
+            SipEvent::Progress { .. } => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    };
+    let waited = ended_at - answered_at.expect("answered first");
+    assert!(
+        waited >= Duration::from_millis(900),
+        "overflowed after {waited:?}, before the configured second"
+    );
+    assert_eq!(rig.desk.pacing_counts().inbound_waiting, 0);
+    assert_eq!(rig.desk.view(AGENT).unwrap().state, "paused");
+    let (ok, errors) = phone.passed().await;
+    assert!(ok, "{errors}");
+    rig.desk.flushed().await;
+    assert!(
+        !agent_states(&rig.store)
+            .await
+            .contains(&AgentState::Reserved),
+        "the overflowed call was never offered to the paused agent"
+    );
+}
