@@ -233,6 +233,7 @@ struct ActiveCall {
     wrap_up_ms: i64,
     disposition: Option<String>,
     talking_since: Option<UnixMillis>,
+    talking_until: Option<UnixMillis>,
 }
 
 impl ActiveCall {
@@ -333,6 +334,8 @@ pub struct CallView {
     pub disposition: Option<String>,
     /// When talking started (for the call timer).
     pub talking_since_ms: Option<i64>,
+    /// When the call ended (the timer stops there).
+    pub talking_until_ms: Option<i64>,
 }
 
 /// The desk.
@@ -508,10 +511,7 @@ impl AgentDesk {
                 agent,
                 call: c.call,
             }),
-            Seat::WrapUp { call, .. } => Err(AgentsError::OnCall {
-                agent,
-                call: call.call,
-            }),
+            Seat::WrapUp { call, .. } => Err(AgentsError::WrapUpPending(call.call)),
             Seat::Ready { .. } => Ok(()),
             Seat::Paused { .. } => {
                 self.become_ready(now, agent);
@@ -587,6 +587,7 @@ impl AgentDesk {
             wrap_up_ms: campaign.map_or(0, |c| c.wrap_up_ms),
             disposition: None,
             talking_since: None,
+            talking_until: None,
         };
         let preferred = prefer.filter(|a| {
             self.agents
@@ -627,6 +628,7 @@ impl AgentDesk {
             wrap_up_ms: self.settings.inbound_wrap_up_ms,
             disposition: None,
             talking_since: None,
+            talking_until: None,
         };
         let queued_ahead = self.queue.iter().any(|q| q.group == inbound.group);
         if !queued_ahead {
@@ -684,7 +686,8 @@ impl AgentDesk {
         let seat = self.agents[&agent].seat.clone();
         match seat {
             Seat::Reserved(_) => self.become_ready(now, agent),
-            Seat::Talking(c) => {
+            Seat::Talking(mut c) => {
+                c.talking_until = Some(now);
                 if c.disposition.is_some() {
                     self.become_ready(now, agent);
                 } else {
@@ -800,6 +803,7 @@ impl AgentDesk {
             dispositions: c.dispositions.clone(),
             disposition: c.disposition.clone(),
             talking_since_ms: c.talking_since.map(|t| t.0),
+            talking_until_ms: c.talking_until.map(|t| t.0),
         };
         let (state, paused_reason, call, wrap_up_until_ms) = match &a.seat {
             Seat::LoggedOut => ("logged_out", None, None, None),

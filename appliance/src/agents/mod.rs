@@ -123,6 +123,10 @@ pub enum AgentsError {
         /// The call.
         call: CallId,
     },
+    /// The agent is in wrap-up: the disposition (or the end of the wrap-up time) makes it
+    /// ready.
+    #[error("call {0} is in wrap-up: save its disposition to be ready again")]
+    WrapUpPending(CallId),
     /// A pause needs a reason of 1 to 100 characters.
     #[error("a pause needs a reason of 1 to 100 characters")]
     BadPauseReason,

@@ -235,6 +235,7 @@ fn refusal_status(e: &AgentsError) -> StatusCode {
         AgentsError::Store(_) | AgentsError::Outbox(_) => StatusCode::SERVICE_UNAVAILABLE,
         AgentsError::OnCall { .. }
         | AgentsError::PhoneNotConnected(_)
+        | AgentsError::WrapUpPending(_)
         | AgentsError::NoCallToDispose(_)
         | AgentsError::AlreadyDisposed(_) => StatusCode::CONFLICT,
         _ => StatusCode::BAD_REQUEST,

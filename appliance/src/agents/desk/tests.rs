@@ -292,6 +292,12 @@ fn a_call_goes_talking_then_wrap_up_then_ready_after_the_campaign_wrap_time() {
     assert!(d.call_bridged(t(110), id));
     d.call_ended(t(60_000), id);
     assert_eq!(d.poll_timeout(), Some(t(70_000)));
+    let timer = d.view(AgentId(1)).unwrap().call.unwrap();
+    assert_eq!(
+        (timer.talking_since_ms, timer.talking_until_ms),
+        (Some(t(110).0), Some(t(60_000).0)),
+        "the call timer stops when the call ends"
+    );
     assert_eq!(d.ready_count(), 0);
     d.handle_timeout(t(70_000));
     let out = drain(&mut d);
@@ -325,6 +331,10 @@ fn saving_the_disposition_ends_wrap_up_at_once_and_bad_codes_are_refused() {
     d.call_bridged(t(110), id);
     d.call_ended(t(5_000), id);
     drain(&mut d);
+    assert_eq!(
+        d.ready(t(5_500), AgentId(1)),
+        Err(AgentsError::WrapUpPending(id))
+    );
     let e = d.dispose(t(6_000), AgentId(1), "maybe").unwrap_err();
     assert_eq!(
         e.to_string(),
@@ -637,6 +647,7 @@ fn the_view_shows_the_pop_codes_and_timer_of_the_call() {
     assert_eq!(cv.pop.script, "Hello Ada");
     assert_eq!(cv.dispositions, vec!["sale", "no sale"]);
     assert_eq!(cv.talking_since_ms, Some(t(150).0));
+    assert_eq!(cv.talking_until_ms, None);
     assert!(!cv.inbound);
     assert_eq!(
         d.offer(t(151), {

@@ -47,8 +47,10 @@
   }
 
   function tick() {
-    const since = view && view.call && view.call.talking_since_ms;
-    let s = since ? Math.max(0, Math.floor((Date.now() + skew - since) / 1000)) : 0;
+    const call = view && view.call;
+    const since = call && call.talking_since_ms;
+    const until = (call && call.talking_until_ms) || Date.now() + skew;
+    const s = since ? Math.max(0, Math.floor((until - since) / 1000)) : 0;
     text('timer', Math.floor(s / 60) + ':' + String(s % 60).padStart(2, '0'));
   }
 
