@@ -14,6 +14,7 @@
 //!   filled in);
 //! - [`lines`]: the agents' telephone lines: nailed-up legs to their phones, inbound calls
 //!   answered, held with music and bridged to agents (SIP + media);
+//! - [`bench`]: the `agents-bench` command (routing cost with N agents);
 //! - [`service`]: the tokio driver around the desk: its timer, the durable outbox for agent
 //!   events, the store for dispositions, and live views for the agent page.
 //!
@@ -21,6 +22,7 @@
 //! branch's phones and the media layer (only in [`lines`]); the dialer calls the desk's
 //! documented API. Must not: dial customers, or change campaign, lease or grant data.
 
+pub mod bench;
 pub mod desk;
 pub mod lines;
 pub mod roster;
