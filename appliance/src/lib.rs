@@ -14,11 +14,13 @@
 //! - [`reset`]: the factory reset (web UI and front-panel button);
 //! - [`restart`]: a request to restart the daemon in place (after enrollment or reset);
 //! - [`dialer`]: the campaign executor (holdings, compliance gate, dial modes, calls);
+//! - [`agents`]: the roster, agent states, routing of answered calls, the inbound queue;
 //!
 //! The board (LEDs, button, sensor, watchdog, tech audio port) is its own crate,
 //! `callgate-board` (`appliance/board/`), so the acceptance suite can use it without the
 //! daemon. The binary (`src/main.rs`) only parses the command line and calls into these.
 
+pub mod agents;
 pub mod board;
 pub mod config;
 pub mod dialer;

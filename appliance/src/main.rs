@@ -114,6 +114,16 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         rate: u32,
     },
+    /// Benchmark of the agent desk: time to route an answered call and to run a whole call
+    /// through an agent's states, for each number of agents; prints a table.
+    AgentsBench {
+        /// Agents logged in, one table row each.
+        #[arg(long, value_delimiter = ',', default_values_t = vec![5, 100, 1000])]
+        agents: Vec<usize>,
+        /// Calls per row.
+        #[arg(long, default_value_t = 100_000)]
+        calls: usize,
+    },
     /// Play a one-second 1 kHz test tone on an ALSA device (the tech audio port).
     #[cfg(feature = "alsa")]
     AudioTest {
@@ -174,6 +184,10 @@ enum SipCommand {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let command = cli.command.unwrap_or(Command::Run);
+    if let Command::AgentsBench { agents, calls } = &command {
+        callgate_appliance::agents::bench::print_table(agents, *calls);
+        return Ok(());
+    }
     // The SIP tools inspect files: they need no config, so a broken one cannot stop them.
     if let Command::Sip(SipCommand::Parse { file }) = &command {
         let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
@@ -357,6 +371,7 @@ async fn main() -> anyhow::Result<()> {
             .await?;
             Ok(())
         }
+        Command::AgentsBench { .. } => Ok(()),
         Command::SyncBench { dir, records, rate } => {
             observe::init_logging(&config.raw.log)?;
             let (n, generated, secs) =

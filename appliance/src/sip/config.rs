@@ -5,6 +5,7 @@
 
 use callgate_sip::digest::DigestCredentials;
 use callgate_sip::inbound::{InboundPolicy, InboundRoute, RouteTarget, UnknownSource};
+use callgate_sip::registrar::PhoneAccount;
 use callgate_sip::transaction::TimerConfig;
 use callgate_sip::trunk::router::RouterConfig;
 use callgate_sip::trunk::{ProbePolicy, Trunk};
@@ -77,6 +78,20 @@ pub struct SipConfig {
     /// `[[sip.routes]]`: called number → target.
     #[serde(default)]
     pub routes: Vec<RouteConfig>,
+    /// `[[sip.phones]]`: the desk phones that may register (agents' phones among them; an
+    /// agent's roster entry names its phone by `username`).
+    #[serde(default)]
+    pub phones: Vec<PhoneConfig>,
+}
+
+/// `[[sip.phones]]`: one desk phone's registrar credentials.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PhoneConfig {
+    /// The user part of the phone's address and its digest username.
+    pub username: String,
+    /// Its digest password.
+    pub password: String,
 }
 
 fn default_listen() -> String {
@@ -194,6 +209,8 @@ pub struct SipSettings {
     pub trunks: Vec<Trunk>,
     /// Inbound policy (allowed sources are the trunks' addresses).
     pub inbound: InboundPolicy,
+    /// The phones the registrar accepts.
+    pub phones: Vec<PhoneAccount>,
 }
 
 impl SipConfig {
@@ -361,8 +378,38 @@ impl SipConfig {
                 target,
             });
         }
+        let mut phones: Vec<PhoneAccount> = Vec::new();
+        for (i, p) in self.phones.iter().enumerate() {
+            let key = |f: &str| format!("sip.phones[{i}].{f}");
+            let token = |s: &str| {
+                !s.is_empty()
+                    && s.len() <= 64
+                    && s.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"-_.+".contains(&b))
+            };
+            if !token(&p.username) {
+                return Err(invalid(
+                    key("username"),
+                    "must be 1 to 64 letters, digits or `-_.+`",
+                ));
+            }
+            if phones.iter().any(|x| x.username == p.username) {
+                return Err(invalid(
+                    key("username"),
+                    format!("`{}` is used by another phone", p.username),
+                ));
+            }
+            if p.password.len() < 8 {
+                return Err(invalid(key("password"), "must be at least 8 characters"));
+            }
+            phones.push(PhoneAccount {
+                username: p.username.clone(),
+                password: p.password.clone(),
+            });
+        }
         let allowed_sources: Vec<IpAddr> = trunks.iter().map(|t| t.address.ip()).collect();
         Ok(SipSettings {
+            phones,
             listen,
             user: self.user.clone(),
             timers,
@@ -480,6 +527,40 @@ trunk = "carrier-b"
         ];
         for (text, key) in cases {
             match SipConfig::parse(&text) {
+                Err(SipConfigError::Invalid { key: k, .. }) => assert_eq!(k, key),
+                other => panic!("{key}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn desk_phones_become_registrar_accounts_and_bad_ones_are_named() {
+        let phones = "\n[[sip.phones]]\nusername = \"desk1\"\npassword = \"pw-desk-1\"\n\
+                      \n[[sip.phones]]\nusername = \"desk2\"\npassword = \"pw-desk-2\"\n";
+        let s = SipConfig::parse(&format!("{GOOD}{phones}")).unwrap();
+        assert_eq!(
+            s.phones,
+            vec![
+                PhoneAccount {
+                    username: "desk1".into(),
+                    password: "pw-desk-1".into()
+                },
+                PhoneAccount {
+                    username: "desk2".into(),
+                    password: "pw-desk-2".into()
+                },
+            ]
+        );
+        assert!(SipConfig::parse(GOOD).unwrap().phones.is_empty());
+        for (bad, key) in [
+            (phones.replace("desk2", "desk1"), "sip.phones[1].username"),
+            (
+                phones.replace("pw-desk-1", "short"),
+                "sip.phones[0].password",
+            ),
+            (phones.replace("desk2", "desk 2"), "sip.phones[1].username"),
+        ] {
+            match SipConfig::parse(&format!("{GOOD}{bad}")) {
                 Err(SipConfigError::Invalid { key: k, .. }) => assert_eq!(k, key),
                 other => panic!("{key}: {other:?}"),
             }

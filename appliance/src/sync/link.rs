@@ -355,6 +355,9 @@ async fn on_downlink(
                 // replay is harmless; other kinds get their effects with their issues.
                 let mut tx = pool.begin().await?;
                 let dialer = crate::dialer::store::apply_downlink(&mut tx, &body).await?;
+                if let Downlink::AgentRoster(_) | Downlink::RoutingPolicy { .. } = &body {
+                    crate::agents::roster::apply_downlink(&mut tx, &body).await?;
+                }
                 write_state(&mut tx, DOWNLINK_APPLIED, env.seq).await?;
                 tx.commit().await?;
                 if dialer {

@@ -345,7 +345,7 @@ pub struct Sessions {
     policy: SessionPolicy,
 }
 
-fn token_hash(token: &str) -> Vec<u8> {
+pub(crate) fn token_hash(token: &str) -> Vec<u8> {
     ring::digest::digest(&ring::digest::SHA256, token.as_bytes())
         .as_ref()
         .to_vec()
@@ -506,7 +506,7 @@ impl Sessions {
 }
 
 /// An argon2id hash of a random password, verified against for unknown usernames.
-fn dummy_hash() -> &'static str {
+pub(crate) fn dummy_hash() -> &'static str {
     static HASH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     HASH.get_or_init(|| hash_password(&random_hex(16)))
 }

@@ -6,6 +6,9 @@
 //! session's CSRF token; responses carry strict security headers. The status page is kept
 //! live by Server-Sent Events (`/events`).
 //!
+//! The same server serves the agent page under `/agent` ([`agent`]) when the daemon gives it
+//! the agent desk ([`WebUi::bind_with_agents`]).
+//!
 //! Rooms: [`auth`] (accounts, sessions, login throttling), [`tls`] (the certificate),
 //! [`status`] (what the pages show), [`pages`] (the handlers and templates), [`cloud`]
 //! (the cloud-link page and enrollment by claim code), [`logs`] (recent log lines),
@@ -13,6 +16,7 @@
 //! Must not: change call handling or the store's call data; it reads the daemon's state and
 //! calls its documented controls only.
 
+pub mod agent;
 pub mod auth;
 pub mod cloud;
 pub mod diagnostics;
@@ -64,6 +68,8 @@ pub struct WebState {
     pub(crate) restart: crate::restart::RestartSwitch,
     pub(crate) sip: Option<crate::sip::config::SipSettings>,
     pub(crate) sip_trace: diagnostics::SipTraceSwitch,
+    pub(crate) agents: Option<crate::agents::service::AgentDeskService>,
+    pub(crate) agent_throttle: Arc<Mutex<LoginThrottle>>,
 }
 
 /// How the UI is set up (from `[web]` in the config).
@@ -97,6 +103,15 @@ pub struct WebUi {
 impl WebUi {
     /// Loads or creates the certificate and setup code and binds the listener.
     pub fn bind(settings: &WebSettings, status: StatusSource) -> Result<WebUi, WebError> {
+        WebUi::bind_with_agents(settings, status, None)
+    }
+
+    /// Like [`WebUi::bind`], also serving the agent page (`/agent`) over `agents`.
+    pub fn bind_with_agents(
+        settings: &WebSettings,
+        status: StatusSource,
+        agents: Option<crate::agents::service::AgentDeskService>,
+    ) -> Result<WebUi, WebError> {
         let cert = tls::load_or_create(&status.data_dir, &settings.certificate_names)?;
         let setup_code =
             SetupCode::load_or_create(&settings.setup_code_file).map_err(|source| {
@@ -124,6 +139,8 @@ impl WebUi {
             restart: settings.restart.clone(),
             sip: settings.sip.clone(),
             sip_trace: diagnostics::SipTraceSwitch::default(),
+            agents,
+            agent_throttle: Arc::new(Mutex::new(LoginThrottle::new(ThrottlePolicy::default()))),
         };
         Ok(WebUi {
             listener,

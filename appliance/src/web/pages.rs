@@ -47,6 +47,7 @@ pub fn router(state: WebState) -> Router {
         .route("/logs.txt", get(super::logs::logs_download))
         .route("/static/app.css", get(css))
         .route("/static/live.js", get(live_js))
+        .merge(super::agent::router())
         .layer(axum::middleware::map_response(security_headers))
         .with_state(state)
 }
@@ -143,7 +144,7 @@ struct SystemPage {
     reboot_available: bool,
 }
 
-pub(super) fn render(code: StatusCode, page: &impl Template) -> Response {
+pub(crate) fn render(code: StatusCode, page: &impl Template) -> Response {
     match page.render() {
         Ok(html) => (code, Html(html)).into_response(),
         Err(e) => {

@@ -2,6 +2,8 @@
 //! throw-away data directory and an HTTPS client that trusts exactly the box's certificate.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod browser;
+
 use reqwest::header::{COOKIE, SET_COOKIE};
 use reqwest::{Client, StatusCode};
 use std::net::TcpListener;

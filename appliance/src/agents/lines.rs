@@ -1,0 +1,730 @@
+//! The agents' telephone lines: the tokio driver between the desk ([`AgentDeskService`]),
+//! the SIP user agent that serves the branch's phones ([`UdpAgent`] with its registrar and
+//! inbound route table) and the media layer.
+//!
+//! - **Nailed-up legs.** When the desk asks ([`DeskOutput::CallPhone`], at login) the
+//!   agent's registered phone is called once and the leg is kept up; its answer makes the
+//!   agent ready, and the leg failing or dropping logs the agent out with the reason.
+//! - **Inbound calls** the route table sends to an agent group (`AgentEvent::Incoming` with
+//!   `RouteTarget::AgentGroup`) are answered and put in front of the desk. A queued caller
+//!   hears hold music (a tone pattern: no music file ships yet) and, at each position
+//!   announcement, that many short beeps (no recorded number prompts yet). When the desk
+//!   connects the caller, the agent hears the connect beep on the nailed-up leg and the two
+//!   legs are bridged ([`run_bridge`]); the caller's hang-up ends the bridge and the agent's
+//!   leg is re-opened on the same port for the next call.
+//! - **Overflow** ([`DeskOutput::Overflow`]) goes to [`OverflowRoute`]; today only
+//!   `HangUp` exists (voicemail recording and robot scripts are named there for later).
+//!
+//! Outputs about calls this driver does not hold (the dialer's outbound calls) are passed on
+//! to `others` untouched.
+//!
+//! Must not: decide which agent takes a call (the desk does), or dial customers.
+
+use super::desk::{DeskOutput, InboundCall, OfferDecision};
+use super::roster;
+use super::script::ScreenPop;
+use super::service::AgentDeskService;
+use crate::media::{run_bridge, BridgeCommand, RtpLeg, RtpPortRange};
+use crate::recording::SqliteSegmentStore;
+use crate::sip::udp::UdpAgent;
+use callgate_common::ids::{AgentId, CallId};
+use callgate_common::phone::PhoneNumber;
+use callgate_media::g711::Codec;
+use callgate_media::prompt::Prompt;
+use callgate_media::sdp::{
+    accept_answer, answer_offer, create_offer, Direction, LocalMedia, NegotiatedAudio,
+    SessionDescription,
+};
+use callgate_sip::agent::{AgentEvent, CallSpec, LegId};
+use callgate_sip::inbound::RouteTarget;
+use callgate_sip::uri::Uri;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+
+/// What an overflowing queued call gets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum OverflowRoute {
+    /// The call is ended (the only route implemented so far; voicemail recording and robot
+    /// scripts will be further variants).
+    HangUp,
+}
+
+/// How the lines behave.
+#[derive(Debug)]
+pub struct LineSettings {
+    /// The address our RTP sockets bind and our SDP announces.
+    pub media_ip: IpAddr,
+    /// Where RTP port pairs come from.
+    pub rtp_ports: RtpPortRange,
+    /// How long an agent's phone may ring before the login fails.
+    pub phone_ring_timeout: Duration,
+    /// What overflowing queued calls get.
+    pub overflow: OverflowRoute,
+}
+
+/// Starts the agents' SIP user agent on `bind` from the validated `[sip]` settings: the
+/// registrar serves `[[sip.phones]]`, the inbound gate and route table are `[sip.inbound]`
+/// and `[[sip.routes]]`.
+pub async fn start_agent_sip(
+    settings: &crate::sip::config::SipSettings,
+    bind: SocketAddr,
+) -> Result<UdpAgent, crate::sip::udp::DriverError> {
+    let ua = UdpAgent::start(
+        bind,
+        callgate_sip::agent::AgentConfig {
+            local: bind,
+            user: settings.user.clone(),
+            timers: settings.timers,
+            credentials: None,
+            seed: u64::from(std::process::id()),
+        },
+    )
+    .await?;
+    ua.set_registrar(callgate_sip::registrar::Registrar::new(
+        callgate_sip::registrar::RegistrarConfig::default(),
+        settings.phones.clone(),
+    ))?;
+    ua.set_inbound_policy(settings.inbound.clone())?;
+    Ok(ua)
+}
+
+/// Who a SIP leg belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LegRole {
+    Phone(AgentId),
+    Caller(CallId),
+}
+
+/// An agent's nailed-up leg.
+struct PhoneLine {
+    leg: LegId,
+    offer: SessionDescription,
+    local: SocketAddr,
+    /// Bound while ringing; turned into `media` at the answer.
+    sockets: Option<(UdpSocket, UdpSocket)>,
+    audio: Option<NegotiatedAudio>,
+    /// The idle media leg (taken while a bridge runs).
+    media: Option<RtpLeg>,
+    /// The caller it is bridged to.
+    bridged_to: Option<CallId>,
+}
+
+/// What a caller's media is doing.
+enum CallerMedia {
+    /// Answered, nobody playing to it yet.
+    Idle(Box<RtpLeg>),
+    /// Hold music; the task gives the leg back when `stop` fires.
+    Holding {
+        positions: mpsc::UnboundedSender<usize>,
+        stop: oneshot::Sender<()>,
+        task: JoinHandle<RtpLeg>,
+    },
+    /// Bridged to an agent.
+    Bridged {
+        agent: AgentId,
+        commands: mpsc::Sender<BridgeCommand>,
+        task: JoinHandle<()>,
+    },
+    /// Between states (only while being changed).
+    Moving,
+}
+
+struct CallerLine {
+    leg: LegId,
+    media: CallerMedia,
+}
+
+/// The running lines.
+struct Lines {
+    ua: UdpAgent,
+    desk: AgentDeskService,
+    settings: LineSettings,
+    roles: HashMap<LegId, LegRole>,
+    phones: HashMap<AgentId, PhoneLine>,
+    callers: HashMap<CallId, CallerLine>,
+    others: Option<mpsc::UnboundedSender<DeskOutput>>,
+    session_id: u64,
+}
+
+/// Runs the lines until `shutdown` turns true or the user agent stops. `desk_outputs` is
+/// the receiver [`AgentDeskService::start`] returned; outputs for calls not held here go to
+/// `others`.
+pub async fn run_agent_lines(
+    ua: UdpAgent,
+    desk: AgentDeskService,
+    mut desk_outputs: mpsc::UnboundedReceiver<DeskOutput>,
+    others: Option<mpsc::UnboundedSender<DeskOutput>>,
+    settings: LineSettings,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut lines = Lines {
+        ua,
+        desk,
+        settings,
+        roles: HashMap::new(),
+        phones: HashMap::new(),
+        callers: HashMap::new(),
+        others,
+        session_id: u64::from(std::process::id()) << 16,
+    };
+    loop {
+        tokio::select! {
+            event = lines.ua.next_event() => match event {
+                Some(e) => lines.on_sip(e).await,
+                None => {
+                    tracing::error!("the agents' SIP user agent stopped");
+                    return;
+                }
+            },
+            output = desk_outputs.recv() => match output {
+                Some(o) => lines.on_desk(o).await,
+                None => return,
+            },
+            _ = shutdown.changed() => {
+                if *shutdown.borrow() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+impl Lines {
+    fn local_media(&mut self, rtp_port: u16) -> LocalMedia {
+        self.session_id += 1;
+        LocalMedia {
+            address: self.settings.media_ip,
+            rtp_port,
+            codecs: vec![Codec::Pcmu, Codec::Pcma],
+            telephone_event: true,
+            ptime_ms: 20,
+            direction: Direction::SendRecv,
+            session_id: self.session_id,
+            session_version: 1,
+            srtp: None,
+        }
+    }
+
+    async fn on_desk(&mut self, output: DeskOutput) {
+        match output {
+            DeskOutput::CallPhone { agent } => self.call_phone(agent).await,
+            DeskOutput::ReleasePhone { agent } => {
+                if let Some(line) = self.phones.remove(&agent) {
+                    self.roles.remove(&line.leg);
+                    let _ = self.ua.hang_up(line.leg);
+                }
+            }
+            DeskOutput::Connect { call, agent } if self.callers.contains_key(&call) => {
+                self.connect(call, agent).await;
+            }
+            DeskOutput::QueuePosition { call, position } if self.callers.contains_key(&call) => {
+                if let Some(CallerLine {
+                    media: CallerMedia::Holding { positions, .. },
+                    ..
+                }) = self.callers.get(&call)
+                {
+                    let _ = positions.send(position);
+                }
+            }
+            DeskOutput::Overflow { call, group } if self.callers.contains_key(&call) => {
+                match self.settings.overflow {
+                    OverflowRoute::HangUp => {
+                        tracing::warn!(%call, %group, "queued call overflowed; no voicemail or robot route yet, ending it");
+                        self.end_caller(call, true).await;
+                    }
+                }
+            }
+            DeskOutput::AgentLost { call, agent } if self.callers.contains_key(&call) => {
+                tracing::warn!(%call, %agent, "the agent of a call was lost; ending the call");
+                self.end_caller(call, true).await;
+                self.desk.call_ended(call);
+            }
+            other => {
+                if let Some(tx) = &self.others {
+                    let _ = tx.send(other);
+                }
+            }
+        }
+    }
+
+    async fn call_phone(&mut self, agent: AgentId) {
+        let fail = |reason: String| (agent, reason);
+        let attempt: Result<(), (AgentId, String)> = async {
+            let username = roster::sip_username(self.desk.pool(), agent)
+                .await
+                .map_err(|e| fail(format!("store: {e}")))?
+                .ok_or_else(|| fail("not on the roster".into()))?;
+            let bindings = self
+                .ua
+                .bindings(&username)
+                .await
+                .map_err(|e| fail(format!("SIP: {e}")))?;
+            let Some((contact, source)) = bindings.into_iter().next() else {
+                return Err(fail(format!("phone `{username}` is not registered")));
+            };
+            let to = Uri::parse(&contact)
+                .map_err(|e| fail(format!("phone contact `{contact}`: {e}")))?;
+            let sockets = self
+                .settings
+                .rtp_ports
+                .bind_pair(self.settings.media_ip)
+                .await
+                .map_err(|e| fail(e.to_string()))?;
+            let local = sockets
+                .0
+                .local_addr()
+                .map_err(|e| fail(format!("RTP socket: {e}")))?;
+            let offer = create_offer(&self.local_media(local.port()));
+            let spec = CallSpec {
+                ring_timeout: Some(self.settings.phone_ring_timeout),
+                ..CallSpec::new(to, source, offer.to_string().into_bytes())
+            };
+            let leg = self
+                .ua
+                .place_call(spec)
+                .await
+                .map_err(|e| fail(format!("SIP: {e}")))?;
+            tracing::info!(%agent, phone = %username, "calling the agent's phone for the nailed-up leg");
+            self.roles.insert(leg, LegRole::Phone(agent));
+            self.phones.insert(
+                agent,
+                PhoneLine {
+                    leg,
+                    offer,
+                    local,
+                    sockets: Some(sockets),
+                    audio: None,
+                    media: None,
+                    bridged_to: None,
+                },
+            );
+            Ok(())
+        }
+        .await;
+        if let Err((agent, reason)) = attempt {
+            tracing::warn!(%agent, %reason, "agent line could not be set up");
+            self.desk
+                .phone_leg_down(agent, &format!("agent line: {reason}"));
+        }
+    }
+
+    async fn on_sip(&mut self, event: AgentEvent) {
+        match event {
+            AgentEvent::Incoming {
+                leg,
+                from,
+                number,
+                target,
+                body,
+            } => self.incoming(leg, &from, &number, target, &body).await,
+            AgentEvent::Answered { leg, body } => {
+                if let Some(LegRole::Phone(agent)) = self.roles.get(&leg).copied() {
+                    self.phone_answered(agent, &body);
+                }
+            }
+            AgentEvent::Failed {
+                leg,
+                status,
+                reason,
+            } => {
+                if let Some(LegRole::Phone(agent)) = self.roles.remove(&leg) {
+                    self.phones.remove(&agent);
+                    self.desk.phone_leg_down(
+                        agent,
+                        &format!("agent line: the phone did not answer ({status} {reason})"),
+                    );
+                }
+            }
+            AgentEvent::Ended { leg, by_peer } => match self.roles.remove(&leg) {
+                Some(LegRole::Phone(agent)) => {
+                    let line = self.phones.remove(&agent);
+                    if let Some(call) = line.and_then(|l| l.bridged_to) {
+                        if let Some(CallerLine {
+                            media: CallerMedia::Bridged { commands, .. },
+                            ..
+                        }) = self.callers.get(&call)
+                        {
+                            let _ = commands.try_send(BridgeCommand::Hangup);
+                        }
+                    }
+                    let why = if by_peer {
+                        "agent line: the phone hung up"
+                    } else {
+                        "agent line: ended by the appliance"
+                    };
+                    self.desk.phone_leg_down(agent, why);
+                }
+                Some(LegRole::Caller(call)) => {
+                    self.end_caller(call, false).await;
+                    self.desk.call_ended(call);
+                }
+                None => {}
+            },
+            _ => {}
+        }
+    }
+
+    fn phone_answered(&mut self, agent: AgentId, body: &[u8]) {
+        let Some(line) = self.phones.get_mut(&agent) else {
+            return;
+        };
+        let audio = std::str::from_utf8(body)
+            .map_err(|e| e.to_string())
+            .and_then(|t| SessionDescription::parse(t).map_err(|e| e.to_string()))
+            .and_then(|answer| accept_answer(&line.offer, &answer).map_err(|e| e.to_string()));
+        let media = audio.and_then(|audio| {
+            let sockets = line.sockets.take().ok_or("sockets already used")?;
+            let leg = RtpLeg::new(sockets, &audio).map_err(|e| e.to_string())?;
+            line.audio = Some(audio);
+            Ok(leg)
+        });
+        match media {
+            Ok(leg) => {
+                line.media = Some(leg);
+                tracing::info!(%agent, "agent line up");
+                if let Err(e) = self.desk.phone_leg_up(agent) {
+                    tracing::warn!(%agent, error = %e, "agent line up for an agent no longer logging in");
+                }
+            }
+            Err(reason) => {
+                let leg = line.leg;
+                self.phones.remove(&agent);
+                self.roles.remove(&leg);
+                let _ = self.ua.hang_up(leg);
+                self.desk.phone_leg_down(
+                    agent,
+                    &format!("agent line: the phone's answer is unusable ({reason})"),
+                );
+            }
+        }
+    }
+
+    async fn incoming(
+        &mut self,
+        leg: LegId,
+        from: &str,
+        number: &str,
+        target: RouteTarget,
+        body: &[u8],
+    ) {
+        let RouteTarget::AgentGroup(group_name) = target else {
+            tracing::info!(%number, ?target, "inbound call not for an agent group: refused here");
+            let _ = self.ua.reject(leg, 404, "Not Found");
+            return;
+        };
+        let Some((group, name)) = self.desk.group_by_name(&group_name) else {
+            tracing::warn!(%number, group = %group_name, "inbound route names an agent group not on the roster");
+            let _ = self.ua.reject(leg, 480, "Temporarily Unavailable");
+            return;
+        };
+        let answered = async {
+            let offer = SessionDescription::parse(
+                std::str::from_utf8(body).map_err(|_| (400, "offer is not UTF-8".to_string()))?,
+            )
+            .map_err(|e| (e.status_code(), e.to_string()))?;
+            let sockets = self
+                .settings
+                .rtp_ports
+                .bind_pair(self.settings.media_ip)
+                .await
+                .map_err(|e| (503, e.to_string()))?;
+            let port = sockets
+                .0
+                .local_addr()
+                .map_err(|e| (503, e.to_string()))?
+                .port();
+            let oa = answer_offer(&offer, &self.local_media(port))
+                .map_err(|e| (e.status_code(), e.to_string()))?;
+            let rtp = RtpLeg::new(sockets, &oa.audio).map_err(|e| (503, e.to_string()))?;
+            Ok::<_, (u16, String)>((oa.answer, rtp))
+        }
+        .await;
+        let (answer, rtp) = match answered {
+            Ok(x) => x,
+            Err((status, reason)) => {
+                tracing::warn!(%number, status, %reason, "inbound call refused");
+                let _ = self.ua.reject(leg, status, "Not Acceptable Here");
+                return;
+            }
+        };
+        if let Err(e) = self.ua.answer(leg, answer.to_string().into_bytes()) {
+            tracing::error!(error = %e, "answering an inbound call failed");
+            return;
+        }
+        let call = CallId::new_v7();
+        let caller = caller_number(from);
+        let pop = ScreenPop::new(
+            &name,
+            caller.as_ref(),
+            &[("called number".to_string(), number.to_string())],
+            "",
+        );
+        self.roles.insert(leg, LegRole::Caller(call));
+        self.callers.insert(
+            call,
+            CallerLine {
+                leg,
+                media: CallerMedia::Idle(Box::new(rtp)),
+            },
+        );
+        tracing::info!(%call, %number, group = %name, "inbound call for an agent group");
+        match self.desk.enqueue_inbound(InboundCall { call, group, pop }) {
+            Ok(OfferDecision::Connect { agent }) => self.connect(call, agent).await,
+            Ok(OfferDecision::Queued { position }) => self.hold(call, position),
+            Ok(other) => tracing::error!(%call, ?other, "unexpected decision for an inbound call"),
+            Err(e) => {
+                tracing::error!(%call, error = %e, "the desk refused an inbound call");
+                self.end_caller(call, true).await;
+            }
+        }
+    }
+
+    /// Starts hold music for a queued caller, announcing `position` first.
+    fn hold(&mut self, call: CallId, position: usize) {
+        let Some(line) = self.callers.get_mut(&call) else {
+            return;
+        };
+        let CallerMedia::Idle(rtp) = std::mem::replace(&mut line.media, CallerMedia::Moving) else {
+            return;
+        };
+        let (positions, rx) = mpsc::unbounded_channel();
+        let _ = positions.send(position);
+        let (stop, stop_rx) = oneshot::channel();
+        let task = tokio::spawn(play_hold(*rtp, rx, stop_rx));
+        line.media = CallerMedia::Holding {
+            positions,
+            stop,
+            task,
+        };
+    }
+
+    /// Bridges a caller to the agent's nailed-up leg, announced to the agent by a beep.
+    async fn connect(&mut self, call: CallId, agent: AgentId) {
+        let Some(line) = self.callers.get_mut(&call) else {
+            return;
+        };
+        let customer = match std::mem::replace(&mut line.media, CallerMedia::Moving) {
+            CallerMedia::Idle(rtp) => *rtp,
+            CallerMedia::Holding { stop, task, .. } => {
+                let _ = stop.send(());
+                match task.await {
+                    Ok(rtp) => rtp,
+                    Err(e) => {
+                        tracing::error!(%call, error = %e, "hold music task failed");
+                        return;
+                    }
+                }
+            }
+            other => {
+                line.media = other;
+                return;
+            }
+        };
+        let agent_media = self
+            .phones
+            .get_mut(&agent)
+            .and_then(|p| p.media.take().map(|m| (m, p)));
+        let Some((mut agent_leg, phone)) = agent_media else {
+            tracing::warn!(%call, %agent, "the agent's line has no media; the call waits for another agent");
+            line.media = CallerMedia::Idle(Box::new(customer));
+            self.desk
+                .phone_leg_down(agent, "agent line: no media on the nailed-up leg");
+            return;
+        };
+        phone.bridged_to = Some(call);
+        if let Err(e) = play_prompt(&mut agent_leg, &Prompt::connect_beep()).await {
+            tracing::warn!(%agent, error = %e, "connect beep not sent");
+        }
+        let (commands, rx) = mpsc::channel(4);
+        let task = tokio::spawn(async move {
+            match run_bridge::<SqliteSegmentStore>(customer, agent_leg, None, None, rx).await {
+                Ok(report) => tracing::info!(
+                    to_customer = report.to_customer.relayed,
+                    to_agent = report.to_agent.relayed,
+                    "bridge ended"
+                ),
+                Err(e) => tracing::warn!(error = %e, "bridge failed"),
+            }
+        });
+        line.media = CallerMedia::Bridged {
+            agent,
+            commands,
+            task,
+        };
+        self.desk.call_bridged(call);
+    }
+
+    /// Ends a caller's media (and its SIP leg when `hang_up`); a bridged agent's line gets
+    /// its media back on the same port.
+    async fn end_caller(&mut self, call: CallId, hang_up: bool) {
+        let Some(line) = self.callers.remove(&call) else {
+            return;
+        };
+        if hang_up {
+            self.roles.remove(&line.leg);
+            let _ = self.ua.hang_up(line.leg);
+        }
+        match line.media {
+            CallerMedia::Holding { stop, task, .. } => {
+                let _ = stop.send(());
+                let _ = task.await;
+            }
+            CallerMedia::Bridged {
+                agent,
+                commands,
+                task,
+            } => {
+                let _ = commands.send(BridgeCommand::Hangup).await;
+                let _ = task.await;
+                self.reopen_agent_media(agent).await;
+            }
+            CallerMedia::Idle(_) | CallerMedia::Moving => {}
+        }
+    }
+
+    /// After a bridge consumed the agent's media leg, binds its port again.
+    async fn reopen_agent_media(&mut self, agent: AgentId) {
+        let Some(phone) = self.phones.get_mut(&agent) else {
+            return;
+        };
+        phone.bridged_to = None;
+        let Some(audio) = phone.audio.clone() else {
+            return;
+        };
+        let rtcp = SocketAddr::new(phone.local.ip(), phone.local.port() + 1);
+        let reopened = async {
+            let sockets = (
+                UdpSocket::bind(phone.local).await?,
+                UdpSocket::bind(rtcp).await?,
+            );
+            RtpLeg::new(sockets, &audio).map_err(std::io::Error::other)
+        }
+        .await;
+        match reopened {
+            Ok(leg) => phone.media = Some(leg),
+            Err(e) => {
+                let leg = phone.leg;
+                self.phones.remove(&agent);
+                self.roles.remove(&leg);
+                let _ = self.ua.hang_up(leg);
+                self.desk.phone_leg_down(
+                    agent,
+                    &format!("agent line: its media port could not be reopened ({e})"),
+                );
+            }
+        }
+    }
+}
+
+/// The caller's number from a From URI (`sip:+442071234567@carrier`), when it is one.
+fn caller_number(from: &str) -> Option<PhoneNumber> {
+    let rest = from
+        .trim()
+        .trim_start_matches('<')
+        .trim_start_matches("sips:")
+        .trim_start_matches("sip:")
+        .trim_start_matches("tel:");
+    let user = rest.split(['@', ';', '>']).next()?;
+    PhoneNumber::parse(user, None).ok()
+}
+
+/// Sends a prompt on a leg in real time.
+async fn play_prompt(leg: &mut RtpLeg, prompt: &Prompt) -> Result<(), crate::media::MediaError> {
+    let mut playback = prompt.play();
+    let mut tick = tokio::time::interval(Duration::from_millis(20));
+    while let Some(frame) = playback.next_frame(160) {
+        tick.tick().await;
+        leg.send_audio(&frame).await?;
+    }
+    Ok(())
+}
+
+/// The hold pattern: a soft two-tone phrase and a pause, repeated.
+fn hold_music() -> Prompt {
+    Prompt::tones(
+        &[
+            (392.0, 400, 0),
+            (523.3, 400, 0),
+            (659.3, 600, 0),
+            (0.0, 0, 1_600),
+        ],
+        2_000,
+    )
+}
+
+/// `n` short beeps (a queue position), then a pause.
+fn position_beeps(n: usize) -> Prompt {
+    let mut steps = vec![(0.0, 0, 400)];
+    steps.extend(std::iter::repeat_n((880.0, 150, 150), n.min(9)));
+    steps.push((0.0, 0, 600));
+    Prompt::tones(&steps, 6_000)
+}
+
+/// Plays hold music to a queued caller, with position beeps whenever a position arrives,
+/// until `stop`; gives the leg back.
+async fn play_hold(
+    mut leg: RtpLeg,
+    mut positions: mpsc::UnboundedReceiver<usize>,
+    mut stop: oneshot::Receiver<()>,
+) -> RtpLeg {
+    let music = hold_music();
+    let mut playing = music.play();
+    let mut tick = tokio::time::interval(Duration::from_millis(20));
+    loop {
+        tokio::select! {
+            _ = &mut stop => return leg,
+            Some(n) = positions.recv() => playing = position_beeps(n).play(),
+            _ = tick.tick() => {
+                let frame = match playing.next_frame(160) {
+                    Some(f) => f,
+                    None => {
+                        playing = music.play();
+                        playing.next_frame(160).unwrap_or_else(|| vec![0; 160])
+                    }
+                };
+                if let Err(e) = leg.send_audio(&frame).await {
+                    tracing::warn!(error = %e, "hold music not sent");
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_caller_number_comes_from_the_from_uri() {
+        assert_eq!(
+            caller_number("<sip:+442071234567@carrier.example>;tag=1").map(|n| n.e164()),
+            Some("+442071234567".to_string())
+        );
+        assert_eq!(caller_number("sip:anonymous@anonymous.invalid"), None);
+    }
+
+    #[test]
+    fn position_announcements_beep_once_per_place_in_line() {
+        let beeps = |n| {
+            let p = position_beeps(n);
+            let mut pb = p.play();
+            let mut samples = Vec::new();
+            while let Some(f) = pb.next_frame(160) {
+                samples.extend(f);
+            }
+            // Count rising edges of the tone envelope, 10 ms windows.
+            let loud: Vec<bool> = samples
+                .chunks(80)
+                .map(|w| w.iter().map(|s| i64::from(*s).abs()).max().unwrap_or(0) > 1_000)
+                .collect();
+            loud.windows(2).filter(|w| !w[0] && w[1]).count()
+        };
+        assert_eq!(beeps(1), 1);
+        assert_eq!(beeps(3), 3);
+    }
+}

@@ -1,0 +1,265 @@
+//! Shared by the `agents_*` tests: the box's agent side on loopback (store, outbox, desk,
+//! SIP user agent with the registrar and the inbound route table, the agent lines) and a
+//! SIPp desk phone.
+#![allow(dead_code, unreachable_pub)]
+
+use crate::sip_support::{free_udp_port, scenario, Sipp};
+use callgate_appliance::agents::desk::DeskSettings;
+use callgate_appliance::agents::lines::{LineSettings, OverflowRoute};
+use callgate_appliance::agents::service::AgentDeskService;
+use callgate_appliance::agents::AgentsSetup;
+use callgate_appliance::media::RtpPortRange;
+use callgate_appliance::sip::udp::UdpAgent;
+use callgate_appliance::store::Store;
+use callgate_appliance::sync::outbox_store::UplinkOutbox;
+use callgate_appliance::web::status::StatusSource;
+use callgate_appliance::web::{WebSettings, WebUi};
+use callgate_common::ids::{AgentGroupId, AgentId};
+use callgate_common::outbox::OutboxConfig;
+use callgate_common::wire::{
+    AgentBrief, AgentGroupBrief, AgentRoster, AgentState, Downlink, Uplink,
+};
+use callgate_sip::agent::AgentConfig;
+use callgate_sip::inbound::{InboundPolicy, InboundRoute, RouteTarget, UnknownSource};
+use callgate_sip::registrar::{PhoneAccount, Registrar, RegistrarConfig};
+use callgate_sip::transaction::TimerConfig;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub const AGENT: AgentId = AgentId(11);
+
+/// An even port with the next one free too, for an RTP/RTCP pair or a range start.
+pub fn free_even_port() -> u16 {
+    loop {
+        let p = free_udp_port();
+        if p % 2 == 0 && p < 60_000 && std::net::UdpSocket::bind(("127.0.0.1", p + 1)).is_ok() {
+            return p;
+        }
+    }
+}
+
+pub async fn wait_for_state(desk: &AgentDeskService, want: &str, within: Duration) {
+    let start = Instant::now();
+    loop {
+        let state = desk.view(AGENT).map(|v| v.state).unwrap_or("absent");
+        if state == want {
+            return;
+        }
+        assert!(
+            start.elapsed() < within,
+            "agent is {state}, never became {want}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The box's agent side on loopback: store, outbox, desk, SIP user agent (registrar for
+/// the desk phone `desk1`, route `service` → group `support`) and the agent lines.
+pub struct Rig {
+    pub store: Store,
+    pub desk: AgentDeskService,
+    pub box_addr: String,
+    pub stop: tokio::sync::watch::Sender<bool>,
+    _dir: tempfile::TempDir,
+}
+
+impl Rig {
+    /// The rig's temp directory.
+    pub fn store_dir(&self) -> &std::path::Path {
+        self._dir.path()
+    }
+}
+
+impl Drop for Rig {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+pub async fn rig(desk_settings: DeskSettings) -> Rig {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).await.unwrap();
+    let roster = AgentRoster {
+        version: 1,
+        groups: vec![AgentGroupBrief {
+            group: AgentGroupId(4),
+            name: "support".into(),
+        }],
+        agents: vec![AgentBrief {
+            agent: AGENT,
+            name: "Ann Agent".into(),
+            login: "ann".into(),
+            password_phc: callgate_appliance::web::auth::hash_password("agent password 1"),
+            sip_username: "desk1".into(),
+            skills: vec![],
+            groups: vec![AgentGroupId(4)],
+        }],
+    };
+    let mut tx = store.pool().begin().await.unwrap();
+    callgate_appliance::agents::roster::apply_downlink(&mut tx, &Downlink::AgentRoster(roster))
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let outbox = UplinkOutbox::open(store.pool().clone(), OutboxConfig::default())
+        .await
+        .unwrap();
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    // The box's SIP side for agents: registrar for the desk phones, the inbound route table.
+    let ua = UdpAgent::start(
+        "127.0.0.1:0".parse().unwrap(),
+        AgentConfig {
+            local: "127.0.0.1:0".parse().unwrap(),
+            user: "branch".into(),
+            timers: TimerConfig::default(),
+            credentials: None,
+            seed: std::process::id().into(),
+        },
+    )
+    .await
+    .unwrap();
+    ua.set_registrar(Registrar::new(
+        RegistrarConfig {
+            // SIPp's digest answers MD5 only.
+            algorithms: vec!["MD5".into()],
+            ..RegistrarConfig::default()
+        },
+        vec![PhoneAccount {
+            username: "desk1".into(),
+            password: "pw1".into(),
+        }],
+    ))
+    .unwrap();
+    ua.set_inbound_policy(InboundPolicy {
+        allowed_sources: vec!["127.0.0.1".parse().unwrap()],
+        unknown_source: UnknownSource::Reject,
+        per_source_rate: 20,
+        per_source_burst: 40,
+        routes: vec![InboundRoute {
+            number: "service".into(),
+            target: RouteTarget::AgentGroup("support".into()),
+        }],
+    })
+    .unwrap();
+    let box_addr = ua.local_addr().to_string();
+    let base = free_even_port();
+    let settings = LineSettings {
+        media_ip: "127.0.0.1".parse().unwrap(),
+        rtp_ports: RtpPortRange::new(base, base + 40).unwrap(),
+        phone_ring_timeout: Duration::from_secs(10),
+        overflow: OverflowRoute::HangUp,
+    };
+    // Started the way the daemon starts it.
+    let desk = callgate_appliance::agents::start(
+        AgentsSetup {
+            pool: store.pool().clone(),
+            outbox: Some(Arc::new(tokio::sync::RwLock::new(Arc::new(outbox)))),
+            desk: desk_settings,
+            lines: Some((ua, settings)),
+            dialer: None,
+        },
+        stop_rx,
+    )
+    .await
+    .unwrap();
+
+    Rig {
+        store,
+        desk,
+        box_addr,
+        stop,
+        _dir: dir,
+    }
+}
+
+/// Registers the desk phone and starts it answering (it hangs up `hold_ms` after it
+/// answered).
+pub async fn start_phone(rig: &Rig, hold_ms: u32) -> Sipp {
+    let box_addr = &rig.box_addr;
+    // The desk phone registers with digest from its port, then answers calls there.
+    let phone_port = free_udp_port();
+    let register = Sipp::start_on(
+        phone_port,
+        &["-sf", &scenario("phone_register.xml"), box_addr],
+        &["-m", "1", "-au", "desk1", "-ap", "pw1"],
+    );
+    let (ok, errors) = register.passed().await;
+    assert!(ok, "the phone registered: {errors}");
+    let phone = Sipp::start_on(
+        phone_port,
+        &["-sf", &scenario("agents_phone.xml")],
+        &[
+            "-m",
+            "1",
+            "-d",
+            &hold_ms.to_string(),
+            "-mp",
+            &free_even_port().to_string(),
+            "-rtp_echo",
+        ],
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    phone
+}
+
+/// [`start_phone`], then logs the agent in and waits until the nailed-up leg made the
+/// agent ready.
+pub async fn phone_logged_in(rig: &Rig, hold_ms: u32) -> Sipp {
+    let phone = start_phone(rig, hold_ms).await;
+    assert!(rig.desk.log_in(AGENT).await.unwrap());
+    wait_for_state(&rig.desk, "ready", Duration::from_secs(5)).await;
+    phone
+}
+
+pub async fn agent_states(store: &Store) -> Vec<AgentState> {
+    let rows: Vec<(Vec<u8>,)> = sqlx::query_as("SELECT body FROM sync_outbox ORDER BY id")
+        .fetch_all(store.pool())
+        .await
+        .unwrap();
+    rows.into_iter()
+        .filter_map(|(b,)| match postcard::from_bytes::<Uplink>(&b).unwrap() {
+            Uplink::AgentEvent(e) => Some(e.state),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Serves the web UI with the agent page over `desk` on a free loopback port until `stop`
+/// changes; returns its base URL.
+pub fn serve_agent_page(
+    store: &Store,
+    desk: AgentDeskService,
+    data: &std::path::Path,
+    mut stopped: tokio::sync::watch::Receiver<bool>,
+) -> String {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let web = WebSettings {
+        listen: ([127, 0, 0, 1], port).into(),
+        setup_code_file: data.join("setup-code"),
+        certificate_names: vec!["127.0.0.1".into()],
+        sessions: Default::default(),
+        reboot_command: vec![],
+        identity_dir: data.join("identity"),
+        restart: Default::default(),
+        sip: None,
+    };
+    let status = StatusSource {
+        appliance: Some("branch-agents".into()),
+        started: Instant::now(),
+        store: store.clone(),
+        data_dir: data.to_path_buf(),
+        temperature: Arc::new(Mutex::new(None)),
+        link: callgate_appliance::sync::status::LinkStatusCell::new(
+            callgate_appliance::sync::status::LinkStatus::not_enrolled(),
+        ),
+        outbox: None,
+    };
+    let ui = WebUi::bind_with_agents(&web, status, Some(desk)).unwrap();
+    tokio::spawn(ui.serve(async move {
+        let _ = stopped.changed().await;
+    }));
+    format!("https://127.0.0.1:{port}")
+}
