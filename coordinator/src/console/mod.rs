@@ -17,6 +17,7 @@
 pub mod audit;
 pub mod auth;
 pub mod campaign_pages;
+pub mod live;
 pub mod pages;
 pub mod tls;
 pub mod web;

@@ -79,7 +79,7 @@ pub async fn login_submit(
                             "{SESSION_COOKIE}={token}; Path=/; Secure; HttpOnly; SameSite=Strict"
                         ),
                     )],
-                    Redirect::to("/campaigns"),
+                    Redirect::to("/dashboard"),
                 )
                     .into_response(),
                 Err(e) => failure(Frame::anonymous(&state), e),

@@ -38,9 +38,11 @@ impl IntoResponse for Refusal {
 
 /// The console's routes over `state`.
 pub fn router(state: ConsoleState) -> Router {
-    use super::{campaign_pages as cp, pages};
+    use super::{campaign_pages as cp, live, pages};
     Router::new()
-        .route("/", get(|| async { Redirect::to("/campaigns") }))
+        .route("/", get(|| async { Redirect::to("/dashboard") }))
+        .route("/dashboard", get(live::dashboard))
+        .route("/live", get(live::socket))
         .route("/login", get(pages::login_form).post(pages::login_submit))
         .route("/logout", post(pages::logout))
         .route("/users", get(pages::users_page).post(pages::user_create))

@@ -48,6 +48,7 @@
       put(document, "cap", c.cap);
       return;
     }
+    put(document, "updated", s.updated);
     Object.keys(s.totals || {}).forEach(function (k) { put(document, k, s.totals[k]); });
     (s.campaigns || []).forEach(function (c) {
       row("live-campaigns", c.id, [c.name, c.state, c.calls, c.attempts_24h, c.answer_rate, c.abandon_24h, c.abandon_30d, c.cap]);

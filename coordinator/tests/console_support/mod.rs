@@ -182,3 +182,111 @@ impl Client {
         self.post(path, &all).await
     }
 }
+
+/// Simulated appliance traffic, applied through the coordinator's own uplink apply path
+/// (`sync::apply::apply_uplink`), exactly as the MQTT link applies it.
+pub mod uplink {
+    use callgate_common::ids::{
+        AgentId, ApplianceId, AttemptId, CallId, CampaignId, ContactId, LeaseId, TrunkId,
+    };
+    use callgate_common::time::UnixMillis;
+    use callgate_common::wire::{
+        AttemptResult, CallOutcome, CallRecord, Direction, Telemetry, TrunkHealth, Uplink,
+        UplinkEnvelope,
+    };
+    use callgate_coordinator::store::Store;
+    use callgate_coordinator::sync::apply::{apply_uplink, high_water, Applied};
+
+    async fn send(store: &Store, app: &str, body: Uplink) {
+        let app = ApplianceId::new(app).unwrap();
+        let seq = high_water(store.pool(), &app).await.unwrap() + 1;
+        let env = UplinkEnvelope::new(app, seq, UnixMillis::now(), body);
+        let applied = apply_uplink(store.pool(), &env, UnixMillis::now(), 0)
+            .await
+            .unwrap();
+        assert_eq!(applied, Applied::Stored { seq });
+    }
+
+    /// One finished attempt (and its call record when answered) on `campaign`.
+    pub async fn attempt(
+        store: &Store,
+        app: &str,
+        campaign: i64,
+        contact: u64,
+        outcome: CallOutcome,
+    ) {
+        let now = UnixMillis::now();
+        let call = CallId::new_v7();
+        let attempt = AttemptId::new_v7();
+        let answered = matches!(
+            outcome,
+            CallOutcome::AnsweredHuman | CallOutcome::AnsweredMachine | CallOutcome::Abandoned
+        );
+        send(
+            store,
+            app,
+            Uplink::AttemptResult(AttemptResult {
+                attempt,
+                call: Some(call),
+                campaign: CampaignId(campaign as u64),
+                contact: ContactId(contact),
+                lease: LeaseId(1),
+                trunk: Some(TrunkId::new("carrier-a").unwrap()),
+                started_at: UnixMillis(now.0 - 60_000),
+                ended_at: now,
+                outcome,
+                sip_status: None,
+                post_dial_delay_ms: Some(1800),
+            }),
+        )
+        .await;
+        if answered {
+            send(
+                store,
+                app,
+                Uplink::CallRecord(CallRecord {
+                    call,
+                    attempt: Some(attempt),
+                    campaign: Some(CampaignId(campaign as u64)),
+                    contact: Some(ContactId(contact)),
+                    direction: Direction::Outbound,
+                    trunk: Some(TrunkId::new("carrier-a").unwrap()),
+                    remote: None,
+                    agent: (outcome == CallOutcome::AnsweredHuman).then_some(AgentId(7)),
+                    started_at: UnixMillis(now.0 - 60_000),
+                    answered_at: Some(UnixMillis(now.0 - 50_000)),
+                    ended_at: now,
+                    outcome,
+                    sip_status: None,
+                    disposition: None,
+                    recording_segments: 0,
+                    quality: None,
+                }),
+            )
+            .await;
+        }
+    }
+
+    /// A telemetry report: `calls` up, `agents` ready.
+    pub async fn telemetry(store: &Store, app: &str, calls: u32, agents: u32) {
+        send(
+            store,
+            app,
+            Uplink::Telemetry(Telemetry {
+                active_calls: calls,
+                agents_ready: agents,
+                trunks: vec![TrunkHealth {
+                    trunk: TrunkId::new("carrier-a").unwrap(),
+                    up: true,
+                    active_calls: calls,
+                    asr_permille: Some(450),
+                    pdd_ms: Some(1800),
+                }],
+                disk_used_percent: 10,
+                temperature_decicelsius: None,
+                outbox_depth: 0,
+            }),
+        )
+        .await;
+    }
+}
