@@ -14,11 +14,14 @@
 //! Must not: own campaign, contact, leasing, routing, compliance or enrollment logic — it
 //! calls those rooms' public functions and only reads the sync's stored tables.
 
+pub mod analytics;
 pub mod audit;
 pub mod auth;
 pub mod campaign_pages;
+pub mod fleet;
 pub mod live;
 pub mod pages;
+pub mod policy_pages;
 pub mod tls;
 pub mod web;
 

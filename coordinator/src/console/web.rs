@@ -38,10 +38,18 @@ impl IntoResponse for Refusal {
 
 /// The console's routes over `state`.
 pub fn router(state: ConsoleState) -> Router {
-    use super::{campaign_pages as cp, live, pages};
+    use super::{analytics, campaign_pages as cp, fleet, live, pages, policy_pages as pp};
     Router::new()
         .route("/", get(|| async { Redirect::to("/dashboard") }))
         .route("/dashboard", get(live::dashboard))
+        .route("/routing", get(pp::routing_page).post(pp::routing_save))
+        .route("/routing/preview", post(pp::routing_preview))
+        .route("/dnc", get(pp::dnc_page).post(pp::dnc_add))
+        .route("/profiles", get(pp::profiles_page).post(pp::profile_create))
+        .route("/analytics", get(analytics::page))
+        .route("/export/{table}", get(analytics::export))
+        .route("/fleet", get(fleet::page).post(fleet::register))
+        .route("/fleet/{name}/revoke", post(fleet::revoke))
         .route("/live", get(live::socket))
         .route("/login", get(pages::login_form).post(pages::login_submit))
         .route("/logout", post(pages::logout))

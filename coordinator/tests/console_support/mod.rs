@@ -198,12 +198,14 @@ pub mod uplink {
     use callgate_coordinator::sync::apply::{apply_uplink, high_water, Applied};
 
     async fn send(store: &Store, app: &str, body: Uplink) {
+        send_at(store, app, body, UnixMillis::now()).await;
+    }
+
+    async fn send_at(store: &Store, app: &str, body: Uplink, now: UnixMillis) {
         let app = ApplianceId::new(app).unwrap();
         let seq = high_water(store.pool(), &app).await.unwrap() + 1;
-        let env = UplinkEnvelope::new(app, seq, UnixMillis::now(), body);
-        let applied = apply_uplink(store.pool(), &env, UnixMillis::now(), 0)
-            .await
-            .unwrap();
+        let env = UplinkEnvelope::new(app, seq, now, body);
+        let applied = apply_uplink(store.pool(), &env, now, 0).await.unwrap();
         assert_eq!(applied, Applied::Stored { seq });
     }
 
@@ -267,9 +269,14 @@ pub mod uplink {
         }
     }
 
-    /// A telemetry report: `calls` up, `agents` ready.
+    /// A telemetry report received now: `calls` up, `agents` ready.
     pub async fn telemetry(store: &Store, app: &str, calls: u32, agents: u32) {
-        send(
+        telemetry_at(store, app, calls, agents, UnixMillis::now()).await;
+    }
+
+    /// A telemetry report received at `at`.
+    pub async fn telemetry_at(store: &Store, app: &str, calls: u32, agents: u32, at: UnixMillis) {
+        send_at(
             store,
             app,
             Uplink::Telemetry(Telemetry {
@@ -286,6 +293,7 @@ pub mod uplink {
                 temperature_decicelsius: None,
                 outbox_depth: 0,
             }),
+            at,
         )
         .await;
     }
