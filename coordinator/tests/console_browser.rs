@@ -256,5 +256,15 @@ async fn an_admin_logs_in_uploads_contacts_creates_a_campaign_and_watches_it_liv
     uplink::attempt(&hq.store, "branch-1", id, 9, CallOutcome::Busy).await;
     wait_text(&c, "[data-live=attempts_24h]", |t| t == "5").await;
     assert_eq!(text_of(&c, "[data-live=answer_rate]").await, "60.0 %");
+
+    // The campaign's own live view follows it too.
+    c.goto(&format!("{}/campaigns/{id}", hq.base))
+        .await
+        .unwrap();
+    wait_text(&c, "[data-live=attempts]", |t| t == "5").await;
+    uplink::attempt(&hq.store, "branch-1", id, 10, CallOutcome::AnsweredHuman).await;
+    wait_text(&c, "[data-live=attempts]", |t| t == "6").await;
+    assert_eq!(text_of(&c, "[data-live=abandon_24h]").await, "25.0 %");
+    assert_eq!(text_of(&c, "[data-live=cap]").await, "3.0 % / 30 d");
     c.close().await.unwrap();
 }
