@@ -3,6 +3,7 @@
 
 mod console_support;
 
+use callgate_common::store::Backend;
 use callgate_common::time::UnixMillis;
 use callgate_common::wire::CallOutcome;
 use callgate_coordinator::console::live;
@@ -130,9 +131,10 @@ async fn the_fleet_shows_online_appliances_and_offline_ones_with_their_last_know
     assert!(lines.next().unwrap().starts_with("branch-2,offline since"));
 }
 
-#[tokio::test]
-async fn abandon_rates_are_shown_against_the_campaigns_cap_and_analytics_draw_and_export_them() {
-    let hq = Hq::start().await;
+async fn abandon_rates_are_shown_against_the_cap_and_analytics_draw_and_export_them(
+    backend: Backend,
+) {
+    let hq = Hq::start_on(backend).await;
     let admin = hq.admin().await;
     // A campaign under the UK profile (3 % over 24 h), created through the console.
     let profiles = callgate_coordinator::compliance::page_profiles(&hq.store, 0, 10)
@@ -206,4 +208,16 @@ async fn abandon_rates_are_shown_against_the_campaigns_cap_and_analytics_draw_an
         admin.get("/export/secrets").await.status,
         StatusCode::NOT_FOUND
     );
+}
+
+#[tokio::test]
+async fn on_sqlite_abandon_rates_are_shown_against_the_cap_and_analytics_draw_and_export_them() {
+    abandon_rates_are_shown_against_the_cap_and_analytics_draw_and_export_them(Backend::Sqlite)
+        .await;
+}
+
+#[tokio::test]
+async fn on_postgres_abandon_rates_are_shown_against_the_cap_and_analytics_draw_and_export_them() {
+    abandon_rates_are_shown_against_the_cap_and_analytics_draw_and_export_them(Backend::Postgres)
+        .await;
 }
