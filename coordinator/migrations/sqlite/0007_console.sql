@@ -35,3 +35,7 @@ CREATE TABLE console_audit (
     after_json  TEXT
 );
 CREATE INDEX console_audit_at ON console_audit (at);
+
+-- The console's live figures and analytics read the sync's uplink tables by time.
+CREATE INDEX console_attempt_results_ended ON attempt_results (ended_at);
+CREATE INDEX console_call_records_ended ON call_records (ended_at);

@@ -410,20 +410,48 @@ pub async fn socket(
     ws.on_upgrade(move |socket| push(state, socket))
 }
 
+/// A snapshot younger than this is shared by every open dashboard.
+const FRESH: Duration = Duration::from_millis(900);
+
+/// When a snapshot was taken, and its JSON.
+type Cached = (std::time::Instant, std::sync::Arc<str>);
+
+/// The latest snapshot as JSON, shared by all WebSocket clients so that the database work
+/// stays at about one snapshot a second however many dashboards are open.
+#[derive(Clone, Default)]
+pub struct LiveCache(std::sync::Arc<tokio::sync::Mutex<Option<Cached>>>);
+
+impl LiveCache {
+    /// The current snapshot as JSON, computed at most once per [`FRESH`].
+    pub async fn json(&self, store: &Store) -> Result<std::sync::Arc<str>, sqlx::Error> {
+        let mut held = self.0.lock().await;
+        if let Some((at, text)) = held.as_ref() {
+            if at.elapsed() < FRESH {
+                return Ok(text.clone());
+            }
+        }
+        let s = snapshot(store, UnixMillis::now()).await?;
+        let text: std::sync::Arc<str> = serde_json::to_string(&s)
+            .expect("snapshots serialise")
+            .into();
+        *held = Some((std::time::Instant::now(), text.clone()));
+        Ok(text)
+    }
+}
+
 async fn push(state: ConsoleState, mut socket: WebSocket) {
     let mut tick = tokio::time::interval(PUSH_INTERVAL);
     loop {
         tokio::select! {
             _ = tick.tick() => {
-                let s = match snapshot(&state.store, UnixMillis::now()).await {
-                    Ok(s) => s,
+                let text = match state.live.json(&state.store).await {
+                    Ok(t) => t,
                     Err(e) => {
                         tracing::warn!(error = %e, "live dashboard snapshot failed");
                         continue;
                     }
                 };
-                let text = serde_json::to_string(&s).expect("snapshots serialise");
-                if socket.send(Message::Text(text.into())).await.is_err() {
+                if socket.send(Message::Text(text.as_ref().into())).await.is_err() {
                     return;
                 }
             }

@@ -113,6 +113,7 @@ pub struct ConsoleState {
     pub(crate) throttle: Arc<Mutex<LoginThrottle>>,
     pub(crate) upload_dir: PathBuf,
     pub(crate) fingerprint: String,
+    pub(crate) live: live::LiveCache,
 }
 
 /// The bound, ready-to-serve console.
@@ -158,6 +159,7 @@ impl Console {
             throttle: Arc::new(Mutex::new(LoginThrottle::new(ThrottlePolicy::default()))),
             upload_dir,
             fingerprint: cert.fingerprint.clone(),
+            live: live::LiveCache::default(),
         };
         Ok(Console {
             listener,
