@@ -229,10 +229,26 @@ async fn a_viewer_reads_every_page_but_cannot_change_anything() {
         )
         .await;
     let viewer = hq.login("vic", PASSWORD).await;
-    for path in ["/campaigns", "/lists"] {
+    for path in [
+        "/dashboard",
+        "/campaigns",
+        "/lists",
+        "/fleet",
+        "/analytics",
+        "/routing",
+        "/dnc",
+        "/profiles",
+        "/export/campaigns",
+    ] {
         assert_eq!(viewer.get(path).await.status, StatusCode::OK, "{path}");
     }
-    for path in ["/users", "/audit", "/campaigns/new"] {
+    for path in [
+        "/users",
+        "/audit",
+        "/campaigns/new",
+        "/export/audit",
+        "/export/users",
+    ] {
         assert_eq!(
             viewer.get(path).await.status,
             StatusCode::FORBIDDEN,
@@ -247,7 +263,7 @@ async fn a_viewer_reads_every_page_but_cannot_change_anything() {
     };
     let before = audit_rows().await;
     // Every changing route, with the viewer's own valid CSRF token.
-    let posts: [(&str, Vec<(&str, &str)>); 5] = [
+    let posts: [(&str, Vec<(&str, &str)>); 10] = [
         (
             "/users",
             vec![("username", "x"), ("role", "admin"), ("password", PASSWORD)],
@@ -256,6 +272,20 @@ async fn a_viewer_reads_every_page_but_cannot_change_anything() {
         ("/campaigns", vec![("name", "c")]),
         ("/campaigns/1", vec![("name", "c")]),
         ("/campaigns/1/action", vec![("action", "schedule")]),
+        ("/fleet", vec![("name", "branch-9")]),
+        ("/fleet/branch-9/revoke", vec![]),
+        (
+            "/routing",
+            vec![
+                ("rule.0.name", "x"),
+                ("rule.0.priority", "1"),
+                ("rule.0.when", "\"always\""),
+                ("rule.0.action", "robot_script"),
+                ("rule.0.target", "s"),
+            ],
+        ),
+        ("/dnc", vec![("number", "+14155550100")]),
+        ("/profiles", vec![("name", "p"), ("body", "{}")]),
     ];
     for (path, form) in posts {
         let r = viewer.submit(path, &form).await;

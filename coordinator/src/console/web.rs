@@ -119,6 +119,7 @@ pub struct Frame {
     pub error: Option<String>,
     pub notice: Option<String>,
     pub can_users: bool,
+    pub can_audit: bool,
 }
 
 impl Frame {
@@ -132,6 +133,7 @@ impl Frame {
             error: None,
             notice: None,
             can_users: false,
+            can_audit: false,
         }
     }
     /// With an error message.
@@ -256,6 +258,7 @@ impl SignedIn {
             error: None,
             notice: None,
             can_users: self.role().may(Permission::ManageUsers),
+            can_audit: self.role().may(Permission::ReadAudit),
         }
     }
 
