@@ -21,6 +21,93 @@ pub struct CoordinatorConfig {
     pub store: StoreConfig,
     /// `[sync]`: the MQTT link to the appliances.
     pub sync: crate::sync::settings::SyncConfig,
+    /// `[console]`: the HQ web console's HTTPS listener.
+    pub console: ConsoleConfig,
+}
+
+/// `[console]`: the HQ web console, on its own HTTPS listener.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConsoleConfig {
+    /// `ip:port` to serve the console on (HTTPS only), e.g. `127.0.0.1:8443`; off when
+    /// absent.
+    pub listen: Option<String>,
+    /// PEM certificate chain; with `key_file`. A self-signed certificate is generated into
+    /// `data_dir/console/` when both are absent.
+    pub certificate_file: Option<PathBuf>,
+    /// PEM private key of `certificate_file`.
+    pub key_file: Option<PathBuf>,
+    /// Names and addresses a generated certificate covers.
+    pub certificate_names: Vec<String>,
+    /// Minutes of inactivity after which a session ends.
+    pub session_idle_minutes: u32,
+    /// Hours after which a session ends however active.
+    pub session_max_hours: u32,
+}
+
+impl Default for ConsoleConfig {
+    fn default() -> Self {
+        ConsoleConfig {
+            listen: None,
+            certificate_file: None,
+            key_file: None,
+            certificate_names: vec!["localhost".into(), "127.0.0.1".into()],
+            session_idle_minutes: 30,
+            session_max_hours: 12,
+        }
+    }
+}
+
+impl ConsoleConfig {
+    /// `listen`, parsed.
+    pub fn listen_addr(&self) -> Result<Option<SocketAddr>, ConfigError> {
+        self.listen
+            .as_deref()
+            .map(|l| observe::parse_listen("console.listen", l))
+            .transpose()
+    }
+
+    /// The console's settings, when it is on.
+    pub fn settings(
+        &self,
+        data_dir: &Path,
+    ) -> Result<Option<crate::console::ConsoleSettings>, ConfigError> {
+        let Some(listen) = self.listen_addr()? else {
+            return Ok(None);
+        };
+        let certificate_files = match (&self.certificate_file, &self.key_file) {
+            (Some(c), Some(k)) => Some((c.clone(), k.clone())),
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(ConfigError::invalid(
+                    "console.key_file",
+                    "is required with console.certificate_file",
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError::invalid(
+                    "console.certificate_file",
+                    "is required with console.key_file",
+                ))
+            }
+        };
+        if self.session_idle_minutes == 0 || self.session_max_hours == 0 {
+            return Err(ConfigError::invalid(
+                "console.session_idle_minutes",
+                "session lifetimes must be at least 1",
+            ));
+        }
+        Ok(Some(crate::console::ConsoleSettings {
+            listen,
+            certificate_files,
+            certificate_names: self.certificate_names.clone(),
+            sessions: crate::console::auth::SessionPolicy {
+                idle_ms: i64::from(self.session_idle_minutes) * 60_000,
+                absolute_ms: i64::from(self.session_max_hours) * 3_600_000,
+            },
+            data_dir: data_dir.to_path_buf(),
+        }))
+    }
 }
 
 /// `[http]`.
@@ -98,6 +185,7 @@ impl CoordinatorConfig {
         self.sync.broker_addr()?;
         self.sync.enroll_addr()?;
         self.sync.embedded_addr()?;
+        self.console.settings(&self.store.data_dir)?;
         if self.store.data_dir.as_os_str().is_empty() {
             return Err(ConfigError::invalid("store.data_dir", "must not be empty"));
         }
@@ -141,6 +229,24 @@ mod tests {
             .to_string();
         assert!(err.contains("store.database_url"), "{err}");
         assert!(parse("[store]\ndatabase_url = \"postgres://h/db\"\n").is_ok());
+    }
+
+    #[test]
+    fn the_console_is_off_by_default_and_its_settings_name_the_key_at_fault() {
+        let c = parse("").unwrap();
+        assert!(c.raw.console.settings(Path::new("d")).unwrap().is_none());
+        let c = parse("[console]\nlisten = \"127.0.0.1:8443\"\n").unwrap();
+        let s = c.raw.console.settings(Path::new("d")).unwrap().unwrap();
+        assert_eq!(s.listen, "127.0.0.1:8443".parse().unwrap());
+        assert!(s.certificate_files.is_none());
+        let err = parse("[console]\nlisten = \"127.0.0.1:8443\"\ncertificate_file = \"c.pem\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("console.key_file"), "{err}");
+        let err = parse("[console]\nlisten = \"nowhere\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("console.listen"), "{err}");
     }
 
     #[test]

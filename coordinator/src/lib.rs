@@ -2,6 +2,7 @@
 //!
 //! Rooms (one folder or file each):
 //! - [`config`]: the coordinator's TOML config, typed and validated at load;
+//! - [`console`]: the HQ web console over HTTPS (users, roles, audit, campaigns, fleet, live);
 //! - [`store`]: the coordinator's database (SQLite by default) and its migrations;
 //! - [`agents`]: agents (argon2 passwords) and agent groups, with per-branch deltas;
 //! - [`api`]: the REST API under `/api` (tokens, problem+json, OpenAPI document);
@@ -23,6 +24,7 @@ pub mod call_tasks;
 pub mod campaigns;
 pub mod compliance;
 pub mod config;
+pub mod console;
 pub mod contacts;
 pub mod enroll;
 pub mod leasing;

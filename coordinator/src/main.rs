@@ -51,6 +51,15 @@ enum Command {
         #[arg(long, num_args = 1.., required = true)]
         scopes: Vec<String>,
     },
+    /// Create an HQ console user; the password is read from the first line of stdin.
+    CreateConsoleUser {
+        /// The login name.
+        #[arg(long)]
+        username: String,
+        /// admin, supervisor, compliance or viewer.
+        #[arg(long, default_value = "admin")]
+        role: String,
+    },
     /// Import a CSV file of contacts into a list (created if missing), with progress.
     ImportContacts {
         /// The list's name.
@@ -162,6 +171,26 @@ async fn main() -> anyhow::Result<()> {
             let token =
                 callgate_coordinator::api::tokens::create_token(&store, &name, &scopes).await?;
             println!("{token}");
+            Ok(())
+        }
+        Command::CreateConsoleUser { username, role } => {
+            use callgate_coordinator::console::{audit::Actor, auth};
+            let role = auth::Role::parse(&role).with_context(|| {
+                format!("--role {role:?}: use admin, supervisor, compliance or viewer")
+            })?;
+            let mut password = String::new();
+            std::io::stdin().read_line(&mut password)?;
+            let store = open_store(&config).await?;
+            let user = auth::create_user(
+                &store,
+                &Actor("cli".into()),
+                &username,
+                role,
+                password.trim_end_matches(['\r', '\n']),
+            )
+            .await?;
+            println!("console user {} created as {}", user.username, user.role);
+            store.pool().close().await;
             Ok(())
         }
         Command::ImportContacts {

@@ -29,6 +29,9 @@ pub enum ServerError {
     /// The REST API could not be set up (number key file, upload directory).
     #[error(transparent)]
     Api(#[from] crate::api::ApiSetupError),
+    /// The HQ console could not start.
+    #[error(transparent)]
+    Console(#[from] crate::console::ConsoleStartError),
     /// The listener failed while serving.
     #[error("HTTP server failed: {0}")]
     Serve(#[source] std::io::Error),
@@ -36,6 +39,43 @@ pub enum ServerError {
 
 /// The program's name in health output and logs.
 pub const SERVICE: &str = "callgate-coordinator";
+
+/// Binds the HQ console when `[console] listen` is set and serves it until `stop`; prints
+/// the first admin's password when this start created it.
+async fn start_console(
+    config: &ValidConfig,
+    store: &Store,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<
+    Option<tokio::task::JoinHandle<Result<(), crate::console::ConsoleStartError>>>,
+    ServerError,
+> {
+    let settings = config
+        .raw
+        .console
+        .settings(&config.raw.store.data_dir)
+        .expect("validated at load");
+    let Some(settings) = settings else {
+        return Ok(None);
+    };
+    let console = crate::console::Console::bind(&settings, store.clone()).await?;
+    let addr = console.local_addr().map_err(ServerError::Serve)?;
+    tracing::info!(
+        listen = %addr,
+        fingerprint = console.fingerprint(),
+        "HQ console at https://{addr}/"
+    );
+    if let Some((user, password)) = console.first_admin() {
+        tracing::warn!(
+            user,
+            "created the first console admin; its password follows on stderr, shown once"
+        );
+        eprintln!("callgate console: first admin {user:?} with password {password:?} (change it after logging in)");
+    }
+    Ok(Some(tokio::spawn(console.serve(async move {
+        let _ = stop.wait_for(|s| *s).await;
+    }))))
+}
 
 /// Opens the store, binds the listener and serves until `shutdown` resolves.
 pub async fn run(
@@ -76,11 +116,25 @@ pub async fn run(
     let api = crate::api::ApiState::open(store.clone(), &config.raw.store.data_dir).await?;
     let app = observe::ops_router(SERVICE, env!("CARGO_PKG_VERSION"), checks, metrics)
         .merge(crate::api::router(api));
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let console = start_console(&config, &store, stop_rx.clone()).await?;
     metrics::gauge!("callgate_coordinator_up").set(1.0);
+    let mut api_stop = stop_rx;
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
     axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
+        .with_graceful_shutdown(async move {
+            let _ = api_stop.wait_for(|s| *s).await;
+        })
         .await
         .map_err(ServerError::Serve)?;
+    if let Some(console) = console {
+        if let Ok(Err(e)) = console.await {
+            tracing::error!(error = %e, "the console stopped with an error");
+        }
+    }
     sync.stop().await;
     store.pool().close().await;
     tracing::info!("coordinator stopped");

@@ -1,0 +1,491 @@
+//! The live figures and the dashboard that shows them, pushed over a WebSocket (`/live`)
+//! once a second.
+//!
+//! Everything is computed from what the sync stores — `attempt_results` and
+//! `call_records` (applied uplink), `appliance_telemetry` (latest per appliance) and
+//! `sync_uplink_state` (last contact) — plus the campaigns' own tables:
+//! - *calls in progress*: per appliance its latest telemetry's `active_calls` (online
+//!   appliances only); per campaign the contacts currently on lease (dialing or queued on a
+//!   box), as the coordinator cannot see a call before its result arrives;
+//! - *answer rate*: answered attempts (person, machine, or answered then abandoned) over all
+//!   attempts in the last 24 h;
+//! - *abandon rate*: abandoned over live-answered (person + abandoned), as the compliance
+//!   rules count it, over 24 h and 30 days, shown against the campaign's profile cap;
+//! - *agent occupancy*: agent talk time in the last 15 minutes over 15 minutes times the
+//!   agents seen (those who talked, or the telemetry's ready count if larger).
+
+use super::auth::Permission;
+use super::web::{failure, render, when, Frame, Page, SignedIn};
+use super::ConsoleState;
+use crate::store::Store;
+use askama::Template;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use callgate_common::time::UnixMillis;
+use callgate_common::wire::{CallRecord, Telemetry};
+use serde::Serialize;
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+/// An appliance heard from within this long is online.
+pub const ONLINE_WINDOW_MS: i64 = 120_000;
+/// How often the dashboard is pushed.
+pub const PUSH_INTERVAL: Duration = Duration::from_secs(1);
+const DAY_MS: i64 = 86_400_000;
+const OCCUPANCY_WINDOW_MS: i64 = 15 * 60_000;
+
+/// Outcome counts over a window.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Tally {
+    pub attempts: u64,
+    pub answered: u64,
+    pub live: u64,
+    pub abandoned: u64,
+}
+
+impl Tally {
+    fn add(&mut self, outcome: &str, n: u64) {
+        self.attempts += n;
+        match outcome {
+            "answered_human" => {
+                self.answered += n;
+                self.live += n;
+            }
+            "answered_machine" => self.answered += n,
+            "abandoned" => {
+                self.answered += n;
+                self.live += n;
+                self.abandoned += n;
+            }
+            _ => {}
+        }
+    }
+    /// Answered share of attempts, per mille (`None` with no attempt).
+    pub fn answer_permille(&self) -> Option<u64> {
+        (self.attempts > 0).then(|| self.answered * 1000 / self.attempts)
+    }
+    /// Abandoned share of live answers, per mille (`None` with no live answer).
+    pub fn abandon_permille(&self) -> Option<u64> {
+        (self.live > 0).then(|| self.abandoned * 1000 / self.live)
+    }
+}
+
+/// A per-mille figure as `12.3 %`, or `–`.
+pub fn percent(permille: Option<u64>) -> String {
+    match permille {
+        Some(p) => format!("{}.{} %", p / 10, p % 10),
+        None => "–".into(),
+    }
+}
+
+/// One campaign's live figures.
+#[derive(Debug, Clone, Serialize)]
+pub struct CampaignLive {
+    pub id: i64,
+    pub name: String,
+    pub state: String,
+    /// Contacts on lease now.
+    pub calls: u64,
+    pub attempts_24h: u64,
+    pub answer_rate: String,
+    pub abandon_24h: String,
+    pub abandon_30d: String,
+    /// The profile's cap and window, e.g. `3.0 % / 30 d`.
+    pub cap: String,
+    /// Whether the rate in the cap's window has reached the cap.
+    pub over_cap: bool,
+}
+
+/// One appliance's live figures.
+#[derive(Debug, Clone, Serialize)]
+pub struct ApplianceLive {
+    pub name: String,
+    pub online: bool,
+    /// `online`, or `offline since …`.
+    pub status: String,
+    pub last_seen: Option<i64>,
+    pub calls: u64,
+    pub agents_ready: u64,
+    pub attempts_24h: u64,
+    pub answer_rate: String,
+    pub occupancy: String,
+    /// Trunks as `name up|down asr pdd`.
+    pub trunks: Vec<String>,
+    pub outbox_depth: u64,
+}
+
+/// Totals over everything.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct Totals {
+    pub calls: u64,
+    pub appliances_online: u64,
+    pub appliances: u64,
+    pub attempts_24h: u64,
+    pub answer_rate: String,
+    pub abandon_24h: String,
+    pub abandon_30d: String,
+    pub agents_ready: u64,
+    pub occupancy: String,
+}
+
+/// What the dashboard shows at one instant.
+#[derive(Debug, Clone, Serialize)]
+pub struct Snapshot {
+    pub at: i64,
+    pub updated: String,
+    pub totals: Totals,
+    pub campaigns: Vec<CampaignLive>,
+    pub appliances: Vec<ApplianceLive>,
+}
+
+async fn tallies(
+    store: &Store,
+    column: &str,
+    since: i64,
+) -> Result<HashMap<String, Tally>, sqlx::Error> {
+    let rows: Vec<(String, String, i64)> = sqlx::query_as(&format!(
+        "SELECT CAST({column} AS TEXT), outcome, COUNT(*) FROM attempt_results \
+         WHERE ended_at > $1 GROUP BY {column}, outcome"
+    ))
+    .bind(since)
+    .fetch_all(store.pool())
+    .await?;
+    let mut out: HashMap<String, Tally> = HashMap::new();
+    for (key, outcome, n) in rows {
+        out.entry(key).or_default().add(&outcome, n.max(0) as u64);
+    }
+    Ok(out)
+}
+
+/// Talk time (ms) per appliance and agents seen, from call records overlapping the window.
+async fn talk(store: &Store, now: i64) -> Result<HashMap<String, (i64, u64)>, sqlx::Error> {
+    let rows: Vec<(String, Vec<u8>)> =
+        sqlx::query_as("SELECT appliance, record FROM call_records WHERE ended_at > $1")
+            .bind(now - OCCUPANCY_WINDOW_MS)
+            .fetch_all(store.pool())
+            .await?;
+    let mut per: HashMap<String, (i64, std::collections::HashSet<String>)> = HashMap::new();
+    for (app, blob) in rows {
+        let Ok(r) = postcard::from_bytes::<CallRecord>(&blob) else {
+            continue;
+        };
+        let (Some(agent), Some(answered)) = (r.agent, r.answered_at) else {
+            continue;
+        };
+        let from = answered.0.max(now - OCCUPANCY_WINDOW_MS);
+        let e = per.entry(app).or_default();
+        e.0 += (r.ended_at.0.min(now) - from).max(0);
+        e.1.insert(agent.to_string());
+    }
+    Ok(per
+        .into_iter()
+        .map(|(k, (ms, agents))| (k, (ms, agents.len() as u64)))
+        .collect())
+}
+
+fn occupancy(talk_ms: i64, agents: u64) -> Option<u64> {
+    (agents > 0)
+        .then(|| ((talk_ms.max(0) as u64) * 1000 / (OCCUPANCY_WINDOW_MS as u64 * agents)).min(1000))
+}
+
+/// Every appliance the coordinator knows: registered, or heard from.
+async fn appliances(store: &Store, now: i64) -> Result<Vec<ApplianceLive>, sqlx::Error> {
+    let registered: Vec<(String,)> =
+        sqlx::query_as("SELECT name FROM appliances WHERE state <> 'revoked'")
+            .fetch_all(store.pool())
+            .await?;
+    let seen: Vec<(String, i64)> =
+        sqlx::query_as("SELECT appliance, last_seen_at FROM sync_uplink_state")
+            .fetch_all(store.pool())
+            .await?;
+    let telemetry: Vec<(String, i64, Vec<u8>)> =
+        sqlx::query_as("SELECT appliance, received_at, record FROM appliance_telemetry")
+            .fetch_all(store.pool())
+            .await?;
+    let mut last: BTreeMap<String, Option<i64>> =
+        registered.into_iter().map(|(n,)| (n, None)).collect();
+    for (n, t) in seen {
+        let e = last.entry(n).or_default();
+        *e = Some(e.map_or(t, |x| x.max(t)));
+    }
+    let mut tele: HashMap<String, Telemetry> = HashMap::new();
+    for (n, t, blob) in telemetry {
+        let e = last.entry(n.clone()).or_default();
+        *e = Some(e.map_or(t, |x| x.max(t)));
+        if let Ok(decoded) = postcard::from_bytes::<Telemetry>(&blob) {
+            tele.insert(n, decoded);
+        }
+    }
+    let day = tallies(store, "appliance", now - DAY_MS).await?;
+    let talk = talk(store, now).await?;
+    Ok(last
+        .into_iter()
+        .map(|(name, last_seen)| {
+            let online = last_seen.is_some_and(|t| now - t <= ONLINE_WINDOW_MS);
+            let t = tele.get(&name);
+            let status = match (online, last_seen) {
+                (true, _) => "online".to_string(),
+                (false, Some(t)) => format!("offline since {}", when(t)),
+                (false, None) => "never connected".to_string(),
+            };
+            let tally = day.get(&name).copied().unwrap_or_default();
+            let agents_ready = t.map_or(0, |t| u64::from(t.agents_ready));
+            let (talk_ms, talkers) = talk.get(&name).copied().unwrap_or((0, 0));
+            ApplianceLive {
+                online,
+                status,
+                last_seen,
+                calls: t.map_or(0, |t| u64::from(t.active_calls)),
+                agents_ready,
+                attempts_24h: tally.attempts,
+                answer_rate: percent(tally.answer_permille()),
+                occupancy: percent(occupancy(talk_ms, talkers.max(agents_ready))),
+                trunks: t
+                    .map(|t| {
+                        t.trunks
+                            .iter()
+                            .map(|k| {
+                                format!(
+                                    "{} {} ASR {} PDD {}",
+                                    k.trunk,
+                                    if k.up { "up" } else { "down" },
+                                    percent(k.asr_permille.map(u64::from)),
+                                    k.pdd_ms.map_or("–".into(), |p| format!("{p} ms"))
+                                )
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+                outbox_depth: t.map_or(0, |t| t.outbox_depth),
+                name,
+            }
+        })
+        .collect())
+}
+
+/// The figures at `now`.
+pub async fn snapshot(store: &Store, now: UnixMillis) -> Result<Snapshot, sqlx::Error> {
+    let now = now.0;
+    let day = tallies(store, "campaign_id", now - DAY_MS).await?;
+    let month = tallies(store, "campaign_id", now - 30 * DAY_MS).await?;
+    let caps: HashMap<i64, (u32, i64)> = crate::compliance::page_profiles(store, 0, 10_000)
+        .await
+        .map_err(|e| sqlx::Error::Protocol(e.to_string()))?
+        .into_iter()
+        .map(|p| {
+            (
+                p.id,
+                (p.profile.abandon.cap_permille, p.profile.abandon.window_ms),
+            )
+        })
+        .collect();
+    let campaigns: Vec<(i64, String, String, i64)> = sqlx::query_as(
+        "SELECT id, name, state, profile_id FROM campaigns WHERE state <> 'archived' ORDER BY id",
+    )
+    .fetch_all(store.pool())
+    .await?;
+    let leased: HashMap<i64, i64> = sqlx::query_as::<_, (i64, i64)>(
+        "SELECT campaign_id, COUNT(*) FROM campaign_contacts WHERE lease_id IS NOT NULL GROUP BY campaign_id",
+    )
+    .fetch_all(store.pool())
+    .await?
+    .into_iter()
+    .collect();
+    let campaigns: Vec<CampaignLive> = campaigns
+        .into_iter()
+        .map(|(id, name, state, profile)| {
+            let d = day.get(&id.to_string()).copied().unwrap_or_default();
+            let m = month.get(&id.to_string()).copied().unwrap_or_default();
+            let (cap_permille, window) = caps.get(&profile).copied().unwrap_or((30, 30 * DAY_MS));
+            let in_window = if window <= DAY_MS { d } else { m };
+            CampaignLive {
+                id,
+                name,
+                state,
+                calls: leased.get(&id).copied().unwrap_or(0).max(0) as u64,
+                attempts_24h: d.attempts,
+                answer_rate: percent(d.answer_permille()),
+                abandon_24h: percent(d.abandon_permille()),
+                abandon_30d: percent(m.abandon_permille()),
+                cap: format!(
+                    "{} / {}",
+                    percent(Some(u64::from(cap_permille))),
+                    if window <= DAY_MS { "24 h" } else { "30 d" }
+                ),
+                over_cap: in_window
+                    .abandon_permille()
+                    .is_some_and(|p| p >= u64::from(cap_permille)),
+            }
+        })
+        .collect();
+    let appliances = appliances(store, now).await?;
+    let all_day = day.values().fold(Tally::default(), |a, t| sum(a, *t));
+    let all_month = month.values().fold(Tally::default(), |a, t| sum(a, *t));
+    let talk = talk(store, now).await?;
+    let talk_ms: i64 = talk.values().map(|t| t.0).sum();
+    let agents: u64 = appliances
+        .iter()
+        .map(|a| a.agents_ready.max(talk.get(&a.name).map_or(0, |t| t.1)))
+        .sum();
+    let totals = Totals {
+        calls: appliances
+            .iter()
+            .filter(|a| a.online)
+            .map(|a| a.calls)
+            .sum(),
+        appliances_online: appliances.iter().filter(|a| a.online).count() as u64,
+        appliances: appliances.len() as u64,
+        attempts_24h: all_day.attempts,
+        answer_rate: percent(all_day.answer_permille()),
+        abandon_24h: percent(all_day.abandon_permille()),
+        abandon_30d: percent(all_month.abandon_permille()),
+        agents_ready: appliances.iter().map(|a| a.agents_ready).sum(),
+        occupancy: percent(occupancy(talk_ms, agents)),
+    };
+    Ok(Snapshot {
+        at: now,
+        updated: when(now),
+        totals,
+        campaigns,
+        appliances,
+    })
+}
+
+fn sum(a: Tally, b: Tally) -> Tally {
+    Tally {
+        attempts: a.attempts + b.attempts,
+        answered: a.answered + b.answered,
+        live: a.live + b.live,
+        abandoned: a.abandoned + b.abandoned,
+    }
+}
+
+#[derive(Template)]
+#[template(path = "console/dashboard.html")]
+struct DashboardPage {
+    page: Frame,
+    s: Snapshot,
+}
+
+pub async fn dashboard(State(state): State<ConsoleState>, me: SignedIn) -> Page {
+    me.require(Permission::View)?;
+    let s = snapshot(&state.store, UnixMillis::now())
+        .await
+        .map_err(|e| failure(me.frame(), e))?;
+    Ok(render(
+        StatusCode::OK,
+        &DashboardPage {
+            page: me.frame(),
+            s,
+        },
+    ))
+}
+
+/// Whether the request's `Origin` is this console (a WebSocket is not covered by the
+/// same-origin policy, so a page elsewhere must not ride on the session cookie).
+fn same_origin(headers: &HeaderMap) -> bool {
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+    let origin = headers.get(header::ORIGIN).and_then(|h| h.to_str().ok());
+    match (host, origin) {
+        (Some(h), Some(o)) => o.strip_prefix("https://") == Some(h),
+        (_, None) => true,
+        _ => false,
+    }
+}
+
+pub async fn socket(
+    State(state): State<ConsoleState>,
+    me: SignedIn,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Response {
+    if let Err(refusal) = me.require(Permission::View) {
+        return refusal.into_response();
+    }
+    if !same_origin(&headers) {
+        return (StatusCode::FORBIDDEN, "cross-origin WebSocket refused").into_response();
+    }
+    ws.on_upgrade(move |socket| push(state, socket))
+}
+
+/// A snapshot younger than this is shared by every open dashboard.
+const FRESH: Duration = Duration::from_millis(900);
+
+/// When a snapshot was taken, and its JSON.
+type Cached = (std::time::Instant, std::sync::Arc<str>);
+
+/// The latest snapshot as JSON, shared by all WebSocket clients so that the database work
+/// stays at about one snapshot a second however many dashboards are open.
+#[derive(Clone, Default)]
+pub struct LiveCache(std::sync::Arc<tokio::sync::Mutex<Option<Cached>>>);
+
+impl LiveCache {
+    /// The current snapshot as JSON, computed at most once per [`FRESH`].
+    pub async fn json(&self, store: &Store) -> Result<std::sync::Arc<str>, sqlx::Error> {
+        let mut held = self.0.lock().await;
+        if let Some((at, text)) = held.as_ref() {
+            if at.elapsed() < FRESH {
+                return Ok(text.clone());
+            }
+        }
+        let s = snapshot(store, UnixMillis::now()).await?;
+        let text: std::sync::Arc<str> = serde_json::to_string(&s)
+            .expect("snapshots serialise")
+            .into();
+        *held = Some((std::time::Instant::now(), text.clone()));
+        Ok(text)
+    }
+}
+
+async fn push(state: ConsoleState, mut socket: WebSocket) {
+    let mut tick = tokio::time::interval(PUSH_INTERVAL);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                let text = match state.live.json(&state.store).await {
+                    Ok(t) => t,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "live dashboard snapshot failed");
+                        continue;
+                    }
+                };
+                if socket.send(Message::Text(text.as_ref().into())).await.is_err() {
+                    return;
+                }
+            }
+            incoming = socket.recv() => match incoming {
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
+                Some(Ok(_)) => {}
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn abandons_count_against_live_answers_and_answers_against_attempts() {
+        let mut t = Tally::default();
+        t.add("answered_human", 97);
+        t.add("abandoned", 3);
+        t.add("answered_machine", 50);
+        t.add("no_answer", 50);
+        assert_eq!(t.attempts, 200);
+        assert_eq!(t.answer_permille(), Some(750));
+        assert_eq!(t.abandon_permille(), Some(30));
+        assert_eq!(percent(t.abandon_permille()), "3.0 %");
+        assert_eq!(Tally::default().answer_permille(), None);
+        assert_eq!(percent(None), "–");
+    }
+
+    #[test]
+    fn occupancy_is_talk_time_over_the_window_for_the_agents_seen() {
+        assert_eq!(occupancy(OCCUPANCY_WINDOW_MS, 2), Some(500));
+        assert_eq!(occupancy(3 * OCCUPANCY_WINDOW_MS, 2), Some(1000), "capped");
+        assert_eq!(occupancy(0, 0), None);
+    }
+}

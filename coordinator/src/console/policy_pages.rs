@@ -1,0 +1,711 @@
+//! The routing-policy editor (ordered rules: priority, condition, action) with validation and
+//! a preview of which rule a sample contact hits ([`RoutingPolicy::decide`]); do-not-call
+//! management; compliance profiles. The rules, lists and profiles are
+//! [`crate::routing`]'s and [`crate::compliance`]'s: this module only turns forms into
+//! their types and back, and audits every change.
+
+use super::audit;
+use super::auth::Permission;
+use super::web::{failure, render, when, Fields, Frame, Page, SignedIn};
+use super::{ConsoleError, ConsoleState};
+use crate::compliance::{self, DncView, NewDnc, PolicyError, StoredProfile};
+use crate::routing::{
+    self, CallFacts, Condition, RouteAction, RoutingError, RoutingPolicy, RoutingRule,
+};
+use askama::Template;
+use axum::extract::{Form, State};
+use axum::http::StatusCode;
+use callgate_common::compliance::ComplianceProfile;
+
+/// Blank rows offered under the existing rules.
+const BLANK_RULES: usize = 2;
+
+/// One rule row of the editor, as text.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RuleRow {
+    pub priority: String,
+    pub name: String,
+    pub when: String,
+    pub action: String,
+    pub target: String,
+    pub error: String,
+}
+
+fn rows_of(policy: &RoutingPolicy) -> Vec<RuleRow> {
+    let mut rows: Vec<RuleRow> = policy
+        .rules
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let (action, target) = match &r.then {
+                RouteAction::AgentGroup(g) => ("agent_group", g.to_string()),
+                RouteAction::LastAgent { fallback_group } => {
+                    ("last_agent", fallback_group.to_string())
+                }
+                RouteAction::RobotScript(s) => ("robot_script", s.clone()),
+            };
+            RuleRow {
+                priority: ((i + 1) * 10).to_string(),
+                name: r.name.clone(),
+                when: serde_json::to_string(&r.when).expect("conditions serialise"),
+                action: action.into(),
+                target,
+                error: String::new(),
+            }
+        })
+        .collect();
+    rows.extend((0..BLANK_RULES).map(|_| RuleRow::default()));
+    rows
+}
+
+fn rows_from(f: &Fields) -> Vec<RuleRow> {
+    let mut rows = Vec::new();
+    for i in 0.. {
+        let k = |s: &str| format!("rule.{i}.{s}");
+        if !f
+            .0
+            .iter()
+            .any(|(name, _)| name.starts_with(&format!("rule.{i}.")))
+        {
+            break;
+        }
+        rows.push(RuleRow {
+            priority: f.get(&k("priority")).trim().to_string(),
+            name: f.get(&k("name")).trim().to_string(),
+            when: f.get(&k("when")).trim().to_string(),
+            action: f.get(&k("action")).to_string(),
+            target: f.get(&k("target")).trim().to_string(),
+            error: String::new(),
+        });
+    }
+    rows
+}
+
+/// The policy the rows describe, rules ordered by priority (ties keep their row order);
+/// rows with no name are left out. `Err((row, message))` names the row at fault.
+pub fn policy_of(rows: &[RuleRow]) -> Result<(RoutingPolicy, Vec<usize>), (usize, String)> {
+    let mut used: Vec<(i64, usize, RoutingRule)> = Vec::new();
+    for (i, r) in rows.iter().enumerate() {
+        if r.name.is_empty() {
+            continue;
+        }
+        let priority: i64 = r.priority.parse().map_err(|_| {
+            (
+                i,
+                format!("priority: {:?} is not a whole number", r.priority),
+            )
+        })?;
+        let when: Condition = serde_json::from_str(&r.when).map_err(|e| {
+            (
+                i,
+                format!(
+                    "condition: {e} (e.g. \"always\", {{\"tag\":\"complaint\"}}, \
+                     {{\"field\":{{\"name\":\"tier\",\"equals\":\"platinum\"}}}}, \
+                     {{\"last_outcome\":\"unresolved\"}}, {{\"campaign\":3}}, {{\"all\":[...]}}, {{\"any\":[...]}})"
+                ),
+            )
+        })?;
+        let group = || -> Result<i64, (usize, String)> {
+            r.target.parse().map_err(|_| {
+                (
+                    i,
+                    format!("action: {:?} is not an agent group id", r.target),
+                )
+            })
+        };
+        let then = match r.action.as_str() {
+            "agent_group" => RouteAction::AgentGroup(group()?),
+            "last_agent" => RouteAction::LastAgent {
+                fallback_group: group()?,
+            },
+            "robot_script" => RouteAction::RobotScript(r.target.clone()),
+            other => return Err((i, format!("action: {other:?} is not one of the choices"))),
+        };
+        used.push((
+            priority,
+            i,
+            RoutingRule {
+                name: r.name.clone(),
+                when,
+                then,
+            },
+        ));
+    }
+    used.sort_by_key(|(p, i, _)| (*p, *i));
+    let order = used.iter().map(|(_, i, _)| *i).collect();
+    Ok((
+        RoutingPolicy {
+            rules: used.into_iter().map(|(_, _, r)| r).collect(),
+        },
+        order,
+    ))
+}
+
+/// The row a `rules[n]...` error of the sorted policy points at.
+fn row_of_field(field: &str, order: &[usize]) -> Option<usize> {
+    let n: usize = field
+        .strip_prefix("rules[")?
+        .split(']')
+        .next()?
+        .parse()
+        .ok()?;
+    order.get(n).copied()
+}
+
+/// A sample contact for the preview.
+#[derive(Debug, Clone, Default)]
+pub struct Sample {
+    pub campaign: String,
+    pub fields: String,
+    pub tags: String,
+    pub last_outcome: String,
+    pub result: Option<String>,
+}
+
+fn facts_of(s: &Sample) -> Result<CallFacts, String> {
+    let campaign = match s.campaign.trim() {
+        "" => None,
+        c => Some(
+            c.parse()
+                .map_err(|_| format!("campaign: {c:?} is not a campaign id"))?,
+        ),
+    };
+    let mut fields = std::collections::BTreeMap::new();
+    for line in s.fields.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        let (k, v) = line
+            .split_once('=')
+            .ok_or_else(|| format!("fields: {line:?} is not name=value"))?;
+        fields.insert(k.trim().to_string(), v.trim().to_string());
+    }
+    Ok(CallFacts {
+        campaign,
+        fields,
+        tags: s
+            .tags
+            .split(',')
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .map(str::to_string)
+            .collect(),
+        last_outcome: Some(s.last_outcome.trim().to_string()).filter(|o| !o.is_empty()),
+    })
+}
+
+fn describe(action: &RouteAction) -> String {
+    match action {
+        RouteAction::AgentGroup(g) => format!("agent group {g}"),
+        RouteAction::LastAgent { fallback_group } => {
+            format!("the last agent, else agent group {fallback_group}")
+        }
+        RouteAction::RobotScript(s) => format!("robot script {s:?}"),
+    }
+}
+
+#[derive(Template)]
+#[template(path = "console/routing.html")]
+struct RoutingPage {
+    page: Frame,
+    version: String,
+    rows: Vec<RuleRow>,
+    sample: Sample,
+    groups: Vec<(i64, String)>,
+    csrf: String,
+    can_edit: bool,
+    actions: [(&'static str, &'static str); 3],
+}
+
+async fn routing_response(
+    state: &ConsoleState,
+    me: &SignedIn,
+    frame: Frame,
+    code: StatusCode,
+    rows: Option<Vec<RuleRow>>,
+    sample: Sample,
+) -> Page {
+    let current = match routing::current(&state.store).await {
+        Ok(v) => Some(v),
+        Err(RoutingError::NoPolicy) => None,
+        Err(e) => return Err(failure(me.frame(), e).into()),
+    };
+    let groups: Vec<(i64, String)> =
+        sqlx::query_as("SELECT id, name FROM agent_groups ORDER BY id")
+            .fetch_all(state.store.pool())
+            .await
+            .map_err(|e| failure(me.frame(), e))?;
+    let rows = rows.unwrap_or_else(|| {
+        rows_of(
+            &current
+                .as_ref()
+                .map_or(RoutingPolicy { rules: Vec::new() }, |c| c.policy.clone()),
+        )
+    });
+    Ok(render(
+        code,
+        &RoutingPage {
+            page: frame,
+            version: current.map_or("none saved yet".into(), |c| {
+                format!("version {} of {}", c.version, when(c.created_at))
+            }),
+            rows,
+            sample,
+            groups,
+            csrf: me.session.csrf_token.clone(),
+            can_edit: me.may(Permission::EditRouting),
+            actions: [
+                ("agent_group", "agent group"),
+                ("last_agent", "last agent, else group"),
+                ("robot_script", "robot script"),
+            ],
+        },
+    ))
+}
+
+pub async fn routing_page(State(state): State<ConsoleState>, me: SignedIn) -> Page {
+    me.require(Permission::View)?;
+    routing_response(
+        &state,
+        &me,
+        me.frame(),
+        StatusCode::OK,
+        None,
+        Sample::default(),
+    )
+    .await
+}
+
+fn sample_of(f: &Fields) -> Sample {
+    Sample {
+        campaign: f.get("sample.campaign").to_string(),
+        fields: f.get("sample.fields").to_string(),
+        tags: f.get("sample.tags").to_string(),
+        last_outcome: f.get("sample.last_outcome").to_string(),
+        result: None,
+    }
+}
+
+pub async fn routing_save(
+    State(state): State<ConsoleState>,
+    me: SignedIn,
+    Form(f): Form<Fields>,
+) -> Page {
+    me.require_form(Permission::EditRouting, f.get("csrf"))?;
+    let mut rows = rows_from(&f);
+    let sample = sample_of(&f);
+    let (policy, order) = match policy_of(&rows) {
+        Ok(p) => p,
+        Err((i, msg)) => {
+            rows[i].error = msg.clone();
+            let frame = me.frame().error(format!("rule {}: {msg}", i + 1));
+            return routing_response(
+                &state,
+                &me,
+                frame,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                Some(rows),
+                sample,
+            )
+            .await;
+        }
+    };
+    let before = routing::current(&state.store).await.ok();
+    match routing::save(&state.store, policy).await {
+        Ok(saved) => {
+            audit::record_after(
+                &state.store,
+                &me.actor(),
+                "routing.save",
+                "routing",
+                before.as_ref(),
+                Some(&saved),
+            )
+            .await
+            .map_err(|e| failure(me.frame(), e))?;
+            let frame = me
+                .frame()
+                .notice(format!("Routing policy version {} saved.", saved.version));
+            routing_response(&state, &me, frame, StatusCode::OK, None, sample).await
+        }
+        Err(RoutingError::Invalid { field, reason }) => {
+            let msg = format!("{field}: {reason}");
+            if let Some(i) = row_of_field(&field, &order) {
+                rows[i].error = reason.clone();
+            }
+            let frame = me.frame().error(msg);
+            routing_response(
+                &state,
+                &me,
+                frame,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                Some(rows),
+                sample,
+            )
+            .await
+        }
+        Err(e) => Err(failure(me.frame(), e).into()),
+    }
+}
+
+pub async fn routing_preview(
+    State(state): State<ConsoleState>,
+    me: SignedIn,
+    Form(f): Form<Fields>,
+) -> Page {
+    me.require_form(Permission::View, f.get("csrf"))?;
+    let mut rows = rows_from(&f);
+    let mut sample = sample_of(&f);
+    let (policy, _) = match policy_of(&rows) {
+        Ok(p) => p,
+        Err((i, msg)) => {
+            rows[i].error = msg.clone();
+            let frame = me.frame().error(format!("rule {}: {msg}", i + 1));
+            return routing_response(
+                &state,
+                &me,
+                frame,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                Some(rows),
+                sample,
+            )
+            .await;
+        }
+    };
+    if let Err(e) = policy.validate() {
+        let frame = me.frame().error(e.to_string());
+        return routing_response(
+            &state,
+            &me,
+            frame,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Some(rows),
+            sample,
+        )
+        .await;
+    }
+    let facts = match facts_of(&sample) {
+        Ok(f) => f,
+        Err(e) => {
+            let frame = me.frame().error(e);
+            return routing_response(
+                &state,
+                &me,
+                frame,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                Some(rows),
+                sample,
+            )
+            .await;
+        }
+    };
+    sample.result = Some(match policy.decide(&facts) {
+        Some((name, action)) => format!("Rule {name:?} decides: {}.", describe(action)),
+        None => "No rule matches: the appliance's default routing applies.".into(),
+    });
+    routing_response(&state, &me, me.frame(), StatusCode::OK, Some(rows), sample).await
+}
+
+#[derive(Template)]
+#[template(path = "console/dnc.html")]
+struct DncPage {
+    page: Frame,
+    entries: Vec<(DncView, String, String)>,
+    csrf: String,
+    can_edit: bool,
+}
+
+async fn dnc_response(state: &ConsoleState, me: &SignedIn, frame: Frame, code: StatusCode) -> Page {
+    let entries = compliance::page_dnc(&state.store, 0, 100_000)
+        .await
+        .map_err(|e| failure(me.frame(), e))?;
+    Ok(render(
+        code,
+        &DncPage {
+            page: frame,
+            entries: entries
+                .into_iter()
+                .rev()
+                .take(500)
+                .map(|d| {
+                    let expires = d.expires_at.map_or("never".into(), when);
+                    let created = when(d.created_at);
+                    (d, expires, created)
+                })
+                .collect(),
+            csrf: me.session.csrf_token.clone(),
+            can_edit: me.may(Permission::EditCompliance),
+        },
+    ))
+}
+
+pub async fn dnc_page(State(state): State<ConsoleState>, me: SignedIn) -> Page {
+    me.require(Permission::View)?;
+    dnc_response(&state, &me, me.frame(), StatusCode::OK).await
+}
+
+fn dnc_of_form(f: &Fields) -> Result<NewDnc, ConsoleError> {
+    let campaign_id = match f.get("campaign_id").trim() {
+        "" => None,
+        c => Some(c.parse().map_err(|_| {
+            ConsoleError::invalid("campaign_id", format!("{c:?} is not a campaign id"))
+        })?),
+    };
+    let expires_at = match f.get("expires_on").trim() {
+        "" => None,
+        d => {
+            let date: jiff::civil::Date = d.parse().map_err(|_| {
+                ConsoleError::invalid("expires_on", format!("{d:?} is not a YYYY-MM-DD date"))
+            })?;
+            let ts = date
+                .to_zoned(jiff::tz::TimeZone::UTC)
+                .map_err(|e| ConsoleError::invalid("expires_on", e.to_string()))?
+                .timestamp();
+            Some(ts.as_millisecond())
+        }
+    };
+    Ok(NewDnc {
+        number: f.get("number").trim().to_string(),
+        campaign_id,
+        expires_at,
+        reason: f.get("reason").trim().to_string(),
+    })
+}
+
+pub async fn dnc_add(
+    State(state): State<ConsoleState>,
+    me: SignedIn,
+    Form(f): Form<Fields>,
+) -> Page {
+    me.require_form(Permission::EditCompliance, f.get("csrf"))?;
+    let entry = match dnc_of_form(&f) {
+        Ok(e) => e,
+        Err(e) => {
+            let frame = me.frame().error(e);
+            return dnc_response(&state, &me, frame, StatusCode::UNPROCESSABLE_ENTITY).await;
+        }
+    };
+    match compliance::add_dnc(&state.store, &state.vault, std::slice::from_ref(&entry)).await {
+        Ok(added) => {
+            audit::record_after(
+                &state.store,
+                &me.actor(),
+                "dnc.add",
+                &format!("dnc:{}", added[0].id),
+                None::<&DncView>,
+                Some(&added[0]),
+            )
+            .await
+            .map_err(|e| failure(me.frame(), e))?;
+            let frame = me.frame().notice(format!(
+                "{} added to the do-not-call list.",
+                added[0].number
+            ));
+            dnc_response(&state, &me, frame, StatusCode::OK).await
+        }
+        Err(PolicyError::Invalid { reason, .. }) => {
+            let frame = me.frame().error(format!("number: {reason}"));
+            dnc_response(&state, &me, frame, StatusCode::UNPROCESSABLE_ENTITY).await
+        }
+        Err(e) => Err(failure(me.frame(), e).into()),
+    }
+}
+
+#[derive(Template)]
+#[template(path = "console/profiles.html")]
+struct ProfilesPage {
+    page: Frame,
+    profiles: Vec<(StoredProfile, String)>,
+    csrf: String,
+    can_edit: bool,
+    name: String,
+    body: String,
+}
+
+async fn profiles_response(
+    state: &ConsoleState,
+    me: &SignedIn,
+    frame: Frame,
+    code: StatusCode,
+    name: String,
+    body: String,
+) -> Page {
+    let profiles = compliance::page_profiles(&state.store, 0, 1000)
+        .await
+        .map_err(|e| failure(me.frame(), e))?;
+    Ok(render(
+        code,
+        &ProfilesPage {
+            page: frame,
+            profiles: profiles
+                .into_iter()
+                .map(|p| {
+                    let json =
+                        serde_json::to_string_pretty(&p.profile).expect("profiles serialise");
+                    (p, json)
+                })
+                .collect(),
+            csrf: me.session.csrf_token.clone(),
+            can_edit: me.may(Permission::EditCompliance),
+            name,
+            body,
+        },
+    ))
+}
+
+pub async fn profiles_page(State(state): State<ConsoleState>, me: SignedIn) -> Page {
+    me.require(Permission::View)?;
+    let template =
+        serde_json::to_string_pretty(&ComplianceProfile::us()).expect("profiles serialise");
+    profiles_response(
+        &state,
+        &me,
+        me.frame(),
+        StatusCode::OK,
+        String::new(),
+        template,
+    )
+    .await
+}
+
+pub async fn profile_create(
+    State(state): State<ConsoleState>,
+    me: SignedIn,
+    Form(f): Form<Fields>,
+) -> Page {
+    me.require_form(Permission::EditCompliance, f.get("csrf"))?;
+    let (name, body) = (f.get("name").trim().to_string(), f.get("body").to_string());
+    let parsed: Result<ComplianceProfile, String> =
+        serde_json::from_str(&body).map_err(|e| format!("body: {e}"));
+    let created = match parsed {
+        Ok(p) => compliance::create_profile(&state.store, &name, p)
+            .await
+            .map_err(|e| match e {
+                PolicyError::Db(db) => Err(db),
+                other => Ok(other.to_string()),
+            }),
+        Err(msg) => Err(Ok(msg)),
+    };
+    match created {
+        Ok(p) => {
+            audit::record_after(
+                &state.store,
+                &me.actor(),
+                "profile.create",
+                &format!("profile:{}", p.id),
+                None::<&StoredProfile>,
+                Some(&p),
+            )
+            .await
+            .map_err(|e| failure(me.frame(), e))?;
+            let frame = me.frame().notice(format!("Profile {} created.", p.name));
+            profiles_response(&state, &me, frame, StatusCode::OK, String::new(), body).await
+        }
+        Err(Ok(msg)) => {
+            let frame = me.frame().error(msg);
+            profiles_response(
+                &state,
+                &me,
+                frame,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                name,
+                body,
+            )
+            .await
+        }
+        Err(Err(db)) => Err(failure(me.frame(), db).into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(priority: &str, name: &str, when: &str, action: &str, target: &str) -> RuleRow {
+        RuleRow {
+            priority: priority.into(),
+            name: name.into(),
+            when: when.into(),
+            action: action.into(),
+            target: target.into(),
+            error: String::new(),
+        }
+    }
+
+    #[test]
+    fn rows_become_rules_in_priority_order_and_the_preview_picks_the_first_that_holds() {
+        let rows = vec![
+            row(
+                "20",
+                "platinum",
+                r#"{"field":{"name":"tier","equals":"platinum"}}"#,
+                "agent_group",
+                "2",
+            ),
+            row(
+                "10",
+                "complaints",
+                r#"{"tag":"complaint"}"#,
+                "agent_group",
+                "3",
+            ),
+            row("", "", "", "agent_group", ""),
+            row(
+                "30",
+                "everyone else",
+                r#""always""#,
+                "robot_script",
+                "survey",
+            ),
+        ];
+        let (policy, order) = policy_of(&rows).unwrap();
+        assert_eq!(order, vec![1, 0, 3]);
+        let names: Vec<&str> = policy.rules.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, ["complaints", "platinum", "everyone else"]);
+        let facts = facts_of(&Sample {
+            fields: "tier = Platinum".into(),
+            tags: "complaint, vip".into(),
+            ..Sample::default()
+        })
+        .unwrap();
+        assert_eq!(policy.decide(&facts).unwrap().0, "complaints");
+        let facts = facts_of(&Sample {
+            fields: "tier=platinum".into(),
+            ..Sample::default()
+        })
+        .unwrap();
+        assert_eq!(policy.decide(&facts).unwrap().0, "platinum");
+        assert_eq!(row_of_field("rules[1].then", &order), Some(0));
+    }
+
+    #[test]
+    fn a_bad_row_is_named_with_what_is_wrong() {
+        let rows = vec![
+            row("10", "ok", r#""always""#, "agent_group", "1"),
+            row("x", "bad priority", r#""always""#, "agent_group", "1"),
+        ];
+        assert_eq!(policy_of(&rows).unwrap_err().0, 1);
+        let rows = vec![row(
+            "10",
+            "bad condition",
+            "{tag: complaint}",
+            "agent_group",
+            "1",
+        )];
+        let (i, msg) = policy_of(&rows).unwrap_err();
+        assert!(i == 0 && msg.starts_with("condition:"), "{msg}");
+        let rows = vec![row(
+            "10",
+            "bad group",
+            r#""always""#,
+            "last_agent",
+            "experts",
+        )];
+        assert!(policy_of(&rows)
+            .unwrap_err()
+            .1
+            .contains("not an agent group id"));
+        assert!(facts_of(&Sample {
+            fields: "tier".into(),
+            ..Sample::default()
+        })
+        .is_err());
+    }
+}

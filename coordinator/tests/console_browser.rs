@@ -1,0 +1,270 @@
+//! The HQ console in a real browser: headless Chromium (Debian's `chromium` and
+//! `chromium-driver`, installed by `scripts/setup`) driven over WebDriver through login,
+//! a contact-list upload with bad rows, campaign creation with a field error, and the live
+//! dashboard updating over its WebSocket while simulated call results are applied through
+//! the coordinator's uplink apply path.
+
+mod console_support;
+
+use callgate_common::wire::CallOutcome;
+use console_support::{uplink, Hq};
+use fantoccini::{Client, ClientBuilder, Locator};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// chromedriver on a free loopback port, killed on drop.
+struct Driver {
+    child: Child,
+    url: String,
+    profile: tempfile::TempDir,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn browser() -> (Driver, Client) {
+    let port = free_port();
+    let child = Command::new("chromedriver")
+        .arg(format!("--port={port}"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("chromedriver (package chromium-driver) is installed by scripts/setup");
+    let driver = Driver {
+        child,
+        url: format!("http://127.0.0.1:{port}"),
+        profile: tempfile::tempdir().unwrap(),
+    };
+    let args = [
+        "--headless=new".to_string(),
+        "--no-sandbox".into(),
+        "--disable-gpu".into(),
+        "--disable-dev-shm-usage".into(),
+        "--disable-quic".into(),
+        "--no-first-run".into(),
+        "--disable-background-networking".into(),
+        "--disable-component-update".into(),
+        "--disable-sync".into(),
+        format!("--user-data-dir={}", driver.profile.path().display()),
+    ];
+    let caps = serde_json::json!({
+        "acceptInsecureCerts": true,
+        "goog:chromeOptions": { "binary": "/usr/bin/chromium", "args": args },
+    });
+    let serde_json::Value::Object(caps) = caps else {
+        unreachable!()
+    };
+    let start = Instant::now();
+    loop {
+        let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+        match ClientBuilder::new(connector)
+            .capabilities(caps.clone())
+            .connect(&driver.url)
+            .await
+        {
+            Ok(client) => return (driver, client),
+            Err(_) if start.elapsed() < Duration::from_secs(30) => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("cannot start a Chromium session: {e}"),
+        }
+    }
+}
+
+const WAIT: Duration = Duration::from_secs(15);
+
+async fn type_into(c: &Client, css: &str, text: &str) {
+    let el = c
+        .wait()
+        .at_most(WAIT)
+        .for_element(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("{css}: {e}"));
+    el.clear().await.unwrap();
+    el.send_keys(text).await.unwrap();
+}
+
+async fn click(c: &Client, css: &str) {
+    c.wait()
+        .at_most(WAIT)
+        .for_element(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("{css}: {e}"))
+        .click()
+        .await
+        .unwrap();
+}
+
+async fn text_of(c: &Client, css: &str) -> String {
+    c.wait()
+        .at_most(WAIT)
+        .for_element(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("{css}: {e}"))
+        .text()
+        .await
+        .unwrap()
+}
+
+/// Waits until `css`'s text satisfies `ok`; returns it.
+async fn wait_text(c: &Client, css: &str, ok: impl Fn(&str) -> bool) -> String {
+    let start = Instant::now();
+    loop {
+        let t = match c.find(Locator::Css(css)).await {
+            Ok(el) => el.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        };
+        if ok(&t) {
+            return t;
+        }
+        assert!(start.elapsed() < WAIT, "{css} still reads {t:?}");
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+}
+
+async fn wait_for_path(c: &Client, prefix: &str) -> String {
+    let start = Instant::now();
+    loop {
+        let url = c.current_url().await.unwrap();
+        if url.path().starts_with(prefix) {
+            return url.path().to_string();
+        }
+        assert!(start.elapsed() < WAIT, "still at {url}, expected {prefix}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn an_admin_logs_in_uploads_contacts_creates_a_campaign_and_watches_it_live_in_chromium() {
+    let hq = Hq::start().await;
+    let (_driver, c) = browser().await;
+
+    // Login: a wrong password first, then the right one.
+    c.goto(&format!("{}/campaigns", hq.base)).await.unwrap();
+    wait_for_path(&c, "/login").await;
+    type_into(&c, "form#login input[name=username]", "admin").await;
+    type_into(&c, "form#login input[name=password]", "wrong password!").await;
+    click(&c, "form#login button").await;
+    assert!(text_of(&c, ".error")
+        .await
+        .contains("Wrong username or password"));
+    type_into(&c, "form#login input[name=username]", "admin").await;
+    type_into(&c, "form#login input[name=password]", &hq.admin_password).await;
+    click(&c, "form#login button").await;
+    wait_for_path(&c, "/dashboard").await;
+
+    // Contact list upload with bad rows: the report names their lines.
+    let csv = hq.dir.path().join("leads.csv");
+    std::fs::write(
+        &csv,
+        "phone,first_name\n+14155550101,Ann\nnot-a-number,Bob\n+14155550102,Cat\n+1415,Dan\n",
+    )
+    .unwrap();
+    c.goto(&format!("{}/lists", hq.base)).await.unwrap();
+    type_into(&c, "form#upload input[name=list_name]", "Browser leads").await;
+    c.find(Locator::Css("form#upload input[name=file]"))
+        .await
+        .unwrap()
+        .send_keys(&csv.display().to_string())
+        .await
+        .unwrap();
+    click(&c, "form#upload button").await;
+    wait_for_path(&c, "/imports/").await;
+    wait_text(&c, "#import-state", |t| t == "done").await;
+    assert_eq!(text_of(&c, "#rows-imported").await, "2");
+    assert_eq!(text_of(&c, "#rows-rejected").await, "2");
+    let lines: Vec<String> = {
+        let mut v = Vec::new();
+        for el in c
+            .find_all(Locator::Css("#row-errors td.line"))
+            .await
+            .unwrap()
+        {
+            v.push(el.text().await.unwrap());
+        }
+        v
+    };
+    assert_eq!(lines, ["3", "5"]);
+
+    // Campaign creation: a bad caller ID is shown next to its field, then fixed.
+    c.goto(&format!("{}/campaigns/new", hq.base)).await.unwrap();
+    type_into(&c, "form#campaign input[name=name]", "Browser campaign").await;
+    type_into(&c, "form#campaign input[name=caller_id]", "12345").await;
+    click(&c, "form#campaign input[name=contact_lists]").await;
+    click(&c, "form#campaign button[type=submit]").await;
+    let shown = text_of(&c, ".field-error[data-field=caller_id]").await;
+    assert!(shown.contains("country code"), "{shown}");
+    type_into(&c, "form#campaign input[name=caller_id]", "+14155550100").await;
+    click(&c, "form#campaign button[type=submit]").await;
+    let path = wait_for_path(&c, "/campaigns/").await;
+    let id: i64 = path.trim_start_matches("/campaigns/").parse().unwrap();
+    assert!(text_of(&c, ".notice").await.contains("Campaign created"));
+    assert_eq!(text_of(&c, "#campaign-state").await, "draft");
+    click(&c, "form#action-schedule button").await;
+    wait_text(&c, "#campaign-state", |t| t == "scheduled").await;
+
+    // The live dashboard follows simulated call results without a reload.
+    c.goto(&format!("{}/dashboard", hq.base)).await.unwrap();
+    assert_eq!(text_of(&c, "[data-live=attempts_24h]").await, "0");
+    let before = text_of(&c, "[data-live=updated]").await;
+    uplink::telemetry(&hq.store, "branch-1", 3, 4).await;
+    for (i, outcome) in [
+        CallOutcome::AnsweredHuman,
+        CallOutcome::AnsweredHuman,
+        CallOutcome::NoAnswer,
+        CallOutcome::Abandoned,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        uplink::attempt(&hq.store, "branch-1", id, i as u64 + 1, outcome).await;
+    }
+    wait_text(&c, "[data-live=attempts_24h]", |t| t == "4").await;
+    assert_eq!(text_of(&c, "[data-live=calls]").await, "3");
+    assert_eq!(text_of(&c, "[data-live=answer_rate]").await, "75.0 %");
+    assert_eq!(text_of(&c, "[data-live=abandon_24h]").await, "33.3 %");
+    assert_eq!(text_of(&c, "[data-live=agents_ready]").await, "4");
+    assert_ne!(text_of(&c, "[data-live=updated]").await, before);
+    let row = wait_text(&c, &format!("#live-campaigns tr[data-key=\"{id}\"]"), |t| {
+        t.contains("33.3 %")
+    })
+    .await;
+    assert!(
+        row.contains("Browser campaign") && row.contains("3.0 % / 30 d"),
+        "{row}"
+    );
+    let app = wait_text(&c, "#live-appliances tr[data-key=\"branch-1\"]", |t| {
+        t.contains("online")
+    })
+    .await;
+    assert!(app.contains("75.0 %"), "{app}");
+
+    // One more result moves the figures again, still without a reload.
+    uplink::attempt(&hq.store, "branch-1", id, 9, CallOutcome::Busy).await;
+    wait_text(&c, "[data-live=attempts_24h]", |t| t == "5").await;
+    assert_eq!(text_of(&c, "[data-live=answer_rate]").await, "60.0 %");
+
+    // The campaign's own live view follows it too.
+    c.goto(&format!("{}/campaigns/{id}", hq.base))
+        .await
+        .unwrap();
+    wait_text(&c, "[data-live=attempts]", |t| t == "5").await;
+    uplink::attempt(&hq.store, "branch-1", id, 10, CallOutcome::AnsweredHuman).await;
+    wait_text(&c, "[data-live=attempts]", |t| t == "6").await;
+    assert_eq!(text_of(&c, "[data-live=abandon_24h]").await, "25.0 %");
+    assert_eq!(text_of(&c, "[data-live=cap]").await, "3.0 % / 30 d");
+    c.close().await.unwrap();
+}

@@ -1,0 +1,223 @@
+//! Fleet, live figures, analytics and CSV export in the HQ console over real HTTPS, with
+//! appliance traffic applied through the coordinator's uplink apply path.
+
+mod console_support;
+
+use callgate_common::store::Backend;
+use callgate_common::time::UnixMillis;
+use callgate_common::wire::CallOutcome;
+use callgate_coordinator::console::live;
+use console_support::{uplink, Hq, PASSWORD};
+use reqwest::StatusCode;
+
+#[tokio::test]
+async fn an_admin_registers_an_appliance_sees_its_claim_code_once_and_revokes_it() {
+    let hq = Hq::start().await;
+    let admin = hq.admin().await;
+    let r = admin
+        .submit("/fleet", &[("name", "Bad Name!"), ("site", "x")])
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(r.body.contains("name:"), "{}", r.body);
+
+    let r = admin
+        .submit("/fleet", &[("name", "branch-7"), ("site", "Leeds")])
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let at = r
+        .body
+        .find("id=\"claim-code\">")
+        .expect("the claim code is shown")
+        + 16;
+    let code = &r.body[at..at + 19];
+    assert_eq!(code.len(), 19, "{code}");
+    assert_eq!(code.matches('-').count(), 3, "{code}");
+    let again = admin.get("/fleet").await;
+    assert!(!again.body.contains(code), "shown once only");
+    assert!(again.body.contains("branch-7") && again.body.contains("never connected"));
+
+    let r = admin.submit("/fleet/branch-7/revoke", &[]).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert!(r.body.contains("branch-7 revoked"));
+    let state = callgate_coordinator::enroll::registry::state(
+        hq.store.pool(),
+        &callgate_common::ids::ApplianceId::new("branch-7").unwrap(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        state,
+        Some(callgate_coordinator::enroll::registry::ApplianceState::Revoked)
+    );
+    let entries =
+        callgate_coordinator::console::audit::page(&hq.store, &Default::default(), None, 10)
+            .await
+            .unwrap();
+    assert_eq!(entries[0].action, "appliance.revoke");
+    assert!(entries[0]
+        .before
+        .as_deref()
+        .unwrap()
+        .contains("\"registered\""));
+    assert!(entries[0].after.as_deref().unwrap().contains("\"revoked\""));
+    assert_eq!(entries[1].action, "appliance.register");
+    assert!(
+        !entries[1].after.as_deref().unwrap().contains(code),
+        "no claim code in the log"
+    );
+
+    // A supervisor may not touch the fleet.
+    admin
+        .submit(
+            "/users",
+            &[
+                ("username", "sue"),
+                ("role", "supervisor"),
+                ("password", PASSWORD),
+            ],
+        )
+        .await;
+    let sue = hq.login("sue", PASSWORD).await;
+    assert_eq!(
+        sue.submit("/fleet", &[("name", "branch-8")]).await.status,
+        StatusCode::FORBIDDEN
+    );
+}
+
+#[tokio::test]
+async fn the_fleet_shows_online_appliances_and_offline_ones_with_their_last_known_figures() {
+    let hq = Hq::start().await;
+    uplink::telemetry(&hq.store, "branch-1", 2, 5).await;
+    // branch-2 was last heard from ten minutes ago.
+    let ten_min_ago = UnixMillis(UnixMillis::now().0 - 600_000);
+    uplink::telemetry_at(&hq.store, "branch-2", 4, 1, ten_min_ago).await;
+    let s = live::snapshot(&hq.store, UnixMillis::now()).await.unwrap();
+    let b1 = s.appliances.iter().find(|a| a.name == "branch-1").unwrap();
+    let b2 = s.appliances.iter().find(|a| a.name == "branch-2").unwrap();
+    assert!(b1.online && b1.status == "online");
+    assert!(
+        !b2.online && b2.status.starts_with("offline since "),
+        "{}",
+        b2.status
+    );
+    assert_eq!(
+        (b2.calls, b2.agents_ready),
+        (4, 1),
+        "last known figures kept"
+    );
+    assert_eq!(
+        s.totals.calls, 2,
+        "only online appliances' calls are in progress"
+    );
+    assert_eq!(s.totals.appliances_online, 1);
+    assert!(
+        b1.trunks[0].contains("carrier-a up ASR 45.0 % PDD 1800 ms"),
+        "{:?}",
+        b1.trunks
+    );
+
+    let admin = hq.admin().await;
+    let page = admin.get("/fleet").await;
+    assert!(page.body.contains("offline since"), "{}", page.body);
+    assert!(page.body.contains("last known"));
+    let csv = admin.get("/export/fleet").await;
+    assert_eq!(csv.status, StatusCode::OK);
+    let mut lines = csv.body.lines();
+    assert_eq!(
+        lines.next().unwrap(),
+        "appliance,status,calls,agents_ready,attempts_24h,answer_rate,occupancy,outbox_depth"
+    );
+    assert!(lines.next().unwrap().starts_with("branch-1,online,2,5,"));
+    assert!(lines.next().unwrap().starts_with("branch-2,offline since"));
+}
+
+async fn abandon_rates_are_shown_against_the_cap_and_analytics_draw_and_export_them(
+    backend: Backend,
+) {
+    let hq = Hq::start_on(backend).await;
+    let admin = hq.admin().await;
+    // A campaign under the UK profile (3 % over 24 h), created through the console.
+    let profiles = callgate_coordinator::compliance::page_profiles(&hq.store, 0, 10)
+        .await
+        .unwrap();
+    let uk = profiles.iter().find(|p| p.name == "uk").unwrap().id;
+    let spec: callgate_coordinator::campaigns::CampaignSpec = serde_json::from_value(serde_json::json!({
+        "name": "UK renewals", "kind": "service", "dial_mode": "predictive",
+        "compliance_profile_id": uk,
+        "calling_window": {"start_minute": 480, "end_minute": 1260, "days": [0,1,2,3,4], "holidays": []},
+        "caller_id": "+442079460000"
+    }))
+    .unwrap();
+    let c = callgate_coordinator::campaigns::create(&hq.store, spec)
+        .await
+        .unwrap();
+    for i in 0..19 {
+        uplink::attempt(&hq.store, "branch-1", c.id, i, CallOutcome::AnsweredHuman).await;
+    }
+    uplink::attempt(&hq.store, "branch-1", c.id, 50, CallOutcome::Abandoned).await;
+    uplink::attempt(&hq.store, "branch-1", c.id, 51, CallOutcome::Busy).await;
+    let s = live::snapshot(&hq.store, UnixMillis::now()).await.unwrap();
+    let row = s.campaigns.iter().find(|r| r.id == c.id).unwrap();
+    assert_eq!(row.attempts_24h, 21);
+    assert_eq!(row.abandon_24h, "5.0 %");
+    assert_eq!(row.cap, "3.0 % / 24 h");
+    assert!(row.over_cap, "5 % is over the 3 % cap");
+    let dash = admin.get("/dashboard").await;
+    assert!(dash.body.contains("class=\"over\""), "the row is flagged");
+    assert!(dash.body.contains("UK renewals"));
+
+    let page = admin.get("/analytics?days=7").await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert_eq!(page.body.matches("<svg class=\"chart\"").count(), 8);
+    for title in [
+        "Attempts",
+        "Connects",
+        "Answer rate",
+        "Average handle time",
+        "Abandons",
+        "MOS",
+        "ASR per carrier",
+        "PDD per carrier",
+    ] {
+        assert!(
+            page.body.contains(&format!("<title>{title}</title>")),
+            "{title}"
+        );
+    }
+    assert!(page.body.contains("carrier-a"));
+    let daily = admin
+        .get(&format!("/export/daily?days=3&campaign={}", c.id))
+        .await;
+    let last = daily.body.lines().last().unwrap().to_string();
+    let cells: Vec<&str> = last.split(',').collect();
+    assert_eq!(cells[1..4], ["21", "20", "95.238"], "{last}");
+    assert_eq!(cells[4], "50.000", "19 agent calls of 50 s each: {last}");
+    assert_eq!(cells[5], "1");
+    let carriers = admin.get("/export/carriers?days=3").await;
+    assert!(
+        carriers.body.contains("carrier-a,21,20,95.238,1800.000"),
+        "{}",
+        carriers.body
+    );
+    for table in ["campaigns", "lists", "audit", "dnc", "users", "live"] {
+        let r = admin.get(&format!("/export/{table}")).await;
+        assert_eq!(r.status, StatusCode::OK, "{table}");
+        assert!(r.body.lines().count() >= 1, "{table} has a header");
+    }
+    assert_eq!(
+        admin.get("/export/secrets").await.status,
+        StatusCode::NOT_FOUND
+    );
+}
+
+#[tokio::test]
+async fn on_sqlite_abandon_rates_are_shown_against_the_cap_and_analytics_draw_and_export_them() {
+    abandon_rates_are_shown_against_the_cap_and_analytics_draw_and_export_them(Backend::Sqlite)
+        .await;
+}
+
+#[tokio::test]
+async fn on_postgres_abandon_rates_are_shown_against_the_cap_and_analytics_draw_and_export_them() {
+    abandon_rates_are_shown_against_the_cap_and_analytics_draw_and_export_them(Backend::Postgres)
+        .await;
+}

@@ -1,0 +1,324 @@
+//! The routing-policy editor, DNC management and compliance profiles in the HQ console over
+//! real HTTPS: validation naming the rule at fault, the preview of which rule a sample
+//! contact hits, and who may change what.
+
+mod console_support;
+
+use console_support::{Client, Hq, PASSWORD};
+use reqwest::StatusCode;
+
+fn rule<'a>(
+    i: usize,
+    p: &'a str,
+    name: &'a str,
+    when: &'a str,
+    action: &'a str,
+    target: &'a str,
+) -> Vec<(String, &'a str)> {
+    vec![
+        (format!("rule.{i}.priority"), p),
+        (format!("rule.{i}.name"), name),
+        (format!("rule.{i}.when"), when),
+        (format!("rule.{i}.action"), action),
+        (format!("rule.{i}.target"), target),
+    ]
+}
+
+async fn post_rules(
+    c: &Client,
+    path: &str,
+    rules: &[Vec<(String, &str)>],
+    sample: &[(&str, &str)],
+) -> console_support::Reply {
+    let mut form: Vec<(&str, &str)> = Vec::new();
+    for r in rules {
+        for (k, v) in r {
+            form.push((k.as_str(), v));
+        }
+    }
+    form.extend_from_slice(sample);
+    c.submit(path, &form).await
+}
+
+#[tokio::test]
+async fn routing_rules_are_validated_previewed_and_saved_as_versions() {
+    let hq = Hq::start().await;
+    let admin = hq.admin().await;
+    let experts = callgate_coordinator::agents::create_group(&hq.store, "experts", "")
+        .await
+        .unwrap();
+    let qa = callgate_coordinator::agents::create_group(&hq.store, "qa", "")
+        .await
+        .unwrap();
+    let (experts, qa) = (experts.id.to_string(), qa.id.to_string());
+    let rules = vec![
+        rule(
+            0,
+            "20",
+            "platinum to experts",
+            r#"{"field":{"name":"tier","equals":"platinum"}}"#,
+            "agent_group",
+            &experts,
+        ),
+        rule(
+            1,
+            "10",
+            "complaints to QA",
+            r#"{"tag":"complaint"}"#,
+            "agent_group",
+            &qa,
+        ),
+        rule(
+            2,
+            "30",
+            "unresolved to the same agent",
+            r#"{"last_outcome":"unresolved"}"#,
+            "last_agent",
+            &experts,
+        ),
+    ];
+
+    // Preview on the draft: the lowest priority number that holds wins.
+    let r = post_rules(
+        &admin,
+        "/routing/preview",
+        &rules,
+        &[
+            ("sample.fields", "tier=platinum"),
+            ("sample.tags", "complaint"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert!(
+        r.body
+            .contains("Rule &#34;complaints to QA&#34; decides: agent group"),
+        "{}",
+        r.body
+    );
+    let r = post_rules(
+        &admin,
+        "/routing/preview",
+        &rules,
+        &[("sample.fields", "tier=platinum")],
+    )
+    .await;
+    assert!(
+        r.body
+            .contains("Rule &#34;platinum to experts&#34; decides"),
+        "{}",
+        r.body
+    );
+    let r = post_rules(
+        &admin,
+        "/routing/preview",
+        &rules,
+        &[("sample.last_outcome", "resolved")],
+    )
+    .await;
+    assert!(r.body.contains("No rule matches"), "{}", r.body);
+    assert!(
+        callgate_coordinator::routing::current(&hq.store)
+            .await
+            .is_err(),
+        "a preview saves nothing"
+    );
+
+    // A bad condition and an unknown group are named on their row.
+    let mut bad = rules.clone();
+    bad[2] = rule(2, "30", "broken", "{tag: complaint}", "agent_group", &qa);
+    let r = post_rules(&admin, "/routing", &bad, &[]).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        r.body.contains("data-field=\"rule.2\">condition:"),
+        "{}",
+        r.body
+    );
+    let mut bad = rules.clone();
+    bad[0] = rule(0, "20", "ghost group", r#""always""#, "agent_group", "999");
+    let r = post_rules(&admin, "/routing", &bad, &[]).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        r.body
+            .contains("data-field=\"rule.0\">agent group 999 does not exist"),
+        "{}",
+        r.body
+    );
+
+    let r = post_rules(&admin, "/routing", &rules, &[]).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert!(r.body.contains("version 1 saved"));
+    let saved = callgate_coordinator::routing::current(&hq.store)
+        .await
+        .unwrap();
+    let names: Vec<&str> = saved.policy.rules.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "complaints to QA",
+            "platinum to experts",
+            "unresolved to the same agent"
+        ]
+    );
+    let page = admin.get("/routing").await;
+    assert!(page.body.contains("value=\"complaints to QA\""));
+
+    // A compliance officer may not change routing, a supervisor may.
+    admin
+        .submit(
+            "/users",
+            &[
+                ("username", "cora"),
+                ("role", "compliance"),
+                ("password", PASSWORD),
+            ],
+        )
+        .await;
+    admin
+        .submit(
+            "/users",
+            &[
+                ("username", "sue"),
+                ("role", "supervisor"),
+                ("password", PASSWORD),
+            ],
+        )
+        .await;
+    let cora = hq.login("cora", PASSWORD).await;
+    assert_eq!(
+        post_rules(&cora, "/routing", &rules, &[]).await.status,
+        StatusCode::FORBIDDEN
+    );
+    let sue = hq.login("sue", PASSWORD).await;
+    assert_eq!(
+        post_rules(&sue, "/routing", &rules, &[]).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        callgate_coordinator::routing::current(&hq.store)
+            .await
+            .unwrap()
+            .version,
+        2
+    );
+}
+
+#[tokio::test]
+async fn dnc_entries_and_profiles_are_managed_by_compliance_and_audited() {
+    let hq = Hq::start().await;
+    let admin = hq.admin().await;
+    admin
+        .submit(
+            "/users",
+            &[
+                ("username", "cora"),
+                ("role", "compliance"),
+                ("password", PASSWORD),
+            ],
+        )
+        .await;
+    admin
+        .submit(
+            "/users",
+            &[
+                ("username", "sue"),
+                ("role", "supervisor"),
+                ("password", PASSWORD),
+            ],
+        )
+        .await;
+    let cora = hq.login("cora", PASSWORD).await;
+    let sue = hq.login("sue", PASSWORD).await;
+
+    let r = cora
+        .submit("/dnc", &[("number", "0123"), ("reason", "asked")])
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(r.body.contains("number:"), "{}", r.body);
+    let r = cora
+        .submit(
+            "/dnc",
+            &[("number", "+14155550123"), ("expires_on", "someday")],
+        )
+        .await;
+    assert!(r.body.contains("expires_on"), "{}", r.body);
+    let r = cora
+        .submit(
+            "/dnc",
+            &[
+                ("number", "+14155550123"),
+                ("expires_on", "2027-01-31"),
+                ("reason", "asked"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert!(
+        !r.body.contains("+14155550123"),
+        "numbers are masked on the page"
+    );
+    assert!(r.body.contains("2027-01-31"));
+    assert_eq!(
+        sue.submit("/dnc", &[("number", "+14155550124")])
+            .await
+            .status,
+        StatusCode::FORBIDDEN
+    );
+    let all = callgate_coordinator::compliance::page_dnc(&hq.store, 0, 10)
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 1);
+
+    let mut body: serde_json::Value =
+        serde_json::to_value(callgate_common::compliance::ComplianceProfile::us()).unwrap();
+    body["retention_days"] = serde_json::json!(30);
+    let body = body.to_string();
+    let r = cora
+        .submit(
+            "/profiles",
+            &[("name", "us-short-retention"), ("body", "{not json")],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(r.body.contains("body:"));
+    let r = cora
+        .submit(
+            "/profiles",
+            &[("name", "us-short-retention"), ("body", &body)],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let r = cora
+        .submit(
+            "/profiles",
+            &[("name", "us-short-retention"), ("body", &body)],
+        )
+        .await;
+    assert!(r.body.contains("exists already"));
+    assert_eq!(
+        sue.submit("/profiles", &[("name", "x"), ("body", &body)])
+            .await
+            .status,
+        StatusCode::FORBIDDEN
+    );
+
+    let audit = cora.get("/audit?actor=cora").await;
+    assert_eq!(audit.status, StatusCode::OK);
+    let entries = callgate_coordinator::console::audit::page(
+        &hq.store,
+        &callgate_coordinator::console::audit::AuditFilter {
+            actor: Some("cora".into()),
+            action: None,
+        },
+        None,
+        10,
+    )
+    .await
+    .unwrap();
+    let actions: Vec<&str> = entries.iter().map(|e| e.action.as_str()).collect();
+    assert_eq!(actions, ["profile.create", "dnc.add"]);
+    assert!(
+        !entries[1].after.as_deref().unwrap().contains("4155550123"),
+        "masked in the log too"
+    );
+}
