@@ -74,3 +74,23 @@ fn text_starting_with_a_dash_is_spoken_not_taken_as_an_option() {
         .unwrap();
     assert!(speech.duration_ms() > 1_000);
 }
+
+#[test]
+fn an_engine_that_exits_with_an_error_is_engine_failed() {
+    // `false` stands in for an espeak-ng that crashes.
+    let tts = EspeakNg::new("false");
+    assert!(matches!(
+        tts.synthesize("hello", &SpeechStyle::default()),
+        Err(TtsError::EngineFailed { .. })
+    ));
+}
+
+#[test]
+fn an_engine_that_prints_something_other_than_a_wav_is_bad_audio() {
+    // `echo` exits cleanly but prints its arguments, not audio.
+    let tts = EspeakNg::new("echo");
+    assert!(matches!(
+        tts.synthesize("hello", &SpeechStyle::default()),
+        Err(TtsError::BadAudio { .. })
+    ));
+}

@@ -1,7 +1,7 @@
 //! Beep detection for [`super::CadenceDetector`]: a bank of Goertzel filters every 25 Hz from
-//! 350 to 2 150 Hz over each 20 ms frame. A frame is "tonal" when one filter holds nearly all
-//! of the frame's energy, which a machine's beep does and speech (energy spread over many
-//! harmonics and formants) does not.
+//! 350 to 2 150 Hz over each 20 ms frame. A frame is "tonal" when one filter holds most (60 %
+//! or more) of the frame's energy, which a machine's beep does even under line noise and
+//! speech (energy spread over many harmonics and formants) does not.
 //!
 //! Owns only the filter bank and the run of tonal frames. Must not: decide the verdict.
 

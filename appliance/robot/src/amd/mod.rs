@@ -8,8 +8,8 @@
 //! espeak-ng and [`eval`] scores a detector on it (`callgate-amd-eval`).
 //!
 //! How [`CadenceDetector`] decides, in the order it checks each frame:
-//! - **beep** — a frame whose energy sits almost all in one narrow band (Goertzel filters
-//!   every 25 Hz from 350 to 2 150 Hz), for 100 ms in a row: a machine's "record after the
+//! - **beep** — frames with 60 % or more of their energy in one narrow band (Goertzel
+//!   filters every 25 Hz from 350 to 2 150 Hz), for 100 ms in a row: a machine's "record after the
 //!   tone" beep → machine;
 //! - **long greeting** — speech that runs on (pauses shorter than the after-greeting silence)
 //!   past `max_greeting_ms` → machine ("Hi, you've reached ...");

@@ -612,3 +612,59 @@ fn a_branch_on_the_last_input_takes_the_matching_case() {
         assert_eq!(call.variables().get("score").map(String::as_str), score);
     }
 }
+
+/// Something the driver can report.
+#[derive(Debug, Clone)]
+enum Input {
+    Finished(u32),
+    Failed(u32),
+    Key(char),
+    Timeout,
+    TransferFailed,
+}
+
+fn input() -> impl proptest::strategy::Strategy<Value = Input> {
+    use proptest::prelude::*;
+    prop_oneof![
+        (0u32..6).prop_map(Input::Finished),
+        (0u32..40).prop_map(Input::Failed),
+        proptest::sample::select(vec!['1', '2', '3', '9', '#', '*']).prop_map(Input::Key),
+        Just(Input::Timeout),
+        Just(Input::TransferFailed),
+    ]
+}
+
+proptest::proptest! {
+    #[test]
+    fn any_sequence_of_inputs_stays_within_the_step_budget(
+        inputs in proptest::collection::vec((input(), 0i64..6_000), 0..200),
+        which in 0usize..4,
+    ) {
+        let text = [EXAMPLE, ACCOUNT, TIERS, MENU][which];
+        let script = script(text);
+        let budget = script.max_steps();
+        let mut call = RobotCall::start(t(0), script, fields(&[("tier", "silver")]));
+        let mut now = 0;
+        let mut last_playback = 0;
+        for (input, step_ms) in inputs {
+            for a in drain(&mut call) {
+                if let RobotAction::Play { playback, .. } | RobotAction::Say { playback, .. } = a {
+                    last_playback = playback.0;
+                }
+            }
+            now += step_ms;
+            match input {
+                // Mostly the playback that is on, sometimes a stale one.
+                Input::Finished(back) => call.handle_playback_finished(t(now), PlaybackId(last_playback.saturating_sub(back % 2 * back))),
+                Input::Failed(id) => call.handle_playback_failed(t(now), PlaybackId(id)),
+                Input::Key(c) => call.handle_digit(t(now), key(c)),
+                Input::Timeout => call.handle_timeout(t(now)),
+                Input::TransferFailed => call.handle_transfer_failed(t(now)),
+            }
+            proptest::prop_assert!(call.steps_run() <= budget + 1);
+            if call.outcome().is_some() {
+                proptest::prop_assert_eq!(call.poll_timeout(), None);
+            }
+        }
+    }
+}

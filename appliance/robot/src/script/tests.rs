@@ -333,3 +333,28 @@ fn load_reads_prompts_beside_the_script_file() {
         Err(ScriptError::Read { .. })
     ));
 }
+
+proptest::proptest! {
+    #[test]
+    fn a_damaged_script_is_refused_or_loaded_never_a_panic(
+        cut in 0usize..1_200,
+        len in 0usize..40,
+        insert in "[ -~\n]{0,12}",
+    ) {
+        let mut text = EXAMPLE.to_owned();
+        let start = cut.min(text.len());
+        let end = (start + len).min(text.len());
+        text.replace_range(start..end, &insert);
+        let dir = prompt_folder();
+        let _ = RobotScript::parse(&text, dir.path());
+    }
+
+    #[test]
+    fn template_parsing_never_panics_and_plain_text_renders_as_itself(text in "[ -~]{0,60}") {
+        if let Ok(t) = Template::parse(&text) {
+            if !text.contains("{{") {
+                proptest::prop_assert_eq!(t.render(&Default::default()), text);
+            }
+        }
+    }
+}
