@@ -279,6 +279,14 @@ fn desk_response(
     )
 }
 
+/// Runs `f` on the agent page's login throttle.
+fn with_throttle<R>(state: &WebState, f: impl FnOnce(&mut LoginThrottle) -> R) -> R {
+    f(&mut state
+        .agent_throttle
+        .lock()
+        .unwrap_or_else(|p| p.into_inner()))
+}
+
 #[derive(Deserialize)]
 struct LoginQuery {
     ended: Option<String>,
@@ -326,14 +334,7 @@ async fn login_submit(
             },
         )
     };
-    let throttle = |f: &mut dyn FnMut(&mut LoginThrottle)| {
-        f(&mut state
-            .agent_throttle
-            .lock()
-            .unwrap_or_else(|p| p.into_inner()))
-    };
-    let mut locked = Ok(());
-    throttle(&mut |t| locked = t.check(now, source));
+    let locked = with_throttle(&state, |t| t.check(now, source));
     if let Err(until) = locked {
         return page(
             StatusCode::TOO_MANY_REQUESTS,
@@ -352,13 +353,13 @@ async fn login_submit(
     let agent = match roster::verify_login(desk.pool(), f.login.trim(), &f.password).await {
         Ok(Some(a)) => a,
         Ok(None) => {
-            throttle(&mut |t| t.record_failure(now, source));
+            with_throttle(&state, |t| t.record_failure(now, source));
             tracing::warn!(%source, "agent login failed");
             return page(StatusCode::UNAUTHORIZED, "Wrong login or password.".into());
         }
         Err(e) => return store_failure(e),
     };
-    throttle(&mut |t| t.record_success(source));
+    with_throttle(&state, |t| t.record_success(source));
     if let Err(e) = desk.log_in(agent).await {
         return page(refusal_status(&e), e.to_string());
     }
