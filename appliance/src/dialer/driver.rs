@@ -144,7 +144,6 @@ impl DialerTask {
             placement,
             executor,
             calls: HashMap::new(),
-            by_attempt: HashMap::new(),
             done_tx,
             status_tx,
             segments,
@@ -243,7 +242,6 @@ struct Driver {
     placement: Arc<dyn AnsweredCallPlacement>,
     executor: CampaignExecutor,
     calls: HashMap<SipAttempt, Call>,
-    by_attempt: HashMap<AttemptId, SipAttempt>,
     done_tx: mpsc::UnboundedSender<(SipAttempt, Result<Placement, DialerError>)>,
     status_tx: watch::Sender<Vec<DialerStatus>>,
     segments: Option<SqliteSegmentStore>,
@@ -594,7 +592,6 @@ impl Driver {
         metrics::counter!("callgate_dialer_attempts_total", "campaign" => order.campaign.to_string())
             .increment(1);
         tracing::debug!(%attempt, %number, campaign = %order.campaign, "attempt sent");
-        self.by_attempt.insert(attempt, sip);
         self.calls.insert(
             sip,
             Call {
@@ -657,7 +654,6 @@ impl Driver {
                     outcome_of_status(status)
                 };
                 self.commit(&mut c, outcome, Some(status), None).await;
-                self.by_attempt.remove(&c.order.attempt);
                 // The media ports are freed here, after the commit.
                 drop(c);
             }
@@ -673,9 +669,7 @@ impl Driver {
                     None => false,
                 };
                 if remove {
-                    if let Some(c) = self.calls.remove(&attempt) {
-                        self.by_attempt.remove(&c.order.attempt);
-                    }
+                    self.calls.remove(&attempt);
                 }
             }
             _ => {}
@@ -769,9 +763,8 @@ impl Driver {
             let _ = self.router.hang_up(sip);
         }
         c.hold.clear();
-        if c.sip_ended {
-            self.by_attempt.remove(&c.order.attempt);
-        } else {
+        if !c.sip_ended {
+            // Kept until the BYE's transaction ends (`DialEvent::Ended`).
             self.calls.insert(sip, c);
         }
     }

@@ -310,11 +310,16 @@ pub fn window_around_now_utc() -> CallingWindow {
 
 /// An agentless campaign brief with the given window and a permissive profile.
 pub fn agentless_brief(window: CallingWindow) -> Downlink {
+    brief(DialMode::Agentless, window)
+}
+
+/// A campaign brief in `mode` with the given window and a permissive profile.
+pub fn brief(mode: DialMode, window: CallingWindow) -> Downlink {
     Downlink::Campaign(CampaignBrief {
         campaign: CAMPAIGN,
         version: 1,
         name: "dialer test".into(),
-        dial_mode: DialMode::Agentless,
+        dial_mode: mode,
         running: true,
         profile: ComplianceProfile {
             abandon: AbandonBudget {
