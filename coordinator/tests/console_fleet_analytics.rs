@@ -221,3 +221,44 @@ async fn on_postgres_abandon_rates_are_shown_against_the_cap_and_analytics_draw_
     abandon_rates_are_shown_against_the_cap_and_analytics_draw_and_export_them(Backend::Postgres)
         .await;
 }
+
+#[tokio::test]
+async fn presence_from_the_link_gives_the_fleet_its_firmware_and_since_when() {
+    use callgate_common::ids::ApplianceId;
+    use callgate_coordinator::sync::presence;
+    let hq = Hq::start().await;
+    let pool = hq.store.pool();
+    let b3 = ApplianceId::new("branch-3").unwrap();
+    let b4 = ApplianceId::new("branch-4").unwrap();
+    let hour_ago = UnixMillis(UnixMillis::now().0 - 3_600_000);
+    presence::hello(pool, &b3, "1.4.2", hour_ago).await.unwrap();
+    presence::hello(pool, &b4, "1.3.9", hour_ago).await.unwrap();
+    // branch-4's last will: offline now, though it was heard from recently.
+    presence::status(pool, &b4, false, UnixMillis::now())
+        .await
+        .unwrap();
+    uplink::telemetry(&hq.store, "branch-4", 1, 1).await;
+
+    let s = live::snapshot(&hq.store, UnixMillis::now()).await.unwrap();
+    let a3 = s.appliances.iter().find(|a| a.name == "branch-3").unwrap();
+    let a4 = s.appliances.iter().find(|a| a.name == "branch-4").unwrap();
+    assert!(
+        a3.online && a3.status.starts_with("online since "),
+        "{}",
+        a3.status
+    );
+    assert_eq!(a3.firmware, "1.4.2");
+    assert!(
+        !a4.online && a4.status.starts_with("offline since "),
+        "the last will wins over recent traffic: {}",
+        a4.status
+    );
+    assert_eq!(a4.firmware, "1.3.9", "the last known firmware stays");
+
+    let page = hq.admin().await.get("/fleet").await;
+    assert!(
+        page.body.contains("1.4.2") && page.body.contains("1.3.9"),
+        "{}",
+        page.body
+    );
+}

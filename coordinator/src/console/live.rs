@@ -103,8 +103,10 @@ pub struct CampaignLive {
 pub struct ApplianceLive {
     pub name: String,
     pub online: bool,
-    /// `online`, or `offline since …`.
+    /// `online since …`, or `offline since …`.
     pub status: String,
+    /// The firmware its last Hello reported.
+    pub firmware: String,
     pub last_seen: Option<i64>,
     pub calls: u64,
     pub agents_ready: u64,
@@ -218,24 +220,55 @@ async fn appliances(store: &Store, now: i64) -> Result<Vec<ApplianceLive>, sqlx:
             tele.insert(n, decoded);
         }
     }
+    // The link's presence (Hello, retained status, last will) when the box has one; the
+    // window over what was last heard otherwise.
+    let presence: Vec<(String, i64, i64, Option<String>)> =
+        sqlx::query_as("SELECT appliance, online, since, firmware FROM appliance_presence")
+            .fetch_all(store.pool())
+            .await?;
+    let presence: HashMap<String, (bool, i64, Option<String>)> = presence
+        .into_iter()
+        .map(|(n, online, since, firmware)| (n, (online == 1, since, firmware)))
+        .collect();
+    let revoked: Vec<(String,)> =
+        sqlx::query_as("SELECT name FROM appliances WHERE state = 'revoked'")
+            .fetch_all(store.pool())
+            .await?;
+    for name in presence.keys() {
+        if !revoked.iter().any(|(r,)| r == name) {
+            last.entry(name.clone()).or_default();
+        }
+    }
     let day = tallies(store, "appliance", now - DAY_MS).await?;
     let talk = talk(store, now).await?;
     Ok(last
         .into_iter()
         .map(|(name, last_seen)| {
-            let online = last_seen.is_some_and(|t| now - t <= ONLINE_WINDOW_MS);
             let t = tele.get(&name);
-            let status = match (online, last_seen) {
-                (true, _) => "online".to_string(),
-                (false, Some(t)) => format!("offline since {}", when(t)),
-                (false, None) => "never connected".to_string(),
+            let present = presence.get(&name);
+            let (online, status) = match present {
+                Some((true, since, _)) => (true, format!("online since {}", when(*since))),
+                Some((false, since, _)) => (false, format!("offline since {}", when(*since))),
+                None => {
+                    let online = last_seen.is_some_and(|t| now - t <= ONLINE_WINDOW_MS);
+                    let status = match (online, last_seen) {
+                        (true, _) => "online".to_string(),
+                        (false, Some(t)) => format!("offline since {}", when(t)),
+                        (false, None) => "never connected".to_string(),
+                    };
+                    (online, status)
+                }
             };
+            let firmware = present
+                .and_then(|p| p.2.clone())
+                .unwrap_or_else(|| "not reported".into());
             let tally = day.get(&name).copied().unwrap_or_default();
             let agents_ready = t.map_or(0, |t| u64::from(t.agents_ready));
             let (talk_ms, talkers) = talk.get(&name).copied().unwrap_or((0, 0));
             ApplianceLive {
                 online,
                 status,
+                firmware,
                 last_seen,
                 calls: t.map_or(0, |t| u64::from(t.active_calls)),
                 agents_ready,
