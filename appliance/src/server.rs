@@ -154,6 +154,7 @@ pub async fn run(
             temperature: board.as_ref().map(|b| b.temperature()).unwrap_or_default(),
             link: sync.status.clone(),
             outbox: sync.outbox.clone(),
+            campaigns: dialer.as_ref().map(|d| d.status()),
         };
         let ui = crate::web::WebUi::bind(&settings, source)?;
         let web_addr = ui.local_addr().map_err(ServerError::Serve)?;

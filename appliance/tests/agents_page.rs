@@ -257,6 +257,7 @@ async fn a_box_without_an_agent_desk_says_so() {
             callgate_appliance::sync::status::LinkStatus::not_enrolled(),
         ),
         outbox: None,
+        campaigns: None,
     };
     let ui = WebUi::bind(&web, status).unwrap();
     let (stop, mut stopped) = tokio::sync::watch::channel(false);

@@ -36,6 +36,11 @@ async fn a_test_call_from_the_ui_shows_the_ladder_and_the_outcome() {
         .unwrap();
     assert!(html.contains("<option value=\"carrier\""), "{html}");
     let csrf = csrf_of(&html);
+    let status = b.get("/status", Some(&cookie)).await.text().await.unwrap();
+    assert!(
+        status.contains("id=\"campaigns\">none held<"),
+        "the dialler runs with [sip] and holds nothing yet: {status}"
+    );
 
     let r = b
         .post(
@@ -138,6 +143,11 @@ async fn without_sip_the_page_says_so_and_refuses_a_call() {
         .await
         .unwrap();
     assert!(html.contains("SIP is not configured"), "{html}");
+    let status = b.get("/status", Some(&cookie)).await.text().await.unwrap();
+    assert!(
+        status.contains("dialler off (no [sip] section)"),
+        "{status}"
+    );
     let r = b
         .post(
             "/diagnostics/call",

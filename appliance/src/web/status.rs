@@ -1,5 +1,6 @@
 //! What the status and network pages show, gathered from the daemon and the system.
 
+use crate::dialer::executor::{CampaignRun, DialerStatus};
 use crate::store::Store;
 use crate::sync::outbox_store::UplinkOutbox;
 use crate::sync::status::{LinkState, LinkStatusCell};
@@ -26,6 +27,8 @@ pub struct StatusSource {
     pub link: LinkStatusCell,
     /// The uplink outbox, while the box is enrolled.
     pub outbox: Option<Arc<tokio::sync::RwLock<Arc<UplinkOutbox>>>>,
+    /// The campaign executor's view of each campaign, when the dialer runs.
+    pub campaigns: Option<tokio::sync::watch::Receiver<Vec<DialerStatus>>>,
 }
 
 /// One status snapshot, as the page and the live stream show it (all values as text).
@@ -51,6 +54,8 @@ pub struct StatusSnapshot {
     pub last_downlink: String,
     /// Messages waiting for the coordinator's acknowledgement.
     pub outbox: String,
+    /// Each campaign the box holds: dialling or why not, and its counts.
+    pub campaigns: String,
 }
 
 impl StatusSource {
@@ -87,8 +92,44 @@ impl StatusSource {
                 }
                 None => "off (not enrolled)".into(),
             },
+            campaigns: match &self.campaigns {
+                Some(rx) => describe_campaigns(&rx.borrow()),
+                None => "dialler off (no [sip] section)".into(),
+            },
         }
     }
+}
+
+/// The campaigns in one line each, joined with `; `: what they do and why.
+pub fn describe_campaigns(campaigns: &[DialerStatus]) -> String {
+    if campaigns.is_empty() {
+        return "none held".into();
+    }
+    campaigns
+        .iter()
+        .map(|c| {
+            let name = if c.name.is_empty() {
+                format!("campaign {}", c.campaign)
+            } else {
+                c.name.clone()
+            };
+            let run = match &c.run {
+                CampaignRun::Dialling => "dialling".to_string(),
+                CampaignRun::Limited(why) => format!("dialling, limited: {why}"),
+                CampaignRun::Waiting(why) => format!("waiting: {why}"),
+                CampaignRun::Stopped(why) => format!("stopped: {why}"),
+            };
+            let grant = c
+                .grant_expires_at
+                .map(|t| format!(", grant until {}", utc_seconds(t)))
+                .unwrap_or_default();
+            format!(
+                "{name}: {run} — {} in flight, {} pending, {} dialled, {} refused, {} returned{grant}",
+                c.in_flight, c.pending, c.dialled, c.refused, c.returned
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// The link state in words, with how long it has been so.
@@ -216,6 +257,39 @@ mod tests {
         assert_eq!(
             describe_link(&LinkState::Online { since: now }, now),
             "online since 2026-11-21 07:22:07 UTC (0s ago)"
+        );
+    }
+
+    #[test]
+    fn each_campaign_says_whether_it_dials_and_why_not() {
+        use callgate_common::ids::CampaignId;
+        let status = |name: &str, run: CampaignRun| DialerStatus {
+            campaign: CampaignId(7),
+            name: name.into(),
+            mode: None,
+            run,
+            in_flight: 2,
+            pending: 40,
+            dialled: 10,
+            refused: 1,
+            returned: 0,
+            grant_expires_at: Some(UnixMillis(1_795_245_727_000)),
+            tally: Default::default(),
+        };
+        assert_eq!(describe_campaigns(&[]), "none held");
+        let text = describe_campaigns(&[
+            status("renewals", CampaignRun::Dialling),
+            status(
+                "",
+                CampaignRun::Stopped("grant expired: the cloud is unreachable".into()),
+            ),
+        ]);
+        assert_eq!(
+            text,
+            "renewals: dialling — 2 in flight, 40 pending, 10 dialled, 1 refused, 0 returned, \
+             grant until 2026-11-21 07:22:07 UTC; campaign 7: stopped: grant expired: the cloud \
+             is unreachable — 2 in flight, 40 pending, 10 dialled, 1 refused, 0 returned, grant \
+             until 2026-11-21 07:22:07 UTC"
         );
     }
 

@@ -256,6 +256,7 @@ pub fn serve_agent_page(
             callgate_appliance::sync::status::LinkStatus::not_enrolled(),
         ),
         outbox: None,
+        campaigns: None,
     };
     let ui = WebUi::bind_with_agents(&web, status, Some(desk)).unwrap();
     tokio::spawn(ui.serve(async move {
