@@ -134,6 +134,26 @@ impl Browser {
         }
     }
 
+    /// First boot of an appliance's web UI at `base`: creates the technician account with
+    /// the box's `setup_code` and logs in; ends on the status page.
+    pub async fn set_up_appliance(&self, base: &str, setup_code: &str, password: &str) {
+        self.client.goto(&format!("{base}/setup")).await.unwrap();
+        self.fill(
+            "setup",
+            &[
+                ("setup_code", setup_code.trim()),
+                ("username", "tech"),
+                ("password", password),
+                ("confirm", password),
+            ],
+        )
+        .await;
+        self.wait_for_path("/login?created=1").await;
+        self.fill("login", &[("username", "tech"), ("password", password)])
+            .await;
+        self.wait_for_path("/status").await;
+    }
+
     /// Reloads `url` until the element `css` contains `needle`, for at most `limit`;
     /// returns its text.
     pub async fn reload_until(

@@ -74,24 +74,8 @@ async fn a_technician_places_a_test_call_from_the_diagnostics_page_in_chromium()
     let base = format!("https://{web}");
 
     let b = Browser::start().await;
-    b.client.goto(&format!("{base}/setup")).await.unwrap();
-    b.fill(
-        "setup",
-        &[
-            ("setup_code", setup_code.trim()),
-            ("username", "tech"),
-            ("password", "correct horse battery"),
-            ("confirm", "correct horse battery"),
-        ],
-    )
-    .await;
-    b.wait_for_path("/login?created=1").await;
-    b.fill(
-        "login",
-        &[("username", "tech"), ("password", "correct horse battery")],
-    )
-    .await;
-    b.wait_for_path("/status").await;
+    b.set_up_appliance(&base, &setup_code, "correct horse battery")
+        .await;
 
     b.client.goto(&format!("{base}/diagnostics")).await.unwrap();
     b.fill(

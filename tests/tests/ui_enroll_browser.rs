@@ -76,24 +76,8 @@ async fn a_technician_enrolls_a_box_from_its_web_ui_and_the_link_comes_up() {
     let base = format!("https://{web}");
 
     let b = Browser::start().await;
-    b.client.goto(&format!("{base}/setup")).await.unwrap();
-    b.fill(
-        "setup",
-        &[
-            ("setup_code", setup_code.trim()),
-            ("username", "tech"),
-            ("password", "correct horse battery"),
-            ("confirm", "correct horse battery"),
-        ],
-    )
-    .await;
-    b.wait_for_path("/login?created=1").await;
-    b.fill(
-        "login",
-        &[("username", "tech"), ("password", "correct horse battery")],
-    )
-    .await;
-    b.wait_for_path("/status").await;
+    b.set_up_appliance(&base, &setup_code, "correct horse battery")
+        .await;
     assert_eq!(b.text_of("#cloud-link").await, "not enrolled");
 
     b.client.goto(&format!("{base}/cloud")).await.unwrap();
