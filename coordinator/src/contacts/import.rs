@@ -513,6 +513,9 @@ async fn write_batch(
 /// The PostgreSQL writer: each batch is `COPY`ed into a temporary staging table, then
 /// moved into `contacts` (`ON CONFLICT DO NOTHING`: dedupe across imports and within the
 /// batch) and the list membership with two set-based statements, all in one transaction.
+/// The membership looks each staged number up through the unique index (a correlated
+/// subquery): a join lets the planner, blind to the unanalysed staging table, scan all of
+/// `contacts` per batch, which made the import quadratic.
 struct CopyWriter {
     pool: sqlx::PgPool,
 }
@@ -568,9 +571,8 @@ impl CopyWriter {
             .rows_affected();
             sqlx::query(
                 "INSERT INTO contact_list_members (list_id, contact_id) \
-                 SELECT $1, c.id FROM contacts c \
-                 JOIN contact_import_stage s ON s.number_index = c.number_index \
-                 ON CONFLICT DO NOTHING",
+                 SELECT $1, (SELECT c.id FROM contacts c WHERE c.number_index = s.number_index) \
+                 FROM contact_import_stage s ON CONFLICT DO NOTHING",
             )
             .bind(list.0)
             .execute(&mut *tx)
