@@ -268,6 +268,41 @@ async fn dnc_entries_and_profiles_are_managed_by_compliance_and_audited() {
         .await
         .unwrap();
     assert_eq!(all.len(), 1);
+    let id = all[0].id;
+    assert_eq!(
+        sue.submit(&format!("/dnc/{id}/remove"), &[]).await.status,
+        StatusCode::FORBIDDEN,
+        "a supervisor cannot take numbers off the list"
+    );
+    let r = cora.submit(&format!("/dnc/{}/remove", id + 100), &[]).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert!(r.body.contains("No do-not-call entry"), "{}", r.body);
+    let r = cora
+        .submit(
+            "/dnc",
+            &[("number", "+14155550125"), ("reason", "to be removed")],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let added = callgate_coordinator::compliance::page_dnc(&hq.store, id, 10)
+        .await
+        .unwrap();
+    let second = added[0].id;
+    let r = cora.submit(&format!("/dnc/{second}/remove"), &[]).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert!(
+        r.body.contains("taken off the do-not-call list"),
+        "{}",
+        r.body
+    );
+    let all = callgate_coordinator::compliance::page_dnc(&hq.store, 0, 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        all.iter().map(|d| d.id).collect::<Vec<_>>(),
+        vec![id],
+        "only the removed entry is gone"
+    );
 
     let mut body: serde_json::Value =
         serde_json::to_value(callgate_common::compliance::ComplianceProfile::us()).unwrap();
@@ -316,9 +351,16 @@ async fn dnc_entries_and_profiles_are_managed_by_compliance_and_audited() {
     .await
     .unwrap();
     let actions: Vec<&str> = entries.iter().map(|e| e.action.as_str()).collect();
-    assert_eq!(actions, ["profile.create", "dnc.add"]);
+    assert_eq!(
+        actions,
+        ["profile.create", "dnc.remove", "dnc.add", "dnc.add"]
+    );
     assert!(
-        !entries[1].after.as_deref().unwrap().contains("4155550123"),
+        entries[1].after.is_none() && entries[1].before.is_some(),
+        "a removal keeps what was removed"
+    );
+    assert!(
+        !entries[3].after.as_deref().unwrap().contains("4155550123"),
         "masked in the log too"
     );
 }

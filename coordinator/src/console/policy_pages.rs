@@ -508,6 +508,45 @@ pub async fn dnc_add(
     }
 }
 
+/// `POST /dnc/{id}/remove`: takes one entry off the list (compliance officers and admins);
+/// the appliances holding the number hear of it through the DNC deltas.
+pub async fn dnc_remove(
+    State(state): State<ConsoleState>,
+    me: SignedIn,
+    axum::extract::Path(id): axum::extract::Path<i64>,
+    Form(f): Form<Fields>,
+) -> Page {
+    me.require_form(Permission::EditCompliance, f.get("csrf"))?;
+    let before = compliance::page_dnc(&state.store, id.saturating_sub(1), 1)
+        .await
+        .map_err(|e| failure(me.frame(), e))?
+        .into_iter()
+        .find(|d| d.id == id);
+    let Some(before) = before else {
+        let frame = me.frame().error(format!("No do-not-call entry {id}."));
+        return dnc_response(&state, &me, frame, StatusCode::NOT_FOUND).await;
+    };
+    let removed = compliance::remove_dnc(&state.store, id)
+        .await
+        .map_err(|e| failure(me.frame(), e))?;
+    if removed {
+        audit::record_after(
+            &state.store,
+            &me.actor(),
+            "dnc.remove",
+            &format!("dnc:{id}"),
+            Some(&before),
+            None::<&DncView>,
+        )
+        .await
+        .map_err(|e| failure(me.frame(), e))?;
+    }
+    let frame = me
+        .frame()
+        .notice(format!("{} taken off the do-not-call list.", before.number));
+    dnc_response(&state, &me, frame, StatusCode::OK).await
+}
+
 #[derive(Template)]
 #[template(path = "console/profiles.html")]
 struct ProfilesPage {

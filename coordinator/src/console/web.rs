@@ -45,6 +45,7 @@ pub fn router(state: ConsoleState) -> Router {
         .route("/routing", get(pp::routing_page).post(pp::routing_save))
         .route("/routing/preview", post(pp::routing_preview))
         .route("/dnc", get(pp::dnc_page).post(pp::dnc_add))
+        .route("/dnc/{id}/remove", post(pp::dnc_remove))
         .route("/profiles", get(pp::profiles_page).post(pp::profile_create))
         .route("/analytics", get(analytics::page))
         .route("/export/{table}", get(analytics::export))
