@@ -354,11 +354,15 @@ async fn on_downlink(
                 // applied in the same transaction that records the sequence number, so a
                 // replay is harmless; other kinds get their effects with their issues.
                 let mut tx = pool.begin().await?;
+                // The mark is written first: the transaction takes SQLite's write lock at its
+                // first statement, so the reads the effects make cannot meet a snapshot that
+                // another writer (the dialler, the outbox) moved on meanwhile
+                // (SQLITE_BUSY_SNAPSHOT, which no busy timeout waits out).
+                write_state(&mut tx, DOWNLINK_APPLIED, env.seq).await?;
                 let dialer = crate::dialer::store::apply_downlink(&mut tx, &body).await?;
                 if let Downlink::AgentRoster(_) | Downlink::RoutingPolicy { .. } = &body {
                     crate::agents::roster::apply_downlink(&mut tx, &body).await?;
                 }
-                write_state(&mut tx, DOWNLINK_APPLIED, env.seq).await?;
                 tx.commit().await?;
                 if dialer {
                     crate::dialer::store::notify_changed();

@@ -400,7 +400,9 @@ impl World {
         assert_eq!(
             rows.len() as u64,
             total,
-            "count of stored records of {name}"
+            "count of stored records of {name}\n--- {name}'s log:\n{}\n--- coordinator log:\n{}",
+            self.log(name),
+            self.coordinator_log()
         );
         for (i, (call_id, bytes, _seq)) in rows.iter().enumerate() {
             let expected = call_record(&app, i as u64);
