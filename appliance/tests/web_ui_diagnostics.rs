@@ -14,6 +14,31 @@ fn csrf_of(html: &str) -> String {
     html[at..at + 32].to_string()
 }
 
+/// Posts the diagnostics page's test-call form (10 s ring, no hold); the page's status and
+/// body.
+async fn test_call(
+    b: &Appliance,
+    cookie: &str,
+    csrf: &str,
+    trunk: &str,
+    to: &str,
+) -> (StatusCode, String) {
+    let r = b
+        .post(
+            "/diagnostics/call",
+            Some(cookie),
+            &[
+                ("csrf", csrf),
+                ("trunk", trunk),
+                ("to", to),
+                ("ring_seconds", "10"),
+                ("hold_seconds", "0"),
+            ],
+        )
+        .await;
+    (r.status(), r.text().await.unwrap())
+}
+
 fn sip_section(carrier: std::net::SocketAddr) -> String {
     format!(
         "[sip]\nlisten = \"127.0.0.1:{}\"\n\n[[sip.trunks]]\nname = \"carrier\"\n\
@@ -42,21 +67,8 @@ async fn a_test_call_from_the_ui_shows_the_ladder_and_the_outcome() {
         "the dialler runs with [sip] and holds nothing yet: {status}"
     );
 
-    let r = b
-        .post(
-            "/diagnostics/call",
-            Some(&cookie),
-            &[
-                ("csrf", &csrf),
-                ("trunk", "carrier"),
-                ("to", "4930555"),
-                ("ring_seconds", "10"),
-                ("hold_seconds", "0"),
-            ],
-        )
-        .await;
-    assert_eq!(r.status(), StatusCode::OK);
-    let html = r.text().await.unwrap();
+    let (status, html) = test_call(&b, &cookie, &csrf, "carrier", "4930555").await;
+    assert_eq!(status, StatusCode::OK);
     assert!(html.contains("Answered and completed."), "{html}");
     for step in [
         "INVITE sip:4930555@",
@@ -85,45 +97,15 @@ async fn a_busy_carrier_and_bad_input_are_reported_on_the_page() {
         .await
         .unwrap();
     let csrf = csrf_of(&html);
-    let post = |fields: Vec<(&'static str, &'static str)>| {
-        let csrf = csrf.clone();
-        let b = &b;
-        let cookie = cookie.clone();
-        async move {
-            let mut form = vec![("csrf", csrf.as_str())];
-            form.extend(fields.iter().copied());
-            let r = b.post("/diagnostics/call", Some(&cookie), &form).await;
-            (r.status(), r.text().await.unwrap())
-        }
-    };
-
-    let (status, html) = post(vec![
-        ("trunk", "carrier"),
-        ("to", "49-30"),
-        ("ring_seconds", "10"),
-        ("hold_seconds", "0"),
-    ])
-    .await;
+    let (status, html) = test_call(&b, &cookie, &csrf, "carrier", "49-30").await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(html.contains("Number: digits only"), "{html}");
     assert!(html.contains("value=\"49-30\""), "what was typed is kept");
-    let (status, html) = post(vec![
-        ("trunk", "nobody"),
-        ("to", "4930555"),
-        ("ring_seconds", "10"),
-        ("hold_seconds", "0"),
-    ])
-    .await;
+    let (status, html) = test_call(&b, &cookie, &csrf, "nobody", "4930555").await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(html.contains("Trunk: no trunk named `nobody`"), "{html}");
 
-    let (status, html) = post(vec![
-        ("trunk", "carrier"),
-        ("to", "4930555"),
-        ("ring_seconds", "10"),
-        ("hold_seconds", "0"),
-    ])
-    .await;
+    let (status, html) = test_call(&b, &cookie, &csrf, "carrier", "4930555").await;
     assert_eq!(status, StatusCode::OK);
     assert!(html.contains("Not answered: 486"), "{html}");
     assert!(html.contains("SIP/2.0 486"), "{html}");
@@ -148,20 +130,8 @@ async fn without_sip_the_page_says_so_and_refuses_a_call() {
         status.contains("dialler off (no [sip] section)"),
         "{status}"
     );
-    let r = b
-        .post(
-            "/diagnostics/call",
-            Some(&cookie),
-            &[
-                ("csrf", &csrf_of(&html)),
-                ("trunk", "carrier"),
-                ("to", "4930555"),
-                ("ring_seconds", "10"),
-                ("hold_seconds", "0"),
-            ],
-        )
-        .await;
-    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let (status, _) = test_call(&b, &cookie, &csrf_of(&html), "carrier", "4930555").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
 }
 
 #[tokio::test]
@@ -181,20 +151,8 @@ async fn the_sip_trace_puts_every_message_in_the_log_only_while_it_is_on() {
     let call = |to: &'static str| {
         let (b, cookie, csrf) = (&b, cookie.clone(), csrf.clone());
         async move {
-            let r = b
-                .post(
-                    "/diagnostics/call",
-                    Some(&cookie),
-                    &[
-                        ("csrf", csrf.as_str()),
-                        ("trunk", "carrier"),
-                        ("to", to),
-                        ("ring_seconds", "10"),
-                        ("hold_seconds", "0"),
-                    ],
-                )
-                .await;
-            assert!(r.text().await.unwrap().contains("Answered and completed."));
+            let (_, html) = test_call(b, &cookie, &csrf, "carrier", to).await;
+            assert!(html.contains("Answered and completed."));
         }
     };
     let logged = |q: &'static str| {
