@@ -110,6 +110,15 @@ pub enum AgentEvent {
         /// The peer sent BYE (otherwise we did).
         by_peer: bool,
     },
+    /// An UPDATE we sent was answered (RFC 3311).
+    Updated {
+        /// The leg.
+        leg: LegId,
+        /// Final status.
+        status: u16,
+        /// The peer's answer SDP (empty when it sent none).
+        body: Vec<u8>,
+    },
     /// A re-INVITE we sent was answered.
     Reinvited {
         /// The leg.
@@ -172,6 +181,7 @@ enum Purpose {
     Cancel,
     Bye(LegId),
     Reinvite(LegId),
+    Update(LegId),
     ForkBye,
     Probe(ProbeId),
     Register(RegId),
@@ -212,6 +222,11 @@ struct Leg {
     refreshing: bool,
     /// Set for calls that came in (we are the UAS).
     inbound: Option<uas::InboundLeg>,
+    /// An UPDATE of ours is in flight, with its offer.
+    update_pending: bool,
+    update_body: Vec<u8>,
+    /// Our re-INVITE got 491 (glare): send it again then (RFC 3261 §14.1).
+    glare_retry: Option<modify::GlareRetry>,
 }
 
 /// The SIP user agent core of the appliance.
@@ -370,6 +385,9 @@ impl UserAgent {
             session: None,
             refreshing: false,
             inbound: None,
+            update_pending: false,
+            update_body: Vec::new(),
+            glare_retry: None,
         };
         self.legs.insert(leg, state);
         self.start(now, invite, dest, Purpose::Invite(leg));
@@ -551,6 +569,8 @@ impl UserAgent {
         self.run_session_timers(now);
         self.refresh_registrations(now);
         self.retransmit_answers(now);
+        self.retransmit_provisionals(now);
+        self.run_glare_retries(now);
         self.expire_bindings(now);
         self.pump(now);
     }
@@ -570,6 +590,7 @@ impl UserAgent {
             .chain(refreshes)
             .chain(self.inbound_deadlines())
             .chain(self.session_deadlines())
+            .chain(self.glare_deadlines())
             .chain(self.registrar.as_ref().and_then(|r| r.next_expiry()))
             .min()
     }
@@ -703,6 +724,9 @@ impl UserAgent {
                         });
                     }
                     Some(Purpose::Reinvite(leg)) => self.on_reinvite_response(now, leg, response),
+                    Some(Purpose::Update(leg)) => {
+                        self.on_update_response(leg, response.status, response.body)
+                    }
                     Some(Purpose::Register(reg)) => self.on_register_response(now, reg, response),
                     Some(Purpose::Probe(probe)) if response.status >= 200 => {
                         self.emit(AgentEvent::ProbeResult {
@@ -746,6 +770,7 @@ impl UserAgent {
                 Some(Purpose::Probe(probe)) => {
                     self.emit(AgentEvent::ProbeResult { probe, status: 408 })
                 }
+                Some(Purpose::Update(leg)) => self.on_update_response(leg, 408, Vec::new()),
                 _ => {}
             },
             TxEvent::StrayResponse { response } => self.resend_ack(&response),
@@ -990,6 +1015,11 @@ impl UserAgent {
             return;
         };
         let refresh = std::mem::take(&mut l.refreshing);
+        if response.status == 491 {
+            // Glare: the peer's re-INVITE crossed ours; ours goes again after a wait.
+            self.schedule_glare_retry(now, leg, refresh);
+            return;
+        }
         if response.status < 300 {
             if let Some(d) = &l.dialog {
                 let ack = d.ack(seq, via);
@@ -1036,6 +1066,11 @@ impl UserAgent {
             self.pump(now);
             return;
         }
+        if request.method == Method::Prack {
+            self.on_prack(now, &key, &request);
+            self.pump(now);
+            return;
+        }
         let tag = self.token()[..10].to_owned();
         let in_dialog = self
             .legs
@@ -1051,6 +1086,17 @@ impl UserAgent {
                 self.drop_leg(leg);
                 self.emit(AgentEvent::Ended { leg, by_peer: true });
                 response_to(&request, 200, "OK", Some(&tag))
+            }
+            (Method::Invite, Some(leg))
+                if self
+                    .legs
+                    .get(&leg)
+                    .is_some_and(|l| l.reinvite_seq.is_some()) =>
+            {
+                // Our own re-INVITE is in flight: glare (§14.2).
+                let mut r = response_to(&request, 491, "Request Pending", Some(&tag));
+                r.headers.push(self.contact());
+                r
             }
             (Method::Invite, Some(leg)) => {
                 // The peer's re-INVITE (hold, resume, media change, session refresh):
@@ -1103,6 +1149,7 @@ impl UserAgent {
     }
 }
 
+mod modify;
 mod phones;
 mod register;
 mod session_timer;

@@ -131,6 +131,9 @@ struct Attempt {
     current: Option<Current>,
     tried: Vec<String>,
     answered: bool,
+    /// Hung up (by the dialer or the bridged caller) before an answer: never tried on
+    /// another trunk, whatever the current one does.
+    cancelled: bool,
     last_failure: (u16, String),
 }
 
@@ -215,6 +218,7 @@ impl OutboundRouter {
             current: None,
             tried: Vec::new(),
             answered: false,
+            cancelled: false,
             last_failure: (503, "no trunk available".into()),
         };
         self.attempts.insert(id, attempt);
@@ -233,6 +237,10 @@ impl OutboundRouter {
         let Some(a) = self.attempts.get_mut(&id) else {
             return;
         };
+        if a.cancelled {
+            a.next = a.order.len();
+            a.last_failure = (487, "cancelled before answer".into());
+        }
         while a.next < a.order.len() {
             let t = a.order[a.next];
             a.next += 1;
@@ -294,6 +302,7 @@ impl OutboundRouter {
             .iter()
             .filter(|(_, a)| {
                 !a.answered
+                    && !a.cancelled
                     && a.current
                         .as_ref()
                         .is_some_and(|c| !c.provisional && now >= c.started + self.cfg.answer_wait)
@@ -333,7 +342,7 @@ impl OutboundRouter {
         let waits = self.attempts.values().filter_map(|a| {
             a.current
                 .as_ref()
-                .filter(|c| !c.provisional && !a.answered)
+                .filter(|c| !c.provisional && !a.answered && !a.cancelled)
                 .map(|c| c.started + self.cfg.answer_wait)
         });
         self.agent
@@ -360,8 +369,9 @@ impl OutboundRouter {
         };
         if let Some(inbound) = attempt.and_then(|a| self.bridged_out.get(&a).copied()) {
             match &e {
-                DialEvent::Progress { .. } => {
-                    let _ = self.agent.ring(now, inbound);
+                // Ringing and early media (183 with SDP) reach the caller as they came.
+                DialEvent::Progress { status, body, .. } => {
+                    let _ = self.agent.progress(now, inbound, *status, body.clone());
                 }
                 DialEvent::Answered { body, .. } => {
                     let _ = self.agent.answer(now, inbound, body.clone());
@@ -413,8 +423,17 @@ impl OutboundRouter {
         true
     }
 
+    /// Ends an attempt on its current trunk: BYE once answered; before that CANCEL, which
+    /// the agent holds until the callee's first provisional (RFC 3261 §9.1) and which also
+    /// stops failover to the next trunk.
     fn hang_up_attempt(&mut self, now: Instant, attempt: AttemptId) {
-        if let Some(c) = self.attempts.get(&attempt).and_then(|a| a.current.as_ref()) {
+        let Some(a) = self.attempts.get_mut(&attempt) else {
+            return;
+        };
+        if !a.answered {
+            a.cancelled = true;
+        }
+        if let Some(c) = a.current.as_ref() {
             let _ = self.agent.hang_up(now, c.leg);
         }
     }
