@@ -246,12 +246,15 @@ pub struct UserAgent {
     out: VecDeque<AgentOutput>,
     counter: u64,
     next_leg: u64,
+    /// Transports per destination and the driver's listeners.
+    wire: transport::Wire,
 }
 
 impl UserAgent {
     /// A user agent with no calls.
     pub fn new(cfg: AgentConfig) -> Self {
         UserAgent {
+            wire: transport::Wire::new(cfg.local, &cfg.user),
             tx: TransactionLayer::new(cfg.timers),
             counter: cfg.seed,
             cfg,
@@ -394,8 +397,9 @@ impl UserAgent {
         leg
     }
 
-    fn start(&mut self, now: Instant, req: Request, dest: SocketAddr, purpose: Purpose) {
-        match self.tx.start_client(now, req, dest, false) {
+    fn start(&mut self, now: Instant, mut req: Request, dest: SocketAddr, purpose: Purpose) {
+        let reliable = self.wire.stamp(&mut req, dest);
+        match self.tx.start_client(now, req, dest, reliable) {
             Ok(key) => {
                 self.purposes.insert(key, purpose);
             }
@@ -737,42 +741,12 @@ impl UserAgent {
                     _ => {}
                 }
             }
-            TxEvent::Timeout { key } => match self.purposes.remove(&key) {
-                Some(Purpose::Register(reg)) => self.on_register_timeout(reg),
-                Some(Purpose::Invite(leg)) => {
-                    let answered = self.legs.get(&leg).is_some_and(|l| l.dialog.is_some());
-                    if !answered {
-                        self.drop_leg(leg);
-                        self.emit(AgentEvent::Failed {
-                            leg,
-                            status: 408,
-                            reason: "no final response (Timer B)".into(),
-                        });
-                    }
-                }
-                Some(Purpose::Bye(leg)) => {
-                    self.drop_leg(leg);
-                    self.emit(AgentEvent::Ended {
-                        leg,
-                        by_peer: false,
-                    });
-                }
-                Some(Purpose::Reinvite(leg)) => {
-                    if let Some(l) = self.legs.get_mut(&leg) {
-                        l.reinvite_seq = None;
-                    }
-                    self.emit(AgentEvent::Reinvited {
-                        leg,
-                        status: 408,
-                        body: Vec::new(),
-                    });
-                }
-                Some(Purpose::Probe(probe)) => {
-                    self.emit(AgentEvent::ProbeResult { probe, status: 408 })
-                }
-                Some(Purpose::Update(leg)) => self.on_update_response(leg, 408, Vec::new()),
-                _ => {}
-            },
+            TxEvent::Timeout { key } => {
+                self.on_client_failure(key, 408, "no final response (Timer B)")
+            }
+            TxEvent::TransportFailed { key } => {
+                self.on_client_failure(key, 503, "transport error: the connection failed")
+            }
             TxEvent::StrayResponse { response } => self.resend_ack(&response),
             TxEvent::Request {
                 key,
@@ -781,6 +755,45 @@ impl UserAgent {
             } => self.on_request(now, key, request, source),
             TxEvent::Cancelled { key } => self.on_inbound_cancelled(now, &key),
             TxEvent::Ack { request, .. } => self.on_inbound_ack(&request),
+            _ => {}
+        }
+    }
+
+    /// A client transaction ended without a final response: timed out (408) or its
+    /// connection failed (503).
+    fn on_client_failure(&mut self, key: TxKey, status: u16, reason: &str) {
+        match self.purposes.remove(&key) {
+            Some(Purpose::Register(reg)) => self.on_register_timeout(reg),
+            Some(Purpose::Invite(leg)) => {
+                let answered = self.legs.get(&leg).is_some_and(|l| l.dialog.is_some());
+                if !answered {
+                    self.drop_leg(leg);
+                    self.emit(AgentEvent::Failed {
+                        leg,
+                        status,
+                        reason: reason.into(),
+                    });
+                }
+            }
+            Some(Purpose::Bye(leg)) => {
+                self.drop_leg(leg);
+                self.emit(AgentEvent::Ended {
+                    leg,
+                    by_peer: false,
+                });
+            }
+            Some(Purpose::Reinvite(leg)) => {
+                if let Some(l) = self.legs.get_mut(&leg) {
+                    l.reinvite_seq = None;
+                }
+                self.emit(AgentEvent::Reinvited {
+                    leg,
+                    status,
+                    body: Vec::new(),
+                });
+            }
+            Some(Purpose::Probe(probe)) => self.emit(AgentEvent::ProbeResult { probe, status }),
+            Some(Purpose::Update(leg)) => self.on_update_response(leg, status, Vec::new()),
             _ => {}
         }
     }
@@ -962,7 +975,8 @@ impl UserAgent {
                 return;
             };
             let dest = fork.next_hop().unwrap_or(l.dest);
-            let ack = fork.ack(invite_seq, ack_via);
+            let mut ack = fork.ack(invite_seq, ack_via);
+            self.wire.stamp(&mut ack, dest);
             self.tx.send_stateless(dest, &SipMessage::Request(ack));
             let bye_via = self.via();
             let bye = fork.request(Method::Bye, bye_via);
@@ -982,7 +996,9 @@ impl UserAgent {
             a.accepted();
         }
         let dest = dialog.next_hop().unwrap_or(l.dest);
-        let ack = dialog.ack(invite_seq, ack_via);
+        self.wire.learn(dest, &dialog.remote_target);
+        let mut ack = dialog.ack(invite_seq, ack_via);
+        self.wire.stamp(&mut ack, dest);
         let bytes = ack.to_bytes();
         l.ack = Some((bytes.clone(), dest));
         l.dialog = Some(dialog);
@@ -1022,8 +1038,9 @@ impl UserAgent {
         }
         if response.status < 300 {
             if let Some(d) = &l.dialog {
-                let ack = d.ack(seq, via);
+                let mut ack = d.ack(seq, via);
                 let dest = d.next_hop().unwrap_or(l.dest);
+                self.wire.stamp(&mut ack, dest);
                 self.tx.send_stateless(dest, &SipMessage::Request(ack));
                 while let Some(Output::Transmit(t)) = self.tx.poll_output() {
                     self.out.push_back(AgentOutput::Transmit(t));
@@ -1095,7 +1112,8 @@ impl UserAgent {
             {
                 // Our own re-INVITE is in flight: glare (§14.2).
                 let mut r = response_to(&request, 491, "Request Pending", Some(&tag));
-                r.headers.push(self.contact());
+                r.headers
+                    .push(self.wire.contact_for_request(&request, source));
                 r
             }
             (Method::Invite, Some(leg)) => {
@@ -1111,7 +1129,8 @@ impl UserAgent {
                     r.headers.push(Header::Require(vec!["timer".into()]));
                     r.headers.push(se);
                 }
-                r.headers.push(self.contact());
+                r.headers
+                    .push(self.wire.contact_for_request(&request, source));
                 if let Some(ct) = Self::sdp(&body) {
                     r.headers.push(ct);
                 }
@@ -1135,7 +1154,8 @@ impl UserAgent {
                     r.headers.push(Header::Require(vec!["timer".into()]));
                     r.headers.push(se);
                 }
-                r.headers.push(self.contact());
+                r.headers
+                    .push(self.wire.contact_for_request(&request, source));
                 r
             }
             (_, Some(_)) => response_to(&request, 501, "Not Implemented", Some(&tag)),
@@ -1153,6 +1173,7 @@ mod modify;
 mod phones;
 mod register;
 mod session_timer;
+mod transport;
 mod uas;
 pub use register::{RegId, RegistrationSpec};
 

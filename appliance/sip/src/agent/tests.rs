@@ -1501,3 +1501,51 @@ fn a_peer_reinvite_crossing_ours_is_answered_491() {
         net.peer_responses
     );
 }
+
+#[test]
+fn requests_to_a_tcp_destination_say_tcp_and_are_not_retransmitted() {
+    let script: Script = Box::new(|_r: &Request| vec![]);
+    let mut net = Net::new(None, script);
+    net.ua.set_transport(addr(PEER), Transport::Tcp);
+    net.ua.add_listener(Transport::Tcp, addr("127.0.0.1:5070"));
+    net.call();
+    net.run_until(Duration::from_secs(20));
+    let invites = net.seen(Method::Invite);
+    assert_eq!(
+        invites.len(),
+        1,
+        "no retransmission over a reliable transport"
+    );
+    let via = invites[0].headers.top_via().unwrap();
+    assert_eq!(via.transport, Transport::Tcp);
+    assert_eq!(via.port, Some(5070), "Via names the TCP listener");
+    let contact = invites[0]
+        .headers
+        .0
+        .iter()
+        .find_map(|h| match h {
+            Header::Contact(Contact::Address(a)) => Some(a.uri.to_string()),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(contact, "sip:dialer@127.0.0.1:5070;transport=tcp");
+}
+
+#[test]
+fn a_transport_error_fails_the_call_503_at_once() {
+    let script: Script = Box::new(|_r: &Request| vec![]);
+    let mut net = Net::new(None, script);
+    net.ua.set_transport(addr(PEER), Transport::Tls);
+    net.call();
+    net.run_until(Duration::from_millis(100));
+    net.ua.handle_transport_error(net.now, addr(PEER));
+    net.run_until(Duration::from_millis(200));
+    assert_eq!(net.event_kinds(), vec!["failed 503"]);
+    assert_eq!(net.ua.legs(), 0);
+    let via = net.seen(Method::Invite)[0]
+        .headers
+        .top_via()
+        .unwrap()
+        .clone();
+    assert_eq!(via.transport, Transport::Tls);
+}

@@ -185,13 +185,13 @@ impl UserAgent {
         status: u16,
         sdp: Vec<u8>,
     ) -> Result<(), crate::SipError> {
-        let contact = self.contact();
         let t1 = self.cfg.timers.t1;
         let timeout = self.cfg.timers.timeout();
         let l = self
             .legs
             .get_mut(&leg)
             .ok_or(crate::SipError::NoSuchDialog)?;
+        let contact = self.wire.contact_for_request(&l.invite, l.dest);
         if l.phase != Phase::Inviting || !(101..200).contains(&status) {
             return Err(crate::SipError::NoSuchDialog);
         }
@@ -325,11 +325,11 @@ impl UserAgent {
         leg: LegId,
         sdp: Vec<u8>,
     ) -> Result<(), crate::SipError> {
-        let contact = self.contact();
         let l = self
             .legs
             .get_mut(&leg)
             .ok_or(crate::SipError::NoSuchDialog)?;
+        let contact = self.wire.contact_for_request(&l.invite, l.dest);
         if l.phase != Phase::Inviting {
             return Err(crate::SipError::NoSuchDialog);
         }

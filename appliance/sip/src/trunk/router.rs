@@ -14,6 +14,15 @@ use crate::uri::Uri;
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
+/// A trunk domain as the host part of a URI: a bare IPv6 address gets its brackets.
+fn uri_host(domain: &str) -> String {
+    if domain.parse::<std::net::Ipv6Addr>().is_ok() {
+        format!("[{domain}]")
+    } else {
+        domain.to_owned()
+    }
+}
+
 /// How the router behaves.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RouterConfig {
@@ -191,6 +200,36 @@ impl OutboundRouter {
         self.agent.set_inbound_policy(policy);
     }
 
+    /// Requests to `dest` (a trunk's address) go over `transport` (TCP/TLS; UDP default).
+    pub fn set_transport(
+        &mut self,
+        dest: std::net::SocketAddr,
+        transport: crate::header::Transport,
+    ) {
+        self.agent.set_transport(dest, transport);
+    }
+
+    /// The driver listens for `transport` at `local` (see [`UserAgent::add_listener`]).
+    pub fn add_listener(
+        &mut self,
+        transport: crate::header::Transport,
+        local: std::net::SocketAddr,
+    ) {
+        self.agent.add_listener(transport, local);
+    }
+
+    /// The transport requests to `dest` use.
+    pub fn transport_for(&self, dest: std::net::SocketAddr) -> crate::header::Transport {
+        self.agent.transport_for(dest)
+    }
+
+    /// The connection to `peer` failed: calls waiting on it fail over to the next trunk
+    /// at once (a transport error counts as 503), probes to it count as failed.
+    pub fn handle_transport_error(&mut self, now: Instant, peer: std::net::SocketAddr) {
+        self.agent.handle_transport_error(now, peer);
+        self.pump(now);
+    }
+
     /// The trunks with their health and figures.
     pub fn group(&self) -> &TrunkGroup {
         &self.group
@@ -250,12 +289,11 @@ impl OutboundRouter {
             }
             state.seize(now);
             let trunk = &state.trunk;
+            let domain = uri_host(&trunk.domain);
             let to =
-                Uri::parse(&format!("sip:{}@{}", a.number, trunk.domain)).unwrap_or_else(|_| {
-                    Uri::Other {
-                        scheme: "sip".into(),
-                        opaque: format!("{}@{}", a.number, trunk.domain),
-                    }
+                Uri::parse(&format!("sip:{}@{domain}", a.number)).unwrap_or_else(|_| Uri::Other {
+                    scheme: "sip".into(),
+                    opaque: format!("{}@{domain}", a.number),
                 });
             let spec = CallSpec {
                 to,
@@ -325,11 +363,11 @@ impl OutboundRouter {
             if now >= self.next_probe[t] {
                 self.next_probe[t] = now + policy.interval;
                 let trunk = &self.group.trunks[t].trunk;
-                let uri =
-                    Uri::parse(&format!("sip:{}", trunk.domain)).unwrap_or_else(|_| Uri::Other {
-                        scheme: "sip".into(),
-                        opaque: trunk.domain.clone(),
-                    });
+                let domain = uri_host(&trunk.domain);
+                let uri = Uri::parse(&format!("sip:{domain}")).unwrap_or_else(|_| Uri::Other {
+                    scheme: "sip".into(),
+                    opaque: domain.clone(),
+                });
                 let probe = self.agent.probe(now, uri, trunk.address);
                 self.probes.insert(probe, t);
             }

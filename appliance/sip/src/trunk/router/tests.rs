@@ -711,3 +711,30 @@ fn a_caller_cancel_before_the_callees_first_provisional_cancels_it_after_and_tri
         w.kinds()
     );
 }
+
+#[test]
+fn a_failed_connection_to_a_tcp_trunk_fails_over_at_once() {
+    let mut w = World::new(
+        &[
+            ("127.0.0.2:5060", Carrier::Silent),
+            ("127.0.0.3:5060", Carrier::Answers),
+        ],
+        no_probes(),
+    );
+    w.router
+        .set_transport(addr("127.0.0.2:5060"), crate::header::Transport::Tcp);
+    let now = w.now;
+    w.router.dial(now, "+4930123", b"v=0\r\n".to_vec(), None);
+    w.run_until(Duration::from_millis(100));
+    assert_eq!(w.peers[1].invites, 0);
+    // The driver reports the connection refused: no waiting for the answer wait (2 s).
+    let now = w.now;
+    w.router.handle_transport_error(now, addr("127.0.0.2:5060"));
+    w.run_until(Duration::from_millis(300));
+    assert_eq!(
+        w.peers[1].invites, 1,
+        "the second trunk took the call at once"
+    );
+    assert_eq!(w.kinds(), vec!["answered t1"]);
+    assert_eq!(w.router.group().trunks[0].figures.attempts, 1);
+}
