@@ -127,6 +127,56 @@ async fn calls_over_tcp_to_sipp_reuse_one_connection() {
 }
 
 #[tokio::test]
+async fn a_tcp_connection_that_breaks_mid_invite_fails_over_at_once() {
+    let quitter_port = free_tcp_port(v4());
+    let quitter_addr = SocketAddr::new(v4(), quitter_port);
+    let quitter = Peer::sipp(&[
+        "-sf",
+        &scenario("uas_takes_invite_and_quits.xml"),
+        "-t",
+        "t1",
+        "-i",
+        "127.0.0.1",
+        "-p",
+        &quitter_port.to_string(),
+        "-m",
+        "1",
+    ]);
+    wait_listening(quitter_addr).await;
+    let port = free_udp_port(v4());
+    let sipp_addr = SocketAddr::new(v4(), port);
+    let sipp = Peer::sipp(&[
+        "-sn",
+        "uas",
+        "-i",
+        "127.0.0.1",
+        "-p",
+        &port.to_string(),
+        "-m",
+        "1",
+    ]);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut ep = router(
+        v4(),
+        vec![
+            (trunk("quits", quitter_addr, 0), Transport::Tcp),
+            (trunk("udp", sipp_addr, 1), Transport::Udp),
+        ],
+        None,
+        &[],
+    )
+    .await;
+    let took = call_and_hang_up(&mut ep, "udp").await;
+    assert!(took < Duration::from_secs(2), "failover took {took:?}");
+    let trunks = ep.with(|r, _| r.group().trunks.clone()).await.unwrap();
+    assert_eq!(trunks[0].figures.attempts, 1);
+    // The quitter's own verdict says nothing here: it only had to take the INVITE and go.
+    drop(quitter);
+    let (ok, errors) = sipp.passed().await;
+    assert!(ok, "{errors}");
+}
+
+#[tokio::test]
 async fn a_refused_tcp_connection_fails_over_to_the_next_trunk_at_once() {
     let closed = SocketAddr::new(v4(), free_tcp_port(v4()));
     let port = free_udp_port(v4());
