@@ -729,7 +729,7 @@ impl UserAgent {
                     }
                     Some(Purpose::Reinvite(leg)) => self.on_reinvite_response(now, leg, response),
                     Some(Purpose::Update(leg)) => {
-                        self.on_update_response(leg, response.status, response.body)
+                        self.on_update_response(now, leg, response.status, response.body)
                     }
                     Some(Purpose::Register(reg)) => self.on_register_response(now, reg, response),
                     Some(Purpose::Probe(probe)) if response.status >= 200 => {
@@ -742,10 +742,10 @@ impl UserAgent {
                 }
             }
             TxEvent::Timeout { key } => {
-                self.on_client_failure(key, 408, "no final response (Timer B)")
+                self.on_client_failure(now, key, 408, "no final response (Timer B)")
             }
             TxEvent::TransportFailed { key } => {
-                self.on_client_failure(key, 503, "transport error: the connection failed")
+                self.on_client_failure(now, key, 503, "transport error: the connection failed")
             }
             TxEvent::StrayResponse { response } => self.resend_ack(&response),
             TxEvent::Request {
@@ -761,7 +761,7 @@ impl UserAgent {
 
     /// A client transaction ended without a final response: timed out (408) or its
     /// connection failed (503).
-    fn on_client_failure(&mut self, key: TxKey, status: u16, reason: &str) {
+    fn on_client_failure(&mut self, now: Instant, key: TxKey, status: u16, reason: &str) {
         match self.purposes.remove(&key) {
             Some(Purpose::Register(reg)) => self.on_register_timeout(reg),
             Some(Purpose::Invite(leg)) => {
@@ -793,7 +793,7 @@ impl UserAgent {
                 });
             }
             Some(Purpose::Probe(probe)) => self.emit(AgentEvent::ProbeResult { probe, status }),
-            Some(Purpose::Update(leg)) => self.on_update_response(leg, status, Vec::new()),
+            Some(Purpose::Update(leg)) => self.on_update_response(now, leg, status, Vec::new()),
             _ => {}
         }
     }
@@ -1033,7 +1033,13 @@ impl UserAgent {
         let refresh = std::mem::take(&mut l.refreshing);
         if response.status == 491 {
             // Glare: the peer's re-INVITE crossed ours; ours goes again after a wait.
-            self.schedule_glare_retry(now, leg, refresh);
+            let what = if refresh {
+                modify::Retry::Refresh
+            } else {
+                modify::Retry::Reinvite
+            };
+            let body = l.local_body.clone();
+            self.schedule_glare_retry(now, leg, what, body);
             return;
         }
         if response.status < 300 {

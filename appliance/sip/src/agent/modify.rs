@@ -1,6 +1,6 @@
 //! Changing an established session: UPDATE as the UAC (RFC 3311: a new offer inside the
-//! dialog without a re-INVITE) and re-INVITE glare (RFC 3261 §14.1): a 491 to our
-//! re-INVITE is retried after a random wait — 2.1 to 4 s when we own the Call-ID (we
+//! dialog without a re-INVITE) and glare (RFC 3261 §14.1, RFC 3311 §5.1): a 491 to our
+//! re-INVITE or UPDATE is retried after a random wait — 2.1 to 4 s when we own the Call-ID (we
 //! placed the call), 0 to 2 s otherwise, in 10 ms steps — and a peer's re-INVITE that
 //! crosses ours is answered 491.
 
@@ -9,12 +9,23 @@ use crate::error::SipError;
 use crate::message::Method;
 use std::time::{Duration, Instant};
 
-/// A re-INVITE to send again after glare.
+/// What a 491 refused, to be sent again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Retry {
+    /// Our re-INVITE with a new offer.
+    Reinvite,
+    /// Our session-timer refresh (re-INVITE).
+    Refresh,
+    /// Our UPDATE.
+    Update,
+}
+
+/// A request to send again after glare.
 #[derive(Debug, Clone)]
 pub(super) struct GlareRetry {
     pub(super) at: Instant,
     body: Vec<u8>,
-    refresh: bool,
+    what: Retry,
 }
 
 impl UserAgent {
@@ -41,8 +52,15 @@ impl UserAgent {
         Ok(())
     }
 
-    /// The final response to our UPDATE: a 2xx makes its offer our session description.
-    pub(super) fn on_update_response(&mut self, leg: LegId, status: u16, body: Vec<u8>) {
+    /// The final response to our UPDATE: a 2xx makes its offer our session description;
+    /// a 491 (glare) sends it again after the wait.
+    pub(super) fn on_update_response(
+        &mut self,
+        now: Instant,
+        leg: LegId,
+        status: u16,
+        body: Vec<u8>,
+    ) {
         if status < 200 {
             return;
         }
@@ -51,14 +69,24 @@ impl UserAgent {
         };
         l.update_pending = false;
         let offer = std::mem::take(&mut l.update_body);
+        if status == 491 {
+            self.schedule_glare_retry(now, leg, Retry::Update, offer);
+            return;
+        }
         if (200..300).contains(&status) {
             l.local_body = offer;
         }
         self.emit(AgentEvent::Updated { leg, status, body });
     }
 
-    /// A 491 to our re-INVITE: try again after the §14.1 wait.
-    pub(super) fn schedule_glare_retry(&mut self, now: Instant, leg: LegId, refresh: bool) {
+    /// A 491 to our re-INVITE or UPDATE: try `body` again after the §14.1 wait.
+    pub(super) fn schedule_glare_retry(
+        &mut self,
+        now: Instant,
+        leg: LegId,
+        what: Retry,
+        body: Vec<u8>,
+    ) {
         let draw = u64::from_str_radix(&self.token()[..8], 16).unwrap_or(0);
         let Some(l) = self.legs.get_mut(&leg) else {
             return;
@@ -71,8 +99,8 @@ impl UserAgent {
         };
         l.glare_retry = Some(GlareRetry {
             at: now + Duration::from_millis(ten_ms * 10),
-            body: l.local_body.clone(),
-            refresh,
+            body,
+            what,
         });
     }
 
@@ -85,12 +113,16 @@ impl UserAgent {
             .filter_map(|(id, l)| l.glare_retry.take().map(|g| (*id, g)))
             .collect();
         for (leg, retry) in due {
-            if retry.refresh {
-                self.retry_refresh(now, leg);
-            } else {
-                // Refused only when the call ended or a new re-INVITE went out meanwhile:
-                // then there is nothing left to retry.
-                let _ = self.reinvite(now, leg, retry.body);
+            // `reinvite`/`update` refuse only when the call ended or a new request went
+            // out meanwhile: then there is nothing left to retry.
+            match retry.what {
+                Retry::Refresh => self.retry_refresh(now, leg),
+                Retry::Reinvite => {
+                    let _ = self.reinvite(now, leg, retry.body);
+                }
+                Retry::Update => {
+                    let _ = self.update(now, leg, retry.body);
+                }
             }
         }
     }

@@ -1549,3 +1549,71 @@ fn a_transport_error_fails_the_call_503_at_once() {
         .clone();
     assert_eq!(via.transport, Transport::Tls);
 }
+
+#[test]
+fn a_caller_requiring_100rel_gets_even_a_bare_180_reliably() {
+    let mut net = Net::new(None, answering(0));
+    net.ua.set_inbound_policy(policy(UnknownSource::Reject));
+    let mut invite = peer_invite("z9hG4bKrel4");
+    invite.headers.push(Header::Require(vec!["100rel".into()]));
+    net.peer
+        .start_client(net.now, invite.clone(), addr(UA), false)
+        .unwrap();
+    net.run_until(Duration::from_millis(50));
+    let leg = incoming_leg(&net);
+    net.ua.ring(net.now, leg).unwrap();
+    net.run_until(Duration::from_millis(700));
+    let ringing: Vec<&Response> = net
+        .peer_response_msgs
+        .iter()
+        .filter(|r| r.status == 180)
+        .collect();
+    assert_eq!(ringing.len(), 2, "sent and resent at T1 until PRACKed");
+    assert!(ringing[0].headers.require().contains(&"100rel"));
+    assert_eq!(ringing[0].headers.rseq(), Some(&1));
+    // Without SDP nothing holds the answer back once the PRACK came.
+    let prack = peer_prack(&invite, ringing[0]);
+    net.peer
+        .start_client(net.now, prack, addr(UA), false)
+        .unwrap();
+    net.run_until(Duration::from_millis(800));
+    net.ua.answer(net.now, leg, b"v=0\r\n".to_vec()).unwrap();
+    net.run_until(Duration::from_millis(900));
+    assert!(net
+        .peer_response_msgs
+        .iter()
+        .any(|r| r.status == 200 && r.headers.cseq().is_some_and(|c| c.method == Method::Invite)));
+}
+
+#[test]
+fn a_491_to_our_update_is_retried_after_the_glare_wait_with_the_same_offer() {
+    let mut updates = 0;
+    let script: Script = Box::new(move |r: &Request| match r.method {
+        Method::Update => {
+            updates += 1;
+            vec![(0, if updates == 1 { 491 } else { 200 }, vec![])]
+        }
+        Method::Invite => vec![(0, 180, vec![]), (100, 200, vec![])],
+        _ => vec![(0, 200, vec![])],
+    });
+    let mut net = Net::new(None, script);
+    let leg = net.call();
+    net.run_until(Duration::from_secs(1));
+    net.ua
+        .update(net.now, leg, b"v=0\r\na=sendonly\r\n".to_vec())
+        .unwrap();
+    net.run_until(Duration::from_millis(1_020 + 2_100 - 1));
+    assert_eq!(net.seen(Method::Update).len(), 1, "not before 2.1 s");
+    net.run_until(Duration::from_secs(6));
+    let sent = net.seen(Method::Update);
+    assert_eq!(sent.len(), 2, "sent again once");
+    assert_eq!(sent[1].body, sent[0].body, "with the same offer");
+    assert!(sent[1].headers.cseq().unwrap().seq > sent[0].headers.cseq().unwrap().seq);
+    assert_eq!(
+        net.event_kinds()
+            .iter()
+            .filter(|k| k.starts_with("updated"))
+            .collect::<Vec<_>>(),
+        vec!["updated 200"]
+    );
+}

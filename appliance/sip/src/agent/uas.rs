@@ -2,7 +2,8 @@
 //! [`InboundGate`] before any transaction exists (so a dropped source hears nothing, not
 //! even 100 Trying), ringing, answering with 2xx retransmitted until the ACK (RFC 3261
 //! §13.3.1.4; BYE if it never comes), rejecting, and CANCEL from the caller. Early media
-//! (183 with SDP) is sent reliably (RFC 3262) to callers that support 100rel: resent from
+//! (183 with SDP) is sent reliably (RFC 3262) to callers that support 100rel — and every
+//! provisional to callers that require it: resent from
 //! T1 doubling until the PRACK, the call refused 500 if none comes in 64*T1, and a 2xx
 //! held back until the offer-bearing provisional is acknowledged.
 
@@ -28,8 +29,10 @@ pub(super) struct InboundLeg {
     pub(super) give_up: Option<Instant>,
     /// The 2xx sent.
     ok: Option<crate::message::Response>,
-    /// The caller supports (or requires) 100rel: provisionals with SDP go reliably.
+    /// The caller supports 100rel: provisionals with SDP go reliably.
     reliable: bool,
+    /// The caller requires 100rel: every provisional but 100 goes reliably.
+    required: bool,
     /// The last RSeq used.
     rseq: u32,
     /// A reliable provisional not yet PRACKed.
@@ -61,6 +64,7 @@ impl InboundLeg {
             give_up: None,
             ok: None,
             reliable: has(invite.headers.supported()) || has(invite.headers.require()),
+            required: has(invite.headers.require()),
             rseq: 0,
             unacked: None,
             held_ok: None,
@@ -176,7 +180,8 @@ impl UserAgent {
 
     /// Sends a provisional response (180, 183, ...) for an inbound call, with `sdp` as
     /// early media when not empty. To a caller that supports 100rel, a provisional with
-    /// SDP is sent reliably (Require: 100rel, RSeq) and resent until its PRACK; while one
+    /// SDP is sent reliably (Require: 100rel, RSeq) and resent until its PRACK (to one that
+    /// requires 100rel, every provisional is); while one
     /// is unacknowledged, further provisionals wait (RFC 3262 §3) and are not sent.
     pub fn progress(
         &mut self,
@@ -213,7 +218,7 @@ impl UserAgent {
             r.headers.push(ct);
         }
         r.body = sdp;
-        if i.reliable && has_sdp {
+        if i.required || (i.reliable && has_sdp) {
             if i.unacked.is_some() {
                 return Ok(());
             }
