@@ -567,7 +567,7 @@ impl<C: SipCore> Driver<C> {
         mut net: mpsc::UnboundedReceiver<NetEvent>,
     ) {
         loop {
-            self.flush();
+            self.flush().await;
             let deadline = self.core.poll_timeout();
             let sleep = async {
                 match deadline {
@@ -670,10 +670,10 @@ impl<C: SipCore> Driver<C> {
     }
 
     /// Sends what the core has to send and hands its events out.
-    fn flush(&mut self) {
+    async fn flush(&mut self) {
         while let Some(out) = self.core.poll() {
             match out {
-                Ok(t) => self.send(t),
+                Ok(t) => self.send(t).await,
                 Err(e) => {
                     tracing::debug!(event = ?e, "sip event");
                     let _ = self.events.send(e);
@@ -682,7 +682,7 @@ impl<C: SipCore> Driver<C> {
         }
     }
 
-    fn send(&mut self, t: Transmit) {
+    async fn send(&mut self, t: Transmit) {
         let Transmit { to, bytes } = t;
         match self.conns.get_mut(&to) {
             Some(Conn::Open { transport, writer }) => {
@@ -704,11 +704,11 @@ impl<C: SipCore> Driver<C> {
         let transport = self.core.transport_for(to);
         match transport {
             Transport::Tcp | Transport::Tls => self.open(to, transport, bytes),
-            _ => self.send_udp(to, bytes),
+            _ => self.send_udp(to, bytes).await,
         }
     }
 
-    fn send_udp(&mut self, to: SocketAddr, bytes: Vec<u8>) {
+    async fn send_udp(&mut self, to: SocketAddr, bytes: Vec<u8>) {
         let socket = self
             .udp
             .iter()
@@ -721,8 +721,8 @@ impl<C: SipCore> Driver<C> {
         };
         tracing::trace!(to = %to, message = %String::from_utf8_lossy(&bytes), "sip send udp");
         self.record(true, &Transport::Udp, to, &bytes);
-        // A full socket buffer or an unreachable network: the transaction timers cover it.
-        if let Err(e) = socket.try_send_to(&bytes, to) {
+        // An unreachable network: the transaction timers cover the loss.
+        if let Err(e) = socket.send_to(&bytes, to).await {
             tracing::warn!(to = %to, error = %e, "sip udp send failed");
         }
     }
