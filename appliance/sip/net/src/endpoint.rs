@@ -410,7 +410,9 @@ async fn accept_connections(
         let (stream, peer) = match listener.accept().await {
             Ok(s) => s,
             Err(e) => {
+                // Out of descriptors or the like: back off instead of spinning.
                 tracing::warn!(error = %e, "sip accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
         };
