@@ -4,10 +4,13 @@
 //! Owns: the outgoing SSRC, sequence and timestamp mapping of one direction of a bridge, and
 //! payload conversion when the legs negotiated different G.711 laws or telephone-event payload
 //! types. Packets are rewritten as they arrive, with no buffering, so a bridge between legs
-//! that share a codec adds no delay beyond the packet itself. Must not: own sockets, mix, or
-//! decide who is bridged to whom.
+//! that share a codec adds no delay beyond the packet itself. A prompt can be mixed into one
+//! direction only ([`StreamRelay::play_over`]: the agent's connect beep over the customer's
+//! voice) without holding the bridge up. Must not: own sockets, or decide who is bridged to
+//! whom.
 
 use crate::g711::{transcode_in_place, Codec};
+use crate::prompt::{Playback, Prompt};
 use crate::rtp::{RtpPacket, CLOCK_RATE};
 use std::time::Instant;
 
@@ -28,6 +31,10 @@ pub struct RelayStats {
     pub source_switches: u64,
     /// Packets dropped: unknown payload type, or events the far leg cannot carry.
     pub dropped: u64,
+    /// Payload octets relayed.
+    pub octets: u64,
+    /// Packets that carried a prompt mixed over the relayed audio.
+    pub mixed: u64,
 }
 
 /// The mapping from the current source's numbering to ours.
@@ -51,6 +58,8 @@ pub struct StreamRelay {
     last_end_ts: u32,
     last_sent_at: Option<Instant>,
     stats: RelayStats,
+    /// A prompt being mixed into this direction's audio.
+    overlay: Option<Playback>,
 }
 
 /// A sequence jump this large within one SSRC is a restarted source, not loss.
@@ -68,7 +77,20 @@ impl StreamRelay {
             last_end_ts: initial_timestamp,
             last_sent_at: None,
             stats: RelayStats::default(),
+            overlay: None,
         }
+    }
+
+    /// Mixes `prompt` into the audio relayed in this direction from the next packet on,
+    /// until it has played (replacing one still playing). The relay keeps its pace: each
+    /// packet goes out as it arrives, carrying the prompt's next samples as well.
+    pub fn play_over(&mut self, prompt: &Prompt) {
+        self.overlay = Some(prompt.play());
+    }
+
+    /// Whether a prompt is still being mixed in.
+    pub fn playing_over(&self) -> bool {
+        self.overlay.is_some()
     }
 
     /// Our SSRC on the outgoing leg.
@@ -138,7 +160,26 @@ impl StreamRelay {
         let sequence = packet.sequence.wrapping_add(map.seq_offset);
         let timestamp = packet.timestamp.wrapping_add(map.ts_offset);
         let mut payload = packet.payload.clone();
-        if !is_event && from.codec != self.out.codec {
+        let mixed = match (&mut self.overlay, is_event) {
+            (Some(overlay), false) => {
+                let mut live = Vec::with_capacity(payload.len());
+                from.codec.decode(&payload, &mut live);
+                if overlay.mix_over(&mut live) {
+                    payload.clear();
+                    self.out.codec.encode(&live, &mut payload);
+                    self.stats.mixed += 1;
+                    true
+                } else {
+                    self.overlay = None;
+                    false
+                }
+            }
+            _ => false,
+        };
+        if self.overlay.as_ref().is_some_and(Playback::finished) {
+            self.overlay = None;
+        }
+        if !is_event && !mixed && from.codec != self.out.codec {
             transcode_in_place(from.codec, self.out.codec, &mut payload);
             self.stats.transcoded += 1;
         }
@@ -159,6 +200,7 @@ impl StreamRelay {
             self.last_sent_at = Some(now);
         }
         self.stats.relayed += 1;
+        self.stats.octets += payload.len() as u64;
         Some(RtpPacket {
             payload_type: out_pt,
             marker,
@@ -386,5 +428,106 @@ mod tests {
         }
         assert!(relay.relay(t0, &tx.audio(18, vec![0; 20]), PCMU).is_none());
         assert_eq!(relay.stats().dropped, 5);
+    }
+
+    #[test]
+    fn a_prompt_played_over_one_direction_mixes_in_without_holding_packets_back() {
+        let t0 = Instant::now();
+        let mut relay = StreamRelay::new(PCMU, 9, 100, 0);
+        let mut customer = RtpSender::new(1, 0, 0);
+        let voice = crate::tone::ToneGenerator::new(1_000.0, 4_000);
+        let mut voice = voice;
+        let beep = Prompt::connect_beep();
+        let beep_packets = beep.len().div_ceil(160);
+        relay.play_over(&beep);
+        let mut decoded = Vec::new();
+        let mut out = Vec::new();
+        for i in 0..30u64 {
+            let mut payload = Vec::new();
+            Codec::Pcmu.encode(&voice.next_samples(160), &mut payload);
+            let at = t0 + Duration::from_millis(20 * i);
+            // Every packet comes out at once, as it arrived: no delay added.
+            let p = relay.relay(at, &customer.audio(0, payload), PCMU).unwrap();
+            Codec::Pcmu.decode(&p.payload, &mut decoded);
+            out.push(p);
+        }
+        let seqs: Vec<u16> = out.iter().map(|p| p.sequence).collect();
+        assert_eq!(seqs, (100..130).collect::<Vec<u16>>());
+        assert_eq!(relay.stats().mixed as usize, beep_packets);
+        assert!(!relay.playing_over());
+        let during = &decoded[..1_000];
+        let after = &decoded[beep_packets * 160..];
+        assert!(
+            crate::tone::tone_correlation(during, 440.0) > 0.3,
+            "the beep is heard over the voice"
+        );
+        assert!(
+            crate::tone::tone_correlation(during, 1_000.0) > 0.3,
+            "the voice goes on under the beep"
+        );
+        assert!(
+            crate::tone::tone_correlation(after, 440.0) < 0.05,
+            "then the voice alone"
+        );
+    }
+
+    #[test]
+    fn relayed_packets_count_in_the_legs_sender_report_and_numbering() {
+        use crate::rtp::rtcp::{parse_compound, NtpClock, RtcpPacket, RtcpSession, SenderInfo};
+        let t0 = Instant::now();
+        // The customer's leg: 10 frames of announcement from its own sender, then the
+        // agent's packets relayed onto it under the same SSRC.
+        let mut leg = RtpSender::new(0xC0FFEE, 7, 1_000);
+        for _ in 0..10 {
+            leg.audio(0, vec![0xFF; 160]);
+        }
+        let mut relay =
+            StreamRelay::new(PCMU, leg.ssrc(), leg.next_sequence(), leg.next_timestamp());
+        let mut agent = RtpSender::new(2, 500, 90_000);
+        let mut last = None;
+        for i in 0..50u64 {
+            let at = t0 + Duration::from_millis(200 + 20 * i);
+            let out = relay
+                .relay(at, &agent.audio(0, vec![0xFF; 160]), PCMU)
+                .unwrap();
+            leg.note_relayed(&out, true);
+            last = Some((at, out));
+        }
+        let (at, last) = last.unwrap();
+        assert_eq!(leg.relayed_packets(), 50);
+        assert_eq!(leg.packets_sent(), 60);
+        assert_eq!(leg.octets_sent(), 60 * 160);
+        assert_eq!(relay.stats().octets, 50 * 160);
+        // Our own numbering continues after the relayed stream.
+        assert_eq!(leg.next_sequence(), last.sequence.wrapping_add(1));
+        assert_eq!(leg.next_timestamp(), last.timestamp.wrapping_add(160));
+        let next = leg.audio(0, vec![0xFF; 160]);
+        assert!(!next.marker, "no new talkspurt: the stream simply goes on");
+        // The leg's RTCP is a sender report with those counts.
+        let mut session = RtcpSession::new(
+            leg.ssrc(),
+            "c@callgate",
+            NtpClock::new(t0, 1_700_000_000_000_000),
+            Duration::from_secs(5),
+        );
+        let mut source = crate::rtp::SourceState::new();
+        assert!(session.poll_report(t0, &mut source, None).is_none());
+        let sender = SenderInfo {
+            packets: leg.packets_sent(),
+            octets: leg.octets_sent(),
+            rtp_timestamp: last.timestamp,
+        };
+        let report = session
+            .poll_report(at + Duration::from_secs(10), &mut source, Some(sender))
+            .expect("a report is due");
+        let packets = parse_compound(&report).unwrap();
+        assert!(
+            matches!(
+                packets[0],
+                RtcpPacket::SenderReport { ssrc: 0xC0FFEE, packet_count: 61, octet_count, .. }
+                    if octet_count == 61 * 160
+            ),
+            "{packets:?}"
+        );
     }
 }

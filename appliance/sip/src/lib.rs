@@ -1,8 +1,9 @@
 //! # callgate-sip — the appliance's SIP engine core
 //!
 //! A sans-IO SIP stack: it never touches a socket, a clock or tokio. Bytes and the current
-//! time go in; messages, transmissions and timer deadlines come out. The appliance's tokio
-//! driver (`appliance/src/sip/`) owns sockets and timers.
+//! time go in; messages, transmissions and timer deadlines come out. The tokio drivers
+//! (`callgate-sip-net` for UDP/TCP/TLS, and the daemon's UDP driver in
+//! `appliance/src/sip/`) own sockets and timers.
 //!
 //! Rooms:
 //! - [`message`], [`header`], [`uri`], [`param`]: the message model and serialization;

@@ -7,12 +7,15 @@
 //! the [`SegmentStore`] contract by which the daemon keeps the segment list, sizes and SHA-256
 //! of every ciphertext, and the disk guard ([`disk`]). Talks to: the daemon's recording
 //! driver, which writes the ciphertext to disk and implements the store on SQLite. Must not:
-//! write files, read the clock or hold any key that decrypts.
+//! write files, read the clock or hold any key that decrypts. The one read of the disk is
+//! [`recover`], the start-up scan for segments a crash left unlisted.
 
 pub mod disk;
+pub mod recover;
 pub mod segment;
 
 pub use disk::{DiskGuard, DiskState, DiskThresholds};
+pub use recover::{list_unlisted_segments, SegmentRecovery};
 pub use segment::{RecordingSegmenter, SealedSegment};
 
 use std::future::Future;

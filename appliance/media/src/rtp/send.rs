@@ -13,6 +13,8 @@ pub struct RtpSender {
     talkspurt_start: bool,
     packets_sent: u32,
     octets_sent: u32,
+    /// Packets a bridge relayed under our SSRC (see [`RtpSender::note_relayed`]).
+    relayed: u64,
 }
 
 impl RtpSender {
@@ -26,6 +28,7 @@ impl RtpSender {
             talkspurt_start: true,
             packets_sent: 0,
             octets_sent: 0,
+            relayed: 0,
         }
     }
 
@@ -98,6 +101,33 @@ impl RtpSender {
         };
         self.next_seq = self.next_seq.wrapping_add(1);
         p
+    }
+
+    /// Accounts for a packet a bridge relay built and sent under our SSRC: it counts in our
+    /// RTCP sender report (packets, payload octets), and our own numbering continues after
+    /// it (sequence, and for audio the timestamp past its samples) so a later prompt or a
+    /// new relay never reuses its numbers. `audio` is false for RFC 4733 events, whose
+    /// timestamp marks the event's start.
+    pub fn note_relayed(&mut self, packet: &RtpPacket, audio: bool) {
+        self.count(packet.payload.len());
+        self.relayed += 1;
+        if packet.sequence.wrapping_sub(self.next_seq) < 0x8000 {
+            self.next_seq = packet.sequence.wrapping_add(1);
+        }
+        let end = if audio {
+            packet.timestamp.wrapping_add(packet.payload.len() as u32)
+        } else {
+            packet.timestamp
+        };
+        if end.wrapping_sub(self.next_timestamp) < 0x8000_0000 {
+            self.next_timestamp = end;
+        }
+        self.talkspurt_start = false;
+    }
+
+    /// Packets relayed under our SSRC so far (this leg's share of a bridge).
+    pub fn relayed_packets(&self) -> u64 {
+        self.relayed
     }
 
     /// Advances the clock over `samples` we did not send (silence, hold); the next packet

@@ -110,6 +110,15 @@ pub enum AgentEvent {
         /// The peer sent BYE (otherwise we did).
         by_peer: bool,
     },
+    /// An UPDATE we sent was answered (RFC 3311).
+    Updated {
+        /// The leg.
+        leg: LegId,
+        /// Final status.
+        status: u16,
+        /// The peer's answer SDP (empty when it sent none).
+        body: Vec<u8>,
+    },
     /// A re-INVITE we sent was answered.
     Reinvited {
         /// The leg.
@@ -172,6 +181,7 @@ enum Purpose {
     Cancel,
     Bye(LegId),
     Reinvite(LegId),
+    Update(LegId),
     ForkBye,
     Probe(ProbeId),
     Register(RegId),
@@ -212,6 +222,11 @@ struct Leg {
     refreshing: bool,
     /// Set for calls that came in (we are the UAS).
     inbound: Option<uas::InboundLeg>,
+    /// An UPDATE of ours is in flight, with its offer.
+    update_pending: bool,
+    update_body: Vec<u8>,
+    /// Our re-INVITE got 491 (glare): send it again then (RFC 3261 §14.1).
+    glare_retry: Option<modify::GlareRetry>,
 }
 
 /// The SIP user agent core of the appliance.
@@ -231,12 +246,15 @@ pub struct UserAgent {
     out: VecDeque<AgentOutput>,
     counter: u64,
     next_leg: u64,
+    /// Transports per destination and the driver's listeners.
+    wire: transport::Wire,
 }
 
 impl UserAgent {
     /// A user agent with no calls.
     pub fn new(cfg: AgentConfig) -> Self {
         UserAgent {
+            wire: transport::Wire::new(cfg.local, &cfg.user),
             tx: TransactionLayer::new(cfg.timers),
             counter: cfg.seed,
             cfg,
@@ -370,14 +388,18 @@ impl UserAgent {
             session: None,
             refreshing: false,
             inbound: None,
+            update_pending: false,
+            update_body: Vec::new(),
+            glare_retry: None,
         };
         self.legs.insert(leg, state);
         self.start(now, invite, dest, Purpose::Invite(leg));
         leg
     }
 
-    fn start(&mut self, now: Instant, req: Request, dest: SocketAddr, purpose: Purpose) {
-        match self.tx.start_client(now, req, dest, false) {
+    fn start(&mut self, now: Instant, mut req: Request, dest: SocketAddr, purpose: Purpose) {
+        let reliable = self.wire.stamp(&mut req, dest);
+        match self.tx.start_client(now, req, dest, reliable) {
             Ok(key) => {
                 self.purposes.insert(key, purpose);
             }
@@ -551,6 +573,8 @@ impl UserAgent {
         self.run_session_timers(now);
         self.refresh_registrations(now);
         self.retransmit_answers(now);
+        self.retransmit_provisionals(now);
+        self.run_glare_retries(now);
         self.expire_bindings(now);
         self.pump(now);
     }
@@ -570,6 +594,7 @@ impl UserAgent {
             .chain(refreshes)
             .chain(self.inbound_deadlines())
             .chain(self.session_deadlines())
+            .chain(self.glare_deadlines())
             .chain(self.registrar.as_ref().and_then(|r| r.next_expiry()))
             .min()
     }
@@ -703,6 +728,9 @@ impl UserAgent {
                         });
                     }
                     Some(Purpose::Reinvite(leg)) => self.on_reinvite_response(now, leg, response),
+                    Some(Purpose::Update(leg)) => {
+                        self.on_update_response(now, leg, response.status, response.body)
+                    }
                     Some(Purpose::Register(reg)) => self.on_register_response(now, reg, response),
                     Some(Purpose::Probe(probe)) if response.status >= 200 => {
                         self.emit(AgentEvent::ProbeResult {
@@ -713,41 +741,12 @@ impl UserAgent {
                     _ => {}
                 }
             }
-            TxEvent::Timeout { key } => match self.purposes.remove(&key) {
-                Some(Purpose::Register(reg)) => self.on_register_timeout(reg),
-                Some(Purpose::Invite(leg)) => {
-                    let answered = self.legs.get(&leg).is_some_and(|l| l.dialog.is_some());
-                    if !answered {
-                        self.drop_leg(leg);
-                        self.emit(AgentEvent::Failed {
-                            leg,
-                            status: 408,
-                            reason: "no final response (Timer B)".into(),
-                        });
-                    }
-                }
-                Some(Purpose::Bye(leg)) => {
-                    self.drop_leg(leg);
-                    self.emit(AgentEvent::Ended {
-                        leg,
-                        by_peer: false,
-                    });
-                }
-                Some(Purpose::Reinvite(leg)) => {
-                    if let Some(l) = self.legs.get_mut(&leg) {
-                        l.reinvite_seq = None;
-                    }
-                    self.emit(AgentEvent::Reinvited {
-                        leg,
-                        status: 408,
-                        body: Vec::new(),
-                    });
-                }
-                Some(Purpose::Probe(probe)) => {
-                    self.emit(AgentEvent::ProbeResult { probe, status: 408 })
-                }
-                _ => {}
-            },
+            TxEvent::Timeout { key } => {
+                self.on_client_failure(now, key, 408, "no final response (Timer B)")
+            }
+            TxEvent::TransportFailed { key } => {
+                self.on_client_failure(now, key, 503, "transport error: the connection failed")
+            }
             TxEvent::StrayResponse { response } => self.resend_ack(&response),
             TxEvent::Request {
                 key,
@@ -756,6 +755,45 @@ impl UserAgent {
             } => self.on_request(now, key, request, source),
             TxEvent::Cancelled { key } => self.on_inbound_cancelled(now, &key),
             TxEvent::Ack { request, .. } => self.on_inbound_ack(&request),
+            _ => {}
+        }
+    }
+
+    /// A client transaction ended without a final response: timed out (408) or its
+    /// connection failed (503).
+    fn on_client_failure(&mut self, now: Instant, key: TxKey, status: u16, reason: &str) {
+        match self.purposes.remove(&key) {
+            Some(Purpose::Register(reg)) => self.on_register_timeout(reg),
+            Some(Purpose::Invite(leg)) => {
+                let answered = self.legs.get(&leg).is_some_and(|l| l.dialog.is_some());
+                if !answered {
+                    self.drop_leg(leg);
+                    self.emit(AgentEvent::Failed {
+                        leg,
+                        status,
+                        reason: reason.into(),
+                    });
+                }
+            }
+            Some(Purpose::Bye(leg)) => {
+                self.drop_leg(leg);
+                self.emit(AgentEvent::Ended {
+                    leg,
+                    by_peer: false,
+                });
+            }
+            Some(Purpose::Reinvite(leg)) => {
+                if let Some(l) = self.legs.get_mut(&leg) {
+                    l.reinvite_seq = None;
+                }
+                self.emit(AgentEvent::Reinvited {
+                    leg,
+                    status,
+                    body: Vec::new(),
+                });
+            }
+            Some(Purpose::Probe(probe)) => self.emit(AgentEvent::ProbeResult { probe, status }),
+            Some(Purpose::Update(leg)) => self.on_update_response(now, leg, status, Vec::new()),
             _ => {}
         }
     }
@@ -937,7 +975,8 @@ impl UserAgent {
                 return;
             };
             let dest = fork.next_hop().unwrap_or(l.dest);
-            let ack = fork.ack(invite_seq, ack_via);
+            let mut ack = fork.ack(invite_seq, ack_via);
+            self.wire.stamp(&mut ack, dest);
             self.tx.send_stateless(dest, &SipMessage::Request(ack));
             let bye_via = self.via();
             let bye = fork.request(Method::Bye, bye_via);
@@ -957,7 +996,9 @@ impl UserAgent {
             a.accepted();
         }
         let dest = dialog.next_hop().unwrap_or(l.dest);
-        let ack = dialog.ack(invite_seq, ack_via);
+        self.wire.learn(dest, &dialog.remote_target);
+        let mut ack = dialog.ack(invite_seq, ack_via);
+        self.wire.stamp(&mut ack, dest);
         let bytes = ack.to_bytes();
         l.ack = Some((bytes.clone(), dest));
         l.dialog = Some(dialog);
@@ -990,10 +1031,22 @@ impl UserAgent {
             return;
         };
         let refresh = std::mem::take(&mut l.refreshing);
+        if response.status == 491 {
+            // Glare: the peer's re-INVITE crossed ours; ours goes again after a wait.
+            let what = if refresh {
+                modify::Retry::Refresh
+            } else {
+                modify::Retry::Reinvite
+            };
+            let body = l.local_body.clone();
+            self.schedule_glare_retry(now, leg, what, body);
+            return;
+        }
         if response.status < 300 {
             if let Some(d) = &l.dialog {
-                let ack = d.ack(seq, via);
+                let mut ack = d.ack(seq, via);
                 let dest = d.next_hop().unwrap_or(l.dest);
+                self.wire.stamp(&mut ack, dest);
                 self.tx.send_stateless(dest, &SipMessage::Request(ack));
                 while let Some(Output::Transmit(t)) = self.tx.poll_output() {
                     self.out.push_back(AgentOutput::Transmit(t));
@@ -1036,6 +1089,11 @@ impl UserAgent {
             self.pump(now);
             return;
         }
+        if request.method == Method::Prack {
+            self.on_prack(now, &key, &request);
+            self.pump(now);
+            return;
+        }
         let tag = self.token()[..10].to_owned();
         let in_dialog = self
             .legs
@@ -1052,6 +1110,18 @@ impl UserAgent {
                 self.emit(AgentEvent::Ended { leg, by_peer: true });
                 response_to(&request, 200, "OK", Some(&tag))
             }
+            (Method::Invite, Some(leg))
+                if self
+                    .legs
+                    .get(&leg)
+                    .is_some_and(|l| l.reinvite_seq.is_some()) =>
+            {
+                // Our own re-INVITE is in flight: glare (§14.2).
+                let mut r = response_to(&request, 491, "Request Pending", Some(&tag));
+                r.headers
+                    .push(self.wire.contact_for_request(&request, source));
+                r
+            }
             (Method::Invite, Some(leg)) => {
                 // The peer's re-INVITE (hold, resume, media change, session refresh):
                 // keep our offer.
@@ -1065,7 +1135,8 @@ impl UserAgent {
                     r.headers.push(Header::Require(vec!["timer".into()]));
                     r.headers.push(se);
                 }
-                r.headers.push(self.contact());
+                r.headers
+                    .push(self.wire.contact_for_request(&request, source));
                 if let Some(ct) = Self::sdp(&body) {
                     r.headers.push(ct);
                 }
@@ -1089,7 +1160,8 @@ impl UserAgent {
                     r.headers.push(Header::Require(vec!["timer".into()]));
                     r.headers.push(se);
                 }
-                r.headers.push(self.contact());
+                r.headers
+                    .push(self.wire.contact_for_request(&request, source));
                 r
             }
             (_, Some(_)) => response_to(&request, 501, "Not Implemented", Some(&tag)),
@@ -1103,9 +1175,11 @@ impl UserAgent {
     }
 }
 
+mod modify;
 mod phones;
 mod register;
 mod session_timer;
+mod transport;
 mod uas;
 pub use register::{RegId, RegistrationSpec};
 

@@ -120,6 +120,16 @@ impl UserAgent {
         }
     }
 
+    /// A session refresh that met glare (491): refresh again now, if still ours to do.
+    pub(super) fn retry_refresh(&mut self, now: Instant, leg: LegId) {
+        if let Some(t) = self.legs.get_mut(&leg).and_then(|l| l.session.as_mut()) {
+            if t.we_refresh {
+                t.refresh_at = Some(now);
+            }
+        }
+        self.run_session_timers(now);
+    }
+
     /// Deadlines of session timers.
     pub(super) fn session_deadlines(&self) -> impl Iterator<Item = Instant> + '_ {
         self.legs

@@ -32,6 +32,8 @@ struct Net {
     drop_to_peer: Vec<Method>,
     /// Responses the peer's client transactions received.
     peer_responses: Vec<(Duration, u16)>,
+    /// The same responses whole.
+    peer_response_msgs: Vec<Response>,
     /// The source address the peer sends from.
     peer_addr: SocketAddr,
     /// Requests the peer's user got, by transaction (to answer a CANCEL with 487).
@@ -61,6 +63,7 @@ impl Net {
             peer_seen: Vec::new(),
             drop_to_peer: Vec::new(),
             peer_responses: Vec::new(),
+            peer_response_msgs: Vec::new(),
             peer_addr: addr(PEER),
             peer_requests: HashMap::new(),
         }
@@ -114,7 +117,8 @@ impl Net {
                     }
                 }
                 Output::Event(TxEvent::Response { response, .. }) => {
-                    self.peer_responses.push((t, response.status))
+                    self.peer_responses.push((t, response.status));
+                    self.peer_response_msgs.push(response);
                 }
                 Output::Event(TxEvent::Cancelled { key }) => {
                     if let Some(req) = self.peer_requests.get(&key) {
@@ -215,6 +219,7 @@ impl Net {
                 AgentEvent::Failed { status, .. } => format!("failed {status}"),
                 AgentEvent::Ended { by_peer, .. } => format!("ended by_peer={by_peer}"),
                 AgentEvent::Reinvited { status, .. } => format!("reinvited {status}"),
+                AgentEvent::Updated { status, .. } => format!("updated {status}"),
                 AgentEvent::ProbeResult { status, .. } => format!("probe {status}"),
                 AgentEvent::Registered { expires, .. } => format!("registered {expires}"),
                 AgentEvent::Incoming { number, .. } => format!("incoming {number}"),
@@ -1226,4 +1231,389 @@ fn a_422_is_retried_once_with_the_peers_min_se() {
     assert_eq!(se, Some(1800));
     assert_eq!(invites[1].headers.cseq().unwrap().seq, 2);
     assert_eq!(net.event_kinds(), vec!["answered"]);
+}
+
+/// The caller's PRACK for a reliable provisional (in its early dialog).
+fn peer_prack(invite: &Request, provisional: &Response) -> Request {
+    let mut prack = invite.clone();
+    prack.method = Method::Prack;
+    prack.body.clear();
+    let rseq = *provisional.headers.rseq().expect("RSeq");
+    let tag = provisional.headers.to().and_then(NameAddr::tag).unwrap();
+    prack
+        .headers
+        .0
+        .retain(|h| !matches!(h, Header::Supported(_)));
+    for h in &mut prack.headers.0 {
+        match h {
+            Header::CSeq(c) => {
+                c.seq = 2;
+                c.method = Method::Prack;
+            }
+            Header::Via(v) => {
+                *v = Via::new(Transport::Udp, v.host.clone(), v.port, "z9hG4bKprack1")
+            }
+            Header::To(t) => t.set_tag(tag),
+            _ => {}
+        }
+    }
+    prack.headers.push(Header::RAck(crate::header::RAck {
+        rseq,
+        cseq: 1,
+        method: Method::Invite,
+    }));
+    prack
+}
+
+const EARLY: &[u8] = b"v=0\r\nm=audio 4000 RTP/AVP 0\r\n";
+
+fn reliable_invite(branch: &str) -> Request {
+    let mut invite = peer_invite(branch);
+    invite
+        .headers
+        .push(Header::Supported(vec!["100rel".into()]));
+    invite
+}
+
+#[test]
+fn early_media_to_a_100rel_caller_is_reliable_until_pracked_and_holds_the_answer() {
+    let mut net = Net::new(None, answering(0));
+    net.ua.set_inbound_policy(policy(UnknownSource::Reject));
+    let invite = reliable_invite("z9hG4bKrel1");
+    net.peer
+        .start_client(net.now, invite.clone(), addr(UA), false)
+        .unwrap();
+    net.run_until(Duration::from_millis(50));
+    let leg = incoming_leg(&net);
+    net.ua.progress(net.now, leg, 183, EARLY.to_vec()).unwrap();
+    net.ua.answer(net.now, leg, b"v=0\r\n".to_vec()).unwrap();
+    // No PRACK yet: the 183 is resent at T1 (0.5 s) and 2*T1 later (1.5 s); no 200.
+    net.run_until(Duration::from_millis(1_700));
+    let early: Vec<&Response> = net
+        .peer_response_msgs
+        .iter()
+        .filter(|r| r.status == 183)
+        .collect();
+    assert_eq!(early.len(), 3, "the first 183 and two retransmissions");
+    assert!(early.iter().all(|r| r.body == EARLY
+        && r.headers.require().contains(&"100rel")
+        && r.headers.rseq() == Some(&1)));
+    assert!(
+        !net.peer_responses.iter().any(|(_, s)| *s == 200),
+        "the 2xx waits for the PRACK of the SDP-bearing 183"
+    );
+    let prack = peer_prack(&invite, early[0]);
+    net.peer
+        .start_client(net.now, prack, addr(UA), false)
+        .unwrap();
+    net.run_until(Duration::from_millis(1_800));
+    let oks: Vec<Method> = net
+        .peer_response_msgs
+        .iter()
+        .filter(|r| r.status == 200)
+        .filter_map(|r| r.headers.cseq().map(|c| c.method.clone()))
+        .collect();
+    assert!(
+        oks.contains(&Method::Prack),
+        "the PRACK was answered 200: {oks:?}"
+    );
+    assert!(
+        oks.contains(&Method::Invite),
+        "then the held 200 went out: {oks:?}"
+    );
+    let later_183 = net.peer_responses.iter().filter(|(_, s)| *s == 183).count();
+    net.run_until(Duration::from_secs(5));
+    assert_eq!(
+        net.peer_responses.iter().filter(|(_, s)| *s == 183).count(),
+        later_183,
+        "no 183 after the PRACK"
+    );
+}
+
+#[test]
+fn a_reliable_provisional_never_pracked_refuses_the_call_500_after_64_t1() {
+    let mut net = Net::new(None, answering(0));
+    net.ua.set_inbound_policy(policy(UnknownSource::Reject));
+    net.peer
+        .start_client(net.now, reliable_invite("z9hG4bKrel2"), addr(UA), false)
+        .unwrap();
+    net.run_until(Duration::from_millis(50));
+    let leg = incoming_leg(&net);
+    net.ua.progress(net.now, leg, 183, EARLY.to_vec()).unwrap();
+    net.run_until(Duration::from_secs(40));
+    assert!(net.peer_responses.iter().any(|(_, s)| *s == 500));
+    assert_eq!(net.event_kinds().last().unwrap(), "failed 500");
+}
+
+#[test]
+fn a_caller_without_100rel_gets_early_media_unreliably_once() {
+    let mut net = Net::new(None, answering(0));
+    net.ua.set_inbound_policy(policy(UnknownSource::Reject));
+    net.peer
+        .start_client(net.now, peer_invite("z9hG4bKrel3"), addr(UA), false)
+        .unwrap();
+    net.run_until(Duration::from_millis(50));
+    let leg = incoming_leg(&net);
+    net.ua.progress(net.now, leg, 183, EARLY.to_vec()).unwrap();
+    net.run_until(Duration::from_secs(3));
+    let early: Vec<&Response> = net
+        .peer_response_msgs
+        .iter()
+        .filter(|r| r.status == 183)
+        .collect();
+    assert_eq!(early.len(), 1);
+    assert!(early[0].headers.rseq().is_none() && early[0].body == EARLY);
+}
+
+#[test]
+fn an_update_carries_a_new_offer_and_its_answer_is_reported() {
+    let script: Script = Box::new(|r: &Request| match r.method {
+        Method::Invite => vec![(0, 180, vec![]), (100, 200, vec![])],
+        Method::Update | Method::Bye => vec![(0, 200, vec![])],
+        _ => vec![],
+    });
+    let mut net = Net::new(None, script);
+    let leg = net.call();
+    net.run_until(Duration::from_secs(1));
+    net.ua
+        .update(net.now, leg, b"v=0\r\na=sendonly\r\n".to_vec())
+        .unwrap();
+    assert!(
+        net.ua.update(net.now, leg, b"v=0\r\n".to_vec()).is_err(),
+        "one UPDATE at a time"
+    );
+    net.run_until(Duration::from_secs(2));
+    assert_eq!(net.event_kinds().last().unwrap(), "updated 200");
+    let updates = net.seen(Method::Update);
+    assert_eq!(updates.len(), 1);
+    assert_eq!(updates[0].headers.cseq().unwrap().seq, 2);
+    assert_eq!(updates[0].headers.to().unwrap().tag(), Some("peer-tag"));
+    assert!(updates[0].body.ends_with(b"a=sendonly\r\n"));
+    assert!(updates[0]
+        .headers
+        .0
+        .iter()
+        .any(|h| matches!(h, Header::ContentType(_))));
+    // The accepted offer is what we now answer the peer's re-INVITEs with.
+    assert!(net.ua.legs[&leg].local_body.ends_with(b"a=sendonly\r\n"));
+}
+
+#[test]
+fn a_491_to_our_reinvite_is_retried_after_2_1_to_4_seconds_as_call_id_owner() {
+    for seed in 0..20 {
+        let mut reinvites = 0;
+        let script: Script = Box::new(move |r: &Request| match r.method {
+            Method::Invite if r.headers.to().and_then(NameAddr::tag).is_some() => {
+                reinvites += 1;
+                if reinvites == 1 {
+                    vec![(0, 491, vec![])]
+                } else {
+                    vec![(0, 200, vec![])]
+                }
+            }
+            Method::Invite => vec![(0, 180, vec![]), (100, 200, vec![])],
+            _ => vec![(0, 200, vec![])],
+        });
+        let mut net = Net::new(None, script);
+        net.ua.counter = seed * 7919;
+        let leg = net.call();
+        net.run_until(Duration::from_secs(1));
+        net.ua
+            .reinvite(net.now, leg, b"v=0\r\na=sendonly\r\n".to_vec())
+            .unwrap();
+        let reinvites = |net: &Net| -> Vec<u32> {
+            net.peer_seen
+                .iter()
+                .filter(|r| {
+                    r.method == Method::Invite && r.headers.to().and_then(NameAddr::tag).is_some()
+                })
+                .map(|r| r.headers.cseq().unwrap().seq)
+                .collect()
+        };
+        // The 491 reaches us at 1.02 s: nothing again before 1.02 + 2.1 s ...
+        net.run_until(Duration::from_millis(1_020 + 2_100 - 1));
+        assert_eq!(reinvites(&net).len(), 1, "seed {seed}: not before 2.1 s");
+        // ... and the retry is out (and reached the peer) by 1.02 + 4 s.
+        net.run_until(Duration::from_millis(1_020 + 4_000 + 20));
+        let seen = reinvites(&net);
+        assert_eq!(seen.len(), 2, "seed {seed}: retried once within 4 s");
+        assert!(seen[1] > seen[0], "with a new CSeq");
+        net.run_until(Duration::from_secs(8));
+        assert_eq!(
+            net.event_kinds()
+                .iter()
+                .filter(|k| k.starts_with("reinvited"))
+                .collect::<Vec<_>>(),
+            vec!["reinvited 200"],
+            "the 491 is handled, not reported"
+        );
+    }
+}
+
+#[test]
+fn a_peer_reinvite_crossing_ours_is_answered_491() {
+    let script: Script = Box::new(|r: &Request| match r.method {
+        // The peer sits on our re-INVITE.
+        Method::Invite if r.headers.to().and_then(NameAddr::tag).is_some() => vec![],
+        Method::Invite => vec![(0, 180, vec![]), (100, 200, vec![])],
+        _ => vec![(0, 200, vec![])],
+    });
+    let mut net = Net::new(None, script);
+    let leg = net.call();
+    net.run_until(Duration::from_secs(1));
+    net.ua.reinvite(net.now, leg, b"v=0\r\n".to_vec()).unwrap();
+    net.run_until(Duration::from_millis(1_100));
+    let invite = net.seen(Method::Invite)[0].clone();
+    let mut h = Headers::default();
+    h.push(Header::Via(Via::new(
+        Transport::Udp,
+        Host::V4("127.0.0.2".parse().unwrap()),
+        Some(5080),
+        "z9hG4bKpeerreinv",
+    )));
+    let mut from = invite.headers.to().unwrap().clone();
+    from.set_tag("peer-tag");
+    h.push(Header::From(from));
+    h.push(Header::To(invite.headers.from().unwrap().clone()));
+    h.push(Header::CallId(invite.headers.call_id().unwrap().clone()));
+    h.push(Header::CSeq(CSeq {
+        seq: 5,
+        method: Method::Invite,
+    }));
+    h.push(Header::Contact(Contact::Address(NameAddr::new(
+        Uri::parse(&format!("sip:uas@{PEER}")).unwrap(),
+    ))));
+    let reinvite = Request {
+        method: Method::Invite,
+        uri: Uri::parse(&format!("sip:dialer@{UA}")).unwrap(),
+        headers: h,
+        body: b"v=0\r\n".to_vec(),
+    };
+    net.peer
+        .start_client(net.now, reinvite, addr(UA), false)
+        .unwrap();
+    net.run_until(Duration::from_millis(1_300));
+    assert!(
+        net.peer_response_msgs
+            .iter()
+            .any(|r| r.status == 491 && r.headers.cseq().is_some_and(|c| c.seq == 5)),
+        "{:?}",
+        net.peer_responses
+    );
+}
+
+#[test]
+fn requests_to_a_tcp_destination_say_tcp_and_are_not_retransmitted() {
+    let script: Script = Box::new(|_r: &Request| vec![]);
+    let mut net = Net::new(None, script);
+    net.ua.set_transport(addr(PEER), Transport::Tcp);
+    net.ua.add_listener(Transport::Tcp, addr("127.0.0.1:5070"));
+    net.call();
+    net.run_until(Duration::from_secs(20));
+    let invites = net.seen(Method::Invite);
+    assert_eq!(
+        invites.len(),
+        1,
+        "no retransmission over a reliable transport"
+    );
+    let via = invites[0].headers.top_via().unwrap();
+    assert_eq!(via.transport, Transport::Tcp);
+    assert_eq!(via.port, Some(5070), "Via names the TCP listener");
+    let contact = invites[0]
+        .headers
+        .0
+        .iter()
+        .find_map(|h| match h {
+            Header::Contact(Contact::Address(a)) => Some(a.uri.to_string()),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(contact, "sip:dialer@127.0.0.1:5070;transport=tcp");
+}
+
+#[test]
+fn a_transport_error_fails_the_call_503_at_once() {
+    let script: Script = Box::new(|_r: &Request| vec![]);
+    let mut net = Net::new(None, script);
+    net.ua.set_transport(addr(PEER), Transport::Tls);
+    net.call();
+    net.run_until(Duration::from_millis(100));
+    net.ua.handle_transport_error(net.now, addr(PEER));
+    net.run_until(Duration::from_millis(200));
+    assert_eq!(net.event_kinds(), vec!["failed 503"]);
+    assert_eq!(net.ua.legs(), 0);
+    let via = net.seen(Method::Invite)[0]
+        .headers
+        .top_via()
+        .unwrap()
+        .clone();
+    assert_eq!(via.transport, Transport::Tls);
+}
+
+#[test]
+fn a_caller_requiring_100rel_gets_even_a_bare_180_reliably() {
+    let mut net = Net::new(None, answering(0));
+    net.ua.set_inbound_policy(policy(UnknownSource::Reject));
+    let mut invite = peer_invite("z9hG4bKrel4");
+    invite.headers.push(Header::Require(vec!["100rel".into()]));
+    net.peer
+        .start_client(net.now, invite.clone(), addr(UA), false)
+        .unwrap();
+    net.run_until(Duration::from_millis(50));
+    let leg = incoming_leg(&net);
+    net.ua.ring(net.now, leg).unwrap();
+    net.run_until(Duration::from_millis(700));
+    let ringing: Vec<&Response> = net
+        .peer_response_msgs
+        .iter()
+        .filter(|r| r.status == 180)
+        .collect();
+    assert_eq!(ringing.len(), 2, "sent and resent at T1 until PRACKed");
+    assert!(ringing[0].headers.require().contains(&"100rel"));
+    assert_eq!(ringing[0].headers.rseq(), Some(&1));
+    // Without SDP nothing holds the answer back once the PRACK came.
+    let prack = peer_prack(&invite, ringing[0]);
+    net.peer
+        .start_client(net.now, prack, addr(UA), false)
+        .unwrap();
+    net.run_until(Duration::from_millis(800));
+    net.ua.answer(net.now, leg, b"v=0\r\n".to_vec()).unwrap();
+    net.run_until(Duration::from_millis(900));
+    assert!(net
+        .peer_response_msgs
+        .iter()
+        .any(|r| r.status == 200 && r.headers.cseq().is_some_and(|c| c.method == Method::Invite)));
+}
+
+#[test]
+fn a_491_to_our_update_is_retried_after_the_glare_wait_with_the_same_offer() {
+    let mut updates = 0;
+    let script: Script = Box::new(move |r: &Request| match r.method {
+        Method::Update => {
+            updates += 1;
+            vec![(0, if updates == 1 { 491 } else { 200 }, vec![])]
+        }
+        Method::Invite => vec![(0, 180, vec![]), (100, 200, vec![])],
+        _ => vec![(0, 200, vec![])],
+    });
+    let mut net = Net::new(None, script);
+    let leg = net.call();
+    net.run_until(Duration::from_secs(1));
+    net.ua
+        .update(net.now, leg, b"v=0\r\na=sendonly\r\n".to_vec())
+        .unwrap();
+    net.run_until(Duration::from_millis(1_020 + 2_100 - 1));
+    assert_eq!(net.seen(Method::Update).len(), 1, "not before 2.1 s");
+    net.run_until(Duration::from_secs(6));
+    let sent = net.seen(Method::Update);
+    assert_eq!(sent.len(), 2, "sent again once");
+    assert_eq!(sent[1].body, sent[0].body, "with the same offer");
+    assert!(sent[1].headers.cseq().unwrap().seq > sent[0].headers.cseq().unwrap().seq);
+    assert_eq!(
+        net.event_kinds()
+            .iter()
+            .filter(|k| k.starts_with("updated"))
+            .collect::<Vec<_>>(),
+        vec!["updated 200"]
+    );
 }

@@ -1,7 +1,11 @@
 //! Inbound calls (the UAS side of the [`UserAgent`]): admission through the
 //! [`InboundGate`] before any transaction exists (so a dropped source hears nothing, not
 //! even 100 Trying), ringing, answering with 2xx retransmitted until the ACK (RFC 3261
-//! §13.3.1.4; BYE if it never comes), rejecting, and CANCEL from the caller.
+//! §13.3.1.4; BYE if it never comes), rejecting, and CANCEL from the caller. Early media
+//! (183 with SDP) is sent reliably (RFC 3262) to callers that support 100rel — and every
+//! provisional to callers that require it: resent from
+//! T1 doubling until the PRACK, the call refused 500 if none comes in 64*T1, and a 2xx
+//! held back until the offer-bearing provisional is acknowledged.
 
 use super::{AgentEvent, Leg, LegId, Phase, UserAgent};
 use crate::dialog::Dialog;
@@ -25,6 +29,47 @@ pub(super) struct InboundLeg {
     pub(super) give_up: Option<Instant>,
     /// The 2xx sent.
     ok: Option<crate::message::Response>,
+    /// The caller supports 100rel: provisionals with SDP go reliably.
+    reliable: bool,
+    /// The caller requires 100rel: every provisional but 100 goes reliably.
+    required: bool,
+    /// The last RSeq used.
+    rseq: u32,
+    /// A reliable provisional not yet PRACKed.
+    unacked: Option<Unacked>,
+    /// A 2xx waiting for that PRACK (RFC 3262 §3: not sent before the SDP-bearing
+    /// provisional is acknowledged).
+    held_ok: Option<crate::message::Response>,
+}
+
+/// A reliable provisional response in flight (RFC 3262 §3).
+#[derive(Debug)]
+pub(super) struct Unacked {
+    response: crate::message::Response,
+    rseq: u32,
+    has_sdp: bool,
+    /// Next retransmission and the interval after it (T1 doubling, no T2 cap).
+    next: (Instant, Duration),
+    /// No PRACK by then: refuse the call 500.
+    give_up: Instant,
+}
+
+impl InboundLeg {
+    pub(super) fn new(key: TxKey, local_tag: String, invite: &Request) -> InboundLeg {
+        let has = |tags: Vec<&str>| tags.iter().any(|t| t.eq_ignore_ascii_case("100rel"));
+        InboundLeg {
+            key,
+            local_tag,
+            retransmit: None,
+            give_up: None,
+            ok: None,
+            reliable: has(invite.headers.supported()) || has(invite.headers.require()),
+            required: has(invite.headers.require()),
+            rseq: 0,
+            unacked: None,
+            held_ok: None,
+        }
+    }
 }
 
 impl UserAgent {
@@ -110,15 +155,15 @@ impl UserAgent {
                 early: None,
                 session: None,
                 refreshing: false,
-                inbound: Some(InboundLeg {
-                    key,
-                    local_tag: tag,
-                    retransmit: None,
-                    give_up: None,
-                    ok: None,
-                }),
+                inbound: None,
+                update_pending: false,
+                update_body: Vec::new(),
+                glare_retry: None,
             },
         );
+        if let Some(l) = self.legs.get_mut(&leg) {
+            l.inbound = Some(InboundLeg::new(key, tag, &l.invite));
+        }
         self.emit(AgentEvent::Incoming {
             leg,
             from,
@@ -130,14 +175,152 @@ impl UserAgent {
 
     /// Sends 180 Ringing for an inbound call.
     pub fn ring(&mut self, now: Instant, leg: LegId) -> Result<(), crate::SipError> {
-        let l = self.legs.get(&leg).ok_or(crate::SipError::NoSuchDialog)?;
-        let i = l.inbound.as_ref().ok_or(crate::SipError::NoSuchDialog)?;
-        let mut r = response_to(&l.invite, 180, "Ringing", Some(&i.local_tag));
-        r.headers.push(self.contact());
+        self.progress(now, leg, 180, Vec::new())
+    }
+
+    /// Sends a provisional response (180, 183, ...) for an inbound call, with `sdp` as
+    /// early media when not empty. To a caller that supports 100rel, a provisional with
+    /// SDP is sent reliably (Require: 100rel, RSeq) and resent until its PRACK (to one that
+    /// requires 100rel, every provisional is); while one
+    /// is unacknowledged, further provisionals wait (RFC 3262 §3) and are not sent.
+    pub fn progress(
+        &mut self,
+        now: Instant,
+        leg: LegId,
+        status: u16,
+        sdp: Vec<u8>,
+    ) -> Result<(), crate::SipError> {
+        let t1 = self.cfg.timers.t1;
+        let timeout = self.cfg.timers.timeout();
+        let l = self
+            .legs
+            .get_mut(&leg)
+            .ok_or(crate::SipError::NoSuchDialog)?;
+        let contact = self.wire.contact_for_request(&l.invite, l.dest);
+        if l.phase != Phase::Inviting || !(101..200).contains(&status) {
+            return Err(crate::SipError::NoSuchDialog);
+        }
+        let i = l.inbound.as_mut().ok_or(crate::SipError::NoSuchDialog)?;
+        let reason = if status == 180 {
+            "Ringing"
+        } else {
+            "Session Progress"
+        };
+        let mut r = response_to(&l.invite, status, reason, Some(&i.local_tag));
+        for h in &l.invite.headers.0 {
+            if let Header::RecordRoute(_) = h {
+                r.headers.push(h.clone());
+            }
+        }
+        r.headers.push(contact);
+        let has_sdp = !sdp.is_empty();
+        if let Some(ct) = Self::sdp(&sdp) {
+            r.headers.push(ct);
+        }
+        r.body = sdp;
+        if i.required || (i.reliable && has_sdp) {
+            if i.unacked.is_some() {
+                return Ok(());
+            }
+            i.rseq += 1;
+            r.headers.push(Header::Require(vec!["100rel".into()]));
+            r.headers.push(Header::RSeq(i.rseq));
+            i.unacked = Some(Unacked {
+                response: r.clone(),
+                rseq: i.rseq,
+                has_sdp,
+                next: (now + t1, t1),
+                give_up: now + timeout,
+            });
+        } else if i.unacked.is_some() {
+            return Ok(());
+        }
         let key = i.key.clone();
         self.tx.respond(now, &key, r)?;
         self.pump(now);
         Ok(())
+    }
+
+    /// A PRACK from the caller: acknowledges our reliable provisional (200), or 481 when
+    /// it matches none. Sends a 2xx that was waiting for it.
+    pub(super) fn on_prack(&mut self, now: Instant, key: &TxKey, request: &Request) {
+        let rack = request.headers.0.iter().find_map(|h| match h {
+            Header::RAck(r) => Some(r.clone()),
+            _ => None,
+        });
+        let found = self.legs.iter_mut().find_map(|(id, l)| {
+            let i = l.inbound.as_mut()?;
+            let early = Dialog::from_uas(&l.invite, &i.local_tag)?;
+            let invite_seq = l.invite.headers.cseq()?.seq;
+            let acked = early.matches_request(request)
+                && rack
+                    .as_ref()
+                    .is_some_and(|r| r.cseq == invite_seq && r.method == Method::Invite)
+                && i.unacked
+                    .as_ref()
+                    .is_some_and(|u| rack.as_ref().is_some_and(|r| r.rseq == u.rseq));
+            acked.then(|| {
+                i.unacked = None;
+                (*id, i.local_tag.clone(), i.held_ok.take())
+            })
+        });
+        let Some((leg, tag, held)) = found else {
+            let tag = self.token()[..10].to_owned();
+            let _ = self.tx.respond(
+                now,
+                key,
+                response_to(request, 481, "Call/Transaction Does Not Exist", Some(&tag)),
+            );
+            return;
+        };
+        let _ = self
+            .tx
+            .respond(now, key, response_to(request, 200, "OK", Some(&tag)));
+        if let Some(ok) = held {
+            self.send_ok(now, leg, ok);
+        }
+    }
+
+    /// Resends unacknowledged reliable provisionals; refuses the call 500 when the PRACK
+    /// never comes.
+    pub(super) fn retransmit_provisionals(&mut self, now: Instant) {
+        let mut resend = Vec::new();
+        let mut refuse = Vec::new();
+        for (id, l) in &mut self.legs {
+            let Some(i) = l.inbound.as_mut() else {
+                continue;
+            };
+            let Some(u) = i.unacked.as_mut() else {
+                continue;
+            };
+            if now >= u.give_up {
+                refuse.push(*id);
+                continue;
+            }
+            if now >= u.next.0 {
+                let interval = u.next.1 * 2;
+                u.next = (u.next.0 + interval, interval);
+                resend.push((i.key.clone(), u.response.clone()));
+            }
+        }
+        for (key, r) in resend {
+            let _ = self.tx.respond(now, &key, r);
+        }
+        for leg in refuse {
+            if let Some(i) = self.legs.get_mut(&leg).and_then(|l| l.inbound.as_mut()) {
+                i.unacked = None;
+                i.held_ok = None;
+            }
+            if let Some(l) = self.legs.get_mut(&leg) {
+                l.phase = Phase::Inviting;
+            }
+            let _ = self.reject(now, leg, 500, "Reliable provisional not acknowledged");
+            self.emit(AgentEvent::Failed {
+                leg,
+                status: 500,
+                reason: "no PRACK for our reliable provisional".into(),
+            });
+        }
     }
 
     /// Answers an inbound call with `sdp`; the 200 is retransmitted until the ACK.
@@ -147,13 +330,11 @@ impl UserAgent {
         leg: LegId,
         sdp: Vec<u8>,
     ) -> Result<(), crate::SipError> {
-        let contact = self.contact();
-        let t1 = self.cfg.timers.t1;
-        let timeout = self.cfg.timers.timeout();
         let l = self
             .legs
             .get_mut(&leg)
             .ok_or(crate::SipError::NoSuchDialog)?;
+        let contact = self.wire.contact_for_request(&l.invite, l.dest);
         if l.phase != Phase::Inviting {
             return Err(crate::SipError::NoSuchDialog);
         }
@@ -172,13 +353,27 @@ impl UserAgent {
         l.dialog = Dialog::from_uas(&l.invite, &i.local_tag);
         l.local_body = sdp;
         l.phase = Phase::Confirmed;
+        if i.unacked.as_ref().is_some_and(|u| u.has_sdp) {
+            i.held_ok = Some(ok);
+            return Ok(());
+        }
+        self.send_ok(now, leg, ok);
+        Ok(())
+    }
+
+    /// Sends the 2xx of an inbound call and retransmits it until the ACK.
+    fn send_ok(&mut self, now: Instant, leg: LegId, ok: crate::message::Response) {
+        let t1 = self.cfg.timers.t1;
+        let timeout = self.cfg.timers.timeout();
+        let Some(i) = self.legs.get_mut(&leg).and_then(|l| l.inbound.as_mut()) else {
+            return;
+        };
         i.retransmit = Some((now + t1, t1));
         i.give_up = Some(now + timeout);
         i.ok = Some(ok.clone());
         let key = i.key.clone();
-        self.tx.respond(now, &key, ok)?;
+        let _ = self.tx.respond(now, &key, ok);
         self.pump(now);
-        Ok(())
     }
 
     /// Rejects an inbound call (486, 603, 480, ...).
@@ -277,6 +472,16 @@ impl UserAgent {
         self.legs
             .values()
             .filter_map(|l| l.inbound.as_ref())
-            .flat_map(|i| [i.retransmit.map(|r| r.0), i.give_up].into_iter().flatten())
+            .flat_map(|i| {
+                let u = i.unacked.as_ref();
+                [
+                    i.retransmit.map(|r| r.0),
+                    i.give_up,
+                    u.map(|u| u.next.0),
+                    u.map(|u| u.give_up),
+                ]
+                .into_iter()
+                .flatten()
+            })
     }
 }

@@ -67,6 +67,15 @@ impl ClientTx {
         }
     }
 
+    pub(super) fn destination(&self) -> SocketAddr {
+        self.to
+    }
+
+    /// No final response yet.
+    pub(super) fn awaiting_final(&self) -> bool {
+        matches!(self.state, State::Calling | State::Proceeding)
+    }
+
     pub(super) fn deadline(&self) -> Option<Instant> {
         [self.retransmit.map(|r| r.0), self.give_up, self.linger]
             .into_iter()

@@ -156,6 +156,12 @@ pub enum TxEvent {
         /// The client transaction.
         key: TxKey,
     },
+    /// A client transaction's connection failed before its final response (RFC 3261
+    /// §8.1.3.1: treat as 503). The transaction is gone.
+    TransportFailed {
+        /// The client transaction.
+        key: TxKey,
+    },
     /// A server INVITE transaction sent a final non-2xx and got no ACK (Timer H).
     AckTimeout {
         /// The server transaction.
@@ -364,6 +370,22 @@ impl TransactionLayer {
     /// reported for it.
     pub fn abandon(&mut self, key: &TxKey) {
         self.clients.remove(key);
+    }
+
+    /// The connection to `to` failed: every client transaction still waiting for a final
+    /// response from it ends with [`TxEvent::TransportFailed`].
+    pub fn fail_destination(&mut self, to: SocketAddr) {
+        let failed: Vec<TxKey> = self
+            .clients
+            .iter()
+            .filter(|(_, tx)| tx.destination() == to && tx.awaiting_final())
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in failed {
+            self.clients.remove(&key);
+            self.out
+                .push_back(Output::Event(TxEvent::TransportFailed { key }));
+        }
     }
 
     /// How many transactions are alive (clients, servers).

@@ -47,8 +47,13 @@ impl ServerTx {
         _timers: TimerConfig,
         out: &mut VecDeque<Output>,
     ) -> ServerTx {
-        // Unreliable unless the driver tells us otherwise: responses go where Via says.
-        let reliable = false;
+        // The top Via names the transport the request came over (§18.2.1): over TCP/TLS
+        // responses go back on the connection and nothing is retransmitted; over UDP
+        // they go where Via says.
+        let reliable = request
+            .headers
+            .top_via()
+            .is_some_and(|v| !v.transport.is_unreliable());
         let mut tx = ServerTx {
             invite: request.method == Method::Invite,
             state: State::Trying,

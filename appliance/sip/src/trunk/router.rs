@@ -14,6 +14,15 @@ use crate::uri::Uri;
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
+/// A trunk domain as the host part of a URI: a bare IPv6 address gets its brackets.
+fn uri_host(domain: &str) -> String {
+    if domain.parse::<std::net::Ipv6Addr>().is_ok() {
+        format!("[{domain}]")
+    } else {
+        domain.to_owned()
+    }
+}
+
 /// How the router behaves.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RouterConfig {
@@ -131,6 +140,9 @@ struct Attempt {
     current: Option<Current>,
     tried: Vec<String>,
     answered: bool,
+    /// Hung up (by the dialer or the bridged caller) before an answer: never tried on
+    /// another trunk, whatever the current one does.
+    cancelled: bool,
     last_failure: (u16, String),
 }
 
@@ -188,6 +200,36 @@ impl OutboundRouter {
         self.agent.set_inbound_policy(policy);
     }
 
+    /// Requests to `dest` (a trunk's address) go over `transport` (TCP/TLS; UDP default).
+    pub fn set_transport(
+        &mut self,
+        dest: std::net::SocketAddr,
+        transport: crate::header::Transport,
+    ) {
+        self.agent.set_transport(dest, transport);
+    }
+
+    /// The driver listens for `transport` at `local` (see [`UserAgent::add_listener`]).
+    pub fn add_listener(
+        &mut self,
+        transport: crate::header::Transport,
+        local: std::net::SocketAddr,
+    ) {
+        self.agent.add_listener(transport, local);
+    }
+
+    /// The transport requests to `dest` use.
+    pub fn transport_for(&self, dest: std::net::SocketAddr) -> crate::header::Transport {
+        self.agent.transport_for(dest)
+    }
+
+    /// The connection to `peer` failed: calls waiting on it fail over to the next trunk
+    /// at once (a transport error counts as 503), probes to it count as failed.
+    pub fn handle_transport_error(&mut self, now: Instant, peer: std::net::SocketAddr) {
+        self.agent.handle_transport_error(now, peer);
+        self.pump(now);
+    }
+
     /// The trunks with their health and figures.
     pub fn group(&self) -> &TrunkGroup {
         &self.group
@@ -215,6 +257,7 @@ impl OutboundRouter {
             current: None,
             tried: Vec::new(),
             answered: false,
+            cancelled: false,
             last_failure: (503, "no trunk available".into()),
         };
         self.attempts.insert(id, attempt);
@@ -233,6 +276,10 @@ impl OutboundRouter {
         let Some(a) = self.attempts.get_mut(&id) else {
             return;
         };
+        if a.cancelled {
+            a.next = a.order.len();
+            a.last_failure = (487, "cancelled before answer".into());
+        }
         while a.next < a.order.len() {
             let t = a.order[a.next];
             a.next += 1;
@@ -242,12 +289,11 @@ impl OutboundRouter {
             }
             state.seize(now);
             let trunk = &state.trunk;
+            let domain = uri_host(&trunk.domain);
             let to =
-                Uri::parse(&format!("sip:{}@{}", a.number, trunk.domain)).unwrap_or_else(|_| {
-                    Uri::Other {
-                        scheme: "sip".into(),
-                        opaque: format!("{}@{}", a.number, trunk.domain),
-                    }
+                Uri::parse(&format!("sip:{}@{domain}", a.number)).unwrap_or_else(|_| Uri::Other {
+                    scheme: "sip".into(),
+                    opaque: format!("{}@{domain}", a.number),
                 });
             let spec = CallSpec {
                 to,
@@ -294,6 +340,7 @@ impl OutboundRouter {
             .iter()
             .filter(|(_, a)| {
                 !a.answered
+                    && !a.cancelled
                     && a.current
                         .as_ref()
                         .is_some_and(|c| !c.provisional && now >= c.started + self.cfg.answer_wait)
@@ -316,11 +363,11 @@ impl OutboundRouter {
             if now >= self.next_probe[t] {
                 self.next_probe[t] = now + policy.interval;
                 let trunk = &self.group.trunks[t].trunk;
-                let uri =
-                    Uri::parse(&format!("sip:{}", trunk.domain)).unwrap_or_else(|_| Uri::Other {
-                        scheme: "sip".into(),
-                        opaque: trunk.domain.clone(),
-                    });
+                let domain = uri_host(&trunk.domain);
+                let uri = Uri::parse(&format!("sip:{domain}")).unwrap_or_else(|_| Uri::Other {
+                    scheme: "sip".into(),
+                    opaque: domain.clone(),
+                });
                 let probe = self.agent.probe(now, uri, trunk.address);
                 self.probes.insert(probe, t);
             }
@@ -333,7 +380,7 @@ impl OutboundRouter {
         let waits = self.attempts.values().filter_map(|a| {
             a.current
                 .as_ref()
-                .filter(|c| !c.provisional && !a.answered)
+                .filter(|c| !c.provisional && !a.answered && !a.cancelled)
                 .map(|c| c.started + self.cfg.answer_wait)
         });
         self.agent
@@ -360,8 +407,9 @@ impl OutboundRouter {
         };
         if let Some(inbound) = attempt.and_then(|a| self.bridged_out.get(&a).copied()) {
             match &e {
-                DialEvent::Progress { .. } => {
-                    let _ = self.agent.ring(now, inbound);
+                // Ringing and early media (183 with SDP) reach the caller as they came.
+                DialEvent::Progress { status, body, .. } => {
+                    let _ = self.agent.progress(now, inbound, *status, body.clone());
                 }
                 DialEvent::Answered { body, .. } => {
                     let _ = self.agent.answer(now, inbound, body.clone());
@@ -413,8 +461,17 @@ impl OutboundRouter {
         true
     }
 
+    /// Ends an attempt on its current trunk: BYE once answered; before that CANCEL, which
+    /// the agent holds until the callee's first provisional (RFC 3261 §9.1) and which also
+    /// stops failover to the next trunk.
     fn hang_up_attempt(&mut self, now: Instant, attempt: AttemptId) {
-        if let Some(c) = self.attempts.get(&attempt).and_then(|a| a.current.as_ref()) {
+        let Some(a) = self.attempts.get_mut(&attempt) else {
+            return;
+        };
+        if !a.answered {
+            a.cancelled = true;
+        }
+        if let Some(c) = a.current.as_ref() {
             let _ = self.agent.hang_up(now, c.leg);
         }
     }

@@ -22,7 +22,13 @@ enum Carrier {
     Answers,
     Rejects(u16),
     Silent,
+    /// 183 with SDP (early media), then 200.
+    EarlyMedia,
+    /// Nothing (its 100 Trying is lost) for this many ms, then 180; answers CANCEL 487.
+    RingsLate(u64),
 }
+
+const EARLY_SDP: &[u8] = b"v=0\r\no=carrier 1 1 IN IP4 127.0.0.3\r\ns=-\r\nc=IN IP4 127.0.0.3\r\nt=0 0\r\nm=audio 40000 RTP/AVP 0\r\n";
 
 struct Peer {
     addr: SocketAddr,
@@ -32,6 +38,10 @@ struct Peer {
     byes: usize,
     /// Responses to requests this peer sent.
     responses: Vec<crate::message::Response>,
+    /// Responses scheduled for later, and the INVITEs received (to answer a CANCEL).
+    later: Vec<(Instant, crate::transaction::TxKey, crate::message::Response)>,
+    invites_seen: Vec<(crate::transaction::TxKey, Request)>,
+    cancels: usize,
 }
 
 struct World {
@@ -93,6 +103,9 @@ impl World {
                     invites: 0,
                     byes: 0,
                     responses: Vec::new(),
+                    later: Vec::new(),
+                    invites_seen: Vec::new(),
+                    cancels: 0,
                 })
                 .collect(),
             in_flight: Vec::new(),
@@ -116,9 +129,42 @@ impl World {
         for p in &mut self.peers {
             while let Some(o) = p.layer.poll_output() {
                 match o {
+                    // A late-ringing carrier's 100 Trying is lost: it has sent no provisional.
+                    Output::Transmit(tr)
+                        if matches!(p.mode, Carrier::RingsLate(_))
+                            && tr.bytes.starts_with(b"SIP/2.0 100 ") => {}
                     Output::Transmit(tr) => self.in_flight.push((now + d, p.addr, tr.to, tr.bytes)),
                     Output::Event(TxEvent::Request { key, request, .. }) => {
+                        if request.method == Method::Invite {
+                            p.invites_seen.push((key.clone(), request.clone()));
+                        }
                         let resp = match (request.method.clone(), p.mode) {
+                            (Method::Invite, Carrier::EarlyMedia) => {
+                                let mut r =
+                                    response_to(&request, 183, "Session Progress", Some("c"));
+                                r.headers
+                                    .push(Header::ContentType(crate::header::MediaType {
+                                        mtype: "application".into(),
+                                        subtype: "sdp".into(),
+                                        params: Vec::new(),
+                                    }));
+                                r.body = EARLY_SDP.to_vec();
+                                p.layer.respond(now, &key, r).unwrap();
+                                let mut ok = response_to(&request, 200, "OK", Some("c"));
+                                ok.headers
+                                    .push(Header::Contact(Contact::Address(NameAddr::new(
+                                        Uri::parse(&format!("sip:c@{}", p.addr)).unwrap(),
+                                    ))));
+                                p.later
+                                    .push((now + Duration::from_millis(300), key.clone(), ok));
+                                None
+                            }
+                            (Method::Invite, Carrier::RingsLate(ms)) => {
+                                let r = response_to(&request, 180, "Ringing", Some("c"));
+                                p.later
+                                    .push((now + Duration::from_millis(ms), key.clone(), r));
+                                None
+                            }
                             (Method::Invite, Carrier::Answers) => {
                                 let mut r = response_to(&request, 200, "OK", Some("c"));
                                 r.headers
@@ -138,6 +184,14 @@ impl World {
                         }
                     }
                     Output::Event(TxEvent::Response { response, .. }) => p.responses.push(response),
+                    Output::Event(TxEvent::Cancelled { key }) => {
+                        p.cancels += 1;
+                        p.later.retain(|(_, k, _)| *k != key);
+                        if let Some((_, inv)) = p.invites_seen.iter().find(|(k, _)| *k == key) {
+                            let r = response_to(inv, 487, "Request Terminated", Some("c"));
+                            p.layer.respond(now, &key, r).unwrap();
+                        }
+                    }
                     Output::Event(_) => {}
                 }
             }
@@ -154,6 +208,7 @@ impl World {
                 .filter_map(|p| p.layer.poll_timeout())
                 .chain(self.router.poll_timeout())
                 .chain(self.in_flight.iter().map(|f| f.0))
+                .chain(self.peers.iter().flat_map(|p| p.later.iter().map(|l| l.0)))
                 .min();
             match next {
                 Some(n) if n <= end => self.now = self.now.max(n),
@@ -163,6 +218,15 @@ impl World {
                 }
             }
             let now = self.now;
+            for p in &mut self.peers {
+                let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut p.later)
+                    .into_iter()
+                    .partition(|l| l.0 <= now);
+                p.later = later;
+                for (_, key, r) in due {
+                    let _ = p.layer.respond(now, &key, r);
+                }
+            }
             let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.in_flight)
                 .into_iter()
                 .partition(|f| f.0 <= now);
@@ -530,4 +594,147 @@ fn an_inbound_call_whose_trunks_all_fail_is_refused_503() {
         .filter(|s| *s >= 200)
         .collect();
     assert!(finals.contains(&503), "{finals:?}");
+}
+
+fn bridge_policy() -> InboundPolicy {
+    InboundPolicy {
+        allowed_sources: vec!["127.0.0.2".parse().unwrap()],
+        unknown_source: UnknownSource::Reject,
+        per_source_rate: 100,
+        per_source_burst: 100,
+        routes: vec![InboundRoute {
+            number: "*".into(),
+            target: crate::inbound::RouteTarget::Trunk("t1".into()),
+        }],
+    }
+}
+
+#[test]
+fn early_media_from_the_callee_reaches_the_caller_with_its_sdp() {
+    let mut w = World::new(
+        &[
+            ("127.0.0.2:5060", Carrier::Rejects(503)),
+            ("127.0.0.3:5060", Carrier::EarlyMedia),
+        ],
+        no_probes(),
+    );
+    w.router.set_inbound_policy(bridge_policy());
+    let now = w.now;
+    w.peers[0]
+        .layer
+        .start_client(
+            now,
+            from_caller(Method::Invite, "z9hG4bKearly", 1, None),
+            addr(UA),
+            false,
+        )
+        .unwrap();
+    w.run_until(Duration::from_millis(200));
+    let early = w.peers[0]
+        .responses
+        .iter()
+        .find(|r| r.status == 183)
+        .expect("the caller heard 183 before the answer");
+    assert_eq!(
+        early.body, EARLY_SDP,
+        "the callee's early-media SDP is relayed"
+    );
+    assert!(early
+        .headers
+        .0
+        .iter()
+        .any(|h| matches!(h, Header::ContentType(_))));
+    assert!(
+        !w.peers[0].responses.iter().any(|r| r.status == 200),
+        "not answered yet"
+    );
+    w.run_until(Duration::from_secs(1));
+    assert!(w.peers[0].responses.iter().any(|r| r.status == 200));
+}
+
+#[test]
+fn a_caller_cancel_before_the_callees_first_provisional_cancels_it_after_and_tries_no_other_trunk()
+{
+    let mut w = World::new(
+        &[
+            ("127.0.0.2:5060", Carrier::Rejects(503)),
+            ("127.0.0.3:5060", Carrier::RingsLate(2_500)),
+            ("127.0.0.4:5060", Carrier::Answers),
+        ],
+        no_probes(),
+    );
+    w.router.set_inbound_policy(bridge_policy());
+    let invite = from_caller(Method::Invite, "z9hG4bKcxl", 1, None);
+    let now = w.now;
+    w.peers[0]
+        .layer
+        .start_client(now, invite.clone(), addr(UA), false)
+        .unwrap();
+    w.run_until(Duration::from_millis(500));
+    assert_eq!(w.peers[1].invites_seen.len(), 1, "the call went out on t1");
+    let mut cancel = invite;
+    cancel.method = Method::Cancel;
+    for h in &mut cancel.headers.0 {
+        if let Header::CSeq(c) = h {
+            c.method = Method::Cancel;
+        }
+    }
+    let now = w.now;
+    w.peers[0]
+        .layer
+        .start_client(now, cancel, addr(UA), false)
+        .unwrap();
+    w.run_until(Duration::from_millis(2_000));
+    assert_eq!(
+        w.peers[1].cancels, 0,
+        "no CANCEL before the callee's provisional (§9.1)"
+    );
+    assert!(w.peers[0].responses.iter().any(|r| r.status == 487));
+    w.run_until(Duration::from_secs(6));
+    assert_eq!(
+        w.peers[1].cancels, 1,
+        "CANCEL follows the callee's late 180"
+    );
+    assert_eq!(
+        w.peers[2].invites, 0,
+        "a cancelled call is not failed over, past the answer wait included"
+    );
+    assert!(
+        w.peers[1].responses.iter().all(
+            |r| r.status != 200 || r.headers.cseq().is_some_and(|c| c.method == Method::Cancel)
+        ),
+        "the callee was never answered"
+    );
+    assert!(
+        w.kinds().iter().any(|k| k.starts_with("failed 487")),
+        "{:?}",
+        w.kinds()
+    );
+}
+
+#[test]
+fn a_failed_connection_to_a_tcp_trunk_fails_over_at_once() {
+    let mut w = World::new(
+        &[
+            ("127.0.0.2:5060", Carrier::Silent),
+            ("127.0.0.3:5060", Carrier::Answers),
+        ],
+        no_probes(),
+    );
+    w.router
+        .set_transport(addr("127.0.0.2:5060"), crate::header::Transport::Tcp);
+    let now = w.now;
+    w.router.dial(now, "+4930123", b"v=0\r\n".to_vec(), None);
+    w.run_until(Duration::from_millis(100));
+    assert_eq!(w.peers[1].invites, 0);
+    // The driver reports the connection refused: no waiting for the answer wait (2 s).
+    let now = w.now;
+    w.router.handle_transport_error(now, addr("127.0.0.2:5060"));
+    w.run_until(Duration::from_millis(300));
+    assert_eq!(
+        w.peers[1].invites, 1,
+        "the second trunk took the call at once"
+    );
+    assert_eq!(w.kinds(), vec!["answered t1"]);
+    assert_eq!(w.router.group().trunks[0].figures.attempts, 1);
 }

@@ -1,0 +1,84 @@
+//! TLS settings for SIP over TLS (RFC 3261 §26.2.1, RFC 5630): rustls with the ring
+//! provider only. Outbound connections check the peer's certificate against the roots
+//! given (by the trunk's host name when known, else by its IP address); TLS listeners
+//! present the appliance's certificate. Mutual TLS is not asked for.
+
+use crate::error::TransportError;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use std::sync::Arc;
+
+/// Client and (optionally) server TLS configuration.
+#[derive(Clone)]
+pub struct TlsSettings {
+    pub(crate) client: Arc<rustls::ClientConfig>,
+    pub(crate) server: Option<Arc<rustls::ServerConfig>>,
+}
+
+impl std::fmt::Debug for TlsSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsSettings")
+            .field("server", &self.server.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+impl TlsSettings {
+    /// Settings that trust the certificates in `roots_pem` (one or more PEM
+    /// certificates) for outbound connections, and with `identity` (certificate chain
+    /// PEM, private key PEM) serve TLS listeners.
+    pub fn new(
+        roots_pem: &[u8],
+        identity: Option<(&[u8], &[u8])>,
+    ) -> Result<TlsSettings, TransportError> {
+        let mut roots = rustls::RootCertStore::empty();
+        let mut count = 0;
+        for cert in CertificateDer::pem_slice_iter(roots_pem) {
+            let cert = cert.map_err(|e| TransportError::Tls(format!("root certificates: {e}")))?;
+            roots
+                .add(cert)
+                .map_err(|e| TransportError::Tls(format!("root certificate refused: {e}")))?;
+            count += 1;
+        }
+        if count == 0 {
+            return Err(TransportError::Tls(
+                "root certificates: no PEM certificate found".into(),
+            ));
+        }
+        let client = rustls::ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| TransportError::Tls(e.to_string()))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let server = match identity {
+            None => None,
+            Some((chain_pem, key_pem)) => {
+                let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(chain_pem)
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| TransportError::Tls(format!("certificate chain: {e}")))?;
+                if chain.is_empty() {
+                    return Err(TransportError::Tls(
+                        "certificate chain: no PEM certificate found".into(),
+                    ));
+                }
+                let key = PrivateKeyDer::from_pem_slice(key_pem)
+                    .map_err(|e| TransportError::Tls(format!("private key: {e}")))?;
+                let config = rustls::ServerConfig::builder_with_provider(provider())
+                    .with_safe_default_protocol_versions()
+                    .map_err(|e| TransportError::Tls(e.to_string()))?
+                    .with_no_client_auth()
+                    .with_single_cert(chain, key)
+                    .map_err(|e| TransportError::Tls(format!("certificate and key: {e}")))?;
+                Some(Arc::new(config))
+            }
+        };
+        Ok(TlsSettings {
+            client: Arc::new(client),
+            server,
+        })
+    }
+}
