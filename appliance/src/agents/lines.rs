@@ -617,8 +617,7 @@ impl Lines {
                 frame_samples: 160,
                 end_now: end_rx,
             };
-            let report = target.0.take_call(overflow).await;
-            tracing::info!(%call, disposition = %report.disposition, segments = report.recording_segments, "overflowed call done");
+            target.0.take_call(overflow).await;
             let _ = done.send(call);
         });
         line.media = CallerMedia::Overflow { end_now, task };

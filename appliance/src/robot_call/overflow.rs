@@ -78,6 +78,17 @@ impl PartialEq for OverflowTarget {
 
 impl Eq for OverflowTarget {}
 
+/// Where finished overflow calls are reported (the log has them too).
+pub type OverflowReports = mpsc::UnboundedSender<(CallId, OverflowReport)>;
+
+fn report(reports: &Option<OverflowReports>, call: CallId, r: OverflowReport) -> OverflowReport {
+    tracing::info!(%call, disposition = %r.disposition, segments = r.recording_segments, "overflowed call done");
+    if let Some(tx) = reports {
+        let _ = tx.send((call, r.clone()));
+    }
+    r
+}
+
 /// Recording for overflowed calls: the box's settings and segment store.
 pub type OverflowRecording = (ValidRecording, SqliteSegmentStore);
 
@@ -92,6 +103,7 @@ pub struct ScriptOverflow {
     script: Arc<RobotScript>,
     speech: Arc<SpeechCache>,
     recording: Option<OverflowRecording>,
+    reports: Option<OverflowReports>,
 }
 
 impl ScriptOverflow {
@@ -106,7 +118,14 @@ impl ScriptOverflow {
             script,
             speech,
             recording,
+            reports: None,
         }
+    }
+
+    /// Also sends each finished call's report to `reports`.
+    pub fn with_reports(mut self, reports: OverflowReports) -> ScriptOverflow {
+        self.reports = Some(reports);
+        self
     }
 }
 
@@ -132,8 +151,9 @@ impl InboundOverflow for ScriptOverflow {
             transfer: None,
         };
         let id = call.call;
+        let reports = self.reports.clone();
         Box::pin(async move {
-            match run_robot_call(robot, run).await {
+            let r = match run_robot_call(robot, run).await {
                 Ok(report) => OverflowReport {
                     disposition: report
                         .outcome
@@ -148,7 +168,8 @@ impl InboundOverflow for ScriptOverflow {
                         recording_segments: 0,
                     }
                 }
-            }
+            };
+            report(&reports, id, r)
         })
     }
 }
@@ -159,6 +180,7 @@ pub struct Voicemail {
     greeting: Prompt,
     max_message: Duration,
     recording: OverflowRecording,
+    reports: Option<OverflowReports>,
 }
 
 impl Voicemail {
@@ -168,7 +190,14 @@ impl Voicemail {
             greeting,
             max_message,
             recording,
+            reports: None,
         }
+    }
+
+    /// Also sends each finished call's report to `reports`.
+    pub fn with_reports(mut self, reports: OverflowReports) -> Voicemail {
+        self.reports = Some(reports);
+        self
     }
 
     /// Loads the greeting from an 8 kHz WAV file.
@@ -192,7 +221,11 @@ impl InboundOverflow for Voicemail {
         let greeting = self.greeting.clone();
         let max_message = self.max_message;
         let recorder = recorder_for(call.call, &Some(self.recording.clone()));
-        Box::pin(take_message(call, greeting, max_message, recorder))
+        let (id, reports) = (call.call, self.reports.clone());
+        Box::pin(async move {
+            let r = take_message(call, greeting, max_message, recorder).await;
+            report(&reports, id, r)
+        })
     }
 }
 
