@@ -64,10 +64,19 @@ async fn screened_call<P: AnsweredCallPlacement>(
     script: Option<&str>,
     robot: Option<&RobotPlacement>,
 ) -> (CallRecord, ScreenedAnswer) {
-    let callee = Callee::start(
-        "robot_callee.xml",
-        &callee_pcap(audio, &[], KeyStyle::Rfc4733),
-    );
+    screened_call_to("robot_callee.xml", audio, contact, screen, script, robot).await
+}
+
+/// As [`screened_call`], SIPp running `scenario`.
+async fn screened_call_to<P: AnsweredCallPlacement>(
+    scenario: &str,
+    audio: &[i16],
+    contact: u64,
+    screen: MachineScreen<P>,
+    script: Option<&str>,
+    robot: Option<&RobotPlacement>,
+) -> (CallRecord, ScreenedAnswer) {
+    let callee = Callee::start(scenario, &callee_pcap(audio, &[], KeyStyle::Rfc4733));
     let mut rig = Rig::new().await;
     let (tx, mut verdicts) = mpsc::unbounded_channel();
     let brief = robot_brief(script);
@@ -130,6 +139,34 @@ async fn a_short_hello_is_screened_as_a_person_and_reaches_the_inner_placement()
     println!(
         "connect delay added by the screen for a person: {} ms (decided on {} ms of audio)",
         verdict.waited_ms, verdict.decision.after_ms
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_callee_hanging_up_during_screening_is_reported_without_a_verdict() {
+    let screen = MachineScreen::new(
+        the_announcement(),
+        Arc::new(EndMachineCalls),
+        ScreenSettings::default(),
+    );
+    let (record, verdict) = screened_call_to(
+        "robot_callee_hangs_up.xml",
+        &line_noise(3_000),
+        4,
+        screen,
+        None,
+        None,
+    )
+    .await;
+    assert!(verdict.caller_hung_up, "{verdict:?}");
+    assert_eq!(verdict.decision.verdict, AmdVerdict::Unknown);
+    assert!(!verdict.machine());
+    assert_eq!(record.outcome, CallOutcome::AnsweredHuman);
+    assert_eq!(record.disposition.as_deref(), Some("caller_hangup"));
+    let talked = record.ended_at.0 - record.answered_at.unwrap().0;
+    assert!(
+        talked < 2_500,
+        "ended at the customer's BYE after 1 s: {talked} ms"
     );
 }
 

@@ -1,22 +1,31 @@
 //! Robot calls against SIPp as the customer, with the real espeak-ng: the dialer dials, the
 //! `RobotPlacement` runs the campaign's script on the answered call, SIPp plays the
 //! customer's side (a capture generated here: line noise and key presses) and expects our
-//! BYE; the call record in the outbox carries the script's disposition.
+//! BYE; the call record in the outbox carries the script's disposition. A transfer goes to
+//! the desk's hook (a stand-in here: the desk's adapter is not built yet) with the
+//! customer's audio.
 
 mod dialer_support;
 mod robot_support;
 
 use callgate_appliance::dialer::placement::Announcement;
+use callgate_appliance::media::LegAudio;
 use callgate_appliance::recording::RecordingSettings;
-use callgate_appliance::robot_call::{RobotPlacement, SpeechCache};
+use callgate_appliance::robot_call::{
+    AgentTransfer, RobotPlacement, SpeechCache, TransferRequest, TransferResult,
+};
+use callgate_common::ids::{AgentGroupId, AgentId};
 use callgate_common::wire::CallOutcome;
 use callgate_media::prompt::Prompt;
 use callgate_robot::EspeakNg;
 use dialer_support::Rig;
+use futures_util::future::BoxFuture;
 use robot_support::*;
 use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
 
 /// Greets the contact by name, asks for 1 or 2 (one retry), and hangs up with what they
 /// chose; silence ends as `no_response`.
@@ -252,4 +261,129 @@ async fn a_campaign_whose_script_is_refused_gets_the_announcement() {
         talked < 3_000,
         "the 0.7 s announcement, then BYE: {talked} ms"
     );
+}
+
+/// A desk stand-in behind the transfer hook: listens to the customer for a second, says
+/// something, and reports the agent and their disposition.
+struct DeskStandIn {
+    heard: mpsc::UnboundedSender<(AgentGroupId, usize, Option<String>)>,
+}
+
+impl AgentTransfer for DeskStandIn {
+    fn transfer(&self, request: TransferRequest) -> BoxFuture<'static, TransferResult> {
+        let heard = self.heard.clone();
+        Box::pin(async move {
+            let TransferRequest {
+                group,
+                mut audio,
+                variables,
+                ..
+            } = request;
+            let mut frames = 0;
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+            while let Ok(Some(a)) =
+                tokio::time::timeout_at(deadline, audio.from_customer.recv()).await
+            {
+                if matches!(a, LegAudio::Frame(_)) {
+                    frames += 1;
+                }
+            }
+            for _ in 0..25 {
+                if audio.to_customer.send(vec![3_000; 160]).await.is_err() {
+                    break;
+                }
+            }
+            let _ = heard.send((group, frames, variables.get("choice").cloned()));
+            TransferResult::Talked {
+                agent: AgentId(7),
+                disposition: Some("sale".into()),
+            }
+        })
+    }
+}
+
+const TRANSFER: &str = r#"
+format = 1
+name = "to an agent"
+version = 1
+start = "ask"
+
+[steps.ask]
+kind = "collect"
+prompt = { say = "Press 1 to speak to an agent." }
+max_digits = 1
+timeout_ms = 6000
+retries = 0
+valid = ["1"]
+into = "choice"
+next = "agent"
+on_no_input = "bye"
+on_invalid = "bye"
+
+[steps.agent]
+kind = "transfer"
+group = 2
+on_no_agent = "no_agent"
+
+[steps.no_agent]
+kind = "hangup"
+disposition = "no_agent"
+
+[steps.bye]
+kind = "hangup"
+disposition = "no_response"
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transfer_hands_the_customers_audio_to_the_desk_hook_and_records_its_agent() {
+    let pcap = callee_pcap(&line_noise(9_000), &[(2_000, '1')], KeyStyle::Rfc4733);
+    let callee = Callee::start("robot_callee.xml", &pcap);
+    let mut rig = Rig::new().await;
+    let placement = robot(rig.dir.path());
+    let (tx, mut heard) = mpsc::unbounded_channel();
+    placement.set_transfer(Some(Arc::new(DeskStandIn { heard: tx })));
+    let brief = robot_brief(Some(TRANSFER));
+    placement.set_campaign(brief_of(&brief)).unwrap();
+    let record = one_call(
+        &mut rig,
+        &callee,
+        Arc::new(placement),
+        brief,
+        one_contact(5, &[]),
+    )
+    .await;
+    let (group, frames, choice) = heard.try_recv().expect("the hook was called");
+    assert_eq!(group, AgentGroupId(2));
+    assert_eq!(
+        choice.as_deref(),
+        Some("1"),
+        "the script's variables go along"
+    );
+    assert!(
+        frames >= 30,
+        "the customer's audio reached the desk: {frames} frames in 1 s"
+    );
+    assert_eq!(record.agent, Some(AgentId(7)));
+    assert_eq!(record.disposition.as_deref(), Some("sale"));
+    assert_eq!(record.outcome, CallOutcome::AnsweredHuman);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transfer_without_a_desk_follows_on_no_agent() {
+    let pcap = callee_pcap(&line_noise(9_000), &[(2_000, '1')], KeyStyle::Rfc4733);
+    let callee = Callee::start("robot_callee.xml", &pcap);
+    let mut rig = Rig::new().await;
+    let placement = robot(rig.dir.path());
+    let brief = robot_brief(Some(TRANSFER));
+    placement.set_campaign(brief_of(&brief)).unwrap();
+    let record = one_call(
+        &mut rig,
+        &callee,
+        Arc::new(placement),
+        brief,
+        one_contact(6, &[]),
+    )
+    .await;
+    assert_eq!(record.disposition.as_deref(), Some("no_agent"));
+    assert_eq!(record.agent, None);
 }

@@ -11,9 +11,10 @@
 //!   `on_machine` (after the greeting ends: a run of silence), else the call ends at once.
 //!   Either way the attempt's outcome is `AnsweredMachine`.
 //!
-//! Every decision is also sent as a [`ScreenedAnswer`] to whoever listens (the dialer, so
-//! its pacer counts machine answers). Preview calls (an agent dialled and is on the line)
-//! are not screened.
+//! Every screened call is also reported once as a [`ScreenedAnswer`] to whoever listens
+//! (the dialer, so its pacer counts machine answers), a hang-up during screening as
+//! `Unknown` with `caller_hung_up`. Preview calls (an agent dialled and is on the line) are
+//! not screened and not reported.
 //!
 //! Must not: send SIP, or keep the leg once it hands the call on.
 
@@ -68,6 +69,15 @@ pub struct ScreenedAnswer {
     pub decision: AmdDecision,
     /// Wall time from the hand-over to the decision, ms (the connect delay the screen adds).
     pub waited_ms: u32,
+    /// The customer hung up before a decision (the decision is then `Unknown`).
+    pub caller_hung_up: bool,
+}
+
+impl ScreenedAnswer {
+    /// Whether the dialer should count the answer as a machine's.
+    pub fn machine(&self) -> bool {
+        self.decision.verdict == AmdVerdict::Machine
+    }
 }
 
 /// What a machine's call gets.
@@ -266,17 +276,7 @@ impl<P: AnsweredCallPlacement> AnsweredCallPlacement for MachineScreen<P> {
                 detector.poll_decision().is_some()
             })
             .await?;
-            if let Heard::HungUp = heard {
-                tracing::info!(call = %call.call, "the customer hung up during machine detection");
-                let segments = finish_recording(call.recorder.take(), call.call).await;
-                return Ok(Placement {
-                    outcome: CallOutcome::AnsweredHuman,
-                    agent: None,
-                    disposition: Some(DISPOSITION_HUNG_UP_IN_SCREEN.to_owned()),
-                    recording_segments: segments,
-                    quality: None,
-                });
-            }
+            let hung_up = matches!(heard, Heard::HungUp);
             let decision = detector.poll_decision().unwrap_or(AmdDecision {
                 verdict: AmdVerdict::Unknown,
                 reason: AmdReason::Deadline,
@@ -288,7 +288,24 @@ impl<P: AnsweredCallPlacement> AnsweredCallPlacement for MachineScreen<P> {
                 campaign: call.campaign,
                 decision,
                 waited_ms: started.elapsed().as_millis() as u32,
+                caller_hung_up: hung_up,
             };
+            // Every screened call reports once, so the dialer can hold its answer report
+            // for the verdict.
+            if let Some(v) = &verdicts {
+                let _ = v.send(screened);
+            }
+            if hung_up {
+                tracing::info!(call = %call.call, "the customer hung up during machine detection");
+                let segments = finish_recording(call.recorder.take(), call.call).await;
+                return Ok(Placement {
+                    outcome: CallOutcome::AnsweredHuman,
+                    agent: None,
+                    disposition: Some(DISPOSITION_HUNG_UP_IN_SCREEN.to_owned()),
+                    recording_segments: segments,
+                    quality: None,
+                });
+            }
             tracing::info!(call = %call.call, verdict = ?decision.verdict, reason = ?decision.reason, audio_ms = decision.after_ms, waited_ms = screened.waited_ms, "answer screened");
             metrics::counter!("callgate_robot_amd_total", "verdict" => match decision.verdict {
                 AmdVerdict::Human => "human",
@@ -296,9 +313,6 @@ impl<P: AnsweredCallPlacement> AnsweredCallPlacement for MachineScreen<P> {
                 AmdVerdict::Unknown => "unknown",
             })
             .increment(1);
-            if let Some(v) = &verdicts {
-                let _ = v.send(screened);
-            }
             if decision.verdict != AmdVerdict::Machine {
                 return inner.place(call).await;
             }
