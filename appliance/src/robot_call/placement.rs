@@ -125,14 +125,14 @@ impl RobotPlacement {
     }
 
     /// Takes a campaign brief: loads and validates its robot script (or forgets the
-    /// campaign's script when the brief has none). An older brief than the one held is
-    /// ignored. A refused script is logged, kept in [`RobotPlacement::statuses`], and
+    /// campaign's script when the brief has none). A brief no newer than the one held is
+    /// ignored (the driver may hand the same brief over after every store read). A refused script is logged, kept in [`RobotPlacement::statuses`], and
     /// returned as the error; the campaign's calls then get the announcement.
     pub fn set_campaign(&self, brief: &CampaignBrief) -> Result<(), RobotCallError> {
         let campaign = brief.campaign;
         if read(&self.shared.scripts)
             .get(&campaign)
-            .is_some_and(|s| s.brief_version > brief.version)
+            .is_some_and(|s| s.brief_version >= brief.version)
         {
             return Ok(());
         }
@@ -323,15 +323,16 @@ disposition = "done"
     }
 
     #[test]
-    fn a_good_script_replaces_a_refused_one_and_an_older_brief_is_ignored() {
+    fn a_good_script_replaces_a_refused_one_and_an_older_or_repeated_brief_is_ignored() {
         let p = placement();
         assert!(p.set_campaign(&brief(1, Some("format = 9"))).is_err());
         p.set_campaign(&brief(2, Some(GOOD))).unwrap();
         assert_eq!(p.script(CampaignId(5)).unwrap().version(), 2);
         assert!(p.set_campaign(&brief(1, Some("format = 9"))).is_ok());
+        assert!(p.set_campaign(&brief(2, Some("format = 9"))).is_ok());
         assert!(
             p.script(CampaignId(5)).is_some(),
-            "the older brief changed nothing"
+            "an older or the same brief changes nothing"
         );
         p.set_campaign(&brief(3, None)).unwrap();
         assert!(
