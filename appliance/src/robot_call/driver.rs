@@ -27,6 +27,8 @@ use tokio::sync::{mpsc, watch};
 
 /// How long the last queued frames may take to play out after the script hangs up.
 const PLAY_OUT_GRACE: Duration = Duration::from_millis(500);
+/// How long the transfer hook may take to let go after the caller hung up.
+const HOOK_RELEASE_GRACE: Duration = Duration::from_secs(5);
 
 /// What one robot call runs on.
 pub struct RobotRun {
@@ -104,6 +106,8 @@ pub async fn run_robot_call(robot: RobotCall, run: RobotRun) -> Result<RobotRunR
     let mut talking: Option<Transferring> = None;
     let (transfer_tx, mut transfer_rx) = mpsc::unbounded_channel::<TransferResult>();
     let mut caller_gone = *end_now.borrow();
+    let hook_release = tokio::time::sleep(Duration::from_secs(86_400));
+    tokio::pin!(hook_release);
     let mut leg_ended = false;
     if caller_gone {
         session.handle_caller_hangup(UnixMillis::now());
@@ -217,6 +221,10 @@ pub async fn run_robot_call(robot: RobotCall, run: RobotRun) -> Result<RobotRunR
                     break;
                 }
             }
+            () = &mut hook_release, if caller_gone => {
+                tracing::warn!(%call, "the transfer hook did not let go of a call whose customer hung up");
+                break;
+            }
             changed = end_now.changed(), if !caller_gone => {
                 if changed.is_err() || *end_now.borrow() {
                     caller_gone = true;
@@ -224,6 +232,7 @@ pub async fn run_robot_call(robot: RobotCall, run: RobotRun) -> Result<RobotRunR
                     if talking.is_none() {
                         break;
                     }
+                    hook_release.as_mut().reset(tokio::time::Instant::now() + HOOK_RELEASE_GRACE);
                 }
             }
         }
