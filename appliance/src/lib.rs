@@ -15,6 +15,7 @@
 //! - [`restart`]: a request to restart the daemon in place (after enrollment or reset);
 //! - [`dialer`]: the campaign executor (holdings, compliance gate, dial modes, calls);
 //! - [`agents`]: the roster, agent states, routing of answered calls, the inbound queue;
+//! - [`robot_call`]: robot scripts and answering-machine detection on answered calls;
 //!
 //! The board (LEDs, button, sensor, watchdog, tech audio port) is its own crate,
 //! `callgate-board` (`appliance/board/`), so the acceptance suite can use it without the
@@ -28,6 +29,7 @@ pub mod media;
 pub mod recording;
 pub mod reset;
 pub mod restart;
+pub mod robot_call;
 pub mod server;
 pub mod sip;
 pub mod store;

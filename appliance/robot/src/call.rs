@@ -148,6 +148,27 @@ impl RobotCall {
         script: Arc<RobotScript>,
         contact_fields: impl IntoIterator<Item = (String, String)>,
     ) -> RobotCall {
+        let start = script.start;
+        RobotCall::start_at(now, script, contact_fields, start)
+    }
+
+    /// Starts the script's `on_machine` step for a call an answering machine took (once its
+    /// greeting is over); `None` when the script leaves no message on machines.
+    pub fn start_on_machine(
+        now: UnixMillis,
+        script: Arc<RobotScript>,
+        contact_fields: impl IntoIterator<Item = (String, String)>,
+    ) -> Option<RobotCall> {
+        let start = script.on_machine?;
+        Some(RobotCall::start_at(now, script, contact_fields, start))
+    }
+
+    fn start_at(
+        now: UnixMillis,
+        script: Arc<RobotScript>,
+        contact_fields: impl IntoIterator<Item = (String, String)>,
+        start: StepIndex,
+    ) -> RobotCall {
         let mut vars = script.defaults().clone();
         vars.extend(contact_fields);
         let missing = script
@@ -155,7 +176,6 @@ impl RobotCall {
             .into_iter()
             .filter(|v| !vars.contains_key(v))
             .collect();
-        let start = script.start;
         let mut call = RobotCall {
             script,
             vars,

@@ -12,8 +12,9 @@
 //!   connects the caller, the agent hears the connect beep on the nailed-up leg and the two
 //!   legs are bridged ([`run_bridge`]); the caller's hang-up ends the bridge and the agent's
 //!   leg is re-opened on the same port for the next call.
-//! - **Overflow** ([`DeskOutput::Overflow`]) goes to [`OverflowRoute`]; today only
-//!   `HangUp` exists (voicemail recording and robot scripts are named there for later).
+//! - **Overflow** ([`DeskOutput::Overflow`]) goes to [`OverflowRoute`]: hang up, or hand
+//!   the caller's media to a robot script or voicemail (`crate::robot_call::overflow`),
+//!   hanging the caller up when it is done.
 //!
 //! - **Answered outbound calls** the dialer's placement hands over ([`LinesHandle::bridge_outbound`],
 //!   after the desk chose the agent): the agent hears the connect beep on the nailed-up leg,
@@ -54,9 +55,10 @@ use tokio::task::JoinHandle;
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum OverflowRoute {
-    /// The call is ended (the only route implemented so far; voicemail recording and robot
-    /// scripts will be further variants).
+    /// The call is ended.
     HangUp,
+    /// The caller's media goes to a robot script or voicemail; the call ends when it is done.
+    Robot(crate::robot_call::OverflowTarget),
 }
 
 /// How the lines behave.
@@ -247,6 +249,11 @@ enum CallerMedia {
         commands: mpsc::Sender<BridgeCommand>,
         task: JoinHandle<()>,
     },
+    /// With a robot script or voicemail after overflow; `end_now` tells it the caller left.
+    Overflow {
+        end_now: watch::Sender<bool>,
+        task: JoinHandle<()>,
+    },
     /// Between states (only while being changed).
     Moving,
 }
@@ -270,6 +277,8 @@ struct Lines {
     outbound: HashMap<CallId, mpsc::Sender<BridgeCommand>>,
     /// For bridge tasks to report their end.
     own: mpsc::UnboundedSender<LinesCommand>,
+    /// Overflowed calls whose robot script or voicemail is done.
+    overflow_done: mpsc::UnboundedSender<CallId>,
 }
 
 /// Runs the lines until `shutdown` turns true or the user agent stops. `desk_outputs` is
@@ -286,6 +295,7 @@ pub async fn run_agent_lines(
 ) {
     let own = handle.commands.clone();
     drop(handle);
+    let (overflow_done, mut overflow_finished) = mpsc::unbounded_channel();
     let mut lines = Lines {
         outbound: HashMap::new(),
         own,
@@ -297,6 +307,7 @@ pub async fn run_agent_lines(
         callers: HashMap::new(),
         others,
         session_id: u64::from(std::process::id()) << 16,
+        overflow_done,
     };
     loop {
         tokio::select! {
@@ -312,6 +323,12 @@ pub async fn run_agent_lines(
                 None => return,
             },
             Some(command) = commands.recv() => lines.on_command(command).await,
+            Some(call) = overflow_finished.recv() => {
+                if lines.callers.contains_key(&call) {
+                    lines.end_caller(call, true).await;
+                    lines.desk.call_ended(call);
+                }
+            }
             _ = shutdown.changed() => {
                 if *shutdown.borrow() {
                     return;
@@ -359,11 +376,12 @@ impl Lines {
                 }
             }
             DeskOutput::Overflow { call, group } if self.callers.contains_key(&call) => {
-                match self.settings.overflow {
+                match self.settings.overflow.clone() {
                     OverflowRoute::HangUp => {
                         tracing::warn!(%call, %group, "queued call overflowed; no voicemail or robot route yet, ending it");
                         self.end_caller(call, true).await;
                     }
+                    OverflowRoute::Robot(target) => self.overflow_to(call, group, target).await,
                 }
             }
             DeskOutput::AgentLost { call, agent } if self.callers.contains_key(&call) => {
@@ -769,6 +787,52 @@ impl Lines {
         self.desk.call_bridged(call);
     }
 
+    /// Hands an overflowed caller's media to a robot script or voicemail; the caller is hung
+    /// up when it is done (`overflow_done`).
+    async fn overflow_to(
+        &mut self,
+        call: CallId,
+        group: callgate_common::ids::AgentGroupId,
+        target: crate::robot_call::OverflowTarget,
+    ) {
+        let Some(line) = self.callers.get_mut(&call) else {
+            return;
+        };
+        let customer = match std::mem::replace(&mut line.media, CallerMedia::Moving) {
+            CallerMedia::Idle(rtp) => *rtp,
+            CallerMedia::Holding { stop, task, .. } => {
+                let _ = stop.send(());
+                match task.await {
+                    Ok(rtp) => rtp,
+                    Err(e) => {
+                        tracing::error!(%call, error = %e, "hold music task failed");
+                        return;
+                    }
+                }
+            }
+            other => {
+                line.media = other;
+                return;
+            }
+        };
+        let (end_now, end_rx) = watch::channel(false);
+        let done = self.overflow_done.clone();
+        tracing::info!(%call, %group, "queued call overflowed to a robot script or voicemail");
+        let task = tokio::spawn(async move {
+            let overflow = crate::robot_call::OverflowCall {
+                call,
+                group,
+                caller: None,
+                customer,
+                frame_samples: 160,
+                end_now: end_rx,
+            };
+            target.0.take_call(overflow).await;
+            let _ = done.send(call);
+        });
+        line.media = CallerMedia::Overflow { end_now, task };
+    }
+
     /// Ends a caller's media (and its SIP leg when `hang_up`); a bridged agent's line gets
     /// its media back on the same port.
     async fn end_caller(&mut self, call: CallId, hang_up: bool) {
@@ -792,6 +856,10 @@ impl Lines {
                 let _ = commands.send(BridgeCommand::Hangup).await;
                 let _ = task.await;
                 self.reopen_agent_media(agent).await;
+            }
+            CallerMedia::Overflow { end_now, task } => {
+                let _ = end_now.send(true);
+                let _ = task.await;
             }
             CallerMedia::Idle(_) | CallerMedia::Moving => {}
         }

@@ -668,3 +668,26 @@ proptest::proptest! {
         }
     }
 }
+
+#[test]
+fn a_machine_call_starts_at_on_machine_and_a_script_without_it_leaves_no_message() {
+    let text = EXAMPLE.replacen(
+        "start = \"greet\"",
+        "start = \"greet\"\non_machine = \"voicemail\"",
+        1,
+    ) + "\n[steps.voicemail]\nkind = \"say\"\ntext = \"Call us back, {{first_name}}.\"\nnext = \"left\"\n\n[steps.left]\nkind = \"hangup\"\ndisposition = \"machine_message_left\"\n";
+    let mut call =
+        RobotCall::start_on_machine(t(0), script(&text), fields(&[("first_name", "Ada")]))
+            .expect("the script leaves a message");
+    let said = drain(&mut call);
+    assert!(matches!(
+        &said[..],
+        [RobotAction::Say { step, text, .. }] if step == "voicemail" && text == "Call us back, Ada."
+    ));
+    call.handle_playback_finished(t(1_000), playback_of(&said));
+    assert!(matches!(
+        &drain(&mut call)[..],
+        [RobotAction::Hangup { disposition, .. }] if disposition == "machine_message_left"
+    ));
+    assert!(RobotCall::start_on_machine(t(0), script(EXAMPLE), fields(&[])).is_none());
+}

@@ -10,6 +10,8 @@
 //! start = "greet"
 //! voice = "en-us"            # optional: TTS voice for every `say`
 //! max_steps = 100            # optional: steps one call may run (default 200)
+//! on_machine = "voicemail"   # optional: where an answering machine's call starts (after
+//!                            # its greeting); without it a machine's call is ended
 //!
 //! [defaults]                 # optional: values for contact fields a contact lacks
 //! first_name = "there"
@@ -46,6 +48,15 @@
 //! kind = "hangup"
 //! disposition = "declined"
 //!
+//! [steps.voicemail]
+//! kind = "say"
+//! text = "Hello {{first_name}}, Acme Energy here. Please call us back."
+//! next = "left_message"
+//!
+//! [steps.left_message]
+//! kind = "hangup"
+//! disposition = "machine_message_left"
+//!
 //! [steps.goodbye]
 //! kind = "hangup"
 //! disposition = "no_response"
@@ -73,6 +84,10 @@ pub struct ScriptFile {
     /// Steps one call may run before it is hung up (default 200).
     #[serde(default)]
     pub max_steps: Option<u32>,
+    /// The step an answering machine's call starts at (after its greeting), to leave a
+    /// message; without it a machine's call is ended.
+    #[serde(default)]
+    pub on_machine: Option<String>,
     /// Values for variables a contact lacks.
     #[serde(default)]
     pub defaults: BTreeMap<String, String>,

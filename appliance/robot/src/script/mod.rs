@@ -182,6 +182,7 @@ pub struct RobotScript {
     defaults: BTreeMap<String, String>,
     pub(crate) steps: Vec<Step>,
     pub(crate) start: StepIndex,
+    pub(crate) on_machine: Option<StepIndex>,
 }
 
 impl RobotScript {
@@ -219,6 +220,11 @@ impl RobotScript {
     /// The TTS voice of `say` steps that name none (`None`: the engine's default).
     pub fn voice(&self) -> Option<&str> {
         self.voice.as_deref()
+    }
+
+    /// Whether the script leaves a message on answering machines (`on_machine`).
+    pub fn leaves_machine_message(&self) -> bool {
+        self.on_machine.is_some()
     }
 
     /// Steps one call may run before it is hung up.
@@ -366,6 +372,16 @@ impl Validator<'_> {
                 field: "start",
                 reason: format!("unknown step {:?}", f.start),
             })?;
+        let on_machine = f
+            .on_machine
+            .as_deref()
+            .map(|m| {
+                index.get(m).copied().ok_or_else(|| ScriptError::Field {
+                    field: "on_machine",
+                    reason: format!("unknown step {m:?}"),
+                })
+            })
+            .transpose()?;
         let mut steps = Vec::with_capacity(f.steps.len());
         for (id, spec) in &f.steps {
             steps.push(Step {
@@ -373,7 +389,7 @@ impl Validator<'_> {
                 kind: self.step(id, spec, &index)?,
             });
         }
-        check_reachable(&steps, start)?;
+        check_reachable(&steps, [start].into_iter().chain(on_machine))?;
         check_no_loop_without_input(&steps)?;
         Ok(RobotScript {
             name: f.name.clone(),
@@ -383,6 +399,7 @@ impl Validator<'_> {
             defaults: f.defaults.clone(),
             steps,
             start,
+            on_machine,
         })
     }
 
@@ -610,9 +627,12 @@ impl Validator<'_> {
     }
 }
 
-fn check_reachable(steps: &[Step], start: StepIndex) -> Result<(), ScriptError> {
+fn check_reachable(
+    steps: &[Step],
+    roots: impl IntoIterator<Item = StepIndex>,
+) -> Result<(), ScriptError> {
     let mut seen = vec![false; steps.len()];
-    let mut stack = vec![start];
+    let mut stack: Vec<StepIndex> = roots.into_iter().collect();
     while let Some(s) = stack.pop() {
         if std::mem::replace(&mut seen[s], true) {
             continue;

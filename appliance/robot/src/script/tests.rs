@@ -358,3 +358,25 @@ proptest::proptest! {
         }
     }
 }
+
+/// The example with a message for answering machines.
+fn with_machine_message(on_machine: &str) -> String {
+    EXAMPLE.replacen(
+        "start = \"greet\"",
+        &format!("start = \"greet\"\non_machine = \"{on_machine}\""),
+        1,
+    ) + "\n[steps.voicemail]\nkind = \"say\"\ntext = \"Please call Acme back.\"\nnext = \"left\"\n\n[steps.left]\nkind = \"hangup\"\ndisposition = \"machine_message_left\"\n"
+}
+
+#[test]
+fn steps_reached_only_from_on_machine_are_reachable() {
+    let s = load(&with_machine_message("voicemail")).unwrap();
+    assert!(s.leaves_machine_message());
+    assert!(!load(EXAMPLE).unwrap().leaves_machine_message());
+}
+
+#[test]
+fn an_unknown_on_machine_step_is_named() {
+    let e = error_text(&with_machine_message("voicemale"));
+    assert!(e.contains("on_machine") && e.contains("voicemale"), "{e}");
+}
