@@ -88,6 +88,7 @@ enum Command {
 #[derive(Debug)]
 pub struct DialerTask {
     commands: mpsc::UnboundedSender<Command>,
+    trunks: crate::sip::udp::TrunkControl,
     status: watch::Receiver<Vec<DialerStatus>>,
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
@@ -129,6 +130,7 @@ impl DialerTask {
             now,
         );
         let (commands, commands_rx) = mpsc::unbounded_channel();
+        let trunks = router.control();
         let (status_tx, status) = watch::channel(executor.statuses());
         let (stop, stop_rx) = watch::channel(false);
         let (done_tx, done_rx) = mpsc::unbounded_channel();
@@ -152,6 +154,7 @@ impl DialerTask {
         let task = tokio::spawn(driver.run(commands_rx, done_rx, stop_rx));
         Ok(DialerTask {
             commands,
+            trunks,
             status,
             stop,
             task,
@@ -161,6 +164,11 @@ impl DialerTask {
     /// Every campaign's status, updated as it changes (for the status page).
     pub fn status(&self) -> watch::Receiver<Vec<DialerStatus>> {
         self.status.clone()
+    }
+
+    /// The running trunk router's trunks, to read their health and replace them (web UI).
+    pub fn trunk_control(&self) -> crate::sip::udp::TrunkControl {
+        self.trunks.clone()
     }
 
     /// Reports an agent's availability (the agent desk calls this on every state change).

@@ -37,8 +37,7 @@ struct DiagnosticsPage {
 
 fn page_for(state: &WebState, csrf: &str, frame: PageFrame) -> DiagnosticsPage {
     let trunks: Vec<String> = state
-        .sip
-        .as_ref()
+        .sip_settings()
         .map(|s| s.trunks.iter().map(|t| t.name.clone()).collect())
         .unwrap_or_default();
     DiagnosticsPage {
@@ -129,7 +128,7 @@ pub(super) async fn test_call_submit(
     page.to = f.to.trim().to_string();
     page.ring_seconds = f.ring_seconds.trim().to_string();
     page.hold_seconds = f.hold_seconds.trim().to_string();
-    let Some(settings) = state.sip.as_ref() else {
+    let Some(settings) = state.sip_settings() else {
         page.page = page
             .page
             .error("SIP is not configured on this box (no [sip] section).");
@@ -144,7 +143,7 @@ pub(super) async fn test_call_submit(
     };
     tracing::info!(user = %session.username, trunk = %test.trunk, "test call from the web UI");
     let mut ladder = String::new();
-    let result = call::run(settings, &test, |line| ladder.push_str(line)).await;
+    let result = call::run(&settings, &test, |line| ladder.push_str(line)).await;
     page.ladder = ladder;
     page.outcome = Some(match result {
         Ok(TestCallOutcome::Completed) => "Answered and completed.".into(),
