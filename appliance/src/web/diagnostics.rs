@@ -4,6 +4,10 @@
 //! a few minutes: every SIP message the box sends or receives goes to the log (the Logs page
 //! filters it by trunk address or Call-ID), then the configured log level comes back.
 //!
+//! Also: ping to the carrier (ICMP through the system's `ping` from iputils-ping, its
+//! summary parsed) and the tech audio port's test (a tone played, then a second recorded and
+//! its level shown; needs the `alsa` build feature and the port itself).
+//!
 //! Must not: change the SIP configuration or touch calls in progress.
 
 use super::pages::{render, require_form_session, require_session, Guarded, PageFrame};
@@ -33,13 +37,30 @@ struct DiagnosticsPage {
     ladder: String,
     /// `Some(until)` while the SIP trace is on.
     trace_until: Option<String>,
+    /// The ping form's host (default: the first trunk's address) and the last result.
+    ping_host: String,
+    ping_hosts: Vec<String>,
+    ping_result: Option<String>,
+    /// The audio test's device and its last result.
+    audio_device: String,
+    audio_result: Option<String>,
 }
 
 fn page_for(state: &WebState, csrf: &str, frame: PageFrame) -> DiagnosticsPage {
-    let trunks: Vec<String> = state
-        .sip_settings()
+    let settings = state.sip_settings();
+    let trunks: Vec<String> = settings
+        .as_ref()
         .map(|s| s.trunks.iter().map(|t| t.name.clone()).collect())
         .unwrap_or_default();
+    let mut ping_hosts: Vec<String> = settings
+        .map(|s| {
+            s.trunks
+                .iter()
+                .map(|t| t.address.ip().to_string())
+                .collect()
+        })
+        .unwrap_or_default();
+    ping_hosts.dedup();
     DiagnosticsPage {
         page: frame,
         csrf: csrf.to_string(),
@@ -51,6 +72,11 @@ fn page_for(state: &WebState, csrf: &str, frame: PageFrame) -> DiagnosticsPage {
         outcome: None,
         ladder: String::new(),
         trace_until: state.sip_trace.until().map(super::status::utc_seconds),
+        ping_host: ping_hosts.first().cloned().unwrap_or_default(),
+        ping_hosts,
+        ping_result: None,
+        audio_device: "default".into(),
+        audio_result: None,
     }
 }
 
@@ -262,9 +288,362 @@ pub(super) async fn trace_submit(
     Ok(render(StatusCode::OK, &page))
 }
 
+/// What one ping run measured.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PingReport {
+    /// Echo requests sent.
+    pub transmitted: u32,
+    /// Replies received.
+    pub received: u32,
+    /// Loss in percent, as ping computed it.
+    pub loss_percent: f64,
+    /// Round-trip min/avg/max in ms, when any reply came.
+    pub rtt_ms: Option<(f64, f64, f64)>,
+}
+
+impl std::fmt::Display for PingReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} sent, {} received, {}% loss",
+            self.transmitted, self.received, self.loss_percent
+        )?;
+        match self.rtt_ms {
+            Some((min, avg, max)) => {
+                write!(f, "; round trip min/avg/max {min:.3}/{avg:.3}/{max:.3} ms")
+            }
+            None => write!(f, "; no reply"),
+        }
+    }
+}
+
+/// Why the ping could not be run or read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PingError {
+    /// The host field is empty or not a host name or IP literal.
+    #[error("Host: `{0}` is not a host name or IP address.")]
+    BadHost(String),
+    /// The name does not resolve on this box.
+    #[error("Host `{0}` is unknown: the box's DNS cannot resolve it (check the Network page).")]
+    UnknownHost(String),
+    /// `ping` is not on the box.
+    #[error("`ping` is not installed on this box (package iputils-ping).")]
+    NotInstalled,
+    /// ping failed for another reason, or printed no summary; its own words.
+    #[error("ping failed: {0}")]
+    Failed(String),
+}
+
+/// Reads ping's summary lines (`5 packets transmitted, 5 received, 0% packet loss, …` and
+/// `rtt min/avg/max/mdev = …/…/…/… ms`).
+pub fn parse_ping(output: &str) -> Result<PingReport, PingError> {
+    let summary = output
+        .lines()
+        .find(|l| l.contains("packets transmitted"))
+        .ok_or_else(|| PingError::Failed("no summary in ping's output".into()))?;
+    let mut transmitted = None;
+    let mut received = None;
+    let mut loss = None;
+    for part in summary.split(',') {
+        let part = part.trim();
+        let first = part.split_whitespace().next().unwrap_or("");
+        if part.ends_with("packets transmitted") {
+            transmitted = first.parse().ok();
+        } else if part.ends_with("received") {
+            received = first.parse().ok();
+        } else if part.ends_with("packet loss") {
+            loss = first.trim_end_matches('%').parse().ok();
+        }
+    }
+    let bad = || PingError::Failed(format!("unreadable summary `{summary}`"));
+    let rtt_ms = output
+        .lines()
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("rtt min/avg/max/mdev = ")
+                .or_else(|| l.trim().strip_prefix("round-trip min/avg/max/stddev = "))
+        })
+        .and_then(|v| {
+            let mut n = v
+                .trim_end_matches(" ms")
+                .split('/')
+                .map(|x| x.trim().parse::<f64>());
+            match (n.next(), n.next(), n.next()) {
+                (Some(Ok(a)), Some(Ok(b)), Some(Ok(c))) => Some((a, b, c)),
+                _ => None,
+            }
+        });
+    Ok(PingReport {
+        transmitted: transmitted.ok_or_else(bad)?,
+        received: received.ok_or_else(bad)?,
+        loss_percent: loss.ok_or_else(bad)?,
+        rtt_ms,
+    })
+}
+
+fn is_host(host: &str) -> bool {
+    !host.is_empty()
+        && host.len() <= 253
+        && !host.starts_with('-')
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-.:".contains(&b))
+}
+
+/// Pings `host` `count` times (0.2 s apart, 2 s wait for the last reply).
+pub async fn ping(host: &str, count: u32) -> Result<PingReport, PingError> {
+    let host = host.trim();
+    if !is_host(host) {
+        return Err(PingError::BadHost(host.to_string()));
+    }
+    let out = tokio::process::Command::new("ping")
+        .args([
+            "-n",
+            "-c",
+            &count.to_string(),
+            "-i",
+            "0.2",
+            "-W",
+            "2",
+            "--",
+            host,
+        ])
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .output()
+        .await
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => PingError::NotInstalled,
+            _ => PingError::Failed(e.to_string()),
+        })?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if [
+        "Name or service not known",
+        "No address associated",
+        "Temporary failure in name resolution",
+    ]
+    .iter()
+    .any(|m| stderr.contains(m))
+    {
+        return Err(PingError::UnknownHost(host.to_string()));
+    }
+    parse_ping(&stdout).map_err(|e| {
+        let said = stderr.trim();
+        if said.is_empty() {
+            e
+        } else {
+            PingError::Failed(said.to_string())
+        }
+    })
+}
+
+/// The ping form.
+#[derive(Deserialize)]
+pub(super) struct PingForm {
+    csrf: String,
+    host: String,
+}
+
+/// `POST /diagnostics/ping`: pings the carrier (or any host) five times.
+pub(super) async fn ping_submit(
+    State(state): State<WebState>,
+    headers: HeaderMap,
+    Form(f): Form<PingForm>,
+) -> Guarded {
+    let (_, session) = require_form_session(&state, &headers, &f.csrf).await?;
+    let mut page = page_for(
+        &state,
+        &session.csrf_token,
+        PageFrame::new(&state, Some(&session)),
+    );
+    page.ping_host = f.host.trim().to_string();
+    tracing::info!(user = %session.username, host = %page.ping_host, "ping from the web UI");
+    match ping(&f.host, 5).await {
+        Ok(report) => {
+            page.ping_result = Some(format!("{}: {report}", page.ping_host));
+            Ok(render(StatusCode::OK, &page))
+        }
+        Err(e) => {
+            let code = match e {
+                PingError::BadHost(_) | PingError::UnknownHost(_) => StatusCode::BAD_REQUEST,
+                _ => StatusCode::INTERNAL_SERVER_ERROR,
+            };
+            page.page = page.page.error(e);
+            Err(render(code, &page))
+        }
+    }
+}
+
+/// The tech-port audio test form.
+#[derive(Deserialize)]
+pub(super) struct AudioForm {
+    csrf: String,
+    device: String,
+}
+
+/// Plays a one-second 1 kHz tone on `device`, records a second from it, and says what it
+/// heard; or says why there is no tech port to test.
+pub async fn tech_audio_test(device: &str) -> Result<String, String> {
+    let device = device.trim().to_string();
+    if device.is_empty()
+        || device.len() > 64
+        || !device
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b":,_.-=".contains(&b))
+    {
+        return Err(format!(
+            "Device: `{device}` is not an ALSA device name (e.g. default, hw:0, plughw:1,0)."
+        ));
+    }
+    run_tech_audio(device).await
+}
+
+#[cfg(feature = "alsa")]
+async fn run_tech_audio(device: String) -> Result<String, String> {
+    use callgate_board::tech_audio;
+    let d = device.clone();
+    let result = tokio::task::spawn_blocking(move || {
+        let played = tech_audio::play_test_tone(&d, 1_000)?;
+        let heard = tech_audio::record(&d, 1_000)?;
+        Ok::<_, tech_audio::TechAudioError>((played, heard))
+    })
+    .await
+    .map_err(|e| format!("The audio test stopped: {e}."))?;
+    match result {
+        Ok((played, heard)) => {
+            let level = level_dbfs(&heard);
+            let verdict = if level < -60.0 {
+                "silence: is a headset plugged in and its microphone on?"
+            } else {
+                "sound was picked up"
+            };
+            Ok(format!(
+                "Played 1 s of 1 kHz tone on `{device}` ({played} frames) and recorded {:.1} s:                  level {} — {verdict}",
+                heard.len() as f64 / f64::from(tech_audio::SAMPLE_RATE),
+                if level.is_finite() {
+                    format!("{level:.1} dBFS")
+                } else {
+                    "-inf dBFS".into()
+                }
+            ))
+        }
+        Err(e) => Err(format!(
+            "No usable tech audio port on this box: {e}. Check that the headset port is              fitted and the device name is right."
+        )),
+    }
+}
+
+#[cfg(not(feature = "alsa"))]
+async fn run_tech_audio(_device: String) -> Result<String, String> {
+    Err("This firmware was built without tech audio port support (the `alsa` build          feature), so there is no tech port to test."
+        .into())
+}
+
+/// The RMS level of `samples` in dBFS (`-inf` for digital silence).
+pub fn level_dbfs(samples: &[i16]) -> f64 {
+    if samples.is_empty() {
+        return f64::NEG_INFINITY;
+    }
+    let sum: f64 = samples.iter().map(|s| f64::from(*s).powi(2)).sum();
+    let rms = (sum / samples.len() as f64).sqrt();
+    20.0 * (rms / 32_768.0).log10()
+}
+
+/// `POST /diagnostics/audio`: the tech-port audio test.
+pub(super) async fn audio_submit(
+    State(state): State<WebState>,
+    headers: HeaderMap,
+    Form(f): Form<AudioForm>,
+) -> Guarded {
+    let (_, session) = require_form_session(&state, &headers, &f.csrf).await?;
+    let mut page = page_for(
+        &state,
+        &session.csrf_token,
+        PageFrame::new(&state, Some(&session)),
+    );
+    page.audio_device = f.device.trim().to_string();
+    tracing::info!(user = %session.username, device = %page.audio_device, "tech audio test from the web UI");
+    match tech_audio_test(&f.device).await {
+        Ok(result) => {
+            page.audio_result = Some(result);
+            Ok(render(StatusCode::OK, &page))
+        }
+        Err(message) => {
+            page.page = page.page.error(message);
+            Err(render(StatusCode::BAD_REQUEST, &page))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pings_summary_is_read_with_and_without_replies() {
+        let ok = "PING 127.0.0.1 (127.0.0.1) 56(84) bytes of data.\n\
+                  64 bytes from 127.0.0.1: icmp_seq=1 ttl=64 time=0.065 ms\n\n\
+                  --- 127.0.0.1 ping statistics ---\n\
+                  5 packets transmitted, 4 received, 20% packet loss, time 803ms\n\
+                  rtt min/avg/max/mdev = 0.041/0.065/0.112/0.020 ms\n";
+        let r = parse_ping(ok).unwrap();
+        assert_eq!((r.transmitted, r.received), (5, 4));
+        assert_eq!(r.loss_percent, 20.0);
+        assert_eq!(r.rtt_ms, Some((0.041, 0.065, 0.112)));
+        assert_eq!(
+            r.to_string(),
+            "5 sent, 4 received, 20% loss; round trip min/avg/max 0.041/0.065/0.112 ms"
+        );
+        let lost = "--- 192.0.2.1 ping statistics ---\n\
+                    3 packets transmitted, 0 received, +3 errors, 100% packet loss, time 2002ms\n";
+        let r = parse_ping(lost).unwrap();
+        assert_eq!((r.received, r.loss_percent, r.rtt_ms), (0, 100.0, None));
+        assert!(r.to_string().ends_with("no reply"));
+        assert!(matches!(parse_ping("garbage"), Err(PingError::Failed(_))));
+    }
+
+    #[tokio::test]
+    async fn ping_refuses_option_like_hosts_and_names_unknown_ones() {
+        assert_eq!(ping("-f", 1).await, Err(PingError::BadHost("-f".into())));
+        assert_eq!(ping("a b", 1).await, Err(PingError::BadHost("a b".into())));
+        match ping("no-such-host.invalid", 1).await {
+            Err(PingError::UnknownHost(h)) => assert_eq!(h, "no-such-host.invalid"),
+            Err(PingError::NotInstalled) => panic!("scripts/setup installs iputils-ping"),
+            other => panic!("{other:?}"),
+        }
+        let r = ping("127.0.0.1", 2).await.unwrap();
+        assert_eq!((r.transmitted, r.received), (2, 2));
+        assert!(r.rtt_ms.is_some());
+    }
+
+    #[tokio::test]
+    async fn the_audio_test_names_a_bad_device_and_says_when_there_is_no_port() {
+        let e = tech_audio_test("hw:0; rm -rf /").await.unwrap_err();
+        assert!(e.starts_with("Device:"), "{e}");
+        if cfg!(feature = "alsa") {
+            let ok = tech_audio_test("null").await.unwrap();
+            assert!(
+                ok.contains("(8000 frames)") && ok.contains("silence"),
+                "{ok}"
+            );
+            let e = tech_audio_test("hw:97").await.unwrap_err();
+            assert!(e.starts_with("No usable tech audio port"), "{e}");
+        } else {
+            let e = tech_audio_test("default").await.unwrap_err();
+            assert!(e.contains("without tech audio port support"), "{e}");
+        }
+    }
+
+    #[test]
+    fn levels_are_in_dbfs() {
+        assert_eq!(level_dbfs(&[0; 80]), f64::NEG_INFINITY);
+        let full: Vec<i16> = (0..80)
+            .map(|i| if i % 2 == 0 { 32_767 } else { -32_768 })
+            .collect();
+        assert!(level_dbfs(&full).abs() < 0.01);
+    }
 
     fn form(trunk: &str, to: &str, ring: &str, hold: &str) -> TestCallForm {
         TestCallForm {
