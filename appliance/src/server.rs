@@ -168,6 +168,7 @@ pub async fn run(
                 .as_ref()
                 .is_some_and(|s| s.router.probe.is_some()),
             agents: None,
+            ..Default::default()
         };
         let ui = crate::web::WebUi::bind(&settings, source)?.with_engine(
             engine,

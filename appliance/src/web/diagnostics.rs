@@ -169,7 +169,12 @@ pub(super) async fn test_call_submit(
     };
     tracing::info!(user = %session.username, trunk = %test.trunk, "test call from the web UI");
     let mut ladder = String::new();
+    let shown = TestCallShown::new(
+        &state.engine.test_calls,
+        format!("test call to {} via {} (diagnostics)", test.to, test.trunk),
+    );
     let result = call::run(&settings, &test, |line| ladder.push_str(line)).await;
+    drop(shown);
     page.ladder = ladder;
     page.outcome = Some(match result {
         Ok(TestCallOutcome::Completed) => "Answered and completed.".into(),
@@ -179,6 +184,30 @@ pub(super) async fn test_call_submit(
         Err(e) => format!("The test call could not run: {e}."),
     });
     Ok(render(StatusCode::OK, &page))
+}
+
+/// A test call listed on the status page while it runs (removed when dropped, however
+/// the call ends).
+struct TestCallShown<'a> {
+    calls: &'a tokio::sync::watch::Sender<Vec<String>>,
+    what: String,
+}
+
+impl<'a> TestCallShown<'a> {
+    fn new(calls: &'a tokio::sync::watch::Sender<Vec<String>>, what: String) -> Self {
+        calls.send_modify(|c| c.push(what.clone()));
+        TestCallShown { calls, what }
+    }
+}
+
+impl Drop for TestCallShown<'_> {
+    fn drop(&mut self) {
+        self.calls.send_modify(|c| {
+            if let Some(i) = c.iter().position(|w| *w == self.what) {
+                c.remove(i);
+            }
+        });
+    }
 }
 
 /// The log directives that make the SIP engine log every message.

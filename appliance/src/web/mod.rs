@@ -182,7 +182,11 @@ impl WebUi {
         control: Option<crate::sip::udp::TrunkControl>,
     ) -> WebUi {
         let agents = engine.agents.clone().or(self.state.engine.agents.take());
-        self.state.engine = status::LiveEngine { agents, ..engine };
+        self.state.engine = status::LiveEngine {
+            agents,
+            test_calls: self.state.engine.test_calls.clone(),
+            ..engine
+        };
         self.state.sip_editor = sip.and_then(|sip| {
             match trunks::SipEditor::new(&self.state.data_dir, sip, control) {
                 Ok(editor) => Some(Arc::new(editor)),

@@ -416,6 +416,7 @@ async fn live_events(State(state): State<WebState>, headers: HeaderMap) -> Guard
     let wake = LiveWake {
         campaigns: state.status.campaigns.clone(),
         agents: state.engine.agents.as_ref().and_then(|a| a.agent_changes()),
+        test_calls: Some(state.engine.test_calls.subscribe()),
     };
     let source = (state.status.clone(), state.engine.clone());
     let stream = futures_util::stream::unfold(
@@ -438,10 +439,12 @@ async fn live_events(State(state): State<WebState>, headers: HeaderMap) -> Guard
 }
 
 /// What wakes the live stream before [`LIVE_INTERVAL`]: the dialer's campaigns (an
-/// attempt starts or ends) and the agent desk (an agent changes state).
+/// attempt starts or ends), the agent desk (an agent changes state) and the diagnostics
+/// page's test calls.
 struct LiveWake {
     campaigns: Option<tokio::sync::watch::Receiver<Vec<crate::dialer::executor::DialerStatus>>>,
     agents: Option<tokio::sync::watch::Receiver<u64>>,
+    test_calls: Option<tokio::sync::watch::Receiver<Vec<String>>>,
 }
 
 impl LiveWake {
@@ -461,6 +464,7 @@ impl LiveWake {
             () = tokio::time::sleep(LIVE_INTERVAL) => return,
             () = changed(&mut self.campaigns) => {}
             () = changed(&mut self.agents) => {}
+            () = changed(&mut self.test_calls) => {}
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

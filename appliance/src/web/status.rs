@@ -61,6 +61,9 @@ pub struct LiveEngine {
     pub probing: bool,
     /// The agent desk (default: the one given to [`super::WebUi::bind_with_agents`]).
     pub agents: Option<Arc<dyn AgentSource>>,
+    /// Test calls the diagnostics page is placing (on ports of their own, beside the
+    /// engine), each described; set by the UI itself.
+    pub(crate) test_calls: Arc<tokio::sync::watch::Sender<Vec<String>>>,
 }
 
 /// The trunks, each with its probe state and calls, joined with `; `.
@@ -189,6 +192,14 @@ impl StatusSource {
                 s.trunks = "SIP engine off (no [sip] section)".into();
                 s.calls = "none (SIP engine off)".into();
             }
+        }
+        let tests = engine.test_calls.borrow().clone();
+        if !tests.is_empty() {
+            s.calls = if s.calls.starts_with("none") {
+                tests.join("; ")
+            } else {
+                format!("{}; {}", s.calls, tests.join("; "))
+            };
         }
         s.agents = match &engine.agents {
             Some(desk) => describe_agents(&desk.agent_counts()),
