@@ -12,12 +12,19 @@
 
 use super::pages::{render, require_form_session, require_session, Guarded, PageFrame};
 use super::WebState;
+use crate::media::{run_audio_leg, LegReport, MediaError, RtpLeg};
 use crate::sip::call::{self, TestCall, TestCallOutcome};
 use askama::Template;
 use axum::extract::{Form, State};
 use axum::http::{HeaderMap, StatusCode};
 use callgate_common::time::UnixMillis;
+use callgate_media::g711::Codec;
+use callgate_media::sdp::{
+    accept_answer, create_offer, Direction as MediaDirection, LocalMedia, SessionDescription,
+};
+use callgate_media::tone::ToneGenerator;
 use serde::Deserialize;
+use std::net::IpAddr;
 use std::time::Duration;
 
 #[derive(Template)]
@@ -32,9 +39,10 @@ struct DiagnosticsPage {
     to: String,
     ring_seconds: String,
     hold_seconds: String,
-    /// The last run's result line and ladder.
+    /// The last run's result line, ladder and audio quality.
     outcome: Option<String>,
     ladder: String,
+    audio: Option<String>,
     /// `Some(until)` while the SIP trace is on.
     trace_until: Option<String>,
     /// The ping form's host (default: the first trunk's address) and the last result.
@@ -71,6 +79,7 @@ fn page_for(state: &WebState, csrf: &str, frame: PageFrame) -> DiagnosticsPage {
         hold_seconds: "2".into(),
         outcome: None,
         ladder: String::new(),
+        audio: None,
         trace_until: state.sip_trace.until().map(super::status::utc_seconds),
         ping_host: ping_hosts.first().cloned().unwrap_or_default(),
         ping_hosts,
@@ -173,7 +182,17 @@ pub(super) async fn test_call_submit(
         &state.engine.test_calls,
         format!("test call to {} via {} (diagnostics)", test.to, test.trunk),
     );
-    let result = call::run(&settings, &test, |line| ladder.push_str(line)).await;
+    let mut audio = TestCallAudio::prepare(&settings, &test).await;
+    let offer = audio.offer_body();
+    let result = call::run_with_offer(
+        &settings,
+        &test,
+        offer,
+        |answer| audio.answered(&answer, test.hold),
+        |line| ladder.push_str(line),
+    )
+    .await;
+    page.audio = audio.report(test.hold).await;
     drop(shown);
     page.ladder = ladder;
     page.outcome = Some(match result {
@@ -184,6 +203,182 @@ pub(super) async fn test_call_submit(
         Err(e) => format!("The test call could not run: {e}."),
     });
     Ok(render(StatusCode::OK, &page))
+}
+
+/// The test call's media: an RTP leg on an ephemeral port pair beside the engine's range;
+/// once the call is answered it sends a 1 kHz tone for the hold time and measures what comes
+/// back (loss and jitter as received, RTCP from the far end, an E-model MOS).
+struct TestCallAudio {
+    offer: Option<SessionDescription>,
+    sockets: Option<(tokio::net::UdpSocket, tokio::net::UdpSocket)>,
+    leg: Option<tokio::task::JoinHandle<Result<LegReport, MediaError>>>,
+    /// Why there is no audio measurement.
+    problem: Option<String>,
+}
+
+/// Binds an RTP/RTCP pair (even port, the next one up) on `ip`, ports chosen by the system.
+fn bind_pair(ip: IpAddr) -> std::io::Result<(tokio::net::UdpSocket, tokio::net::UdpSocket)> {
+    for _ in 0..64 {
+        let rtp = std::net::UdpSocket::bind((ip, 0))?;
+        let port = rtp.local_addr()?.port();
+        if port % 2 != 0 || port == u16::MAX {
+            continue;
+        }
+        let Ok(rtcp) = std::net::UdpSocket::bind((ip, port + 1)) else {
+            continue;
+        };
+        rtp.set_nonblocking(true)?;
+        rtcp.set_nonblocking(true)?;
+        return Ok((
+            tokio::net::UdpSocket::from_std(rtp)?,
+            tokio::net::UdpSocket::from_std(rtcp)?,
+        ));
+    }
+    Err(std::io::Error::other("no free even/odd UDP port pair"))
+}
+
+impl TestCallAudio {
+    async fn prepare(settings: &crate::sip::config::SipSettings, test: &TestCall) -> Self {
+        let mut ip = settings.listen.ip();
+        if ip.is_unspecified() {
+            // The address the system would use towards the carrier (no packet is sent).
+            let towards = settings
+                .trunks
+                .iter()
+                .find(|t| t.name == test.trunk)
+                .map(|t| t.address);
+            if let Some(addr) = towards {
+                if let Ok(probe) = std::net::UdpSocket::bind((ip, 0)) {
+                    if probe.connect(addr).is_ok() {
+                        if let Ok(local) = probe.local_addr() {
+                            ip = local.ip();
+                        }
+                    }
+                }
+            }
+        }
+        let sockets = match bind_pair(ip) {
+            Ok(s) => s,
+            Err(e) => {
+                return TestCallAudio {
+                    offer: None,
+                    sockets: None,
+                    leg: None,
+                    problem: Some(format!("no media port for the test call: {e}")),
+                }
+            }
+        };
+        let rtp_port = sockets.0.local_addr().map(|a| a.port()).unwrap_or(0);
+        let offer = create_offer(&LocalMedia {
+            address: ip,
+            rtp_port,
+            codecs: vec![Codec::Pcmu, Codec::Pcma],
+            telephone_event: false,
+            ptime_ms: 20,
+            direction: MediaDirection::SendRecv,
+            session_id: u64::from(rtp_port),
+            session_version: 1,
+            srtp: None,
+        });
+        TestCallAudio {
+            offer: Some(offer),
+            sockets: Some(sockets),
+            leg: None,
+            problem: None,
+        }
+    }
+
+    /// The SDP offer (a media-less one when no port could be bound).
+    fn offer_body(&self) -> Vec<u8> {
+        match &self.offer {
+            Some(o) => o.to_string().into_bytes(),
+            None => b"v=0\r\no=callgate 1 1 IN IP4 0.0.0.0\r\ns=test call\r\nc=IN IP4 0.0.0.0\r\nt=0 0\r\nm=audio 0 RTP/AVP 0 8\r\n".to_vec(),
+        }
+    }
+
+    /// The call was answered with `body`: start the leg for `hold`.
+    fn answered(&mut self, body: &[u8], hold: Duration) {
+        let (Some(offer), Some(sockets)) = (&self.offer, self.sockets.take()) else {
+            return;
+        };
+        let negotiated = std::str::from_utf8(body)
+            .map_err(|e| e.to_string())
+            .and_then(|text| SessionDescription::parse(text).map_err(|e| e.to_string()))
+            .and_then(|answer| accept_answer(offer, &answer).map_err(|e| e.to_string()));
+        let audio = match negotiated {
+            Ok(a) => a,
+            Err(e) => {
+                self.problem = Some(format!("the answer's SDP could not be used: {e}"));
+                return;
+            }
+        };
+        let leg = match RtpLeg::new(sockets, &audio) {
+            Ok(leg) => leg.with_rtcp_interval(Duration::from_secs(1)),
+            Err(e) => {
+                self.problem = Some(format!("no media leg: {e}"));
+                return;
+            }
+        };
+        let frame = audio.ptime_ms.max(10) as usize * 8;
+        let frames = (hold.as_millis() as usize / (frame / 8)).max(1);
+        let (out_tx, out_rx) = tokio::sync::mpsc::channel(frames);
+        let mut tone = ToneGenerator::new(1_000.0, 8_000);
+        for _ in 0..frames {
+            let _ = out_tx.try_send(tone.next_samples(frame));
+        }
+        drop(out_tx);
+        let (in_tx, mut in_rx) = tokio::sync::mpsc::channel(64);
+        tokio::spawn(async move { while in_rx.recv().await.is_some() {} });
+        self.leg = Some(tokio::spawn(run_audio_leg(leg, out_rx, in_tx)));
+    }
+
+    /// What the leg measured, once it ended; `None` when the call was not answered.
+    async fn report(self, hold: Duration) -> Option<String> {
+        if let Some(problem) = self.problem {
+            return Some(format!("Audio not measured: {problem}."));
+        }
+        let leg = self.leg?;
+        match tokio::time::timeout(hold + Duration::from_secs(5), leg).await {
+            Ok(Ok(Ok(report))) => Some(describe_audio(&report)),
+            Ok(Ok(Err(e))) => Some(format!("Audio not measured: the media leg failed: {e}.")),
+            Ok(Err(e)) => Some(format!("Audio not measured: the media leg stopped: {e}.")),
+            Err(_) => Some("Audio not measured: the media leg did not finish.".into()),
+        }
+    }
+}
+
+/// One line on the test call's audio: what we sent, what came back, what the far end's
+/// RTCP said, and the MOS estimate.
+pub fn describe_audio(r: &LegReport) -> String {
+    let sent = format!("Audio: sent {} packets of a 1 kHz tone", r.packets_sent);
+    let remote = match &r.remote_reception {
+        Some(rr) => format!(
+            "the far end's RTCP reports {:.1}% of ours lost, jitter {:.1} ms{}",
+            rr.fraction_lost * 100.0,
+            rr.jitter_ms,
+            rr.round_trip
+                .map(|t| format!(", round trip {:.1} ms", t.as_secs_f64() * 1_000.0))
+                .unwrap_or_default()
+        ),
+        None => "no RTCP report came from the far end".into(),
+    };
+    if r.receive.received == 0 {
+        return format!(
+            "{sent}; no audio came back from the far end (it sent no RTP), so there is no \
+             quality estimate; {remote}."
+        );
+    }
+    let expected = r.receive.expected.max(r.receive.received);
+    let lost = r.receive.lost.max(0) as f64;
+    format!(
+        "{sent}; received {} of {expected} packets ({:.1}% lost), jitter {:.1} ms; {remote}; \
+         estimated MOS {:.2} (R {:.0}).",
+        r.receive.received,
+        lost * 100.0 / expected as f64,
+        r.receive.jitter_ms,
+        r.quality.mos,
+        r.quality.r_factor
+    )
 }
 
 /// A test call listed on the status page while it runs (removed when dropped, however
