@@ -68,6 +68,8 @@ pub async fn run(
     config: ValidConfig,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<RunExit, ServerError> {
+    let mut config = config;
+    crate::web::trunks::apply_overlay(&mut config);
     let restart = crate::restart::RestartSwitch::new();
     let metrics = observe::install_metrics();
     let store = Store::open(&config.raw.appliance.data_dir).await?;
@@ -194,7 +196,23 @@ pub async fn run(
             outbox: sync.outbox.clone(),
             campaigns: dialer.as_ref().map(|d| d.status()),
         };
-        let ui = crate::web::WebUi::bind_with_agents(&settings, source, desk.clone())?;
+        let trunks = dialer.as_ref().map(|d| d.trunk_control());
+        let engine = crate::web::status::LiveEngine {
+            trunks: trunks
+                .clone()
+                .map(|t| Arc::new(t) as Arc<dyn crate::web::status::TrunkSource>),
+            probing: config
+                .sip
+                .as_ref()
+                .is_some_and(|s| s.router.probe.is_some()),
+            agents: None,
+            ..Default::default()
+        };
+        let ui = crate::web::WebUi::bind_with_agents(&settings, source, desk.clone())?.with_engine(
+            engine,
+            config.raw.sip.clone(),
+            trunks,
+        );
         let web_addr = ui.local_addr().map_err(ServerError::Serve)?;
         tracing::info!(
             url = %format!("https://{web_addr}/"),

@@ -210,3 +210,147 @@ async fn the_sip_trace_puts_every_message_in_the_log_only_while_it_is_on() {
     let (ok, errors) = sipp.passed().await;
     assert!(ok, "{errors}");
 }
+
+#[tokio::test]
+async fn ping_reports_replies_and_names_an_unknown_host_and_the_audio_test_says_what_it_found() {
+    let sipp = Sipp::start(&["-sn", "uas"]);
+    let b = Appliance::start_with(&sip_section(sipp.addr)).await;
+    b.set_up().await;
+    let cookie = b.log_in().await;
+    let html = b
+        .get("/diagnostics", Some(&cookie))
+        .await
+        .text()
+        .await
+        .unwrap();
+    // The carrier's address is offered, and pinged.
+    assert!(html.contains("name=\"host\" value=\"127.0.0.1\""), "{html}");
+    let csrf = csrf_of(&html);
+    let ping = |host: &'static str| {
+        let (b, cookie, csrf) = (&b, cookie.clone(), csrf.clone());
+        async move {
+            let r = b
+                .post(
+                    "/diagnostics/ping",
+                    Some(&cookie),
+                    &[("csrf", &csrf), ("host", host)],
+                )
+                .await;
+            (r.status(), r.text().await.unwrap())
+        }
+    };
+    let (status, html) = ping("127.0.0.1").await;
+    assert_eq!(status, StatusCode::OK, "{html}");
+    assert!(
+        html.contains("127.0.0.1: 5 sent, 5 received, 0% loss; round trip min/avg/max"),
+        "{html}"
+    );
+    let (status, html) = ping("carrier.invalid").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        html.contains("Host `carrier.invalid` is unknown: the box&#x27;s DNS cannot resolve it")
+            || html
+                .contains("Host `carrier.invalid` is unknown: the box&#39;s DNS cannot resolve it"),
+        "{html}"
+    );
+    let (status, html) = ping("-f").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(html.contains("Host: `-f` is not a host name"), "{html}");
+
+    // The tech port: ALSA's `null` device stands in for a headset where the build has ALSA;
+    // without the feature the page says there is no port to test.
+    let device = if cfg!(feature = "alsa") {
+        "null"
+    } else {
+        "default"
+    };
+    let r = b
+        .post(
+            "/diagnostics/audio",
+            Some(&cookie),
+            &[("csrf", &csrf), ("device", device)],
+        )
+        .await;
+    let (status, html) = (r.status(), r.text().await.unwrap());
+    if cfg!(feature = "alsa") {
+        assert_eq!(status, StatusCode::OK, "{html}");
+        assert!(
+            html.contains("Played 1 s of 1 kHz tone on `null`"),
+            "{html}"
+        );
+    } else {
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(
+            html.contains("built without tech audio port support"),
+            "{html}"
+        );
+    }
+    drop(sipp);
+}
+
+#[tokio::test]
+async fn the_test_call_measures_its_audio_against_an_echoing_carrier() {
+    // SIPp answers and echoes our RTP back.
+    let media = loop {
+        let p = free_udp_port();
+        if p % 2 == 0 && p < 65_000 && std::net::UdpSocket::bind(("127.0.0.1", p + 2)).is_ok() {
+            break p;
+        }
+    };
+    let sipp = Sipp::start_on(
+        free_udp_port(),
+        &["-sn", "uas", "-rtp_echo", "-mi", "127.0.0.1"],
+        &["-m", "1", "-mp", &media.to_string()],
+    );
+    let b = Appliance::start_with(&sip_section(sipp.addr)).await;
+    b.set_up().await;
+    let cookie = b.log_in().await;
+    let html = b
+        .get("/diagnostics", Some(&cookie))
+        .await
+        .text()
+        .await
+        .unwrap();
+    let csrf = csrf_of(&html);
+    let r = b
+        .post(
+            "/diagnostics/call",
+            Some(&cookie),
+            &[
+                ("csrf", csrf.as_str()),
+                ("trunk", "carrier"),
+                ("to", "4930555"),
+                ("ring_seconds", "10"),
+                ("hold_seconds", "3"),
+            ],
+        )
+        .await;
+    let html = r.text().await.unwrap();
+    assert!(html.contains("Answered and completed."), "{html}");
+    let at = html.find("<p id=\"call-audio\">").expect("an audio line") + 19;
+    let line = &html[at..at + html[at..].find("</p>").unwrap()];
+    // ~150 packets in 3 s at 20 ms; the echo comes back over loopback.
+    let sent: u32 = line
+        .strip_prefix("Audio: sent ")
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{line}"));
+    assert!((120..=160).contains(&sent), "{line}");
+    let lost: f64 = line
+        .split("packets (")
+        .nth(1)
+        .and_then(|r| r.split('%').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no receive figures: {line}"));
+    assert!(lost < 5.0, "{line}");
+    let mos: f64 = line
+        .split("estimated MOS ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no MOS: {line}"));
+    assert!((4.0..=4.5).contains(&mos), "{line}");
+    assert!(line.contains("jitter"), "{line}");
+    let (ok, errors) = sipp.passed().await;
+    assert!(ok, "{errors}");
+}

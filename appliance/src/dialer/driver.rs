@@ -167,6 +167,7 @@ impl DialerControl {
 #[derive(Debug)]
 pub struct DialerTask {
     control: DialerControl,
+    trunks: crate::sip::udp::TrunkControl,
     status: watch::Receiver<Vec<DialerStatus>>,
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
@@ -240,6 +241,7 @@ impl DialerTask {
             .recording
             .as_ref()
             .map(|_| SqliteSegmentStore::new(pool.clone()));
+        let trunks = router.control();
         let driver = Driver {
             settings,
             pool,
@@ -257,6 +259,7 @@ impl DialerTask {
         let task = tokio::spawn(driver.run(commands_rx, done_rx, stop_rx));
         Ok(DialerTask {
             control,
+            trunks,
             status,
             stop,
             task,
@@ -266,6 +269,11 @@ impl DialerTask {
     /// Every campaign's status, updated as it changes (for the status page).
     pub fn status(&self) -> watch::Receiver<Vec<DialerStatus>> {
         self.status.clone()
+    }
+
+    /// The running trunk router's trunks, to read their health and replace them (web UI).
+    pub fn trunk_control(&self) -> crate::sip::udp::TrunkControl {
+        self.trunks.clone()
     }
 
     /// Reports an agent's availability (the agent desk calls this on every state change).

@@ -71,6 +71,23 @@ fn ladder_line(start: Instant, w: &WireRecord, trace: bool) -> String {
 pub async fn run(
     settings: &SipSettings,
     call: &TestCall,
+    print: impl FnMut(&str),
+) -> Result<TestCallOutcome, TestCallError> {
+    let ip = settings.listen.ip();
+    let sdp = format!(
+        "v=0\r\no=callgate 1 1 IN IP4 {ip}\r\ns=test call\r\nc=IN IP4 {ip}\r\nt=0 0\r\nm=audio 40000 RTP/AVP 0 8\r\n"
+    )
+    .into_bytes();
+    run_with_offer(settings, call, sdp, |_| {}, print).await
+}
+
+/// Like [`run`], offering `sdp` and handing the answer's body to `on_answer` the moment the
+/// call is answered (the diagnostics page starts its media leg there).
+pub async fn run_with_offer(
+    settings: &SipSettings,
+    call: &TestCall,
+    sdp: Vec<u8>,
+    mut on_answer: impl FnMut(Vec<u8>),
     mut print: impl FnMut(&str),
 ) -> Result<TestCallOutcome, TestCallError> {
     let trunk = settings
@@ -105,11 +122,6 @@ pub async fn run(
         return Err(DriverError::Stopped.into());
     };
     let start = Instant::now();
-    let sdp = format!(
-        "v=0\r\no=callgate 1 1 IN IP4 {ip}\r\ns=test call\r\nc=IN IP4 {ip}\r\nt=0 0\r\nm=audio 40000 RTP/AVP 0 8\r\n",
-        ip = bind.ip()
-    )
-    .into_bytes();
     let attempt = router.dial(&call.to, sdp, Some(call.ring_timeout)).await?;
     let stall = call.ring_timeout + call.hold + Duration::from_secs(40);
     let mut outcome = None;
@@ -128,7 +140,8 @@ pub async fn run(
                 }
             }
             e = router.next_event() => match e {
-                Some(DialEvent::Answered { .. }) => {
+                Some(DialEvent::Answered { body, .. }) => {
+                    on_answer(body);
                     print(&format!("answered; holding {:?}\n", call.hold));
                     hangup_at = Some(tokio::time::Instant::now() + call.hold);
                 }

@@ -14,7 +14,7 @@ use callgate_sip::transaction::Transmit;
 use callgate_sip::trunk::router::{
     AttemptId, DialEvent, OutboundRouter, RouterConfig, RouterOutput,
 };
-use callgate_sip::trunk::{TrunkGroup, TrunkState};
+use callgate_sip::trunk::{Trunk, TrunkGroup, TrunkState};
 use callgate_sip::uri::Uri;
 use std::fmt::Debug;
 use std::net::SocketAddr;
@@ -377,6 +377,7 @@ enum RouterCommand {
     HangUp(AttemptId),
     Trunks(oneshot::Sender<Vec<TrunkState>>),
     SetInbound(InboundPolicy),
+    ReplaceTrunks(Vec<Trunk>, oneshot::Sender<()>),
 }
 
 impl SipCore for OutboundRouter {
@@ -409,7 +410,11 @@ impl SipCore for OutboundRouter {
             }
             RouterCommand::HangUp(a) => self.hang_up(now, a),
             RouterCommand::Trunks(reply) => {
-                let _ = reply.send(self.group().trunks.clone());
+                let _ = reply.send(self.in_service().to_vec());
+            }
+            RouterCommand::ReplaceTrunks(trunks, done) => {
+                self.replace_trunks(now, trunks);
+                let _ = done.send(());
             }
             RouterCommand::SetInbound(policy) => self.set_inbound_policy(policy),
         }
@@ -482,6 +487,14 @@ impl UdpTrunkRouter {
         rx.await.map_err(|_| DriverError::Stopped)
     }
 
+    /// A handle that reads and replaces the trunks while the router runs (for the web UI's
+    /// status and trunk pages).
+    pub fn control(&self) -> TrunkControl {
+        TrunkControl {
+            commands: self.0.commands.clone(),
+        }
+    }
+
     /// The next event; `None` once the driver has stopped.
     pub async fn next_event(&mut self) -> Option<DialEvent> {
         self.0.events.recv().await
@@ -490,5 +503,32 @@ impl UdpTrunkRouter {
     /// The log of messages on the wire (once; only when started with `trace`).
     pub fn take_wire(&mut self) -> Option<mpsc::UnboundedReceiver<WireRecord>> {
         self.0.wire.take()
+    }
+}
+
+/// Reads and replaces a running [`UdpTrunkRouter`]'s trunks; clones share the router.
+#[derive(Debug, Clone)]
+pub struct TrunkControl {
+    commands: mpsc::UnboundedSender<RouterCommand>,
+}
+
+impl TrunkControl {
+    /// The trunks in service with their probe health, calls up and figures.
+    pub async fn trunks(&self) -> Result<Vec<TrunkState>, DriverError> {
+        let (reply, rx) = oneshot::channel();
+        self.commands
+            .send(RouterCommand::Trunks(reply))
+            .map_err(|_| DriverError::Stopped)?;
+        rx.await.map_err(|_| DriverError::Stopped)
+    }
+
+    /// Replaces the trunks (a reload) without touching calls in progress; returns once the
+    /// router uses the new list (see `OutboundRouter::replace_trunks`).
+    pub async fn replace_trunks(&self, trunks: Vec<Trunk>) -> Result<(), DriverError> {
+        let (done, rx) = oneshot::channel();
+        self.commands
+            .send(RouterCommand::ReplaceTrunks(trunks, done))
+            .map_err(|_| DriverError::Stopped)?;
+        rx.await.map_err(|_| DriverError::Stopped)
     }
 }

@@ -381,21 +381,21 @@ impl Sessions {
         check_username(username)?;
         check_new_password(username, password, confirm, Some(code.as_str()))?;
         let hash = hash_password(password);
-        let mut tx = self.pool.begin().await?;
-        let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM web_admin")
-            .fetch_one(&mut *tx)
-            .await?;
-        if n > 0 {
+        // One statement, so SQLite takes the write lock before it reads: a read-then-write
+        // transaction fails at once (SQLITE_BUSY_SNAPSHOT) when another writer, such as the
+        // dialer settling its store at start, committed in between.
+        let inserted = sqlx::query(
+            "INSERT INTO web_admin SELECT ?, ?, ?, ? WHERE NOT EXISTS (SELECT 1 FROM web_admin)",
+        )
+        .bind(username)
+        .bind(hash)
+        .bind(now.0)
+        .bind(now.0)
+        .execute(&self.pool)
+        .await?;
+        if inserted.rows_affected() == 0 {
             return Err(AccountError::AlreadySetUp);
         }
-        sqlx::query("INSERT INTO web_admin VALUES (?, ?, ?, ?)")
-            .bind(username)
-            .bind(hash)
-            .bind(now.0)
-            .bind(now.0)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
         Ok(())
     }
 

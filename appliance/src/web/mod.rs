@@ -12,7 +12,8 @@
 //! Rooms: [`auth`] (accounts, sessions, login throttling), [`tls`] (the certificate),
 //! [`status`] (what the pages show), [`pages`] (the handlers and templates), [`cloud`]
 //! (the cloud-link page and enrollment by claim code), [`logs`] (recent log lines),
-//! [`diagnostics`] (a test call with its SIP ladder).
+//! [`diagnostics`] (a test call with its SIP ladder), [`trunks`] (the trunk and phone
+//! editor, written as a config overlay and applied to the running engine).
 //! Must not: change call handling or the store's call data; it reads the daemon's state and
 //! calls its documented controls only.
 
@@ -24,6 +25,7 @@ pub mod logs;
 pub mod pages;
 pub mod status;
 pub mod tls;
+pub mod trunks;
 
 use auth::{LoginThrottle, SessionPolicy, Sessions, SetupCode, ThrottlePolicy};
 use status::StatusSource;
@@ -70,6 +72,18 @@ pub struct WebState {
     pub(crate) sip_trace: diagnostics::SipTraceSwitch,
     pub(crate) agents: Option<crate::agents::service::AgentDeskService>,
     pub(crate) agent_throttle: Arc<Mutex<LoginThrottle>>,
+    pub(crate) engine: status::LiveEngine,
+    pub(crate) sip_editor: Option<Arc<trunks::SipEditor>>,
+}
+
+impl WebState {
+    /// The SIP settings in force now (after the trunk editor's last change).
+    pub(crate) fn sip_settings(&self) -> Option<crate::sip::config::SipSettings> {
+        match &self.sip_editor {
+            Some(editor) => Some(editor.settings()),
+            None => self.sip.clone(),
+        }
+    }
 }
 
 /// How the UI is set up (from `[web]` in the config).
@@ -96,7 +110,7 @@ pub struct WebSettings {
 /// The bound, ready-to-serve UI.
 pub struct WebUi {
     listener: std::net::TcpListener,
-    app: axum::Router,
+    state: WebState,
     tls: tls::WebCertificate,
 }
 
@@ -139,14 +153,50 @@ impl WebUi {
             restart: settings.restart.clone(),
             sip: settings.sip.clone(),
             sip_trace: diagnostics::SipTraceSwitch::default(),
+            engine: status::LiveEngine {
+                agents: agents
+                    .clone()
+                    .map(|a| Arc::new(a) as Arc<dyn status::AgentSource>),
+                ..Default::default()
+            },
             agents,
             agent_throttle: Arc::new(Mutex::new(LoginThrottle::new(ThrottlePolicy::default()))),
+            sip_editor: None,
         };
         Ok(WebUi {
             listener,
-            app: pages::router(state),
+            state,
             tls: cert,
         })
+    }
+
+    /// Shows the call engine's live parts on the status page (an agent source left `None`
+    /// keeps the desk given to [`WebUi::bind_with_agents`]) and, with `sip` (the `[sip]`
+    /// section in force), lets the technician edit trunks and phones: changes are written to
+    /// `<data_dir>/sip-overlay.toml` ([`trunks::OVERLAY_FILE`]) and trunks are applied to
+    /// the running router through `control`.
+    pub fn with_engine(
+        mut self,
+        engine: status::LiveEngine,
+        sip: Option<crate::sip::config::SipConfig>,
+        control: Option<crate::sip::udp::TrunkControl>,
+    ) -> WebUi {
+        let agents = engine.agents.clone().or(self.state.engine.agents.take());
+        self.state.engine = status::LiveEngine {
+            agents,
+            test_calls: self.state.engine.test_calls.clone(),
+            ..engine
+        };
+        self.state.sip_editor = sip.and_then(|sip| {
+            match trunks::SipEditor::new(&self.state.data_dir, sip, control) {
+                Ok(editor) => Some(Arc::new(editor)),
+                Err(e) => {
+                    tracing::error!(error = %e, "the trunk editor is off: the [sip] section in force does not validate");
+                    None
+                }
+            }
+        });
+        self
     }
 
     /// The bound address.
@@ -178,7 +228,7 @@ impl WebUi {
         axum_server::from_tcp_rustls(self.listener, config)
             .map_err(|source| WebError::Serve { addr, source })?
             .handle(handle)
-            .serve(self.app.into_make_service_with_connect_info::<SocketAddr>())
+            .serve(pages::router(self.state).into_make_service_with_connect_info::<SocketAddr>())
             .await
             .map_err(|source| WebError::Serve { addr, source })
     }

@@ -44,7 +44,14 @@ pub fn router(state: WebState) -> Router {
             post(super::diagnostics::test_call_submit),
         )
         .route("/diagnostics/trace", post(super::diagnostics::trace_submit))
+        .route("/diagnostics/ping", post(super::diagnostics::ping_submit))
+        .route("/diagnostics/audio", post(super::diagnostics::audio_submit))
         .route("/logs.txt", get(super::logs::logs_download))
+        .route("/trunks", get(super::trunks::trunks_page))
+        .route("/trunks/save", post(super::trunks::trunk_save))
+        .route("/trunks/remove", post(super::trunks::trunk_remove))
+        .route("/phones/save", post(super::trunks::phone_save))
+        .route("/phones/remove", post(super::trunks::phone_remove))
         .route("/static/app.css", get(css))
         .route("/static/live.js", get(live_js))
         .merge(super::agent::router())
@@ -391,7 +398,10 @@ async fn logout(
 
 async fn status_page(State(state): State<WebState>, headers: HeaderMap) -> Guarded {
     let (_, session) = require_session(&state, &headers).await?;
-    let status = state.status.snapshot(UnixMillis::now()).await;
+    let status = state
+        .status
+        .snapshot_with(UnixMillis::now(), &state.engine)
+        .await;
     Ok(render(
         StatusCode::OK,
         &StatusPage {
@@ -403,21 +413,61 @@ async fn status_page(State(state): State<WebState>, headers: HeaderMap) -> Guard
 
 async fn live_events(State(state): State<WebState>, headers: HeaderMap) -> Guarded {
     require_session(&state, &headers).await?;
-    let source = state.status.clone();
-    let stream = futures_util::stream::unfold((source, true), |(source, first)| async move {
-        if !first {
-            tokio::time::sleep(LIVE_INTERVAL).await;
-        }
-        let snapshot = source.snapshot(UnixMillis::now()).await;
-        let event = Event::default()
-            .event("status")
-            .json_data(&snapshot)
-            .unwrap_or_else(|_| Event::default().comment("unserialisable status"));
-        Some((Ok::<_, Infallible>(event), (source, false)))
-    });
+    let wake = LiveWake {
+        campaigns: state.status.campaigns.clone(),
+        agents: state.engine.agents.as_ref().and_then(|a| a.agent_changes()),
+        test_calls: Some(state.engine.test_calls.subscribe()),
+    };
+    let source = (state.status.clone(), state.engine.clone());
+    let stream = futures_util::stream::unfold(
+        (source, wake, true),
+        |((source, engine), mut wake, first)| async move {
+            if !first {
+                wake.next().await;
+            }
+            let snapshot = source.snapshot_with(UnixMillis::now(), &engine).await;
+            let event = Event::default()
+                .event("status")
+                .json_data(&snapshot)
+                .unwrap_or_else(|_| Event::default().comment("unserialisable status"));
+            Some((Ok::<_, Infallible>(event), ((source, engine), wake, false)))
+        },
+    );
     Ok(Sse::new(stream)
         .keep_alive(KeepAlive::default())
         .into_response())
+}
+
+/// What wakes the live stream before [`LIVE_INTERVAL`]: the dialer's campaigns (an
+/// attempt starts or ends), the agent desk (an agent changes state) and the diagnostics
+/// page's test calls.
+struct LiveWake {
+    campaigns: Option<tokio::sync::watch::Receiver<Vec<crate::dialer::executor::DialerStatus>>>,
+    agents: Option<tokio::sync::watch::Receiver<u64>>,
+    test_calls: Option<tokio::sync::watch::Receiver<Vec<String>>>,
+}
+
+impl LiveWake {
+    /// Waits for a change or the interval, whichever is first; a little later than a change
+    /// so that a burst of them makes one update.
+    async fn next(&mut self) {
+        async fn changed<T>(rx: &mut Option<tokio::sync::watch::Receiver<T>>) {
+            let ok = match rx {
+                Some(r) => r.changed().await.is_ok(),
+                None => false,
+            };
+            if !ok {
+                std::future::pending::<()>().await;
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(LIVE_INTERVAL) => return,
+            () = changed(&mut self.campaigns) => {}
+            () = changed(&mut self.agents) => {}
+            () = changed(&mut self.test_calls) => {}
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 async fn network_page(State(state): State<WebState>, headers: HeaderMap) -> Guarded {

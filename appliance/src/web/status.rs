@@ -1,14 +1,123 @@
 //! What the status and network pages show, gathered from the daemon and the system.
+//!
+//! The call engine's live parts (trunks with their OPTIONS probe state, calls in progress,
+//! agents by state) come through two small source traits, [`TrunkSource`] (the running trunk
+//! router, `crate::sip::udp::TrunkControl`) and [`AgentSource`] (the agent desk), handed to
+//! the UI with [`super::WebUi::with_engine`]; this module only reads them.
 
+use crate::agents::desk::PacingCounts;
 use crate::dialer::executor::{CampaignRun, DialerStatus};
 use crate::store::Store;
 use crate::sync::outbox_store::UplinkOutbox;
 use crate::sync::status::{LinkState, LinkStatusCell};
 use callgate_common::time::UnixMillis;
+use callgate_sip::trunk::TrunkState;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
+
+/// The running trunk router as the status page reads it.
+pub trait TrunkSource: Send + Sync + 'static {
+    /// The trunks in service with their probe health, calls up and figures; `Err` says why
+    /// they cannot be read (the engine stopped).
+    fn trunk_states(&self) -> BoxFuture<'_, Result<Vec<TrunkState>, String>>;
+}
+
+/// A boxed future, for the object-safe source traits.
+pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+
+impl TrunkSource for crate::sip::udp::TrunkControl {
+    fn trunk_states(&self) -> BoxFuture<'_, Result<Vec<TrunkState>, String>> {
+        Box::pin(async move { self.trunks().await.map_err(|e| e.to_string()) })
+    }
+}
+
+/// The agent desk as the status page reads it.
+pub trait AgentSource: Send + Sync + 'static {
+    /// Agents by state now.
+    fn agent_counts(&self) -> PacingCounts;
+    /// Changes whenever an agent's state may have changed (wakes the live stream).
+    fn agent_changes(&self) -> Option<tokio::sync::watch::Receiver<u64>>;
+}
+
+impl AgentSource for crate::agents::service::AgentDeskService {
+    fn agent_counts(&self) -> PacingCounts {
+        self.pacing_counts()
+    }
+    fn agent_changes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        Some(self.changes())
+    }
+}
+
+/// The call engine's live parts the status page shows; every part is optional (a box
+/// without `[sip]` has none).
+#[derive(Clone, Default)]
+pub struct LiveEngine {
+    /// The running trunk router.
+    pub trunks: Option<Arc<dyn TrunkSource>>,
+    /// Whether OPTIONS probing is configured (`[sip.probe]`); without it trunks are never
+    /// marked down by probes.
+    pub probing: bool,
+    /// The agent desk (default: the one given to [`super::WebUi::bind_with_agents`]).
+    pub agents: Option<Arc<dyn AgentSource>>,
+    /// Test calls the diagnostics page is placing (on ports of their own, beside the
+    /// engine), each described; set by the UI itself.
+    pub(crate) test_calls: Arc<tokio::sync::watch::Sender<Vec<String>>>,
+}
+
+/// The trunks, each with its probe state and calls, joined with `; `.
+pub fn describe_trunks(trunks: &[TrunkState], probing: bool) -> String {
+    if trunks.is_empty() {
+        return "none configured".into();
+    }
+    trunks
+        .iter()
+        .map(|t| {
+            let probe = match (probing, t.health.is_up()) {
+                (false, _) => "up (not probed: no [sip.probe])",
+                (true, true) => "up (answers OPTIONS)",
+                (true, false) => "DOWN (OPTIONS unanswered)",
+            };
+            let asr = t
+                .figures
+                .asr_percent()
+                .map(|a| format!(", ASR {a:.0}%"))
+                .unwrap_or_default();
+            format!(
+                "{} {}: {probe}, {}/{} calls{asr}",
+                t.trunk.name, t.trunk.address, t.active, t.trunk.max_channels
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Calls up on the trunks, in total and per trunk.
+pub fn describe_calls(trunks: &[TrunkState]) -> String {
+    let total: u32 = trunks.iter().map(|t| t.active).sum();
+    if total == 0 {
+        return "none".into();
+    }
+    let per: Vec<String> = trunks
+        .iter()
+        .filter(|t| t.active > 0)
+        .map(|t| format!("{} on {}", t.active, t.trunk.name))
+        .collect();
+    format!("{total} in progress ({})", per.join(", "))
+}
+
+/// Agents by state.
+pub fn describe_agents(c: &PacingCounts) -> String {
+    let talking = c.talking_outbound + c.talking_inbound;
+    let wrap_up = c.wrap_up_ends.len() as u32;
+    let logged_in = c.ready_before_queue + c.reserved + talking + wrap_up + c.paused;
+    format!(
+        "{logged_in} logged in: {} ready, {} connecting a call, {talking} talking, {wrap_up} in \
+         wrap-up, {} paused; {} inbound waiting",
+        c.ready_before_queue, c.reserved, c.paused, c.inbound_waiting
+    )
+}
 
 /// The daemon's facts the UI reads.
 #[derive(Clone)]
@@ -56,10 +165,50 @@ pub struct StatusSnapshot {
     pub outbox: String,
     /// Each campaign the box holds: dialling or why not, and its counts.
     pub campaigns: String,
+    /// Each trunk with its OPTIONS probe state and calls.
+    pub trunks: String,
+    /// Calls in progress on the trunks.
+    pub calls: String,
+    /// Agents logged in, by state.
+    pub agents: String,
 }
 
 impl StatusSource {
-    /// Takes a snapshot now.
+    /// Takes a snapshot now, with the call engine's live parts from `engine`.
+    pub async fn snapshot_with(&self, now: UnixMillis, engine: &LiveEngine) -> StatusSnapshot {
+        let mut s = self.snapshot(now).await;
+        match &engine.trunks {
+            Some(source) => match source.trunk_states().await {
+                Ok(trunks) => {
+                    s.trunks = describe_trunks(&trunks, engine.probing);
+                    s.calls = describe_calls(&trunks);
+                }
+                Err(e) => {
+                    s.trunks = format!("unreadable: {e}");
+                    s.calls = s.trunks.clone();
+                }
+            },
+            None => {
+                s.trunks = "SIP engine off (no [sip] section)".into();
+                s.calls = "none (SIP engine off)".into();
+            }
+        }
+        let tests = engine.test_calls.borrow().clone();
+        if !tests.is_empty() {
+            s.calls = if s.calls.starts_with("none") {
+                tests.join("; ")
+            } else {
+                format!("{}; {}", s.calls, tests.join("; "))
+            };
+        }
+        s.agents = match &engine.agents {
+            Some(desk) => describe_agents(&desk.agent_counts()),
+            None => "agent desk off".into(),
+        };
+        s
+    }
+
+    /// Takes a snapshot now (without the call engine's parts).
     pub async fn snapshot(&self, now: UnixMillis) -> StatusSnapshot {
         let store = match self.store.ping().await {
             Ok(()) => "ok".to_string(),
@@ -96,6 +245,9 @@ impl StatusSource {
                 Some(rx) => describe_campaigns(&rx.borrow()),
                 None => "dialler off (no [sip] section)".into(),
             },
+            trunks: String::new(),
+            calls: String::new(),
+            agents: String::new(),
         }
     }
 }
@@ -290,6 +442,53 @@ mod tests {
              grant until 2026-11-21 07:22:07 UTC; campaign 7: stopped: grant expired: the cloud \
              is unreachable — 2 in flight, 40 pending, 10 dialled, 1 refused, 0 returned, grant \
              until 2026-11-21 07:22:07 UTC"
+        );
+    }
+
+    #[test]
+    fn trunks_show_their_probe_state_and_calls_and_agents_their_states() {
+        use callgate_sip::trunk::{Trunk, TrunkGroup};
+        let trunk = |name: &str, port: u16| Trunk {
+            name: name.into(),
+            address: ([127, 0, 0, 1], port).into(),
+            domain: "127.0.0.1".into(),
+            credentials: None,
+            max_channels: 4,
+            max_cps: 2,
+            priority: 0,
+            weight: 1,
+        };
+        let mut group = TrunkGroup::new(vec![trunk("a", 5070), trunk("b", 5080)]);
+        let now = Instant::now();
+        group.trunks[0].seize(now);
+        group.trunks[0].seize(now);
+        let policy = callgate_sip::trunk::ProbePolicy {
+            failures_to_down: 1,
+            ..Default::default()
+        };
+        let _ = group.trunks[1].health.record(408, &policy);
+        assert_eq!(
+            describe_trunks(&group.trunks, true),
+            "a 127.0.0.1:5070: up (answers OPTIONS), 2/4 calls, ASR 0%; \
+             b 127.0.0.1:5080: DOWN (OPTIONS unanswered), 0/4 calls"
+        );
+        assert!(describe_trunks(&group.trunks, false).contains("not probed"));
+        assert_eq!(describe_calls(&group.trunks), "2 in progress (2 on a)");
+        assert_eq!(describe_calls(&group.trunks[1..]), "none");
+        let counts = PacingCounts {
+            ready: 1,
+            ready_before_queue: 2,
+            reserved: 1,
+            talking_outbound: 1,
+            talking_inbound: 1,
+            wrap_up_ends: vec![UnixMillis(5)],
+            paused: 1,
+            inbound_waiting: 1,
+        };
+        assert_eq!(
+            describe_agents(&counts),
+            "7 logged in: 2 ready, 1 connecting a call, 2 talking, 1 in wrap-up, 1 paused; \
+             1 inbound waiting"
         );
     }
 

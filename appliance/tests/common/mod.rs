@@ -42,8 +42,12 @@ impl Appliance {
 
     /// Starts the box with `extra` TOML appended to the config (e.g. a `[sip]` section).
     pub async fn start_with(extra: &str) -> Appliance {
+        Appliance::start_in(tempfile::tempdir().unwrap(), extra).await
+    }
+
+    /// Like [`Appliance::start_with`], in `dir` (whose `data/` a test may have seeded).
+    pub async fn start_in(dir: tempfile::TempDir, extra: &str) -> Appliance {
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let dir = tempfile::tempdir().unwrap();
         let (web, ops) = (free_port(), free_port());
         let config = format!(
             "[appliance]\nid = \"branch-web\"\ndata_dir = \"data\"\n\
@@ -56,7 +60,7 @@ impl Appliance {
             .current_dir(dir.path())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("daemon.log")).unwrap())
             .spawn()
             .unwrap();
         let cert_path = dir.path().join("data/web/cert.pem");
@@ -88,6 +92,11 @@ impl Appliance {
             base,
             client,
         }
+    }
+
+    /// What the daemon logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("daemon.log")).unwrap_or_default()
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -136,7 +145,7 @@ impl Appliance {
                 ],
             )
             .await;
-        assert_eq!(r.status(), StatusCode::SEE_OTHER);
+        assert_eq!(r.status(), StatusCode::SEE_OTHER, "{}", self.log());
     }
 
     /// Logs in; returns the `cg_session=...` cookie pair.

@@ -6,7 +6,7 @@
 //! ringing, answer, rejection and hang-up are relayed between the two legs. Sans-IO over
 //! [`UserAgent`]; figures per trunk are kept in the [`TrunkGroup`].
 
-use super::{HealthChange, ProbePolicy, TrunkGroup};
+use super::{HealthChange, ProbePolicy, Trunk, TrunkGroup, TrunkHealth, TrunkState};
 use crate::agent::{AgentEvent, AgentOutput, CallSpec, LegId, ProbeId, UserAgent};
 use crate::inbound::{InboundPolicy, RouteTarget};
 use crate::transaction::Transmit;
@@ -163,6 +163,9 @@ pub struct OutboundRouter {
     /// Inbound legs bridged out to trunks (B2BUA), both ways.
     bridged_out: HashMap<AttemptId, LegId>,
     bridged_in: HashMap<LegId, AttemptId>,
+    /// Trunks `0..in_service` of the group take calls; those after were removed by
+    /// [`Self::replace_trunks`] and stay only while calls they carry are up.
+    in_service: usize,
 }
 
 impl OutboundRouter {
@@ -181,7 +184,6 @@ impl OutboundRouter {
         };
         OutboundRouter {
             agent,
-            group,
             cfg,
             attempts: HashMap::new(),
             legs: HashMap::new(),
@@ -192,6 +194,8 @@ impl OutboundRouter {
             roll: seed | 1,
             bridged_out: HashMap::new(),
             bridged_in: HashMap::new(),
+            in_service: group.trunks.len(),
+            group,
         }
     }
 
@@ -233,6 +237,89 @@ impl OutboundRouter {
     /// The trunks with their health and figures.
     pub fn group(&self) -> &TrunkGroup {
         &self.group
+    }
+
+    /// The trunks that take new calls (the group less those a reload removed while they
+    /// still carried calls).
+    pub fn in_service(&self) -> &[TrunkState] {
+        &self.group.trunks[..self.in_service]
+    }
+
+    /// Replaces the trunks, as a configuration reload does, without touching calls in
+    /// progress (their dialogs live in the user agent, not in the trunk list). Trunks are
+    /// matched by name: a kept trunk takes its new settings and keeps its calls and figures,
+    /// and its probe health and schedule while its address is unchanged (a new address
+    /// starts up and is probed at once); a new trunk starts up; a removed trunk takes no new
+    /// call and is kept out of service only while calls it carries are still up. Attempts
+    /// still failing over try only the trunks that remain.
+    pub fn replace_trunks(&mut self, now: Instant, trunks: Vec<Trunk>) {
+        let mut old: Vec<Option<TrunkState>> = std::mem::take(&mut self.group.trunks)
+            .into_iter()
+            .map(Some)
+            .collect();
+        let old_probe = std::mem::take(&mut self.next_probe);
+        // Old index -> new index, and whether an old trunk's probe results still apply.
+        let mut moved: Vec<Option<usize>> = vec![None; old.len()];
+        let mut probe_valid = vec![false; old.len()];
+        let mut group = Vec::with_capacity(trunks.len());
+        let mut next_probe = Vec::with_capacity(trunks.len());
+        for trunk in trunks {
+            let found = old
+                .iter()
+                .position(|s| s.as_ref().is_some_and(|s| s.trunk.name == trunk.name));
+            let state = match found.and_then(|i| old[i].take().map(|s| (i, s))) {
+                Some((i, mut state)) => {
+                    moved[i] = Some(group.len());
+                    if state.trunk.address == trunk.address {
+                        probe_valid[i] = true;
+                        next_probe.push(old_probe.get(i).copied().unwrap_or(now));
+                    } else {
+                        state.health = TrunkHealth::default();
+                        next_probe.push(now);
+                    }
+                    state.trunk = trunk;
+                    state
+                }
+                None => {
+                    next_probe.push(now);
+                    TrunkState::new(trunk)
+                }
+            };
+            group.push(state);
+        }
+        self.in_service = group.len();
+        for (i, state) in old.into_iter().enumerate() {
+            if let Some(state) = state.filter(|s| s.active > 0) {
+                moved[i] = Some(group.len());
+                group.push(state);
+            }
+        }
+        self.group.trunks = group;
+        self.next_probe = if self.cfg.probe.is_some() {
+            next_probe
+        } else {
+            Vec::new()
+        };
+        self.probes = std::mem::take(&mut self.probes)
+            .into_iter()
+            .filter(|(_, t)| probe_valid[*t])
+            .filter_map(|(p, t)| moved[t].map(|n| (p, n)))
+            .collect();
+        // Every leg holds a channel, so its trunk is still in the group.
+        for (_, t) in self.legs.values_mut() {
+            *t = moved[*t].unwrap_or(*t);
+        }
+        let in_service = self.in_service;
+        for a in self.attempts.values_mut() {
+            a.order = a.order[a.next..]
+                .iter()
+                .filter_map(|t| moved[*t].filter(|n| *n < in_service))
+                .collect();
+            a.next = 0;
+            if let Some(c) = a.current.as_mut() {
+                c.trunk = moved[c.trunk].unwrap_or(c.trunk);
+            }
+        }
     }
 
     /// Dials `number` (the user part of the Request-URI) offering `sdp`.
@@ -283,6 +370,9 @@ impl OutboundRouter {
         while a.next < a.order.len() {
             let t = a.order[a.next];
             a.next += 1;
+            if t >= self.in_service {
+                continue;
+            }
             let state = &mut self.group.trunks[t];
             if !state.admits(now) {
                 continue;
@@ -494,7 +584,9 @@ impl OutboundRouter {
 
     fn release(&mut self, leg: LegId) {
         if let Some((_, t)) = self.legs.remove(&leg) {
-            self.group.trunks[t].release();
+            if let Some(state) = self.group.trunks.get_mut(t) {
+                state.release();
+            }
         }
     }
 

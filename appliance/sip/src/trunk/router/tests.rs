@@ -717,6 +717,11 @@ fn a_failed_connection_to_a_tcp_trunk_fails_over_at_once() {
     let mut w = World::new(
         &[
             ("127.0.0.2:5060", Carrier::Silent),
+#[test]
+fn replacing_the_trunks_keeps_calls_in_progress_and_sends_the_next_call_to_the_new_trunk() {
+    let mut w = World::new(
+        &[
+            ("127.0.0.2:5060", Carrier::Answers),
             ("127.0.0.3:5060", Carrier::Answers),
         ],
         no_probes(),
@@ -737,4 +742,56 @@ fn a_failed_connection_to_a_tcp_trunk_fails_over_at_once() {
     );
     assert_eq!(w.kinds(), vec!["answered t1"]);
     assert_eq!(w.router.group().trunks[0].figures.attempts, 1);
+    // Only t0 (127.0.0.2) in service at first.
+    w.router
+        .replace_trunks(w.now, vec![trunk("t0", "127.0.0.2:5060", 0)]);
+    let first = w.router.dial(w.now, "4930123", b"v=0\r\n".to_vec(), None);
+    w.run_until(Duration::from_secs(1));
+    assert_eq!(w.kinds(), vec!["answered t0"]);
+
+    // The edit: t0 moves to 127.0.0.3 while the first call is up on 127.0.0.2.
+    w.router
+        .replace_trunks(w.now, vec![trunk("t0", "127.0.0.3:5060", 0)]);
+    assert_eq!(w.router.in_service().len(), 1);
+    assert_eq!(
+        w.router.in_service()[0].active,
+        1,
+        "the call up keeps its channel"
+    );
+    let second = w.router.dial(w.now, "4930124", b"v=0\r\n".to_vec(), None);
+    w.run_until(Duration::from_secs(2));
+    assert_eq!((w.peers[0].invites, w.peers[1].invites), (1, 1));
+
+    // The first call still ends normally, with its BYE to the old address.
+    w.router.hang_up(w.now, first);
+    w.run_until(Duration::from_secs(3));
+    assert_eq!((w.peers[0].byes, w.peers[1].byes), (1, 0));
+    assert!(w.events.iter().any(|(_, e)| matches!(e,
+        DialEvent::Ended { attempt, by_peer: false } if *attempt == first)));
+    assert_eq!(
+        w.router.in_service()[0].active,
+        1,
+        "only the second call is up"
+    );
+
+    // Removing the trunk outright: its call stays up out of service, the next call fails
+    // over to what remains, and the removed trunk leaves once idle.
+    w.router
+        .replace_trunks(w.now, vec![trunk("t9", "127.0.0.2:5060", 0)]);
+    assert_eq!(
+        w.router.group().trunks.len(),
+        2,
+        "t0 is kept while it carries a call"
+    );
+    assert_eq!(w.router.in_service()[0].trunk.name, "t9");
+    w.router.hang_up(w.now, second);
+    w.run_until(Duration::from_secs(4));
+    assert_eq!(w.peers[1].byes, 1);
+    assert_eq!(w.router.group().trunks[1].active, 0);
+    w.router
+        .replace_trunks(w.now, vec![trunk("t9", "127.0.0.2:5060", 0)]);
+    assert_eq!(w.router.group().trunks.len(), 1);
+    w.router.dial(w.now, "4930125", b"v=0\r\n".to_vec(), None);
+    w.run_until(Duration::from_secs(5));
+    assert_eq!(w.kinds().last().map(String::as_str), Some("answered t9"));
 }

@@ -1,0 +1,1235 @@
+//! The trunk and phone editor (`/trunks`): each trunk and each desk phone is edited in its
+//! own form, checked field by field (an error names the field and is shown beside it), then
+//! the whole `[sip]` section as it would become is validated the way the daemon validates
+//! its config. Only then is it written — as a config overlay, `<data_dir>/sip-overlay.toml`
+//! ([`OVERLAY_FILE`]), which replaces the config file's `[[sip.trunks]]` and
+//! `[[sip.phones]]` lists at every start ([`apply_overlay`]) — and the trunks are handed to
+//! the running trunk router ([`crate::sip::udp::TrunkControl::replace_trunks`]), which keeps
+//! calls in progress. Every change is logged with the user and what changed (passwords never).
+//!
+//! Phones are written to the overlay and take effect at the daemon's next start (the
+//! registrar in the agents' SIP side has no reload path yet); the page says so.
+//!
+//! Must not: write the config file itself, touch calls in progress, or log secrets.
+
+use super::pages::{render, require_form_session, require_session, Guarded, PageFrame};
+use super::WebState;
+use crate::sip::config::{PhoneConfig, SipConfig, SipConfigError, SipSettings, TrunkConfig};
+use crate::sip::udp::TrunkControl;
+use askama::Template;
+use axum::extract::{Form, State};
+use axum::http::{HeaderMap, StatusCode};
+use serde::{Deserialize, Serialize};
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+/// The overlay's file name in the data directory.
+pub const OVERLAY_FILE: &str = "sip-overlay.toml";
+
+/// What the UI changed in `[sip]`: these lists replace the config file's.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SipOverlay {
+    /// Replaces `[[sip.trunks]]`.
+    #[serde(default)]
+    pub trunks: Vec<TrunkConfig>,
+    /// Replaces `[[sip.phones]]`.
+    #[serde(default)]
+    pub phones: Vec<PhoneConfig>,
+}
+
+/// Why the overlay could not be read, used or written.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OverlayError {
+    /// The file exists but could not be read.
+    #[error("reading {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file does not parse or has unknown keys.
+    #[error("{path}: {reason}")]
+    Syntax { path: PathBuf, reason: String },
+    /// The `[sip]` section with the overlay applied does not validate; names the key.
+    #[error("{path}: {source}")]
+    Invalid {
+        path: PathBuf,
+        #[source]
+        source: SipConfigError,
+    },
+    /// There is no `[sip]` section to apply it to.
+    #[error("{path}: the config has no [sip] section to apply it to")]
+    NoSip { path: PathBuf },
+    /// Writing the new overlay failed; the old one stays.
+    #[error("writing {path}: {source}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl SipOverlay {
+    /// Where the overlay lives.
+    pub fn path(data_dir: &Path) -> PathBuf {
+        data_dir.join(OVERLAY_FILE)
+    }
+
+    /// The overlay in `data_dir`, if one was written.
+    pub fn load(data_dir: &Path) -> Result<Option<SipOverlay>, OverlayError> {
+        let path = Self::path(data_dir);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => return Err(OverlayError::Read { path, source }),
+        };
+        toml::from_str(&text)
+            .map(Some)
+            .map_err(|e| OverlayError::Syntax {
+                path,
+                reason: e.to_string(),
+            })
+    }
+
+    /// `sip` with the overlay's lists in place of its own.
+    pub fn apply_to(&self, sip: &SipConfig) -> SipConfig {
+        SipConfig {
+            trunks: self.trunks.clone(),
+            phones: self.phones.clone(),
+            ..sip.clone()
+        }
+    }
+
+    /// Writes the overlay atomically (temp file, fsync, rename), readable by the owner only:
+    /// it holds the trunks' and phones' passwords.
+    pub fn write(&self, data_dir: &Path) -> Result<(), OverlayError> {
+        let path = Self::path(data_dir);
+        let tmp = data_dir.join(format!("{OVERLAY_FILE}.tmp"));
+        let err = |source| OverlayError::Write {
+            path: path.clone(),
+            source,
+        };
+        let text = toml::to_string(self)
+            .map_err(|e| err(std::io::Error::new(std::io::ErrorKind::InvalidData, e)))?;
+        let mut opts = std::fs::OpenOptions::new();
+        opts.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+        let mut file = opts.open(&tmp).map_err(err)?;
+        file.write_all(
+            b"# Written by the local web UI (trunks and phones page). These lists replace\n\
+              # [[sip.trunks]] and [[sip.phones]] of the config file at every start.\n",
+        )
+        .map_err(err)?;
+        file.write_all(text.as_bytes()).map_err(err)?;
+        file.sync_all().map_err(err)?;
+        std::fs::rename(&tmp, &path).map_err(err)?;
+        if let Ok(dir) = std::fs::File::open(data_dir) {
+            let _ = dir.sync_all();
+        }
+        Ok(())
+    }
+}
+
+/// Applies the overlay in the data directory to a loaded config (the daemon calls this at
+/// start). An overlay that cannot be read or no longer validates against the config file is
+/// refused with the reason logged, and the config file's lists stay in force.
+pub fn apply_overlay(config: &mut crate::config::ValidConfig) {
+    match overlaid(config) {
+        Ok(None) => {}
+        Ok(Some((raw, settings))) => {
+            tracing::info!(
+                path = %SipOverlay::path(&config.raw.appliance.data_dir).display(),
+                trunks = raw.trunks.len(),
+                phones = raw.phones.len(),
+                "trunks and phones from the web UI's overlay in force"
+            );
+            config.raw.sip = Some(raw);
+            config.sip = Some(settings);
+        }
+        Err(e) => tracing::error!(
+            error = %e,
+            "the web UI's SIP overlay is refused; the config file's trunks and phones stay"
+        ),
+    }
+}
+
+fn overlaid(
+    config: &crate::config::ValidConfig,
+) -> Result<Option<(SipConfig, SipSettings)>, OverlayError> {
+    let data_dir = &config.raw.appliance.data_dir;
+    let Some(overlay) = SipOverlay::load(data_dir)? else {
+        return Ok(None);
+    };
+    let path = SipOverlay::path(data_dir);
+    let Some(sip) = &config.raw.sip else {
+        return Err(OverlayError::NoSip { path });
+    };
+    let raw = overlay.apply_to(sip);
+    let settings = raw
+        .validate()
+        .map_err(|source| OverlayError::Invalid { path, source })?;
+    Ok(Some((raw, settings)))
+}
+
+/// The editor's state: the `[sip]` section in force, its engine settings, and the running
+/// router to hand trunk changes to.
+pub struct SipEditor {
+    data_dir: PathBuf,
+    current: tokio::sync::Mutex<SipConfig>,
+    settings: std::sync::RwLock<SipSettings>,
+    control: Option<TrunkControl>,
+}
+
+impl SipEditor {
+    /// An editor over `sip` (the section in force, overlay applied).
+    pub fn new(
+        data_dir: &Path,
+        sip: SipConfig,
+        control: Option<TrunkControl>,
+    ) -> Result<SipEditor, SipConfigError> {
+        let settings = sip.validate()?;
+        Ok(SipEditor {
+            data_dir: data_dir.to_path_buf(),
+            current: tokio::sync::Mutex::new(sip),
+            settings: std::sync::RwLock::new(settings),
+            control,
+        })
+    }
+
+    /// The engine settings in force now.
+    pub fn settings(&self) -> SipSettings {
+        self.settings
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+/// Errors found in one trunk or phone form, by field.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FieldErrors {
+    /// `(field, message)`, in form order.
+    pub fields: Vec<(&'static str, String)>,
+    /// A problem that is not one field's (e.g. a route still names a removed trunk).
+    pub general: Option<String>,
+}
+
+impl FieldErrors {
+    fn add(&mut self, field: &'static str, message: impl Into<String>) {
+        self.fields.push((field, message.into()));
+    }
+    fn is_empty(&self) -> bool {
+        self.fields.is_empty() && self.general.is_none()
+    }
+    fn of(&self, field: &str) -> Option<String> {
+        self.fields
+            .iter()
+            .find(|(f, _)| *f == field)
+            .map(|(_, m)| m.clone())
+    }
+    /// One line for the page's banner: every message.
+    fn summary(&self) -> String {
+        let mut parts: Vec<String> = self.fields.iter().map(|(_, m)| m.clone()).collect();
+        parts.extend(self.general.clone());
+        format!("Nothing was changed. {}", parts.join(" "))
+    }
+}
+
+/// The trunk form (every value as typed).
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct TrunkForm {
+    #[serde(default)]
+    csrf: String,
+    /// The trunk's name before the edit; empty for a new trunk.
+    #[serde(default)]
+    pub original: String,
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub address: String,
+    #[serde(default)]
+    pub domain: String,
+    #[serde(default)]
+    pub username: String,
+    /// Empty keeps the stored password.
+    #[serde(default)]
+    pub password: String,
+    #[serde(default)]
+    pub max_channels: String,
+    #[serde(default)]
+    pub max_cps: String,
+    #[serde(default)]
+    pub priority: String,
+    #[serde(default)]
+    pub weight: String,
+}
+
+fn is_token(s: &str, max: usize) -> bool {
+    !s.is_empty()
+        && s.len() <= max
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.+".contains(&b))
+}
+
+fn number(
+    errors: &mut FieldErrors,
+    field: &'static str,
+    label: &str,
+    value: &str,
+    range: std::ops::RangeInclusive<u32>,
+) -> u32 {
+    match value.trim().parse::<u32>() {
+        Ok(n) if range.contains(&n) => n,
+        _ => {
+            errors.add(
+                field,
+                format!(
+                    "{label}: a whole number from {} to {} (got `{}`).",
+                    range.start(),
+                    range.end(),
+                    value.trim()
+                ),
+            );
+            0
+        }
+    }
+}
+
+/// Checks a trunk form against the trunks in force; the trunk it describes, or the errors by
+/// field.
+pub fn check_trunk(form: &TrunkForm, trunks: &[TrunkConfig]) -> Result<TrunkConfig, FieldErrors> {
+    let mut errors = FieldErrors::default();
+    let original = form.original.trim();
+    let before = trunks.iter().find(|t| t.name == original);
+    if !original.is_empty() && before.is_none() {
+        errors.general = Some(format!(
+            "No trunk is named `{original}` any more: reload the page."
+        ));
+    }
+    let name = form.name.trim();
+    if !is_token(name, 40) {
+        errors.add(
+            "name",
+            "Name: 1 to 40 letters, digits or `-_.+` (no spaces).",
+        );
+    } else if name != original && trunks.iter().any(|t| t.name == name) {
+        errors.add("name", format!("Name: `{name}` is used by another trunk."));
+    }
+    let address = form.address.trim();
+    match address.parse::<std::net::SocketAddr>() {
+        Ok(a) if a.port() != 0 => {}
+        _ => errors.add(
+            "address",
+            format!(
+                "Address: the carrier's IP:port, e.g. 192.0.2.10:5060 (got `{address}`; host \
+                 names are not resolved)."
+            ),
+        ),
+    }
+    let domain = form.domain.trim();
+    if !domain.is_empty()
+        && (domain.len() > 253
+            || !domain
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b)))
+    {
+        errors.add(
+            "domain",
+            "Domain: a host name or IP for the Request-URI, or empty for the address's IP.",
+        );
+    }
+    let username = form.username.trim();
+    let password = if username.is_empty() {
+        if !form.password.is_empty() {
+            errors.add("username", "Username: required when a password is given.");
+        }
+        None
+    } else {
+        if !is_token(username, 64) {
+            errors.add(
+                "username",
+                "Username: 1 to 64 letters, digits or `-_.+` (no spaces).",
+            );
+        }
+        if form.password.is_empty() {
+            match before.and_then(|t| t.password.clone()) {
+                Some(kept) => Some(kept),
+                None => {
+                    errors.add("password", "Password: required with a username.");
+                    None
+                }
+            }
+        } else {
+            Some(form.password.clone())
+        }
+    };
+    let max_channels = number(
+        &mut errors,
+        "max_channels",
+        "Channels",
+        &form.max_channels,
+        1..=10_000,
+    );
+    let max_cps = number(
+        &mut errors,
+        "max_cps",
+        "Calls per second",
+        &form.max_cps,
+        1..=1_000,
+    );
+    let priority = number(
+        &mut errors,
+        "priority",
+        "Priority",
+        &form.priority,
+        0..=1_000,
+    );
+    let weight = number(&mut errors, "weight", "Weight", &form.weight, 1..=1_000);
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    Ok(TrunkConfig {
+        name: name.to_string(),
+        address: address.to_string(),
+        domain: (!domain.is_empty()).then(|| domain.to_string()),
+        username: (!username.is_empty()).then(|| username.to_string()),
+        password,
+        max_channels,
+        max_cps,
+        priority,
+        weight,
+    })
+}
+
+/// What changed between two versions of a trunk, for the audit log (never a password).
+pub fn trunk_changes(before: Option<&TrunkConfig>, after: Option<&TrunkConfig>) -> String {
+    match (before, after) {
+        (None, None) => "nothing".into(),
+        (None, Some(t)) => format!(
+            "added {} at {} ({} channels, {} cps, priority {}, weight {}{})",
+            t.name,
+            t.address,
+            t.max_channels,
+            t.max_cps,
+            t.priority,
+            t.weight,
+            if t.username.is_some() {
+                ", with credentials"
+            } else {
+                ""
+            }
+        ),
+        (Some(t), None) => format!("removed {} ({})", t.name, t.address),
+        (Some(b), Some(a)) => {
+            let mut out = Vec::new();
+            let mut diff = |what: &str, x: String, y: String| {
+                if x != y {
+                    out.push(format!("{what} {x} -> {y}"));
+                }
+            };
+            diff("name", b.name.clone(), a.name.clone());
+            diff("address", b.address.clone(), a.address.clone());
+            diff(
+                "domain",
+                b.domain.clone().unwrap_or_default(),
+                a.domain.clone().unwrap_or_default(),
+            );
+            diff(
+                "username",
+                b.username.clone().unwrap_or_default(),
+                a.username.clone().unwrap_or_default(),
+            );
+            diff(
+                "max_channels",
+                b.max_channels.to_string(),
+                a.max_channels.to_string(),
+            );
+            diff("max_cps", b.max_cps.to_string(), a.max_cps.to_string());
+            diff("priority", b.priority.to_string(), a.priority.to_string());
+            diff("weight", b.weight.to_string(), a.weight.to_string());
+            if b.password != a.password {
+                out.push("password changed".into());
+            }
+            if out.is_empty() {
+                format!("{}: nothing changed", a.name)
+            } else {
+                format!("{}: {}", b.name, out.join(", "))
+            }
+        }
+    }
+}
+
+/// The phone form.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct PhoneForm {
+    #[serde(default)]
+    csrf: String,
+    /// The phone's username before the edit; empty for a new phone.
+    #[serde(default)]
+    pub original: String,
+    #[serde(default)]
+    pub username: String,
+    /// Empty keeps the stored password.
+    #[serde(default)]
+    pub password: String,
+}
+
+/// Checks a phone form against the phones in force.
+pub fn check_phone(form: &PhoneForm, phones: &[PhoneConfig]) -> Result<PhoneConfig, FieldErrors> {
+    let mut errors = FieldErrors::default();
+    let original = form.original.trim();
+    let before = phones.iter().find(|p| p.username == original);
+    if !original.is_empty() && before.is_none() {
+        errors.general = Some(format!(
+            "No phone is named `{original}` any more: reload the page."
+        ));
+    }
+    let username = form.username.trim();
+    if !is_token(username, 64) {
+        errors.add(
+            "username",
+            "Username: 1 to 64 letters, digits or `-_.+` (no spaces).",
+        );
+    } else if username != original && phones.iter().any(|p| p.username == username) {
+        errors.add(
+            "username",
+            format!("Username: `{username}` is used by another phone."),
+        );
+    }
+    let password = if form.password.is_empty() {
+        match before {
+            Some(p) => p.password.clone(),
+            None => {
+                errors.add("password", "Password: at least 8 characters.");
+                String::new()
+            }
+        }
+    } else {
+        if form.password.len() < 8 {
+            errors.add("password", "Password: at least 8 characters.");
+        }
+        form.password.clone()
+    };
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    Ok(PhoneConfig {
+        username: username.to_string(),
+        password,
+    })
+}
+
+/// A `sip.trunks[i].field` or `sip.phones[i].field` key from the daemon's validation,
+/// placed on the form's field when it is the edited entry's.
+fn place_config_error(e: SipConfigError, list: &str, index: usize) -> FieldErrors {
+    let mut errors = FieldErrors::default();
+    if let SipConfigError::Invalid { key, reason } = &e {
+        let prefix = format!("sip.{list}[{index}].");
+        if let Some(field) = key.strip_prefix(&prefix) {
+            let field: &'static str = match field {
+                "name" => "name",
+                "address" => "address",
+                "username" => "username",
+                "password" => "password",
+                "max_channels" => "max_channels",
+                "max_cps" => "max_cps",
+                "weight" => "weight",
+                _ => "",
+            };
+            if !field.is_empty() {
+                errors.add(field, format!("{key}: {reason}"));
+                return errors;
+            }
+        }
+    }
+    errors.general = Some(format!("The [sip] section would not be valid: {e}."));
+    errors
+}
+
+/// One input of a form row.
+pub(super) struct Field {
+    name: &'static str,
+    label: &'static str,
+    value: String,
+    kind: &'static str,
+    error: Option<String>,
+}
+
+/// One trunk's or phone's form.
+pub(super) struct Row {
+    /// The entry's name before the edit (empty: the "add" form).
+    key: String,
+    title: String,
+    fields: Vec<Field>,
+    /// Stored credentials exist (a blank password keeps them).
+    has_password: bool,
+}
+
+#[derive(Template)]
+#[template(path = "trunks.html")]
+struct TrunksPage {
+    page: PageFrame,
+    csrf: String,
+    sip_on: bool,
+    engine_live: bool,
+    trunks: Vec<Row>,
+    phones: Vec<Row>,
+}
+
+fn trunk_row(key: &str, f: &TrunkForm, errors: &FieldErrors, has_password: bool) -> Row {
+    let field = |name: &'static str, label: &'static str, value: &str, kind: &'static str| Field {
+        name,
+        label,
+        value: if kind == "password" {
+            String::new()
+        } else {
+            value.to_string()
+        },
+        kind,
+        error: errors.of(name),
+    };
+    Row {
+        key: key.to_string(),
+        title: if key.is_empty() {
+            "Add a trunk".into()
+        } else {
+            format!("Trunk {key}")
+        },
+        fields: vec![
+            field("name", "Name", &f.name, "text"),
+            field("address", "Carrier address (IP:port)", &f.address, "text"),
+            field("domain", "Domain (optional)", &f.domain, "text"),
+            field(
+                "username",
+                "Digest username (optional)",
+                &f.username,
+                "text",
+            ),
+            field("password", "Digest password", &f.password, "password"),
+            field("max_channels", "Channels", &f.max_channels, "number"),
+            field("max_cps", "Calls per second", &f.max_cps, "number"),
+            field("priority", "Priority (lower first)", &f.priority, "number"),
+            field("weight", "Weight", &f.weight, "number"),
+        ],
+        has_password,
+    }
+}
+
+fn form_of(t: &TrunkConfig) -> TrunkForm {
+    TrunkForm {
+        csrf: String::new(),
+        original: t.name.clone(),
+        name: t.name.clone(),
+        address: t.address.clone(),
+        domain: t.domain.clone().unwrap_or_default(),
+        username: t.username.clone().unwrap_or_default(),
+        password: String::new(),
+        max_channels: t.max_channels.to_string(),
+        max_cps: t.max_cps.to_string(),
+        priority: t.priority.to_string(),
+        weight: t.weight.to_string(),
+    }
+}
+
+fn phone_row(key: &str, f: &PhoneForm, errors: &FieldErrors, has_password: bool) -> Row {
+    Row {
+        key: key.to_string(),
+        title: if key.is_empty() {
+            "Add a phone".into()
+        } else {
+            format!("Phone {key}")
+        },
+        fields: vec![
+            Field {
+                name: "username",
+                label: "Username",
+                value: f.username.clone(),
+                kind: "text",
+                error: errors.of("username"),
+            },
+            Field {
+                name: "password",
+                label: "Password (8 or more characters)",
+                value: String::new(),
+                kind: "password",
+                error: errors.of("password"),
+            },
+        ],
+        has_password,
+    }
+}
+
+/// The page over the `[sip]` section in force; `failed` replaces one form's row with what
+/// was typed and its errors.
+async fn page_for(
+    state: &WebState,
+    csrf: &str,
+    frame: PageFrame,
+    failed_trunk: Option<(&TrunkForm, &FieldErrors)>,
+    failed_phone: Option<(&PhoneForm, &FieldErrors)>,
+) -> TrunksPage {
+    let Some(editor) = &state.sip_editor else {
+        return TrunksPage {
+            page: frame,
+            csrf: csrf.to_string(),
+            sip_on: false,
+            engine_live: false,
+            trunks: Vec::new(),
+            phones: Vec::new(),
+        };
+    };
+    let sip = editor.current.lock().await.clone();
+    let none = FieldErrors::default();
+    let mut trunks: Vec<Row> = sip
+        .trunks
+        .iter()
+        .map(|t| match failed_trunk {
+            Some((f, e)) if f.original == t.name => trunk_row(&t.name, f, e, t.password.is_some()),
+            _ => trunk_row(&t.name, &form_of(t), &none, t.password.is_some()),
+        })
+        .collect();
+    let blank = TrunkForm {
+        max_channels: "10".into(),
+        max_cps: "5".into(),
+        priority: "0".into(),
+        weight: "1".into(),
+        ..TrunkForm::default()
+    };
+    trunks.push(match failed_trunk {
+        Some((f, e)) if f.original.is_empty() => trunk_row("", f, e, false),
+        _ => trunk_row("", &blank, &none, false),
+    });
+    let mut phones: Vec<Row> = sip
+        .phones
+        .iter()
+        .map(|p| {
+            let form = PhoneForm {
+                original: p.username.clone(),
+                username: p.username.clone(),
+                ..PhoneForm::default()
+            };
+            match failed_phone {
+                Some((f, e)) if f.original == p.username => phone_row(&p.username, f, e, true),
+                _ => phone_row(&p.username, &form, &none, true),
+            }
+        })
+        .collect();
+    phones.push(match failed_phone {
+        Some((f, e)) if f.original.is_empty() => phone_row("", f, e, false),
+        _ => phone_row("", &PhoneForm::default(), &none, false),
+    });
+    TrunksPage {
+        page: frame,
+        csrf: csrf.to_string(),
+        sip_on: true,
+        engine_live: editor.control.is_some(),
+        trunks,
+        phones,
+    }
+}
+
+/// `GET /trunks`.
+pub(super) async fn trunks_page(State(state): State<WebState>, headers: HeaderMap) -> Guarded {
+    let (_, session) = require_session(&state, &headers).await?;
+    let frame = PageFrame::new(&state, Some(&session));
+    let page = page_for(&state, &session.csrf_token, frame, None, None).await;
+    Ok(render(StatusCode::OK, &page))
+}
+
+/// What became of an accepted change.
+enum Applied {
+    /// The running router uses the new trunks.
+    Live,
+    /// Written; the engine is not running, so it takes effect at the next start.
+    AtNextStart(String),
+}
+
+/// Validates `candidate` whole, writes the overlay, hands the trunks to the engine and
+/// makes it the section in force. `Err` carries the page's error; nothing changed then.
+async fn commit(
+    editor: &SipEditor,
+    current: &mut SipConfig,
+    candidate: SipConfig,
+) -> Result<Applied, String> {
+    let settings = candidate
+        .validate()
+        .map_err(|e| format!("The [sip] section would not be valid: {e}."))?;
+    SipOverlay {
+        trunks: candidate.trunks.clone(),
+        phones: candidate.phones.clone(),
+    }
+    .write(&editor.data_dir)
+    .map_err(|e| format!("Nothing was changed: {e}."))?;
+    let applied = match &editor.control {
+        Some(control) => match control.replace_trunks(settings.trunks.clone()).await {
+            Ok(()) => Applied::Live,
+            Err(e) => Applied::AtNextStart(e.to_string()),
+        },
+        None => Applied::AtNextStart("the SIP engine is not running".into()),
+    };
+    *current = candidate;
+    *editor.settings.write().unwrap_or_else(|p| p.into_inner()) = settings;
+    Ok(applied)
+}
+
+fn applied_notice(what: &str, applied: &Applied) -> String {
+    match applied {
+        Applied::Live => {
+            format!("{what} The running SIP engine uses it now; calls in progress continue.")
+        }
+        Applied::AtNextStart(why) => {
+            format!("{what} Saved; {why}, so it takes effect at the next start.")
+        }
+    }
+}
+
+/// `POST /trunks/save`: adds or changes one trunk.
+pub(super) async fn trunk_save(
+    State(state): State<WebState>,
+    headers: HeaderMap,
+    Form(f): Form<TrunkForm>,
+) -> Guarded {
+    let (_, session) = require_form_session(&state, &headers, &f.csrf).await?;
+    let csrf = session.csrf_token.clone();
+    let frame = || PageFrame::new(&state, Some(&session));
+    let Some(editor) = state.sip_editor.clone() else {
+        let page = page_for(
+            &state,
+            &csrf,
+            frame().error("SIP is not configured on this box (no [sip] section)."),
+            None,
+            None,
+        )
+        .await;
+        return Err(render(StatusCode::BAD_REQUEST, &page));
+    };
+    let mut current = editor.current.lock().await;
+    let checked = check_trunk(&f, &current.trunks).and_then(|trunk| {
+        let mut candidate = current.clone();
+        let index = match candidate
+            .trunks
+            .iter()
+            .position(|t| t.name == f.original.trim())
+        {
+            Some(i) if !f.original.trim().is_empty() => {
+                candidate.trunks[i] = trunk;
+                i
+            }
+            _ => {
+                candidate.trunks.push(trunk);
+                candidate.trunks.len() - 1
+            }
+        };
+        match candidate.validate() {
+            Ok(_) => Ok((candidate, index)),
+            Err(e) => Err(place_config_error(e, "trunks", index)),
+        }
+    });
+    let (candidate, index) = match checked {
+        Ok(c) => c,
+        Err(errors) => {
+            drop(current);
+            tracing::info!(user = %session.username, trunk = %f.original, "trunk change refused: {}", errors.summary());
+            let page = page_for(
+                &state,
+                &csrf,
+                frame().error(errors.summary()),
+                Some((&f, &errors)),
+                None,
+            )
+            .await;
+            return Err(render(StatusCode::BAD_REQUEST, &page));
+        }
+    };
+    let before = current
+        .trunks
+        .iter()
+        .find(|t| t.name == f.original.trim())
+        .cloned();
+    let after = candidate.trunks[index].clone();
+    let change = trunk_changes(before.as_ref(), Some(&after));
+    let result = commit(&editor, &mut current, candidate).await;
+    drop(current);
+    match result {
+        Ok(applied) => {
+            tracing::warn!(user = %session.username, change = %change, live = matches!(applied, Applied::Live), "audit: trunk changed from the web UI");
+            let notice = applied_notice(&format!("Trunk {} saved.", after.name), &applied);
+            let page = page_for(&state, &csrf, frame().notice(notice), None, None).await;
+            Ok(render(StatusCode::OK, &page))
+        }
+        Err(message) => {
+            tracing::error!(user = %session.username, error = %message, "trunk change could not be written");
+            let page = page_for(&state, &csrf, frame().error(message), None, None).await;
+            Err(render(StatusCode::INTERNAL_SERVER_ERROR, &page))
+        }
+    }
+}
+
+/// The remove forms.
+#[derive(Deserialize)]
+pub(super) struct RemoveForm {
+    csrf: String,
+    name: String,
+}
+
+/// `POST /trunks/remove`: removes one trunk (calls it carries continue).
+pub(super) async fn trunk_remove(
+    State(state): State<WebState>,
+    headers: HeaderMap,
+    Form(f): Form<RemoveForm>,
+) -> Guarded {
+    remove(state, headers, f, "trunks").await
+}
+
+/// `POST /phones/remove`: removes one phone.
+pub(super) async fn phone_remove(
+    State(state): State<WebState>,
+    headers: HeaderMap,
+    Form(f): Form<RemoveForm>,
+) -> Guarded {
+    remove(state, headers, f, "phones").await
+}
+
+async fn remove(state: WebState, headers: HeaderMap, f: RemoveForm, list: &str) -> Guarded {
+    let (_, session) = require_form_session(&state, &headers, &f.csrf).await?;
+    let csrf = session.csrf_token.clone();
+    let frame = || PageFrame::new(&state, Some(&session));
+    let Some(editor) = state.sip_editor.clone() else {
+        let page = page_for(
+            &state,
+            &csrf,
+            frame().error("SIP is not configured on this box (no [sip] section)."),
+            None,
+            None,
+        )
+        .await;
+        return Err(render(StatusCode::BAD_REQUEST, &page));
+    };
+    let mut current = editor.current.lock().await;
+    let mut candidate = current.clone();
+    let found = if list == "trunks" {
+        let before = candidate.trunks.len();
+        candidate.trunks.retain(|t| t.name != f.name);
+        before != candidate.trunks.len()
+    } else {
+        let before = candidate.phones.len();
+        candidate.phones.retain(|p| p.username != f.name);
+        before != candidate.phones.len()
+    };
+    let result = if found {
+        commit(&editor, &mut current, candidate).await
+    } else {
+        Err(format!(
+            "Nothing was changed: no entry is named `{}` any more.",
+            f.name
+        ))
+    };
+    drop(current);
+    match result {
+        Ok(applied) => {
+            tracing::warn!(user = %session.username, list, name = %f.name, "audit: removed from the web UI");
+            let notice = if list == "trunks" {
+                applied_notice(&format!("Trunk {} removed.", f.name), &applied)
+            } else {
+                format!(
+                    "Phone {} removed; phones take effect at the daemon's next start.",
+                    f.name
+                )
+            };
+            let page = page_for(&state, &csrf, frame().notice(notice), None, None).await;
+            Ok(render(StatusCode::OK, &page))
+        }
+        Err(message) => {
+            let page = page_for(&state, &csrf, frame().error(message), None, None).await;
+            Err(render(StatusCode::BAD_REQUEST, &page))
+        }
+    }
+}
+
+/// `POST /phones/save`: adds or changes one desk phone (in force at the next start).
+pub(super) async fn phone_save(
+    State(state): State<WebState>,
+    headers: HeaderMap,
+    Form(f): Form<PhoneForm>,
+) -> Guarded {
+    let (_, session) = require_form_session(&state, &headers, &f.csrf).await?;
+    let csrf = session.csrf_token.clone();
+    let frame = || PageFrame::new(&state, Some(&session));
+    let Some(editor) = state.sip_editor.clone() else {
+        let page = page_for(
+            &state,
+            &csrf,
+            frame().error("SIP is not configured on this box (no [sip] section)."),
+            None,
+            None,
+        )
+        .await;
+        return Err(render(StatusCode::BAD_REQUEST, &page));
+    };
+    let mut current = editor.current.lock().await;
+    let checked = check_phone(&f, &current.phones).and_then(|phone| {
+        let mut candidate = current.clone();
+        let index = match candidate
+            .phones
+            .iter()
+            .position(|p| p.username == f.original.trim())
+        {
+            Some(i) if !f.original.trim().is_empty() => {
+                candidate.phones[i] = phone;
+                i
+            }
+            _ => {
+                candidate.phones.push(phone);
+                candidate.phones.len() - 1
+            }
+        };
+        match candidate.validate() {
+            Ok(_) => Ok(candidate),
+            Err(e) => Err(place_config_error(e, "phones", index)),
+        }
+    });
+    let candidate = match checked {
+        Ok(c) => c,
+        Err(errors) => {
+            drop(current);
+            let page = page_for(
+                &state,
+                &csrf,
+                frame().error(errors.summary()),
+                None,
+                Some((&f, &errors)),
+            )
+            .await;
+            return Err(render(StatusCode::BAD_REQUEST, &page));
+        }
+    };
+    let result = commit(&editor, &mut current, candidate).await;
+    drop(current);
+    match result {
+        Ok(_) => {
+            tracing::warn!(user = %session.username, phone = %f.username.trim(), previously = %f.original, "audit: phone saved from the web UI");
+            let notice = format!(
+                "Phone {} saved; phones take effect at the daemon's next start.",
+                f.username.trim()
+            );
+            let page = page_for(&state, &csrf, frame().notice(notice), None, None).await;
+            Ok(render(StatusCode::OK, &page))
+        }
+        Err(message) => {
+            let page = page_for(&state, &csrf, frame().error(message), None, None).await;
+            Err(render(StatusCode::INTERNAL_SERVER_ERROR, &page))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn carrier() -> TrunkConfig {
+        TrunkConfig {
+            name: "carrier".into(),
+            address: "192.0.2.10:5060".into(),
+            domain: None,
+            username: Some("branch7".into()),
+            password: Some("s3cret-pw".into()),
+            max_channels: 10,
+            max_cps: 5,
+            priority: 0,
+            weight: 1,
+        }
+    }
+
+    #[test]
+    fn a_bad_trunk_form_is_refused_with_an_error_on_each_bad_field() {
+        let mut f = form_of(&carrier());
+        f.address = "carrier.example:5060".into();
+        f.max_channels = "0".into();
+        f.weight = "heavy".into();
+        let e = check_trunk(&f, &[carrier()]).unwrap_err();
+        let fields: Vec<_> = e.fields.iter().map(|(f, _)| *f).collect();
+        assert_eq!(fields, vec!["address", "max_channels", "weight"]);
+        assert!(e.of("address").unwrap().contains("carrier.example"));
+        assert!(e.summary().starts_with("Nothing was changed."));
+
+        let mut new = form_of(&carrier());
+        new.original.clear();
+        let e = check_trunk(&new, &[carrier()]).unwrap_err();
+        assert!(e.of("name").unwrap().contains("used by another trunk"));
+        new.name = "has space".into();
+        assert!(check_trunk(&new, &[carrier()])
+            .unwrap_err()
+            .of("name")
+            .is_some());
+        new.name = "fresh".into();
+        new.username.clear();
+        new.password = "orphan".into();
+        assert!(check_trunk(&new, &[carrier()])
+            .unwrap_err()
+            .of("username")
+            .is_some());
+    }
+
+    #[test]
+    fn a_blank_password_keeps_the_stored_one_and_a_new_one_replaces_it() {
+        let f = form_of(&carrier());
+        assert_eq!(
+            check_trunk(&f, &[carrier()]).unwrap().password.as_deref(),
+            Some("s3cret-pw")
+        );
+        let mut changed = f.clone();
+        changed.password = "other-pw".into();
+        let t = check_trunk(&changed, &[carrier()]).unwrap();
+        assert_eq!(t.password.as_deref(), Some("other-pw"));
+        assert_eq!(
+            trunk_changes(Some(&carrier()), Some(&t)),
+            "carrier: password changed"
+        );
+        let mut fresh = f;
+        fresh.original.clear();
+        fresh.name = "fresh".into();
+        assert!(check_trunk(&fresh, &[carrier()])
+            .unwrap_err()
+            .of("password")
+            .is_some());
+    }
+
+    #[test]
+    fn the_audit_line_names_what_changed_and_never_the_password() {
+        let mut after = carrier();
+        after.address = "192.0.2.11:5060".into();
+        after.max_channels = 4;
+        after.password = Some("new-secret".into());
+        let line = trunk_changes(Some(&carrier()), Some(&after));
+        assert_eq!(
+            line,
+            "carrier: address 192.0.2.10:5060 -> 192.0.2.11:5060, max_channels 10 -> 4, \
+             password changed"
+        );
+        assert!(!line.contains("secret"));
+        assert!(trunk_changes(None, Some(&carrier())).starts_with("added carrier at"));
+        assert_eq!(
+            trunk_changes(Some(&carrier()), None),
+            "removed carrier (192.0.2.10:5060)"
+        );
+    }
+
+    #[test]
+    fn phones_need_a_unique_username_and_an_eight_character_password() {
+        let desk = PhoneConfig {
+            username: "desk1".into(),
+            password: "pw-desk-1".into(),
+        };
+        let f = PhoneForm {
+            username: "desk1".into(),
+            password: "short".into(),
+            ..PhoneForm::default()
+        };
+        let e = check_phone(&f, std::slice::from_ref(&desk)).unwrap_err();
+        assert!(e.of("username").is_some() && e.of("password").is_some());
+        let keep = PhoneForm {
+            original: "desk1".into(),
+            username: "desk1b".into(),
+            ..PhoneForm::default()
+        };
+        assert_eq!(
+            check_phone(&keep, &[desk]).unwrap(),
+            PhoneConfig {
+                username: "desk1b".into(),
+                password: "pw-desk-1".into()
+            }
+        );
+    }
+
+    #[test]
+    fn the_overlay_replaces_the_lists_at_start_and_a_stale_one_is_refused_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        std::fs::create_dir_all(&data).unwrap();
+        let text = format!(
+            "[appliance]\ndata_dir = \"{}\"\n[sip]\nlisten = \"127.0.0.1:5070\"\n\
+             [[sip.trunks]]\nname = \"carrier\"\naddress = \"192.0.2.10:5060\"\n\
+             max_channels = 10\nmax_cps = 5\n\
+             [[sip.routes]]\nnumber = \"*\"\ntrunk = \"carrier\"\n",
+            data.display()
+        );
+        let load = || {
+            callgate_common::observe::parse_toml::<crate::config::ApplianceConfig>(
+                Path::new("a.toml"),
+                &text,
+            )
+            .unwrap()
+            .validate()
+            .unwrap()
+        };
+        let mut moved = carrier();
+        moved.address = "192.0.2.99:5060".into();
+        SipOverlay {
+            trunks: vec![moved],
+            phones: vec![],
+        }
+        .write(&data)
+        .unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(SipOverlay::path(&data))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600, "the overlay holds passwords");
+        }
+        let mut config = load();
+        apply_overlay(&mut config);
+        let sip = config.sip.unwrap();
+        assert_eq!(sip.trunks[0].address.to_string(), "192.0.2.99:5060");
+        assert_eq!(
+            sip.trunks[0].credentials.as_ref().unwrap().username,
+            "branch7"
+        );
+
+        // A route in the file still names `carrier`: an overlay without it is refused whole.
+        let mut renamed = carrier();
+        renamed.name = "other".into();
+        SipOverlay {
+            trunks: vec![renamed],
+            phones: vec![],
+        }
+        .write(&data)
+        .unwrap();
+        let mut config = load();
+        apply_overlay(&mut config);
+        let sip = config.sip.unwrap();
+        assert_eq!(sip.trunks[0].name, "carrier");
+        assert_eq!(sip.trunks[0].address.to_string(), "192.0.2.10:5060");
+    }
+
+    #[test]
+    fn the_daemons_own_validation_lands_on_the_edited_field() {
+        let e = place_config_error(
+            SipConfigError::Invalid {
+                key: "sip.trunks[2].address".into(),
+                reason: "bad".into(),
+            },
+            "trunks",
+            2,
+        );
+        assert_eq!(
+            e.of("address").as_deref(),
+            Some("sip.trunks[2].address: bad")
+        );
+        let e = place_config_error(
+            SipConfigError::Invalid {
+                key: "sip.routes[0].trunk".into(),
+                reason: "no trunk is named `x`".into(),
+            },
+            "trunks",
+            2,
+        );
+        assert!(e.fields.is_empty());
+        assert!(e.general.unwrap().contains("sip.routes[0].trunk"));
+    }
+}
