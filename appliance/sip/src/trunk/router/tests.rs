@@ -717,11 +717,6 @@ fn a_failed_connection_to_a_tcp_trunk_fails_over_at_once() {
     let mut w = World::new(
         &[
             ("127.0.0.2:5060", Carrier::Silent),
-#[test]
-fn replacing_the_trunks_keeps_calls_in_progress_and_sends_the_next_call_to_the_new_trunk() {
-    let mut w = World::new(
-        &[
-            ("127.0.0.2:5060", Carrier::Answers),
             ("127.0.0.3:5060", Carrier::Answers),
         ],
         no_probes(),
@@ -742,6 +737,17 @@ fn replacing_the_trunks_keeps_calls_in_progress_and_sends_the_next_call_to_the_n
     );
     assert_eq!(w.kinds(), vec!["answered t1"]);
     assert_eq!(w.router.group().trunks[0].figures.attempts, 1);
+}
+
+#[test]
+fn replacing_the_trunks_keeps_calls_in_progress_and_sends_the_next_call_to_the_new_trunk() {
+    let mut w = World::new(
+        &[
+            ("127.0.0.2:5060", Carrier::Answers),
+            ("127.0.0.3:5060", Carrier::Answers),
+        ],
+        no_probes(),
+    );
     // Only t0 (127.0.0.2) in service at first.
     w.router
         .replace_trunks(w.now, vec![trunk("t0", "127.0.0.2:5060", 0)]);
