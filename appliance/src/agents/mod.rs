@@ -181,6 +181,9 @@ pub enum AgentsError {
     /// The durable outbox refused an agent event.
     #[error("outbox: {0}")]
     Outbox(String),
+    /// A preview request was refused (not ready, nothing left, the dialer said no).
+    #[error("preview: {0}")]
+    Preview(String),
 }
 
 impl From<sqlx::Error> for AgentsError {

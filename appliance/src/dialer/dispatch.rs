@@ -460,6 +460,71 @@ impl AgentPlacement {
     }
 }
 
+/// The dialer's preview side for the agent page.
+#[derive(Debug, Clone)]
+pub struct PreviewSource {
+    control: DialerControl,
+}
+
+impl PreviewSource {
+    /// Preview through `control`.
+    pub fn new(control: DialerControl) -> PreviewSource {
+        PreviewSource { control }
+    }
+}
+
+impl crate::agents::service::PreviewDialer for PreviewSource {
+    fn campaigns(&self) -> Vec<(callgate_common::ids::CampaignId, String)> {
+        self.control
+            .briefs()
+            .borrow()
+            .iter()
+            .filter(|b| b.dial_mode == DialMode::Preview && b.running)
+            .map(|b| (b.campaign, b.name.clone()))
+            .collect()
+    }
+
+    fn next(
+        &self,
+        agent: AgentId,
+        campaign: callgate_common::ids::CampaignId,
+    ) -> BoxFuture<'static, Result<Option<crate::agents::service::PreviewCard>, String>> {
+        let control = self.control.clone();
+        Box::pin(async move {
+            let brief = control
+                .briefs()
+                .borrow()
+                .iter()
+                .find(|b| b.campaign == campaign)
+                .cloned();
+            let shown = control
+                .request_preview(agent, campaign)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(shown.map(|(_, c)| crate::agents::service::PreviewCard {
+                campaign: campaign.0,
+                pop: ScreenPop::new(
+                    brief.as_ref().map_or("", |b| b.name.as_str()),
+                    Some(&c.number),
+                    &c.fields,
+                    brief.as_ref().map_or("", |b| b.script.as_str()),
+                ),
+            }))
+        })
+    }
+
+    fn dial(&self, agent: AgentId) -> BoxFuture<'static, Result<(), String>> {
+        let control = self.control.clone();
+        Box::pin(async move {
+            control
+                .dial_preview(agent)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        })
+    }
+}
+
 /// Joins the desk and the running dialer: agent events become pacing inputs, and every
 /// brief the dialer holds is installed on the desk. Runs until `shutdown` turns true.
 pub fn connect_agents(
@@ -467,6 +532,7 @@ pub fn connect_agents(
     control: DialerControl,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    desk.set_preview(Arc::new(PreviewSource::new(control.clone())));
     let (views, mut events) = desk.agent_events();
     let mut briefs = control.briefs();
     tokio::spawn(async move {
