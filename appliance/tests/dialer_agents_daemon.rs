@@ -735,7 +735,7 @@ async fn with_the_cloud_gone_agents_dial_until_the_grant_expires_and_the_status_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_preview_agent_sees_the_contact_on_the_page_dials_it_and_takes_the_answer() {
+async fn a_preview_agent_sees_the_contact_on_the_page_dials_it_takes_the_answer_and_hangs_up() {
     const CONTACTS: u64 = 12;
     let carrier = Carrier::start_with("carrier_agents.xml");
     let hour = UnixMillis::now().plus_millis(3_600_000);
@@ -833,7 +833,14 @@ async fn a_preview_agent_sees_the_contact_on_the_page_dials_it_and_takes_the_ans
         assert_eq!(r.status(), StatusCode::SEE_OTHER);
         // This contact's attempt settles; an answer comes to this agent.
         let deadline = Instant::now() + Duration::from_secs(30);
+        let mut hung_up = false;
         let record = loop {
+            // Answered: the agent ends the call from the page as soon as it talks.
+            if !hung_up && page().await.contains("data-state=\"talking\"") {
+                let r = post("/agent/hangup", vec![("csrf", csrf.clone())]).await;
+                assert_eq!(r.status(), StatusCode::SEE_OTHER, "hang up while talking");
+                hung_up = true;
+            }
             let o = outbox(&store).await;
             let result = o.results.iter().any(|r| r.contact.0 == round);
             let record = o
@@ -861,6 +868,20 @@ async fn a_preview_agent_sees_the_contact_on_the_page_dials_it_and_takes_the_ans
         }
     }
     let record = answered.expect("one of the previewed contacts answered");
+    // The carrier's customers talk at least 3.5 s: this call ended sooner, by the agent.
+    let lasted = record
+        .ended_at
+        .millis_since(record.answered_at.expect("answered"));
+    assert!(
+        lasted < 3_000,
+        "the agent's hang-up ended the call ({lasted} ms)"
+    );
+    let r = post("/agent/hangup", vec![("csrf", csrf.clone())]).await;
+    assert_eq!(
+        r.status(),
+        StatusCode::CONFLICT,
+        "nothing to hang up any more"
+    );
     assert_eq!(
         record.agent,
         Some(AgentId(1)),

@@ -242,6 +242,11 @@ impl AgentDeskService {
         r
     }
 
+    /// The agent ends the call it talks on (see [`AgentDesk::hang_up`]).
+    pub fn hang_up(&self, agent: AgentId) -> Result<(), AgentsError> {
+        self.with_desk(|d, _| d.hang_up(agent)).0.map(|_| ())
+    }
+
     /// Routes an answered outbound call (never waits on the disk).
     pub fn offer(&self, call: OfferedCall) -> Result<OfferDecision, AgentsError> {
         self.with_desk(|d, now| d.offer(now, call)).0

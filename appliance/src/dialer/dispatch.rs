@@ -7,7 +7,8 @@
 //! - preview, progressive and predictive calls go to the agent desk ([`AgentPlacement`]):
 //!   `offer` → connect (bridge to the agent's nailed-up leg through the agents' lines),
 //!   wait up to the safe-harbour deadline, or safe harbour (the recorded message, then the
-//!   call ends and counts as abandoned). After the bridge the placement waits for the
+//!   call ends and counts as abandoned). The customer's hang-up, the agent's (from the
+//!   page) or the agent's phone dropping ends the bridge. After the bridge the placement waits for the
 //!   agent's disposition (at most until the agent's wrap-up ends) so that it reaches the
 //!   call record.
 //!
@@ -148,6 +149,7 @@ impl AgentPlacement {
                     DeskOutput::Connect { call, .. }
                     | DeskOutput::SafeHarbour { call }
                     | DeskOutput::AgentLost { call, .. }
+                    | DeskOutput::HangUp { call, .. }
                     | DeskOutput::Disposition { call, .. } => *call,
                     other => {
                         tracing::debug!(output = ?other, "desk output for no dialer call");
@@ -365,6 +367,10 @@ impl AgentPlacement {
                 said = desk_says.recv(), if !desk_gone => match said {
                     Some(DeskOutput::AgentLost { .. }) => {
                         lost = true;
+                        let _ = bridge.commands.send(crate::media::BridgeCommand::Hangup).await;
+                    }
+                    Some(DeskOutput::HangUp { .. }) => {
+                        tracing::info!(call = %id, %agent, "the agent hung up");
                         let _ = bridge.commands.send(crate::media::BridgeCommand::Hangup).await;
                     }
                     Some(DeskOutput::Disposition { code, .. }) => disposition = Some(code),

@@ -41,6 +41,7 @@ pub fn router() -> Router<WebState> {
         .route("/agent/pause", post(pause))
         .route("/agent/ready", post(ready))
         .route("/agent/disposition", post(disposition))
+        .route("/agent/hangup", post(hang_up))
         .route("/agent/preview", post(preview_next))
         .route("/agent/preview/dial", post(preview_dial))
         .route("/agent/logout", post(logout))
@@ -243,7 +244,8 @@ fn refusal_status(e: &AgentsError) -> StatusCode {
         | AgentsError::PhoneNotConnected(_)
         | AgentsError::WrapUpPending(_)
         | AgentsError::NoCallToDispose(_)
-        | AgentsError::AlreadyDisposed(_) => StatusCode::CONFLICT,
+        | AgentsError::AlreadyDisposed(_)
+        | AgentsError::NoCallToHangUp(_) => StatusCode::CONFLICT,
         _ => StatusCode::BAD_REQUEST,
     }
 }
@@ -508,6 +510,15 @@ async fn disposition(
         d.dispose(a, &code).await
     })
     .await
+}
+
+/// The agent ends the call it is talking on.
+async fn hang_up(
+    State(state): State<WebState>,
+    headers: HeaderMap,
+    Form(f): Form<CsrfForm>,
+) -> Response {
+    act(&state, &headers, &f.csrf, async |d, a| d.hang_up(a)).await
 }
 
 #[derive(Deserialize)]
