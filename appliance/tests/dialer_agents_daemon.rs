@@ -329,14 +329,9 @@ impl Daemon {
     }
 }
 
-/// An agent working the agent page over HTTPS: logs in (which calls its desk phone), then
-/// saves `sale` for every call that reaches wrap-up. Returns the calls it disposed.
-async fn agent_at_the_page(
-    client: Client,
-    base: String,
-    i: u64,
-    mut stop: tokio::sync::watch::Receiver<bool>,
-) -> Vec<String> {
+/// Logs agent `i` in on the agent page (which calls its desk phone); returns the session
+/// cookie and the CSRF token.
+async fn log_in_on_page(client: &Client, base: &str, i: u64) -> (String, String) {
     let r = client
         .post(format!("{base}/agent/login"))
         .form(&[
@@ -369,6 +364,30 @@ async fn agent_at_the_page(
         .and_then(|rest| rest.split('"').next())
         .expect("the page carries the CSRF token")
         .to_string();
+    (cookie, csrf)
+}
+
+/// An agent working the agent page over HTTPS: logs in (which calls its desk phone), then
+/// saves `sale` for every call that reaches wrap-up. Returns the calls it disposed.
+async fn agent_at_the_page(
+    client: Client,
+    base: String,
+    i: u64,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> Vec<String> {
+    let (cookie, csrf) = log_in_on_page(&client, &base, i).await;
+    dispose_at_wrap_up(client, base, i, cookie, csrf, stop).await
+}
+
+/// Follows the agent's live view (SSE) and saves `sale` at every wrap-up.
+async fn dispose_at_wrap_up(
+    client: Client,
+    base: String,
+    i: u64,
+    cookie: String,
+    csrf: String,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> Vec<String> {
     let mut events = client
         .get(format!("{base}/agent/events"))
         .header(COOKIE, &cookie)
@@ -713,4 +732,163 @@ async fn with_the_cloud_gone_agents_dial_until_the_grant_expires_and_the_status_
         400,
         "the rest was handed back saying why"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_preview_agent_sees_the_contact_on_the_page_dials_it_takes_the_answer_and_hangs_up() {
+    const CONTACTS: u64 = 12;
+    let carrier = Carrier::start_with("carrier_agents.xml");
+    let hour = UnixMillis::now().plus_millis(3_600_000);
+    let mut daemon = Daemon::start(
+        1,
+        vec![
+            agent_brief(DialMode::Preview),
+            lease(1, 0..CONTACTS, hour, |_| false),
+            grant(5, 0, hour),
+        ],
+        &carrier,
+    )
+    .await;
+    let _phone = daemon.phone(1).await;
+    let (client, base) = (daemon.client.clone(), daemon.base.clone());
+    let (cookie, csrf) = log_in_on_page(&client, &base, 1).await;
+    let (stop_agent, stop_rx) = tokio::sync::watch::channel(false);
+    let bot = tokio::spawn(dispose_at_wrap_up(
+        client.clone(),
+        base.clone(),
+        1,
+        cookie.clone(),
+        csrf.clone(),
+        stop_rx,
+    ));
+    let store = daemon.store().await;
+    let page = || async {
+        client
+            .get(format!("{base}/agent"))
+            .header(COOKIE, &cookie)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    let post = |path: &'static str, form: Vec<(&'static str, String)>| {
+        let (client, base, cookie) = (client.clone(), base.clone(), cookie.clone());
+        async move {
+            client
+                .post(format!("{base}{path}"))
+                .header(COOKIE, &cookie)
+                .form(&form)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    // Ready once the desk phone answered the nailed-up leg.
+    let start = Instant::now();
+    while !page().await.contains("data-state=\"ready\"") {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "agent never ready"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Nothing is dialled in preview until the agent asks.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert!(
+        outbox(&store).await.results.is_empty(),
+        "nothing dialled unasked"
+    );
+    let r = post("/agent/preview/dial", vec![("csrf", csrf.clone())]).await;
+    assert_eq!(
+        r.status(),
+        StatusCode::BAD_REQUEST,
+        "no contact on screen yet"
+    );
+    assert!(r.text().await.unwrap().contains("no previewed contact"));
+
+    let mut answered = None;
+    for round in 0..CONTACTS {
+        let r = post(
+            "/agent/preview",
+            vec![("csrf", csrf.clone()), ("campaign", CAMPAIGN.0.to_string())],
+        )
+        .await;
+        assert_eq!(
+            r.status(),
+            StatusCode::SEE_OTHER,
+            "{}",
+            r.text().await.unwrap()
+        );
+        let shown = page().await;
+        let number = dialer_support::number(round);
+        assert!(shown.contains(&number.masked()), "the contact is on screen");
+        assert!(
+            !shown.contains(&number.e164()),
+            "only the masked number is shown"
+        );
+        assert!(shown.contains("Spring offer"));
+        let r = post("/agent/preview/dial", vec![("csrf", csrf.clone())]).await;
+        assert_eq!(r.status(), StatusCode::SEE_OTHER);
+        // This contact's attempt settles; an answer comes to this agent.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut hung_up = false;
+        let record = loop {
+            // Answered: the agent ends the call from the page as soon as it talks.
+            if !hung_up && page().await.contains("data-state=\"talking\"") {
+                let r = post("/agent/hangup", vec![("csrf", csrf.clone())]).await;
+                assert_eq!(r.status(), StatusCode::SEE_OTHER, "hang up while talking");
+                hung_up = true;
+            }
+            let o = outbox(&store).await;
+            let result = o.results.iter().any(|r| r.contact.0 == round);
+            let record = o
+                .records
+                .iter()
+                .find(|r| r.contact.map(|c| c.0) == Some(round));
+            if let (true, Some(r)) = (result, record) {
+                break r.clone();
+            }
+            assert!(Instant::now() < deadline, "contact {round} never settled");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        assert_eq!(
+            outbox(&store).await.results.len() as u64,
+            round + 1,
+            "one call per Dial"
+        );
+        if record.outcome == CallOutcome::AnsweredHuman {
+            answered = Some(record);
+            break;
+        }
+        // Ready again before the next preview (no wrap-up for unanswered calls).
+        while !page().await.contains("data-state=\"ready\"") {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let record = answered.expect("one of the previewed contacts answered");
+    // The carrier's customers talk at least 3.5 s: this call ended sooner, by the agent.
+    let lasted = record
+        .ended_at
+        .millis_since(record.answered_at.expect("answered"));
+    assert!(
+        lasted < 3_000,
+        "the agent's hang-up ended the call ({lasted} ms)"
+    );
+    let r = post("/agent/hangup", vec![("csrf", csrf.clone())]).await;
+    assert_eq!(
+        r.status(),
+        StatusCode::CONFLICT,
+        "nothing to hang up any more"
+    );
+    assert_eq!(
+        record.agent,
+        Some(AgentId(1)),
+        "the previewing agent took it"
+    );
+    assert_eq!(record.disposition.as_deref(), Some("sale"));
+    let _ = stop_agent.send(true);
+    bot.await.unwrap();
+    daemon.stop().await;
 }

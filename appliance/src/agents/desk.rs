@@ -183,6 +183,13 @@ pub enum DeskOutput {
         /// The agent.
         agent: AgentId,
     },
+    /// The agent ends its call from the page: hang the call up (then `call_ended`).
+    HangUp {
+        /// The call.
+        call: CallId,
+        /// The agent.
+        agent: AgentId,
+    },
     /// The agent of a reserved or talking call was lost (phone leg dropped, removed from
     /// the roster): the call needs another route.
     AgentLost {
@@ -557,6 +564,21 @@ impl AgentDesk {
             self.become_ready(now, agent);
         }
         Ok(())
+    }
+
+    /// The agent ends the call it is talking on (from the page): the desk asks the call
+    /// side to hang up ([`DeskOutput::HangUp`]); the agent goes to wrap-up when the call
+    /// side reports [`AgentDesk::call_ended`].
+    pub fn hang_up(&mut self, agent: AgentId) -> Result<CallId, AgentsError> {
+        match self.seat(agent)? {
+            Seat::Talking(c) => {
+                let call = c.call;
+                self.outputs.push_back(DeskOutput::HangUp { call, agent });
+                Ok(call)
+            }
+            Seat::LoggedOut => Err(AgentsError::NotLoggedIn(agent)),
+            _ => Err(AgentsError::NoCallToHangUp(agent)),
+        }
     }
 
     /// Routes an answered outbound call.

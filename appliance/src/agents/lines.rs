@@ -384,6 +384,11 @@ impl Lines {
                     OverflowRoute::Robot(target) => self.overflow_to(call, group, target).await,
                 }
             }
+            DeskOutput::HangUp { call, agent } if self.callers.contains_key(&call) => {
+                tracing::info!(%call, %agent, "the agent hung up the inbound call");
+                self.end_caller(call, true).await;
+                self.desk.call_ended(call);
+            }
             DeskOutput::AgentLost { call, agent } if self.callers.contains_key(&call) => {
                 tracing::warn!(%call, %agent, "the agent of a call was lost; ending the call");
                 self.end_caller(call, true).await;

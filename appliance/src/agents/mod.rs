@@ -181,6 +181,12 @@ pub enum AgentsError {
     /// The durable outbox refused an agent event.
     #[error("outbox: {0}")]
     Outbox(String),
+    /// The agent is not talking on a call it could hang up.
+    #[error("agent {0} is not talking on a call")]
+    NoCallToHangUp(AgentId),
+    /// A preview request was refused (not ready, nothing left, the dialer said no).
+    #[error("preview: {0}")]
+    Preview(String),
 }
 
 impl From<sqlx::Error> for AgentsError {

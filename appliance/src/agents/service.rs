@@ -16,11 +16,14 @@ use super::desk::{
     AgentDesk, AgentView, DeskOutput, DeskSettings, InboundCall, OfferDecision, OfferedCall,
     PacingCounts,
 };
+use super::script::ScreenPop;
 use super::{roster, AgentsError};
 use crate::sync::outbox_store::UplinkOutbox;
-use callgate_common::ids::{AgentGroupId, AgentId, CallId};
+use callgate_common::ids::{AgentGroupId, AgentId, CallId, CampaignId};
 use callgate_common::time::UnixMillis;
 use callgate_common::wire::{AgentEvent, CampaignBrief, Uplink};
+use futures_util::future::BoxFuture;
+use serde::Serialize;
 use sqlx::SqlitePool;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -29,6 +32,30 @@ use tokio::sync::{mpsc, watch, Notify, RwLock};
 
 /// The outbox as the sync service shares it (replaced in place after a store failure).
 pub type SharedOutbox = Arc<RwLock<Arc<UplinkOutbox>>>;
+
+/// A contact shown to a preview agent before it dials (masked number only).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PreviewCard {
+    /// The campaign.
+    pub campaign: u64,
+    /// What the agent sees: campaign name, customer, masked number, fields, script.
+    pub pop: ScreenPop,
+}
+
+/// The dialer's preview side, as the agent page uses it (the dialer plugs it in with
+/// [`AgentDeskService::set_preview`]).
+pub trait PreviewDialer: Send + Sync + 'static {
+    /// The preview campaigns the box holds now: id and name.
+    fn campaigns(&self) -> Vec<(CampaignId, String)>;
+    /// The next contact of `campaign`, reserved for `agent`; `None` when none is left.
+    fn next(
+        &self,
+        agent: AgentId,
+        campaign: CampaignId,
+    ) -> BoxFuture<'static, Result<Option<PreviewCard>, String>>;
+    /// Dials the contact `agent` has on screen.
+    fn dial(&self, agent: AgentId) -> BoxFuture<'static, Result<(), String>>;
+}
 
 /// How often the stored roster/policy versions are checked for a change.
 const RELOAD_EVERY: Duration = Duration::from_secs(2);
@@ -51,6 +78,10 @@ struct Inner {
     subscribers: Mutex<Vec<mpsc::UnboundedSender<AgentEvent>>>,
     /// Dispositions of outbound calls until the dialer takes them for the call record.
     dispositions: Mutex<HashMap<CallId, String>>,
+    /// The dialer's preview side, once it runs.
+    preview: std::sync::OnceLock<Arc<dyn PreviewDialer>>,
+    /// The contact each preview agent has on screen.
+    cards: Mutex<HashMap<AgentId, PreviewCard>>,
 }
 
 /// Dispositions kept for the dialer at most; beyond it (the dialer is not taking them) the
@@ -101,6 +132,8 @@ impl AgentDeskService {
             pool: pool.clone(),
             subscribers: Mutex::new(Vec::new()),
             dispositions: Mutex::new(HashMap::new()),
+            preview: std::sync::OnceLock::new(),
+            cards: Mutex::new(HashMap::new()),
         });
         let service = AgentDeskService { inner };
         tokio::spawn(write_journal(pool, outbox, journal_rx, written_tx));
@@ -209,6 +242,11 @@ impl AgentDeskService {
         r
     }
 
+    /// The agent ends the call it talks on (see [`AgentDesk::hang_up`]).
+    pub fn hang_up(&self, agent: AgentId) -> Result<(), AgentsError> {
+        self.with_desk(|d, _| d.hang_up(agent)).0.map(|_| ())
+    }
+
     /// Routes an answered outbound call (never waits on the disk).
     pub fn offer(&self, call: OfferedCall) -> Result<OfferDecision, AgentsError> {
         self.with_desk(|d, now| d.offer(now, call)).0
@@ -270,6 +308,88 @@ impl AgentDeskService {
     /// What the agent page shows for `agent`.
     pub fn view(&self, agent: AgentId) -> Option<AgentView> {
         self.with_desk(|d, _| d.view(agent)).0
+    }
+
+    /// Plugs in the dialer's preview side (once; later calls are ignored).
+    pub fn set_preview(&self, dialer: Arc<dyn PreviewDialer>) {
+        let _ = self.inner.preview.set(dialer);
+    }
+
+    /// The preview campaigns an agent may ask contacts of (none without a dialer).
+    pub fn preview_campaigns(&self) -> Vec<(CampaignId, String)> {
+        self.inner
+            .preview
+            .get()
+            .map(|p| p.campaigns())
+            .unwrap_or_default()
+    }
+
+    /// The contact `agent` has on screen for preview.
+    pub fn preview_card(&self, agent: AgentId) -> Option<PreviewCard> {
+        self.inner
+            .cards
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&agent)
+            .cloned()
+    }
+
+    fn preview_side(&self, agent: AgentId) -> Result<Arc<dyn PreviewDialer>, AgentsError> {
+        let dialer = self
+            .inner
+            .preview
+            .get()
+            .cloned()
+            .ok_or_else(|| AgentsError::Preview("the dialer is not running".into()))?;
+        match self.view(agent).map(|v| v.state) {
+            Some("ready") => Ok(dialer),
+            Some(_) => Err(AgentsError::Preview(
+                "be ready (not paused, not on a call) to preview a contact".into(),
+            )),
+            None => Err(AgentsError::UnknownAgent(agent)),
+        }
+    }
+
+    /// Shows `agent` the next contact of the preview `campaign` (reserved for it).
+    pub async fn preview_next(
+        &self,
+        agent: AgentId,
+        campaign: CampaignId,
+    ) -> Result<(), AgentsError> {
+        if self.preview_card(agent).is_some() {
+            return Err(AgentsError::Preview(
+                "dial the contact on screen first".into(),
+            ));
+        }
+        let dialer = self.preview_side(agent)?;
+        let card = dialer
+            .next(agent, campaign)
+            .await
+            .map_err(AgentsError::Preview)?
+            .ok_or_else(|| AgentsError::Preview("no contact left to preview".into()))?;
+        self.inner
+            .cards
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(agent, card);
+        self.inner.changed.send_modify(|n| *n += 1);
+        Ok(())
+    }
+
+    /// Dials the contact `agent` has on screen; its answer comes to this agent.
+    pub async fn preview_dial(&self, agent: AgentId) -> Result<(), AgentsError> {
+        if self.preview_card(agent).is_none() {
+            return Err(AgentsError::Preview("no previewed contact to dial".into()));
+        }
+        let dialer = self.preview_side(agent)?;
+        dialer.dial(agent).await.map_err(AgentsError::Preview)?;
+        self.inner
+            .cards
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&agent);
+        self.inner.changed.send_modify(|n| *n += 1);
+        Ok(())
     }
 
     /// Takes the disposition saved for an outbound call, if any (the dialer puts it in the

@@ -7,7 +7,8 @@
 //! - preview, progressive and predictive calls go to the agent desk ([`AgentPlacement`]):
 //!   `offer` → connect (bridge to the agent's nailed-up leg through the agents' lines),
 //!   wait up to the safe-harbour deadline, or safe harbour (the recorded message, then the
-//!   call ends and counts as abandoned). After the bridge the placement waits for the
+//!   call ends and counts as abandoned). The customer's hang-up, the agent's (from the
+//!   page) or the agent's phone dropping ends the bridge. After the bridge the placement waits for the
 //!   agent's disposition (at most until the agent's wrap-up ends) so that it reaches the
 //!   call record.
 //!
@@ -148,6 +149,7 @@ impl AgentPlacement {
                     DeskOutput::Connect { call, .. }
                     | DeskOutput::SafeHarbour { call }
                     | DeskOutput::AgentLost { call, .. }
+                    | DeskOutput::HangUp { call, .. }
                     | DeskOutput::Disposition { call, .. } => *call,
                     other => {
                         tracing::debug!(output = ?other, "desk output for no dialer call");
@@ -367,6 +369,10 @@ impl AgentPlacement {
                         lost = true;
                         let _ = bridge.commands.send(crate::media::BridgeCommand::Hangup).await;
                     }
+                    Some(DeskOutput::HangUp { .. }) => {
+                        tracing::info!(call = %id, %agent, "the agent hung up");
+                        let _ = bridge.commands.send(crate::media::BridgeCommand::Hangup).await;
+                    }
                     Some(DeskOutput::Disposition { code, .. }) => disposition = Some(code),
                     Some(_) => {}
                     None => desk_gone = true,
@@ -460,6 +466,71 @@ impl AgentPlacement {
     }
 }
 
+/// The dialer's preview side for the agent page.
+#[derive(Debug, Clone)]
+pub struct PreviewSource {
+    control: DialerControl,
+}
+
+impl PreviewSource {
+    /// Preview through `control`.
+    pub fn new(control: DialerControl) -> PreviewSource {
+        PreviewSource { control }
+    }
+}
+
+impl crate::agents::service::PreviewDialer for PreviewSource {
+    fn campaigns(&self) -> Vec<(callgate_common::ids::CampaignId, String)> {
+        self.control
+            .briefs()
+            .borrow()
+            .iter()
+            .filter(|b| b.dial_mode == DialMode::Preview && b.running)
+            .map(|b| (b.campaign, b.name.clone()))
+            .collect()
+    }
+
+    fn next(
+        &self,
+        agent: AgentId,
+        campaign: callgate_common::ids::CampaignId,
+    ) -> BoxFuture<'static, Result<Option<crate::agents::service::PreviewCard>, String>> {
+        let control = self.control.clone();
+        Box::pin(async move {
+            let brief = control
+                .briefs()
+                .borrow()
+                .iter()
+                .find(|b| b.campaign == campaign)
+                .cloned();
+            let shown = control
+                .request_preview(agent, campaign)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(shown.map(|(_, c)| crate::agents::service::PreviewCard {
+                campaign: campaign.0,
+                pop: ScreenPop::new(
+                    brief.as_ref().map_or("", |b| b.name.as_str()),
+                    Some(&c.number),
+                    &c.fields,
+                    brief.as_ref().map_or("", |b| b.script.as_str()),
+                ),
+            }))
+        })
+    }
+
+    fn dial(&self, agent: AgentId) -> BoxFuture<'static, Result<(), String>> {
+        let control = self.control.clone();
+        Box::pin(async move {
+            control
+                .dial_preview(agent)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        })
+    }
+}
+
 /// Joins the desk and the running dialer: agent events become pacing inputs, and every
 /// brief the dialer holds is installed on the desk. Runs until `shutdown` turns true.
 pub fn connect_agents(
@@ -467,6 +538,7 @@ pub fn connect_agents(
     control: DialerControl,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    desk.set_preview(Arc::new(PreviewSource::new(control.clone())));
     let (views, mut events) = desk.agent_events();
     let mut briefs = control.briefs();
     tokio::spawn(async move {

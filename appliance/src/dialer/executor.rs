@@ -903,8 +903,37 @@ impl CampaignExecutor {
         let (Some(brief), Some(grant)) = (&c.brief, &c.grant) else {
             return true;
         };
-        c.abandons_under_grant >= grant.abandon_budget
+        // Attempts in flight beyond the ready agents may still be abandoned: they count
+        // against the budget now, so the calls already placed cannot overrun it.
+        c.abandons_under_grant + self.at_risk(id, 0) >= grant.abandon_budget
             || brief.profile.abandon.check(c.tally()).is_err()
+    }
+
+    /// Attempts of `campaign` waiting for an agent (plus `more` to be placed) beyond the
+    /// ready agents: each may end abandoned.
+    fn at_risk(&self, campaign: CampaignId, more: u64) -> u64 {
+        let waiting = self
+            .flights
+            .values()
+            .filter(|f| f.campaign == campaign && f.for_agent && !f.connected && !f.ended)
+            .count() as u64;
+        let ready = self
+            .agents
+            .values()
+            .filter(|s| **s == AgentState::Ready)
+            .count() as u64;
+        (waiting + more).saturating_sub(ready)
+    }
+
+    /// Whether one more predictive attempt keeps the abandons possible within the grant's
+    /// budget.
+    fn one_more_within_budget(&self, id: CampaignId) -> bool {
+        let Some(c) = self.campaigns.get(&id) else {
+            return false;
+        };
+        let Some(grant) = &c.grant else { return false };
+        let at_risk = self.at_risk(id, 1);
+        at_risk == 0 || c.abandons_under_grant + at_risk <= grant.abandon_budget
     }
 
     /// Attempts the grant still allows now.
@@ -996,6 +1025,9 @@ impl CampaignExecutor {
         let may_abandon = mode == DialMode::Predictive && !limited;
         let mut started = 0;
         while started < want && self.capacity(id, now) > 0 {
+            if may_abandon && !self.one_more_within_budget(id) {
+                break;
+            }
             let Some((lease, idx)) = self.next_contact(now, id, may_abandon) else {
                 break;
             };

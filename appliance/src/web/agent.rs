@@ -41,6 +41,9 @@ pub fn router() -> Router<WebState> {
         .route("/agent/pause", post(pause))
         .route("/agent/ready", post(ready))
         .route("/agent/disposition", post(disposition))
+        .route("/agent/hangup", post(hang_up))
+        .route("/agent/preview", post(preview_next))
+        .route("/agent/preview/dial", post(preview_dial))
         .route("/agent/logout", post(logout))
         .route("/static/agent.js", get(agent_js))
 }
@@ -126,6 +129,10 @@ struct DeskPage {
     view: AgentView,
     state_label: &'static str,
     error: Option<String>,
+    /// Preview campaigns the agent may ask a contact of: id and name.
+    preview_campaigns: Vec<(u64, String)>,
+    /// The contact on screen for preview.
+    preview: Option<crate::agents::service::PreviewCard>,
 }
 
 /// The words the page shows for a state (the script uses the same).
@@ -237,7 +244,8 @@ fn refusal_status(e: &AgentsError) -> StatusCode {
         | AgentsError::PhoneNotConnected(_)
         | AgentsError::WrapUpPending(_)
         | AgentsError::NoCallToDispose(_)
-        | AgentsError::AlreadyDisposed(_) => StatusCode::CONFLICT,
+        | AgentsError::AlreadyDisposed(_)
+        | AgentsError::NoCallToHangUp(_) => StatusCode::CONFLICT,
         _ => StatusCode::BAD_REQUEST,
     }
 }
@@ -273,6 +281,12 @@ fn desk_response(
             box_name: box_name(state),
             csrf: session.csrf.clone(),
             state_label: state_label(view.state),
+            preview_campaigns: desk
+                .preview_campaigns()
+                .into_iter()
+                .map(|(c, name)| (c.0, name))
+                .collect(),
+            preview: desk.preview_card(session.agent),
             view,
             error,
         },
@@ -494,6 +508,50 @@ async fn disposition(
     let code = f.code;
     act(&state, &headers, &f.csrf, async |d, a| {
         d.dispose(a, &code).await
+    })
+    .await
+}
+
+/// The agent ends the call it is talking on.
+async fn hang_up(
+    State(state): State<WebState>,
+    headers: HeaderMap,
+    Form(f): Form<CsrfForm>,
+) -> Response {
+    act(&state, &headers, &f.csrf, async |d, a| d.hang_up(a)).await
+}
+
+#[derive(Deserialize)]
+struct PreviewForm {
+    csrf: String,
+    #[serde(default)]
+    campaign: String,
+}
+
+/// Preview: the next contact of the chosen campaign goes on the agent's screen.
+async fn preview_next(
+    State(state): State<WebState>,
+    headers: HeaderMap,
+    Form(f): Form<PreviewForm>,
+) -> Response {
+    let campaign = f.campaign.trim().parse::<u64>();
+    act(&state, &headers, &f.csrf, async |d, a| {
+        let campaign =
+            campaign.map_err(|_| AgentsError::Preview("choose a preview campaign".into()))?;
+        d.preview_next(a, callgate_common::ids::CampaignId(campaign))
+            .await
+    })
+    .await
+}
+
+/// Preview: the agent dials the contact on its screen.
+async fn preview_dial(
+    State(state): State<WebState>,
+    headers: HeaderMap,
+    Form(f): Form<CsrfForm>,
+) -> Response {
+    act(&state, &headers, &f.csrf, async |d, a| {
+        d.preview_dial(a).await
     })
     .await
 }

@@ -681,3 +681,37 @@ fn a_previewed_call_goes_to_the_agent_who_dialled_it_or_is_routed_when_that_agen
         OfferDecision::Connect { agent: AgentId(1) }
     );
 }
+
+#[test]
+fn an_agent_hangs_up_only_a_call_it_talks_on_and_goes_to_wrap_up_when_it_ended() {
+    let mut d = desk(&[(1, &[SALES])]);
+    assert!(matches!(
+        d.hang_up(AgentId(1)),
+        Err(AgentsError::NotLoggedIn(_))
+    ));
+    d.log_in(t(0), AgentId(1)).unwrap();
+    assert!(matches!(
+        d.hang_up(AgentId(1)),
+        Err(AgentsError::NoCallToHangUp(_))
+    ));
+    let c = call(facts(), t(100));
+    let id = c.call;
+    d.offer(t(100), c).unwrap();
+    assert!(matches!(
+        d.hang_up(AgentId(1)),
+        Err(AgentsError::NoCallToHangUp(_))
+    ));
+    d.call_bridged(t(150), id);
+    drain(&mut d);
+    assert_eq!(d.hang_up(AgentId(1)).unwrap(), id);
+    assert_eq!(
+        drain(&mut d),
+        vec![DeskOutput::HangUp {
+            call: id,
+            agent: AgentId(1)
+        }],
+        "the desk asks the call side; the agent's state waits for the call to end"
+    );
+    d.call_ended(t(300), id);
+    assert_eq!(states(&drain(&mut d)), vec![(1, AgentState::WrapUp)]);
+}

@@ -605,3 +605,25 @@ fn a_stopped_campaign_brief_hands_back_its_contacts_and_an_older_brief_is_ignore
     assert_eq!(back.len(), 3);
     assert!(matches!(ex.status(C).unwrap().run, CampaignRun::Stopped(_)));
 }
+
+#[test]
+fn predictive_never_has_more_calls_at_risk_than_the_abandon_budget_left() {
+    let mut ex = executor();
+    ex.handle_campaign(T0, brief(DialMode::Predictive));
+    ex.handle_lease(T0, &lease(1, 0..100, later(3_600_000)));
+    let mut g = grant(50, 1_000, later(3_600_000));
+    g.abandon_budget = 2;
+    ex.handle_grant(T0, g);
+    for a in 1..=5 {
+        ex.handle_agent(T0, AgentId(a), AgentState::Ready);
+    }
+    // Overdial for 5 agents, but at most 2 attempts beyond them: each could be abandoned.
+    let n = dials(&drain(&mut ex)).len();
+    assert_eq!(n, 5 + 2, "overdial capped by the abandon budget: {n}");
+    let s = ex.status(C).unwrap();
+    assert!(
+        matches!(&s.run, CampaignRun::Limited(r) if r.contains("abandon budget spent")),
+        "the calls at risk use the whole budget: {:?}",
+        s.run
+    );
+}
