@@ -44,6 +44,12 @@ async fn a_campaign_is_created_with_every_field_and_bad_values_are_shown_next_to
         ),
         ("ends_on", "2020-01-01", "ends_on", ""),
         (
+            "conversion_dispositions",
+            "refund",
+            "conversion_dispositions",
+            "is not one of the campaign",
+        ),
+        (
             "calling_window.holidays",
             "christmas",
             "calling_window.holidays",
@@ -84,6 +90,7 @@ async fn a_campaign_is_created_with_every_field_and_bad_values_are_shown_next_to
     assert_eq!(c.spec.calling_window.days, vec![0, 1, 2]);
     assert_eq!(c.spec.calling_window.holidays, vec!["2026-12-25"]);
     assert_eq!(c.spec.disposition_codes, vec!["sale", "callback"]);
+    assert_eq!(c.spec.conversion_dispositions, vec!["sale"]);
     assert_eq!(c.spec.appliances.len(), 2);
     assert_eq!(c.spec.appliances[0].share, 2);
     assert_eq!(c.spec.retry.machine.max_attempts, 3);

@@ -171,6 +171,10 @@ pub struct CampaignSpec {
     pub script: String,
     #[serde(default)]
     pub disposition_codes: Vec<String>,
+    /// The disposition codes (of `disposition_codes`) that count as a conversion in the
+    /// analytics (a sale, a booked appointment...).
+    #[serde(default)]
+    pub conversion_dispositions: Vec<String>,
     #[serde(default)]
     pub wrap_up_seconds: u32,
     #[serde(default)]
@@ -277,6 +281,14 @@ impl CampaignSpec {
                 return Err(invalid(
                     &format!("disposition_codes[{i}]"),
                     "must be 1 to 64 characters",
+                ));
+            }
+        }
+        for (i, code) in self.conversion_dispositions.iter().enumerate() {
+            if !self.disposition_codes.contains(code) {
+                return Err(invalid(
+                    &format!("conversion_dispositions[{i}]"),
+                    format!("{code:?} is not one of the campaign's disposition codes"),
                 ));
             }
         }
@@ -702,6 +714,7 @@ mod tests {
             caller_id: "+14155550100".into(),
             script: "Hello {name}".into(),
             disposition_codes: vec!["sale".into()],
+            conversion_dispositions: Vec::new(),
             wrap_up_seconds: 30,
             retry: RetryPolicy::default(),
             priority_weights: PriorityWeights::default(),

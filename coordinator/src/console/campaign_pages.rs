@@ -117,6 +117,10 @@ pub fn fields_of(spec: &CampaignSpec) -> Fields {
     put("caller_id", spec.caller_id.clone());
     put("script", spec.script.clone());
     put("disposition_codes", spec.disposition_codes.join(", "));
+    put(
+        "conversion_dispositions",
+        spec.conversion_dispositions.join(", "),
+    );
     put("wrap_up_seconds", spec.wrap_up_seconds.to_string());
     for (prefix, rule) in [
         ("retry.busy", spec.retry.busy),
@@ -246,6 +250,7 @@ pub fn spec_of(f: &Fields) -> Result<CampaignSpec, ConsoleError> {
         caller_id: f.get("caller_id").trim().to_string(),
         script: f.get("script").to_string(),
         disposition_codes: split_list(f.get("disposition_codes")),
+        conversion_dispositions: split_list(f.get("conversion_dispositions")),
         wrap_up_seconds: number("wrap_up_seconds", f.get("wrap_up_seconds"))?,
         retry: RetryPolicy {
             busy: rule("retry.busy")?,
@@ -281,6 +286,7 @@ fn default_spec(profile: i64) -> CampaignSpec {
         caller_id: String::new(),
         script: String::new(),
         disposition_codes: Vec::new(),
+        conversion_dispositions: Vec::new(),
         wrap_up_seconds: 30,
         retry: RetryPolicy::default(),
         priority_weights: PriorityWeights::default(),

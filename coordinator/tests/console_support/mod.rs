@@ -204,6 +204,7 @@ pub async fn form(admin: &Client, changes: &[(&str, &str)]) -> Vec<(String, Stri
         ("caller_id", "+14155550100"),
         ("script", "Hello {first_name}"),
         ("disposition_codes", "sale, callback"),
+        ("conversion_dispositions", "sale"),
         ("wrap_up_seconds", "20"),
         ("priority_weights.urgency", "0.6"),
         ("priority_weights.customer_value", "0.4"),
@@ -272,6 +273,18 @@ pub mod uplink {
         contact: u64,
         outcome: CallOutcome,
     ) {
+        attempt_with(store, app, campaign, contact, outcome, None).await;
+    }
+
+    /// [`attempt`] whose call the agent closed with `disposition`.
+    pub async fn attempt_with(
+        store: &Store,
+        app: &str,
+        campaign: i64,
+        contact: u64,
+        outcome: CallOutcome,
+        disposition: Option<&str>,
+    ) {
         let now = UnixMillis::now();
         let call = CallId::new_v7();
         let attempt = AttemptId::new_v7();
@@ -315,7 +328,7 @@ pub mod uplink {
                     ended_at: now,
                     outcome,
                     sip_status: None,
-                    disposition: None,
+                    disposition: disposition.map(str::to_string),
                     recording_segments: 0,
                     quality: None,
                 }),
