@@ -286,3 +286,47 @@ async fn presence_from_the_link_gives_the_fleet_its_firmware_and_since_when() {
         page.body
     );
 }
+
+async fn occupancy_comes_from_the_appliances_agent_events(backend: Backend) {
+    use callgate_common::wire::AgentState;
+    let hq = Hq::start_on(backend).await;
+    let now = UnixMillis::now();
+    let min = |m: i64| UnixMillis(now.0 - m * 60_000);
+    // Agent 1: ready since before the window, talking 10 to 5 minutes ago: busy 5 of 15 min.
+    uplink::agent_event(&hq.store, "branch-1", 1, AgentState::Ready, min(20)).await;
+    uplink::agent_event(&hq.store, "branch-1", 1, AgentState::Talking, min(10)).await;
+    uplink::agent_event(&hq.store, "branch-1", 1, AgentState::Ready, min(5)).await;
+    // Agent 2: paused (not available) until 3 minutes ago, then ready.
+    let lunch = AgentState::Paused {
+        reason: "lunch".into(),
+    };
+    uplink::agent_event(&hq.store, "branch-1", 2, lunch, min(20)).await;
+    uplink::agent_event(&hq.store, "branch-1", 2, AgentState::Ready, min(3)).await;
+    // Another box: one agent in wrap-up the whole window.
+    uplink::agent_event(&hq.store, "branch-2", 1, AgentState::WrapUp, min(16)).await;
+
+    let s = live::snapshot(&hq.store, now).await.unwrap();
+    let b1 = s.appliances.iter().find(|a| a.name == "branch-1").unwrap();
+    assert_eq!(
+        (b1.busy_ms, b1.available_ms),
+        (5 * 60_000, 18 * 60_000),
+        "5 busy minutes over 15 + 3 available"
+    );
+    assert_eq!(b1.occupancy, "27.7 %");
+    let b2 = s.appliances.iter().find(|a| a.name == "branch-2").unwrap();
+    assert_eq!(b2.occupancy, "100.0 %");
+    assert_eq!(
+        s.totals.occupancy, "60.6 %",
+        "20 busy of 33 available minutes"
+    );
+}
+
+#[tokio::test]
+async fn on_sqlite_occupancy_comes_from_the_appliances_agent_events() {
+    occupancy_comes_from_the_appliances_agent_events(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn on_postgres_occupancy_comes_from_the_appliances_agent_events() {
+    occupancy_comes_from_the_appliances_agent_events(Backend::Postgres).await;
+}

@@ -337,6 +337,28 @@ pub mod uplink {
         }
     }
 
+    /// Agent `agent` of `app` entered `state` at `at`.
+    pub async fn agent_event(
+        store: &Store,
+        app: &str,
+        agent: u64,
+        state: callgate_common::wire::AgentState,
+        at: UnixMillis,
+    ) {
+        send(
+            store,
+            app,
+            Uplink::AgentEvent(callgate_common::wire::AgentEvent {
+                agent: AgentId(agent),
+                state,
+                at,
+                call: None,
+                campaign: None,
+            }),
+        )
+        .await;
+    }
+
     /// A telemetry report received now: `calls` up, `agents` ready.
     pub async fn telemetry(store: &Store, app: &str, calls: u32, agents: u32) {
         telemetry_at(store, app, calls, agents, UnixMillis::now()).await;
