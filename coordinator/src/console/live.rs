@@ -217,6 +217,9 @@ pub fn agent_time(events: &[(i64, &str)], from: i64, to: i64) -> (i64, i64) {
     (busy, available)
 }
 
+/// An agent's state change: when, its uplink sequence (orders ties), the state.
+type StateChange = (i64, i64, String);
+
 /// Busy and available milliseconds per appliance over the occupancy window, from agent
 /// events; appliances that sent none are absent.
 async fn agent_occupancy(
@@ -244,7 +247,7 @@ async fn agent_occupancy(
     .bind(now)
     .fetch_all(store.pool())
     .await?;
-    let mut per_agent: BTreeMap<(String, i64), Vec<(i64, i64, String)>> = BTreeMap::new();
+    let mut per_agent: BTreeMap<(String, i64), Vec<StateChange>> = BTreeMap::new();
     let mut first: HashMap<(String, i64), (i64, i64, String)> = HashMap::new();
     for (app, agent, state, at, seq) in before {
         let e = first
