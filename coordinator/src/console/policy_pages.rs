@@ -26,6 +26,14 @@ const BLANK_RULES: usize = 2;
 pub struct RuleRow {
     pub priority: String,
     pub name: String,
+    /// The condition builder's kind: `always`, `tag`, `field`, `last_outcome`,
+    /// `campaign`, or `json` (or empty: `when` as JSON).
+    pub kind: String,
+    /// The builder's field name (kind `field`).
+    pub key: String,
+    /// The builder's value (tag, field value, outcome, campaign id).
+    pub value: String,
+    /// The condition as JSON (kind `json`).
     pub when: String,
     pub action: String,
     pub target: String,
@@ -45,9 +53,20 @@ fn rows_of(policy: &RoutingPolicy) -> Vec<RuleRow> {
                 }
                 RouteAction::RobotScript(s) => ("robot_script", s.clone()),
             };
+            let (kind, key, value) = match &r.when {
+                Condition::Always => ("always", String::new(), String::new()),
+                Condition::Tag(t) => ("tag", String::new(), t.clone()),
+                Condition::Field { name, equals } => ("field", name.clone(), equals.clone()),
+                Condition::LastOutcome(o) => ("last_outcome", String::new(), o.clone()),
+                Condition::Campaign(c) => ("campaign", String::new(), c.to_string()),
+                Condition::All(_) | Condition::Any(_) => ("json", String::new(), String::new()),
+            };
             RuleRow {
                 priority: ((i + 1) * 10).to_string(),
                 name: r.name.clone(),
+                kind: kind.into(),
+                key,
+                value,
                 when: serde_json::to_string(&r.when).expect("conditions serialise"),
                 action: action.into(),
                 target,
@@ -55,7 +74,10 @@ fn rows_of(policy: &RoutingPolicy) -> Vec<RuleRow> {
             }
         })
         .collect();
-    rows.extend((0..BLANK_RULES).map(|_| RuleRow::default()));
+    rows.extend((0..BLANK_RULES).map(|_| RuleRow {
+        kind: "tag".into(),
+        ..RuleRow::default()
+    }));
     rows
 }
 
@@ -73,6 +95,9 @@ fn rows_from(f: &Fields) -> Vec<RuleRow> {
         rows.push(RuleRow {
             priority: f.get(&k("priority")).trim().to_string(),
             name: f.get(&k("name")).trim().to_string(),
+            kind: f.get(&k("kind")).trim().to_string(),
+            key: f.get(&k("key")).trim().to_string(),
+            value: f.get(&k("value")).trim().to_string(),
             when: f.get(&k("when")).trim().to_string(),
             action: f.get(&k("action")).to_string(),
             target: f.get(&k("target")).trim().to_string(),
@@ -80,6 +105,45 @@ fn rows_from(f: &Fields) -> Vec<RuleRow> {
         });
     }
     rows
+}
+
+/// A row's condition: from the builder (kind, field name, value), or its JSON text when the
+/// kind is `json` or absent.
+fn condition_of(r: &RuleRow) -> Result<Condition, String> {
+    let value = || {
+        if r.value.is_empty() {
+            Err(format!("{}: give a value", r.kind))
+        } else {
+            Ok(r.value.clone())
+        }
+    };
+    Ok(match r.kind.as_str() {
+        "always" => Condition::Always,
+        "tag" => Condition::Tag(value()?),
+        "last_outcome" => Condition::LastOutcome(value()?),
+        "field" => {
+            if r.key.is_empty() {
+                return Err("field: give the field's name".into());
+            }
+            Condition::Field {
+                name: r.key.clone(),
+                equals: value()?,
+            }
+        }
+        "campaign" => Condition::Campaign(
+            r.value
+                .parse()
+                .map_err(|_| format!("campaign: {:?} is not a campaign id", r.value))?,
+        ),
+        "" | "json" => serde_json::from_str(&r.when).map_err(|e| {
+            format!(
+                "{e} (e.g. \"always\", {{\"tag\":\"complaint\"}}, \
+                 {{\"field\":{{\"name\":\"tier\",\"equals\":\"platinum\"}}}}, \
+                 {{\"last_outcome\":\"unresolved\"}}, {{\"campaign\":3}}, {{\"all\":[...]}}, {{\"any\":[...]}})"
+            )
+        })?,
+        other => return Err(format!("{other:?} is not one of the kinds")),
+    })
 }
 
 /// The policy the rows describe, rules ordered by priority (ties keep their row order);
@@ -96,16 +160,7 @@ pub fn policy_of(rows: &[RuleRow]) -> Result<(RoutingPolicy, Vec<usize>), (usize
                 format!("priority: {:?} is not a whole number", r.priority),
             )
         })?;
-        let when: Condition = serde_json::from_str(&r.when).map_err(|e| {
-            (
-                i,
-                format!(
-                    "condition: {e} (e.g. \"always\", {{\"tag\":\"complaint\"}}, \
-                     {{\"field\":{{\"name\":\"tier\",\"equals\":\"platinum\"}}}}, \
-                     {{\"last_outcome\":\"unresolved\"}}, {{\"campaign\":3}}, {{\"all\":[...]}}, {{\"any\":[...]}})"
-                ),
-            )
-        })?;
+        let when = condition_of(r).map_err(|e| (i, format!("condition: {e}")))?;
         let group = || -> Result<i64, (usize, String)> {
             r.target.parse().map_err(|_| {
                 (
@@ -213,6 +268,7 @@ struct RoutingPage {
     csrf: String,
     can_edit: bool,
     actions: [(&'static str, &'static str); 3],
+    kinds: [(&'static str, &'static str); 6],
 }
 
 async fn routing_response(
@@ -252,6 +308,14 @@ async fn routing_response(
             groups,
             csrf: me.session.csrf_token.clone(),
             can_edit: me.may(Permission::EditRouting),
+            kinds: [
+                ("tag", "has tag"),
+                ("field", "field equals"),
+                ("last_outcome", "last outcome is"),
+                ("campaign", "campaign is"),
+                ("always", "always"),
+                ("json", "JSON"),
+            ],
             actions: [
                 ("agent_group", "agent group"),
                 ("last_agent", "last agent, else group"),
@@ -833,11 +897,51 @@ mod tests {
         RuleRow {
             priority: priority.into(),
             name: name.into(),
+            kind: String::new(),
+            key: String::new(),
+            value: String::new(),
             when: when.into(),
             action: action.into(),
             target: target.into(),
             error: String::new(),
         }
+    }
+
+    #[test]
+    fn saved_rules_come_back_in_the_builder_and_compound_ones_as_json() {
+        let policy = RoutingPolicy {
+            rules: vec![
+                RoutingRule {
+                    name: "t".into(),
+                    when: Condition::Field {
+                        name: "tier".into(),
+                        equals: "gold".into(),
+                    },
+                    then: RouteAction::AgentGroup(1),
+                },
+                RoutingRule {
+                    name: "a".into(),
+                    when: Condition::All(vec![Condition::Tag("x".into()), Condition::Always]),
+                    then: RouteAction::AgentGroup(1),
+                },
+            ],
+        };
+        let rows = rows_of(&policy);
+        assert_eq!(
+            (
+                rows[0].kind.as_str(),
+                rows[0].key.as_str(),
+                rows[0].value.as_str()
+            ),
+            ("field", "tier", "gold")
+        );
+        assert_eq!(rows[1].kind, "json");
+        assert_eq!(
+            rows[2].kind, "tag",
+            "blank rows start with the commonest kind"
+        );
+        // And they make the same policy again.
+        assert_eq!(policy_of(&rows).unwrap().0, policy);
     }
 
     #[test]
