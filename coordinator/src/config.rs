@@ -25,8 +25,9 @@ pub struct CoordinatorConfig {
     pub console: ConsoleConfig,
 }
 
-/// Where the console listens when `[console] listen` is absent.
-pub const DEFAULT_CONSOLE_LISTEN: &str = "127.0.0.1:8443";
+/// Where the console listens when `[console] listen` is absent (not 8443: the appliance's
+/// local web UI defaults to that, and a demo runs both on one machine).
+pub const DEFAULT_CONSOLE_LISTEN: &str = "127.0.0.1:9443";
 
 /// `[console]`: the HQ web console, on its own HTTPS listener.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
