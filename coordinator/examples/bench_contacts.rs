@@ -122,6 +122,7 @@ async fn lease_bench(
         caller_id: "+14155550100".into(),
         script: String::new(),
         disposition_codes: vec![],
+        conversion_dispositions: vec![],
         wrap_up_seconds: 0,
         retry: Default::default(),
         priority_weights: Default::default(),

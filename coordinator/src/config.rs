@@ -25,12 +25,18 @@ pub struct CoordinatorConfig {
     pub console: ConsoleConfig,
 }
 
+/// Where the console listens when `[console] listen` is absent (not 8443: the appliance's
+/// local web UI defaults to that, and a demo runs both on one machine).
+pub const DEFAULT_CONSOLE_LISTEN: &str = "127.0.0.1:9443";
+
 /// `[console]`: the HQ web console, on its own HTTPS listener.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ConsoleConfig {
-    /// `ip:port` to serve the console on (HTTPS only), e.g. `127.0.0.1:8443`; off when
-    /// absent.
+    /// `ip:port` to serve the console on (HTTPS only). When absent, the built-in
+    /// [`DEFAULT_CONSOLE_LISTEN`] — and if that port is taken the coordinator runs without
+    /// the console and says so in its log; an address given here must be free. `""` or
+    /// `"off"`: no console.
     pub listen: Option<String>,
     /// PEM certificate chain; with `key_file`. A self-signed certificate is generated into
     /// `data_dir/console/` when both are absent.
@@ -60,11 +66,13 @@ impl Default for ConsoleConfig {
 
 impl ConsoleConfig {
     /// `listen`, parsed.
+    /// `listen`, parsed (the default when absent); `None` when the console is off.
     pub fn listen_addr(&self) -> Result<Option<SocketAddr>, ConfigError> {
-        self.listen
-            .as_deref()
-            .map(|l| observe::parse_listen("console.listen", l))
-            .transpose()
+        match self.listen.as_deref().map(str::trim) {
+            Some("" | "off") => Ok(None),
+            Some(l) => observe::parse_listen("console.listen", l).map(Some),
+            None => observe::parse_listen("console.listen", DEFAULT_CONSOLE_LISTEN).map(Some),
+        }
     }
 
     /// The console's settings, when it is on.
@@ -99,6 +107,7 @@ impl ConsoleConfig {
         }
         Ok(Some(crate::console::ConsoleSettings {
             listen,
+            listen_is_default: self.listen.is_none(),
             certificate_files,
             certificate_names: self.certificate_names.clone(),
             sessions: crate::console::auth::SessionPolicy {
@@ -232,9 +241,15 @@ mod tests {
     }
 
     #[test]
-    fn the_console_is_off_by_default_and_its_settings_name_the_key_at_fault() {
+    fn the_console_is_on_by_default_off_when_asked_and_its_settings_name_the_key_at_fault() {
         let c = parse("").unwrap();
-        assert!(c.raw.console.settings(Path::new("d")).unwrap().is_none());
+        let s = c.raw.console.settings(Path::new("d")).unwrap().unwrap();
+        assert_eq!(s.listen.to_string(), DEFAULT_CONSOLE_LISTEN);
+        assert!(s.listen_is_default);
+        for off in ["", "off"] {
+            let c = parse(&format!("[console]\nlisten = {off:?}\n")).unwrap();
+            assert!(c.raw.console.settings(Path::new("d")).unwrap().is_none());
+        }
         let c = parse("[console]\nlisten = \"127.0.0.1:8443\"\n").unwrap();
         let s = c.raw.console.settings(Path::new("d")).unwrap().unwrap();
         assert_eq!(s.listen, "127.0.0.1:8443".parse().unwrap());

@@ -40,8 +40,8 @@ pub enum ServerError {
 /// The program's name in health output and logs.
 pub const SERVICE: &str = "callgate-coordinator";
 
-/// Binds the HQ console when `[console] listen` is set and serves it until `stop`; prints
-/// the first admin's password when this start created it.
+/// Binds the HQ console (on by default; see [`crate::config::ConsoleConfig::listen`]) and
+/// serves it until `stop`; prints the first admin's password when this start created it.
 async fn start_console(
     config: &ValidConfig,
     store: &Store,
@@ -58,7 +58,21 @@ async fn start_console(
     let Some(settings) = settings else {
         return Ok(None);
     };
-    let console = crate::console::Console::bind(&settings, store.clone()).await?;
+    let console = match crate::console::Console::bind(&settings, store.clone()).await {
+        Ok(c) => c,
+        Err(crate::console::ConsoleStartError::Serve { addr, source })
+            if settings.listen_is_default =>
+        {
+            tracing::warn!(
+                listen = %addr,
+                error = %source,
+                "the HQ console's default address is taken: running without the console \
+                 (set [console] listen to another address, or \"off\")"
+            );
+            return Ok(None);
+        }
+        Err(e) => return Err(e.into()),
+    };
     let addr = console.local_addr().map_err(ServerError::Serve)?;
     tracing::info!(
         listen = %addr,

@@ -263,7 +263,7 @@ async fn a_viewer_reads_every_page_but_cannot_change_anything() {
     };
     let before = audit_rows().await;
     // Every changing route, with the viewer's own valid CSRF token.
-    let posts: [(&str, Vec<(&str, &str)>); 11] = [
+    let posts: [(&str, Vec<(&str, &str)>); 12] = [
         (
             "/users",
             vec![("username", "x"), ("role", "admin"), ("password", PASSWORD)],
@@ -287,6 +287,7 @@ async fn a_viewer_reads_every_page_but_cannot_change_anything() {
         ("/dnc", vec![("number", "+14155550100")]),
         ("/dnc/1/remove", vec![]),
         ("/profiles", vec![("name", "p"), ("body", "{}")]),
+        ("/profiles/1", vec![("name", "p"), ("body", "{}")]),
     ];
     for (path, form) in posts {
         let r = viewer.submit(path, &form).await;

@@ -268,3 +268,130 @@ async fn an_admin_logs_in_uploads_contacts_creates_a_campaign_and_watches_it_liv
     assert_eq!(text_of(&c, "[data-live=cap]").await, "3.0 % / 30 d");
     c.close().await.unwrap();
 }
+
+async fn log_in(c: &Client, hq: &Hq) {
+    c.goto(&format!("{}/login", hq.base)).await.unwrap();
+    type_into(c, "form#login input[name=username]", "admin").await;
+    type_into(c, "form#login input[name=password]", &hq.admin_password).await;
+    click(c, "form#login button").await;
+    wait_for_path(c, "/dashboard").await;
+}
+
+#[tokio::test]
+async fn rules_are_built_without_json_profiles_edited_and_dnc_numbers_uploaded_in_chromium() {
+    use callgate_coordinator::routing::Condition;
+    let hq = Hq::start().await;
+    let experts = callgate_coordinator::agents::create_group(&hq.store, "experts", "")
+        .await
+        .unwrap()
+        .id
+        .to_string();
+    let (_driver, c) = browser().await;
+    log_in(&c, &hq).await;
+
+    // Two rules from the condition builder: a tag, and a field equal to a value.
+    c.goto(&format!("{}/routing", hq.base)).await.unwrap();
+    type_into(&c, "input[name='rule.0.priority']", "20").await;
+    type_into(&c, "input[name='rule.0.name']", "vip to experts").await;
+    type_into(&c, "input[name='rule.0.value']", "vip").await;
+    type_into(&c, "input[name='rule.0.target']", &experts).await;
+    type_into(&c, "input[name='rule.1.priority']", "10").await;
+    type_into(&c, "input[name='rule.1.name']", "platinum first").await;
+    click(&c, "#rule-1-kind option[value=field]").await;
+    type_into(&c, "input[name='rule.1.key']", "tier").await;
+    type_into(&c, "input[name='rule.1.value']", "platinum").await;
+    type_into(&c, "input[name='rule.1.target']", &experts).await;
+    // The preview says which rule a sample contact hits.
+    type_into(&c, "input[name='sample.tags']", "vip").await;
+    click(&c, "#preview").await;
+    let hit = wait_text(&c, "#preview-result", |t| !t.is_empty()).await;
+    assert!(hit.contains("vip to experts"), "{hit}");
+    type_into(&c, "textarea[name='sample.fields']", "tier=Platinum").await;
+    click(&c, "#preview").await;
+    let hit = wait_text(&c, "#preview-result", |t| t.contains("platinum first")).await;
+    assert!(hit.contains("decides"), "{hit}");
+    click(&c, "#save-routing").await;
+    wait_text(&c, ".notice", |t| t.contains("version 1 saved")).await;
+    let saved = callgate_coordinator::routing::current(&hq.store)
+        .await
+        .unwrap();
+    assert_eq!(
+        saved
+            .policy
+            .rules
+            .iter()
+            .map(|r| r.when.clone())
+            .collect::<Vec<_>>(),
+        [
+            Condition::Field {
+                name: "tier".into(),
+                equals: "platinum".into()
+            },
+            Condition::Tag("vip".into()),
+        ]
+    );
+
+    // A profile edited: bad rules are refused next to the profile, good ones saved.
+    let us = callgate_coordinator::compliance::page_profiles(&hq.store, 0, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|p| p.name == "us")
+        .unwrap();
+    c.goto(&format!("{}/profiles", hq.base)).await.unwrap();
+    click(&c, &format!("#profile-{} summary", us.id)).await;
+    let form = format!("form#edit-profile-{}", us.id);
+    type_into(&c, &format!("{form} textarea[name=body]"), "{\"window\":").await;
+    click(&c, &format!("{form} button")).await;
+    let error = text_of(&c, &format!("[data-field='profile-{}']", us.id)).await;
+    assert!(error.contains("body:"), "{error}");
+    let mut edited = us.profile.clone();
+    edited.abandon.cap_permille = 25;
+    type_into(
+        &c,
+        &format!("{form} textarea[name=body]"),
+        &serde_json::to_string(&edited).unwrap(),
+    )
+    .await;
+    type_into(&c, &format!("{form} input[name=name]"), "us-strict").await;
+    click(&c, &format!("{form} button")).await;
+    wait_text(&c, ".notice", |t| t.contains("Profile us-strict saved")).await;
+    let now = callgate_coordinator::compliance::get_profile(&hq.store, us.id)
+        .await
+        .unwrap();
+    assert_eq!((now.name.as_str(), now.profile), ("us-strict", edited));
+
+    // DNC numbers from a CSV file: the good rows added, the bad ones listed by line.
+    let csv = hq.dir.path().join("dnc.csv");
+    std::fs::write(
+        &csv,
+        "number,expires_on,reason\n+14155550111,,asked\nnot-a-number,,x\n+14155550112,2027-02-30,\n+14155550113,2027-03-01,court order\n",
+    )
+    .unwrap();
+    c.goto(&format!("{}/dnc", hq.base)).await.unwrap();
+    c.find(Locator::Css("form#dnc-upload input[name=file]"))
+        .await
+        .unwrap()
+        .send_keys(&csv.display().to_string())
+        .await
+        .unwrap();
+    click(&c, "form#dnc-upload button").await;
+    let notice = wait_text(&c, ".notice", |t| t.contains("added")).await;
+    assert!(notice.contains("2 numbers added"), "{notice}");
+    assert!(notice.contains("2 rows refused"), "{notice}");
+    let mut lines = Vec::new();
+    for row in c
+        .find_all(Locator::Css("#dnc-row-errors tbody tr"))
+        .await
+        .unwrap()
+    {
+        lines.push(row.text().await.unwrap());
+    }
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert!(lines[0].starts_with("3 number"), "{lines:?}");
+    assert!(lines[1].starts_with("4 expires_on"), "{lines:?}");
+    let entries = callgate_coordinator::compliance::page_dnc(&hq.store, 0, 10)
+        .await
+        .unwrap();
+    assert_eq!(entries.len(), 2);
+}

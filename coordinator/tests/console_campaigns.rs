@@ -5,63 +5,9 @@
 mod console_support;
 
 use callgate_coordinator::campaigns::{self, CampaignState};
-use console_support::{Client, Hq};
+use console_support::{form, pairs, Hq};
 use reqwest::StatusCode;
 use std::time::{Duration, Instant};
-
-/// The new-campaign form as the console fills it, with `changes` applied.
-async fn form(admin: &Client, changes: &[(&str, &str)]) -> Vec<(String, String)> {
-    let page = admin.get("/campaigns/new").await;
-    assert_eq!(page.status, StatusCode::OK);
-    let mut fields = vec![
-        ("name", "Renewals"),
-        ("kind", "service"),
-        ("dial_mode", "progressive"),
-        ("compliance_profile_id", "1"),
-        ("starts_on", ""),
-        ("ends_on", ""),
-        ("calling_window.start", "08:00"),
-        ("calling_window.end", "21:00"),
-        ("calling_window.days", "0"),
-        ("calling_window.days", "1"),
-        ("calling_window.days", "2"),
-        ("calling_window.holidays", "2026-12-25"),
-        ("caller_id", "+14155550100"),
-        ("script", "Hello {first_name}"),
-        ("disposition_codes", "sale, callback"),
-        ("wrap_up_seconds", "20"),
-        ("priority_weights.urgency", "0.6"),
-        ("priority_weights.customer_value", "0.4"),
-        ("appliances", "branch-1 2\nbranch-2 1"),
-        ("recording_consent_announcement", "1"),
-    ];
-    let retries = [
-        "retry.busy",
-        "retry.no_answer",
-        "retry.failed",
-        "retry.machine",
-    ];
-    let mut owned: Vec<(String, String)> = fields
-        .drain(..)
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    for r in retries {
-        owned.push((format!("{r}.delay_seconds"), "300".into()));
-        owned.push((format!("{r}.backoff"), "2".into()));
-        owned.push((format!("{r}.max_attempts"), "3".into()));
-    }
-    for (k, v) in changes {
-        match owned.iter_mut().find(|(name, _)| name == k) {
-            Some(slot) => slot.1 = v.to_string(),
-            None => owned.push((k.to_string(), v.to_string())),
-        }
-    }
-    owned
-}
-
-fn pairs(v: &[(String, String)]) -> Vec<(&str, &str)> {
-    v.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
-}
 
 /// The text of the error shown next to `field`.
 fn error_next_to(body: &str, field: &str) -> Option<String> {
@@ -97,6 +43,12 @@ async fn a_campaign_is_created_with_every_field_and_bad_values_are_shown_next_to
             "window",
         ),
         ("ends_on", "2020-01-01", "ends_on", ""),
+        (
+            "conversion_dispositions",
+            "refund",
+            "conversion_dispositions",
+            "is not one of the campaign",
+        ),
         (
             "calling_window.holidays",
             "christmas",
@@ -138,6 +90,7 @@ async fn a_campaign_is_created_with_every_field_and_bad_values_are_shown_next_to
     assert_eq!(c.spec.calling_window.days, vec![0, 1, 2]);
     assert_eq!(c.spec.calling_window.holidays, vec!["2026-12-25"]);
     assert_eq!(c.spec.disposition_codes, vec!["sale", "callback"]);
+    assert_eq!(c.spec.conversion_dispositions, vec!["sale"]);
     assert_eq!(c.spec.appliances.len(), 2);
     assert_eq!(c.spec.appliances[0].share, 2);
     assert_eq!(c.spec.retry.machine.max_attempts, 3);

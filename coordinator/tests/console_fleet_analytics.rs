@@ -145,14 +145,29 @@ async fn abandon_rates_are_shown_against_the_cap_and_analytics_draw_and_export_t
         "name": "UK renewals", "kind": "service", "dial_mode": "predictive",
         "compliance_profile_id": uk,
         "calling_window": {"start_minute": 480, "end_minute": 1260, "days": [0,1,2,3,4], "holidays": []},
-        "caller_id": "+442079460000"
+        "caller_id": "+442079460000",
+        "disposition_codes": ["sale", "callback"], "conversion_dispositions": ["sale"]
     }))
     .unwrap();
     let c = callgate_coordinator::campaigns::create(&hq.store, spec)
         .await
         .unwrap();
     for i in 0..19 {
-        uplink::attempt(&hq.store, "branch-1", c.id, i, CallOutcome::AnsweredHuman).await;
+        // Three sales (conversions) and two call-backs (not).
+        let disposition = match i {
+            0..3 => Some("sale"),
+            3..5 => Some("callback"),
+            _ => None,
+        };
+        uplink::attempt_with(
+            &hq.store,
+            "branch-1",
+            c.id,
+            i,
+            CallOutcome::AnsweredHuman,
+            disposition,
+        )
+        .await;
     }
     uplink::attempt(&hq.store, "branch-1", c.id, 50, CallOutcome::Abandoned).await;
     uplink::attempt(&hq.store, "branch-1", c.id, 51, CallOutcome::Busy).await;
@@ -168,13 +183,14 @@ async fn abandon_rates_are_shown_against_the_cap_and_analytics_draw_and_export_t
 
     let page = admin.get("/analytics?days=7").await;
     assert_eq!(page.status, StatusCode::OK);
-    assert_eq!(page.body.matches("<svg class=\"chart\"").count(), 8);
+    assert_eq!(page.body.matches("<svg class=\"chart\"").count(), 9);
     for title in [
         "Attempts",
         "Connects",
         "Answer rate",
         "Average handle time",
         "Abandons",
+        "Conversions",
         "MOS",
         "ASR per carrier",
         "PDD per carrier",
@@ -193,6 +209,14 @@ async fn abandon_rates_are_shown_against_the_cap_and_analytics_draw_and_export_t
     assert_eq!(cells[1..4], ["21", "20", "95.238"], "{last}");
     assert_eq!(cells[4], "50.000", "19 agent calls of 50 s each: {last}");
     assert_eq!(cells[5], "1");
+    assert_eq!(
+        cells[7], "3",
+        "three sales, the call-backs are not conversions: {last}"
+    );
+    assert!(
+        page.body.contains("<title>Conversions</title>"),
+        "the conversions chart is drawn"
+    );
     let carriers = admin.get("/export/carriers?days=3").await;
     assert!(
         carriers.body.contains("carrier-a,21,20,95.238,1800.000"),
@@ -261,4 +285,48 @@ async fn presence_from_the_link_gives_the_fleet_its_firmware_and_since_when() {
         "{}",
         page.body
     );
+}
+
+async fn occupancy_comes_from_the_appliances_agent_events(backend: Backend) {
+    use callgate_common::wire::AgentState;
+    let hq = Hq::start_on(backend).await;
+    let now = UnixMillis::now();
+    let min = |m: i64| UnixMillis(now.0 - m * 60_000);
+    // Agent 1: ready since before the window, talking 10 to 5 minutes ago: busy 5 of 15 min.
+    uplink::agent_event(&hq.store, "branch-1", 1, AgentState::Ready, min(20)).await;
+    uplink::agent_event(&hq.store, "branch-1", 1, AgentState::Talking, min(10)).await;
+    uplink::agent_event(&hq.store, "branch-1", 1, AgentState::Ready, min(5)).await;
+    // Agent 2: paused (not available) until 3 minutes ago, then ready.
+    let lunch = AgentState::Paused {
+        reason: "lunch".into(),
+    };
+    uplink::agent_event(&hq.store, "branch-1", 2, lunch, min(20)).await;
+    uplink::agent_event(&hq.store, "branch-1", 2, AgentState::Ready, min(3)).await;
+    // Another box: one agent in wrap-up the whole window.
+    uplink::agent_event(&hq.store, "branch-2", 1, AgentState::WrapUp, min(16)).await;
+
+    let s = live::snapshot(&hq.store, now).await.unwrap();
+    let b1 = s.appliances.iter().find(|a| a.name == "branch-1").unwrap();
+    assert_eq!(
+        (b1.busy_ms, b1.available_ms),
+        (5 * 60_000, 18 * 60_000),
+        "5 busy minutes over 15 + 3 available"
+    );
+    assert_eq!(b1.occupancy, "27.7 %");
+    let b2 = s.appliances.iter().find(|a| a.name == "branch-2").unwrap();
+    assert_eq!(b2.occupancy, "100.0 %");
+    assert_eq!(
+        s.totals.occupancy, "60.6 %",
+        "20 busy of 33 available minutes"
+    );
+}
+
+#[tokio::test]
+async fn on_sqlite_occupancy_comes_from_the_appliances_agent_events() {
+    occupancy_comes_from_the_appliances_agent_events(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn on_postgres_occupancy_comes_from_the_appliances_agent_events() {
+    occupancy_comes_from_the_appliances_agent_events(Backend::Postgres).await;
 }

@@ -364,3 +364,201 @@ async fn dnc_entries_and_profiles_are_managed_by_compliance_and_audited() {
         "masked in the log too"
     );
 }
+
+#[tokio::test]
+async fn profile_edits_dnc_uploads_and_built_conditions_refuse_bad_input_by_name() {
+    let hq = Hq::start().await;
+    let admin = hq.admin().await;
+    admin
+        .submit(
+            "/users",
+            &[
+                ("username", "sue"),
+                ("role", "supervisor"),
+                ("password", PASSWORD),
+            ],
+        )
+        .await;
+    let sue = hq.login("sue", PASSWORD).await;
+    let profiles = callgate_coordinator::compliance::page_profiles(&hq.store, 0, 10)
+        .await
+        .unwrap();
+    let (us, uk) = (&profiles[0], &profiles[1]);
+    let body = serde_json::to_string(&us.profile).unwrap();
+
+    // Profile edits.
+    let r = admin
+        .submit(
+            &format!("/profiles/{}", us.id),
+            &[("name", "us"), ("body", "{\"window\": 3}")],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        r.body
+            .contains(&format!("data-field=\"profile-{}\">body:", us.id)),
+        "{}",
+        r.body
+    );
+    assert!(
+        r.body.contains("{&#34;window&#34;: 3}"),
+        "the typed text is kept"
+    );
+    let r = admin
+        .submit(
+            &format!("/profiles/{}", us.id),
+            &[("name", uk.name.as_str()), ("body", &body)],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(r.body.contains("exists already"), "{}", r.body);
+    let r = admin
+        .submit("/profiles/999", &[("name", "x"), ("body", &body)])
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    let mut bad = us.profile.clone();
+    bad.abandon.cap_permille = 2000;
+    let r = admin
+        .submit(
+            &format!("/profiles/{}", us.id),
+            &[
+                ("name", "us"),
+                ("body", &serde_json::to_string(&bad).unwrap()),
+            ],
+        )
+        .await;
+    assert!(r.body.contains("abandon.cap_permille"), "{}", r.body);
+    assert_eq!(
+        sue.submit(
+            &format!("/profiles/{}", us.id),
+            &[("name", "us"), ("body", &body)]
+        )
+        .await
+        .status,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        callgate_coordinator::compliance::page_profiles(&hq.store, 0, 10)
+            .await
+            .unwrap(),
+        profiles,
+        "nothing changed"
+    );
+    let mut stricter = us.profile.clone();
+    stricter.abandon.cap_permille = 20;
+    let r = admin
+        .submit(
+            &format!("/profiles/{}", us.id),
+            &[
+                ("name", "us-2"),
+                ("body", &serde_json::to_string(&stricter).unwrap()),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let entry = &callgate_coordinator::console::audit::page(
+        &hq.store,
+        &callgate_coordinator::console::audit::AuditFilter {
+            action: Some("profile.edit".into()),
+            ..Default::default()
+        },
+        None,
+        10,
+    )
+    .await
+    .unwrap()[0];
+    assert!(entry.before.as_deref().unwrap().contains("\"name\":\"us\""));
+    assert!(entry
+        .after
+        .as_deref()
+        .unwrap()
+        .contains("\"name\":\"us-2\""));
+    assert!(entry
+        .after
+        .as_deref()
+        .unwrap()
+        .contains("\"cap_permille\":20"));
+
+    // DNC uploads.
+    let upload = |c: &console_support::Client, csrf: String, file: Option<&'static str>| {
+        let mut form = reqwest::multipart::Form::new().text("csrf", csrf);
+        if let Some(f) = file {
+            form = form.part(
+                "file",
+                reqwest::multipart::Part::text(f).file_name("dnc.csv"),
+            );
+        }
+        c.http
+            .post(format!("{}/dnc/upload", c.base))
+            .header("cookie", c.cookie.clone().unwrap())
+            .multipart(form)
+    };
+    let status = |r: reqwest::Response| r.status();
+    let r = upload(&admin, admin.csrf.clone(), None)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert!(r.text().await.unwrap().contains("file: choose a CSV file"));
+    let r = upload(&admin, admin.csrf.clone(), Some("phone\n+14155550100\n"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(r.text().await.unwrap().contains("column &#34;phone&#34;"));
+    let r = upload(&admin, admin.csrf.clone(), Some("number\nnope\n"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY, "no good row");
+    assert!(r.text().await.unwrap().contains("0 numbers added"));
+    let forged = upload(&admin, "0".repeat(32), Some("number\n+14155550100\n"));
+    assert_eq!(status(forged.send().await.unwrap()), StatusCode::FORBIDDEN);
+    let supervisor = upload(&sue, sue.csrf.clone(), Some("number\n+14155550100\n"));
+    assert_eq!(
+        status(supervisor.send().await.unwrap()),
+        StatusCode::FORBIDDEN
+    );
+    assert!(callgate_coordinator::compliance::page_dnc(&hq.store, 0, 10)
+        .await
+        .unwrap()
+        .is_empty());
+
+    // The condition builder names what is missing, on its row.
+    let group = callgate_coordinator::agents::create_group(&hq.store, "g", "")
+        .await
+        .unwrap()
+        .id
+        .to_string();
+    for (kind, key, value, says) in [
+        ("field", "", "platinum", "give the field&#39;s name"),
+        ("tag", "", "", "tag: give a value"),
+        ("campaign", "", "three", "is not a campaign id"),
+        ("sometimes", "", "", "is not one of the kinds"),
+    ] {
+        let r = admin
+            .submit(
+                "/routing",
+                &[
+                    ("rule.0.priority", "1"),
+                    ("rule.0.name", "r"),
+                    ("rule.0.kind", kind),
+                    ("rule.0.key", key),
+                    ("rule.0.value", value),
+                    ("rule.0.when", ""),
+                    ("rule.0.action", "agent_group"),
+                    ("rule.0.target", group.as_str()),
+                ],
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{kind}");
+        assert!(
+            r.body.contains("data-field=\"rule.0\">condition:") && r.body.contains(says),
+            "{kind}: {}",
+            r.body
+        );
+    }
+    assert!(callgate_coordinator::routing::current(&hq.store)
+        .await
+        .is_err());
+}

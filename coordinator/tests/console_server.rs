@@ -149,3 +149,59 @@ async fn the_binary_serves_the_console_over_https_and_prints_the_first_admin_onc
         .unwrap();
     assert!(server.wait().unwrap().success());
 }
+
+#[tokio::test]
+async fn with_no_console_section_a_taken_default_address_only_turns_the_console_off() {
+    // Held here (or by someone else already): taken either way.
+    let _held = std::net::TcpListener::bind(callgate_coordinator::config::DEFAULT_CONSOLE_LISTEN);
+    let dir = tempfile::tempdir().unwrap();
+    let http = free_port();
+    let config = dir.path().join("coordinator.toml");
+    let data = dir.path().join("data");
+    std::fs::write(
+        &config,
+        format!(
+            "[http]\nlisten = \"127.0.0.1:{http}\"\n[store]\ndata_dir = \"{}\"\n",
+            data.display()
+        ),
+    )
+    .unwrap();
+    let mut server = Command::new(env!("CARGO_BIN_EXE_callgate-coordinator"))
+        .args(["--config", config.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    loop {
+        if let Ok(r) = reqwest::get(format!("http://127.0.0.1:{http}/healthz")).await {
+            assert!(r.status().is_success());
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the coordinator never came up"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let pid = server.id().to_string();
+    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    let status = server.wait().unwrap();
+    assert!(status.success(), "clean shutdown: {status:?}");
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut server.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(
+        stderr.contains("default address is taken"),
+        "the log says why there is no console: {stderr}"
+    );
+    assert!(!stderr.contains("first admin"), "{stderr}");
+    // No admin was made whose password nobody saw.
+    let store = callgate_coordinator::store::Store::open(&data, None)
+        .await
+        .unwrap();
+    let (users,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM console_users")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(users, 0);
+}

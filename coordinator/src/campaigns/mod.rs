@@ -171,6 +171,10 @@ pub struct CampaignSpec {
     pub script: String,
     #[serde(default)]
     pub disposition_codes: Vec<String>,
+    /// The disposition codes (of `disposition_codes`) that count as a conversion in the
+    /// analytics (a sale, a booked appointment...).
+    #[serde(default)]
+    pub conversion_dispositions: Vec<String>,
     #[serde(default)]
     pub wrap_up_seconds: u32,
     #[serde(default)]
@@ -277,6 +281,14 @@ impl CampaignSpec {
                 return Err(invalid(
                     &format!("disposition_codes[{i}]"),
                     "must be 1 to 64 characters",
+                ));
+            }
+        }
+        for (i, code) in self.conversion_dispositions.iter().enumerate() {
+            if !self.disposition_codes.contains(code) {
+                return Err(invalid(
+                    &format!("conversion_dispositions[{i}]"),
+                    format!("{code:?} is not one of the campaign's disposition codes"),
                 ));
             }
         }
@@ -418,10 +430,13 @@ pub struct Campaign {
     pub updated_at: i64,
 }
 
-async fn check_references(store: &Store, spec: &CampaignSpec) -> Result<(), CampaignError> {
+async fn check_references(
+    conn: &mut sqlx::AnyConnection,
+    spec: &CampaignSpec,
+) -> Result<(), CampaignError> {
     let found: Option<(i64,)> = sqlx::query_as("SELECT id FROM compliance_profiles WHERE id = $1")
         .bind(spec.compliance_profile_id)
-        .fetch_optional(store.pool())
+        .fetch_optional(&mut *conn)
         .await?;
     if found.is_none() {
         return Err(invalid(
@@ -435,7 +450,7 @@ async fn check_references(store: &Store, spec: &CampaignSpec) -> Result<(), Camp
     for (i, list) in spec.contact_lists.iter().enumerate() {
         let found: Option<(i64,)> = sqlx::query_as("SELECT id FROM contact_lists WHERE id = $1")
             .bind(list)
-            .fetch_optional(store.pool())
+            .fetch_optional(&mut *conn)
             .await?;
         if found.is_none() {
             return Err(invalid(
@@ -453,10 +468,20 @@ fn body_of(spec: &CampaignSpec) -> String {
 
 /// Creates a campaign in the draft state.
 pub async fn create(store: &Store, spec: CampaignSpec) -> Result<Campaign, CampaignError> {
+    let mut tx = store.begin_write().await?;
+    let c = create_in(&mut tx, spec).await?;
+    tx.commit().await?;
+    Ok(c)
+}
+
+/// [`create`] inside the caller's transaction (which commits it, or not).
+pub async fn create_in(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    spec: CampaignSpec,
+) -> Result<Campaign, CampaignError> {
     spec.validate()?;
-    check_references(store, &spec).await?;
+    check_references(tx, &spec).await?;
     let now = UnixMillis::now().0;
-    let mut tx = store.pool().begin().await?;
     let (id,): (i64,) = sqlx::query_as(
         "INSERT INTO campaigns (name, state, profile_id, body, version, created_at, updated_at) \
          VALUES ($1, 'draft', $2, $3, 1, $4, $4) RETURNING id",
@@ -465,11 +490,10 @@ pub async fn create(store: &Store, spec: CampaignSpec) -> Result<Campaign, Campa
     .bind(spec.compliance_profile_id)
     .bind(body_of(&spec))
     .bind(now)
-    .fetch_one(&mut *tx)
+    .fetch_one(&mut **tx)
     .await?;
-    set_lists(&mut tx, id, &spec.contact_lists).await?;
-    tx.commit().await?;
-    get(store, id).await
+    set_lists(tx, id, &spec.contact_lists).await?;
+    get_in(tx, id).await
 }
 
 async fn set_lists(
@@ -514,11 +538,17 @@ fn campaign_of(r: CampaignRow) -> Result<Campaign, CampaignError> {
 
 /// One campaign.
 pub async fn get(store: &Store, id: i64) -> Result<Campaign, CampaignError> {
+    let mut conn = store.pool().acquire().await?;
+    get_in(&mut conn, id).await
+}
+
+/// [`get`] on the caller's connection or transaction.
+pub async fn get_in(conn: &mut sqlx::AnyConnection, id: i64) -> Result<Campaign, CampaignError> {
     let row: Option<CampaignRow> = sqlx::query_as(
         "SELECT id, state, body, version, created_at, updated_at FROM campaigns WHERE id = $1",
     )
     .bind(id)
-    .fetch_optional(store.pool())
+    .fetch_optional(&mut *conn)
     .await?;
     campaign_of(row.ok_or(CampaignError::NotFound(id))?)
 }
@@ -538,16 +568,27 @@ pub async fn page(store: &Store, after: i64, limit: i64) -> Result<Vec<Campaign>
 
 /// Replaces a campaign's settings (draft, scheduled or paused only).
 pub async fn edit(store: &Store, id: i64, spec: CampaignSpec) -> Result<Campaign, CampaignError> {
+    let mut tx = store.begin_write().await?;
+    let c = edit_in(&mut tx, id, spec).await?;
+    tx.commit().await?;
+    Ok(c)
+}
+
+/// [`edit`] inside the caller's transaction (which commits it, or not).
+pub async fn edit_in(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    id: i64,
+    spec: CampaignSpec,
+) -> Result<Campaign, CampaignError> {
     spec.validate()?;
-    check_references(store, &spec).await?;
-    let current = get(store, id).await?;
+    check_references(tx, &spec).await?;
+    let current = get_in(tx, id).await?;
     if !current.state.editable() {
         return Err(invalid(
             "state",
             format!("a {} campaign can no longer be edited", current.state),
         ));
     }
-    let mut tx = store.pool().begin().await?;
     sqlx::query(
         "UPDATE campaigns SET name = $1, profile_id = $2, body = $3, version = version + 1, \
          updated_at = $4 WHERE id = $5",
@@ -557,14 +598,13 @@ pub async fn edit(store: &Store, id: i64, spec: CampaignSpec) -> Result<Campaign
     .bind(body_of(&spec))
     .bind(UnixMillis::now().0)
     .bind(id)
-    .execute(&mut *tx)
+    .execute(&mut **tx)
     .await?;
-    set_lists(&mut tx, id, &spec.contact_lists).await?;
-    tx.commit().await?;
+    set_lists(tx, id, &spec.contact_lists).await?;
     if current.state == CampaignState::Scheduled {
-        enrol_contacts(store, id).await?;
+        enrol_contacts_in(tx, id).await?;
     }
-    get(store, id).await
+    get_in(tx, id).await
 }
 
 /// Applies a lifecycle step. Scheduling enrols the campaign's lists' contacts; stopping
@@ -574,44 +614,71 @@ pub async fn apply(
     id: i64,
     action: CampaignAction,
 ) -> Result<Campaign, CampaignError> {
-    let current = get(store, id).await?;
+    let mut tx = store.begin_write().await?;
+    let c = apply_in(&mut tx, id, action).await?;
+    tx.commit().await?;
+    after_apply(store, &c).await?;
+    Ok(c)
+}
+
+/// The state change and enrolment of [`apply`] inside the caller's transaction; once that
+/// commits, the caller runs [`after_apply`].
+pub async fn apply_in(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    id: i64,
+    action: CampaignAction,
+) -> Result<Campaign, CampaignError> {
+    let current = get_in(tx, id).await?;
     let next = current.state.after(action)?;
-    let now = UnixMillis::now().0;
     let changed = sqlx::query(
         "UPDATE campaigns SET state = $1, version = version + 1, updated_at = $2 \
          WHERE id = $3 AND state = $4",
     )
     .bind(next.as_str())
-    .bind(now)
+    .bind(UnixMillis::now().0)
     .bind(id)
     .bind(current.state.as_str())
-    .execute(store.pool())
+    .execute(&mut **tx)
     .await?
     .rows_affected();
     if changed == 0 {
         // Someone else moved it meanwhile: report against the state it is in now.
-        let now_state = get(store, id).await?.state;
+        let now_state = get_in(tx, id).await?.state;
         return Err(CampaignError::BadTransition {
             state: now_state,
             action,
         });
     }
-    match next {
-        CampaignState::Scheduled => {
-            enrol_contacts(store, id).await?;
-        }
-        CampaignState::Stopped => crate::leasing::return_campaign_leases(store, id, now)
-            .await
-            .map_err(|e| invalid("leases", e.to_string()))?,
-        _ => {}
+    if next == CampaignState::Scheduled {
+        enrol_contacts_in(tx, id).await?;
     }
-    get(store, id).await
+    get_in(tx, id).await
+}
+
+/// What a lifecycle step does once its transaction has committed: a stopped campaign's
+/// outstanding leases are returned.
+pub async fn after_apply(store: &Store, c: &Campaign) -> Result<(), CampaignError> {
+    if c.state == CampaignState::Stopped {
+        crate::leasing::return_campaign_leases(store, c.id, UnixMillis::now().0)
+            .await
+            .map_err(|e| invalid("leases", e.to_string()))?;
+    }
+    Ok(())
 }
 
 /// Adds every contact of the campaign's lists that it does not track yet, ready now, with
 /// its priority from the campaign's weights.
 pub async fn enrol_contacts(store: &Store, id: i64) -> Result<u64, CampaignError> {
-    let c = get(store, id).await?;
+    let mut conn = store.pool().acquire().await?;
+    enrol_contacts_in(&mut conn, id).await
+}
+
+/// [`enrol_contacts`] on the caller's connection or transaction.
+pub async fn enrol_contacts_in(
+    conn: &mut sqlx::AnyConnection,
+    id: i64,
+) -> Result<u64, CampaignError> {
+    let c = get_in(conn, id).await?;
     let w = c.spec.priority_weights;
     let done = sqlx::query(
         "INSERT INTO campaign_contacts (campaign_id, contact_id, state, priority, attempts, \
@@ -625,7 +692,7 @@ pub async fn enrol_contacts(store: &Store, id: i64) -> Result<u64, CampaignError
     .bind(w.urgency)
     .bind(w.customer_value)
     .bind(id)
-    .execute(store.pool())
+    .execute(&mut *conn)
     .await?
     .rows_affected();
     Ok(done)
@@ -647,6 +714,7 @@ mod tests {
             caller_id: "+14155550100".into(),
             script: "Hello {name}".into(),
             disposition_codes: vec!["sale".into()],
+            conversion_dispositions: Vec::new(),
             wrap_up_seconds: 30,
             retry: RetryPolicy::default(),
             priority_weights: PriorityWeights::default(),

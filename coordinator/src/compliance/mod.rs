@@ -98,12 +98,29 @@ pub async fn create_profile(
     name: &str,
     profile: ComplianceProfile,
 ) -> Result<StoredProfile, PolicyError> {
+    let mut tx = store.begin_write().await?;
+    let p = create_profile_in(&mut tx, name, profile).await?;
+    tx.commit().await?;
+    Ok(p)
+}
+
+fn check_profile_name(name: &str) -> Result<(), PolicyError> {
     if name.trim().is_empty() || name.len() > 100 {
         return Err(PolicyError::Invalid {
             field: "name".into(),
             reason: "must be 1 to 100 characters".into(),
         });
     }
+    Ok(())
+}
+
+/// [`create_profile`] inside the caller's transaction (which commits it, or not).
+pub async fn create_profile_in(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    name: &str,
+    profile: ComplianceProfile,
+) -> Result<StoredProfile, PolicyError> {
+    check_profile_name(name)?;
     check_profile(&profile)?;
     let r: Result<(i64,), sqlx::Error> = sqlx::query_as(
         "INSERT INTO compliance_profiles (name, body, updated_at) VALUES ($1, $2, $3) RETURNING id",
@@ -111,7 +128,7 @@ pub async fn create_profile(
     .bind(name)
     .bind(serde_json::to_string(&profile).expect("profiles serialise"))
     .bind(UnixMillis::now().0)
-    .fetch_one(store.pool())
+    .fetch_one(&mut **tx)
     .await;
     match r {
         Ok((id,)) => Ok(StoredProfile {
@@ -124,6 +141,59 @@ pub async fn create_profile(
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// Replaces profile `id`'s name and rules; returns it as it was before and after.
+/// Campaigns that run under it pick the new rules up with their next brief.
+pub async fn update_profile(
+    store: &Store,
+    id: i64,
+    name: &str,
+    profile: ComplianceProfile,
+) -> Result<(StoredProfile, StoredProfile), PolicyError> {
+    let mut tx = store.begin_write().await?;
+    let p = update_profile_in(&mut tx, id, name, profile).await?;
+    tx.commit().await?;
+    Ok(p)
+}
+
+/// [`update_profile`] inside the caller's transaction (which commits it, or not).
+pub async fn update_profile_in(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    id: i64,
+    name: &str,
+    profile: ComplianceProfile,
+) -> Result<(StoredProfile, StoredProfile), PolicyError> {
+    check_profile_name(name)?;
+    check_profile(&profile)?;
+    let row: Option<(i64, String, String)> =
+        sqlx::query_as("SELECT id, name, body FROM compliance_profiles WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&mut **tx)
+            .await?;
+    let before = profile_of(row.ok_or(PolicyError::NoSuchProfile(id))?)?;
+    let r = sqlx::query(
+        "UPDATE compliance_profiles SET name = $1, body = $2, updated_at = $3 WHERE id = $4",
+    )
+    .bind(name)
+    .bind(serde_json::to_string(&profile).expect("profiles serialise"))
+    .bind(UnixMillis::now().0)
+    .bind(id)
+    .execute(&mut **tx)
+    .await;
+    match r {
+        Ok(_) => {}
+        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+            return Err(PolicyError::DuplicateProfile(name.into()))
+        }
+        Err(e) => return Err(e.into()),
+    }
+    let after = StoredProfile {
+        id,
+        name: name.into(),
+        profile,
+    };
+    Ok((before, after))
 }
 
 fn profile_of((id, name, body): (i64, String, String)) -> Result<StoredProfile, PolicyError> {
@@ -194,7 +264,24 @@ pub async fn add_dnc(
     vault: &NumberVault,
     entries: &[NewDnc],
 ) -> Result<Vec<DncView>, PolicyError> {
-    let now = UnixMillis::now().0;
+    let parsed = check_dnc(entries)?;
+    let mut tx = store.begin_write().await?;
+    let out = insert_dnc(&mut tx, vault, entries, parsed).await?;
+    tx.commit().await?;
+    Ok(out)
+}
+
+/// [`add_dnc`] inside the caller's transaction (which commits it, or not).
+pub async fn add_dnc_in(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    vault: &NumberVault,
+    entries: &[NewDnc],
+) -> Result<Vec<DncView>, PolicyError> {
+    let parsed = check_dnc(entries)?;
+    insert_dnc(tx, vault, entries, parsed).await
+}
+
+fn check_dnc(entries: &[NewDnc]) -> Result<Vec<PhoneNumber>, PolicyError> {
     let mut parsed = Vec::with_capacity(entries.len());
     for (i, e) in entries.iter().enumerate() {
         let number = PhoneNumber::parse(&e.number, None).map_err(|err| PolicyError::Invalid {
@@ -209,7 +296,16 @@ pub async fn add_dnc(
         }
         parsed.push(number);
     }
-    let mut tx = store.pool().begin().await?;
+    Ok(parsed)
+}
+
+async fn insert_dnc(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    vault: &NumberVault,
+    entries: &[NewDnc],
+    parsed: Vec<PhoneNumber>,
+) -> Result<Vec<DncView>, PolicyError> {
+    let now = UnixMillis::now().0;
     let mut out = Vec::with_capacity(entries.len());
     for (e, number) in entries.iter().zip(parsed) {
         let (id,): (i64,) = sqlx::query_as(
@@ -222,10 +318,10 @@ pub async fn add_dnc(
         .bind(e.expires_at)
         .bind(&e.reason)
         .bind(now)
-        .fetch_one(&mut *tx)
+        .fetch_one(&mut **tx)
         .await?;
         note_dnc_change(
-            &mut tx,
+            tx,
             &vault.blind_index(&number),
             "added",
             e.campaign_id,
@@ -242,7 +338,6 @@ pub async fn add_dnc(
             created_at: now,
         });
     }
-    tx.commit().await?;
     Ok(out)
 }
 
@@ -305,23 +400,32 @@ async fn note_dnc_change(
 
 /// Removes one do-not-call entry; `false` when there is no entry `id`.
 pub async fn remove_dnc(store: &Store, id: i64) -> Result<bool, PolicyError> {
+    let mut tx = store.begin_write().await?;
+    let removed = remove_dnc_in(&mut tx, id).await?;
+    tx.commit().await?;
+    Ok(removed)
+}
+
+/// [`remove_dnc`] inside the caller's transaction (which commits it, or not).
+pub async fn remove_dnc_in(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    id: i64,
+) -> Result<bool, PolicyError> {
     let now = UnixMillis::now().0;
-    let mut tx = store.pool().begin().await?;
     let row: Option<(Vec<u8>, Option<i64>, Option<i64>)> = sqlx::query_as(
         "SELECT number_index, campaign_id, expires_at FROM dnc_entries WHERE id = $1",
     )
     .bind(id)
-    .fetch_optional(&mut *tx)
+    .fetch_optional(&mut **tx)
     .await?;
     let Some((index, campaign, expires)) = row else {
         return Ok(false);
     };
     sqlx::query("DELETE FROM dnc_entries WHERE id = $1")
         .bind(id)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?;
-    note_dnc_change(&mut tx, &index, "removed", campaign, expires, now).await?;
-    tx.commit().await?;
+    note_dnc_change(tx, &index, "removed", campaign, expires, now).await?;
     Ok(true)
 }
 

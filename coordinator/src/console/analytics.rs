@@ -1,5 +1,6 @@
 //! Analytics: daily series over a chosen range — attempts, connects, answer rate, average
-//! handle time, abandons, MOS — and per-carrier answer-seizure ratio and post-dial delay,
+//! handle time, abandons, conversions (calls whose disposition is one of their campaign's
+//! `conversion_dispositions`), MOS — and per-carrier answer-seizure ratio and post-dial delay,
 //! drawn as SVG on the server (no chart library, no script), and CSV export of every table
 //! the console shows.
 //!
@@ -18,7 +19,7 @@ use axum::response::IntoResponse;
 use callgate_common::time::UnixMillis;
 use callgate_common::wire::{AttemptResult, CallRecord};
 use serde::Deserialize;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 const DAY_MS: i64 = 86_400_000;
 /// The longest range offered, in days.
@@ -32,6 +33,8 @@ pub struct DayFigures {
     pub attempts: u64,
     pub connects: u64,
     pub abandons: u64,
+    /// Calls whose disposition is one of their campaign's `conversion_dispositions`.
+    pub conversions: u64,
     handle_ms: i64,
     handled: u64,
     mos_sum: u64,
@@ -138,6 +141,7 @@ pub async fn figures(
             }
         }
     }
+    let conversion_codes = conversion_codes(store).await?;
     let calls: Vec<(Vec<u8>,)> = sqlx::query_as(
         "SELECT record FROM call_records WHERE ended_at >= $1 AND ($2 < 0 OR campaign_id = $2)",
     )
@@ -160,11 +164,41 @@ pub async fn figures(
             d.mos_sum += u64::from(q.mos_x100);
             d.mos_n += 1;
         }
+        if let (Some(c), Some(disposition)) = (r.campaign, &r.disposition) {
+            let converted = conversion_codes
+                .get(&(c.0 as i64))
+                .is_some_and(|codes| codes.contains(disposition));
+            d.conversions += u64::from(converted);
+        }
     }
     Ok((
         by_day.into_values().collect(),
         carriers.into_values().collect(),
     ))
+}
+
+/// Each campaign's conversion dispositions (campaigns without any are left out).
+async fn conversion_codes(store: &Store) -> Result<HashMap<i64, HashSet<String>>, sqlx::Error> {
+    let mut out = HashMap::new();
+    let mut after = 0;
+    loop {
+        let page = crate::campaigns::page(store, after, 500)
+            .await
+            .map_err(|e| match e {
+                crate::campaigns::CampaignError::Db(db) => db,
+                other => sqlx::Error::Protocol(other.to_string()),
+            })?;
+        let Some(last) = page.last() else {
+            break;
+        };
+        after = last.id;
+        for c in page {
+            if !c.spec.conversion_dispositions.is_empty() {
+                out.insert(c.id, c.spec.conversion_dispositions.into_iter().collect());
+            }
+        }
+    }
+    Ok(out)
 }
 
 fn esc(s: &str) -> String {
@@ -314,6 +348,12 @@ pub async fn page(
             false,
         ),
         svg_chart("Abandons", "", &pts(&|d| Some(d.abandons as f64)), true),
+        svg_chart(
+            "Conversions",
+            "",
+            &pts(&|d| Some(d.conversions as f64)),
+            true,
+        ),
         svg_chart("MOS", "", &pts(&DayFigures::mos), false),
         svg_chart(
             "ASR per carrier",
@@ -382,6 +422,7 @@ pub async fn export(
                         "average_handle_seconds",
                         "abandons",
                         "mos",
+                        "conversions",
                     ]
                     .map(String::from)
                     .to_vec(),
@@ -395,6 +436,7 @@ pub async fn export(
                         opt(d.average_handle_seconds()),
                         d.abandons.to_string(),
                         opt(d.mos()),
+                        d.conversions.to_string(),
                     ]);
                 }
             } else {

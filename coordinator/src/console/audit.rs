@@ -59,22 +59,6 @@ pub async fn record<B: Serialize + ?Sized, A: Serialize + ?Sized>(
     Ok(())
 }
 
-/// Records a change made by a function of another room that commits on its own: written
-/// right after that change succeeded.
-pub async fn record_after<B: Serialize + ?Sized, A: Serialize + ?Sized>(
-    store: &Store,
-    actor: &Actor,
-    action: &str,
-    target: &str,
-    before: Option<&B>,
-    after: Option<&A>,
-) -> Result<(), ConsoleError> {
-    let mut tx = store.pool().begin().await?;
-    record(&mut tx, actor, action, target, before, after).await?;
-    tx.commit().await?;
-    Ok(())
-}
-
 /// What the audit page filters on.
 #[derive(Debug, Clone, Default)]
 pub struct AuditFilter {

@@ -245,7 +245,7 @@ pub async fn create_user(
     check_username(username)?;
     check_password(username, password)?;
     let now = UnixMillis::now().0;
-    let mut tx = store.pool().begin().await?;
+    let mut tx = store.begin_write().await?;
     let row: Result<(i64,), sqlx::Error> = sqlx::query_as(
         "INSERT INTO console_users (username, role, password_hash, enabled, created_at, updated_at) \
          VALUES ($1, $2, $3, 1, $4, $4) RETURNING id",
@@ -312,7 +312,7 @@ pub async fn update_user(
         }
     }
     let now = UnixMillis::now().0;
-    let mut tx = store.pool().begin().await?;
+    let mut tx = store.begin_write().await?;
     sqlx::query("UPDATE console_users SET role = $1, enabled = $2, updated_at = $3 WHERE id = $4")
         .bind(role.as_str())
         .bind(i64::from(enabled))

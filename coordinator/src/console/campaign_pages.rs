@@ -117,6 +117,10 @@ pub fn fields_of(spec: &CampaignSpec) -> Fields {
     put("caller_id", spec.caller_id.clone());
     put("script", spec.script.clone());
     put("disposition_codes", spec.disposition_codes.join(", "));
+    put(
+        "conversion_dispositions",
+        spec.conversion_dispositions.join(", "),
+    );
     put("wrap_up_seconds", spec.wrap_up_seconds.to_string());
     for (prefix, rule) in [
         ("retry.busy", spec.retry.busy),
@@ -246,6 +250,7 @@ pub fn spec_of(f: &Fields) -> Result<CampaignSpec, ConsoleError> {
         caller_id: f.get("caller_id").trim().to_string(),
         script: f.get("script").to_string(),
         disposition_codes: split_list(f.get("disposition_codes")),
+        conversion_dispositions: split_list(f.get("conversion_dispositions")),
         wrap_up_seconds: number("wrap_up_seconds", f.get("wrap_up_seconds"))?,
         retry: RetryPolicy {
             busy: rule("retry.busy")?,
@@ -281,6 +286,7 @@ fn default_spec(profile: i64) -> CampaignSpec {
         caller_id: String::new(),
         script: String::new(),
         disposition_codes: Vec::new(),
+        conversion_dispositions: Vec::new(),
         wrap_up_seconds: 30,
         retry: RetryPolicy::default(),
         priority_weights: PriorityWeights::default(),
@@ -467,25 +473,11 @@ pub async fn create(
 ) -> Page {
     me.require_form(Permission::RunCampaigns, f.get("csrf"))?;
     let created = match spec_of(&f) {
-        Ok(spec) => campaigns::create(&state.store, spec)
-            .await
-            .map_err(console_error),
+        Ok(spec) => create_audited(&state, &me.actor(), spec).await,
         Err(e) => Err(e),
     };
     match created {
-        Ok(c) => {
-            audit::record_after(
-                &state.store,
-                &me.actor(),
-                "campaign.create",
-                &format!("campaign:{}", c.id),
-                None::<&Campaign>,
-                Some(&c),
-            )
-            .await
-            .map_err(|e| failure(me.frame(), e))?;
-            Ok(Redirect::to(&format!("/campaigns/{}?created=1", c.id)).into_response())
-        }
+        Ok(c) => Ok(Redirect::to(&format!("/campaigns/{}?created=1", c.id)).into_response()),
         Err(e @ ConsoleError::Db(_)) => Err(failure(me.frame(), e).into()),
         Err(e) => form_page(&state, &me, None, f, Some(e), None).await,
     }
@@ -502,6 +494,91 @@ async fn load(state: &ConsoleState, me: &SignedIn, id: i64) -> Result<Campaign, 
 pub struct DetailQuery {
     created: Option<String>,
     done: Option<String>,
+}
+
+/// Creates a campaign and its audit row in one transaction.
+async fn create_audited(
+    state: &ConsoleState,
+    actor: &audit::Actor,
+    spec: CampaignSpec,
+) -> Result<Campaign, ConsoleError> {
+    let mut tx = state.store.begin_write().await?;
+    let c = campaigns::create_in(&mut tx, spec)
+        .await
+        .map_err(console_error)?;
+    let target = format!("campaign:{}", c.id);
+    audit::record(
+        &mut tx,
+        actor,
+        "campaign.create",
+        &target,
+        None::<&Campaign>,
+        Some(&c),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(c)
+}
+
+/// Edits a campaign and writes its audit row (before and after) in one transaction.
+async fn edit_audited(
+    state: &ConsoleState,
+    actor: &audit::Actor,
+    id: i64,
+    spec: CampaignSpec,
+) -> Result<Campaign, ConsoleError> {
+    let mut tx = state.store.begin_write().await?;
+    let before = campaigns::get_in(&mut tx, id)
+        .await
+        .map_err(console_error)?;
+    let after = campaigns::edit_in(&mut tx, id, spec)
+        .await
+        .map_err(console_error)?;
+    let target = format!("campaign:{id}");
+    audit::record(
+        &mut tx,
+        actor,
+        "campaign.edit",
+        &target,
+        Some(&before),
+        Some(&after),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(after)
+}
+
+/// Applies a lifecycle step and writes its audit row in one transaction; then does what the
+/// step does after it commits (a stop returns the leases).
+async fn apply_audited(
+    state: &ConsoleState,
+    actor: &audit::Actor,
+    id: i64,
+    act: CampaignAction,
+) -> Result<Campaign, CampaignError> {
+    let mut tx = state.store.begin_write().await?;
+    let before = campaigns::get_in(&mut tx, id).await?;
+    let after = campaigns::apply_in(&mut tx, id, act).await?;
+    let target = format!("campaign:{id}");
+    audit::record(
+        &mut tx,
+        actor,
+        &format!("campaign.{act}"),
+        &target,
+        Some(&before),
+        Some(&after),
+    )
+    .await
+    .map_err(|e| match e {
+        ConsoleError::Db(db) => CampaignError::Db(db),
+        other => CampaignError::Invalid {
+            field: "audit".into(),
+            reason: other.to_string(),
+        },
+    })?;
+    tx.commit().await?;
+    campaigns::after_apply(&state.store, &after).await?;
+    Ok(after)
 }
 
 pub async fn detail(
@@ -530,25 +607,11 @@ pub async fn edit(
     me.require_form(Permission::RunCampaigns, f.get("csrf"))?;
     let before = load(&state, &me, id).await?;
     let edited = match spec_of(&f) {
-        Ok(spec) => campaigns::edit(&state.store, id, spec)
-            .await
-            .map_err(console_error),
+        Ok(spec) => edit_audited(&state, &me.actor(), id, spec).await,
         Err(e) => Err(e),
     };
     match edited {
-        Ok(after) => {
-            audit::record_after(
-                &state.store,
-                &me.actor(),
-                "campaign.edit",
-                &format!("campaign:{id}"),
-                Some(&before),
-                Some(&after),
-            )
-            .await
-            .map_err(|e| failure(me.frame(), e))?;
-            Ok(Redirect::to(&format!("/campaigns/{id}?done=saved")).into_response())
-        }
+        Ok(_) => Ok(Redirect::to(&format!("/campaigns/{id}?done=saved")).into_response()),
         Err(e @ ConsoleError::Db(_)) => Err(failure(me.frame(), e).into()),
         Err(e) => form_page(&state, &me, Some(before), f, Some(e), None).await,
     }
@@ -571,18 +634,8 @@ pub async fn action(
         )
         .into());
     };
-    match campaigns::apply(&state.store, id, act).await {
+    match apply_audited(&state, &me.actor(), id, act).await {
         Ok(after) => {
-            audit::record_after(
-                &state.store,
-                &me.actor(),
-                &format!("campaign.{act}"),
-                &format!("campaign:{id}"),
-                Some(&before),
-                Some(&after),
-            )
-            .await
-            .map_err(|e| failure(me.frame(), e))?;
             Ok(Redirect::to(&format!("/campaigns/{id}?done={}", after.state)).into_response())
         }
         Err(CampaignError::Db(e)) => Err(failure(me.frame(), e).into()),
@@ -642,6 +695,41 @@ pub async fn lists(State(state): State<ConsoleState>, me: SignedIn) -> Page {
     lists_response(&state, &me, me.frame(), StatusCode::OK).await
 }
 
+/// Creates the list when asked, records the import and its audit row, in one transaction;
+/// the rows are read afterwards, in the background.
+async fn begin_import_audited(
+    state: &ConsoleState,
+    actor: &audit::Actor,
+    list_id: Option<i64>,
+    list_name: &str,
+    region: &str,
+    size: u64,
+) -> Result<(ContactList, i64), contacts::ContactError> {
+    let mut tx = state.store.begin_write().await?;
+    let list = match list_id {
+        Some(id) => contacts::get_list(&state.store, id).await?,
+        None => contacts::create_list_in(&mut tx, list_name, region).await?,
+    };
+    let import_id = import::begin_import_in(&mut tx, ContactListId(list.id), Some(size)).await?;
+    let after = serde_json::json!({"list": list, "import_id": import_id, "bytes": size});
+    let target = format!("list:{}", list.id);
+    audit::record(
+        &mut tx,
+        actor,
+        "contacts.import",
+        &target,
+        None::<&ContactList>,
+        Some(&after),
+    )
+    .await
+    .map_err(|e| match e {
+        ConsoleError::Db(db) => contacts::ContactError::Db(db),
+        other => contacts::ContactError::Db(sqlx::Error::Protocol(other.to_string())),
+    })?;
+    tx.commit().await?;
+    Ok((list, import_id))
+}
+
 /// The largest upload accepted.
 pub const MAX_UPLOAD_BYTES: u64 = 2 * 1024 * 1024 * 1024;
 
@@ -697,19 +785,20 @@ pub async fn upload(State(state): State<ConsoleState>, me: SignedIn, mut parts: 
         let frame = me.frame().error("file: choose a CSV file to upload");
         return lists_response(&state, &me, frame, StatusCode::BAD_REQUEST).await;
     };
-    let list = match list_id {
-        Some(id) => contacts::get_list(&state.store, id).await,
-        None if list_name.is_empty() => {
-            let _ = tokio::fs::remove_file(&path).await;
-            let frame = me
-                .frame()
-                .error("list_name: name the new list or choose an existing one");
-            return lists_response(&state, &me, frame, StatusCode::BAD_REQUEST).await;
-        }
-        None => contacts::create_list(&state.store, &list_name, &region).await,
+    if list_id.is_none() && list_name.is_empty() {
+        let _ = tokio::fs::remove_file(&path).await;
+        let frame = me
+            .frame()
+            .error("list_name: name the new list or choose an existing one");
+        return lists_response(&state, &me, frame, StatusCode::BAD_REQUEST).await;
+    }
+    let file = match std::fs::File::open(&path) {
+        Ok(f) => f,
+        Err(e) => return Err(failure(me.frame(), e).into()),
     };
-    let list = match list {
-        Ok(l) => l,
+    let begun = begin_import_audited(&state, &me.actor(), list_id, &list_name, &region, size).await;
+    let (list, import_id) = match begun {
+        Ok(b) => b,
         Err(contacts::ContactError::Db(e)) => {
             let _ = tokio::fs::remove_file(&path).await;
             return Err(failure(me.frame(), e).into());
@@ -720,28 +809,6 @@ pub async fn upload(State(state): State<ConsoleState>, me: SignedIn, mut parts: 
             return lists_response(&state, &me, frame, StatusCode::BAD_REQUEST).await;
         }
     };
-    let import_id =
-        match import::begin_import(&state.store, ContactListId(list.id), Some(size)).await {
-            Ok(id) => id,
-            Err(e) => {
-                let _ = tokio::fs::remove_file(&path).await;
-                return Err(failure(me.frame(), e).into());
-            }
-        };
-    let file = match std::fs::File::open(&path) {
-        Ok(f) => f,
-        Err(e) => return Err(failure(me.frame(), e).into()),
-    };
-    audit::record_after(
-        &state.store,
-        &me.actor(),
-        "contacts.import",
-        &format!("list:{}", list.id),
-        None::<&ContactList>,
-        Some(&serde_json::json!({"list": list, "import_id": import_id, "bytes": size})),
-    )
-    .await
-    .map_err(|e| failure(me.frame(), e))?;
     let (store, vault) = (state.store.clone(), state.vault.clone());
     tokio::spawn(async move {
         let result = import::run_import(

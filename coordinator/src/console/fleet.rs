@@ -7,7 +7,7 @@ use super::audit;
 use super::auth::Permission;
 use super::live::{self, ApplianceLive};
 use super::web::{failure, message, render, when, Fields, Frame, Page, SignedIn};
-use super::ConsoleState;
+use super::{ConsoleError, ConsoleState};
 use crate::enroll::{registry, EnrollError};
 use askama::Template;
 use axum::extract::{Form, Path, State};
@@ -121,6 +121,13 @@ pub async fn page(State(state): State<ConsoleState>, me: SignedIn) -> Page {
     fleet_page(&state, &me, me.frame(), StatusCode::OK, None).await
 }
 
+fn audit_failed(e: ConsoleError) -> EnrollError {
+    match e {
+        ConsoleError::Db(db) => EnrollError::Store(db),
+        other => EnrollError::Store(sqlx::Error::Protocol(other.to_string())),
+    }
+}
+
 pub async fn register(
     State(state): State<ConsoleState>,
     me: SignedIn,
@@ -135,18 +142,27 @@ pub async fn register(
         }
     };
     let site = f.get("site").trim().to_string();
-    match registry::register(state.store.pool(), &name, &site, UnixMillis::now()).await {
+    let registered = async {
+        let mut tx = state.store.begin_write().await?;
+        let code = registry::register_in(&mut tx, &name, &site, UnixMillis::now()).await?;
+        let after = serde_json::json!({"name": name.as_str(), "site": site, "state": "registered"});
+        let target = format!("appliance:{name}");
+        audit::record(
+            &mut tx,
+            &me.actor(),
+            "appliance.register",
+            &target,
+            None::<&Registration>,
+            Some(&after),
+        )
+        .await
+        .map_err(audit_failed)?;
+        tx.commit().await?;
+        Ok::<_, EnrollError>(code)
+    }
+    .await;
+    match registered {
         Ok(code) => {
-            audit::record_after(
-                &state.store,
-                &me.actor(),
-                "appliance.register",
-                &format!("appliance:{name}"),
-                None::<&Registration>,
-                Some(&serde_json::json!({"name": name.as_str(), "site": site, "state": "registered"})),
-            )
-            .await
-            .map_err(|e| failure(me.frame(), e))?;
             let frame = me.frame().notice(format!(
                 "{name} registered. Its claim code is shown once and is valid for 24 hours."
             ));
@@ -187,22 +203,30 @@ pub async fn revoke(
         .await
         .map_err(|e| failure(me.frame(), e))?
         .remove(id.as_str());
-    match registry::revoke(state.store.pool(), &id).await {
+    let revoked = async {
+        let mut tx = state.store.begin_write().await?;
+        registry::revoke_in(&mut tx, &id).await?;
+        let after = before.clone().map(|r| Registration {
+            state: "revoked".into(),
+            ..r
+        });
+        let target = format!("appliance:{id}");
+        audit::record(
+            &mut tx,
+            &me.actor(),
+            "appliance.revoke",
+            &target,
+            before.as_ref(),
+            after.as_ref(),
+        )
+        .await
+        .map_err(audit_failed)?;
+        tx.commit().await?;
+        Ok::<_, EnrollError>(())
+    }
+    .await;
+    match revoked {
         Ok(()) => {
-            let after = before.clone().map(|r| Registration {
-                state: "revoked".into(),
-                ..r
-            });
-            audit::record_after(
-                &state.store,
-                &me.actor(),
-                "appliance.revoke",
-                &format!("appliance:{id}"),
-                before.as_ref(),
-                after.as_ref(),
-            )
-            .await
-            .map_err(|e| failure(me.frame(), e))?;
             let frame = me.frame().notice(format!(
                 "{id} revoked: the link refuses it and the next broker ACL leaves it out."
             ));

@@ -11,8 +11,11 @@
 //!   attempts in the last 24 h;
 //! - *abandon rate*: abandoned over live-answered (person + abandoned), as the compliance
 //!   rules count it, over 24 h and 30 days, shown against the campaign's profile cap;
-//! - *agent occupancy*: agent talk time in the last 15 minutes over 15 minutes times the
-//!   agents seen (those who talked, or the telemetry's ready count if larger).
+//! - *agent occupancy*: over the last 15 minutes, from the appliances' agent events
+//!   (`agent_events`, applied by the sync): time agents spent reserved, talking or in
+//!   wrap-up over the time they were available (ready, reserved, talking or wrap-up; paused
+//!   and logged-out time does not count). For a box that sent no agent event (older
+//!   firmware), talk time from its call records over 15 minutes times the agents seen.
 
 use super::auth::Permission;
 use super::web::{failure, render, when, Frame, Page, SignedIn};
@@ -113,6 +116,10 @@ pub struct ApplianceLive {
     pub attempts_24h: u64,
     pub answer_rate: String,
     pub occupancy: String,
+    /// Agents' busy milliseconds in the occupancy window (reserved, talking, wrap-up).
+    pub busy_ms: i64,
+    /// Agents' available milliseconds in the occupancy window.
+    pub available_ms: i64,
     /// Trunks as `name up|down asr pdd`.
     pub trunks: Vec<String>,
     pub outbox_depth: u64,
@@ -187,9 +194,93 @@ async fn talk(store: &Store, now: i64) -> Result<HashMap<String, (i64, u64)>, sq
         .collect())
 }
 
-fn occupancy(talk_ms: i64, agents: u64) -> Option<u64> {
-    (agents > 0)
-        .then(|| ((talk_ms.max(0) as u64) * 1000 / (OCCUPANCY_WINDOW_MS as u64 * agents)).min(1000))
+/// How far before the window an agent's last state change is looked for.
+const AGENT_STATE_LOOKBACK_MS: i64 = 12 * 3_600_000;
+
+/// Busy and available milliseconds of one agent inside `[from, to]`, from its state changes
+/// in time order, the first of which may be before `from` (the state it was in then).
+pub fn agent_time(events: &[(i64, &str)], from: i64, to: i64) -> (i64, i64) {
+    let (mut busy, mut available) = (0, 0);
+    for (i, (at, state)) in events.iter().enumerate() {
+        let start = (*at).max(from);
+        let end = events.get(i + 1).map_or(to, |next| next.0).min(to);
+        let span = (end - start).max(0);
+        match *state {
+            "reserved" | "talking" | "wrap_up" => {
+                busy += span;
+                available += span;
+            }
+            "ready" => available += span,
+            _ => {}
+        }
+    }
+    (busy, available)
+}
+
+/// An agent's state change: when, its uplink sequence (orders ties), the state.
+type StateChange = (i64, i64, String);
+
+/// Busy and available milliseconds per appliance over the occupancy window, from agent
+/// events; appliances that sent none are absent.
+async fn agent_occupancy(
+    store: &Store,
+    now: i64,
+) -> Result<HashMap<String, (i64, i64)>, sqlx::Error> {
+    let from = now - OCCUPANCY_WINDOW_MS;
+    // Each agent's last state before the window (the newest event wins a tie), then the
+    // changes inside it.
+    let before: Vec<(String, i64, String, i64, i64)> = sqlx::query_as(
+        "SELECT e.appliance, e.agent_id, e.state, e.at, e.uplink_seq FROM agent_events e \
+         JOIN (SELECT appliance, agent_id, MAX(at) AS last_at FROM agent_events \
+               WHERE at <= $1 AND at > $2 GROUP BY appliance, agent_id) m \
+         ON m.appliance = e.appliance AND m.agent_id = e.agent_id AND m.last_at = e.at",
+    )
+    .bind(from)
+    .bind(from - AGENT_STATE_LOOKBACK_MS)
+    .fetch_all(store.pool())
+    .await?;
+    let inside: Vec<(String, i64, String, i64, i64)> = sqlx::query_as(
+        "SELECT appliance, agent_id, state, at, uplink_seq FROM agent_events \
+         WHERE at > $1 AND at <= $2",
+    )
+    .bind(from)
+    .bind(now)
+    .fetch_all(store.pool())
+    .await?;
+    let mut per_agent: BTreeMap<(String, i64), Vec<StateChange>> = BTreeMap::new();
+    let mut first: HashMap<(String, i64), (i64, i64, String)> = HashMap::new();
+    for (app, agent, state, at, seq) in before {
+        let e = first
+            .entry((app, agent))
+            .or_insert((at, seq, state.clone()));
+        if seq > e.1 {
+            *e = (at, seq, state);
+        }
+    }
+    for (key, ev) in first {
+        per_agent.entry(key).or_default().push(ev);
+    }
+    for (app, agent, state, at, seq) in inside {
+        per_agent
+            .entry((app, agent))
+            .or_default()
+            .push((at, seq, state));
+    }
+    let mut out: HashMap<String, (i64, i64)> = HashMap::new();
+    for ((app, _), mut events) in per_agent {
+        events.sort_by_key(|e| (e.0, e.1));
+        let timeline: Vec<(i64, &str)> = events.iter().map(|e| (e.0, e.2.as_str())).collect();
+        let (busy, available) = agent_time(&timeline, from, now);
+        let e = out.entry(app).or_default();
+        e.0 += busy;
+        e.1 += available;
+    }
+    Ok(out)
+}
+
+/// Busy over available time, per mille (`None` when nobody was available).
+fn occupancy_of(busy_ms: i64, available_ms: i64) -> Option<u64> {
+    (available_ms > 0).then(|| (busy_ms.max(0) as u64 * 1000 / available_ms as u64).min(1000))
 }
 
 /// Every appliance the coordinator knows: registered, or heard from.
@@ -241,6 +332,7 @@ async fn appliances(store: &Store, now: i64) -> Result<Vec<ApplianceLive>, sqlx:
     }
     let day = tallies(store, "appliance", now - DAY_MS).await?;
     let talk = talk(store, now).await?;
+    let agent_time = agent_occupancy(store, now).await?;
     Ok(last
         .into_iter()
         .map(|(name, last_seen)| {
@@ -265,6 +357,13 @@ async fn appliances(store: &Store, now: i64) -> Result<Vec<ApplianceLive>, sqlx:
             let tally = day.get(&name).copied().unwrap_or_default();
             let agents_ready = t.map_or(0, |t| u64::from(t.agents_ready));
             let (talk_ms, talkers) = talk.get(&name).copied().unwrap_or((0, 0));
+            let (busy_ms, available_ms) = match agent_time.get(&name) {
+                Some(t) => *t,
+                None => (
+                    talk_ms,
+                    OCCUPANCY_WINDOW_MS * talkers.max(agents_ready) as i64,
+                ),
+            };
             ApplianceLive {
                 online,
                 status,
@@ -274,7 +373,9 @@ async fn appliances(store: &Store, now: i64) -> Result<Vec<ApplianceLive>, sqlx:
                 agents_ready,
                 attempts_24h: tally.attempts,
                 answer_rate: percent(tally.answer_permille()),
-                occupancy: percent(occupancy(talk_ms, talkers.max(agents_ready))),
+                occupancy: percent(occupancy_of(busy_ms, available_ms)),
+                busy_ms,
+                available_ms,
                 trunks: t
                     .map(|t| {
                         t.trunks
@@ -356,12 +457,8 @@ pub async fn snapshot(store: &Store, now: UnixMillis) -> Result<Snapshot, sqlx::
     let appliances = appliances(store, now).await?;
     let all_day = day.values().fold(Tally::default(), |a, t| sum(a, *t));
     let all_month = month.values().fold(Tally::default(), |a, t| sum(a, *t));
-    let talk = talk(store, now).await?;
-    let talk_ms: i64 = talk.values().map(|t| t.0).sum();
-    let agents: u64 = appliances
-        .iter()
-        .map(|a| a.agents_ready.max(talk.get(&a.name).map_or(0, |t| t.1)))
-        .sum();
+    let busy_ms: i64 = appliances.iter().map(|a| a.busy_ms).sum();
+    let available_ms: i64 = appliances.iter().map(|a| a.available_ms).sum();
     let totals = Totals {
         calls: appliances
             .iter()
@@ -375,7 +472,7 @@ pub async fn snapshot(store: &Store, now: UnixMillis) -> Result<Snapshot, sqlx::
         abandon_24h: percent(all_day.abandon_permille()),
         abandon_30d: percent(all_month.abandon_permille()),
         agents_ready: appliances.iter().map(|a| a.agents_ready).sum(),
-        occupancy: percent(occupancy(talk_ms, agents)),
+        occupancy: percent(occupancy_of(busy_ms, available_ms)),
     };
     Ok(Snapshot {
         at: now,
@@ -516,9 +613,34 @@ mod tests {
     }
 
     #[test]
+    fn agent_time_counts_busy_states_over_available_ones_inside_the_window() {
+        // Ready before the window, talking 100..400, wrap-up to 500, paused 500..800,
+        // ready again until the end at 1000.
+        let events = [
+            (-50, "ready"),
+            (100, "reserved"),
+            (120, "talking"),
+            (400, "wrap_up"),
+            (500, "paused"),
+            (800, "ready"),
+        ];
+        assert_eq!(agent_time(&events, 0, 1000), (400, 700));
+        assert_eq!(occupancy_of(400, 700), Some(571));
+        // Logged out the whole time: not available at all.
+        assert_eq!(agent_time(&[(-10, "logged_out")], 0, 1000), (0, 0));
+        assert_eq!(occupancy_of(0, 0), None);
+        // An agent who logs in mid-window counts from then on.
+        assert_eq!(agent_time(&[(600, "talking")], 0, 1000), (400, 400));
+    }
+
+    #[test]
     fn occupancy_is_talk_time_over_the_window_for_the_agents_seen() {
-        assert_eq!(occupancy(OCCUPANCY_WINDOW_MS, 2), Some(500));
-        assert_eq!(occupancy(3 * OCCUPANCY_WINDOW_MS, 2), Some(1000), "capped");
-        assert_eq!(occupancy(0, 0), None);
+        let window = |agents: i64| OCCUPANCY_WINDOW_MS * agents;
+        assert_eq!(occupancy_of(OCCUPANCY_WINDOW_MS, window(2)), Some(500));
+        assert_eq!(
+            occupancy_of(3 * OCCUPANCY_WINDOW_MS, window(2)),
+            Some(1000),
+            "capped"
+        );
     }
 }

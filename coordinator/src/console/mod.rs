@@ -18,6 +18,7 @@ pub mod analytics;
 pub mod audit;
 pub mod auth;
 pub mod campaign_pages;
+pub mod dnc_upload;
 pub mod fleet;
 pub mod live;
 pub mod pages;
@@ -94,6 +95,9 @@ pub enum ConsoleStartError {
 pub struct ConsoleSettings {
     /// Where to listen.
     pub listen: SocketAddr,
+    /// `listen` is the built-in default rather than configured: when it is taken, the
+    /// coordinator runs without the console (and logs why) instead of failing to start.
+    pub listen_is_default: bool,
     /// Certificate chain and key files; a self-signed pair is generated when `None`.
     pub certificate_files: Option<(PathBuf, PathBuf)>,
     /// Names and addresses a generated certificate covers.
@@ -143,15 +147,17 @@ impl Console {
             path: upload_dir.clone(),
             source,
         })?;
-        let first_admin = auth::ensure_first_admin(&store)
-            .await
-            .map_err(ConsoleStartError::FirstAdmin)?;
+        // Bound before the first admin is made, so that an admin is never created on a
+        // start that cannot show its password.
         let listener = std::net::TcpListener::bind(settings.listen)
             .and_then(|l| l.set_nonblocking(true).map(|_| l))
             .map_err(|source| ConsoleStartError::Serve {
                 addr: settings.listen,
                 source,
             })?;
+        let first_admin = auth::ensure_first_admin(&store)
+            .await
+            .map_err(ConsoleStartError::FirstAdmin)?;
         let state = ConsoleState {
             sessions: Sessions::new(store.clone(), settings.sessions),
             store,

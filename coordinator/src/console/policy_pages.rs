@@ -6,6 +6,7 @@
 
 use super::audit;
 use super::auth::Permission;
+use super::dnc_upload::RowError;
 use super::web::{failure, render, when, Fields, Frame, Page, SignedIn};
 use super::{ConsoleError, ConsoleState};
 use crate::compliance::{self, DncView, NewDnc, PolicyError, StoredProfile};
@@ -25,6 +26,14 @@ const BLANK_RULES: usize = 2;
 pub struct RuleRow {
     pub priority: String,
     pub name: String,
+    /// The condition builder's kind: `always`, `tag`, `field`, `last_outcome`,
+    /// `campaign`, or `json` (or empty: `when` as JSON).
+    pub kind: String,
+    /// The builder's field name (kind `field`).
+    pub key: String,
+    /// The builder's value (tag, field value, outcome, campaign id).
+    pub value: String,
+    /// The condition as JSON (kind `json`).
     pub when: String,
     pub action: String,
     pub target: String,
@@ -44,9 +53,20 @@ fn rows_of(policy: &RoutingPolicy) -> Vec<RuleRow> {
                 }
                 RouteAction::RobotScript(s) => ("robot_script", s.clone()),
             };
+            let (kind, key, value) = match &r.when {
+                Condition::Always => ("always", String::new(), String::new()),
+                Condition::Tag(t) => ("tag", String::new(), t.clone()),
+                Condition::Field { name, equals } => ("field", name.clone(), equals.clone()),
+                Condition::LastOutcome(o) => ("last_outcome", String::new(), o.clone()),
+                Condition::Campaign(c) => ("campaign", String::new(), c.to_string()),
+                Condition::All(_) | Condition::Any(_) => ("json", String::new(), String::new()),
+            };
             RuleRow {
                 priority: ((i + 1) * 10).to_string(),
                 name: r.name.clone(),
+                kind: kind.into(),
+                key,
+                value,
                 when: serde_json::to_string(&r.when).expect("conditions serialise"),
                 action: action.into(),
                 target,
@@ -54,7 +74,10 @@ fn rows_of(policy: &RoutingPolicy) -> Vec<RuleRow> {
             }
         })
         .collect();
-    rows.extend((0..BLANK_RULES).map(|_| RuleRow::default()));
+    rows.extend((0..BLANK_RULES).map(|_| RuleRow {
+        kind: "tag".into(),
+        ..RuleRow::default()
+    }));
     rows
 }
 
@@ -72,6 +95,9 @@ fn rows_from(f: &Fields) -> Vec<RuleRow> {
         rows.push(RuleRow {
             priority: f.get(&k("priority")).trim().to_string(),
             name: f.get(&k("name")).trim().to_string(),
+            kind: f.get(&k("kind")).trim().to_string(),
+            key: f.get(&k("key")).trim().to_string(),
+            value: f.get(&k("value")).trim().to_string(),
             when: f.get(&k("when")).trim().to_string(),
             action: f.get(&k("action")).to_string(),
             target: f.get(&k("target")).trim().to_string(),
@@ -79,6 +105,45 @@ fn rows_from(f: &Fields) -> Vec<RuleRow> {
         });
     }
     rows
+}
+
+/// A row's condition: from the builder (kind, field name, value), or its JSON text when the
+/// kind is `json` or absent.
+fn condition_of(r: &RuleRow) -> Result<Condition, String> {
+    let value = || {
+        if r.value.is_empty() {
+            Err(format!("{}: give a value", r.kind))
+        } else {
+            Ok(r.value.clone())
+        }
+    };
+    Ok(match r.kind.as_str() {
+        "always" => Condition::Always,
+        "tag" => Condition::Tag(value()?),
+        "last_outcome" => Condition::LastOutcome(value()?),
+        "field" => {
+            if r.key.is_empty() {
+                return Err("field: give the field's name".into());
+            }
+            Condition::Field {
+                name: r.key.clone(),
+                equals: value()?,
+            }
+        }
+        "campaign" => Condition::Campaign(
+            r.value
+                .parse()
+                .map_err(|_| format!("campaign: {:?} is not a campaign id", r.value))?,
+        ),
+        "" | "json" => serde_json::from_str(&r.when).map_err(|e| {
+            format!(
+                "{e} (e.g. \"always\", {{\"tag\":\"complaint\"}}, \
+                 {{\"field\":{{\"name\":\"tier\",\"equals\":\"platinum\"}}}}, \
+                 {{\"last_outcome\":\"unresolved\"}}, {{\"campaign\":3}}, {{\"all\":[...]}}, {{\"any\":[...]}})"
+            )
+        })?,
+        other => return Err(format!("{other:?} is not one of the kinds")),
+    })
 }
 
 /// The policy the rows describe, rules ordered by priority (ties keep their row order);
@@ -95,16 +160,7 @@ pub fn policy_of(rows: &[RuleRow]) -> Result<(RoutingPolicy, Vec<usize>), (usize
                 format!("priority: {:?} is not a whole number", r.priority),
             )
         })?;
-        let when: Condition = serde_json::from_str(&r.when).map_err(|e| {
-            (
-                i,
-                format!(
-                    "condition: {e} (e.g. \"always\", {{\"tag\":\"complaint\"}}, \
-                     {{\"field\":{{\"name\":\"tier\",\"equals\":\"platinum\"}}}}, \
-                     {{\"last_outcome\":\"unresolved\"}}, {{\"campaign\":3}}, {{\"all\":[...]}}, {{\"any\":[...]}})"
-                ),
-            )
-        })?;
+        let when = condition_of(r).map_err(|e| (i, format!("condition: {e}")))?;
         let group = || -> Result<i64, (usize, String)> {
             r.target.parse().map_err(|_| {
                 (
@@ -212,6 +268,7 @@ struct RoutingPage {
     csrf: String,
     can_edit: bool,
     actions: [(&'static str, &'static str); 3],
+    kinds: [(&'static str, &'static str); 6],
 }
 
 async fn routing_response(
@@ -251,6 +308,14 @@ async fn routing_response(
             groups,
             csrf: me.session.csrf_token.clone(),
             can_edit: me.may(Permission::EditRouting),
+            kinds: [
+                ("tag", "has tag"),
+                ("field", "field equals"),
+                ("last_outcome", "last outcome is"),
+                ("campaign", "campaign is"),
+                ("always", "always"),
+                ("json", "JSON"),
+            ],
             actions: [
                 ("agent_group", "agent group"),
                 ("last_agent", "last agent, else group"),
@@ -283,6 +348,14 @@ fn sample_of(f: &Fields) -> Sample {
     }
 }
 
+/// The database error behind an audit failure (the only way writing one fails).
+fn db_of(e: ConsoleError) -> sqlx::Error {
+    match e {
+        ConsoleError::Db(db) => db,
+        other => sqlx::Error::Protocol(other.to_string()),
+    }
+}
+
 pub async fn routing_save(
     State(state): State<ConsoleState>,
     me: SignedIn,
@@ -307,19 +380,30 @@ pub async fn routing_save(
             .await;
         }
     };
-    let before = routing::current(&state.store).await.ok();
-    match routing::save(&state.store, policy).await {
+    let saved = async {
+        let mut tx = state.store.begin_write().await?;
+        let before = match routing::current_in(&mut tx).await {
+            Ok(v) => Some(v),
+            Err(RoutingError::Db(e)) => return Err(RoutingError::Db(e)),
+            Err(_) => None,
+        };
+        let saved = routing::save_in(&mut tx, policy).await?;
+        audit::record(
+            &mut tx,
+            &me.actor(),
+            "routing.save",
+            "routing",
+            before.as_ref(),
+            Some(&saved),
+        )
+        .await
+        .map_err(|e| RoutingError::Db(db_of(e)))?;
+        tx.commit().await?;
+        Ok::<_, RoutingError>(saved)
+    }
+    .await;
+    match saved {
         Ok(saved) => {
-            audit::record_after(
-                &state.store,
-                &me.actor(),
-                "routing.save",
-                "routing",
-                before.as_ref(),
-                Some(&saved),
-            )
-            .await
-            .map_err(|e| failure(me.frame(), e))?;
             let frame = me
                 .frame()
                 .notice(format!("Routing policy version {} saved.", saved.version));
@@ -410,9 +494,16 @@ struct DncPage {
     entries: Vec<(DncView, String, String)>,
     csrf: String,
     can_edit: bool,
+    row_errors: Vec<RowError>,
 }
 
-async fn dnc_response(state: &ConsoleState, me: &SignedIn, frame: Frame, code: StatusCode) -> Page {
+pub(super) async fn dnc_response(
+    state: &ConsoleState,
+    me: &SignedIn,
+    frame: Frame,
+    code: StatusCode,
+    row_errors: Vec<RowError>,
+) -> Page {
     let entries = compliance::page_dnc(&state.store, 0, 100_000)
         .await
         .map_err(|e| failure(me.frame(), e))?;
@@ -432,13 +523,31 @@ async fn dnc_response(state: &ConsoleState, me: &SignedIn, frame: Frame, code: S
                 .collect(),
             csrf: me.session.csrf_token.clone(),
             can_edit: me.may(Permission::EditCompliance),
+            row_errors,
         },
     ))
 }
 
 pub async fn dnc_page(State(state): State<ConsoleState>, me: SignedIn) -> Page {
     me.require(Permission::View)?;
-    dnc_response(&state, &me, me.frame(), StatusCode::OK).await
+    dnc_response(&state, &me, me.frame(), StatusCode::OK, Vec::new()).await
+}
+
+/// An expiry date (`YYYY-MM-DD`, UTC midnight) as milliseconds; blank: permanent.
+pub(super) fn expiry_of(text: &str) -> Result<Option<i64>, ConsoleError> {
+    match text.trim() {
+        "" => Ok(None),
+        d => {
+            let date: jiff::civil::Date = d.parse().map_err(|_| {
+                ConsoleError::invalid("expires_on", format!("{d:?} is not a YYYY-MM-DD date"))
+            })?;
+            let ts = date
+                .to_zoned(jiff::tz::TimeZone::UTC)
+                .map_err(|e| ConsoleError::invalid("expires_on", e.to_string()))?
+                .timestamp();
+            Ok(Some(ts.as_millisecond()))
+        }
+    }
 }
 
 fn dnc_of_form(f: &Fields) -> Result<NewDnc, ConsoleError> {
@@ -448,19 +557,7 @@ fn dnc_of_form(f: &Fields) -> Result<NewDnc, ConsoleError> {
             ConsoleError::invalid("campaign_id", format!("{c:?} is not a campaign id"))
         })?),
     };
-    let expires_at = match f.get("expires_on").trim() {
-        "" => None,
-        d => {
-            let date: jiff::civil::Date = d.parse().map_err(|_| {
-                ConsoleError::invalid("expires_on", format!("{d:?} is not a YYYY-MM-DD date"))
-            })?;
-            let ts = date
-                .to_zoned(jiff::tz::TimeZone::UTC)
-                .map_err(|e| ConsoleError::invalid("expires_on", e.to_string()))?
-                .timestamp();
-            Some(ts.as_millisecond())
-        }
-    };
+    let expires_at = expiry_of(f.get("expires_on"))?;
     Ok(NewDnc {
         number: f.get("number").trim().to_string(),
         campaign_id,
@@ -479,30 +576,53 @@ pub async fn dnc_add(
         Ok(e) => e,
         Err(e) => {
             let frame = me.frame().error(e);
-            return dnc_response(&state, &me, frame, StatusCode::UNPROCESSABLE_ENTITY).await;
+            return dnc_response(
+                &state,
+                &me,
+                frame,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                Vec::new(),
+            )
+            .await;
         }
     };
-    match compliance::add_dnc(&state.store, &state.vault, std::slice::from_ref(&entry)).await {
+    let added = async {
+        let mut tx = state.store.begin_write().await?;
+        let added =
+            compliance::add_dnc_in(&mut tx, &state.vault, std::slice::from_ref(&entry)).await?;
+        let target = format!("dnc:{}", added[0].id);
+        audit::record(
+            &mut tx,
+            &me.actor(),
+            "dnc.add",
+            &target,
+            None::<&DncView>,
+            Some(&added[0]),
+        )
+        .await
+        .map_err(|e| PolicyError::Db(db_of(e)))?;
+        tx.commit().await?;
+        Ok::<_, PolicyError>(added)
+    }
+    .await;
+    match added {
         Ok(added) => {
-            audit::record_after(
-                &state.store,
-                &me.actor(),
-                "dnc.add",
-                &format!("dnc:{}", added[0].id),
-                None::<&DncView>,
-                Some(&added[0]),
-            )
-            .await
-            .map_err(|e| failure(me.frame(), e))?;
             let frame = me.frame().notice(format!(
                 "{} added to the do-not-call list.",
                 added[0].number
             ));
-            dnc_response(&state, &me, frame, StatusCode::OK).await
+            dnc_response(&state, &me, frame, StatusCode::OK, Vec::new()).await
         }
         Err(PolicyError::Invalid { reason, .. }) => {
             let frame = me.frame().error(format!("number: {reason}"));
-            dnc_response(&state, &me, frame, StatusCode::UNPROCESSABLE_ENTITY).await
+            dnc_response(
+                &state,
+                &me,
+                frame,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                Vec::new(),
+            )
+            .await
         }
         Err(e) => Err(failure(me.frame(), e).into()),
     }
@@ -524,38 +644,53 @@ pub async fn dnc_remove(
         .find(|d| d.id == id);
     let Some(before) = before else {
         let frame = me.frame().error(format!("No do-not-call entry {id}."));
-        return dnc_response(&state, &me, frame, StatusCode::NOT_FOUND).await;
+        return dnc_response(&state, &me, frame, StatusCode::NOT_FOUND, Vec::new()).await;
     };
-    let removed = compliance::remove_dnc(&state.store, id)
-        .await
-        .map_err(|e| failure(me.frame(), e))?;
-    if removed {
-        audit::record_after(
-            &state.store,
-            &me.actor(),
-            "dnc.remove",
-            &format!("dnc:{id}"),
-            Some(&before),
-            None::<&DncView>,
-        )
-        .await
-        .map_err(|e| failure(me.frame(), e))?;
+    let removed = async {
+        let mut tx = state.store.begin_write().await?;
+        if compliance::remove_dnc_in(&mut tx, id).await? {
+            let target = format!("dnc:{id}");
+            audit::record(
+                &mut tx,
+                &me.actor(),
+                "dnc.remove",
+                &target,
+                Some(&before),
+                None::<&DncView>,
+            )
+            .await
+            .map_err(|e| PolicyError::Db(db_of(e)))?;
+        }
+        tx.commit().await?;
+        Ok::<_, PolicyError>(())
     }
+    .await;
+    removed.map_err(|e| failure(me.frame(), e))?;
     let frame = me
         .frame()
         .notice(format!("{} taken off the do-not-call list.", before.number));
-    dnc_response(&state, &me, frame, StatusCode::OK).await
+    dnc_response(&state, &me, frame, StatusCode::OK, Vec::new()).await
 }
 
 #[derive(Template)]
 #[template(path = "console/profiles.html")]
 struct ProfilesPage {
     page: Frame,
-    profiles: Vec<(StoredProfile, String)>,
+    /// Each profile: stored, its JSON (or the typed text), open, its name (or the typed
+    /// one), the error of its last save.
+    profiles: Vec<(StoredProfile, String, bool, String, String)>,
     csrf: String,
     can_edit: bool,
     name: String,
     body: String,
+}
+
+/// A profile edit that was refused: the typed name and rules, and why.
+struct Refused {
+    id: i64,
+    name: String,
+    body: String,
+    error: String,
 }
 
 async fn profiles_response(
@@ -565,6 +700,7 @@ async fn profiles_response(
     code: StatusCode,
     name: String,
     body: String,
+    refused: Option<Refused>,
 ) -> Page {
     let profiles = compliance::page_profiles(&state.store, 0, 1000)
         .await
@@ -575,10 +711,16 @@ async fn profiles_response(
             page: frame,
             profiles: profiles
                 .into_iter()
-                .map(|p| {
-                    let json =
-                        serde_json::to_string_pretty(&p.profile).expect("profiles serialise");
-                    (p, json)
+                .map(|p| match &refused {
+                    Some(r) if r.id == p.id => {
+                        (p, r.body.clone(), true, r.name.clone(), r.error.clone())
+                    }
+                    _ => {
+                        let json =
+                            serde_json::to_string_pretty(&p.profile).expect("profiles serialise");
+                        let name = p.name.clone();
+                        (p, json, false, name, String::new())
+                    }
                 })
                 .collect(),
             csrf: me.session.csrf_token.clone(),
@@ -587,6 +729,83 @@ async fn profiles_response(
             body,
         },
     ))
+}
+
+/// `POST /profiles/{id}`: replaces a profile's name and rules (compliance officers and
+/// admins), audited with the profile before and after in the same transaction.
+pub async fn profile_update(
+    State(state): State<ConsoleState>,
+    me: SignedIn,
+    axum::extract::Path(id): axum::extract::Path<i64>,
+    Form(f): Form<Fields>,
+) -> Page {
+    me.require_form(Permission::EditCompliance, f.get("csrf"))?;
+    let (name, body) = (f.get("name").trim().to_string(), f.get("body").to_string());
+    let template =
+        serde_json::to_string_pretty(&ComplianceProfile::us()).expect("profiles serialise");
+    let parsed: Result<ComplianceProfile, String> =
+        serde_json::from_str(&body).map_err(|e| format!("body: {e}"));
+    let updated = match parsed {
+        Ok(p) => async {
+            let mut tx = state.store.begin_write().await?;
+            let (before, after) = compliance::update_profile_in(&mut tx, id, &name, p).await?;
+            let target = format!("profile:{id}");
+            audit::record(
+                &mut tx,
+                &me.actor(),
+                "profile.edit",
+                &target,
+                Some(&before),
+                Some(&after),
+            )
+            .await
+            .map_err(|e| PolicyError::Db(db_of(e)))?;
+            tx.commit().await?;
+            Ok::<_, PolicyError>(after)
+        }
+        .await
+        .map_err(|e| match e {
+            PolicyError::Db(db) => Err(db),
+            PolicyError::NoSuchProfile(_) => Ok((StatusCode::NOT_FOUND, e.to_string())),
+            other => Ok((StatusCode::UNPROCESSABLE_ENTITY, other.to_string())),
+        }),
+        Err(msg) => Err(Ok((StatusCode::UNPROCESSABLE_ENTITY, msg))),
+    };
+    match updated {
+        Ok(p) => {
+            let frame = me.frame().notice(format!("Profile {} saved.", p.name));
+            profiles_response(
+                &state,
+                &me,
+                frame,
+                StatusCode::OK,
+                String::new(),
+                template,
+                None,
+            )
+            .await
+        }
+        Err(Ok((code, msg))) => {
+            let frame = me.frame().error(format!("profile {id}: {msg}"));
+            let refused = Refused {
+                id,
+                name,
+                body,
+                error: msg,
+            };
+            profiles_response(
+                &state,
+                &me,
+                frame,
+                code,
+                String::new(),
+                template,
+                Some(refused),
+            )
+            .await
+        }
+        Err(Err(db)) => Err(failure(me.frame(), db).into()),
+    }
 }
 
 pub async fn profiles_page(State(state): State<ConsoleState>, me: SignedIn) -> Page {
@@ -600,6 +819,7 @@ pub async fn profiles_page(State(state): State<ConsoleState>, me: SignedIn) -> P
         StatusCode::OK,
         String::new(),
         template,
+        None,
     )
     .await
 }
@@ -614,28 +834,43 @@ pub async fn profile_create(
     let parsed: Result<ComplianceProfile, String> =
         serde_json::from_str(&body).map_err(|e| format!("body: {e}"));
     let created = match parsed {
-        Ok(p) => compliance::create_profile(&state.store, &name, p)
-            .await
-            .map_err(|e| match e {
-                PolicyError::Db(db) => Err(db),
-                other => Ok(other.to_string()),
-            }),
-        Err(msg) => Err(Ok(msg)),
-    };
-    match created {
-        Ok(p) => {
-            audit::record_after(
-                &state.store,
+        Ok(p) => async {
+            let mut tx = state.store.begin_write().await?;
+            let p = compliance::create_profile_in(&mut tx, &name, p).await?;
+            let target = format!("profile:{}", p.id);
+            audit::record(
+                &mut tx,
                 &me.actor(),
                 "profile.create",
-                &format!("profile:{}", p.id),
+                &target,
                 None::<&StoredProfile>,
                 Some(&p),
             )
             .await
-            .map_err(|e| failure(me.frame(), e))?;
+            .map_err(|e| PolicyError::Db(db_of(e)))?;
+            tx.commit().await?;
+            Ok::<_, PolicyError>(p)
+        }
+        .await
+        .map_err(|e| match e {
+            PolicyError::Db(db) => Err(db),
+            other => Ok(other.to_string()),
+        }),
+        Err(msg) => Err(Ok(msg)),
+    };
+    match created {
+        Ok(p) => {
             let frame = me.frame().notice(format!("Profile {} created.", p.name));
-            profiles_response(&state, &me, frame, StatusCode::OK, String::new(), body).await
+            profiles_response(
+                &state,
+                &me,
+                frame,
+                StatusCode::OK,
+                String::new(),
+                body,
+                None,
+            )
+            .await
         }
         Err(Ok(msg)) => {
             let frame = me.frame().error(msg);
@@ -646,6 +881,7 @@ pub async fn profile_create(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 name,
                 body,
+                None,
             )
             .await
         }
@@ -661,11 +897,51 @@ mod tests {
         RuleRow {
             priority: priority.into(),
             name: name.into(),
+            kind: String::new(),
+            key: String::new(),
+            value: String::new(),
             when: when.into(),
             action: action.into(),
             target: target.into(),
             error: String::new(),
         }
+    }
+
+    #[test]
+    fn saved_rules_come_back_in_the_builder_and_compound_ones_as_json() {
+        let policy = RoutingPolicy {
+            rules: vec![
+                RoutingRule {
+                    name: "t".into(),
+                    when: Condition::Field {
+                        name: "tier".into(),
+                        equals: "gold".into(),
+                    },
+                    then: RouteAction::AgentGroup(1),
+                },
+                RoutingRule {
+                    name: "a".into(),
+                    when: Condition::All(vec![Condition::Tag("x".into()), Condition::Always]),
+                    then: RouteAction::AgentGroup(1),
+                },
+            ],
+        };
+        let rows = rows_of(&policy);
+        assert_eq!(
+            (
+                rows[0].kind.as_str(),
+                rows[0].key.as_str(),
+                rows[0].value.as_str()
+            ),
+            ("field", "tier", "gold")
+        );
+        assert_eq!(rows[1].kind, "json");
+        assert_eq!(
+            rows[2].kind, "tag",
+            "blank rows start with the commonest kind"
+        );
+        // And they make the same policy again.
+        assert_eq!(policy_of(&rows).unwrap().0, policy);
     }
 
     #[test]

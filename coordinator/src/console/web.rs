@@ -38,7 +38,9 @@ impl IntoResponse for Refusal {
 
 /// The console's routes over `state`.
 pub fn router(state: ConsoleState) -> Router {
-    use super::{analytics, campaign_pages as cp, fleet, live, pages, policy_pages as pp};
+    use super::{
+        analytics, campaign_pages as cp, dnc_upload, fleet, live, pages, policy_pages as pp,
+    };
     Router::new()
         .route("/", get(|| async { Redirect::to("/dashboard") }))
         .route("/dashboard", get(live::dashboard))
@@ -46,7 +48,14 @@ pub fn router(state: ConsoleState) -> Router {
         .route("/routing/preview", post(pp::routing_preview))
         .route("/dnc", get(pp::dnc_page).post(pp::dnc_add))
         .route("/dnc/{id}/remove", post(pp::dnc_remove))
+        .route(
+            "/dnc/upload",
+            post(dnc_upload::upload).layer(axum::extract::DefaultBodyLimit::max(
+                dnc_upload::MAX_DNC_UPLOAD_BYTES + 64 * 1024,
+            )),
+        )
         .route("/profiles", get(pp::profiles_page).post(pp::profile_create))
+        .route("/profiles/{id}", post(pp::profile_update))
         .route("/analytics", get(analytics::page))
         .route("/export/{table}", get(analytics::export))
         .route("/fleet", get(fleet::page).post(fleet::register))
@@ -61,7 +70,14 @@ pub fn router(state: ConsoleState) -> Router {
         .route("/campaigns/new", get(cp::new_form))
         .route("/campaigns/{id}", get(cp::detail).post(cp::edit))
         .route("/campaigns/{id}/action", post(cp::action))
-        .route("/lists", get(cp::lists).post(cp::upload))
+        .route(
+            "/lists",
+            get(cp::lists)
+                .post(cp::upload)
+                .layer(axum::extract::DefaultBodyLimit::max(
+                    cp::MAX_UPLOAD_BYTES as usize + 64 * 1024,
+                )),
+        )
         .route("/imports/{id}", get(cp::import_page))
         .route("/static/console.css", get(css))
         .route("/static/console.js", get(js))

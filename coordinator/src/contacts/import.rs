@@ -317,7 +317,17 @@ pub async fn begin_import(
     list: ContactListId,
     bytes_total: Option<u64>,
 ) -> Result<i64, ContactError> {
-    super::list_region(store, list).await?;
+    let mut conn = store.pool().acquire().await?;
+    begin_import_in(&mut conn, list, bytes_total).await
+}
+
+/// [`begin_import`] on the caller's connection or transaction.
+pub async fn begin_import_in(
+    conn: &mut sqlx::AnyConnection,
+    list: ContactListId,
+    bytes_total: Option<u64>,
+) -> Result<i64, ContactError> {
+    super::list_region_in(conn, list).await?;
     let (import_id,): (i64,) = sqlx::query_as(
         "INSERT INTO contact_imports (list_id, state, bytes_total, started_at) \
          VALUES ($1, 'running', $2, $3) RETURNING id",
@@ -325,7 +335,7 @@ pub async fn begin_import(
     .bind(list.0)
     .bind(bytes_total.map(|b| b as i64))
     .bind(UnixMillis::now().0)
-    .fetch_one(store.pool())
+    .fetch_one(&mut *conn)
     .await?;
     Ok(import_id)
 }

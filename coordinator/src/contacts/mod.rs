@@ -76,6 +76,16 @@ pub async fn create_list(
     name: &str,
     default_region: &str,
 ) -> Result<ContactList, ContactError> {
+    let mut conn = store.pool().acquire().await?;
+    create_list_in(&mut conn, name, default_region).await
+}
+
+/// [`create_list`] on the caller's connection or transaction.
+pub async fn create_list_in(
+    conn: &mut sqlx::AnyConnection,
+    name: &str,
+    default_region: &str,
+) -> Result<ContactList, ContactError> {
     let region = default_region.to_ascii_uppercase();
     // A region is known when a national number parses with it.
     if matches!(
@@ -92,7 +102,7 @@ pub async fn create_list(
     .bind(name)
     .bind(&region)
     .bind(now)
-    .fetch_one(store.pool())
+    .fetch_one(&mut *conn)
     .await;
     match row {
         Ok((id,)) => Ok(ContactList {
@@ -154,10 +164,18 @@ pub(crate) async fn list_region(
     store: &Store,
     list: ContactListId,
 ) -> Result<String, ContactError> {
+    let mut conn = store.pool().acquire().await?;
+    list_region_in(&mut conn, list).await
+}
+
+pub(crate) async fn list_region_in(
+    conn: &mut sqlx::AnyConnection,
+    list: ContactListId,
+) -> Result<String, ContactError> {
     let row: Option<(String,)> =
         sqlx::query_as("SELECT default_region FROM contact_lists WHERE id = $1")
             .bind(list.0)
-            .fetch_optional(store.pool())
+            .fetch_optional(&mut *conn)
             .await?;
     row.map(|r| r.0).ok_or(ContactError::NoSuchList(list.0))
 }

@@ -92,11 +92,23 @@ pub async fn register(
     site: &str,
     now: UnixMillis,
 ) -> Result<String, EnrollError> {
-    let mut tx = pool.begin().await?;
+    let mut tx = crate::store::begin_write(pool).await?;
+    let code = register_in(&mut tx, name, site, now).await?;
+    tx.commit().await?;
+    Ok(code)
+}
+
+/// [`register`] inside the caller's transaction (which commits it, or not).
+pub async fn register_in(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    name: &ApplianceId,
+    site: &str,
+    now: UnixMillis,
+) -> Result<String, EnrollError> {
     let existing: Option<(String,)> =
         sqlx::query_as("SELECT state FROM appliances WHERE name = $1")
             .bind(name.as_str())
-            .fetch_optional(&mut *tx)
+            .fetch_optional(&mut **tx)
             .await?;
     match existing.map(|(s,)| ApplianceState::parse(&s)) {
         Some(ApplianceState::Enrolled) => {
@@ -112,7 +124,7 @@ pub async fn register(
             .bind(site)
             .bind(ApplianceState::Registered.as_str())
             .bind(now.0)
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await?;
         }
     }
@@ -121,9 +133,8 @@ pub async fn register(
         .bind(hash_code(&code))
         .bind(name.as_str())
         .bind(now.0 + CLAIM_TTL_MS)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?;
-    tx.commit().await?;
     Ok(code)
 }
 
@@ -225,10 +236,21 @@ async fn set_enrolled(
 
 /// Revokes `name`: the sync link refuses it and the next broker ACL leaves it out.
 pub async fn revoke(pool: &AnyPool, name: &ApplianceId) -> Result<(), EnrollError> {
+    let mut tx = pool.begin().await?;
+    revoke_in(&mut tx, name).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// [`revoke`] inside the caller's transaction (which commits it, or not).
+pub async fn revoke_in(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    name: &ApplianceId,
+) -> Result<(), EnrollError> {
     let done = sqlx::query("UPDATE appliances SET state = $1 WHERE name = $2")
         .bind(ApplianceState::Revoked.as_str())
         .bind(name.as_str())
-        .execute(pool)
+        .execute(&mut **tx)
         .await?;
     if done.rows_affected() == 0 {
         return Err(EnrollError::UnknownAppliance(name.to_string()));

@@ -54,6 +54,17 @@ pub struct PolicyVersion {
 
 /// Saves `policy` as the newest version, after checking that every group it names exists.
 pub async fn save(store: &Store, policy: RoutingPolicy) -> Result<PolicyVersion, RoutingError> {
+    let mut tx = store.begin_write().await?;
+    let v = save_in(&mut tx, policy).await?;
+    tx.commit().await?;
+    Ok(v)
+}
+
+/// [`save`] inside the caller's transaction (which commits it, or not).
+pub async fn save_in(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    policy: RoutingPolicy,
+) -> Result<PolicyVersion, RoutingError> {
     policy.validate()?;
     for (i, r) in policy.rules.iter().enumerate() {
         let group = match &r.then {
@@ -64,7 +75,7 @@ pub async fn save(store: &Store, policy: RoutingPolicy) -> Result<PolicyVersion,
         if let Some(g) = group {
             let found: Option<(i64,)> = sqlx::query_as("SELECT id FROM agent_groups WHERE id = $1")
                 .bind(g)
-                .fetch_optional(store.pool())
+                .fetch_optional(&mut **tx)
                 .await?;
             if found.is_none() {
                 return Err(RoutingError::Invalid {
@@ -80,7 +91,7 @@ pub async fn save(store: &Store, policy: RoutingPolicy) -> Result<PolicyVersion,
     )
     .bind(serde_json::to_string(&policy).expect("policies serialise"))
     .bind(now)
-    .fetch_one(store.pool())
+    .fetch_one(&mut **tx)
     .await?;
     Ok(PolicyVersion {
         version,
@@ -91,10 +102,16 @@ pub async fn save(store: &Store, policy: RoutingPolicy) -> Result<PolicyVersion,
 
 /// The policy in force.
 pub async fn current(store: &Store) -> Result<PolicyVersion, RoutingError> {
+    let mut conn = store.pool().acquire().await?;
+    current_in(&mut conn).await
+}
+
+/// [`current`] on the caller's connection or transaction.
+pub async fn current_in(conn: &mut sqlx::AnyConnection) -> Result<PolicyVersion, RoutingError> {
     let row: Option<(i64, String, i64)> = sqlx::query_as(
         "SELECT version, body, created_at FROM routing_policies ORDER BY version DESC LIMIT 1",
     )
-    .fetch_optional(store.pool())
+    .fetch_optional(&mut *conn)
     .await?;
     let (version, body, created_at) = row.ok_or(RoutingError::NoPolicy)?;
     let policy = serde_json::from_str(&body).map_err(|e| RoutingError::Invalid {

@@ -61,10 +61,29 @@ impl Store {
         self.backend
     }
 
+    /// Begins a transaction that changes things (see [`begin_write`]).
+    pub async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
+        begin_write(&self.pool).await
+    }
+
     /// A trivial round trip, for the health endpoint.
     pub async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
+    }
+}
+
+/// Begins a transaction that changes things. On SQLite it takes the write lock at once
+/// (`BEGIN IMMEDIATE`), so that what it reads before its first write cannot become a stale
+/// snapshot when another writer commits meanwhile (which SQLite refuses without waiting).
+pub async fn begin_write(
+    pool: &AnyPool,
+) -> Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
+    let url = pool.connect_options().database_url.clone();
+    if Backend::of_url(url.as_str()) == Some(Backend::Sqlite) {
+        pool.begin_with("BEGIN IMMEDIATE").await
+    } else {
+        pool.begin().await
     }
 }
 

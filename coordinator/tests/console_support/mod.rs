@@ -49,6 +49,7 @@ impl Hq {
         let store = Store::open(dir.path(), url.as_deref()).await.unwrap();
         let settings = ConsoleSettings {
             listen: "127.0.0.1:0".parse().unwrap(),
+            listen_is_default: false,
             certificate_files: None,
             certificate_names: vec!["localhost".into(), "127.0.0.1".into()],
             sessions: SessionPolicy::default(),
@@ -183,6 +184,61 @@ impl Client {
     }
 }
 
+/// The new-campaign form as the console fills it, with `changes` applied.
+pub async fn form(admin: &Client, changes: &[(&str, &str)]) -> Vec<(String, String)> {
+    let page = admin.get("/campaigns/new").await;
+    assert_eq!(page.status, StatusCode::OK);
+    let mut fields = vec![
+        ("name", "Renewals"),
+        ("kind", "service"),
+        ("dial_mode", "progressive"),
+        ("compliance_profile_id", "1"),
+        ("starts_on", ""),
+        ("ends_on", ""),
+        ("calling_window.start", "08:00"),
+        ("calling_window.end", "21:00"),
+        ("calling_window.days", "0"),
+        ("calling_window.days", "1"),
+        ("calling_window.days", "2"),
+        ("calling_window.holidays", "2026-12-25"),
+        ("caller_id", "+14155550100"),
+        ("script", "Hello {first_name}"),
+        ("disposition_codes", "sale, callback"),
+        ("conversion_dispositions", "sale"),
+        ("wrap_up_seconds", "20"),
+        ("priority_weights.urgency", "0.6"),
+        ("priority_weights.customer_value", "0.4"),
+        ("appliances", "branch-1 2\nbranch-2 1"),
+        ("recording_consent_announcement", "1"),
+    ];
+    let retries = [
+        "retry.busy",
+        "retry.no_answer",
+        "retry.failed",
+        "retry.machine",
+    ];
+    let mut owned: Vec<(String, String)> = fields
+        .drain(..)
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    for r in retries {
+        owned.push((format!("{r}.delay_seconds"), "300".into()));
+        owned.push((format!("{r}.backoff"), "2".into()));
+        owned.push((format!("{r}.max_attempts"), "3".into()));
+    }
+    for (k, v) in changes {
+        match owned.iter_mut().find(|(name, _)| name == k) {
+            Some(slot) => slot.1 = v.to_string(),
+            None => owned.push((k.to_string(), v.to_string())),
+        }
+    }
+    owned
+}
+
+pub fn pairs(v: &[(String, String)]) -> Vec<(&str, &str)> {
+    v.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
+}
+
 /// Simulated appliance traffic, applied through the coordinator's own uplink apply path
 /// (`sync::apply::apply_uplink`), exactly as the MQTT link applies it.
 pub mod uplink {
@@ -216,6 +272,18 @@ pub mod uplink {
         campaign: i64,
         contact: u64,
         outcome: CallOutcome,
+    ) {
+        attempt_with(store, app, campaign, contact, outcome, None).await;
+    }
+
+    /// [`attempt`] whose call the agent closed with `disposition`.
+    pub async fn attempt_with(
+        store: &Store,
+        app: &str,
+        campaign: i64,
+        contact: u64,
+        outcome: CallOutcome,
+        disposition: Option<&str>,
     ) {
         let now = UnixMillis::now();
         let call = CallId::new_v7();
@@ -260,13 +328,35 @@ pub mod uplink {
                     ended_at: now,
                     outcome,
                     sip_status: None,
-                    disposition: None,
+                    disposition: disposition.map(str::to_string),
                     recording_segments: 0,
                     quality: None,
                 }),
             )
             .await;
         }
+    }
+
+    /// Agent `agent` of `app` entered `state` at `at`.
+    pub async fn agent_event(
+        store: &Store,
+        app: &str,
+        agent: u64,
+        state: callgate_common::wire::AgentState,
+        at: UnixMillis,
+    ) {
+        send(
+            store,
+            app,
+            Uplink::AgentEvent(callgate_common::wire::AgentEvent {
+                agent: AgentId(agent),
+                state,
+                at,
+                call: None,
+                campaign: None,
+            }),
+        )
+        .await;
     }
 
     /// A telemetry report received now: `calls` up, `agents` ready.
