@@ -4,7 +4,7 @@
 
 use super::identity::IdentityDir;
 use super::link::{self, LinkSettings};
-use super::outbox_store::UplinkOutbox;
+use super::outbox_store::{SharedOutbox, UplinkOutbox};
 use super::status::{LinkStatus, LinkStatusCell};
 use super::SyncError;
 use callgate_common::outbox::OutboxConfig;
@@ -65,7 +65,7 @@ pub async fn run(
     settings: LinkSettings,
     identity: IdentityDir,
     pool: SqlitePool,
-    outbox: Arc<tokio::sync::RwLock<Arc<UplinkOutbox>>>,
+    outbox: SharedOutbox,
     config: OutboxConfig,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), SyncError> {
@@ -98,7 +98,7 @@ pub struct SyncTask {
     stop: watch::Sender<bool>,
     task: Option<tokio::task::JoinHandle<()>>,
     /// The outbox other rooms send through (`None` while the box is not enrolled).
-    pub outbox: Option<Arc<tokio::sync::RwLock<Arc<UplinkOutbox>>>>,
+    pub outbox: Option<SharedOutbox>,
     /// The link's state, for the status page.
     pub status: LinkStatusCell,
 }
