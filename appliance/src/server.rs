@@ -78,7 +78,7 @@ pub async fn run(
             }
         })
     });
-    let sync = crate::sync::service::SyncTask::start(&config, store.pool()).await?;
+    let mut sync = crate::sync::service::SyncTask::start(&config, store.pool()).await?;
     // The button held through boot: factory reset, then a fresh start without identity.
     let button_reset = board.as_ref().map(|board| {
         let requested = board.factory_reset_requested();
@@ -116,6 +116,19 @@ pub async fn run(
             None
         }
     };
+    // Telemetry to the coordinator (issue 5); the agent desk's counts join it where the
+    // desk is started (`agents_ready` / `agents_changed`).
+    sync.start_telemetry(crate::sync::telemetry::TelemetrySources {
+        data_dir: config.raw.appliance.data_dir.clone(),
+        campaigns: dialer.as_ref().map(|d| d.status()),
+        agents_ready: None,
+        agents_changed: None,
+        temperature: board.as_ref().map(|b| {
+            let t = b.temperature();
+            Box::new(move || *t.lock().unwrap_or_else(|p| p.into_inner()))
+                as crate::sync::telemetry::TemperatureFn
+        }),
+    });
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let web = if config.raw.web.enabled {
         let data_dir = &config.raw.appliance.data_dir;
