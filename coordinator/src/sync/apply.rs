@@ -59,7 +59,7 @@ pub async fn apply_batch(
     skew_ms: i64,
 ) -> Result<Applied, sqlx::Error> {
     let mut tx = pool.begin().await?;
-    let applied = apply_in(&mut tx, appliance, envs, now, skew_ms).await?;
+    let (applied, _) = apply_in(&mut tx, appliance, envs, now, skew_ms).await?;
     match applied {
         Applied::Stored { .. } => tx.commit().await?,
         Applied::Replay { .. } | Applied::Gap { .. } => tx.rollback().await?,
@@ -78,6 +78,18 @@ pub struct ApplianceBatch {
     pub skew_ms: i64,
 }
 
+/// What [`apply_many`] did with one appliance's batch.
+#[derive(Debug)]
+pub struct BatchOutcome {
+    /// The appliance.
+    pub appliance: ApplianceId,
+    /// What applying its batch did (an error rolled back its savepoint only).
+    pub applied: Result<Applied, sqlx::Error>,
+    /// Its mark before: with [`Applied::Stored`], the messages `before < seq <= stored`
+    /// were applied by this call.
+    pub before: u64,
+}
+
 /// Applies the batches of several appliances in ONE transaction (one commit, one fsync),
 /// each appliance in its own savepoint: its effects and its high-water mark move together,
 /// and an appliance whose effect fails is rolled back alone (its error is returned in its
@@ -88,7 +100,7 @@ pub async fn apply_many(
     pool: &AnyPool,
     batches: &[ApplianceBatch],
     now: UnixMillis,
-) -> Result<Vec<(ApplianceId, Result<Applied, sqlx::Error>)>, sqlx::Error> {
+) -> Result<Vec<BatchOutcome>, sqlx::Error> {
     use sqlx::Acquire;
     let mut order: Vec<&ApplianceBatch> = batches.iter().collect();
     order.sort_by(|a, b| a.appliance.as_str().cmp(b.appliance.as_str()));
@@ -98,10 +110,21 @@ pub async fn apply_many(
         let mut savepoint = (&mut tx).begin().await?;
         let applied = apply_in(&mut savepoint, &b.appliance, &b.envs, now, b.skew_ms).await;
         match &applied {
-            Ok(Applied::Stored { .. }) => savepoint.commit().await?,
+            Ok((Applied::Stored { .. }, _)) => savepoint.commit().await?,
             _ => savepoint.rollback().await?,
         }
-        results.push((b.appliance.clone(), applied));
+        results.push(match applied {
+            Ok((applied, before)) => BatchOutcome {
+                appliance: b.appliance.clone(),
+                applied: Ok(applied),
+                before,
+            },
+            Err(e) => BatchOutcome {
+                appliance: b.appliance.clone(),
+                applied: Err(e),
+                before: 0,
+            },
+        });
     }
     tx.commit().await?;
     Ok(results)
@@ -118,7 +141,7 @@ async fn apply_in(
     envs: &[UplinkEnvelope],
     now: UnixMillis,
     skew_ms: i64,
-) -> Result<Applied, sqlx::Error> {
+) -> Result<(Applied, u64), sqlx::Error> {
     let app = appliance.as_str();
     let (hw,): (i64,) = sqlx::query_as(
         "INSERT INTO sync_uplink_state \
@@ -146,13 +169,14 @@ async fn apply_in(
     }
     if mark == hw {
         let first = envs.iter().map(|e| e.seq).find(|s| *s > hw);
-        return Ok(match first {
+        let applied = match first {
             Some(_) => Applied::Gap {
                 expected: hw + 1,
                 high_water: hw,
             },
             None => Applied::Replay { high_water: hw },
-        });
+        };
+        return Ok((applied, hw));
     }
     sqlx::query(
         "UPDATE sync_uplink_state SET high_water = $1, applied_count = applied_count + $2, \
@@ -165,7 +189,7 @@ async fn apply_in(
     .bind(app)
     .execute(&mut **tx)
     .await?;
-    Ok(Applied::Stored { seq: mark })
+    Ok((Applied::Stored { seq: mark }, hw))
 }
 
 fn outcome_name(o: CallOutcome) -> &'static str {
@@ -454,10 +478,13 @@ mod tests {
         ];
         let results = apply_many(pool, &batches, UnixMillis(1)).await.unwrap();
         assert_eq!(results.len(), 2);
-        assert_eq!(results[0].0, a, "taken in id order");
-        assert!(results[0].1.is_err());
-        assert_eq!(results[1].0, b);
-        assert_eq!(*results[1].1.as_ref().unwrap(), Applied::Stored { seq: 2 });
+        assert_eq!(results[0].appliance, a, "taken in id order");
+        assert!(results[0].applied.is_err());
+        assert_eq!(results[1].appliance, b);
+        assert_eq!(
+            (results[1].applied.as_ref().unwrap(), results[1].before),
+            (&Applied::Stored { seq: 2 }, 0)
+        );
         assert_eq!(
             high_water(pool, &a).await.unwrap(),
             1,

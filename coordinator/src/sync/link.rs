@@ -303,81 +303,118 @@ async fn flush(ctx: &Context, peers: &mut HashMap<ApplianceId, Peer>, batch: Vec
         entry.0.skew_ms = p.skew_ms;
         entry.1 |= p.unverified;
     }
-    let batches: Vec<ApplianceBatch> = order
+    let mut pending: Vec<ApplianceBatch> = order
         .iter()
         .filter_map(|a| groups.get(a).map(|(b, _)| b.clone()))
         .collect();
-    let wall = UnixMillis::now();
-    let mut results = match apply_many(ctx.store.pool(), &batches, wall).await {
-        Ok(r) => r,
-        Err(e) => {
-            tracing::error!(error = %e, "committing an uplink batch failed; the boxes will resend");
-            metrics::counter!("callgate_sync_apply_errors_total").increment(1);
-            for a in order {
-                peers.remove(&a);
-            }
-            return;
-        }
-    };
-    if ctx.shared {
-        // A message the cache called a gap may follow one another replica applied just
-        // before: give that replica a moment to commit, then try once more.
-        let retry: Vec<ApplianceBatch> = results
-            .iter()
-            .filter(|(a, r)| {
-                matches!(r, Ok(Applied::Gap { .. })) && groups.get(a).is_some_and(|g| g.1)
-            })
-            .filter_map(|(a, _)| groups.get(a).map(|(b, _)| b.clone()))
-            .collect();
-        if !retry.is_empty() {
+    // Per appliance: the highest mark this shard stored and the messages it applied, the
+    // mark a replay or gap showed, or the error.
+    let mut stored: HashMap<ApplianceId, (u64, Vec<UplinkEnvelope>)> = HashMap::new();
+    let mut seen: HashMap<ApplianceId, Result<u64, sqlx::Error>> = HashMap::new();
+    // On a `$share` subscription the message before a gap may be in another replica's
+    // transaction right now: give it a moment, then try what is left (twice at most).
+    let attempts = if ctx.shared { 3 } else { 1 };
+    for attempt in 0..attempts {
+        if attempt > 0 {
             tokio::time::sleep(Duration::from_millis(30)).await;
-            if let Ok(again) = apply_many(ctx.store.pool(), &retry, UnixMillis::now()).await {
-                for (a, r) in again {
-                    if let Some(slot) = results.iter_mut().find(|(b, _)| *b == a) {
-                        slot.1 = r;
+        }
+        let results = match apply_many(ctx.store.pool(), &pending, UnixMillis::now()).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, "committing an uplink batch failed; the boxes will resend");
+                metrics::counter!("callgate_sync_apply_errors_total").increment(1);
+                for b in &pending {
+                    seen.entry(b.appliance.clone()).or_insert(Ok(0));
+                }
+                break;
+            }
+        };
+        let mut again = Vec::new();
+        for (outcome, batch) in results.into_iter().zip(sorted(&pending)) {
+            let app = outcome.appliance;
+            match outcome.applied {
+                Ok(Applied::Stored { seq }) => {
+                    let entry = stored.entry(app.clone()).or_insert((0, Vec::new()));
+                    entry.0 = entry.0.max(seq);
+                    entry.1.extend(
+                        batch
+                            .envs
+                            .iter()
+                            .filter(|e| e.seq > outcome.before && e.seq <= seq)
+                            .cloned(),
+                    );
+                    let left: Vec<UplinkEnvelope> =
+                        batch.envs.iter().filter(|e| e.seq > seq).cloned().collect();
+                    if !left.is_empty() {
+                        again.push(ApplianceBatch {
+                            envs: left,
+                            ..batch.clone()
+                        });
                     }
                 }
+                Ok(Applied::Gap { high_water, .. }) => {
+                    seen.insert(app, Ok(high_water));
+                    again.push(batch.clone());
+                }
+                Ok(Applied::Replay { high_water }) => {
+                    seen.insert(app, Ok(high_water));
+                }
+                Err(e) => {
+                    seen.insert(app, Err(e));
+                }
             }
+        }
+        pending = again;
+        if pending.is_empty() {
+            break;
         }
     }
-    for (app, applied) in results {
-        let Some((group, unverified)) = groups.remove(&app) else {
+    for app in order {
+        let unverified = groups.get(&app).is_some_and(|g| g.1);
+        let left_behind = pending.iter().any(|b| b.appliance == app);
+        if let Some((seq, applied)) = stored.remove(&app) {
+            for env in &applied {
+                metrics::counter!("callgate_sync_uplink_applied_total").increment(1);
+                // From the box's publish to our commit (both clocks; skew included).
+                metrics::histogram!("callgate_sync_uplink_lag_ms")
+                    .record(UnixMillis::now().millis_since(env.sent_at) as f64);
+                if let Uplink::CertificateRenewal { csr } = &env.body {
+                    renew(ctx, &app, csr).await;
+                }
+            }
+            if unverified || left_behind || ctx.shared {
+                // The cache may no longer match the database: ack what is committed now
+                // and read the mark again at the next message.
+                send_ack(&ctx.client, &app, seq);
+                peers.remove(&app);
+            }
             continue;
-        };
-        match applied {
-            Ok(Applied::Stored { seq }) => {
-                let done = group.envs.iter().filter(|e| e.seq <= seq);
-                for env in done {
-                    metrics::counter!("callgate_sync_uplink_applied_total").increment(1);
-                    // From the box's publish to our commit (both clocks; skew included).
-                    metrics::histogram!("callgate_sync_uplink_lag_ms")
-                        .record(UnixMillis::now().millis_since(env.sent_at) as f64);
-                    if let Uplink::CertificateRenewal { csr } = &env.body {
-                        renew(ctx, &app, csr).await;
-                    }
+        }
+        match seen.remove(&app) {
+            Some(Ok(high_water)) => {
+                // Another replica moved the mark, or a gap: follow the database.
+                if high_water > 0 {
+                    send_ack(&ctx.client, &app, high_water);
                 }
-                if unverified || group.envs.last().is_some_and(|e| e.seq > seq) {
-                    // The cache no longer matches the database: ack what is committed now
-                    // and read the mark again at the next message.
-                    send_ack(&ctx.client, &app, seq);
-                    peers.remove(&app);
-                }
-            }
-            Ok(Applied::Replay { high_water }) => {
-                // Another replica moved the mark: follow the database.
-                send_ack(&ctx.client, &app, high_water);
                 peers.remove(&app);
             }
-            Ok(Applied::Gap { .. }) => {
-                peers.remove(&app);
-            }
-            Err(e) => {
+            Some(Err(e)) => {
                 tracing::error!(appliance = %app, error = %e, "applying uplink failed; the box will resend");
                 metrics::counter!("callgate_sync_apply_errors_total").increment(1);
                 peers.remove(&app);
             }
+            None => {
+                peers.remove(&app);
+            }
         }
     }
+}
+
+/// `batches` in the order [`apply_many`] takes (and reports) them: by appliance id.
+fn sorted(batches: &[ApplianceBatch]) -> Vec<&ApplianceBatch> {
+    let mut v: Vec<&ApplianceBatch> = batches.iter().collect();
+    v.sort_by(|a, b| a.appliance.as_str().cmp(b.appliance.as_str()));
+    v
 }
 
 /// Answers a renewal request. Not in the apply transaction: if this fails or the process
