@@ -86,7 +86,7 @@ pub async fn run(
             }
         })
     });
-    let sync = crate::sync::service::SyncTask::start(&config, store.pool()).await?;
+    let mut sync = crate::sync::service::SyncTask::start(&config, store.pool()).await?;
     // The button held through boot: factory reset, then a fresh start without identity.
     let button_reset = board.as_ref().map(|board| {
         let requested = board.factory_reset_requested();
@@ -157,6 +157,21 @@ pub async fn run(
             None
         }
     };
+    // Telemetry to the coordinator (issue 5): campaigns, agents, temperature, disk, outbox.
+    sync.start_telemetry(crate::sync::telemetry::TelemetrySources {
+        data_dir: config.raw.appliance.data_dir.clone(),
+        campaigns: dialer.as_ref().map(|d| d.status()),
+        agents_ready: desk.clone().map(|d| {
+            Box::new(move || d.pacing_counts().ready_before_queue)
+                as crate::sync::telemetry::CountFn
+        }),
+        agents_changed: desk.as_ref().map(|d| d.changes()),
+        temperature: board.as_ref().map(|b| {
+            let t = b.temperature();
+            Box::new(move || *t.lock().unwrap_or_else(|p| p.into_inner()))
+                as crate::sync::telemetry::TemperatureFn
+        }),
+    });
     let web = if config.raw.web.enabled {
         let data_dir = &config.raw.appliance.data_dir;
         let mut names = config.raw.web.certificate_names.clone();

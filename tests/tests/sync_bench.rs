@@ -6,8 +6,9 @@
 //! ```
 //!
 //! `SYNC_BENCH_RECORDS` (default 200) call records per appliance.
-//! `SYNC_BENCH_APPLIANCES` (default 50) simulated appliances run in ONE process
-//! (`callgate-appliance sync-bench`), each with its own certificate, SQLite store and outbox,
+//! `SYNC_BENCH_APPLIANCES` (default 50) simulated appliances run in `SYNC_BENCH_PROCESSES`
+//! (default 4) `callgate-appliance sync-bench` processes, each box with its own certificate,
+//! SQLite store and outbox,
 //! against one coordinator through a real Mosquitto with mutual TLS. It prints one table:
 //! end-to-end exactly-once records/s into SQLite and into PostgreSQL, p50/p99 publish-to-
 //! commit latency at 1,000 records/s, the appliances held connected, and the broker's raw
@@ -33,11 +34,26 @@ fn names(n: usize) -> Vec<String> {
     (0..n).map(|i| format!("bench-{i}")).collect()
 }
 
-/// Writes one quiet config per appliance into `{root}/bench/` for `sync-bench`.
-fn bench_dir(w: &World, names: &[String]) -> std::path::PathBuf {
-    let dir = w.path("bench");
-    std::fs::create_dir_all(&dir).unwrap();
-    for name in names {
+/// How many `sync-bench` processes share the simulated appliances
+/// (`SYNC_BENCH_PROCESSES`, default 4): one process is one tokio runtime, and with every box
+/// in one, the simulator rather than the coordinator was the bottleneck.
+fn processes() -> usize {
+    std::env::var("SYNC_BENCH_PROCESSES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(4usize)
+        .max(1)
+}
+
+/// Writes one quiet config per appliance into `{root}/bench/p{k}/`, the appliances dealt
+/// round robin over the processes; returns the per-process directories.
+fn bench_dirs(w: &World, names: &[String]) -> Vec<std::path::PathBuf> {
+    let dirs: Vec<_> = (0..processes().min(names.len()))
+        .map(|k| w.path(&format!("bench/p{k}")))
+        .collect();
+    for (i, name) in names.iter().enumerate() {
+        let dir = &dirs[i % dirs.len()];
+        std::fs::create_dir_all(dir).unwrap();
         std::fs::write(
             dir.join(format!("{name}.toml")),
             format!(
@@ -49,36 +65,48 @@ fn bench_dir(w: &World, names: &[String]) -> std::path::PathBuf {
         )
         .unwrap();
     }
-    dir
+    dirs
 }
 
-/// Runs `sync-bench`; returns (records, seconds).
-fn run_bench(dir: &std::path::Path, records: u64, rate: u32) -> (u64, f64) {
+/// Runs one `sync-bench` per directory at once; returns (records, seconds until the last
+/// finished).
+fn run_bench(dirs: &[std::path::PathBuf], records: u64, rate: u32) -> (u64, f64) {
     let start = Instant::now();
-    let out = Command::new(binary("callgate-appliance"))
-        .args(["sync-bench", "--dir"])
-        .arg(dir)
-        .args([
-            "--records",
-            &records.to_string(),
-            "--rate",
-            &rate.to_string(),
-        ])
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "sync-bench failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8_lossy(&out.stdout);
-    let generated = text
-        .split_whitespace()
-        .find_map(|kv| kv.strip_prefix("records="))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
+    let children: Vec<_> = dirs
+        .iter()
+        .map(|dir| {
+            Command::new(binary("callgate-appliance"))
+                .args(["sync-bench", "--dir"])
+                .arg(dir)
+                .args([
+                    "--records",
+                    &records.to_string(),
+                    "--rate",
+                    &rate.to_string(),
+                ])
+                .env("RUST_LOG", "warn")
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let mut generated = 0u64;
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "sync-bench failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8_lossy(&out.stdout);
+        generated += text
+            .split_whitespace()
+            .find_map(|kv| kv.strip_prefix("records="))
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0);
+    }
     (generated, start.elapsed().as_secs_f64())
 }
 
@@ -163,8 +191,8 @@ async fn sync_benchmark_prints_its_table() {
     let mut rows: Vec<(String, String)> = Vec::new();
     let mut figures = Vec::new();
     rows.push((
-        "appliances in one process (own cert, store, outbox each)".into(),
-        n.to_string(),
+        "appliances (own cert, store, outbox each), simulator processes".into(),
+        format!("{n}, {}", processes().min(n)),
     ));
 
     for kind in [BrokerKind::Mosquitto, BrokerKind::Embedded] {
@@ -175,8 +203,8 @@ async fn sync_benchmark_prints_its_table() {
         let mut w = World::with_broker(&refs, kind);
         w.start_broker();
         w.start_coordinator().await;
-        let dir = bench_dir(&w, &names);
-        let (records, secs) = run_bench(&dir, per_appliance, 0);
+        let dirs = bench_dirs(&w, &names);
+        let (records, secs) = run_bench(&dirs, per_appliance, 0);
         let metrics = w.metrics().await;
         let connected = metrics.contains("callgate_sync_broker_connected 1");
         rows.push((
@@ -206,7 +234,7 @@ async fn sync_benchmark_prints_its_table() {
             w.kill_coordinator();
             w.start_coordinator().await;
             let rate = (1000 / n).max(1) as u32;
-            let (lat_n, lat_s) = run_bench(&dir, per_appliance + u64::from(rate) * 10, rate);
+            let (lat_n, lat_s) = run_bench(&dirs, per_appliance + u64::from(rate) * 10, rate);
             let metrics = w.metrics().await;
             rows.push((
                 format!(
@@ -226,8 +254,8 @@ async fn sync_benchmark_prints_its_table() {
     let mut w = World::with_database(&refs, Some(&pg.url));
     w.start_broker();
     w.start_coordinator().await;
-    let dir = bench_dir(&w, &names);
-    let (records, secs) = run_bench(&dir, per_appliance, 0);
+    let dirs = bench_dirs(&w, &names);
+    let (records, secs) = run_bench(&dirs, per_appliance, 0);
     rows.push((
         "exactly-once records/s into PostgreSQL via Mosquitto".into(),
         format!("{:.0} ({records} in {secs:.1} s)", records as f64 / secs),

@@ -9,7 +9,7 @@
 use super::backoff::Backoff;
 use super::identity::IdentityDir;
 use super::load::fnv1a64;
-use super::outbox_store::{read_state, write_state, UplinkOutbox, DOWNLINK_APPLIED};
+use super::outbox_store::{begin_write, read_state, write_state, UplinkOutbox, DOWNLINK_APPLIED};
 use super::status::{LinkStatus, LinkStatusCell};
 use super::SyncError;
 use callgate_common::ids::ApplianceId;
@@ -289,6 +289,27 @@ async fn serve(
     }
 }
 
+/// Applies downlink message `seq` and records it as applied, in one transaction, so a
+/// replay is harmless. Dialer holdings (campaigns, leases, revocations, grants, do-not-call)
+/// and the agent roster get their effects here; other kinds get theirs with their issues.
+///
+/// The transaction is `BEGIN IMMEDIATE` ([`begin_write`]): the effects read before they
+/// write, and a deferred transaction would meet `SQLITE_BUSY_SNAPSHOT` whenever the outbox
+/// (or the dialler) committed between the read and the first write.
+pub async fn apply_downlink(pool: &SqlitePool, seq: u64, body: &Downlink) -> Result<(), SyncError> {
+    let mut tx = begin_write(pool).await?;
+    write_state(&mut tx, DOWNLINK_APPLIED, seq).await?;
+    let dialer = crate::dialer::store::apply_downlink(&mut tx, body).await?;
+    if let Downlink::AgentRoster(_) | Downlink::RoutingPolicy { .. } = body {
+        crate::agents::roster::apply_downlink(&mut tx, body).await?;
+    }
+    tx.commit().await?;
+    if dialer {
+        crate::dialer::store::notify_changed();
+    }
+    Ok(())
+}
+
 /// Whether the certificate has less than `before` left (or cannot be read).
 fn renewal_due(identity: &IdentityDir, before: Duration) -> bool {
     match identity.not_after() {
@@ -350,23 +371,7 @@ async fn on_downlink(
                         Err(e) => tracing::error!(error = %e, "renewed certificate refused"),
                     }
                 }
-                // Dialer holdings (campaigns, leases, revocations, grants, do-not-call) are
-                // applied in the same transaction that records the sequence number, so a
-                // replay is harmless; other kinds get their effects with their issues.
-                let mut tx = pool.begin().await?;
-                // The mark is written first: the transaction takes SQLite's write lock at its
-                // first statement, so the reads the effects make cannot meet a snapshot that
-                // another writer (the dialler, the outbox) moved on meanwhile
-                // (SQLITE_BUSY_SNAPSHOT, which no busy timeout waits out).
-                write_state(&mut tx, DOWNLINK_APPLIED, env.seq).await?;
-                let dialer = crate::dialer::store::apply_downlink(&mut tx, &body).await?;
-                if let Downlink::AgentRoster(_) | Downlink::RoutingPolicy { .. } = &body {
-                    crate::agents::roster::apply_downlink(&mut tx, &body).await?;
-                }
-                tx.commit().await?;
-                if dialer {
-                    crate::dialer::store::notify_changed();
-                }
+                apply_downlink(pool, env.seq, &body).await?;
                 inbox.applied(now, env.seq);
                 return Ok(renewed);
             }

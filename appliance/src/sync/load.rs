@@ -5,12 +5,13 @@
 //! Progress (`load_generated` in `sync_state`) is committed in the same transaction as each
 //! record's outbox row, so a `kill -9` and restart neither skips nor repeats a record.
 
-use super::outbox_store::{read_state, write_state, UplinkOutbox};
+use super::outbox_store::{read_state, write_state, SharedOutbox, UplinkOutbox};
 use super::SyncError;
 use callgate_common::ids::{ApplianceId, CallId, CampaignId, TrunkId};
 use callgate_common::time::UnixMillis;
 use callgate_common::wire::{CallOutcome, CallRecord, Direction, Uplink};
 use sqlx::SqlitePool;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// `sync_state` key counting records generated so far.
@@ -56,9 +57,14 @@ pub fn fnv1a64(s: &str) -> u64 {
 
 /// Generates records `[already generated, total)` into the outbox, at most `per_second`
 /// per second (0: as fast as the disk commits). Returns how many this call generated.
+///
+/// Every record goes through the outbox `shared` holds at that moment — never one kept from
+/// before: after the link reopens the outbox, records sent through the old one would sit in
+/// the table unknown to the new core until the next start. A send refused by the store is
+/// retried (nothing of it was committed) while the link reopens the outbox.
 pub async fn generate(
     pool: &SqlitePool,
-    outbox: &UplinkOutbox,
+    shared: &SharedOutbox,
     appliance: &ApplianceId,
     total: u64,
     per_second: u32,
@@ -66,12 +72,25 @@ pub async fn generate(
     let start = read_state(pool, LOAD_GENERATED).await?;
     let pause = (per_second > 0).then(|| Duration::from_secs(1) / per_second);
     for i in start..total {
-        outbox
-            .send_with(
-                &Uplink::CallRecord(call_record(appliance, i)),
-                Box::new(move |conn| Box::pin(write_state(conn, LOAD_GENERATED, i + 1))),
-            )
-            .await?;
+        let mut failures = 0u32;
+        loop {
+            let outbox = shared.read().await.clone();
+            let sent = outbox
+                .send_with(
+                    &Uplink::CallRecord(call_record(appliance, i)),
+                    Box::new(move |conn| Box::pin(write_state(conn, LOAD_GENERATED, i + 1))),
+                )
+                .await;
+            match sent {
+                Ok(_) => break,
+                Err(SyncError::Store(e)) if failures < 20 => {
+                    failures += 1;
+                    tracing::warn!(record = i, error = %e, "load: store refused a record; retrying");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
         if let Some(p) = pause {
             tokio::time::sleep(p).await;
         }
@@ -98,7 +117,6 @@ pub async fn run_load(
 ) -> Result<LoadReport, SyncError> {
     use super::identity::IdentityDir;
     use super::link::LinkSettings;
-    use std::sync::Arc;
     let (appliance, host, port) = super::service::link_target(config)?;
     let store = crate::store::Store::open(&config.raw.appliance.data_dir)
         .await
@@ -106,7 +124,7 @@ pub async fn run_load(
     let pool = store.pool().clone();
     let outbox_config = super::service::outbox_config(config.raw.sync.outbox_quota_mib);
     let outbox = Arc::new(UplinkOutbox::open(pool.clone(), outbox_config.clone()).await?);
-    let shared = Arc::new(tokio::sync::RwLock::new(outbox.clone()));
+    let shared: SharedOutbox = Arc::new(tokio::sync::RwLock::new(outbox));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let identity = IdentityDir::in_data_dir(&config.raw.appliance.data_dir);
     let mut settings = LinkSettings::new(appliance.clone(), host, port);
@@ -119,7 +137,7 @@ pub async fn run_load(
         outbox_config,
         stop_rx,
     ));
-    let generated = generate(&pool, &outbox, &appliance, total, per_second).await?;
+    let generated = generate(&pool, &shared, &appliance, total, per_second).await?;
     let acked = loop {
         let current = shared.read().await.clone();
         let (depth, acked) = current.depth().await;
@@ -179,4 +197,48 @@ pub async fn run_many(
         }
     }
     Ok((configs.len(), generated, start.elapsed().as_secs_f64()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Store;
+    use callgate_common::outbox::OutboxConfig;
+
+    #[tokio::test]
+    async fn records_generated_after_the_outbox_is_reopened_go_through_the_new_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).await.unwrap();
+        let pool = store.pool().clone();
+        let first = Arc::new(
+            UplinkOutbox::open(pool.clone(), OutboxConfig::default())
+                .await
+                .unwrap(),
+        );
+        let shared: SharedOutbox = Arc::new(tokio::sync::RwLock::new(first));
+        let app = ApplianceId::new("b-1").unwrap();
+        assert_eq!(generate(&pool, &shared, &app, 4, 0).await.unwrap(), 4);
+        // What the link does after a store failure: reopen from the table, swap in place.
+        let reopened = Arc::new(
+            UplinkOutbox::open(pool.clone(), OutboxConfig::default())
+                .await
+                .unwrap(),
+        );
+        *shared.write().await = reopened.clone();
+        assert_eq!(generate(&pool, &shared, &app, 10, 0).await.unwrap(), 6);
+        assert_eq!(
+            reopened.depth().await,
+            (10, 0),
+            "the new core knows every record, including those sent after the swap"
+        );
+        reopened.connected(std::time::Instant::now()).await;
+        let sent = reopened.next_transmits(100).await.unwrap();
+        let expected: Vec<Uplink> = (0..10)
+            .map(|i| Uplink::CallRecord(call_record(&app, i)))
+            .collect();
+        assert_eq!(
+            sent.into_iter().map(|(_, b)| b).collect::<Vec<_>>(),
+            expected
+        );
+    }
 }

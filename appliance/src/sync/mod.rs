@@ -4,7 +4,7 @@
 //! `sync_state`), the MQTT-over-mutual-TLS driver ([`link`]) and its published state
 //! ([`status`]), the box's identity files
 //! ([`identity`]), the reconnect backoff ([`backoff`]) and a synthetic call-record source for
-//! tests and the benchmark ([`load`]).
+//! tests and the benchmark ([`load`]), and the telemetry producer ([`telemetry`]).
 //!
 //! Talks to: the coordinator, only through the broker, only on `callgate/v1/{id}/...`.
 //! The delivery decisions (sequence numbers, acks, resends, coalescing, quota) are the
@@ -22,6 +22,7 @@ pub mod outbox_store;
 pub mod service;
 pub mod settings;
 pub mod status;
+pub mod telemetry;
 
 use callgate_common::outbox::OutboxError;
 use callgate_common::wire::WireError;

@@ -15,7 +15,7 @@ use callgate_common::outbox::{
 };
 use callgate_common::time::UnixMillis;
 use callgate_common::wire::Uplink;
-use sqlx::{SqliteConnection, SqlitePool};
+use sqlx::{Sqlite, SqliteConnection, SqlitePool, Transaction};
 use std::future::Future;
 use std::pin::Pin;
 use std::time::Instant;
@@ -47,6 +47,10 @@ pub type AlsoInTx<'a> = Box<
         + Send
         + 'a,
 >;
+
+/// The outbox producers send through: the link replaces it in place after a store failure
+/// (see [`super::service::run`]), so a producer reads the current one for every message.
+pub type SharedOutbox = std::sync::Arc<tokio::sync::RwLock<std::sync::Arc<UplinkOutbox>>>;
 
 /// The box's uplink outbox.
 #[derive(Debug)]
@@ -108,7 +112,7 @@ impl UplinkOutbox {
             size: bytes.len() as u64,
         })?;
         let stored = async {
-            let mut tx = self.pool.begin().await?;
+            let mut tx = begin_write(&self.pool).await?;
             sqlx::query(
                 "INSERT INTO sync_outbox (id, class, coalesce_key, seq, body, created_at) \
                  VALUES ($1, $2, $3, NULL, $4, $5)",
@@ -178,7 +182,12 @@ impl UplinkOutbox {
         if due.is_empty() {
             return Ok(Vec::new());
         }
-        let mut tx = self.pool.begin().await?;
+        // Resends only read; a newly assigned sequence number is a write.
+        let mut tx = if due.iter().any(|t| t.newly_sequenced) {
+            begin_write(&self.pool).await?
+        } else {
+            self.pool.begin().await?
+        };
         let mut out = Vec::with_capacity(due.len());
         for t in due {
             if t.newly_sequenced {
@@ -207,7 +216,7 @@ impl UplinkOutbox {
         if released.is_empty() {
             return Ok(0);
         }
-        let mut tx = self.pool.begin().await?;
+        let mut tx = begin_write(&self.pool).await?;
         sqlx::query("DELETE FROM sync_outbox WHERE seq IS NOT NULL AND seq <= $1")
             .bind(up_to as i64)
             .execute(&mut *tx)
@@ -228,6 +237,16 @@ impl UplinkOutbox {
         let core = self.core.lock().await;
         (core.depth(), core.acked())
     }
+}
+
+/// Opens a transaction that holds SQLite's write lock from its first statement
+/// (`BEGIN IMMEDIATE`). A deferred transaction that reads and then writes fails with
+/// `SQLITE_BUSY_SNAPSHOT` (extended code 517, which no busy timeout waits out) when another
+/// connection commits between its read and its first write; an immediate one waits its turn
+/// (busy timeout) before reading, so its reads are never stale. Use it for every transaction
+/// that may write, in this room and in every room that sends through the outbox.
+pub async fn begin_write(pool: &SqlitePool) -> Result<Transaction<'static, Sqlite>, sqlx::Error> {
+    pool.begin_with("BEGIN IMMEDIATE").await
 }
 
 /// Reads a `sync_state` counter (0 when absent).
@@ -369,5 +388,59 @@ mod tests {
             .await
             .iter()
             .any(|e| matches!(e, OutboxEvent::QuotaAlarmRaised { .. })));
+    }
+
+    /// The SQLITE_BUSY_SNAPSHOT race, provoked on purpose: a transaction reads a counter,
+    /// the outbox tries to commit a message in between, then the transaction writes. With a
+    /// deferred transaction the outbox commits first and the write fails with extended code
+    /// 517; with [`begin_write`] the outbox waits for the transaction and both succeed.
+    #[tokio::test]
+    async fn a_read_then_write_transaction_survives_an_outbox_commit_in_between() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).await.unwrap();
+        let pool = store.pool().clone();
+        let ob = std::sync::Arc::new(
+            UplinkOutbox::open(pool.clone(), OutboxConfig::default())
+                .await
+                .unwrap(),
+        );
+        let app = callgate_common::ids::ApplianceId::new("b-1").unwrap();
+        for i in 0..5u64 {
+            let mut tx = begin_write(&pool).await.unwrap();
+            let (n,): (i64,) = sqlx::query_as(
+                "SELECT COALESCE((SELECT value FROM sync_state WHERE key = 'race'), 0)",
+            )
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap();
+            let sender = {
+                let (ob, record) = (
+                    ob.clone(),
+                    Uplink::CallRecord(super::super::load::call_record(&app, i)),
+                );
+                tokio::spawn(async move { ob.send(&record).await })
+            };
+            // Give the outbox every chance to commit between the read and the write.
+            let raced = tokio::time::timeout(std::time::Duration::from_millis(300), async {
+                while !sender.is_finished() {
+                    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                }
+            })
+            .await;
+            assert!(
+                raced.is_err(),
+                "the outbox committed inside another writer's transaction"
+            );
+            write_state(&mut tx, "race", n as u64 + 1)
+                .await
+                .expect("the write after the read is not refused as a stale snapshot");
+            tx.commit().await.unwrap();
+            sender
+                .await
+                .unwrap()
+                .expect("the outbox's send waited and went through");
+        }
+        assert_eq!(read_state(&pool, "race").await.unwrap(), 5);
+        assert_eq!(ob.depth().await.0, 5);
     }
 }

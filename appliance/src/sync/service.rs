@@ -4,7 +4,7 @@
 
 use super::identity::IdentityDir;
 use super::link::{self, LinkSettings};
-use super::outbox_store::UplinkOutbox;
+use super::outbox_store::{SharedOutbox, UplinkOutbox};
 use super::status::{LinkStatus, LinkStatusCell};
 use super::SyncError;
 use callgate_common::outbox::OutboxConfig;
@@ -65,7 +65,7 @@ pub async fn run(
     settings: LinkSettings,
     identity: IdentityDir,
     pool: SqlitePool,
-    outbox: Arc<tokio::sync::RwLock<Arc<UplinkOutbox>>>,
+    outbox: SharedOutbox,
     config: OutboxConfig,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), SyncError> {
@@ -98,9 +98,13 @@ pub struct SyncTask {
     stop: watch::Sender<bool>,
     task: Option<tokio::task::JoinHandle<()>>,
     /// The outbox other rooms send through (`None` while the box is not enrolled).
-    pub outbox: Option<Arc<tokio::sync::RwLock<Arc<UplinkOutbox>>>>,
+    pub outbox: Option<SharedOutbox>,
     /// The link's state, for the status page.
     pub status: LinkStatusCell,
+    /// The telemetry producer, once started.
+    telemetry: Option<tokio::task::JoinHandle<()>>,
+    /// `sync.telemetry_secs`.
+    telemetry_every: Duration,
 }
 
 impl SyncTask {
@@ -119,6 +123,8 @@ impl SyncTask {
                 task: None,
                 outbox: None,
                 status: LinkStatusCell::new(LinkStatus::not_enrolled()),
+                telemetry: None,
+                telemetry_every: Duration::ZERO,
             });
         }
         let (appliance, host, port) = link_target(config)?;
@@ -148,12 +154,36 @@ impl SyncTask {
             task: Some(task),
             outbox: Some(shared),
             status,
+            telemetry: None,
+            telemetry_every: Duration::from_secs(config.raw.sync.telemetry_secs),
         })
+    }
+
+    /// Starts the telemetry producer ([`super::telemetry`]) on `sources`, stopped with the
+    /// link. Does nothing when the box is not enrolled, when `sync.telemetry_secs` is 0, or
+    /// when it already runs.
+    pub fn start_telemetry(&mut self, sources: super::telemetry::TelemetrySources) {
+        let Some(outbox) = &self.outbox else {
+            return;
+        };
+        if self.telemetry.is_some() || self.telemetry_every.is_zero() {
+            return;
+        }
+        self.telemetry = Some(tokio::spawn(super::telemetry::run(
+            sources,
+            outbox.clone(),
+            self.telemetry_every,
+            Duration::from_secs(5).min(self.telemetry_every),
+            self.stop.subscribe(),
+        )));
     }
 
     /// Stops the link and waits for it.
     pub async fn stop(mut self) {
         let _ = self.stop.send(true);
+        if let Some(t) = self.telemetry.take() {
+            let _ = t.await;
+        }
         if let Some(t) = self.task.take() {
             let _ = t.await;
         }

@@ -15,6 +15,9 @@ pub struct SyncConfig {
     /// Ask the coordinator for a new certificate when this many days are left (appliance
     /// certificates last 90 days).
     pub renew_before_days: u64,
+    /// Telemetry: at least one report per this many seconds, more often when calls or
+    /// agents change (at most one per 5 s). 0 turns the producer off.
+    pub telemetry_secs: u64,
 }
 
 impl Default for SyncConfig {
@@ -23,6 +26,7 @@ impl Default for SyncConfig {
             broker: None,
             outbox_quota_mib: 512,
             renew_before_days: 30,
+            telemetry_secs: 60,
         }
     }
 }

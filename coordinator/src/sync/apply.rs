@@ -58,14 +58,104 @@ pub async fn apply_batch(
     now: UnixMillis,
     skew_ms: i64,
 ) -> Result<Applied, sqlx::Error> {
-    let app = appliance.as_str();
     let mut tx = pool.begin().await?;
-    let row: Option<(i64,)> =
-        sqlx::query_as("SELECT high_water FROM sync_uplink_state WHERE appliance = $1")
-            .bind(app)
-            .fetch_optional(&mut *tx)
-            .await?;
-    let hw = row.map_or(0, |(h,)| h as u64);
+    let (applied, _) = apply_in(&mut tx, appliance, envs, now, skew_ms).await?;
+    match applied {
+        Applied::Stored { .. } => tx.commit().await?,
+        Applied::Replay { .. } | Applied::Gap { .. } => tx.rollback().await?,
+    }
+    Ok(applied)
+}
+
+/// One appliance's consecutive envelopes, with the clock skew measured on them.
+#[derive(Debug, Clone)]
+pub struct ApplianceBatch {
+    /// The appliance (checked against the topic by the caller).
+    pub appliance: ApplianceId,
+    /// Its envelopes in arrival order.
+    pub envs: Vec<UplinkEnvelope>,
+    /// Clock skew recorded with the mark.
+    pub skew_ms: i64,
+}
+
+/// What [`apply_many`] did with one appliance's batch.
+#[derive(Debug)]
+pub struct BatchOutcome {
+    /// The appliance.
+    pub appliance: ApplianceId,
+    /// What applying its batch did (an error rolled back its savepoint only).
+    pub applied: Result<Applied, sqlx::Error>,
+    /// Its mark before: with [`Applied::Stored`], the messages `before < seq <= stored`
+    /// were applied by this call.
+    pub before: u64,
+}
+
+/// Applies the batches of several appliances in ONE transaction (one commit, one fsync),
+/// each appliance in its own savepoint: its effects and its high-water mark move together,
+/// and an appliance whose effect fails is rolled back alone (its error is returned in its
+/// slot) while the others commit. Appliances are taken in id order, so two replicas
+/// applying overlapping sets lock the mark rows in the same order and cannot deadlock.
+/// The outer error means the commit failed: nothing of the call was stored.
+pub async fn apply_many(
+    pool: &AnyPool,
+    batches: &[ApplianceBatch],
+    now: UnixMillis,
+) -> Result<Vec<BatchOutcome>, sqlx::Error> {
+    use sqlx::Acquire;
+    let mut order: Vec<&ApplianceBatch> = batches.iter().collect();
+    order.sort_by(|a, b| a.appliance.as_str().cmp(b.appliance.as_str()));
+    let mut tx = pool.begin().await?;
+    let mut results = Vec::with_capacity(order.len());
+    for b in order {
+        let mut savepoint = (&mut tx).begin().await?;
+        let applied = apply_in(&mut savepoint, &b.appliance, &b.envs, now, b.skew_ms).await;
+        match &applied {
+            Ok((Applied::Stored { .. }, _)) => savepoint.commit().await?,
+            _ => savepoint.rollback().await?,
+        }
+        results.push(match applied {
+            Ok((applied, before)) => BatchOutcome {
+                appliance: b.appliance.clone(),
+                applied: Ok(applied),
+                before,
+            },
+            Err(e) => BatchOutcome {
+                appliance: b.appliance.clone(),
+                applied: Err(e),
+                before: 0,
+            },
+        });
+    }
+    tx.commit().await?;
+    Ok(results)
+}
+
+/// The body of [`apply_batch`] inside `tx`. Its first statement writes the appliance's mark
+/// row (an upsert that changes nothing), so the transaction holds the write lock (SQLite)
+/// or the row lock (PostgreSQL) before it reads the mark: no `SQLITE_BUSY_SNAPSHOT` when
+/// another writer commits meanwhile, and a second replica applying the same appliance waits
+/// for the first to commit and then reads the mark it left.
+async fn apply_in(
+    tx: &mut Transaction<'_, Any>,
+    appliance: &ApplianceId,
+    envs: &[UplinkEnvelope],
+    now: UnixMillis,
+    skew_ms: i64,
+) -> Result<(Applied, u64), sqlx::Error> {
+    let app = appliance.as_str();
+    let (hw,): (i64,) = sqlx::query_as(
+        "INSERT INTO sync_uplink_state \
+         (appliance, high_water, applied_count, last_seen_at, clock_skew_ms) \
+         VALUES ($1, 0, 0, $2, $3) \
+         ON CONFLICT (appliance) DO UPDATE SET high_water = sync_uplink_state.high_water \
+         RETURNING high_water",
+    )
+    .bind(app)
+    .bind(now.0)
+    .bind(skew_ms)
+    .fetch_one(&mut **tx)
+    .await?;
+    let hw = hw as u64;
     let mut mark = hw;
     for env in envs {
         if env.seq <= mark {
@@ -74,57 +164,32 @@ pub async fn apply_batch(
         if env.seq != mark + 1 {
             break;
         }
-        store_effect(&mut tx, env, now).await?;
+        store_effect(tx, env, now).await?;
         mark = env.seq;
     }
     if mark == hw {
         let first = envs.iter().map(|e| e.seq).find(|s| *s > hw);
-        return Ok(match first {
+        let applied = match first {
             Some(_) => Applied::Gap {
                 expected: hw + 1,
                 high_water: hw,
             },
             None => Applied::Replay { high_water: hw },
-        });
+        };
+        return Ok((applied, hw));
     }
-    let count = (mark - hw) as i64;
-    let advanced = match row {
-        Some(_) => sqlx::query(
-            "UPDATE sync_uplink_state SET high_water = $1, applied_count = applied_count + $2, \
-             last_seen_at = $3, clock_skew_ms = $4 WHERE appliance = $5 AND high_water = $6",
-        )
-        .bind(mark as i64)
-        .bind(count)
-        .bind(now.0)
-        .bind(skew_ms)
-        .bind(app)
-        .bind(hw as i64)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected(),
-        None => sqlx::query(
-            "INSERT INTO sync_uplink_state \
-             (appliance, high_water, applied_count, last_seen_at, clock_skew_ms) \
-             VALUES ($1, $2, $3, $4, $5)",
-        )
-        .bind(app)
-        .bind(mark as i64)
-        .bind(count)
-        .bind(now.0)
-        .bind(skew_ms)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected(),
-    };
-    if advanced != 1 {
-        // Another replica applied it between our read and write: theirs stands.
-        tx.rollback().await?;
-        return Ok(Applied::Replay {
-            high_water: high_water(pool, appliance).await?,
-        });
-    }
-    tx.commit().await?;
-    Ok(Applied::Stored { seq: mark })
+    sqlx::query(
+        "UPDATE sync_uplink_state SET high_water = $1, applied_count = applied_count + $2, \
+         last_seen_at = $3, clock_skew_ms = $4 WHERE appliance = $5",
+    )
+    .bind(mark as i64)
+    .bind((mark - hw) as i64)
+    .bind(now.0)
+    .bind(skew_ms)
+    .bind(app)
+    .execute(&mut **tx)
+    .await?;
+    Ok((Applied::Stored { seq: mark }, hw))
 }
 
 fn outcome_name(o: CallOutcome) -> &'static str {
@@ -381,5 +446,132 @@ mod tests {
         let clash = UplinkEnvelope::new(app.clone(), 2, UnixMillis(0), record(1));
         assert!(apply_uplink(pool, &clash, UnixMillis(0), 0).await.is_err());
         assert_eq!(high_water(pool, &app).await.unwrap(), 1);
+    }
+
+    #[tokio::test]
+    async fn several_appliances_commit_together_and_a_failing_one_rolls_back_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), None).await.unwrap();
+        let pool = store.pool();
+        let (a, b) = (
+            ApplianceId::new("branch-a").unwrap(),
+            ApplianceId::new("branch-b").unwrap(),
+        );
+        let rec = |app: &ApplianceId, seq, call| {
+            UplinkEnvelope::new(app.clone(), seq, UnixMillis(0), record(call))
+        };
+        apply_uplink(pool, &rec(&a, 1, 1), UnixMillis(0), 0)
+            .await
+            .unwrap();
+        let batches = vec![
+            ApplianceBatch {
+                appliance: b.clone(),
+                envs: vec![rec(&b, 1, 10), rec(&b, 2, 11)],
+                skew_ms: 0,
+            },
+            // Its second record reuses a call id already stored: the insert fails.
+            ApplianceBatch {
+                appliance: a.clone(),
+                envs: vec![rec(&a, 2, 2), rec(&a, 3, 1)],
+                skew_ms: 0,
+            },
+        ];
+        let results = apply_many(pool, &batches, UnixMillis(1)).await.unwrap();
+        assert_eq!(results.len(), 2);
+        assert_eq!(results[0].appliance, a, "taken in id order");
+        assert!(results[0].applied.is_err());
+        assert_eq!(results[1].appliance, b);
+        assert_eq!(
+            (results[1].applied.as_ref().unwrap(), results[1].before),
+            (&Applied::Stored { seq: 2 }, 0)
+        );
+        assert_eq!(
+            high_water(pool, &a).await.unwrap(),
+            1,
+            "a rolled back alone"
+        );
+        assert_eq!(high_water(pool, &b).await.unwrap(), 2);
+        let (rows,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM call_records")
+            .fetch_one(pool)
+            .await
+            .unwrap();
+        assert_eq!(
+            rows, 3,
+            "a's first record, b's two; nothing of a's failed batch"
+        );
+    }
+
+    /// Two appliers (as two replicas on a shared subscription) apply the same messages at
+    /// once while a third writer commits: every message is stored once, neither meets a
+    /// stale snapshot, and the mark ends where the messages end.
+    #[tokio::test]
+    async fn concurrent_appliers_of_one_appliance_store_each_message_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), None).await.unwrap();
+        let pool = store.pool().clone();
+        let app = ApplianceId::new("branch-1").unwrap();
+        let envs: Vec<UplinkEnvelope> = (1..=60)
+            .map(|seq| UplinkEnvelope::new(app.clone(), seq, UnixMillis(0), record(seq)))
+            .collect();
+        let applier = |pool: AnyPool, envs: Vec<UplinkEnvelope>| {
+            let app = app.clone();
+            tokio::spawn(async move {
+                let mut stored = 0u64;
+                for pair in envs.chunks(2) {
+                    loop {
+                        match apply_batch(&pool, &app, pair, UnixMillis(1), 0)
+                            .await
+                            .unwrap()
+                        {
+                            Applied::Stored { seq } => {
+                                stored += seq - pair[0].seq + 1;
+                                break;
+                            }
+                            Applied::Replay { .. } => break,
+                            Applied::Gap { .. } => tokio::task::yield_now().await,
+                        }
+                    }
+                }
+                stored
+            })
+        };
+        let other = {
+            let pool = pool.clone();
+            tokio::spawn(async move {
+                for i in 0..60 {
+                    sqlx::query(
+                        "INSERT INTO appliance_telemetry \
+                         (appliance, received_at, active_calls, outbox_depth, record) \
+                         VALUES ('other', $1, 0, 0, x'00') ON CONFLICT (appliance) \
+                         DO UPDATE SET received_at = excluded.received_at",
+                    )
+                    .bind(i as i64)
+                    .execute(&pool)
+                    .await
+                    .unwrap();
+                }
+            })
+        };
+        let first = applier(pool.clone(), envs.clone());
+        let second = applier(pool.clone(), envs);
+        let total = first.await.unwrap() + second.await.unwrap();
+        other.await.unwrap();
+        assert!(
+            total >= 60,
+            "every message stored by one applier or the other"
+        );
+        let (rows,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM call_records")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(rows, 60);
+        let (hw, count): (i64, i64) = sqlx::query_as(
+            "SELECT high_water, applied_count FROM sync_uplink_state WHERE appliance = $1",
+        )
+        .bind("branch-1")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        assert_eq!((hw, count), (60, 60));
     }
 }

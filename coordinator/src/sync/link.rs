@@ -8,7 +8,7 @@
 //! payloads, an envelope naming another appliance than its topic, unknown and revoked
 //! appliances. The stream goes on after each.
 
-use super::apply::{apply_batch, high_water, Applied};
+use super::apply::{apply_many, high_water, ApplianceBatch, Applied};
 use super::downlink::DownlinkOutboxes;
 use super::settings::SyncConfig;
 use super::SyncError;
@@ -94,18 +94,29 @@ struct Peer {
 const STATE_TTL: Duration = Duration::from_secs(5);
 
 /// Runs the link until `shutdown` resolves.
+///
+/// One task owns the MQTT client's event loop; this loop routes each uplink and status
+/// message by the appliance its topic names to one of `sync.apply_shards` apply tasks
+/// ([`shard`]) and sends the downlink. A shard owns its appliances' receive state, batches
+/// what is queued and commits the batch of all its appliances in one transaction
+/// ([`apply_many`]): an appliance's messages always reach the same shard in arrival order,
+/// so per-appliance order holds while shards apply concurrently.
 pub async fn run(
     store: Store,
-    ca: &OrgCa,
-    downlink: &DownlinkOutboxes,
+    ca: Arc<OrgCa>,
+    downlink: Arc<DownlinkOutboxes>,
     config: &SyncConfig,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), SyncError> {
     let Ok(Some((host, port))) = config.broker_addr() else {
         return Ok(());
     };
-    let tls = client_tls(ca)?;
-    let mut opts = MqttOptions::new(COORDINATOR_IDENTITY, host, port);
+    let tls = client_tls(&ca)?;
+    let client_id = match &config.replica {
+        Some(r) => format!("{COORDINATOR_IDENTITY}-{r}"),
+        None => COORDINATOR_IDENTITY.to_string(),
+    };
+    let mut opts = MqttOptions::new(client_id, host, port);
     opts.set_keep_alive(Duration::from_secs(30))
         .set_clean_session(false)
         .set_inflight(500)
@@ -145,16 +156,24 @@ pub async fn run(
     } else {
         topics::all_uplinks()
     };
-    let skew_limit = Duration::from_secs(config.clock_skew_alarm_secs);
-    let mut peers: HashMap<ApplianceId, Peer> = HashMap::new();
+    let ctx = Arc::new(Context {
+        store: store.clone(),
+        ca,
+        downlink: downlink.clone(),
+        skew_limit: Duration::from_secs(config.clock_skew_alarm_secs),
+        shared: config.shared_subscription,
+        client: client.clone(),
+    });
+    let shards: Vec<mpsc::Sender<(String, Vec<u8>)>> = (0..config.apply_shards(store.backend()))
+        .map(|_| {
+            let (tx, rx) = mpsc::channel(4096);
+            tokio::spawn(shard(ctx.clone(), rx));
+            tx
+        })
+        .collect();
     tokio::pin!(shutdown);
     let result = loop {
         let now = Instant::now();
-        for (app, peer) in peers.iter_mut() {
-            if let Some(up_to) = peer.inbox.poll_ack(now) {
-                send_ack(&client, app, up_to);
-            }
-        }
         let downlink_timer = downlink.tick(now).await;
         match downlink.due().await {
             Ok(due) => {
@@ -176,118 +195,232 @@ pub async fn run(
                 break Err(e);
             }
         }
-        let deadline = peers
-            .values()
-            .filter_map(|p| p.inbox.poll_timeout())
-            .chain(downlink_timer)
-            .min()
-            .unwrap_or(now + Duration::from_secs(3600));
+        let deadline = downlink_timer.unwrap_or(now + Duration::from_secs(3600));
         tokio::select! {
             () = &mut shutdown => break Ok(()),
             () = downlink.stored() => {}
             () = tokio::time::sleep_until(deadline.into()) => {}
             ev = events.recv() => match ev {
                 None => break Ok(()),
-                Some(first) => {
-                    // Take what is already queued (up to a batch) so consecutive messages of
-                    // an appliance commit in one transaction.
-                    let ctx = Context { store: &store, ca, downlink, skew_limit };
-                    let mut batch = Vec::new();
-                    let mut next = Some(first);
-                    let mut taken = 0;
-                    while let Some(ev) = next.take() {
-                        match ev {
-                            LinkEvent::Connected => {
-                                tracing::info!("coordinator connected to the broker");
-                                metrics::gauge!("callgate_sync_broker_connected").set(1.0);
-                                if let Err(e) = super::presence::all_offline(store.pool(), UnixMillis::now()).await {
-                                    tracing::warn!(error = %e, "resetting presence failed");
-                                }
-                                let _ = client.try_subscribe(&uplinks, QoS::AtLeastOnce);
-                                let _ = client.try_subscribe(topics::all_statuses(), QoS::AtLeastOnce);
-                            }
-                            LinkEvent::Down(reason) => {
-                                tracing::warn!(%reason, "coordinator lost the broker");
-                                metrics::gauge!("callgate_sync_broker_connected").set(0.0);
-                            }
-                            LinkEvent::Message { topic, payload } => {
-                                if let Err(e) = on_message(&ctx, &mut peers, &topic, &payload, &mut batch).await {
-                                    tracing::error!(%topic, error = %e, "handling uplink failed");
-                                    metrics::counter!("callgate_sync_apply_errors_total").increment(1);
-                                }
-                            }
-                        }
-                        taken += 1;
-                        if taken < 512 {
-                            next = events.try_recv().ok();
-                        }
+                Some(LinkEvent::Connected) => {
+                    tracing::info!("coordinator connected to the broker");
+                    metrics::gauge!("callgate_sync_broker_connected").set(1.0);
+                    if let Err(e) = super::presence::all_offline(store.pool(), UnixMillis::now()).await {
+                        tracing::warn!(error = %e, "resetting presence failed");
                     }
-                    flush(&ctx, &mut peers, batch).await;
+                    let _ = client.try_subscribe(&uplinks, QoS::AtLeastOnce);
+                    let _ = client.try_subscribe(topics::all_statuses(), QoS::AtLeastOnce);
+                }
+                Some(LinkEvent::Down(reason)) => {
+                    tracing::warn!(%reason, "coordinator lost the broker");
+                    metrics::gauge!("callgate_sync_broker_connected").set(0.0);
+                }
+                Some(LinkEvent::Message { topic, payload }) => {
+                    // By the topic's appliance segment: `callgate/v1/{id}/...`.
+                    let key = topic.split('/').nth(2).unwrap_or("");
+                    let i = (shard_hash(key) % shards.len() as u64) as usize;
+                    if shards[i].send((topic, payload)).await.is_err() {
+                        break Ok(());
+                    }
                 }
             }
         }
     };
+    drop(shards);
     let _ = client.try_disconnect();
     tokio::time::sleep(Duration::from_millis(100)).await;
     pump.abort();
     result
 }
 
-/// Commits a batch: one transaction per appliance, in arrival order.
-async fn flush(
-    ctx: &Context<'_>,
-    peers: &mut HashMap<ApplianceId, Peer>,
-    batch: Vec<(UplinkEnvelope, i64)>,
-) {
-    let mut order: Vec<ApplianceId> = Vec::new();
-    let mut groups: HashMap<ApplianceId, (Vec<UplinkEnvelope>, i64)> = HashMap::new();
-    for (env, skew) in batch {
-        let entry = groups.entry(env.appliance.clone()).or_insert_with(|| {
-            order.push(env.appliance.clone());
-            (Vec::new(), 0)
-        });
-        entry.0.push(env);
-        entry.1 = skew;
-    }
-    let pool = ctx.store.pool();
-    for app in order {
-        let Some((envs, skew)) = groups.remove(&app) else {
-            continue;
-        };
-        let wall = UnixMillis::now();
-        match apply_batch(pool, &app, &envs, wall, skew).await {
-            Ok(Applied::Stored { seq }) => {
-                let done = envs.iter().filter(|e| e.seq <= seq);
-                for env in done {
-                    metrics::counter!("callgate_sync_uplink_applied_total").increment(1);
-                    // From the box's publish to our commit (both clocks; skew included).
-                    metrics::histogram!("callgate_sync_uplink_lag_ms")
-                        .record(UnixMillis::now().millis_since(env.sent_at) as f64);
-                    if let Uplink::CertificateRenewal { csr } = &env.body {
-                        renew(ctx, &app, csr).await;
+/// FNV-1a over an appliance id: which shard applies its messages.
+pub fn shard_hash(appliance: &str) -> u64 {
+    appliance.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// One apply task: owns the receive state of the appliances routed to it, takes what is
+/// queued (up to 512 messages), commits it in one transaction, then sends the acks.
+async fn shard(ctx: Arc<Context>, mut rx: mpsc::Receiver<(String, Vec<u8>)>) {
+    let mut peers: HashMap<ApplianceId, Peer> = HashMap::new();
+    loop {
+        let now = Instant::now();
+        for (app, peer) in peers.iter_mut() {
+            if let Some(up_to) = peer.inbox.poll_ack(now) {
+                send_ack(&ctx.client, app, up_to);
+            }
+        }
+        let deadline = peers
+            .values()
+            .filter_map(|p| p.inbox.poll_timeout())
+            .min()
+            .unwrap_or(now + Duration::from_secs(3600));
+        tokio::select! {
+            () = tokio::time::sleep_until(deadline.into()) => {}
+            msg = rx.recv() => {
+                let Some(first) = msg else { return };
+                let mut batch = Vec::new();
+                let mut next = Some(first);
+                let mut taken = 0;
+                while let Some((topic, payload)) = next.take() {
+                    if let Err(e) = on_message(&ctx, &mut peers, &topic, &payload, &mut batch).await {
+                        tracing::error!(%topic, error = %e, "handling uplink failed");
+                        metrics::counter!("callgate_sync_apply_errors_total").increment(1);
+                    }
+                    taken += 1;
+                    if taken < 512 {
+                        next = rx.try_recv().ok();
                     }
                 }
-                if envs.last().is_some_and(|e| e.seq > seq) {
-                    peers.remove(&app);
+                flush(&ctx, &mut peers, batch).await;
+            }
+        }
+    }
+}
+
+/// Commits a batch: every appliance's messages in one transaction, each appliance in its
+/// own savepoint (see [`apply_many`]).
+async fn flush(ctx: &Context, peers: &mut HashMap<ApplianceId, Peer>, batch: Vec<Pending>) {
+    if batch.is_empty() {
+        return;
+    }
+    let mut order: Vec<ApplianceId> = Vec::new();
+    let mut groups: HashMap<ApplianceId, (ApplianceBatch, bool)> = HashMap::new();
+    for p in batch {
+        let entry = groups.entry(p.env.appliance.clone()).or_insert_with(|| {
+            order.push(p.env.appliance.clone());
+            (
+                ApplianceBatch {
+                    appliance: p.env.appliance.clone(),
+                    envs: Vec::new(),
+                    skew_ms: 0,
+                },
+                false,
+            )
+        });
+        entry.0.envs.push(p.env);
+        entry.0.skew_ms = p.skew_ms;
+        entry.1 |= p.unverified;
+    }
+    let mut pending: Vec<ApplianceBatch> = order
+        .iter()
+        .filter_map(|a| groups.get(a).map(|(b, _)| b.clone()))
+        .collect();
+    // Per appliance: the highest mark this shard stored and the messages it applied, the
+    // mark a replay or gap showed, or the error.
+    let mut stored: HashMap<ApplianceId, (u64, Vec<UplinkEnvelope>)> = HashMap::new();
+    let mut seen: HashMap<ApplianceId, Result<u64, sqlx::Error>> = HashMap::new();
+    // On a `$share` subscription the message before a gap may be in another replica's
+    // transaction right now: give it a moment, then try what is left (twice at most).
+    let attempts = if ctx.shared { 3 } else { 1 };
+    for attempt in 0..attempts {
+        if attempt > 0 {
+            tokio::time::sleep(Duration::from_millis(30)).await;
+        }
+        let results = match apply_many(ctx.store.pool(), &pending, UnixMillis::now()).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, "committing an uplink batch failed; the boxes will resend");
+                metrics::counter!("callgate_sync_apply_errors_total").increment(1);
+                for b in &pending {
+                    seen.entry(b.appliance.clone()).or_insert(Ok(0));
+                }
+                break;
+            }
+        };
+        let mut again = Vec::new();
+        for (outcome, batch) in results.into_iter().zip(sorted(&pending)) {
+            let app = outcome.appliance;
+            match outcome.applied {
+                Ok(Applied::Stored { seq }) => {
+                    let entry = stored.entry(app.clone()).or_insert((0, Vec::new()));
+                    entry.0 = entry.0.max(seq);
+                    entry.1.extend(
+                        batch
+                            .envs
+                            .iter()
+                            .filter(|e| e.seq > outcome.before && e.seq <= seq)
+                            .cloned(),
+                    );
+                    let left: Vec<UplinkEnvelope> =
+                        batch.envs.iter().filter(|e| e.seq > seq).cloned().collect();
+                    if !left.is_empty() {
+                        again.push(ApplianceBatch {
+                            envs: left,
+                            ..batch.clone()
+                        });
+                    }
+                }
+                Ok(Applied::Gap { high_water, .. }) => {
+                    seen.insert(app, Ok(high_water));
+                    again.push(batch.clone());
+                }
+                Ok(Applied::Replay { high_water }) => {
+                    seen.insert(app, Ok(high_water));
+                }
+                Err(e) => {
+                    seen.insert(app, Err(e));
                 }
             }
-            Ok(Applied::Replay { .. } | Applied::Gap { .. }) => {
-                // Another replica moved the mark: follow the database.
+        }
+        pending = again;
+        if pending.is_empty() {
+            break;
+        }
+    }
+    for app in order {
+        let unverified = groups.get(&app).is_some_and(|g| g.1);
+        let left_behind = pending.iter().any(|b| b.appliance == app);
+        if let Some((seq, applied)) = stored.remove(&app) {
+            for env in &applied {
+                metrics::counter!("callgate_sync_uplink_applied_total").increment(1);
+                // From the box's publish to our commit (both clocks; skew included).
+                metrics::histogram!("callgate_sync_uplink_lag_ms")
+                    .record(UnixMillis::now().millis_since(env.sent_at) as f64);
+                if let Uplink::CertificateRenewal { csr } = &env.body {
+                    renew(ctx, &app, csr).await;
+                }
+            }
+            if unverified || left_behind || ctx.shared {
+                // The cache may no longer match the database: ack what is committed now
+                // and read the mark again at the next message.
+                send_ack(&ctx.client, &app, seq);
                 peers.remove(&app);
             }
-            Err(e) => {
+            continue;
+        }
+        match seen.remove(&app) {
+            Some(Ok(high_water)) => {
+                // Another replica moved the mark, or a gap: follow the database.
+                if high_water > 0 {
+                    send_ack(&ctx.client, &app, high_water);
+                }
+                peers.remove(&app);
+            }
+            Some(Err(e)) => {
                 tracing::error!(appliance = %app, error = %e, "applying uplink failed; the box will resend");
                 metrics::counter!("callgate_sync_apply_errors_total").increment(1);
+                peers.remove(&app);
+            }
+            None => {
                 peers.remove(&app);
             }
         }
     }
 }
 
+/// `batches` in the order [`apply_many`] takes (and reports) them: by appliance id.
+fn sorted(batches: &[ApplianceBatch]) -> Vec<&ApplianceBatch> {
+    let mut v: Vec<&ApplianceBatch> = batches.iter().collect();
+    v.sort_by(|a, b| a.appliance.as_str().cmp(b.appliance.as_str()));
+    v
+}
+
 /// Answers a renewal request. Not in the apply transaction: if this fails or the process
 /// dies here, the box asks again within the hour (renewal is idempotent).
-async fn renew(ctx: &Context<'_>, app: &ApplianceId, csr: &str) {
-    match registry::renew(ctx.store.pool(), ctx.ca, app, csr).await {
+async fn renew(ctx: &Context, app: &ApplianceId, csr: &str) {
+    match registry::renew(ctx.store.pool(), &ctx.ca, app, csr).await {
         Ok(issued) => {
             tracing::info!(appliance = %app, serial = %issued.serial, "certificate renewed");
             let cert = Downlink::Certificate {
@@ -315,21 +448,32 @@ fn reject(app: &str, reason: &'static str, detail: &dyn std::fmt::Display) {
 }
 
 /// What handling one message needs.
-struct Context<'a> {
-    store: &'a Store,
-    ca: &'a OrgCa,
-    downlink: &'a DownlinkOutboxes,
+struct Context {
+    store: Store,
+    ca: Arc<OrgCa>,
+    downlink: Arc<DownlinkOutboxes>,
     skew_limit: Duration,
+    /// On a `$share` subscription: other replicas apply this appliance's messages too.
+    shared: bool,
+    client: AsyncClient,
+}
+
+/// A message waiting for its batch's commit.
+struct Pending {
+    env: UplinkEnvelope,
+    skew_ms: i64,
+    /// Ahead of the cached mark: only the database can say whether it applies.
+    unverified: bool,
 }
 
 async fn on_message(
-    ctx: &Context<'_>,
+    ctx: &Context,
     peers: &mut HashMap<ApplianceId, Peer>,
     topic: &str,
     payload: &[u8],
-    batch: &mut Vec<(UplinkEnvelope, i64)>,
+    batch: &mut Vec<Pending>,
 ) -> Result<(), SyncError> {
-    let (store, skew_limit) = (ctx.store, ctx.skew_limit);
+    let (store, skew_limit) = (&ctx.store, ctx.skew_limit);
     let Some((app, kind)) = topics::parse(topic) else {
         reject("?", "foreign_topic", &topic);
         return Ok(());
@@ -428,15 +572,29 @@ async fn on_message(
             metrics::counter!("callgate_sync_uplink_replays_total").increment(1);
             return Ok(());
         }
+        Verdict::Gap { .. } if ctx.shared => {
+            // Another replica may have applied the messages in between: the database
+            // decides (its mark row's lock orders the replicas).
+            batch.push(Pending {
+                env,
+                skew_ms: skew.skew_ms,
+                unverified: true,
+            });
+            return Ok(());
+        }
         Verdict::Gap { .. } | Verdict::Unsequenced => {
             metrics::counter!("callgate_sync_uplink_gaps_total").increment(1);
             return Ok(());
         }
     }
     // Counted as applied now so the next message of the batch is in order; acks go out
-    // only after the batch commits (the main loop polls them after `flush`), and a failed
+    // only after the batch commits (the shard polls them after `flush`), and a failed
     // commit drops this cached state so the database decides again.
     peer.inbox.applied(now, env.seq);
-    batch.push((env, skew.skew_ms));
+    batch.push(Pending {
+        env,
+        skew_ms: skew.skew_ms,
+        unverified: false,
+    });
     Ok(())
 }

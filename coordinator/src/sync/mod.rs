@@ -146,7 +146,7 @@ impl SyncTask {
             let rx = stop.subscribe();
             let downlink = downlink.clone();
             tasks.push(tokio::spawn(async move {
-                if let Err(e) = link::run(store, &ca, &downlink, &sync, stopped(rx)).await {
+                if let Err(e) = link::run(store, ca, downlink, &sync, stopped(rx)).await {
                     tracing::error!(error = %e, "sync link stopped");
                 }
             }));

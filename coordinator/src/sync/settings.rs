@@ -24,6 +24,14 @@ pub struct SyncConfig {
     /// `ip:port` for the embedded MQTT broker (mutual TLS, per-appliance isolation); off
     /// when absent. With no `broker` set, the link connects to it.
     pub embedded_broker: Option<String>,
+    /// This replica's name when several coordinators share the uplink (`$share`): its MQTT
+    /// client id is `coordinator.callgate-{replica}`, so replicas do not take over each
+    /// other's session. Absent: `coordinator.callgate`.
+    pub replica: Option<String>,
+    /// How many tasks apply uplink concurrently (appliances are split between them by id;
+    /// each appliance's messages stay in order on one). 0: automatic — 1 on SQLite (one
+    /// writer; a task commits many appliances per transaction), 4 on PostgreSQL.
+    pub apply_shards: usize,
     /// `[sync.dialer]`: leases, grants and campaign briefs pushed to the appliances.
     pub dialer: crate::leasing::scheduler::DialerFeedConfig,
 }
@@ -38,12 +46,23 @@ impl Default for SyncConfig {
             enroll_names: Vec::new(),
             public_broker: None,
             embedded_broker: None,
+            replica: None,
+            apply_shards: 0,
             dialer: Default::default(),
         }
     }
 }
 
 impl SyncConfig {
+    /// The number of apply tasks for a store on `backend` (see `apply_shards`).
+    pub fn apply_shards(&self, backend: callgate_common::store::Backend) -> usize {
+        match (self.apply_shards, backend) {
+            (0, callgate_common::store::Backend::Sqlite) => 1,
+            (0, _) => 4,
+            (n, _) => n,
+        }
+    }
+
     /// `embedded_broker`, parsed.
     pub fn embedded_addr(&self) -> Result<Option<std::net::SocketAddr>, ConfigError> {
         self.embedded_broker
