@@ -93,13 +93,13 @@ pub enum Ended {
 pub struct CarrierStats {
     /// INVITEs accepted for a plan.
     pub calls: u64,
-    /// Plans drawn busy.
+    /// Calls refused busy (486).
     pub busy: u64,
-    /// Plans drawn no-answer.
+    /// Calls given up unanswered by us (480; not those the caller cancelled first).
     pub no_answer: u64,
-    /// Plans drawn person.
+    /// Calls answered by a person.
     pub person: u64,
-    /// Plans drawn machine.
+    /// Calls answered by a machine.
     pub machine: u64,
     /// Calls answered (200 sent).
     pub answered: u64,
@@ -220,12 +220,6 @@ impl<K: Copy + Eq + Hash + Debug> CarrierCore<K> {
         }
         let plan = self.draw_plan();
         self.stats.calls += 1;
-        match plan.fate {
-            Fate::Busy => self.stats.busy += 1,
-            Fate::NoAnswer => self.stats.no_answer += 1,
-            Fate::Person => self.stats.person += 1,
-            Fate::Machine => self.stats.machine += 1,
-        }
         self.calls.insert(
             call,
             Call {
@@ -279,6 +273,7 @@ impl<K: Copy + Eq + Hash + Debug> CarrierCore<K> {
             c.deadline = None;
             match (c.step, c.plan.fate) {
                 (Step::Ringing, Fate::Busy) => {
+                    self.stats.busy += 1;
                     self.calls.remove(&k);
                     self.out.push_back(CarrierAction::Reject {
                         call: k,
@@ -287,6 +282,7 @@ impl<K: Copy + Eq + Hash + Debug> CarrierCore<K> {
                     });
                 }
                 (Step::Ringing, Fate::NoAnswer) => {
+                    self.stats.no_answer += 1;
                     self.calls.remove(&k);
                     self.out.push_back(CarrierAction::Reject {
                         call: k,
@@ -297,6 +293,11 @@ impl<K: Copy + Eq + Hash + Debug> CarrierCore<K> {
                 (Step::Ringing, _) => {
                     c.step = Step::Answering;
                     self.stats.answered += 1;
+                    if c.plan.fate == Fate::Machine {
+                        self.stats.machine += 1;
+                    } else {
+                        self.stats.person += 1;
+                    }
                     let plan = c.plan;
                     self.out.push_back(CarrierAction::Answer { call: k, plan });
                 }

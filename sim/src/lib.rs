@@ -23,6 +23,7 @@
 
 pub mod agents;
 pub mod carrier;
+pub mod demo;
 pub mod dist;
 pub mod rtp;
 pub mod scenario;
