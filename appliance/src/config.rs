@@ -31,6 +31,207 @@ pub struct ApplianceConfig {
     /// `[dialer]`: media ports, ring timeout and the announcement of the campaign executor
     /// (used only when `[sip]` is configured).
     pub dialer: DialerConfig,
+    /// `[agents]`: the agents' SIP side (desk phones, inbound calls for agent groups), their
+    /// media ports and the safe-harbour message (used only when `[sip]` is configured).
+    pub agents: AgentsConfig,
+}
+
+/// `[agents]`: the LAN side of the box's SIP — the agents' user agent.
+///
+/// The box runs two SIP sockets, like a session border controller's two sides: the trunk
+/// router on `sip.listen` places the dialer's calls to the carriers, and the agents' user
+/// agent on `agents.sip_listen` is the registrar of the desk phones (`[[sip.phones]]`),
+/// calls their nailed-up legs and answers the inbound calls that `[[sip.routes]]` send to
+/// agent groups (carriers deliver those numbers to this address; `[sip.inbound]` gates
+/// their sources).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentsConfig {
+    /// The agents' SIP address; absent: no agents (no agent page, no phones).
+    pub sip_listen: Option<String>,
+    /// The address offered for the agents' media; default: `sip_listen`'s address.
+    pub media_address: Option<String>,
+    /// First port of the agents' RTP range (even); must not overlap `[dialer]`'s.
+    pub rtp_first_port: u16,
+    /// Last port of the agents' RTP range.
+    pub rtp_last_port: u16,
+    /// Seconds an agent's phone may ring at login before the login fails.
+    pub phone_ring_timeout_seconds: u32,
+    /// Digest algorithms the registrar challenges desk phones with, in order (`SHA-256`,
+    /// `MD5`; older phones only know MD5 and may take the first).
+    pub digest_algorithms: Vec<String>,
+    /// The recorded safe-harbour message (8 kHz WAV) played when no agent is free within
+    /// 2 s of an answer. Absent: a tone sequence (record the real message for production).
+    pub safe_harbour_prompt: Option<PathBuf>,
+    /// Wrap-up seconds after an inbound call.
+    pub inbound_wrap_up_seconds: u32,
+    /// A queued inbound call overflows after this many seconds.
+    pub queue_overflow_seconds: u32,
+    /// Queued callers hear their position this often (seconds).
+    pub position_every_seconds: u32,
+}
+
+impl Default for AgentsConfig {
+    fn default() -> Self {
+        AgentsConfig {
+            sip_listen: None,
+            media_address: None,
+            rtp_first_port: 30_000,
+            rtp_last_port: 30_999,
+            phone_ring_timeout_seconds: 20,
+            digest_algorithms: vec!["SHA-256".into(), "MD5".into()],
+            safe_harbour_prompt: None,
+            inbound_wrap_up_seconds: 30,
+            queue_overflow_seconds: 120,
+            position_every_seconds: 30,
+        }
+    }
+}
+
+/// `[agents]`, checked (present when `agents.sip_listen` is set).
+#[derive(Debug, Clone)]
+pub struct ValidAgents {
+    /// The agents' SIP address.
+    pub sip_listen: SocketAddr,
+    /// The agents' media address.
+    pub media_address: std::net::IpAddr,
+    /// The agents' RTP range.
+    pub ports: (u16, u16),
+    /// How long a phone rings at login.
+    pub phone_ring_timeout: std::time::Duration,
+    /// Registrar digest algorithms.
+    pub digest_algorithms: Vec<String>,
+    /// The safe-harbour prompt file.
+    pub safe_harbour_prompt: Option<PathBuf>,
+    /// How the desk behaves.
+    pub desk: crate::agents::desk::DeskSettings,
+}
+
+impl AgentsConfig {
+    /// Checks the values against `[sip]` and `[dialer]`, naming the key at fault.
+    pub fn validate(
+        &self,
+        sip: Option<&crate::sip::config::SipSettings>,
+        dialer: &ValidDialer,
+    ) -> Result<Option<ValidAgents>, ConfigError> {
+        let Some(listen) = &self.sip_listen else {
+            return Ok(None);
+        };
+        let sip_listen: SocketAddr = listen.parse().map_err(|_| {
+            ConfigError::invalid("agents.sip_listen", format!("`{listen}` is not IP:port"))
+        })?;
+        let Some(sip) = sip else {
+            return Err(ConfigError::invalid(
+                "agents.sip_listen",
+                "agents need the SIP engine: add a [sip] section",
+            ));
+        };
+        if sip_listen.port() == sip.listen.port()
+            && (sip_listen.ip() == sip.listen.ip()
+                || sip_listen.ip().is_unspecified()
+                || sip.listen.ip().is_unspecified())
+        {
+            return Err(ConfigError::invalid(
+                "agents.sip_listen",
+                format!(
+                    "{sip_listen} collides with sip.listen ({}): the agents' side needs its own socket",
+                    sip.listen
+                ),
+            ));
+        }
+        let media_address = match &self.media_address {
+            Some(a) => a.parse::<std::net::IpAddr>().map_err(|_| {
+                ConfigError::invalid(
+                    "agents.media_address",
+                    format!("`{a}` is not an IP address"),
+                )
+            })?,
+            None if sip_listen.ip().is_unspecified() => {
+                return Err(ConfigError::invalid(
+                    "agents.media_address",
+                    "required when agents.sip_listen is a wildcard address",
+                ))
+            }
+            None => sip_listen.ip(),
+        };
+        crate::media::RtpPortRange::new(self.rtp_first_port, self.rtp_last_port)
+            .map_err(|e| ConfigError::invalid("agents.rtp_first_port", e.to_string()))?;
+        let (first, last) = dialer.ports;
+        if self.rtp_first_port <= last && first <= self.rtp_last_port {
+            return Err(ConfigError::invalid(
+                "agents.rtp_first_port",
+                format!(
+                    "{}..={} overlaps the dialer's RTP range {first}..={last}",
+                    self.rtp_first_port, self.rtp_last_port
+                ),
+            ));
+        }
+        if !(1..=120).contains(&self.phone_ring_timeout_seconds) {
+            return Err(ConfigError::invalid(
+                "agents.phone_ring_timeout_seconds",
+                format!("{} is not within 1..=120", self.phone_ring_timeout_seconds),
+            ));
+        }
+        if self.digest_algorithms.is_empty() {
+            return Err(ConfigError::invalid(
+                "agents.digest_algorithms",
+                "name at least one of SHA-256, MD5",
+            ));
+        }
+        for (i, a) in self.digest_algorithms.iter().enumerate() {
+            if a != "SHA-256" && a != "MD5" {
+                return Err(ConfigError::invalid(
+                    format!("agents.digest_algorithms[{i}]"),
+                    format!("`{a}` is not SHA-256 or MD5"),
+                ));
+            }
+        }
+        if let Some(path) = &self.safe_harbour_prompt {
+            let bytes = std::fs::read(path).map_err(|e| {
+                ConfigError::invalid(
+                    "agents.safe_harbour_prompt",
+                    format!("{}: {e}", path.display()),
+                )
+            })?;
+            callgate_media::prompt::Prompt::from_wav(&bytes).map_err(|e| {
+                ConfigError::invalid(
+                    "agents.safe_harbour_prompt",
+                    format!("{}: {e}", path.display()),
+                )
+            })?;
+        }
+        for (key, value) in [
+            (
+                "agents.inbound_wrap_up_seconds",
+                self.inbound_wrap_up_seconds,
+            ),
+            ("agents.queue_overflow_seconds", self.queue_overflow_seconds),
+            ("agents.position_every_seconds", self.position_every_seconds),
+        ] {
+            if !(1..=3600).contains(&value) {
+                return Err(ConfigError::invalid(
+                    key,
+                    format!("{value} is not within 1..=3600"),
+                ));
+            }
+        }
+        Ok(Some(ValidAgents {
+            sip_listen,
+            media_address,
+            ports: (self.rtp_first_port, self.rtp_last_port),
+            phone_ring_timeout: std::time::Duration::from_secs(u64::from(
+                self.phone_ring_timeout_seconds,
+            )),
+            digest_algorithms: self.digest_algorithms.clone(),
+            safe_harbour_prompt: self.safe_harbour_prompt.clone(),
+            desk: crate::agents::desk::DeskSettings {
+                inbound_wrap_up_ms: i64::from(self.inbound_wrap_up_seconds) * 1000,
+                queue_overflow_after_ms: i64::from(self.queue_overflow_seconds) * 1000,
+                position_every_ms: i64::from(self.position_every_seconds) * 1000,
+                ..crate::agents::desk::DeskSettings::default()
+            },
+        }))
+    }
 }
 
 /// `[dialer]`: how the campaign executor places calls.
@@ -252,6 +453,8 @@ pub struct ValidConfig {
     pub recording: Option<crate::recording::ValidRecording>,
     /// `[dialer]`, validated.
     pub dialer: ValidDialer,
+    /// `[agents]`, validated, when `agents.sip_listen` is set.
+    pub agents: Option<ValidAgents>,
 }
 
 impl ApplianceConfig {
@@ -332,6 +535,7 @@ impl ApplianceConfig {
                 ));
             }
         }
+        let agents = self.agents.validate(sip.as_ref(), &dialer)?;
         Ok(ValidConfig {
             raw: self,
             id,
@@ -340,6 +544,7 @@ impl ApplianceConfig {
             sip,
             recording,
             dialer,
+            agents,
         })
     }
 }
@@ -401,6 +606,65 @@ mod tests {
             parse("[sip]\nlisten = \"0.0.0.0:5060\"\n[dialer]\nmedia_address = \"10.0.0.2\"\n")
                 .unwrap();
         assert_eq!(ok.dialer.ring_timeout.as_secs(), 30);
+    }
+
+    #[test]
+    fn agent_settings_are_validated_by_key() {
+        let sip = "[sip]\nlisten = \"127.0.0.1:5060\"\n";
+        let err = parse("[agents]\nsip_listen = \"127.0.0.1:5062\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("agents.sip_listen") && err.contains("[sip]"),
+            "{err}"
+        );
+        let err = parse(&format!("{sip}[agents]\nsip_listen = \"5062\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("agents.sip_listen"), "{err}");
+        let err = parse(&format!("{sip}[agents]\nsip_listen = \"0.0.0.0:5060\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("agents.sip_listen") && err.contains("collides with sip.listen"),
+            "{err}"
+        );
+        let err = parse(&format!("{sip}[agents]\nsip_listen = \"0.0.0.0:5062\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("agents.media_address"), "{err}");
+        let err = parse(&format!(
+            "{sip}[agents]\nsip_listen = \"127.0.0.1:5062\"\nrtp_first_port = 29000\nrtp_last_port = 29999\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("agents.rtp_first_port") && err.contains("overlaps"),
+            "{err}"
+        );
+        let err = parse(&format!(
+            "{sip}[agents]\nsip_listen = \"127.0.0.1:5062\"\ndigest_algorithms = [\"MD5\", \"SHA-1\"]\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("agents.digest_algorithms[1]"), "{err}");
+        let err = parse(&format!(
+            "{sip}[agents]\nsip_listen = \"127.0.0.1:5062\"\nsafe_harbour_prompt = \"/nonexistent.wav\"\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("agents.safe_harbour_prompt"), "{err}");
+        let err = parse(&format!(
+            "{sip}[agents]\nsip_listen = \"127.0.0.1:5062\"\nqueue_overflow_seconds = 0\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("agents.queue_overflow_seconds"), "{err}");
+        let ok = parse(&format!("{sip}[agents]\nsip_listen = \"127.0.0.1:5062\"\n")).unwrap();
+        let agents = ok.agents.unwrap();
+        assert_eq!(agents.sip_listen.port(), 5062);
+        assert_eq!(agents.desk.safe_harbour_after_ms, 2_000);
+        assert!(parse(sip).unwrap().agents.is_none());
     }
 
     #[test]

@@ -2,8 +2,8 @@
 //! The technicians' HTTPS web UI is a separate room (issue 9).
 //!
 //! Owns the listening socket, graceful shutdown and the order in which the daemon's parts
-//! start and stop (store, board, sync link, SIP engine + dialer, web UI); owns no call
-//! handling itself.
+//! start and stop (store, board, sync link, agents' desk and lines, SIP engine + dialer with
+//! its answered-call dispatch, web UI with the agent page); owns no call handling itself.
 
 use crate::board::BoardTask;
 use crate::config::ValidConfig;
@@ -32,6 +32,12 @@ pub enum ServerError {
     /// The SIP engine or the campaign executor could not start.
     #[error(transparent)]
     Dialer(#[from] crate::dialer::DialerError),
+    /// The agent desk could not start.
+    #[error("agents: {0}")]
+    Agents(#[from] crate::agents::AgentsError),
+    /// The agents' SIP side (`agents.sip_listen`) could not start.
+    #[error("agents' SIP side: {0}")]
+    AgentsSip(#[source] crate::sip::udp::DriverError),
     /// The ops address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -100,6 +106,37 @@ pub async fn run(
             source,
         })?;
     let local = listener.local_addr().map_err(ServerError::Serve)?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    // The dialer and the agents share one outbox; without the sync link (box not enrolled)
+    // it is opened here and what it stores goes out once the link runs.
+    let outbox = match (&sync.outbox, &config.sip) {
+        (Some(o), _) => Some(o.clone()),
+        (None, Some(_)) => {
+            let cfg = crate::sync::service::outbox_config(config.raw.sync.outbox_quota_mib);
+            let ob = crate::sync::outbox_store::UplinkOutbox::open(store.pool().clone(), cfg)
+                .await
+                .map_err(crate::dialer::DialerError::from)?;
+            Some(Arc::new(tokio::sync::RwLock::new(Arc::new(ob))))
+        }
+        (None, None) => None,
+    };
+    // The agents (desk, the agents' SIP side on `agents.sip_listen`, their lines) run when
+    // `[sip]` and `agents.sip_listen` are configured; the agent page is served with them.
+    let (desk, agent_side) = match (&config.sip, &config.agents) {
+        (Some(sip), Some(agents)) => {
+            let (desk, side) = start_agents(sip, agents, &store, outbox.clone(), &stop_rx).await?;
+            (Some(desk), Some(side))
+        }
+        _ => {
+            tracing::info!(
+                "no [sip] section or agents.sip_listen: agents and the agent page are off"
+            );
+            (None, None)
+        }
+    };
+    // The robot-script placement for agentless campaigns and robot routes plugs in here;
+    // without one, those calls hear the `[dialer]` announcement.
+    let robot: Option<Arc<dyn crate::dialer::placement::AnsweredCallPlacement>> = None;
     // The SIP engine and the campaign executor run when `[sip]` is configured.
     let dialer = match &config.sip {
         Some(sip) => Some(
@@ -107,7 +144,9 @@ pub async fn run(
                 &config,
                 sip,
                 store.pool(),
-                sync.outbox.clone(),
+                outbox.clone(),
+                agent_side,
+                robot,
             )
             .await?,
         ),
@@ -116,7 +155,6 @@ pub async fn run(
             None
         }
     };
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let web = if config.raw.web.enabled {
         let data_dir = &config.raw.appliance.data_dir;
         let mut names = config.raw.web.certificate_names.clone();
@@ -156,7 +194,7 @@ pub async fn run(
             outbox: sync.outbox.clone(),
             campaigns: dialer.as_ref().map(|d| d.status()),
         };
-        let ui = crate::web::WebUi::bind(&settings, source)?;
+        let ui = crate::web::WebUi::bind_with_agents(&settings, source, desk.clone())?;
         let web_addr = ui.local_addr().map_err(ServerError::Serve)?;
         tracing::info!(
             url = %format!("https://{web_addr}/"),
@@ -231,4 +269,81 @@ pub async fn run(
         Some(reason) => RunExit::Restart(reason),
         None => RunExit::Stopped,
     })
+}
+
+/// Starts the agents' SIP side, the desk and the lines; returns the desk (for the agent
+/// page) and what the dialer needs to place answered calls with agents.
+async fn start_agents(
+    sip: &crate::sip::config::SipSettings,
+    agents: &crate::config::ValidAgents,
+    store: &Store,
+    outbox: Option<crate::agents::service::SharedOutbox>,
+    stop_rx: &tokio::sync::watch::Receiver<bool>,
+) -> Result<
+    (
+        crate::agents::service::AgentDeskService,
+        crate::dialer::driver::AgentSide,
+    ),
+    ServerError,
+> {
+    use crate::agents::lines::{LineSettings, OverflowRoute};
+    let ua = crate::agents::lines::start_agent_sip(
+        sip,
+        agents.sip_listen,
+        agents.digest_algorithms.clone(),
+    )
+    .await
+    .map_err(ServerError::AgentsSip)?;
+    let sip_addr = ua.local_addr();
+    let (first, last) = agents.ports;
+    let rtp_ports =
+        crate::media::RtpPortRange::new(first, last).map_err(crate::dialer::DialerError::from)?;
+    let (desk_tx, desk_outputs) = tokio::sync::mpsc::unbounded_channel();
+    let started = crate::agents::start_with_lines(
+        crate::agents::AgentsSetup {
+            pool: store.pool().clone(),
+            outbox,
+            desk: agents.desk.clone(),
+            lines: Some((
+                ua,
+                LineSettings {
+                    media_ip: agents.media_address,
+                    rtp_ports,
+                    phone_ring_timeout: agents.phone_ring_timeout,
+                    overflow: OverflowRoute::HangUp,
+                },
+            )),
+            dialer: Some(desk_tx),
+        },
+        stop_rx.clone(),
+    )
+    .await?;
+    let safe_harbour = match &agents.safe_harbour_prompt {
+        Some(path) => crate::dialer::placement::Announcement::from_wav_file(
+            path,
+            callgate_common::wire::CallOutcome::Abandoned,
+        )?,
+        None => {
+            tracing::warn!("no agents.safe_harbour_prompt: abandoned calls hear a tone sequence; record the real message");
+            crate::dialer::placement::Announcement::new(
+                callgate_media::prompt::Prompt::tones(
+                    &[(523.3, 300, 100), (659.3, 300, 100), (523.3, 300, 400)],
+                    8_000,
+                ),
+                callgate_common::wire::CallOutcome::Abandoned,
+            )
+        }
+    };
+    let lines = started.lines.ok_or(crate::dialer::DialerError::Stopped)?;
+    tracing::info!(sip = %sip_addr, media = %agents.media_address, "agents' SIP side, desk and lines started");
+    Ok((
+        started.desk.clone(),
+        crate::dialer::driver::AgentSide {
+            desk: started.desk,
+            lines,
+            desk_outputs,
+            safe_harbour,
+            shutdown: stop_rx.clone(),
+        },
+    ))
 }

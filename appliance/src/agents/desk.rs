@@ -612,6 +612,37 @@ impl AgentDesk {
         Ok(OfferDecision::Waiting { until: deadline })
     }
 
+    /// Routes an answered call an agent dialled itself (preview): that agent takes it when
+    /// ready; otherwise it is routed like any answered call ([`AgentDesk::offer`]).
+    pub fn offer_to(
+        &mut self,
+        now: UnixMillis,
+        offered: OfferedCall,
+        agent: AgentId,
+    ) -> Result<OfferDecision, AgentsError> {
+        self.check_new(offered.call)?;
+        let ready = self
+            .agents
+            .get(&agent)
+            .is_some_and(|a| matches!(a.seat, Seat::Ready { .. }));
+        if !ready {
+            return self.offer(now, offered);
+        }
+        let campaign = self.campaigns.get(&offered.campaign);
+        let call = ActiveCall {
+            call: offered.call,
+            campaign: Some(offered.campaign),
+            pop: offered.pop,
+            dispositions: campaign.map(|c| c.dispositions.clone()).unwrap_or_default(),
+            wrap_up_ms: campaign.map_or(0, |c| c.wrap_up_ms),
+            disposition: None,
+            talking_since: None,
+            talking_until: None,
+        };
+        self.enter(now, agent, Seat::Reserved(Box::new(call)), None);
+        Ok(OfferDecision::Connect { agent })
+    }
+
     /// Puts an inbound call in front of its group: to the longest-idle ready agent, or into
     /// the group's queue.
     pub fn enqueue_inbound(

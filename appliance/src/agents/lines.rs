@@ -15,6 +15,11 @@
 //! - **Overflow** ([`DeskOutput::Overflow`]) goes to [`OverflowRoute`]; today only
 //!   `HangUp` exists (voicemail recording and robot scripts are named there for later).
 //!
+//! - **Answered outbound calls** the dialer's placement hands over ([`LinesHandle::bridge_outbound`],
+//!   after the desk chose the agent): the agent hears the connect beep on the nailed-up leg,
+//!   then the customer's leg (owned by the dialer until then) is bridged to it, recorded
+//!   when the call has a recorder. When the bridge ends the agent's leg is re-opened.
+//!
 //! Outputs about calls this driver does not hold (the dialer's outbound calls) are passed on
 //! to `others` untouched.
 //!
@@ -24,8 +29,8 @@ use super::desk::{DeskOutput, InboundCall, OfferDecision};
 use super::roster;
 use super::script::ScreenPop;
 use super::service::AgentDeskService;
-use crate::media::{run_bridge, BridgeCommand, RtpLeg, RtpPortRange};
-use crate::recording::SqliteSegmentStore;
+use crate::media::{run_bridge, BridgeCommand, BridgeReport, MediaError, RtpLeg, RtpPortRange};
+use crate::recording::{CallRecorder, SqliteSegmentStore};
 use crate::sip::udp::UdpAgent;
 use callgate_common::ids::{AgentId, CallId};
 use callgate_common::phone::PhoneNumber;
@@ -68,11 +73,12 @@ pub struct LineSettings {
 }
 
 /// Starts the agents' SIP user agent on `bind` from the validated `[sip]` settings: the
-/// registrar serves `[[sip.phones]]`, the inbound gate and route table are `[sip.inbound]`
-/// and `[[sip.routes]]`.
+/// registrar serves `[[sip.phones]]` (challenging with `digest_algorithms`, in order), the
+/// inbound gate and route table are `[sip.inbound]` and `[[sip.routes]]`.
 pub async fn start_agent_sip(
     settings: &crate::sip::config::SipSettings,
     bind: SocketAddr,
+    digest_algorithms: Vec<String>,
 ) -> Result<UdpAgent, crate::sip::udp::DriverError> {
     let ua = UdpAgent::start(
         bind,
@@ -86,12 +92,123 @@ pub async fn start_agent_sip(
     )
     .await?;
     ua.set_registrar(callgate_sip::registrar::Registrar::new(
-        callgate_sip::registrar::RegistrarConfig::default(),
+        callgate_sip::registrar::RegistrarConfig {
+            algorithms: digest_algorithms,
+            ..callgate_sip::registrar::RegistrarConfig::default()
+        },
         settings.phones.clone(),
     ))?;
     ua.set_inbound_policy(settings.inbound.clone())?;
     Ok(ua)
 }
+
+/// The recorder a bridged outbound call may carry (customer left, agent right).
+pub type BridgeRecorder = CallRecorder<SqliteSegmentStore>;
+
+/// A running bridge between an outbound customer and an agent's nailed-up leg.
+#[derive(Debug)]
+pub struct OutboundBridge {
+    /// `Hangup` ends the bridge (the customer hung up, or the call must end).
+    pub commands: mpsc::Sender<BridgeCommand>,
+    /// The bridge's report when it ended (the customer's leg quality, recording segments).
+    pub report: oneshot::Receiver<Result<BridgeReport, MediaError>>,
+}
+
+/// Why an outbound call could not be bridged; the customer's leg comes back unused (it is
+/// lost only when the lines stopped while holding it).
+#[derive(Debug)]
+pub struct NotBridged {
+    /// The customer's leg, still open.
+    pub customer: Option<RtpLeg>,
+    /// The recorder, still unused.
+    pub recorder: Option<BridgeRecorder>,
+    /// Why.
+    pub reason: String,
+}
+
+enum LinesCommand {
+    BridgeOutbound {
+        call: CallId,
+        agent: AgentId,
+        customer: Box<RtpLeg>,
+        recorder: Option<BridgeRecorder>,
+        reply: oneshot::Sender<Result<OutboundBridge, Box<NotBridged>>>,
+    },
+    BridgeEnded {
+        call: CallId,
+        agent: AgentId,
+    },
+}
+
+/// A handle on the running lines, for the dialer's placement of answered outbound calls.
+#[derive(Debug, Clone)]
+pub struct LinesHandle {
+    commands: mpsc::UnboundedSender<LinesCommand>,
+}
+
+impl std::fmt::Debug for LinesCommand {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LinesCommand::BridgeOutbound { call, agent, .. } => {
+                write!(f, "BridgeOutbound({call}, {agent})")
+            }
+            LinesCommand::BridgeEnded { call, agent } => write!(f, "BridgeEnded({call}, {agent})"),
+        }
+    }
+}
+
+impl LinesHandle {
+    /// A handle and the receiver [`run_agent_lines`] takes.
+    pub fn channel() -> (LinesHandle, LinesCommands) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (LinesHandle { commands: tx }, LinesCommands(rx))
+    }
+
+    /// Bridges an answered outbound call to `agent` (whom the desk reserved for it): the
+    /// agent hears the connect beep, then the legs are bridged. The caller tells the desk
+    /// `call_bridged` / `call_ended`. The customer's leg comes back when the agent's line has
+    /// no media (or the lines stopped).
+    pub async fn bridge_outbound(
+        &self,
+        call: CallId,
+        agent: AgentId,
+        customer: RtpLeg,
+        recorder: Option<BridgeRecorder>,
+    ) -> Result<OutboundBridge, Box<NotBridged>> {
+        let (reply, rx) = oneshot::channel();
+        let cmd = LinesCommand::BridgeOutbound {
+            call,
+            agent,
+            customer: Box::new(customer),
+            recorder,
+            reply,
+        };
+        if let Err(mpsc::error::SendError(cmd)) = self.commands.send(cmd) {
+            let LinesCommand::BridgeOutbound {
+                customer, recorder, ..
+            } = cmd
+            else {
+                unreachable!("sent a bridge command")
+            };
+            return Err(Box::new(NotBridged {
+                customer: Some(*customer),
+                recorder,
+                reason: "the agents' lines have stopped".into(),
+            }));
+        }
+        rx.await.unwrap_or_else(|_| {
+            Err(Box::new(NotBridged {
+                customer: None,
+                recorder: None,
+                reason: "the agents' lines stopped".into(),
+            }))
+        })
+    }
+}
+
+/// The receiving end of a [`LinesHandle`].
+#[derive(Debug)]
+pub struct LinesCommands(mpsc::UnboundedReceiver<LinesCommand>);
 
 /// Who a SIP leg belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -149,20 +266,29 @@ struct Lines {
     callers: HashMap<CallId, CallerLine>,
     others: Option<mpsc::UnboundedSender<DeskOutput>>,
     session_id: u64,
+    /// Outbound calls bridged to agents: the bridge's commands, by call.
+    outbound: HashMap<CallId, mpsc::Sender<BridgeCommand>>,
+    /// For bridge tasks to report their end.
+    own: mpsc::UnboundedSender<LinesCommand>,
 }
 
 /// Runs the lines until `shutdown` turns true or the user agent stops. `desk_outputs` is
 /// the receiver [`AgentDeskService::start`] returned; outputs for calls not held here go to
-/// `others`.
+/// `others`; `commands` come from the [`LinesHandle`] made with them.
 pub async fn run_agent_lines(
     ua: UdpAgent,
     desk: AgentDeskService,
     mut desk_outputs: mpsc::UnboundedReceiver<DeskOutput>,
     others: Option<mpsc::UnboundedSender<DeskOutput>>,
+    (handle, LinesCommands(mut commands)): (LinesHandle, LinesCommands),
     settings: LineSettings,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let own = handle.commands.clone();
+    drop(handle);
     let mut lines = Lines {
+        outbound: HashMap::new(),
+        own,
         ua,
         desk,
         settings,
@@ -185,6 +311,7 @@ pub async fn run_agent_lines(
                 Some(o) => lines.on_desk(o).await,
                 None => return,
             },
+            Some(command) = commands.recv() => lines.on_command(command).await,
             _ = shutdown.changed() => {
                 if *shutdown.borrow() {
                     return;
@@ -344,6 +471,9 @@ impl Lines {
                 Some(LegRole::Phone(agent)) => {
                     let line = self.phones.remove(&agent);
                     if let Some(call) = line.and_then(|l| l.bridged_to) {
+                        if let Some(bridge) = self.outbound.get(&call) {
+                            let _ = bridge.try_send(BridgeCommand::Hangup);
+                        }
                         if let Some(CallerLine {
                             media: CallerMedia::Bridged { commands, .. },
                             ..
@@ -482,6 +612,86 @@ impl Lines {
                 self.end_caller(call, true).await;
             }
         }
+    }
+
+    async fn on_command(&mut self, command: LinesCommand) {
+        match command {
+            LinesCommand::BridgeOutbound {
+                call,
+                agent,
+                customer,
+                recorder,
+                reply,
+            } => {
+                let result = self.bridge_outbound(call, agent, *customer, recorder);
+                if let Err(e) = &result {
+                    let reason = &e.reason;
+                    tracing::warn!(%call, %agent, %reason, "outbound call not bridged");
+                }
+                // The placement is gone (the dialer stopped): end the bridge at once.
+                if let Err(Ok(bridge)) = reply.send(result) {
+                    let _ = bridge.commands.try_send(BridgeCommand::Hangup);
+                }
+            }
+            LinesCommand::BridgeEnded { call, agent } => {
+                self.outbound.remove(&call);
+                let ours = self
+                    .phones
+                    .get(&agent)
+                    .is_some_and(|p| p.bridged_to == Some(call));
+                if ours {
+                    self.reopen_agent_media(agent).await;
+                }
+            }
+        }
+    }
+
+    /// Bridges an answered outbound call (the dialer's customer leg) to the agent's
+    /// nailed-up leg, announced to the agent by a beep.
+    fn bridge_outbound(
+        &mut self,
+        call: CallId,
+        agent: AgentId,
+        customer: RtpLeg,
+        recorder: Option<BridgeRecorder>,
+    ) -> Result<OutboundBridge, Box<NotBridged>> {
+        let Some(phone) = self.phones.get_mut(&agent) else {
+            return Err(Box::new(NotBridged {
+                customer: Some(customer),
+                recorder,
+                reason: format!("agent {agent} has no line"),
+            }));
+        };
+        let Some(mut agent_leg) = phone.media.take() else {
+            return Err(Box::new(NotBridged {
+                customer: Some(customer),
+                recorder,
+                reason: format!("agent {agent}'s line has no media (already bridged?)"),
+            }));
+        };
+        phone.bridged_to = Some(call);
+        let (commands, rx) = mpsc::channel(4);
+        let (report_tx, report) = oneshot::channel();
+        let ended = self.own.clone();
+        tokio::spawn(async move {
+            if let Err(e) = play_prompt(&mut agent_leg, &Prompt::connect_beep()).await {
+                tracing::warn!(%agent, error = %e, "connect beep not sent");
+            }
+            let result = run_bridge(customer, agent_leg, recorder, None, rx).await;
+            match &result {
+                Ok(r) => tracing::debug!(
+                    %call,
+                    to_customer = r.to_customer.relayed,
+                    to_agent = r.to_agent.relayed,
+                    "outbound bridge ended"
+                ),
+                Err(e) => tracing::warn!(%call, error = %e, "outbound bridge failed"),
+            }
+            let _ = ended.send(LinesCommand::BridgeEnded { call, agent });
+            let _ = report_tx.send(result);
+        });
+        self.outbound.insert(call, commands.clone());
+        Ok(OutboundBridge { commands, report })
     }
 
     /// Starts hold music for a queued caller, announcing `position` first.

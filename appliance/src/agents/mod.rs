@@ -52,6 +52,17 @@ pub struct AgentsSetup {
     pub dialer: Option<mpsc::UnboundedSender<DeskOutput>>,
 }
 
+/// The running agents subsystem.
+#[derive(Debug, Clone)]
+pub struct Agents {
+    /// The desk, for the agent page (`web::WebUi::bind_with_agents`) and the dialer
+    /// (`offer`, `pacing_counts`, agent events).
+    pub desk: AgentDeskService,
+    /// The agents' lines, for bridging the dialer's answered calls (`None` without a SIP
+    /// side).
+    pub lines: Option<lines::LinesHandle>,
+}
+
 /// Starts the agents subsystem: the desk (timer, outbox writer) and, with a SIP side, the
 /// agents' lines. Returns the desk for the agent page
 /// (`web::WebUi::bind_with_agents`) and the dialer (`offer`, `pacing_counts`). Everything
@@ -60,18 +71,33 @@ pub async fn start(
     setup: AgentsSetup,
     shutdown: watch::Receiver<bool>,
 ) -> Result<AgentDeskService, AgentsError> {
+    Ok(start_with_lines(setup, shutdown).await?.desk)
+}
+
+/// [`start`], also returning the handle on the agents' lines the dialer bridges answered
+/// calls through.
+pub async fn start_with_lines(
+    setup: AgentsSetup,
+    shutdown: watch::Receiver<bool>,
+) -> Result<Agents, AgentsError> {
     let (desk, outputs) =
         AgentDeskService::start(setup.pool, setup.outbox, setup.desk, shutdown.clone()).await?;
     match setup.lines {
         Some((ua, settings)) => {
+            let (handle, commands) = lines::LinesHandle::channel();
             tokio::spawn(lines::run_agent_lines(
                 ua,
                 desk.clone(),
                 outputs,
                 setup.dialer,
+                (handle.clone(), commands),
                 settings,
                 shutdown,
             ));
+            return Ok(Agents {
+                desk,
+                lines: Some(handle),
+            });
         }
         None => {
             let dialer = setup.dialer;
@@ -90,7 +116,7 @@ pub async fn start(
             });
         }
     }
-    Ok(desk)
+    Ok(Agents { desk, lines: None })
 }
 
 /// Why an agent operation or a roster/policy change was refused.

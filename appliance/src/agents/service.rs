@@ -20,8 +20,9 @@ use super::{roster, AgentsError};
 use crate::sync::outbox_store::UplinkOutbox;
 use callgate_common::ids::{AgentGroupId, AgentId, CallId};
 use callgate_common::time::UnixMillis;
-use callgate_common::wire::{CampaignBrief, Uplink};
+use callgate_common::wire::{AgentEvent, CampaignBrief, Uplink};
 use sqlx::SqlitePool;
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, watch, Notify, RwLock};
@@ -46,7 +47,15 @@ struct Inner {
     changed: watch::Sender<u64>,
     timer: Notify,
     pool: SqlitePool,
+    /// Who hears every agent event (the dialer's pacing), in order.
+    subscribers: Mutex<Vec<mpsc::UnboundedSender<AgentEvent>>>,
+    /// Dispositions of outbound calls until the dialer takes them for the call record.
+    dispositions: Mutex<HashMap<CallId, String>>,
 }
+
+/// Dispositions kept for the dialer at most; beyond it (the dialer is not taking them) the
+/// oldest are dropped — they stay in `agent_disposition` in the store.
+const KEPT_DISPOSITIONS: usize = 10_000;
 
 /// A handle to the running desk; clones share it.
 #[derive(Clone)]
@@ -90,6 +99,8 @@ impl AgentDeskService {
             changed,
             timer: Notify::new(),
             pool: pool.clone(),
+            subscribers: Mutex::new(Vec::new()),
+            dispositions: Mutex::new(HashMap::new()),
         });
         let service = AgentDeskService { inner };
         tokio::spawn(write_journal(pool, outbox, journal_rx, written_tx));
@@ -110,9 +121,36 @@ impl AgentDeskService {
         *last_batch += 1;
         let id = *last_batch;
         for o in &outputs {
-            if !matches!(o, DeskOutput::Agent { .. }) {
+            match o {
+                DeskOutput::Agent { event, .. } => {
+                    let mut subscribers = self
+                        .inner
+                        .subscribers
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner());
+                    subscribers.retain(|s| s.send(event.clone()).is_ok());
+                }
+                DeskOutput::Disposition {
+                    call,
+                    code,
+                    campaign: Some(_),
+                    ..
+                } => {
+                    let mut kept = self
+                        .inner
+                        .dispositions
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner());
+                    if kept.len() >= KEPT_DISPOSITIONS {
+                        kept.clear();
+                    }
+                    kept.insert(*call, code.clone());
+                    let _ = self.inner.calls.send(o.clone());
+                }
                 // The call side may not be listening (no dialer yet): nothing to route then.
-                let _ = self.inner.calls.send(o.clone());
+                _ => {
+                    let _ = self.inner.calls.send(o.clone());
+                }
             }
         }
         // The writer only stops with the runtime.
@@ -176,6 +214,15 @@ impl AgentDeskService {
         self.with_desk(|d, now| d.offer(now, call)).0
     }
 
+    /// Routes an answered call the previewing `agent` dialled (see [`AgentDesk::offer_to`]).
+    pub fn offer_to(
+        &self,
+        call: OfferedCall,
+        agent: AgentId,
+    ) -> Result<OfferDecision, AgentsError> {
+        self.with_desk(|d, now| d.offer_to(now, call, agent)).0
+    }
+
     /// Queues or connects an inbound call.
     pub fn enqueue_inbound(&self, call: InboundCall) -> Result<OfferDecision, AgentsError> {
         self.with_desk(|d, now| d.enqueue_inbound(now, call)).0
@@ -223,6 +270,38 @@ impl AgentDeskService {
     /// What the agent page shows for `agent`.
     pub fn view(&self, agent: AgentId) -> Option<AgentView> {
         self.with_desk(|d, _| d.view(agent)).0
+    }
+
+    /// Takes the disposition saved for an outbound call, if any (the dialer puts it in the
+    /// call record).
+    pub fn take_disposition(&self, call: CallId) -> Option<String> {
+        self.inner
+            .dispositions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&call)
+    }
+
+    /// Every agent event from now on, in the desk's order (the dialer feeds its pacing with
+    /// them), and the agents' current views to start from.
+    pub fn agent_events(&self) -> (Vec<AgentView>, mpsc::UnboundedReceiver<AgentEvent>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let views = self
+            .with_desk(|d, _| {
+                // Subscribed under the desk's lock: no event between the views and the
+                // subscription is missed.
+                self.inner
+                    .subscribers
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(tx);
+                d.logged_in()
+                    .into_iter()
+                    .filter_map(|a| d.view(a))
+                    .collect()
+            })
+            .0;
+        (views, rx)
     }
 
     /// A receiver that changes whenever any agent's view may have changed.

@@ -25,7 +25,9 @@ use crate::sip::udp::UdpTrunkRouter;
 use crate::sync::outbox_store::UplinkOutbox;
 use callgate_common::ids::{AgentId, AttemptId, CallId, CampaignId, LeaseId, TrunkId};
 use callgate_common::time::UnixMillis;
-use callgate_common::wire::{AttemptResult, CallOutcome, CallRecord, Direction, LeasedContact};
+use callgate_common::wire::{
+    AttemptResult, CallOutcome, CallRecord, CampaignBrief, Direction, LeasedContact,
+};
 use callgate_media::g711::Codec;
 use callgate_media::sdp::{
     accept_answer, create_offer, Direction as MediaDirection, LocalMedia, SessionDescription,
@@ -73,6 +75,7 @@ const ABANDON_WINDOW_MS: i64 = 30 * 86_400_000;
 #[derive(Debug)]
 enum Command {
     Agent(AgentId, AgentState),
+    Connected(AttemptId),
     Preview {
         agent: AgentId,
         campaign: CampaignId,
@@ -84,83 +87,34 @@ enum Command {
     },
 }
 
-/// The running dialer.
-#[derive(Debug)]
-pub struct DialerTask {
+/// Inputs to a running dialer from the agent side (agent states, preview requests, calls
+/// bridged); clones share the dialer. Made before the dialer with [`DialerControl::channel`]
+/// so that a placement can hold one.
+#[derive(Debug, Clone)]
+pub struct DialerControl {
     commands: mpsc::UnboundedSender<Command>,
-    status: watch::Receiver<Vec<DialerStatus>>,
-    stop: watch::Sender<bool>,
-    task: tokio::task::JoinHandle<()>,
+    briefs: watch::Receiver<Vec<CampaignBrief>>,
 }
 
-impl DialerTask {
-    /// Settles attempts a previous run left in flight, loads the holdings and starts dialling.
-    pub async fn start(
-        settings: DialerSettings,
-        pool: SqlitePool,
-        outbox: SharedOutbox,
-        router: UdpTrunkRouter,
-        placement: Arc<dyn AnsweredCallPlacement>,
-    ) -> Result<DialerTask, DialerError> {
-        let now = UnixMillis::now();
-        let current = outbox.read().await.clone();
-        let settled = store::settle_interrupted(&pool, &current, now).await?;
-        if settled > 0 {
-            tracing::warn!(
-                settled,
-                "attempts interrupted by the last stop were settled"
-            );
-        }
-        // Subscribed before reading, so no change between the two is missed.
-        let changes = store::watch_changes();
-        let holdings = store::load(&pool, now, ABANDON_WINDOW_MS).await?;
-        let seed = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(0)
-            ^ u64::from(std::process::id());
-        let executor = CampaignExecutor::new(
-            ExecutorConfig {
-                trunks: settings.trunks.clone(),
-                pacing: settings.pacing,
-                seed,
-            },
-            holdings,
-            now,
-        );
-        let (commands, commands_rx) = mpsc::unbounded_channel();
-        let (status_tx, status) = watch::channel(executor.statuses());
-        let (stop, stop_rx) = watch::channel(false);
-        let (done_tx, done_rx) = mpsc::unbounded_channel();
-        let segments = settings
-            .recording
-            .as_ref()
-            .map(|_| SqliteSegmentStore::new(pool.clone()));
-        let driver = Driver {
-            settings,
-            pool,
-            outbox,
-            router,
-            placement,
-            executor,
-            calls: HashMap::new(),
-            done_tx,
-            status_tx,
-            segments,
-            changes,
-        };
-        let task = tokio::spawn(driver.run(commands_rx, done_rx, stop_rx));
-        Ok(DialerTask {
-            commands,
-            status,
-            stop,
-            task,
-        })
-    }
+/// The dialer's end of a [`DialerControl`], given to [`DialerTask::start_with_control`].
+#[derive(Debug)]
+pub struct ControlReceiver {
+    commands: mpsc::UnboundedReceiver<Command>,
+    briefs: watch::Sender<Vec<CampaignBrief>>,
+}
 
-    /// Every campaign's status, updated as it changes (for the status page).
-    pub fn status(&self) -> watch::Receiver<Vec<DialerStatus>> {
-        self.status.clone()
+impl DialerControl {
+    /// A control and the receiver the dialer takes.
+    pub fn channel() -> (DialerControl, ControlReceiver) {
+        let (commands, commands_rx) = mpsc::unbounded_channel();
+        let (briefs_tx, briefs) = watch::channel(Vec::new());
+        (
+            DialerControl { commands, briefs },
+            ControlReceiver {
+                commands: commands_rx,
+                briefs: briefs_tx,
+            },
+        )
     }
 
     /// Reports an agent's availability (the agent desk calls this on every state change).
@@ -168,6 +122,18 @@ impl DialerTask {
         self.commands
             .send(Command::Agent(agent, state))
             .map_err(|_| DialerError::Stopped)
+    }
+
+    /// An answered attempt was bridged to an agent: it no longer waits for one.
+    pub fn connected(&self, attempt: AttemptId) -> Result<(), DialerError> {
+        self.commands
+            .send(Command::Connected(attempt))
+            .map_err(|_| DialerError::Stopped)
+    }
+
+    /// The campaign briefs the dialer holds, updated whenever its holdings are re-read.
+    pub fn briefs(&self) -> watch::Receiver<Vec<CampaignBrief>> {
+        self.briefs.clone()
     }
 
     /// A preview agent asks for the next contact of `campaign`.
@@ -194,6 +160,135 @@ impl DialerTask {
             .send(Command::DialPreview { agent, reply })
             .map_err(|_| DialerError::Stopped)?;
         rx.await.map_err(|_| DialerError::Stopped)?
+    }
+}
+
+/// The running dialer.
+#[derive(Debug)]
+pub struct DialerTask {
+    control: DialerControl,
+    status: watch::Receiver<Vec<DialerStatus>>,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl DialerTask {
+    /// Settles attempts a previous run left in flight, loads the holdings and starts dialling.
+    pub async fn start(
+        settings: DialerSettings,
+        pool: SqlitePool,
+        outbox: SharedOutbox,
+        router: UdpTrunkRouter,
+        placement: Arc<dyn AnsweredCallPlacement>,
+    ) -> Result<DialerTask, DialerError> {
+        let (control, receiver) = DialerControl::channel();
+        Self::start_with_control(
+            settings,
+            pool,
+            outbox,
+            router,
+            placement,
+            (control, receiver),
+        )
+        .await
+    }
+
+    /// [`DialerTask::start`] with a control made beforehand (the placement holds a clone).
+    pub async fn start_with_control(
+        settings: DialerSettings,
+        pool: SqlitePool,
+        outbox: SharedOutbox,
+        router: UdpTrunkRouter,
+        placement: Arc<dyn AnsweredCallPlacement>,
+        (control, receiver): (DialerControl, ControlReceiver),
+    ) -> Result<DialerTask, DialerError> {
+        let ControlReceiver {
+            commands: commands_rx,
+            briefs,
+        } = receiver;
+        let now = UnixMillis::now();
+        let current = outbox.read().await.clone();
+        let settled = store::settle_interrupted(&pool, &current, now).await?;
+        if settled > 0 {
+            tracing::warn!(
+                settled,
+                "attempts interrupted by the last stop were settled"
+            );
+        }
+        // Subscribed before reading, so no change between the two is missed.
+        let changes = store::watch_changes();
+        let holdings = store::load(&pool, now, ABANDON_WINDOW_MS).await?;
+        briefs.send_replace(holdings.campaigns.clone());
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0)
+            ^ u64::from(std::process::id());
+        let executor = CampaignExecutor::new(
+            ExecutorConfig {
+                trunks: settings.trunks.clone(),
+                pacing: settings.pacing,
+                seed,
+            },
+            holdings,
+            now,
+        );
+        let (status_tx, status) = watch::channel(executor.statuses());
+        let (stop, stop_rx) = watch::channel(false);
+        let (done_tx, done_rx) = mpsc::unbounded_channel();
+        let segments = settings
+            .recording
+            .as_ref()
+            .map(|_| SqliteSegmentStore::new(pool.clone()));
+        let driver = Driver {
+            settings,
+            pool,
+            outbox,
+            router,
+            placement,
+            executor,
+            calls: HashMap::new(),
+            done_tx,
+            status_tx,
+            segments,
+            changes,
+            briefs,
+        };
+        let task = tokio::spawn(driver.run(commands_rx, done_rx, stop_rx));
+        Ok(DialerTask {
+            control,
+            status,
+            stop,
+            task,
+        })
+    }
+
+    /// Every campaign's status, updated as it changes (for the status page).
+    pub fn status(&self) -> watch::Receiver<Vec<DialerStatus>> {
+        self.status.clone()
+    }
+
+    /// Reports an agent's availability (the agent desk calls this on every state change).
+    pub fn agent(&self, agent: AgentId, state: AgentState) -> Result<(), DialerError> {
+        self.control.agent(agent, state)
+    }
+    /// A preview agent asks for the next contact of `campaign`.
+    pub async fn request_preview(
+        &self,
+        agent: AgentId,
+        campaign: CampaignId,
+    ) -> Result<Option<(LeaseId, LeasedContact)>, DialerError> {
+        self.control.request_preview(agent, campaign).await
+    }
+
+    /// The preview agent dials the contact it was shown.
+    pub async fn dial_preview(&self, agent: AgentId) -> Result<AttemptId, DialerError> {
+        self.control.dial_preview(agent).await
+    }
+
+    /// The control the agent side uses.
+    pub fn control(&self) -> DialerControl {
+        self.control.clone()
     }
 
     /// Stops dialling: no new attempt starts (orders not yet sent stay pending in the store),
@@ -247,6 +342,8 @@ struct Driver {
     segments: Option<SqliteSegmentStore>,
     /// Wakes the loop when the sync link applied holdings.
     changes: watch::Receiver<u64>,
+    /// The briefs held, for the agent desk.
+    briefs: watch::Sender<Vec<CampaignBrief>>,
 }
 
 /// The attempt outcome a final SIP status means.
@@ -318,7 +415,15 @@ impl Driver {
                 Ok(()) = self.changes.changed(), if draining.is_none() => {
                     let now = UnixMillis::now();
                     match store::load(&self.pool, now, ABANDON_WINDOW_MS).await {
-                        Ok(h) => self.executor.handle_holdings(now, h),
+                        Ok(h) => {
+                            let briefs = h.campaigns.clone();
+                            self.briefs.send_if_modified(|old| {
+                                let changed = *old != briefs;
+                                *old = briefs;
+                                changed
+                            });
+                            self.executor.handle_holdings(now, h);
+                        }
                         Err(e) => tracing::error!(error = %e, "cannot read the dialer's holdings"),
                     }
                 }
@@ -402,6 +507,12 @@ impl Driver {
         let now = UnixMillis::now();
         match cmd {
             Command::Agent(agent, state) => self.executor.handle_agent(now, agent, state),
+            Command::Connected(attempt) => {
+                // Unknown: the attempt ended meanwhile; nothing waits for an agent then.
+                let _ = self
+                    .executor
+                    .handle_attempt(now, attempt, AttemptUpdate::Connected);
+            }
             Command::Preview {
                 agent,
                 campaign,
@@ -841,14 +952,33 @@ fn dup(socket: &UdpSocket) -> std::io::Result<std::net::UdpSocket> {
     Ok(std::net::UdpSocket::from(owned))
 }
 
+/// The agent side the daemon gives the dialer (see [`super::dispatch`]).
+#[derive(Debug)]
+pub struct AgentSide {
+    /// The running desk and the agents' lines.
+    pub desk: crate::agents::service::AgentDeskService,
+    /// The lines answered calls are bridged through.
+    pub lines: crate::agents::lines::LinesHandle,
+    /// The receiver of the desk's decisions about the dialer's calls (`AgentsSetup::dialer`).
+    pub desk_outputs: mpsc::UnboundedReceiver<crate::agents::desk::DeskOutput>,
+    /// The safe-harbour message.
+    pub safe_harbour: super::placement::Announcement,
+    /// Ends the glue between desk and dialer.
+    pub shutdown: watch::Receiver<bool>,
+}
+
 /// Starts the SIP engine on `[sip]` and the dialer on it, as the daemon runs them. Without
 /// an outbox from the sync link (box not enrolled yet) the dialer opens the outbox itself;
-/// what it stores goes out once the link runs.
+/// what it stores goes out once the link runs. Answered calls go through a
+/// [`super::dispatch::CallDispatch`]: to the agents when `agents` is given, to `robot` for
+/// agentless campaigns and robot routes when given, else to the `[dialer]` announcement.
 pub async fn start_from_config(
     config: &crate::config::ValidConfig,
     sip: &crate::sip::config::SipSettings,
     pool: &SqlitePool,
     outbox: Option<SharedOutbox>,
+    agents: Option<AgentSide>,
+    robot: Option<Arc<dyn AnsweredCallPlacement>>,
 ) -> Result<DialerTask, DialerError> {
     use callgate_sip::agent::AgentConfig;
     use callgate_sip::trunk::TrunkGroup;
@@ -901,7 +1031,7 @@ pub async fn start_from_config(
         recording: config.recording.clone(),
         pacing: PacingConfig::default(),
     };
-    let placement: Arc<dyn AnsweredCallPlacement> = match &config.dialer.announcement {
+    let announcement: Arc<dyn AnsweredCallPlacement> = match &config.dialer.announcement {
         Some(path) => Arc::new(super::placement::Announcement::from_wav_file(
             path,
             CallOutcome::AnsweredHuman,
@@ -911,11 +1041,39 @@ pub async fn start_from_config(
             CallOutcome::AnsweredHuman,
         )),
     };
+    let (control, receiver) = DialerControl::channel();
+    let mut dispatch = super::dispatch::CallDispatch::new(announcement).with_robot(robot);
+    let glue = match agents {
+        Some(side) => {
+            dispatch = dispatch.with_agents(super::dispatch::AgentPlacement::start(
+                side.desk.clone(),
+                side.lines,
+                side.safe_harbour,
+                control.clone(),
+                side.desk_outputs,
+            ));
+            Some((side.desk, side.shutdown))
+        }
+        None => None,
+    };
     tracing::info!(
         sip = %sip.listen,
         media = %settings.media_ip,
         trunks = settings.trunks.len(),
+        placement = ?dispatch,
         "SIP engine and campaign executor started"
     );
-    DialerTask::start(settings, pool.clone(), outbox, router, placement).await
+    let task = DialerTask::start_with_control(
+        settings,
+        pool.clone(),
+        outbox,
+        router,
+        Arc::new(dispatch),
+        (control, receiver),
+    )
+    .await?;
+    if let Some((desk, shutdown)) = glue {
+        super::dispatch::connect_agents(desk, task.control(), shutdown);
+    }
+    Ok(task)
 }

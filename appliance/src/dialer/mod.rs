@@ -4,8 +4,8 @@
 //! entries in SQLite ([`store`], tables `dialer_*`), the sans-IO [`executor`] that decides
 //! which contact to dial when (dial modes, compliance gate, grant limits, expiries), the
 //! tokio [`driver`] that places its attempts through the trunk router with a media leg each,
-//! and the [`placement`] step that takes an answered call (the [`placement::Announcement`]
-//! for now; the agent desk and robot scripts plug in behind the same trait).
+//! and the [`placement`] step that takes an answered call, routed by [`dispatch`] to the
+//! agent desk, a robot placement or the [`placement::Announcement`].
 //!
 //! Talks to: the SIP engine (`crate::sip::udp::UdpTrunkRouter`), media
 //! (`crate::media`), recording, the uplink outbox (`crate::sync::outbox_store`) and the
@@ -16,6 +16,7 @@
 //! SIP or media resources before its attempt result and call record are durable, re-dial on
 //! its own (retries are the coordinator's), or manage agents (the agent desk's room).
 
+pub mod dispatch;
 pub mod driver;
 pub mod executor;
 pub mod placement;

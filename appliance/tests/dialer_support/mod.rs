@@ -51,10 +51,16 @@ impl Carrier {
     /// dialer's side, since SIPp can count one INVITE twice when a retransmission crosses a
     /// fast final response.
     pub fn start() -> Carrier {
+        Carrier::start_with("carrier_mix.xml")
+    }
+
+    /// Starts the carrier with another scenario from `tests/sipp/`.
+    pub fn start_with(scenario: &str) -> Carrier {
         let dir = tempfile::tempdir().unwrap();
         let port = free_udp_port();
-        let scenario =
-            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/sipp/carrier_mix.xml");
+        let scenario = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/sipp")
+            .join(scenario);
         let child = Command::new("sipp")
             .arg("-sf")
             .arg(&scenario)

@@ -658,3 +658,26 @@ fn the_view_shows_the_pop_codes_and_timer_of_the_call() {
         Err(AgentsError::DuplicateCall(id))
     );
 }
+
+#[test]
+fn a_previewed_call_goes_to_the_agent_who_dialled_it_or_is_routed_when_that_agent_is_busy() {
+    let mut d = desk(&[(1, &[SALES]), (2, &[SALES])]);
+    d.log_in(t(0), AgentId(1)).unwrap();
+    d.log_in(t(10), AgentId(2)).unwrap();
+    // Agent 2 dialled it: agent 2 takes it although agent 1 has been idle longer.
+    let first = call(facts(), t(100));
+    assert_eq!(
+        d.offer_to(t(100), first.clone(), AgentId(2)).unwrap(),
+        OfferDecision::Connect { agent: AgentId(2) }
+    );
+    assert!(matches!(
+        d.offer_to(t(100), first, AgentId(2)),
+        Err(AgentsError::DuplicateCall(_))
+    ));
+    // Agent 2 is busy now: the next call it "dialled" is routed like any other.
+    assert_eq!(
+        d.offer_to(t(200), call(facts(), t(200)), AgentId(2))
+            .unwrap(),
+        OfferDecision::Connect { agent: AgentId(1) }
+    );
+}

@@ -1,0 +1,526 @@
+//! Where each answered call goes: [`CallDispatch`], the [`AnsweredCallPlacement`] the daemon
+//! gives the dialer, choosing on the campaign's dial mode and the routing result:
+//!
+//! - agentless campaigns, the routing policy's `RouteAction::RobotScript` and the desk's
+//!   robot answer go to the robot placement when one is plugged in
+//!   ([`CallDispatch::with_robot`]), else to the announcement (today's behaviour);
+//! - preview, progressive and predictive calls go to the agent desk ([`AgentPlacement`]):
+//!   `offer` → connect (bridge to the agent's nailed-up leg through the agents' lines),
+//!   wait up to the safe-harbour deadline, or safe harbour (the recorded message, then the
+//!   call ends and counts as abandoned). After the bridge the placement waits for the
+//!   agent's disposition (at most until the agent's wrap-up ends) so that it reaches the
+//!   call record.
+//!
+//! [`connect_agents`] joins the desk and the running dialer: every agent event becomes a
+//! pacing input ([`DialerControl::agent`]) and every campaign brief the dialer holds is
+//! installed on the desk (`set_campaign`: wrap-up time, disposition codes).
+//!
+//! Must not: send SIP (the driver hangs up after the placement returns), decide which agent
+//! takes a call (the desk does), or run robot scripts (the robot placement does).
+
+use super::driver::DialerControl;
+use super::placement::{Announcement, AnsweredCall, AnsweredCallPlacement, Placement};
+use super::DialerError;
+use crate::agents::desk::{DeskOutput, OfferDecision, OfferedCall};
+use crate::agents::lines::{LinesHandle, NotBridged};
+use crate::agents::script::ScreenPop;
+use crate::agents::service::AgentDeskService;
+use callgate_common::ids::{AgentId, CallId};
+use callgate_common::routing::CallFacts;
+use callgate_common::time::UnixMillis;
+use callgate_common::wire::{AgentState as WireState, CallOutcome, CampaignBrief, DialMode};
+use callgate_pacing::AgentState;
+use futures_util::future::BoxFuture;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+
+/// The longest the placement waits for a disposition after the call ended, whatever the
+/// campaign's wrap-up time says (the attempt stays in flight meanwhile).
+pub const DISPOSITION_WAIT_MAX: Duration = Duration::from_secs(600);
+
+/// The dialer's placement: routes each answered call by mode and routing result.
+#[derive(Clone)]
+pub struct CallDispatch {
+    announcement: Arc<dyn AnsweredCallPlacement>,
+    robot: Option<Arc<dyn AnsweredCallPlacement>>,
+    agents: Option<Arc<AgentPlacement>>,
+}
+
+impl std::fmt::Debug for CallDispatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CallDispatch")
+            .field("robot", &self.robot.is_some())
+            .field("agents", &self.agents.is_some())
+            .finish()
+    }
+}
+
+impl CallDispatch {
+    /// Every call gets `announcement` until robots or agents are plugged in.
+    pub fn new(announcement: Arc<dyn AnsweredCallPlacement>) -> CallDispatch {
+        CallDispatch {
+            announcement,
+            robot: None,
+            agents: None,
+        }
+    }
+
+    /// Agentless campaigns and calls routed to a robot script go to `robot`.
+    pub fn with_robot(mut self, robot: Option<Arc<dyn AnsweredCallPlacement>>) -> CallDispatch {
+        self.robot = robot;
+        self
+    }
+
+    /// Calls of agent campaigns go to the desk.
+    pub fn with_agents(mut self, agents: Arc<AgentPlacement>) -> CallDispatch {
+        self.agents = Some(agents);
+        self
+    }
+
+    fn robot_or_announcement(&self) -> Arc<dyn AnsweredCallPlacement> {
+        self.robot
+            .clone()
+            .unwrap_or_else(|| self.announcement.clone())
+    }
+}
+
+impl AnsweredCallPlacement for CallDispatch {
+    fn place(&self, call: AnsweredCall) -> BoxFuture<'static, Result<Placement, DialerError>> {
+        match (call.mode, &self.agents) {
+            (DialMode::Agentless, _) | (_, None) => self.robot_or_announcement().place(call),
+            (_, Some(agents)) => Box::pin(agents.clone().place(call, self.robot_or_announcement())),
+        }
+    }
+}
+
+type CallWaiters = Arc<Mutex<HashMap<CallId, mpsc::UnboundedSender<DeskOutput>>>>;
+
+/// Answered calls of agent campaigns: offered to the desk, bridged to the chosen agent's
+/// nailed-up leg, or given the safe-harbour message.
+pub struct AgentPlacement {
+    desk: AgentDeskService,
+    lines: LinesHandle,
+    safe_harbour: Announcement,
+    control: DialerControl,
+    briefs: watch::Receiver<Vec<CampaignBrief>>,
+    waiters: CallWaiters,
+}
+
+impl std::fmt::Debug for AgentPlacement {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AgentPlacement")
+    }
+}
+
+/// Removes a call's waiter however the placement ends.
+struct WaiterGuard {
+    waiters: CallWaiters,
+    call: CallId,
+}
+
+impl Drop for WaiterGuard {
+    fn drop(&mut self) {
+        self.waiters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.call);
+    }
+}
+
+impl AgentPlacement {
+    /// The agent placement over the running desk and lines. `desk_outputs` is the receiver
+    /// of the desk's decisions about the dialer's calls (what `AgentsSetup::dialer` was
+    /// given); it is routed to the call each output names.
+    pub fn start(
+        desk: AgentDeskService,
+        lines: LinesHandle,
+        safe_harbour: Announcement,
+        control: DialerControl,
+        mut desk_outputs: mpsc::UnboundedReceiver<DeskOutput>,
+    ) -> Arc<AgentPlacement> {
+        let waiters: CallWaiters = Arc::default();
+        let routes = waiters.clone();
+        tokio::spawn(async move {
+            while let Some(output) = desk_outputs.recv().await {
+                let call = match &output {
+                    DeskOutput::Connect { call, .. }
+                    | DeskOutput::SafeHarbour { call }
+                    | DeskOutput::AgentLost { call, .. }
+                    | DeskOutput::Disposition { call, .. } => *call,
+                    other => {
+                        tracing::debug!(output = ?other, "desk output for no dialer call");
+                        continue;
+                    }
+                };
+                let waiter = routes
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get(&call)
+                    .cloned();
+                match waiter {
+                    Some(tx) => {
+                        let _ = tx.send(output);
+                    }
+                    None => {
+                        tracing::debug!(%call, ?output, "desk output for a call no longer placed")
+                    }
+                }
+            }
+        });
+        Arc::new(AgentPlacement {
+            desk,
+            lines,
+            safe_harbour,
+            briefs: control.briefs(),
+            control,
+            waiters,
+        })
+    }
+
+    fn brief(&self, campaign: callgate_common::ids::CampaignId) -> Option<CampaignBrief> {
+        self.briefs
+            .borrow()
+            .iter()
+            .find(|b| b.campaign == campaign)
+            .cloned()
+    }
+
+    async fn place(
+        self: Arc<Self>,
+        call: AnsweredCall,
+        robot: Arc<dyn AnsweredCallPlacement>,
+    ) -> Result<Placement, DialerError> {
+        let id = call.call;
+        let answered_at = UnixMillis::now();
+        let (tx, mut desk_says) = mpsc::unbounded_channel();
+        self.waiters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, tx);
+        let _guard = WaiterGuard {
+            waiters: self.waiters.clone(),
+            call: id,
+        };
+        let brief = self.brief(call.campaign);
+        if let Some(b) = &brief {
+            // The desk needs the wrap-up time and codes before the agent takes the call.
+            self.desk.set_campaign(b);
+        }
+        let c = &call.contact;
+        let pop = ScreenPop::new(
+            brief.as_ref().map_or("", |b| b.name.as_str()),
+            Some(&c.number),
+            &c.fields,
+            brief.as_ref().map_or("", |b| b.script.as_str()),
+        );
+        let offered = OfferedCall {
+            call: id,
+            campaign: call.campaign,
+            answered_at,
+            facts: CallFacts {
+                campaign: Some(call.campaign.0 as i64),
+                fields: c.fields.iter().cloned().collect(),
+                tags: c.tags.clone(),
+                last_outcome: c.last_outcome.clone(),
+            },
+            last_agent: c.last_agent,
+            pop,
+        };
+        let decision = match call.agent {
+            Some(agent) => self.desk.offer_to(offered, agent),
+            None => self.desk.offer(offered),
+        };
+        let decision = match decision {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::error!(call = %id, error = %e, "the desk refused the call; safe harbour");
+                OfferDecision::SafeHarbour
+            }
+        };
+        let mut end_now = call.end_now.clone();
+        let agent = match decision {
+            OfferDecision::Connect { agent } => agent,
+            OfferDecision::Robot { script } => {
+                tracing::info!(call = %id, %script, "routed to a robot script");
+                return robot.place(call).await;
+            }
+            OfferDecision::Waiting { .. } => loop {
+                tokio::select! {
+                    said = desk_says.recv() => match said {
+                        Some(DeskOutput::Connect { agent, .. }) => break agent,
+                        Some(DeskOutput::SafeHarbour { .. }) | None => {
+                            return self.safe_harbour(call).await;
+                        }
+                        Some(_) => {}
+                    },
+                    changed = end_now.changed() => {
+                        if changed.is_err() || *end_now.borrow() {
+                            // Hung up before any agent was free: not connected to a live
+                            // agent, so it counts as abandoned.
+                            self.desk.call_ended(id);
+                            metrics::counter!("callgate_dialer_abandoned_waiting_total").increment(1);
+                            return Ok(Placement {
+                                outcome: CallOutcome::Abandoned,
+                                agent: None,
+                                disposition: None,
+                                recording_segments: 0,
+                                quality: None,
+                            });
+                        }
+                    }
+                }
+            },
+            OfferDecision::SafeHarbour | OfferDecision::Queued { .. } => {
+                return self.safe_harbour(call).await;
+            }
+        };
+        self.bridge(call, agent, desk_says).await
+    }
+
+    /// Plays the safe-harbour message; the call counts as abandoned.
+    async fn safe_harbour(&self, call: AnsweredCall) -> Result<Placement, DialerError> {
+        let id = call.call;
+        self.desk.call_ended(id);
+        metrics::counter!("callgate_dialer_safe_harbour_total").increment(1);
+        tracing::info!(call = %id, "no agent free within the safe-harbour time: message played");
+        self.safe_harbour.place(call).await
+    }
+
+    async fn bridge(
+        &self,
+        call: AnsweredCall,
+        agent: AgentId,
+        mut desk_says: mpsc::UnboundedReceiver<DeskOutput>,
+    ) -> Result<Placement, DialerError> {
+        let AnsweredCall {
+            call: id,
+            attempt,
+            campaign,
+            mode,
+            contact,
+            agent: preview_agent,
+            customer,
+            frame_samples,
+            mut end_now,
+            recorder,
+        } = call;
+        let bridge = match self
+            .lines
+            .bridge_outbound(id, agent, customer, recorder)
+            .await
+        {
+            Ok(b) => b,
+            Err(not) => {
+                let NotBridged {
+                    customer,
+                    recorder,
+                    reason,
+                } = *not;
+                self.desk
+                    .phone_leg_down(agent, &format!("agent line: {reason}"));
+                let Some(customer) = customer else {
+                    self.desk.call_ended(id);
+                    return Ok(Placement {
+                        outcome: CallOutcome::Abandoned,
+                        agent: None,
+                        disposition: None,
+                        recording_segments: 0,
+                        quality: None,
+                    });
+                };
+                return self
+                    .safe_harbour(AnsweredCall {
+                        call: id,
+                        attempt,
+                        campaign,
+                        mode,
+                        contact,
+                        agent: preview_agent,
+                        customer,
+                        frame_samples,
+                        end_now,
+                        recorder,
+                    })
+                    .await;
+            }
+        };
+        self.desk.call_bridged(id);
+        let _ = self.control.connected(attempt);
+        let mut report = bridge.report;
+        let mut disposition = None;
+        let mut lost = false;
+        let mut hung_up = false;
+        let mut desk_gone = false;
+        let ended = loop {
+            tokio::select! {
+                r = &mut report => break r.ok(),
+                changed = end_now.changed(), if !hung_up => {
+                    if changed.is_err() || *end_now.borrow() {
+                        hung_up = true;
+                        let _ = bridge.commands.send(crate::media::BridgeCommand::Hangup).await;
+                    }
+                }
+                said = desk_says.recv(), if !desk_gone => match said {
+                    Some(DeskOutput::AgentLost { .. }) => {
+                        lost = true;
+                        let _ = bridge.commands.send(crate::media::BridgeCommand::Hangup).await;
+                    }
+                    Some(DeskOutput::Disposition { code, .. }) => disposition = Some(code),
+                    Some(_) => {}
+                    None => desk_gone = true,
+                },
+            }
+        };
+        self.desk.call_ended(id);
+        // The disposition is saved in wrap-up, after the call: wait for it (bounded by the
+        // agent's wrap-up) so that it reaches the call record.
+        if disposition.is_none() && !lost {
+            disposition = self.await_disposition(id, agent, &mut desk_says).await;
+        } else if disposition.is_some() {
+            self.desk.take_disposition(id);
+        }
+        let (segments, quality) = match ended {
+            Some(Ok(r)) => {
+                let segments = match &r.recording {
+                    Some(Ok(all)) => all.len() as u32,
+                    Some(Err(e)) => {
+                        tracing::error!(call = %id, error = %e, "recording of the bridged call failed");
+                        0
+                    }
+                    None => 0,
+                };
+                (segments, Some(super::placement::quality_of(&r.customer)))
+            }
+            Some(Err(e)) => {
+                tracing::warn!(call = %id, error = %e, "bridge to the agent failed");
+                (0, None)
+            }
+            None => (0, None),
+        };
+        Ok(Placement {
+            outcome: CallOutcome::AnsweredHuman,
+            agent: Some(agent),
+            disposition,
+            recording_segments: segments,
+            quality,
+        })
+    }
+
+    async fn await_disposition(
+        &self,
+        call: CallId,
+        agent: AgentId,
+        desk_says: &mut mpsc::UnboundedReceiver<DeskOutput>,
+    ) -> Option<String> {
+        let deadline = tokio::time::Instant::now() + DISPOSITION_WAIT_MAX;
+        let mut changes = self.desk.changes();
+        loop {
+            // Saved on the desk (under its lock, before the agent's view changes).
+            if let Some(code) = self.desk.take_disposition(call) {
+                return Some(code);
+            }
+            let still_ours = self.desk.view(agent).and_then(|v| {
+                let c = v.call?;
+                (c.call == call.to_string()).then_some((c.disposition, v.wrap_up_until_ms))
+            });
+            let until = match still_ours {
+                None => return self.desk.take_disposition(call),
+                Some((Some(code), _)) => {
+                    self.desk.take_disposition(call);
+                    return Some(code);
+                }
+                Some((None, until)) => until,
+            };
+            let wake = until
+                .map(|ms| {
+                    let left = ms.saturating_sub(UnixMillis::now().0).max(0) as u64;
+                    tokio::time::Instant::now() + Duration::from_millis(left + 50)
+                })
+                .unwrap_or(deadline)
+                .min(deadline);
+            tokio::select! {
+                said = desk_says.recv() => match said {
+                    Some(DeskOutput::Disposition { code, .. }) => {
+                        self.desk.take_disposition(call);
+                        return Some(code);
+                    }
+                    Some(_) => {}
+                    None => return None,
+                },
+                _ = changes.changed() => {}
+                () = tokio::time::sleep_until(wake) => {
+                    if tokio::time::Instant::now() >= deadline {
+                        return None;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Joins the desk and the running dialer: agent events become pacing inputs, and every
+/// brief the dialer holds is installed on the desk. Runs until `shutdown` turns true.
+pub fn connect_agents(
+    desk: AgentDeskService,
+    control: DialerControl,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let (views, mut events) = desk.agent_events();
+    let mut briefs = control.briefs();
+    tokio::spawn(async move {
+        for v in views {
+            let state = match v.state {
+                "ready" => AgentState::Ready,
+                "reserved" => AgentState::Reserved,
+                "talking" => AgentState::Talking,
+                "wrap_up" => AgentState::WrapUp {
+                    until: UnixMillis(v.wrap_up_until_ms.unwrap_or(0)),
+                },
+                "logged_out" => AgentState::LoggedOut,
+                _ => AgentState::Paused,
+            };
+            let _ = control.agent(AgentId(v.agent), state);
+        }
+        for b in briefs.borrow_and_update().iter() {
+            desk.set_campaign(b);
+        }
+        loop {
+            tokio::select! {
+                event = events.recv() => {
+                    let Some(event) = event else { return };
+                    let state = match event.state {
+                        WireState::Ready => AgentState::Ready,
+                        WireState::Reserved => AgentState::Reserved,
+                        WireState::Talking => AgentState::Talking,
+                        WireState::WrapUp => AgentState::WrapUp {
+                            until: desk
+                                .view(event.agent)
+                                .and_then(|v| v.wrap_up_until_ms)
+                                .map_or(event.at, UnixMillis),
+                        },
+                        WireState::Paused { .. } => AgentState::Paused,
+                        WireState::LoggedOut => AgentState::LoggedOut,
+                    };
+                    if control.agent(event.agent, state).is_err() {
+                        return;
+                    }
+                }
+                changed = briefs.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    for b in briefs.borrow_and_update().iter() {
+                        desk.set_campaign(b);
+                    }
+                }
+                _ = shutdown.changed() => {
+                    if *shutdown.borrow() {
+                        return;
+                    }
+                }
+            }
+        }
+    });
+}

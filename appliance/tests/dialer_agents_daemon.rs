@@ -1,0 +1,716 @@
+//! The whole daemon (`callgate-appliance run`) dialling campaigns with agents: SIPp as the
+//! carrier (`carrier_agents.xml`: busy, no answer, answered calls that talk 3.5 or 5 s),
+//! SIPp desk phones that register on the agents' SIP side and answer the nailed-up leg
+//! (echoing RTP), and agents who log in on the agent page over HTTPS and save a disposition
+//! for every call they took — all through the daemon's own desk, lines, dispatch and
+//! dialer.
+//!
+//! Proven: every contact accounted for once (one attempt result and one call record), the
+//! answered calls bridged to agents with the agent's disposition in the call record,
+//! abandons only within the grant's budget and each abandoned call given the safe-harbour
+//! message (the call lasted the 2-s wait plus the whole message, and the daemon counted it);
+//! with the cloud gone (no grant renewal) dialling goes on until the grant expires, not one
+//! attempt starts after it, and the status page says why.
+
+mod dialer_support;
+mod sip_support;
+
+use callgate_appliance::dialer::store;
+use callgate_appliance::store::Store;
+use callgate_common::ids::{AgentGroupId, AgentId};
+use callgate_common::time::UnixMillis;
+use callgate_common::wire::{
+    AgentBrief, AgentGroupBrief, AgentRoster, AgentState, CallOutcome, CallRecord, DialMode,
+    Downlink, PacingGrant, Uplink,
+};
+use dialer_support::{all_day, brief, lease, Carrier, CAMPAIGN};
+use reqwest::header::{COOKIE, SET_COOKIE};
+use reqwest::{Client, StatusCode};
+use sip_support::{scenario, Sipp};
+use std::collections::{BTreeMap, HashMap};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const AGENT_PASSWORD: &str = "agent password 1";
+const PHONE_PASSWORD: &str = "phone password 1";
+const TECH_PASSWORD: &str = "correct horse battery";
+/// The safe-harbour message the test gives the daemon: one second of tone.
+const SAFE_HARBOUR_MS: i64 = 1_000;
+
+fn free_tcp_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// An even UDP port below 60000 with the next one free, for an RTP range start.
+fn free_even_port() -> u16 {
+    loop {
+        let p = sip_support::free_udp_port();
+        if p % 2 == 0 && p < 59_000 && std::net::UdpSocket::bind(("127.0.0.1", p + 1)).is_ok() {
+            return p;
+        }
+    }
+}
+
+/// An 8 kHz mono 16-bit WAV of `ms` milliseconds of a 500 Hz tone.
+fn tone_wav(ms: i64) -> Vec<u8> {
+    let samples: Vec<i16> = (0..ms * 8)
+        .map(|i| ((i as f64 * 2.0 * std::f64::consts::PI * 500.0 / 8000.0).sin() * 8000.0) as i16)
+        .collect();
+    let data_len = (samples.len() * 2) as u32;
+    let mut w = Vec::new();
+    w.extend_from_slice(b"RIFF");
+    w.extend_from_slice(&(36 + data_len).to_le_bytes());
+    w.extend_from_slice(b"WAVEfmt ");
+    w.extend_from_slice(&16u32.to_le_bytes());
+    w.extend_from_slice(&1u16.to_le_bytes());
+    w.extend_from_slice(&1u16.to_le_bytes());
+    w.extend_from_slice(&8000u32.to_le_bytes());
+    w.extend_from_slice(&16000u32.to_le_bytes());
+    w.extend_from_slice(&2u16.to_le_bytes());
+    w.extend_from_slice(&16u16.to_le_bytes());
+    w.extend_from_slice(b"data");
+    w.extend_from_slice(&data_len.to_le_bytes());
+    for s in samples {
+        w.extend_from_slice(&s.to_le_bytes());
+    }
+    w
+}
+
+fn roster(agents: u64) -> Downlink {
+    let phc = callgate_appliance::web::auth::hash_password(AGENT_PASSWORD);
+    Downlink::AgentRoster(AgentRoster {
+        version: 1,
+        groups: vec![AgentGroupBrief {
+            group: AgentGroupId(1),
+            name: "sales".into(),
+        }],
+        agents: (1..=agents)
+            .map(|i| AgentBrief {
+                agent: AgentId(i),
+                name: format!("Agent {i}"),
+                login: format!("agent{i}"),
+                password_phc: phc.clone(),
+                sip_username: format!("desk{i}"),
+                skills: vec![],
+                groups: vec![AgentGroupId(1)],
+            })
+            .collect(),
+    })
+}
+
+/// The campaign in `mode` with dispositions and a wrap-up long enough that the agents'
+/// dispositions (not the timer) end it.
+fn agent_brief(mode: DialMode) -> Downlink {
+    let Downlink::Campaign(mut b) = brief(mode, all_day()) else {
+        unreachable!()
+    };
+    b.name = "Spring offer".into();
+    b.script = "Hello, this is the spring offer.".into();
+    b.disposition_codes = vec!["sale".into(), "no_sale".into()];
+    b.wrap_up_seconds = 20;
+    Downlink::Campaign(b)
+}
+
+fn grant(max_concurrent: u32, abandon_budget: u64, expires_at: UnixMillis) -> Downlink {
+    Downlink::PacingGrant(PacingGrant {
+        campaign: CAMPAIGN,
+        max_concurrent,
+        max_attempts_per_minute: 10_000,
+        abandon_budget,
+        expires_at,
+    })
+}
+
+/// The real daemon with `[sip]`, `[agents]`, `[dialer]` and the web UI on loopback.
+struct Daemon {
+    child: Child,
+    dir: tempfile::TempDir,
+    ops: u16,
+    base: String,
+    agents_sip: std::net::SocketAddr,
+    client: Client,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Daemon {
+    /// Fills a fresh store with `holdings` (roster included), then starts the daemon.
+    async fn start(agents: u64, holdings: Vec<Downlink>, carrier: &Carrier) -> Daemon {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        {
+            let store = Store::open(&data).await.unwrap();
+            let mut tx = store.pool().begin().await.unwrap();
+            callgate_appliance::agents::roster::apply_downlink(&mut tx, &roster(agents))
+                .await
+                .unwrap();
+            tx.commit().await.unwrap();
+            for body in &holdings {
+                assert!(store::apply_now(store.pool(), body).await.unwrap());
+            }
+            store.pool().close().await;
+        }
+        std::fs::write(
+            dir.path().join("safe-harbour.wav"),
+            tone_wav(SAFE_HARBOUR_MS),
+        )
+        .unwrap();
+        let (ops, web) = (free_tcp_port(), free_tcp_port());
+        let (sip, agents_sip) = (sip_support::free_udp_port(), sip_support::free_udp_port());
+        let (dialer_rtp, agents_rtp) = (free_even_port(), free_even_port());
+        let agents_rtp = if agents_rtp.abs_diff(dialer_rtp) < 400 {
+            dialer_rtp.wrapping_add(400).min(58_000) & !1
+        } else {
+            agents_rtp
+        };
+        let phones: String = (1..=agents)
+            .map(|i| {
+                format!("[[sip.phones]]\nusername = \"desk{i}\"\npassword = \"{PHONE_PASSWORD}\"\n")
+            })
+            .collect();
+        let config = format!(
+            "[appliance]\nid = \"branch-agents\"\ndata_dir = \"data\"\n\
+             [log]\nlevel = \"callgate_appliance=info,warn\"\n\
+             [ops]\nlisten = \"127.0.0.1:{ops}\"\n\
+             [web]\nlisten = \"127.0.0.1:{web}\"\n\
+             [board]\nkind = \"none\"\n\
+             [sip]\nlisten = \"127.0.0.1:{sip}\"\n\
+             [[sip.trunks]]\nname = \"carrier\"\naddress = \"{carrier}\"\nmax_channels = 60\nmax_cps = 100\n\
+             {phones}\
+             [dialer]\nrtp_first_port = {dialer_rtp}\nrtp_last_port = {dialer_last}\nring_timeout_seconds = 2\n\
+             [agents]\nsip_listen = \"127.0.0.1:{agents_sip}\"\nrtp_first_port = {agents_rtp}\nrtp_last_port = {agents_last}\n\
+             digest_algorithms = [\"MD5\"]\nsafe_harbour_prompt = \"safe-harbour.wav\"\n",
+            carrier = carrier.addr,
+            dialer_last = dialer_rtp + 299,
+            agents_last = agents_rtp + 99,
+        );
+        std::fs::write(dir.path().join("config.toml"), config).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_callgate-appliance"))
+            .args(["--config", "config.toml", "run"])
+            .current_dir(dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("daemon.log")).unwrap())
+            .spawn()
+            .unwrap();
+        let base = format!("https://127.0.0.1:{web}");
+        let start = Instant::now();
+        let client = loop {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "the web UI did not come up; daemon log:\n{}",
+                std::fs::read_to_string(dir.path().join("daemon.log")).unwrap_or_default()
+            );
+            if let Ok(pem) = std::fs::read(data.join("web/cert.pem")) {
+                let client = Client::builder()
+                    .add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap())
+                    .redirect(reqwest::redirect::Policy::none())
+                    .build()
+                    .unwrap();
+                if client
+                    .get(format!("{base}/agent/login"))
+                    .send()
+                    .await
+                    .is_ok()
+                {
+                    break client;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        Daemon {
+            child,
+            dir,
+            ops,
+            base,
+            agents_sip: ([127, 0, 0, 1], agents_sip).into(),
+            client,
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("daemon.log")).unwrap_or_default()
+    }
+
+    async fn store(&self) -> Store {
+        Store::open(&self.dir.path().join("data")).await.unwrap()
+    }
+
+    /// Registers desk phone `i` with digest, then keeps it answering the nailed-up leg.
+    async fn phone(&self, i: u64) -> Sipp {
+        let port = sip_support::free_udp_port();
+        let box_addr = self.agents_sip.to_string();
+        let register = Sipp::start_on(
+            port,
+            &["-sf", &scenario("agent_phone_register.xml"), &box_addr],
+            &[
+                "-m",
+                "1",
+                "-s",
+                &format!("desk{i}"),
+                "-au",
+                &format!("desk{i}"),
+                "-ap",
+                PHONE_PASSWORD,
+            ],
+        );
+        let (ok, errors) = register.passed().await;
+        assert!(ok, "desk{i} registered: {errors}");
+        let phone = Sipp::start_on(
+            port,
+            &["-sf", &scenario("agents_phone.xml")],
+            &[
+                "-m",
+                "1",
+                "-d",
+                "900000",
+                "-mp",
+                &free_even_port().to_string(),
+                "-rtp_echo",
+            ],
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        phone
+    }
+
+    async fn metric(&self, name: &str) -> f64 {
+        let text = reqwest::get(format!("http://127.0.0.1:{}/metrics", self.ops))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .filter(|l| l.starts_with(name))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
+    /// Contacts not yet settled (pending or dialling).
+    async fn unsettled(&self, store: &Store) -> i64 {
+        let (n,): (i64,) = sqlx::query_as(
+            "SELECT COUNT(*) FROM dialer_contacts WHERE state IN ('pending', 'dialling')",
+        )
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+        n
+    }
+
+    /// SIGTERM, and the exit status.
+    async fn stop(&mut self) {
+        let kill = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(kill.success());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let status = loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                break s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the daemon did not stop on SIGTERM"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        assert!(status.success(), "{status:?}\n{}", self.log());
+    }
+}
+
+/// An agent working the agent page over HTTPS: logs in (which calls its desk phone), then
+/// saves `sale` for every call that reaches wrap-up. Returns the calls it disposed.
+async fn agent_at_the_page(
+    client: Client,
+    base: String,
+    i: u64,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> Vec<String> {
+    let r = client
+        .post(format!("{base}/agent/login"))
+        .form(&[
+            ("login", format!("agent{i}")),
+            ("password", AGENT_PASSWORD.into()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SEE_OTHER, "agent{i} logs in");
+    let cookie = r.headers()[SET_COOKIE]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let page = client
+        .get(format!("{base}/agent"))
+        .header(COOKIE, &cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let csrf = page
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("the page carries the CSRF token")
+        .to_string();
+    let mut events = client
+        .get(format!("{base}/agent/events"))
+        .header(COOKIE, &cookie)
+        .send()
+        .await
+        .unwrap();
+    let mut disposed: Vec<String> = Vec::new();
+    let mut buffer = String::new();
+    loop {
+        let chunk = tokio::select! {
+            c = events.chunk() => c.unwrap(),
+            _ = stop.changed() => return disposed,
+        };
+        let Some(chunk) = chunk else { return disposed };
+        buffer.push_str(&String::from_utf8_lossy(&chunk));
+        while let Some(end) = buffer.find("\n\n") {
+            let event: String = buffer.drain(..end + 2).collect();
+            let Some(data) = event.lines().find_map(|l| l.strip_prefix("data:")) else {
+                continue;
+            };
+            let view: serde_json::Value = serde_json::from_str(data.trim()).unwrap();
+            if view["state"] != "wrap_up" || !view["call"]["disposition"].is_null() {
+                continue;
+            }
+            let call = view["call"]["call"].as_str().unwrap().to_string();
+            if disposed.contains(&call) {
+                continue;
+            }
+            let r = client
+                .post(format!("{base}/agent/disposition"))
+                .header(COOKIE, &cookie)
+                .form(&[("csrf", csrf.as_str()), ("code", "sale")])
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(
+                r.status(),
+                StatusCode::SEE_OTHER,
+                "agent{i} disposes {call}"
+            );
+            disposed.push(call);
+        }
+    }
+}
+
+/// What the daemon's outbox holds.
+struct Outbox {
+    results: Vec<callgate_common::wire::AttemptResult>,
+    records: Vec<CallRecord>,
+    agent_events: Vec<callgate_common::wire::AgentEvent>,
+}
+
+async fn outbox(store: &Store) -> Outbox {
+    let rows: Vec<(Vec<u8>,)> = sqlx::query_as("SELECT body FROM sync_outbox ORDER BY id")
+        .fetch_all(store.pool())
+        .await
+        .unwrap();
+    let mut o = Outbox {
+        results: vec![],
+        records: vec![],
+        agent_events: vec![],
+    };
+    for (b,) in rows {
+        match postcard::from_bytes::<Uplink>(&b).unwrap() {
+            Uplink::AttemptResult(r) => o.results.push(r),
+            Uplink::CallRecord(r) => o.records.push(r),
+            Uplink::AgentEvent(e) => o.agent_events.push(e),
+            _ => {}
+        }
+    }
+    o
+}
+
+/// Logs `agents` agents in over HTTPS (each desk phone answers its nailed-up leg) and keeps
+/// them disposing until the returned sender is told to stop.
+async fn staff(
+    daemon: &Daemon,
+    agents: u64,
+) -> (
+    Vec<Sipp>,
+    tokio::sync::watch::Sender<bool>,
+    Vec<tokio::task::JoinHandle<Vec<String>>>,
+) {
+    let mut phones = Vec::new();
+    for i in 1..=agents {
+        phones.push(daemon.phone(i).await);
+    }
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let bots = (1..=agents)
+        .map(|i| {
+            tokio::spawn(agent_at_the_page(
+                daemon.client.clone(),
+                daemon.base.clone(),
+                i,
+                stop_rx.clone(),
+            ))
+        })
+        .collect();
+    (phones, stop, bots)
+}
+
+async fn run_campaign(mode: DialMode, contacts: u64, agents: u64, budget: u64) {
+    let carrier = Carrier::start_with("carrier_agents.xml");
+    let hour = UnixMillis::now().plus_millis(3_600_000);
+    let mut daemon = Daemon::start(
+        agents,
+        vec![
+            agent_brief(mode),
+            lease(1, 0..contacts, hour, |_| false),
+            grant(30, budget, hour),
+        ],
+        &carrier,
+    )
+    .await;
+    let (_phones, stop_agents, bots) = staff(&daemon, agents).await;
+    let store = daemon.store().await;
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while daemon.unsettled(&store).await > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "{} contacts not settled; daemon log:\n{}",
+            daemon.unsettled(&store).await,
+            daemon.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The last calls' dispositions: wait until no agent is in wrap-up any more.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let safe_harbour = daemon.metric("callgate_dialer_safe_harbour_total").await;
+    let abandoned_waiting = daemon
+        .metric("callgate_dialer_abandoned_waiting_total")
+        .await;
+    let _ = stop_agents.send(true);
+    let mut disposed_by_page = Vec::new();
+    for b in bots {
+        disposed_by_page.extend(b.await.unwrap());
+    }
+    daemon.stop().await;
+    let o = outbox(&store).await;
+
+    // Every contact accounted for once.
+    let mut per_contact: BTreeMap<u64, u32> = BTreeMap::new();
+    for r in &o.results {
+        *per_contact.entry(r.contact.0).or_default() += 1;
+    }
+    assert_eq!(per_contact.len() as u64, contacts, "a result per contact");
+    assert!(per_contact.values().all(|n| *n == 1), "no contact twice");
+    assert_eq!(
+        o.records.len() as u64,
+        contacts,
+        "a call record per contact"
+    );
+    let count = |want: CallOutcome| o.records.iter().filter(|r| r.outcome == want).count();
+    let answered = count(CallOutcome::AnsweredHuman);
+    let abandoned = count(CallOutcome::Abandoned);
+    let (busy, no_answer) = (count(CallOutcome::Busy), count(CallOutcome::NoAnswer));
+    eprintln!(
+        "{mode:?}: {contacts} contacts, {agents} agents: answered {answered}, abandoned {abandoned}, \
+         busy {busy}, no answer {no_answer}, safe harbour {safe_harbour}, abandoned waiting {abandoned_waiting}"
+    );
+    assert!(
+        answered as u64 > contacts / 3,
+        "most answered calls reached agents"
+    );
+    assert!(busy > 5 && no_answer > 3, "the carrier's mix came through");
+
+    // Answered calls: bridged to an agent, with the disposition the agent saved on the page.
+    let disposed: std::collections::HashSet<String> = disposed_by_page.into_iter().collect();
+    for r in o
+        .records
+        .iter()
+        .filter(|r| r.outcome == CallOutcome::AnsweredHuman)
+    {
+        let agent = r.agent.expect("an answered call was talked by an agent");
+        assert!((1..=agents).contains(&agent.0));
+        assert_eq!(
+            r.disposition.as_deref(),
+            Some("sale"),
+            "call {} has the agent's disposition",
+            r.call
+        );
+        assert!(
+            disposed.contains(&r.call.to_string()),
+            "disposed on the page"
+        );
+    }
+    // Each agent went through ready, reserved, talking and wrap-up, in the outbox.
+    let mut seen: HashMap<u64, Vec<AgentState>> = HashMap::new();
+    for e in &o.agent_events {
+        seen.entry(e.agent.0).or_default().push(e.state.clone());
+    }
+    let talked = o
+        .records
+        .iter()
+        .filter_map(|r| r.agent)
+        .collect::<std::collections::HashSet<_>>();
+    for agent in talked {
+        let states = &seen[&agent.0];
+        for want in [
+            AgentState::Ready,
+            AgentState::Reserved,
+            AgentState::Talking,
+            AgentState::WrapUp,
+        ] {
+            assert!(
+                states.contains(&want),
+                "agent {agent}: {want:?} in {states:?}"
+            );
+        }
+    }
+
+    // Abandons: within the grant's budget, and each one heard the safe-harbour message (the
+    // carrier's customers stay on at least 3.5 s, longer than the 2-s wait plus the message).
+    assert!(
+        abandoned <= budget as usize,
+        "{abandoned} abandoned calls, budget {budget}"
+    );
+    assert_eq!(
+        safe_harbour as usize, abandoned,
+        "each abandon was a safe harbour"
+    );
+    for r in o
+        .records
+        .iter()
+        .filter(|r| r.outcome == CallOutcome::Abandoned)
+    {
+        let answered_at = r.answered_at.expect("an abandoned call was answered");
+        let lasted = r.ended_at.millis_since(answered_at);
+        assert!(
+            lasted >= 2_000 + SAFE_HARBOUR_MS - 100,
+            "abandoned call {} lasted {lasted} ms: the message was not played whole",
+            r.call
+        );
+        assert!(r.agent.is_none());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_200_contact_progressive_campaign_reaches_agents_who_dispose_on_the_page() {
+    run_campaign(DialMode::Progressive, 200, 8, 2).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_200_contact_predictive_campaign_abandons_only_within_its_budget_with_the_message() {
+    run_campaign(DialMode::Predictive, 200, 8, 6).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn with_the_cloud_gone_agents_dial_until_the_grant_expires_and_the_status_says_why() {
+    const AGENTS: u64 = 4;
+    let carrier = Carrier::start_with("carrier_agents.xml");
+    let hour = UnixMillis::now().plus_millis(3_600_000);
+    // Nobody renews the grant: the coordinator is unreachable. It expires 20 s from now.
+    let expiry = UnixMillis::now().plus_millis(20_000);
+    let mut daemon = Daemon::start(
+        AGENTS,
+        vec![
+            agent_brief(DialMode::Progressive),
+            lease(1, 0..400, hour, |_| false),
+            grant(30, 2, expiry),
+        ],
+        &carrier,
+    )
+    .await;
+    let (_phones, stop_agents, bots) = staff(&daemon, AGENTS).await;
+    let store = daemon.store().await;
+    // Past the expiry, and past every call then in flight.
+    let wait = expiry.millis_since(UnixMillis::now()).max(0) as u64 + 8_000;
+    tokio::time::sleep(Duration::from_millis(wait)).await;
+    assert_eq!(daemon.unsettled(&store).await, 0, "every contact settled");
+
+    // The status page (technician login over HTTPS) says why the campaign stopped.
+    let code = std::fs::read_to_string(daemon.dir.path().join("data/setup-code")).unwrap();
+    let r = daemon
+        .client
+        .post(format!("{}/setup", daemon.base))
+        .form(&[
+            ("setup_code", code.trim()),
+            ("username", "tech"),
+            ("password", TECH_PASSWORD),
+            ("confirm", TECH_PASSWORD),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let r = daemon
+        .client
+        .post(format!("{}/login", daemon.base))
+        .form(&[("username", "tech"), ("password", TECH_PASSWORD)])
+        .send()
+        .await
+        .unwrap();
+    let cookie = r.headers()[SET_COOKIE]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let status = daemon
+        .client
+        .get(format!("{}/status", daemon.base))
+        .header(COOKIE, &cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        status.contains("stopped: pacing grant expired"),
+        "the status page says why: {status}"
+    );
+
+    let _ = stop_agents.send(true);
+    for b in bots {
+        b.await.unwrap();
+    }
+    daemon.stop().await;
+    let o = outbox(&store).await;
+    assert!(o.results.len() >= 8, "agents took calls before the expiry");
+    let last_start = o.results.iter().map(|r| r.started_at).max().unwrap();
+    assert!(
+        last_start < expiry,
+        "an attempt started {} ms after the grant expired",
+        last_start.millis_since(expiry)
+    );
+    assert!(
+        expiry.millis_since(last_start) < 8_000,
+        "dialling went on until near the expiry (last start {} ms before)",
+        expiry.millis_since(last_start)
+    );
+    let (returned,): (i64,) = sqlx::query_as(
+        "SELECT COUNT(*) FROM dialer_contacts WHERE state = 'returned' AND reason LIKE '%grant expired%'",
+    )
+    .fetch_one(store.pool())
+    .await
+    .unwrap();
+    assert_eq!(
+        returned as usize + o.results.len(),
+        400,
+        "the rest was handed back saying why"
+    );
+}
