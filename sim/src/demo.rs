@@ -15,7 +15,7 @@
 
 use crate::agents::SimAgents;
 use crate::carrier::SimCarrier;
-use crate::scenario::Scenario;
+use crate::scenario::{AgentsScenario, Scenario, SimPerson};
 use crate::SimError;
 use callgate_common::compliance::{CallingWindow, ComplianceProfile};
 use callgate_common::ids::ApplianceId;
@@ -113,8 +113,12 @@ pub struct AppliancePorts {
     pub web: u16,
     /// The SIP engine (trunks).
     pub sip: u16,
-    /// First RTP port (a range of 1000).
+    /// First RTP port of the dialer (a range of 1000).
     pub rtp_first: u16,
+    /// The agents' SIP side (desk-phone registrar, nailed-up legs).
+    pub agents_sip: u16,
+    /// First RTP port of the agents' lines (a range of 200).
+    pub agents_rtp_first: u16,
 }
 
 /// Every port the demo listens on.
@@ -150,7 +154,10 @@ fn free_udp() -> Result<u16, std::io::Error> {
 fn free_udp_range(n: u16, avoid: &[u16]) -> Result<u16, std::io::Error> {
     for _ in 0..50 {
         let base = (free_udp()? & !1).clamp(20_000, 60_000 - n);
-        if avoid.iter().any(|a| (base..base + n).contains(a)) {
+        if avoid
+            .iter()
+            .any(|a| base < a.saturating_add(1_000) && *a < base + n)
+        {
             continue;
         }
         let ends = [base, base + n - 1]
@@ -179,6 +186,8 @@ impl Ports {
                         web: 9443 + i,
                         sip: 5070 + i,
                         rtp_first: 20_000 + 1_000 * i,
+                        agents_sip: 5080 + i,
+                        agents_rtp_first: 30_000 + 1_000 * i,
                     })
                     .collect(),
             }),
@@ -188,11 +197,15 @@ impl Ports {
                 for _ in 0..appliances {
                     let rtp_first = free_udp_range(1_000, &taken)?;
                     taken.push(rtp_first);
+                    let agents_rtp_first = free_udp_range(200, &taken)?;
+                    taken.push(agents_rtp_first);
                     boxes.push(AppliancePorts {
                         ops: free_tcp()?,
                         web: free_tcp()?,
                         sip: free_udp()?,
                         rtp_first,
+                        agents_sip: free_udp()?,
+                        agents_rtp_first,
                     });
                 }
                 Ok(Ports {
@@ -221,6 +234,53 @@ pub struct DemoState {
     pub appliances: Vec<String>,
     /// The demo campaign, once created.
     pub campaign: Option<i64>,
+    /// The simulated agents, once created at HQ.
+    #[serde(default)]
+    pub agents: Vec<DemoAgent>,
+}
+
+/// One simulated agent of the demo.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DemoAgent {
+    /// The appliance (branch) the agent works at.
+    pub branch: String,
+    /// Display name.
+    pub name: String,
+    /// Login on the agent page.
+    pub login: String,
+    /// Its password.
+    pub password: String,
+    /// The desk phone's SIP account.
+    pub phone: String,
+    /// The desk phone's SIP password.
+    pub phone_password: String,
+}
+
+/// Simulated agents per appliance.
+pub const AGENTS_PER_APPLIANCE: usize = 3;
+/// Disposition codes of the demo campaign.
+pub const DISPOSITIONS: [&str; 3] = ["sale", "callback", "not-interested"];
+
+/// The demo's agents for `branch` (`index` is the branch's 0-based number).
+pub fn demo_agents(branch: &str, index: usize) -> Vec<DemoAgent> {
+    const NAMES: [&str; 15] = [
+        "Ann", "Bob", "Cleo", "Dan", "Eve", "Finn", "Gia", "Hal", "Ida", "Jon", "Kim", "Lou",
+        "Mia", "Ned", "Ola",
+    ];
+    (0..AGENTS_PER_APPLIANCE)
+        .map(|k| {
+            let name = NAMES[(index * AGENTS_PER_APPLIANCE + k) % NAMES.len()];
+            let login = format!("{}{}", name.to_lowercase(), index + 1);
+            DemoAgent {
+                branch: branch.to_string(),
+                name: format!("{name} (simulated)"),
+                password: format!("{login}-demo-password"),
+                phone: format!("desk-{login}"),
+                phone_password: format!("{login}-phone-secret"),
+                login,
+            }
+        })
+        .collect()
 }
 
 /// The name of appliance `i` (0-based).
@@ -297,7 +357,22 @@ fn coordinator_toml(dir: &Path, p: &Ports) -> String {
     )
 }
 
-fn appliance_toml(dir: &Path, name: &str, p: &AppliancePorts, ports: &Ports) -> String {
+fn appliance_toml(
+    dir: &Path,
+    name: &str,
+    p: &AppliancePorts,
+    ports: &Ports,
+    agents: &[DemoAgent],
+) -> String {
+    let phones: String = agents
+        .iter()
+        .map(|a| {
+            format!(
+                "[[sip.phones]]\nusername = \"{}\"\npassword = \"{}\"\n",
+                a.phone, a.phone_password
+            )
+        })
+        .collect();
     format!(
         "[appliance]\nid = \"{name}\"\ndata_dir = \"{data}\"\n\
          [ops]\nlisten = \"127.0.0.1:{ops}\"\n\
@@ -307,7 +382,9 @@ fn appliance_toml(dir: &Path, name: &str, p: &AppliancePorts, ports: &Ports) -> 
          [sip]\nlisten = \"127.0.0.1:{sip}\"\n\
          [[sip.trunks]]\nname = \"sim-carrier\"\naddress = \"127.0.0.1:{carrier}\"\n\
          max_channels = 30\nmax_cps = 50\n\
-         [dialer]\nrtp_first_port = {rtp}\nrtp_last_port = {rtp_last}\nring_timeout_seconds = 15\n",
+         {phones}\
+         [dialer]\nrtp_first_port = {rtp}\nrtp_last_port = {rtp_last}\nring_timeout_seconds = 15\n\
+         [agents]\nsip_listen = \"127.0.0.1:{agents_sip}\"\nrtp_first_port = {artp}\nrtp_last_port = {artp_last}\n",
         data = toml_path(&dir.join(name)),
         ops = p.ops,
         web = p.web,
@@ -316,6 +393,9 @@ fn appliance_toml(dir: &Path, name: &str, p: &AppliancePorts, ports: &Ports) -> 
         carrier = ports.carrier,
         rtp = p.rtp_first,
         rtp_last = p.rtp_first + 999,
+        agents_sip = p.agents_sip,
+        artp = p.agents_rtp_first,
+        artp_last = p.agents_rtp_first + 199,
     )
 }
 
@@ -415,6 +495,7 @@ async fn first_run_secrets(config: &Path) -> Result<DemoState, DemoError> {
         console_password: password,
         appliances: Vec::new(),
         campaign: None,
+        agents: Vec::new(),
     })
 }
 
@@ -440,6 +521,42 @@ async fn claim_code(config: &Path, name: &str) -> Result<String, DemoError> {
     .map_err(|e| err(&e))?;
     store.pool().close().await;
     Ok(code.to_string())
+}
+
+/// Creates the agent group and the simulated agents of every branch at HQ (the roster the
+/// appliances receive).
+async fn create_agents(api: &Api, boxes: &[String]) -> Result<Vec<DemoAgent>, DemoError> {
+    let group = api
+        .call(
+            "POST",
+            "/api/v1/agent-groups",
+            Some(json!({"name": "demo-agents", "description": "the demo's simulated agents"})),
+        )
+        .await?;
+    let group_id = group["id"].as_i64().ok_or_else(|| DemoError::Api {
+        what: "POST /api/v1/agent-groups".into(),
+        reason: format!("no id in {group}"),
+    })?;
+    let mut agents = Vec::new();
+    for (i, b) in boxes.iter().enumerate() {
+        for a in demo_agents(b, i) {
+            api.call(
+                "POST",
+                "/api/v1/agents",
+                Some(json!({
+                    "name": a.name,
+                    "branch": a.branch,
+                    "sip_username": a.phone,
+                    "login": a.login,
+                    "password": a.password,
+                    "groups": [group_id],
+                })),
+            )
+            .await?;
+            agents.push(a);
+        }
+    }
+    Ok(agents)
 }
 
 /// Imports the sample list and creates and starts the campaign; returns its id.
@@ -523,7 +640,10 @@ async fn create_campaign(api: &Api, data_dir: &Path, boxes: &[String]) -> Result
             Some(json!({
                 "name": "Demo renewals",
                 "kind": "service",
-                "dial_mode": "agentless",
+                "dial_mode": "progressive",
+                "disposition_codes": DISPOSITIONS,
+                "wrap_up_seconds": 10,
+                "script": "Hello {{first_name}}, this is Callgate calling about your {{tier}} plan (account {{account}}).",
                 "compliance_profile_id": profile["id"],
                 "calling_window": all_day,
                 "caller_id": "+14155550100",
@@ -578,6 +698,7 @@ async fn run_appliance(name: String, config: PathBuf, stop: watch::Receiver<bool
 struct HqCounts {
     attempts: i64,
     call_records: i64,
+    dispositions: i64,
 }
 
 async fn hq_counts(pool: &sqlx::AnyPool) -> HqCounts {
@@ -590,6 +711,7 @@ async fn hq_counts(pool: &sqlx::AnyPool) -> HqCounts {
     HqCounts {
         attempts: count("attempt_results").await,
         call_records: count("call_records").await,
+        dispositions: count("call_records WHERE disposition IS NOT NULL").await,
     }
 }
 
@@ -688,14 +810,26 @@ pub async fn run(
         save_state(&dir, &state)?;
     }
 
-    // The simulated carrier and (when the scenario has them) agents.
+    // The simulated agents at HQ (first run), so their phones are in the boxes' config.
+    if state.agents.is_empty() {
+        state.agents = create_agents(&api, &names).await?;
+        save_state(&dir, &state)?;
+    }
+
+    // The simulated carrier.
     let carrier = SimCarrier::start(&scenario.carrier, scenario.seed).await?;
 
     // The appliances.
     let mut boxes = Vec::new();
     for (name, p) in names.iter().zip(&ports.appliances) {
         let config = dir.join(format!("{name}.toml"));
-        std::fs::write(&config, appliance_toml(&dir, name, p, &ports))
+        let staff: Vec<DemoAgent> = state
+            .agents
+            .iter()
+            .filter(|a| &a.branch == name)
+            .cloned()
+            .collect();
+        std::fs::write(&config, appliance_toml(&dir, name, p, &ports, &staff))
             .map_err(|e| data_err(&config, e))?;
         boxes.push(tokio::spawn(run_appliance(
             name.clone(),
@@ -713,10 +847,35 @@ pub async fn run(
             });
         }
     }
-    let agents = match &scenario.agents {
-        Some(a) => Some(SimAgents::start(a, scenario.seed).await?),
-        None => None,
-    };
+    // The simulated agents: each box's people at its agent page and registrar.
+    let mut agents = Vec::new();
+    for (i, (name, p)) in names.iter().zip(&ports.appliances).enumerate() {
+        let people: Vec<SimPerson> = state
+            .agents
+            .iter()
+            .filter(|a| &a.branch == name)
+            .map(|a| SimPerson {
+                login: a.login.clone(),
+                password: a.password.clone(),
+                phone: a.phone.clone(),
+                phone_password: a.phone_password.clone(),
+                phone_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            })
+            .collect();
+        let desk = AgentsScenario {
+            web: format!("https://127.0.0.1:{}", p.web),
+            web_certificate: Some(dir.join(name).join("web/cert.pem")),
+            registrar: SocketAddr::from(([127, 0, 0, 1], p.agents_sip)),
+            wrap_up_seconds: scenario
+                .agents
+                .as_ref()
+                .map(|a| a.wrap_up_seconds.clone())
+                .unwrap_or(crate::dist::Seconds::Uniform { min: 2.0, max: 6.0 }),
+            dispositions: DISPOSITIONS.iter().map(|d| d.to_string()).collect(),
+            people,
+        };
+        agents.push(SimAgents::start(&desk, scenario.seed.wrapping_add(i as u64)).await?);
+    }
 
     // The campaign (first run only).
     let campaign = match state.campaign {
@@ -760,9 +919,20 @@ pub async fn run(
             "  {name} web UI    https://127.0.0.1:{}/   first visit: setup code {code}, then create the technician account",
             p.web
         );
+        let logins: Vec<&str> = state
+            .agents
+            .iter()
+            .filter(|a| &a.branch == name)
+            .map(|a| a.login.as_str())
+            .collect();
+        println!(
+            "  {name} agents    https://127.0.0.1:{}/agent   worked by simulated agents {}",
+            p.web,
+            logins.join(", ")
+        );
     }
     println!(
-        "  simulated carrier sip:127.0.0.1:{} (UDP); campaign {campaign} \"Demo renewals\" dialling {} sample contacts",
+        "  simulated carrier sip:127.0.0.1:{} (UDP); campaign {campaign} \"Demo renewals\" (progressive) dialling {} sample contacts",
         ports.carrier, SAMPLE_CONTACT_COUNT
     );
     println!("  (self-signed certificates: accept them in the browser)  Ctrl-C stops everything.");
@@ -783,20 +953,18 @@ pub async fn run(
                 let c = carrier.stats();
                 let h = hq_counts(hq.pool()).await;
                 let mut line = format!(
-                    "carrier: {} calls, {} answered ({} by machines), {} busy, {} cancelled unanswered, {} in progress | HQ: {} attempt results, {} call records",
+                    "carrier: {} calls, {} answered ({} by machines), {} busy, {} cancelled unanswered, {} in progress | HQ: {} attempt results, {} call records ({} with a disposition)",
                     c.calls, c.answered, c.machine, c.busy, c.cancelled + c.no_answer, c.active,
-                    h.attempts, h.call_records
+                    h.attempts, h.call_records, h.dispositions
                 );
-                if let Some(a) = &agents {
-                    let a = a.stats();
-                    line.push_str(&format!(" | agents: {} calls, {} dispositions", a.calls, a.dispositions));
-                }
+                let (calls, dispositions) = agents.iter().map(SimAgents::stats).fold((0, 0), |(c, d), a| (c + a.calls, d + a.dispositions));
+                line.push_str(&format!(" | agents: {calls} calls, {dispositions} dispositions"));
                 println!("{line}");
             }
         }
     }
     println!("stopping: agents, appliances, carrier, coordinator ...");
-    if let Some(a) = agents {
+    for a in agents {
         a.stop().await;
     }
     let _ = stop_tx.send(true);

@@ -1,6 +1,7 @@
 //! The all-in-one demo (`callgate-demo`, the README's first command) as a user runs it:
-//! calls flow end to end (the simulated carrier → the enrolled appliances' dialers → attempt
-//! results and call records at the coordinator over the embedded broker), the HQ console
+//! calls flow end to end (the simulated carrier → the enrolled appliances' dialers → the
+//! simulated agents on the agent desks → attempt results, call records with dispositions
+//! and agent events at the coordinator over the embedded broker), the HQ console
 //! and every appliance's web UI answer on the printed URLs, Ctrl-C (SIGINT) stops it with
 //! exit 0, and a second run on the same data directory carries on with the same campaign
 //! and appliances. A directory that is not a demo's is refused with its name.
@@ -178,6 +179,24 @@ async fn the_demo_places_calls_end_to_end_serves_console_and_uis_stops_on_ctrl_c
     }
     let records = count(&db, "SELECT COUNT(*) FROM call_records").await;
     assert!(records >= 20, "{records} call records");
+    // The simulated agents took answered calls and saved dispositions that reached HQ in
+    // the call records, and their state changes reached HQ as agent events.
+    wait_for(
+        &db,
+        "SELECT COUNT(*) FROM call_records WHERE disposition IN ('sale', 'callback', 'not-interested')",
+        1,
+        Duration::from_secs(120),
+        &log,
+    )
+    .await;
+    wait_for(
+        &db,
+        "SELECT COUNT(*) FROM agent_events",
+        6,
+        Duration::from_secs(60),
+        &log,
+    )
+    .await;
     // Each box sends a call's record before its attempt result, in order: HQ never holds
     // more results than records for a box.
     for b in ["branch-1", "branch-2"] {
