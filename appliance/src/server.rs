@@ -136,9 +136,23 @@ pub async fn run(
             (None, None)
         }
     };
-    // The robot-script placement for agentless campaigns and robot routes plugs in here;
-    // without one, those calls hear the `[dialer]` announcement.
-    let robot: Option<Arc<dyn crate::dialer::placement::AnsweredCallPlacement>> = None;
+    // Robot scripts for agentless campaigns and robot routes: each campaign's script comes
+    // with its brief; a campaign without one (or with a refused one) hears the `[dialer]`
+    // announcement. Prompt files are looked up in `<data_dir>/prompts`.
+    let robot_placement = match &config.sip {
+        Some(_) => Some(crate::robot_call::RobotPlacement::new(
+            Arc::new(crate::robot_call::SpeechCache::new(
+                Arc::new(callgate_robot::EspeakNg::default()),
+                crate::robot_call::speech::DEFAULT_CAPACITY,
+            )),
+            config.raw.appliance.data_dir.join("prompts"),
+            crate::dialer::driver::dialer_announcement(&config)?,
+        )),
+        None => None,
+    };
+    let robot = robot_placement
+        .clone()
+        .map(|r| Arc::new(r) as Arc<dyn crate::dialer::placement::AnsweredCallPlacement>);
     // The SIP engine and the campaign executor run when `[sip]` is configured.
     let dialer = match &config.sip {
         Some(sip) => Some(
@@ -156,6 +170,29 @@ pub async fn run(
             tracing::info!("no [sip] section: the SIP engine and the dialer are off");
             None
         }
+    };
+    // Every brief the dialer holds gives the robot placement its campaign's script.
+    let robot_briefs = match (&robot_placement, &dialer) {
+        (Some(robot), Some(dialer)) => {
+            let robot = robot.clone();
+            let mut briefs = dialer.control().briefs();
+            let mut stop = stop_rx.clone();
+            Some(tokio::spawn(async move {
+                loop {
+                    for brief in briefs.borrow_and_update().iter() {
+                        if let Err(e) = robot.set_campaign(brief) {
+                            tracing::warn!(campaign = %brief.campaign, error = %e,
+                                "robot script refused: the campaign's calls hear the announcement");
+                        }
+                    }
+                    tokio::select! {
+                        changed = briefs.changed() => if changed.is_err() { return },
+                        _ = stop.changed() => return,
+                    }
+                }
+            }))
+        }
+        _ => None,
     };
     // Telemetry to the coordinator (issue 5): campaigns, agents, temperature, disk, outbox.
     sync.start_telemetry(crate::sync::telemetry::TelemetrySources {
@@ -281,6 +318,9 @@ pub async fn run(
             Err(e) => tracing::error!(error = %e, "web UI task failed"),
             Ok(Ok(())) => {}
         }
+    }
+    if let Some(task) = robot_briefs {
+        task.abort();
     }
     if let Some(reset) = button_reset {
         reset.abort();
