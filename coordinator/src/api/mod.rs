@@ -102,6 +102,10 @@ pub fn router(state: ApiState) -> Router {
         )
         .route("/api/v1/appliances/{name}", get(appliances::get_appliance))
         .route(
+            "/api/v1/appliances/{name}/limits",
+            get(appliances::get_limits).put(appliances::set_limits),
+        )
+        .route(
             "/api/v1/appliances/{name}/revoke",
             post(appliances::revoke_appliance),
         )

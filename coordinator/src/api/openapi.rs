@@ -465,6 +465,16 @@ fn appliance_schemas() -> Value {
             &["items", "next_after"],
             false,
         ),
+        "ApplianceLimits": obj(json!({
+            "max_concurrent": { "type": "integer", "minimum": 0, "maximum": 100000 },
+            "max_attempts_per_minute": { "type": "integer", "minimum": 0, "maximum": 100000 },
+        }), &["max_concurrent", "max_attempts_per_minute"], true),
+        "ApplianceLimitsView": obj(json!({
+            "appliance": { "type": "string" },
+            "max_concurrent": int(),
+            "max_attempts_per_minute": int(),
+            "custom": { "type": "boolean", "description": "false: the [sync.dialer] defaults apply" },
+        }), &["appliance", "max_concurrent", "max_attempts_per_minute", "custom"], true),
     })
 }
 
@@ -1020,6 +1030,34 @@ fn build() -> Value {
             params: vec![name_param()],
             body: None,
             ok: (200, Some(r("Appliance"))),
+            errors: &[400, 404, 422],
+        },
+    );
+    put(
+        "/api/v1/appliances/{name}/limits",
+        "get",
+        Op {
+            id: "getApplianceLimits",
+            links: &[],
+            summary: "An appliance's trunk limits (split between the campaigns it dials)",
+            scope: "appliances:read",
+            params: vec![name_param()],
+            body: None,
+            ok: (200, Some(r("ApplianceLimitsView"))),
+            errors: &[400, 404, 422],
+        },
+    );
+    put(
+        "/api/v1/appliances/{name}/limits",
+        "put",
+        Op {
+            id: "setApplianceLimits",
+            links: &[],
+            summary: "Set an appliance's trunk limits; the next pacing grants follow them",
+            scope: "appliances:write",
+            params: vec![name_param()],
+            body: json_body(r("ApplianceLimits")),
+            ok: (200, Some(r("ApplianceLimitsView"))),
             errors: &[400, 404, 422],
         },
     );

@@ -1,0 +1,33 @@
+-- Coordinator schema, version 8: scheduler leadership across replicas, per-appliance pacing
+-- limits, call-task scheduling, and a cheaper lease index. Kept in step across both
+-- dialects. Times are Unix milliseconds.
+
+-- Only leased contacts are looked up by lease: a million unleased rows need no index entry
+-- (every import paid for one).
+DROP INDEX contacts_lease;
+CREATE INDEX contacts_lease ON contacts (lease_id) WHERE lease_id IS NOT NULL;
+
+-- The scheduler's leader lease: one row per role; a replica acts only while it holds the
+-- row (holder = its id, expires_at in the future). `term` grows on every change of holder.
+CREATE TABLE scheduler_leader (
+    role       TEXT PRIMARY KEY,
+    holder     TEXT NOT NULL,
+    term       BIGINT NOT NULL,
+    expires_at BIGINT NOT NULL
+);
+
+-- An appliance's trunk limits, shared by the campaigns it dials (NULL row: the defaults of
+-- `[sync.dialer]`).
+CREATE TABLE appliance_limits (
+    appliance               TEXT PRIMARY KEY,
+    max_concurrent          BIGINT NOT NULL,
+    max_attempts_per_minute BIGINT NOT NULL,
+    updated_at              BIGINT NOT NULL
+);
+
+-- Call tasks are dialled: when the next attempt is due, how many were made, and which
+-- appliance holds the task now (NULL: nobody).
+ALTER TABLE call_tasks ADD COLUMN attempts BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE call_tasks ADD COLUMN next_attempt_at BIGINT;
+ALTER TABLE call_tasks ADD COLUMN claimed_by TEXT;
+ALTER TABLE call_tasks ADD COLUMN claim_expires_at BIGINT;
