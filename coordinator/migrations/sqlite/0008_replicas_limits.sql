@@ -1,5 +1,5 @@
 -- Coordinator schema, version 8: scheduler leadership across replicas, per-appliance pacing
--- limits, call-task scheduling, and a cheaper lease index. Kept in step across both
+-- limits, and a cheaper lease index. Kept in step across both
 -- dialects. Times are Unix milliseconds.
 
 -- Only leased contacts are looked up by lease: a million unleased rows need no index entry
@@ -24,10 +24,3 @@ CREATE TABLE appliance_limits (
     max_attempts_per_minute BIGINT NOT NULL,
     updated_at              BIGINT NOT NULL
 );
-
--- Call tasks are dialled: when the next attempt is due, how many were made, and which
--- appliance holds the task now (NULL: nobody).
-ALTER TABLE call_tasks ADD COLUMN attempts BIGINT NOT NULL DEFAULT 0;
-ALTER TABLE call_tasks ADD COLUMN next_attempt_at BIGINT;
-ALTER TABLE call_tasks ADD COLUMN claimed_by TEXT;
-ALTER TABLE call_tasks ADD COLUMN claim_expires_at BIGINT;
