@@ -96,6 +96,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/compliance-profiles/{id}", get(get_profile))
         .route("/api/v1/dnc", get(list_dnc).post(add_dnc))
         .route("/api/v1/dnc/{id}", axum::routing::delete(remove_dnc))
+        .route("/api/v1/dnc/import", post(import_dnc))
         .route(
             "/api/v1/appliances",
             get(appliances::list_appliances).post(appliances::register_appliance),

@@ -275,6 +275,12 @@ fn schemas() -> Value {
         "CallingWindow": window_schema(),
         "ComplianceProfile": obj(profile_props(true), &profile_required, false),
         "NewComplianceProfile": obj(profile_props(false), PROFILE_REQUIRED, true),
+        "DncImportReport": obj(json!({
+            "rows_seen": int(), "added": int(), "rejected": int(),
+            "errors": { "type": "array", "items": obj(json!({
+                "line": int(), "reason": { "type": "string" },
+            }), &["line", "reason"], false) },
+        }), &["rows_seen", "added", "rejected", "errors"], false),
         "DncEntry": obj(json!({
             "id": int(), "number": { "type": "string" },
             "campaign_id": nullable(int()), "expires_at": nullable(int()),
@@ -975,6 +981,27 @@ fn build() -> Value {
             body: json_body(r("CallTaskResult")),
             ok: (200, Some(r("CallTask"))),
             errors: &[400, 404, 409, 422],
+        },
+    );
+    put(
+        "/api/v1/dnc/import",
+        "post",
+        Op {
+            id: "importDnc",
+            links: &[],
+            summary: "Bulk do-not-call import from CSV (columns phone, campaign_id, expires_at, reason); every refused row is answered with its line",
+            scope: "compliance:write",
+            params: vec![
+                json!({ "name": "default_region", "in": "query", "required": false, "schema": { "type": "string" } }),
+                json!({ "name": "campaign_id", "in": "query", "required": false, "schema": { "type": "integer", "format": "int64" } }),
+                json!({ "name": "expires_at", "in": "query", "required": false, "schema": { "type": "integer", "format": "int64" } }),
+                json!({ "name": "reason", "in": "query", "required": false, "schema": { "type": "string" } }),
+            ],
+            body: Some(
+                json!({ "required": true, "content": { "text/csv": { "schema": { "type": "string" } } } }),
+            ),
+            ok: (200, Some(r("DncImportReport"))),
+            errors: &[400, 413, 422],
         },
     );
     put(
