@@ -699,3 +699,65 @@ async fn lease_returns_and_agent_events_from_the_uplink_apply_once() {
         }
     }
 }
+
+#[tokio::test]
+async fn an_appliances_trunk_limits_are_split_between_the_campaigns_it_dials() {
+    use callgate_coordinator::leasing::limits::{self, ApplianceLimits};
+    for backend in BACKENDS {
+        let t = fresh_store(backend).await;
+        let now = at(NOON_CHICAGO);
+        let r = rig(&t.store, small_pool());
+        let first = scheduled_campaign(&t.store, &r.vault, "us", &csv(5, 0), |s| {
+            s.appliances.truncate(1);
+        })
+        .await;
+        let second = scheduled_campaign(&t.store, &r.vault, "us", &csv(5, 0), |s| {
+            s.appliances.truncate(1);
+        })
+        .await;
+        enrol(&t.store, "branch-a", true, now).await;
+        limits::set(
+            &t.store,
+            "branch-a",
+            ApplianceLimits {
+                max_concurrent: 25,
+                max_attempts_per_minute: 9,
+            },
+            now,
+        )
+        .await
+        .unwrap();
+        let grants = |m: Vec<Downlink>| -> Vec<(i64, u32, u32)> {
+            let mut g: Vec<_> = m
+                .into_iter()
+                .filter_map(|m| match m {
+                    Downlink::PacingGrant(g) => Some((
+                        g.campaign.0 as i64,
+                        g.max_concurrent,
+                        g.max_attempts_per_minute,
+                    )),
+                    _ => None,
+                })
+                .collect();
+            g.sort();
+            g
+        };
+        r.pass(now).await;
+        assert_eq!(
+            grants(outbox(&t.store, "branch-a").await),
+            vec![(first, 13, 5), (second, 12, 4)],
+            "{backend:?}: the box's 25 lines and 9 attempts/min, never more in all"
+        );
+        // One campaign paused: the other gets the whole trunk; the paused one zeros.
+        clear_outbox(&t.store).await;
+        campaigns::apply(&t.store, first, CampaignAction::Pause)
+            .await
+            .unwrap();
+        r.pass(now.plus_millis(1_000)).await;
+        assert_eq!(
+            grants(outbox(&t.store, "branch-a").await),
+            vec![(first, 0, 0), (second, 25, 9)],
+            "{backend:?}"
+        );
+    }
+}

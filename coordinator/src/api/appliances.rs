@@ -1,5 +1,6 @@
 //! `/api/v1/appliances`: list (with presence, firmware and last telemetry), get one,
-//! register one (answered with its one-time claim code), revoke one. The registry itself
+//! register one (answered with its one-time claim code), revoke one, and read or set its
+//! trunk limits (split into its pacing grants, `crate::leasing::limits`). The registry itself
 //! is `crate::enroll::registry`; this file only shapes requests and answers.
 
 use super::problem::ApiError;
@@ -7,6 +8,7 @@ use super::tokens::Caller;
 use super::{parse_json, ApiState, PageQuery};
 use crate::enroll::registry::{self, ApplianceView, CLAIM_TTL_MS};
 use crate::enroll::EnrollError;
+use crate::leasing::limits::{self, ApplianceLimits};
 use axum::body::Bytes;
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
@@ -130,4 +132,65 @@ pub(super) async fn revoke_appliance(
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no appliance `{name}` is registered")))?;
     Ok(Json(v).into_response())
+}
+
+/// An appliance's trunk limits and whether they are its own or the defaults.
+#[derive(Serialize)]
+pub(super) struct LimitsView {
+    appliance: String,
+    max_concurrent: u32,
+    max_attempts_per_minute: u32,
+    /// `false`: no limits were set; the `[sync.dialer]` defaults apply.
+    custom: bool,
+}
+
+async fn limits_view(s: &ApiState, name: &ApplianceId) -> Result<LimitsView, ApiError> {
+    if registry::view(s.store.pool(), name.as_str())
+        .await?
+        .is_none()
+    {
+        return Err(ApiError::NotFound(format!(
+            "no appliance `{name}` is registered"
+        )));
+    }
+    let own = limits::get(&s.store, name.as_str()).await?;
+    let defaults = crate::leasing::scheduler::DialerFeedConfig::default();
+    let l = own.unwrap_or(ApplianceLimits {
+        max_concurrent: defaults.grant_max_concurrent,
+        max_attempts_per_minute: defaults.grant_max_attempts_per_minute,
+    });
+    Ok(LimitsView {
+        appliance: name.to_string(),
+        max_concurrent: l.max_concurrent,
+        max_attempts_per_minute: l.max_attempts_per_minute,
+        custom: own.is_some(),
+    })
+}
+
+pub(super) async fn get_limits(
+    State(s): State<ApiState>,
+    caller: Caller,
+    p: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    caller.require("appliances:read")?;
+    let name = name_of(p)?;
+    Ok(Json(limits_view(&s, &name).await?).into_response())
+}
+
+pub(super) async fn set_limits(
+    State(s): State<ApiState>,
+    caller: Caller,
+    p: Result<Path<String>, PathRejection>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    caller.require("appliances:write")?;
+    let name = name_of(p)?;
+    let req: ApplianceLimits = parse_json(&body)?;
+    if let Some((field, reason)) = req.invalid_field() {
+        return Err(ApiError::invalid(field, reason));
+    }
+    limits_view(&s, &name).await?;
+    limits::set(&s.store, name.as_str(), req, UnixMillis::now()).await?;
+    tracing::info!(appliance = %name, max_concurrent = req.max_concurrent, max_attempts_per_minute = req.max_attempts_per_minute, "appliance trunk limits set");
+    Ok(Json(limits_view(&s, &name).await?).into_response())
 }

@@ -108,26 +108,24 @@ pub(super) async fn get_contact(
 /// Largest CSV body the API accepts (the command-line import has no limit).
 pub(super) const MAX_UPLOAD_BYTES: u64 = 2 << 30;
 
-/// Streams the CSV body to a file (constant memory), then imports it in the background;
-/// answers 202 with the import's id at once. Progress at `GET /api/v1/imports/{id}`.
-pub(super) async fn start_import(
-    State(s): State<ApiState>,
-    caller: Caller,
-    p: PathArg,
-    body: Body,
-) -> Result<Response, ApiError> {
-    caller.require("contacts:write")?;
-    let list = ContactListId(id_of(p, "id")?);
-    contacts::get_list(&s.store, list.0).await?;
+/// Streams a request body to a new file under the upload directory (constant memory,
+/// at most [`MAX_UPLOAD_BYTES`]); answers the file and its size.
+async fn save_upload(s: &ApiState, mut body: Body) -> Result<(std::path::PathBuf, u64), ApiError> {
     let path = s
         .upload_dir
         .join(format!("import-{}.csv", uuid::Uuid::new_v4()));
     let io = |e: std::io::Error| ApiError::Internal(format!("upload file: {e}"));
     let mut file = tokio::fs::File::create(&path).await.map_err(io)?;
-    let mut body = body;
     let mut total = 0u64;
     while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| ApiError::bad_request(Some("body"), e.to_string()))?;
+        let frame = match frame {
+            Ok(f) => f,
+            Err(e) => {
+                drop(file);
+                let _ = tokio::fs::remove_file(&path).await;
+                return Err(ApiError::bad_request(Some("body"), e.to_string()));
+            }
+        };
         if let Some(data) = frame.data_ref() {
             total += data.len() as u64;
             if total > MAX_UPLOAD_BYTES {
@@ -143,7 +141,60 @@ pub(super) async fn start_import(
         }
     }
     file.flush().await.map_err(io)?;
-    drop(file);
+    Ok((path, total))
+}
+
+/// Query of `POST /api/v1/dnc/import`: what applies to rows that do not say otherwise.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct DncImportQuery {
+    default_region: Option<String>,
+    campaign_id: Option<i64>,
+    expires_at: Option<i64>,
+    reason: Option<String>,
+}
+
+/// Bulk do-not-call import: the CSV body is streamed to a file, then read a row at a time;
+/// answers the rows stored and every refused row's line and reason.
+pub(super) async fn import_dnc(
+    State(s): State<ApiState>,
+    caller: Caller,
+    q: Result<axum::extract::Query<DncImportQuery>, axum::extract::rejection::QueryRejection>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    caller.require("compliance:write")?;
+    let axum::extract::Query(q) = q.map_err(|e| ApiError::bad_request(None, e.body_text()))?;
+    let (path, _) = save_upload(&s, body).await?;
+    let file = std::fs::File::open(&path);
+    let _ = std::fs::remove_file(&path);
+    let file = file.map_err(|e| ApiError::Internal(format!("upload file: {e}")))?;
+    let report = crate::compliance::dnc_csv::import_dnc_csv(
+        &s.store,
+        &s.vault,
+        std::io::BufReader::new(file),
+        crate::compliance::dnc_csv::DncDefaults {
+            default_region: q.default_region.map(|r| r.to_ascii_uppercase()),
+            campaign_id: q.campaign_id,
+            expires_at: q.expires_at,
+            reason: q.reason.unwrap_or_default(),
+        },
+    )
+    .await?;
+    Ok(Json(report).into_response())
+}
+
+/// Streams the CSV body to a file (constant memory), then imports it in the background;
+/// answers 202 with the import's id at once. Progress at `GET /api/v1/imports/{id}`.
+pub(super) async fn start_import(
+    State(s): State<ApiState>,
+    caller: Caller,
+    p: PathArg,
+    body: Body,
+) -> Result<Response, ApiError> {
+    caller.require("contacts:write")?;
+    let list = ContactListId(id_of(p, "id")?);
+    contacts::get_list(&s.store, list.0).await?;
+    let (path, total) = save_upload(&s, body).await?;
     let import_id = import::begin_import(&s.store, list, Some(total)).await?;
     let state = s.clone();
     tokio::spawn(async move {

@@ -96,11 +96,16 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/compliance-profiles/{id}", get(get_profile))
         .route("/api/v1/dnc", get(list_dnc).post(add_dnc))
         .route("/api/v1/dnc/{id}", axum::routing::delete(remove_dnc))
+        .route("/api/v1/dnc/import", post(import_dnc))
         .route(
             "/api/v1/appliances",
             get(appliances::list_appliances).post(appliances::register_appliance),
         )
         .route("/api/v1/appliances/{name}", get(appliances::get_appliance))
+        .route(
+            "/api/v1/appliances/{name}/limits",
+            get(appliances::get_limits).put(appliances::set_limits),
+        )
         .route(
             "/api/v1/appliances/{name}/revoke",
             post(appliances::revoke_appliance),

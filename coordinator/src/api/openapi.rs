@@ -275,6 +275,12 @@ fn schemas() -> Value {
         "CallingWindow": window_schema(),
         "ComplianceProfile": obj(profile_props(true), &profile_required, false),
         "NewComplianceProfile": obj(profile_props(false), PROFILE_REQUIRED, true),
+        "DncImportReport": obj(json!({
+            "rows_seen": int(), "added": int(), "rejected": int(),
+            "errors": { "type": "array", "items": obj(json!({
+                "line": int(), "reason": { "type": "string" },
+            }), &["line", "reason"], false) },
+        }), &["rows_seen", "added", "rejected", "errors"], false),
         "DncEntry": obj(json!({
             "id": int(), "number": { "type": "string" },
             "campaign_id": nullable(int()), "expires_at": nullable(int()),
@@ -465,6 +471,16 @@ fn appliance_schemas() -> Value {
             &["items", "next_after"],
             false,
         ),
+        "ApplianceLimits": obj(json!({
+            "max_concurrent": { "type": "integer", "minimum": 0, "maximum": 100000 },
+            "max_attempts_per_minute": { "type": "integer", "minimum": 0, "maximum": 100000 },
+        }), &["max_concurrent", "max_attempts_per_minute"], true),
+        "ApplianceLimitsView": obj(json!({
+            "appliance": { "type": "string" },
+            "max_concurrent": int(),
+            "max_attempts_per_minute": int(),
+            "custom": { "type": "boolean", "description": "false: the [sync.dialer] defaults apply" },
+        }), &["appliance", "max_concurrent", "max_attempts_per_minute", "custom"], true),
     })
 }
 
@@ -968,6 +984,27 @@ fn build() -> Value {
         },
     );
     put(
+        "/api/v1/dnc/import",
+        "post",
+        Op {
+            id: "importDnc",
+            links: &[],
+            summary: "Bulk do-not-call import from CSV (columns phone, campaign_id, expires_at, reason); every refused row is answered with its line",
+            scope: "compliance:write",
+            params: vec![
+                json!({ "name": "default_region", "in": "query", "required": false, "schema": { "type": "string" } }),
+                json!({ "name": "campaign_id", "in": "query", "required": false, "schema": { "type": "integer", "format": "int64" } }),
+                json!({ "name": "expires_at", "in": "query", "required": false, "schema": { "type": "integer", "format": "int64" } }),
+                json!({ "name": "reason", "in": "query", "required": false, "schema": { "type": "string" } }),
+            ],
+            body: Some(
+                json!({ "required": true, "content": { "text/csv": { "schema": { "type": "string" } } } }),
+            ),
+            ok: (200, Some(r("DncImportReport"))),
+            errors: &[400, 413, 422],
+        },
+    );
+    put(
         "/api/v1/dnc/{id}",
         "delete",
         Op {
@@ -1020,6 +1057,34 @@ fn build() -> Value {
             params: vec![name_param()],
             body: None,
             ok: (200, Some(r("Appliance"))),
+            errors: &[400, 404, 422],
+        },
+    );
+    put(
+        "/api/v1/appliances/{name}/limits",
+        "get",
+        Op {
+            id: "getApplianceLimits",
+            links: &[],
+            summary: "An appliance's trunk limits (split between the campaigns it dials)",
+            scope: "appliances:read",
+            params: vec![name_param()],
+            body: None,
+            ok: (200, Some(r("ApplianceLimitsView"))),
+            errors: &[400, 404, 422],
+        },
+    );
+    put(
+        "/api/v1/appliances/{name}/limits",
+        "put",
+        Op {
+            id: "setApplianceLimits",
+            links: &[],
+            summary: "Set an appliance's trunk limits; the next pacing grants follow them",
+            scope: "appliances:write",
+            params: vec![name_param()],
+            body: json_body(r("ApplianceLimits")),
+            ok: (200, Some(r("ApplianceLimitsView"))),
             errors: &[400, 404, 422],
         },
     );

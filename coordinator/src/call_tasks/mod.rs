@@ -10,6 +10,9 @@
 //!   that sends what is due; [`run_deliveries`] calls it in a loop.
 //! - Either way the delivery's state, attempts and last error are visible in the API.
 //!
+//! Deliveries go over http:// or https:// ([`webhook_client`]: rustls with ring, the
+//! system's CA bundle).
+//!
 //! The signature header is `X-Callgate-Signature: t=<unix ms>,v1=<hex>` where `<hex>` is
 //! HMAC-SHA-256 over `<t>.<body>` with the task's secret.
 //!
@@ -390,9 +393,53 @@ pub async fn deliver_due(
     Ok(due.len())
 }
 
+/// The system's CA bundles, where Debian-like and Red Hat-like systems keep them.
+const SYSTEM_CA_BUNDLES: &[&str] = &[
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/etc/pki/tls/certs/ca-bundle.crt",
+];
+
+/// The HTTP client webhooks go out through: http:// and https:// (rustls with ring),
+/// trusting the system's CA bundle plus `extra_roots_pem` (PEM certificates, e.g. a
+/// private CA the receivers use). Redirects are not followed: a delivery is acknowledged
+/// by the URL it was sent to.
+pub fn webhook_client(extra_roots_pem: Option<&[u8]>) -> Result<reqwest::Client, CallTaskError> {
+    let mut builder = reqwest::Client::builder()
+        .use_rustls_tls()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(15));
+    let bad = |what: &str, e: reqwest::Error| invalid("webhook_ca", &format!("{what}: {e}"));
+    for path in SYSTEM_CA_BUNDLES {
+        let Ok(pem) = std::fs::read(path) else {
+            continue;
+        };
+        // A certificate the parser refuses is skipped: one odd entry must not cost the rest.
+        if let Ok(certs) = reqwest::Certificate::from_pem_bundle(&pem) {
+            for c in certs {
+                builder = builder.add_root_certificate(c);
+            }
+        }
+        break;
+    }
+    if let Some(pem) = extra_roots_pem {
+        for c in
+            reqwest::Certificate::from_pem_bundle(pem).map_err(|e| bad("CA certificates", e))?
+        {
+            builder = builder.add_root_certificate(c);
+        }
+    }
+    builder.build().map_err(|e| bad("HTTP client", e))
+}
+
 /// Delivers due webhooks forever, checking every `tick`.
 pub async fn run_deliveries(store: Store, schedule: DeliverySchedule, tick: Duration) {
-    let http = reqwest::Client::new();
+    let http = match webhook_client(None) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "no webhook client; call-task results are not delivered");
+            return;
+        }
+    };
     loop {
         if let Err(e) = deliver_due(&store, &http, schedule, UnixMillis::now()).await {
             tracing::warn!(error = %e, "webhook delivery pass failed");

@@ -7,6 +7,8 @@
 //! evaluate rules itself: that is the shared code in common, so that the appliance judges
 //! exactly the same way.
 
+pub mod dnc_csv;
+
 use crate::contacts::vault::NumberVault;
 use crate::store::Store;
 use callgate_common::compliance::{AbandonTally, ComplianceProfile, DncEntry, DncScope, DAY_MS};

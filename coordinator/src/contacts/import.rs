@@ -86,13 +86,40 @@ struct ParsedContact {
     tags: String,
 }
 
-/// A batch from the parser thread.
+/// A batch of parsed rows, numbered in file order.
 #[derive(Debug, Default)]
 struct Batch {
+    /// Position in the file: batches are written in this order.
+    seq: u64,
+    /// Parsed rows (SQLite's writer binds them).
     contacts: Vec<ParsedContact>,
+    /// The same rows as `COPY` text (PostgreSQL's writer sends it as is); `contacts` is
+    /// then empty and `staged` counts the rows.
+    copy: Vec<u8>,
+    staged: u64,
     errors: Vec<RowError>,
     rows_seen: u64,
     bytes_read: u64,
+}
+
+impl Batch {
+    fn good_rows(&self) -> u64 {
+        self.contacts.len() as u64 + self.staged
+    }
+}
+
+/// Rows read from the file and not yet parsed: what the reader hands a worker.
+struct RawChunk {
+    seq: u64,
+    rows: Vec<RawRow>,
+    bytes_read: u64,
+}
+
+enum RawRow {
+    /// A record and its line number.
+    Record(u64, csv::StringRecord),
+    /// A row the CSV reader itself refused (bad UTF-8, ...).
+    Refused(RowError),
 }
 
 /// Where each known column is.
@@ -225,13 +252,26 @@ fn parse_row(
     })
 }
 
-/// Reads the CSV on the current (blocking) thread and sends batches to `tx`.
-fn parse_all(
+/// Parser threads per import: the rows are independent, so normalising, sealing and
+/// encoding them spreads over the machine's cores (at least two, at most eight).
+pub fn import_workers() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+        .clamp(2, 8)
+}
+
+type BatchSender = tokio::sync::mpsc::Sender<Result<Batch, ContactError>>;
+
+/// Reads the CSV on the current (blocking) thread and hands chunks of `batch_size` records,
+/// numbered in file order, to `work`. Only the reader touches the file, so line numbers and
+/// byte offsets are exact; a chunk is at most `batch_size` records.
+fn read_chunks(
     input: impl Read,
     batch_size: usize,
-    default_region: String,
-    vault: NumberVault,
-    tx: tokio::sync::mpsc::Sender<Result<Batch, ContactError>>,
+    cols_out: std::sync::mpsc::SyncSender<Columns>,
+    work: std::sync::mpsc::SyncSender<RawChunk>,
+    failed: BatchSender,
 ) {
     let mut reader = csv::ReaderBuilder::new()
         .flexible(true)
@@ -240,61 +280,144 @@ fn parse_all(
     let cols = match reader
         .headers()
         .map_err(|e| ContactError::BadCsv(e.to_string()))
+        .and_then(Columns::of)
     {
-        Ok(h) => match Columns::of(h) {
-            Ok(c) => c,
-            Err(e) => {
-                let _ = tx.blocking_send(Err(e));
-                return;
-            }
-        },
+        Ok(c) => c,
         Err(e) => {
-            let _ = tx.blocking_send(Err(e));
+            let _ = failed.blocking_send(Err(e));
             return;
         }
     };
-    let mut batch = Batch::default();
-    let mut rec = csv::StringRecord::new();
+    if cols_out.send(cols).is_err() {
+        return;
+    }
+    let mut seq = 0;
+    let mut rows = Vec::with_capacity(batch_size);
     loop {
         let line = reader.position().line();
+        let mut rec = csv::StringRecord::new();
         match reader.read_record(&mut rec) {
             Ok(false) => break,
             Ok(true) => {
-                batch.rows_seen += 1;
                 let line = rec.position().map(|p| p.line()).unwrap_or(line);
-                match parse_row(&cols, &rec, &default_region, &vault) {
-                    Ok(c) => batch.contacts.push(c),
-                    Err(reason) => batch.errors.push(RowError { line, reason }),
-                }
+                rows.push(RawRow::Record(line, rec));
             }
             Err(e) => {
-                let fatal = matches!(e.kind(), csv::ErrorKind::Io(_));
                 let line = e.position().map(|p| p.line()).unwrap_or(line);
-                if fatal {
-                    let _ = tx.blocking_send(Err(ContactError::BadCsv(format!(
+                if matches!(e.kind(), csv::ErrorKind::Io(_)) {
+                    let _ = failed.blocking_send(Err(ContactError::BadCsv(format!(
                         "reading line {line}: {e}"
                     ))));
                     return;
                 }
-                batch.rows_seen += 1;
-                batch.errors.push(RowError {
+                rows.push(RawRow::Refused(RowError {
                     line,
                     reason: match e.kind() {
                         csv::ErrorKind::Utf8 { .. } => "row is not valid UTF-8".into(),
                         _ => e.to_string(),
                     },
-                });
+                }));
             }
         }
-        if batch.contacts.len() + batch.errors.len() >= batch_size {
-            batch.bytes_read = reader.position().byte();
-            if tx.blocking_send(Ok(std::mem::take(&mut batch))).is_err() {
+        if rows.len() >= batch_size {
+            let chunk = RawChunk {
+                seq,
+                rows: std::mem::replace(&mut rows, Vec::with_capacity(batch_size)),
+                bytes_read: reader.position().byte(),
+            };
+            seq += 1;
+            if work.send(chunk).is_err() {
                 return;
             }
         }
     }
-    batch.bytes_read = reader.position().byte();
-    let _ = tx.blocking_send(Ok(batch));
+    let _ = work.send(RawChunk {
+        seq,
+        rows,
+        bytes_read: reader.position().byte(),
+    });
+}
+
+/// One worker: takes chunks from the shared queue until it closes, parses and seals each
+/// row, and sends the batch on (as `COPY` text when `copy_format`).
+fn parse_chunks(
+    cols: &Columns,
+    work: &std::sync::Mutex<std::sync::mpsc::Receiver<RawChunk>>,
+    default_region: &str,
+    vault: &NumberVault,
+    copy_format: bool,
+    out: BatchSender,
+) {
+    loop {
+        let next = match work.lock() {
+            Ok(rx) => rx.recv(),
+            Err(_) => return,
+        };
+        let Ok(chunk) = next else { return };
+        let mut batch = Batch {
+            seq: chunk.seq,
+            rows_seen: chunk.rows.len() as u64,
+            bytes_read: chunk.bytes_read,
+            ..Batch::default()
+        };
+        for row in chunk.rows {
+            match row {
+                RawRow::Record(line, rec) => match parse_row(cols, &rec, default_region, vault) {
+                    Ok(c) => batch.contacts.push(c),
+                    Err(reason) => batch.errors.push(RowError { line, reason }),
+                },
+                RawRow::Refused(e) => batch.errors.push(e),
+            }
+        }
+        if copy_format {
+            batch.copy = copy_text(&batch.contacts);
+            batch.staged = batch.contacts.len() as u64;
+            batch.contacts = Vec::new();
+        }
+        if out.blocking_send(Ok(batch)).is_err() {
+            return;
+        }
+    }
+}
+
+/// Starts the reader and the workers; batches arrive on the returned channel in any order
+/// (their `seq` says where they belong). At most a few batches per worker are in flight,
+/// so memory does not grow with the file.
+fn spawn_pipeline(
+    input: impl Read + Send + 'static,
+    batch_size: usize,
+    default_region: String,
+    vault: NumberVault,
+    copy_format: bool,
+    workers: usize,
+) -> (
+    tokio::sync::mpsc::Receiver<Result<Batch, ContactError>>,
+    tokio::task::JoinHandle<()>,
+) {
+    let (tx, rx) = tokio::sync::mpsc::channel(workers + 1);
+    let handle = tokio::task::spawn_blocking(move || {
+        let (cols_tx, cols_rx) = std::sync::mpsc::sync_channel(1);
+        let (work_tx, work_rx) = std::sync::mpsc::sync_channel(workers);
+        let failed = tx.clone();
+        std::thread::scope(|scope| {
+            scope.spawn(move || read_chunks(input, batch_size, cols_tx, work_tx, failed));
+            let Ok(cols) = cols_rx.recv() else { return };
+            let cols = std::sync::Arc::new(cols);
+            let work = std::sync::Arc::new(std::sync::Mutex::new(work_rx));
+            for _ in 0..workers {
+                let (cols, work, region, vault, out) = (
+                    cols.clone(),
+                    work.clone(),
+                    default_region.clone(),
+                    vault.clone(),
+                    tx.clone(),
+                );
+                scope.spawn(move || parse_chunks(&cols, &work, &region, &vault, copy_format, out));
+            }
+            drop(tx);
+        });
+    });
+    (rx, handle)
 }
 
 /// Imports `input` into list `list`, calling `progress` after every batch.
@@ -352,12 +475,15 @@ pub async fn run_import(
     mut progress: impl FnMut(ImportProgress) + Send,
 ) -> Result<ImportReport, ContactError> {
     let default_region = super::list_region(store, list).await?;
-    let (tx, mut rx) = tokio::sync::mpsc::channel(4);
-    let parse_vault = vault.clone();
-    let batch_size = batch_rows(store.backend());
-    let parser = tokio::task::spawn_blocking(move || {
-        parse_all(input, batch_size, default_region, parse_vault, tx);
-    });
+    let copy_format = store.backend() == callgate_common::store::Backend::Postgres;
+    let (mut rx, parser) = spawn_pipeline(
+        input,
+        batch_rows(store.backend()),
+        default_region,
+        vault.clone(),
+        copy_format,
+        import_workers(),
+    );
     let mut report = ImportReport {
         import_id,
         ..ImportReport::default()
@@ -374,30 +500,39 @@ pub async fn run_import(
         },
         callgate_common::store::Backend::Sqlite => None,
     };
-    while let Some(msg) = rx.recv().await {
+    // Batches come back from the workers in any order; each is written in file order so
+    // that progress only grows and the first reported errors are the first lines.
+    let mut waiting = std::collections::BTreeMap::new();
+    let mut next_seq = 0;
+    'recv: while let Some(msg) = rx.recv().await {
+        match msg {
+            Ok(b) => {
+                waiting.insert(b.seq, b);
+            }
+            Err(e) => {
+                failure = failure.or(Some(e));
+                break;
+            }
+        }
         if failure.is_some() {
             break;
         }
-        let batch = match msg {
-            Ok(b) => b,
-            Err(e) => {
+        while let Some(batch) = waiting.remove(&next_seq) {
+            next_seq += 1;
+            let written = match copy.as_mut() {
+                Some(w) => w.write(list, import_id, &batch, &mut report).await,
+                None => write_batch(store, list, import_id, &batch, &mut report).await,
+            };
+            if let Err(e) = written {
                 failure = Some(e);
-                break;
+                break 'recv;
             }
-        };
-        let written = match copy.as_mut() {
-            Some(w) => w.write(list, import_id, &batch, &mut report).await,
-            None => write_batch(store, list, import_id, &batch, &mut report).await,
-        };
-        if let Err(e) = written {
-            failure = Some(e);
-            break;
+            progress(ImportProgress {
+                bytes_read: batch.bytes_read,
+                bytes_total,
+                rows_seen: report.rows_seen,
+            });
         }
-        progress(ImportProgress {
-            bytes_read: batch.bytes_read,
-            bytes_total,
-            rows_seen: report.rows_seen,
-        });
     }
     drop(rx);
     let _ = parser.await;
@@ -484,20 +619,10 @@ async fn write_batch(
         }
         q.execute(&mut *tx).await?;
     }
-    if !batch.errors.is_empty() {
-        let mut sql =
-            String::from("INSERT INTO contact_import_errors (import_id, line, reason) VALUES ");
-        push_placeholders(&mut sql, batch.errors.len(), 3, 0);
-        sql.push_str(" ON CONFLICT DO NOTHING");
-        let mut q = sqlx::query(&sql);
-        for e in &batch.errors {
-            q = q.bind(import_id).bind(e.line as i64).bind(e.reason.clone());
-        }
-        q.execute(&mut *tx).await?;
-    }
+    insert_errors(&mut tx, import_id, &batch.errors).await?;
     report.rows_seen += batch.rows_seen;
     report.imported += created;
-    report.duplicates += batch.contacts.len() as u64 - created;
+    report.duplicates += batch.good_rows() - created;
     report.rejected += batch.errors.len() as u64;
     for e in &batch.errors {
         if report.errors.len() < REPORTED_ERRORS {
@@ -517,6 +642,33 @@ async fn write_batch(
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
+    Ok(())
+}
+
+/// Stores refused rows, a few hundred per statement.
+async fn insert_errors<DB>(
+    tx: &mut sqlx::Transaction<'_, DB>,
+    import_id: i64,
+    errors: &[RowError],
+) -> Result<(), ContactError>
+where
+    DB: sqlx::Database,
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: sqlx::IntoArguments<'q, DB>,
+    for<'q> i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'q> String: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+{
+    for chunk in errors.chunks(300) {
+        let mut sql =
+            String::from("INSERT INTO contact_import_errors (import_id, line, reason) VALUES ");
+        push_placeholders(&mut sql, chunk.len(), 3, 0);
+        sql.push_str(" ON CONFLICT DO NOTHING");
+        let mut q = sqlx::query::<DB>(&sql);
+        for e in chunk {
+            q = q.bind(import_id).bind(e.line as i64).bind(e.reason.clone());
+        }
+        q.execute(&mut **tx).await?;
+    }
     Ok(())
 }
 
@@ -559,49 +711,47 @@ impl CopyWriter {
         let now = UnixMillis::now().0;
         let mut tx = self.pool.begin().await?;
         let mut created = 0u64;
-        if !batch.contacts.is_empty() {
+        if batch.staged > 0 {
             let mut copy = tx
                 .copy_in_raw(
                     "COPY contact_import_stage (number_index, number_cipher, number_masked, \
                      time_zones, external_id, urgency, customer_value, fields, tags) FROM STDIN",
                 )
                 .await?;
-            copy.send(copy_text(&batch.contacts)).await?;
+            copy.send(batch.copy.as_slice()).await?;
             copy.finish().await?;
+            // New contacts join the list straight from `RETURNING`; only a batch with
+            // duplicates (of earlier rows or imports) looks its numbers up again.
             created = sqlx::query(
-                "INSERT INTO contacts (number_index, number_cipher, number_masked, time_zones, \
-                 external_id, urgency, customer_value, fields, tags, created_at) \
-                 SELECT number_index, number_cipher, number_masked, time_zones, external_id, \
-                 urgency, customer_value, fields, tags, $1 FROM contact_import_stage \
-                 ON CONFLICT (number_index) DO NOTHING",
+                "WITH created AS (INSERT INTO contacts (number_index, number_cipher, \
+                 number_masked, time_zones, external_id, urgency, customer_value, fields, tags, \
+                 created_at) SELECT number_index, number_cipher, number_masked, time_zones, \
+                 external_id, urgency, customer_value, fields, tags, $1 \
+                 FROM contact_import_stage ON CONFLICT (number_index) DO NOTHING RETURNING id) \
+                 INSERT INTO contact_list_members (list_id, contact_id) \
+                 SELECT $2, id FROM created",
             )
             .bind(now)
+            .bind(list.0)
             .execute(&mut *tx)
             .await?
             .rows_affected();
-            sqlx::query(
-                "INSERT INTO contact_list_members (list_id, contact_id) \
-                 SELECT $1, (SELECT c.id FROM contacts c WHERE c.number_index = s.number_index) \
-                 FROM contact_import_stage s ON CONFLICT DO NOTHING",
-            )
-            .bind(list.0)
-            .execute(&mut *tx)
-            .await?;
+            if created < batch.staged {
+                sqlx::query(
+                    "INSERT INTO contact_list_members (list_id, contact_id) \
+                     SELECT $1, (SELECT c.id FROM contacts c \
+                     WHERE c.number_index = s.number_index) \
+                     FROM contact_import_stage s ON CONFLICT DO NOTHING",
+                )
+                .bind(list.0)
+                .execute(&mut *tx)
+                .await?;
+            }
         }
-        for e in &batch.errors {
-            sqlx::query(
-                "INSERT INTO contact_import_errors (import_id, line, reason) VALUES ($1, $2, $3) \
-                 ON CONFLICT DO NOTHING",
-            )
-            .bind(import_id)
-            .bind(e.line as i64)
-            .bind(e.reason.clone())
-            .execute(&mut *tx)
-            .await?;
-        }
+        insert_errors(&mut tx, import_id, &batch.errors).await?;
         report.rows_seen += batch.rows_seen;
         report.imported += created;
-        report.duplicates += batch.contacts.len() as u64 - created;
+        report.duplicates += batch.good_rows() - created;
         report.rejected += batch.errors.len() as u64;
         for e in &batch.errors {
             if report.errors.len() < REPORTED_ERRORS {

@@ -29,6 +29,8 @@ use callgate_common::time::UnixMillis;
 use callgate_common::wire::{AttemptResult, CallOutcome};
 use serde::Serialize;
 
+pub mod leader;
+pub mod limits;
 pub mod push;
 pub mod scheduler;
 

@@ -9,7 +9,8 @@
 //! 3. leases of campaigns that stopped dialing for an appliance (paused, stopped, out of
 //!    date range, share removed) are revoked, and every delivered one gets a
 //!    `LeaseRevoked`;
-//! 4. for online appliances: a [`PacingGrant`] per campaign, sent when it changes and
+//! 4. for online appliances: a [`PacingGrant`] per campaign (the appliance's trunk limits,
+//!    [`super::limits`], split between the campaigns it dials), sent when it changes and
 //!    refreshed before it expires (a box that loses the cloud stops when it expires), and
 //!    the undialled leased contacts topped up to a target sized by the appliance's share
 //!    of the campaign (`lease_pool * share / total shares`);
@@ -17,12 +18,15 @@
 //!
 //! Every step is driven by database state (`sync_feed`, `contact_leases.sent_at`,
 //! `revoke_sent_at`), so a crash between two steps is caught up on the next pass; a
-//! message stored twice is harmless (newest version wins, same lease id). One scheduler
-//! per deployment: coordinator replicas must not each run it.
+//! message stored twice is harmless (newest version wins, same lease id). Coordinator
+//! replicas may each run the scheduler: a pass works only while its replica holds the
+//! leader lease ([`super::leader`]); the others' passes do nothing until it lapses.
 //!
 //! Must not: publish (the sync link does), or decide compliance itself
 //! ([`super::lease_contacts_to_push`] does, through `callgate_common::compliance`).
 
+use super::leader::LeaderLease;
+use super::limits::{self, ApplianceLimits};
 use super::push;
 use super::LeaseError;
 use crate::campaigns::{self, Campaign, CampaignState, DialMode as SpecDialMode};
@@ -51,10 +55,17 @@ pub struct DialerFeedConfig {
     pub lease_ttl_secs: u64,
     /// How long a pacing grant is valid; refreshed when half of it is left.
     pub grant_ttl_secs: u64,
-    /// Attempts in flight per appliance and campaign (the box's trunk limit).
+    /// Attempts in flight per appliance (its trunks), split between the campaigns it
+    /// dials; an appliance's own limits (`appliance_limits`) take precedence.
     pub grant_max_concurrent: u32,
-    /// Attempts started per minute per appliance and campaign.
+    /// Attempts started per minute per appliance, split the same way.
     pub grant_max_attempts_per_minute: u32,
+    /// How long a replica's leadership of the scheduler lasts unless renewed by its next
+    /// pass (many passes, so a slow pass does not hand the role over).
+    pub leader_ttl_secs: u64,
+    /// This replica's name in the leader lease; unset: the host's name, so a restarted
+    /// coordinator takes its role straight back. Replicas on one host need distinct names.
+    pub replica_id: Option<String>,
 }
 
 impl Default for DialerFeedConfig {
@@ -66,6 +77,8 @@ impl Default for DialerFeedConfig {
             grant_ttl_secs: 60,
             grant_max_concurrent: 30,
             grant_max_attempts_per_minute: 120,
+            leader_ttl_secs: 30,
+            replica_id: None,
         }
     }
 }
@@ -107,6 +120,8 @@ pub struct TickReport {
     pub contacts_leased: u64,
     pub revocations: u64,
     pub attempts_settled: u64,
+    /// Whether this replica led the pass (a follower's pass does nothing).
+    pub led: bool,
 }
 
 /// The scheduler over one store and the downlink outboxes.
@@ -116,6 +131,7 @@ pub struct Scheduler {
     vault: NumberVault,
     outboxes: Arc<DownlinkOutboxes>,
     config: DialerFeedConfig,
+    leader: LeaderLease,
 }
 
 /// An appliance's share of a campaign, with the campaign.
@@ -146,17 +162,35 @@ impl Scheduler {
         outboxes: Arc<DownlinkOutboxes>,
         config: DialerFeedConfig,
     ) -> Scheduler {
+        let ttl_ms = (config.leader_ttl_secs.max(1) * 1000) as i64;
+        let leader = match config.replica_id.clone().or_else(host_name) {
+            Some(id) => LeaderLease::new("lease-scheduler", &id, ttl_ms),
+            None => LeaderLease::random("lease-scheduler", ttl_ms),
+        };
         Scheduler {
             store,
             vault,
             outboxes,
             config,
+            leader,
         }
     }
 
-    /// One pass at `now`.
+    /// This replica's claim on the scheduler's leadership.
+    pub fn leader(&self) -> &LeaderLease {
+        &self.leader
+    }
+
+    /// One pass at `now`; does nothing unless this replica holds (or takes) the leader
+    /// lease.
     pub async fn tick(&self, now: UnixMillis) -> Result<TickReport, FeedError> {
         let mut report = TickReport::default();
+        let lead = self.leader.acquire(&self.store, now).await?;
+        if !lead.held {
+            tracing::debug!(leader = %lead.holder, term = lead.term, "scheduler pass skipped: another replica leads");
+            return Ok(report);
+        }
+        report.led = true;
         super::expire_leases(&self.store, now).await?;
         report.attempts_settled = push::settle_reported_attempts(&self.store, 1_000).await?;
         let pool = self.store.pool();
@@ -203,6 +237,15 @@ impl Scheduler {
             .map(|c| c.id)
             .collect();
         report.revocations = self.revocations(&fed, &assignments, now).await?;
+        // Each appliance's trunk limits are split between the campaigns it dials now.
+        let mut dialed: HashMap<&str, Vec<i64>> = HashMap::new();
+        for a in assignments.iter().filter(|a| dialing(a.campaign, now)) {
+            dialed
+                .entry(a.app.as_str())
+                .or_default()
+                .push(a.campaign.id);
+        }
+        let mut trunks: HashMap<&str, ApplianceLimits> = HashMap::new();
         for a in assignments
             .iter()
             .filter(|a| online.contains(a.app.as_str()))
@@ -210,7 +253,25 @@ impl Scheduler {
             if a.campaign.state == CampaignState::Stopped {
                 continue;
             }
-            if self.grant(&mut book, a, now).await? {
+            let whole = match trunks.get(a.app.as_str()) {
+                Some(l) => *l,
+                None => {
+                    let l = limits::get(&self.store, a.app.as_str()).await?.unwrap_or(
+                        ApplianceLimits {
+                            max_concurrent: self.config.grant_max_concurrent,
+                            max_attempts_per_minute: self.config.grant_max_attempts_per_minute,
+                        },
+                    );
+                    trunks.insert(a.app.as_str(), l);
+                    l
+                }
+            };
+            let mine = dialed.get(a.app.as_str());
+            let part = match mine.and_then(|ids| ids.iter().position(|&id| id == a.campaign.id)) {
+                Some(i) => whole.part(i, mine.map_or(1, Vec::len)),
+                None => whole,
+            };
+            if self.grant(&mut book, a, part, now).await? {
                 report.grants += 1;
             }
         }
@@ -391,6 +452,7 @@ impl Scheduler {
         &self,
         book: &mut FeedBook,
         a: &Assignment<'_>,
+        trunk: ApplianceLimits,
         now: UnixMillis,
     ) -> Result<bool, FeedError> {
         let ttl = (self.config.grant_ttl_secs * 1000) as i64;
@@ -398,8 +460,8 @@ impl Scheduler {
             &self.store,
             a.campaign.id,
             a.app.as_str(),
-            self.config.grant_max_concurrent,
-            self.config.grant_max_attempts_per_minute,
+            trunk.max_concurrent,
+            trunk.max_attempts_per_minute,
             ttl,
             now,
         )
@@ -514,6 +576,15 @@ impl Scheduler {
         }
         Ok(sent)
     }
+}
+
+/// The host's name, when the system says it.
+fn host_name() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
 }
 
 /// The digest of a feed item that was withdrawn (last brief sent, not running).
