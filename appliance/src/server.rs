@@ -209,76 +209,74 @@ pub async fn run(
                 as crate::sync::telemetry::TemperatureFn
         }),
     });
-    let web = if config.raw.web.enabled {
-        let data_dir = &config.raw.appliance.data_dir;
-        let mut names = config.raw.web.certificate_names.clone();
-        if let Ok(addrs) = callgate_board::linux::lan_addresses() {
-            names.extend(addrs.into_iter().map(|(_, ip)| ip.to_string()));
-        }
-        names.push("127.0.0.1".into());
-        let settings = crate::web::WebSettings {
-            listen: config.web_listen,
-            setup_code_file: config
-                .raw
-                .web
-                .setup_code_file
-                .clone()
-                .unwrap_or_else(|| data_dir.join("setup-code")),
-            certificate_names: names,
-            sessions: crate::web::auth::SessionPolicy {
-                idle_ms: i64::from(config.raw.web.session_idle_minutes) * 60_000,
-                absolute_ms: i64::from(config.raw.web.session_max_hours) * 3_600_000,
-            },
-            reboot_command: config.raw.web.reboot_command.clone(),
-            identity_dir: data_dir.join("identity"),
-            restart: restart.clone(),
-            sip: config.sip.clone(),
+    let web =
+        if config.raw.web.enabled {
+            let data_dir = &config.raw.appliance.data_dir;
+            let mut names = config.raw.web.certificate_names.clone();
+            if let Ok(addrs) = callgate_board::linux::lan_addresses() {
+                names.extend(addrs.into_iter().map(|(_, ip)| ip.to_string()));
+            }
+            names.push("127.0.0.1".into());
+            let settings = crate::web::WebSettings {
+                listen: config.web_listen,
+                setup_code_file: config
+                    .raw
+                    .web
+                    .setup_code_file
+                    .clone()
+                    .unwrap_or_else(|| data_dir.join("setup-code")),
+                certificate_names: names,
+                sessions: crate::web::auth::SessionPolicy {
+                    idle_ms: i64::from(config.raw.web.session_idle_minutes) * 60_000,
+                    absolute_ms: i64::from(config.raw.web.session_max_hours) * 3_600_000,
+                },
+                reboot_command: config.raw.web.reboot_command.clone(),
+                identity_dir: data_dir.join("identity"),
+                restart: restart.clone(),
+                sip: config.sip.clone(),
+            };
+            let enrolled_as = crate::sync::enroll::Enrollment::load(
+                &crate::sync::identity::IdentityDir::in_data_dir(data_dir),
+            )
+            .map(|e| e.appliance.to_string());
+            let source = crate::web::status::StatusSource {
+                appliance: config.id.as_ref().map(ToString::to_string).or(enrolled_as),
+                started: std::time::Instant::now(),
+                store: store.clone(),
+                data_dir: data_dir.clone(),
+                temperature: board.as_ref().map(|b| b.temperature()).unwrap_or_default(),
+                link: sync.status.clone(),
+                outbox: sync.outbox.clone(),
+                campaigns: dialer.as_ref().map(|d| d.status()),
+            };
+            let trunks = dialer.as_ref().map(|d| d.trunk_control());
+            let engine = crate::web::status::LiveEngine {
+                trunks: trunks
+                    .clone()
+                    .map(|t| Arc::new(t) as Arc<dyn crate::web::status::TrunkSource>),
+                probing: config
+                    .sip
+                    .as_ref()
+                    .is_some_and(|s| s.router.probe.is_some()),
+                agents: None,
+                ..Default::default()
+            };
+            let ui = crate::web::WebUi::bind_with_agents(&settings, source, desk.clone())?
+                .with_engine(engine, config.raw.sip.clone(), trunks);
+            let web_addr = ui.local_addr().map_err(ServerError::Serve)?;
+            tracing::info!(
+                url = %format!("https://{web_addr}/"),
+                fingerprint = %ui.fingerprint(),
+                setup_code_file = %settings.setup_code_file.display(),
+                "local web UI listening; check the certificate fingerprint in the browser"
+            );
+            let mut rx = stop_rx.clone();
+            Some(tokio::spawn(ui.serve(async move {
+                let _ = rx.wait_for(|stop| *stop).await;
+            })))
+        } else {
+            None
         };
-        let enrolled_as = crate::sync::enroll::Enrollment::load(
-            &crate::sync::identity::IdentityDir::in_data_dir(data_dir),
-        )
-        .map(|e| e.appliance.to_string());
-        let source = crate::web::status::StatusSource {
-            appliance: config.id.as_ref().map(ToString::to_string).or(enrolled_as),
-            started: std::time::Instant::now(),
-            store: store.clone(),
-            data_dir: data_dir.clone(),
-            temperature: board.as_ref().map(|b| b.temperature()).unwrap_or_default(),
-            link: sync.status.clone(),
-            outbox: sync.outbox.clone(),
-            campaigns: dialer.as_ref().map(|d| d.status()),
-        };
-        let trunks = dialer.as_ref().map(|d| d.trunk_control());
-        let engine = crate::web::status::LiveEngine {
-            trunks: trunks
-                .clone()
-                .map(|t| Arc::new(t) as Arc<dyn crate::web::status::TrunkSource>),
-            probing: config
-                .sip
-                .as_ref()
-                .is_some_and(|s| s.router.probe.is_some()),
-            agents: None,
-            ..Default::default()
-        };
-        let ui = crate::web::WebUi::bind_with_agents(&settings, source, desk.clone())?.with_engine(
-            engine,
-            config.raw.sip.clone(),
-            trunks,
-        );
-        let web_addr = ui.local_addr().map_err(ServerError::Serve)?;
-        tracing::info!(
-            url = %format!("https://{web_addr}/"),
-            fingerprint = %ui.fingerprint(),
-            setup_code_file = %settings.setup_code_file.display(),
-            "local web UI listening; check the certificate fingerprint in the browser"
-        );
-        let mut rx = stop_rx.clone();
-        Some(tokio::spawn(ui.serve(async move {
-            let _ = rx.wait_for(|stop| *stop).await;
-        })))
-    } else {
-        None
-    };
     tracing::info!(
         listen = %local,
         appliance = ?config.id,
