@@ -258,6 +258,28 @@ enum CallerMedia {
     Moving,
 }
 
+/// Takes a caller's media leg off hold (or idle) for a bridge or an overflow; `None` (and
+/// the line left as it was, or `Moving` when the hold task failed) when it has none to give.
+async fn take_caller_media(line: &mut CallerLine, call: CallId) -> Option<RtpLeg> {
+    match std::mem::replace(&mut line.media, CallerMedia::Moving) {
+        CallerMedia::Idle(rtp) => Some(*rtp),
+        CallerMedia::Holding { stop, task, .. } => {
+            let _ = stop.send(());
+            match task.await {
+                Ok(rtp) => Some(rtp),
+                Err(e) => {
+                    tracing::error!(%call, error = %e, "hold music task failed");
+                    None
+                }
+            }
+        }
+        other => {
+            line.media = other;
+            None
+        }
+    }
+}
+
 struct CallerLine {
     leg: LegId,
     media: CallerMedia,
@@ -741,22 +763,8 @@ impl Lines {
         let Some(line) = self.callers.get_mut(&call) else {
             return;
         };
-        let customer = match std::mem::replace(&mut line.media, CallerMedia::Moving) {
-            CallerMedia::Idle(rtp) => *rtp,
-            CallerMedia::Holding { stop, task, .. } => {
-                let _ = stop.send(());
-                match task.await {
-                    Ok(rtp) => rtp,
-                    Err(e) => {
-                        tracing::error!(%call, error = %e, "hold music task failed");
-                        return;
-                    }
-                }
-            }
-            other => {
-                line.media = other;
-                return;
-            }
+        let Some(customer) = take_caller_media(line, call).await else {
+            return;
         };
         let agent_media = self
             .phones
@@ -803,22 +811,8 @@ impl Lines {
         let Some(line) = self.callers.get_mut(&call) else {
             return;
         };
-        let customer = match std::mem::replace(&mut line.media, CallerMedia::Moving) {
-            CallerMedia::Idle(rtp) => *rtp,
-            CallerMedia::Holding { stop, task, .. } => {
-                let _ = stop.send(());
-                match task.await {
-                    Ok(rtp) => rtp,
-                    Err(e) => {
-                        tracing::error!(%call, error = %e, "hold music task failed");
-                        return;
-                    }
-                }
-            }
-            other => {
-                line.media = other;
-                return;
-            }
+        let Some(customer) = take_caller_media(line, call).await else {
+            return;
         };
         let (end_now, end_rx) = watch::channel(false);
         let done = self.overflow_done.clone();

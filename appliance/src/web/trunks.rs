@@ -19,9 +19,11 @@ use crate::sip::udp::TrunkControl;
 use askama::Template;
 use axum::extract::{Form, State};
 use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
 use serde::{Deserialize, Serialize};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// The overlay's file name in the data directory.
 pub const OVERLAY_FILE: &str = "sip-overlay.toml";
@@ -786,6 +788,38 @@ fn applied_notice(what: &str, applied: &Applied) -> String {
     }
 }
 
+/// The SIP editor, or the page saying this box has no `[sip]` section to edit.
+async fn sip_editor_or_refuse(
+    state: &WebState,
+    csrf: &str,
+    frame: PageFrame,
+) -> Result<Arc<SipEditor>, Response> {
+    match state.sip_editor.clone() {
+        Some(editor) => Ok(editor),
+        None => {
+            let message = "SIP is not configured on this box (no [sip] section).";
+            let page = page_for(state, csrf, frame.error(message), None, None).await;
+            Err(render(StatusCode::BAD_REQUEST, &page))
+        }
+    }
+}
+
+/// Replaces the entry the form was opened on (`original`, by `key`), or appends `item` when
+/// the form was a new one or its entry is gone; returns the item's index.
+fn upsert<T>(list: &mut Vec<T>, original: &str, key: impl Fn(&T) -> &str, item: T) -> usize {
+    let original = original.trim();
+    match list.iter().position(|e| key(e) == original) {
+        Some(i) if !original.is_empty() => {
+            list[i] = item;
+            i
+        }
+        _ => {
+            list.push(item);
+            list.len() - 1
+        }
+    }
+}
+
 /// `POST /trunks/save`: adds or changes one trunk.
 pub(super) async fn trunk_save(
     State(state): State<WebState>,
@@ -795,34 +829,11 @@ pub(super) async fn trunk_save(
     let (_, session) = require_form_session(&state, &headers, &f.csrf).await?;
     let csrf = session.csrf_token.clone();
     let frame = || PageFrame::new(&state, Some(&session));
-    let Some(editor) = state.sip_editor.clone() else {
-        let page = page_for(
-            &state,
-            &csrf,
-            frame().error("SIP is not configured on this box (no [sip] section)."),
-            None,
-            None,
-        )
-        .await;
-        return Err(render(StatusCode::BAD_REQUEST, &page));
-    };
+    let editor = sip_editor_or_refuse(&state, &csrf, frame()).await?;
     let mut current = editor.current.lock().await;
     let checked = check_trunk(&f, &current.trunks).and_then(|trunk| {
         let mut candidate = current.clone();
-        let index = match candidate
-            .trunks
-            .iter()
-            .position(|t| t.name == f.original.trim())
-        {
-            Some(i) if !f.original.trim().is_empty() => {
-                candidate.trunks[i] = trunk;
-                i
-            }
-            _ => {
-                candidate.trunks.push(trunk);
-                candidate.trunks.len() - 1
-            }
-        };
+        let index = upsert(&mut candidate.trunks, &f.original, |t| &t.name, trunk);
         match candidate.validate() {
             Ok(_) => Ok((candidate, index)),
             Err(e) => Err(place_config_error(e, "trunks", index)),
@@ -897,17 +908,7 @@ async fn remove(state: WebState, headers: HeaderMap, f: RemoveForm, list: &str) 
     let (_, session) = require_form_session(&state, &headers, &f.csrf).await?;
     let csrf = session.csrf_token.clone();
     let frame = || PageFrame::new(&state, Some(&session));
-    let Some(editor) = state.sip_editor.clone() else {
-        let page = page_for(
-            &state,
-            &csrf,
-            frame().error("SIP is not configured on this box (no [sip] section)."),
-            None,
-            None,
-        )
-        .await;
-        return Err(render(StatusCode::BAD_REQUEST, &page));
-    };
+    let editor = sip_editor_or_refuse(&state, &csrf, frame()).await?;
     let mut current = editor.current.lock().await;
     let mut candidate = current.clone();
     let found = if list == "trunks" {
@@ -958,34 +959,11 @@ pub(super) async fn phone_save(
     let (_, session) = require_form_session(&state, &headers, &f.csrf).await?;
     let csrf = session.csrf_token.clone();
     let frame = || PageFrame::new(&state, Some(&session));
-    let Some(editor) = state.sip_editor.clone() else {
-        let page = page_for(
-            &state,
-            &csrf,
-            frame().error("SIP is not configured on this box (no [sip] section)."),
-            None,
-            None,
-        )
-        .await;
-        return Err(render(StatusCode::BAD_REQUEST, &page));
-    };
+    let editor = sip_editor_or_refuse(&state, &csrf, frame()).await?;
     let mut current = editor.current.lock().await;
     let checked = check_phone(&f, &current.phones).and_then(|phone| {
         let mut candidate = current.clone();
-        let index = match candidate
-            .phones
-            .iter()
-            .position(|p| p.username == f.original.trim())
-        {
-            Some(i) if !f.original.trim().is_empty() => {
-                candidate.phones[i] = phone;
-                i
-            }
-            _ => {
-                candidate.phones.push(phone);
-                candidate.phones.len() - 1
-            }
-        };
+        let index = upsert(&mut candidate.phones, &f.original, |p| &p.username, phone);
         match candidate.validate() {
             Ok(_) => Ok(candidate),
             Err(e) => Err(place_config_error(e, "phones", index)),
