@@ -236,7 +236,7 @@ fn read_figures(path: &Path) -> anyhow::Result<Vec<BenchFigure>> {
 }
 
 fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
+    let mut args = Args::parse();
     for s in &args.only {
         if !STEPS.contains(&s.as_str()) {
             bail!("--only: no step named `{s}` (steps: {})", STEPS.join(", "));
@@ -251,6 +251,10 @@ fn main() -> anyhow::Result<()> {
     };
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
+    // Absolute: steps run with other working directories (`cargo test` runs in the crate's
+    // own folder), and each writes its figures into this folder.
+    args.out = std::path::absolute(&args.out)
+        .with_context(|| format!("resolving {}", args.out.display()))?;
     let mut results = Results {
         quick: args.quick,
         steps: Vec::new(),
