@@ -438,6 +438,8 @@ struct Outbox {
     results: Vec<callgate_common::wire::AttemptResult>,
     records: Vec<CallRecord>,
     agent_events: Vec<callgate_common::wire::AgentEvent>,
+    /// Contacts handed back undialled, with the reason.
+    returned: Vec<(u64, String)>,
 }
 
 async fn outbox(store: &Store) -> Outbox {
@@ -449,12 +451,18 @@ async fn outbox(store: &Store) -> Outbox {
         results: vec![],
         records: vec![],
         agent_events: vec![],
+        returned: vec![],
     };
     for (b,) in rows {
         match postcard::from_bytes::<Uplink>(&b).unwrap() {
             Uplink::AttemptResult(r) => o.results.push(r),
             Uplink::CallRecord(r) => o.records.push(r),
             Uplink::AgentEvent(e) => o.agent_events.push(e),
+            Uplink::LeaseReturn {
+                contacts, reason, ..
+            } => o
+                .returned
+                .extend(contacts.into_iter().map(|c| (c.0, reason.clone()))),
             _ => {}
         }
     }
@@ -528,17 +536,31 @@ async fn run_campaign(mode: DialMode, contacts: u64, agents: u64, budget: u64) {
     daemon.stop().await;
     let o = outbox(&store).await;
 
-    // Every contact accounted for once.
+    // Every contact accounted for once: dialled (one result) or, when the box could not
+    // place the call (no free media port, the store busy), handed back undialled with its
+    // reason for the coordinator to lease again — never both, never twice, and only a few.
     let mut per_contact: BTreeMap<u64, u32> = BTreeMap::new();
     for r in &o.results {
         *per_contact.entry(r.contact.0).or_default() += 1;
     }
-    assert_eq!(per_contact.len() as u64, contacts, "a result per contact");
-    assert!(per_contact.values().all(|n| *n == 1), "no contact twice");
+    for (c, _) in &o.returned {
+        *per_contact.entry(*c).or_default() += 1;
+    }
     assert_eq!(
-        o.records.len() as u64,
+        per_contact.len() as u64,
         contacts,
-        "a call record per contact"
+        "a result or a hand-back per contact"
+    );
+    assert!(per_contact.values().all(|n| *n == 1), "no contact twice");
+    assert!(
+        o.returned.len() as u64 * 50 <= contacts,
+        "at most 2 % handed back undialled: {:?}",
+        o.returned
+    );
+    assert_eq!(
+        o.records.len(),
+        o.results.len(),
+        "a call record per dialled contact"
     );
     let count = |want: CallOutcome| o.records.iter().filter(|r| r.outcome == want).count();
     let answered = count(CallOutcome::AnsweredHuman);
