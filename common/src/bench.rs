@@ -58,11 +58,15 @@ impl BenchFigure {
     }
 
     /// Whether the goal is met; `None` when there is no goal or no peer figure to judge by.
+    /// A peer figure of zero (or below, or not a number) means the peer's run produced
+    /// nothing — a run that failed, not a measurement — so it judges nothing either: without
+    /// this, a broken peer run and a broken run of ours (0 ≥ 0) would read as a goal met.
     pub fn met(&self) -> Option<bool> {
         if self.condition_failed {
             return Some(false);
         }
-        match (self.goal, self.peer) {
+        let measured_peer = self.peer.filter(|p| p.is_finite() && *p > 0.0);
+        match (self.goal, measured_peer) {
             (Goal::None, _) => None,
             (Goal::AtLeast(v), _) => Some(self.ours >= v),
             (_, None) => None,
@@ -185,6 +189,20 @@ mod tests {
             figure(1.0, None, Goal::AtLeastPeer).met(),
             None,
             "no peer, no verdict"
+        );
+        assert_eq!(
+            figure(0.0, Some(0.0), Goal::AtLeastPeer).met(),
+            None,
+            "a peer run that measured nothing judges nothing (0 >= 0 is not a goal met)"
+        );
+        assert_eq!(
+            figure(10.0, Some(0.0), Goal::AtLeastFractionOfPeer(0.5)).met(),
+            None
+        );
+        assert_eq!(
+            figure(0.0, Some(100.0), Goal::AtLeastPeer).met(),
+            Some(false),
+            "ours measuring nothing against a measured peer is a goal missed"
         );
         assert_eq!(
             figure(1_000.0, None, Goal::AtLeast(1_000.0)).met(),
