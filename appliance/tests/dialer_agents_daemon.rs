@@ -648,13 +648,11 @@ async fn run_campaign(mode: DialMode, contacts: u64, agents: u64, budget: u64) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "flaky on a loaded 2-core machine: the agent page can answer 503 (store busy) to a disposition; see docs/status/issue-7.md item 8; run with --ignored"]
 async fn a_200_contact_progressive_campaign_reaches_agents_who_dispose_on_the_page() {
     run_campaign(DialMode::Progressive, 200, 8, 2).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "flaky on a loaded 2-core machine: the agent page can answer 503 (store busy) to a disposition; see docs/status/issue-7.md item 8; run with --ignored"]
 async fn a_200_contact_predictive_campaign_abandons_only_within_its_budget_with_the_message() {
     run_campaign(DialMode::Predictive, 200, 8, 6).await;
 }
