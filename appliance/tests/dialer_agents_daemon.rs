@@ -497,16 +497,27 @@ async fn staff(
     (phones, stop, bots)
 }
 
+/// Every 40th contact (from the 8th) is on the do-not-call list: the gate refuses it at
+/// dial and hands it back, so every run exercises the hand-back.
+fn on_dnc(contact: u64) -> bool {
+    contact % 40 == 7
+}
+
 async fn run_campaign(mode: DialMode, contacts: u64, agents: u64, budget: u64) {
     let carrier = Carrier::start_with("carrier_agents.xml");
     let hour = UnixMillis::now().plus_millis(3_600_000);
+    let mut leased = lease(1, 0..contacts, hour, |_| false);
+    if let Downlink::ContactLease(l) = &mut leased {
+        for c in l.contacts.iter_mut().filter(|c| on_dnc(c.contact.0)) {
+            c.dnc.push(callgate_common::compliance::DncEntry {
+                scope: callgate_common::compliance::DncScope::Global,
+                expires_at: None,
+            });
+        }
+    }
     let mut daemon = Daemon::start(
         agents,
-        vec![
-            agent_brief(mode),
-            lease(1, 0..contacts, hour, |_| false),
-            grant(30, budget, hour),
-        ],
+        vec![agent_brief(mode), leased, grant(30, budget, hour)],
         &carrier,
     )
     .await;
@@ -552,10 +563,23 @@ async fn run_campaign(mode: DialMode, contacts: u64, agents: u64, budget: u64) {
         "a result or a hand-back per contact"
     );
     assert!(per_contact.values().all(|n| *n == 1), "no contact twice");
+    let (refused, undialled): (Vec<_>, Vec<_>) = o.returned.iter().partition(|(c, _)| on_dnc(*c));
+    assert_eq!(
+        refused.len() as u64,
+        (0..contacts).filter(|c| on_dnc(*c)).count() as u64,
+        "every do-not-call contact handed back: {refused:?}"
+    );
     assert!(
-        o.returned.len() as u64 * 50 <= contacts,
-        "at most 2 % handed back undialled: {:?}",
-        o.returned
+        refused.iter().all(|(_, why)| why.contains("do-not-call")),
+        "{refused:?}"
+    );
+    assert!(
+        o.results.iter().all(|r| !on_dnc(r.contact.0)),
+        "no do-not-call contact dialled"
+    );
+    assert!(
+        undialled.len() as u64 * 50 <= contacts,
+        "at most 2 % handed back undialled: {undialled:?}"
     );
     assert_eq!(
         o.records.len(),
