@@ -69,6 +69,33 @@ pub struct AgentsConfig {
     pub queue_overflow_seconds: u32,
     /// Queued callers hear their position this often (seconds).
     pub position_every_seconds: u32,
+    /// Where a queued inbound call goes after `queue_overflow_seconds`: `"hangup"`
+    /// (default), `"robot"` (the script `overflow_script`) or `"voicemail"` (greeting
+    /// `voicemail_greeting`, message recorded; needs `[recording]`).
+    pub overflow: String,
+    /// The robot script (TOML) overflowing callers run when `overflow = "robot"`; its prompt
+    /// files are looked up in `<data_dir>/prompts`.
+    pub overflow_script: Option<PathBuf>,
+    /// The voicemail greeting (8 kHz WAV) when `overflow = "voicemail"`.
+    pub voicemail_greeting: Option<PathBuf>,
+    /// The longest voicemail message, seconds.
+    pub voicemail_max_seconds: u32,
+}
+
+/// Where overflowing inbound callers go, checked.
+#[derive(Debug, Clone)]
+pub enum ValidOverflow {
+    /// The call ends.
+    HangUp,
+    /// The caller runs this robot script.
+    Robot(std::sync::Arc<callgate_robot::RobotScript>),
+    /// The caller leaves a recorded message after the greeting.
+    Voicemail {
+        /// The greeting file (a valid 8 kHz WAV).
+        greeting: PathBuf,
+        /// The longest message.
+        max_message: std::time::Duration,
+    },
 }
 
 impl Default for AgentsConfig {
@@ -84,6 +111,10 @@ impl Default for AgentsConfig {
             inbound_wrap_up_seconds: 30,
             queue_overflow_seconds: 120,
             position_every_seconds: 30,
+            overflow: "hangup".into(),
+            overflow_script: None,
+            voicemail_greeting: None,
+            voicemail_max_seconds: 120,
         }
     }
 }
@@ -105,6 +136,8 @@ pub struct ValidAgents {
     pub safe_harbour_prompt: Option<PathBuf>,
     /// How the desk behaves.
     pub desk: crate::agents::desk::DeskSettings,
+    /// Where overflowing inbound callers go.
+    pub overflow: ValidOverflow,
 }
 
 impl AgentsConfig {
@@ -113,6 +146,8 @@ impl AgentsConfig {
         &self,
         sip: Option<&crate::sip::config::SipSettings>,
         dialer: &ValidDialer,
+        recording: bool,
+        prompts: &Path,
     ) -> Result<Option<ValidAgents>, ConfigError> {
         let Some(listen) = &self.sip_listen else {
             return Ok(None);
@@ -215,7 +250,9 @@ impl AgentsConfig {
                 ));
             }
         }
+        let overflow = self.overflow_route(recording, prompts)?;
         Ok(Some(ValidAgents {
+            overflow,
             sip_listen,
             media_address,
             ports: (self.rtp_first_port, self.rtp_last_port),
@@ -231,6 +268,98 @@ impl AgentsConfig {
                 ..crate::agents::desk::DeskSettings::default()
             },
         }))
+    }
+}
+
+impl AgentsConfig {
+    /// Checks `overflow` and the keys it needs, naming the key at fault.
+    fn overflow_route(
+        &self,
+        recording: bool,
+        prompts: &Path,
+    ) -> Result<ValidOverflow, ConfigError> {
+        let unused = |key: &str, value: &Option<PathBuf>| match value {
+            Some(_) => Err(ConfigError::invalid(
+                key,
+                format!(
+                    "only used with another agents.overflow (it is \"{}\")",
+                    self.overflow
+                ),
+            )),
+            None => Ok(()),
+        };
+        match self.overflow.as_str() {
+            "hangup" => {
+                unused("agents.overflow_script", &self.overflow_script)?;
+                unused("agents.voicemail_greeting", &self.voicemail_greeting)?;
+                Ok(ValidOverflow::HangUp)
+            }
+            "robot" => {
+                unused("agents.voicemail_greeting", &self.voicemail_greeting)?;
+                let Some(path) = &self.overflow_script else {
+                    return Err(ConfigError::invalid(
+                        "agents.overflow_script",
+                        "required with agents.overflow = \"robot\"",
+                    ));
+                };
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    ConfigError::invalid(
+                        "agents.overflow_script",
+                        format!("{}: {e}", path.display()),
+                    )
+                })?;
+                let script = callgate_robot::RobotScript::parse(&text, prompts).map_err(|e| {
+                    ConfigError::invalid(
+                        "agents.overflow_script",
+                        format!("{}: {e}", path.display()),
+                    )
+                })?;
+                Ok(ValidOverflow::Robot(std::sync::Arc::new(script)))
+            }
+            "voicemail" => {
+                unused("agents.overflow_script", &self.overflow_script)?;
+                if !recording {
+                    return Err(ConfigError::invalid(
+                        "agents.overflow",
+                        "voicemail records the callers' messages: configure [recording] recipients",
+                    ));
+                }
+                let Some(path) = &self.voicemail_greeting else {
+                    return Err(ConfigError::invalid(
+                        "agents.voicemail_greeting",
+                        "required with agents.overflow = \"voicemail\"",
+                    ));
+                };
+                let bytes = std::fs::read(path).map_err(|e| {
+                    ConfigError::invalid(
+                        "agents.voicemail_greeting",
+                        format!("{}: {e}", path.display()),
+                    )
+                })?;
+                callgate_media::prompt::Prompt::from_wav(&bytes).map_err(|e| {
+                    ConfigError::invalid(
+                        "agents.voicemail_greeting",
+                        format!("{}: {e}", path.display()),
+                    )
+                })?;
+                if !(1..=600).contains(&self.voicemail_max_seconds) {
+                    return Err(ConfigError::invalid(
+                        "agents.voicemail_max_seconds",
+                        format!("{} is not within 1..=600", self.voicemail_max_seconds),
+                    ));
+                }
+                Ok(ValidOverflow::Voicemail {
+                    greeting: path.clone(),
+                    max_message: std::time::Duration::from_secs(u64::from(
+                        self.voicemail_max_seconds,
+                    )),
+                })
+            }
+            other => Err(ConfigError::invalid(
+                "agents.overflow",
+                format!("`{other}` is not one of \"hangup\", \"robot\", \"voicemail\""),
+            )),
+        }
     }
 }
 
@@ -250,6 +379,9 @@ pub struct DialerConfig {
     /// The WAV prompt (8 kHz mono µ-law, A-law or PCM16) played to answered calls of
     /// agentless campaigns until robot scripts run them. Absent: a short tone sequence.
     pub announcement: Option<PathBuf>,
+    /// Which answered calls are screened for an answering machine: `"off"` (default),
+    /// `"agentless"` (agentless campaigns) or `"all"` (every call but previewed ones).
+    pub machine_detection: String,
 }
 
 impl Default for DialerConfig {
@@ -260,6 +392,7 @@ impl Default for DialerConfig {
             media_address: None,
             ring_timeout_seconds: 30,
             announcement: None,
+            machine_detection: "off".into(),
         }
     }
 }
@@ -275,6 +408,8 @@ pub struct ValidDialer {
     pub ring_timeout: std::time::Duration,
     /// The announcement file.
     pub announcement: Option<PathBuf>,
+    /// Which answered calls are screened for an answering machine.
+    pub machine_detection: crate::dialer::dispatch::MachineDetection,
 }
 
 impl DialerConfig {
@@ -305,7 +440,20 @@ impl DialerConfig {
                 ConfigError::invalid("dialer.announcement", format!("{}: {e}", path.display()))
             })?;
         }
+        use crate::dialer::dispatch::MachineDetection;
+        let machine_detection = match self.machine_detection.as_str() {
+            "off" => MachineDetection::Off,
+            "agentless" => MachineDetection::Agentless,
+            "all" => MachineDetection::All,
+            other => {
+                return Err(ConfigError::invalid(
+                    "dialer.machine_detection",
+                    format!("`{other}` is not one of \"off\", \"agentless\", \"all\""),
+                ))
+            }
+        };
         Ok(ValidDialer {
+            machine_detection,
             ports: (self.rtp_first_port, self.rtp_last_port),
             media_address,
             ring_timeout: std::time::Duration::from_secs(u64::from(self.ring_timeout_seconds)),
@@ -535,7 +683,12 @@ impl ApplianceConfig {
                 ));
             }
         }
-        let agents = self.agents.validate(sip.as_ref(), &dialer)?;
+        let agents = self.agents.validate(
+            sip.as_ref(),
+            &dialer,
+            recording.is_some(),
+            &self.appliance.data_dir.join("prompts"),
+        )?;
         Ok(ValidConfig {
             raw: self,
             id,
@@ -598,6 +751,13 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("dialer.announcement"), "{err}");
+        let err = parse("[dialer]\nmachine_detection = \"sometimes\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("dialer.machine_detection") && err.contains("sometimes"),
+            "{err}"
+        );
         let err = parse("[sip]\nlisten = \"0.0.0.0:5060\"\n")
             .unwrap_err()
             .to_string();
@@ -606,6 +766,67 @@ mod tests {
             parse("[sip]\nlisten = \"0.0.0.0:5060\"\n[dialer]\nmedia_address = \"10.0.0.2\"\n")
                 .unwrap();
         assert_eq!(ok.dialer.ring_timeout.as_secs(), 30);
+    }
+
+    #[test]
+    fn the_inbound_overflow_route_is_chosen_and_validated_by_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let base =
+            "[sip]\nlisten = \"127.0.0.1:5060\"\n[agents]\nsip_listen = \"127.0.0.1:5062\"\n";
+        let ok = parse(base).unwrap();
+        assert!(matches!(ok.agents.unwrap().overflow, ValidOverflow::HangUp));
+        let err = |extra: &str| parse(&format!("{base}{extra}")).unwrap_err().to_string();
+        let e = err("overflow = \"operator\"\n");
+        assert!(
+            e.contains("agents.overflow") && e.contains("operator"),
+            "{e}"
+        );
+        let e = err("overflow = \"robot\"\n");
+        assert!(
+            e.contains("agents.overflow_script") && e.contains("required"),
+            "{e}"
+        );
+        // A script with a broken step is refused naming the key, the file and the step.
+        let bad = dir.path().join("bad.toml");
+        std::fs::write(
+            &bad,
+            "format = 1\nname = \"after-hours\"\nversion = 1\nstart = \"bye\"\n\n[steps.bye]\nkind = \"hangup\"\ndisposition = \"done\"\nnext = \"nowhere\"\n",
+        )
+        .unwrap();
+        let e = err(&format!(
+            "overflow = \"robot\"\noverflow_script = {:?}\n",
+            bad
+        ));
+        assert!(
+            e.contains("agents.overflow_script") && e.contains("bad.toml") && e.contains("bye"),
+            "{e}"
+        );
+        let good = dir.path().join("good.toml");
+        std::fs::write(
+            &good,
+            "format = 1\nname = \"after-hours\"\nversion = 1\nstart = \"bye\"\n\n[steps.bye]\nkind = \"hangup\"\ndisposition = \"done\"\n",
+        )
+        .unwrap();
+        let ok = parse(&format!(
+            "{base}overflow = \"robot\"\noverflow_script = {:?}\n",
+            good
+        ))
+        .unwrap();
+        match ok.agents.unwrap().overflow {
+            ValidOverflow::Robot(script) => assert_eq!(script.name(), "after-hours"),
+            other => panic!("{other:?}"),
+        }
+        let e = err(&format!("overflow_script = {:?}\n", good));
+        assert!(
+            e.contains("agents.overflow_script") && e.contains("hangup"),
+            "{e}"
+        );
+        // Voicemail records messages: it needs [recording] and a greeting.
+        let e = err("overflow = \"voicemail\"\n");
+        assert!(
+            e.contains("agents.overflow") && e.contains("[recording]"),
+            "{e}"
+        );
     }
 
     #[test]

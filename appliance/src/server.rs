@@ -122,11 +122,25 @@ pub async fn run(
         }
         (None, None) => None,
     };
+    // Speech for robot scripts (campaign calls and inbound overflow): espeak-ng, cached.
+    let speech = Arc::new(crate::robot_call::SpeechCache::new(
+        Arc::new(callgate_robot::EspeakNg::default()),
+        crate::robot_call::speech::DEFAULT_CAPACITY,
+    ));
     // The agents (desk, the agents' SIP side on `agents.sip_listen`, their lines) run when
     // `[sip]` and `agents.sip_listen` are configured; the agent page is served with them.
     let (desk, agent_side) = match (&config.sip, &config.agents) {
         (Some(sip), Some(agents)) => {
-            let (desk, side) = start_agents(sip, agents, &store, outbox.clone(), &stop_rx).await?;
+            let (desk, side) = start_agents(
+                sip,
+                agents,
+                &store,
+                outbox.clone(),
+                &stop_rx,
+                config.recording.as_ref(),
+                speech.clone(),
+            )
+            .await?;
             (Some(desk), Some(side))
         }
         _ => {
@@ -141,18 +155,12 @@ pub async fn run(
     // announcement. Prompt files are looked up in `<data_dir>/prompts`.
     let robot_placement = match &config.sip {
         Some(_) => Some(crate::robot_call::RobotPlacement::new(
-            Arc::new(crate::robot_call::SpeechCache::new(
-                Arc::new(callgate_robot::EspeakNg::default()),
-                crate::robot_call::speech::DEFAULT_CAPACITY,
-            )),
+            speech.clone(),
             config.raw.appliance.data_dir.join("prompts"),
             crate::dialer::driver::dialer_announcement(&config)?,
         )),
         None => None,
     };
-    let robot = robot_placement
-        .clone()
-        .map(|r| Arc::new(r) as Arc<dyn crate::dialer::placement::AnsweredCallPlacement>);
     // The SIP engine and the campaign executor run when `[sip]` is configured.
     let dialer = match &config.sip {
         Some(sip) => Some(
@@ -162,7 +170,7 @@ pub async fn run(
                 store.pool(),
                 outbox.clone(),
                 agent_side,
-                robot,
+                robot_placement.clone(),
             )
             .await?,
         ),
@@ -342,6 +350,47 @@ pub async fn run(
     })
 }
 
+/// The route `agents.overflow` chose for queued inbound callers who waited too long.
+fn overflow_route(
+    overflow: &crate::config::ValidOverflow,
+    store: &Store,
+    recording: Option<&crate::recording::ValidRecording>,
+    speech: Arc<crate::robot_call::SpeechCache>,
+) -> Result<crate::agents::lines::OverflowRoute, ServerError> {
+    use crate::agents::lines::OverflowRoute;
+    use crate::config::ValidOverflow;
+    use crate::robot_call::{OverflowTarget, ScriptOverflow, Voicemail};
+    let recorded = recording.map(|r| {
+        (
+            r.clone(),
+            crate::recording::SqliteSegmentStore::new(store.pool().clone()),
+        )
+    });
+    Ok(match overflow {
+        ValidOverflow::HangUp => OverflowRoute::HangUp,
+        ValidOverflow::Robot(script) => OverflowRoute::Robot(OverflowTarget(Arc::new(
+            ScriptOverflow::new(script.clone(), speech, recorded),
+        ))),
+        ValidOverflow::Voicemail {
+            greeting,
+            max_message,
+        } => {
+            let recorded = recorded.ok_or_else(|| crate::dialer::DialerError::Prompt {
+                path: greeting.display().to_string(),
+                reason: "voicemail needs [recording]".into(),
+            })?;
+            let voicemail =
+                Voicemail::from_wav_file(greeting, *max_message, recorded).map_err(|e| {
+                    crate::dialer::DialerError::Prompt {
+                        path: greeting.display().to_string(),
+                        reason: e.to_string(),
+                    }
+                })?;
+            OverflowRoute::Robot(OverflowTarget(Arc::new(voicemail)))
+        }
+    })
+}
+
 /// Starts the agents' SIP side, the desk and the lines; returns the desk (for the agent
 /// page) and what the dialer needs to place answered calls with agents.
 async fn start_agents(
@@ -350,6 +399,8 @@ async fn start_agents(
     store: &Store,
     outbox: Option<crate::agents::service::SharedOutbox>,
     stop_rx: &tokio::sync::watch::Receiver<bool>,
+    recording: Option<&crate::recording::ValidRecording>,
+    speech: Arc<crate::robot_call::SpeechCache>,
 ) -> Result<
     (
         crate::agents::service::AgentDeskService,
@@ -357,7 +408,7 @@ async fn start_agents(
     ),
     ServerError,
 > {
-    use crate::agents::lines::{LineSettings, OverflowRoute};
+    use crate::agents::lines::LineSettings;
     let ua = crate::agents::lines::start_agent_sip(
         sip,
         agents.sip_listen,
@@ -381,7 +432,7 @@ async fn start_agents(
                     media_ip: agents.media_address,
                     rtp_ports,
                     phone_ring_timeout: agents.phone_ring_timeout,
-                    overflow: OverflowRoute::HangUp,
+                    overflow: overflow_route(&agents.overflow, store, recording, speech)?,
                 },
             )),
             dialer: Some(desk_tx),

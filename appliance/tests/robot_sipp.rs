@@ -387,3 +387,59 @@ async fn a_transfer_without_a_desk_follows_on_no_agent() {
     assert_eq!(record.disposition.as_deref(), Some("no_agent"));
     assert_eq!(record.agent, None);
 }
+
+/// What the dispatcher does for a call the routing policy sends to a named robot script.
+struct RoutedTo(RobotPlacement, &'static str);
+
+impl callgate_appliance::dialer::placement::AnsweredCallPlacement for RoutedTo {
+    fn place(
+        &self,
+        mut call: callgate_appliance::dialer::placement::AnsweredCall,
+    ) -> BoxFuture<
+        'static,
+        Result<
+            callgate_appliance::dialer::placement::Placement,
+            callgate_appliance::dialer::DialerError,
+        >,
+    > {
+        call.robot_script = Some(self.1.to_owned());
+        self.0.place(call)
+    }
+}
+
+const ENDS_WITH: &str = r#"
+format = 1
+name = "NAME"
+version = 1
+start = "bye"
+
+[steps.bye]
+kind = "hangup"
+disposition = "NAME_ran"
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_routed_to_a_named_script_runs_that_script_not_the_campaigns() {
+    let callee = Callee::start(
+        "robot_callee.xml",
+        &callee_pcap(&line_noise(6_000), &[], KeyStyle::Rfc4733),
+    );
+    let mut rig = Rig::new().await;
+    let placement = robot(rig.dir.path());
+    let brief = robot_brief(Some(&ENDS_WITH.replace("NAME", "campaigns")));
+    placement.set_campaign(brief_of(&brief)).unwrap();
+    // Another campaign held by the box brings the script the routing rule names.
+    let mut other = brief_of(&robot_brief(Some(&ENDS_WITH.replace("NAME", "survey")))).clone();
+    other.campaign = callgate_common::ids::CampaignId(99);
+    placement.set_campaign(&other).unwrap();
+    let record = one_call(
+        &mut rig,
+        &callee,
+        Arc::new(RoutedTo(placement, "survey")),
+        brief,
+        one_contact(1, &[]),
+    )
+    .await;
+    assert_eq!(record.outcome, CallOutcome::AnsweredHuman);
+    assert_eq!(record.disposition.as_deref(), Some("survey_ran"));
+}

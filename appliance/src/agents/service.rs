@@ -540,6 +540,8 @@ async fn write_one(
             code,
             at,
         } => {
+            // The write lock first (BEGIN IMMEDIATE), as every writer of the store.
+            let mut tx = crate::sync::outbox_store::begin_write(pool).await?;
             sqlx::query(
                 "INSERT INTO agent_disposition (call_id, agent_id, campaign_id, code, saved_at_ms) \
                  VALUES (?, ?, ?, ?, ?) ON CONFLICT(call_id) DO NOTHING",
@@ -549,8 +551,9 @@ async fn write_one(
             .bind(campaign.map(|c| c.0 as i64))
             .bind(code)
             .bind(at.0)
-            .execute(pool)
+            .execute(&mut *tx)
             .await?;
+            tx.commit().await?;
         }
         _ => {}
     }

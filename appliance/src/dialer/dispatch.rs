@@ -96,6 +96,86 @@ impl AnsweredCallPlacement for CallDispatch {
     }
 }
 
+/// Which answered calls are screened for an answering machine (`[dialer]
+/// machine_detection`). Screening adds the detector's decision time (about 2 s) before a
+/// person reaches the script or the agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MachineDetection {
+    /// No call is screened; every answer counts as a person's.
+    #[default]
+    Off,
+    /// Calls of agentless campaigns (robot scripts, the announcement).
+    Agentless,
+    /// Every call except previewed ones (the agent who dialled is on the line already).
+    All,
+}
+
+impl MachineDetection {
+    /// Whether calls of a campaign in `mode` are screened.
+    pub fn covers(self, mode: DialMode) -> bool {
+        match self {
+            MachineDetection::Off => false,
+            MachineDetection::Agentless => mode == DialMode::Agentless,
+            MachineDetection::All => true,
+        }
+    }
+}
+
+/// [`CallDispatch`] with answering-machine detection in front of the calls
+/// [`MachineDetection`] covers: machines get the screen's [`MachineAnswer`] (the campaign
+/// script's `on_machine` message, or the end of the call), people and undecided answers the
+/// dispatch. Every screened answer's verdict goes to the dialer (see
+/// `ControlReceiver::with_verdicts`).
+///
+/// [`MachineAnswer`]: crate::robot_call::MachineAnswer
+pub struct ScreenedDispatch {
+    screen: crate::robot_call::MachineScreen<CallDispatch>,
+    plain: CallDispatch,
+    detection: MachineDetection,
+}
+
+impl std::fmt::Debug for ScreenedDispatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ScreenedDispatch")
+            .field("dispatch", &self.plain)
+            .field("detection", &self.detection)
+            .finish()
+    }
+}
+
+impl ScreenedDispatch {
+    /// Screens the calls `detection` covers before `dispatch` places them; machines go to
+    /// `machine`; verdicts to `verdicts`.
+    pub fn new(
+        dispatch: CallDispatch,
+        detection: MachineDetection,
+        machine: Arc<dyn crate::robot_call::MachineAnswer>,
+        settings: crate::robot_call::ScreenSettings,
+        verdicts: mpsc::UnboundedSender<crate::robot_call::ScreenedAnswer>,
+    ) -> ScreenedDispatch {
+        ScreenedDispatch {
+            screen: crate::robot_call::MachineScreen::new(dispatch.clone(), machine, settings)
+                .with_verdicts(verdicts),
+            plain: dispatch,
+            detection,
+        }
+    }
+}
+
+impl AnsweredCallPlacement for ScreenedDispatch {
+    fn place(&self, call: AnsweredCall) -> BoxFuture<'static, Result<Placement, DialerError>> {
+        if self.screens(&call) {
+            self.screen.place(call)
+        } else {
+            self.plain.place(call)
+        }
+    }
+
+    fn screens(&self, call: &AnsweredCall) -> bool {
+        self.detection.covers(call.mode) && self.screen.screens(call)
+    }
+}
+
 type CallWaiters = Arc<Mutex<HashMap<CallId, mpsc::UnboundedSender<DeskOutput>>>>;
 
 /// Answered calls of agent campaigns: offered to the desk, bridged to the chosen agent's
@@ -246,6 +326,8 @@ impl AgentPlacement {
             OfferDecision::Connect { agent } => agent,
             OfferDecision::Robot { script } => {
                 tracing::info!(call = %id, %script, "routed to a robot script");
+                let mut call = call;
+                call.robot_script = Some(script);
                 return robot.place(call).await;
             }
             OfferDecision::Waiting { .. } => loop {
@@ -307,6 +389,7 @@ impl AgentPlacement {
             frame_samples,
             mut end_now,
             recorder,
+            robot_script,
         } = call;
         let bridge = match self
             .lines
@@ -344,6 +427,7 @@ impl AgentPlacement {
                         frame_samples,
                         end_now,
                         recorder,
+                        robot_script,
                     })
                     .await;
             }

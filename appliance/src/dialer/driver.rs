@@ -21,6 +21,7 @@ use super::store;
 use super::DialerError;
 use crate::media::{RtpLeg, RtpPortRange};
 use crate::recording::{SqliteSegmentStore, ValidRecording};
+use crate::robot_call::ScreenedAnswer;
 use crate::sip::udp::UdpTrunkRouter;
 use crate::sync::outbox_store::UplinkOutbox;
 use callgate_common::ids::{AgentId, AttemptId, CallId, CampaignId, LeaseId, TrunkId};
@@ -101,6 +102,17 @@ pub struct DialerControl {
 pub struct ControlReceiver {
     commands: mpsc::UnboundedReceiver<Command>,
     briefs: watch::Sender<Vec<CampaignBrief>>,
+    verdicts: Option<mpsc::UnboundedReceiver<ScreenedAnswer>>,
+}
+
+impl ControlReceiver {
+    /// The answering-machine verdicts of a placement that screens calls
+    /// ([`AnsweredCallPlacement::screens`]): the dialer reports each screened answer to its
+    /// executor (and pacer) as a person's or a machine's when the verdict arrives.
+    pub fn with_verdicts(mut self, verdicts: mpsc::UnboundedReceiver<ScreenedAnswer>) -> Self {
+        self.verdicts = Some(verdicts);
+        self
+    }
 }
 
 impl DialerControl {
@@ -113,6 +125,7 @@ impl DialerControl {
             ControlReceiver {
                 commands: commands_rx,
                 briefs: briefs_tx,
+                verdicts: None,
             },
         )
     }
@@ -206,6 +219,7 @@ impl DialerTask {
         let ControlReceiver {
             commands: commands_rx,
             briefs,
+            verdicts,
         } = receiver;
         let now = UnixMillis::now();
         let current = outbox.read().await.clone();
@@ -255,6 +269,7 @@ impl DialerTask {
             segments,
             changes,
             briefs,
+            verdicts,
         };
         let task = tokio::spawn(driver.run(commands_rx, done_rx, stop_rx));
         Ok(DialerTask {
@@ -335,6 +350,9 @@ struct Call {
     committed: bool,
     /// Ended by the dialer stopping, not by the far end.
     cut_short: bool,
+    /// Answered and being screened for a machine: the executor hears `Answered` with the
+    /// screen's verdict.
+    awaiting_verdict: bool,
 }
 
 struct Driver {
@@ -352,6 +370,30 @@ struct Driver {
     changes: watch::Receiver<u64>,
     /// The briefs held, for the agent desk.
     briefs: watch::Sender<Vec<CampaignBrief>>,
+    /// Answering-machine verdicts of screened calls.
+    verdicts: Option<mpsc::UnboundedReceiver<ScreenedAnswer>>,
+}
+
+/// Tells the executor (and its pacer) an attempt was answered, by a machine or not.
+fn report_answer(
+    executor: &mut CampaignExecutor,
+    now: UnixMillis,
+    attempt: AttemptId,
+    machine: bool,
+) {
+    metrics::counter!("callgate_dialer_answers_total", "by" => if machine { "machine" } else { "person" })
+        .increment(1);
+    let _ = executor.handle_attempt(now, attempt, AttemptUpdate::Answered { machine });
+}
+
+/// The next verdict, or never when no screen reports any.
+async fn next_verdict(
+    verdicts: &mut Option<mpsc::UnboundedReceiver<ScreenedAnswer>>,
+) -> Option<ScreenedAnswer> {
+    match verdicts {
+        Some(r) => r.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// The attempt outcome a final SIP status means.
@@ -443,6 +485,7 @@ impl Driver {
                     }
                 },
                 Some((id, placed)) = done.recv() => self.on_placed(id, placed).await,
+                Some(v) = next_verdict(&mut self.verdicts) => self.on_verdict(v),
                 Some(cmd) = commands.recv() => self.on_command(cmd),
                 () = tokio::time::sleep(wait) => self.executor.handle_timeout(UnixMillis::now()),
             }
@@ -598,6 +641,26 @@ impl Driver {
             .handle_not_dialled(UnixMillis::now(), attempt, reason);
     }
 
+    /// An attempt no trunk had room for: the contact goes back to pending in the store and
+    /// the executor (dialled later, never settled as failed); its media ports are freed.
+    async fn no_trunk(&mut self, c: Call, reason: &str) {
+        let attempt = c.order.attempt;
+        metrics::counter!("callgate_dialer_no_trunk_total").increment(1);
+        tracing::debug!(%attempt, %reason, "no trunk had room; the contact stays pending");
+        match store::release_dialling(&self.pool, c.order.lease, c.order.contact.contact, attempt)
+            .await
+        {
+            Ok(()) => {
+                let _ = self.executor.handle_no_trunk(UnixMillis::now(), attempt);
+            }
+            Err(e) => {
+                // The store still says `dialling`: hand it back rather than dial it again.
+                tracing::error!(%attempt, error = %e, "cannot put the contact back to pending");
+                self.not_dialled(attempt, &format!("no trunk had room ({reason}), and {e}"));
+            }
+        }
+    }
+
     fn too_late(order: &DialOrder) -> bool {
         UnixMillis::now().plus_millis(DIAL_GUARD.as_millis() as i64) >= order.not_after
     }
@@ -727,6 +790,7 @@ impl Driver {
                 sip_ended: false,
                 committed: false,
                 cut_short: false,
+                awaiting_verdict: false,
             },
         );
     }
@@ -761,6 +825,10 @@ impl Driver {
                 let Some(mut c) = self.calls.remove(&attempt) else {
                     return;
                 };
+                if tried.is_empty() && status == 503 && !c.cut_short {
+                    // No trunk had room (channels or calls per second): nothing was sent.
+                    return self.no_trunk(c, &reason).await;
+                }
                 c.trunk = tried
                     .last()
                     .and_then(|t| TrunkId::new(t.as_str()).ok())
@@ -803,11 +871,6 @@ impl Driver {
         c.answered_at = Some(now);
         c.progress_at.get_or_insert(now);
         c.trunk = TrunkId::new(trunk).ok().or(c.trunk.take());
-        let _ = self.executor.handle_attempt(
-            now,
-            c.order.attempt,
-            AttemptUpdate::Answered { machine: false },
-        );
         let negotiated = std::str::from_utf8(&body)
             .map_err(|e| e.to_string())
             .and_then(|text| SessionDescription::parse(text).map_err(|e| e.to_string()))
@@ -822,6 +885,7 @@ impl Driver {
         let (customer, frame_samples) = match leg {
             Ok(l) => l,
             Err(reason) => {
+                report_answer(&mut self.executor, now, c.order.attempt, false);
                 tracing::warn!(attempt = %c.order.attempt, %reason, "answered call without usable media");
                 let mut c = self.calls.remove(&sip).expect("present");
                 self.commit(&mut c, CallOutcome::Failed, None, None).await;
@@ -850,7 +914,13 @@ impl Driver {
             frame_samples,
             end_now: far_rx,
             recorder,
+            robot_script: None,
         };
+        // A screened call's answer is reported with the screen's verdict (`on_verdict`).
+        c.awaiting_verdict = self.verdicts.is_some() && self.placement.screens(&call);
+        if !c.awaiting_verdict {
+            report_answer(&mut self.executor, now, c.order.attempt, false);
+        }
         let placed = self.placement.place(call);
         let done = self.done_tx.clone();
         tokio::spawn(async move {
@@ -858,10 +928,45 @@ impl Driver {
         });
     }
 
+    /// A screened call's verdict: the executor (and its pacer) hear the answer now, as a
+    /// person's or a machine's.
+    fn on_verdict(&mut self, v: ScreenedAnswer) {
+        let Some(c) = self
+            .calls
+            .values_mut()
+            .find(|c| c.order.attempt == v.attempt && c.awaiting_verdict)
+        else {
+            return;
+        };
+        c.awaiting_verdict = false;
+        tracing::debug!(attempt = %v.attempt, machine = v.machine(), waited_ms = v.waited_ms, "answer screened");
+        report_answer(
+            &mut self.executor,
+            UnixMillis::now(),
+            v.attempt,
+            v.machine(),
+        );
+    }
+
     async fn on_placed(&mut self, sip: SipAttempt, placed: Result<Placement, DialerError>) {
+        // The screen sends its verdict before the placement can end: take it first, so the
+        // executor hears the answer before the end.
+        while let Some(v) = self.verdicts.as_mut().and_then(|r| r.try_recv().ok()) {
+            self.on_verdict(v);
+        }
         let Some(mut c) = self.calls.remove(&sip) else {
             return;
         };
+        if c.awaiting_verdict {
+            // The placement ended without a verdict (its media failed): a person's answer.
+            c.awaiting_verdict = false;
+            report_answer(
+                &mut self.executor,
+                UnixMillis::now(),
+                c.order.attempt,
+                false,
+            );
+        }
         let placement = match placed {
             Ok(p) => p,
             Err(e) => {
@@ -986,7 +1091,7 @@ pub async fn start_from_config(
     pool: &SqlitePool,
     outbox: Option<SharedOutbox>,
     agents: Option<AgentSide>,
-    robot: Option<Arc<dyn AnsweredCallPlacement>>,
+    robot: Option<crate::robot_call::RobotPlacement>,
 ) -> Result<DialerTask, DialerError> {
     use callgate_sip::agent::AgentConfig;
     use callgate_sip::trunk::TrunkGroup;
@@ -1040,8 +1145,12 @@ pub async fn start_from_config(
         pacing: PacingConfig::default(),
     };
     let announcement: Arc<dyn AnsweredCallPlacement> = Arc::new(dialer_announcement(config)?);
-    let (control, receiver) = DialerControl::channel();
-    let mut dispatch = super::dispatch::CallDispatch::new(announcement).with_robot(robot);
+    let (control, mut receiver) = DialerControl::channel();
+    let mut dispatch = super::dispatch::CallDispatch::new(announcement).with_robot(
+        robot
+            .clone()
+            .map(|r| Arc::new(r) as Arc<dyn AnsweredCallPlacement>),
+    );
     let glue = match agents {
         Some(side) => {
             dispatch = dispatch.with_agents(super::dispatch::AgentPlacement::start(
@@ -1055,19 +1164,41 @@ pub async fn start_from_config(
         }
         None => None,
     };
+    let detection = config.dialer.machine_detection;
     tracing::info!(
         sip = %sip.listen,
         media = %settings.media_ip,
         trunks = settings.trunks.len(),
         placement = ?dispatch,
+        machine_detection = ?detection,
         "SIP engine and campaign executor started"
     );
+    let placement: Arc<dyn AnsweredCallPlacement> =
+        if detection == super::dispatch::MachineDetection::Off {
+            Arc::new(dispatch)
+        } else {
+            // Machines hear the campaign script's `on_machine` message when the robot runs,
+            // else their call ends at once.
+            let machine: Arc<dyn crate::robot_call::MachineAnswer> = match robot {
+                Some(r) => Arc::new(r),
+                None => Arc::new(crate::robot_call::EndMachineCalls),
+            };
+            let (verdict_tx, verdict_rx) = mpsc::unbounded_channel();
+            receiver = receiver.with_verdicts(verdict_rx);
+            Arc::new(super::dispatch::ScreenedDispatch::new(
+                dispatch,
+                detection,
+                machine,
+                crate::robot_call::ScreenSettings::default(),
+                verdict_tx,
+            ))
+        };
     let task = DialerTask::start_with_control(
         settings,
         pool.clone(),
         outbox,
         router,
-        Arc::new(dispatch),
+        placement,
         (control, receiver),
     )
     .await?;

@@ -41,6 +41,9 @@ mod tests;
 
 /// How long the per-minute limit looks back.
 const MINUTE_MS: i64 = 60_000;
+/// After no trunk had room for an order, how long a campaign orders nothing (unless an
+/// attempt ends first), so that a full trunk group is not hammered.
+pub const NO_TRUNK_BACKOFF_MS: i64 = 500;
 
 /// Where a leased contact stands. It only ever moves forward.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -293,6 +296,9 @@ struct Campaign {
     dialled: u32,
     refused: u32,
     returned: u32,
+    /// No trunk had room for the last order: nothing is ordered before this instant (or
+    /// before an attempt ends and frees a channel).
+    no_trunk_until: Option<UnixMillis>,
 }
 
 impl Campaign {
@@ -309,6 +315,7 @@ impl Campaign {
             dialled: 0,
             refused: 0,
             returned: 0,
+            no_trunk_until: None,
         }
     }
 
@@ -596,6 +603,10 @@ impl CampaignExecutor {
             }
             AttemptUpdate::Ended { outcome } => {
                 flight.ended = true;
+                // A channel is free again.
+                for c in self.campaigns.values_mut() {
+                    c.no_trunk_until = None;
+                }
                 let (lease, contact) = (flight.lease, flight.contact);
                 self.flights.remove(&attempt);
                 self.set_contact_state(lease, contact, DialState::Done);
@@ -661,6 +672,41 @@ impl CampaignExecutor {
             reason: reason.to_owned(),
             closes_lease: false,
         });
+        self.step(now);
+        Ok(())
+    }
+
+    /// No trunk had room for an ordered attempt (every trunk at its channel or calls-per-second
+    /// limit, so nothing was sent): the contact is pending again and dialled later by this
+    /// box — it was not dialled, so this is no re-dial. The campaign orders nothing for
+    /// [`NO_TRUNK_BACKOFF_MS`] or until one of its attempts ends.
+    pub fn handle_no_trunk(
+        &mut self,
+        now: UnixMillis,
+        attempt: AttemptId,
+    ) -> Result<(), DialerError> {
+        let flight = self
+            .flights
+            .remove(&attempt)
+            .ok_or(DialerError::UnknownAttempt(attempt))?;
+        self.set_contact_state(flight.lease, flight.contact, DialState::Pending);
+        // The attempt the order counted against the number's caps never happened.
+        let number = self.leases.get(&flight.lease).and_then(|l| {
+            l.contacts
+                .iter()
+                .find(|(c, _)| c.contact == flight.contact)
+                .map(|(c, _)| c.number.e164())
+        });
+        if let Some(starts) = number.and_then(|n| self.local_attempts.get_mut(&n)) {
+            starts.pop();
+        }
+        let c = self.campaign(flight.campaign);
+        c.in_flight = c.in_flight.saturating_sub(1);
+        c.dialled = c.dialled.saturating_sub(1);
+        c.no_trunk_until = Some(UnixMillis(now.0 + NO_TRUNK_BACKOFF_MS));
+        if let Some(p) = c.pacer.as_mut() {
+            let _ = p.handle_attempt(now, attempt, AttemptEvent::Failed);
+        }
         self.step(now);
         Ok(())
     }
@@ -768,6 +814,9 @@ impl CampaignExecutor {
                 at(first + MINUTE_MS);
             }
             if let Some(t) = c.pacer.as_ref().and_then(|p| p.poll_timeout()) {
+                at(t.0);
+            }
+            if let Some(t) = c.no_trunk_until.filter(|t| t.0 > self.now.0) {
                 at(t.0);
             }
         }
@@ -942,7 +991,7 @@ impl CampaignExecutor {
             return 0;
         };
         let Some(g) = &c.grant else { return 0 };
-        if now >= g.expires_at {
+        if now >= g.expires_at || c.no_trunk_until.is_some_and(|t| now < t) {
             return 0;
         }
         let concurrent = g.max_concurrent.saturating_sub(c.in_flight);

@@ -76,4 +76,8 @@ pub enum DialerError {
     /// A prompt file could not be read or decoded.
     #[error("prompt {path}: {reason}")]
     Prompt { path: String, reason: String },
+    /// An attempt's mark on its contact could not be undone: the contact is not being
+    /// dialled by that attempt any more.
+    #[error("contact {contact} of lease {lease} is not being dialled by that attempt")]
+    NotDialling { lease: u64, contact: u64 },
 }

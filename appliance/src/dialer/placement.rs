@@ -48,6 +48,9 @@ pub struct AnsweredCall {
     pub end_now: watch::Receiver<bool>,
     /// The call's recorder when `[recording]` is configured (customer left, our side right).
     pub recorder: Option<Recorder>,
+    /// The robot script the routing policy chose for this call (`RouteAction::RobotScript`),
+    /// by name; `None`: the campaign's own script.
+    pub robot_script: Option<String>,
 }
 
 /// What a placement did with the call.
@@ -69,6 +72,13 @@ pub struct Placement {
 pub trait AnsweredCallPlacement: Send + Sync + 'static {
     /// Runs the call; returns when the box should hang up (or the customer has).
     fn place(&self, call: AnsweredCall) -> BoxFuture<'static, Result<Placement, DialerError>>;
+
+    /// Whether this placement screens `call` for an answering machine and reports the
+    /// verdict itself (on the channel given with `ControlReceiver::with_verdicts`): the
+    /// driver then holds the attempt's `Answered` report for that verdict.
+    fn screens(&self, _call: &AnsweredCall) -> bool {
+        false
+    }
 }
 
 /// Plays a prompt to the customer, then hands the call back to be hung up.

@@ -295,6 +295,35 @@ pub async fn mark_dialling(
     Ok(())
 }
 
+/// Undoes [`mark_dialling`] for an attempt that never left the box (no trunk had room):
+/// the contact is pending again. Only that attempt's mark is undone.
+pub async fn release_dialling(
+    pool: &SqlitePool,
+    lease: LeaseId,
+    contact: ContactId,
+    attempt: AttemptId,
+) -> Result<(), DialerError> {
+    let mut tx = crate::sync::outbox_store::begin_write(pool).await?;
+    let changed = sqlx::query(
+        "UPDATE dialer_contacts SET state = 'pending', attempt = NULL, started_at = NULL \
+         WHERE lease = $1 AND contact = $2 AND state = 'dialling' AND attempt = $3",
+    )
+    .bind(lease.0 as i64)
+    .bind(contact.0 as i64)
+    .bind(attempt.to_string())
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    tx.commit().await?;
+    if changed != 1 {
+        return Err(DialerError::NotDialling {
+            lease: lease.0,
+            contact: contact.0,
+        });
+    }
+    Ok(())
+}
+
 /// Puts the call record in the outbox, keeping the attempt result beside the contact in
 /// the same transaction so that a restart before [`record_attempt`] reports it.
 pub async fn record_call(

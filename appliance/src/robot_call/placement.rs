@@ -178,6 +178,34 @@ impl RobotPlacement {
         }
     }
 
+    /// A validated script the box holds whose name is `name` (from any campaign's brief).
+    pub fn script_named(&self, name: &str) -> Option<Arc<RobotScript>> {
+        read(&self.shared.scripts)
+            .values()
+            .find_map(|s| match &s.state {
+                ScriptState::Ready(script) if script.name() == name => Some(script.clone()),
+                _ => None,
+            })
+    }
+
+    /// The script a call of `campaign` runs: the one the routing policy `named`, else the
+    /// campaign's own. A name no held script has is logged and the campaign's script runs.
+    pub fn script_for(
+        &self,
+        campaign: CampaignId,
+        named: Option<&str>,
+    ) -> Option<Arc<RobotScript>> {
+        if let Some(name) = named {
+            match self.script_named(name) {
+                Some(script) => return Some(script),
+                None => {
+                    tracing::warn!(%campaign, script = name, "the routing policy names a robot script this box does not hold; the campaign's own runs")
+                }
+            }
+        }
+        self.script(campaign)
+    }
+
     /// Runs `robot` on the call and turns its report into the call's placement.
     fn run(
         &self,
@@ -226,7 +254,7 @@ fn placement_of(
 
 impl AnsweredCallPlacement for RobotPlacement {
     fn place(&self, call: AnsweredCall) -> BoxFuture<'static, Result<Placement, DialerError>> {
-        let Some(script) = self.script(call.campaign) else {
+        let Some(script) = self.script_for(call.campaign, call.robot_script.as_deref()) else {
             tracing::warn!(campaign = %call.campaign, call = %call.call, "no usable robot script for the campaign; playing the announcement");
             return self.shared.fallback.place(call);
         };
@@ -338,6 +366,34 @@ disposition = "done"
         assert!(
             p.script(CampaignId(5)).is_none(),
             "a brief without a script clears it"
+        );
+    }
+
+    #[test]
+    fn a_script_the_routing_policy_names_runs_instead_of_the_campaigns_own() {
+        let p = placement();
+        p.set_campaign(&brief(1, Some(GOOD))).unwrap();
+        let mut other = brief(
+            1,
+            Some(&GOOD.replace("name = \"bye\"", "name = \"survey\"")),
+        );
+        other.campaign = CampaignId(6);
+        p.set_campaign(&other).unwrap();
+        let name = |s: Option<Arc<RobotScript>>| s.map(|s| s.name().to_owned());
+        assert_eq!(
+            name(p.script_for(CampaignId(5), Some("survey"))),
+            Some("survey".into())
+        );
+        assert_eq!(name(p.script_for(CampaignId(5), None)), Some("bye".into()));
+        assert_eq!(
+            name(p.script_for(CampaignId(5), Some("unknown"))),
+            Some("bye".into()),
+            "a name nobody holds: the campaign's own script"
+        );
+        assert_eq!(
+            name(p.script_for(CampaignId(7), Some("bye"))),
+            Some("bye".into()),
+            "a named script runs for a campaign without one"
         );
     }
 }

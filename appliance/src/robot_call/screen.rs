@@ -254,6 +254,10 @@ fn greeting_end(silence_ms: u32) -> impl FnMut(&[i16]) -> bool {
 }
 
 impl<P: AnsweredCallPlacement> AnsweredCallPlacement for MachineScreen<P> {
+    fn screens(&self, call: &AnsweredCall) -> bool {
+        call.agent.is_none()
+    }
+
     fn place(&self, call: AnsweredCall) -> BoxFuture<'static, Result<Placement, DialerError>> {
         if call.agent.is_some() {
             return self.inner.place(call);

@@ -7,7 +7,7 @@
 //! the technicians'; every form carries the session's CSRF token. What an agent may do is the
 //! desk's decision ([`AgentDeskService`]); this file only renders and forwards.
 
-use super::auth::{constant_time_eq, random_hex, token_hash, LoginThrottle};
+use super::auth::{constant_time_eq, random_hex, token_hash, write_retrying, LoginThrottle};
 use super::pages::render;
 use super::WebState;
 use crate::agents::desk::AgentView;
@@ -31,6 +31,9 @@ use std::net::SocketAddr;
 pub const AGENT_COOKIE: &str = "cg_agent";
 /// Agent sessions end after this long without a request (the live stream counts).
 const IDLE_MS: i64 = 12 * 3600 * 1000;
+/// A session's last-seen time is written at most this often: an agent's clicks do not each
+/// cost a store write (the idle limit is hours).
+const SEEN_EVERY_MS: i64 = 60 * 1000;
 
 /// The agent page's routes (merged into the UI's router).
 pub fn router() -> Router<WebState> {
@@ -61,16 +64,23 @@ async fn open_session(
     agent: AgentId,
 ) -> Result<String, sqlx::Error> {
     let token = random_hex(32);
-    sqlx::query(
-        "INSERT INTO agent_session (token_hash, agent_id, csrf_token, created_at_ms, last_seen_ms) \
-         VALUES (?, ?, ?, ?, ?)",
-    )
-    .bind(token_hash(&token))
-    .bind(agent.0 as i64)
-    .bind(random_hex(16))
-    .bind(now.0)
-    .bind(now.0)
-    .execute(pool)
+    let (hash, csrf) = (token_hash(&token), random_hex(16));
+    write_retrying(pool, "agent session", |c| {
+        let (hash, csrf) = (hash.clone(), csrf.clone());
+        Box::pin(async move {
+            sqlx::query(
+                "INSERT INTO agent_session (token_hash, agent_id, csrf_token, created_at_ms, last_seen_ms) \
+                 VALUES (?, ?, ?, ?, ?)",
+            )
+            .bind(hash)
+            .bind(agent.0 as i64)
+            .bind(csrf)
+            .bind(now.0)
+            .bind(now.0)
+            .execute(c)
+            .await
+        })
+    })
     .await?;
     Ok(token)
 }
@@ -94,11 +104,19 @@ async fn lookup_session(
         close_session(pool, token).await?;
         return Ok(None);
     }
-    sqlx::query("UPDATE agent_session SET last_seen_ms = ? WHERE token_hash = ?")
-        .bind(now.0)
-        .bind(&hash)
-        .execute(pool)
+    if now.0 - seen >= SEEN_EVERY_MS {
+        write_retrying(pool, "agent session seen", |c| {
+            let hash = hash.clone();
+            Box::pin(async move {
+                sqlx::query("UPDATE agent_session SET last_seen_ms = ? WHERE token_hash = ?")
+                    .bind(now.0)
+                    .bind(hash)
+                    .execute(c)
+                    .await
+            })
+        })
         .await?;
+    }
     Ok(Some(AgentSession {
         agent: AgentId(agent as u64),
         csrf,
@@ -106,10 +124,17 @@ async fn lookup_session(
 }
 
 async fn close_session(pool: &SqlitePool, token: &str) -> Result<(), sqlx::Error> {
-    sqlx::query("DELETE FROM agent_session WHERE token_hash = ?")
-        .bind(token_hash(token))
-        .execute(pool)
-        .await?;
+    let hash = token_hash(token);
+    write_retrying(pool, "agent logout", |c| {
+        let hash = hash.clone();
+        Box::pin(async move {
+            sqlx::query("DELETE FROM agent_session WHERE token_hash = ?")
+                .bind(hash)
+                .execute(c)
+                .await
+        })
+    })
+    .await?;
     Ok(())
 }
 

@@ -10,15 +10,94 @@
 //! - Sessions ([`Sessions`]) live in the box's SQLite store under the SHA-256 of their cookie
 //!   value, expire after an idle period and an absolute lifetime, and each carries the CSRF
 //!   token every form must return.
+//! - Every store write of the web pages (technician and agent) goes through
+//!   [`write_retrying`]: it takes SQLite's write lock first (`BEGIN IMMEDIATE`) and retries a
+//!   busy store for a bounded time, so a page does not answer 503 while the store is merely
+//!   busy with the dialer's and the outbox's commits.
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
 use callgate_common::time::UnixMillis;
+use futures_util::future::BoxFuture;
 use ring::rand::{SecureRandom, SystemRandom};
-use sqlx::SqlitePool;
+use sqlx::{SqliteConnection, SqlitePool};
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// How long a page's store write keeps retrying a busy store before it reports the failure.
+/// Each try itself waits out the store's busy timeout (5 s) first.
+pub(crate) const BUSY_RETRY_FOR: Duration = Duration::from_secs(30);
+
+/// Whether `e` means the store is busy rather than broken: the write lock stayed taken past
+/// the busy timeout (`SQLITE_BUSY`, `SQLITE_LOCKED` and their extended codes), or no pooled
+/// connection came free in time. Such a write can succeed when tried again.
+pub(crate) fn is_busy(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::PoolTimedOut => true,
+        sqlx::Error::Database(d) => d
+            .code()
+            .and_then(|c| c.parse::<i32>().ok())
+            .is_some_and(|c| matches!(c & 0xff, 5 | 6)),
+        _ => false,
+    }
+}
+
+/// Runs `op` in one write transaction (`BEGIN IMMEDIATE`, see
+/// [`crate::sync::outbox_store::begin_write`]) and commits it. A busy store ([`is_busy`]) is
+/// tried again with a growing pause, each retry logged, for at most [`BUSY_RETRY_FOR`];
+/// other errors, and a store still busy after that, are returned. `what` names the write in
+/// the log.
+pub(crate) async fn write_retrying<T, F>(
+    pool: &SqlitePool,
+    what: &'static str,
+    op: F,
+) -> Result<T, sqlx::Error>
+where
+    F: for<'c> FnMut(&'c mut SqliteConnection) -> BoxFuture<'c, Result<T, sqlx::Error>>,
+{
+    write_retrying_for(pool, what, BUSY_RETRY_FOR, op).await
+}
+
+/// [`write_retrying`] with its bound given.
+async fn write_retrying_for<T, F>(
+    pool: &SqlitePool,
+    what: &'static str,
+    retry_for: Duration,
+    mut op: F,
+) -> Result<T, sqlx::Error>
+where
+    F: for<'c> FnMut(&'c mut SqliteConnection) -> BoxFuture<'c, Result<T, sqlx::Error>>,
+{
+    let started = Instant::now();
+    let mut pause = Duration::from_millis(20);
+    let mut attempt = 1u32;
+    loop {
+        let result = async {
+            let mut tx = crate::sync::outbox_store::begin_write(pool).await?;
+            let value = op(&mut tx).await?;
+            tx.commit().await?;
+            Ok(value)
+        }
+        .await;
+        match result {
+            Err(e) if is_busy(&e) && started.elapsed() + pause < retry_for => {
+                tracing::warn!(error = %e, what, attempt, "store busy; the web page's write is tried again");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(1));
+                attempt += 1;
+            }
+            Err(e) => {
+                if is_busy(&e) {
+                    tracing::error!(error = %e, what, attempt, "store still busy; the web page's write gave up");
+                }
+                return Err(e);
+            }
+            Ok(v) => return Ok(v),
+        }
+    }
+}
 
 /// Why an account could not be created or a password changed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -381,17 +460,23 @@ impl Sessions {
         check_username(username)?;
         check_new_password(username, password, confirm, Some(code.as_str()))?;
         let hash = hash_password(password);
-        // One statement, so SQLite takes the write lock before it reads: a read-then-write
-        // transaction fails at once (SQLITE_BUSY_SNAPSHOT) when another writer, such as the
-        // dialer settling its store at start, committed in between.
-        let inserted = sqlx::query(
-            "INSERT INTO web_admin SELECT ?, ?, ?, ? WHERE NOT EXISTS (SELECT 1 FROM web_admin)",
-        )
-        .bind(username)
-        .bind(hash)
-        .bind(now.0)
-        .bind(now.0)
-        .execute(&self.pool)
+        // One statement in a write transaction: SQLite holds the write lock before it reads,
+        // so no other writer (the dialer settling its store at start) can commit in between.
+        let username_owned = username.to_string();
+        let inserted = write_retrying(&self.pool, "first admin account", |c| {
+            let (username, hash) = (username_owned.clone(), hash.clone());
+            Box::pin(async move {
+                sqlx::query(
+                    "INSERT INTO web_admin SELECT ?, ?, ?, ? WHERE NOT EXISTS (SELECT 1 FROM web_admin)",
+                )
+                .bind(username)
+                .bind(hash)
+                .bind(now.0)
+                .bind(now.0)
+                .execute(c)
+                .await
+            })
+        })
         .await?;
         if inserted.rows_affected() == 0 {
             return Err(AccountError::AlreadySetUp);
@@ -419,14 +504,21 @@ impl Sessions {
     /// Starts a session; returns the cookie value.
     pub async fn open(&self, now: UnixMillis, username: &str) -> Result<String, AccountError> {
         let token = random_hex(32);
-        sqlx::query("INSERT INTO web_session VALUES (?, ?, ?, ?, ?)")
-            .bind(token_hash(&token))
-            .bind(username)
-            .bind(random_hex(16))
-            .bind(now.0)
-            .bind(now.0)
-            .execute(&self.pool)
-            .await?;
+        let (hash, username, csrf) = (token_hash(&token), username.to_string(), random_hex(16));
+        write_retrying(&self.pool, "technician session", |c| {
+            let (hash, username, csrf) = (hash.clone(), username.clone(), csrf.clone());
+            Box::pin(async move {
+                sqlx::query("INSERT INTO web_session VALUES (?, ?, ?, ?, ?)")
+                    .bind(hash)
+                    .bind(username)
+                    .bind(csrf)
+                    .bind(now.0)
+                    .bind(now.0)
+                    .execute(c)
+                    .await
+            })
+        })
+        .await?;
         Ok(token)
     }
 
@@ -448,17 +540,29 @@ impl Sessions {
             return Ok(None);
         };
         if now.0 - seen > self.policy.idle_ms || now.0 - created > self.policy.absolute_ms {
-            sqlx::query("DELETE FROM web_session WHERE token_hash = ?")
-                .bind(&hash)
-                .execute(&self.pool)
-                .await?;
+            write_retrying(&self.pool, "expired technician session", |c| {
+                let hash = hash.clone();
+                Box::pin(async move {
+                    sqlx::query("DELETE FROM web_session WHERE token_hash = ?")
+                        .bind(hash)
+                        .execute(c)
+                        .await
+                })
+            })
+            .await?;
             return Ok(None);
         }
-        sqlx::query("UPDATE web_session SET last_seen_ms = ? WHERE token_hash = ?")
-            .bind(now.0)
-            .bind(&hash)
-            .execute(&self.pool)
-            .await?;
+        write_retrying(&self.pool, "technician session seen", |c| {
+            let hash = hash.clone();
+            Box::pin(async move {
+                sqlx::query("UPDATE web_session SET last_seen_ms = ? WHERE token_hash = ?")
+                    .bind(now.0)
+                    .bind(hash)
+                    .execute(c)
+                    .await
+            })
+        })
+        .await?;
         Ok(Some(Session {
             username,
             csrf_token,
@@ -467,10 +571,17 @@ impl Sessions {
 
     /// Ends one session.
     pub async fn close(&self, token: &str) -> Result<(), AccountError> {
-        sqlx::query("DELETE FROM web_session WHERE token_hash = ?")
-            .bind(token_hash(token))
-            .execute(&self.pool)
-            .await?;
+        let hash = token_hash(token);
+        write_retrying(&self.pool, "technician logout", |c| {
+            let hash = hash.clone();
+            Box::pin(async move {
+                sqlx::query("DELETE FROM web_session WHERE token_hash = ?")
+                    .bind(hash)
+                    .execute(c)
+                    .await
+            })
+        })
+        .await?;
         Ok(())
     }
 
@@ -488,19 +599,31 @@ impl Sessions {
             return Err(AccountError::WrongCurrentPassword);
         }
         check_new_password(username, new, confirm, None)?;
-        let mut tx = self.pool.begin().await?;
-        sqlx::query("UPDATE web_admin SET password_hash = ?, updated_at_ms = ? WHERE username = ?")
-            .bind(hash_password(new))
-            .bind(now.0)
-            .bind(username)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("DELETE FROM web_session WHERE username = ? AND token_hash <> ?")
-            .bind(username)
-            .bind(token_hash(keep_token))
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
+        let (hash, username, keep) = (
+            hash_password(new),
+            username.to_string(),
+            token_hash(keep_token),
+        );
+        write_retrying(&self.pool, "password change", |c| {
+            let (hash, username, keep) = (hash.clone(), username.clone(), keep.clone());
+            Box::pin(async move {
+                sqlx::query(
+                    "UPDATE web_admin SET password_hash = ?, updated_at_ms = ? WHERE username = ?",
+                )
+                .bind(hash)
+                .bind(now.0)
+                .bind(&username)
+                .execute(&mut *c)
+                .await?;
+                sqlx::query("DELETE FROM web_session WHERE username = ? AND token_hash <> ?")
+                    .bind(&username)
+                    .bind(keep)
+                    .execute(&mut *c)
+                    .await?;
+                Ok(())
+            })
+        })
+        .await?;
         Ok(())
     }
 }
@@ -626,6 +749,90 @@ mod tests {
         assert!(code.matches(&typed));
         assert!(!code.matches("WRONGCODE2"));
         assert!(!format!("{code:?}").contains(code.as_str()));
+    }
+
+    /// A store whose busy timeout is short, so a held write lock shows as `SQLITE_BUSY` fast.
+    async fn impatient_store(dir: &Path) -> SqlitePool {
+        let options = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(dir.join("busy.db"))
+            .create_if_missing(true)
+            .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
+            .busy_timeout(Duration::from_millis(50));
+        let pool = sqlx::sqlite::SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await
+            .unwrap();
+        sqlx::query("CREATE TABLE t (v INTEGER)")
+            .execute(&pool)
+            .await
+            .unwrap();
+        pool
+    }
+
+    fn insert(
+        v: i64,
+    ) -> impl for<'c> FnMut(&'c mut SqliteConnection) -> BoxFuture<'c, Result<(), sqlx::Error>>
+    {
+        move |c| {
+            Box::pin(async move {
+                sqlx::query("INSERT INTO t VALUES (?)")
+                    .bind(v)
+                    .execute(c)
+                    .await
+                    .map(|_| ())
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_page_write_waits_out_a_busy_store_and_gives_up_only_after_its_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let pool = impatient_store(dir.path()).await;
+        // Another writer holds the write lock for 600 ms (far past the 50-ms busy timeout).
+        let mut holder = crate::sync::outbox_store::begin_write(&pool).await.unwrap();
+        sqlx::query("INSERT INTO t VALUES (0)")
+            .execute(&mut *holder)
+            .await
+            .unwrap();
+        let plain = sqlx::query("INSERT INTO t VALUES (9)").execute(&pool).await;
+        assert!(
+            plain.as_ref().is_err_and(is_busy),
+            "the set-up must make a plain write fail busy: {plain:?}"
+        );
+        let release = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(600)).await;
+            holder.commit().await.unwrap();
+        });
+        write_retrying_for(&pool, "test", Duration::from_secs(20), insert(1))
+            .await
+            .expect("the write succeeds once the lock is free");
+        release.await.unwrap();
+        let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM t WHERE v IN (0, 1)")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(
+            n, 2,
+            "the holder's row and the retried write are both there"
+        );
+
+        // A lock held longer than the bound: the write reports busy, after the bound, not never.
+        let mut holder = crate::sync::outbox_store::begin_write(&pool).await.unwrap();
+        sqlx::query("INSERT INTO t VALUES (2)")
+            .execute(&mut *holder)
+            .await
+            .unwrap();
+        let started = Instant::now();
+        let r = write_retrying_for(&pool, "test", Duration::from_millis(300), insert(3)).await;
+        assert!(r.as_ref().is_err_and(is_busy), "{r:?}");
+        assert!(started.elapsed() >= Duration::from_millis(150));
+        holder.commit().await.unwrap();
+        let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM t WHERE v = 3")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(n, 0, "a write that gave up left nothing half-done");
     }
 
     async fn sessions(policy: SessionPolicy) -> (Sessions, tempfile::TempDir) {

@@ -110,6 +110,8 @@ pub struct Rig {
     pub wire: mpsc::UnboundedReceiver<WireRecord>,
     /// Recording of answered calls, when a test sets it before starting the dialer.
     pub recording: Option<callgate_appliance::recording::ValidRecording>,
+    /// The carrier trunk's channel limit (the router's; the executor is told 200).
+    pub trunk_channels: u32,
 }
 
 /// The RTP range for one rig: 400 ports from a free one.
@@ -138,6 +140,7 @@ impl Rig {
             dialer: None,
             wire,
             recording: None,
+            trunk_channels: 200,
         }
     }
 
@@ -157,7 +160,7 @@ impl Rig {
                 address: carrier,
                 domain: "127.0.0.1".into(),
                 credentials: None,
-                max_channels: 200,
+                max_channels: self.trunk_channels,
                 max_cps: 1_000,
                 priority: 0,
                 weight: 1,

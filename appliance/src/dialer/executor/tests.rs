@@ -627,3 +627,58 @@ fn predictive_never_has_more_calls_at_risk_than_the_abandon_budget_left() {
         s.run
     );
 }
+
+#[test]
+fn an_order_no_trunk_had_room_for_stays_pending_and_is_dialled_after_a_pause() {
+    let mut ex = agentless(1, 1_000, 2);
+    let mut d = dials(&drain(&mut ex)).remove(0);
+    let first = d.contact.contact;
+    let mut at = 0;
+    // More refusals than the number's daily cap (3): none of them counts as an attempt.
+    for _ in 0..5 {
+        at += 10;
+        ex.handle_no_trunk(later(at), d.attempt).unwrap();
+        let s = ex.status(C).unwrap();
+        assert_eq!(
+            (s.in_flight, s.dialled, s.pending, s.returned),
+            (0, 0, 2, 0)
+        );
+        assert!(
+            drain(&mut ex).is_empty(),
+            "nothing handed back, nothing ordered during the pause"
+        );
+        ex.handle_timeout(later(at + NO_TRUNK_BACKOFF_MS - 1));
+        assert!(drain(&mut ex).is_empty(), "the pause holds");
+        assert!(ex.poll_timeout().unwrap() <= later(at + NO_TRUNK_BACKOFF_MS));
+        at += NO_TRUNK_BACKOFF_MS;
+        ex.handle_timeout(later(at));
+        let again = dials(&drain(&mut ex));
+        assert_eq!(again.len(), 1);
+        assert_eq!(
+            again[0].contact.contact, first,
+            "the same contact, still pending"
+        );
+        assert_ne!(again[0].attempt, d.attempt);
+        d = again[0].clone();
+    }
+    end(&mut ex, later(at + 100), &d, CallOutcome::Busy);
+    let next = dials(&drain(&mut ex));
+    assert_eq!(next.len(), 1);
+    assert_ne!(next[0].contact.contact, first);
+    assert_eq!(ex.status(C).unwrap().dialled, 2);
+}
+
+#[test]
+fn an_ended_attempt_lifts_the_no_trunk_pause_at_once() {
+    let mut ex = agentless(2, 1_000, 5);
+    let out = dials(&drain(&mut ex));
+    assert_eq!(out.len(), 2);
+    ex.handle_no_trunk(later(10), out[1].attempt).unwrap();
+    assert!(dials(&drain(&mut ex)).is_empty());
+    end(&mut ex, later(20), &out[0], CallOutcome::NoAnswer);
+    assert_eq!(
+        dials(&drain(&mut ex)).len(),
+        2,
+        "a channel came free: both slots are used again"
+    );
+}
