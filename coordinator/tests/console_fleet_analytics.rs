@@ -111,7 +111,7 @@ async fn the_fleet_shows_online_appliances_and_offline_ones_with_their_last_know
     );
     assert_eq!(s.totals.appliances_online, 1);
     assert!(
-        b1.trunks[0].contains("carrier-a up ASR 45.0 % PDD 1800 ms"),
+        b1.trunks[0] == "carrier-a up ASR 45.0 % PDD 1800 ms, 2 calls",
         "{:?}",
         b1.trunks
     );

@@ -120,7 +120,7 @@ pub struct ApplianceLive {
     pub busy_ms: i64,
     /// Agents' available milliseconds in the occupancy window.
     pub available_ms: i64,
-    /// Trunks as `name up|down asr pdd`.
+    /// Trunks as `name up|down ASR a PDD p, n calls` (up/down: the box's OPTIONS probes).
     pub trunks: Vec<String>,
     pub outbox_depth: u64,
 }
@@ -382,11 +382,13 @@ async fn appliances(store: &Store, now: i64) -> Result<Vec<ApplianceLive>, sqlx:
                             .iter()
                             .map(|k| {
                                 format!(
-                                    "{} {} ASR {} PDD {}",
+                                    "{} {} ASR {} PDD {}, {} {}",
                                     k.trunk,
                                     if k.up { "up" } else { "down" },
                                     percent(k.asr_permille.map(u64::from)),
-                                    k.pdd_ms.map_or("–".into(), |p| format!("{p} ms"))
+                                    k.pdd_ms.map_or("–".into(), |p| format!("{p} ms")),
+                                    k.active_calls,
+                                    if k.active_calls == 1 { "call" } else { "calls" }
                                 )
                             })
                             .collect()
