@@ -585,14 +585,19 @@ async fn profile_edits_dnc_uploads_and_built_conditions_refuse_bad_input_by_name
     let r = admin.submit("/routing", &bad).await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
     assert!(
-        r.body.contains("condition: condition 2: last_outcome: give a value"),
+        r.body
+            .contains("condition: condition 2: last_outcome: give a value"),
         "{}",
         r.body
     );
     let mut good = rule("last_outcome", "unresolved");
     good.push(("rule.0.target", group.as_str()));
     let r = admin.submit("/routing", &good).await;
-    assert!(r.status.is_success() || r.status.is_redirection(), "{}", r.body);
+    assert!(
+        r.status.is_success() || r.status.is_redirection(),
+        "{}",
+        r.body
+    );
     let saved = callgate_coordinator::routing::current(&hq.store)
         .await
         .unwrap();

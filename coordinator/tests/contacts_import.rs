@@ -232,6 +232,8 @@ not a number,Bob\n\
 \r\n\
 \n\
 +1 212 555 0100,\"Cy\nSmith\"\n\
+\n\
+\n\
 also bad,Di\n";
     for backend in BACKENDS {
         let t = fresh_store(backend).await;
@@ -251,6 +253,6 @@ also bad,Di\n";
         .unwrap();
         assert_eq!(report.imported, 2, "{backend:?}");
         let lines: Vec<u64> = report.errors.iter().map(|e| e.line).collect();
-        assert_eq!(lines, [4, 9], "{backend:?}: {:?}", report.errors);
+        assert_eq!(lines, [4, 11], "{backend:?}: {:?}", report.errors);
     }
 }

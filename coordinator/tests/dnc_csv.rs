@@ -96,6 +96,8 @@ not a number,x\n\
 \r\n\
 \n\
 +14155550135,\"two\nlines\"\n\
+\n\
+\n\
 also bad,y\n";
     for backend in BACKENDS {
         let t = fresh_store(backend).await;
@@ -114,6 +116,6 @@ also bad,y\n";
         .unwrap();
         assert_eq!(report.added, 2, "{backend:?}: {report:?}");
         let lines: Vec<u64> = report.errors.iter().map(|e| e.line).collect();
-        assert_eq!(lines, vec![4, 9], "{backend:?}: {:?}", report.errors);
+        assert_eq!(lines, vec![4, 11], "{backend:?}: {:?}", report.errors);
     }
 }

@@ -428,12 +428,7 @@ pub async fn page(
             true,
         ),
         svg_chart("MOS", "", &pts(&DayFigures::mos), false),
-        svg_chart(
-            "Agent occupancy",
-            "%",
-            &pts(&DayFigures::occupancy),
-            false,
-        ),
+        svg_chart("Agent occupancy", "%", &pts(&DayFigures::occupancy), false),
         svg_chart(
             "ASR per carrier",
             "%",

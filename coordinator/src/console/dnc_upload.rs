@@ -308,7 +308,8 @@ mod tests {
 
     #[test]
     fn rows_after_blank_lines_are_named_by_their_real_line() {
-        let csv = "number,reason\n\n+14155550100,asked\n\r\n\n0123,bad\n+14155550101,\"a\nb\"\nnope\n";
+        let csv =
+            "number,reason\n\n+14155550100,asked\n\r\n\n0123,bad\n+14155550101,\"a\nb\"\nnope\n";
         let f = read_dnc_csv(csv.as_bytes()).unwrap();
         let lines: Vec<u64> = f.entries.iter().map(|(l, _)| *l).collect();
         assert_eq!(lines, [3, 7]);

@@ -1041,7 +1041,11 @@ mod tests {
         );
         assert_eq!(rows[1].kind, "json", "nested all/any stay JSON");
         assert_eq!(
-            (rows[2].kind.as_str(), rows[2].value.as_str(), rows[2].join.as_str()),
+            (
+                rows[2].kind.as_str(),
+                rows[2].value.as_str(),
+                rows[2].join.as_str()
+            ),
             ("tag", "complaint", "any")
         );
         let extra: Vec<(&str, &str)> = rows[2]
@@ -1158,7 +1162,9 @@ mod tests {
             Err("condition 3: field: give the field's name".into())
         );
         r.extra[1] = clause("json", "", "");
-        assert!(condition_of(&r).unwrap_err().starts_with("condition 3: JSON only"));
+        assert!(condition_of(&r)
+            .unwrap_err()
+            .starts_with("condition 3: JSON only"));
         r.extra[1] = clause("tag", "", "vip");
         r.join = "either".into();
         assert!(condition_of(&r).unwrap_err().contains("\"either\""));

@@ -63,7 +63,8 @@ impl<R: Read> Read for LineCounting<R> {
         let n = self.inner.read(buf)?;
         for (i, b) in buf[..n].iter().enumerate() {
             if *b == b'\n' || *b == b'\r' {
-                self.pending.push_back((self.offset + i as u64, *b == b'\n'));
+                self.pending
+                    .push_back((self.offset + i as u64, *b == b'\n'));
             }
         }
         self.offset += n as u64;
