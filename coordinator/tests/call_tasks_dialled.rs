@@ -93,12 +93,19 @@ async fn a_task_is_dialled_first_at_its_preferred_time_and_settled_by_its_result
         assert_eq!((r.enrolled, r.refused), (0, 2), "{backend:?}");
         for (id, says) in [
             (unknown.id, "no contact has external_id \"cust-9\""),
-            (no_campaign.id, "no scheduled campaign runs script \"survey\""),
+            (
+                no_campaign.id,
+                "no scheduled campaign runs script \"survey\"",
+            ),
         ] {
             let t = call_tasks::get(&t.store, id).await.unwrap();
             assert_eq!(t.state, "failed", "{backend:?}");
             assert_eq!(t.result.unwrap()["detail"], says, "{backend:?}");
-            assert_eq!(t.delivery.unwrap().state, "pending", "its webhook is queued");
+            assert_eq!(
+                t.delivery.unwrap().state,
+                "pending",
+                "its webhook is queued"
+            );
         }
         assert_eq!(
             call_tasks::get(&t.store, retried.id).await.unwrap().state,
@@ -106,11 +113,15 @@ async fn a_task_is_dialled_first_at_its_preferred_time_and_settled_by_its_result
         );
 
         // At its time it goes to the head of the queue: leased before higher urgencies.
-        let r = call_tasks::schedule_due(&t.store, in_an_hour).await.unwrap();
-        assert_eq!((r.enrolled, r.refused), (1, 0), "{backend:?}");
-        let first = leasing::lease_contacts(&t.store, &vault, campaign, "branch-a", 1, 600_000, in_an_hour)
+        let r = call_tasks::schedule_due(&t.store, in_an_hour)
             .await
             .unwrap();
+        assert_eq!((r.enrolled, r.refused), (1, 0), "{backend:?}");
+        let first = leasing::lease_contacts(
+            &t.store, &vault, campaign, "branch-a", 1, 600_000, in_an_hour,
+        )
+        .await
+        .unwrap();
         assert_eq!(first.contacts.len(), 1);
         assert_eq!(first.contacts[0].number, "+13125550102", "{backend:?}");
         let contact = first.contacts[0].contact_id;
@@ -135,9 +146,10 @@ async fn a_task_is_dialled_first_at_its_preferred_time_and_settled_by_its_result
 
         // The retry, after the campaign's busy delay: no answer, max_retries used up.
         let later = in_an_hour.plus_millis(20 * 60_000);
-        let second = leasing::lease_contacts(&t.store, &vault, campaign, "branch-a", 1, 600_000, later)
-            .await
-            .unwrap();
+        let second =
+            leasing::lease_contacts(&t.store, &vault, campaign, "branch-a", 1, 600_000, later)
+                .await
+                .unwrap();
         assert_eq!(second.contacts[0].contact_id, contact, "{backend:?}");
         leasing::record_attempt(
             &t.store,
@@ -149,7 +161,10 @@ async fn a_task_is_dialled_first_at_its_preferred_time_and_settled_by_its_result
         let done = call_tasks::get(&t.store, retried.id).await.unwrap();
         assert_eq!(done.state, "failed", "{backend:?}");
         let r = done.result.unwrap();
-        assert_eq!((r["attempts"].as_i64(), r["detail"].as_str()), (Some(2), Some("last attempt: no_answer")));
+        assert_eq!(
+            (r["attempts"].as_i64(), r["detail"].as_str()),
+            (Some(2), Some("last attempt: no_answer"))
+        );
         assert_eq!(done.delivery.unwrap().state, "pending");
         assert_eq!(
             entry_state(&t.store, campaign, contact).await,
@@ -163,9 +178,10 @@ async fn a_task_is_dialled_first_at_its_preferred_time_and_settled_by_its_result
             .unwrap();
         let r = call_tasks::schedule_due(&t.store, later).await.unwrap();
         assert_eq!(r.enrolled, 1);
-        let third = leasing::lease_contacts(&t.store, &vault, campaign, "branch-a", 1, 600_000, later)
-            .await
-            .unwrap();
+        let third =
+            leasing::lease_contacts(&t.store, &vault, campaign, "branch-a", 1, 600_000, later)
+                .await
+                .unwrap();
         assert_eq!(third.contacts[0].number, "+13125550101", "{backend:?}");
         leasing::record_attempt(
             &t.store,

@@ -33,10 +33,10 @@
 use crate::campaigns::{self, CampaignState};
 use crate::store::Store;
 use callgate_common::time::UnixMillis;
-use sqlx::{Any, Transaction};
 use ring::hmac;
 use ring::rand::{SecureRandom, SystemRandom};
 use serde::{Deserialize, Serialize};
+use sqlx::{Any, Transaction};
 use std::time::Duration;
 
 /// Why a call-task operation failed.
@@ -357,7 +357,10 @@ pub async fn schedule_due(store: &Store, now: UnixMillis) -> Result<ScheduleRepo
                 .bind(&customer)
                 .fetch_optional(&mut *tx)
                 .await?;
-        let campaign = running.iter().find(|(_, s)| *s == script).map(|(id, _)| *id);
+        let campaign = running
+            .iter()
+            .find(|(_, s)| *s == script)
+            .map(|(id, _)| *id);
         let refusal = match (contact, campaign) {
             (None, _) => Some(format!("no contact has external_id {customer:?}")),
             (_, None) => Some(format!("no scheduled campaign runs script {script:?}")),
