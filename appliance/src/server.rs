@@ -216,6 +216,9 @@ pub async fn run(
             Box::new(move || *t.lock().unwrap_or_else(|p| p.into_inner()))
                 as crate::sync::telemetry::TemperatureFn
         }),
+        trunks: dialer
+            .as_ref()
+            .map(|d| Arc::new(d.trunk_control()) as Arc<dyn crate::web::status::TrunkSource>),
     });
     let web =
         if config.raw.web.enabled {

@@ -300,6 +300,10 @@ async fn rules_are_built_without_json_profiles_edited_and_dnc_numbers_uploaded_i
     click(&c, "#rule-1-kind option[value=field]").await;
     type_into(&c, "input[name='rule.1.key']", "tier").await;
     type_into(&c, "input[name='rule.1.value']", "platinum").await;
+    // ... or any contact tagged gold: a second condition, combined with "any of".
+    click(&c, "#rule-1-join option[value=any]").await;
+    click(&c, "#rule-1-extra-0-kind option[value=tag]").await;
+    type_into(&c, "#rule-1-extra-0-value", "gold").await;
     type_into(&c, "input[name='rule.1.target']", &experts).await;
     // The preview says which rule a sample contact hits.
     type_into(&c, "input[name='sample.tags']", "vip").await;
@@ -310,6 +314,19 @@ async fn rules_are_built_without_json_profiles_edited_and_dnc_numbers_uploaded_i
     click(&c, "#preview").await;
     let hit = wait_text(&c, "#preview-result", |t| t.contains("platinum first")).await;
     assert!(hit.contains("decides"), "{hit}");
+    type_into(&c, "textarea[name='sample.fields']", "tier=silver").await;
+    type_into(&c, "input[name='sample.tags']", "gold").await;
+    click(&c, "#preview").await;
+    // The page comes back with the sample as sent (the textarea's own text), then:
+    wait_text(&c, "textarea[name='sample.fields']", |t| {
+        t.contains("silver")
+    })
+    .await;
+    let hit = text_of(&c, "#preview-result").await;
+    assert!(
+        hit.contains("platinum first"),
+        "any of: the tag alone is enough: {hit}"
+    );
     click(&c, "#save-routing").await;
     wait_text(&c, ".notice", |t| t.contains("version 1 saved")).await;
     let saved = callgate_coordinator::routing::current(&hq.store)
@@ -323,10 +340,13 @@ async fn rules_are_built_without_json_profiles_edited_and_dnc_numbers_uploaded_i
             .map(|r| r.when.clone())
             .collect::<Vec<_>>(),
         [
-            Condition::Field {
-                name: "tier".into(),
-                equals: "platinum".into()
-            },
+            Condition::Any(vec![
+                Condition::Field {
+                    name: "tier".into(),
+                    equals: "platinum".into()
+                },
+                Condition::Tag("gold".into()),
+            ]),
             Condition::Tag("vip".into()),
         ]
     );
@@ -365,7 +385,7 @@ async fn rules_are_built_without_json_profiles_edited_and_dnc_numbers_uploaded_i
     let csv = hq.dir.path().join("dnc.csv");
     std::fs::write(
         &csv,
-        "number,expires_on,reason\n+14155550111,,asked\nnot-a-number,,x\n+14155550112,2027-02-30,\n+14155550113,2027-03-01,court order\n",
+        "number,expires_on,reason\n+14155550111,,asked\n\n\nnot-a-number,,x\n+14155550112,2027-02-30,\n+14155550113,2027-03-01,court order\n",
     )
     .unwrap();
     c.goto(&format!("{}/dnc", hq.base)).await.unwrap();
@@ -388,8 +408,9 @@ async fn rules_are_built_without_json_profiles_edited_and_dnc_numbers_uploaded_i
         lines.push(row.text().await.unwrap());
     }
     assert_eq!(lines.len(), 2, "{lines:?}");
-    assert!(lines[0].starts_with("3 number"), "{lines:?}");
-    assert!(lines[1].starts_with("4 expires_on"), "{lines:?}");
+    // Lines counted as an editor shows them, blank lines included.
+    assert!(lines[0].starts_with("5 number"), "{lines:?}");
+    assert!(lines[1].starts_with("6 expires_on"), "{lines:?}");
     let entries = callgate_coordinator::compliance::page_dnc(&hq.store, 0, 10)
         .await
         .unwrap();

@@ -111,7 +111,7 @@ async fn the_fleet_shows_online_appliances_and_offline_ones_with_their_last_know
     );
     assert_eq!(s.totals.appliances_online, 1);
     assert!(
-        b1.trunks[0].contains("carrier-a up ASR 45.0 % PDD 1800 ms"),
+        b1.trunks[0] == "carrier-a up ASR 45.0 % PDD 1800 ms, 2 calls",
         "{:?}",
         b1.trunks
     );
@@ -183,7 +183,7 @@ async fn abandon_rates_are_shown_against_the_cap_and_analytics_draw_and_export_t
 
     let page = admin.get("/analytics?days=7").await;
     assert_eq!(page.status, StatusCode::OK);
-    assert_eq!(page.body.matches("<svg class=\"chart\"").count(), 9);
+    assert_eq!(page.body.matches("<svg class=\"chart\"").count(), 10);
     for title in [
         "Attempts",
         "Connects",
@@ -192,6 +192,7 @@ async fn abandon_rates_are_shown_against_the_cap_and_analytics_draw_and_export_t
         "Abandons",
         "Conversions",
         "MOS",
+        "Agent occupancy",
         "ASR per carrier",
         "PDD per carrier",
     ] {
@@ -290,11 +291,38 @@ async fn presence_from_the_link_gives_the_fleet_its_firmware_and_since_when() {
 async fn occupancy_comes_from_the_appliances_agent_events(backend: Backend) {
     use callgate_common::wire::AgentState;
     let hq = Hq::start_on(backend).await;
+    let us = callgate_coordinator::compliance::page_profiles(&hq.store, 0, 10)
+        .await
+        .unwrap()[0]
+        .id;
+    let spec: callgate_coordinator::campaigns::CampaignSpec =
+        serde_json::from_value(serde_json::json!({
+            "name": "renewals", "kind": "service", "dial_mode": "progressive",
+            "compliance_profile_id": us,
+            "calling_window": {"start_minute": 480, "end_minute": 1260, "days": [0,1,2,3,4], "holidays": []},
+            "caller_id": "+14155550100",
+        }))
+        .unwrap();
+    let renewals = callgate_coordinator::campaigns::create(&hq.store, spec.clone())
+        .await
+        .unwrap()
+        .id;
+    let quiet = callgate_coordinator::campaigns::create(
+        &hq.store,
+        callgate_coordinator::campaigns::CampaignSpec {
+            name: "quiet".into(),
+            ..spec
+        },
+    )
+    .await
+    .unwrap()
+    .id;
     let now = UnixMillis::now();
     let min = |m: i64| UnixMillis(now.0 - m * 60_000);
     // Agent 1: ready since before the window, talking 10 to 5 minutes ago: busy 5 of 15 min.
     uplink::agent_event(&hq.store, "branch-1", 1, AgentState::Ready, min(20)).await;
-    uplink::agent_event(&hq.store, "branch-1", 1, AgentState::Talking, min(10)).await;
+    let talking = AgentState::Talking;
+    uplink::agent_event_on(&hq.store, "branch-1", 1, talking, min(10), Some(renewals)).await;
     uplink::agent_event(&hq.store, "branch-1", 1, AgentState::Ready, min(5)).await;
     // Agent 2: paused (not available) until 3 minutes ago, then ready.
     let lunch = AgentState::Paused {
@@ -303,7 +331,8 @@ async fn occupancy_comes_from_the_appliances_agent_events(backend: Backend) {
     uplink::agent_event(&hq.store, "branch-1", 2, lunch, min(20)).await;
     uplink::agent_event(&hq.store, "branch-1", 2, AgentState::Ready, min(3)).await;
     // Another box: one agent in wrap-up the whole window.
-    uplink::agent_event(&hq.store, "branch-2", 1, AgentState::WrapUp, min(16)).await;
+    let wrap_up = AgentState::WrapUp;
+    uplink::agent_event_on(&hq.store, "branch-2", 1, wrap_up, min(16), Some(renewals)).await;
 
     let s = live::snapshot(&hq.store, now).await.unwrap();
     let b1 = s.appliances.iter().find(|a| a.name == "branch-1").unwrap();
@@ -319,6 +348,57 @@ async fn occupancy_comes_from_the_appliances_agent_events(backend: Backend) {
         s.totals.occupancy, "60.6 %",
         "20 busy of 33 available minutes"
     );
+    // The campaign: 5 + 15 minutes on its calls, over the 15 + 15 available minutes of the
+    // two agents who served it (agent 2 never did); the other campaign had nobody.
+    let occupancy = |id: i64| {
+        s.campaigns
+            .iter()
+            .find(|c| c.id == id)
+            .unwrap()
+            .occupancy
+            .clone()
+    };
+    assert_eq!(occupancy(renewals), "66.6 %");
+    assert_eq!(occupancy(quiet), "–");
+    let admin = hq.admin().await;
+    let page = admin.get("/dashboard").await;
+    assert!(page.body.contains("<td>66.6 %</td></tr>"), "{}", page.body);
+
+    // Over time (analytics, per UTC day), two days back so that the events above stay
+    // out of it: agent 7 available 10:00-12:00 and busy on the campaign 10:30-11:15,
+    // agent 8 available 10:00-11:00 and never busy.
+    let d0 = (now.0 / 86_400_000 - 2) * 86_400_000;
+    let at = |h: i64, m: i64| UnixMillis(d0 + h * 3_600_000 + m * 60_000);
+    for (agent, state, when, campaign) in [
+        (7, AgentState::Ready, at(10, 0), None),
+        (7, AgentState::Talking, at(10, 30), Some(renewals)),
+        (7, AgentState::WrapUp, at(11, 0), Some(renewals)),
+        (7, AgentState::Ready, at(11, 15), None),
+        (7, AgentState::LoggedOut, at(12, 0), None),
+        (8, AgentState::Ready, at(10, 0), None),
+        (8, AgentState::LoggedOut, at(11, 0), None),
+    ] {
+        uplink::agent_event_on(&hq.store, "branch-9", agent, state, when, campaign).await;
+    }
+    let first_row = |csv: &str| csv.lines().nth(1).unwrap().to_string();
+    let all = admin.get("/export/daily?days=3").await.body;
+    assert!(
+        first_row(&all).ends_with(",25.000"),
+        "45 busy of 180 available minutes: {all}"
+    );
+    let one = admin
+        .get(&format!("/export/daily?days=3&campaign={renewals}"))
+        .await
+        .body;
+    assert!(
+        first_row(&one).ends_with(",37.500"),
+        "45 busy of agent 7's 120 minutes: {one}"
+    );
+    assert!(admin
+        .get("/analytics?days=3")
+        .await
+        .body
+        .contains("<title>Agent occupancy</title>"));
 }
 
 #[tokio::test]

@@ -561,4 +561,57 @@ async fn profile_edits_dnc_uploads_and_built_conditions_refuse_bad_input_by_name
     assert!(callgate_coordinator::routing::current(&hq.store)
         .await
         .is_err());
+
+    // "Any of" / "all of" in the builder: a bad second condition is named by its place,
+    // a good one is saved as `Any`, and comes back in the builder, not as JSON.
+    let rule = |extra_kind: &'static str, extra_value: &'static str| {
+        vec![
+            ("rule.0.priority", "1"),
+            ("rule.0.name", "escalate"),
+            ("rule.0.kind", "tag"),
+            ("rule.0.key", ""),
+            ("rule.0.value", "complaint"),
+            ("rule.0.when", ""),
+            ("rule.0.join", "any"),
+            ("rule.0.extra.0.kind", extra_kind),
+            ("rule.0.extra.0.key", ""),
+            ("rule.0.extra.0.value", extra_value),
+            ("rule.0.extra.1.kind", ""),
+            ("rule.0.action", "agent_group"),
+        ]
+    };
+    let mut bad = rule("last_outcome", "");
+    bad.push(("rule.0.target", group.as_str()));
+    let r = admin.submit("/routing", &bad).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        r.body
+            .contains("condition: condition 2: last_outcome: give a value"),
+        "{}",
+        r.body
+    );
+    let mut good = rule("last_outcome", "unresolved");
+    good.push(("rule.0.target", group.as_str()));
+    let r = admin.submit("/routing", &good).await;
+    assert!(
+        r.status.is_success() || r.status.is_redirection(),
+        "{}",
+        r.body
+    );
+    let saved = callgate_coordinator::routing::current(&hq.store)
+        .await
+        .unwrap();
+    assert_eq!(
+        saved.policy.rules[0].when,
+        callgate_coordinator::routing::Condition::Any(vec![
+            callgate_coordinator::routing::Condition::Tag("complaint".into()),
+            callgate_coordinator::routing::Condition::LastOutcome("unresolved".into()),
+        ])
+    );
+    let page = admin.get("/routing").await.body;
+    assert!(
+        page.contains("<option value=\"any\" selected>any of</option>"),
+        "{page}"
+    );
+    assert!(page.contains("value=\"unresolved\""), "{page}");
 }

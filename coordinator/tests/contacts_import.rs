@@ -220,3 +220,39 @@ async fn awkward_characters_survive_the_import_unchanged_on_both_backends() {
         assert_eq!(vault.open(&cipher).unwrap().e164(), "+14155550140");
     }
 }
+
+/// Blank lines (which the `csv` crate skips without counting) do not shift the line
+/// numbers of the rows reported after them.
+#[tokio::test]
+async fn rows_after_blank_lines_are_reported_on_their_real_line_on_both_backends() {
+    const WITH_BLANKS: &str = "phone,name\n\
++14155550134,Ann\n\
+\n\
+not a number,Bob\n\
+\r\n\
+\n\
++1 212 555 0100,\"Cy\nSmith\"\n\
+\n\
+\n\
+also bad,Di\n";
+    for backend in BACKENDS {
+        let t = fresh_store(backend).await;
+        let vault = NumberVault::from_master_key(&[5; 32]);
+        let list = contacts::create_list(&t.store, "blanks", "us")
+            .await
+            .unwrap();
+        let report = import::import_csv(
+            &t.store,
+            &vault,
+            ContactListId(list.id),
+            Cursor::new(WITH_BLANKS.as_bytes().to_vec()),
+            Some(WITH_BLANKS.len() as u64),
+            |_| {},
+        )
+        .await
+        .unwrap();
+        assert_eq!(report.imported, 2, "{backend:?}");
+        let lines: Vec<u64> = report.errors.iter().map(|e| e.line).collect();
+        assert_eq!(lines, [4, 11], "{backend:?}: {:?}", report.errors);
+    }
+}

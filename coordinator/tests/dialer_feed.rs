@@ -761,3 +761,59 @@ async fn an_appliances_trunk_limits_are_split_between_the_campaigns_it_dials() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_due_call_task_goes_out_in_the_schedulers_next_lease_ahead_of_the_queue() {
+    for backend in BACKENDS {
+        let t = fresh_store(backend).await;
+        let now = at(NOON_CHICAGO);
+        let r = rig(&t.store, small_pool());
+        // 30 urgent contacts and one customer of no urgency: a pool of 20 would not reach
+        // the customer without the task.
+        let mut file = String::from("phone,timezone,urgency,external_id\n");
+        for i in 0..30 {
+            file.push_str(&format!("+1312555{:04},America/Chicago,9,\n", 2000 + i));
+        }
+        file.push_str("+13125559999,America/Chicago,0,cust-x\n");
+        let campaign = scheduled_campaign(&t.store, &r.vault, "us", &file, |s| {
+            s.script = "win-back".into();
+        })
+        .await;
+        enrol(&t.store, "branch-a", true, now).await;
+        enrol(&t.store, "branch-b", true, now).await;
+        let task = callgate_coordinator::call_tasks::create(
+            &t.store,
+            callgate_coordinator::call_tasks::NewCallTask {
+                customer_id: "cust-x".into(),
+                script_id: "win-back".into(),
+                callback_url: "http://127.0.0.1:9/hook".into(),
+                max_retries: 2,
+                preferred_time: Some(now.0),
+            },
+        )
+        .await
+        .unwrap();
+        let report = r.scheduler.tick(now).await.unwrap();
+        assert_eq!(report.call_tasks_enrolled, 1, "{backend:?}");
+        let (customer,): (i64,) =
+            sqlx::query_as("SELECT id FROM contacts WHERE external_id = 'cust-x'")
+                .fetch_one(t.store.pool())
+                .await
+                .unwrap();
+        let mut leased = leased_contacts(&outbox(&t.store, "branch-a").await);
+        leased.extend(leased_contacts(&outbox(&t.store, "branch-b").await));
+        assert_eq!(leased.len(), 20, "{backend:?}");
+        assert!(
+            leased.iter().any(|(_, c)| c.0 as i64 == customer),
+            "{backend:?}: the task's customer is leased in campaign {campaign}"
+        );
+        assert_eq!(
+            callgate_coordinator::call_tasks::get(&t.store, task.id)
+                .await
+                .unwrap()
+                .state,
+            "queued",
+            "dialling, not settled"
+        );
+    }
+}

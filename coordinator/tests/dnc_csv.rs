@@ -84,3 +84,38 @@ async fn a_dnc_file_without_a_phone_column_is_refused_and_stores_nothing() {
             .is_empty());
     }
 }
+
+/// Blank lines (which the `csv` crate skips without counting) do not shift the line
+/// numbers of the rows reported after them.
+#[tokio::test]
+async fn dnc_rows_after_blank_lines_are_reported_on_their_real_line() {
+    const WITH_BLANKS: &str = "phone,reason\n\
++14155550134,asked\n\
+\n\
+not a number,x\n\
+\r\n\
+\n\
++14155550135,\"two\nlines\"\n\
+\n\
+\n\
+also bad,y\n";
+    for backend in BACKENDS {
+        let t = fresh_store(backend).await;
+        let vault = NumberVault::from_master_key(&[3; 32]);
+        let report = import_dnc_csv(
+            &t.store,
+            &vault,
+            Cursor::new(WITH_BLANKS.as_bytes().to_vec()),
+            DncDefaults {
+                default_region: Some("US".into()),
+                reason: "bulk".into(),
+                ..DncDefaults::default()
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!(report.added, 2, "{backend:?}: {report:?}");
+        let lines: Vec<u64> = report.errors.iter().map(|e| e.line).collect();
+        assert_eq!(lines, vec![4, 11], "{backend:?}: {:?}", report.errors);
+    }
+}

@@ -1,6 +1,6 @@
 //! The box's telemetry producer: samples what the daemon's parts report (the dialer's
-//! campaigns, the agent desk's counts, the board's temperature, the data partition, the
-//! outbox itself) and sends an `Uplink::Telemetry` through the outbox when it changed — at
+//! campaigns, the trunk router's trunks with their OPTIONS probe state, the agent desk's
+//! counts, the board's temperature, the data partition, the outbox itself) and sends an `Uplink::Telemetry` through the outbox when it changed — at
 //! most once per `min_gap` — and at least once per `heartbeat`.
 //!
 //! Owns no table: the outbox coalesces unsent telemetry (latest wins), so however long the
@@ -13,8 +13,12 @@
 
 use super::outbox_store::SharedOutbox;
 use crate::dialer::DialerStatus;
-use callgate_common::wire::{Telemetry, Uplink};
+use crate::web::status::TrunkSource;
+use callgate_common::ids::TrunkId;
+use callgate_common::wire::{Telemetry, TrunkHealth, Uplink};
+use callgate_sip::trunk::TrunkState;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
@@ -36,6 +40,38 @@ pub struct TelemetrySources {
     pub agents_changed: Option<watch::Receiver<u64>>,
     /// The board temperature.
     pub temperature: Option<TemperatureFn>,
+    /// The running trunk router (the dialer's `trunk_control()`): each trunk's name, probe
+    /// state, calls up and figures. Read every [`TRUNK_POLL`], since a probe's verdict
+    /// announces itself nowhere else.
+    pub trunks: Option<Arc<dyn TrunkSource>>,
+}
+
+/// How often the trunks are read when there are some (a change is still sent at most once
+/// per `min_gap`).
+pub const TRUNK_POLL: Duration = Duration::from_secs(1);
+
+/// The trunks as the coordinator sees them: name, up or down as the OPTIONS probes judge,
+/// calls up, answer-seizure ratio and mean post-dial delay. A trunk whose configured name
+/// is not a valid [`TrunkId`] is left out (config validation refuses such names).
+pub fn trunk_health(states: &[TrunkState]) -> Vec<TrunkHealth> {
+    states
+        .iter()
+        .filter_map(|s| {
+            let trunk = TrunkId::new(s.trunk.name.clone()).ok()?;
+            Some(TrunkHealth {
+                trunk,
+                up: s.health.is_up(),
+                active_calls: s.active,
+                asr_permille: (s.figures.attempts > 0).then(|| {
+                    (s.figures.answered.min(s.figures.attempts) * 1000 / s.figures.attempts) as u16
+                }),
+                pdd_ms: s
+                    .figures
+                    .mean_pdd()
+                    .map(|d| u32::try_from(d.as_millis()).unwrap_or(u32::MAX)),
+            })
+        })
+        .collect()
 }
 
 impl std::fmt::Debug for TelemetrySources {
@@ -45,6 +81,7 @@ impl std::fmt::Debug for TelemetrySources {
             .field("campaigns", &self.campaigns.is_some())
             .field("agents_ready", &self.agents_ready.is_some())
             .field("temperature", &self.temperature.is_some())
+            .field("trunks", &self.trunks.is_some())
             .finish()
     }
 }
@@ -129,13 +166,22 @@ async fn sample(sources: &TelemetrySources, outbox: &SharedOutbox) -> Telemetry 
         Ok(s) if s.f_blocks > 0 => (100 - s.f_bavail.min(s.f_blocks) * 100 / s.f_blocks) as u8,
         _ => 0,
     };
+    let trunks = match &sources.trunks {
+        Some(router) => match router.trunk_states().await {
+            Ok(states) => trunk_health(&states),
+            Err(e) => {
+                tracing::debug!(error = %e, "trunks not readable for telemetry");
+                Vec::new()
+            }
+        },
+        None => Vec::new(),
+    };
     let current = outbox.read().await.clone();
     let (depth, _) = current.depth().await;
     Telemetry {
         active_calls,
         agents_ready,
-        // Nothing on the box measures trunks yet (the SIP engine's OPTIONS probes will).
-        trunks: Vec::new(),
+        trunks,
         disk_used_percent,
         temperature_decicelsius,
         outbox_depth: depth as u64,
@@ -183,9 +229,12 @@ pub async fn run(
                 Err(e) => tracing::warn!(error = %e, "telemetry report not stored"),
             }
         }
-        let wake = pacer
+        let mut wake = pacer
             .poll_timeout()
             .unwrap_or_else(|| Instant::now() + min_gap);
+        if sources.trunks.is_some() {
+            wake = wake.min(Instant::now() + TRUNK_POLL);
+        }
         tokio::select! {
             _ = stop.wait_for(|s| *s) => return,
             () = tokio::time::sleep_until(wake.into()) => {}
@@ -208,6 +257,56 @@ mod tests {
             temperature_decicelsius: Some(412),
             outbox_depth: depth,
         }
+    }
+
+    #[test]
+    fn trunks_are_reported_with_their_probe_state_calls_asr_and_pdd() {
+        use callgate_sip::trunk::{ProbePolicy, Trunk, TrunkGroup};
+        let trunk = |name: &str| Trunk {
+            name: name.into(),
+            address: "127.0.0.1:5060".parse().unwrap(),
+            domain: "carrier.example".into(),
+            credentials: None,
+            max_channels: 10,
+            max_cps: 5,
+            priority: 1,
+            weight: 1,
+        };
+        let mut group = TrunkGroup::new(vec![trunk("carrier-a"), trunk("carrier-b")]);
+        let policy = ProbePolicy {
+            failures_to_down: 1,
+            ..ProbePolicy::default()
+        };
+        let t0 = Instant::now();
+        let a = &mut group.trunks[0];
+        for _ in 0..4 {
+            a.seize(t0);
+        }
+        a.release();
+        a.figures.answered = 3;
+        a.figures.pdd_samples = 2;
+        a.figures.pdd_total = Duration::from_millis(3_000);
+        group.trunks[1].health.record(408, &policy);
+        let report = trunk_health(&group.trunks);
+        assert_eq!(
+            report,
+            vec![
+                TrunkHealth {
+                    trunk: TrunkId::new("carrier-a").unwrap(),
+                    up: true,
+                    active_calls: 3,
+                    asr_permille: Some(750),
+                    pdd_ms: Some(1_500),
+                },
+                TrunkHealth {
+                    trunk: TrunkId::new("carrier-b").unwrap(),
+                    up: false,
+                    active_calls: 0,
+                    asr_permille: None,
+                    pdd_ms: None,
+                },
+            ]
+        );
     }
 
     #[test]
@@ -265,6 +364,7 @@ mod tests {
             agents_ready: Some(Box::new(|| 3)),
             agents_changed: None,
             temperature: Some(Box::new(|| Some(41_250))),
+            trunks: None,
         };
         let task = tokio::spawn(run(
             sources,

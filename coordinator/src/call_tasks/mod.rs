@@ -16,13 +16,27 @@
 //! The signature header is `X-Callgate-Signature: t=<unix ms>,v1=<hex>` where `<hex>` is
 //! HMAC-SHA-256 over `<t>.<body>` with the task's secret.
 //!
-//! Owns the `call_tasks` and `webhook_deliveries` tables. Must not dial (the appliances do).
+//! Dialling goes through the lease path ([`schedule_due`]): once a task's
+//! `preferred_time` has come, its `customer_id` is looked up as a contact's `external_id`
+//! and the contact is put at the head of the queue of the scheduled campaign whose script
+//! is the task's `script_id` (table `call_task_contacts` links them). The campaign's
+//! leases carry it to an appliance like any contact; each attempt result for that entry
+//! ([`on_attempt_in`], called by `crate::leasing::record_attempt` in its transaction)
+//! settles the task: `completed` when a person answered, `failed` once `max_retries`
+//! retries are used (or the campaign's retry policy gives up) — with its webhook queued in
+//! the same transaction. A task that cannot be placed (no such contact, no scheduled
+//! campaign with that script) fails at once, saying why.
+//!
+//! Owns the `call_tasks`, `call_task_contacts` and `webhook_deliveries` tables. Must not
+//! dial (the appliances do).
 
+use crate::campaigns::{self, CampaignState};
 use crate::store::Store;
 use callgate_common::time::UnixMillis;
 use ring::hmac;
 use ring::rand::{SecureRandom, SystemRandom};
 use serde::{Deserialize, Serialize};
+use sqlx::{Any, Transaction};
 use std::time::Duration;
 
 /// Why a call-task operation failed.
@@ -235,26 +249,41 @@ pub async fn record_result(
     if result.detail.len() > 2000 || result.detail.contains('\0') {
         return Err(invalid("detail", "at most 2000 characters"));
     }
-    let now = UnixMillis::now().0;
+    let mut tx = store.pool().begin().await?;
+    if !record_result_in(&mut tx, id, &result, UnixMillis::now()).await? {
+        drop(tx);
+        get(store, id).await?;
+        return Err(CallTaskError::AlreadyDone(id));
+    }
+    tx.commit().await?;
+    get(store, id).await
+}
+
+/// [`record_result`] inside the caller's transaction; `false` when the task is not
+/// queued (unknown, or already settled).
+pub async fn record_result_in(
+    tx: &mut Transaction<'_, Any>,
+    id: i64,
+    result: &TaskResult,
+    now: UnixMillis,
+) -> Result<bool, CallTaskError> {
+    let now = now.0;
     let state = match result.outcome {
         TaskOutcome::Completed => "completed",
         TaskOutcome::Failed => "failed",
     };
-    let mut tx = store.pool().begin().await?;
     let changed = sqlx::query(
         "UPDATE call_tasks SET state = $1, result = $2, updated_at = $3 WHERE id = $4 AND state = 'queued'",
     )
     .bind(state)
-    .bind(serde_json::to_string(&result).expect("results serialise"))
+    .bind(serde_json::to_string(result).expect("results serialise"))
     .bind(now)
     .bind(id)
-    .execute(&mut *tx)
+    .execute(&mut **tx)
     .await?
     .rows_affected();
     if changed == 0 {
-        drop(tx);
-        get(store, id).await?;
-        return Err(CallTaskError::AlreadyDone(id));
+        return Ok(false);
     }
     sqlx::query(
         "INSERT INTO webhook_deliveries (task_id, state, attempts, next_attempt_at) \
@@ -262,10 +291,182 @@ pub async fn record_result(
     )
     .bind(id)
     .bind(now)
-    .execute(&mut *tx)
+    .execute(&mut **tx)
     .await?;
-    tx.commit().await?;
-    get(store, id).await
+    sqlx::query("UPDATE call_task_contacts SET settled = 1 WHERE task_id = $1")
+        .bind(id)
+        .execute(&mut **tx)
+        .await?;
+    Ok(true)
+}
+
+/// A task's queue entry goes ahead of every contact scored by the campaign's priority
+/// weights (whose scores are far below this).
+pub const TASK_PRIORITY: f64 = 1.0e9;
+
+/// What one [`schedule_due`] pass did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ScheduleReport {
+    /// Tasks put at the head of a campaign's queue.
+    pub enrolled: u64,
+    /// Tasks failed because they cannot be placed (no contact, no campaign).
+    pub refused: u64,
+}
+
+/// Places the queued tasks whose `preferred_time` (none: at once) has come at `now`: each
+/// becomes the head of the queue of the scheduled campaign that runs its script, for the
+/// contact whose `external_id` is its `customer_id`, due at its preferred time. A task that
+/// cannot be placed fails with the reason (and its webhook).
+pub async fn schedule_due(store: &Store, now: UnixMillis) -> Result<ScheduleReport, CallTaskError> {
+    let due: Vec<(i64, String, String, Option<i64>)> = sqlx::query_as(
+        "SELECT t.id, t.customer_id, t.script_id, t.preferred_time FROM call_tasks t \
+         WHERE t.state = 'queued' AND (t.preferred_time IS NULL OR t.preferred_time <= $1) \
+         AND NOT EXISTS (SELECT 1 FROM call_task_contacts l WHERE l.task_id = t.id) \
+         ORDER BY t.id LIMIT 500",
+    )
+    .bind(now.0)
+    .fetch_all(store.pool())
+    .await?;
+    let mut report = ScheduleReport::default();
+    if due.is_empty() {
+        return Ok(report);
+    }
+    let mut running = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = campaigns::page(store, after, 500)
+            .await
+            .map_err(|e| match e {
+                campaigns::CampaignError::Db(db) => CallTaskError::Db(db),
+                other => CallTaskError::Db(sqlx::Error::Protocol(other.to_string())),
+            })?;
+        let Some(last) = page.last() else {
+            break;
+        };
+        after = last.id;
+        running.extend(
+            page.into_iter()
+                .filter(|c| c.state == CampaignState::Scheduled)
+                .map(|c| (c.id, c.spec.script)),
+        );
+    }
+    for (task, customer, script, preferred) in due {
+        let mut tx = store.pool().begin().await?;
+        let contact: Option<(i64,)> =
+            sqlx::query_as("SELECT id FROM contacts WHERE external_id = $1 ORDER BY id LIMIT 1")
+                .bind(&customer)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let campaign = running
+            .iter()
+            .find(|(_, s)| *s == script)
+            .map(|(id, _)| *id);
+        let refusal = match (contact, campaign) {
+            (None, _) => Some(format!("no contact has external_id {customer:?}")),
+            (_, None) => Some(format!("no scheduled campaign runs script {script:?}")),
+            (Some((contact,)), Some(campaign)) => {
+                let at = preferred.unwrap_or(now.0).max(0);
+                sqlx::query(
+                    "INSERT INTO campaign_contacts (campaign_id, contact_id, state, priority, \
+                     attempts, next_attempt_at) VALUES ($1, $2, 'ready', $3, 0, $4) \
+                     ON CONFLICT (campaign_id, contact_id) DO UPDATE SET state = 'ready', \
+                     priority = $3, next_attempt_at = $4 WHERE campaign_contacts.state <> 'leased'",
+                )
+                .bind(campaign)
+                .bind(contact)
+                .bind(TASK_PRIORITY)
+                .bind(at)
+                .execute(&mut *tx)
+                .await?;
+                sqlx::query(
+                    "INSERT INTO call_task_contacts (task_id, campaign_id, contact_id) \
+                     VALUES ($1, $2, $3)",
+                )
+                .bind(task)
+                .bind(campaign)
+                .bind(contact)
+                .execute(&mut *tx)
+                .await?;
+                None
+            }
+        };
+        match refusal {
+            None => report.enrolled += 1,
+            Some(detail) => {
+                let result = TaskResult {
+                    outcome: TaskOutcome::Failed,
+                    detail,
+                    attempts: 0,
+                };
+                record_result_in(&mut tx, task, &result, now).await?;
+                report.refused += 1;
+            }
+        }
+        tx.commit().await?;
+    }
+    Ok(report)
+}
+
+/// What an attempt result means for the task dialled through that queue entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TaskAttempt {
+    /// No open task is dialled through this entry.
+    NoTask,
+    /// The task waits for its next attempt.
+    Retrying,
+    /// The task is settled (its webhook queued); the entry must not be dialled again for it.
+    Settled(TaskOutcome),
+}
+
+/// Called for every new attempt result on (`campaign`, `contact`) inside the transaction
+/// that records it: counts the attempt for the open task dialled through that entry and
+/// settles it — completed when `answered` by a person; failed when `retry_scheduled` is
+/// false (the campaign gives up) or the task's `max_retries` are used up.
+pub async fn on_attempt_in(
+    tx: &mut Transaction<'_, Any>,
+    campaign: i64,
+    contact: i64,
+    outcome: &str,
+    answered: bool,
+    retry_scheduled: bool,
+    now: UnixMillis,
+) -> Result<TaskAttempt, CallTaskError> {
+    let open: Option<(i64, i64, i64)> = sqlx::query_as(
+        "SELECT l.task_id, l.attempts, t.max_retries FROM call_task_contacts l \
+         JOIN call_tasks t ON t.id = l.task_id \
+         WHERE l.campaign_id = $1 AND l.contact_id = $2 AND l.settled = 0 \
+         ORDER BY l.task_id LIMIT 1",
+    )
+    .bind(campaign)
+    .bind(contact)
+    .fetch_optional(&mut **tx)
+    .await?;
+    let Some((task, attempts, max_retries)) = open else {
+        return Ok(TaskAttempt::NoTask);
+    };
+    let attempts = attempts + 1;
+    sqlx::query("UPDATE call_task_contacts SET attempts = $1 WHERE task_id = $2")
+        .bind(attempts)
+        .bind(task)
+        .execute(&mut **tx)
+        .await?;
+    let outcome_of = if answered {
+        Some(TaskOutcome::Completed)
+    } else if !retry_scheduled || attempts > max_retries {
+        Some(TaskOutcome::Failed)
+    } else {
+        None
+    };
+    let Some(task_outcome) = outcome_of else {
+        return Ok(TaskAttempt::Retrying);
+    };
+    let result = TaskResult {
+        outcome: task_outcome,
+        detail: format!("last attempt: {outcome}"),
+        attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
+    };
+    record_result_in(tx, task, &result, now).await?;
+    Ok(TaskAttempt::Settled(task_outcome))
 }
 
 /// When to retry a webhook: `base * 2^(attempts-1)`, capped, for at most `max_attempts`.

@@ -111,7 +111,9 @@ fn read_all(
     d: DncDefaults,
     tx: tokio::sync::mpsc::Sender<Result<Batch, PolicyError>>,
 ) {
-    let mut reader = csv::ReaderBuilder::new().flexible(true).from_reader(input);
+    let mut reader = csv::ReaderBuilder::new()
+        .flexible(true)
+        .from_reader(crate::contacts::csv_lines::LineCounting::new(input));
     let cols = match reader
         .headers()
         .map_err(|e| PolicyError::Invalid {
@@ -129,19 +131,21 @@ fn read_all(
     let mut batch: Batch = (Vec::new(), Vec::new(), 0);
     let mut rec = csv::StringRecord::new();
     loop {
-        let line = reader.position().line();
+        let at = reader.position().byte();
         match reader.read_record(&mut rec) {
             Ok(false) => break,
             Ok(true) => {
                 batch.2 += 1;
-                let line = rec.position().map_or(line, |p| p.line());
+                let at = rec.position().map_or(at, |p| p.byte());
+                let line = reader.get_mut().line_at(at);
                 match entry(&cols, &rec, &d) {
                     Ok(e) => batch.0.push(e),
                     Err(reason) => batch.1.push(RowError { line, reason }),
                 }
             }
             Err(e) => {
-                let line = e.position().map_or(line, |p| p.line());
+                let at = e.position().map_or(at, |p| p.byte());
+                let line = reader.get_mut().line_at(at);
                 if matches!(e.kind(), csv::ErrorKind::Io(_)) {
                     let _ = tx.blocking_send(Err(PolicyError::Invalid {
                         field: "csv".into(),

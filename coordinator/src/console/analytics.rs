@@ -1,10 +1,11 @@
 //! Analytics: daily series over a chosen range — attempts, connects, answer rate, average
 //! handle time, abandons, conversions (calls whose disposition is one of their campaign's
-//! `conversion_dispositions`), MOS — and per-carrier answer-seizure ratio and post-dial delay,
+//! `conversion_dispositions`), MOS, agent occupancy (from `agent_events`, as the live
+//! dashboard counts it, per day) — and per-carrier answer-seizure ratio and post-dial delay,
 //! drawn as SVG on the server (no chart library, no script), and CSV export of every table
 //! the console shows.
 //!
-//! Reads only the sync's stored uplink (`attempt_results`, `call_records`, postcard records)
+//! Reads only the sync's stored uplink (`attempt_results`, `call_records`, `agent_events`)
 //! and the other rooms' public listing functions.
 
 use super::auth::{self, Permission};
@@ -35,6 +36,12 @@ pub struct DayFigures {
     pub abandons: u64,
     /// Calls whose disposition is one of their campaign's `conversion_dispositions`.
     pub conversions: u64,
+    /// Agents' busy milliseconds that day (reserved, talking, wrap-up; with a campaign
+    /// filter: on that campaign's calls), from the appliances' agent events.
+    pub busy_ms: i64,
+    /// Agents' available milliseconds that day (with a campaign filter: of the agents who
+    /// served it that day).
+    pub available_ms: i64,
     handle_ms: i64,
     handled: u64,
     mos_sum: u64,
@@ -54,6 +61,69 @@ impl DayFigures {
     pub fn mos(&self) -> Option<f64> {
         (self.mos_n > 0).then(|| self.mos_sum as f64 / 100.0 / self.mos_n as f64)
     }
+    /// Agent occupancy: busy over available time, percent.
+    pub fn occupancy(&self) -> Option<f64> {
+        (self.available_ms > 0).then(|| self.busy_ms as f64 * 100.0 / self.available_ms as f64)
+    }
+}
+
+/// How far before the range an agent's last state is looked for.
+const AGENT_STATE_LOOKBACK_MS: i64 = 12 * 3_600_000;
+
+/// Per day of the range, agents' busy and available milliseconds from `agent_events`
+/// (as the live dashboard counts them, day by day), optionally only busy time on one
+/// campaign's calls over the available time of the agents who served it that day.
+async fn daily_occupancy(
+    store: &Store,
+    first_day: i64,
+    days: i64,
+    now: i64,
+    campaign: Option<i64>,
+) -> Result<Vec<(i64, i64)>, sqlx::Error> {
+    let rows: Vec<(String, i64, String, i64, Option<i64>)> = sqlx::query_as(
+        "SELECT appliance, agent_id, state, at, campaign_id FROM agent_events \
+         WHERE at > $1 AND at <= $2 ORDER BY appliance, agent_id, at, uplink_seq",
+    )
+    .bind(first_day - AGENT_STATE_LOOKBACK_MS)
+    .bind(now)
+    .fetch_all(store.pool())
+    .await?;
+    let mut out = vec![(0i64, 0i64); days.max(0) as usize];
+    let mut start = 0;
+    while start < rows.len() {
+        let key = (&rows[start].0, rows[start].1);
+        let end = rows[start..]
+            .iter()
+            .position(|r| (&r.0, r.1) != key)
+            .map_or(rows.len(), |n| start + n);
+        let agent = &rows[start..end];
+        let timeline: Vec<(i64, &str)> = agent.iter().map(|r| (r.3, r.2.as_str())).collect();
+        let tagged: Vec<(i64, &str, Option<i64>)> =
+            agent.iter().map(|r| (r.3, r.2.as_str(), r.4)).collect();
+        for (i, day) in out.iter_mut().enumerate() {
+            let from = first_day + i as i64 * DAY_MS;
+            let to = (from + DAY_MS).min(now);
+            if to <= from {
+                continue;
+            }
+            let (busy, available) = live::agent_time(&timeline, from, to);
+            match campaign {
+                None => {
+                    day.0 += busy;
+                    day.1 += available;
+                }
+                Some(c) => {
+                    let on = live::agent_busy_by_campaign(&tagged, from, to);
+                    if let Some(b) = on.get(&c) {
+                        day.0 += b;
+                        day.1 += available;
+                    }
+                }
+            }
+        }
+        start = end;
+    }
+    Ok(out)
 }
 
 /// One carrier trunk's figures over the range.
@@ -171,10 +241,13 @@ pub async fn figures(
             d.conversions += u64::from(converted);
         }
     }
-    Ok((
-        by_day.into_values().collect(),
-        carriers.into_values().collect(),
-    ))
+    let occupancy = daily_occupancy(store, first_day, days, now.0, campaign).await?;
+    let mut series: Vec<DayFigures> = by_day.into_values().collect();
+    for (d, (busy, available)) in series.iter_mut().zip(occupancy) {
+        d.busy_ms = busy;
+        d.available_ms = available;
+    }
+    Ok((series, carriers.into_values().collect()))
 }
 
 /// Each campaign's conversion dispositions (campaigns without any are left out).
@@ -355,6 +428,7 @@ pub async fn page(
             true,
         ),
         svg_chart("MOS", "", &pts(&DayFigures::mos), false),
+        svg_chart("Agent occupancy", "%", &pts(&DayFigures::occupancy), false),
         svg_chart(
             "ASR per carrier",
             "%",
@@ -423,6 +497,7 @@ pub async fn export(
                         "abandons",
                         "mos",
                         "conversions",
+                        "occupancy_percent",
                     ]
                     .map(String::from)
                     .to_vec(),
@@ -437,6 +512,7 @@ pub async fn export(
                         d.abandons.to_string(),
                         opt(d.mos()),
                         d.conversions.to_string(),
+                        opt(d.occupancy()),
                     ]);
                 }
             } else {

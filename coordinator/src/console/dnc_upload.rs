@@ -44,7 +44,7 @@ pub fn read_dnc_csv(bytes: &[u8]) -> Result<DncFile, String> {
     let mut reader = csv::ReaderBuilder::new()
         .flexible(true)
         .trim(csv::Trim::All)
-        .from_reader(bytes);
+        .from_reader(crate::contacts::csv_lines::LineCounting::new(bytes));
     let header = reader
         .headers()
         .map_err(|e| format!("the header row is unreadable: {e}"))?
@@ -68,19 +68,24 @@ pub fn read_dnc_csv(bytes: &[u8]) -> Result<DncFile, String> {
         return Err("the header row has no \"number\" column".into());
     }
     let mut out = DncFile::default();
-    for record in reader.records() {
-        let record = match record {
-            Ok(r) => r,
+    let mut record = csv::StringRecord::new();
+    loop {
+        let at = reader.position().byte();
+        match reader.read_record(&mut record) {
+            Ok(false) => break,
+            Ok(true) => {}
             Err(e) => {
-                let line = e.position().map_or(0, |p| p.line());
+                let at = e.position().map_or(at, |p| p.byte());
+                let line = reader.get_mut().line_at(at);
                 out.errors.push(RowError {
                     line,
                     message: format!("unreadable: {e}"),
                 });
                 continue;
             }
-        };
-        let line = record.position().map_or(0, |p| p.line());
+        }
+        let at = record.position().map_or(at, |p| p.byte());
+        let line = reader.get_mut().line_at(at);
         if record.iter().all(str::is_empty) {
             continue;
         }
@@ -299,6 +304,17 @@ mod tests {
         assert!(errors[1].1.contains("campaign_id"), "{}", errors[1].1);
         assert_eq!(errors[2].0, 7);
         assert!(errors[2].1.contains("expires_on"), "{}", errors[2].1);
+    }
+
+    #[test]
+    fn rows_after_blank_lines_are_named_by_their_real_line() {
+        let csv =
+            "number,reason\n\n+14155550100,asked\n\r\n\n0123,bad\n+14155550101,\"a\nb\"\nnope\n";
+        let f = read_dnc_csv(csv.as_bytes()).unwrap();
+        let lines: Vec<u64> = f.entries.iter().map(|(l, _)| *l).collect();
+        assert_eq!(lines, [3, 7]);
+        let errors: Vec<u64> = f.errors.iter().map(|e| e.line).collect();
+        assert_eq!(errors, [6, 9], "{:?}", f.errors);
     }
 
     #[test]

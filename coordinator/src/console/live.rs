@@ -16,6 +16,8 @@
 //!   wrap-up over the time they were available (ready, reserved, talking or wrap-up; paused
 //!   and logged-out time does not count). For a box that sent no agent event (older
 //!   firmware), talk time from its call records over 15 minutes times the agents seen.
+//!   Per campaign: the time agents were busy on that campaign's calls (the events'
+//!   `campaign_id`) over the available time of the agents who served it in the window.
 
 use super::auth::Permission;
 use super::web::{failure, render, when, Frame, Page, SignedIn};
@@ -99,6 +101,8 @@ pub struct CampaignLive {
     pub cap: String,
     /// Whether the rate in the cap's window has reached the cap.
     pub over_cap: bool,
+    /// Agent occupancy on this campaign's calls over the occupancy window.
+    pub occupancy: String,
 }
 
 /// One appliance's live figures.
@@ -120,7 +124,7 @@ pub struct ApplianceLive {
     pub busy_ms: i64,
     /// Agents' available milliseconds in the occupancy window.
     pub available_ms: i64,
-    /// Trunks as `name up|down asr pdd`.
+    /// Trunks as `name up|down ASR a PDD p, n calls` (up/down: the box's OPTIONS probes).
     pub trunks: Vec<String>,
     pub outbox_depth: u64,
 }
@@ -217,20 +221,50 @@ pub fn agent_time(events: &[(i64, &str)], from: i64, to: i64) -> (i64, i64) {
     (busy, available)
 }
 
-/// An agent's state change: when, its uplink sequence (orders ties), the state.
-type StateChange = (i64, i64, String);
+/// Busy milliseconds of one agent inside `[from, to]` per campaign whose call it was
+/// busy with (events as in [`agent_time`], each with its campaign); busy time on calls of
+/// no campaign is left out.
+pub fn agent_busy_by_campaign(
+    events: &[(i64, &str, Option<i64>)],
+    from: i64,
+    to: i64,
+) -> BTreeMap<i64, i64> {
+    let mut out = BTreeMap::new();
+    for (i, (at, state, campaign)) in events.iter().enumerate() {
+        let (Some(c), "reserved" | "talking" | "wrap_up") = (campaign, *state) else {
+            continue;
+        };
+        let start = (*at).max(from);
+        let end = events.get(i + 1).map_or(to, |next| next.0).min(to);
+        if end > start {
+            *out.entry(*c).or_insert(0) += end - start;
+        }
+    }
+    out
+}
 
-/// Busy and available milliseconds per appliance over the occupancy window, from agent
-/// events; appliances that sent none are absent.
-async fn agent_occupancy(
-    store: &Store,
-    now: i64,
-) -> Result<HashMap<String, (i64, i64)>, sqlx::Error> {
+/// An agent's state change: when, its uplink sequence (orders ties), the state, the
+/// campaign of the call it belongs to.
+type StateChange = (i64, i64, String, Option<i64>);
+
+/// Busy and available milliseconds over the occupancy window, from agent events.
+#[derive(Debug, Default)]
+struct Occupancy {
+    /// Per appliance; appliances that sent no event are absent.
+    appliances: HashMap<String, (i64, i64)>,
+    /// Per campaign: busy on its calls, and the available time of the agents who were.
+    campaigns: HashMap<i64, (i64, i64)>,
+}
+
+/// Busy and available milliseconds per appliance and per campaign over the occupancy
+/// window, from agent events.
+async fn agent_occupancy(store: &Store, now: i64) -> Result<Occupancy, sqlx::Error> {
     let from = now - OCCUPANCY_WINDOW_MS;
     // Each agent's last state before the window (the newest event wins a tie), then the
     // changes inside it.
-    let before: Vec<(String, i64, String, i64, i64)> = sqlx::query_as(
-        "SELECT e.appliance, e.agent_id, e.state, e.at, e.uplink_seq FROM agent_events e \
+    let before: Vec<(String, i64, String, i64, i64, Option<i64>)> = sqlx::query_as(
+        "SELECT e.appliance, e.agent_id, e.state, e.at, e.uplink_seq, e.campaign_id \
+         FROM agent_events e \
          JOIN (SELECT appliance, agent_id, MAX(at) AS last_at FROM agent_events \
                WHERE at <= $1 AND at > $2 GROUP BY appliance, agent_id) m \
          ON m.appliance = e.appliance AND m.agent_id = e.agent_id AND m.last_at = e.at",
@@ -239,8 +273,8 @@ async fn agent_occupancy(
     .bind(from - AGENT_STATE_LOOKBACK_MS)
     .fetch_all(store.pool())
     .await?;
-    let inside: Vec<(String, i64, String, i64, i64)> = sqlx::query_as(
-        "SELECT appliance, agent_id, state, at, uplink_seq FROM agent_events \
+    let inside: Vec<(String, i64, String, i64, i64, Option<i64>)> = sqlx::query_as(
+        "SELECT appliance, agent_id, state, at, uplink_seq, campaign_id FROM agent_events \
          WHERE at > $1 AND at <= $2",
     )
     .bind(from)
@@ -248,32 +282,39 @@ async fn agent_occupancy(
     .fetch_all(store.pool())
     .await?;
     let mut per_agent: BTreeMap<(String, i64), Vec<StateChange>> = BTreeMap::new();
-    let mut first: HashMap<(String, i64), (i64, i64, String)> = HashMap::new();
-    for (app, agent, state, at, seq) in before {
+    let mut first: HashMap<(String, i64), StateChange> = HashMap::new();
+    for (app, agent, state, at, seq, campaign) in before {
         let e = first
             .entry((app, agent))
-            .or_insert((at, seq, state.clone()));
+            .or_insert((at, seq, state.clone(), campaign));
         if seq > e.1 {
-            *e = (at, seq, state);
+            *e = (at, seq, state, campaign);
         }
     }
     for (key, ev) in first {
         per_agent.entry(key).or_default().push(ev);
     }
-    for (app, agent, state, at, seq) in inside {
+    for (app, agent, state, at, seq, campaign) in inside {
         per_agent
             .entry((app, agent))
             .or_default()
-            .push((at, seq, state));
+            .push((at, seq, state, campaign));
     }
-    let mut out: HashMap<String, (i64, i64)> = HashMap::new();
+    let mut out = Occupancy::default();
     for ((app, _), mut events) in per_agent {
         events.sort_by_key(|e| (e.0, e.1));
         let timeline: Vec<(i64, &str)> = events.iter().map(|e| (e.0, e.2.as_str())).collect();
         let (busy, available) = agent_time(&timeline, from, now);
-        let e = out.entry(app).or_default();
+        let e = out.appliances.entry(app).or_default();
         e.0 += busy;
         e.1 += available;
+        let with_campaign: Vec<(i64, &str, Option<i64>)> =
+            events.iter().map(|e| (e.0, e.2.as_str(), e.3)).collect();
+        for (campaign, busy_on) in agent_busy_by_campaign(&with_campaign, from, now) {
+            let c = out.campaigns.entry(campaign).or_default();
+            c.0 += busy_on;
+            c.1 += available;
+        }
     }
     Ok(out)
 }
@@ -284,7 +325,11 @@ fn occupancy_of(busy_ms: i64, available_ms: i64) -> Option<u64> {
 }
 
 /// Every appliance the coordinator knows: registered, or heard from.
-async fn appliances(store: &Store, now: i64) -> Result<Vec<ApplianceLive>, sqlx::Error> {
+async fn appliances(
+    store: &Store,
+    now: i64,
+    agent_time: &HashMap<String, (i64, i64)>,
+) -> Result<Vec<ApplianceLive>, sqlx::Error> {
     let registered: Vec<(String,)> =
         sqlx::query_as("SELECT name FROM appliances WHERE state <> 'revoked'")
             .fetch_all(store.pool())
@@ -332,7 +377,6 @@ async fn appliances(store: &Store, now: i64) -> Result<Vec<ApplianceLive>, sqlx:
     }
     let day = tallies(store, "appliance", now - DAY_MS).await?;
     let talk = talk(store, now).await?;
-    let agent_time = agent_occupancy(store, now).await?;
     Ok(last
         .into_iter()
         .map(|(name, last_seen)| {
@@ -382,11 +426,13 @@ async fn appliances(store: &Store, now: i64) -> Result<Vec<ApplianceLive>, sqlx:
                             .iter()
                             .map(|k| {
                                 format!(
-                                    "{} {} ASR {} PDD {}",
+                                    "{} {} ASR {} PDD {}, {} {}",
                                     k.trunk,
                                     if k.up { "up" } else { "down" },
                                     percent(k.asr_permille.map(u64::from)),
-                                    k.pdd_ms.map_or("–".into(), |p| format!("{p} ms"))
+                                    k.pdd_ms.map_or("–".into(), |p| format!("{p} ms")),
+                                    k.active_calls,
+                                    if k.active_calls == 1 { "call" } else { "calls" }
                                 )
                             })
                             .collect()
@@ -427,6 +473,7 @@ pub async fn snapshot(store: &Store, now: UnixMillis) -> Result<Snapshot, sqlx::
     .await?
     .into_iter()
     .collect();
+    let occupancy = agent_occupancy(store, now).await?;
     let campaigns: Vec<CampaignLive> = campaigns
         .into_iter()
         .map(|(id, name, state, profile)| {
@@ -451,10 +498,16 @@ pub async fn snapshot(store: &Store, now: UnixMillis) -> Result<Snapshot, sqlx::
                 over_cap: in_window
                     .abandon_permille()
                     .is_some_and(|p| p >= u64::from(cap_permille)),
+                occupancy: percent(
+                    occupancy
+                        .campaigns
+                        .get(&id)
+                        .and_then(|(busy, available)| occupancy_of(*busy, *available)),
+                ),
             }
         })
         .collect();
-    let appliances = appliances(store, now).await?;
+    let appliances = appliances(store, now, &occupancy.appliances).await?;
     let all_day = day.values().fold(Tally::default(), |a, t| sum(a, *t));
     let all_month = month.values().fold(Tally::default(), |a, t| sum(a, *t));
     let busy_ms: i64 = appliances.iter().map(|a| a.busy_ms).sum();
@@ -631,6 +684,21 @@ mod tests {
         assert_eq!(occupancy_of(0, 0), None);
         // An agent who logs in mid-window counts from then on.
         assert_eq!(agent_time(&[(600, "talking")], 0, 1000), (400, 400));
+    }
+
+    #[test]
+    fn busy_time_is_split_by_the_campaign_of_the_call() {
+        let events = [
+            (-100, "talking", Some(1)),
+            (100, "wrap_up", Some(1)),
+            (200, "ready", None),
+            (500, "reserved", Some(2)),
+            (600, "talking", Some(2)),
+            (900, "paused", None),
+            (1000, "talking", Some(3)),
+        ];
+        let busy = agent_busy_by_campaign(&events, 0, 1000);
+        assert_eq!(busy.into_iter().collect::<Vec<_>>(), [(1, 200), (2, 400)]);
     }
 
     #[test]

@@ -21,6 +21,17 @@ use callgate_common::compliance::ComplianceProfile;
 /// Blank rows offered under the existing rules.
 const BLANK_RULES: usize = 2;
 
+/// Conditions a rule's builder combines with "all of" / "any of" beside its first one.
+const EXTRA_CLAUSES: usize = 2;
+
+/// One more condition of a rule's builder (kind empty: unused).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Clause {
+    pub kind: String,
+    pub key: String,
+    pub value: String,
+}
+
 /// One rule row of the editor, as text.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct RuleRow {
@@ -35,6 +46,10 @@ pub struct RuleRow {
     pub value: String,
     /// The condition as JSON (kind `json`).
     pub when: String,
+    /// How the first clause and the `extra` ones combine: `all` (the default) or `any`.
+    pub join: String,
+    /// Further builder clauses; those with an empty kind are unused.
+    pub extra: Vec<Clause>,
     pub action: String,
     pub target: String,
     pub error: String,
@@ -53,21 +68,28 @@ fn rows_of(policy: &RoutingPolicy) -> Vec<RuleRow> {
                 }
                 RouteAction::RobotScript(s) => ("robot_script", s.clone()),
             };
-            let (kind, key, value) = match &r.when {
-                Condition::Always => ("always", String::new(), String::new()),
-                Condition::Tag(t) => ("tag", String::new(), t.clone()),
-                Condition::Field { name, equals } => ("field", name.clone(), equals.clone()),
-                Condition::LastOutcome(o) => ("last_outcome", String::new(), o.clone()),
-                Condition::Campaign(c) => ("campaign", String::new(), c.to_string()),
-                Condition::All(_) | Condition::Any(_) => ("json", String::new(), String::new()),
+            let (clauses, join) = match &r.when {
+                Condition::All(parts) => (builder_clauses(parts), "all"),
+                Condition::Any(parts) => (builder_clauses(parts), "any"),
+                simple => (builder_clauses(std::slice::from_ref(simple)), "all"),
             };
+            let mut clauses = clauses.unwrap_or_else(|| {
+                vec![Clause {
+                    kind: "json".into(),
+                    ..Clause::default()
+                }]
+            });
+            let first = clauses.remove(0);
+            clauses.resize(EXTRA_CLAUSES, Clause::default());
             RuleRow {
                 priority: ((i + 1) * 10).to_string(),
                 name: r.name.clone(),
-                kind: kind.into(),
-                key,
-                value,
+                kind: first.kind,
+                key: first.key,
+                value: first.value,
                 when: serde_json::to_string(&r.when).expect("conditions serialise"),
+                join: join.into(),
+                extra: clauses,
                 action: action.into(),
                 target,
                 error: String::new(),
@@ -76,9 +98,37 @@ fn rows_of(policy: &RoutingPolicy) -> Vec<RuleRow> {
         .collect();
     rows.extend((0..BLANK_RULES).map(|_| RuleRow {
         kind: "tag".into(),
+        join: "all".into(),
+        extra: vec![Clause::default(); EXTRA_CLAUSES],
         ..RuleRow::default()
     }));
     rows
+}
+
+/// `parts` as builder clauses, when there are 1 to 1 + [`EXTRA_CLAUSES`] of them and none
+/// is itself compound; `None`: the condition is edited as JSON.
+fn builder_clauses(parts: &[Condition]) -> Option<Vec<Clause>> {
+    if parts.is_empty() || parts.len() > 1 + EXTRA_CLAUSES {
+        return None;
+    }
+    parts
+        .iter()
+        .map(|c| {
+            let (kind, key, value) = match c {
+                Condition::Always => ("always", String::new(), String::new()),
+                Condition::Tag(t) => ("tag", String::new(), t.clone()),
+                Condition::Field { name, equals } => ("field", name.clone(), equals.clone()),
+                Condition::LastOutcome(o) => ("last_outcome", String::new(), o.clone()),
+                Condition::Campaign(c) => ("campaign", String::new(), c.to_string()),
+                Condition::All(_) | Condition::Any(_) => return None,
+            };
+            Some(Clause {
+                kind: kind.into(),
+                key,
+                value,
+            })
+        })
+        .collect()
 }
 
 fn rows_from(f: &Fields) -> Vec<RuleRow> {
@@ -99,6 +149,14 @@ fn rows_from(f: &Fields) -> Vec<RuleRow> {
             key: f.get(&k("key")).trim().to_string(),
             value: f.get(&k("value")).trim().to_string(),
             when: f.get(&k("when")).trim().to_string(),
+            join: f.get(&k("join")).trim().to_string(),
+            extra: (0..EXTRA_CLAUSES)
+                .map(|j| Clause {
+                    kind: f.get(&k(&format!("extra.{j}.kind"))).trim().to_string(),
+                    key: f.get(&k(&format!("extra.{j}.key"))).trim().to_string(),
+                    value: f.get(&k(&format!("extra.{j}.value"))).trim().to_string(),
+                })
+                .collect(),
             action: f.get(&k("action")).to_string(),
             target: f.get(&k("target")).trim().to_string(),
             error: String::new(),
@@ -107,35 +165,67 @@ fn rows_from(f: &Fields) -> Vec<RuleRow> {
     rows
 }
 
-/// A row's condition: from the builder (kind, field name, value), or its JSON text when the
-/// kind is `json` or absent.
+/// A row's condition: from the builder (kind, field name, value, and the further clauses
+/// combined by "all of" / "any of"), or its JSON text when the kind is `json` or absent.
 fn condition_of(r: &RuleRow) -> Result<Condition, String> {
-    let value = || {
-        if r.value.is_empty() {
-            Err(format!("{}: give a value", r.kind))
+    if matches!(r.kind.as_str(), "" | "json") {
+        return clause_condition(&r.kind, &r.key, &r.value, &r.when);
+    }
+    let first = clause_condition(&r.kind, &r.key, &r.value, "")?;
+    let mut parts = vec![first];
+    for (j, c) in r.extra.iter().enumerate() {
+        if c.kind.is_empty() {
+            continue;
+        }
+        if c.kind == "json" {
+            return Err(format!(
+                "condition {}: JSON only as the first condition",
+                j + 2
+            ));
+        }
+        parts.push(
+            clause_condition(&c.kind, &c.key, &c.value, "")
+                .map_err(|e| format!("condition {}: {e}", j + 2))?,
+        );
+    }
+    if parts.len() == 1 {
+        return Ok(parts.remove(0));
+    }
+    match r.join.as_str() {
+        "" | "all" => Ok(Condition::All(parts)),
+        "any" => Ok(Condition::Any(parts)),
+        other => Err(format!("{other:?} is neither \"all\" nor \"any\"")),
+    }
+}
+
+/// One builder clause's condition, or `when` parsed as JSON for kind `json` or none.
+fn clause_condition(kind: &str, key: &str, value: &str, when: &str) -> Result<Condition, String> {
+    let given = || {
+        if value.is_empty() {
+            Err(format!("{kind}: give a value"))
         } else {
-            Ok(r.value.clone())
+            Ok(value.to_string())
         }
     };
-    Ok(match r.kind.as_str() {
+    Ok(match kind {
         "always" => Condition::Always,
-        "tag" => Condition::Tag(value()?),
-        "last_outcome" => Condition::LastOutcome(value()?),
+        "tag" => Condition::Tag(given()?),
+        "last_outcome" => Condition::LastOutcome(given()?),
         "field" => {
-            if r.key.is_empty() {
+            if key.is_empty() {
                 return Err("field: give the field's name".into());
             }
             Condition::Field {
-                name: r.key.clone(),
-                equals: value()?,
+                name: key.to_string(),
+                equals: given()?,
             }
         }
         "campaign" => Condition::Campaign(
-            r.value
+            given()?
                 .parse()
-                .map_err(|_| format!("campaign: {:?} is not a campaign id", r.value))?,
+                .map_err(|_| format!("campaign: {value:?} is not a campaign id"))?,
         ),
-        "" | "json" => serde_json::from_str(&r.when).map_err(|e| {
+        "" | "json" => serde_json::from_str(when).map_err(|e| {
             format!(
                 "{e} (e.g. \"always\", {{\"tag\":\"complaint\"}}, \
                  {{\"field\":{{\"name\":\"tier\",\"equals\":\"platinum\"}}}}, \
@@ -269,6 +359,7 @@ struct RoutingPage {
     can_edit: bool,
     actions: [(&'static str, &'static str); 3],
     kinds: [(&'static str, &'static str); 6],
+    joins: [(&'static str, &'static str); 2],
 }
 
 async fn routing_response(
@@ -308,6 +399,7 @@ async fn routing_response(
             groups,
             csrf: me.session.csrf_token.clone(),
             can_edit: me.may(Permission::EditRouting),
+            joins: [("all", "all of"), ("any", "any of")],
             kinds: [
                 ("tag", "has tag"),
                 ("field", "field equals"),
@@ -903,7 +995,7 @@ mod tests {
             when: when.into(),
             action: action.into(),
             target: target.into(),
-            error: String::new(),
+            ..RuleRow::default()
         }
     }
 
@@ -921,8 +1013,20 @@ mod tests {
                 },
                 RoutingRule {
                     name: "a".into(),
-                    when: Condition::All(vec![Condition::Tag("x".into()), Condition::Always]),
+                    when: Condition::All(vec![
+                        Condition::Tag("x".into()),
+                        Condition::Any(vec![Condition::Always]),
+                    ]),
                     then: RouteAction::AgentGroup(1),
+                },
+                RoutingRule {
+                    name: "b".into(),
+                    when: Condition::Any(vec![
+                        Condition::Tag("complaint".into()),
+                        Condition::LastOutcome("unresolved".into()),
+                        Condition::Campaign(4),
+                    ]),
+                    then: RouteAction::AgentGroup(2),
                 },
             ],
         };
@@ -935,11 +1039,26 @@ mod tests {
             ),
             ("field", "tier", "gold")
         );
-        assert_eq!(rows[1].kind, "json");
+        assert_eq!(rows[1].kind, "json", "nested all/any stay JSON");
         assert_eq!(
-            rows[2].kind, "tag",
+            (
+                rows[2].kind.as_str(),
+                rows[2].value.as_str(),
+                rows[2].join.as_str()
+            ),
+            ("tag", "complaint", "any")
+        );
+        let extra: Vec<(&str, &str)> = rows[2]
+            .extra
+            .iter()
+            .map(|c| (c.kind.as_str(), c.value.as_str()))
+            .collect();
+        assert_eq!(extra, [("last_outcome", "unresolved"), ("campaign", "4")]);
+        assert_eq!(
+            rows[3].kind, "tag",
             "blank rows start with the commonest kind"
         );
+        assert_eq!(rows[3].extra.len(), EXTRA_CLAUSES);
         // And they make the same policy again.
         assert_eq!(policy_of(&rows).unwrap().0, policy);
     }
@@ -988,6 +1107,67 @@ mod tests {
         .unwrap();
         assert_eq!(policy.decide(&facts).unwrap().0, "platinum");
         assert_eq!(row_of_field("rules[1].then", &order), Some(0));
+    }
+
+    #[test]
+    fn builder_clauses_combine_as_all_of_or_any_of_and_unused_ones_are_left_out() {
+        let clause = |kind: &str, key: &str, value: &str| Clause {
+            kind: kind.into(),
+            key: key.into(),
+            value: value.into(),
+        };
+        let mut r = RuleRow {
+            priority: "10".into(),
+            name: "platinum complaints".into(),
+            kind: "field".into(),
+            key: "tier".into(),
+            value: "platinum".into(),
+            join: "all".into(),
+            extra: vec![clause("tag", "", "complaint"), Clause::default()],
+            action: "agent_group".into(),
+            target: "2".into(),
+            ..RuleRow::default()
+        };
+        let both = vec![
+            Condition::Field {
+                name: "tier".into(),
+                equals: "platinum".into(),
+            },
+            Condition::Tag("complaint".into()),
+        ];
+        assert_eq!(condition_of(&r), Ok(Condition::All(both.clone())));
+        r.join = "any".into();
+        assert_eq!(condition_of(&r), Ok(Condition::Any(both.clone())));
+        let facts = |fields: &str, tags: &str| {
+            facts_of(&Sample {
+                fields: fields.into(),
+                tags: tags.into(),
+                ..Sample::default()
+            })
+            .unwrap()
+        };
+        let any = policy_of(std::slice::from_ref(&r)).unwrap().0;
+        assert!(any.decide(&facts("", "complaint")).is_some());
+        r.join = "all".into();
+        let all = policy_of(std::slice::from_ref(&r)).unwrap().0;
+        assert!(all.decide(&facts("", "complaint")).is_none());
+        assert!(all.decide(&facts("tier=platinum", "complaint")).is_some());
+        // Only the first clause in use: no All/Any around it.
+        r.extra = vec![Clause::default(); EXTRA_CLAUSES];
+        assert_eq!(condition_of(&r), Ok(both[0].clone()));
+        // A bad further clause is named by its place; so is a join that is neither.
+        r.extra[1] = clause("field", "", "gold");
+        assert_eq!(
+            condition_of(&r),
+            Err("condition 3: field: give the field's name".into())
+        );
+        r.extra[1] = clause("json", "", "");
+        assert!(condition_of(&r)
+            .unwrap_err()
+            .starts_with("condition 3: JSON only"));
+        r.extra[1] = clause("tag", "", "vip");
+        r.join = "either".into();
+        assert!(condition_of(&r).unwrap_err().contains("\"either\""));
     }
 
     #[test]

@@ -276,7 +276,7 @@ fn read_chunks(
     let mut reader = csv::ReaderBuilder::new()
         .flexible(true)
         .has_headers(true)
-        .from_reader(input);
+        .from_reader(super::csv_lines::LineCounting::new(input));
     let cols = match reader
         .headers()
         .map_err(|e| ContactError::BadCsv(e.to_string()))
@@ -294,16 +294,17 @@ fn read_chunks(
     let mut seq = 0;
     let mut rows = Vec::with_capacity(batch_size);
     loop {
-        let line = reader.position().line();
+        let at = reader.position().byte();
         let mut rec = csv::StringRecord::new();
         match reader.read_record(&mut rec) {
             Ok(false) => break,
             Ok(true) => {
-                let line = rec.position().map(|p| p.line()).unwrap_or(line);
-                rows.push(RawRow::Record(line, rec));
+                let at = rec.position().map_or(at, |p| p.byte());
+                rows.push(RawRow::Record(reader.get_mut().line_at(at), rec));
             }
             Err(e) => {
-                let line = e.position().map(|p| p.line()).unwrap_or(line);
+                let at = e.position().map_or(at, |p| p.byte());
+                let line = reader.get_mut().line_at(at);
                 if matches!(e.kind(), csv::ErrorKind::Io(_)) {
                     let _ = failed.blocking_send(Err(ContactError::BadCsv(format!(
                         "reading line {line}: {e}"

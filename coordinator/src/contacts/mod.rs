@@ -5,6 +5,7 @@
 //! `contact_import_errors` tables. Must not: hold a phone number in clear anywhere but in
 //! memory on its way in or out, or log one unmasked.
 
+pub mod csv_lines;
 pub mod import;
 pub mod vault;
 

@@ -505,12 +505,31 @@ pub async fn record_attempt(
         CallOutcome::AnsweredMachine => Some(c.spec.retry.machine),
         CallOutcome::AnsweredHuman | CallOutcome::Abandoned => None,
     };
-    let next = rule.and_then(|rule| rule.next_after(attempts, r.ended_at));
-    let state = match (rule, next) {
+    let mut next = rule.and_then(|rule| rule.next_after(attempts, r.ended_at));
+    let mut state = match (rule, next) {
         (None, _) => "done",
         (Some(_), Some(_)) => "ready",
         (Some(_), None) => "exhausted",
     };
+    // A call task dialled through this entry is settled by this attempt, or retried.
+    let task = crate::call_tasks::on_attempt_in(
+        &mut tx,
+        campaign,
+        contact,
+        outcome_name(r.outcome),
+        r.outcome == CallOutcome::AnsweredHuman,
+        state == "ready",
+        r.ended_at,
+    )
+    .await
+    .map_err(|e| match e {
+        crate::call_tasks::CallTaskError::Db(db) => LeaseError::Db(db),
+        other => LeaseError::Db(sqlx::Error::Protocol(other.to_string())),
+    })?;
+    if task == crate::call_tasks::TaskAttempt::Settled(crate::call_tasks::TaskOutcome::Failed) {
+        state = "exhausted";
+        next = None;
+    }
     sqlx::query(
         "UPDATE campaign_contacts SET state = $1, attempts = $2, next_attempt_at = $3, \
          last_outcome = $4, lease_id = NULL WHERE campaign_id = $5 AND contact_id = $6",

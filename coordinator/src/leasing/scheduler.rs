@@ -120,6 +120,8 @@ pub struct TickReport {
     pub contacts_leased: u64,
     pub revocations: u64,
     pub attempts_settled: u64,
+    /// Call tasks whose time came, put at the head of their campaign's queue.
+    pub call_tasks_enrolled: u64,
     /// Whether this replica led the pass (a follower's pass does nothing).
     pub led: bool,
 }
@@ -193,6 +195,13 @@ impl Scheduler {
         report.led = true;
         super::expire_leases(&self.store, now).await?;
         report.attempts_settled = push::settle_reported_attempts(&self.store, 1_000).await?;
+        report.call_tasks_enrolled = crate::call_tasks::schedule_due(&self.store, now)
+            .await
+            .map_err(|e| match e {
+                crate::call_tasks::CallTaskError::Db(db) => FeedError::Db(db),
+                other => FeedError::Db(sqlx::Error::Protocol(other.to_string())),
+            })?
+            .enrolled;
         let pool = self.store.pool();
         let enrolled: HashSet<String> = crate::enroll::registry::enrolled(pool)
             .await

@@ -46,12 +46,13 @@
       put(document, "abandon_24h", c.abandon_24h);
       put(document, "abandon_30d", c.abandon_30d);
       put(document, "cap", c.cap);
+      put(document, "occupancy", c.occupancy);
       return;
     }
     put(document, "updated", s.updated);
     Object.keys(s.totals || {}).forEach(function (k) { put(document, k, s.totals[k]); });
     (s.campaigns || []).forEach(function (c) {
-      row("live-campaigns", c.id, [c.name, c.state, c.calls, c.attempts_24h, c.answer_rate, c.abandon_24h, c.abandon_30d, c.cap]);
+      row("live-campaigns", c.id, [c.name, c.state, c.calls, c.attempts_24h, c.answer_rate, c.abandon_24h, c.abandon_30d, c.cap, c.occupancy]);
     });
     (s.appliances || []).forEach(function (a) {
       row("live-appliances", a.name, [a.name, a.status, a.calls, a.agents_ready, a.attempts_24h, a.answer_rate, a.occupancy]);

@@ -345,6 +345,18 @@ pub mod uplink {
         state: callgate_common::wire::AgentState,
         at: UnixMillis,
     ) {
+        agent_event_on(store, app, agent, state, at, None).await;
+    }
+
+    /// An agent's state change on a call of `campaign`.
+    pub async fn agent_event_on(
+        store: &Store,
+        app: &str,
+        agent: u64,
+        state: callgate_common::wire::AgentState,
+        at: UnixMillis,
+        campaign: Option<i64>,
+    ) {
         send(
             store,
             app,
@@ -353,7 +365,7 @@ pub mod uplink {
                 state,
                 at,
                 call: None,
-                campaign: None,
+                campaign: campaign.map(|c| callgate_common::ids::CampaignId(c as u64)),
             }),
         )
         .await;
