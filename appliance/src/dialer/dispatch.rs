@@ -307,6 +307,7 @@ impl AgentPlacement {
             frame_samples,
             mut end_now,
             recorder,
+            quality_log,
         } = call;
         let bridge = match self
             .lines
@@ -344,6 +345,7 @@ impl AgentPlacement {
                         frame_samples,
                         end_now,
                         recorder,
+                        quality_log,
                     })
                     .await;
             }
@@ -389,6 +391,14 @@ impl AgentPlacement {
         }
         let (segments, quality) = match ended {
             Some(Ok(r)) => {
+                if let Some(log) = &quality_log {
+                    log.record(0, crate::media::LegRole::Customer, &r.customer)
+                        .await;
+                    for (i, leg) in r.agent_legs.iter().enumerate() {
+                        log.record(i as u32 + 1, crate::media::LegRole::Agent, leg)
+                            .await;
+                    }
+                }
                 let segments = match &r.recording {
                     Some(Ok(all)) => all.len() as u32,
                     Some(Err(e)) => {

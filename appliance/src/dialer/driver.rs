@@ -850,6 +850,7 @@ impl Driver {
             frame_samples,
             end_now: far_rx,
             recorder,
+            quality_log: Some(crate::media::LegQualityLog::new(self.pool.clone(), c.call)),
         };
         let placed = self.placement.place(call);
         let done = self.done_tx.clone();

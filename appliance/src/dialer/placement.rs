@@ -48,6 +48,8 @@ pub struct AnsweredCall {
     pub end_now: watch::Receiver<bool>,
     /// The call's recorder when `[recording]` is configured (customer left, our side right).
     pub recorder: Option<Recorder>,
+    /// Where the call's legs store their quality when their media ends.
+    pub quality_log: Option<crate::media::LegQualityLog>,
 }
 
 /// What a placement did with the call.
@@ -127,6 +129,7 @@ async fn play(
         mut recorder,
         agent,
         frame_samples: frame,
+        quality_log,
         ..
     } = call;
     // A small queue paces the prompt: the leg takes one frame per packet time.
@@ -189,6 +192,9 @@ async fn play(
             None
         }
     };
+    if let (Some(log), Some(r)) = (&quality_log, &report) {
+        log.record(0, crate::media::LegRole::Customer, r).await;
+    }
     if let Some(r) = recorder {
         match r.finish().await {
             Ok(all) => segments = all.len() as u32,
