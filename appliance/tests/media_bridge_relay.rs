@@ -3,7 +3,10 @@
 //! connect beep (`BridgeCommand::PlayToAgent`) is mixed over the customer's audio from the
 //! moment the bridge starts, with nothing held back for it.
 
-use callgate_appliance::media::{run_bridge, BridgeCommand, RtpLeg, RtpPortRange};
+use callgate_appliance::media::quality_log::leg_quality;
+use callgate_appliance::media::{
+    run_bridge, BridgeCommand, LegQualityLog, LegRole, RtpLeg, RtpPortRange,
+};
 use callgate_appliance::recording::SqliteSegmentStore;
 use callgate_media::g711::Codec;
 use callgate_media::prompt::Prompt;
@@ -184,6 +187,34 @@ async fn the_agent_legs_sender_reports_count_the_packets_the_bridge_relayed_ther
     let report = rig.bridge.await.unwrap().unwrap();
     assert_eq!(report.agent_legs[0].relayed, sent as u64);
     assert_eq!(report.to_agent.relayed, sent as u64);
+
+    // Each leg's quality goes to the store the way the agents' dispatch writes it.
+    let dir = tempfile::tempdir().unwrap();
+    let store = callgate_appliance::store::Store::open(dir.path())
+        .await
+        .unwrap();
+    let call = callgate_common::ids::CallId::new_v7();
+    let log = LegQualityLog::new(store.pool().clone(), call);
+    log.record(0, LegRole::Customer, &report.customer).await;
+    log.record(1, LegRole::Agent, &report.agent_legs[0]).await;
+    let legs = leg_quality(store.pool(), &call.to_string()).await.unwrap();
+    assert_eq!(legs.len(), 2, "{legs:?}");
+    let (customer, agent) = (&legs[0], &legs[1]);
+    assert_eq!(
+        (customer.role.as_str(), agent.role.as_str()),
+        ("customer", "agent")
+    );
+    // The customer's 50 packets arrived over loopback: nothing lost, a near-perfect rating.
+    assert_eq!(customer.packets_received, sent as u64, "{customer:?}");
+    assert_eq!(customer.loss_ppm, 0, "{customer:?}");
+    assert!(
+        customer.r_factor > 85.0 && customer.mos > 4.0,
+        "{customer:?}"
+    );
+    // The agent's phone sent nothing: no packets, and the figures say so rather than
+    // inventing any.
+    assert_eq!(agent.packets_received, 0, "{agent:?}");
+    assert_eq!(agent.loss_ppm, 0, "{agent:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
