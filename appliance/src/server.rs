@@ -73,6 +73,22 @@ pub async fn run(
     let restart = crate::restart::RestartSwitch::new();
     let metrics = observe::install_metrics();
     let store = Store::open(&config.raw.appliance.data_dir).await?;
+    // Recordings: what a crash left unlisted is listed (and `.part` files deleted) before
+    // any call records; then retention and the disk guard run for the daemon's lifetime.
+    let recording_upkeep = match &config.recording {
+        Some(recording) => {
+            let segments = crate::recording::SqliteSegmentStore::new(store.pool().clone());
+            if let Err(e) = crate::recording::recover_at_start(recording, &segments).await {
+                tracing::error!(error = %e, "start-up scan of the recordings directory failed");
+            }
+            Some(crate::recording::RecordingUpkeep::start(
+                recording.clone(),
+                segments,
+                crate::recording::UpkeepRhythm::default(),
+            ))
+        }
+        None => None,
+    };
     let board = BoardTask::start(&config.raw.board)?.map(Arc::new);
     // The engine's health feeds the watchdog gate: a stalled daemon stops kicking it.
     let health_feed = board.clone().map(|board| {
@@ -343,6 +359,9 @@ pub async fn run(
     }
     if let Some(dialer) = dialer {
         dialer.stop().await;
+    }
+    if let Some(upkeep) = recording_upkeep {
+        upkeep.stop().await;
     }
     sync.stop().await;
     store.pool().close().await;

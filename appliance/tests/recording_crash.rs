@@ -130,4 +130,71 @@ async fn every_finished_segment_decrypts_after_sigkill_mid_recording() {
         }
     }
     assert!(unlisted <= 1, "{unlisted} finished files were never listed");
+
+    // The daemon's start-up scan. Make the crash's worst case certain: the last listed
+    // segment loses its row (renamed into place, killed before the commit), and a `.part`
+    // file is left behind.
+    let last = listed.last().unwrap().clone();
+    sqlx::query("DELETE FROM recording_segments WHERE call_id = ? AND segment_index = ?")
+        .bind(&last.call_id)
+        .bind(i64::from(last.index))
+        .execute(store.pool())
+        .await
+        .unwrap();
+    let part = recordings.join(&call_id).join("seg-99999.wav.age.part");
+    std::fs::write(&part, b"age-encryption.org/v1\ncut short").unwrap();
+    store.pool().close().await;
+    let ops = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    std::fs::write(
+        &config,
+        format!(
+            "[appliance]\ndata_dir = {:?}\n[ops]\nlisten = \"127.0.0.1:{ops}\"\n\
+             [web]\nenabled = false\n[board]\nkind = \"none\"\n\
+             [recording]\nrecipients = [{recipient:?}]\n",
+            data.display().to_string()
+        ),
+    )
+    .unwrap();
+    let log = dir.path().join("daemon.log");
+    let daemon = Command::new(env!("CARGO_BIN_EXE_callgate-appliance"))
+        .arg("--config")
+        .arg(&config)
+        .arg("run")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    struct Killed(std::process::Child);
+    impl Drop for Killed {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _daemon = Killed(daemon);
+    let store = Store::open(&data).await.unwrap();
+    let segments = SqliteSegmentStore::new(store.pool().clone());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+    loop {
+        let now_listed = segments.segments(&call_id).await.unwrap();
+        if now_listed.iter().any(|r| r.index == last.index) && !part.exists() {
+            let again = now_listed.iter().find(|r| r.index == last.index).unwrap();
+            assert_eq!(again.sha256_hex, last.sha256_hex, "the same file is listed");
+            assert_eq!(again.ciphertext_bytes, last.ciphertext_bytes);
+            assert_eq!(again.duration_ms, last.duration_ms);
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the daemon's start-up scan did not list {} and delete the .part file; log:\n{}",
+            last.file_name,
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
 }

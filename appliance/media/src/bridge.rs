@@ -35,6 +35,8 @@ pub struct RelayStats {
     pub octets: u64,
     /// Packets that carried a prompt mixed over the relayed audio.
     pub mixed: u64,
+    /// Packets of prompt sent alone while the source was quiet ([`StreamRelay::overlay_alone`]).
+    pub overlay_alone: u64,
 }
 
 /// The mapping from the current source's numbering to ours.
@@ -91,6 +93,48 @@ impl StreamRelay {
     /// Whether a prompt is still being mixed in.
     pub fn playing_over(&self) -> bool {
         self.overlay.is_some()
+    }
+
+    /// The prompt's next frame of `frame_samples` on its own, as a packet of our stream at
+    /// `now`, for when the relayed source is quiet (silence suppression, or before its first
+    /// packet) so a prompt played over it does not wait for the source to talk. Returns
+    /// `None` when no prompt is playing. The next relayed packet continues our numbering
+    /// after this one, so the far end sees no duplicate and no gap.
+    pub fn overlay_alone(&mut self, now: Instant, frame_samples: usize) -> Option<RtpPacket> {
+        let overlay = self.overlay.as_mut()?;
+        let Some(samples) = overlay.next_frame(frame_samples) else {
+            self.overlay = None;
+            return None;
+        };
+        if overlay.finished() {
+            self.overlay = None;
+        }
+        let mut payload = Vec::with_capacity(samples.len());
+        self.out.codec.encode(&samples, &mut payload);
+        let elapsed = self
+            .last_sent_at
+            .map(|t| now.saturating_duration_since(t).as_millis() as u32 * (CLOCK_RATE / 1_000))
+            .unwrap_or(0);
+        let timestamp = self
+            .last_end_ts
+            .wrapping_add(elapsed.saturating_sub(payload.len() as u32));
+        let sequence = self.last_seq.wrapping_add(1);
+        let marker = self.last_sent_at.is_none() || self.source.is_some();
+        // The source's next packet maps afresh after ours (without counting a switch).
+        self.source = None;
+        self.last_seq = sequence;
+        self.last_end_ts = timestamp.wrapping_add(payload.len() as u32);
+        self.last_sent_at = Some(now);
+        self.stats.overlay_alone += 1;
+        self.stats.octets += payload.len() as u64;
+        Some(RtpPacket {
+            payload_type: self.out.payload_type,
+            marker,
+            sequence,
+            timestamp,
+            ssrc: self.ssrc,
+            payload,
+        })
     }
 
     /// Our SSRC on the outgoing leg.
@@ -469,6 +513,72 @@ mod tests {
             crate::tone::tone_correlation(after, 440.0) < 0.05,
             "then the voice alone"
         );
+    }
+
+    #[test]
+    fn a_prompt_over_a_quiet_source_goes_alone_and_the_source_continues_the_numbering() {
+        let t0 = Instant::now();
+        let mut relay = StreamRelay::new(PCMU, 9, 100, 5_000);
+        let mut far_end = SourceState::new();
+        let mut customer = RtpSender::new(1, 40_000, 77);
+        let mut voice = crate::tone::ToneGenerator::new(1_000.0, 4_000);
+        let mut talk = |relay: &mut StreamRelay, customer: &mut RtpSender, i: u64| {
+            let mut payload = Vec::new();
+            Codec::Pcmu.encode(&voice.next_samples(160), &mut payload);
+            let at = t0 + Duration::from_millis(20 * i);
+            relay.relay(at, &customer.audio(0, payload), PCMU).unwrap()
+        };
+        // The customer talks for 60 ms, then goes quiet (silence suppression) as the beep
+        // starts: the beep goes alone for 100 ms.
+        let mut out: Vec<RtpPacket> = (0..3).map(|i| talk(&mut relay, &mut customer, i)).collect();
+        let beep = Prompt::connect_beep();
+        relay.play_over(&beep);
+        for i in 3..8u64 {
+            customer.skip_samples(160);
+            let at = t0 + Duration::from_millis(20 * i);
+            out.push(relay.overlay_alone(at, 160).expect("the beep is playing"));
+        }
+        // Then the customer talks again: the rest of the beep is mixed over its voice.
+        out.extend((8..28).map(|i| talk(&mut relay, &mut customer, i)));
+        assert!(relay.overlay_alone(t0, 160).is_none(), "the beep is over");
+        let mut decoded = Vec::new();
+        for (i, p) in out.iter().enumerate() {
+            assert_eq!(p.ssrc, 9);
+            assert_eq!(p.sequence, 100 + i as u16, "no gap, no duplicate");
+            assert_eq!(p.timestamp, 5_000 + 160 * i as u32, "one continuous clock");
+            let ev = far_end.handle_packet(t0 + Duration::from_millis(20 * i as u64), p);
+            assert!(
+                matches!(
+                    ev,
+                    SourceEvent::Accepted {
+                        ssrc_changed: false,
+                        ..
+                    }
+                ),
+                "{ev:?}"
+            );
+            Codec::Pcmu.decode(&p.payload, &mut decoded);
+        }
+        let stats = relay.stats();
+        assert_eq!((stats.overlay_alone, stats.source_switches), (5, 0));
+        assert_eq!(stats.mixed as usize, beep.len().div_ceil(160) - 5);
+        let beep_at = 3 * 160;
+        let beep_alone = &decoded[beep_at..beep_at + 800];
+        let second_beep = &decoded[beep_at + 1_600..beep_at + 2_560];
+        assert!(
+            tone_correlation_of(beep_alone, 440.0) > 0.9,
+            "beep alone first"
+        );
+        assert!(
+            tone_correlation_of(second_beep, 440.0) > 0.3,
+            "then over the voice"
+        );
+        assert!(tone_correlation_of(second_beep, 1_000.0) > 0.3);
+        assert!(tone_correlation_of(&decoded[beep_at + 2_560..], 440.0) < 0.05);
+    }
+
+    fn tone_correlation_of(samples: &[i16], hz: f64) -> f64 {
+        crate::tone::tone_correlation(samples, hz)
     }
 
     #[test]

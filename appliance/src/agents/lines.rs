@@ -707,7 +707,7 @@ impl Lines {
                 reason: format!("agent {agent} has no line"),
             }));
         };
-        let Some(mut agent_leg) = phone.media.take() else {
+        let Some(agent_leg) = phone.media.take() else {
             return Err(Box::new(NotBridged {
                 customer: Some(customer),
                 recorder,
@@ -716,12 +716,11 @@ impl Lines {
         };
         phone.bridged_to = Some(call);
         let (commands, rx) = mpsc::channel(4);
+        // The beep goes to the agent over the customer's first words: the bridge starts at once.
+        let _ = commands.try_send(BridgeCommand::PlayToAgent(Prompt::connect_beep()));
         let (report_tx, report) = oneshot::channel();
         let ended = self.own.clone();
         tokio::spawn(async move {
-            if let Err(e) = play_prompt(&mut agent_leg, &Prompt::connect_beep()).await {
-                tracing::warn!(%agent, error = %e, "connect beep not sent");
-            }
             let result = run_bridge(customer, agent_leg, recorder, None, rx).await;
             match &result {
                 Ok(r) => tracing::debug!(
@@ -770,7 +769,7 @@ impl Lines {
             .phones
             .get_mut(&agent)
             .and_then(|p| p.media.take().map(|m| (m, p)));
-        let Some((mut agent_leg, phone)) = agent_media else {
+        let Some((agent_leg, phone)) = agent_media else {
             tracing::warn!(%call, %agent, "the agent's line has no media; the call waits for another agent");
             line.media = CallerMedia::Idle(Box::new(customer));
             self.desk
@@ -778,10 +777,9 @@ impl Lines {
             return;
         };
         phone.bridged_to = Some(call);
-        if let Err(e) = play_prompt(&mut agent_leg, &Prompt::connect_beep()).await {
-            tracing::warn!(%agent, error = %e, "connect beep not sent");
-        }
         let (commands, rx) = mpsc::channel(4);
+        // The beep goes to the agent over the caller's first words: the bridge starts at once.
+        let _ = commands.try_send(BridgeCommand::PlayToAgent(Prompt::connect_beep()));
         let task = tokio::spawn(async move {
             match run_bridge::<SqliteSegmentStore>(customer, agent_leg, None, None, rx).await {
                 Ok(report) => tracing::info!(
@@ -908,17 +906,6 @@ fn caller_number(from: &str) -> Option<PhoneNumber> {
         .trim_start_matches("tel:");
     let user = rest.split(['@', ';', '>']).next()?;
     PhoneNumber::parse(user, None).ok()
-}
-
-/// Sends a prompt on a leg in real time.
-async fn play_prompt(leg: &mut RtpLeg, prompt: &Prompt) -> Result<(), crate::media::MediaError> {
-    let mut playback = prompt.play();
-    let mut tick = tokio::time::interval(Duration::from_millis(20));
-    while let Some(frame) = playback.next_frame(160) {
-        tick.tick().await;
-        leg.send_audio(&frame).await?;
-    }
-    Ok(())
 }
 
 /// The hold pattern: a soft two-tone phrase and a pause, repeated.

@@ -390,6 +390,7 @@ impl AgentPlacement {
             mut end_now,
             recorder,
             robot_script,
+            quality_log,
         } = call;
         let bridge = match self
             .lines
@@ -428,6 +429,7 @@ impl AgentPlacement {
                         end_now,
                         recorder,
                         robot_script,
+                        quality_log,
                     })
                     .await;
             }
@@ -473,6 +475,14 @@ impl AgentPlacement {
         }
         let (segments, quality) = match ended {
             Some(Ok(r)) => {
+                if let Some(log) = &quality_log {
+                    log.record(0, crate::media::LegRole::Customer, &r.customer)
+                        .await;
+                    for (i, leg) in r.agent_legs.iter().enumerate() {
+                        log.record(i as u32 + 1, crate::media::LegRole::Agent, leg)
+                            .await;
+                    }
+                }
                 let segments = match &r.recording {
                     Some(Ok(all)) => all.len() as u32,
                     Some(Err(e)) => {

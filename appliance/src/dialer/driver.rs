@@ -915,6 +915,7 @@ impl Driver {
             end_now: far_rx,
             recorder,
             robot_script: None,
+            quality_log: Some(crate::media::LegQualityLog::new(self.pool.clone(), c.call)),
         };
         // A screened call's answer is reported with the screen's verdict (`on_verdict`).
         c.awaiting_verdict = self.verdicts.is_some() && self.placement.screens(&call);

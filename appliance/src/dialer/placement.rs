@@ -51,6 +51,8 @@ pub struct AnsweredCall {
     /// The robot script the routing policy chose for this call (`RouteAction::RobotScript`),
     /// by name; `None`: the campaign's own script.
     pub robot_script: Option<String>,
+    /// Where the call's legs store their quality when their media ends.
+    pub quality_log: Option<crate::media::LegQualityLog>,
 }
 
 /// What a placement did with the call.
@@ -137,6 +139,7 @@ async fn play(
         mut recorder,
         agent,
         frame_samples: frame,
+        quality_log,
         ..
     } = call;
     // A small queue paces the prompt: the leg takes one frame per packet time.
@@ -199,6 +202,9 @@ async fn play(
             None
         }
     };
+    if let (Some(log), Some(r)) = (&quality_log, &report) {
+        log.record(0, crate::media::LegRole::Customer, r).await;
+    }
     if let Some(r) = recorder {
         match r.finish().await {
             Ok(all) => segments = all.len() as u32,

@@ -24,6 +24,10 @@ use tokio::sync::mpsc;
 pub enum BridgeCommand {
     /// Connect a new agent-side leg (e.g. the agent after the robot); the old one is closed.
     ReplaceAgentLeg(Box<RtpLeg>),
+    /// Play a prompt to the agent side only (the connect beep), mixed over the customer's
+    /// audio as it is relayed; while the customer is quiet, the prompt goes alone. The
+    /// customer does not hear it, and nothing is held back for it.
+    PlayToAgent(Prompt),
     /// End the bridge; the recording is finished and its last segment sealed.
     Hangup,
 }
@@ -49,6 +53,9 @@ pub struct BridgeReport {
 
 /// Frames buffered towards the recording task (2 s).
 const RECORDING_QUEUE: usize = 100;
+
+/// How long without a customer packet before a prompt to the agent goes alone (two packets).
+const QUIET: Duration = Duration::from_millis(40);
 
 /// Runs a bridge until [`BridgeCommand::Hangup`] or the command channel closes.
 pub async fn run_bridge<S>(
@@ -91,6 +98,7 @@ where
     let customer_rtcp = customer.rtcp_socket();
     let mut agent_rtcp = agent.rtcp_socket();
     let (mut c_buf, mut a_buf) = (vec![0u8; 1_500], vec![0u8; 1_500]);
+    let mut customer_relayed_at: Option<Instant> = None;
     loop {
         tokio::select! {
             _ = tick.tick() => {
@@ -124,6 +132,14 @@ where
                         }
                     }
                 }
+                // A prompt to the agent goes alone while the customer is quiet.
+                if to_agent.playing_over()
+                    && customer_relayed_at.is_none_or(|t| now.saturating_duration_since(t) >= QUIET)
+                {
+                    if let Some(out) = to_agent.overlay_alone(now, frame as usize) {
+                        agent.send_packet(&out).await?;
+                    }
+                }
                 customer.send_rtcp_if_due(now).await?;
                 agent.send_rtcp_if_due(now).await?;
             }
@@ -131,6 +147,7 @@ where
                 let r = received?;
                 if let Some(out) = to_agent.relay(r.at, &r.packet, customer.format()) {
                     agent.send_packet(&out).await?;
+                    customer_relayed_at = Some(r.at);
                 }
                 if r.packet.payload_type == customer.format().payload_type {
                     customer_jb.push(r.at, &r.packet, customer.format().codec);
@@ -166,6 +183,7 @@ where
                     agent_rtcp = agent.rtcp_socket();
                     agent_reports.push(old.finish(agent_jb.stats(), 0).await);
                 }
+                Some(BridgeCommand::PlayToAgent(prompt)) => to_agent.play_over(&prompt),
                 Some(BridgeCommand::Hangup) | None => break,
             },
         }

@@ -164,8 +164,24 @@ impl RtpLeg {
         Ok(true)
     }
 
-    /// Sends an already-numbered packet (a bridge relay's output).
+    /// Sends an already-numbered packet a bridge relay built under our SSRC. It counts in
+    /// this leg's RTCP sender reports (packets, octets, RTP timestamp), and our own numbering
+    /// continues after it.
     pub async fn send_packet(&mut self, packet: &RtpPacket) -> Result<bool, MediaError> {
+        let Some(to) = self.latch.send_to() else {
+            return Ok(false);
+        };
+        self.transmit(to, packet).await?;
+        let audio = Some(packet.payload_type) != self.format.telephone_event_pt;
+        self.sender.note_relayed(packet, audio);
+        if audio {
+            self.last_sent = Some((Instant::now(), packet.timestamp));
+        }
+        Ok(true)
+    }
+
+    /// Sends a packet our own sender numbered and counted (an RFC 4733 event).
+    async fn send_own_packet(&mut self, packet: &RtpPacket) -> Result<bool, MediaError> {
         let Some(to) = self.latch.send_to() else {
             return Ok(false);
         };
@@ -365,6 +381,7 @@ impl RtpLeg {
             receive: self.receiver.stats(),
             jitter,
             packets_sent: self.sent,
+            relayed: self.sender.relayed_packets(),
             refused: self.refused,
             malformed: self.malformed,
             unauthenticated: self.unauthenticated,
@@ -429,6 +446,8 @@ pub struct LegReport {
     pub receive: ReceiveStats,
     pub jitter: JitterStats,
     pub packets_sent: u64,
+    /// Of those, packets a bridge relayed onto this leg (counted in its RTCP sender reports).
+    pub relayed: u64,
     /// Packets refused by the latch or for an unnegotiated payload type.
     pub refused: u64,
     pub malformed: u64,
@@ -499,7 +518,7 @@ pub async fn run_audio_leg_with_keys(
                 let next = outgoing.try_recv();
                 if let Some(event) = pending_events.pop_front() {
                     // The event stands in for this packet time's audio.
-                    leg.send_packet(&event).await?;
+                    leg.send_own_packet(&event).await?;
                 } else {
                     match next {
                         Ok(samples) => {

@@ -2,8 +2,8 @@
 //! per leg that sends and receives audio in real time around the `callgate_media` cores.
 //!
 //! Owns: port allocation ([`RtpPortRange`]), the per-leg socket loop with symmetric RTP and
-//! latching ([`RtpLeg`], [`run_audio_leg`]), bridged calls with recording ([`run_bridge`]), and
-//! the [`MediaError`] enum. Talks to: the SIP
+//! latching ([`RtpLeg`], [`run_audio_leg`]), bridged calls with recording ([`run_bridge`]), each leg's quality kept with
+//! the call ([`LegQualityLog`]), and the [`MediaError`] enum. Talks to: the SIP
 //! layer (which supplies the negotiated SDP) and recording (which receives played-out frames).
 //! Must not: parse SIP, or put protocol logic here that belongs in a sans-IO core.
 
@@ -11,6 +11,7 @@ pub mod bench;
 mod bridge;
 mod leg;
 mod ports;
+pub mod quality_log;
 
 pub use bridge::{run_bridge, BridgeCommand, BridgeReport};
 pub use leg::{
@@ -18,6 +19,7 @@ pub use leg::{
     ReceivedPacket, RtpLeg,
 };
 pub use ports::RtpPortRange;
+pub use quality_log::{LegQualityLog, LegRole};
 
 use std::net::SocketAddr;
 

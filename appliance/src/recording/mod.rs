@@ -10,10 +10,12 @@
 
 mod retention;
 mod store;
+mod upkeep;
 mod writer;
 
 pub use retention::{apply_retention, check_disk, filesystem_usage, RetentionReport};
 pub use store::SqliteSegmentStore;
+pub use upkeep::{recover_at_start, RecordingUpkeep, UpkeepRhythm};
 pub use writer::{
     record_test_tone, record_tone_command, CallRecorder, TEST_TONE_LEFT_HZ, TEST_TONE_RIGHT_HZ,
 };
