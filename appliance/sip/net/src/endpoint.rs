@@ -347,14 +347,23 @@ impl<C: SipCore> SipEndpoint<C> {
         &self,
         f: impl FnOnce(&mut C, Instant) -> R + Send + 'static,
     ) -> Result<R, TransportError> {
-        let (reply, rx) = oneshot::channel();
-        let call: CoreCall<C> = Box::new(move |core, now| {
-            let _ = reply.send(f(core, now));
-        });
-        self.commands
-            .send(Command::Core(call))
-            .map_err(|_| TransportError::Stopped)?;
-        rx.await.map_err(|_| TransportError::Stopped)
+        self.handle().with(f).await
+    }
+
+    /// Runs `f` on the core inside the driver task without waiting for it.
+    pub fn post(
+        &self,
+        f: impl FnOnce(&mut C, Instant) + Send + 'static,
+    ) -> Result<(), TransportError> {
+        self.handle().post(f)
+    }
+
+    /// A cloneable handle that runs calls on the core while the endpoint runs (it does
+    /// not keep the endpoint running).
+    pub fn handle(&self) -> CoreHandle<C> {
+        CoreHandle {
+            commands: self.commands.clone(),
+        }
     }
 
     /// The open stream connections (peer, transport), for inspection.
@@ -379,6 +388,50 @@ impl<C: SipCore> SipEndpoint<C> {
     /// The log of messages on the wire (once; only with `trace`).
     pub fn take_wire(&mut self) -> Option<mpsc::UnboundedReceiver<WireRecord>> {
         self.wire.take()
+    }
+}
+
+/// Runs calls on a running endpoint's core; see [`SipEndpoint::handle`].
+pub struct CoreHandle<C: SipCore> {
+    commands: mpsc::UnboundedSender<Command<C>>,
+}
+
+impl<C: SipCore> Clone for CoreHandle<C> {
+    fn clone(&self) -> Self {
+        CoreHandle {
+            commands: self.commands.clone(),
+        }
+    }
+}
+
+impl<C: SipCore> Debug for CoreHandle<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CoreHandle").finish_non_exhaustive()
+    }
+}
+
+impl<C: SipCore> CoreHandle<C> {
+    /// See [`SipEndpoint::with`].
+    pub async fn with<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut C, Instant) -> R + Send + 'static,
+    ) -> Result<R, TransportError> {
+        let (reply, rx) = oneshot::channel();
+        self.post(move |core, now| {
+            let _ = reply.send(f(core, now));
+        })?;
+        rx.await.map_err(|_| TransportError::Stopped)
+    }
+
+    /// See [`SipEndpoint::post`].
+    pub fn post(
+        &self,
+        f: impl FnOnce(&mut C, Instant) + Send + 'static,
+    ) -> Result<(), TransportError> {
+        let call: CoreCall<C> = Box::new(f);
+        self.commands
+            .send(Command::Core(call))
+            .map_err(|_| TransportError::Stopped)
     }
 }
 

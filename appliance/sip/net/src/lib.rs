@@ -24,7 +24,7 @@ pub mod error;
 pub mod resolve;
 pub mod tls;
 
-pub use endpoint::{Bound, EndpointConfig, SipCore, SipEndpoint, WireRecord};
+pub use endpoint::{Bound, CoreHandle, EndpointConfig, SipCore, SipEndpoint, WireRecord};
 pub use error::TransportError;
 pub use resolve::{default_port, resolve, SipTarget};
 pub use tls::TlsSettings;
