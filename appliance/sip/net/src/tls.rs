@@ -38,6 +38,11 @@ impl TlsSettings {
         let roots: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(roots_pem)
             .collect::<Result<_, _>>()
             .map_err(|e| TransportError::Tls(format!("root certificates: {e}")))?;
+        if roots.is_empty() {
+            return Err(TransportError::Tls(
+                "root certificates: no PEM certificate found".into(),
+            ));
+        }
         Self::with_roots(roots, identity)
     }
 
