@@ -70,6 +70,9 @@ pub struct SipConfig {
     /// `[sip.tls]`: certificates for TLS trunks and listeners.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsConfig>,
+    /// `[sip.connections]`: keep-alives and limits of TCP/TLS connections.
+    #[serde(default)]
+    pub connections: ConnectionsConfig,
     /// User part of our From/Contact.
     #[serde(default = "default_user")]
     pub user: String,
@@ -139,6 +142,34 @@ pub struct TlsConfig {
     pub cert_file: Option<String>,
     /// PEM private key of `cert_file`.
     pub key_file: Option<String>,
+}
+
+/// `[sip.connections]`: upkeep of TCP/TLS connections (RFC 5626 keep-alives).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectionsConfig {
+    /// Seconds without traffic from a trunk before its connection gets a CRLF ping;
+    /// 0 sends none.
+    pub ping_interval_s: u64,
+    /// Seconds a pong may take, once the trunk has shown it answers pings (RFC 5626: 10).
+    pub pong_timeout_s: u64,
+    /// Seconds without traffic after which an inbound connection is closed; 0 never.
+    pub idle_timeout_s: u64,
+    /// Inbound connections allowed at once from one source address.
+    pub max_per_source: u32,
+}
+
+impl Default for ConnectionsConfig {
+    fn default() -> Self {
+        let p = callgate_sip_net::StreamPolicy::default();
+        let secs = |d: Option<Duration>| d.map_or(0, |d| d.as_secs());
+        ConnectionsConfig {
+            ping_interval_s: secs(p.ping_interval),
+            pong_timeout_s: p.pong_timeout.as_secs(),
+            idle_timeout_s: secs(p.idle_timeout),
+            max_per_source: p.max_per_source as u32,
+        }
+    }
 }
 
 /// `[sip.probe]`.
@@ -311,6 +342,26 @@ impl SipConfig {
         udp.extend(addrs(&self.extra_udp_listen, "extra_udp_listen")?);
         let tcp = addrs(&self.tcp_listen, "tcp_listen")?;
         let tls_listen = addrs(&self.tls_listen, "tls_listen")?;
+        let c = &self.connections;
+        if c.pong_timeout_s == 0 {
+            return Err(invalid(
+                "sip.connections.pong_timeout_s",
+                "must be at least 1",
+            ));
+        }
+        if c.max_per_source == 0 {
+            return Err(invalid(
+                "sip.connections.max_per_source",
+                "must be at least 1",
+            ));
+        }
+        let nonzero = |s: u64| (s > 0).then(|| Duration::from_secs(s));
+        let streams = callgate_sip_net::StreamPolicy {
+            ping_interval: nonzero(c.ping_interval_s),
+            pong_timeout: Duration::from_secs(c.pong_timeout_s),
+            idle_timeout: nonzero(c.idle_timeout_s),
+            max_per_source: c.max_per_source as usize,
+        };
         if self.user.is_empty()
             || !self
                 .user
@@ -520,6 +571,7 @@ impl SipConfig {
                 tls: tls_listen,
                 tls_settings,
                 tls_names,
+                streams,
                 ..EndpointConfig::default()
             },
             links,
@@ -886,6 +938,11 @@ trunk = "carrier-b"
                 "host = \"localhost\"",
                 "tcp_listen = [\"nowhere\"]",
                 "sip.tcp_listen[0]",
+            ),
+            (
+                "host = \"localhost\"",
+                "[sip.connections]\nping_interval_s = 30\npong_timeout_s = 10\nidle_timeout_s = 0\nmax_per_source = 0",
+                "sip.connections.max_per_source",
             ),
             (
                 "host = \"localhost\"",
