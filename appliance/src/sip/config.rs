@@ -229,6 +229,10 @@ pub struct TrunkConfig {
     /// (an IP literal is checked as an IP address).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls_server_name: Option<String>,
+    /// Register at the carrier asking for this many seconds (refreshed at half of what
+    /// it grants; digest with `username`/`password`); omit for IP authentication.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub register_expires_s: Option<u32>,
     /// Host for Request-URIs; defaults to the address's IP.
     pub domain: Option<String>,
     /// Digest username (with `password`).
@@ -280,6 +284,8 @@ pub struct TrunkLink {
     pub address: SocketAddr,
     /// Its transport.
     pub transport: Transport,
+    /// Register at the carrier for this many seconds (`None`: IP authentication).
+    pub register_expires: Option<u32>,
 }
 
 /// The engine's view of a validated config.
@@ -437,10 +443,16 @@ impl SipConfig {
                     tls_names.insert(address, name.clone());
                 }
             }
+            if t.register_expires_s
+                .is_some_and(|e| !(60..=86_400).contains(&e))
+            {
+                return Err(invalid(key("register_expires_s"), "must be 60-86400"));
+            }
             links.push(TrunkLink {
                 name: t.name.clone(),
                 address,
                 transport,
+                register_expires: t.register_expires_s,
             });
             if t.max_channels == 0 {
                 return Err(invalid(key("max_channels"), "must be at least 1"));
@@ -875,7 +887,8 @@ trunk = "carrier-b"
             vec![TrunkLink {
                 name: "t".into(),
                 address: a,
-                transport: Transport::Tcp
+                transport: Transport::Tcp,
+                register_expires: None,
             }]
         );
         assert_eq!(s.inbound.allowed_sources, vec![a.ip()]);

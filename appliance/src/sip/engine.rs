@@ -255,14 +255,26 @@ impl SipTrunkRouter {
             trace,
             ..sip.endpoint.clone()
         };
-        Self::start_on(
+        let router = Self::start_on(
             endpoint,
             agent,
             TrunkGroup::new(sip.trunks.clone()),
             sip.router.clone(),
             &transports,
         )
-        .await
+        .await?;
+        for link in &sip.links {
+            if let Some(expires) = link.register_expires {
+                let name = link.name.clone();
+                tracing::info!(trunk = %name, expires, "registering the trunk at its carrier");
+                router
+                    .endpoint
+                    .with(move |r, now| r.register_trunk(now, &name, expires))
+                    .await
+                    .map_err(stopped)?;
+            }
+        }
+        Ok(router)
     }
 
     /// Starts on every listener of `endpoint`; requests to each address in `transports`
@@ -352,9 +364,27 @@ impl SipTrunkRouter {
         }
     }
 
-    /// The next event; `None` once the driver has stopped.
+    /// The next event; `None` once the driver has stopped. Trunk registration outcomes
+    /// are logged here (they concern the operator, not a call).
     pub async fn next_event(&mut self) -> Option<DialEvent> {
-        self.endpoint.next_event().await
+        let event = self.endpoint.next_event().await?;
+        match &event {
+            DialEvent::TrunkRegistered { trunk, expires } => {
+                tracing::info!(trunk = %trunk, expires, "trunk registered at its carrier")
+            }
+            DialEvent::TrunkRegistrationFailed {
+                trunk,
+                status,
+                reason,
+            } => tracing::warn!(
+                trunk = %trunk,
+                status,
+                reason = %reason,
+                "trunk registration refused by its carrier: {status} {reason}; not retried"
+            ),
+            _ => {}
+        }
+        Some(event)
     }
 
     /// The log of messages on the wire (once; only when started with `trace`).

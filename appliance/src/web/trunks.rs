@@ -408,6 +408,7 @@ pub fn check_trunk(form: &TrunkForm, trunks: &[TrunkConfig]) -> Result<TrunkConf
         port: None,
         transport: before.and_then(|t| t.transport.clone()),
         tls_server_name: before.and_then(|t| t.tls_server_name.clone()),
+        register_expires_s: before.and_then(|t| t.register_expires_s),
     })
 }
 
@@ -1027,6 +1028,7 @@ mod tests {
             port: None,
             transport: None,
             tls_server_name: None,
+            register_expires_s: None,
         }
     }
 
