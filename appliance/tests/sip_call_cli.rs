@@ -58,7 +58,7 @@ async fn a_test_call_prints_the_ladder_and_exits_0() {
     let ladder: Vec<&str> = out
         .lines()
         .filter_map(|l| l.split_once(" -> ").or_else(|| l.split_once(" <- ")))
-        .map(|(_, rest)| rest.split_whitespace().nth(1).unwrap_or(""))
+        .map(|(_, rest)| rest.split_whitespace().nth(2).unwrap_or(""))
         .collect();
     assert_eq!(
         ladder,
@@ -66,6 +66,7 @@ async fn a_test_call_prints_the_ladder_and_exits_0() {
         "{out}"
     );
     assert!(out.contains("<- 127.0.0.1"), "{out}");
+    assert!(out.lines().any(|l| l.contains(" UDP INVITE sip:")), "{out}");
     assert!(out.contains("SIP/2.0 180 Ringing"), "{out}");
     assert!(out.contains("SIP/2.0 200 OK"), "{out}");
     assert!(out.ends_with("call completed\n"), "{out}");

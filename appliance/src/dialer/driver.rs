@@ -1094,8 +1094,6 @@ pub async fn start_from_config(
     agents: Option<AgentSide>,
     robot: Option<crate::robot_call::RobotPlacement>,
 ) -> Result<DialerTask, DialerError> {
-    use callgate_sip::agent::AgentConfig;
-    use callgate_sip::trunk::TrunkGroup;
     let outbox = match outbox {
         Some(o) => o,
         None => {
@@ -1108,20 +1106,8 @@ pub async fn start_from_config(
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(0);
-    let router = UdpTrunkRouter::start(
-        sip.listen,
-        AgentConfig {
-            local: sip.listen,
-            user: sip.user.clone(),
-            timers: sip.timers,
-            credentials: None,
-            seed,
-        },
-        TrunkGroup::new(sip.trunks.clone()),
-        sip.router.clone(),
-        false,
-    )
-    .await?;
+    // Every `[sip]` listener (UDP, TCP, TLS) and each trunk on its transport.
+    let router = UdpTrunkRouter::start_from_settings(sip, seed, false).await?;
     let (first, last) = config.dialer.ports;
     let settings = DialerSettings {
         media_ip: config.dialer.media_address.unwrap_or(sip.listen.ip()),

@@ -55,9 +55,10 @@ fn ladder_line(start: Instant, w: &WireRecord, trace: bool) -> String {
     let first = text.lines().next().unwrap_or("");
     let arrow = if w.outbound { "->" } else { "<-" };
     let mut line = format!(
-        "{:>8.3}s {arrow} {:<21} {first}\n",
+        "{:>8.3}s {arrow} {:<21} {:<3} {first}\n",
         w.at.duration_since(start).as_secs_f64(),
-        w.peer.to_string()
+        w.peer.to_string(),
+        w.transport.to_string()
     );
     if trace {
         for l in text.lines().skip(1) {
@@ -97,8 +98,24 @@ pub async fn run_with_offer(
         .cloned()
         .ok_or_else(|| TestCallError::UnknownTrunk(call.trunk.clone()))?;
     let bind = SocketAddr::new(settings.listen.ip(), 0);
-    let mut router = UdpTrunkRouter::start(
-        bind,
+    // The trunk's own transport and TLS settings, on a fresh UDP port (the daemon may be
+    // running on the configured one).
+    let transports: Vec<_> = settings
+        .links
+        .iter()
+        .filter(|l| l.name == trunk.name)
+        .map(|l| (l.address, l.transport.clone()))
+        .collect();
+    let endpoint = callgate_sip_net::EndpointConfig {
+        udp: vec![bind],
+        tls_settings: settings.endpoint.tls_settings.clone(),
+        tls_names: settings.endpoint.tls_names.clone(),
+        streams: settings.endpoint.streams,
+        trace: true,
+        ..callgate_sip_net::EndpointConfig::default()
+    };
+    let mut router = UdpTrunkRouter::start_on(
+        endpoint,
         AgentConfig {
             local: bind,
             user: settings.user.clone(),
@@ -115,7 +132,7 @@ pub async fn run_with_offer(
             probe: None,
             ..settings.router.clone()
         },
-        true,
+        &transports,
     )
     .await?;
     let Some(mut wire) = router.take_wire() else {

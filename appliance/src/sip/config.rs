@@ -1,14 +1,19 @@
-//! The `[sip]` section of the appliance's TOML config: listener, timers, trunks, probing,
-//! inbound policy and the inbound route table. Parsed with `deny_unknown_fields` and
-//! validated at load with errors that name the key (`sip.trunks[1].address: ...`).
-//! Turns into the engine's types (`Trunk`, `InboundPolicy`, ...); owns no runtime state.
+//! The `[sip]` section of the appliance's TOML config: listeners (UDP, TCP, TLS; IPv4 and
+//! IPv6), TLS settings, timers, trunks (each with its transport and a host name or
+//! literal), probing, inbound policy and the inbound route table. Parsed with
+//! `deny_unknown_fields` and validated at load with errors that name the key
+//! (`sip.trunks[1].host: ...`); trunk host names are resolved here, once, through the
+//! system resolver. Turns into the engine's types (`Trunk`, `InboundPolicy`,
+//! `EndpointConfig`, ...); owns no runtime state and opens no socket.
 
 use callgate_sip::digest::DigestCredentials;
+use callgate_sip::header::Transport;
 use callgate_sip::inbound::{InboundPolicy, InboundRoute, RouteTarget, UnknownSource};
 use callgate_sip::registrar::PhoneAccount;
 use callgate_sip::transaction::TimerConfig;
 use callgate_sip::trunk::router::RouterConfig;
 use callgate_sip::trunk::{ProbePolicy, Trunk};
+use callgate_sip_net::{EndpointConfig, SipTarget, TlsSettings};
 use serde::{Deserialize, Serialize};
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
@@ -53,6 +58,21 @@ pub struct SipConfig {
     /// UDP listen address.
     #[serde(default = "default_listen")]
     pub listen: String,
+    /// More UDP listen addresses (e.g. an IPv6 one for IPv6 trunks).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extra_udp_listen: Vec<String>,
+    /// TCP listen addresses (none: TCP is only used outbound, to TCP trunks).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tcp_listen: Vec<String>,
+    /// TLS listen addresses (need `[sip.tls]` with `cert_file` and `key_file`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tls_listen: Vec<String>,
+    /// `[sip.tls]`: certificates for TLS trunks and listeners.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsConfig>,
+    /// `[sip.connections]`: keep-alives and limits of TCP/TLS connections.
+    #[serde(default)]
+    pub connections: ConnectionsConfig,
     /// User part of our From/Contact.
     #[serde(default = "default_user")]
     pub user: String,
@@ -110,6 +130,48 @@ fn default_answer_wait() -> u64 {
     4000
 }
 
+/// `[sip.tls]`. Certificates of TLS trunks are always verified (against the trunk's host
+/// name, or `tls_server_name`); there is no switch to turn that off.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM file of the certificate authorities trusted for TLS trunks; omitted: the
+    /// system's store.
+    pub ca_file: Option<String>,
+    /// PEM certificate chain presented by the TLS listeners.
+    pub cert_file: Option<String>,
+    /// PEM private key of `cert_file`.
+    pub key_file: Option<String>,
+}
+
+/// `[sip.connections]`: upkeep of TCP/TLS connections (RFC 5626 keep-alives).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectionsConfig {
+    /// Seconds without traffic from a trunk before its connection gets a CRLF ping;
+    /// 0 sends none.
+    pub ping_interval_s: u64,
+    /// Seconds a pong may take, once the trunk has shown it answers pings (RFC 5626: 10).
+    pub pong_timeout_s: u64,
+    /// Seconds without traffic after which an inbound connection is closed; 0 never.
+    pub idle_timeout_s: u64,
+    /// Inbound connections allowed at once from one source address.
+    pub max_per_source: u32,
+}
+
+impl Default for ConnectionsConfig {
+    fn default() -> Self {
+        let p = callgate_sip_net::StreamPolicy::default();
+        let secs = |d: Option<Duration>| d.map_or(0, |d| d.as_secs());
+        ConnectionsConfig {
+            ping_interval_s: secs(p.ping_interval),
+            pong_timeout_s: p.pong_timeout.as_secs(),
+            idle_timeout_s: secs(p.idle_timeout),
+            max_per_source: p.max_per_source as u32,
+        }
+    }
+}
+
 /// `[sip.probe]`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -150,8 +212,27 @@ impl Default for InboundConfig {
 pub struct TrunkConfig {
     /// Unique name.
     pub name: String,
-    /// The carrier's `IP:port`.
+    /// The carrier's `IP:port` (a literal); give this or `host`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub address: String,
+    /// The carrier's host: a DNS name (resolved at load, A/AAAA) or an IP literal, with
+    /// an optional `:port`; give this or `address`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// The port with `host` (default 5060, 5061 for TLS).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// `"udp"` (default), `"tcp"` or `"tls"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transport: Option<String>,
+    /// The name a TLS trunk's certificate must carry; default: `host` when it is a name
+    /// (an IP literal is checked as an IP address).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_server_name: Option<String>,
+    /// Register at the carrier asking for this many seconds (refreshed at half of what
+    /// it grants; digest with `username`/`password`); omit for IP authentication.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub register_expires_s: Option<u32>,
     /// Host for Request-URIs; defaults to the address's IP.
     pub domain: Option<String>,
     /// Digest username (with `password`).
@@ -194,11 +275,28 @@ struct SipFile {
     sip: SipConfig,
 }
 
+/// How the engine reaches one trunk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrunkLink {
+    /// The trunk's name.
+    pub name: String,
+    /// Its resolved address.
+    pub address: SocketAddr,
+    /// Its transport.
+    pub transport: Transport,
+    /// Register at the carrier for this many seconds (`None`: IP authentication).
+    pub register_expires: Option<u32>,
+}
+
 /// The engine's view of a validated config.
 #[derive(Debug, Clone)]
 pub struct SipSettings {
-    /// Where to listen.
+    /// Where to listen (UDP; the first of `endpoint.udp`).
     pub listen: SocketAddr,
+    /// Every listener and the TLS settings, for the transport driver.
+    pub endpoint: EndpointConfig,
+    /// The transport of each trunk.
+    pub links: Vec<TrunkLink>,
     /// Our user part.
     pub user: String,
     /// Protocol timers.
@@ -236,6 +334,40 @@ impl SipConfig {
             .listen
             .parse()
             .map_err(|_| invalid("sip.listen", format!("`{}` is not IP:port", self.listen)))?;
+        let addrs = |list: &[String], name: &str| -> Result<Vec<SocketAddr>, SipConfigError> {
+            list.iter()
+                .enumerate()
+                .map(|(i, a)| {
+                    a.parse().map_err(|_| {
+                        invalid(format!("sip.{name}[{i}]"), format!("`{a}` is not IP:port"))
+                    })
+                })
+                .collect()
+        };
+        let mut udp = vec![listen];
+        udp.extend(addrs(&self.extra_udp_listen, "extra_udp_listen")?);
+        let tcp = addrs(&self.tcp_listen, "tcp_listen")?;
+        let tls_listen = addrs(&self.tls_listen, "tls_listen")?;
+        let c = &self.connections;
+        if c.pong_timeout_s == 0 {
+            return Err(invalid(
+                "sip.connections.pong_timeout_s",
+                "must be at least 1",
+            ));
+        }
+        if c.max_per_source == 0 {
+            return Err(invalid(
+                "sip.connections.max_per_source",
+                "must be at least 1",
+            ));
+        }
+        let nonzero = |s: u64| (s > 0).then(|| Duration::from_secs(s));
+        let streams = callgate_sip_net::StreamPolicy {
+            ping_interval: nonzero(c.ping_interval_s),
+            pong_timeout: Duration::from_secs(c.pong_timeout_s),
+            idle_timeout: nonzero(c.idle_timeout_s),
+            max_per_source: c.max_per_source as usize,
+        };
         if self.user.is_empty()
             || !self
                 .user
@@ -281,6 +413,8 @@ impl SipConfig {
             ));
         }
         let mut trunks = Vec::new();
+        let mut links = Vec::new();
+        let mut tls_names = std::collections::HashMap::new();
         for (i, t) in self.trunks.iter().enumerate() {
             let key = |f: &str| format!("sip.trunks[{i}].{f}");
             if t.name.is_empty() {
@@ -292,12 +426,34 @@ impl SipConfig {
                     format!("`{}` is used by another trunk", t.name),
                 ));
             }
-            let address: SocketAddr = t.address.parse().map_err(|_| {
-                invalid(
-                    key("address"),
-                    format!("`{}` is not IP:port (names are not resolved)", t.address),
-                )
-            })?;
+            let transport = match t.transport.as_deref() {
+                None | Some("udp") => Transport::Udp,
+                Some("tcp") => Transport::Tcp,
+                Some("tls") => Transport::Tls,
+                Some(other) => {
+                    return Err(invalid(
+                        key("transport"),
+                        format!("`{other}` is not \"udp\", \"tcp\" or \"tls\""),
+                    ))
+                }
+            };
+            let (address, tls_name) = trunk_address(t, &transport, &udp, &key)?;
+            if transport == Transport::Tls {
+                if let Some(name) = &tls_name {
+                    tls_names.insert(address, name.clone());
+                }
+            }
+            if t.register_expires_s
+                .is_some_and(|e| !(60..=86_400).contains(&e))
+            {
+                return Err(invalid(key("register_expires_s"), "must be 60-86400"));
+            }
+            links.push(TrunkLink {
+                name: t.name.clone(),
+                address,
+                transport,
+                register_expires: t.register_expires_s,
+            });
             if t.max_channels == 0 {
                 return Err(invalid(key("max_channels"), "must be at least 1"));
             }
@@ -408,9 +564,29 @@ impl SipConfig {
             });
         }
         let allowed_sources: Vec<IpAddr> = trunks.iter().map(|t| t.address.ip()).collect();
+        let needs_tls =
+            !tls_listen.is_empty() || links.iter().any(|l| l.transport == Transport::Tls);
+        let tls_settings = if needs_tls {
+            Some(tls_settings(
+                self.tls.as_ref().unwrap_or(&TlsConfig::default()),
+                !tls_listen.is_empty(),
+            )?)
+        } else {
+            None
+        };
         Ok(SipSettings {
             phones,
             listen,
+            endpoint: EndpointConfig {
+                udp,
+                tcp,
+                tls: tls_listen,
+                tls_settings,
+                tls_names,
+                streams,
+                ..EndpointConfig::default()
+            },
+            links,
             user: self.user.clone(),
             timers,
             router: RouterConfig {
@@ -429,6 +605,124 @@ impl SipConfig {
             },
         })
     }
+}
+
+/// A trunk's address (from `address`, or `host` resolved now) and the name its TLS
+/// certificate must carry.
+fn trunk_address(
+    t: &TrunkConfig,
+    transport: &Transport,
+    udp: &[SocketAddr],
+    key: &dyn Fn(&str) -> String,
+) -> Result<(SocketAddr, Option<String>), SipConfigError> {
+    let (address, host_name) = match (&t.host, t.address.is_empty()) {
+        (None, true) => return Err(invalid(key("host"), "give `host` (or `address`)")),
+        (Some(_), false) => {
+            return Err(invalid(
+                key("address"),
+                "give `host` or `address`, not both",
+            ))
+        }
+        (None, false) => {
+            if t.port.is_some() {
+                return Err(invalid(
+                    key("port"),
+                    "goes with `host`; `address` has its port",
+                ));
+            }
+            let a: SocketAddr = t.address.parse().map_err(|_| {
+                invalid(
+                    key("address"),
+                    format!("`{}` is not IP:port (put a host name in `host`)", t.address),
+                )
+            })?;
+            (a, None)
+        }
+        (Some(host), true) => {
+            let mut target =
+                SipTarget::parse(host).map_err(|e| invalid(key("host"), e.to_string()))?;
+            match (target.port, t.port) {
+                (Some(_), Some(_)) => {
+                    return Err(invalid(key("port"), "the port is already in `host`"))
+                }
+                (None, Some(p)) => target.port = Some(p),
+                _ => {}
+            }
+            let found = target
+                .resolve_blocking(callgate_sip_net::default_port(transport))
+                .map_err(|e| invalid(key("host"), e.to_string()))?;
+            // Over UDP, an address of a family we have a socket for.
+            let usable = |a: &&SocketAddr| {
+                *transport != Transport::Udp || udp.iter().any(|u| u.is_ipv6() == a.is_ipv6())
+            };
+            let Some(a) = found.iter().find(usable).copied() else {
+                return Err(invalid(
+                    key("host"),
+                    format!(
+                        "`{}` resolves only to {:?}, and no UDP listen address is of that \
+                         family (add one to sip.extra_udp_listen)",
+                        target.host, found
+                    ),
+                ));
+            };
+            let name = target
+                .host
+                .parse::<IpAddr>()
+                .is_err()
+                .then(|| target.host.clone());
+            (a, name)
+        }
+    };
+    if address.port() == 0 {
+        return Err(invalid(key("port"), "must not be 0"));
+    }
+    Ok((address, t.tls_server_name.clone().or(host_name)))
+}
+
+/// Reads `[sip.tls]`: the roots for TLS trunks (the file, or the system's store) and, for
+/// TLS listeners, the certificate and key.
+fn tls_settings(cfg: &TlsConfig, listener: bool) -> Result<TlsSettings, SipConfigError> {
+    let read = |path: &str, key: &str| {
+        std::fs::read(path).map_err(|e| invalid(key, format!("reading `{path}`: {e}")))
+    };
+    let identity = match (&cfg.cert_file, &cfg.key_file) {
+        (Some(c), Some(k)) => Some((read(c, "sip.tls.cert_file")?, read(k, "sip.tls.key_file")?)),
+        (None, None) if listener => {
+            return Err(invalid(
+                "sip.tls.cert_file",
+                "TLS listeners (sip.tls_listen) need cert_file and key_file",
+            ))
+        }
+        (None, None) => None,
+        (Some(_), None) => {
+            return Err(invalid(
+                "sip.tls.key_file",
+                "cert_file given without key_file",
+            ))
+        }
+        (None, Some(_)) => {
+            return Err(invalid(
+                "sip.tls.cert_file",
+                "key_file given without cert_file",
+            ))
+        }
+    };
+    let identity_ref = identity.as_ref().map(|(c, k)| (c.as_slice(), k.as_slice()));
+    let result = match &cfg.ca_file {
+        Some(path) => TlsSettings::new(&read(path, "sip.tls.ca_file")?, identity_ref),
+        None => {
+            let native = rustls_native_certs::load_native_certs();
+            TlsSettings::with_roots(native.certs, identity_ref)
+        }
+    };
+    result.map_err(|e| {
+        let key = match e.to_string() {
+            m if m.contains("root") => "sip.tls.ca_file",
+            m if m.contains("private key") => "sip.tls.key_file",
+            _ => "sip.tls.cert_file",
+        };
+        invalid(key, e.to_string())
+    })
 }
 
 #[cfg(test)]
@@ -565,6 +859,160 @@ trunk = "carrier-b"
                 other => panic!("{key}: {other:?}"),
             }
         }
+    }
+
+    fn one_trunk(trunk: &str, more: &str) -> String {
+        format!(
+            "[sip]\nlisten = \"127.0.0.1:5060\"\n{more}\n[[sip.trunks]]\nname = \"t\"\n\
+             max_channels = 1\nmax_cps = 1\n{trunk}\n"
+        )
+    }
+
+    fn key_of(text: &str) -> (String, String) {
+        match SipConfig::parse(text) {
+            Err(SipConfigError::Invalid { key, reason }) => (key, reason),
+            other => panic!("{text}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_trunk_host_name_is_resolved_at_load_with_its_transport_and_default_port() {
+        let s =
+            SipConfig::parse(&one_trunk("host = \"localhost\"\ntransport = \"tcp\"", "")).unwrap();
+        let a = s.trunks[0].address;
+        assert!(a.ip().is_loopback(), "{a}");
+        assert_eq!(a.port(), 5060);
+        assert_eq!(
+            s.links,
+            vec![TrunkLink {
+                name: "t".into(),
+                address: a,
+                transport: Transport::Tcp,
+                register_expires: None,
+            }]
+        );
+        assert_eq!(s.inbound.allowed_sources, vec![a.ip()]);
+        let s = SipConfig::parse(&one_trunk(
+            "host = \"127.0.0.1\"\nport = 5099\ntransport = \"tcp\"",
+            "",
+        ))
+        .unwrap();
+        assert_eq!(s.trunks[0].address, "127.0.0.1:5099".parse().unwrap());
+    }
+
+    #[test]
+    fn a_host_that_does_not_resolve_is_refused_naming_the_key_and_the_host() {
+        let (key, reason) = key_of(&one_trunk("host = \"no-such-carrier.invalid\"", ""));
+        assert_eq!(key, "sip.trunks[0].host");
+        assert!(reason.contains("no-such-carrier.invalid"), "{reason}");
+    }
+
+    #[test]
+    fn an_ipv6_udp_trunk_needs_an_ipv6_udp_listener() {
+        let (key, reason) = key_of(&one_trunk("host = \"[::1]:5070\"", ""));
+        assert_eq!(key, "sip.trunks[0].host");
+        assert!(reason.contains("extra_udp_listen"), "{reason}");
+        let s = SipConfig::parse(&one_trunk(
+            "host = \"[::1]:5070\"",
+            "extra_udp_listen = [\"[::1]:5060\"]",
+        ))
+        .unwrap();
+        assert_eq!(s.trunks[0].address, "[::1]:5070".parse().unwrap());
+        assert_eq!(s.endpoint.udp.len(), 2);
+        // Over TCP no UDP socket of the family is needed.
+        SipConfig::parse(&one_trunk("host = \"::1\"\ntransport = \"tcp\"", "")).unwrap();
+    }
+
+    #[test]
+    fn transport_and_tls_mistakes_are_refused_by_key() {
+        for (trunk, more, want) in [
+            (
+                "host = \"localhost\"\ntransport = \"sctp\"",
+                "",
+                "sip.trunks[0].transport",
+            ),
+            (
+                "address = \"127.0.0.1:5060\"\nhost = \"localhost\"",
+                "",
+                "sip.trunks[0].address",
+            ),
+            ("", "", "sip.trunks[0].host"),
+            (
+                "address = \"127.0.0.1:5060\"\nport = 5070",
+                "",
+                "sip.trunks[0].port",
+            ),
+            (
+                "host = \"localhost:5070\"\nport = 5071",
+                "",
+                "sip.trunks[0].port",
+            ),
+            (
+                "host = \"localhost\"",
+                "tcp_listen = [\"nowhere\"]",
+                "sip.tcp_listen[0]",
+            ),
+            (
+                "host = \"localhost\"",
+                "[sip.connections]\nping_interval_s = 30\npong_timeout_s = 10\nidle_timeout_s = 0\nmax_per_source = 0",
+                "sip.connections.max_per_source",
+            ),
+            (
+                "host = \"localhost\"",
+                "tls_listen = [\"127.0.0.1:5061\"]\n[sip.tls]\nca_file = \"/dev/null\"",
+                "sip.tls.cert_file",
+            ),
+            (
+                "host = \"localhost\"\ntransport = \"tls\"",
+                "[sip.tls]\nca_file = \"/nonexistent/ca.pem\"",
+                "sip.tls.ca_file",
+            ),
+            (
+                "host = \"localhost\"\ntransport = \"tls\"",
+                "[sip.tls]\nca_file = \"/dev/null\"",
+                "sip.tls.ca_file",
+            ),
+        ] {
+            assert_eq!(key_of(&one_trunk(trunk, more)).0, want, "{trunk} / {more}");
+        }
+    }
+
+    #[test]
+    fn a_tls_trunk_is_checked_against_its_host_name_or_the_name_given() {
+        let dir = tempfile::tempdir().unwrap();
+        let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+        let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+        std::fs::write(&cert, ck.cert.pem()).unwrap();
+        std::fs::write(&key, ck.signing_key.serialize_pem()).unwrap();
+        let tls = format!(
+            "tls_listen = [\"127.0.0.1:0\"]\n[sip.tls]\nca_file = \"{c}\"\ncert_file = \"{c}\"\nkey_file = \"{k}\"",
+            c = cert.display(),
+            k = key.display()
+        );
+        let s = SipConfig::parse(&one_trunk(
+            "host = \"localhost:5071\"\ntransport = \"tls\"",
+            &tls,
+        ))
+        .unwrap();
+        let a = s.trunks[0].address;
+        assert_eq!(a.port(), 5071);
+        assert_eq!(
+            s.endpoint.tls_names.get(&a).map(String::as_str),
+            Some("localhost")
+        );
+        assert!(s.endpoint.tls_settings.is_some());
+        assert_eq!(s.endpoint.tls.len(), 1);
+        let s = SipConfig::parse(&one_trunk(
+            "host = \"127.0.0.1\"\ntransport = \"tls\"\ntls_server_name = \"sbc.carrier.example\"",
+            &tls,
+        ))
+        .unwrap();
+        let a = s.trunks[0].address;
+        assert_eq!(a.port(), 5061);
+        assert_eq!(
+            s.endpoint.tls_names.get(&a).map(String::as_str),
+            Some("sbc.carrier.example")
+        );
     }
 
     #[test]

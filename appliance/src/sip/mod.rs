@@ -1,5 +1,6 @@
-//! The appliance's side of SIP: the tokio driver that runs the sans-IO engine
-//! (`callgate-sip`) on real sockets ([`udp`]), the `[sip]` config ([`config`]), and the
+//! The appliance's side of SIP: the handles on the engine (the sans-IO cores of
+//! `callgate-sip` run by the transports of `callgate-sip-net`: [`engine`], also under
+//! their older names in [`udp`]), the `[sip]` config ([`config`]), and the
 //! technician's tools ([`inspect`] backs `sip parse`, [`call`] backs `sip call`,
 //! [`bench`] backs `sip bench`). This room owns no protocol logic (that lives in `callgate-sip`)
 //! and must not touch other rooms' state.
@@ -7,5 +8,6 @@
 pub mod bench;
 pub mod call;
 pub mod config;
+pub mod engine;
 pub mod inspect;
 pub mod udp;

@@ -403,6 +403,12 @@ pub fn check_trunk(form: &TrunkForm, trunks: &[TrunkConfig]) -> Result<TrunkConf
         max_cps,
         priority,
         weight,
+        // The form edits the address; the transport settings (config file only) stay.
+        host: None,
+        port: None,
+        transport: before.and_then(|t| t.transport.clone()),
+        tls_server_name: before.and_then(|t| t.tls_server_name.clone()),
+        register_expires_s: before.and_then(|t| t.register_expires_s),
     })
 }
 
@@ -766,7 +772,7 @@ async fn commit(
     .write(&editor.data_dir)
     .map_err(|e| format!("Nothing was changed: {e}."))?;
     let applied = match &editor.control {
-        Some(control) => match control.replace_trunks(settings.trunks.clone()).await {
+        Some(control) => match control.replace_from_settings(&settings).await {
             Ok(()) => Applied::Live,
             Err(e) => Applied::AtNextStart(e.to_string()),
         },
@@ -1018,6 +1024,11 @@ mod tests {
             max_cps: 5,
             priority: 0,
             weight: 1,
+            host: None,
+            port: None,
+            transport: None,
+            tls_server_name: None,
+            register_expires_s: None,
         }
     }
 

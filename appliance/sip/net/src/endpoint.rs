@@ -9,9 +9,12 @@
 //! 3. else UDP, from the socket of the destination's address family.
 //!
 //! A connection that cannot be made, or that breaks, is handed to the core as a transport
-//! error for that address. Stream keep-alives (RFC 5626 CRLF ping) are answered.
+//! error for that address. Stream keep-alives (RFC 5626 CRLF ping) are answered; the
+//! connection upkeep of [`crate::liveness`] (pings on our idle connections, closing idle
+//! inbound ones, a cap on inbound connections per source) is carried out here.
 
 use crate::error::TransportError;
+use crate::liveness::{SourceLimit, StreamPolicy, StreamUpkeep, Upkeep};
 use crate::tls::TlsSettings;
 use callgate_sip::agent::{AgentOutput, UserAgent};
 use callgate_sip::framing::{StreamFramer, StreamItem};
@@ -21,11 +24,11 @@ use callgate_sip::trunk::router::{OutboundRouter, RouterOutput};
 use std::collections::HashMap;
 use std::fmt::Debug;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 /// Largest message accepted on a stream.
@@ -125,6 +128,8 @@ pub struct EndpointConfig {
     pub tls_names: HashMap<SocketAddr, String>,
     /// Hand out every message sent and received ([`SipEndpoint::take_wire`]).
     pub trace: bool,
+    /// Keep-alives, idle closing and the per-source cap of stream connections.
+    pub streams: StreamPolicy,
 }
 
 /// The addresses actually bound.
@@ -175,6 +180,13 @@ enum NetEvent {
         peer: SocketAddr,
         transport: Transport,
         writer: mpsc::UnboundedSender<Vec<u8>>,
+        close: watch::Sender<bool>,
+        outbound: bool,
+    },
+    /// A CRLF keep-alive arrived: a ping (answered already) or a pong.
+    KeepAlive {
+        peer: SocketAddr,
+        pong: bool,
     },
     ConnectFailed {
         peer: SocketAddr,
@@ -191,6 +203,7 @@ enum Conn {
     Open {
         transport: Transport,
         writer: mpsc::UnboundedSender<Vec<u8>>,
+        close: watch::Sender<bool>,
     },
     Connecting {
         transport: Transport,
@@ -262,6 +275,7 @@ impl<C: SipCore> SipEndpoint<C> {
             )));
             udp.push(socket);
         }
+        let limit = Arc::new(Mutex::new(SourceLimit::new(cfg.streams.max_per_source)));
         for (list, transport, name) in [
             (&cfg.tcp, Transport::Tcp, "TCP"),
             (&cfg.tls, Transport::Tls, "TLS"),
@@ -299,6 +313,7 @@ impl<C: SipCore> SipEndpoint<C> {
                     listener,
                     acceptor,
                     net_tx.clone(),
+                    limit.clone(),
                 )));
             }
         }
@@ -329,6 +344,7 @@ impl<C: SipCore> SipEndpoint<C> {
             net_tx,
             events: events_tx,
             wire: wire_tx,
+            upkeep: StreamUpkeep::new(cfg.streams),
         };
         let task = tokio::spawn(driver.run(commands_rx, net_rx));
         Ok(SipEndpoint {
@@ -347,14 +363,23 @@ impl<C: SipCore> SipEndpoint<C> {
         &self,
         f: impl FnOnce(&mut C, Instant) -> R + Send + 'static,
     ) -> Result<R, TransportError> {
-        let (reply, rx) = oneshot::channel();
-        let call: CoreCall<C> = Box::new(move |core, now| {
-            let _ = reply.send(f(core, now));
-        });
-        self.commands
-            .send(Command::Core(call))
-            .map_err(|_| TransportError::Stopped)?;
-        rx.await.map_err(|_| TransportError::Stopped)
+        self.handle().with(f).await
+    }
+
+    /// Runs `f` on the core inside the driver task without waiting for it.
+    pub fn post(
+        &self,
+        f: impl FnOnce(&mut C, Instant) + Send + 'static,
+    ) -> Result<(), TransportError> {
+        self.handle().post(f)
+    }
+
+    /// A cloneable handle that runs calls on the core while the endpoint runs (it does
+    /// not keep the endpoint running).
+    pub fn handle(&self) -> CoreHandle<C> {
+        CoreHandle {
+            commands: self.commands.clone(),
+        }
     }
 
     /// The open stream connections (peer, transport), for inspection.
@@ -382,6 +407,50 @@ impl<C: SipCore> SipEndpoint<C> {
     }
 }
 
+/// Runs calls on a running endpoint's core; see [`SipEndpoint::handle`].
+pub struct CoreHandle<C: SipCore> {
+    commands: mpsc::UnboundedSender<Command<C>>,
+}
+
+impl<C: SipCore> Clone for CoreHandle<C> {
+    fn clone(&self) -> Self {
+        CoreHandle {
+            commands: self.commands.clone(),
+        }
+    }
+}
+
+impl<C: SipCore> Debug for CoreHandle<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CoreHandle").finish_non_exhaustive()
+    }
+}
+
+impl<C: SipCore> CoreHandle<C> {
+    /// See [`SipEndpoint::with`].
+    pub async fn with<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut C, Instant) -> R + Send + 'static,
+    ) -> Result<R, TransportError> {
+        let (reply, rx) = oneshot::channel();
+        self.post(move |core, now| {
+            let _ = reply.send(f(core, now));
+        })?;
+        rx.await.map_err(|_| TransportError::Stopped)
+    }
+
+    /// See [`SipEndpoint::post`].
+    pub fn post(
+        &self,
+        f: impl FnOnce(&mut C, Instant) + Send + 'static,
+    ) -> Result<(), TransportError> {
+        let call: CoreCall<C> = Box::new(f);
+        self.commands
+            .send(Command::Core(call))
+            .map_err(|_| TransportError::Stopped)
+    }
+}
+
 async fn receive_datagrams(socket: Arc<UdpSocket>, net: mpsc::UnboundedSender<NetEvent>) {
     let mut buf = vec![0u8; 65_535];
     loop {
@@ -401,10 +470,27 @@ async fn receive_datagrams(socket: Arc<UdpSocket>, net: mpsc::UnboundedSender<Ne
     }
 }
 
+/// An inbound connection's place under the per-source cap, given back when dropped (when
+/// the connection's reader ends).
+struct SourceSlot {
+    limit: Arc<Mutex<SourceLimit>>,
+    source: std::net::IpAddr,
+}
+
+impl Drop for SourceSlot {
+    fn drop(&mut self) {
+        self.limit
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .release(self.source);
+    }
+}
+
 async fn accept_connections(
     listener: TcpListener,
     tls: Option<tokio_rustls::TlsAcceptor>,
     net: mpsc::UnboundedSender<NetEvent>,
+    limit: Arc<Mutex<SourceLimit>>,
 ) {
     loop {
         let (stream, peer) = match listener.accept().await {
@@ -416,17 +502,36 @@ async fn accept_connections(
                 continue;
             }
         };
+        let admitted = limit
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .admit(peer.ip());
+        if let Err(refused) = admitted {
+            tracing::warn!(
+                source = %refused.source,
+                open = refused.open,
+                "sip connection from {} refused: it already has {} open (the per-source limit)",
+                refused.source,
+                refused.open
+            );
+            drop(stream);
+            continue;
+        }
+        let slot = SourceSlot {
+            limit: limit.clone(),
+            source: peer.ip(),
+        };
         let _ = stream.set_nodelay(true);
         let net = net.clone();
         match &tls {
             None => {
-                register(stream, peer, Transport::Tcp, net);
+                register(stream, peer, Transport::Tcp, net, false, Some(slot));
             }
             Some(acceptor) => {
                 let acceptor = acceptor.clone();
                 tokio::spawn(async move {
                     match tokio::time::timeout(CONNECT_TIMEOUT, acceptor.accept(stream)).await {
-                        Ok(Ok(s)) => register(s, peer, Transport::Tls, net),
+                        Ok(Ok(s)) => register(s, peer, Transport::Tls, net, false, Some(slot)),
                         Ok(Err(e)) => {
                             tracing::info!(peer = %peer, error = %e, "sip tls handshake refused")
                         }
@@ -439,25 +544,39 @@ async fn accept_connections(
 }
 
 /// Starts the reader and writer of a new connection and tells the driver about it.
+/// `slot` (inbound connections) is held until the reader ends.
 fn register<S>(
     stream: S,
     peer: SocketAddr,
     transport: Transport,
     net: mpsc::UnboundedSender<NetEvent>,
+    outbound: bool,
+    slot: Option<SourceSlot>,
 ) where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
     let (mut reader, mut writer) = tokio::io::split(stream);
     let (tx, mut rx) = mpsc::unbounded_channel::<Vec<u8>>();
+    let (close, close_rx) = watch::channel(false);
     let _ = net.send(NetEvent::Connected {
         peer,
         transport: transport.clone(),
         writer: tx.clone(),
+        close,
+        outbound,
     });
     let net_w = net.clone();
     let tx_w = tx.clone();
+    let mut close_w = close_rx.clone();
     tokio::spawn(async move {
-        while let Some(bytes) = rx.recv().await {
+        loop {
+            let bytes = tokio::select! {
+                b = rx.recv() => match b {
+                    Some(b) => b,
+                    None => break,
+                },
+                _ = close_w.wait_for(|c| *c) => break,
+            };
             if let Err(e) = writer.write_all(&bytes).await {
                 let _ = net_w.send(NetEvent::Closed {
                     peer,
@@ -469,11 +588,17 @@ fn register<S>(
         }
         let _ = writer.shutdown().await;
     });
+    let mut close_r = close_rx;
     tokio::spawn(async move {
+        let _slot = slot;
         let mut framer = StreamFramer::new(MAX_STREAM_MESSAGE);
         let mut buf = vec![0u8; 16_384];
         let reason = loop {
-            let n = match reader.read(&mut buf).await {
+            let read = tokio::select! {
+                r = reader.read(&mut buf) => r,
+                _ = close_r.wait_for(|c| *c) => break Some("closed by us".to_owned()),
+            };
+            let n = match read {
                 Ok(0) => break None,
                 Ok(n) => n,
                 Err(e) => break Some(e.to_string()),
@@ -484,8 +609,11 @@ fn register<S>(
                 match item {
                     Ok(StreamItem::Ping) => {
                         let _ = tx.send(b"\r\n".to_vec());
+                        let _ = net.send(NetEvent::KeepAlive { peer, pong: false });
                     }
-                    Ok(StreamItem::Pong) => {}
+                    Ok(StreamItem::Pong) => {
+                        let _ = net.send(NetEvent::KeepAlive { peer, pong: true });
+                    }
                     Ok(StreamItem::Message(Ok(m))) => {
                         let event = NetEvent::StreamMessage {
                             from: peer,
@@ -529,7 +657,7 @@ async fn connect(
         let _ = stream.set_nodelay(true);
         match tls {
             None => {
-                register(stream, peer, transport, net.clone());
+                register(stream, peer, transport, net.clone(), true, None);
                 Ok(())
             }
             Some((connector, name)) => {
@@ -537,7 +665,7 @@ async fn connect(
                     .connect(name, stream)
                     .await
                     .map_err(|e| format!("TLS handshake: {e}"))?;
-                register(s, peer, transport, net.clone());
+                register(s, peer, transport, net.clone(), true, None);
                 Ok(())
             }
         }
@@ -560,6 +688,7 @@ struct Driver<C: SipCore> {
     net_tx: mpsc::UnboundedSender<NetEvent>,
     events: mpsc::UnboundedSender<C::Event>,
     wire: Option<mpsc::UnboundedSender<WireRecord>>,
+    upkeep: StreamUpkeep,
 }
 
 impl<C: SipCore> Driver<C> {
@@ -570,7 +699,10 @@ impl<C: SipCore> Driver<C> {
     ) {
         loop {
             self.flush().await;
-            let deadline = self.core.poll_timeout();
+            let deadline = match (self.core.poll_timeout(), self.upkeep.poll_timeout()) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
             let sleep = async {
                 match deadline {
                     Some(d) => tokio::time::sleep_until(tokio::time::Instant::from_std(d)).await,
@@ -594,7 +726,38 @@ impl<C: SipCore> Driver<C> {
                     }
                 },
                 Some(event) = net.recv() => self.on_net(event),
-                () = sleep => self.core.handle_timeout(Instant::now()),
+                () = sleep => {
+                    let now = Instant::now();
+                    if self.core.poll_timeout().is_some_and(|d| d <= now) {
+                        self.core.handle_timeout(now);
+                    }
+                    for action in self.upkeep.handle_timeout(now) {
+                        self.carry_out(now, action);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Does what the connection upkeep decided.
+    fn carry_out(&mut self, now: Instant, action: Upkeep) {
+        match action {
+            Upkeep::Ping(peer) => {
+                if let Some(Conn::Open { writer, .. }) = self.conns.get(&peer) {
+                    tracing::trace!(peer = %peer, "sip keep-alive ping");
+                    let _ = writer.send(b"\r\n\r\n".to_vec());
+                }
+            }
+            Upkeep::CloseIdle(peer) | Upkeep::CloseDead(peer) => {
+                if let Some(Conn::Open { close, .. }) = self.conns.remove(&peer) {
+                    let _ = close.send(true);
+                }
+                if matches!(action, Upkeep::CloseDead(_)) {
+                    tracing::warn!(peer = %peer, "sip connection closed: its keep-alive ping went unanswered");
+                    self.core.handle_transport_error(now, peer);
+                } else {
+                    tracing::info!(peer = %peer, "sip connection closed: idle");
+                }
             }
         }
     }
@@ -625,6 +788,7 @@ impl<C: SipCore> Driver<C> {
                 bytes,
             } => {
                 tracing::trace!(from = %from, message = %String::from_utf8_lossy(&bytes), "sip recv stream");
+                self.upkeep.received(now, from);
                 self.record(false, &transport, from, &bytes);
                 self.core.handle_message(now, from, &bytes);
             }
@@ -632,18 +796,36 @@ impl<C: SipCore> Driver<C> {
                 peer,
                 transport,
                 writer,
+                close,
+                outbound,
             } => {
-                tracing::debug!(peer = %peer, transport = %transport, "sip connection open");
+                tracing::debug!(peer = %peer, transport = %transport, outbound, "sip connection open");
                 if let Some(Conn::Connecting { queue, .. }) = self.conns.remove(&peer) {
                     for bytes in queue {
                         let _ = writer.send(bytes);
                     }
                 }
-                self.conns.insert(peer, Conn::Open { transport, writer });
+                self.upkeep.opened(now, peer, outbound);
+                self.conns.insert(
+                    peer,
+                    Conn::Open {
+                        transport,
+                        writer,
+                        close,
+                    },
+                );
+            }
+            NetEvent::KeepAlive { peer, pong } => {
+                if pong {
+                    self.upkeep.pong(now, peer);
+                } else {
+                    self.upkeep.received(now, peer);
+                }
             }
             NetEvent::ConnectFailed { peer, reason } => {
                 tracing::warn!(peer = %peer, reason = %reason, "sip connection failed");
                 self.conns.remove(&peer);
+                self.upkeep.closed(peer);
                 self.core.handle_transport_error(now, peer);
             }
             NetEvent::Closed {
@@ -659,6 +841,7 @@ impl<C: SipCore> Driver<C> {
                 );
                 if current {
                     self.conns.remove(&peer);
+                    self.upkeep.closed(peer);
                     match &reason {
                         Some(r) => {
                             tracing::info!(peer = %peer, reason = %r, "sip connection broke")
@@ -687,13 +870,17 @@ impl<C: SipCore> Driver<C> {
     async fn send(&mut self, t: Transmit) {
         let Transmit { to, bytes } = t;
         match self.conns.get_mut(&to) {
-            Some(Conn::Open { transport, writer }) => {
+            Some(Conn::Open {
+                transport, writer, ..
+            }) => {
                 let transport = transport.clone();
                 if writer.send(bytes.clone()).is_ok() {
+                    self.upkeep.sent(Instant::now(), to);
                     self.record(true, &transport, to, &bytes);
                     return;
                 }
                 self.conns.remove(&to);
+                self.upkeep.closed(to);
             }
             Some(Conn::Connecting { transport, queue }) => {
                 let transport = transport.clone();

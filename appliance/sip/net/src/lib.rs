@@ -13,6 +13,8 @@
 //! - [`error`]: the one error type of this crate;
 //! - [`resolve`]: `host[:port]` targets and A/AAAA resolution through the system resolver;
 //! - [`tls`]: rustls (ring) client and server settings from PEM;
+//! - [`liveness`]: stream connection upkeep (RFC 5626 keep-alives, idle closing, the
+//!   per-source cap), sans-IO;
 //! - [`endpoint`]: the driver task and its handle.
 //!
 //! This crate must not make SIP decisions (no parsing beyond framing, no timers of its own
@@ -21,10 +23,12 @@
 
 pub mod endpoint;
 pub mod error;
+pub mod liveness;
 pub mod resolve;
 pub mod tls;
 
-pub use endpoint::{Bound, EndpointConfig, SipCore, SipEndpoint, WireRecord};
+pub use endpoint::{Bound, CoreHandle, EndpointConfig, SipCore, SipEndpoint, WireRecord};
 pub use error::TransportError;
+pub use liveness::StreamPolicy;
 pub use resolve::{default_port, resolve, SipTarget};
 pub use tls::TlsSettings;

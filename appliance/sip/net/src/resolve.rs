@@ -87,16 +87,29 @@ impl SipTarget {
     /// Resolves the target: IP literals as they are, names through the system resolver
     /// (A and AAAA). `default_port` applies when the target names none.
     pub async fn resolve(&self, default_port: u16) -> Result<Vec<SocketAddr>, TransportError> {
-        let port = self.port.unwrap_or(default_port);
-        if let Ok(ip) = self.host.parse::<IpAddr>() {
-            return Ok(vec![SocketAddr::new(ip, port)]);
-        }
-        let found = tokio::net::lookup_host((self.host.as_str(), port))
+        let target = self.clone();
+        tokio::task::spawn_blocking(move || target.resolve_blocking(default_port))
             .await
             .map_err(|e| TransportError::Unresolved {
                 host: self.host.clone(),
                 reason: e.to_string(),
-            })?;
+            })?
+    }
+
+    /// [`Self::resolve`] on the calling thread (`getaddrinfo` may block): for loading
+    /// config before the driver runs.
+    pub fn resolve_blocking(&self, default_port: u16) -> Result<Vec<SocketAddr>, TransportError> {
+        use std::net::ToSocketAddrs;
+        let port = self.port.unwrap_or(default_port);
+        if let Ok(ip) = self.host.parse::<IpAddr>() {
+            return Ok(vec![SocketAddr::new(ip, port)]);
+        }
+        let found = (self.host.as_str(), port).to_socket_addrs().map_err(|e| {
+            TransportError::Unresolved {
+                host: self.host.clone(),
+                reason: e.to_string(),
+            }
+        })?;
         let mut addrs: Vec<SocketAddr> = Vec::new();
         for a in found {
             if !addrs.contains(&a) {

@@ -35,18 +35,28 @@ impl TlsSettings {
         roots_pem: &[u8],
         identity: Option<(&[u8], &[u8])>,
     ) -> Result<TlsSettings, TransportError> {
-        let mut roots = rustls::RootCertStore::empty();
-        let mut count = 0;
-        for cert in CertificateDer::pem_slice_iter(roots_pem) {
-            let cert = cert.map_err(|e| TransportError::Tls(format!("root certificates: {e}")))?;
-            roots
-                .add(cert)
-                .map_err(|e| TransportError::Tls(format!("root certificate refused: {e}")))?;
-            count += 1;
-        }
-        if count == 0 {
+        let roots: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(roots_pem)
+            .collect::<Result<_, _>>()
+            .map_err(|e| TransportError::Tls(format!("root certificates: {e}")))?;
+        if roots.is_empty() {
             return Err(TransportError::Tls(
                 "root certificates: no PEM certificate found".into(),
+            ));
+        }
+        Self::with_roots(roots, identity)
+    }
+
+    /// Like [`Self::new`] with the roots already decoded (e.g. the system's store).
+    /// Roots the store cannot use are skipped; none usable is an error.
+    pub fn with_roots(
+        roots_der: Vec<CertificateDer<'static>>,
+        identity: Option<(&[u8], &[u8])>,
+    ) -> Result<TlsSettings, TransportError> {
+        let mut roots = rustls::RootCertStore::empty();
+        let (added, _ignored) = roots.add_parsable_certificates(roots_der);
+        if added == 0 {
+            return Err(TransportError::Tls(
+                "root certificates: no usable certificate found".into(),
             ));
         }
         let client = rustls::ClientConfig::builder_with_provider(provider())

@@ -579,6 +579,11 @@ impl UserAgent {
         self.pump(now);
     }
 
+    /// The user part of our From and Contact.
+    pub fn user(&self) -> &str {
+        &self.cfg.user
+    }
+
     /// When to call [`Self::handle_timeout`] next.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let rings = self

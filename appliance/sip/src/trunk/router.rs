@@ -111,6 +111,23 @@ pub enum DialEvent {
         /// Down or up.
         change: HealthChange,
     },
+    /// The carrier accepted (or refreshed) a trunk's registration
+    /// ([`OutboundRouter::register_trunk`]).
+    TrunkRegistered {
+        /// The trunk.
+        trunk: String,
+        /// Seconds granted (refreshed at half of it).
+        expires: u32,
+    },
+    /// A trunk's registration was refused or went unanswered; it is not retried.
+    TrunkRegistrationFailed {
+        /// The trunk.
+        trunk: String,
+        /// Final status (408 when unanswered).
+        status: u16,
+        /// Reason phrase.
+        reason: String,
+    },
 }
 
 /// What the driver must do.
@@ -156,6 +173,8 @@ pub struct OutboundRouter {
     /// Every leg still alive and its attempt (abandoned legs included, to release them).
     legs: HashMap<LegId, (AttemptId, usize)>,
     probes: HashMap<ProbeId, usize>,
+    /// Trunk registrations and the trunk (by name) each is for.
+    registrations: HashMap<crate::agent::RegId, String>,
     next_probe: Vec<Instant>,
     out: VecDeque<RouterOutput>,
     next_attempt: u64,
@@ -188,6 +207,7 @@ impl OutboundRouter {
             attempts: HashMap::new(),
             legs: HashMap::new(),
             probes: HashMap::new(),
+            registrations: HashMap::new(),
             next_probe: vec![now; n],
             out: VecDeque::new(),
             next_attempt: 1,
@@ -465,6 +485,49 @@ impl OutboundRouter {
         self.pump(now);
     }
 
+    /// Registers the trunk named `name` at its carrier (REGISTER to the trunk's address,
+    /// Request-URI `sip:DOMAIN`, address of record `sip:USER@DOMAIN` with the trunk's
+    /// digest username, else our user) asking for `expires` seconds, and keeps it
+    /// refreshed; outcomes come as [`DialEvent::TrunkRegistered`] /
+    /// [`DialEvent::TrunkRegistrationFailed`]. `None` when no trunk has that name.
+    pub fn register_trunk(
+        &mut self,
+        now: Instant,
+        name: &str,
+        expires: u32,
+    ) -> Option<crate::agent::RegId> {
+        let trunk = self
+            .group
+            .trunks
+            .iter()
+            .take(self.in_service)
+            .find(|t| t.trunk.name == name)?
+            .trunk
+            .clone();
+        let domain = uri_host(&trunk.domain);
+        let user = trunk
+            .credentials
+            .as_ref()
+            .map_or_else(|| self.agent.user().to_owned(), |c| c.username.clone());
+        let uri = |text: String| {
+            Uri::parse(&text).unwrap_or_else(|_| Uri::Other {
+                scheme: "sip".into(),
+                opaque: text.trim_start_matches("sip:").to_owned(),
+            })
+        };
+        let spec = crate::agent::RegistrationSpec {
+            registrar: uri(format!("sip:{domain}")),
+            dest: trunk.address,
+            aor: uri(format!("sip:{user}@{domain}")),
+            expires,
+            credentials: trunk.credentials.clone(),
+        };
+        let reg = self.agent.register(now, spec);
+        self.registrations.insert(reg, trunk.name);
+        self.pump(now);
+        Some(reg)
+    }
+
     /// When to call [`Self::handle_timeout`] next.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let waits = self.attempts.values().filter_map(|a| {
@@ -723,6 +786,29 @@ impl OutboundRouter {
                         .push_back(RouterOutput::Event(DialEvent::TrunkHealth {
                             trunk,
                             change,
+                        }));
+                }
+            }
+            AgentEvent::Registered { reg, expires } => {
+                if let Some(trunk) = self.registrations.get(&reg) {
+                    self.out
+                        .push_back(RouterOutput::Event(DialEvent::TrunkRegistered {
+                            trunk: trunk.clone(),
+                            expires,
+                        }));
+                }
+            }
+            AgentEvent::RegistrationFailed {
+                reg,
+                status,
+                reason,
+            } => {
+                if let Some(trunk) = self.registrations.remove(&reg) {
+                    self.out
+                        .push_back(RouterOutput::Event(DialEvent::TrunkRegistrationFailed {
+                            trunk,
+                            status,
+                            reason,
                         }));
                 }
             }

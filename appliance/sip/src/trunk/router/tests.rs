@@ -279,6 +279,12 @@ impl World {
                 DialEvent::Ended { .. } => "ended".into(),
                 DialEvent::TrunkHealth { trunk, change } => format!("{trunk} {change:?}"),
                 DialEvent::Incoming { number, .. } => format!("incoming {number}"),
+                DialEvent::TrunkRegistered { trunk, expires } => {
+                    format!("{trunk} registered {expires}")
+                }
+                DialEvent::TrunkRegistrationFailed { trunk, status, .. } => {
+                    format!("{trunk} registration failed {status}")
+                }
             })
             .collect()
     }
@@ -800,4 +806,59 @@ fn replacing_the_trunks_keeps_calls_in_progress_and_sends_the_next_call_to_the_n
     w.router.dial(w.now, "4930125", b"v=0\r\n".to_vec(), None);
     w.run_until(Duration::from_secs(5));
     assert_eq!(w.kinds().last().map(String::as_str), Some("answered t9"));
+}
+
+#[test]
+fn a_registered_trunk_sends_register_to_its_carrier_and_refreshes_at_half_the_expiry() {
+    let mut w = World::new(&[("127.0.0.2:5060", Carrier::Answers)], no_probes());
+    assert!(w
+        .router
+        .register_trunk(w.now, "no-such-trunk", 120)
+        .is_none());
+    w.router.register_trunk(w.now, "t0", 120).unwrap();
+    let Some(RouterOutput::Transmit(tr)) = w.router.poll_output() else {
+        panic!("a REGISTER goes out at once")
+    };
+    assert_eq!(tr.to, addr("127.0.0.2:5060"));
+    let text = String::from_utf8(tr.bytes.clone()).unwrap();
+    assert!(
+        text.starts_with("REGISTER sip:127.0.0.2 SIP/2.0\r\n"),
+        "{text}"
+    );
+    assert!(text.contains("<sip:dialer@127.0.0.2>"), "{text}");
+    w.in_flight
+        .push((w.now + Duration::from_millis(5), addr(UA), tr.to, tr.bytes));
+    w.run_until(Duration::from_secs(90));
+    let registered: Vec<_> = w
+        .events
+        .iter()
+        .filter_map(|(t, e)| match e {
+            DialEvent::TrunkRegistered { trunk, expires } => Some((*t, trunk.clone(), *expires)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(registered.len(), 2, "{:?}", w.events);
+    assert!(registered[0].0 < Duration::from_secs(1));
+    assert!(
+        registered[1].0 >= Duration::from_secs(60) && registered[1].0 < Duration::from_secs(61),
+        "refreshed at half of 120 s: {registered:?}"
+    );
+    assert!(registered.iter().all(|(_, t, e)| t == "t0" && *e == 120));
+}
+
+#[test]
+fn a_trunk_registration_left_unanswered_is_reported_failed_408() {
+    let mut w = World::new(&[("127.0.0.2:5060", Carrier::Silent)], no_probes());
+    w.router.register_trunk(w.now, "t0", 120).unwrap();
+    w.run_until(Duration::from_secs(10));
+    let failed: Vec<_> = w
+        .events
+        .iter()
+        .filter(|(_, e)| matches!(e, DialEvent::TrunkRegistrationFailed { .. }))
+        .collect();
+    assert_eq!(failed.len(), 1, "{:?}", w.events);
+    assert!(matches!(
+        &failed[0].1,
+        DialEvent::TrunkRegistrationFailed { trunk, status: 408, .. } if trunk == "t0"
+    ));
 }
