@@ -9,7 +9,7 @@ use callgate_sip::agent::{
     UserAgent,
 };
 use callgate_sip::inbound::InboundPolicy;
-use callgate_sip::registrar::Registrar;
+use callgate_sip::registrar::{PhoneAccount, Registrar};
 use callgate_sip::transaction::Transmit;
 use callgate_sip::trunk::router::{
     AttemptId, DialEvent, OutboundRouter, RouterConfig, RouterOutput,
@@ -185,6 +185,7 @@ enum AgentCommand {
     Unregister(RegId),
     SetInbound(InboundPolicy),
     SetRegistrar(Registrar),
+    ReplaceAccounts(Vec<PhoneAccount>, oneshot::Sender<Vec<String>>),
     Bindings(String, oneshot::Sender<Vec<(String, SocketAddr)>>),
     Ring(LegId),
     Answer(LegId, Vec<u8>),
@@ -229,6 +230,18 @@ impl SipCore for UserAgent {
             AgentCommand::Unregister(reg) => self.unregister(now, reg),
             AgentCommand::SetInbound(policy) => self.set_inbound_policy(policy),
             AgentCommand::SetRegistrar(r) => self.set_registrar(r),
+            AgentCommand::ReplaceAccounts(accounts, reply) => {
+                // No registrar: nothing is served, so nothing to reload.
+                let dropped = match self.registrar().cloned() {
+                    Some(mut registrar) => {
+                        let dropped = registrar.replace_accounts(accounts);
+                        self.set_registrar(registrar);
+                        dropped
+                    }
+                    None => Vec::new(),
+                };
+                let _ = reply.send(dropped);
+            }
             AgentCommand::Bindings(account, reply) => {
                 let list = self
                     .registrar()
@@ -362,6 +375,45 @@ impl UdpAgent {
     /// The next call event; `None` once the driver has stopped.
     pub async fn next_event(&mut self) -> Option<AgentEvent> {
         self.0.events.recv().await
+    }
+
+    /// A handle that reloads the phone accounts and the inbound policy while the agent
+    /// runs (for the web UI's trunk and phone editor).
+    pub fn control(&self) -> AgentSipControl {
+        AgentSipControl {
+            commands: self.0.commands.clone(),
+        }
+    }
+}
+
+/// Reloads a running [`UdpAgent`]'s phone accounts and inbound policy; clones share the
+/// agent.
+#[derive(Debug, Clone)]
+pub struct AgentSipControl {
+    commands: mpsc::UnboundedSender<AgentCommand>,
+}
+
+impl AgentSipControl {
+    /// Replaces the registrar's accounts (see `Registrar::replace_accounts`): kept accounts
+    /// keep their bindings, removed ones are unbound and refused from now on, new ones can
+    /// register at once. Returns the accounts whose bindings were dropped.
+    pub async fn replace_accounts(
+        &self,
+        accounts: Vec<PhoneAccount>,
+    ) -> Result<Vec<String>, DriverError> {
+        let (reply, rx) = oneshot::channel();
+        self.commands
+            .send(AgentCommand::ReplaceAccounts(accounts, reply))
+            .map_err(|_| DriverError::Stopped)?;
+        rx.await.map_err(|_| DriverError::Stopped)
+    }
+
+    /// Takes inbound calls under `policy` from now on (a new gate: rate state starts
+    /// afresh, and registered phones are let through again from their next REGISTER).
+    pub fn set_inbound_policy(&self, policy: InboundPolicy) -> Result<(), DriverError> {
+        self.commands
+            .send(AgentCommand::SetInbound(policy))
+            .map_err(|_| DriverError::Stopped)
     }
 }
 

@@ -173,13 +173,13 @@ impl WebUi {
     /// Shows the call engine's live parts on the status page (an agent source left `None`
     /// keeps the desk given to [`WebUi::bind_with_agents`]) and, with `sip` (the `[sip]`
     /// section in force), lets the technician edit trunks and phones: changes are written to
-    /// `<data_dir>/sip-overlay.toml` ([`trunks::OVERLAY_FILE`]) and trunks are applied to
-    /// the running router through `control`.
+    /// `<data_dir>/sip-overlay.toml` ([`trunks::OVERLAY_FILE`]) and applied to the running
+    /// engine through `control` (router, dialer, agents' SIP side).
     pub fn with_engine(
         mut self,
         engine: status::LiveEngine,
         sip: Option<crate::sip::config::SipConfig>,
-        control: Option<crate::sip::udp::TrunkControl>,
+        control: trunks::SipControls,
     ) -> WebUi {
         let agents = engine.agents.clone().or(self.state.engine.agents.take());
         self.state.engine = status::LiveEngine {
