@@ -475,13 +475,12 @@ fn predictive_follows_a_trunk_edit_of_its_channel_limit() {
         "carrier-a now has 2 channels"
     );
     ex.handle_trunks(later(100), vec![(a.clone(), limits(4))]);
-    assert_eq!(
-        dials(&drain(&mut ex)).len(),
-        2,
-        "2 more channels, 2 more attempts"
-    );
-    // carrier-a removed (its 4 attempts stay up), carrier-b with 1 channel added.
+    let more = dials(&drain(&mut ex));
+    assert_eq!(more.len(), 2, "2 more channels, 2 more attempts");
+    // carrier-a removed while one of its channels is free again (its other 3 attempts stay
+    // up), carrier-b with 1 channel added: nothing more may go to carrier-a.
     ex.handle_trunks(later(200), vec![(b, limits(1))]);
+    end(&mut ex, later(300), &more[0], CallOutcome::NoAnswer);
     assert_eq!(
         dials(&drain(&mut ex)).len(),
         1,
