@@ -8,4 +8,5 @@ pub mod bench;
 pub mod call;
 pub mod config;
 pub mod inspect;
+pub mod live_calls;
 pub mod udp;

@@ -4,6 +4,7 @@
 //! and [`UdpTrunkRouter`] (calls over a trunk group with failover and probing). All
 //! protocol decisions stay in `callgate_sip`.
 
+use super::live_calls::{LiveCall, LiveCalls};
 use callgate_sip::agent::{
     AgentConfig, AgentEvent, AgentOutput, CallSpec, LegId, ProbeId, RegId, RegistrationSpec,
     UserAgent,
@@ -20,7 +21,7 @@ use std::fmt::Debug;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use tokio::net::UdpSocket;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 /// Why the driver could not do what was asked.
@@ -432,23 +433,44 @@ enum RouterCommand {
     ReplaceTrunks(Vec<Trunk>, oneshot::Sender<()>),
 }
 
-impl SipCore for OutboundRouter {
+/// The trunk router as the driver runs it: every dial and event also updates the list of
+/// calls in progress published for the status page.
+struct RouterCore {
+    router: OutboundRouter,
+    calls: LiveCalls,
+    published: watch::Sender<Vec<LiveCall>>,
+}
+
+impl RouterCore {
+    fn publish(&mut self) {
+        if self.calls.take_changed() {
+            self.published.send_replace(self.calls.list());
+        }
+    }
+}
+
+impl SipCore for RouterCore {
     type Event = DialEvent;
     type Command = RouterCommand;
     fn handle_datagram(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {
-        OutboundRouter::handle_datagram(self, now, from, bytes);
+        self.router.handle_datagram(now, from, bytes);
     }
     fn handle_timeout(&mut self, now: Instant) {
-        OutboundRouter::handle_timeout(self, now);
+        self.router.handle_timeout(now);
     }
     fn poll_timeout(&self) -> Option<Instant> {
-        OutboundRouter::poll_timeout(self)
+        self.router.poll_timeout()
     }
     fn poll(&mut self) -> Option<Result<Transmit, DialEvent>> {
-        self.poll_output().map(|o| match o {
+        let out = self.router.poll_output().map(|o| match o {
             RouterOutput::Transmit(t) => Ok(t),
             RouterOutput::Event(e) => Err(e),
-        })
+        });
+        if let Some(Err(event)) = &out {
+            self.calls.on_event(Instant::now(), event);
+            self.publish();
+        }
+        out
     }
     fn apply(&mut self, now: Instant, command: RouterCommand) {
         match command {
@@ -458,24 +480,30 @@ impl SipCore for OutboundRouter {
                 ring_timeout,
                 reply,
             } => {
-                let _ = reply.send(self.dial(now, &number, sdp, ring_timeout));
+                let attempt = self.router.dial(now, &number, sdp, ring_timeout);
+                self.calls.dialled(now, attempt, &number);
+                self.publish();
+                let _ = reply.send(attempt);
             }
-            RouterCommand::HangUp(a) => self.hang_up(now, a),
+            RouterCommand::HangUp(a) => self.router.hang_up(now, a),
             RouterCommand::Trunks(reply) => {
-                let _ = reply.send(self.in_service().to_vec());
+                let _ = reply.send(self.router.in_service().to_vec());
             }
             RouterCommand::ReplaceTrunks(trunks, done) => {
-                self.replace_trunks(now, trunks);
+                self.router.replace_trunks(now, trunks);
                 let _ = done.send(());
             }
-            RouterCommand::SetInbound(policy) => self.set_inbound_policy(policy),
+            RouterCommand::SetInbound(policy) => self.router.set_inbound_policy(policy),
         }
     }
 }
 
 /// Calls over a trunk group, with failover and probing, on a UDP socket.
 #[derive(Debug)]
-pub struct UdpTrunkRouter(Running<RouterCommand, DialEvent>);
+pub struct UdpTrunkRouter {
+    running: Running<RouterCommand, DialEvent>,
+    calls: watch::Receiver<Vec<LiveCall>>,
+}
 
 impl UdpTrunkRouter {
     /// Binds `bind` and starts routing over `group`. With `trace`, every message sent
@@ -488,16 +516,24 @@ impl UdpTrunkRouter {
         trace: bool,
     ) -> Result<UdpTrunkRouter, DriverError> {
         let seed = agent.seed;
-        spawn(bind, trace, move |local| {
+        let (published, calls) = watch::channel(Vec::new());
+        let running = spawn(bind, trace, move |local| {
             let ua = UserAgent::new(AgentConfig { local, ..agent });
-            OutboundRouter::new(ua, group, cfg, Instant::now(), seed)
+            RouterCore {
+                router: OutboundRouter::new(ua, group, cfg, Instant::now(), seed),
+                calls: LiveCalls::default(),
+                published,
+            }
         })
-        .await
-        .map(UdpTrunkRouter)
+        .await?;
+        Ok(UdpTrunkRouter { running, calls })
     }
 
     fn send(&self, c: RouterCommand) -> Result<(), DriverError> {
-        self.0.commands.send(c).map_err(|_| DriverError::Stopped)
+        self.running
+            .commands
+            .send(c)
+            .map_err(|_| DriverError::Stopped)
     }
 
     /// Dials a number.
@@ -524,7 +560,7 @@ impl UdpTrunkRouter {
 
     /// The bound address.
     pub fn local_addr(&self) -> SocketAddr {
-        self.0.local
+        self.running.local
     }
 
     /// Takes inbound calls under `policy`; calls routed to a trunk are bridged out.
@@ -543,18 +579,19 @@ impl UdpTrunkRouter {
     /// status and trunk pages).
     pub fn control(&self) -> TrunkControl {
         TrunkControl {
-            commands: self.0.commands.clone(),
+            commands: self.running.commands.clone(),
+            calls: self.calls.clone(),
         }
     }
 
     /// The next event; `None` once the driver has stopped.
     pub async fn next_event(&mut self) -> Option<DialEvent> {
-        self.0.events.recv().await
+        self.running.events.recv().await
     }
 
     /// The log of messages on the wire (once; only when started with `trace`).
     pub fn take_wire(&mut self) -> Option<mpsc::UnboundedReceiver<WireRecord>> {
-        self.0.wire.take()
+        self.running.wire.take()
     }
 }
 
@@ -562,9 +599,15 @@ impl UdpTrunkRouter {
 #[derive(Debug, Clone)]
 pub struct TrunkControl {
     commands: mpsc::UnboundedSender<RouterCommand>,
+    calls: watch::Receiver<Vec<LiveCall>>,
 }
 
 impl TrunkControl {
+    /// The calls the router carries now (masked numbers), updated as they change.
+    pub fn calls(&self) -> watch::Receiver<Vec<LiveCall>> {
+        self.calls.clone()
+    }
+
     /// The trunks in service with their probe health, calls up and figures.
     pub async fn trunks(&self) -> Result<Vec<TrunkState>, DriverError> {
         let (reply, rx) = oneshot::channel();

@@ -417,6 +417,7 @@ async fn live_events(State(state): State<WebState>, headers: HeaderMap) -> Guard
         campaigns: state.status.campaigns.clone(),
         agents: state.engine.agents.as_ref().and_then(|a| a.agent_changes()),
         test_calls: Some(state.engine.test_calls.subscribe()),
+        calls: state.engine.trunks.as_ref().and_then(|t| t.live_calls()),
     };
     let source = (state.status.clone(), state.engine.clone());
     let stream = futures_util::stream::unfold(
@@ -439,12 +440,13 @@ async fn live_events(State(state): State<WebState>, headers: HeaderMap) -> Guard
 }
 
 /// What wakes the live stream before [`LIVE_INTERVAL`]: the dialer's campaigns (an
-/// attempt starts or ends), the agent desk (an agent changes state) and the diagnostics
-/// page's test calls.
+/// attempt starts or ends), the agent desk (an agent changes state), the diagnostics
+/// page's test calls and the trunk router's calls (one rings, is answered or ends).
 struct LiveWake {
     campaigns: Option<tokio::sync::watch::Receiver<Vec<crate::dialer::executor::DialerStatus>>>,
     agents: Option<tokio::sync::watch::Receiver<u64>>,
     test_calls: Option<tokio::sync::watch::Receiver<Vec<String>>>,
+    calls: Option<tokio::sync::watch::Receiver<Vec<crate::sip::live_calls::LiveCall>>>,
 }
 
 impl LiveWake {
@@ -465,6 +467,7 @@ impl LiveWake {
             () = changed(&mut self.campaigns) => {}
             () = changed(&mut self.agents) => {}
             () = changed(&mut self.test_calls) => {}
+            () = changed(&mut self.calls) => {}
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
