@@ -46,6 +46,10 @@ pub fn router(state: WebState) -> Router {
         .route("/diagnostics/trace", post(super::diagnostics::trace_submit))
         .route("/diagnostics/ping", post(super::diagnostics::ping_submit))
         .route("/diagnostics/audio", post(super::diagnostics::audio_submit))
+        .route(
+            "/diagnostics/headset/stop",
+            post(super::diagnostics::headset_stop),
+        )
         .route("/logs.txt", get(super::logs::logs_download))
         .route("/trunks", get(super::trunks::trunks_page))
         .route("/trunks/save", post(super::trunks::trunk_save))
