@@ -145,9 +145,9 @@ pub async fn run(
     ));
     // The agents (desk, the agents' SIP side on `agents.sip_listen`, their lines) run when
     // `[sip]` and `agents.sip_listen` are configured; the agent page is served with them.
-    let (desk, agent_side) = match (&config.sip, &config.agents) {
+    let (desk, agent_side, agent_sip) = match (&config.sip, &config.agents) {
         (Some(sip), Some(agents)) => {
-            let (desk, side) = start_agents(
+            let (desk, side, agent_sip) = start_agents(
                 sip,
                 agents,
                 &store,
@@ -157,13 +157,13 @@ pub async fn run(
                 speech.clone(),
             )
             .await?;
-            (Some(desk), Some(side))
+            (Some(desk), Some(side), Some(agent_sip))
         }
         _ => {
             tracing::info!(
                 "no [sip] section or agents.sip_listen: agents and the agent page are off"
             );
-            (None, None)
+            (None, None, None)
         }
     };
     // Robot scripts for agentless campaigns and robot routes: each campaign's script comes
@@ -288,8 +288,13 @@ pub async fn run(
                 agents: None,
                 ..Default::default()
             };
+            let controls = crate::web::trunks::SipControls {
+                trunks,
+                agents: agent_sip.clone(),
+                dialer: dialer.as_ref().map(|d| d.control()),
+            };
             let ui = crate::web::WebUi::bind_with_agents(&settings, source, desk.clone())?
-                .with_engine(engine, config.raw.sip.clone(), trunks);
+                .with_engine(engine, config.raw.sip.clone(), controls);
             let web_addr = ui.local_addr().map_err(ServerError::Serve)?;
             tracing::info!(
                 url = %format!("https://{web_addr}/"),
@@ -414,7 +419,8 @@ fn overflow_route(
 }
 
 /// Starts the agents' SIP side, the desk and the lines; returns the desk (for the agent
-/// page) and what the dialer needs to place answered calls with agents.
+/// page), what the dialer needs to place answered calls with agents, and the agents' SIP
+/// side's control (the web UI's phone and trunk edits reload it).
 async fn start_agents(
     sip: &crate::sip::config::SipSettings,
     agents: &crate::config::ValidAgents,
@@ -427,6 +433,7 @@ async fn start_agents(
     (
         crate::agents::service::AgentDeskService,
         crate::dialer::driver::AgentSide,
+        crate::sip::udp::AgentSipControl,
     ),
     ServerError,
 > {
@@ -439,6 +446,7 @@ async fn start_agents(
     .await
     .map_err(ServerError::AgentsSip)?;
     let sip_addr = ua.local_addr();
+    let agent_sip = ua.control();
     let (first, last) = agents.ports;
     let rtp_ports =
         crate::media::RtpPortRange::new(first, last).map_err(crate::dialer::DialerError::from)?;
@@ -489,5 +497,6 @@ async fn start_agents(
             safe_harbour,
             shutdown: stop_rx.clone(),
         },
+        agent_sip,
     ))
 }

@@ -236,6 +236,54 @@ async fn reboot_is_refused_when_no_command_is_configured() {
 }
 
 #[tokio::test]
+async fn reboot_runs_the_configured_command_only_once_confirmed() {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("rebooted");
+    let b = Appliance::start_in(
+        dir,
+        &format!("reboot_command = [\"touch\", \"{}\"]\n", marker.display()),
+    )
+    .await;
+    b.set_up().await;
+    let cookie = b.log_in().await;
+    let html = b.get("/system", Some(&cookie)).await.text().await.unwrap();
+    assert!(html.contains("Reboot now"), "{html}");
+    let csrf = csrf_of(&html);
+    let r = b
+        .post(
+            "/system/reboot",
+            Some(&cookie),
+            &[("csrf", csrf.as_str()), ("confirm", "")],
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert!(r
+        .text()
+        .await
+        .unwrap()
+        .contains("Tick the box to confirm the reboot."));
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(!marker.exists(), "an unconfirmed reboot runs nothing");
+    let r = b
+        .post(
+            "/system/reboot",
+            Some(&cookie),
+            &[("csrf", csrf.as_str()), ("confirm", "yes")],
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(r.text().await.unwrap().contains("Rebooting."));
+    let start = std::time::Instant::now();
+    while !marker.exists() {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(30),
+            "the reboot command never ran"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
 async fn the_logs_page_shows_the_daemons_own_recent_lines_filtered_and_as_a_download() {
     let b = Appliance::start().await;
     b.set_up().await;

@@ -257,6 +257,27 @@ impl Registrar {
         ok
     }
 
+    /// Replaces the accounts (a reload of `[[sip.phones]]`): an account kept by name keeps
+    /// its bindings (a changed password applies from its next REGISTER), a removed account's
+    /// bindings are dropped at once, a new account can register straight away. Returns the
+    /// names of the accounts whose bindings were dropped.
+    pub fn replace_accounts(&mut self, accounts: Vec<PhoneAccount>) -> Vec<String> {
+        self.accounts = accounts
+            .into_iter()
+            .map(|a| (a.username.clone(), a))
+            .collect();
+        let mut dropped: Vec<String> = self
+            .bindings
+            .keys()
+            .filter(|user| !self.accounts.contains_key(*user))
+            .cloned()
+            .collect();
+        dropped.sort();
+        self.bindings
+            .retain(|user, _| self.accounts.contains_key(user));
+        dropped
+    }
+
     /// The live bindings of an account.
     pub fn lookup(&self, now: Instant, user: &str) -> Vec<&Binding> {
         self.bindings
@@ -488,6 +509,93 @@ mod tests {
         let resp = authed(&mut r, now, &mut s, register(&["*"], Some(0), 3));
         assert_eq!(resp.status, 200);
         assert!(r.lookup(now, "desk1").is_empty());
+    }
+
+    #[test]
+    fn replacing_the_accounts_keeps_kept_bindings_drops_removed_ones_and_admits_new_ones() {
+        let mut r = Registrar::new(
+            RegistrarConfig::default(),
+            vec![
+                PhoneAccount {
+                    username: "desk1".into(),
+                    password: "pw1".into(),
+                },
+                PhoneAccount {
+                    username: "desk2".into(),
+                    password: "pw2".into(),
+                },
+            ],
+        );
+        let now = Instant::now();
+        let mut s = session("pw1");
+        let resp = authed(
+            &mut r,
+            now,
+            &mut s,
+            register(&["sip:desk1@10.1.1.5"], Some(300), 1),
+        );
+        assert_eq!(resp.status, 200);
+        // desk2 is bound too (its own REGISTER, by hand: the helper speaks for desk1).
+        r.bindings.insert(
+            "desk2".into(),
+            vec![Binding {
+                contact: Uri::parse("sip:desk2@10.1.1.6").unwrap(),
+                source: "203.0.113.10:5060".parse().unwrap(),
+                expires_at: now + Duration::from_secs(300),
+                call_id: "reg-desk2".into(),
+                cseq: 1,
+            }],
+        );
+        let dropped = r.replace_accounts(vec![
+            PhoneAccount {
+                username: "desk1".into(),
+                password: "pw1-new".into(),
+            },
+            PhoneAccount {
+                username: "desk3".into(),
+                password: "pw3".into(),
+            },
+        ]);
+        assert_eq!(dropped, vec!["desk2".to_string()]);
+        assert_eq!(
+            r.lookup(now, "desk1").len(),
+            1,
+            "kept account keeps its binding"
+        );
+        assert!(r.lookup(now, "desk2").is_empty(), "removed account unbound");
+        assert_eq!(
+            r.sources(now),
+            vec!["203.0.113.9".parse::<std::net::IpAddr>().unwrap()]
+        );
+        // The removed account is now unknown; the new one is challenged (it exists).
+        let src: SocketAddr = "203.0.113.10:5060".parse().unwrap();
+        let mut gone = register(&["sip:desk2@10.1.1.6"], Some(300), 2);
+        if let Some(t) = gone.headers.to_mut() {
+            t.uri = Uri::parse("sip:desk2@box.local").unwrap();
+        }
+        assert_eq!(r.handle_register(now, src, &gone, "n").status, 404);
+        let mut fresh = register(&["sip:desk3@10.1.1.7"], Some(300), 1);
+        if let Some(t) = fresh.headers.to_mut() {
+            t.uri = Uri::parse("sip:desk3@box.local").unwrap();
+        }
+        assert_eq!(r.handle_register(now, src, &fresh, "n").status, 401);
+        // The kept account's next REGISTER needs the new password.
+        let mut old = session("pw1");
+        let resp = authed(
+            &mut r,
+            now,
+            &mut old,
+            register(&["sip:desk1@10.1.1.5"], Some(300), 3),
+        );
+        assert_eq!(resp.status, 401, "the old password no longer works");
+        let mut new = session("pw1-new");
+        let resp = authed(
+            &mut r,
+            now,
+            &mut new,
+            register(&["sip:desk1@10.1.1.5"], Some(300), 4),
+        );
+        assert_eq!(resp.status, 200);
     }
 
     #[test]

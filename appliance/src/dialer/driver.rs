@@ -86,6 +86,7 @@ enum Command {
         agent: AgentId,
         reply: oneshot::Sender<Result<AttemptId, DialerError>>,
     },
+    Trunks(Vec<(TrunkId, TrunkLimits)>),
 }
 
 /// Inputs to a running dialer from the agent side (agent states, preview requests, calls
@@ -141,6 +142,13 @@ impl DialerControl {
     pub fn connected(&self, attempt: AttemptId) -> Result<(), DialerError> {
         self.commands
             .send(Command::Connected(attempt))
+            .map_err(|_| DialerError::Stopped)
+    }
+
+    /// The trunks were edited (web UI): the pacer plans with these limits from now on.
+    pub fn set_trunks(&self, trunks: Vec<(TrunkId, TrunkLimits)>) -> Result<(), DialerError> {
+        self.commands
+            .send(Command::Trunks(trunks))
             .map_err(|_| DialerError::Stopped)
     }
 
@@ -573,6 +581,13 @@ impl Driver {
             }
             Command::DialPreview { agent, reply } => {
                 let _ = reply.send(self.executor.dial_preview(now, agent));
+            }
+            Command::Trunks(trunks) => {
+                tracing::info!(
+                    trunks = trunks.len(),
+                    "the pacer uses the edited trunks' limits"
+                );
+                self.executor.handle_trunks(now, trunks);
             }
         }
     }
@@ -1081,6 +1096,24 @@ pub struct AgentSide {
     pub shutdown: watch::Receiver<bool>,
 }
 
+/// The pacer's view of the trunks: each one's channels and attempts per minute.
+pub fn trunk_limits(trunks: &[callgate_sip::trunk::Trunk]) -> Vec<(TrunkId, TrunkLimits)> {
+    trunks
+        .iter()
+        .filter_map(|t| {
+            TrunkId::new(t.name.as_str()).ok().map(|id| {
+                (
+                    id,
+                    TrunkLimits {
+                        max_concurrent: t.max_channels,
+                        max_per_minute: t.max_cps.saturating_mul(60),
+                    },
+                )
+            })
+        })
+        .collect()
+}
+
 /// Starts the SIP engine on `[sip]` and the dialer on it, as the daemon runs them. Without
 /// an outbox from the sync link (box not enrolled yet) the dialer opens the outbox itself;
 /// what it stores goes out once the link runs. Answered calls go through a
@@ -1113,21 +1146,7 @@ pub async fn start_from_config(
         media_ip: config.dialer.media_address.unwrap_or(sip.listen.ip()),
         ports: Arc::new(RtpPortRange::new(first, last)?),
         ring_timeout: config.dialer.ring_timeout,
-        trunks: sip
-            .trunks
-            .iter()
-            .filter_map(|t| {
-                TrunkId::new(t.name.as_str()).ok().map(|id| {
-                    (
-                        id,
-                        TrunkLimits {
-                            max_concurrent: t.max_channels,
-                            max_per_minute: t.max_cps.saturating_mul(60),
-                        },
-                    )
-                })
-            })
-            .collect(),
+        trunks: trunk_limits(&sip.trunks),
         recording: config.recording.clone(),
         pacing: PacingConfig::default(),
     };

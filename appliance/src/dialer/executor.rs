@@ -557,6 +557,30 @@ impl CampaignExecutor {
         self.step(now);
     }
 
+    /// The trunks changed (an edit in the web UI): every predictive pacer takes the new
+    /// limits at once; a removed trunk gets none, so no new attempt is planned on it.
+    pub fn handle_trunks(&mut self, now: UnixMillis, trunks: Vec<(TrunkId, TrunkLimits)>) {
+        let none = TrunkLimits {
+            max_concurrent: 0,
+            max_per_minute: 0,
+        };
+        for c in self.campaigns.values_mut() {
+            let Some(pacer) = c.pacer.as_mut() else {
+                continue;
+            };
+            for (old, _) in &self.config.trunks {
+                if !trunks.iter().any(|(t, _)| t == old) {
+                    pacer.set_trunk(old.clone(), none);
+                }
+            }
+            for (t, limits) in &trunks {
+                pacer.set_trunk(t.clone(), *limits);
+            }
+        }
+        self.config.trunks = trunks;
+        self.step(now);
+    }
+
     /// An agent's availability changed (ready now, expected free at the end of wrap-up, on
     /// a call, paused, logged out). Agents serve every campaign that needs them.
     pub fn handle_agent(&mut self, now: UnixMillis, agent: AgentId, state: AgentState) {

@@ -7,18 +7,20 @@
 //! driver config and core calls.
 
 use super::config::SipSettings;
+use super::live_calls::{LiveCall, LiveCalls};
 use callgate_sip::agent::{
     AgentConfig, AgentEvent, CallSpec, LegId, ProbeId, RegId, RegistrationSpec, UserAgent,
 };
 use callgate_sip::inbound::InboundPolicy;
-use callgate_sip::registrar::Registrar;
+use callgate_sip::registrar::{PhoneAccount, Registrar};
 use callgate_sip::trunk::router::{AttemptId, DialEvent, OutboundRouter, RouterConfig};
 use callgate_sip::trunk::{Trunk, TrunkGroup, TrunkState};
 use callgate_sip::uri::Uri;
 use callgate_sip_net::{CoreHandle, EndpointConfig, SipEndpoint, TransportError};
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 pub use callgate_sip_net::WireRecord;
 
@@ -209,6 +211,78 @@ impl SipAgent {
     pub async fn next_event(&mut self) -> Option<AgentEvent> {
         self.endpoint.next_event().await
     }
+
+    /// A handle that reloads the phone accounts and the inbound policy while the agent
+    /// runs (for the web UI's trunk and phone editor).
+    pub fn control(&self) -> AgentSipControl {
+        AgentSipControl {
+            core: self.endpoint.handle(),
+        }
+    }
+}
+
+/// Reloads a running [`SipAgent`]'s phone accounts and inbound policy; clones share the
+/// agent.
+#[derive(Debug, Clone)]
+pub struct AgentSipControl {
+    core: CoreHandle<UserAgent>,
+}
+
+impl AgentSipControl {
+    /// Replaces the registrar's accounts (see `Registrar::replace_accounts`): kept accounts
+    /// keep their bindings, removed ones are unbound and refused from now on, new ones can
+    /// register at once. Returns the accounts whose bindings were dropped.
+    pub async fn replace_accounts(
+        &self,
+        accounts: Vec<PhoneAccount>,
+    ) -> Result<Vec<String>, DriverError> {
+        self.core
+            .with(move |ua, _| match ua.registrar().cloned() {
+                // No registrar: nothing is served, so nothing to reload.
+                None => Vec::new(),
+                Some(mut registrar) => {
+                    let dropped = registrar.replace_accounts(accounts);
+                    ua.set_registrar(registrar);
+                    dropped
+                }
+            })
+            .await
+            .map_err(stopped)
+    }
+
+    /// Takes inbound calls under `policy` from now on (a new gate: rate state starts
+    /// afresh, and registered phones are let through again from their next REGISTER).
+    pub fn set_inbound_policy(&self, policy: InboundPolicy) -> Result<(), DriverError> {
+        self.core
+            .post(move |ua, _| ua.set_inbound_policy(policy))
+            .map_err(stopped)
+    }
+}
+
+/// The calls a trunk router carries, kept beside the router for the status page: a dial is
+/// recorded inside the core's own turn (before any event of that attempt can leave it) and
+/// every event the router gives out updates it.
+#[derive(Debug)]
+struct LiveView {
+    calls: Mutex<LiveCalls>,
+    published: watch::Sender<Vec<LiveCall>>,
+}
+
+impl LiveView {
+    fn new() -> Arc<LiveView> {
+        Arc::new(LiveView {
+            calls: Mutex::new(LiveCalls::default()),
+            published: watch::channel(Vec::new()).0,
+        })
+    }
+
+    fn update(&self, f: impl FnOnce(&mut LiveCalls)) {
+        let mut calls = self.calls.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut calls);
+        if calls.take_changed() {
+            self.published.send_replace(calls.list());
+        }
+    }
 }
 
 /// Calls over a trunk group, with failover and probing.
@@ -216,6 +290,7 @@ impl SipAgent {
 pub struct SipTrunkRouter {
     endpoint: SipEndpoint<OutboundRouter>,
     local: SocketAddr,
+    live: Arc<LiveView>,
 }
 
 impl SipTrunkRouter {
@@ -303,7 +378,11 @@ impl SipTrunkRouter {
         .await
         .map_err(DriverError::Start)?;
         let local = first_local(endpoint.bound(), fallback);
-        Ok(SipTrunkRouter { endpoint, local })
+        Ok(SipTrunkRouter {
+            endpoint,
+            local,
+            live: LiveView::new(),
+        })
     }
 
     /// Dials a number.
@@ -314,8 +393,13 @@ impl SipTrunkRouter {
         ring_timeout: Option<Duration>,
     ) -> Result<AttemptId, DriverError> {
         let number = number.to_owned();
+        let live = self.live.clone();
         self.endpoint
-            .with(move |r, now| r.dial(now, &number, sdp, ring_timeout))
+            .with(move |r, now| {
+                let attempt = r.dial(now, &number, sdp, ring_timeout);
+                live.update(|calls| calls.dialled(now, attempt, &number));
+                attempt
+            })
             .await
             .map_err(stopped)
     }
@@ -361,6 +445,7 @@ impl SipTrunkRouter {
     pub fn control(&self) -> TrunkControl {
         TrunkControl {
             core: self.endpoint.handle(),
+            calls: self.live.published.subscribe(),
         }
     }
 
@@ -368,6 +453,8 @@ impl SipTrunkRouter {
     /// are logged here (they concern the operator, not a call).
     pub async fn next_event(&mut self) -> Option<DialEvent> {
         let event = self.endpoint.next_event().await?;
+        self.live
+            .update(|calls| calls.on_event(Instant::now(), &event));
         match &event {
             DialEvent::TrunkRegistered { trunk, expires } => {
                 tracing::info!(trunk = %trunk, expires, "trunk registered at its carrier")
@@ -397,9 +484,15 @@ impl SipTrunkRouter {
 #[derive(Debug, Clone)]
 pub struct TrunkControl {
     core: CoreHandle<OutboundRouter>,
+    calls: watch::Receiver<Vec<LiveCall>>,
 }
 
 impl TrunkControl {
+    /// The calls the router carries now (masked numbers), updated as they change.
+    pub fn calls(&self) -> watch::Receiver<Vec<LiveCall>> {
+        self.calls.clone()
+    }
+
     /// The trunks in service with their probe health, calls up and figures.
     pub async fn trunks(&self) -> Result<Vec<TrunkState>, DriverError> {
         self.core

@@ -10,4 +10,5 @@ pub mod call;
 pub mod config;
 pub mod engine;
 pub mod inspect;
+pub mod live_calls;
 pub mod udp;

@@ -3,5 +3,6 @@
 //! [`super::engine`] and carry UDP, TCP and TLS; new code uses the `engine` names.
 
 pub use super::engine::{
-    DriverError, SipAgent as UdpAgent, SipTrunkRouter as UdpTrunkRouter, TrunkControl, WireRecord,
+    AgentSipControl, DriverError, SipAgent as UdpAgent, SipTrunkRouter as UdpTrunkRouter,
+    TrunkControl, WireRecord,
 };

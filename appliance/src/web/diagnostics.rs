@@ -10,6 +10,7 @@
 //!
 //! Must not: change the SIP configuration or touch calls in progress.
 
+use super::headset::{HeadsetSwitch, PatchedCall};
 use super::pages::{render, require_form_session, require_session, Guarded, PageFrame};
 use super::WebState;
 use crate::media::{run_audio_leg, LegReport, MediaError, RtpLeg};
@@ -52,6 +53,9 @@ struct DiagnosticsPage {
     /// The audio test's device and its last result.
     audio_device: String,
     audio_result: Option<String>,
+    /// The test call form's headset device; whether a patch runs now.
+    headset: String,
+    headset_on: bool,
 }
 
 fn page_for(state: &WebState, csrf: &str, frame: PageFrame) -> DiagnosticsPage {
@@ -86,6 +90,8 @@ fn page_for(state: &WebState, csrf: &str, frame: PageFrame) -> DiagnosticsPage {
         ping_result: None,
         audio_device: "default".into(),
         audio_result: None,
+        headset: String::new(),
+        headset_on: state.headset.is_running(),
     }
 }
 
@@ -107,6 +113,9 @@ pub(super) struct TestCallForm {
     to: String,
     ring_seconds: String,
     hold_seconds: String,
+    /// An ALSA device to patch the call to (listen and talk on the headset); empty: none.
+    #[serde(default)]
+    headset: String,
 }
 
 /// The test call the form asks for, or the message naming the field at fault.
@@ -182,7 +191,20 @@ pub(super) async fn test_call_submit(
         &state.engine.test_calls,
         format!("test call to {} via {} (diagnostics)", test.to, test.trunk),
     );
+    page.headset = f.headset.trim().to_string();
+    let headset = if page.headset.is_empty() {
+        None
+    } else {
+        match open_headset(&state.headset, &page.headset).await {
+            Ok(h) => Some(h),
+            Err(message) => {
+                page.page = page.page.error(message);
+                return Err(render(StatusCode::BAD_REQUEST, &page));
+            }
+        }
+    };
     let mut audio = TestCallAudio::prepare(&settings, &test).await;
+    audio.headset = headset;
     let offer = audio.offer_body();
     let result = call::run_with_offer(
         &settings,
@@ -214,6 +236,55 @@ struct TestCallAudio {
     leg: Option<tokio::task::JoinHandle<Result<LegReport, MediaError>>>,
     /// Why there is no audio measurement.
     problem: Option<String>,
+    /// The headset to patch the call to, once answered.
+    headset: Option<Headset>,
+    /// The patched call's media, while it runs.
+    patched: Option<tokio::task::JoinHandle<PatchedCall>>,
+}
+
+/// An opened headset patch and its stop signal.
+#[cfg(feature = "alsa")]
+type Headset = (
+    callgate_board::tech_audio::HeadsetPatch,
+    tokio::sync::watch::Receiver<bool>,
+);
+/// No headset without the `alsa` feature.
+#[cfg(not(feature = "alsa"))]
+type Headset = std::convert::Infallible;
+
+/// Opens the headset `device` for a patch (one at a time), or says why not.
+async fn open_headset(switch: &HeadsetSwitch, device: &str) -> Result<Headset, String> {
+    let device = check_device(device)?;
+    let Some(stop) = switch.begin() else {
+        return Err("Headset: a call is already patched to the headset.".into());
+    };
+    start_patch(device, stop).await
+}
+
+#[cfg(feature = "alsa")]
+async fn start_patch(
+    device: String,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<Headset, String> {
+    let patch = tokio::task::spawn_blocking(move || {
+        callgate_board::tech_audio::HeadsetPatch::start(&device, &device, 160)
+    })
+    .await
+    .map_err(|e| format!("Headset: {e}."))?
+    .map_err(|e| format!("Headset: {e}."))?;
+    Ok((patch, stop))
+}
+
+#[cfg(not(feature = "alsa"))]
+async fn start_patch(
+    _device: String,
+    _stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<Headset, String> {
+    Err(
+        "Headset: this firmware was built without tech audio port support (the `alsa` \
+         build feature)."
+            .into(),
+    )
 }
 
 /// Binds an RTP/RTCP pair (even port, the next one up) on `ip`, ports chosen by the system.
@@ -265,6 +336,8 @@ impl TestCallAudio {
                     sockets: None,
                     leg: None,
                     problem: Some(format!("no media port for the test call: {e}")),
+                    headset: None,
+                    patched: None,
                 }
             }
         };
@@ -285,6 +358,8 @@ impl TestCallAudio {
             sockets: Some(sockets),
             leg: None,
             problem: None,
+            headset: None,
+            patched: None,
         }
     }
 
@@ -321,6 +396,21 @@ impl TestCallAudio {
         };
         let frame = audio.ptime_ms.max(10) as usize * 8;
         let frames = (hold.as_millis() as usize / (frame / 8)).max(1);
+        if let Some(headset) = self.headset.take() {
+            #[cfg(feature = "alsa")]
+            {
+                let (patch, stop) = headset;
+                let (out_tx, out_rx) = tokio::sync::mpsc::channel(4);
+                let (in_tx, in_rx) = tokio::sync::mpsc::channel(64);
+                self.patched = Some(tokio::spawn(super::headset::run_patched(
+                    patch, frame, frames, out_tx, in_rx, stop,
+                )));
+                self.leg = Some(tokio::spawn(run_audio_leg(leg, out_rx, in_tx)));
+                return;
+            }
+            #[cfg(not(feature = "alsa"))]
+            match headset {}
+        }
         let (out_tx, out_rx) = tokio::sync::mpsc::channel(frames);
         let mut tone = ToneGenerator::new(1_000.0, 8_000);
         for _ in 0..frames {
@@ -333,7 +423,30 @@ impl TestCallAudio {
     }
 
     /// What the leg measured, once it ended; `None` when the call was not answered.
-    async fn report(self, hold: Duration) -> Option<String> {
+    async fn report(mut self, hold: Duration) -> Option<String> {
+        // Not answered: the opened headset is closed again.
+        #[cfg(feature = "alsa")]
+        if let Some((patch, _)) = self.headset.take() {
+            let _ = tokio::task::spawn_blocking(move || patch.stop()).await;
+        }
+        let headset = match self.patched.take() {
+            Some(task) => match tokio::time::timeout(hold + Duration::from_secs(5), task).await {
+                Ok(Ok(patched)) => Some(patched.describe()),
+                _ => Some("Headset: the patch did not finish.".into()),
+            },
+            None => None,
+        };
+        let line = self.measured(hold).await;
+        match (line, headset) {
+            (Some(l), Some(h)) => Some(format!(
+                "{} {h}",
+                l.replace("of a 1 kHz tone", "from the headset's microphone")
+            )),
+            (l, h) => l.or(h),
+        }
+    }
+
+    async fn measured(self, hold: Duration) -> Option<String> {
         if let Some(problem) = self.problem {
             return Some(format!("Audio not measured: {problem}."));
         }
@@ -710,6 +823,11 @@ pub(super) struct AudioForm {
 /// Plays a one-second 1 kHz tone on `device`, records a second from it, and says what it
 /// heard; or says why there is no tech port to test.
 pub async fn tech_audio_test(device: &str) -> Result<String, String> {
+    run_tech_audio(check_device(device)?).await
+}
+
+/// `device` when it is an ALSA device name (no spaces, quotes or shell characters).
+fn check_device(device: &str) -> Result<String, String> {
     let device = device.trim().to_string();
     if device.is_empty()
         || device.len() > 64
@@ -721,7 +839,7 @@ pub async fn tech_audio_test(device: &str) -> Result<String, String> {
             "Device: `{device}` is not an ALSA device name (e.g. default, hw:0, plughw:1,0)."
         ));
     }
-    run_tech_audio(device).await
+    Ok(device)
 }
 
 #[cfg(feature = "alsa")]
@@ -801,6 +919,36 @@ pub(super) async fn audio_submit(
     }
 }
 
+/// The stop form.
+#[derive(Deserialize)]
+pub(super) struct HeadsetStopForm {
+    csrf: String,
+}
+
+/// `POST /diagnostics/headset/stop`: stops listening; the patched call goes on.
+pub(super) async fn headset_stop(
+    State(state): State<WebState>,
+    headers: HeaderMap,
+    Form(f): Form<HeadsetStopForm>,
+) -> Guarded {
+    let (_, session) = require_form_session(&state, &headers, &f.csrf).await?;
+    let stopped = state.headset.stop();
+    tracing::info!(user = %session.username, stopped, "headset patch stop from the web UI");
+    let mut page = page_for(
+        &state,
+        &session.csrf_token,
+        PageFrame::new(&state, Some(&session)),
+    );
+    page.page = if stopped {
+        page.page
+            .notice("Stopped listening on the headset; the call goes on until its hold ends.")
+    } else {
+        page.page.error("No call is patched to the headset.")
+    };
+    page.headset_on = false;
+    Ok(render(StatusCode::OK, &page))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -876,6 +1024,7 @@ mod tests {
             to: to.into(),
             ring_seconds: ring.into(),
             hold_seconds: hold.into(),
+            headset: String::new(),
         }
     }
 

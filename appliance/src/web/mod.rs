@@ -12,7 +12,8 @@
 //! Rooms: [`auth`] (accounts, sessions, login throttling), [`tls`] (the certificate),
 //! [`status`] (what the pages show), [`pages`] (the handlers and templates), [`cloud`]
 //! (the cloud-link page and enrollment by claim code), [`logs`] (recent log lines),
-//! [`diagnostics`] (a test call with its SIP ladder), [`trunks`] (the trunk and phone
+//! [`diagnostics`] (a test call with its SIP ladder), [`headset`] (the test call patched to
+//! the tech port's headset), [`trunks`] (the trunk and phone
 //! editor, written as a config overlay and applied to the running engine).
 //! Must not: change call handling or the store's call data; it reads the daemon's state and
 //! calls its documented controls only.
@@ -21,6 +22,7 @@ pub mod agent;
 pub mod auth;
 pub mod cloud;
 pub mod diagnostics;
+pub mod headset;
 pub mod logs;
 pub mod pages;
 pub mod status;
@@ -70,6 +72,7 @@ pub struct WebState {
     pub(crate) restart: crate::restart::RestartSwitch,
     pub(crate) sip: Option<crate::sip::config::SipSettings>,
     pub(crate) sip_trace: diagnostics::SipTraceSwitch,
+    pub(crate) headset: headset::HeadsetSwitch,
     pub(crate) agents: Option<crate::agents::service::AgentDeskService>,
     pub(crate) agent_throttle: Arc<Mutex<LoginThrottle>>,
     pub(crate) engine: status::LiveEngine,
@@ -153,6 +156,7 @@ impl WebUi {
             restart: settings.restart.clone(),
             sip: settings.sip.clone(),
             sip_trace: diagnostics::SipTraceSwitch::default(),
+            headset: headset::HeadsetSwitch::default(),
             engine: status::LiveEngine {
                 agents: agents
                     .clone()
@@ -173,13 +177,13 @@ impl WebUi {
     /// Shows the call engine's live parts on the status page (an agent source left `None`
     /// keeps the desk given to [`WebUi::bind_with_agents`]) and, with `sip` (the `[sip]`
     /// section in force), lets the technician edit trunks and phones: changes are written to
-    /// `<data_dir>/sip-overlay.toml` ([`trunks::OVERLAY_FILE`]) and trunks are applied to
-    /// the running router through `control`.
+    /// `<data_dir>/sip-overlay.toml` ([`trunks::OVERLAY_FILE`]) and applied to the running
+    /// engine through `control` (router, dialer, agents' SIP side).
     pub fn with_engine(
         mut self,
         engine: status::LiveEngine,
         sip: Option<crate::sip::config::SipConfig>,
-        control: Option<crate::sip::udp::TrunkControl>,
+        control: trunks::SipControls,
     ) -> WebUi {
         let agents = engine.agents.clone().or(self.state.engine.agents.take());
         self.state.engine = status::LiveEngine {

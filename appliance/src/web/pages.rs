@@ -46,6 +46,10 @@ pub fn router(state: WebState) -> Router {
         .route("/diagnostics/trace", post(super::diagnostics::trace_submit))
         .route("/diagnostics/ping", post(super::diagnostics::ping_submit))
         .route("/diagnostics/audio", post(super::diagnostics::audio_submit))
+        .route(
+            "/diagnostics/headset/stop",
+            post(super::diagnostics::headset_stop),
+        )
         .route("/logs.txt", get(super::logs::logs_download))
         .route("/trunks", get(super::trunks::trunks_page))
         .route("/trunks/save", post(super::trunks::trunk_save))
@@ -417,6 +421,7 @@ async fn live_events(State(state): State<WebState>, headers: HeaderMap) -> Guard
         campaigns: state.status.campaigns.clone(),
         agents: state.engine.agents.as_ref().and_then(|a| a.agent_changes()),
         test_calls: Some(state.engine.test_calls.subscribe()),
+        calls: state.engine.trunks.as_ref().and_then(|t| t.live_calls()),
     };
     let source = (state.status.clone(), state.engine.clone());
     let stream = futures_util::stream::unfold(
@@ -439,12 +444,13 @@ async fn live_events(State(state): State<WebState>, headers: HeaderMap) -> Guard
 }
 
 /// What wakes the live stream before [`LIVE_INTERVAL`]: the dialer's campaigns (an
-/// attempt starts or ends), the agent desk (an agent changes state) and the diagnostics
-/// page's test calls.
+/// attempt starts or ends), the agent desk (an agent changes state), the diagnostics
+/// page's test calls and the trunk router's calls (one rings, is answered or ends).
 struct LiveWake {
     campaigns: Option<tokio::sync::watch::Receiver<Vec<crate::dialer::executor::DialerStatus>>>,
     agents: Option<tokio::sync::watch::Receiver<u64>>,
     test_calls: Option<tokio::sync::watch::Receiver<Vec<String>>>,
+    calls: Option<tokio::sync::watch::Receiver<Vec<crate::sip::live_calls::LiveCall>>>,
 }
 
 impl LiveWake {
@@ -465,6 +471,7 @@ impl LiveWake {
             () = changed(&mut self.campaigns) => {}
             () = changed(&mut self.agents) => {}
             () = changed(&mut self.test_calls) => {}
+            () = changed(&mut self.calls) => {}
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

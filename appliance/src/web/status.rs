@@ -1,12 +1,14 @@
 //! What the status and network pages show, gathered from the daemon and the system.
 //!
 //! The call engine's live parts (trunks with their OPTIONS probe state, calls in progress,
-//! agents by state) come through two small source traits, [`TrunkSource`] (the running trunk
-//! router, `crate::sip::udp::TrunkControl`) and [`AgentSource`] (the agent desk), handed to
-//! the UI with [`super::WebUi::with_engine`]; this module only reads them.
+//! agents by state, and one line per call in progress: masked number, trunk, direction,
+//! phase, since when) come through two small source traits, [`TrunkSource`] (the running
+//! trunk router, `crate::sip::udp::TrunkControl`) and [`AgentSource`] (the agent desk),
+//! handed to the UI with [`super::WebUi::with_engine`]; this module only reads them.
 
 use crate::agents::desk::PacingCounts;
 use crate::dialer::executor::{CampaignRun, DialerStatus};
+use crate::sip::live_calls::{CallDirection, CallPhase, LiveCall};
 use crate::store::Store;
 use crate::sync::outbox_store::UplinkOutbox;
 use crate::sync::status::{LinkState, LinkStatusCell};
@@ -22,6 +24,11 @@ pub trait TrunkSource: Send + Sync + 'static {
     /// The trunks in service with their probe health, calls up and figures; `Err` says why
     /// they cannot be read (the engine stopped).
     fn trunk_states(&self) -> BoxFuture<'_, Result<Vec<TrunkState>, String>>;
+    /// The calls in progress (numbers masked), updated as they change; `None` when the
+    /// source keeps no per-call list.
+    fn live_calls(&self) -> Option<tokio::sync::watch::Receiver<Vec<LiveCall>>> {
+        None
+    }
 }
 
 /// A boxed future, for the object-safe source traits.
@@ -30,6 +37,9 @@ pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T
 impl TrunkSource for crate::sip::udp::TrunkControl {
     fn trunk_states(&self) -> BoxFuture<'_, Result<Vec<TrunkState>, String>> {
         Box::pin(async move { self.trunks().await.map_err(|e| e.to_string()) })
+    }
+    fn live_calls(&self) -> Option<tokio::sync::watch::Receiver<Vec<LiveCall>>> {
+        Some(self.calls())
     }
 }
 
@@ -107,6 +117,54 @@ pub fn describe_calls(trunks: &[TrunkState]) -> String {
     format!("{total} in progress ({})", per.join(", "))
 }
 
+/// One call in progress as the status page's call table shows it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct CallLine {
+    /// The number, masked.
+    pub number: String,
+    /// The trunk carrying it, or `choosing` until one answered.
+    pub trunk: String,
+    /// `outbound`.
+    pub direction: String,
+    /// `trying`, `ringing` or `up`.
+    pub state: String,
+    /// When it started, with how long ago; for an answered call also how long it is up.
+    pub since: String,
+}
+
+/// The calls in progress, one line each, oldest first. `at`/`now` are the same moment on
+/// the monotonic and the wall clock.
+pub fn describe_call_list(calls: &[LiveCall], at: Instant, now: UnixMillis) -> Vec<CallLine> {
+    let wall = |t: Instant| {
+        let ago = at.saturating_duration_since(t);
+        let ms = i64::try_from(ago.as_millis()).unwrap_or(i64::MAX);
+        (UnixMillis(now.0.saturating_sub(ms)), ago.as_secs())
+    };
+    calls
+        .iter()
+        .map(|c| {
+            let (started, ago) = wall(c.started);
+            let up = c
+                .answered
+                .map(|t| format!(", up {}", human_duration(wall(t).1)))
+                .unwrap_or_default();
+            CallLine {
+                number: c.number.clone(),
+                trunk: c.trunk.clone().unwrap_or_else(|| "choosing".into()),
+                direction: match c.direction {
+                    CallDirection::Outbound => "outbound".into(),
+                },
+                state: match c.phase {
+                    CallPhase::Trying => "trying".into(),
+                    CallPhase::Ringing => "ringing".into(),
+                    CallPhase::Up => "up".into(),
+                },
+                since: format!("{} ({} ago{up})", utc_seconds(started), human_duration(ago)),
+            }
+        })
+        .collect()
+}
+
 /// Agents by state.
 pub fn describe_agents(c: &PacingCounts) -> String {
     let talking = c.talking_outbound + c.talking_inbound;
@@ -169,6 +227,8 @@ pub struct StatusSnapshot {
     pub trunks: String,
     /// Calls in progress on the trunks.
     pub calls: String,
+    /// One line per call in progress (the page's call table).
+    pub call_list: Vec<CallLine>,
     /// Agents logged in, by state.
     pub agents: String,
 }
@@ -182,6 +242,10 @@ impl StatusSource {
                 Ok(trunks) => {
                     s.trunks = describe_trunks(&trunks, engine.probing);
                     s.calls = describe_calls(&trunks);
+                    if let Some(calls) = source.live_calls() {
+                        let list = calls.borrow().clone();
+                        s.call_list = describe_call_list(&list, Instant::now(), now);
+                    }
                 }
                 Err(e) => {
                     s.trunks = format!("unreadable: {e}");
@@ -247,6 +311,7 @@ impl StatusSource {
             },
             trunks: String::new(),
             calls: String::new(),
+            call_list: Vec::new(),
             agents: String::new(),
         }
     }
@@ -490,6 +555,51 @@ mod tests {
             "7 logged in: 2 ready, 1 connecting a call, 2 talking, 1 in wrap-up, 1 paused; \
              1 inbound waiting"
         );
+    }
+
+    #[test]
+    fn each_call_in_progress_is_a_line_with_masked_number_trunk_direction_and_since() {
+        use crate::sip::live_calls::LiveCalls;
+        use callgate_sip::trunk::router::{AttemptId, DialEvent};
+        use std::time::Duration;
+        let t0 = Instant::now();
+        let mut calls = LiveCalls::default();
+        calls.dialled(t0, AttemptId(1), "+442071234567");
+        calls.dialled(t0 + Duration::from_secs(30), AttemptId(2), "+33612345678");
+        calls.on_event(
+            t0 + Duration::from_secs(5),
+            &DialEvent::Answered {
+                attempt: AttemptId(1),
+                trunk: "carrier".into(),
+                body: Vec::new(),
+            },
+        );
+        let now = UnixMillis(1_795_245_727_000);
+        let lines = describe_call_list(&calls.list(), t0 + Duration::from_secs(65), now);
+        assert_eq!(
+            lines,
+            vec![
+                CallLine {
+                    number: callgate_common::phone::PhoneNumber::parse("+442071234567", None)
+                        .unwrap()
+                        .masked(),
+                    trunk: "carrier".into(),
+                    direction: "outbound".into(),
+                    state: "up".into(),
+                    since: "2026-11-21 07:21:02 UTC (1m 5s ago, up 1m 0s)".into(),
+                },
+                CallLine {
+                    number: callgate_common::phone::PhoneNumber::parse("+33612345678", None)
+                        .unwrap()
+                        .masked(),
+                    trunk: "choosing".into(),
+                    direction: "outbound".into(),
+                    state: "trying".into(),
+                    since: "2026-11-21 07:21:32 UTC (35s ago)".into(),
+                },
+            ]
+        );
+        assert!(lines.iter().all(|l| !l.number.contains("2071234567")));
     }
 
     #[test]

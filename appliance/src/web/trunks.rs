@@ -3,19 +3,21 @@
 //! the whole `[sip]` section as it would become is validated the way the daemon validates
 //! its config. Only then is it written — as a config overlay, `<data_dir>/sip-overlay.toml`
 //! ([`OVERLAY_FILE`]), which replaces the config file's `[[sip.trunks]]` and
-//! `[[sip.phones]]` lists at every start ([`apply_overlay`]) — and the trunks are handed to
-//! the running trunk router ([`crate::sip::udp::TrunkControl::replace_trunks`]), which keeps
-//! calls in progress. Every change is logged with the user and what changed (passwords never).
-//!
-//! Phones are written to the overlay and take effect at the daemon's next start (the
-//! registrar in the agents' SIP side has no reload path yet); the page says so.
+//! `[[sip.phones]]` lists at every start ([`apply_overlay`]) — and handed to the running
+//! engine ([`SipControls`]): the trunks to the trunk router
+//! ([`crate::sip::udp::TrunkControl::replace_trunks`], which keeps calls in progress), their
+//! limits to the dialer's pacer, their addresses to the agents' SIP side as its inbound
+//! allowed sources, and the phones to its registrar
+//! ([`crate::sip::udp::AgentSipControl::replace_accounts`]: a new phone can register at
+//! once, a removed one is refused). Every change is logged with the user and what changed
+//! (passwords never).
 //!
 //! Must not: write the config file itself, touch calls in progress, or log secrets.
 
 use super::pages::{render, require_form_session, require_session, Guarded, PageFrame};
 use super::WebState;
 use crate::sip::config::{PhoneConfig, SipConfig, SipConfigError, SipSettings, TrunkConfig};
-use crate::sip::udp::TrunkControl;
+use crate::sip::udp::{AgentSipControl, TrunkControl};
 use askama::Template;
 use axum::extract::{Form, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -176,13 +178,25 @@ fn overlaid(
     Ok(Some((raw, settings)))
 }
 
+/// The running engine's parts an edit is handed to; each is `None` when that part does not
+/// run on this box.
+#[derive(Debug, Clone, Default)]
+pub struct SipControls {
+    /// The trunk router: calls out go by the new trunks.
+    pub trunks: Option<TrunkControl>,
+    /// The agents' SIP side: its registrar (phones) and inbound gate (trunk addresses).
+    pub agents: Option<AgentSipControl>,
+    /// The dialer: its pacer plans with the trunks' new limits.
+    pub dialer: Option<crate::dialer::driver::DialerControl>,
+}
+
 /// The editor's state: the `[sip]` section in force, its engine settings, and the running
-/// router to hand trunk changes to.
+/// engine to hand changes to.
 pub struct SipEditor {
     data_dir: PathBuf,
     current: tokio::sync::Mutex<SipConfig>,
     settings: std::sync::RwLock<SipSettings>,
-    control: Option<TrunkControl>,
+    control: SipControls,
 }
 
 impl SipEditor {
@@ -190,7 +204,7 @@ impl SipEditor {
     pub fn new(
         data_dir: &Path,
         sip: SipConfig,
-        control: Option<TrunkControl>,
+        control: SipControls,
     ) -> Result<SipEditor, SipConfigError> {
         let settings = sip.validate()?;
         Ok(SipEditor {
@@ -583,6 +597,7 @@ struct TrunksPage {
     csrf: String,
     sip_on: bool,
     engine_live: bool,
+    phones_live: bool,
     trunks: Vec<Row>,
     phones: Vec<Row>,
 }
@@ -685,6 +700,7 @@ async fn page_for(
             csrf: csrf.to_string(),
             sip_on: false,
             engine_live: false,
+            phones_live: false,
             trunks: Vec::new(),
             phones: Vec::new(),
         };
@@ -733,7 +749,8 @@ async fn page_for(
         page: frame,
         csrf: csrf.to_string(),
         sip_on: true,
-        engine_live: editor.control.is_some(),
+        engine_live: editor.control.trunks.is_some(),
+        phones_live: editor.control.agents.is_some(),
         trunks,
         phones,
     }
@@ -749,14 +766,15 @@ pub(super) async fn trunks_page(State(state): State<WebState>, headers: HeaderMa
 
 /// What became of an accepted change.
 enum Applied {
-    /// The running router uses the new trunks.
+    /// The running engine uses it now.
     Live,
-    /// Written; the engine is not running, so it takes effect at the next start.
+    /// Written; the part of the engine it concerns is not running (or stopped), so it takes
+    /// effect at the next start.
     AtNextStart(String),
 }
 
-/// Validates `candidate` whole, writes the overlay, hands the trunks to the engine and
-/// makes it the section in force. `Err` carries the page's error; nothing changed then.
+/// Validates `candidate` whole, writes the overlay, hands what changed to the running engine
+/// and makes it the section in force. `Err` carries the page's error; nothing changed then.
 async fn commit(
     editor: &SipEditor,
     current: &mut SipConfig,
@@ -771,16 +789,63 @@ async fn commit(
     }
     .write(&editor.data_dir)
     .map_err(|e| format!("Nothing was changed: {e}."))?;
-    let applied = match &editor.control {
-        Some(control) => match control.replace_from_settings(&settings).await {
-            Ok(()) => Applied::Live,
-            Err(e) => Applied::AtNextStart(e.to_string()),
-        },
-        None => Applied::AtNextStart("the SIP engine is not running".into()),
-    };
+    let before = editor.settings();
+    let applied = hand_to_engine(&editor.control, &before, &settings).await;
     *current = candidate;
     *editor.settings.write().unwrap_or_else(|p| p.into_inner()) = settings;
     Ok(applied)
+}
+
+/// Hands the changed parts of `after` to the running engine: trunks to the router and the
+/// pacer, trunk addresses to the agents' inbound gate, phones to their registrar.
+async fn hand_to_engine(
+    control: &SipControls,
+    before: &SipSettings,
+    after: &SipSettings,
+) -> Applied {
+    let mut missed: Vec<String> = Vec::new();
+    if before.trunks != after.trunks || before.links != after.links {
+        match &control.trunks {
+            Some(router) => {
+                if let Err(e) = router.replace_from_settings(after).await {
+                    missed.push(format!("the trunk router: {e}"));
+                }
+            }
+            None => missed.push("the SIP engine is not running".into()),
+        }
+        if let Some(dialer) = &control.dialer {
+            let limits = crate::dialer::driver::trunk_limits(&after.trunks);
+            if let Err(e) = dialer.set_trunks(limits) {
+                missed.push(format!("the dialer's pacer: {e}"));
+            }
+        }
+    }
+    if before.inbound != after.inbound {
+        if let Some(agents) = &control.agents {
+            if let Err(e) = agents.set_inbound_policy(after.inbound.clone()) {
+                missed.push(format!("the agents' inbound gate: {e}"));
+            }
+        }
+    }
+    if before.phones != after.phones {
+        match &control.agents {
+            Some(agents) => match agents.replace_accounts(after.phones.clone()).await {
+                Ok(dropped) if !dropped.is_empty() => {
+                    tracing::info!(phones = ?dropped, "removed phones' registrations dropped");
+                }
+                Ok(_) => {}
+                Err(e) => missed.push(format!("the agents' registrar: {e}")),
+            },
+            None => {
+                missed.push("the agents' SIP side is not running (no agents.sip_listen)".into())
+            }
+        }
+    }
+    if missed.is_empty() {
+        Applied::Live
+    } else {
+        Applied::AtNextStart(missed.join("; "))
+    }
 }
 
 fn applied_notice(what: &str, applied: &Applied) -> String {
@@ -938,14 +1003,8 @@ async fn remove(state: WebState, headers: HeaderMap, f: RemoveForm, list: &str) 
     match result {
         Ok(applied) => {
             tracing::warn!(user = %session.username, list, name = %f.name, "audit: removed from the web UI");
-            let notice = if list == "trunks" {
-                applied_notice(&format!("Trunk {} removed.", f.name), &applied)
-            } else {
-                format!(
-                    "Phone {} removed; phones take effect at the daemon's next start.",
-                    f.name
-                )
-            };
+            let what = if list == "trunks" { "Trunk" } else { "Phone" };
+            let notice = applied_notice(&format!("{what} {} removed.", f.name), &applied);
             let page = page_for(&state, &csrf, frame().notice(notice), None, None).await;
             Ok(render(StatusCode::OK, &page))
         }
@@ -956,7 +1015,7 @@ async fn remove(state: WebState, headers: HeaderMap, f: RemoveForm, list: &str) 
     }
 }
 
-/// `POST /phones/save`: adds or changes one desk phone (in force at the next start).
+/// `POST /phones/save`: adds or changes one desk phone.
 pub(super) async fn phone_save(
     State(state): State<WebState>,
     headers: HeaderMap,
@@ -993,12 +1052,9 @@ pub(super) async fn phone_save(
     let result = commit(&editor, &mut current, candidate).await;
     drop(current);
     match result {
-        Ok(_) => {
-            tracing::warn!(user = %session.username, phone = %f.username.trim(), previously = %f.original, "audit: phone saved from the web UI");
-            let notice = format!(
-                "Phone {} saved; phones take effect at the daemon's next start.",
-                f.username.trim()
-            );
+        Ok(applied) => {
+            tracing::warn!(user = %session.username, phone = %f.username.trim(), previously = %f.original, live = matches!(applied, Applied::Live), "audit: phone saved from the web UI");
+            let notice = applied_notice(&format!("Phone {} saved.", f.username.trim()), &applied);
             let page = page_for(&state, &csrf, frame().notice(notice), None, None).await;
             Ok(render(StatusCode::OK, &page))
         }

@@ -454,6 +454,41 @@ fn predictive_overdials_for_ready_agents_within_the_grant() {
 }
 
 #[test]
+fn predictive_follows_a_trunk_edit_of_its_channel_limit() {
+    let mut ex = executor();
+    ex.handle_campaign(T0, brief(DialMode::Predictive));
+    ex.handle_lease(T0, &lease(1, 0..100, later(3_600_000)));
+    ex.handle_grant(T0, grant(50, 1_000, later(3_600_000)));
+    let limits = |max_concurrent| TrunkLimits {
+        max_concurrent,
+        max_per_minute: 1_000,
+    };
+    let a = TrunkId::new("carrier-a").unwrap();
+    let b = TrunkId::new("carrier-b").unwrap();
+    ex.handle_trunks(T0, vec![(a.clone(), limits(2))]);
+    for agent in 1..=5 {
+        ex.handle_agent(T0, AgentId(agent), AgentState::Ready);
+    }
+    assert_eq!(
+        dials(&drain(&mut ex)).len(),
+        2,
+        "carrier-a now has 2 channels"
+    );
+    ex.handle_trunks(later(100), vec![(a.clone(), limits(4))]);
+    let more = dials(&drain(&mut ex));
+    assert_eq!(more.len(), 2, "2 more channels, 2 more attempts");
+    // carrier-a removed while one of its channels is free again (its other 3 attempts stay
+    // up), carrier-b with 1 channel added: nothing more may go to carrier-a.
+    ex.handle_trunks(later(200), vec![(b, limits(1))]);
+    end(&mut ex, later(300), &more[0], CallOutcome::NoAnswer);
+    assert_eq!(
+        dials(&drain(&mut ex)).len(),
+        1,
+        "only carrier-b's channel is free"
+    );
+}
+
+#[test]
 fn a_spent_abandon_budget_turns_predictive_into_progressive() {
     let mut ex = executor();
     ex.handle_campaign(T0, brief(DialMode::Predictive));
