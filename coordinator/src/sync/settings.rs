@@ -10,7 +10,9 @@ pub struct SyncConfig {
     /// `host:port` of the broker's mutual-TLS listener; the link is off when absent. The
     /// host must be a name or IP the broker's certificate carries.
     pub broker: Option<String>,
-    /// Subscribe with `$share/callgate/...` so coordinator replicas split the uplink.
+    /// Subscribe to the uplink with `$share/callgate/...` (a lone coordinator behind a
+    /// broker shared with other consumers). Replicas split the uplink by appliance
+    /// ownership instead (`replica`); the two exclude each other.
     pub shared_subscription: bool,
     /// Clock skew (seconds) beyond which an appliance's clock raises the alarm.
     pub clock_skew_alarm_secs: u64,
