@@ -113,6 +113,10 @@ enum Command {
         /// Records per second per appliance; 0 for as fast as the disk commits.
         #[arg(long, default_value_t = 0)]
         rate: u32,
+        /// Fill every outbox first, print `prefilled`, wait for a line on stdin, then time
+        /// only the link draining them.
+        #[arg(long)]
+        prefill: bool,
     },
     /// Benchmark of the agent desk: time to route an answered call and to run a whole call
     /// through an agent's states, for each number of agents; prints a table.
@@ -372,10 +376,15 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::AgentsBench { .. } => Ok(()),
-        Command::SyncBench { dir, records, rate } => {
+        Command::SyncBench {
+            dir,
+            records,
+            rate,
+            prefill,
+        } => {
             observe::init_logging(&config.raw.log)?;
             let (n, generated, secs) =
-                callgate_appliance::sync::load::run_many(&dir, records, rate).await?;
+                callgate_appliance::sync::load::run_many(&dir, records, rate, prefill).await?;
             println!(
                 "appliances={n} records={generated} seconds={secs:.2} records_per_second={:.0}",
                 generated as f64 / secs

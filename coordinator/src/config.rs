@@ -194,6 +194,7 @@ impl CoordinatorConfig {
         self.sync.broker_addr()?;
         self.sync.enroll_addr()?;
         self.sync.embedded_addr()?;
+        self.sync.check_replication()?;
         self.console.settings(&self.store.data_dir)?;
         if self.store.data_dir.as_os_str().is_empty() {
             return Err(ConfigError::invalid("store.data_dir", "must not be empty"));

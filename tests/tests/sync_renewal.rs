@@ -11,12 +11,14 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use sync_common::{BrokerKind, Load, World};
 
-/// Telemetry is off: the test counts every sequenced message the box sends.
+/// Telemetry is off: the test counts every sequenced message the box sends. The local web
+/// UI is off: its default address is fixed, and both brokers' cases run at once.
 fn write_config(w: &World, renew_before_days: u32, ops: std::net::SocketAddr) {
     std::fs::write(
         w.appliance_config("branch-1"),
         format!(
             "[appliance]\nid = \"branch-1\"\ndata_dir = \"{}\"\n[ops]\nlisten = \"{ops}\"\n\
+             [web]\nenabled = false\n\
              [sync]\nbroker = \"{}\"\nrenew_before_days = {renew_before_days}\n\
              telemetry_secs = 0\n",
             w.path("branch-1").display(),

@@ -115,6 +115,23 @@ pub async fn run_load(
     total: u64,
     per_second: u32,
 ) -> Result<LoadReport, SyncError> {
+    run_load_gated(config, total, per_second, None).await
+}
+
+/// For a prefilled benchmark: a box says when its outbox is full, then waits for the go.
+struct Gate {
+    prefilled: tokio::sync::mpsc::Sender<()>,
+    go: tokio::sync::watch::Receiver<bool>,
+}
+
+/// [`run_load`]; with a `gate`, every record is generated before the link starts, which
+/// waits for the gate's go.
+async fn run_load_gated(
+    config: &crate::config::ValidConfig,
+    total: u64,
+    per_second: u32,
+    gate: Option<Gate>,
+) -> Result<LoadReport, SyncError> {
     use super::identity::IdentityDir;
     use super::link::LinkSettings;
     let (appliance, host, port) = super::service::link_target(config)?;
@@ -126,6 +143,12 @@ pub async fn run_load(
     let outbox = Arc::new(UplinkOutbox::open(pool.clone(), outbox_config.clone()).await?);
     let shared: SharedOutbox = Arc::new(tokio::sync::RwLock::new(outbox));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut generated = 0;
+    if let Some(mut gate) = gate {
+        generated = generate(&pool, &shared, &appliance, total, per_second).await?;
+        let _ = gate.prefilled.send(()).await;
+        let _ = gate.go.wait_for(|go| *go).await;
+    }
     let identity = IdentityDir::in_data_dir(&config.raw.appliance.data_dir);
     let mut settings = LinkSettings::new(appliance.clone(), host, port);
     settings.renew_before = Duration::from_secs(config.raw.sync.renew_before_days * 86_400);
@@ -137,7 +160,7 @@ pub async fn run_load(
         outbox_config,
         stop_rx,
     ));
-    let generated = generate(&pool, &shared, &appliance, total, per_second).await?;
+    generated += generate(&pool, &shared, &appliance, total, per_second).await?;
     let acked = loop {
         let current = shared.read().await.clone();
         let (depth, acked) = current.depth().await;
@@ -161,10 +184,17 @@ pub async fn run_load(
 /// `callgate-appliance sync-bench`: runs [`run_load`] for every appliance config in `dir`
 /// (`*.toml`) at once, in this one process — each box with its own certificate, store and
 /// outbox. Returns (appliances, records generated, seconds until everything was acked).
+///
+/// With `prefill`, every box first fills its outbox with the link stopped (each record a
+/// durable commit on this machine's one disk — a cost real boxes pay on their own disks);
+/// then `prefilled` is printed and the run waits for `go` (a line on stdin, so several
+/// processes can start together) and the seconds count only the link draining the outboxes
+/// into the coordinator.
 pub async fn run_many(
     dir: &std::path::Path,
     total: u64,
     per_second: u32,
+    prefill: bool,
 ) -> Result<(usize, u64, f64), SyncError> {
     let mut configs = Vec::new();
     let entries = std::fs::read_dir(dir).map_err(|e| SyncError::Identity {
@@ -183,10 +213,36 @@ pub async fn run_many(
             configs.push(config);
         }
     }
-    let start = std::time::Instant::now();
+    let mut start = std::time::Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
+    let (prefilled_tx, mut prefilled) = tokio::sync::mpsc::channel(configs.len().max(1));
+    let (go_tx, go) = tokio::sync::watch::channel(false);
     for config in configs.clone() {
-        tasks.spawn(async move { run_load(&config, total, per_second).await });
+        let gate = prefill.then(|| Gate {
+            prefilled: prefilled_tx.clone(),
+            go: go.clone(),
+        });
+        tasks.spawn(async move { run_load_gated(&config, total, per_second, gate).await });
+    }
+    drop(prefilled_tx);
+    if prefill {
+        let mut ready = 0;
+        while ready < configs.len() && prefilled.recv().await.is_some() {
+            ready += 1;
+        }
+        if ready == configs.len() {
+            println!("prefilled appliances={ready}");
+            let _ = tokio::task::spawn_blocking(|| {
+                use std::io::Write;
+                let _ = std::io::stdout().flush();
+                let mut line = String::new();
+                std::io::stdin().read_line(&mut line)
+            })
+            .await;
+        }
+        // Fewer: a box failed; joining below reports its error.
+        start = std::time::Instant::now();
+        let _ = go_tx.send(true);
     }
     let mut generated = 0;
     while let Some(done) = tasks.join_next().await {

@@ -4,7 +4,15 @@
 //! resend after reconnect or silence); this file persists them and hands the link what to
 //! publish. A message is committed before [`DownlinkOutboxes::send`] returns; a sequence
 //! number is committed before the message is first published.
+//!
+//! With coordinator replicas, only the replica owning an appliance ([`BucketOwnership`])
+//! keeps its core, sequences and sends: another replica's [`DownlinkOutboxes::send`] (the
+//! scheduler's leader feeding a box it does not own) loads the core from the table, stores
+//! the row and forgets the core again, and the owner picks such rows up in
+//! [`DownlinkOutboxes::refresh`]. Two live cores over one appliance's rows would each
+//! sequence and delete them under the other.
 
+use super::ownership::BucketOwnership;
 use super::SyncError;
 use callgate_common::ids::ApplianceId;
 use callgate_common::outbox::{
@@ -14,6 +22,7 @@ use callgate_common::time::UnixMillis;
 use callgate_common::wire::Downlink;
 use sqlx::AnyPool;
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{Mutex, Notify};
 
@@ -24,12 +33,20 @@ pub struct DownlinkOutboxes {
     config: OutboxConfig,
     cores: Mutex<HashMap<ApplianceId, Outbox>>,
     wake: Notify,
+    ownership: Arc<BucketOwnership>,
 }
 
 impl DownlinkOutboxes {
-    /// Downlink outboxes over `pool`; each appliance's is loaded on first use.
+    /// Downlink outboxes over `pool` for a lone coordinator (owning every appliance); each
+    /// appliance's is loaded on first use.
     pub fn new(pool: AnyPool) -> DownlinkOutboxes {
+        DownlinkOutboxes::owned_by(pool, Arc::new(BucketOwnership::everything()))
+    }
+
+    /// Downlink outboxes of a replica: it sends only to the appliances it owns.
+    pub fn owned_by(pool: AnyPool, ownership: Arc<BucketOwnership>) -> DownlinkOutboxes {
         DownlinkOutboxes {
+            ownership,
             pool,
             config: OutboxConfig {
                 resend_after: Duration::from_secs(5),
@@ -48,8 +65,8 @@ impl DownlinkOutboxes {
                 .fetch_optional(&self.pool)
                 .await?;
         let acked = acked.map_or(0, |(a,)| a as u64);
-        let rows: Vec<(i64, Option<i64>, Vec<u8>)> = sqlx::query_as(
-            "SELECT id, seq, body FROM sync_downlink WHERE appliance = $1 ORDER BY id",
+        let rows: Vec<(i64, Option<i64>, i64)> = sqlx::query_as(
+            "SELECT id, seq, LENGTH(body) FROM sync_downlink WHERE appliance = $1 ORDER BY id",
         )
         .bind(app.as_str())
         .fetch_all(&self.pool)
@@ -58,7 +75,7 @@ impl DownlinkOutboxes {
             id: EntryId(id as u64),
             class: Class::Record,
             coalesce_key: None,
-            size: body.len() as u64,
+            size: body.max(0) as u64,
             seq: seq.map(|s| s as u64),
         });
         let (core, delete) = Outbox::restore(self.config.clone(), acked, entries)?;
@@ -100,6 +117,10 @@ impl DownlinkOutboxes {
             core.cancel(decided.id);
             return Err(e.into());
         }
+        if !self.ownership.owns(app.as_str()) {
+            // The owner sends it (see `refresh`); a core kept here would go stale.
+            cores.remove(app);
+        }
         drop(cores);
         self.wake.notify_one();
         Ok(())
@@ -127,6 +148,9 @@ impl DownlinkOutboxes {
 
     /// `app` is (back) online: everything unacknowledged goes again.
     pub async fn connected(&self, app: &ApplianceId, now: Instant) -> Result<(), SyncError> {
+        if !self.ownership.owns(app.as_str()) {
+            return Ok(());
+        }
         let mut cores = self.cores.lock().await;
         if !cores.contains_key(app) {
             let core = self.load(app).await?;
@@ -206,35 +230,90 @@ impl DownlinkOutboxes {
             .min()
     }
 
-    /// Everything due for publishing now, with sequence numbers persisted first.
+    /// Forgets the cores of appliances this replica no longer owns, and reloads those of
+    /// owned ones whose table holds rows the core does not know (stored by another
+    /// replica), resending what is unacknowledged if the box is online (the box drops what
+    /// it already applied). Call it every second or so.
+    pub async fn refresh(&self, now: Instant) -> Result<(), SyncError> {
+        let mut cores = self.cores.lock().await;
+        cores.retain(|app, _| self.ownership.owns(app.as_str()));
+        if cores.is_empty() {
+            return Ok(());
+        }
+        // This replica's own sends and acks change rows and core together under the lock
+        // held here, so more rows than the core holds means rows stored by another.
+        let counts: Vec<(String, i64)> =
+            sqlx::query_as("SELECT appliance, COUNT(*) FROM sync_downlink GROUP BY appliance")
+                .fetch_all(&self.pool)
+                .await?;
+        let mut reloaded = false;
+        for (app, rows) in counts {
+            let Ok(app) = ApplianceId::new(&app) else {
+                continue;
+            };
+            let Some(core) = cores.get(&app) else {
+                continue;
+            };
+            if rows.max(0) as usize <= core.depth() {
+                continue;
+            }
+            let online = core.is_connected();
+            let mut fresh = self.load(&app).await?;
+            if online {
+                fresh.handle_connected(now);
+            }
+            cores.insert(app, fresh);
+            reloaded = true;
+        }
+        drop(cores);
+        if reloaded {
+            self.wake.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Everything due for publishing now, with sequence numbers persisted first. An
+    /// appliance whose rows cannot be read is logged and its core dropped (it is reloaded
+    /// from the table when the box is next seen); the others go on.
     pub async fn due(&self) -> Result<Vec<(ApplianceId, Transmit, Downlink)>, SyncError> {
         let mut cores = self.cores.lock().await;
         let mut out = Vec::new();
+        let mut broken = Vec::new();
         for (app, core) in cores.iter_mut() {
             while let Some(t) = core.poll_transmit() {
-                if t.newly_sequenced {
-                    sqlx::query(
-                        "UPDATE sync_downlink SET seq = $1 WHERE appliance = $2 AND id = $3",
-                    )
-                    .bind(t.seq as i64)
-                    .bind(app.as_str())
-                    .bind(t.id.0 as i64)
-                    .execute(&self.pool)
-                    .await?;
+                match self.transmit(app, &t).await {
+                    Ok(body) => out.push((app.clone(), t, body)),
+                    Err(e) => {
+                        tracing::warn!(appliance = %app, seq = t.seq, error = %e, "downlink row unreadable; reloading the outbox");
+                        broken.push(app.clone());
+                        break;
+                    }
                 }
-                let (bytes,): (Vec<u8>,) = sqlx::query_as(
-                    "SELECT body FROM sync_downlink WHERE appliance = $1 AND id = $2",
-                )
+            }
+        }
+        for app in broken {
+            cores.remove(&app);
+        }
+        Ok(out)
+    }
+
+    async fn transmit(&self, app: &ApplianceId, t: &Transmit) -> Result<Downlink, SyncError> {
+        if t.newly_sequenced {
+            sqlx::query("UPDATE sync_downlink SET seq = $1 WHERE appliance = $2 AND id = $3")
+                .bind(t.seq as i64)
+                .bind(app.as_str())
+                .bind(t.id.0 as i64)
+                .execute(&self.pool)
+                .await?;
+        }
+        let (bytes,): (Vec<u8>,) =
+            sqlx::query_as("SELECT body FROM sync_downlink WHERE appliance = $1 AND id = $2")
                 .bind(app.as_str())
                 .bind(t.id.0 as i64)
                 .fetch_one(&self.pool)
                 .await?;
-                let body: Downlink = postcard::from_bytes(&bytes)
-                    .map_err(|e| SyncError::Encoding(format!("stored downlink {}: {e}", t.id.0)))?;
-                out.push((app.clone(), t, body));
-            }
-        }
-        Ok(out)
+        postcard::from_bytes(&bytes)
+            .map_err(|e| SyncError::Encoding(format!("stored downlink {}: {e}", t.id.0)))
     }
 }
 
@@ -302,5 +381,64 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(left, 0);
+    }
+
+    fn cert(n: u32) -> Downlink {
+        Downlink::Certificate {
+            pem: format!("c{n}"),
+        }
+    }
+
+    async fn sent(out: &DownlinkOutboxes) -> Vec<(u64, Downlink)> {
+        out.due()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(_, t, b)| (t.seq, b))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn downlink_stored_by_a_replica_not_owning_the_box_goes_out_from_its_owner_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), None).await.unwrap();
+        let ttl = Duration::from_secs(10);
+        let (own_a, own_b) = (
+            Arc::new(BucketOwnership::replica("a", ttl)),
+            Arc::new(BucketOwnership::replica("b", ttl)),
+        );
+        for (i, o) in [&own_a, &own_b, &own_a, &own_b].into_iter().enumerate() {
+            o.round(&store, UnixMillis(1_000 + i as i64)).await.unwrap();
+        }
+        let app = (0..)
+            .map(|i| ApplianceId::new(format!("branch-{i}")).unwrap())
+            .find(|x| own_a.owns(x.as_str()))
+            .unwrap();
+        assert!(!own_b.owns(app.as_str()));
+        let a = DownlinkOutboxes::owned_by(store.pool().clone(), own_a);
+        let b = DownlinkOutboxes::owned_by(store.pool().clone(), own_b);
+        let now = Instant::now();
+
+        b.send(&app, &cert(0)).await.unwrap();
+        b.connected(&app, now).await.unwrap();
+        assert!(
+            sent(&b).await.is_empty(),
+            "b never sends to a box it does not own"
+        );
+        a.connected(&app, now).await.unwrap();
+        assert_eq!(sent(&a).await, vec![(1, cert(0))]);
+        a.acked(&app, now, 1).await.unwrap();
+
+        // Stored by b while a's core is live: a picks it up at its next refresh.
+        b.send(&app, &cert(1)).await.unwrap();
+        assert!(sent(&a).await.is_empty());
+        a.refresh(now).await.unwrap();
+        assert_eq!(sent(&a).await, vec![(2, cert(1))]);
+        a.acked(&app, now, 2).await.unwrap();
+        // Every row acked and deleted: sequence numbers still go on.
+        b.send(&app, &cert(2)).await.unwrap();
+        a.refresh(now).await.unwrap();
+        assert_eq!(sent(&a).await, vec![(3, cert(2))]);
+        assert!(sent(&b).await.is_empty());
     }
 }

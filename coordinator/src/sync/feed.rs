@@ -9,7 +9,10 @@
 //!   not hold); the routing policy in force; each appliance's agent roster (enabled agents
 //!   whose branch is the appliance's id, with their argon2 PHC and groups).
 //! - [`run`]: the task (in `all-in-one`, started by [`super::SyncTask`]) running the lease
-//!   scheduler and this feed every `sync.dialer.tick_ms`.
+//!   scheduler and this feed every `sync.dialer.tick_ms`; [`pass`]: one such pass. The feed
+//!   runs only in a pass the scheduler led (its leader lease), so of several replicas on
+//!   one database only one feeds the boxes (two would each allocate downlink messages for
+//!   the same box and send every change twice).
 //!
 //! Must not: publish (the link does), or write a number in clear outside a delta.
 
@@ -384,7 +387,45 @@ impl Feed {
     }
 }
 
-/// Runs the lease scheduler and the feed every `config.tick_ms` until `shutdown`.
+/// What one [`pass`] did.
+#[derive(Debug, Default)]
+pub struct Pass {
+    /// The scheduler's report; `None` when its pass failed.
+    pub scheduler: Option<crate::leasing::scheduler::TickReport>,
+    /// The feed's report; `None` when it did not run (another replica leads, or the
+    /// scheduler's pass failed so leadership is unknown) or failed.
+    pub feed: Option<FeedReport>,
+}
+
+/// One pass at `now`: the lease scheduler, then — only when this replica led it — the feed.
+pub async fn pass(scheduler: &Scheduler, feed: &Feed, now: UnixMillis) -> Pass {
+    let mut done = Pass::default();
+    match scheduler.tick(now).await {
+        Ok(r) => {
+            if r != Default::default() {
+                tracing::debug!(?r, "lease scheduler pass");
+            }
+            done.scheduler = Some(r);
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "lease scheduler pass failed; next pass retries");
+            metrics::counter!("callgate_dialer_feed_errors_total").increment(1);
+        }
+    }
+    if !done.scheduler.as_ref().is_some_and(|r| r.led) {
+        return done;
+    }
+    match feed.tick(now).await {
+        Ok(r) => done.feed = Some(r),
+        Err(e) => {
+            tracing::warn!(error = %e, "appliance feed pass failed; next pass retries");
+            metrics::counter!("callgate_dialer_feed_errors_total").increment(1);
+        }
+    }
+    done
+}
+
+/// Runs [`pass`] every `config.tick_ms` until `shutdown`.
 pub async fn run(
     scheduler: Scheduler,
     feed: Feed,
@@ -394,21 +435,7 @@ pub async fn run(
     tokio::pin!(shutdown);
     let every = std::time::Duration::from_millis(config.tick_ms.max(10));
     loop {
-        let now = UnixMillis::now();
-        match scheduler.tick(now).await {
-            Ok(r) if r != Default::default() => {
-                tracing::debug!(?r, "lease scheduler pass");
-            }
-            Ok(_) => {}
-            Err(e) => {
-                tracing::warn!(error = %e, "lease scheduler pass failed; next pass retries");
-                metrics::counter!("callgate_dialer_feed_errors_total").increment(1);
-            }
-        }
-        if let Err(e) = feed.tick(now).await {
-            tracing::warn!(error = %e, "appliance feed pass failed; next pass retries");
-            metrics::counter!("callgate_dialer_feed_errors_total").increment(1);
-        }
+        pass(&scheduler, &feed, UnixMillis::now()).await;
         tokio::select! {
             () = &mut shutdown => return,
             () = tokio::time::sleep(every) => {}

@@ -7,9 +7,14 @@
 //! vouches for) and counted in `callgate_sync_uplink_rejected_total{reason}`: undecodable
 //! payloads, an envelope naming another appliance than its topic, unknown and revoked
 //! appliances. The stream goes on after each.
+//!
+//! With replicas (`sync.replica`), each applies and acknowledges the sequenced uplink only
+//! of the appliances it owns ([`super::ownership`]); every replica still follows every
+//! appliance's presence, hellos and downlink acks, so its own downlink outboxes stay in step.
 
 use super::apply::{apply_many, high_water, ApplianceBatch, Applied};
 use super::downlink::DownlinkOutboxes;
+use super::ownership::BucketOwnership;
 use super::settings::SyncConfig;
 use super::SyncError;
 use crate::enroll::pki::{OrgCa, COORDINATOR_IDENTITY};
@@ -105,6 +110,7 @@ pub async fn run(
     store: Store,
     ca: Arc<OrgCa>,
     downlink: Arc<DownlinkOutboxes>,
+    ownership: Arc<BucketOwnership>,
     config: &SyncConfig,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), SyncError> {
@@ -163,6 +169,7 @@ pub async fn run(
         skew_limit: Duration::from_secs(config.clock_skew_alarm_secs),
         shared: config.shared_subscription,
         client: client.clone(),
+        ownership,
     });
     let shards: Vec<mpsc::Sender<(String, Vec<u8>)>> = (0..config.apply_shards(store.backend()))
         .map(|_| {
@@ -172,8 +179,16 @@ pub async fn run(
         })
         .collect();
     tokio::pin!(shutdown);
+    let mut refresh_at = Instant::now();
     let result = loop {
         let now = Instant::now();
+        if now >= refresh_at {
+            // Rows other replicas stored for our appliances; cores of ones we lost.
+            refresh_at = now + Duration::from_secs(1);
+            if let Err(e) = downlink.refresh(now).await {
+                tracing::warn!(error = %e, "refreshing the downlink outboxes failed");
+            }
+        }
         let downlink_timer = downlink.tick(now).await;
         match downlink.due().await {
             Ok(due) => {
@@ -195,7 +210,7 @@ pub async fn run(
                 break Err(e);
             }
         }
-        let deadline = downlink_timer.unwrap_or(now + Duration::from_secs(3600));
+        let deadline = downlink_timer.unwrap_or(refresh_at).min(refresh_at);
         tokio::select! {
             () = &mut shutdown => break Ok(()),
             () = downlink.stored() => {}
@@ -244,6 +259,7 @@ pub fn shard_hash(appliance: &str) -> u64 {
 /// queued (up to 512 messages), commits it in one transaction, then sends the acks.
 async fn shard(ctx: Arc<Context>, mut rx: mpsc::Receiver<(String, Vec<u8>)>) {
     let mut peers: HashMap<ApplianceId, Peer> = HashMap::new();
+    let mut epoch = ctx.ownership.epoch();
     loop {
         let now = Instant::now();
         for (app, peer) in peers.iter_mut() {
@@ -260,6 +276,11 @@ async fn shard(ctx: Arc<Context>, mut rx: mpsc::Receiver<(String, Vec<u8>)>) {
             () = tokio::time::sleep_until(deadline.into()) => {}
             msg = rx.recv() => {
                 let Some(first) = msg else { return };
+                if ctx.ownership.epoch() != epoch {
+                    // Buckets moved: another replica may have applied past the cached marks.
+                    epoch = ctx.ownership.epoch();
+                    peers.clear();
+                }
                 let mut batch = Vec::new();
                 let mut next = Some(first);
                 let mut taken = 0;
@@ -456,6 +477,8 @@ struct Context {
     /// On a `$share` subscription: other replicas apply this appliance's messages too.
     shared: bool,
     client: AsyncClient,
+    /// Which appliances' sequenced uplink this replica applies.
+    ownership: Arc<BucketOwnership>,
 }
 
 /// A message waiting for its batch's commit.
@@ -560,6 +583,11 @@ async fn on_message(
             return Ok(());
         }
         _ => {}
+    }
+    if !ctx.ownership.owns(app.as_str()) {
+        // Another replica applies and acknowledges it.
+        metrics::counter!("callgate_sync_uplink_not_owned_total").increment(1);
+        return Ok(());
     }
     if env.seq == 0 {
         reject(app.as_str(), "unsequenced", &"sequenced kind with seq 0");

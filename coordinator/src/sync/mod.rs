@@ -7,7 +7,9 @@
 //!
 //! Also owns the feed of the appliances' dialers ([`feed`]: do-not-call deltas, routing
 //! policy, agent rosters, and the task that runs it with `crate::leasing::scheduler`) and
-//! presence ([`presence`]: online/offline, firmware).
+//! presence ([`presence`]: online/offline, firmware), and which replica applies which
+//! appliances' uplink ([`ownership`]). The feed runs only on the replica that leads the
+//! lease scheduler.
 //!
 //! Talks to: the broker (embedded or external) as `coordinator.callgate`; the `enroll` room
 //! to refuse revoked appliances. Must not: trust a message's envelope over its topic (the
@@ -17,6 +19,7 @@ pub mod apply;
 pub mod downlink;
 pub mod feed;
 pub mod link;
+pub mod ownership;
 pub mod presence;
 pub mod settings;
 
@@ -68,8 +71,22 @@ impl SyncTask {
     ) -> Result<SyncTask, SyncError> {
         let (stop, _) = tokio::sync::watch::channel(false);
         let mut tasks = Vec::new();
-        let downlink = std::sync::Arc::new(downlink::DownlinkOutboxes::new(store.pool().clone()));
         let mut sync = config.sync.clone();
+        let ownership = std::sync::Arc::new(match &sync.replica {
+            Some(r) => ownership::BucketOwnership::replica(
+                r,
+                std::time::Duration::from_secs(sync.ownership_ttl_secs.max(1)),
+            ),
+            None => ownership::BucketOwnership::everything(),
+        });
+        let downlink = std::sync::Arc::new(downlink::DownlinkOutboxes::owned_by(
+            store.pool().clone(),
+            ownership.clone(),
+        ));
+        if sync.dialer.replica_id.is_none() {
+            // Replicas on one host must not share the scheduler's leader identity.
+            sync.dialer.replica_id = sync.replica.clone();
+        }
         let enroll_addr = sync
             .enroll_addr()
             .map_err(|e| SyncError::Tls(e.to_string()))?;
@@ -142,11 +159,14 @@ impl SyncTask {
                 sync.dialer.clone(),
                 stopped(stop.subscribe()),
             )));
+            let (o, s, rx) = (ownership.clone(), store.clone(), stop.subscribe());
+            tasks.push(tokio::spawn(async move { o.run(s, stopped(rx)).await }));
             let store = store.clone();
             let rx = stop.subscribe();
             let downlink = downlink.clone();
             tasks.push(tokio::spawn(async move {
-                if let Err(e) = link::run(store, ca, downlink, &sync, stopped(rx)).await {
+                if let Err(e) = link::run(store, ca, downlink, ownership, &sync, stopped(rx)).await
+                {
                     tracing::error!(error = %e, "sync link stopped");
                 }
             }));

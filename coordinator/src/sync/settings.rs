@@ -10,7 +10,9 @@ pub struct SyncConfig {
     /// `host:port` of the broker's mutual-TLS listener; the link is off when absent. The
     /// host must be a name or IP the broker's certificate carries.
     pub broker: Option<String>,
-    /// Subscribe with `$share/callgate/...` so coordinator replicas split the uplink.
+    /// Subscribe to the uplink with `$share/callgate/...` (a lone coordinator behind a
+    /// broker shared with other consumers). Replicas split the uplink by appliance
+    /// ownership instead (`replica`); the two exclude each other.
     pub shared_subscription: bool,
     /// Clock skew (seconds) beyond which an appliance's clock raises the alarm.
     pub clock_skew_alarm_secs: u64,
@@ -24,10 +26,15 @@ pub struct SyncConfig {
     /// `ip:port` for the embedded MQTT broker (mutual TLS, per-appliance isolation); off
     /// when absent. With no `broker` set, the link connects to it.
     pub embedded_broker: Option<String>,
-    /// This replica's name when several coordinators share the uplink (`$share`): its MQTT
-    /// client id is `coordinator.callgate-{replica}`, so replicas do not take over each
-    /// other's session. Absent: `coordinator.callgate`.
+    /// This replica's name when several coordinators share one database: its MQTT client id
+    /// is `coordinator.callgate-{replica}`, and it applies the uplink of the appliances in
+    /// the hash buckets it holds (`sync::ownership`). Unique per replica. Absent: a lone
+    /// coordinator (`coordinator.callgate`) applying everything. Excludes
+    /// `shared_subscription`.
     pub replica: Option<String>,
+    /// How long a replica's hold on its appliance buckets lasts unless renewed (renewed
+    /// every third of it); a replica silent this long loses them to the live ones.
+    pub ownership_ttl_secs: u64,
     /// How many tasks apply uplink concurrently (appliances are split between them by id;
     /// each appliance's messages stay in order on one). 0: automatic — 1 on SQLite (one
     /// writer; a task commits many appliances per transaction), 4 on PostgreSQL.
@@ -47,6 +54,7 @@ impl Default for SyncConfig {
             public_broker: None,
             embedded_broker: None,
             replica: None,
+            ownership_ttl_secs: 10,
             apply_shards: 0,
             dialer: Default::default(),
         }
@@ -61,6 +69,30 @@ impl SyncConfig {
             (0, _) => 4,
             (n, _) => n,
         }
+    }
+
+    /// Refuses settings that cannot work together.
+    pub fn check_replication(&self) -> Result<(), ConfigError> {
+        if self.replica.is_some() && self.shared_subscription {
+            return Err(ConfigError::invalid(
+                "sync.shared_subscription",
+                "cannot be used with sync.replica: replicas split the uplink by appliance \
+                 (each applies the appliances it owns), a $share subscription would hand a \
+                 replica messages of appliances it does not own",
+            ));
+        }
+        if self.replica.as_deref().is_some_and(|r| {
+            r.is_empty()
+                || !r
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        }) {
+            return Err(ConfigError::invalid(
+                "sync.replica",
+                "must be a non-empty name of letters, digits, '-' and '_'",
+            ));
+        }
+        Ok(())
     }
 
     /// `embedded_broker`, parsed.
@@ -117,5 +149,27 @@ mod tests {
             ..SyncConfig::default()
         };
         assert_eq!(c.broker_addr().unwrap(), Some(("127.0.0.1".into(), 8883)));
+    }
+
+    #[test]
+    fn a_replica_on_a_shared_subscription_or_with_an_odd_name_is_refused_by_key() {
+        let both = SyncConfig {
+            replica: Some("a".into()),
+            shared_subscription: true,
+            ..SyncConfig::default()
+        };
+        let e = both.check_replication().unwrap_err().to_string();
+        assert!(e.contains("sync.shared_subscription"), "{e}");
+        let odd = SyncConfig {
+            replica: Some("a/b".into()),
+            ..SyncConfig::default()
+        };
+        let e = odd.check_replication().unwrap_err().to_string();
+        assert!(e.contains("sync.replica"), "{e}");
+        let fine = SyncConfig {
+            replica: Some("replica-2".into()),
+            ..SyncConfig::default()
+        };
+        fine.check_replication().unwrap();
     }
 }
