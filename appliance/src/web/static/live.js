@@ -1,10 +1,38 @@
 // Live status: the server pushes a JSON object every few seconds over SSE; each key
-// updates the element marked data-live="key".
+// updates the element marked data-live="key"; a list replaces the rows of the table body
+// marked data-live-rows="key" (cells in the order of its data-columns).
 (function () {
+  function rows(body, list) {
+    const columns = (body.dataset.columns || '').split(' ');
+    body.replaceChildren();
+    if (list.length === 0) {
+      const tr = document.createElement('tr');
+      const td = document.createElement('td');
+      td.colSpan = columns.length;
+      td.textContent = body.dataset.empty || '';
+      tr.appendChild(td);
+      body.appendChild(tr);
+      return;
+    }
+    for (const item of list) {
+      const tr = document.createElement('tr');
+      for (const c of columns) {
+        const td = document.createElement('td');
+        td.textContent = item[c] === undefined ? '' : item[c];
+        tr.appendChild(td);
+      }
+      body.appendChild(tr);
+    }
+  }
   const source = new EventSource('/events');
   source.addEventListener('status', function (e) {
     const status = JSON.parse(e.data);
     for (const [key, value] of Object.entries(status)) {
+      if (Array.isArray(value)) {
+        const body = document.querySelector('[data-live-rows="' + key + '"]');
+        if (body) rows(body, value);
+        continue;
+      }
       const el = document.querySelector('[data-live="' + key + '"]');
       if (el) el.textContent = value;
     }
