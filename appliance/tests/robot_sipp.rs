@@ -2,8 +2,8 @@
 //! `RobotPlacement` runs the campaign's script on the answered call, SIPp plays the
 //! customer's side (a capture generated here: line noise and key presses) and expects our
 //! BYE; the call record in the outbox carries the script's disposition. A transfer goes to
-//! the desk's hook (a stand-in here: the desk's adapter is not built yet) with the
-//! customer's audio.
+//! the desk's hook (a stand-in here; the real desk adapter is tested in
+//! `robot_transfer_sipp`) with the customer's audio.
 
 mod dialer_support;
 mod robot_support;

@@ -665,6 +665,48 @@ impl AgentDesk {
         Ok(OfferDecision::Connect { agent })
     }
 
+    /// Routes a call a robot script transfers to `group` (the script names the group; the
+    /// routing policy is not asked): the group's longest-idle ready agent, else the call
+    /// waits for one of them until the safe-harbour time after `offered.answered_at` (the
+    /// moment of the transfer), then [`DeskOutput::SafeHarbour`] — for a transfer that
+    /// means "no agent", and the script goes on.
+    pub fn offer_to_group(
+        &mut self,
+        now: UnixMillis,
+        offered: OfferedCall,
+        group: AgentGroupId,
+    ) -> Result<OfferDecision, AgentsError> {
+        self.check_new(offered.call)?;
+        let campaign = self.campaigns.get(&offered.campaign);
+        let call = ActiveCall {
+            call: offered.call,
+            campaign: Some(offered.campaign),
+            pop: offered.pop,
+            dispositions: campaign.map(|c| c.dispositions.clone()).unwrap_or_default(),
+            wrap_up_ms: campaign.map_or(0, |c| c.wrap_up_ms),
+            disposition: None,
+            talking_since: None,
+            talking_until: None,
+        };
+        let target = Target::Group(group);
+        if let Some(agent) = self.longest_idle(target) {
+            self.enter(now, agent, Seat::Reserved(Box::new(call)), None);
+            return Ok(OfferDecision::Connect { agent });
+        }
+        let deadline = offered
+            .answered_at
+            .plus_millis(self.settings.safe_harbour_after_ms);
+        if now >= deadline {
+            return Ok(OfferDecision::SafeHarbour);
+        }
+        self.waiting.push(WaitingCall {
+            call,
+            target,
+            deadline,
+        });
+        Ok(OfferDecision::Waiting { until: deadline })
+    }
+
     /// Puts an inbound call in front of its group: to the longest-idle ready agent, or into
     /// the group's queue.
     pub fn enqueue_inbound(

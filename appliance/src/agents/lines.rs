@@ -21,6 +21,11 @@
 //!   then the customer's leg (owned by the dialer until then) is bridged to it, recorded
 //!   when the call has a recorder. When the bridge ends the agent's leg is re-opened.
 //!
+//! - **Robot transfers** ([`LinesHandle::bridge_audio`], after the desk chose the agent for
+//!   a script's `transfer`): the robot keeps the customer's leg and hands its audio over as
+//!   frames ([`AgentAudio`]); the agent hears the connect beep, then the frames are relayed
+//!   to and from the nailed-up leg until the call ends, and the agent's leg is re-opened.
+//!
 //! Outputs about calls this driver does not hold (the dialer's outbound calls) are passed on
 //! to `others` untouched.
 //!
@@ -30,8 +35,12 @@ use super::desk::{DeskOutput, InboundCall, OfferDecision};
 use super::roster;
 use super::script::ScreenPop;
 use super::service::AgentDeskService;
-use crate::media::{run_bridge, BridgeCommand, BridgeReport, MediaError, RtpLeg, RtpPortRange};
+use crate::media::{
+    run_audio_leg, run_bridge, BridgeCommand, BridgeReport, LegAudio, LegReport, MediaError,
+    RtpLeg, RtpPortRange,
+};
 use crate::recording::{CallRecorder, SqliteSegmentStore};
+use crate::robot_call::AgentAudio;
 use crate::sip::udp::UdpAgent;
 use callgate_common::ids::{AgentId, CallId};
 use callgate_common::phone::PhoneNumber;
@@ -128,7 +137,22 @@ pub struct NotBridged {
     pub reason: String,
 }
 
+/// A running frame relay between a robot call's customer audio and an agent's nailed-up leg.
+#[derive(Debug)]
+pub struct AudioBridge {
+    /// `Hangup` ends the relay (the customer hung up, or the call must end).
+    pub commands: mpsc::Sender<BridgeCommand>,
+    /// The agent leg's report when the relay ended.
+    pub report: oneshot::Receiver<Result<LegReport, MediaError>>,
+}
+
 enum LinesCommand {
+    RelayAudio {
+        call: CallId,
+        agent: AgentId,
+        audio: AgentAudio,
+        reply: oneshot::Sender<Result<AudioBridge, String>>,
+    },
     BridgeOutbound {
         call: CallId,
         agent: AgentId,
@@ -153,6 +177,9 @@ impl std::fmt::Debug for LinesCommand {
         match self {
             LinesCommand::BridgeOutbound { call, agent, .. } => {
                 write!(f, "BridgeOutbound({call}, {agent})")
+            }
+            LinesCommand::RelayAudio { call, agent, .. } => {
+                write!(f, "RelayAudio({call}, {agent})")
             }
             LinesCommand::BridgeEnded { call, agent } => write!(f, "BridgeEnded({call}, {agent})"),
         }
@@ -205,6 +232,32 @@ impl LinesHandle {
                 reason: "the agents' lines stopped".into(),
             }))
         })
+    }
+}
+
+impl LinesHandle {
+    /// Relays a robot call's customer `audio` to `agent` (whom the desk reserved for it):
+    /// the agent hears the connect beep, then the customer's frames go to the agent's
+    /// nailed-up leg and the agent's to the customer. The caller tells the desk
+    /// `call_bridged` / `call_ended`. Refused (with the reason) when the agent's line has no
+    /// media or the lines stopped; the audio channels are then dropped.
+    pub async fn bridge_audio(
+        &self,
+        call: CallId,
+        agent: AgentId,
+        audio: AgentAudio,
+    ) -> Result<AudioBridge, String> {
+        let (reply, rx) = oneshot::channel();
+        self.commands
+            .send(LinesCommand::RelayAudio {
+                call,
+                agent,
+                audio,
+                reply,
+            })
+            .map_err(|_| "the agents' lines have stopped".to_string())?;
+        rx.await
+            .unwrap_or_else(|_| Err("the agents' lines stopped".into()))
     }
 }
 
@@ -678,6 +731,20 @@ impl Lines {
                     let _ = bridge.commands.try_send(BridgeCommand::Hangup);
                 }
             }
+            LinesCommand::RelayAudio {
+                call,
+                agent,
+                audio,
+                reply,
+            } => {
+                let result = self.bridge_audio(call, agent, audio);
+                if let Err(reason) = &result {
+                    tracing::warn!(%call, %agent, %reason, "transferred call not bridged");
+                }
+                if let Err(Ok(bridge)) = reply.send(result) {
+                    let _ = bridge.commands.try_send(BridgeCommand::Hangup);
+                }
+            }
             LinesCommand::BridgeEnded { call, agent } => {
                 self.outbound.remove(&call);
                 let ours = self
@@ -736,6 +803,47 @@ impl Lines {
         });
         self.outbound.insert(call, commands.clone());
         Ok(OutboundBridge { commands, report })
+    }
+
+    /// Relays a transferred robot call's audio to the agent's nailed-up leg, announced to
+    /// the agent by a beep.
+    fn bridge_audio(
+        &mut self,
+        call: CallId,
+        agent: AgentId,
+        audio: AgentAudio,
+    ) -> Result<AudioBridge, String> {
+        let phone = self
+            .phones
+            .get_mut(&agent)
+            .ok_or_else(|| format!("agent {agent} has no line"))?;
+        let mut agent_leg = phone
+            .media
+            .take()
+            .ok_or_else(|| format!("agent {agent}'s line has no media (already bridged?)"))?;
+        phone.bridged_to = Some(call);
+        let (commands, rx) = mpsc::channel(4);
+        let (report_tx, report) = oneshot::channel();
+        let ended = self.own.clone();
+        tokio::spawn(async move {
+            if let Err(e) = play_prompt(&mut agent_leg, &Prompt::connect_beep()).await {
+                tracing::warn!(%agent, error = %e, "connect beep not sent");
+            }
+            let result = relay_audio(agent_leg, audio, rx).await;
+            match &result {
+                Ok(r) => tracing::debug!(
+                    %call,
+                    to_agent = r.packets_sent,
+                    from_agent = r.receive.received,
+                    "transferred call's relay ended"
+                ),
+                Err(e) => tracing::warn!(%call, error = %e, "transferred call's relay failed"),
+            }
+            let _ = ended.send(LinesCommand::BridgeEnded { call, agent });
+            let _ = report_tx.send(result);
+        });
+        self.outbound.insert(call, commands.clone());
+        Ok(AudioBridge { commands, report })
     }
 
     /// Starts hold music for a queued caller, announcing `position` first.
@@ -906,6 +1014,69 @@ fn caller_number(from: &str) -> Option<PhoneNumber> {
         .trim_start_matches("tel:");
     let user = rest.split(['@', ';', '>']).next()?;
     PhoneNumber::parse(user, None).ok()
+}
+
+/// Relays frames between a robot call's customer audio and the agent's leg until `Hangup`,
+/// the customer's audio ends or the agent's leg fails; returns the agent leg's report.
+async fn relay_audio(
+    agent_leg: RtpLeg,
+    audio: AgentAudio,
+    mut commands: mpsc::Receiver<BridgeCommand>,
+) -> Result<LegReport, MediaError> {
+    let AgentAudio {
+        to_customer,
+        mut from_customer,
+    } = audio;
+    let (to_agent, to_agent_rx) = mpsc::channel::<Vec<i16>>(4);
+    let (heard_tx, mut heard) = mpsc::channel::<LegAudio>(50);
+    let leg = tokio::spawn(run_audio_leg(agent_leg, to_agent_rx, heard_tx));
+    loop {
+        tokio::select! {
+            command = commands.recv() => match command {
+                Some(BridgeCommand::Hangup) | None => break,
+                Some(BridgeCommand::ReplaceAgentLeg(_)) => {
+                    tracing::warn!("a transferred call's relay cannot replace its agent leg");
+                }
+                Some(BridgeCommand::PlayToAgent(_)) => {
+                    tracing::warn!("a transferred call's relay plays no prompts over its audio (its beep went before the relay)");
+                }
+            },
+            said = from_customer.recv() => match said {
+                // A full queue drops the frame: the agent's leg plays silence for it.
+                Some(LegAudio::Frame(f)) => {
+                    let _ = to_agent.try_send(f.samples);
+                }
+                Some(LegAudio::Dtmf(_)) => {}
+                None => break,
+            },
+            got = heard.recv() => match got {
+                Some(LegAudio::Frame(f)) => {
+                    let _ = to_customer.try_send(f.samples);
+                }
+                Some(LegAudio::Dtmf(_)) => {}
+                None => break,
+            },
+        }
+    }
+    drop(to_agent);
+    match leg.await {
+        Ok(report) => report,
+        Err(e) => Err(MediaError::Socket {
+            port: 0,
+            source: std::io::Error::other(format!("agent leg task failed: {e}")),
+        }),
+    }
+}
+
+/// Sends a prompt on a leg in real time.
+async fn play_prompt(leg: &mut RtpLeg, prompt: &Prompt) -> Result<(), crate::media::MediaError> {
+    let mut playback = prompt.play();
+    let mut tick = tokio::time::interval(Duration::from_millis(20));
+    while let Some(frame) = playback.next_frame(160) {
+        tick.tick().await;
+        leg.send_audio(&frame).await?;
+    }
+    Ok(())
 }
 
 /// The hold pattern: a soft two-tone phrase and a pause, repeated.

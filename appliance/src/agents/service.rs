@@ -261,6 +261,16 @@ impl AgentDeskService {
         self.with_desk(|d, now| d.offer_to(now, call, agent)).0
     }
 
+    /// Routes a call a robot script transfers to `group` (see [`AgentDesk::offer_to_group`]).
+    pub fn offer_to_group(
+        &self,
+        call: OfferedCall,
+        group: AgentGroupId,
+    ) -> Result<OfferDecision, AgentsError> {
+        self.with_desk(|d, now| d.offer_to_group(now, call, group))
+            .0
+    }
+
     /// Queues or connects an inbound call.
     pub fn enqueue_inbound(&self, call: InboundCall) -> Result<OfferDecision, AgentsError> {
         self.with_desk(|d, now| d.enqueue_inbound(now, call)).0

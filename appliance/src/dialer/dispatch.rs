@@ -12,6 +12,12 @@
 //!   agent's disposition (at most until the agent's wrap-up ends) so that it reaches the
 //!   call record.
 //!
+//! [`DeskTransfer`] is the robot scripts' `transfer` hook over the same desk and lines: the
+//! script's group gets the call (its longest-idle ready agent, or the first one ready
+//! within the safe-harbour time), the customer's audio is relayed to the agent's nailed-up
+//! leg after the connect beep, and the agent's disposition comes back for the call record;
+//! with nobody ready the script goes on at its `on_no_agent`.
+//!
 //! [`connect_agents`] joins the desk and the running dialer: every agent event becomes a
 //! pacing input ([`DialerControl::agent`]) and every campaign brief the dialer holds is
 //! installed on the desk (`set_campaign`: wrap-up time, disposition codes).
@@ -26,6 +32,7 @@ use crate::agents::desk::{DeskOutput, OfferDecision, OfferedCall};
 use crate::agents::lines::{LinesHandle, NotBridged};
 use crate::agents::script::ScreenPop;
 use crate::agents::service::AgentDeskService;
+use crate::robot_call::{AgentTransfer, TransferRequest, TransferResult};
 use callgate_common::ids::{AgentId, CallId};
 use callgate_common::routing::CallFacts;
 use callgate_common::time::UnixMillis;
@@ -557,6 +564,177 @@ impl AgentPlacement {
                 }
             }
         }
+    }
+}
+
+/// How long a transfer waits for the agent's disposition once the customer has hung up
+/// (the robot driver lets go of a transfer 5 s after the customer's hang-up; a later
+/// disposition is saved by the desk but misses the call record).
+pub const TRANSFER_DISPOSITION_WAIT: Duration = Duration::from_secs(4);
+
+/// A robot script's `transfer` step through the agent desk (see the module doc); install it
+/// with `RobotPlacement::set_transfer`.
+#[derive(Debug, Clone)]
+pub struct DeskTransfer(Arc<AgentPlacement>);
+
+impl DeskTransfer {
+    /// Transfers through `agents`' desk and lines.
+    pub fn new(agents: Arc<AgentPlacement>) -> DeskTransfer {
+        DeskTransfer(agents)
+    }
+}
+
+impl AgentTransfer for DeskTransfer {
+    fn transfer(&self, request: TransferRequest) -> BoxFuture<'static, TransferResult> {
+        let agents = self.0.clone();
+        Box::pin(async move {
+            let result = agents.transfer(request).await;
+            let label = match result {
+                TransferResult::Talked { .. } => "talked",
+                _ => "no_agent",
+            };
+            metrics::counter!("callgate_robot_transfers_total", "result" => label).increment(1);
+            result
+        })
+    }
+}
+
+impl AgentPlacement {
+    /// A script's transfer: offered to the script's group, relayed to the agent, then the
+    /// disposition; `NoAgent` when nobody of the group is ready in time.
+    async fn transfer(&self, request: TransferRequest) -> TransferResult {
+        let TransferRequest {
+            call: id,
+            campaign,
+            group,
+            contact,
+            variables,
+            audio,
+            mut end_now,
+        } = request;
+        let Some(campaign) = campaign else {
+            tracing::warn!(call = %id, %group, "a transfer outside a campaign is not offered to the desk");
+            return TransferResult::NoAgent;
+        };
+        let (tx, mut desk_says) = mpsc::unbounded_channel();
+        self.waiters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, tx);
+        let _guard = WaiterGuard {
+            waiters: self.waiters.clone(),
+            call: id,
+        };
+        let brief = self.brief(campaign);
+        if let Some(b) = &brief {
+            self.desk.set_campaign(b);
+        }
+        // The agent sees the script's variables (contact fields and what the customer keyed).
+        let fields: Vec<(String, String)> = variables.into_iter().collect();
+        let pop = ScreenPop::new(
+            brief.as_ref().map_or("", |b| b.name.as_str()),
+            contact.as_ref().map(|c| &c.number),
+            &fields,
+            brief.as_ref().map_or("", |b| b.script.as_str()),
+        );
+        let offered = OfferedCall {
+            call: id,
+            campaign,
+            answered_at: UnixMillis::now(),
+            facts: CallFacts::default(),
+            last_agent: None,
+            pop,
+        };
+        let agent = match self.desk.offer_to_group(offered, group) {
+            Ok(OfferDecision::Connect { agent }) => agent,
+            Ok(OfferDecision::Waiting { .. }) => loop {
+                tokio::select! {
+                    said = desk_says.recv() => match said {
+                        Some(DeskOutput::Connect { agent, .. }) => break agent,
+                        Some(DeskOutput::SafeHarbour { .. }) | None => {
+                            self.desk.call_ended(id);
+                            return TransferResult::NoAgent;
+                        }
+                        Some(_) => {}
+                    },
+                    changed = end_now.changed() => {
+                        if changed.is_err() || *end_now.borrow() {
+                            self.desk.call_ended(id);
+                            return TransferResult::NoAgent;
+                        }
+                    }
+                }
+            },
+            Ok(other) => {
+                tracing::info!(call = %id, %group, decision = ?other, "no agent of the group for the transfer");
+                self.desk.call_ended(id);
+                return TransferResult::NoAgent;
+            }
+            Err(e) => {
+                tracing::error!(call = %id, %group, error = %e, "the desk refused the transfer");
+                return TransferResult::NoAgent;
+            }
+        };
+        let bridge = match self.lines.bridge_audio(id, agent, audio).await {
+            Ok(b) => b,
+            Err(reason) => {
+                self.desk
+                    .phone_leg_down(agent, &format!("agent line: {reason}"));
+                self.desk.call_ended(id);
+                return TransferResult::NoAgent;
+            }
+        };
+        self.desk.call_bridged(id);
+        tracing::info!(call = %id, %group, %agent, "transferred call bridged to the agent");
+        let mut report = bridge.report;
+        let mut disposition = None;
+        let mut lost = false;
+        let mut hung_up = *end_now.borrow();
+        if hung_up {
+            let _ = bridge
+                .commands
+                .send(crate::media::BridgeCommand::Hangup)
+                .await;
+        }
+        let mut desk_gone = false;
+        loop {
+            tokio::select! {
+                _ = &mut report => break,
+                changed = end_now.changed(), if !hung_up => {
+                    if changed.is_err() || *end_now.borrow() {
+                        hung_up = true;
+                        let _ = bridge.commands.send(crate::media::BridgeCommand::Hangup).await;
+                    }
+                }
+                said = desk_says.recv(), if !desk_gone => match said {
+                    Some(DeskOutput::AgentLost { .. }) => {
+                        lost = true;
+                        let _ = bridge.commands.send(crate::media::BridgeCommand::Hangup).await;
+                    }
+                    Some(DeskOutput::HangUp { .. }) => {
+                        tracing::info!(call = %id, %agent, "the agent hung up the transferred call");
+                        let _ = bridge.commands.send(crate::media::BridgeCommand::Hangup).await;
+                    }
+                    Some(DeskOutput::Disposition { code, .. }) => disposition = Some(code),
+                    Some(_) => {}
+                    None => desk_gone = true,
+                },
+            }
+        }
+        self.desk.call_ended(id);
+        if disposition.is_none() && !lost {
+            let waiting = self.await_disposition(id, agent, &mut desk_says);
+            disposition = if *end_now.borrow() {
+                tokio::time::timeout(TRANSFER_DISPOSITION_WAIT, waiting)
+                    .await
+                    .unwrap_or(None)
+            } else {
+                waiting.await
+            };
+        } else if disposition.is_some() {
+            self.desk.take_disposition(id);
+        }
+        TransferResult::Talked { agent, disposition }
     }
 }
 

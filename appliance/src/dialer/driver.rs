@@ -1159,13 +1159,20 @@ pub async fn start_from_config(
     );
     let glue = match agents {
         Some(side) => {
-            dispatch = dispatch.with_agents(super::dispatch::AgentPlacement::start(
+            let agents = super::dispatch::AgentPlacement::start(
                 side.desk.clone(),
                 side.lines,
                 side.safe_harbour,
                 control.clone(),
                 side.desk_outputs,
-            ));
+            );
+            // Robot scripts' `transfer` steps reach the agents through the same desk.
+            if let Some(r) = &robot {
+                r.set_transfer(Some(Arc::new(super::dispatch::DeskTransfer::new(
+                    agents.clone(),
+                ))));
+            }
+            dispatch = dispatch.with_agents(agents);
             Some((side.desk, side.shutdown))
         }
         None => None,

@@ -715,3 +715,29 @@ fn an_agent_hangs_up_only_a_call_it_talks_on_and_goes_to_wrap_up_when_it_ended()
     d.call_ended(t(300), id);
     assert_eq!(states(&drain(&mut d)), vec![(1, AgentState::WrapUp)]);
 }
+
+#[test]
+fn a_transferred_call_goes_to_the_named_groups_agent_or_waits_then_reaches_safe_harbour() {
+    // The policy would send every call to sales; the script names QA.
+    let mut d = desk(&[(1, &[SALES]), (2, &[QA])]);
+    d.log_in(t(0), AgentId(1)).unwrap();
+    d.log_in(t(10), AgentId(2)).unwrap();
+    drain(&mut d);
+    let c = call(facts(), t(100));
+    assert_eq!(
+        d.offer_to_group(t(100), c, QA).unwrap(),
+        OfferDecision::Connect { agent: AgentId(2) }
+    );
+    // QA's only agent is busy now: the next transfer waits, sales' ready agent is not used.
+    let c = call(facts(), t(200));
+    let id = c.call;
+    assert_eq!(
+        d.offer_to_group(t(200), c, QA).unwrap(),
+        OfferDecision::Waiting { until: t(2_200) }
+    );
+    d.handle_timeout(t(2_200));
+    let out = drain(&mut d);
+    assert_eq!(states(&out), vec![(2, AgentState::Reserved)]);
+    assert_eq!(out.last(), Some(&DeskOutput::SafeHarbour { call: id }));
+    assert_eq!(d.view(AgentId(1)).unwrap().state, "ready");
+}
