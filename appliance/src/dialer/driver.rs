@@ -1054,9 +1054,18 @@ impl Driver {
             quality: placement.as_ref().and_then(|p| p.quality),
         };
         let outbox = self.outbox().await;
+        // Each step is its own transaction and is tried again on its own while the store is
+        // busy, so a committed call record is never written twice and a busy moment under
+        // load does not leave the contact unsettled until the next start.
         let stored = async {
-            store::record_call(&outbox, &record, &result).await?;
-            store::record_attempt(&outbox, &result).await
+            retry_while_busy("the call record", || {
+                store::record_call(&outbox, &record, &result)
+            })
+            .await?;
+            retry_while_busy("the attempt's result", || {
+                store::record_attempt(&outbox, &result)
+            })
+            .await
         }
         .await;
         if let Err(e) = stored {
@@ -1071,6 +1080,40 @@ impl Driver {
             c.order.attempt,
             AttemptUpdate::Ended { outcome },
         );
+    }
+}
+
+/// How long a result's commit is tried again while the store is busy.
+const RESULT_BUSY_RETRY_FOR: Duration = Duration::from_secs(60);
+
+/// Whether a dialer store error is a busy store (worth trying again), not a failure.
+fn store_busy(e: &DialerError) -> bool {
+    match e {
+        DialerError::Store(e) | DialerError::Outbox(crate::sync::SyncError::Store(e)) => {
+            crate::web::auth::is_busy(e)
+        }
+        _ => false,
+    }
+}
+
+/// Runs `write` until it succeeds, fails for another reason than a busy store, or the store
+/// stayed busy for [`RESULT_BUSY_RETRY_FOR`]; each retry is logged with `what`.
+async fn retry_while_busy<F, Fut>(what: &'static str, mut write: F) -> Result<(), DialerError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), DialerError>>,
+{
+    let started = std::time::Instant::now();
+    let mut pause = Duration::from_millis(50);
+    loop {
+        match write().await {
+            Err(e) if store_busy(&e) && started.elapsed() + pause < RESULT_BUSY_RETRY_FOR => {
+                tracing::warn!(error = %e, what, "store busy; committing it again");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(2));
+            }
+            other => return other,
+        }
     }
 }
 
@@ -1234,4 +1277,50 @@ pub fn dialer_announcement(
             CallOutcome::AnsweredHuman,
         ),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    #[tokio::test]
+    async fn a_result_commit_is_tried_again_while_the_store_is_busy_and_other_errors_end_it() {
+        let tries = AtomicU32::new(0);
+        let stored = retry_while_busy("test", || {
+            let n = tries.fetch_add(1, Ordering::SeqCst);
+            async move {
+                if n < 3 {
+                    Err(DialerError::Outbox(crate::sync::SyncError::Store(
+                        sqlx::Error::PoolTimedOut,
+                    )))
+                } else {
+                    Ok(())
+                }
+            }
+        })
+        .await;
+        assert!(stored.is_ok(), "{stored:?}");
+        assert_eq!(
+            tries.load(Ordering::SeqCst),
+            4,
+            "three busy tries, then the commit"
+        );
+
+        let tries = AtomicU32::new(0);
+        let stored = retry_while_busy("test", || {
+            tries.fetch_add(1, Ordering::SeqCst);
+            async { Err(DialerError::Store(sqlx::Error::RowNotFound)) }
+        })
+        .await;
+        assert!(matches!(
+            stored,
+            Err(DialerError::Store(sqlx::Error::RowNotFound))
+        ));
+        assert_eq!(
+            tries.load(Ordering::SeqCst),
+            1,
+            "a real failure is not retried"
+        );
+    }
 }

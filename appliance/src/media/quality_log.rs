@@ -107,8 +107,26 @@ impl LegQualityLog {
     /// logged, never fatal to the call: the call record does not depend on it.
     pub async fn record(&self, leg_index: u32, role: LegRole, report: &LegReport) {
         let q = LegQualityRecord::of(&self.call, leg_index, role, report);
-        if let Err(e) = store(&self.pool, &q).await {
-            tracing::error!(call = %self.call, leg = leg_index, error = %e, "leg quality not stored");
+        // A busy store (another writer holding the lock past the busy timeout under load) is
+        // waited out for a while rather than losing the figures.
+        let started = std::time::Instant::now();
+        let mut pause = std::time::Duration::from_millis(50);
+        loop {
+            match store(&self.pool, &q).await {
+                Ok(()) => return,
+                Err(e)
+                    if crate::web::auth::is_busy(&e)
+                        && started.elapsed() + pause < std::time::Duration::from_secs(30) =>
+                {
+                    tracing::warn!(call = %self.call, leg = leg_index, error = %e, "store busy; storing the leg's quality again");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(std::time::Duration::from_secs(2));
+                }
+                Err(e) => {
+                    tracing::error!(call = %self.call, leg = leg_index, error = %e, "leg quality not stored");
+                    return;
+                }
+            }
         }
     }
 }
