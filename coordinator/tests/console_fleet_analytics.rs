@@ -125,9 +125,14 @@ async fn the_fleet_shows_online_appliances_and_offline_ones_with_their_last_know
     let mut lines = csv.body.lines();
     assert_eq!(
         lines.next().unwrap(),
-        "appliance,status,calls,agents_ready,attempts_24h,answer_rate,occupancy,outbox_depth"
+        "appliance,status,calls,agents_ready,attempts_24h,answer_rate,occupancy,outbox_depth,firmware,trunks"
     );
-    assert!(lines.next().unwrap().starts_with("branch-1,online,2,5,"));
+    let branch_1 = lines.next().unwrap();
+    assert!(branch_1.starts_with("branch-1,online,2,5,"), "{branch_1}");
+    assert!(
+        branch_1.ends_with(",\"carrier-a up ASR 45.0 % PDD 1800 ms, 2 calls\""),
+        "the export carries the trunks as the page shows them: {branch_1}"
+    );
     assert!(lines.next().unwrap().starts_with("branch-2,offline since"));
 }
 

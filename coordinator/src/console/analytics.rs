@@ -595,6 +595,8 @@ pub async fn export(
                         "answer_rate",
                         "occupancy",
                         "outbox_depth",
+                        "firmware",
+                        "trunks",
                     ]
                     .map(String::from)
                     .to_vec(),
@@ -609,6 +611,9 @@ pub async fn export(
                         a.answer_rate,
                         a.occupancy,
                         a.outbox_depth.to_string(),
+                        a.firmware,
+                        // One cell: each trunk as the fleet page shows it, `; ` between.
+                        a.trunks.join("; "),
                     ]);
                 }
             } else {
