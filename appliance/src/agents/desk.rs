@@ -600,38 +600,15 @@ impl AgentDesk {
                 return Ok(OfferDecision::Robot { script: s.clone() })
             }
         };
-        let campaign = self.campaigns.get(&offered.campaign);
-        let call = ActiveCall {
-            call: offered.call,
-            campaign: Some(offered.campaign),
-            pop: offered.pop,
-            dispositions: campaign.map(|c| c.dispositions.clone()).unwrap_or_default(),
-            wrap_up_ms: campaign.map_or(0, |c| c.wrap_up_ms),
-            disposition: None,
-            talking_since: None,
-            talking_until: None,
-        };
+        let answered_at = offered.answered_at;
+        let call = self.campaign_call(offered.call, offered.campaign, offered.pop);
         let preferred = prefer.filter(|a| {
             self.agents
                 .get(a)
                 .is_some_and(|x| matches!(x.seat, Seat::Ready { .. }))
         });
-        if let Some(agent) = preferred.or_else(|| self.longest_idle(target)) {
-            self.enter(now, agent, Seat::Reserved(Box::new(call)), None);
-            return Ok(OfferDecision::Connect { agent });
-        }
-        let deadline = offered
-            .answered_at
-            .plus_millis(self.settings.safe_harbour_after_ms);
-        if now >= deadline {
-            return Ok(OfferDecision::SafeHarbour);
-        }
-        self.waiting.push(WaitingCall {
-            call,
-            target,
-            deadline,
-        });
-        Ok(OfferDecision::Waiting { until: deadline })
+        let agent = preferred.or_else(|| self.longest_idle(target));
+        Ok(self.connect_or_wait(now, agent, call, target, answered_at))
     }
 
     /// Routes an answered call an agent dialled itself (preview): that agent takes it when
@@ -650,17 +627,7 @@ impl AgentDesk {
         if !ready {
             return self.offer(now, offered);
         }
-        let campaign = self.campaigns.get(&offered.campaign);
-        let call = ActiveCall {
-            call: offered.call,
-            campaign: Some(offered.campaign),
-            pop: offered.pop,
-            dispositions: campaign.map(|c| c.dispositions.clone()).unwrap_or_default(),
-            wrap_up_ms: campaign.map_or(0, |c| c.wrap_up_ms),
-            disposition: None,
-            talking_since: None,
-            talking_until: None,
-        };
+        let call = self.campaign_call(offered.call, offered.campaign, offered.pop);
         self.enter(now, agent, Seat::Reserved(Box::new(call)), None);
         Ok(OfferDecision::Connect { agent })
     }
@@ -677,34 +644,53 @@ impl AgentDesk {
         group: AgentGroupId,
     ) -> Result<OfferDecision, AgentsError> {
         self.check_new(offered.call)?;
-        let campaign = self.campaigns.get(&offered.campaign);
-        let call = ActiveCall {
-            call: offered.call,
-            campaign: Some(offered.campaign),
-            pop: offered.pop,
-            dispositions: campaign.map(|c| c.dispositions.clone()).unwrap_or_default(),
-            wrap_up_ms: campaign.map_or(0, |c| c.wrap_up_ms),
+        let answered_at = offered.answered_at;
+        let call = self.campaign_call(offered.call, offered.campaign, offered.pop);
+        let target = Target::Group(group);
+        let agent = self.longest_idle(target);
+        Ok(self.connect_or_wait(now, agent, call, target, answered_at))
+    }
+
+    /// A campaign call as the desk carries it, with the campaign's dispositions and wrap-up.
+    fn campaign_call(&self, call: CallId, campaign: CampaignId, pop: ScreenPop) -> ActiveCall {
+        let held = self.campaigns.get(&campaign);
+        ActiveCall {
+            call,
+            campaign: Some(campaign),
+            pop,
+            dispositions: held.map(|c| c.dispositions.clone()).unwrap_or_default(),
+            wrap_up_ms: held.map_or(0, |c| c.wrap_up_ms),
             disposition: None,
             talking_since: None,
             talking_until: None,
-        };
-        let target = Target::Group(group);
-        if let Some(agent) = self.longest_idle(target) {
-            self.enter(now, agent, Seat::Reserved(Box::new(call)), None);
-            return Ok(OfferDecision::Connect { agent });
         }
-        let deadline = offered
-            .answered_at
-            .plus_millis(self.settings.safe_harbour_after_ms);
+    }
+
+    /// Hands `call` to `agent` when one was found; otherwise the call waits for a ready
+    /// agent of `target` until the safe-harbour time after `answered_at` (or goes to safe
+    /// harbour at once when that time has passed).
+    fn connect_or_wait(
+        &mut self,
+        now: UnixMillis,
+        agent: Option<AgentId>,
+        call: ActiveCall,
+        target: Target,
+        answered_at: UnixMillis,
+    ) -> OfferDecision {
+        if let Some(agent) = agent {
+            self.enter(now, agent, Seat::Reserved(Box::new(call)), None);
+            return OfferDecision::Connect { agent };
+        }
+        let deadline = answered_at.plus_millis(self.settings.safe_harbour_after_ms);
         if now >= deadline {
-            return Ok(OfferDecision::SafeHarbour);
+            return OfferDecision::SafeHarbour;
         }
         self.waiting.push(WaitingCall {
             call,
             target,
             deadline,
         });
-        Ok(OfferDecision::Waiting { until: deadline })
+        OfferDecision::Waiting { until: deadline }
     }
 
     /// Puts an inbound call in front of its group: to the longest-idle ready agent, or into
