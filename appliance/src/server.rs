@@ -343,7 +343,7 @@ pub async fn run(
         .await
         .map_err(ServerError::Serve)?;
     if let Some(web) = web {
-        match web.await {
+        match observe::shutdown_stage("local web UI", web).await {
             Ok(Err(e)) => tracing::error!(error = %e, "web UI stopped with an error"),
             Err(e) => tracing::error!(error = %e, "web UI task failed"),
             Ok(Ok(())) => {}
@@ -357,19 +357,19 @@ pub async fn run(
     }
     if let Some(feed) = health_feed {
         feed.abort();
-        let _ = feed.await;
+        let _ = observe::shutdown_stage("health feed", feed).await;
     }
     if let Some(board) = board.and_then(Arc::into_inner) {
         board.stop();
     }
     if let Some(dialer) = dialer {
-        dialer.stop().await;
+        observe::shutdown_stage("dialer", dialer.stop()).await;
     }
     if let Some(upkeep) = recording_upkeep {
-        upkeep.stop().await;
+        observe::shutdown_stage("recording upkeep", upkeep.stop()).await;
     }
-    sync.stop().await;
-    store.pool().close().await;
+    observe::shutdown_stage("sync link", sync.stop()).await;
+    observe::shutdown_stage("store", store.pool().close()).await;
     tracing::info!("appliance stopped");
     Ok(match restart.reason() {
         Some(reason) => RunExit::Restart(reason),

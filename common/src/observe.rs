@@ -132,6 +132,37 @@ pub async fn shutdown_signal() {
     tracing::info!("shutdown requested");
 }
 
+/// Awaits one stage of a shutdown, logging a warning naming `stage` every 10 s while it is
+/// still pending and how long it took once it ends after such a warning. A stop that hangs
+/// then says where, instead of leaving only a silent process.
+pub async fn shutdown_stage<F: Future>(stage: &str, fut: F) -> F::Output {
+    let started = std::time::Instant::now();
+    let mut fut = std::pin::pin!(fut);
+    let mut warned = false;
+    loop {
+        match tokio::time::timeout(std::time::Duration::from_secs(10), fut.as_mut()).await {
+            Ok(out) => {
+                if warned {
+                    tracing::warn!(
+                        stage,
+                        seconds = started.elapsed().as_secs_f64(),
+                        "shutdown stage finished late"
+                    );
+                }
+                return out;
+            }
+            Err(_) => {
+                warned = true;
+                tracing::warn!(
+                    stage,
+                    seconds = started.elapsed().as_secs(),
+                    "shutdown: still waiting for this stage"
+                );
+            }
+        }
+    }
+}
+
 /// Starts logging to stderr and into [`recent_logs`]. Call once, early in `main`.
 pub fn init_logging(config: &LogConfig) -> Result<(), ConfigError> {
     use tracing_subscriber::layer::SubscriberExt;

@@ -145,12 +145,12 @@ pub async fn run(
         .await
         .map_err(ServerError::Serve)?;
     if let Some(console) = console {
-        if let Ok(Err(e)) = console.await {
+        if let Ok(Err(e)) = observe::shutdown_stage("console", console).await {
             tracing::error!(error = %e, "the console stopped with an error");
         }
     }
-    sync.stop().await;
-    store.pool().close().await;
+    observe::shutdown_stage("sync", sync.stop()).await;
+    observe::shutdown_stage("database", store.pool().close()).await;
     tracing::info!("coordinator stopped");
     Ok(())
 }

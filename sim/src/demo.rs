@@ -964,17 +964,18 @@ pub async fn run(
         }
     }
     println!("stopping: agents, appliances, carrier, coordinator ...");
+    use callgate_common::observe::shutdown_stage;
     for a in agents {
-        a.stop().await;
+        shutdown_stage("simulated agents", a.stop()).await;
     }
     let _ = stop_tx.send(true);
-    for b in boxes {
-        let _ = b.await;
+    for (name, b) in names.iter().zip(boxes) {
+        let _ = shutdown_stage(name, b).await;
     }
-    let c = carrier.stop().await;
+    let c = shutdown_stage("simulated carrier", carrier.stop()).await;
     let h = hq_counts(hq.pool()).await;
     hq.pool().close().await;
-    match coord.await {
+    match shutdown_stage("coordinator", coord).await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => return Err(DemoError::Coordinator(e.to_string())),
         Err(e) => return Err(DemoError::Coordinator(e.to_string())),

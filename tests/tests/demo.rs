@@ -88,8 +88,9 @@ impl Demo {
         }
     }
 
-    /// Ctrl-C, then the exit status (within 60 s).
-    fn interrupt(&mut self) -> ExitStatus {
+    /// Ctrl-C, then the exit status (within 60 s); otherwise fails with what the demo
+    /// printed and logged (the shutdown stages it was still waiting for).
+    fn interrupt(&mut self, log: &Path) -> ExitStatus {
         let ok = Command::new("kill")
             .args(["-INT", &self.child.id().to_string()])
             .status()
@@ -103,10 +104,16 @@ impl Demo {
                 }
                 return s;
             }
-            assert!(
-                Instant::now() < deadline,
-                "the demo did not stop within 60 s of SIGINT"
-            );
+            if Instant::now() >= deadline {
+                while let Ok(l) = self.lines.try_recv() {
+                    self.seen.push(l);
+                }
+                panic!(
+                    "the demo did not stop within 60 s of SIGINT; printed:\n{}\nlog:\n{}",
+                    self.seen.join("\n"),
+                    std::fs::read_to_string(log).unwrap_or_default()
+                );
+            }
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -240,7 +247,7 @@ async fn the_demo_places_calls_end_to_end_serves_console_and_uis_stops_on_ctrl_c
     assert!(login.to_lowercase().contains("password"), "{login}");
 
     // Ctrl-C stops everything with exit 0.
-    let status = demo.interrupt();
+    let status = demo.interrupt(&log);
     assert!(
         status.success(),
         "{status:?}; log:\n{}",
@@ -254,7 +261,7 @@ async fn the_demo_places_calls_end_to_end_serves_console_and_uis_stops_on_ctrl_c
     let mut demo = Demo::start(&data, &log2);
     demo.line_with("HQ console", Duration::from_secs(180), &log2);
     wait_for(&db, results, before + 5, Duration::from_secs(120), &log2).await;
-    let status = demo.interrupt();
+    let status = demo.interrupt(&log2);
     assert!(status.success(), "{status:?}");
     assert_eq!(count(&db, "SELECT COUNT(*) FROM campaigns").await, 1);
     assert_eq!(count(&db, "SELECT COUNT(*) FROM appliances").await, 2);
