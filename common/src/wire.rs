@@ -140,12 +140,26 @@ pub enum Uplink {
         contacts: Vec<ContactId>,
         reason: String,
     },
+    /// Calls up right now per campaign (campaigns with none are left out), sent with a
+    /// telemetry report whenever they changed; coalesced like telemetry (latest wins). A
+    /// separate kind rather than a [`Telemetry`] field so that coordinators keep reading
+    /// the telemetry of boxes that do not send it.
+    CampaignCalls(Vec<CampaignCalls>),
+}
+
+/// One campaign's calls up on the sending box.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CampaignCalls {
+    /// The campaign.
+    pub campaign: CampaignId,
+    /// Its attempts in flight (dialling, ringing or talking).
+    pub calls: u32,
 }
 
 impl Uplink {
     /// Whether this message may be replaced by a newer one of the same kind while queued.
     pub fn is_coalescible(&self) -> bool {
-        matches!(self, Uplink::Telemetry(_))
+        matches!(self, Uplink::Telemetry(_) | Uplink::CampaignCalls(_))
     }
 }
 
@@ -746,9 +760,30 @@ mod tests {
     }
 
     #[test]
-    fn only_telemetry_coalesces() {
+    fn only_telemetry_and_campaign_calls_coalesce() {
         assert!(!Uplink::CallRecord(sample_record()).is_coalescible());
         assert!(!Uplink::Ack { up_to: 1 }.is_coalescible());
+        assert!(Uplink::CampaignCalls(Vec::new()).is_coalescible());
+    }
+
+    #[test]
+    fn campaign_calls_round_trip_and_keep_every_earlier_kind_at_its_position() {
+        let body = Uplink::CampaignCalls(vec![CampaignCalls {
+            campaign: CampaignId(7),
+            calls: 3,
+        }]);
+        let env = UplinkEnvelope::new(app(), 9, UnixMillis(5), body.clone());
+        assert_eq!(UplinkEnvelope::decode(&env.encode()).unwrap().body, body);
+        // Appended last: postcard numbers variants by position, so the kinds older
+        // coordinators know keep their numbers (LeaseReturn is 7, this one 8).
+        let tag = |b: &Uplink| postcard::to_allocvec(b).unwrap()[0];
+        assert_eq!(tag(&body), 8);
+        let back = Uplink::LeaseReturn {
+            lease: LeaseId(1),
+            contacts: Vec::new(),
+            reason: String::new(),
+        };
+        assert_eq!(tag(&back), 7);
     }
 
     proptest! {

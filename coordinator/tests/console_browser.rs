@@ -6,6 +6,7 @@
 
 mod console_support;
 
+use callgate_common::time::UnixMillis;
 use callgate_common::wire::CallOutcome;
 use console_support::{uplink, Hq};
 use fantoccini::{Client, ClientBuilder, Locator};
@@ -246,6 +247,14 @@ async fn an_admin_logs_in_uploads_contacts_creates_a_campaign_and_watches_it_liv
         row.contains("Browser campaign") && row.contains("3.0 % / 30 d"),
         "{row}"
     );
+    // The box's per-campaign report fills the campaign's "calls in progress" cell.
+    uplink::campaign_calls_at(&hq.store, "branch-1", &[(id, 2)], UnixMillis::now()).await;
+    wait_text(
+        &c,
+        &format!("#live-campaigns tr[data-key=\"{id}\"] td:nth-child(3)"),
+        |t| t == "2",
+    )
+    .await;
     let app = wait_text(&c, "#live-appliances tr[data-key=\"branch-1\"]", |t| {
         t.contains("online")
     })
@@ -262,6 +271,7 @@ async fn an_admin_logs_in_uploads_contacts_creates_a_campaign_and_watches_it_liv
         .await
         .unwrap();
     wait_text(&c, "[data-live=attempts]", |t| t == "5").await;
+    wait_text(&c, "[data-live=calls]", |t| t == "2").await;
     uplink::attempt(&hq.store, "branch-1", id, 10, CallOutcome::AnsweredHuman).await;
     wait_text(&c, "[data-live=attempts]", |t| t == "6").await;
     assert_eq!(text_of(&c, "[data-live=abandon_24h]").await, "25.0 %");

@@ -406,6 +406,81 @@ async fn occupancy_comes_from_the_appliances_agent_events(backend: Backend) {
         .contains("<title>Agent occupancy</title>"));
 }
 
+async fn calls_in_progress_per_campaign_are_what_the_online_boxes_report(backend: Backend) {
+    let hq = Hq::start_on(backend).await;
+    let us = callgate_coordinator::compliance::page_profiles(&hq.store, 0, 10)
+        .await
+        .unwrap()[0]
+        .id;
+    let spec: callgate_coordinator::campaigns::CampaignSpec =
+        serde_json::from_value(serde_json::json!({
+            "name": "renewals", "kind": "service", "dial_mode": "progressive",
+            "compliance_profile_id": us,
+            "calling_window": {"start_minute": 480, "end_minute": 1260, "days": [0,1,2,3,4], "holidays": []},
+            "caller_id": "+14155550100",
+        }))
+        .unwrap();
+    let renewals = callgate_coordinator::campaigns::create(&hq.store, spec.clone())
+        .await
+        .unwrap()
+        .id;
+    let winback = callgate_coordinator::campaigns::create(
+        &hq.store,
+        callgate_coordinator::campaigns::CampaignSpec {
+            name: "winback".into(),
+            ..spec
+        },
+    )
+    .await
+    .unwrap()
+    .id;
+    let now = UnixMillis::now();
+    // branch-1 is online with 3 calls on renewals and 1 on winback; branch-2 said 4 on
+    // renewals ten minutes ago and has not been heard from since.
+    uplink::telemetry(&hq.store, "branch-1", 4, 2).await;
+    uplink::campaign_calls_at(&hq.store, "branch-1", &[(renewals, 3), (winback, 1)], now).await;
+    let ten_min_ago = UnixMillis(now.0 - 600_000);
+    uplink::telemetry_at(&hq.store, "branch-2", 4, 1, ten_min_ago).await;
+    uplink::campaign_calls_at(&hq.store, "branch-2", &[(renewals, 4)], ten_min_ago).await;
+    let calls =
+        |s: &live::Snapshot, id: i64| s.campaigns.iter().find(|c| c.id == id).unwrap().calls;
+    let s = live::snapshot(&hq.store, UnixMillis::now()).await.unwrap();
+    assert_eq!(
+        (calls(&s, renewals), calls(&s, winback)),
+        (3, 1),
+        "an offline box's last report counts for nothing"
+    );
+    // winback's call ended: branch-1's next report leaves it out.
+    uplink::campaign_calls_at(&hq.store, "branch-1", &[(renewals, 2)], UnixMillis::now()).await;
+    let s = live::snapshot(&hq.store, UnixMillis::now()).await.unwrap();
+    assert_eq!((calls(&s, renewals), calls(&s, winback)), (2, 0));
+    let admin = hq.admin().await;
+    let page = admin.get("/dashboard").await;
+    assert!(
+        page.body.contains(&format!(
+            "<tr data-key=\"{renewals}\"><td>renewals</td><td>draft</td><td>2</td><td>0</td>"
+        )),
+        "calls in progress, then contacts on lease: {}",
+        page.body
+    );
+    let csv = admin.get("/export/live").await.body;
+    assert!(
+        csv.lines()
+            .any(|l| l.starts_with(&format!("{renewals},renewals,draft,2,0,"))),
+        "{csv}"
+    );
+}
+
+#[tokio::test]
+async fn on_sqlite_calls_in_progress_per_campaign_are_what_the_online_boxes_report() {
+    calls_in_progress_per_campaign_are_what_the_online_boxes_report(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn on_postgres_calls_in_progress_per_campaign_are_what_the_online_boxes_report() {
+    calls_in_progress_per_campaign_are_what_the_online_boxes_report(Backend::Postgres).await;
+}
+
 #[tokio::test]
 async fn on_sqlite_occupancy_comes_from_the_appliances_agent_events() {
     occupancy_comes_from_the_appliances_agent_events(Backend::Sqlite).await;

@@ -33,6 +33,7 @@ type OutboxRow = (i64, i64, Option<String>, i64, Option<i64>);
 pub fn class_of(body: &Uplink) -> (Class, Option<&'static str>) {
     match body {
         Uplink::Telemetry(_) => (Class::Telemetry, Some("telemetry")),
+        Uplink::CampaignCalls(_) => (Class::Telemetry, Some("campaign-calls")),
         // Records, attempt results and every kind added later: never coalesced, first.
         _ => (Class::Record, None),
     }
@@ -290,6 +291,36 @@ mod tests {
             temperature_decicelsius: None,
             outbox_depth: 0,
         })
+    }
+
+    #[tokio::test]
+    async fn telemetry_and_campaign_calls_each_keep_their_latest_while_the_link_is_down() {
+        use callgate_common::ids::CampaignId;
+        use callgate_common::wire::CampaignCalls;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).await.unwrap();
+        let ob = UplinkOutbox::open(store.pool().clone(), OutboxConfig::default())
+            .await
+            .unwrap();
+        let calls = |n| {
+            Uplink::CampaignCalls(vec![CampaignCalls {
+                campaign: CampaignId(1),
+                calls: n,
+            }])
+        };
+        for n in 1..=3 {
+            ob.send(&telemetry(n)).await.unwrap();
+            ob.send(&calls(n)).await.unwrap();
+        }
+        ob.connected(Instant::now()).await;
+        let sent: Vec<Uplink> = ob
+            .next_transmits(10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(_, body)| body)
+            .collect();
+        assert_eq!(sent, vec![telemetry(3), calls(3)]);
     }
 
     #[tokio::test]

@@ -15,7 +15,7 @@ use super::outbox_store::SharedOutbox;
 use crate::dialer::DialerStatus;
 use crate::web::status::TrunkSource;
 use callgate_common::ids::TrunkId;
-use callgate_common::wire::{Telemetry, TrunkHealth, Uplink};
+use callgate_common::wire::{CampaignCalls, Telemetry, TrunkHealth, Uplink};
 use callgate_sip::trunk::TrunkState;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -86,12 +86,22 @@ impl std::fmt::Debug for TelemetrySources {
     }
 }
 
+/// One sample: the box's telemetry and its calls up per campaign (sent as
+/// `Uplink::Telemetry` and, when they changed, `Uplink::CampaignCalls`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Report {
+    /// The box's figures.
+    pub telemetry: Telemetry,
+    /// Calls up per campaign, campaigns with none left out, ordered by campaign.
+    pub campaigns: Vec<CampaignCalls>,
+}
+
 /// Decides when a sampled report is sent. Sans-IO: time is passed in.
 #[derive(Debug, Clone)]
 pub struct TelemetryPacer {
     heartbeat: Duration,
     min_gap: Duration,
-    last: Option<(Instant, Telemetry)>,
+    last: Option<(Instant, Report)>,
     /// A changed report was held back by `min_gap`.
     dirty: bool,
 }
@@ -99,7 +109,11 @@ pub struct TelemetryPacer {
 /// Whether two reports differ in what an operator watches. The outbox depth and the disk
 /// use move with every record and with the report itself; they ride along on the next
 /// change or heartbeat instead of causing reports of their own.
-fn significant(a: &Telemetry, b: &Telemetry) -> bool {
+fn significant(a: &Report, b: &Report) -> bool {
+    a.campaigns != b.campaigns || significant_telemetry(&a.telemetry, &b.telemetry)
+}
+
+fn significant_telemetry(a: &Telemetry, b: &Telemetry) -> bool {
     a.active_calls != b.active_calls
         || a.agents_ready != b.agents_ready
         || a.trunks != b.trunks
@@ -118,7 +132,7 @@ impl TelemetryPacer {
     }
 
     /// A fresh sample; returns it when it is to be sent now.
-    pub fn handle_sample(&mut self, now: Instant, sample: Telemetry) -> Option<Telemetry> {
+    pub fn handle_sample(&mut self, now: Instant, sample: Report) -> Option<Report> {
         let send = match &self.last {
             None => true,
             Some((at, last)) => {
@@ -149,13 +163,29 @@ impl TelemetryPacer {
     }
 }
 
+/// Calls up per campaign from the dialer's statuses: campaigns with none left out,
+/// ordered by campaign.
+pub fn campaign_calls(statuses: &[DialerStatus]) -> Vec<CampaignCalls> {
+    let mut calls: Vec<CampaignCalls> = statuses
+        .iter()
+        .filter(|s| s.in_flight > 0)
+        .map(|s| CampaignCalls {
+            campaign: s.campaign,
+            calls: s.in_flight,
+        })
+        .collect();
+    calls.sort_by_key(|c| c.campaign);
+    calls
+}
+
 /// Reads every source once.
-async fn sample(sources: &TelemetrySources, outbox: &SharedOutbox) -> Telemetry {
-    let active_calls = sources
+async fn sample(sources: &TelemetrySources, outbox: &SharedOutbox) -> Report {
+    let campaigns = sources
         .campaigns
         .as_ref()
-        .map(|c| c.borrow().iter().map(|s| s.in_flight).sum())
-        .unwrap_or(0);
+        .map(|c| campaign_calls(&c.borrow()))
+        .unwrap_or_default();
+    let active_calls = campaigns.iter().map(|c| c.calls).sum();
     let agents_ready = sources.agents_ready.as_ref().map(|f| f()).unwrap_or(0);
     let temperature_decicelsius = sources
         .temperature
@@ -178,13 +208,16 @@ async fn sample(sources: &TelemetrySources, outbox: &SharedOutbox) -> Telemetry 
     };
     let current = outbox.read().await.clone();
     let (depth, _) = current.depth().await;
-    Telemetry {
-        active_calls,
-        agents_ready,
-        trunks,
-        disk_used_percent,
-        temperature_decicelsius,
-        outbox_depth: depth as u64,
+    Report {
+        telemetry: Telemetry {
+            active_calls,
+            agents_ready,
+            trunks,
+            disk_used_percent,
+            temperature_decicelsius,
+            outbox_depth: depth as u64,
+        },
+        campaigns,
     }
 }
 
@@ -214,6 +247,9 @@ pub async fn run(
     let mut pacer = TelemetryPacer::new(heartbeat, min_gap);
     let mut campaigns = sources.campaigns.take();
     let mut agents = sources.agents_changed.take();
+    // What the coordinator last got; `None` until the first report, which always carries
+    // the per-campaign calls (even none) so a restarted box clears what it said before.
+    let mut campaigns_sent: Option<Vec<CampaignCalls>> = None;
     loop {
         let report = {
             // Put the receivers back for the sample, take them again to wait on.
@@ -224,9 +260,18 @@ pub async fn run(
         };
         if let Some(report) = pacer.handle_sample(Instant::now(), report) {
             let current = outbox.read().await.clone();
-            match current.send(&Uplink::Telemetry(report)).await {
+            match current.send(&Uplink::Telemetry(report.telemetry)).await {
                 Ok(_) => metrics::counter!("callgate_sync_telemetry_reports_total").increment(1),
                 Err(e) => tracing::warn!(error = %e, "telemetry report not stored"),
+            }
+            if campaigns_sent.as_ref() != Some(&report.campaigns) {
+                match current
+                    .send(&Uplink::CampaignCalls(report.campaigns.clone()))
+                    .await
+                {
+                    Ok(_) => campaigns_sent = Some(report.campaigns),
+                    Err(e) => tracing::warn!(error = %e, "per-campaign calls not stored"),
+                }
             }
         }
         let mut wake = pacer
@@ -248,15 +293,60 @@ pub async fn run(
 mod tests {
     use super::*;
 
-    fn report(calls: u32, depth: u64) -> Telemetry {
-        Telemetry {
-            active_calls: calls,
-            agents_ready: 2,
-            trunks: Vec::new(),
-            disk_used_percent: 10,
-            temperature_decicelsius: Some(412),
-            outbox_depth: depth,
+    fn report(calls: u32, depth: u64) -> Report {
+        Report {
+            telemetry: Telemetry {
+                active_calls: calls,
+                agents_ready: 2,
+                trunks: Vec::new(),
+                disk_used_percent: 10,
+                temperature_decicelsius: Some(412),
+                outbox_depth: depth,
+            },
+            campaigns: Vec::new(),
         }
+    }
+
+    fn status(campaign: u64, in_flight: u32) -> DialerStatus {
+        DialerStatus {
+            campaign: callgate_common::ids::CampaignId(campaign),
+            name: format!("campaign {campaign}"),
+            mode: None,
+            run: crate::dialer::CampaignRun::Dialling,
+            in_flight,
+            pending: 0,
+            dialled: in_flight,
+            refused: 0,
+            returned: 0,
+            grant_expires_at: None,
+            tally: Default::default(),
+        }
+    }
+
+    #[test]
+    fn calls_move_from_one_campaign_to_another_is_a_change_even_at_the_same_total() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs(1);
+        let mut p = TelemetryPacer::new(60 * s, 5 * s);
+        let with = |calls: &[(u64, u32)]| {
+            let statuses: Vec<DialerStatus> = calls.iter().map(|&(c, n)| status(c, n)).collect();
+            let mut r = report(0, 0);
+            r.campaigns = campaign_calls(&statuses);
+            r.telemetry.active_calls = r.campaigns.iter().map(|c| c.calls).sum();
+            r
+        };
+        assert!(p.handle_sample(t0, with(&[(1, 2), (2, 0)])).is_some());
+        assert_eq!(
+            with(&[(2, 0), (1, 2)]).campaigns,
+            vec![CampaignCalls {
+                campaign: callgate_common::ids::CampaignId(1),
+                calls: 2
+            }],
+            "campaigns with no call are left out"
+        );
+        let moved = with(&[(1, 1), (2, 1)]);
+        assert_eq!(moved.telemetry.active_calls, 2, "same total");
+        assert_eq!(p.handle_sample(t0 + 10 * s, moved.clone()), Some(moved));
     }
 
     #[test]
@@ -385,38 +475,42 @@ mod tests {
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        let Some((sent_first, Uplink::Telemetry(t))) = first.first() else {
+        let Some((_, Uplink::Telemetry(t))) = first.first() else {
             panic!("no telemetry report was stored: {first:?}");
         };
-        outbox.acked(Instant::now(), sent_first.seq).await.unwrap();
         assert_eq!(
             (t.active_calls, t.agents_ready, t.temperature_decicelsius),
             (0, 3, Some(412))
         );
+        assert!(
+            matches!(first.get(1), Some((_, Uplink::CampaignCalls(c))) if c.is_empty()),
+            "the first report says no campaign has a call: {first:?}"
+        );
+        let last = first.last().unwrap().0.seq;
+        outbox.acked(Instant::now(), last).await.unwrap();
         campaigns_tx.send_modify(|c| {
-            c.push(DialerStatus {
-                campaign: callgate_common::ids::CampaignId(1),
-                name: "spring".into(),
-                mode: None,
-                run: crate::dialer::CampaignRun::Dialling,
-                in_flight: 4,
-                pending: 0,
-                dialled: 4,
-                refused: 0,
-                returned: 0,
-                grant_expires_at: None,
-                tally: Default::default(),
-            })
+            c.push(status(1, 4));
+            c.push(status(2, 0));
         });
-        let mut calls = None;
+        let mut next = Vec::new();
         for _ in 0..200 {
-            if let Some((_, Uplink::Telemetry(t))) = sent(outbox.clone()).await.first() {
-                calls = Some(t.active_calls);
+            next = sent(outbox.clone()).await;
+            if next.len() >= 2 {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        assert_eq!(calls, Some(4), "the change went out as a new report");
+        assert!(
+            matches!(next.first(), Some((_, Uplink::Telemetry(t))) if t.active_calls == 4),
+            "the change went out as a new report: {next:?}"
+        );
+        assert!(
+            matches!(next.get(1), Some((_, Uplink::CampaignCalls(c))) if c == &vec![CampaignCalls {
+                campaign: callgate_common::ids::CampaignId(1),
+                calls: 4,
+            }]),
+            "with the campaign's calls: {next:?}"
+        );
         stop_tx.send(true).unwrap();
         task.await.unwrap();
     }

@@ -622,12 +622,14 @@ pub async fn export(
                         "campaign_id",
                         "name",
                         "state",
+                        "calls",
                         "on_lease",
                         "attempts_24h",
                         "answer_rate",
                         "abandon_24h",
                         "abandon_30d",
                         "cap",
+                        "occupancy",
                     ]
                     .map(String::from)
                     .to_vec(),
@@ -638,11 +640,13 @@ pub async fn export(
                         c.name,
                         c.state,
                         c.calls.to_string(),
+                        c.leased.to_string(),
                         c.attempts_24h.to_string(),
                         c.answer_rate,
                         c.abandon_24h,
                         c.abandon_30d,
                         c.cap,
+                        c.occupancy,
                     ]);
                 }
             }

@@ -4,9 +4,10 @@
 //! Everything is computed from what the sync stores — `attempt_results` and
 //! `call_records` (applied uplink), `appliance_telemetry` (latest per appliance) and
 //! `sync_uplink_state` (last contact) — plus the campaigns' own tables:
-//! - *calls in progress*: per appliance its latest telemetry's `active_calls` (online
-//!   appliances only); per campaign the contacts currently on lease (dialing or queued on a
-//!   box), as the coordinator cannot see a call before its result arrives;
+//! - *calls in progress*: per appliance its latest telemetry's `active_calls`; per
+//!   campaign the sum of the online appliances' latest `CampaignCalls` reports
+//!   (`appliance_campaign_calls`). Offline appliances count for nothing. Next to it, the
+//!   contacts currently on lease (dialling or queued on a box);
 //! - *answer rate*: answered attempts (person, machine, or answered then abandoned) over all
 //!   attempts in the last 24 h;
 //! - *abandon rate*: abandoned over live-answered (person + abandoned), as the compliance
@@ -91,8 +92,10 @@ pub struct CampaignLive {
     pub id: i64,
     pub name: String,
     pub state: String,
-    /// Contacts on lease now.
+    /// Calls up now on the online appliances working it.
     pub calls: u64,
+    /// Contacts on lease now (queued or dialling on a box).
+    pub leased: u64,
     pub attempts_24h: u64,
     pub answer_rate: String,
     pub abandon_24h: String,
@@ -474,6 +477,23 @@ pub async fn snapshot(store: &Store, now: UnixMillis) -> Result<Snapshot, sqlx::
     .into_iter()
     .collect();
     let occupancy = agent_occupancy(store, now).await?;
+    let appliances = appliances(store, now, &occupancy.appliances).await?;
+    let online: Vec<&str> = appliances
+        .iter()
+        .filter(|a| a.online)
+        .map(|a| a.name.as_str())
+        .collect();
+    let mut calls_up: HashMap<i64, u64> = HashMap::new();
+    for (appliance, campaign, calls) in sqlx::query_as::<_, (String, i64, i64)>(
+        "SELECT appliance, campaign_id, calls FROM appliance_campaign_calls",
+    )
+    .fetch_all(store.pool())
+    .await?
+    {
+        if online.contains(&appliance.as_str()) {
+            *calls_up.entry(campaign).or_default() += calls.max(0) as u64;
+        }
+    }
     let campaigns: Vec<CampaignLive> = campaigns
         .into_iter()
         .map(|(id, name, state, profile)| {
@@ -485,7 +505,8 @@ pub async fn snapshot(store: &Store, now: UnixMillis) -> Result<Snapshot, sqlx::
                 id,
                 name,
                 state,
-                calls: leased.get(&id).copied().unwrap_or(0).max(0) as u64,
+                calls: calls_up.get(&id).copied().unwrap_or(0),
+                leased: leased.get(&id).copied().unwrap_or(0).max(0) as u64,
                 attempts_24h: d.attempts,
                 answer_rate: percent(d.answer_permille()),
                 abandon_24h: percent(d.abandon_permille()),
@@ -507,7 +528,6 @@ pub async fn snapshot(store: &Store, now: UnixMillis) -> Result<Snapshot, sqlx::
             }
         })
         .collect();
-    let appliances = appliances(store, now, &occupancy.appliances).await?;
     let all_day = day.values().fold(Tally::default(), |a, t| sum(a, *t));
     let all_month = month.values().fold(Tally::default(), |a, t| sum(a, *t));
     let busy_ms: i64 = appliances.iter().map(|a| a.busy_ms).sum();

@@ -304,6 +304,26 @@ async fn store_effect(
                     .await?;
             tracing::info!(appliance = app, lease = lease.0, returned = back, %reason, "appliance returned leased contacts");
         }
+        Uplink::CampaignCalls(calls) => {
+            // The report is the whole picture: campaigns it leaves out have no call up.
+            sqlx::query("DELETE FROM appliance_campaign_calls WHERE appliance = $1")
+                .bind(app)
+                .execute(&mut **tx)
+                .await?;
+            for c in calls {
+                sqlx::query(
+                    "INSERT INTO appliance_campaign_calls (appliance, campaign_id, calls, received_at) \
+                     VALUES ($1, $2, $3, $4) ON CONFLICT (appliance, campaign_id) \
+                     DO UPDATE SET calls = excluded.calls, received_at = excluded.received_at",
+                )
+                .bind(app)
+                .bind(c.campaign.0 as i64)
+                .bind(i64::from(c.calls))
+                .bind(now.0)
+                .execute(&mut **tx)
+                .await?;
+            }
+        }
         Uplink::CertificateRenewal { .. } => {
             // Answered by the link once this commits (a new certificate on the downlink).
         }
@@ -432,6 +452,67 @@ mod tests {
         ];
         assert!(apply_batch(pool, &app, &poisoned, now, 0).await.is_err());
         assert_eq!(high_water(pool, &app).await.unwrap(), 3);
+    }
+
+    #[tokio::test]
+    async fn each_campaign_calls_report_replaces_the_boxs_previous_one_whole() {
+        use callgate_common::ids::CampaignId;
+        use callgate_common::wire::CampaignCalls;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), None).await.unwrap();
+        let pool = store.pool();
+        let report = |app: &str, seq, calls: &[(u64, u32)]| {
+            UplinkEnvelope::new(
+                ApplianceId::new(app).unwrap(),
+                seq,
+                UnixMillis(0),
+                Uplink::CampaignCalls(
+                    calls
+                        .iter()
+                        .map(|&(c, n)| CampaignCalls {
+                            campaign: CampaignId(c),
+                            calls: n,
+                        })
+                        .collect(),
+                ),
+            )
+        };
+        let rows = || async {
+            sqlx::query_as::<_, (String, i64, i64)>(
+                "SELECT appliance, campaign_id, calls FROM appliance_campaign_calls \
+                 ORDER BY appliance, campaign_id",
+            )
+            .fetch_all(pool)
+            .await
+            .unwrap()
+        };
+        let now = UnixMillis(10);
+        apply_uplink(pool, &report("branch-1", 1, &[(1, 3), (2, 1)]), now, 0)
+            .await
+            .unwrap();
+        apply_uplink(pool, &report("branch-2", 1, &[(1, 2)]), now, 0)
+            .await
+            .unwrap();
+        // branch-1's campaign 2 ended its call: the next report leaves it out.
+        apply_uplink(pool, &report("branch-1", 2, &[(1, 4)]), now, 0)
+            .await
+            .unwrap();
+        assert_eq!(
+            rows().await,
+            vec![
+                ("branch-1".to_string(), 1, 4),
+                ("branch-2".to_string(), 1, 2)
+            ]
+        );
+        // A replayed older report changes nothing.
+        apply_uplink(pool, &report("branch-1", 1, &[(1, 3), (2, 1)]), now, 0)
+            .await
+            .unwrap();
+        assert_eq!(rows().await.len(), 2);
+        apply_uplink(pool, &report("branch-1", 3, &[]), now, 0)
+            .await
+            .unwrap();
+        assert_eq!(rows().await, vec![("branch-2".to_string(), 1, 2)]);
     }
 
     #[tokio::test]

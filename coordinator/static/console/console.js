@@ -41,6 +41,7 @@
       var c = (s.campaigns || []).filter(function (x) { return String(x.id) === campaign; })[0];
       if (!c) { return; }
       put(document, "calls", c.calls);
+      put(document, "leased", c.leased);
       put(document, "attempts", c.attempts_24h);
       put(document, "answer_rate", c.answer_rate);
       put(document, "abandon_24h", c.abandon_24h);
@@ -52,7 +53,7 @@
     put(document, "updated", s.updated);
     Object.keys(s.totals || {}).forEach(function (k) { put(document, k, s.totals[k]); });
     (s.campaigns || []).forEach(function (c) {
-      row("live-campaigns", c.id, [c.name, c.state, c.calls, c.attempts_24h, c.answer_rate, c.abandon_24h, c.abandon_30d, c.cap, c.occupancy]);
+      row("live-campaigns", c.id, [c.name, c.state, c.calls, c.leased, c.attempts_24h, c.answer_rate, c.abandon_24h, c.abandon_30d, c.cap, c.occupancy]);
     });
     (s.appliances || []).forEach(function (a) {
       row("live-appliances", a.name, [a.name, a.status, a.calls, a.agents_ready, a.attempts_24h, a.answer_rate, a.occupancy]);

@@ -371,6 +371,25 @@ pub mod uplink {
         .await;
     }
 
+    /// A box's calls up per campaign (`(campaign, calls)`), received at `at`.
+    pub async fn campaign_calls_at(store: &Store, app: &str, calls: &[(i64, u32)], at: UnixMillis) {
+        send_at(
+            store,
+            app,
+            Uplink::CampaignCalls(
+                calls
+                    .iter()
+                    .map(|&(c, n)| callgate_common::wire::CampaignCalls {
+                        campaign: callgate_common::ids::CampaignId(c as u64),
+                        calls: n,
+                    })
+                    .collect(),
+            ),
+            at,
+        )
+        .await;
+    }
+
     /// A telemetry report received now: `calls` up, `agents` ready.
     pub async fn telemetry(store: &Store, app: &str, calls: u32, agents: u32) {
         telemetry_at(store, app, calls, agents, UnixMillis::now()).await;
