@@ -241,6 +241,61 @@ async fn an_offline_appliance_gets_its_brief_but_no_leases_or_grants() {
 }
 
 #[tokio::test]
+async fn a_profile_edit_reaches_every_box_working_its_campaigns_at_the_next_pass() {
+    for backend in BACKENDS {
+        let t = fresh_store(backend).await;
+        let now = at(NOON_CHICAGO);
+        let r = rig(&t.store, small_pool());
+        let campaign = scheduled_campaign(&t.store, &r.vault, "us", &csv(10, 0), |_| {}).await;
+        enrol(&t.store, "branch-a", true, now).await;
+        r.pass(now).await;
+        let brief = |msgs: Vec<Downlink>| {
+            msgs.into_iter().rev().find_map(|m| match m {
+                Downlink::Campaign(b) if b.campaign == CampaignId(campaign as u64) => Some(b),
+                _ => None,
+            })
+        };
+        let first = brief(outbox(&t.store, "branch-a").await).expect("a first brief");
+        assert_eq!(first.profile.abandon.cap_permille, 30);
+        clear_outbox(&t.store).await;
+        // Nothing changed: the next pass sends no brief.
+        r.pass(UnixMillis(now.0 + 1_000)).await;
+        assert_eq!(
+            brief(outbox(&t.store, "branch-a").await),
+            None,
+            "{backend:?}"
+        );
+
+        // Compliance tightens the profile the campaign runs under.
+        let stored = compliance::page_profiles(&t.store, 0, 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|p| p.name == "us")
+            .unwrap();
+        let mut tighter = stored.profile.clone();
+        tighter.abandon.cap_permille = 20;
+        tighter.recording_consent_announcement = true;
+        compliance::update_profile(&t.store, stored.id, "us", tighter)
+            .await
+            .unwrap();
+        r.pass(UnixMillis(now.0 + 2_000)).await;
+        let next = brief(outbox(&t.store, "branch-a").await)
+            .unwrap_or_else(|| panic!("{backend:?}: no brief after the profile edit"));
+        assert_eq!(next.profile.abandon.cap_permille, 20, "{backend:?}");
+        assert!(next.profile.recording_consent_announcement);
+        assert!(
+            next.running,
+            "the campaign keeps running under the new rules"
+        );
+        assert!(
+            next.version > first.version,
+            "a newer version replaces the old brief"
+        );
+    }
+}
+
+#[tokio::test]
 async fn a_lease_too_big_for_one_envelope_goes_as_several_leases_under_the_limit() {
     for backend in BACKENDS {
         let t = fresh_store(backend).await;

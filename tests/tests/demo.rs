@@ -7,125 +7,10 @@
 //! and appliances. A directory that is not a demo's is refused with its name.
 
 use callgate_system_tests::binary;
-use std::io::{BufRead, BufReader};
+use callgate_system_tests::demo::{url_in, Demo};
 use std::path::Path;
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-/// A running demo, killed when dropped (a failing test leaves nothing behind).
-struct Demo {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-    seen: Vec<String>,
-}
-
-impl Drop for Demo {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-impl Demo {
-    fn start(data: &Path, log: &Path) -> Demo {
-        let mut child = Command::new(binary("callgate-demo"))
-            .arg("--data-dir")
-            .arg(data)
-            .args([
-                "--ports",
-                "auto",
-                "--appliances",
-                "2",
-                "--report-every",
-                "2",
-            ])
-            .env("NO_COLOR", "1")
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(log).unwrap())
-            .spawn()
-            .expect("starting callgate-demo");
-        let out = child.stdout.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    return;
-                }
-            }
-        });
-        Demo {
-            child,
-            lines,
-            seen: Vec::new(),
-        }
-    }
-
-    /// Waits for a printed line containing `needle`.
-    fn line_with(&mut self, needle: &str, limit: Duration, log: &Path) -> String {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(l) = self.seen.iter().find(|l| l.contains(needle)) {
-                return l.clone();
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self
-                .lines
-                .recv_timeout(left.min(Duration::from_millis(500)))
-            {
-                Ok(l) => self.seen.push(l),
-                Err(_) if Instant::now() < deadline => {}
-                Err(_) => panic!(
-                    "no line with {needle:?} within {limit:?}; printed:\n{}\nlog:\n{}",
-                    self.seen.join("\n"),
-                    std::fs::read_to_string(log).unwrap_or_default()
-                ),
-            }
-        }
-    }
-
-    /// Ctrl-C, then the exit status (within 60 s); otherwise fails with what the demo
-    /// printed and logged (the shutdown stages it was still waiting for).
-    fn interrupt(&mut self, log: &Path) -> ExitStatus {
-        let ok = Command::new("kill")
-            .args(["-INT", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(ok.success());
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(s) = self.child.try_wait().unwrap() {
-                while let Ok(l) = self.lines.recv_timeout(Duration::from_millis(200)) {
-                    self.seen.push(l);
-                }
-                return s;
-            }
-            if Instant::now() >= deadline {
-                while let Ok(l) = self.lines.try_recv() {
-                    self.seen.push(l);
-                }
-                panic!(
-                    "the demo did not stop within 60 s of SIGINT; printed:\n{}\nlog:\n{}",
-                    self.seen.join("\n"),
-                    std::fs::read_to_string(log).unwrap_or_default()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
-
-/// The first `https://...` URL in a printed line.
-fn url_in(line: &str) -> String {
-    line.split_whitespace()
-        .find(|w| w.starts_with("https://") || w.starts_with("http://"))
-        .unwrap_or_else(|| panic!("no URL in {line:?}"))
-        .to_string()
-}
 
 async fn count(db: &Path, sql: &str) -> i64 {
     let url = format!("sqlite://{}?mode=ro", db.display());
@@ -162,7 +47,7 @@ async fn the_demo_places_calls_end_to_end_serves_console_and_uis_stops_on_ctrl_c
     let data = dir.path().join("data");
     let log = dir.path().join("demo.log");
     let db = data.join("coordinator/coordinator.db");
-    let mut demo = Demo::start(&data, &log);
+    let mut demo = Demo::start(&data, &log, 2);
     let console = url_in(&demo.line_with("HQ console", Duration::from_secs(180), &log));
     let uis: Vec<String> = ["branch-1 web UI", "branch-2 web UI"]
         .iter()
@@ -258,7 +143,7 @@ async fn the_demo_places_calls_end_to_end_serves_console_and_uis_stops_on_ctrl_c
 
     // Again on the same data directory: same appliances and campaign, more calls.
     let log2 = dir.path().join("demo2.log");
-    let mut demo = Demo::start(&data, &log2);
+    let mut demo = Demo::start(&data, &log2, 2);
     demo.line_with("HQ console", Duration::from_secs(180), &log2);
     wait_for(&db, results, before + 5, Duration::from_secs(120), &log2).await;
     let status = demo.interrupt(&log2);

@@ -146,7 +146,9 @@ pub async fn create_profile_in(
 }
 
 /// Replaces profile `id`'s name and rules; returns it as it was before and after.
-/// Campaigns that run under it pick the new rules up with their next brief.
+/// Boxes working a campaign under it get the new rules in a new brief at the scheduler's
+/// next pass (`sync.dialer.tick_ms`): the brief carries the profile and is re-sent when
+/// its digest changes.
 pub async fn update_profile(
     store: &Store,
     id: i64,
