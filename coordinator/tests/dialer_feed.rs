@@ -296,6 +296,46 @@ async fn a_profile_edit_reaches_every_box_working_its_campaigns_at_the_next_pass
 }
 
 #[tokio::test]
+async fn a_rest_lease_of_a_campaign_without_shares_is_revoked_when_the_campaign_is_paused() {
+    for backend in BACKENDS {
+        let t = fresh_store(backend).await;
+        let now = at(NOON_CHICAGO);
+        let r = rig(&t.store, small_pool());
+        let id = scheduled_campaign(&t.store, &r.vault, "us", &csv(10, 0), |s| {
+            s.appliances.clear();
+        })
+        .await;
+        // An outside dialer leases over the REST path; the scheduler feeds nobody here.
+        let lease = callgate_coordinator::leasing::lease_contacts(
+            &t.store,
+            &r.vault,
+            id,
+            "ext-dialer",
+            3,
+            600_000,
+            now,
+        )
+        .await
+        .unwrap();
+        let state = || async {
+            let (s,): (String,) = sqlx::query_as("SELECT state FROM contact_leases WHERE id = $1")
+                .bind(lease.id)
+                .fetch_one(t.store.pool())
+                .await
+                .unwrap();
+            s
+        };
+        r.pass(UnixMillis(now.0 + 1_000)).await;
+        assert_eq!(state().await, "active", "{backend:?}: still dialable");
+        campaigns::apply(&t.store, id, CampaignAction::Pause)
+            .await
+            .unwrap();
+        r.pass(UnixMillis(now.0 + 2_000)).await;
+        assert_eq!(state().await, "revoked", "{backend:?}: paused");
+    }
+}
+
+#[tokio::test]
 async fn a_lease_too_big_for_one_envelope_goes_as_several_leases_under_the_limit() {
     for backend in BACKENDS {
         let t = fresh_store(backend).await;

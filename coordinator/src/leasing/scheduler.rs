@@ -417,10 +417,29 @@ impl Scheduler {
         .bind(now.0)
         .fetch_all(pool)
         .await?;
-        // Leases handed out over REST for a campaign with no shares are that client's
-        // business; only campaigns the scheduler feeds are judged here.
+        // A fed campaign's lease goes when its box may no longer dial it; a lease handed
+        // out over REST for a campaign with no shares goes when the campaign itself may no
+        // longer be dialled (paused, stopped, archived, past its date range).
+        let mut unfed_dialing: HashMap<i64, bool> = HashMap::new();
         for (lease, campaign, app) in active {
-            if fed.contains(&campaign) && !may_dial.contains(&(app, campaign)) {
+            let revoke = if fed.contains(&campaign) {
+                !may_dial.contains(&(app, campaign))
+            } else {
+                let dials = match unfed_dialing.get(&campaign) {
+                    Some(d) => *d,
+                    None => {
+                        let d = match campaigns::get(&self.store, campaign).await {
+                            Ok(c) => dialing(&c, now),
+                            Err(campaigns::CampaignError::NotFound(_)) => false,
+                            Err(e) => return Err(e.into()),
+                        };
+                        unfed_dialing.insert(campaign, d);
+                        d
+                    }
+                };
+                !dials
+            };
+            if revoke {
                 super::revoke_lease(&self.store, lease).await?;
             }
         }
