@@ -681,6 +681,72 @@ async fn appliances_register_with_a_claim_code_show_presence_and_revoke_on_both_
 }
 
 #[tokio::test]
+async fn appliance_pages_are_keyed_by_name_so_a_registration_between_pages_shifts_nothing() {
+    for backend in BACKENDS {
+        let api = Api::start(backend).await;
+        let tok = api.admin.clone();
+        let register = |name: &'static str| {
+            let api = &api;
+            let tok = tok.clone();
+            async move {
+                let (s, _, v) = api
+                    .call(
+                        "POST",
+                        "/api/v1/appliances",
+                        &tok,
+                        Some(json!({"name": name, "site": "Leeds"})),
+                    )
+                    .await;
+                assert_eq!(s, 201, "{v}");
+            }
+        };
+        for name in ["branch-b", "branch-d", "branch-f", "branch-h"] {
+            register(name).await;
+        }
+        let names = |page: &Value| -> Vec<String> {
+            page["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|a| a["name"].as_str().unwrap().to_string())
+                .collect()
+        };
+        let (s, _, first) = api
+            .call("GET", "/api/v1/appliances?limit=2", &tok, None)
+            .await;
+        assert_eq!(s, 200, "{first}");
+        assert_eq!(names(&first), ["branch-b", "branch-d"], "{backend:?}");
+        assert_eq!(first["next_after"], "branch-d");
+        // Registered between the two pages, sorting before the cursor: by position, the
+        // next page would repeat branch-d; by name it goes on where the first ended.
+        register("branch-a").await;
+        let (_, _, second) = api
+            .call(
+                "GET",
+                "/api/v1/appliances?limit=2&after=branch-d",
+                &tok,
+                None,
+            )
+            .await;
+        assert_eq!(names(&second), ["branch-f", "branch-h"], "{backend:?}");
+        let (_, _, last) = api
+            .call(
+                "GET",
+                "/api/v1/appliances?limit=2&after=branch-h",
+                &tok,
+                None,
+            )
+            .await;
+        assert_eq!(names(&last), Vec::<String>::new());
+        assert_eq!(last["next_after"], Value::Null);
+        let (s, _, v) = api
+            .call("GET", "/api/v1/appliances?limit=0", &tok, None)
+            .await;
+        assert_eq!((s, v["field"].as_str()), (422, Some("limit")), "{v}");
+    }
+}
+
+#[tokio::test]
 async fn a_dnc_entry_can_be_removed_once() {
     let api = Api::start(callgate_common::store::Backend::Sqlite).await;
     let tok = api.admin.clone();

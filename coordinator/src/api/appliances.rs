@@ -39,22 +39,34 @@ fn name_of(p: Result<Path<String>, PathRejection>) -> Result<ApplianceId, ApiErr
         .map_err(|e| ApiError::invalid("name", e.to_string()))
 }
 
-/// A page of appliances; `next_after` counts the appliances already listed.
+/// A page of appliances by name; `next_after` is the last name on it (pass it as `after`).
 #[derive(Debug, Serialize)]
 pub(super) struct AppliancePage {
     items: Vec<ApplianceView>,
-    next_after: Option<i64>,
+    next_after: Option<String>,
+}
+
+/// `?after=NAME&limit=N`: appliances are keyed by name, so the cursor is a name.
+#[derive(Debug, Deserialize)]
+pub(super) struct AppliancePageQuery {
+    #[serde(default)]
+    after: Option<String>,
+    #[serde(default)]
+    limit: Option<i64>,
 }
 
 pub(super) async fn list_appliances(
     State(s): State<ApiState>,
     caller: Caller,
-    q: Result<Query<PageQuery>, QueryRejection>,
+    q: Result<Query<AppliancePageQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     caller.require("appliances:read")?;
-    let (after, limit) = PageQuery::parse(q)?;
-    let items = registry::page(s.store.pool(), after, limit).await?;
-    let next_after = (items.len() as i64 == limit).then_some(after.saturating_add(limit));
+    let Query(q) = q.map_err(|e| ApiError::bad_request(Some("query"), e.body_text()))?;
+    let limit = PageQuery::check_limit(q.limit)?;
+    let items = registry::page(s.store.pool(), q.after.as_deref(), limit).await?;
+    let next_after = (items.len() as i64 == limit)
+        .then(|| items.last().map(|a| a.name.clone()))
+        .flatten();
     Ok(Json(AppliancePage { items, next_after }).into_response())
 }
 

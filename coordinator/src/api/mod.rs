@@ -174,14 +174,20 @@ impl PageQuery {
         q: Result<Query<PageQuery>, axum::extract::rejection::QueryRejection>,
     ) -> Result<(i64, i64), ApiError> {
         let Query(q) = q.map_err(|e| ApiError::bad_request(Some("query"), e.body_text()))?;
-        let limit = q.limit.unwrap_or(50);
+        let limit = PageQuery::check_limit(q.limit)?;
+        Ok((q.after.unwrap_or(0).max(0), limit))
+    }
+
+    /// The page size asked for (default 50), refused outside 1 to [`MAX_PAGE`].
+    fn check_limit(limit: Option<i64>) -> Result<i64, ApiError> {
+        let limit = limit.unwrap_or(50);
         if !(1..=MAX_PAGE).contains(&limit) {
             return Err(ApiError::invalid(
                 "limit",
                 format!("must be 1 to {MAX_PAGE}"),
             ));
         }
-        Ok((q.after.unwrap_or(0).max(0), limit))
+        Ok(limit)
     }
 }
 

@@ -467,7 +467,7 @@ fn appliance_schemas() -> Value {
             "site": { "type": "string", "minLength": 1, "maxLength": 200, "pattern": "\\S" },
         }), &["name", "site"], true),
         "AppliancePage": obj(
-            json!({ "items": { "type": "array", "items": r("Appliance") }, "next_after": nullable(int()) }),
+            json!({ "items": { "type": "array", "items": r("Appliance") }, "next_after": nullable(json!({ "type": "string" })) }),
             &["items", "next_after"],
             false,
         ),
@@ -1024,9 +1024,12 @@ fn build() -> Value {
         Op {
             id: "listAppliances",
             links: &[],
-            summary: "Appliances by name, with presence, firmware and last telemetry (after: how many were listed already)",
+            summary: "Appliances by name, with presence, firmware and last telemetry (after: the last name of the previous page)",
             scope: "appliances:read",
-            params: paging(),
+            params: vec![
+                json!({ "name": "after", "in": "query", "required": false, "schema": { "type": "string" } }),
+                json!({ "name": "limit", "in": "query", "required": false, "schema": { "type": "integer", "minimum": 1, "maximum": 500 } }),
+            ],
             body: None,
             ok: (200, Some(r("AppliancePage"))),
             errors: &[400, 422],

@@ -325,18 +325,21 @@ fn view_of(r: ViewRow) -> ApplianceView {
     }
 }
 
-/// Appliances by name, `limit` of them after the first `skip`.
+/// Appliances by name, `limit` of them, those named after `after` (from the first without).
 pub async fn page(
     pool: &AnyPool,
-    skip: i64,
+    after: Option<&str>,
     limit: i64,
 ) -> Result<Vec<ApplianceView>, EnrollError> {
-    let rows: Vec<ViewRow> =
-        sqlx::query_as(&format!("{VIEW_SQL} ORDER BY a.name LIMIT $1 OFFSET $2"))
-            .bind(limit)
-            .bind(skip)
-            .fetch_all(pool)
-            .await?;
+    // Keyed by name, not by position: an appliance registered or removed between two
+    // pages neither repeats nor hides another.
+    let rows: Vec<ViewRow> = sqlx::query_as(&format!(
+        "{VIEW_SQL} WHERE a.name > $1 ORDER BY a.name LIMIT $2"
+    ))
+    .bind(after.unwrap_or(""))
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
     Ok(rows.into_iter().map(view_of).collect())
 }
 
