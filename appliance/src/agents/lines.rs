@@ -147,6 +147,8 @@ pub struct AudioBridge {
 }
 
 enum LinesCommand {
+    /// From now on, refuse new inbound calls while this says why.
+    HoldNewCalls(watch::Receiver<Option<String>>),
     RelayAudio {
         call: CallId,
         agent: AgentId,
@@ -182,6 +184,7 @@ impl std::fmt::Debug for LinesCommand {
                 write!(f, "RelayAudio({call}, {agent})")
             }
             LinesCommand::BridgeEnded { call, agent } => write!(f, "BridgeEnded({call}, {agent})"),
+            LinesCommand::HoldNewCalls(held) => write!(f, "HoldNewCalls({:?})", *held.borrow()),
         }
     }
 }
@@ -236,6 +239,13 @@ impl LinesHandle {
 }
 
 impl LinesHandle {
+    /// While `held` says why (e.g. the recordings disk is nearly full), new inbound calls
+    /// for agent groups are refused with 503 Service Unavailable; calls already answered
+    /// carry on.
+    pub fn hold_new_calls(&self, held: watch::Receiver<Option<String>>) {
+        let _ = self.commands.send(LinesCommand::HoldNewCalls(held));
+    }
+
     /// Relays a robot call's customer `audio` to `agent` (whom the desk reserved for it):
     /// the agent hears the connect beep, then the customer's frames go to the agent's
     /// nailed-up leg and the agent's to the customer. The caller tells the desk
@@ -354,6 +364,8 @@ struct Lines {
     own: mpsc::UnboundedSender<LinesCommand>,
     /// Overflowed calls whose robot script or voicemail is done.
     overflow_done: mpsc::UnboundedSender<CallId>,
+    /// Why new inbound calls are refused, when that is watched.
+    new_calls_held: Option<watch::Receiver<Option<String>>>,
 }
 
 /// Runs the lines until `shutdown` turns true or the user agent stops. `desk_outputs` is
@@ -383,6 +395,7 @@ pub async fn run_agent_lines(
         others,
         session_id: u64::from(std::process::id()) << 16,
         overflow_done,
+        new_calls_held: None,
     };
     loop {
         tokio::select! {
@@ -640,6 +653,15 @@ impl Lines {
         target: RouteTarget,
         body: &[u8],
     ) {
+        let held = self
+            .new_calls_held
+            .as_ref()
+            .and_then(|h| h.borrow().clone());
+        if let Some(why) = held {
+            tracing::warn!(%number, reason = %why, "inbound call refused: no new calls start");
+            let _ = self.ua.reject(leg, 503, "Service Unavailable");
+            return;
+        }
         let RouteTarget::AgentGroup(group_name) = target else {
             tracing::info!(%number, ?target, "inbound call not for an agent group: refused here");
             let _ = self.ua.reject(leg, 404, "Not Found");
@@ -714,6 +736,7 @@ impl Lines {
 
     async fn on_command(&mut self, command: LinesCommand) {
         match command {
+            LinesCommand::HoldNewCalls(held) => self.new_calls_held = Some(held),
             LinesCommand::BridgeOutbound {
                 call,
                 agent,
