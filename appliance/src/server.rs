@@ -324,13 +324,21 @@ pub async fn run(
     );
     let checks: HealthChecks = {
         let store = store.clone();
+        let new_calls_held = new_calls_held.clone();
         Arc::new(move || {
             let store = store.clone();
+            // The disk guard holding new calls is a failed check: the box cannot do its job.
+            let disk = new_calls_held.as_ref().map(|h| match &*h.borrow() {
+                None => CheckResult::ok("recording disk"),
+                Some(why) => CheckResult::failed("recording disk", format!("no new calls: {why}")),
+            });
             Box::pin(async move {
-                vec![match store.ping().await {
+                let mut checks = vec![match store.ping().await {
                     Ok(()) => CheckResult::ok("store"),
                     Err(e) => CheckResult::failed("store", e.to_string()),
-                }]
+                }];
+                checks.extend(disk);
+                checks
             })
         })
     };
