@@ -160,6 +160,7 @@ enum LinesCommand {
         agent: AgentId,
         customer: Box<RtpLeg>,
         recorder: Option<BridgeRecorder>,
+        consent: Option<std::sync::Arc<Prompt>>,
         reply: oneshot::Sender<Result<OutboundBridge, Box<NotBridged>>>,
     },
     BridgeEnded {
@@ -206,6 +207,7 @@ impl LinesHandle {
         agent: AgentId,
         customer: RtpLeg,
         recorder: Option<BridgeRecorder>,
+        consent: Option<std::sync::Arc<Prompt>>,
     ) -> Result<OutboundBridge, Box<NotBridged>> {
         let (reply, rx) = oneshot::channel();
         let cmd = LinesCommand::BridgeOutbound {
@@ -213,6 +215,7 @@ impl LinesHandle {
             agent,
             customer: Box::new(customer),
             recorder,
+            consent,
             reply,
         };
         if let Err(mpsc::error::SendError(cmd)) = self.commands.send(cmd) {
@@ -742,9 +745,10 @@ impl Lines {
                 agent,
                 customer,
                 recorder,
+                consent,
                 reply,
             } => {
-                let result = self.bridge_outbound(call, agent, *customer, recorder);
+                let result = self.bridge_outbound(call, agent, *customer, recorder, consent);
                 if let Err(e) = &result {
                     let reason = &e.reason;
                     tracing::warn!(%call, %agent, %reason, "outbound call not bridged");
@@ -789,6 +793,7 @@ impl Lines {
         agent: AgentId,
         customer: RtpLeg,
         recorder: Option<BridgeRecorder>,
+        consent: Option<std::sync::Arc<Prompt>>,
     ) -> Result<OutboundBridge, Box<NotBridged>> {
         let Some(phone) = self.phones.get_mut(&agent) else {
             return Err(Box::new(NotBridged {
@@ -811,7 +816,10 @@ impl Lines {
         let (report_tx, report) = oneshot::channel();
         let ended = self.own.clone();
         tokio::spawn(async move {
-            let result = run_bridge(customer, agent_leg, recorder, None, rx).await;
+            // The customer hears the consent announcement first (the agent is held back
+            // meanwhile); recording starts when it has ended.
+            let consent = consent.map(|p| (*p).clone());
+            let result = run_bridge(customer, agent_leg, recorder, consent, rx).await;
             match &result {
                 Ok(r) => tracing::debug!(
                     %call,

@@ -264,6 +264,10 @@ impl DialerTask {
                 pacing: settings.pacing,
                 seed,
                 new_calls_held: new_calls.as_ref().and_then(|h| h.borrow().clone()),
+                consent_prompt: settings
+                    .recording
+                    .as_ref()
+                    .is_some_and(|r| r.consent.is_some()),
             },
             holdings,
             now,
@@ -913,6 +917,10 @@ impl Driver {
 
     async fn on_answered(&mut self, sip: SipAttempt, trunk: String, body: Vec<u8>) {
         let now = UnixMillis::now();
+        let consent = match self.calls.get(&sip) {
+            Some(c) => self.consent_for(c.order.campaign),
+            None => return,
+        };
         let Some(c) = self.calls.get_mut(&sip) else {
             return;
         };
@@ -964,6 +972,7 @@ impl Driver {
             recorder,
             robot_script: None,
             quality_log: Some(crate::media::LegQualityLog::new(self.pool.clone(), c.call)),
+            consent,
         };
         // A screened call's answer is reported with the screen's verdict (`on_verdict`).
         c.awaiting_verdict = self.verdicts.is_some() && self.placement.screens(&call);
@@ -975,6 +984,18 @@ impl Driver {
         tokio::spawn(async move {
             let _ = done.send((sip, placed.await));
         });
+    }
+
+    /// The recording-consent announcement when `campaign`'s brief asks for it (the executor
+    /// dials no such campaign on a box without one).
+    fn consent_for(&self, campaign: CampaignId) -> Option<Arc<callgate_media::prompt::Prompt>> {
+        let asks = self
+            .briefs
+            .borrow()
+            .iter()
+            .any(|b| b.campaign == campaign && b.recording_consent_announcement);
+        asks.then(|| self.settings.recording.as_ref()?.consent.clone())
+            .flatten()
     }
 
     /// A screened call's verdict: the executor (and its pacer) hear the answer now, as a

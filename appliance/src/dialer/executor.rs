@@ -21,6 +21,8 @@
 //!   latest deltas, the calling window in the contact's zone, per-number caps with this box's
 //!   own attempts counted, the abandon budget for predictive dials) — a refused contact is
 //!   handed back with the reason ([`ExecutorOutput::Refused`]);
+//! - a campaign that asks for a recording-consent announcement never dials on a box that has
+//!   none to play: it stops on this box, says why and hands its contacts back;
 //! - while new calls are held ([`CampaignExecutor::handle_new_calls`], e.g. the recordings
 //!   disk is nearly full) no attempt starts: contacts stay pending (nothing is handed back or
 //!   marked failed), attempts in flight go on, and dialling resumes when the hold is lifted.
@@ -172,6 +174,9 @@ pub struct ExecutorConfig {
     /// Why no new attempt may start from the outset (see
     /// [`CampaignExecutor::handle_new_calls`]), e.g. the recordings disk read as full.
     pub new_calls_held: Option<String>,
+    /// Whether this box has a recording-consent announcement to play: a campaign whose
+    /// brief asks for one does not dial without it (its contacts are handed back).
+    pub consent_prompt: bool,
 }
 
 /// One attempt to place now.
@@ -965,6 +970,13 @@ impl CampaignExecutor {
         };
         if !brief.running {
             return CampaignRun::Stopped("the campaign is not running (paused or stopped)".into());
+        }
+        if brief.recording_consent_announcement && !self.config.consent_prompt {
+            return CampaignRun::Stopped(
+                "the campaign asks for a recording-consent announcement and this box has none \
+                 (set recording.consent_prompt to a WAV file in the box's config)"
+                    .into(),
+            );
         }
         let Some(grant) = &c.grant else {
             return CampaignRun::Waiting("no pacing grant yet".into());

@@ -91,6 +91,7 @@ fn executor() -> CampaignExecutor {
             pacing: PacingConfig::default(),
             seed: 42,
             new_calls_held: None,
+            consent_prompt: false,
         },
         Holdings::default(),
         T0,
@@ -772,4 +773,35 @@ fn held_new_calls_show_a_preview_agent_nothing_and_refuse_the_dial() {
         .is_some());
     ex.dial_preview(later(2_000), AgentId(1)).unwrap();
     assert_eq!(dials(&drain(&mut ex)).len(), 1);
+}
+
+#[test]
+fn a_campaign_asking_for_consent_on_a_box_without_a_consent_prompt_stops_and_hands_back() {
+    let mut ex = executor();
+    let mut asks = brief(DialMode::Agentless);
+    asks.recording_consent_announcement = true;
+    ex.handle_campaign(T0, asks.clone());
+    ex.handle_lease(T0, &lease(1, 0..3, later(3_600_000)));
+    ex.handle_grant(T0, grant(5, 1_000, later(3_600_000)));
+    let out = drain(&mut ex);
+    assert!(dials(&out).is_empty(), "{out:?}");
+    let back = returned(&out);
+    assert_eq!(back.len(), 3);
+    assert!(
+        back.iter()
+            .all(|(_, why)| why.contains("recording.consent_prompt")),
+        "{back:?}"
+    );
+    assert!(matches!(
+        ex.status(C).unwrap().run,
+        CampaignRun::Stopped(why) if why.contains("recording-consent announcement")
+    ));
+
+    // With a prompt on the box the same brief dials.
+    let mut ex = executor();
+    ex.config.consent_prompt = true;
+    ex.handle_campaign(T0, asks);
+    ex.handle_lease(T0, &lease(1, 0..3, later(3_600_000)));
+    ex.handle_grant(T0, grant(5, 1_000, later(3_600_000)));
+    assert_eq!(dials(&drain(&mut ex)).len(), 3);
 }

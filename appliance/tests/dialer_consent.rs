@@ -1,0 +1,144 @@
+//! The recording-consent announcement, against a real carrier (SIPp echoing the RTP it gets)
+//! and real `age`: a campaign that asks for it has every answered call hear the consent prompt
+//! (a 1 kHz tone here) before the announcement (440 Hz), and the decrypted recording starts
+//! after the consent prompt — the prompt itself is not in it, on either channel.
+
+mod dialer_support;
+
+use callgate_appliance::recording::RecordingSettings;
+use callgate_common::time::UnixMillis;
+use callgate_common::wire::{CallOutcome, Downlink, Uplink};
+use callgate_media::tone::{tone_presence, ToneGenerator};
+use dialer_support::*;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+const CONSENT_HZ: f64 = 1_000.0;
+const CONSENT_MS: i64 = 1_200;
+const ANNOUNCEMENT_HZ: f64 = 440.0;
+
+fn age_identity(dir: &Path) -> (PathBuf, String) {
+    let id = dir.join("identity.txt");
+    let out = Command::new("age-keygen")
+        .arg("-o")
+        .arg(&id)
+        .output()
+        .expect("age-keygen must be installed (scripts/setup installs package `age`)");
+    assert!(out.status.success(), "age-keygen failed: {out:?}");
+    let out = Command::new("age-keygen")
+        .arg("-y")
+        .arg(&id)
+        .output()
+        .unwrap();
+    (id, String::from_utf8(out.stdout).unwrap().trim().to_owned())
+}
+
+/// A mono 16-bit PCM WAV of a 1 kHz tone lasting `CONSENT_MS`.
+fn consent_wav(path: &Path) {
+    let samples = ToneGenerator::new(CONSENT_HZ, 8_000).next_samples(CONSENT_MS as usize * 8);
+    let mut wav = callgate_media::wav::pcm16_header(1, samples.len() as u32).to_vec();
+    wav.extend(samples.iter().flat_map(|s| s.to_le_bytes()));
+    std::fs::write(path, wav).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answered_calls_hear_the_consent_prompt_first_and_the_recording_starts_after_it() {
+    let carrier = Carrier::start_with("carrier_agents.xml");
+    let mut rig = Rig::new().await;
+    let (identity, recipient) = age_identity(rig.dir.path());
+    let recordings = rig.dir.path().join("recordings");
+    let consent = rig.dir.path().join("consent.wav");
+    consent_wav(&consent);
+    rig.recording = Some(
+        RecordingSettings {
+            recipients: vec![recipient],
+            directory: Some(recordings.clone()),
+            consent_prompt: Some(consent),
+            ..RecordingSettings::default()
+        }
+        .validate(rig.dir.path())
+        .unwrap(),
+    );
+    let hour = UnixMillis::now().plus_millis(3_600_000);
+    let Downlink::Campaign(mut brief) = agentless_brief(all_day()) else {
+        unreachable!()
+    };
+    brief.recording_consent_announcement = true;
+    rig.feed(Downlink::Campaign(brief)).await;
+    rig.feed(lease(1, 0..8, hour, |_| false)).await;
+    rig.feed(grant(8, hour)).await;
+    rig.start_dialer(carrier.addr, Duration::from_secs(3)).await;
+    rig.settled(Duration::from_secs(90)).await;
+
+    let answered: Vec<_> = rig
+        .uplinks()
+        .await
+        .into_iter()
+        .filter_map(|u| match u {
+            Uplink::CallRecord(r) if r.outcome == CallOutcome::AnsweredHuman => Some(r),
+            _ => None,
+        })
+        .collect();
+    assert!(!answered.is_empty(), "the carrier answered some calls");
+    for r in &answered {
+        // The customer talks 3.5 s or more: every call plays the consent prompt (1.2 s) and
+        // then the whole announcement (0.8 s) before the box hangs up.
+        let lasted = r.ended_at.0 - r.answered_at.unwrap().0;
+        assert!(
+            lasted >= CONSENT_MS + 700,
+            "call {} lasted {lasted} ms: consent and announcement not both played",
+            r.call
+        );
+        assert!(r.recording_segments >= 1, "call {} not recorded", r.call);
+        let (file,): (String,) = sqlx::query_as(
+            "SELECT file_name FROM recording_segments WHERE call_id = $1 ORDER BY segment_index",
+        )
+        .bind(r.call.to_string())
+        .fetch_one(rig.store.pool())
+        .await
+        .unwrap();
+        let out = Command::new("age")
+            .arg("-d")
+            .arg("-i")
+            .arg(&identity)
+            .arg(recordings.join(&file))
+            .output()
+            .expect("age must be installed");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let wav = callgate_media::wav::read(&out.stdout).unwrap();
+        let (left, right) = (wav.channel(0), wav.channel(1));
+        // Our side: the announcement from its start, never the consent prompt.
+        let announced = tone_presence(&right, ANNOUNCEMENT_HZ, 160);
+        assert!(
+            announced > 0.5,
+            "call {}: announcement in {announced:.2} of the recording",
+            r.call
+        );
+        let first = &right[..right.len().min(800)];
+        assert!(
+            tone_presence(first, ANNOUNCEMENT_HZ, 160) > 0.5,
+            "call {}: the recording does not open with the announcement",
+            r.call
+        );
+        assert_eq!(
+            tone_presence(&right, CONSENT_HZ, 160),
+            0.0,
+            "call {}: the consent prompt is in the recording",
+            r.call
+        );
+        // The customer's side echoes what it heard: at most the echo of the prompt's last
+        // packets (in flight when it ended) can reach the recording, never the prompt.
+        let echoed_consent = tone_presence(&left, CONSENT_HZ, 160) * left.len() as f64 / 8.0;
+        assert!(
+            echoed_consent <= 200.0,
+            "call {}: {echoed_consent:.0} ms of the consent prompt on the customer channel",
+            r.call
+        );
+    }
+    rig.dialer.take().unwrap().stop().await;
+}
