@@ -919,13 +919,25 @@ impl Lines {
         let (commands, rx) = mpsc::channel(4);
         // The beep goes to the agent over the caller's first words: the bridge starts at once.
         let _ = commands.try_send(BridgeCommand::PlayToAgent(Prompt::connect_beep()));
+        let quality_log = crate::media::LegQualityLog::new(self.desk.pool().clone(), call);
         let task = tokio::spawn(async move {
             match run_bridge::<SqliteSegmentStore>(customer, agent_leg, None, None, rx).await {
-                Ok(report) => tracing::info!(
-                    to_customer = report.to_customer.relayed,
-                    to_agent = report.to_agent.relayed,
-                    "bridge ended"
-                ),
+                Ok(report) => {
+                    tracing::info!(
+                        to_customer = report.to_customer.relayed,
+                        to_agent = report.to_agent.relayed,
+                        "bridge ended"
+                    );
+                    // The caller's leg and the agent's, as the dialer's bridged calls store them.
+                    quality_log
+                        .record(0, crate::media::LegRole::Customer, &report.customer)
+                        .await;
+                    for (i, leg) in report.agent_legs.iter().enumerate() {
+                        quality_log
+                            .record(i as u32 + 1, crate::media::LegRole::Agent, leg)
+                            .await;
+                    }
+                }
                 Err(e) => tracing::warn!(error = %e, "bridge failed"),
             }
         });

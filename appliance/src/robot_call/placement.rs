@@ -224,6 +224,7 @@ impl RobotPlacement {
                     &call, outcome,
                 ));
             }
+            let quality_log = call.quality_log.take();
             let run = RobotRun {
                 call: call.call,
                 campaign: Some(call.campaign),
@@ -236,6 +237,9 @@ impl RobotPlacement {
                 transfer,
             };
             let report = run_robot_call(robot, run).await?;
+            if let (Some(log), Some(leg)) = (&quality_log, &report.leg) {
+                log.record(0, crate::media::LegRole::Customer, leg).await;
+            }
             tracing::info!(call = %id, disposition = ?report.outcome.as_ref().map(RobotOutcome::disposition), steps = report.steps_run, "robot call ended");
             Ok(placement_of(report, outcome, preview_agent))
         })
