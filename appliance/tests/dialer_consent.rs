@@ -1,9 +1,11 @@
 //! The recording-consent announcement, against a real carrier (SIPp echoing the RTP it gets)
 //! and real `age`: a campaign that asks for it has every answered call hear the consent prompt
 //! (a 1 kHz tone here) before the announcement (440 Hz), and the decrypted recording starts
-//! after the consent prompt — the prompt itself is not in it, on either channel.
+//! after the consent prompt — the prompt itself is not in it, on either channel. The same
+//! holds for a robot-script call (SIPp playing the customer, the real espeak-ng).
 
 mod dialer_support;
+mod robot_support;
 
 use callgate_appliance::recording::RecordingSettings;
 use callgate_common::time::UnixMillis;
@@ -141,4 +143,120 @@ async fn answered_calls_hear_the_consent_prompt_first_and_the_recording_starts_a
         );
     }
     rig.dialer.take().unwrap().stop().await;
+}
+
+const GREETING: &str = r#"
+format = 1
+name = "greeting"
+version = 1
+start = "greet"
+
+[steps.greet]
+kind = "say"
+text = "Hello, this is a test call. Goodbye."
+next = "done"
+
+[steps.done]
+kind = "hangup"
+disposition = "greeted"
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_robot_call_plays_the_consent_prompt_before_its_script_and_records_only_after_it() {
+    use callgate_appliance::dialer::placement::Announcement;
+    use callgate_appliance::robot_call::{RobotPlacement, SpeechCache};
+    use callgate_media::prompt::Prompt;
+    use robot_support::*;
+
+    let pcap = callee_pcap(&line_noise(12_000), &[], KeyStyle::Rfc4733);
+    let callee = Callee::start("robot_callee.xml", &pcap);
+    let mut rig = Rig::new().await;
+    let (identity, recipient) = age_identity(rig.dir.path());
+    let recordings = rig.dir.path().join("recordings");
+    let consent = rig.dir.path().join("consent.wav");
+    consent_wav(&consent);
+    rig.recording = Some(
+        RecordingSettings {
+            recipients: vec![recipient],
+            directory: Some(recordings.clone()),
+            consent_prompt: Some(consent),
+            ..RecordingSettings::default()
+        }
+        .validate(rig.dir.path())
+        .unwrap(),
+    );
+    let placement = RobotPlacement::new(
+        std::sync::Arc::new(SpeechCache::new(
+            std::sync::Arc::new(callgate_robot::EspeakNg::default()),
+            64,
+        )),
+        rig.dir.path(),
+        Announcement::new(
+            Prompt::tones(&[(ANNOUNCEMENT_HZ, 600, 100)], 8_000),
+            CallOutcome::AnsweredHuman,
+        ),
+    );
+    let mut brief = robot_brief(Some(GREETING));
+    if let Downlink::Campaign(b) = &mut brief {
+        b.recording_consent_announcement = true;
+    }
+    placement.set_campaign(brief_of(&brief)).unwrap();
+    let record = one_call(
+        &mut rig,
+        &callee,
+        std::sync::Arc::new(placement),
+        brief,
+        one_contact(1, &[]),
+    )
+    .await;
+    assert_eq!(
+        record.outcome,
+        CallOutcome::AnsweredHuman,
+        "{}",
+        callee.errors()
+    );
+    assert_eq!(record.disposition.as_deref(), Some("greeted"));
+    let lasted = record.ended_at.0 - record.answered_at.unwrap().0;
+    assert!(
+        lasted >= CONSENT_MS + 1_000,
+        "the call lasted {lasted} ms: consent and greeting not both played"
+    );
+    assert!(record.recording_segments >= 1);
+    let (file,): (String,) = sqlx::query_as(
+        "SELECT file_name FROM recording_segments WHERE call_id = $1 ORDER BY segment_index",
+    )
+    .bind(record.call.to_string())
+    .fetch_one(rig.store.pool())
+    .await
+    .unwrap();
+    let out = Command::new("age")
+        .arg("-d")
+        .arg("-i")
+        .arg(&identity)
+        .arg(recordings.join(&file))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let wav = callgate_media::wav::read(&out.stdout).unwrap();
+    let right = wav.channel(1);
+    let robot_ms = right.len() as i64 / 8;
+    assert!(
+        robot_ms < lasted - CONSENT_MS + 500,
+        "the recording ({robot_ms} ms) covers the consent prompt too (call {lasted} ms)"
+    );
+    assert_eq!(
+        tone_presence(&right, CONSENT_HZ, 160),
+        0.0,
+        "the consent prompt is in the recording"
+    );
+    let spoke = right.iter().map(|s| f64::from(*s).powi(2)).sum::<f64>() / right.len() as f64;
+    assert!(
+        spoke.sqrt() > 300.0,
+        "the robot's greeting is recorded: RMS {}",
+        spoke.sqrt()
+    );
 }
