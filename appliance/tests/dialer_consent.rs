@@ -2,10 +2,14 @@
 //! and real `age`: a campaign that asks for it has every answered call hear the consent prompt
 //! (a 1 kHz tone here) before the announcement (440 Hz), and the decrypted recording starts
 //! after the consent prompt — the prompt itself is not in it, on either channel. The same
-//! holds for a robot-script call (SIPp playing the customer, the real espeak-ng).
+//! holds for a robot-script call (SIPp playing the customer, the real espeak-ng). A call
+//! bridged to an agent through the agents' lines (a SIPp desk phone echoing RTP) hears the
+//! consent prompt before anything from the agent's side.
 
+mod agents_support;
 mod dialer_support;
 mod robot_support;
+mod sip_support;
 
 use callgate_appliance::recording::RecordingSettings;
 use callgate_common::time::UnixMillis;
@@ -258,5 +262,97 @@ async fn a_robot_call_plays_the_consent_prompt_before_its_script_and_records_onl
         spoke.sqrt() > 300.0,
         "the robot's greeting is recorded: RMS {}",
         spoke.sqrt()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_bridged_to_an_agent_hears_the_consent_prompt_before_the_agents_side() {
+    use callgate_appliance::media::{run_audio_leg, BridgeCommand, LegAudio, RtpLeg, RtpPortRange};
+    use callgate_common::ids::CallId;
+    use callgate_media::g711::Codec;
+    use callgate_media::sdp::{Direction, NegotiatedAudio};
+    use tokio::sync::mpsc;
+
+    let rig = agents_support::rig(Default::default()).await;
+    let _phone = agents_support::phone_logged_in(&rig, 10_000).await;
+    agents_support::wait_for_state(&rig.desk, "ready", Duration::from_secs(30)).await;
+    let negotiated = |remote| NegotiatedAudio {
+        remote: Some(remote),
+        codec: Codec::Pcmu,
+        payload_type: 0,
+        telephone_event_pt: Some(101),
+        ptime_ms: 20,
+        direction: Direction::SendRecv,
+        srtp: None,
+    };
+    let base = agents_support::free_even_port();
+    let range = RtpPortRange::new(base, base + 10).unwrap();
+    let ip = "127.0.0.1".parse().unwrap();
+    let (box_side, customer_side) = (
+        range.bind_pair(ip).await.unwrap(),
+        range.bind_pair(ip).await.unwrap(),
+    );
+    let (b, c) = (
+        box_side.0.local_addr().unwrap(),
+        customer_side.0.local_addr().unwrap(),
+    );
+    // The customer says 440 Hz for 3 s; the desk phone echoes what reaches it.
+    let (say, said) = mpsc::channel(150);
+    let mut voice = ToneGenerator::new(ANNOUNCEMENT_HZ, 8_000);
+    for _ in 0..150 {
+        say.try_send(voice.next_samples(160)).unwrap();
+    }
+    drop(say);
+    let (heard_tx, mut heard_rx) = mpsc::channel(1_000);
+    let customer = tokio::spawn(run_audio_leg(
+        RtpLeg::new(customer_side, &negotiated(b)).unwrap(),
+        said,
+        heard_tx,
+    ));
+    let consent = callgate_media::prompt::Prompt::tones(&[(CONSENT_HZ, 1_000, 0)], 8_000);
+    let bridge = rig
+        .lines
+        .as_ref()
+        .unwrap()
+        .bridge_outbound(
+            CallId::new_v7(),
+            agents_support::AGENT,
+            RtpLeg::new(box_side, &negotiated(c)).unwrap(),
+            None,
+            Some(std::sync::Arc::new(consent)),
+        )
+        .await
+        .map_err(|e| e.reason.clone())
+        .unwrap();
+    let mut heard = Vec::new();
+    while let Some(a) = heard_rx.recv().await {
+        if let LegAudio::Frame(f) = a {
+            heard.extend(f.samples);
+        }
+    }
+    customer.await.unwrap().unwrap();
+    bridge.commands.send(BridgeCommand::Hangup).await.unwrap();
+    let report = bridge.report.await.unwrap().unwrap();
+    assert_eq!(report.consent_frames, 50, "the whole 1 s prompt was played");
+    let windows = |hz: f64| -> Vec<usize> {
+        heard
+            .chunks_exact(400)
+            .enumerate()
+            .filter(|(_, w)| callgate_media::tone::tone_correlation(w, hz) > 0.9)
+            .map(|(i, _)| i)
+            .collect()
+    };
+    let (prompt, agent_side) = (windows(CONSENT_HZ), windows(ANNOUNCEMENT_HZ));
+    assert!(
+        prompt.len() >= 16,
+        "consent prompt heard in windows {prompt:?}"
+    );
+    assert!(
+        agent_side.len() >= 10,
+        "the agent side (the phone's echo) heard in windows {agent_side:?}"
+    );
+    assert!(
+        prompt.last() < agent_side.first(),
+        "consent {prompt:?} before the agent side {agent_side:?}"
     );
 }
