@@ -177,6 +177,12 @@ pub async fn run(
         )),
         None => None,
     };
+    // Why no new call may start: the recordings disk nearly full (the dialer starts no
+    // attempt and agents' inbound calls are refused with 503 while it holds).
+    let new_calls_held = recording_upkeep.as_ref().map(|u| u.new_calls_held());
+    if let (Some(side), Some(held)) = (&agent_side, &new_calls_held) {
+        side.lines.hold_new_calls(held.clone());
+    }
     // The SIP engine and the campaign executor run when `[sip]` is configured.
     let dialer = match &config.sip {
         Some(sip) => Some(
@@ -187,6 +193,7 @@ pub async fn run(
                 outbox.clone(),
                 agent_side,
                 robot_placement.clone(),
+                new_calls_held.clone(),
             )
             .await?,
         ),
@@ -317,13 +324,21 @@ pub async fn run(
     );
     let checks: HealthChecks = {
         let store = store.clone();
+        let new_calls_held = new_calls_held.clone();
         Arc::new(move || {
             let store = store.clone();
+            // The disk guard holding new calls is a failed check: the box cannot do its job.
+            let disk = new_calls_held.as_ref().map(|h| match &*h.borrow() {
+                None => CheckResult::ok("recording disk"),
+                Some(why) => CheckResult::failed("recording disk", format!("no new calls: {why}")),
+            });
             Box::pin(async move {
-                vec![match store.ping().await {
+                let mut checks = vec![match store.ping().await {
                     Ok(()) => CheckResult::ok("store"),
                     Err(e) => CheckResult::failed("store", e.to_string()),
-                }]
+                }];
+                checks.extend(disk);
+                checks
             })
         })
     };

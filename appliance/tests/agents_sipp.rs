@@ -81,6 +81,27 @@ async fn a_phone_answers_the_nailed_up_leg_and_an_inbound_caller_is_bridged_to_t
             AgentState::LoggedOut,
         ]
     );
+    // The bridge stored the caller's leg and the agent's leg quality with the call.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let legs = loop {
+        let legs: Vec<(String, i64, String, i64)> = sqlx::query_as(
+            "SELECT call_id, leg_index, role, packets_received FROM call_leg_quality \
+             ORDER BY leg_index",
+        )
+        .fetch_all(rig.store.pool())
+        .await
+        .unwrap();
+        if legs.len() >= 2 || Instant::now() > deadline {
+            break legs;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(legs.len(), 2, "{legs:?}");
+    assert!(legs.iter().all(|l| l.0 == call.call), "{legs:?}");
+    assert_eq!((legs[0].1, legs[0].2.as_str()), (0, "customer"));
+    assert_eq!((legs[1].1, legs[1].2.as_str()), (1, "agent"));
+    // SIPp's `uac` caller sends no RTP; the phone does.
+    assert!(legs[1].3 > 0, "the phone's RTP was counted: {legs:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -175,6 +175,17 @@ async fn a_callee_pressing_1_gets_the_scripts_disposition_on_the_call_record() {
         robot_side > 300.0,
         "the robot spoke: right channel RMS {robot_side}"
     );
+    // The customer leg's quality is stored with the call.
+    let legs: Vec<(i64, String, i64)> = sqlx::query_as(
+        "SELECT leg_index, role, packets_received FROM call_leg_quality WHERE call_id = $1",
+    )
+    .bind(record.call.to_string())
+    .fetch_all(rig.store.pool())
+    .await
+    .unwrap();
+    assert_eq!(legs.len(), 1, "{legs:?}");
+    assert_eq!((legs[0].0, legs[0].1.as_str()), (0, "customer"));
+    assert!(legs[0].2 > 100, "the callee's RTP was counted: {legs:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

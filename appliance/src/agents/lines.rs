@@ -147,6 +147,8 @@ pub struct AudioBridge {
 }
 
 enum LinesCommand {
+    /// From now on, refuse new inbound calls while this says why.
+    HoldNewCalls(watch::Receiver<Option<String>>),
     RelayAudio {
         call: CallId,
         agent: AgentId,
@@ -158,6 +160,7 @@ enum LinesCommand {
         agent: AgentId,
         customer: Box<RtpLeg>,
         recorder: Option<BridgeRecorder>,
+        consent: Option<std::sync::Arc<Prompt>>,
         reply: oneshot::Sender<Result<OutboundBridge, Box<NotBridged>>>,
     },
     BridgeEnded {
@@ -182,6 +185,7 @@ impl std::fmt::Debug for LinesCommand {
                 write!(f, "RelayAudio({call}, {agent})")
             }
             LinesCommand::BridgeEnded { call, agent } => write!(f, "BridgeEnded({call}, {agent})"),
+            LinesCommand::HoldNewCalls(held) => write!(f, "HoldNewCalls({:?})", *held.borrow()),
         }
     }
 }
@@ -203,6 +207,7 @@ impl LinesHandle {
         agent: AgentId,
         customer: RtpLeg,
         recorder: Option<BridgeRecorder>,
+        consent: Option<std::sync::Arc<Prompt>>,
     ) -> Result<OutboundBridge, Box<NotBridged>> {
         let (reply, rx) = oneshot::channel();
         let cmd = LinesCommand::BridgeOutbound {
@@ -210,6 +215,7 @@ impl LinesHandle {
             agent,
             customer: Box::new(customer),
             recorder,
+            consent,
             reply,
         };
         if let Err(mpsc::error::SendError(cmd)) = self.commands.send(cmd) {
@@ -236,6 +242,13 @@ impl LinesHandle {
 }
 
 impl LinesHandle {
+    /// While `held` says why (e.g. the recordings disk is nearly full), new inbound calls
+    /// for agent groups are refused with 503 Service Unavailable; calls already answered
+    /// carry on.
+    pub fn hold_new_calls(&self, held: watch::Receiver<Option<String>>) {
+        let _ = self.commands.send(LinesCommand::HoldNewCalls(held));
+    }
+
     /// Relays a robot call's customer `audio` to `agent` (whom the desk reserved for it):
     /// the agent hears the connect beep, then the customer's frames go to the agent's
     /// nailed-up leg and the agent's to the customer. The caller tells the desk
@@ -354,6 +367,8 @@ struct Lines {
     own: mpsc::UnboundedSender<LinesCommand>,
     /// Overflowed calls whose robot script or voicemail is done.
     overflow_done: mpsc::UnboundedSender<CallId>,
+    /// Why new inbound calls are refused, when that is watched.
+    new_calls_held: Option<watch::Receiver<Option<String>>>,
 }
 
 /// Runs the lines until `shutdown` turns true or the user agent stops. `desk_outputs` is
@@ -383,6 +398,7 @@ pub async fn run_agent_lines(
         others,
         session_id: u64::from(std::process::id()) << 16,
         overflow_done,
+        new_calls_held: None,
     };
     loop {
         tokio::select! {
@@ -640,6 +656,15 @@ impl Lines {
         target: RouteTarget,
         body: &[u8],
     ) {
+        let held = self
+            .new_calls_held
+            .as_ref()
+            .and_then(|h| h.borrow().clone());
+        if let Some(why) = held {
+            tracing::warn!(%number, reason = %why, "inbound call refused: no new calls start");
+            let _ = self.ua.reject(leg, 503, "Service Unavailable");
+            return;
+        }
         let RouteTarget::AgentGroup(group_name) = target else {
             tracing::info!(%number, ?target, "inbound call not for an agent group: refused here");
             let _ = self.ua.reject(leg, 404, "Not Found");
@@ -714,14 +739,16 @@ impl Lines {
 
     async fn on_command(&mut self, command: LinesCommand) {
         match command {
+            LinesCommand::HoldNewCalls(held) => self.new_calls_held = Some(held),
             LinesCommand::BridgeOutbound {
                 call,
                 agent,
                 customer,
                 recorder,
+                consent,
                 reply,
             } => {
-                let result = self.bridge_outbound(call, agent, *customer, recorder);
+                let result = self.bridge_outbound(call, agent, *customer, recorder, consent);
                 if let Err(e) = &result {
                     let reason = &e.reason;
                     tracing::warn!(%call, %agent, %reason, "outbound call not bridged");
@@ -766,6 +793,7 @@ impl Lines {
         agent: AgentId,
         customer: RtpLeg,
         recorder: Option<BridgeRecorder>,
+        consent: Option<std::sync::Arc<Prompt>>,
     ) -> Result<OutboundBridge, Box<NotBridged>> {
         let Some(phone) = self.phones.get_mut(&agent) else {
             return Err(Box::new(NotBridged {
@@ -788,7 +816,10 @@ impl Lines {
         let (report_tx, report) = oneshot::channel();
         let ended = self.own.clone();
         tokio::spawn(async move {
-            let result = run_bridge(customer, agent_leg, recorder, None, rx).await;
+            // The customer hears the consent announcement first (the agent is held back
+            // meanwhile); recording starts when it has ended.
+            let consent = consent.map(|p| (*p).clone());
+            let result = run_bridge(customer, agent_leg, recorder, consent, rx).await;
             match &result {
                 Ok(r) => tracing::debug!(
                     %call,
@@ -888,13 +919,25 @@ impl Lines {
         let (commands, rx) = mpsc::channel(4);
         // The beep goes to the agent over the caller's first words: the bridge starts at once.
         let _ = commands.try_send(BridgeCommand::PlayToAgent(Prompt::connect_beep()));
+        let quality_log = crate::media::LegQualityLog::new(self.desk.pool().clone(), call);
         let task = tokio::spawn(async move {
             match run_bridge::<SqliteSegmentStore>(customer, agent_leg, None, None, rx).await {
-                Ok(report) => tracing::info!(
-                    to_customer = report.to_customer.relayed,
-                    to_agent = report.to_agent.relayed,
-                    "bridge ended"
-                ),
+                Ok(report) => {
+                    tracing::info!(
+                        to_customer = report.to_customer.relayed,
+                        to_agent = report.to_agent.relayed,
+                        "bridge ended"
+                    );
+                    // The caller's leg and the agent's, as the dialer's bridged calls store them.
+                    quality_log
+                        .record(0, crate::media::LegRole::Customer, &report.customer)
+                        .await;
+                    for (i, leg) in report.agent_legs.iter().enumerate() {
+                        quality_log
+                            .record(i as u32 + 1, crate::media::LegRole::Agent, leg)
+                            .await;
+                    }
+                }
                 Err(e) => tracing::warn!(error = %e, "bridge failed"),
             }
         });

@@ -371,8 +371,13 @@ impl AgentPlacement {
     }
 
     /// Plays the safe-harbour message; the call counts as abandoned.
-    async fn safe_harbour(&self, call: AnsweredCall) -> Result<Placement, DialerError> {
+    async fn safe_harbour(&self, mut call: AnsweredCall) -> Result<Placement, DialerError> {
         let id = call.call;
+        // The safe-harbour message may not wait for the consent announcement: the call goes
+        // unrecorded instead (recording without consent is never an option).
+        if call.consent.take().is_some() && call.recorder.take().is_some() {
+            tracing::info!(call = %id, "safe-harbour call not recorded: the consent announcement was not played");
+        }
         self.desk.call_ended(id);
         metrics::counter!("callgate_dialer_safe_harbour_total").increment(1);
         tracing::info!(call = %id, "no agent free within the safe-harbour time: message played");
@@ -398,10 +403,11 @@ impl AgentPlacement {
             recorder,
             robot_script,
             quality_log,
+            consent,
         } = call;
         let bridge = match self
             .lines
-            .bridge_outbound(id, agent, customer, recorder)
+            .bridge_outbound(id, agent, customer, recorder, consent.clone())
             .await
         {
             Ok(b) => b,
@@ -437,6 +443,7 @@ impl AgentPlacement {
                         recorder,
                         robot_script,
                         quality_log,
+                        consent,
                     })
                     .await;
             }

@@ -104,9 +104,18 @@ pub struct ControlReceiver {
     commands: mpsc::UnboundedReceiver<Command>,
     briefs: watch::Sender<Vec<CampaignBrief>>,
     verdicts: Option<mpsc::UnboundedReceiver<ScreenedAnswer>>,
+    new_calls: Option<watch::Receiver<Option<String>>>,
 }
 
 impl ControlReceiver {
+    /// Why no new call may start (e.g. the recordings disk is nearly full), `None` while
+    /// calls may start: the dialer starts no attempt while it holds, from its very first
+    /// order on, and resumes when it clears; contacts stay pending meanwhile.
+    pub fn with_new_calls(mut self, held: watch::Receiver<Option<String>>) -> Self {
+        self.new_calls = Some(held);
+        self
+    }
+
     /// The answering-machine verdicts of a placement that screens calls
     /// ([`AnsweredCallPlacement::screens`]): the dialer reports each screened answer to its
     /// executor (and pacer) as a person's or a machine's when the verdict arrives.
@@ -127,6 +136,7 @@ impl DialerControl {
                 commands: commands_rx,
                 briefs: briefs_tx,
                 verdicts: None,
+                new_calls: None,
             },
         )
     }
@@ -228,6 +238,7 @@ impl DialerTask {
             commands: commands_rx,
             briefs,
             verdicts,
+            new_calls,
         } = receiver;
         let now = UnixMillis::now();
         let current = outbox.read().await.clone();
@@ -252,6 +263,11 @@ impl DialerTask {
                 trunks: settings.trunks.clone(),
                 pacing: settings.pacing,
                 seed,
+                new_calls_held: new_calls.as_ref().and_then(|h| h.borrow().clone()),
+                consent_prompt: settings
+                    .recording
+                    .as_ref()
+                    .is_some_and(|r| r.consent.is_some()),
             },
             holdings,
             now,
@@ -278,6 +294,7 @@ impl DialerTask {
             changes,
             briefs,
             verdicts,
+            new_calls,
         };
         let task = tokio::spawn(driver.run(commands_rx, done_rx, stop_rx));
         Ok(DialerTask {
@@ -380,6 +397,8 @@ struct Driver {
     briefs: watch::Sender<Vec<CampaignBrief>>,
     /// Answering-machine verdicts of screened calls.
     verdicts: Option<mpsc::UnboundedReceiver<ScreenedAnswer>>,
+    /// Why no new call may start, when that is watched.
+    new_calls: Option<watch::Receiver<Option<String>>>,
 }
 
 /// Tells the executor (and its pacer) an attempt was answered, by a machine or not.
@@ -402,6 +421,17 @@ async fn next_verdict(
         Some(r) => r.recv().await,
         None => std::future::pending().await,
     }
+}
+
+/// The next change of the new-call hold, or never when none is watched (or its sender is
+/// gone: the last word stands).
+async fn next_hold(held: &mut Option<watch::Receiver<Option<String>>>) -> Option<String> {
+    if let Some(r) = held {
+        if r.changed().await.is_ok() {
+            return r.borrow_and_update().clone();
+        }
+    }
+    std::future::pending().await
 }
 
 /// The attempt outcome a final SIP status means.
@@ -494,6 +524,13 @@ impl Driver {
                 },
                 Some((id, placed)) = done.recv() => self.on_placed(id, placed).await,
                 Some(v) = next_verdict(&mut self.verdicts) => self.on_verdict(v),
+                held = next_hold(&mut self.new_calls) => {
+                    match &held {
+                        Some(why) => tracing::warn!(reason = %why, "no new calls start"),
+                        None => tracing::info!("new calls start again"),
+                    }
+                    self.executor.handle_new_calls(UnixMillis::now(), held);
+                }
                 Some(cmd) = commands.recv() => self.on_command(cmd),
                 () = tokio::time::sleep(wait) => self.executor.handle_timeout(UnixMillis::now()),
             }
@@ -880,6 +917,10 @@ impl Driver {
 
     async fn on_answered(&mut self, sip: SipAttempt, trunk: String, body: Vec<u8>) {
         let now = UnixMillis::now();
+        let consent = match self.calls.get(&sip) {
+            Some(c) => self.consent_for(c.order.campaign),
+            None => return,
+        };
         let Some(c) = self.calls.get_mut(&sip) else {
             return;
         };
@@ -931,6 +972,7 @@ impl Driver {
             recorder,
             robot_script: None,
             quality_log: Some(crate::media::LegQualityLog::new(self.pool.clone(), c.call)),
+            consent,
         };
         // A screened call's answer is reported with the screen's verdict (`on_verdict`).
         c.awaiting_verdict = self.verdicts.is_some() && self.placement.screens(&call);
@@ -942,6 +984,18 @@ impl Driver {
         tokio::spawn(async move {
             let _ = done.send((sip, placed.await));
         });
+    }
+
+    /// The recording-consent announcement when `campaign`'s brief asks for it (the executor
+    /// dials no such campaign on a box without one).
+    fn consent_for(&self, campaign: CampaignId) -> Option<Arc<callgate_media::prompt::Prompt>> {
+        let asks = self
+            .briefs
+            .borrow()
+            .iter()
+            .any(|b| b.campaign == campaign && b.recording_consent_announcement);
+        asks.then(|| self.settings.recording.as_ref()?.consent.clone())
+            .flatten()
     }
 
     /// A screened call's verdict: the executor (and its pacer) hear the answer now, as a
@@ -1162,6 +1216,7 @@ pub fn trunk_limits(trunks: &[callgate_sip::trunk::Trunk]) -> Vec<(TrunkId, Trun
 /// what it stores goes out once the link runs. Answered calls go through a
 /// [`super::dispatch::CallDispatch`]: to the agents when `agents` is given, to `robot` for
 /// agentless campaigns and robot routes when given, else to the `[dialer]` announcement.
+/// While `new_calls` holds a reason (the recordings disk is nearly full) no attempt starts.
 pub async fn start_from_config(
     config: &crate::config::ValidConfig,
     sip: &crate::sip::config::SipSettings,
@@ -1169,6 +1224,7 @@ pub async fn start_from_config(
     outbox: Option<SharedOutbox>,
     agents: Option<AgentSide>,
     robot: Option<crate::robot_call::RobotPlacement>,
+    new_calls: Option<watch::Receiver<Option<String>>>,
 ) -> Result<DialerTask, DialerError> {
     let outbox = match outbox {
         Some(o) => o,
@@ -1195,6 +1251,9 @@ pub async fn start_from_config(
     };
     let announcement: Arc<dyn AnsweredCallPlacement> = Arc::new(dialer_announcement(config)?);
     let (control, mut receiver) = DialerControl::channel();
+    if let Some(held) = new_calls {
+        receiver = receiver.with_new_calls(held);
+    }
     let mut dispatch = super::dispatch::CallDispatch::new(announcement).with_robot(
         robot
             .clone()

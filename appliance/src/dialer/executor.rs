@@ -20,7 +20,12 @@
 //! - right before each dial, `callgate_common::compliance::check_dial` (do-not-call with the
 //!   latest deltas, the calling window in the contact's zone, per-number caps with this box's
 //!   own attempts counted, the abandon budget for predictive dials) — a refused contact is
-//!   handed back with the reason ([`ExecutorOutput::Refused`]).
+//!   handed back with the reason ([`ExecutorOutput::Refused`]);
+//! - a campaign that asks for a recording-consent announcement never dials on a box that has
+//!   none to play: it stops on this box, says why and hands its contacts back;
+//! - while new calls are held ([`CampaignExecutor::handle_new_calls`], e.g. the recordings
+//!   disk is nearly full) no attempt starts: contacts stay pending (nothing is handed back or
+//!   marked failed), attempts in flight go on, and dialling resumes when the hold is lifted.
 
 use callgate_common::compliance::{check_dial, AbandonTally, ComplianceError, DialFacts, DncEntry};
 use callgate_common::ids::{AgentId, AttemptId, CampaignId, ContactId, LeaseId, TrunkId};
@@ -166,6 +171,12 @@ pub struct ExecutorConfig {
     /// Mixed into minted attempt ids (e.g. the process start time) so that ids stay unique
     /// across restarts.
     pub seed: u64,
+    /// Why no new attempt may start from the outset (see
+    /// [`CampaignExecutor::handle_new_calls`]), e.g. the recordings disk read as full.
+    pub new_calls_held: Option<String>,
+    /// Whether this box has a recording-consent announcement to play: a campaign whose
+    /// brief asks for one does not dial without it (its contacts are handed back).
+    pub consent_prompt: bool,
 }
 
 /// One attempt to place now.
@@ -361,6 +372,8 @@ pub struct CampaignExecutor {
     outputs: VecDeque<ExecutorOutput>,
     minted: u64,
     now: UnixMillis,
+    /// Why no new attempt may start on this box, while that holds.
+    new_calls_held: Option<String>,
 }
 
 impl CampaignExecutor {
@@ -368,7 +381,6 @@ impl CampaignExecutor {
     /// dialling or done are never dialled again.
     pub fn new(config: ExecutorConfig, holdings: Holdings, now: UnixMillis) -> CampaignExecutor {
         let mut ex = CampaignExecutor {
-            config,
             campaigns: BTreeMap::new(),
             leases: BTreeMap::new(),
             dnc: HashMap::new(),
@@ -378,6 +390,8 @@ impl CampaignExecutor {
             outputs: VecDeque::new(),
             minted: 0,
             now,
+            new_calls_held: config.new_calls_held.clone(),
+            config,
         };
         for (number, entry) in holdings.dnc {
             ex.dnc.entry(number).or_default().push(entry);
@@ -554,6 +568,14 @@ impl CampaignExecutor {
         for (number, entry) in holdings.dnc {
             self.dnc.entry(number).or_default().push(entry);
         }
+        self.step(now);
+    }
+
+    /// Holds every new attempt on this box for the reason given (`Some`), or lifts the hold
+    /// (`None`). While held, contacts stay pending under their leases, each campaign's status
+    /// says why it waits, and attempts already in flight carry on.
+    pub fn handle_new_calls(&mut self, now: UnixMillis, held: Option<String>) {
+        self.new_calls_held = held;
         self.step(now);
     }
 
@@ -949,6 +971,13 @@ impl CampaignExecutor {
         if !brief.running {
             return CampaignRun::Stopped("the campaign is not running (paused or stopped)".into());
         }
+        if brief.recording_consent_announcement && !self.config.consent_prompt {
+            return CampaignRun::Stopped(
+                "the campaign asks for a recording-consent announcement and this box has none \
+                 (set recording.consent_prompt to a WAV file in the box's config)"
+                    .into(),
+            );
+        }
         let Some(grant) = &c.grant else {
             return CampaignRun::Waiting("no pacing grant yet".into());
         };
@@ -957,6 +986,9 @@ impl CampaignExecutor {
                 "pacing grant expired at {} ms (cloud unreachable or grant not renewed)",
                 grant.expires_at.0
             ));
+        }
+        if let Some(why) = &self.new_calls_held {
+            return CampaignRun::Waiting(format!("no new calls: {why}"));
         }
         if self.pending(id) == 0 {
             return CampaignRun::Waiting("no undialled contacts under a valid lease".into());

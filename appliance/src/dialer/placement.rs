@@ -1,6 +1,10 @@
 //! Where an answered call goes: the [`AnsweredCallPlacement`] step the driver hands every
 //! answered attempt to, with the customer's media leg ready to run.
 //!
+//! When the campaign asks for it, every placement plays the recording-consent announcement
+//! first ([`play_consent`], or the bridge's own for agent calls) and records only what comes
+//! after it.
+//!
 //! Implementations: [`Announcement`] (play a WAV prompt, then the driver hangs up) — what
 //! agentless campaigns use until robot scripts land, and the safe-harbour message. The agent
 //! desk (bridge to a nailed-up agent leg) and robot scripts implement the same trait.
@@ -53,6 +57,10 @@ pub struct AnsweredCall {
     pub robot_script: Option<String>,
     /// Where the call's legs store their quality when their media ends.
     pub quality_log: Option<crate::media::LegQualityLog>,
+    /// The recording-consent announcement, when the campaign asks for it: the customer
+    /// hears it first, and nothing of the call is recorded before it has ended (the
+    /// announcement itself is not recorded).
+    pub consent: Option<Arc<Prompt>>,
 }
 
 /// What a placement did with the call.
@@ -128,11 +136,61 @@ impl AnsweredCallPlacement for Announcement {
     }
 }
 
+/// Plays the call's recording-consent announcement (when it has one) to the customer,
+/// paced at the leg's packet time, before anything else happens on the call. What the
+/// customer sends meanwhile is received and not recorded. Returns `false` when the call must
+/// end before the announcement finished (the customer hung up, or the dialer is stopping).
+pub async fn play_consent(call: &mut AnsweredCall) -> Result<bool, DialerError> {
+    let Some(prompt) = call.consent.take() else {
+        return Ok(true);
+    };
+    if *call.end_now.borrow() {
+        return Ok(false);
+    }
+    let frame = call.frame_samples.max(1);
+    let mut playback = prompt.play();
+    let mut tick =
+        tokio::time::interval(std::time::Duration::from_micros(frame as u64 * 1_000 / 8));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => match playback.next_frame(frame) {
+                Some(f) => {
+                    call.customer.send_audio(&f).await?;
+                }
+                None => return Ok(true),
+            },
+            received = call.customer.recv() => {
+                received?;
+            }
+            changed = call.end_now.changed() => {
+                if changed.is_err() || *call.end_now.borrow() {
+                    return Ok(false);
+                }
+            }
+        }
+    }
+}
+
+/// The placement of a call that ended during its consent announcement: nothing recorded.
+pub fn ended_during_consent(call: &AnsweredCall, outcome: CallOutcome) -> Placement {
+    tracing::info!(call = %call.call, "the call ended during the recording-consent announcement");
+    Placement {
+        outcome,
+        agent: call.agent,
+        disposition: None,
+        recording_segments: 0,
+        quality: None,
+    }
+}
+
 async fn play(
     prompt: Arc<Prompt>,
     outcome: CallOutcome,
-    call: AnsweredCall,
+    mut call: AnsweredCall,
 ) -> Result<Placement, DialerError> {
+    if !play_consent(&mut call).await? {
+        return Ok(ended_during_consent(&call, outcome));
+    }
     let AnsweredCall {
         customer,
         mut end_now,

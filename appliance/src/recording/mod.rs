@@ -41,6 +41,11 @@ pub struct RecordingSettings {
     pub disk_alarm_percent: u8,
     /// Percent used at which no new call starts (calls in progress keep recording).
     pub disk_refuse_percent: u8,
+    /// The recording-consent announcement (8 kHz WAV: µ-law, A-law or 16-bit PCM) played to
+    /// the customer of every call whose campaign asks for it, before recording starts. The
+    /// announcement itself is not in the recording. A campaign that asks for it does not
+    /// dial on a box without it.
+    pub consent_prompt: Option<PathBuf>,
 }
 
 impl Default for RecordingSettings {
@@ -52,6 +57,7 @@ impl Default for RecordingSettings {
             retention_days: 90,
             disk_alarm_percent: 85,
             disk_refuse_percent: 95,
+            consent_prompt: None,
         }
     }
 }
@@ -64,6 +70,8 @@ pub struct ValidRecording {
     pub directory: PathBuf,
     pub retention_days: u32,
     pub disk: callgate_media::recording::DiskThresholds,
+    /// The recording-consent announcement, loaded.
+    pub consent: Option<std::sync::Arc<callgate_media::prompt::Prompt>>,
 }
 
 impl RecordingSettings {
@@ -100,7 +108,26 @@ impl RecordingSettings {
                 ),
             ));
         }
+        let consent = match &self.consent_prompt {
+            Some(path) => {
+                let bad = |reason: String| {
+                    ConfigError::invalid(
+                        "recording.consent_prompt",
+                        format!("{}: {reason}", path.display()),
+                    )
+                };
+                let bytes = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
+                let prompt = callgate_media::prompt::Prompt::from_wav(&bytes)
+                    .map_err(|e| bad(e.to_string()))?;
+                if prompt.is_empty() {
+                    return Err(bad("the prompt holds no audio".into()));
+                }
+                Some(std::sync::Arc::new(prompt))
+            }
+            None => None,
+        };
         Ok(ValidRecording {
+            consent,
             recipients,
             retention_days: self.retention_days,
             disk: callgate_media::recording::DiskThresholds {
@@ -133,6 +160,28 @@ mod tests {
         let v = s.validate(Path::new("/var/lib/cg")).unwrap();
         assert_eq!(v.segment_seconds, 60);
         assert_eq!(v.directory, Path::new("/var/lib/cg/recordings"));
+    }
+
+    #[test]
+    fn a_consent_prompt_that_is_missing_or_not_a_wav_is_refused_naming_the_key_and_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("consent.wav");
+        let s = RecordingSettings {
+            recipients: vec![RECIPIENT.into()],
+            consent_prompt: Some(path.clone()),
+            ..RecordingSettings::default()
+        };
+        let err = s.validate(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("recording.consent_prompt"), "{err}");
+        assert!(err.contains("consent.wav"), "{err}");
+        std::fs::write(&path, b"not a wav file").unwrap();
+        let err = s.validate(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("recording.consent_prompt"), "{err}");
+        let mut wav = callgate_media::wav::pcm16_header(1, 800).to_vec();
+        wav.extend(std::iter::repeat_n([0x10u8, 0x00], 800).flatten());
+        std::fs::write(&path, wav).unwrap();
+        let v = s.validate(dir.path()).unwrap();
+        assert_eq!(v.consent.map(|p| p.len()), Some(800));
     }
 
     #[test]

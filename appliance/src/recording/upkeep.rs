@@ -75,38 +75,71 @@ impl Default for UpkeepRhythm {
 #[derive(Debug)]
 pub struct RecordingUpkeep {
     disk: watch::Receiver<DiskState>,
+    held: watch::Receiver<Option<String>>,
     task: tokio::task::JoinHandle<()>,
 }
 
+/// Why new calls are held for `state` of the disk under `settings`, or `None` if they may
+/// start.
+fn hold_reason(state: DiskState, settings: &ValidRecording) -> Option<String> {
+    (state == DiskState::RefuseNewCalls).then(|| {
+        format!(
+            "the recordings disk is nearly full (new calls stop at {:.0}% used of {}); free space or raise recording.disk_refuse_percent",
+            settings.disk.refuse_at * 100.0,
+            settings.directory.display()
+        )
+    })
+}
+
+fn publish(
+    state: DiskState,
+    settings: &ValidRecording,
+    disk: &watch::Sender<DiskState>,
+    held: &watch::Sender<Option<String>>,
+) {
+    metrics::gauge!("callgate_recording_disk_state").set(match state {
+        DiskState::Healthy => 0.0,
+        DiskState::Alarm => 1.0,
+        DiskState::RefuseNewCalls => 2.0,
+    });
+    if disk.send_if_modified(|s| std::mem::replace(s, state) != state) {
+        let reason = hold_reason(state, settings);
+        held.send_if_modified(|h| std::mem::replace(h, reason.clone()) != reason);
+    }
+}
+
 impl RecordingUpkeep {
-    /// Starts the task; the first disk measurement and retention pass run at once.
+    /// Measures the disk once (so the state read right after this is the real one: no call
+    /// starts on a full disk in the first moments), then starts the task, whose first
+    /// retention pass runs at once.
     pub fn start(
         settings: ValidRecording,
         store: SqliteSegmentStore,
         rhythm: UpkeepRhythm,
     ) -> RecordingUpkeep {
-        let (tx, disk) = watch::channel(DiskState::Healthy);
+        let (disk_tx, disk) = watch::channel(DiskState::Healthy);
+        let (held_tx, held) = watch::channel(None);
+        if let Err(e) = std::fs::create_dir_all(&settings.directory) {
+            tracing::error!(directory = %settings.directory.display(), error = %e,
+                "recordings directory cannot be created; the disk guard cannot measure it");
+        }
+        let mut guard = DiskGuard::new(settings.disk);
+        match check_disk(&mut guard, &settings.directory) {
+            Ok(state) => publish(state, &settings, &disk_tx, &held_tx),
+            Err(e) => tracing::error!(error = %e, "recording disk not measured"),
+        }
         let task = tokio::spawn(async move {
-            if let Err(e) = std::fs::create_dir_all(&settings.directory) {
-                tracing::error!(directory = %settings.directory.display(), error = %e,
-                    "recordings directory cannot be created; the disk guard cannot measure it");
-            }
-            let mut guard = DiskGuard::new(settings.disk);
-            let mut disk_tick = tokio::time::interval(rhythm.disk_every);
+            let mut disk_tick = tokio::time::interval_at(
+                tokio::time::Instant::now() + rhythm.disk_every,
+                rhythm.disk_every,
+            );
             let mut retention_tick = tokio::time::interval(rhythm.retention_every);
             disk_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             retention_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tokio::select! {
                     _ = disk_tick.tick() => match check_disk(&mut guard, &settings.directory) {
-                        Ok(state) => {
-                            metrics::gauge!("callgate_recording_disk_state").set(match state {
-                                DiskState::Healthy => 0.0,
-                                DiskState::Alarm => 1.0,
-                                DiskState::RefuseNewCalls => 2.0,
-                            });
-                            tx.send_if_modified(|s| std::mem::replace(s, state) != state);
-                        }
+                        Ok(state) => publish(state, &settings, &disk_tx, &held_tx),
                         Err(e) => tracing::error!(error = %e, "recording disk not measured"),
                     },
                     _ = retention_tick.tick() => {
@@ -124,12 +157,18 @@ impl RecordingUpkeep {
                 }
             }
         });
-        RecordingUpkeep { disk, task }
+        RecordingUpkeep { disk, held, task }
     }
 
     /// The disk state as last measured; changes are signalled.
     pub fn disk_state(&self) -> watch::Receiver<DiskState> {
         self.disk.clone()
+    }
+
+    /// Why no new call may start because of the recordings disk (`None` while calls may
+    /// start), for the dialer and the inbound lines; changes are signalled.
+    pub fn new_calls_held(&self) -> watch::Receiver<Option<String>> {
+        self.held.clone()
     }
 
     /// Stops the task.
@@ -165,13 +204,6 @@ mod tests {
         v
     }
 
-    async fn wait_for(disk: &mut watch::Receiver<DiskState>, want: DiskState) {
-        tokio::time::timeout(Duration::from_secs(60), disk.wait_for(|s| *s == want))
-            .await
-            .expect("the upkeep task publishes the disk state")
-            .unwrap();
-    }
-
     #[tokio::test]
     async fn a_full_disk_refuses_new_calls_and_old_segments_are_deleted() {
         let dir = tempfile::tempdir().unwrap();
@@ -200,7 +232,11 @@ mod tests {
             .await
             .unwrap();
         let upkeep = RecordingUpkeep::start(full, store.clone(), UpkeepRhythm::default());
-        wait_for(&mut upkeep.disk_state(), DiskState::RefuseNewCalls).await;
+        // Measured before `start` returns: whoever starts calls reads the real state at once.
+        assert_eq!(*upkeep.disk_state().borrow(), DiskState::RefuseNewCalls);
+        let held = upkeep.new_calls_held().borrow().clone().unwrap_or_default();
+        assert!(held.contains("recordings disk is nearly full"), "{held}");
+        assert!(held.contains("recording.disk_refuse_percent"), "{held}");
         let deadline = std::time::Instant::now() + Duration::from_secs(60);
         while !store.segments("call-old").await.unwrap().is_empty() {
             assert!(std::time::Instant::now() < deadline, "retention never ran");
@@ -214,10 +250,8 @@ mod tests {
         relaxed.disk.alarm_at = 1.01;
         relaxed.disk.refuse_at = 1.02;
         let upkeep = RecordingUpkeep::start(relaxed, store, UpkeepRhythm::default());
-        let mut disk = upkeep.disk_state();
-        // Give it its first measurement, then it must still say healthy.
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        assert_eq!(*disk.borrow_and_update(), DiskState::Healthy);
+        assert_eq!(*upkeep.disk_state().borrow(), DiskState::Healthy);
+        assert_eq!(*upkeep.new_calls_held().borrow(), None);
         upkeep.stop().await;
     }
 }

@@ -213,20 +213,33 @@ impl RobotPlacement {
         robot: RobotCall,
         outcome: CallOutcome,
     ) -> BoxFuture<'static, Result<Placement, DialerError>> {
-        let run = RobotRun {
-            call: call.call,
-            campaign: Some(call.campaign),
-            contact: Some(call.contact),
-            customer: call.customer,
-            frame_samples: call.frame_samples,
-            end_now: call.end_now,
-            recorder: call.recorder,
-            speech: self.shared.speech.clone(),
-            transfer: read(&self.shared.transfer).clone(),
-        };
+        let speech = self.shared.speech.clone();
+        let transfer = read(&self.shared.transfer).clone();
         let (id, preview_agent) = (call.call, call.agent);
+        let mut call = call;
         Box::pin(async move {
+            // The consent announcement comes first; the script (and its recording) after it.
+            if !crate::dialer::placement::play_consent(&mut call).await? {
+                return Ok(crate::dialer::placement::ended_during_consent(
+                    &call, outcome,
+                ));
+            }
+            let quality_log = call.quality_log.take();
+            let run = RobotRun {
+                call: call.call,
+                campaign: Some(call.campaign),
+                contact: Some(call.contact),
+                customer: call.customer,
+                frame_samples: call.frame_samples,
+                end_now: call.end_now,
+                recorder: call.recorder,
+                speech,
+                transfer,
+            };
             let report = run_robot_call(robot, run).await?;
+            if let (Some(log), Some(leg)) = (&quality_log, &report.leg) {
+                log.record(0, crate::media::LegRole::Customer, leg).await;
+            }
             tracing::info!(call = %id, disposition = ?report.outcome.as_ref().map(RobotOutcome::disposition), steps = report.steps_run, "robot call ended");
             Ok(placement_of(report, outcome, preview_agent))
         })

@@ -4,7 +4,8 @@
 //! For the first seconds of an answered call the screen owns the customer's leg: it sends
 //! silence at the leg's pace (the carrier sees a live stream), decodes what the customer
 //! sends and feeds it to a `callgate_robot::CadenceDetector`, recording it (customer left,
-//! silence right) when a recorder is given. Then:
+//! silence right) when a recorder is given and no consent announcement is still to be played
+//! (the inner placement plays it; recording starts after it). Then:
 //! - a **person** (or an undecided answer) goes to the inner placement with the same leg —
 //!   the detection time is the connect delay this adds;
 //! - a **machine** gets [`MachineAnswer`]: a message when the campaign's script has
@@ -207,7 +208,8 @@ async fn listen(
                 }
                 let mut samples = Vec::with_capacity(r.packet.payload.len());
                 format.codec.decode(&r.packet.payload, &mut samples);
-                if let Some(rec) = call.recorder.as_mut() {
+                // With a consent announcement still to come nothing is recorded yet.
+                if let (Some(rec), None) = (call.recorder.as_mut(), &call.consent) {
                     if let Err(e) = rec.push(&samples, &vec![0; samples.len()]).await {
                         tracing::error!(call = %call.call, error = %e, "recording failed; the call goes on unrecorded");
                         call.recorder = None;

@@ -58,6 +58,8 @@ pub async fn wait_for_state(desk: &AgentDeskService, want: &str, within: Duratio
 pub struct Rig {
     pub store: Store,
     pub desk: AgentDeskService,
+    /// The lines' handle, as the dialer's dispatch holds it.
+    pub lines: Option<callgate_appliance::agents::lines::LinesHandle>,
     pub box_addr: String,
     pub stop: tokio::sync::watch::Sender<bool>,
     _dir: tempfile::TempDir,
@@ -149,7 +151,7 @@ pub async fn rig(desk_settings: DeskSettings) -> Rig {
         overflow: OverflowRoute::HangUp,
     };
     // Started the way the daemon starts it.
-    let desk = callgate_appliance::agents::start(
+    let started = callgate_appliance::agents::start_with_lines(
         AgentsSetup {
             pool: store.pool().clone(),
             outbox: Some(Arc::new(tokio::sync::RwLock::new(Arc::new(outbox)))),
@@ -164,7 +166,8 @@ pub async fn rig(desk_settings: DeskSettings) -> Rig {
 
     Rig {
         store,
-        desk,
+        desk: started.desk,
+        lines: started.lines,
         box_addr,
         stop,
         _dir: dir,

@@ -3,7 +3,7 @@
 
 #![allow(dead_code, unreachable_pub)]
 
-use callgate_appliance::dialer::driver::{DialerSettings, DialerTask, SharedOutbox};
+use callgate_appliance::dialer::driver::{DialerControl, DialerSettings, DialerTask, SharedOutbox};
 use callgate_appliance::dialer::placement::Announcement;
 use callgate_appliance::dialer::store;
 use callgate_appliance::media::RtpPortRange;
@@ -56,6 +56,16 @@ impl Carrier {
 
     /// Starts the carrier with another scenario from `tests/sipp/`.
     pub fn start_with(scenario: &str) -> Carrier {
+        Carrier::spawn(scenario, false)
+    }
+
+    /// [`Carrier::start`], logging every message SIPp receives (see
+    /// [`Carrier::invites_received`]).
+    pub fn start_traced() -> Carrier {
+        Carrier::spawn("carrier_mix.xml", true)
+    }
+
+    fn spawn(scenario: &str, trace_messages: bool) -> Carrier {
         let dir = tempfile::tempdir().unwrap();
         let port = free_udp_port();
         let scenario = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -74,6 +84,7 @@ impl Carrier {
                 "-timeout_error",
                 "-trace_err",
             ])
+            .args(trace_messages.then_some("-trace_msg"))
             .current_dir(dir.path())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -86,6 +97,20 @@ impl Carrier {
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
             dir,
         }
+    }
+
+    /// INVITEs SIPp received so far, as its message log (`start_traced`) shows them;
+    /// a retransmission counts again.
+    pub fn invites_received(&self) -> usize {
+        let mut n = 0;
+        for e in std::fs::read_dir(self.dir.path()).unwrap() {
+            let p = e.unwrap().path();
+            if p.to_string_lossy().ends_with("messages.log") {
+                let log = std::fs::read_to_string(&p).unwrap_or_default();
+                n += log.lines().filter(|l| l.starts_with("INVITE sip:")).count();
+            }
+        }
+        n
     }
 
     /// SIPp's error log so far.
@@ -112,6 +137,8 @@ pub struct Rig {
     pub recording: Option<callgate_appliance::recording::ValidRecording>,
     /// The carrier trunk's channel limit (the router's; the executor is told 200).
     pub trunk_channels: u32,
+    /// Why no new call may start, when a test watches that (set before starting the dialer).
+    pub new_calls: Option<tokio::sync::watch::Receiver<Option<String>>>,
 }
 
 /// The RTP range for one rig: 400 ports from a free one.
@@ -141,6 +168,7 @@ impl Rig {
             wire,
             recording: None,
             trunk_channels: 200,
+            new_calls: None,
         }
     }
 
@@ -207,13 +235,18 @@ impl Rig {
             Prompt::tones(&[(440.0, 700, 100)], 8_000),
             CallOutcome::AnsweredHuman,
         ));
+        let (control, mut receiver) = DialerControl::channel();
+        if let Some(held) = &self.new_calls {
+            receiver = receiver.with_new_calls(held.clone());
+        }
         self.dialer = Some(
-            DialerTask::start(
+            DialerTask::start_with_control(
                 settings,
                 self.store.pool().clone(),
                 self.outbox.clone(),
                 router,
                 announcement,
+                (control, receiver),
             )
             .await
             .unwrap(),

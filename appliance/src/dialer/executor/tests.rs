@@ -90,6 +90,8 @@ fn executor() -> CampaignExecutor {
             )],
             pacing: PacingConfig::default(),
             seed: 42,
+            new_calls_held: None,
+            consent_prompt: false,
         },
         Holdings::default(),
         T0,
@@ -716,4 +718,90 @@ fn an_ended_attempt_lifts_the_no_trunk_pause_at_once() {
         2,
         "a channel came free: both slots are used again"
     );
+}
+
+#[test]
+fn held_new_calls_start_no_attempt_keep_contacts_pending_and_resume_when_lifted() {
+    let mut ex = agentless(2, 1_000, 6);
+    let first = dials(&drain(&mut ex));
+    assert_eq!(first.len(), 2);
+    ex.handle_new_calls(later(1_000), Some("recording disk nearly full".into()));
+    // The calls already up carry on and end normally; their slots are not refilled.
+    end(&mut ex, later(2_000), &first[0], CallOutcome::AnsweredHuman);
+    ex.handle_timeout(later(60_000));
+    let out = drain(&mut ex);
+    assert!(dials(&out).is_empty(), "no attempt while held: {out:?}");
+    assert!(returned(&out).is_empty(), "nothing handed back: {out:?}");
+    let status = ex.status(C).unwrap();
+    assert_eq!(
+        status.run,
+        CampaignRun::Waiting("no new calls: recording disk nearly full".into())
+    );
+    assert_eq!((status.pending, status.in_flight), (4, 1));
+    assert_eq!(
+        ex.poll_timeout(),
+        Some(later(3_600_000)),
+        "only the expiries are due"
+    );
+    ex.handle_new_calls(later(61_000), None);
+    let resumed = dials(&drain(&mut ex));
+    assert_eq!(resumed.len(), 1, "one slot free under max_concurrent = 2");
+    assert!(first.iter().all(|d| d.contact != resumed[0].contact));
+    assert_eq!(ex.status(C).unwrap().run, CampaignRun::Dialling);
+}
+
+#[test]
+fn held_new_calls_show_a_preview_agent_nothing_and_refuse_the_dial() {
+    let mut ex = executor();
+    ex.handle_campaign(T0, brief(DialMode::Preview));
+    ex.handle_lease(T0, &lease(1, 0..3, later(3_600_000)));
+    ex.handle_grant(T0, grant(5, 1_000, later(3_600_000)));
+    ex.handle_agent(T0, AgentId(1), AgentState::Ready);
+    ex.request_preview(T0, AgentId(1), C).unwrap().unwrap();
+    ex.handle_new_calls(T0, Some("recording disk nearly full".into()));
+    assert!(matches!(
+        ex.dial_preview(later(1_000), AgentId(1)),
+        Err(DialerError::CampaignNotDialling(_))
+    ));
+    assert_eq!(ex.request_preview(T0, AgentId(2), C).unwrap(), None);
+    assert!(dials(&drain(&mut ex)).is_empty());
+    ex.handle_new_calls(later(2_000), None);
+    // The refused dial released the reservation: the agent asks again and dials.
+    assert!(ex
+        .request_preview(later(2_000), AgentId(1), C)
+        .unwrap()
+        .is_some());
+    ex.dial_preview(later(2_000), AgentId(1)).unwrap();
+    assert_eq!(dials(&drain(&mut ex)).len(), 1);
+}
+
+#[test]
+fn a_campaign_asking_for_consent_on_a_box_without_a_consent_prompt_stops_and_hands_back() {
+    let mut ex = executor();
+    let mut asks = brief(DialMode::Agentless);
+    asks.recording_consent_announcement = true;
+    ex.handle_campaign(T0, asks.clone());
+    ex.handle_lease(T0, &lease(1, 0..3, later(3_600_000)));
+    ex.handle_grant(T0, grant(5, 1_000, later(3_600_000)));
+    let out = drain(&mut ex);
+    assert!(dials(&out).is_empty(), "{out:?}");
+    let back = returned(&out);
+    assert_eq!(back.len(), 3);
+    assert!(
+        back.iter()
+            .all(|(_, why)| why.contains("recording.consent_prompt")),
+        "{back:?}"
+    );
+    assert!(matches!(
+        ex.status(C).unwrap().run,
+        CampaignRun::Stopped(why) if why.contains("recording-consent announcement")
+    ));
+
+    // With a prompt on the box the same brief dials.
+    let mut ex = executor();
+    ex.config.consent_prompt = true;
+    ex.handle_campaign(T0, asks);
+    ex.handle_lease(T0, &lease(1, 0..3, later(3_600_000)));
+    ex.handle_grant(T0, grant(5, 1_000, later(3_600_000)));
+    assert_eq!(dials(&drain(&mut ex)).len(), 3);
 }
