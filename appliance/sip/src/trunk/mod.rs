@@ -4,6 +4,7 @@
 //! delay); and the order in which a [`TrunkGroup`] offers its trunks to a call.
 //! [`router`] uses these to place calls with failover. Pure state, time passed in.
 
+pub mod presentation;
 pub mod router;
 
 use crate::digest::DigestCredentials;

@@ -6,6 +6,7 @@
 //! ringing, answer, rejection and hang-up are relayed between the two legs. Sans-IO over
 //! [`UserAgent`]; figures per trunk are kept in the [`TrunkGroup`].
 
+use super::presentation::{CallerId, Presentation};
 use super::{HealthChange, ProbePolicy, Trunk, TrunkGroup, TrunkHealth, TrunkState};
 use crate::agent::{AgentEvent, AgentOutput, CallSpec, LegId, ProbeId, UserAgent};
 use crate::inbound::{InboundPolicy, RouteTarget};
@@ -150,6 +151,8 @@ struct Current {
 #[derive(Debug)]
 struct Attempt {
     number: String,
+    /// The campaign's caller ID; each trunk presents it per its [`Presentation`].
+    caller: Option<CallerId>,
     sdp: Vec<u8>,
     ring_timeout: Option<Duration>,
     order: Vec<usize>,
@@ -185,6 +188,8 @@ pub struct OutboundRouter {
     /// Trunks `0..in_service` of the group take calls; those after were removed by
     /// [`Self::replace_trunks`] and stay only while calls they carry are up.
     in_service: usize,
+    /// Caller-ID presentation per trunk name (the default for trunks not named here).
+    presentations: HashMap<String, Presentation>,
 }
 
 impl OutboundRouter {
@@ -216,7 +221,14 @@ impl OutboundRouter {
             bridged_in: HashMap::new(),
             in_service: group.trunks.len(),
             group,
+            presentations: HashMap::new(),
         }
+    }
+
+    /// Calls placed on the trunk named `trunk` present their caller ID per
+    /// `presentation` (kept across [`Self::replace_trunks`]; set it again to change it).
+    pub fn set_presentation(&mut self, trunk: &str, presentation: Presentation) {
+        self.presentations.insert(trunk.to_owned(), presentation);
     }
 
     /// Takes inbound calls under `policy`; those routed to a trunk are bridged out.
@@ -342,11 +354,26 @@ impl OutboundRouter {
         }
     }
 
-    /// Dials `number` (the user part of the Request-URI) offering `sdp`.
+    /// Dials `number` (the user part of the Request-URI) offering `sdp`, presenting no
+    /// campaign caller ID (see [`Self::dial_as`]).
     pub fn dial(
         &mut self,
         now: Instant,
         number: &str,
+        sdp: Vec<u8>,
+        ring_timeout: Option<Duration>,
+    ) -> AttemptId {
+        self.dial_as(now, number, None, sdp, ring_timeout)
+    }
+
+    /// Dials `number` offering `sdp` and presenting `caller` (checked by
+    /// [`CallerId::parse`]) on whichever trunk carries the call, per that trunk's
+    /// [`Presentation`]; `None`: the trunk's fixed number, else our own user.
+    pub fn dial_as(
+        &mut self,
+        now: Instant,
+        number: &str,
+        caller: Option<CallerId>,
         sdp: Vec<u8>,
         ring_timeout: Option<Duration>,
     ) -> AttemptId {
@@ -357,6 +384,7 @@ impl OutboundRouter {
         self.roll ^= self.roll << 17;
         let attempt = Attempt {
             number: number.to_owned(),
+            caller,
             sdp,
             ring_timeout,
             order: self.group.order(self.roll),
@@ -412,6 +440,13 @@ impl OutboundRouter {
                 ring_timeout: a.ring_timeout,
                 credentials: trunk.credentials.clone(),
                 session_expires: self.cfg.session_expires,
+                identity: Some(
+                    self.presentations
+                        .get(&trunk.name)
+                        .cloned()
+                        .unwrap_or_default()
+                        .identity(a.caller.as_ref(), &trunk.domain),
+                ),
             };
             a.tried.push(trunk.name.clone());
             let leg = self.agent.place_call(now, spec);

@@ -862,3 +862,100 @@ fn a_trunk_registration_left_unanswered_is_reported_failed_408() {
         DialEvent::TrunkRegistrationFailed { trunk, status: 408, .. } if trunk == "t0"
     ));
 }
+
+/// From, P-Asserted-Identity and Privacy of the INVITE peer `p` received.
+fn presented(w: &World, p: usize) -> (String, Option<String>, Option<String>) {
+    let (_, invite) = w.peers[p].invites_seen.first().expect("an INVITE");
+    let h = &invite.headers;
+    let from = h.get("From").unwrap();
+    let from = from.split(";tag=").next().unwrap().to_owned();
+    (from, h.get("P-Asserted-Identity"), h.get("Privacy"))
+}
+
+#[test]
+fn the_campaign_caller_id_is_the_from_user_by_default() {
+    let mut w = World::new(&[("127.0.0.2:5060", Carrier::Answers)], no_probes());
+    let caller = CallerId::parse("+442079460000").unwrap();
+    w.router
+        .dial_as(w.now, "4930123", Some(caller), b"v=0\r\n".to_vec(), None);
+    w.run_until(Duration::from_secs(2));
+    assert_eq!(w.kinds(), vec!["answered t0"]);
+    assert_eq!(
+        presented(&w, 0),
+        ("<sip:+442079460000@127.0.0.1:5060>".into(), None, None)
+    );
+}
+
+#[test]
+fn a_call_without_a_campaign_caller_id_presents_our_user_not_anonymous() {
+    let mut w = World::new(&[("127.0.0.2:5060", Carrier::Answers)], no_probes());
+    w.router.dial(w.now, "4930123", b"v=0\r\n".to_vec(), None);
+    w.run_until(Duration::from_secs(2));
+    assert_eq!(
+        presented(&w, 0),
+        ("<sip:dialer@127.0.0.1:5060>".into(), None, None)
+    );
+}
+
+#[test]
+fn a_withheld_caller_id_is_anonymous_with_privacy_id_and_the_asserted_number() {
+    let mut w = World::new(&[("127.0.0.2:5060", Carrier::Answers)], no_probes());
+    w.router.set_presentation(
+        "t0",
+        Presentation {
+            header: crate::trunk::presentation::CallerIdHeader::Pai,
+            fixed_number: Some("+441134960000".into()),
+            ..Presentation::default()
+        },
+    );
+    let caller = CallerId::parse("anonymous").unwrap();
+    w.router
+        .dial_as(w.now, "4930123", Some(caller), b"v=0\r\n".to_vec(), None);
+    w.run_until(Duration::from_secs(2));
+    assert_eq!(
+        presented(&w, 0),
+        (
+            "\"Anonymous\" <sip:anonymous@anonymous.invalid>".into(),
+            Some("<sip:+441134960000@127.0.0.2>".into()),
+            Some("id".into())
+        )
+    );
+}
+
+#[test]
+fn a_call_failing_over_presents_its_caller_id_per_the_next_trunks_settings() {
+    let mut w = World::new(
+        &[
+            ("127.0.0.2:5060", Carrier::Rejects(503)),
+            ("127.0.0.3:5060", Carrier::Answers),
+        ],
+        no_probes(),
+    );
+    w.router.set_presentation(
+        "t1",
+        Presentation {
+            header: crate::trunk::presentation::CallerIdHeader::Both,
+            from_domain: Some(crate::uri::Host::Name("callgate.example".into())),
+            user_phone: true,
+            ..Presentation::default()
+        },
+    );
+    let caller = CallerId::parse("+442079460000").unwrap();
+    w.router
+        .dial_as(w.now, "4930123", Some(caller), b"v=0\r\n".to_vec(), None);
+    w.run_until(Duration::from_secs(5));
+    assert_eq!(w.kinds(), vec!["answered t1"]);
+    assert_eq!(
+        presented(&w, 0),
+        ("<sip:+442079460000@127.0.0.1:5060>".into(), None, None),
+        "the first trunk presents per its own (default) settings"
+    );
+    assert_eq!(
+        presented(&w, 1),
+        (
+            "<sip:+442079460000@callgate.example;user=phone>".into(),
+            Some("<sip:+442079460000@callgate.example;user=phone>".into()),
+            None
+        )
+    );
+}
