@@ -297,8 +297,9 @@ async fn a_tcp_trunk_refusing_connections_fails_over_to_a_udp_trunk() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_campaign_caller_id_reaches_the_failover_trunk_in_from_and_p_asserted_identity() {
     // The first trunk refuses connections; the call fails over to SIPp, whose scenario
-    // refuses to answer unless From and P-Asserted-Identity both carry the campaign's
-    // caller ID (+442079460000, dialer_support's brief) as that trunk presents it.
+    // checks that From and P-Asserted-Identity both carry the campaign's caller ID
+    // (+442079460000, dialer_support's brief) as that trunk presents it, and writes any
+    // mismatch to its errors.log.
     let dead = free_tcp_port();
     let udp_port = free_udp_port();
     let carrier = Peer::sipp_scenario("uas_caller_id.xml", "u1", udp_port);
