@@ -486,11 +486,14 @@ impl SipTrunkRouter {
                 trunk,
                 status,
                 reason,
+                retry_in,
             } => tracing::warn!(
                 trunk = %trunk,
                 status,
                 reason = %reason,
-                "trunk registration refused by its carrier: {status} {reason}; not retried"
+                next_try_s = retry_in.as_secs_f64(),
+                "trunk {trunk} registration failed: {status} {reason}; next try in {:.1} s",
+                retry_in.as_secs_f64()
             ),
             _ => {}
         }

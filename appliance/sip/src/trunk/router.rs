@@ -24,6 +24,24 @@ fn uri_host(domain: &str) -> String {
     }
 }
 
+/// The first retry of a failed trunk registration comes after about this long...
+pub const REGISTER_RETRY_FIRST: Duration = Duration::from_secs(5);
+/// ...each further failure doubles it, up to this.
+pub const REGISTER_RETRY_MAX: Duration = Duration::from_secs(300);
+
+/// The wait before retrying a trunk registration that failed `failures` times in a row
+/// (1 = the first failure): `REGISTER_RETRY_FIRST · 2^(failures−1)` capped at
+/// `REGISTER_RETRY_MAX`, then jittered to between half and all of it by `roll` (so a
+/// fleet refused by one carrier does not come back in step).
+pub fn registration_backoff(failures: u32, roll: u64) -> Duration {
+    let doublings = failures.saturating_sub(1).min(16);
+    let full = REGISTER_RETRY_FIRST
+        .saturating_mul(1 << doublings)
+        .min(REGISTER_RETRY_MAX);
+    let half = full / 2;
+    half + Duration::from_millis(roll % (half.as_millis() as u64 + 1))
+}
+
 /// How the router behaves.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RouterConfig {
@@ -120,7 +138,8 @@ pub enum DialEvent {
         /// Seconds granted (refreshed at half of it).
         expires: u32,
     },
-    /// A trunk's registration was refused or went unanswered; it is not retried.
+    /// A trunk's registration was refused or went unanswered; it is tried again after
+    /// `retry_in` (capped exponential back-off with jitter, [`registration_backoff`]).
     TrunkRegistrationFailed {
         /// The trunk.
         trunk: String,
@@ -128,6 +147,8 @@ pub enum DialEvent {
         status: u16,
         /// Reason phrase.
         reason: String,
+        /// When the next REGISTER goes out.
+        retry_in: Duration,
     },
 }
 
@@ -176,8 +197,13 @@ pub struct OutboundRouter {
     /// Every leg still alive and its attempt (abandoned legs included, to release them).
     legs: HashMap<LegId, (AttemptId, usize)>,
     probes: HashMap<ProbeId, usize>,
-    /// Trunk registrations and the trunk (by name) each is for.
-    registrations: HashMap<crate::agent::RegId, String>,
+    /// Trunk registrations: the trunk (by name) each is for and the expiry asked.
+    registrations: HashMap<crate::agent::RegId, (String, u32)>,
+    /// Failed trunk registrations waiting for their next try: trunk name -> (when,
+    /// consecutive failures, expiry to ask).
+    register_retries: HashMap<String, (Instant, u32, u32)>,
+    /// Consecutive registration failures per trunk (reset by a success).
+    register_failures: HashMap<String, u32>,
     next_probe: Vec<Instant>,
     out: VecDeque<RouterOutput>,
     next_attempt: u64,
@@ -213,6 +239,8 @@ impl OutboundRouter {
             legs: HashMap::new(),
             probes: HashMap::new(),
             registrations: HashMap::new(),
+            register_retries: HashMap::new(),
+            register_failures: HashMap::new(),
             next_probe: vec![now; n],
             out: VecDeque::new(),
             next_attempt: 1,
@@ -503,6 +531,17 @@ impl OutboundRouter {
             }
             self.try_next(now, id);
         }
+        let due: Vec<(String, u32)> = self
+            .register_retries
+            .iter()
+            .filter(|(_, r)| r.0 <= now)
+            .map(|(name, r)| (name.clone(), r.2))
+            .collect();
+        for (name, expires) in due {
+            self.register_retries.remove(&name);
+            // A trunk removed by a reload meanwhile is not registered any more.
+            let _ = self.register_trunk(now, &name, expires);
+        }
         for t in 0..self.next_probe.len() {
             let Some(policy) = self.cfg.probe else { break };
             if now >= self.next_probe[t] {
@@ -558,7 +597,8 @@ impl OutboundRouter {
             credentials: trunk.credentials.clone(),
         };
         let reg = self.agent.register(now, spec);
-        self.registrations.insert(reg, trunk.name);
+        self.register_retries.remove(&trunk.name);
+        self.registrations.insert(reg, (trunk.name, expires));
         self.pump(now);
         Some(reg)
     }
@@ -576,6 +616,7 @@ impl OutboundRouter {
             .into_iter()
             .chain(waits)
             .chain(self.next_probe.iter().copied())
+            .chain(self.register_retries.values().map(|r| r.0))
             .min()
     }
 
@@ -825,7 +866,8 @@ impl OutboundRouter {
                 }
             }
             AgentEvent::Registered { reg, expires } => {
-                if let Some(trunk) = self.registrations.get(&reg) {
+                if let Some((trunk, _)) = self.registrations.get(&reg) {
+                    self.register_failures.remove(trunk);
                     self.out
                         .push_back(RouterOutput::Event(DialEvent::TrunkRegistered {
                             trunk: trunk.clone(),
@@ -838,12 +880,23 @@ impl OutboundRouter {
                 status,
                 reason,
             } => {
-                if let Some(trunk) = self.registrations.remove(&reg) {
+                if let Some((trunk, expires)) = self.registrations.remove(&reg) {
+                    self.agent.forget_registration(reg);
+                    let failures = self.register_failures.entry(trunk.clone()).or_default();
+                    *failures += 1;
+                    let failures = *failures;
+                    self.roll ^= self.roll << 13;
+                    self.roll ^= self.roll >> 7;
+                    self.roll ^= self.roll << 17;
+                    let retry_in = registration_backoff(failures, self.roll);
+                    self.register_retries
+                        .insert(trunk.clone(), (now + retry_in, failures, expires));
                     self.out
                         .push_back(RouterOutput::Event(DialEvent::TrunkRegistrationFailed {
                             trunk,
                             status,
                             reason,
+                            retry_in,
                         }));
                 }
             }

@@ -42,6 +42,9 @@ struct Peer {
     later: Vec<(Instant, crate::transaction::TxKey, crate::message::Response)>,
     invites_seen: Vec<(crate::transaction::TxKey, Request)>,
     cancels: usize,
+    /// REGISTERs still to refuse 403, and when each REGISTER arrived.
+    refuse_registers: u32,
+    registers_at: Vec<Instant>,
 }
 
 struct World {
@@ -106,6 +109,8 @@ impl World {
                     later: Vec::new(),
                     invites_seen: Vec::new(),
                     cancels: 0,
+                    refuse_registers: 0,
+                    registers_at: Vec::new(),
                 })
                 .collect(),
             in_flight: Vec::new(),
@@ -177,6 +182,15 @@ impl World {
                                 Some(response_to(&request, s, "Rejected", Some("c")))
                             }
                             (_, Carrier::Silent) => None,
+                            (Method::Register, _) => {
+                                p.registers_at.push(now);
+                                if p.refuse_registers > 0 {
+                                    p.refuse_registers -= 1;
+                                    Some(response_to(&request, 403, "Forbidden", Some("c")))
+                                } else {
+                                    Some(response_to(&request, 200, "OK", Some("c")))
+                                }
+                            }
                             _ => Some(response_to(&request, 200, "OK", Some("c"))),
                         };
                         if let Some(r) = resp {
@@ -850,7 +864,8 @@ fn a_registered_trunk_sends_register_to_its_carrier_and_refreshes_at_half_the_ex
 fn a_trunk_registration_left_unanswered_is_reported_failed_408() {
     let mut w = World::new(&[("127.0.0.2:5060", Carrier::Silent)], no_probes());
     w.router.register_trunk(w.now, "t0", 120).unwrap();
-    w.run_until(Duration::from_secs(10));
+    // Timer F (64·T1 = 3.2 s) fails it; the retry comes 2.5 s or more later.
+    w.run_until(Duration::from_secs(5));
     let failed: Vec<_> = w
         .events
         .iter()
@@ -957,5 +972,73 @@ fn a_call_failing_over_presents_its_caller_id_per_the_next_trunks_settings() {
             Some("<sip:+442079460000@callgate.example;user=phone>".into()),
             None
         )
+    );
+}
+
+#[test]
+fn registration_backoff_doubles_from_five_seconds_with_jitter_and_stops_at_five_minutes() {
+    for roll in [0, 1, 7, 12_345, u64::MAX] {
+        for (failures, full) in [(1, 5), (2, 10), (3, 20), (7, 300), (40, 300)] {
+            let full = Duration::from_secs(full);
+            let wait = registration_backoff(failures, roll);
+            assert!(
+                wait >= full / 2 && wait <= full,
+                "failure {failures}, roll {roll}: {wait:?} not in [{:?}, {full:?}]",
+                full / 2
+            );
+        }
+    }
+    let spread: std::collections::HashSet<_> = (0..50u64)
+        .map(|r| registration_backoff(3, r * 7919))
+        .collect();
+    assert!(spread.len() > 10, "jitter spreads the retries: {spread:?}");
+}
+
+#[test]
+fn a_refused_trunk_registration_is_retried_with_growing_back_off_until_it_is_registered() {
+    let mut w = World::new(&[("127.0.0.2:5060", Carrier::Answers)], no_probes());
+    w.peers[0].refuse_registers = 2;
+    w.router.register_trunk(w.now, "t0", 120).unwrap();
+    w.run_until(Duration::from_secs(30));
+    let failed: Vec<_> = w
+        .events
+        .iter()
+        .filter_map(|(t, e)| match e {
+            DialEvent::TrunkRegistrationFailed {
+                trunk,
+                status,
+                retry_in,
+                ..
+            } => Some((*t, trunk.clone(), *status, *retry_in)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(failed.len(), 2, "{:?}", w.kinds());
+    assert!(failed.iter().all(|(_, t, s, _)| t == "t0" && *s == 403));
+    let at = &w.peers[0].registers_at;
+    assert_eq!(
+        at.len(),
+        3,
+        "two refused, then one accepted: {:?}",
+        w.kinds()
+    );
+    let (first, second) = (at[1] - at[0], at[2] - at[1]);
+    assert!(
+        first >= Duration::from_millis(2_500) && first <= Duration::from_millis(5_100),
+        "first retry after 2.5-5 s: {first:?}"
+    );
+    assert!(
+        second >= Duration::from_secs(5) && second <= Duration::from_millis(10_100),
+        "second retry after 5-10 s: {second:?}"
+    );
+    assert!(
+        (first.as_millis() as i128 - failed[0].3.as_millis() as i128).abs() < 100,
+        "the event says when the next try goes out: {failed:?} vs {first:?}"
+    );
+    assert_eq!(
+        w.kinds().last().map(String::as_str),
+        Some("t0 registered 120"),
+        "{:?}",
+        w.kinds()
     );
 }
