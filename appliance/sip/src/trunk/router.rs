@@ -7,7 +7,9 @@
 //! [`UserAgent`]; figures per trunk are kept in the [`TrunkGroup`].
 
 use super::presentation::{CallerId, Presentation};
-use super::{HealthChange, ProbePolicy, Trunk, TrunkGroup, TrunkHealth, TrunkState};
+use super::{
+    HealthChange, ProbePolicy, RegistrationState, Trunk, TrunkGroup, TrunkHealth, TrunkState,
+};
 use crate::agent::{AgentEvent, AgentOutput, CallSpec, LegId, ProbeId, UserAgent};
 use crate::inbound::{InboundPolicy, RouteTarget};
 use crate::transaction::Transmit;
@@ -598,9 +600,16 @@ impl OutboundRouter {
         };
         let reg = self.agent.register(now, spec);
         self.register_retries.remove(&trunk.name);
+        self.set_registration(&trunk.name, RegistrationState::Registering);
         self.registrations.insert(reg, (trunk.name, expires));
         self.pump(now);
         Some(reg)
+    }
+
+    fn set_registration(&mut self, trunk: &str, state: RegistrationState) {
+        if let Some(t) = self.group.trunks.iter_mut().find(|t| t.trunk.name == trunk) {
+            t.registration = Some(state);
+        }
     }
 
     /// When to call [`Self::handle_timeout`] next.
@@ -867,7 +876,10 @@ impl OutboundRouter {
             }
             AgentEvent::Registered { reg, expires } => {
                 if let Some((trunk, _)) = self.registrations.get(&reg) {
-                    self.register_failures.remove(trunk);
+                    let trunk = trunk.clone();
+                    self.register_failures.remove(&trunk);
+                    let until = now + Duration::from_secs(u64::from(expires));
+                    self.set_registration(&trunk, RegistrationState::Registered { until });
                     self.out
                         .push_back(RouterOutput::Event(DialEvent::TrunkRegistered {
                             trunk: trunk.clone(),
@@ -891,6 +903,14 @@ impl OutboundRouter {
                     let retry_in = registration_backoff(failures, self.roll);
                     self.register_retries
                         .insert(trunk.clone(), (now + retry_in, failures, expires));
+                    self.set_registration(
+                        &trunk,
+                        RegistrationState::Failed {
+                            status,
+                            reason: reason.clone(),
+                            next_try: now + retry_in,
+                        },
+                    );
                     self.out
                         .push_back(RouterOutput::Event(DialEvent::TrunkRegistrationFailed {
                             trunk,

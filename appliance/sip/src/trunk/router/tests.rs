@@ -999,7 +999,22 @@ fn a_refused_trunk_registration_is_retried_with_growing_back_off_until_it_is_reg
     let mut w = World::new(&[("127.0.0.2:5060", Carrier::Answers)], no_probes());
     w.peers[0].refuse_registers = 2;
     w.router.register_trunk(w.now, "t0", 120).unwrap();
+    let registration = |w: &World| w.router.group().trunks[0].registration.clone();
+    assert_eq!(registration(&w), Some(RegistrationState::Registering));
+    w.run_until(Duration::from_secs(1));
+    match registration(&w) {
+        Some(RegistrationState::Failed {
+            status: 403,
+            next_try,
+            ..
+        }) => assert!(next_try > w.now, "the next try is ahead"),
+        other => panic!("the refusal is visible with its next try: {other:?}"),
+    }
     w.run_until(Duration::from_secs(30));
+    let Some(RegistrationState::Registered { until }) = registration(&w) else {
+        panic!("registered at last: {:?}", registration(&w))
+    };
+    assert!(until > w.now && until <= w.now + Duration::from_secs(120));
     let failed: Vec<_> = w
         .events
         .iter()
