@@ -49,6 +49,9 @@ pub struct ApplianceConfig {
 pub struct AgentsConfig {
     /// The agents' SIP address; absent: no agents (no agent page, no phones).
     pub sip_listen: Option<String>,
+    /// A TCP listener for desk phones besides `sip_listen` (UDP), IP:port. A phone that
+    /// registers over TCP is called over TCP.
+    pub sip_tcp_listen: Option<String>,
     /// The address offered for the agents' media; default: `sip_listen`'s address.
     pub media_address: Option<String>,
     /// First port of the agents' RTP range (even); must not overlap `[dialer]`'s.
@@ -102,6 +105,7 @@ impl Default for AgentsConfig {
     fn default() -> Self {
         AgentsConfig {
             sip_listen: None,
+            sip_tcp_listen: None,
             media_address: None,
             rtp_first_port: 30_000,
             rtp_last_port: 30_999,
@@ -124,6 +128,8 @@ impl Default for AgentsConfig {
 pub struct ValidAgents {
     /// The agents' SIP address.
     pub sip_listen: SocketAddr,
+    /// The agents' TCP listener, if any.
+    pub sip_tcp_listen: Option<SocketAddr>,
     /// The agents' media address.
     pub media_address: std::net::IpAddr,
     /// The agents' RTP range.
@@ -174,6 +180,27 @@ impl AgentsConfig {
                 ),
             ));
         }
+        let sip_tcp_listen = match &self.sip_tcp_listen {
+            None => None,
+            Some(a) => {
+                let tcp: SocketAddr = a.parse().map_err(|_| {
+                    ConfigError::invalid("agents.sip_tcp_listen", format!("`{a}` is not IP:port"))
+                })?;
+                let collides = |other: &SocketAddr| {
+                    other.port() == tcp.port()
+                        && (other.ip() == tcp.ip()
+                            || other.ip().is_unspecified()
+                            || tcp.ip().is_unspecified())
+                };
+                if let Some(other) = sip.endpoint.tcp.iter().find(|o| collides(o)) {
+                    return Err(ConfigError::invalid(
+                        "agents.sip_tcp_listen",
+                        format!("{tcp} collides with sip.tcp_listen ({other})"),
+                    ));
+                }
+                Some(tcp)
+            }
+        };
         let media_address = match &self.media_address {
             Some(a) => a.parse::<std::net::IpAddr>().map_err(|_| {
                 ConfigError::invalid(
@@ -254,6 +281,7 @@ impl AgentsConfig {
         Ok(Some(ValidAgents {
             overflow,
             sip_listen,
+            sip_tcp_listen,
             media_address,
             ports: (self.rtp_first_port, self.rtp_last_port),
             phone_ring_timeout: std::time::Duration::from_secs(u64::from(
@@ -881,9 +909,37 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("agents.queue_overflow_seconds"), "{err}");
+        let err = parse(&format!(
+            "{sip}[agents]\nsip_listen = \"127.0.0.1:5062\"\nsip_tcp_listen = \"tcp:5062\"\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("agents.sip_tcp_listen") && err.contains("`tcp:5062`"),
+            "{err}"
+        );
+        let err = parse(
+            "[sip]\nlisten = \"127.0.0.1:5060\"\ntcp_listen = [\"127.0.0.1:5063\"]\n\
+             [agents]\nsip_listen = \"127.0.0.1:5062\"\nsip_tcp_listen = \"0.0.0.0:5063\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("agents.sip_tcp_listen") && err.contains("collides with sip.tcp_listen"),
+            "{err}"
+        );
+        let tcp = parse(&format!(
+            "{sip}[agents]\nsip_listen = \"127.0.0.1:5062\"\nsip_tcp_listen = \"127.0.0.1:5062\"\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            tcp.agents.unwrap().sip_tcp_listen,
+            Some("127.0.0.1:5062".parse().unwrap())
+        );
         let ok = parse(&format!("{sip}[agents]\nsip_listen = \"127.0.0.1:5062\"\n")).unwrap();
         let agents = ok.agents.unwrap();
         assert_eq!(agents.sip_listen.port(), 5062);
+        assert_eq!(agents.sip_tcp_listen, None);
         assert_eq!(agents.desk.safe_harbour_after_ms, 2_000);
         assert!(parse(sip).unwrap().agents.is_none());
     }

@@ -453,9 +453,10 @@ async fn start_agents(
     ServerError,
 > {
     use crate::agents::lines::LineSettings;
-    let ua = crate::agents::lines::start_agent_sip(
+    let ua = crate::agents::lines::start_agent_sip_on(
         sip,
         agents.sip_listen,
+        agents.sip_tcp_listen,
         agents.digest_algorithms.clone(),
     )
     .await

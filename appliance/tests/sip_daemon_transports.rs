@@ -2,7 +2,8 @@
 //! `[[sip.trunks]]` names: SIPp as the carrier over TCP (`-t t1`), over TLS (SIPp behind
 //! socat's OpenSSL: the packaged SIPp has no TLS, `sipp -v` shows no TLS build), and a TCP
 //! trunk that refuses connections failing over to a UDP trunk. Each call's result in the
-//! outbox says which trunk carried it.
+//! outbox says which trunk carried it. The campaign's caller ID reaches the carrier per
+//! the trunk's presentation settings (SIPp checks From and P-Asserted-Identity).
 
 mod dialer_support;
 
@@ -44,9 +45,20 @@ impl Peer {
     /// SIPp's built-in UAS (180, 200, waits for our BYE) on `port` over `transport`
     /// (`u1` or `t1`).
     fn sipp_uas(transport: &str, port: u16) -> Peer {
+        Peer::sipp(&["-sn", "uas"], transport, port)
+    }
+
+    /// SIPp running `tests/sipp/<scenario>` on `port` over `transport`.
+    fn sipp_scenario(scenario: &str, transport: &str, port: u16) -> Peer {
+        let path = format!("{}/tests/sipp/{scenario}", env!("CARGO_MANIFEST_DIR"));
+        Peer::sipp(&["-sf", &path], transport, port)
+    }
+
+    fn sipp(scenario: &[&str], transport: &str, port: u16) -> Peer {
         let dir = tempfile::tempdir().unwrap();
         let child = Command::new("sipp")
-            .args(["-sn", "uas", "-t", transport, "-i", "127.0.0.1"])
+            .args(scenario)
+            .args(["-t", transport, "-i", "127.0.0.1"])
             .args(["-p", &port.to_string(), "-mp", &free_udp_port().to_string()])
             .args(["-nostdin", "-timeout", "180", "-trace_err"])
             .current_dir(dir.path())
@@ -280,4 +292,33 @@ async fn a_tcp_trunk_refusing_connections_fails_over_to_a_udp_trunk() {
             "{r:?}"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_campaign_caller_id_reaches_the_failover_trunk_in_from_and_p_asserted_identity() {
+    // The first trunk refuses connections; the call fails over to SIPp, whose scenario
+    // checks that From and P-Asserted-Identity both carry the campaign's caller ID
+    // (+442079460000, dialer_support's brief) as that trunk presents it, and writes any
+    // mismatch to its errors.log.
+    let dead = free_tcp_port();
+    let udp_port = free_udp_port();
+    let carrier = Peer::sipp_scenario("uas_caller_id.xml", "u1", udp_port);
+    let trunks = format!(
+        "[[sip.trunks]]\nname = \"tcp-first\"\nhost = \"127.0.0.1\"\nport = {dead}\n\
+         transport = \"tcp\"\nmax_channels = 5\nmax_cps = 50\npriority = 0\n\
+         [[sip.trunks]]\nname = \"pai-carrier\"\naddress = \"127.0.0.1:{udp_port}\"\n\
+         max_channels = 5\nmax_cps = 50\npriority = 1\ncaller_id_header = \"both\"\n\
+         from_domain = \"callgate.example\"\ncaller_id_user_phone = true\n"
+    );
+    let results = dial_through_the_daemon(&trunks, &[&carrier]).await;
+    let want = Some(TrunkId::new("pai-carrier").unwrap());
+    assert!(
+        trunk_names(&results).iter().all(|t| *t == want),
+        "{results:?}"
+    );
+    assert_eq!(
+        carrier.errors(),
+        "",
+        "SIPp found a caller ID it did not expect"
+    );
 }

@@ -98,6 +98,15 @@ pub enum SipError {
     /// or the same credentials were already refused).
     #[error("cannot answer authentication challenge: {0}")]
     AuthenticationFailed(&'static str),
+    /// A caller ID to present is not an E.164 number (`+` and 1–15 digits), a national
+    /// number (1–16 digits) or `anonymous`; it is refused before any INVITE carries it.
+    #[error("caller ID `{value}` refused: {reason}")]
+    InvalidCallerId {
+        /// The value as given.
+        value: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
 }
 
 impl SipError {
@@ -128,7 +137,7 @@ impl SipError {
             TransactionTimeout => Some(408),
             TransportFailure(_) => Some(503),
             NoSuchDialog => Some(481),
-            AuthenticationFailed(_) => None,
+            AuthenticationFailed(_) | InvalidCallerId { .. } => None,
         }
     }
 

@@ -91,8 +91,25 @@ pub async fn start_agent_sip(
     bind: SocketAddr,
     digest_algorithms: Vec<String>,
 ) -> Result<UdpAgent, crate::sip::udp::DriverError> {
-    let ua = UdpAgent::start(
-        bind,
+    start_agent_sip_on(settings, bind, None, digest_algorithms).await
+}
+
+/// [`start_agent_sip`] with, besides UDP on `bind`, a TCP listener on `tcp` (desk phones
+/// that register over TCP are called back over TCP).
+pub async fn start_agent_sip_on(
+    settings: &crate::sip::config::SipSettings,
+    bind: SocketAddr,
+    tcp: Option<SocketAddr>,
+    digest_algorithms: Vec<String>,
+) -> Result<UdpAgent, crate::sip::udp::DriverError> {
+    let endpoint = callgate_sip_net::EndpointConfig {
+        udp: vec![bind],
+        tcp: tcp.into_iter().collect(),
+        streams: settings.endpoint.streams,
+        ..callgate_sip_net::EndpointConfig::default()
+    };
+    let ua = UdpAgent::start_on(
+        endpoint,
         callgate_sip::agent::AgentConfig {
             local: bind,
             user: settings.user.clone(),

@@ -34,6 +34,7 @@ use callgate_media::sdp::{
     accept_answer, create_offer, Direction as MediaDirection, LocalMedia, SessionDescription,
 };
 use callgate_pacing::{AgentState, PacingConfig, TrunkLimits};
+use callgate_sip::trunk::presentation::CallerId;
 use callgate_sip::trunk::router::{AttemptId as SipAttempt, DialEvent};
 use sqlx::SqlitePool;
 use std::collections::HashMap;
@@ -725,6 +726,16 @@ impl Driver {
                 "lease or grant expires before the INVITE could leave",
             );
         }
+        // The campaign's caller ID is checked before anything is recorded: a malformed one
+        // never reaches an INVITE. Empty means "no campaign number" (the trunk's fixed
+        // number or `[sip] user`), never withheld; `anonymous` withholds it.
+        let caller = match order.caller_id.as_str() {
+            "" => None,
+            text => match CallerId::parse(text) {
+                Ok(c) => Some(c),
+                Err(e) => return self.not_dialled(attempt, &e.to_string()),
+            },
+        };
         let (rtp, rtcp) = match self.settings.ports.bind_pair(self.settings.media_ip).await {
             Ok(pair) => pair,
             Err(e) => return self.not_dialled(attempt, &format!("no media for the call: {e}")),
@@ -785,8 +796,9 @@ impl Driver {
         let number = order.contact.number.e164();
         let sip = match self
             .router
-            .dial(
+            .dial_as(
                 &number,
+                caller,
                 offer.to_string().into_bytes(),
                 Some(self.settings.ring_timeout),
             )

@@ -11,8 +11,10 @@ use callgate_sip::header::Transport;
 use callgate_sip::inbound::{InboundPolicy, InboundRoute, RouteTarget, UnknownSource};
 use callgate_sip::registrar::PhoneAccount;
 use callgate_sip::transaction::TimerConfig;
+use callgate_sip::trunk::presentation::{CallerId, CallerIdHeader, Presentation};
 use callgate_sip::trunk::router::RouterConfig;
 use callgate_sip::trunk::{ProbePolicy, Trunk};
+use callgate_sip::uri::Host;
 use callgate_sip_net::{EndpointConfig, SipTarget, TlsSettings};
 use serde::{Deserialize, Serialize};
 use std::net::{IpAddr, SocketAddr};
@@ -249,10 +251,70 @@ pub struct TrunkConfig {
     /// Share among equal priorities.
     #[serde(default = "default_weight")]
     pub weight: u32,
+    /// Where the campaign's caller ID goes: `"from"` (default: the From user), `"pai"`
+    /// (P-Asserted-Identity only, for carriers that trust us; From stays `[sip] user`) or
+    /// `"both"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub caller_id_header: Option<String>,
+    /// A fixed number presented instead of the campaign's (carriers that accept only
+    /// their own DDIs): `+` and digits, or national digits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub caller_id_override: Option<String>,
+    /// Mark presented numbers with `;user=phone` (default false).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub caller_id_user_phone: Option<bool>,
+    /// The host of From / P-Asserted-Identity (default: our address in From, the trunk's
+    /// `domain` in P-Asserted-Identity).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_domain: Option<String>,
 }
 
 fn default_weight() -> u32 {
     1
+}
+
+/// A trunk's caller-ID settings, each mistake named by its key.
+fn trunk_presentation(
+    t: &TrunkConfig,
+    key: &dyn Fn(&str) -> String,
+) -> Result<Presentation, SipConfigError> {
+    let header = match t.caller_id_header.as_deref() {
+        None => CallerIdHeader::default(),
+        Some(h) => CallerIdHeader::parse(h).ok_or_else(|| {
+            invalid(
+                key("caller_id_header"),
+                format!("`{h}` is not \"from\", \"pai\" or \"both\""),
+            )
+        })?,
+    };
+    let fixed_number = match t.caller_id_override.as_deref() {
+        None => None,
+        Some(n) => match CallerId::parse(n) {
+            Ok(CallerId::Number(n)) => Some(n),
+            Ok(CallerId::Withheld) => {
+                return Err(invalid(
+                    key("caller_id_override"),
+                    "must be a number; a campaign withholds its caller ID itself (`anonymous`)",
+                ))
+            }
+            Err(e) => return Err(invalid(key("caller_id_override"), e.to_string())),
+        },
+    };
+    let from_domain = match t.from_domain.as_deref() {
+        None => None,
+        Some(d) => Some(Host::parse(d).map_err(|e| {
+            invalid(
+                key("from_domain"),
+                format!("`{d}` is not a host name or IP address: {e}"),
+            )
+        })?),
+    };
+    Ok(Presentation {
+        header,
+        fixed_number,
+        from_domain,
+        user_phone: t.caller_id_user_phone.unwrap_or(false),
+    })
 }
 
 /// `[[sip.routes]]`: exactly one of `phone`, `agent_group`, `trunk`.
@@ -286,6 +348,8 @@ pub struct TrunkLink {
     pub transport: Transport,
     /// Register at the carrier for this many seconds (`None`: IP authentication).
     pub register_expires: Option<u32>,
+    /// How calls on it present their caller ID.
+    pub presentation: Presentation,
 }
 
 /// The engine's view of a validated config.
@@ -448,11 +512,13 @@ impl SipConfig {
             {
                 return Err(invalid(key("register_expires_s"), "must be 60-86400"));
             }
+            let presentation = trunk_presentation(t, &key)?;
             links.push(TrunkLink {
                 name: t.name.clone(),
                 address,
                 transport,
                 register_expires: t.register_expires_s,
+                presentation,
             });
             if t.max_channels == 0 {
                 return Err(invalid(key("max_channels"), "must be at least 1"));
@@ -889,6 +955,7 @@ trunk = "carrier-b"
                 address: a,
                 transport: Transport::Tcp,
                 register_expires: None,
+                presentation: Presentation::default(),
             }]
         );
         assert_eq!(s.inbound.allowed_sources, vec![a.ip()]);
@@ -921,6 +988,58 @@ trunk = "carrier-b"
         assert_eq!(s.endpoint.udp.len(), 2);
         // Over TCP no UDP socket of the family is needed.
         SipConfig::parse(&one_trunk("host = \"::1\"\ntransport = \"tcp\"", "")).unwrap();
+    }
+
+    #[test]
+    fn caller_id_presentation_is_read_per_trunk_and_mistakes_are_refused_by_key() {
+        let s = SipConfig::parse(&one_trunk(
+            "address = \"127.0.0.1:5070\"\ncaller_id_header = \"both\"\n\
+             caller_id_override = \"+441134960000\"\ncaller_id_user_phone = true\n\
+             from_domain = \"callgate.example\"",
+            "",
+        ))
+        .unwrap();
+        assert_eq!(
+            s.links[0].presentation,
+            Presentation {
+                header: CallerIdHeader::Both,
+                fixed_number: Some("+441134960000".into()),
+                from_domain: Some(Host::Name("callgate.example".into())),
+                user_phone: true,
+            }
+        );
+        let plain = SipConfig::parse(&one_trunk("address = \"127.0.0.1:5070\"", "")).unwrap();
+        assert_eq!(plain.links[0].presentation, Presentation::default());
+        for (trunk, want, says) in [
+            (
+                "caller_id_header = \"PAI\"",
+                "caller_id_header",
+                "`PAI` is not",
+            ),
+            (
+                "caller_id_override = \"+44 113 496 0000\"",
+                "caller_id_override",
+                "no spaces, letters",
+            ),
+            (
+                "caller_id_override = \"+4411349600001234\"",
+                "caller_id_override",
+                "at most 15 digits",
+            ),
+            (
+                "caller_id_override = \"anonymous\"",
+                "caller_id_override",
+                "must be a number",
+            ),
+            ("from_domain = \"call gate\"", "from_domain", "`call gate`"),
+        ] {
+            let (key, reason) = key_of(&one_trunk(
+                &format!("address = \"127.0.0.1:5070\"\n{trunk}"),
+                "",
+            ));
+            assert_eq!(key, format!("sip.trunks[0].{want}"), "{trunk}");
+            assert!(reason.contains(says), "{trunk}: {reason}");
+        }
     }
 
     #[test]

@@ -13,6 +13,7 @@ use callgate_sip::agent::{
 };
 use callgate_sip::inbound::InboundPolicy;
 use callgate_sip::registrar::{PhoneAccount, Registrar};
+use callgate_sip::trunk::presentation::CallerId;
 use callgate_sip::trunk::router::{AttemptId, DialEvent, OutboundRouter, RouterConfig};
 use callgate_sip::trunk::{Trunk, TrunkGroup, TrunkState};
 use callgate_sip::uri::Uri;
@@ -338,6 +339,16 @@ impl SipTrunkRouter {
             &transports,
         )
         .await?;
+        let links = sip.links.clone();
+        router
+            .endpoint
+            .with(move |r, _| {
+                for l in links {
+                    r.set_presentation(&l.name, l.presentation);
+                }
+            })
+            .await
+            .map_err(stopped)?;
         for link in &sip.links {
             if let Some(expires) = link.register_expires {
                 let name = link.name.clone();
@@ -385,10 +396,22 @@ impl SipTrunkRouter {
         })
     }
 
-    /// Dials a number.
+    /// Dials a number, presenting no campaign caller ID (see [`Self::dial_as`]).
     pub async fn dial(
         &self,
         number: &str,
+        sdp: Vec<u8>,
+        ring_timeout: Option<Duration>,
+    ) -> Result<AttemptId, DriverError> {
+        self.dial_as(number, None, sdp, ring_timeout).await
+    }
+
+    /// Dials a number presenting `caller` per each trunk's caller-ID settings
+    /// (`OutboundRouter::dial_as`).
+    pub async fn dial_as(
+        &self,
+        number: &str,
+        caller: Option<CallerId>,
         sdp: Vec<u8>,
         ring_timeout: Option<Duration>,
     ) -> Result<AttemptId, DriverError> {
@@ -396,7 +419,7 @@ impl SipTrunkRouter {
         let live = self.live.clone();
         self.endpoint
             .with(move |r, now| {
-                let attempt = r.dial(now, &number, sdp, ring_timeout);
+                let attempt = r.dial_as(now, &number, caller, sdp, ring_timeout);
                 live.update(|calls| calls.dialled(now, attempt, &number));
                 attempt
             })
@@ -463,11 +486,14 @@ impl SipTrunkRouter {
                 trunk,
                 status,
                 reason,
+                retry_in,
             } => tracing::warn!(
                 trunk = %trunk,
                 status,
                 reason = %reason,
-                "trunk registration refused by its carrier: {status} {reason}; not retried"
+                next_try_s = retry_in.as_secs_f64(),
+                "trunk {trunk} registration failed: {status} {reason}; next try in {:.1} s",
+                retry_in.as_secs_f64()
             ),
             _ => {}
         }
@@ -519,6 +545,7 @@ impl TrunkControl {
             .with(move |r, now| {
                 for l in links {
                     r.set_transport(l.address, l.transport);
+                    r.set_presentation(&l.name, l.presentation);
                 }
                 r.replace_trunks(now, trunks);
             })

@@ -76,8 +76,9 @@ pub struct LiveEngine {
     pub(crate) test_calls: Arc<tokio::sync::watch::Sender<Vec<String>>>,
 }
 
-/// The trunks, each with its probe state and calls, joined with `; `.
-pub fn describe_trunks(trunks: &[TrunkState], probing: bool) -> String {
+/// The trunks, each with its probe state, calls and (when it registers) its registration
+/// as of `now`, joined with `; `.
+pub fn describe_trunks(trunks: &[TrunkState], probing: bool, now: Instant) -> String {
     if trunks.is_empty() {
         return "none configured".into();
     }
@@ -94,8 +95,13 @@ pub fn describe_trunks(trunks: &[TrunkState], probing: bool) -> String {
                 .asr_percent()
                 .map(|a| format!(", ASR {a:.0}%"))
                 .unwrap_or_default();
+            let registration = t
+                .registration
+                .as_ref()
+                .map(|r| format!(", {}", r.describe(now)))
+                .unwrap_or_default();
             format!(
-                "{} {}: {probe}, {}/{} calls{asr}",
+                "{} {}: {probe}, {}/{} calls{asr}{registration}",
                 t.trunk.name, t.trunk.address, t.active, t.trunk.max_channels
             )
         })
@@ -240,7 +246,7 @@ impl StatusSource {
         match &engine.trunks {
             Some(source) => match source.trunk_states().await {
                 Ok(trunks) => {
-                    s.trunks = describe_trunks(&trunks, engine.probing);
+                    s.trunks = describe_trunks(&trunks, engine.probing, Instant::now());
                     s.calls = describe_calls(&trunks);
                     if let Some(calls) = source.live_calls() {
                         let list = calls.borrow().clone();
@@ -512,7 +518,8 @@ mod tests {
 
     #[test]
     fn trunks_show_their_probe_state_and_calls_and_agents_their_states() {
-        use callgate_sip::trunk::{Trunk, TrunkGroup};
+        use callgate_sip::trunk::{RegistrationState, Trunk, TrunkGroup};
+        use std::time::Duration;
         let trunk = |name: &str, port: u16| Trunk {
             name: name.into(),
             address: ([127, 0, 0, 1], port).into(),
@@ -533,11 +540,28 @@ mod tests {
         };
         let _ = group.trunks[1].health.record(408, &policy);
         assert_eq!(
-            describe_trunks(&group.trunks, true),
+            describe_trunks(&group.trunks, true, now),
             "a 127.0.0.1:5070: up (answers OPTIONS), 2/4 calls, ASR 0%; \
              b 127.0.0.1:5080: DOWN (OPTIONS unanswered), 0/4 calls"
         );
-        assert!(describe_trunks(&group.trunks, false).contains("not probed"));
+        assert!(describe_trunks(&group.trunks, false, now).contains("not probed"));
+        group.trunks[0].registration = Some(RegistrationState::Registered {
+            until: now + Duration::from_secs(118),
+        });
+        group.trunks[1].registration = Some(RegistrationState::Failed {
+            status: 403,
+            reason: "Forbidden".into(),
+            next_try: now + Duration::from_millis(3_200),
+        });
+        let shown = describe_trunks(&group.trunks, true, now);
+        assert!(
+            shown.contains("ASR 0%, registered for 118 s more;"),
+            "{shown}"
+        );
+        assert!(
+            shown.ends_with("0/4 calls, registration FAILED: 403 Forbidden, next try in 4 s"),
+            "{shown}"
+        );
         assert_eq!(describe_calls(&group.trunks), "2 in progress (2 on a)");
         assert_eq!(describe_calls(&group.trunks[1..]), "none");
         let counts = PacingCounts {

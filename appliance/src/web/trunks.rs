@@ -423,6 +423,11 @@ pub fn check_trunk(form: &TrunkForm, trunks: &[TrunkConfig]) -> Result<TrunkConf
         transport: before.and_then(|t| t.transport.clone()),
         tls_server_name: before.and_then(|t| t.tls_server_name.clone()),
         register_expires_s: before.and_then(|t| t.register_expires_s),
+        // Caller-ID presentation is set in the config file; an edit keeps it.
+        caller_id_header: before.and_then(|t| t.caller_id_header.clone()),
+        caller_id_override: before.and_then(|t| t.caller_id_override.clone()),
+        caller_id_user_phone: before.and_then(|t| t.caller_id_user_phone),
+        from_domain: before.and_then(|t| t.from_domain.clone()),
     })
 }
 
@@ -1085,6 +1090,10 @@ mod tests {
             transport: None,
             tls_server_name: None,
             register_expires_s: None,
+            caller_id_header: None,
+            caller_id_override: None,
+            caller_id_user_phone: None,
+            from_domain: None,
         }
     }
 
@@ -1116,6 +1125,28 @@ mod tests {
             .unwrap_err()
             .of("username")
             .is_some());
+    }
+
+    #[test]
+    fn editing_a_trunk_in_the_form_keeps_its_caller_id_presentation() {
+        let stored = TrunkConfig {
+            caller_id_header: Some("pai".into()),
+            caller_id_override: Some("+441134960000".into()),
+            caller_id_user_phone: Some(true),
+            from_domain: Some("callgate.example".into()),
+            ..carrier()
+        };
+        let mut f = form_of(&stored);
+        f.max_channels = "20".into();
+        let edited = check_trunk(&f, std::slice::from_ref(&stored)).unwrap();
+        assert_eq!(edited.max_channels, 20);
+        assert_eq!(
+            edited,
+            TrunkConfig {
+                max_channels: 20,
+                ..stored
+            }
+        );
     }
 
     #[test]

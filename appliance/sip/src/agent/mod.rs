@@ -49,6 +49,28 @@ pub struct CallSpec {
     pub credentials: Option<DigestCredentials>,
     /// Ask for a session timer of this many seconds (RFC 4028).
     pub session_expires: Option<u32>,
+    /// The identity the call presents (From, P-Asserted-Identity, Privacy); `None`: the
+    /// From is our own user at our own address.
+    pub identity: Option<CallerIdentity>,
+}
+
+/// The identity an outbound call presents, as
+/// [`crate::trunk::presentation::Presentation::identity`] decides it per trunk.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CallerIdentity {
+    /// The From display name (`Anonymous` when withheld).
+    pub display_name: Option<String>,
+    /// The From user part; `None`: our own user ([`AgentConfig::user`]).
+    pub user: Option<String>,
+    /// The From host; `None`: our own address and port.
+    pub host: Option<Host>,
+    /// Add `;user=phone` to the From URI.
+    pub user_phone: bool,
+    /// The P-Asserted-Identity to add (RFC 3325), if any.
+    pub asserted: Option<Uri>,
+    /// Add `Privacy: id` (RFC 3325 §9.3): the carrier must not pass the asserted
+    /// identity on to the callee.
+    pub privacy_id: bool,
 }
 
 impl CallSpec {
@@ -61,6 +83,7 @@ impl CallSpec {
             ring_timeout: None,
             credentials: None,
             session_expires: None,
+            identity: None,
         }
     }
 }
@@ -304,6 +327,21 @@ impl UserAgent {
         ))
     }
 
+    /// The From URI for `identity`: its user and host where given, else ours.
+    fn presented_uri(&self, identity: &CallerIdentity) -> Uri {
+        let (host, port) = match &identity.host {
+            Some(host) => (host.clone(), None),
+            None => (self.local_host(), Some(self.cfg.local.port())),
+        };
+        let user = identity.user.as_deref().unwrap_or(&self.cfg.user);
+        let mut uri = SipUri::new(Some(user), host, port);
+        if identity.user_phone {
+            uri.params
+                .push(crate::param::Param::new("user", Some("phone")));
+        }
+        Uri::Sip(uri)
+    }
+
     fn contact(&self) -> Header {
         Header::Contact(Contact::Address(NameAddr::new(self.local_uri())))
     }
@@ -334,13 +372,16 @@ impl UserAgent {
             ring_timeout,
             credentials,
             session_expires,
+            identity,
         } = spec;
         let leg = LegId(self.next_leg);
         self.next_leg += 1;
         let mut h = Headers::default();
         h.push(Header::Via(self.via()));
         h.push(Header::MaxForwards(70));
-        let mut from = NameAddr::new(self.local_uri());
+        let identity = identity.unwrap_or_default();
+        let mut from = NameAddr::new(self.presented_uri(&identity));
+        from.display_name = identity.display_name.clone();
         from.set_tag(&self.token()[..10]);
         h.push(Header::From(from));
         h.push(Header::To(NameAddr::new(to.clone())));
@@ -354,6 +395,15 @@ impl UserAgent {
             method: Method::Invite,
         }));
         h.push(self.contact());
+        if let Some(asserted) = identity.asserted {
+            h.push(Header::PAssertedIdentity(NameAddr::new(asserted)));
+        }
+        if identity.privacy_id {
+            h.push(Header::Other(OtherHeader {
+                name: "Privacy".into(),
+                value: b"id".to_vec(),
+            }));
+        }
         h.push(Self::allow());
         h.push(Header::Supported(vec!["100rel".into(), "timer".into()]));
         if let Some(se) = session_expires {

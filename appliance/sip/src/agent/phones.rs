@@ -4,6 +4,7 @@
 
 use super::{CallSpec, LegId, UserAgent};
 use crate::error::SipError;
+use crate::header::Transport;
 use crate::message::Request;
 use crate::registrar::Registrar;
 use crate::transaction::TxKey;
@@ -34,6 +35,16 @@ impl UserAgent {
         };
         let resp = reg.handle_register(now, source, &request, &nonce);
         let sources = reg.sources(now);
+        // A phone registered over TCP/TLS is called over the same transport (on its own
+        // connection while it stays open).
+        if resp.status == 200 {
+            if let Some(via) = request.headers.top_via() {
+                if matches!(via.transport, Transport::Tcp | Transport::Tls) {
+                    let transport = via.transport.clone();
+                    self.set_transport(source, transport);
+                }
+            }
+        }
         if let Some(g) = self.gate.as_mut() {
             g.set_phone_sources(sources);
         }

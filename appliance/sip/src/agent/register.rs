@@ -65,6 +65,12 @@ impl UserAgent {
         id
     }
 
+    /// Forgets a registration without sending anything (one that failed and will be
+    /// started afresh, or is no longer wanted).
+    pub fn forget_registration(&mut self, id: RegId) {
+        self.registrations.remove(&id);
+    }
+
     /// Removes the binding (`Expires: 0`) and stops refreshing.
     pub fn unregister(&mut self, now: Instant, id: RegId) {
         if let Some(r) = self.registrations.get_mut(&id) {

@@ -4,6 +4,7 @@
 //! delay); and the order in which a [`TrunkGroup`] offers its trunks to a call.
 //! [`router`] uses these to place calls with failover. Pure state, time passed in.
 
+pub mod presentation;
 pub mod router;
 
 use crate::digest::DigestCredentials;
@@ -134,6 +135,50 @@ impl TrunkFigures {
     }
 }
 
+/// A trunk's registration at its carrier (trunks registered by
+/// [`router::OutboundRouter::register_trunk`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RegistrationState {
+    /// A REGISTER is on its way.
+    Registering,
+    /// Registered until `until` (refreshed at half the grant).
+    Registered {
+        /// When the binding lapses unless refreshed.
+        until: Instant,
+    },
+    /// Refused or unanswered; tried again at `next_try`.
+    Failed {
+        /// The final status (408 when unanswered).
+        status: u16,
+        /// Its reason phrase.
+        reason: String,
+        /// When the next REGISTER goes out.
+        next_try: Instant,
+    },
+}
+
+impl RegistrationState {
+    /// For people: `registered for 118 s more`, `registration FAILED: 403 Forbidden, next
+    /// try in 4 s` (whole seconds, rounded up).
+    pub fn describe(&self, now: Instant) -> String {
+        let secs = |t: Instant| t.saturating_duration_since(now).as_millis().div_ceil(1000);
+        match self {
+            RegistrationState::Registering => "registering".into(),
+            RegistrationState::Registered { until } => {
+                format!("registered for {} s more", secs(*until))
+            }
+            RegistrationState::Failed {
+                status,
+                reason,
+                next_try,
+            } => format!(
+                "registration FAILED: {status} {reason}, next try in {} s",
+                secs(*next_try)
+            ),
+        }
+    }
+}
+
 /// A trunk with its live state.
 #[derive(Debug, Clone)]
 pub struct TrunkState {
@@ -145,6 +190,9 @@ pub struct TrunkState {
     pub figures: TrunkFigures,
     /// Calls in progress.
     pub active: u32,
+    /// Its registration at the carrier; `None` when it is not registered (IP
+    /// authentication).
+    pub registration: Option<RegistrationState>,
     /// Start times of calls in the last second (for the CPS limit).
     recent: VecDeque<Instant>,
 }
@@ -156,6 +204,7 @@ impl TrunkState {
             health: TrunkHealth::default(),
             figures: TrunkFigures::default(),
             active: 0,
+            registration: None,
             recent: VecDeque::new(),
         }
     }

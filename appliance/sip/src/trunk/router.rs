@@ -6,7 +6,10 @@
 //! ringing, answer, rejection and hang-up are relayed between the two legs. Sans-IO over
 //! [`UserAgent`]; figures per trunk are kept in the [`TrunkGroup`].
 
-use super::{HealthChange, ProbePolicy, Trunk, TrunkGroup, TrunkHealth, TrunkState};
+use super::presentation::{CallerId, Presentation};
+use super::{
+    HealthChange, ProbePolicy, RegistrationState, Trunk, TrunkGroup, TrunkHealth, TrunkState,
+};
 use crate::agent::{AgentEvent, AgentOutput, CallSpec, LegId, ProbeId, UserAgent};
 use crate::inbound::{InboundPolicy, RouteTarget};
 use crate::transaction::Transmit;
@@ -21,6 +24,24 @@ fn uri_host(domain: &str) -> String {
     } else {
         domain.to_owned()
     }
+}
+
+/// The first retry of a failed trunk registration comes after about this long...
+pub const REGISTER_RETRY_FIRST: Duration = Duration::from_secs(5);
+/// ...each further failure doubles it, up to this.
+pub const REGISTER_RETRY_MAX: Duration = Duration::from_secs(300);
+
+/// The wait before retrying a trunk registration that failed `failures` times in a row
+/// (1 = the first failure): `REGISTER_RETRY_FIRST · 2^(failures−1)` capped at
+/// `REGISTER_RETRY_MAX`, then jittered to between half and all of it by `roll` (so a
+/// fleet refused by one carrier does not come back in step).
+pub fn registration_backoff(failures: u32, roll: u64) -> Duration {
+    let doublings = failures.saturating_sub(1).min(16);
+    let full = REGISTER_RETRY_FIRST
+        .saturating_mul(1 << doublings)
+        .min(REGISTER_RETRY_MAX);
+    let half = full / 2;
+    half + Duration::from_millis(roll % (half.as_millis() as u64 + 1))
 }
 
 /// How the router behaves.
@@ -119,7 +140,8 @@ pub enum DialEvent {
         /// Seconds granted (refreshed at half of it).
         expires: u32,
     },
-    /// A trunk's registration was refused or went unanswered; it is not retried.
+    /// A trunk's registration was refused or went unanswered; it is tried again after
+    /// `retry_in` (capped exponential back-off with jitter, [`registration_backoff`]).
     TrunkRegistrationFailed {
         /// The trunk.
         trunk: String,
@@ -127,6 +149,8 @@ pub enum DialEvent {
         status: u16,
         /// Reason phrase.
         reason: String,
+        /// When the next REGISTER goes out.
+        retry_in: Duration,
     },
 }
 
@@ -150,6 +174,8 @@ struct Current {
 #[derive(Debug)]
 struct Attempt {
     number: String,
+    /// The campaign's caller ID; each trunk presents it per its [`Presentation`].
+    caller: Option<CallerId>,
     sdp: Vec<u8>,
     ring_timeout: Option<Duration>,
     order: Vec<usize>,
@@ -173,8 +199,13 @@ pub struct OutboundRouter {
     /// Every leg still alive and its attempt (abandoned legs included, to release them).
     legs: HashMap<LegId, (AttemptId, usize)>,
     probes: HashMap<ProbeId, usize>,
-    /// Trunk registrations and the trunk (by name) each is for.
-    registrations: HashMap<crate::agent::RegId, String>,
+    /// Trunk registrations: the trunk (by name) each is for and the expiry asked.
+    registrations: HashMap<crate::agent::RegId, (String, u32)>,
+    /// Failed trunk registrations waiting for their next try: trunk name -> (when,
+    /// consecutive failures, expiry to ask).
+    register_retries: HashMap<String, (Instant, u32, u32)>,
+    /// Consecutive registration failures per trunk (reset by a success).
+    register_failures: HashMap<String, u32>,
     next_probe: Vec<Instant>,
     out: VecDeque<RouterOutput>,
     next_attempt: u64,
@@ -185,6 +216,8 @@ pub struct OutboundRouter {
     /// Trunks `0..in_service` of the group take calls; those after were removed by
     /// [`Self::replace_trunks`] and stay only while calls they carry are up.
     in_service: usize,
+    /// Caller-ID presentation per trunk name (the default for trunks not named here).
+    presentations: HashMap<String, Presentation>,
 }
 
 impl OutboundRouter {
@@ -208,6 +241,8 @@ impl OutboundRouter {
             legs: HashMap::new(),
             probes: HashMap::new(),
             registrations: HashMap::new(),
+            register_retries: HashMap::new(),
+            register_failures: HashMap::new(),
             next_probe: vec![now; n],
             out: VecDeque::new(),
             next_attempt: 1,
@@ -216,7 +251,14 @@ impl OutboundRouter {
             bridged_in: HashMap::new(),
             in_service: group.trunks.len(),
             group,
+            presentations: HashMap::new(),
         }
+    }
+
+    /// Calls placed on the trunk named `trunk` present their caller ID per
+    /// `presentation` (kept across [`Self::replace_trunks`]; set it again to change it).
+    pub fn set_presentation(&mut self, trunk: &str, presentation: Presentation) {
+        self.presentations.insert(trunk.to_owned(), presentation);
     }
 
     /// Takes inbound calls under `policy`; those routed to a trunk are bridged out.
@@ -342,11 +384,26 @@ impl OutboundRouter {
         }
     }
 
-    /// Dials `number` (the user part of the Request-URI) offering `sdp`.
+    /// Dials `number` (the user part of the Request-URI) offering `sdp`, presenting no
+    /// campaign caller ID (see [`Self::dial_as`]).
     pub fn dial(
         &mut self,
         now: Instant,
         number: &str,
+        sdp: Vec<u8>,
+        ring_timeout: Option<Duration>,
+    ) -> AttemptId {
+        self.dial_as(now, number, None, sdp, ring_timeout)
+    }
+
+    /// Dials `number` offering `sdp` and presenting `caller` (checked by
+    /// [`CallerId::parse`]) on whichever trunk carries the call, per that trunk's
+    /// [`Presentation`]; `None`: the trunk's fixed number, else our own user.
+    pub fn dial_as(
+        &mut self,
+        now: Instant,
+        number: &str,
+        caller: Option<CallerId>,
         sdp: Vec<u8>,
         ring_timeout: Option<Duration>,
     ) -> AttemptId {
@@ -357,6 +414,7 @@ impl OutboundRouter {
         self.roll ^= self.roll << 17;
         let attempt = Attempt {
             number: number.to_owned(),
+            caller,
             sdp,
             ring_timeout,
             order: self.group.order(self.roll),
@@ -412,6 +470,13 @@ impl OutboundRouter {
                 ring_timeout: a.ring_timeout,
                 credentials: trunk.credentials.clone(),
                 session_expires: self.cfg.session_expires,
+                identity: Some(
+                    self.presentations
+                        .get(&trunk.name)
+                        .cloned()
+                        .unwrap_or_default()
+                        .identity(a.caller.as_ref(), &trunk.domain),
+                ),
             };
             a.tried.push(trunk.name.clone());
             let leg = self.agent.place_call(now, spec);
@@ -468,6 +533,17 @@ impl OutboundRouter {
             }
             self.try_next(now, id);
         }
+        let due: Vec<(String, u32)> = self
+            .register_retries
+            .iter()
+            .filter(|(_, r)| r.0 <= now)
+            .map(|(name, r)| (name.clone(), r.2))
+            .collect();
+        for (name, expires) in due {
+            self.register_retries.remove(&name);
+            // A trunk removed by a reload meanwhile is not registered any more.
+            let _ = self.register_trunk(now, &name, expires);
+        }
         for t in 0..self.next_probe.len() {
             let Some(policy) = self.cfg.probe else { break };
             if now >= self.next_probe[t] {
@@ -523,9 +599,17 @@ impl OutboundRouter {
             credentials: trunk.credentials.clone(),
         };
         let reg = self.agent.register(now, spec);
-        self.registrations.insert(reg, trunk.name);
+        self.register_retries.remove(&trunk.name);
+        self.set_registration(&trunk.name, RegistrationState::Registering);
+        self.registrations.insert(reg, (trunk.name, expires));
         self.pump(now);
         Some(reg)
+    }
+
+    fn set_registration(&mut self, trunk: &str, state: RegistrationState) {
+        if let Some(t) = self.group.trunks.iter_mut().find(|t| t.trunk.name == trunk) {
+            t.registration = Some(state);
+        }
     }
 
     /// When to call [`Self::handle_timeout`] next.
@@ -541,6 +625,7 @@ impl OutboundRouter {
             .into_iter()
             .chain(waits)
             .chain(self.next_probe.iter().copied())
+            .chain(self.register_retries.values().map(|r| r.0))
             .min()
     }
 
@@ -790,7 +875,11 @@ impl OutboundRouter {
                 }
             }
             AgentEvent::Registered { reg, expires } => {
-                if let Some(trunk) = self.registrations.get(&reg) {
+                if let Some((trunk, _)) = self.registrations.get(&reg) {
+                    let trunk = trunk.clone();
+                    self.register_failures.remove(&trunk);
+                    let until = now + Duration::from_secs(u64::from(expires));
+                    self.set_registration(&trunk, RegistrationState::Registered { until });
                     self.out
                         .push_back(RouterOutput::Event(DialEvent::TrunkRegistered {
                             trunk: trunk.clone(),
@@ -803,12 +892,31 @@ impl OutboundRouter {
                 status,
                 reason,
             } => {
-                if let Some(trunk) = self.registrations.remove(&reg) {
+                if let Some((trunk, expires)) = self.registrations.remove(&reg) {
+                    self.agent.forget_registration(reg);
+                    let failures = self.register_failures.entry(trunk.clone()).or_default();
+                    *failures += 1;
+                    let failures = *failures;
+                    self.roll ^= self.roll << 13;
+                    self.roll ^= self.roll >> 7;
+                    self.roll ^= self.roll << 17;
+                    let retry_in = registration_backoff(failures, self.roll);
+                    self.register_retries
+                        .insert(trunk.clone(), (now + retry_in, failures, expires));
+                    self.set_registration(
+                        &trunk,
+                        RegistrationState::Failed {
+                            status,
+                            reason: reason.clone(),
+                            next_try: now + retry_in,
+                        },
+                    );
                     self.out
                         .push_back(RouterOutput::Event(DialEvent::TrunkRegistrationFailed {
                             trunk,
                             status,
                             reason,
+                            retry_in,
                         }));
                 }
             }

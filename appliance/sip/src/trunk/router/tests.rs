@@ -42,6 +42,9 @@ struct Peer {
     later: Vec<(Instant, crate::transaction::TxKey, crate::message::Response)>,
     invites_seen: Vec<(crate::transaction::TxKey, Request)>,
     cancels: usize,
+    /// REGISTERs still to refuse 403, and when each REGISTER arrived.
+    refuse_registers: u32,
+    registers_at: Vec<Instant>,
 }
 
 struct World {
@@ -106,6 +109,8 @@ impl World {
                     later: Vec::new(),
                     invites_seen: Vec::new(),
                     cancels: 0,
+                    refuse_registers: 0,
+                    registers_at: Vec::new(),
                 })
                 .collect(),
             in_flight: Vec::new(),
@@ -177,6 +182,15 @@ impl World {
                                 Some(response_to(&request, s, "Rejected", Some("c")))
                             }
                             (_, Carrier::Silent) => None,
+                            (Method::Register, _) => {
+                                p.registers_at.push(now);
+                                if p.refuse_registers > 0 {
+                                    p.refuse_registers -= 1;
+                                    Some(response_to(&request, 403, "Forbidden", Some("c")))
+                                } else {
+                                    Some(response_to(&request, 200, "OK", Some("c")))
+                                }
+                            }
                             _ => Some(response_to(&request, 200, "OK", Some("c"))),
                         };
                         if let Some(r) = resp {
@@ -850,7 +864,8 @@ fn a_registered_trunk_sends_register_to_its_carrier_and_refreshes_at_half_the_ex
 fn a_trunk_registration_left_unanswered_is_reported_failed_408() {
     let mut w = World::new(&[("127.0.0.2:5060", Carrier::Silent)], no_probes());
     w.router.register_trunk(w.now, "t0", 120).unwrap();
-    w.run_until(Duration::from_secs(10));
+    // Timer F (64·T1 = 3.2 s) fails it; the retry comes 2.5 s or more later.
+    w.run_until(Duration::from_secs(5));
     let failed: Vec<_> = w
         .events
         .iter()
@@ -861,4 +876,184 @@ fn a_trunk_registration_left_unanswered_is_reported_failed_408() {
         &failed[0].1,
         DialEvent::TrunkRegistrationFailed { trunk, status: 408, .. } if trunk == "t0"
     ));
+}
+
+/// From, P-Asserted-Identity and Privacy of the INVITE peer `p` received.
+fn presented(w: &World, p: usize) -> (String, Option<String>, Option<String>) {
+    let (_, invite) = w.peers[p].invites_seen.first().expect("an INVITE");
+    let h = &invite.headers;
+    let from = h.get("From").unwrap();
+    let from = from.split(";tag=").next().unwrap().to_owned();
+    (from, h.get("P-Asserted-Identity"), h.get("Privacy"))
+}
+
+#[test]
+fn the_campaign_caller_id_is_the_from_user_by_default() {
+    let mut w = World::new(&[("127.0.0.2:5060", Carrier::Answers)], no_probes());
+    let caller = CallerId::parse("+442079460000").unwrap();
+    w.router
+        .dial_as(w.now, "4930123", Some(caller), b"v=0\r\n".to_vec(), None);
+    w.run_until(Duration::from_secs(2));
+    assert_eq!(w.kinds(), vec!["answered t0"]);
+    assert_eq!(
+        presented(&w, 0),
+        ("<sip:+442079460000@127.0.0.1:5060>".into(), None, None)
+    );
+}
+
+#[test]
+fn a_call_without_a_campaign_caller_id_presents_our_user_not_anonymous() {
+    let mut w = World::new(&[("127.0.0.2:5060", Carrier::Answers)], no_probes());
+    w.router.dial(w.now, "4930123", b"v=0\r\n".to_vec(), None);
+    w.run_until(Duration::from_secs(2));
+    assert_eq!(
+        presented(&w, 0),
+        ("<sip:dialer@127.0.0.1:5060>".into(), None, None)
+    );
+}
+
+#[test]
+fn a_withheld_caller_id_is_anonymous_with_privacy_id_and_the_asserted_number() {
+    let mut w = World::new(&[("127.0.0.2:5060", Carrier::Answers)], no_probes());
+    w.router.set_presentation(
+        "t0",
+        Presentation {
+            header: crate::trunk::presentation::CallerIdHeader::Pai,
+            fixed_number: Some("+441134960000".into()),
+            ..Presentation::default()
+        },
+    );
+    let caller = CallerId::parse("anonymous").unwrap();
+    w.router
+        .dial_as(w.now, "4930123", Some(caller), b"v=0\r\n".to_vec(), None);
+    w.run_until(Duration::from_secs(2));
+    assert_eq!(
+        presented(&w, 0),
+        (
+            "\"Anonymous\" <sip:anonymous@anonymous.invalid>".into(),
+            Some("<sip:+441134960000@127.0.0.2>".into()),
+            Some("id".into())
+        )
+    );
+}
+
+#[test]
+fn a_call_failing_over_presents_its_caller_id_per_the_next_trunks_settings() {
+    let mut w = World::new(
+        &[
+            ("127.0.0.2:5060", Carrier::Rejects(503)),
+            ("127.0.0.3:5060", Carrier::Answers),
+        ],
+        no_probes(),
+    );
+    w.router.set_presentation(
+        "t1",
+        Presentation {
+            header: crate::trunk::presentation::CallerIdHeader::Both,
+            from_domain: Some(crate::uri::Host::Name("callgate.example".into())),
+            user_phone: true,
+            ..Presentation::default()
+        },
+    );
+    let caller = CallerId::parse("+442079460000").unwrap();
+    w.router
+        .dial_as(w.now, "4930123", Some(caller), b"v=0\r\n".to_vec(), None);
+    w.run_until(Duration::from_secs(5));
+    assert_eq!(w.kinds(), vec!["answered t1"]);
+    assert_eq!(
+        presented(&w, 0),
+        ("<sip:+442079460000@127.0.0.1:5060>".into(), None, None),
+        "the first trunk presents per its own (default) settings"
+    );
+    assert_eq!(
+        presented(&w, 1),
+        (
+            "<sip:+442079460000@callgate.example;user=phone>".into(),
+            Some("<sip:+442079460000@callgate.example;user=phone>".into()),
+            None
+        )
+    );
+}
+
+#[test]
+fn registration_backoff_doubles_from_five_seconds_with_jitter_and_stops_at_five_minutes() {
+    for roll in [0, 1, 7, 12_345, u64::MAX] {
+        for (failures, full) in [(1, 5), (2, 10), (3, 20), (7, 300), (40, 300)] {
+            let full = Duration::from_secs(full);
+            let wait = registration_backoff(failures, roll);
+            assert!(
+                wait >= full / 2 && wait <= full,
+                "failure {failures}, roll {roll}: {wait:?} not in [{:?}, {full:?}]",
+                full / 2
+            );
+        }
+    }
+    let spread: std::collections::HashSet<_> = (0..50u64)
+        .map(|r| registration_backoff(3, r * 7919))
+        .collect();
+    assert!(spread.len() > 10, "jitter spreads the retries: {spread:?}");
+}
+
+#[test]
+fn a_refused_trunk_registration_is_retried_with_growing_back_off_until_it_is_registered() {
+    let mut w = World::new(&[("127.0.0.2:5060", Carrier::Answers)], no_probes());
+    w.peers[0].refuse_registers = 2;
+    w.router.register_trunk(w.now, "t0", 120).unwrap();
+    let registration = |w: &World| w.router.group().trunks[0].registration.clone();
+    assert_eq!(registration(&w), Some(RegistrationState::Registering));
+    w.run_until(Duration::from_secs(1));
+    match registration(&w) {
+        Some(RegistrationState::Failed {
+            status: 403,
+            next_try,
+            ..
+        }) => assert!(next_try > w.now, "the next try is ahead"),
+        other => panic!("the refusal is visible with its next try: {other:?}"),
+    }
+    w.run_until(Duration::from_secs(30));
+    let Some(RegistrationState::Registered { until }) = registration(&w) else {
+        panic!("registered at last: {:?}", registration(&w))
+    };
+    assert!(until > w.now && until <= w.now + Duration::from_secs(120));
+    let failed: Vec<_> = w
+        .events
+        .iter()
+        .filter_map(|(t, e)| match e {
+            DialEvent::TrunkRegistrationFailed {
+                trunk,
+                status,
+                retry_in,
+                ..
+            } => Some((*t, trunk.clone(), *status, *retry_in)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(failed.len(), 2, "{:?}", w.kinds());
+    assert!(failed.iter().all(|(_, t, s, _)| t == "t0" && *s == 403));
+    let at = &w.peers[0].registers_at;
+    assert_eq!(
+        at.len(),
+        3,
+        "two refused, then one accepted: {:?}",
+        w.kinds()
+    );
+    let (first, second) = (at[1] - at[0], at[2] - at[1]);
+    assert!(
+        first >= Duration::from_millis(2_500) && first <= Duration::from_millis(5_100),
+        "first retry after 2.5-5 s: {first:?}"
+    );
+    assert!(
+        second >= Duration::from_secs(5) && second <= Duration::from_millis(10_100),
+        "second retry after 5-10 s: {second:?}"
+    );
+    assert!(
+        (first.as_millis() as i128 - failed[0].3.as_millis() as i128).abs() < 100,
+        "the event says when the next try goes out: {failed:?} vs {first:?}"
+    );
+    assert_eq!(
+        w.kinds().last().map(String::as_str),
+        Some("t0 registered 120"),
+        "{:?}",
+        w.kinds()
+    );
 }
