@@ -293,35 +293,34 @@ async fn presence_from_the_link_gives_the_fleet_its_firmware_and_since_when() {
     );
 }
 
-async fn occupancy_comes_from_the_appliances_agent_events(backend: Backend) {
-    use callgate_common::wire::AgentState;
-    let hq = Hq::start_on(backend).await;
+/// Progressive service campaigns under the first profile, one per name; their ids.
+async fn campaigns_named<const N: usize>(hq: &Hq, names: [&str; N]) -> [i64; N] {
     let us = callgate_coordinator::compliance::page_profiles(&hq.store, 0, 10)
         .await
         .unwrap()[0]
         .id;
-    let spec: callgate_coordinator::campaigns::CampaignSpec =
-        serde_json::from_value(serde_json::json!({
-            "name": "renewals", "kind": "service", "dial_mode": "progressive",
-            "compliance_profile_id": us,
-            "calling_window": {"start_minute": 480, "end_minute": 1260, "days": [0,1,2,3,4], "holidays": []},
-            "caller_id": "+14155550100",
-        }))
-        .unwrap();
-    let renewals = callgate_coordinator::campaigns::create(&hq.store, spec.clone())
-        .await
-        .unwrap()
-        .id;
-    let quiet = callgate_coordinator::campaigns::create(
-        &hq.store,
-        callgate_coordinator::campaigns::CampaignSpec {
-            name: "quiet".into(),
-            ..spec
-        },
-    )
-    .await
-    .unwrap()
-    .id;
+    let mut ids = [0; N];
+    for (id, name) in ids.iter_mut().zip(names) {
+        let spec: callgate_coordinator::campaigns::CampaignSpec =
+            serde_json::from_value(serde_json::json!({
+                "name": name, "kind": "service", "dial_mode": "progressive",
+                "compliance_profile_id": us,
+                "calling_window": {"start_minute": 480, "end_minute": 1260, "days": [0,1,2,3,4], "holidays": []},
+                "caller_id": "+14155550100",
+            }))
+            .unwrap();
+        *id = callgate_coordinator::campaigns::create(&hq.store, spec)
+            .await
+            .unwrap()
+            .id;
+    }
+    ids
+}
+
+async fn occupancy_comes_from_the_appliances_agent_events(backend: Backend) {
+    use callgate_common::wire::AgentState;
+    let hq = Hq::start_on(backend).await;
+    let [renewals, quiet] = campaigns_named(&hq, ["renewals", "quiet"]).await;
     let now = UnixMillis::now();
     let min = |m: i64| UnixMillis(now.0 - m * 60_000);
     // Agent 1: ready since before the window, talking 10 to 5 minutes ago: busy 5 of 15 min.
@@ -408,32 +407,7 @@ async fn occupancy_comes_from_the_appliances_agent_events(backend: Backend) {
 
 async fn calls_in_progress_per_campaign_are_what_the_online_boxes_report(backend: Backend) {
     let hq = Hq::start_on(backend).await;
-    let us = callgate_coordinator::compliance::page_profiles(&hq.store, 0, 10)
-        .await
-        .unwrap()[0]
-        .id;
-    let spec: callgate_coordinator::campaigns::CampaignSpec =
-        serde_json::from_value(serde_json::json!({
-            "name": "renewals", "kind": "service", "dial_mode": "progressive",
-            "compliance_profile_id": us,
-            "calling_window": {"start_minute": 480, "end_minute": 1260, "days": [0,1,2,3,4], "holidays": []},
-            "caller_id": "+14155550100",
-        }))
-        .unwrap();
-    let renewals = callgate_coordinator::campaigns::create(&hq.store, spec.clone())
-        .await
-        .unwrap()
-        .id;
-    let winback = callgate_coordinator::campaigns::create(
-        &hq.store,
-        callgate_coordinator::campaigns::CampaignSpec {
-            name: "winback".into(),
-            ..spec
-        },
-    )
-    .await
-    .unwrap()
-    .id;
+    let [renewals, winback] = campaigns_named(&hq, ["renewals", "winback"]).await;
     let now = UnixMillis::now();
     // branch-1 is online with 3 calls on renewals and 1 on winback; branch-2 said 4 on
     // renewals ten minutes ago and has not been heard from since.
