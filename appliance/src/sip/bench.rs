@@ -83,6 +83,20 @@ fn spawn_sipp(dir: &Path, args: &[String]) -> Result<tokio::process::Child, Benc
         .map_err(|e| BenchError::Sipp(format!("cannot start sipp: {e}")))
 }
 
+/// Waits for a SIPp load generator to quit, at most `limit` (its own `-timeout` is meant to
+/// end it first, but an overloaded SIPp has been seen not to): then it is killed, and the
+/// calls it did not report count as failed.
+async fn wait_sipp(sipp: &mut tokio::process::Child, limit: Duration, rate: u32) {
+    if tokio::time::timeout(limit, sipp.wait()).await.is_err() {
+        tracing::warn!(
+            rate,
+            seconds = limit.as_secs(),
+            "SIPp did not quit in time; killed, its unreported calls count as failed"
+        );
+        let _ = sipp.kill().await;
+    }
+}
+
 /// A scratch directory for SIPp's files, removed when dropped.
 struct Scratch(std::path::PathBuf);
 
@@ -277,7 +291,7 @@ pub async fn b2bua(rates: &[u32], seconds: u64) -> Result<Vec<BenchRow>, BenchEr
                 format!("{}", seconds + 60),
             ],
         )?;
-        let _ = uac.wait().await;
+        wait_sipp(&mut uac, Duration::from_secs(seconds + 90), rate).await;
         let wall = t0.elapsed().as_secs_f64();
         let (ok, failed, retrans) = sipp_counts(&stats)
             .ok_or_else(|| BenchError::Sipp(format!("no statistics in {}", stats.display())))?;
@@ -439,7 +453,7 @@ pub async fn kamailio(rates: &[u32], seconds: u64) -> Result<Vec<BenchRow>, Benc
                 format!("{}", seconds + 60),
             ],
         )?;
-        let _ = uac.wait().await;
+        wait_sipp(&mut uac, Duration::from_secs(seconds + 90), rate).await;
         let wall = t0.elapsed().as_secs_f64();
         let (ok, failed, retrans) = sipp_counts(&stats)
             .ok_or_else(|| BenchError::Sipp(format!("no statistics in {}", stats.display())))?;
