@@ -132,6 +132,12 @@ pub async fn run(
         .merge(crate::api::router(api));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let console = start_console(&config, &store, stop_rx.clone()).await?;
+    let webhooks = tokio::spawn(crate::call_tasks::run_deliveries(
+        store.clone(),
+        crate::call_tasks::DeliverySchedule::default(),
+        std::time::Duration::from_millis(250),
+        stop_rx.clone(),
+    ));
     metrics::gauge!("callgate_coordinator_up").set(1.0);
     let mut api_stop = stop_rx;
     tokio::spawn(async move {
@@ -149,6 +155,7 @@ pub async fn run(
             tracing::error!(error = %e, "the console stopped with an error");
         }
     }
+    let _ = observe::shutdown_stage("webhooks", webhooks).await;
     observe::shutdown_stage("sync", sync.stop()).await;
     observe::shutdown_stage("database", store.pool().close()).await;
     tracing::info!("coordinator stopped");

@@ -15,6 +15,8 @@ struct Api {
     admin: String,
     _dir: tempfile::TempDir,
     _store: common::TestStore,
+    /// Stops the webhook worker when the test's API goes away.
+    _webhooks_stop: tokio::sync::watch::Sender<bool>,
 }
 
 impl Api {
@@ -29,12 +31,21 @@ impl Api {
         let addr = listener.local_addr().unwrap();
         let app = api::router(state);
         tokio::spawn(async move { axum::serve(listener, app).await });
+        // The webhook worker, started as the coordinator's server starts it.
+        let (webhooks_stop, stop) = tokio::sync::watch::channel(false);
+        tokio::spawn(callgate_coordinator::call_tasks::run_deliveries(
+            t.store.clone(),
+            callgate_coordinator::call_tasks::DeliverySchedule::default(),
+            Duration::from_millis(250),
+            stop,
+        ));
         Api {
             base: format!("http://{addr}"),
             http: reqwest::Client::new(),
             admin,
             _dir: dir,
             _store: t,
+            _webhooks_stop: webhooks_stop,
         }
     }
 

@@ -139,6 +139,14 @@ async fn the_demo_places_calls_end_to_end_serves_console_and_uis_stops_on_ctrl_c
         std::fs::read_to_string(&log).unwrap_or_default()
     );
     demo.line_with("stopped cleanly", Duration::ZERO, &log);
+    // Nothing still runs against the database once the stop has closed it (the webhook
+    // worker once did, and logged "attempted to acquire a connection on a closed pool").
+    let written = std::fs::read_to_string(&log).unwrap_or_default();
+    let late: Vec<&str> = written
+        .lines()
+        .filter(|l| l.contains("closed pool"))
+        .collect();
+    assert!(late.is_empty(), "work after the database closed: {late:#?}");
     let before = count(&db, results).await;
 
     // Again on the same data directory: same appliances and campaign, more calls.

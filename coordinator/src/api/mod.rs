@@ -36,8 +36,9 @@ pub struct ApiState {
 }
 
 impl ApiState {
-    /// State over `store`, with the number key file and uploads under `data_dir`; starts
-    /// the call-task webhook delivery worker.
+    /// State over `store`, with the number key file and uploads under `data_dir`. The
+    /// call-task webhook worker ([`crate::call_tasks::run_deliveries`]) is the server's to
+    /// start and stop, so that it ends before the database closes.
     pub async fn open(store: Store, data_dir: &std::path::Path) -> Result<ApiState, ApiSetupError> {
         let vault = NumberVault::open_or_create(&data_dir.join("contact-numbers.key"))?;
         crate::compliance::ensure_builtin_profiles(&store).await?;
@@ -46,11 +47,6 @@ impl ApiState {
             path: upload_dir.clone(),
             source,
         })?;
-        tokio::spawn(crate::call_tasks::run_deliveries(
-            store.clone(),
-            crate::call_tasks::DeliverySchedule::default(),
-            std::time::Duration::from_millis(250),
-        ));
         Ok(ApiState {
             store,
             vault,

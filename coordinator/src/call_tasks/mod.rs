@@ -632,8 +632,15 @@ pub fn webhook_client(extra_roots_pem: Option<&[u8]>) -> Result<reqwest::Client,
     builder.build().map_err(|e| bad("HTTP client", e))
 }
 
-/// Delivers due webhooks forever, checking every `tick`.
-pub async fn run_deliveries(store: Store, schedule: DeliverySchedule, tick: Duration) {
+/// Delivers due webhooks, checking every `tick`, until `stop` turns true (or its sender is
+/// gone). A pass already under way finishes first, so the server can close the database
+/// only after this returns.
+pub async fn run_deliveries(
+    store: Store,
+    schedule: DeliverySchedule,
+    tick: Duration,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
     let http = match webhook_client(None) {
         Ok(c) => c,
         Err(e) => {
@@ -641,11 +648,18 @@ pub async fn run_deliveries(store: Store, schedule: DeliverySchedule, tick: Dura
             return;
         }
     };
-    loop {
+    while !*stop.borrow() {
         if let Err(e) = deliver_due(&store, &http, schedule, UnixMillis::now()).await {
             tracing::warn!(error = %e, "webhook delivery pass failed");
         }
-        tokio::time::sleep(tick).await;
+        tokio::select! {
+            () = tokio::time::sleep(tick) => {}
+            changed = stop.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+            }
+        }
     }
 }
 
