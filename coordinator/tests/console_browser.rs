@@ -8,82 +8,10 @@ mod console_support;
 
 use callgate_common::time::UnixMillis;
 use callgate_common::wire::CallOutcome;
+use callgate_system_tests::browser::Browser;
 use console_support::{uplink, Hq};
-use fantoccini::{Client, ClientBuilder, Locator};
-use std::process::{Child, Command, Stdio};
+use fantoccini::{Client, Locator};
 use std::time::{Duration, Instant};
-
-/// chromedriver on a free loopback port, killed on drop.
-struct Driver {
-    child: Child,
-    url: String,
-    profile: tempfile::TempDir,
-}
-
-impl Drop for Driver {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-async fn browser() -> (Driver, Client) {
-    let port = free_port();
-    let child = Command::new("chromedriver")
-        .arg(format!("--port={port}"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("chromedriver (package chromium-driver) is installed by scripts/setup");
-    let driver = Driver {
-        child,
-        url: format!("http://127.0.0.1:{port}"),
-        profile: tempfile::tempdir().unwrap(),
-    };
-    let args = [
-        "--headless=new".to_string(),
-        "--no-sandbox".into(),
-        "--disable-gpu".into(),
-        "--disable-dev-shm-usage".into(),
-        "--disable-quic".into(),
-        "--no-first-run".into(),
-        "--disable-background-networking".into(),
-        "--disable-component-update".into(),
-        "--disable-sync".into(),
-        format!("--user-data-dir={}", driver.profile.path().display()),
-    ];
-    let caps = serde_json::json!({
-        "acceptInsecureCerts": true,
-        "goog:chromeOptions": { "binary": "/usr/bin/chromium", "args": args },
-    });
-    let serde_json::Value::Object(caps) = caps else {
-        unreachable!()
-    };
-    let start = Instant::now();
-    loop {
-        let connector = hyper_util::client::legacy::connect::HttpConnector::new();
-        match ClientBuilder::new(connector)
-            .capabilities(caps.clone())
-            .connect(&driver.url)
-            .await
-        {
-            Ok(client) => return (driver, client),
-            Err(_) if start.elapsed() < Duration::from_secs(30) => {
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-            Err(e) => panic!("cannot start a Chromium session: {e}"),
-        }
-    }
-}
 
 const WAIT: Duration = Duration::from_secs(15);
 
@@ -151,7 +79,8 @@ async fn wait_for_path(c: &Client, prefix: &str) -> String {
 #[tokio::test]
 async fn an_admin_logs_in_uploads_contacts_creates_a_campaign_and_watches_it_live_in_chromium() {
     let hq = Hq::start().await;
-    let (_driver, c) = browser().await;
+    let browser = Browser::start().await;
+    let c = browser.client.clone();
 
     // Login: a wrong password first, then the right one.
     c.goto(&format!("{}/campaigns", hq.base)).await.unwrap();
@@ -296,7 +225,8 @@ async fn rules_are_built_without_json_profiles_edited_and_dnc_numbers_uploaded_i
         .unwrap()
         .id
         .to_string();
-    let (_driver, c) = browser().await;
+    let browser = Browser::start().await;
+    let c = browser.client.clone();
     log_in(&c, &hq).await;
 
     // Two rules from the condition builder: a tag, and a field equal to a value.

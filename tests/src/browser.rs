@@ -1,9 +1,10 @@
 //! Headless Chromium for the browser tests: Debian's `chromium` and `chromium-driver`
 //! (installed by `scripts/setup`), driven over WebDriver with fantoccini. Each [`Browser`]
 //! runs its own chromedriver on a free loopback port with a throw-away profile, and kills
-//! it when dropped.
+//! it and the browser it started when dropped.
 
 use fantoccini::{Client, ClientBuilder, Locator};
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -17,9 +18,22 @@ pub struct Browser {
 
 impl Drop for Browser {
     fn drop(&mut self) {
-        let _ = self.driver.kill();
-        let _ = self.driver.wait();
+        kill_process_group(&mut self.driver);
     }
+}
+
+/// Kills chromedriver and every Chromium process it started. The driver runs as the
+/// leader of its own process group (see [`Browser::start`]); killing only the driver
+/// would leave the browser's processes running after the test.
+fn kill_process_group(leader: &mut Child) {
+    if let Ok(pid) = i32::try_from(leader.id()) {
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    let _ = leader.kill();
+    let _ = leader.wait();
 }
 
 impl Browser {
@@ -29,6 +43,7 @@ impl Browser {
         let port = crate::free_loopback_addr().port();
         let driver = Command::new("chromedriver")
             .arg(format!("--port={port}"))
+            .process_group(0)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
