@@ -20,7 +20,7 @@ use crate::message::{Method, Request, Response, SipMessage};
 use crate::uri::Host;
 use client::ClientTx;
 use server::ServerTx;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
@@ -198,6 +198,14 @@ pub struct TransactionLayer {
     timers: TimerConfig,
     clients: HashMap<TxKey, ClientTx>,
     servers: HashMap<TxKey, ServerTx>,
+    /// Every live transaction's next deadline, earliest first (the second field only keeps
+    /// equal instants apart). Timers D and J keep each transaction 32 s after its call's
+    /// messages, so a box at a few hundred calls/s holds tens of thousands: the clock is
+    /// served from here, never by visiting them all.
+    timeline: BTreeMap<(Instant, u64), TxKey>,
+    /// Where each transaction sits on `timeline`.
+    scheduled: HashMap<TxKey, (Instant, u64)>,
+    next_slot: u64,
     out: VecDeque<Output>,
 }
 
@@ -208,6 +216,9 @@ impl TransactionLayer {
             timers,
             clients: HashMap::new(),
             servers: HashMap::new(),
+            timeline: BTreeMap::new(),
+            scheduled: HashMap::new(),
+            next_slot: 0,
             out: VecDeque::new(),
         }
     }
@@ -239,6 +250,7 @@ impl TransactionLayer {
         let key = TxKey::client(&branch, &request.method);
         let tx = ClientTx::start(now, request, to, reliable, self.timers, &mut self.out);
         self.clients.insert(key.clone(), tx);
+        self.reschedule(&key);
         Ok(key)
     }
 
@@ -259,6 +271,7 @@ impl TransactionLayer {
     ) -> Result<(), SipError> {
         let tx = self.servers.get_mut(key).ok_or(SipError::NoSuchDialog)?;
         tx.respond(now, response, self.timers, &mut self.out);
+        self.reschedule(key);
         Ok(())
     }
 
@@ -276,7 +289,10 @@ impl TransactionLayer {
             _ => None,
         };
         match key.and_then(|k| self.clients.get_mut(&k).map(|tx| (k, tx))) {
-            Some((key, tx)) => tx.on_response(now, key, response, self.timers, &mut self.out),
+            Some((key, tx)) => {
+                tx.on_response(now, key.clone(), response, self.timers, &mut self.out);
+                self.reschedule(&key);
+            }
             None => self
                 .out
                 .push_back(Output::Event(TxEvent::StrayResponse { response })),
@@ -294,6 +310,7 @@ impl TransactionLayer {
                     .push_back(Output::Event(TxEvent::Ack { request, source }));
             } else {
                 tx.on_request(now, &request, self.timers, &mut self.out);
+                self.reschedule(&key);
             }
             return;
         }
@@ -305,6 +322,7 @@ impl TransactionLayer {
             _ => {
                 let tx = ServerTx::start(now, &request, source, self.timers, &mut self.out);
                 self.servers.insert(key.clone(), tx);
+                self.reschedule(&key);
                 self.out.push_back(Output::Event(TxEvent::Request {
                     key,
                     request,
@@ -336,28 +354,81 @@ impl TransactionLayer {
             None,
         );
         tx.respond(now, resp, self.timers, &mut self.out);
-        self.servers.insert(key, tx);
+        self.servers.insert(key.clone(), tx);
+        self.reschedule(&key);
         if proceeding {
             self.out
                 .push_back(Output::Event(TxEvent::Cancelled { key: invite_key }));
         }
     }
 
-    /// Fires every timer due at `now`.
+    /// Fires every timer due at `now` (each due transaction once; one whose next timer is
+    /// already due again, after a late call, fires again at the next call).
     pub fn handle_timeout(&mut self, now: Instant) {
+        let due: Vec<TxKey> = self
+            .timeline
+            .range(..=(now, u64::MAX))
+            .map(|(_, key)| key.clone())
+            .collect();
         let timers = self.timers;
-        let out = &mut self.out;
-        self.clients
-            .retain(|key, tx| tx.on_timeout(now, key, timers, out));
-        self.servers
-            .retain(|key, tx| tx.on_timeout(now, key, timers, out));
+        for key in due {
+            let out = &mut self.out;
+            let alive = match key.role {
+                Role::Client => self
+                    .clients
+                    .get_mut(&key)
+                    .is_some_and(|tx| tx.on_timeout(now, &key, timers, out)),
+                Role::Server => self
+                    .servers
+                    .get_mut(&key)
+                    .is_some_and(|tx| tx.on_timeout(now, &key, timers, out)),
+            };
+            if !alive {
+                self.remove(&key);
+            }
+            self.reschedule(&key);
+        }
     }
 
     /// The earliest instant at which [`Self::handle_timeout`] must be called.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let c = self.clients.values().filter_map(ClientTx::deadline);
-        let s = self.servers.values().filter_map(ServerTx::deadline);
-        c.chain(s).min()
+        self.timeline.keys().next().map(|(at, _)| *at)
+    }
+
+    /// Puts `key` on the timeline at its transaction's current deadline (off it when the
+    /// transaction is gone or waits for nothing). Called after every change to a
+    /// transaction.
+    fn reschedule(&mut self, key: &TxKey) {
+        let deadline = match key.role {
+            Role::Client => self.clients.get(key).and_then(ClientTx::deadline),
+            Role::Server => self.servers.get(key).and_then(ServerTx::deadline),
+        };
+        let current = self.scheduled.get(key).copied();
+        if current.map(|(at, _)| at) == deadline {
+            return;
+        }
+        if let Some(slot) = current {
+            self.timeline.remove(&slot);
+            self.scheduled.remove(key);
+        }
+        if let Some(at) = deadline {
+            let slot = (at, self.next_slot);
+            self.next_slot += 1;
+            self.timeline.insert(slot, key.clone());
+            self.scheduled.insert(key.clone(), slot);
+        }
+    }
+
+    /// Drops a transaction (its timeline entry goes with the next [`Self::reschedule`]).
+    fn remove(&mut self, key: &TxKey) {
+        match key.role {
+            Role::Client => {
+                self.clients.remove(key);
+            }
+            Role::Server => {
+                self.servers.remove(key);
+            }
+        }
     }
 
     /// The next transmission or event.
@@ -369,7 +440,10 @@ impl TransactionLayer {
     /// whose CANCEL got no final response within 64*T1 is given up). Nothing more is
     /// reported for it.
     pub fn abandon(&mut self, key: &TxKey) {
-        self.clients.remove(key);
+        if key.role == Role::Client {
+            self.remove(key);
+            self.reschedule(key);
+        }
     }
 
     /// The connection to `to` failed: every client transaction still waiting for a final
@@ -382,10 +456,24 @@ impl TransactionLayer {
             .map(|(k, _)| k.clone())
             .collect();
         for key in failed {
-            self.clients.remove(&key);
+            self.remove(&key);
+            self.reschedule(&key);
             self.out
                 .push_back(Output::Event(TxEvent::TransportFailed { key }));
         }
+    }
+
+    /// The earliest deadline found by visiting every transaction, and whether the
+    /// timeline holds exactly one entry per transaction that has a deadline: what the
+    /// timeline must always agree with.
+    #[cfg(test)]
+    fn timeline_agrees(&self) -> bool {
+        let c = self.clients.values().filter_map(ClientTx::deadline);
+        let s = self.servers.values().filter_map(ServerTx::deadline);
+        let with_deadline: Vec<Instant> = c.chain(s).collect();
+        with_deadline.iter().min().copied() == self.poll_timeout()
+            && with_deadline.len() == self.timeline.len()
+            && self.timeline.len() == self.scheduled.len()
     }
 
     /// How many transactions are alive (clients, servers).

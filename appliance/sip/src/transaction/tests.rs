@@ -216,6 +216,8 @@ impl Sim {
             }
             self.a.layer.handle_timeout(now);
             self.b.layer.handle_timeout(now);
+            assert!(self.a.layer.timeline_agrees(), "A's timeline at {now:?}");
+            assert!(self.b.layer.timeline_agrees(), "B's timeline at {now:?}");
         }
     }
 
@@ -559,5 +561,7 @@ fn over_a_lossy_reordering_link_each_transaction_ends_exactly_once() {
         }
         assert_eq!(sim.a.layer.live(), (0, 0));
         assert_eq!(sim.b.layer.live(), (0, 0));
+        assert_eq!(sim.a.layer.poll_timeout(), None, "seed {seed}");
+        assert_eq!(sim.b.layer.poll_timeout(), None, "seed {seed}");
     }
 }
