@@ -252,12 +252,34 @@ struct Leg {
     glare_retry: Option<modify::GlareRetry>,
 }
 
+impl Leg {
+    /// When this leg next needs the clock: an unanswered call's ring timeout or CANCEL
+    /// give-up, the inbound side's retransmissions, the session timer, a glare retry.
+    fn deadline(&self) -> Option<Instant> {
+        let inviting = self.phase == Phase::Inviting;
+        [
+            self.ring_deadline.filter(|_| inviting),
+            self.cancel_deadline.filter(|_| inviting),
+            self.inbound
+                .as_ref()
+                .and_then(uas::InboundLeg::next_deadline),
+            self.session
+                .as_ref()
+                .and_then(session_timer::SessionTimer::next_deadline),
+            self.glare_retry.as_ref().map(|g| g.at),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+}
+
 /// The SIP user agent core of the appliance.
 #[derive(Debug)]
 pub struct UserAgent {
     cfg: AgentConfig,
     tx: TransactionLayer,
-    legs: HashMap<LegId, Leg>,
+    legs: legs::Legs,
     registrations: HashMap<RegId, register::Registration>,
     gate: Option<crate::inbound::InboundGate>,
     registrar: Option<crate::registrar::Registrar>,
@@ -281,7 +303,7 @@ impl UserAgent {
             tx: TransactionLayer::new(cfg.timers),
             counter: cfg.seed,
             cfg,
-            legs: HashMap::new(),
+            legs: legs::Legs::default(),
             registrations: HashMap::new(),
             gate: None,
             registrar: None,
@@ -605,26 +627,26 @@ impl UserAgent {
     pub fn handle_timeout(&mut self, now: Instant) {
         self.tx.handle_timeout(now);
         self.pump(now);
-        let expired: Vec<LegId> = self
-            .legs
-            .iter_mut()
-            .filter(|(_, l)| {
-                l.phase == Phase::Inviting && l.ring_deadline.is_some_and(|d| d <= now)
-            })
-            .map(|(id, l)| {
-                l.ring_deadline = None;
-                *id
-            })
-            .collect();
+        // Only legs with a deadline now or earlier can have anything to do.
+        let due = self.legs.due(now);
+        let mut expired = Vec::new();
+        for id in &due {
+            if let Some(l) = self.legs.get_mut(id) {
+                if l.phase == Phase::Inviting && l.ring_deadline.is_some_and(|d| d <= now) {
+                    l.ring_deadline = None;
+                    expired.push(*id);
+                }
+            }
+        }
         for leg in expired {
             let _ = self.hang_up(now, leg);
         }
-        self.give_up_cancelled(now);
-        self.run_session_timers(now);
+        self.give_up_cancelled(now, &due);
+        self.run_session_timers(now, &due);
         self.refresh_registrations(now);
-        self.retransmit_answers(now);
-        self.retransmit_provisionals(now);
-        self.run_glare_retries(now);
+        self.retransmit_answers(now, &due);
+        self.retransmit_provisionals(now, &due);
+        self.run_glare_retries(now, &due);
         self.expire_bindings(now);
         self.pump(now);
     }
@@ -636,20 +658,12 @@ impl UserAgent {
 
     /// When to call [`Self::handle_timeout`] next.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let rings = self
-            .legs
-            .values()
-            .filter(|l| l.phase == Phase::Inviting)
-            .flat_map(|l| [l.ring_deadline, l.cancel_deadline].into_iter().flatten());
         let refreshes = self.registrations.values().filter_map(|r| r.refresh_at);
         self.tx
             .poll_timeout()
             .into_iter()
-            .chain(rings)
+            .chain(self.legs.next_deadline())
             .chain(refreshes)
-            .chain(self.inbound_deadlines())
-            .chain(self.session_deadlines())
-            .chain(self.glare_deadlines())
             .chain(self.registrar.as_ref().and_then(|r| r.next_expiry()))
             .min()
     }
@@ -714,14 +728,15 @@ impl UserAgent {
     }
 
     /// §9.1: an INVITE still without a final response 64*T1 after its CANCEL is given up.
-    fn give_up_cancelled(&mut self, now: Instant) {
-        let stuck: Vec<LegId> = self
-            .legs
+    fn give_up_cancelled(&mut self, now: Instant, due: &[LegId]) {
+        let stuck: Vec<LegId> = due
             .iter()
-            .filter(|(_, l)| {
-                l.phase == Phase::Inviting && l.cancel_deadline.is_some_and(|d| d <= now)
+            .copied()
+            .filter(|id| {
+                self.legs.get(id).is_some_and(|l| {
+                    l.phase == Phase::Inviting && l.cancel_deadline.is_some_and(|d| d <= now)
+                })
             })
-            .map(|(id, _)| *id)
             .collect();
         for leg in stuck {
             let keys: Vec<TxKey> = self
@@ -762,6 +777,7 @@ impl UserAgent {
                 Output::Event(e) => self.on_tx_event(now, e),
             }
         }
+        self.legs.settle();
     }
 
     fn on_tx_event(&mut self, now: Instant, e: TxEvent) {
@@ -862,12 +878,17 @@ impl UserAgent {
         if !is_invite_2xx {
             return;
         }
-        let found = self.legs.values().find_map(|l| {
-            let d = l.dialog.as_ref()?;
-            d.matches_response(response)
-                .then(|| l.ack.clone())
-                .flatten()
-        });
+        let found = self
+            .legs
+            .with_call_id(response.headers.call_id())
+            .into_iter()
+            .find_map(|id| {
+                let l = self.legs.get(&id)?;
+                let d = l.dialog.as_ref()?;
+                d.matches_response(response)
+                    .then(|| l.ack.clone())
+                    .flatten()
+            });
         if let Some((bytes, to)) = found {
             self.out
                 .push_back(AgentOutput::Transmit(Transmit { to, bytes }));
@@ -1152,13 +1173,15 @@ impl UserAgent {
         let tag = self.token()[..10].to_owned();
         let in_dialog = self
             .legs
-            .iter()
-            .find(|(_, l)| {
-                l.dialog
-                    .as_ref()
-                    .is_some_and(|d| d.matches_request(&request))
-            })
-            .map(|(id, _)| *id);
+            .with_call_id(request.headers.call_id())
+            .into_iter()
+            .find(|id| {
+                self.legs.get(id).is_some_and(|l| {
+                    l.dialog
+                        .as_ref()
+                        .is_some_and(|d| d.matches_request(&request))
+                })
+            });
         let resp = match (&request.method, in_dialog) {
             (Method::Bye, Some(leg)) => {
                 self.drop_leg(leg);
@@ -1230,6 +1253,7 @@ impl UserAgent {
     }
 }
 
+mod legs;
 mod modify;
 mod phones;
 mod register;

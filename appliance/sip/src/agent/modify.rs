@@ -105,14 +105,16 @@ impl UserAgent {
     }
 
     /// Re-sends re-INVITEs whose glare wait is over.
-    pub(super) fn run_glare_retries(&mut self, now: Instant) {
-        let due: Vec<(LegId, GlareRetry)> = self
-            .legs
-            .iter_mut()
-            .filter(|(_, l)| l.glare_retry.as_ref().is_some_and(|g| now >= g.at))
-            .filter_map(|(id, l)| l.glare_retry.take().map(|g| (*id, g)))
-            .collect();
-        for (leg, retry) in due {
+    pub(super) fn run_glare_retries(&mut self, now: Instant, due: &[LegId]) {
+        let mut retries = Vec::new();
+        for id in due {
+            if let Some(l) = self.legs.get_mut(id) {
+                if l.glare_retry.as_ref().is_some_and(|g| now >= g.at) {
+                    retries.extend(l.glare_retry.take().map(|g| (*id, g)));
+                }
+            }
+        }
+        for (leg, retry) in retries {
             // `reinvite`/`update` refuse only when the call ended or a new request went
             // out meanwhile: then there is nothing left to retry.
             match retry.what {
@@ -125,12 +127,5 @@ impl UserAgent {
                 }
             }
         }
-    }
-
-    /// When the next glare retry is due.
-    pub(super) fn glare_deadlines(&self) -> impl Iterator<Item = Instant> + '_ {
-        self.legs
-            .values()
-            .filter_map(|l| l.glare_retry.as_ref().map(|g| g.at))
     }
 }

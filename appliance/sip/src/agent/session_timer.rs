@@ -21,6 +21,14 @@ pub(super) struct SessionTimer {
 }
 
 impl SessionTimer {
+    /// The next refresh we send, or the expiry without one.
+    pub(super) fn next_deadline(&self) -> Option<Instant> {
+        Some(
+            self.refresh_at
+                .map_or(self.expire_at, |r| r.min(self.expire_at)),
+        )
+    }
+
     fn new(now: Instant, interval: u32, we_refresh: bool) -> Self {
         let i = Duration::from_secs(u64::from(interval));
         let margin = Duration::from_secs(32).min(i / 3);
@@ -77,10 +85,13 @@ impl UserAgent {
     }
 
     /// Sends due refreshes; ends sessions whose refresh never came.
-    pub(super) fn run_session_timers(&mut self, now: Instant) {
+    pub(super) fn run_session_timers(&mut self, now: Instant, due: &[LegId]) {
         let mut refresh = Vec::new();
         let mut expired = Vec::new();
-        for (id, l) in &mut self.legs {
+        for id in due {
+            let Some(l) = self.legs.get_mut(id) else {
+                continue;
+            };
             let Some(t) = l.session.as_mut() else {
                 continue;
             };
@@ -127,14 +138,6 @@ impl UserAgent {
                 t.refresh_at = Some(now);
             }
         }
-        self.run_session_timers(now);
-    }
-
-    /// Deadlines of session timers.
-    pub(super) fn session_deadlines(&self) -> impl Iterator<Item = Instant> + '_ {
-        self.legs
-            .values()
-            .filter_map(|l| l.session.as_ref())
-            .flat_map(|t| [t.refresh_at, Some(t.expire_at)].into_iter().flatten())
+        self.run_session_timers(now, &[leg]);
     }
 }

@@ -190,6 +190,7 @@ impl Net {
             }
             self.ua.handle_timeout(now);
             self.peer.handle_timeout(now);
+            assert!(self.ua.legs.consistent(), "the legs' timeline at {now:?}");
         }
     }
 
@@ -1395,7 +1396,13 @@ fn an_update_carries_a_new_offer_and_its_answer_is_reported() {
         .iter()
         .any(|h| matches!(h, Header::ContentType(_))));
     // The accepted offer is what we now answer the peer's re-INVITEs with.
-    assert!(net.ua.legs[&leg].local_body.ends_with(b"a=sendonly\r\n"));
+    assert!(net
+        .ua
+        .legs
+        .get(&leg)
+        .unwrap()
+        .local_body
+        .ends_with(b"a=sendonly\r\n"));
 }
 
 #[test]

@@ -248,7 +248,9 @@ impl UserAgent {
             Header::RAck(r) => Some(r.clone()),
             _ => None,
         });
-        let found = self.legs.iter_mut().find_map(|(id, l)| {
+        let candidates = self.legs.with_call_id(request.headers.call_id());
+        let found = candidates.into_iter().find_map(|id| {
+            let l = self.legs.get_mut(&id)?;
             let i = l.inbound.as_mut()?;
             let early = Dialog::from_uas(&l.invite, &i.local_tag)?;
             let invite_seq = l.invite.headers.cseq()?.seq;
@@ -261,7 +263,7 @@ impl UserAgent {
                     .is_some_and(|u| rack.as_ref().is_some_and(|r| r.rseq == u.rseq));
             acked.then(|| {
                 i.unacked = None;
-                (*id, i.local_tag.clone(), i.held_ok.take())
+                (id, i.local_tag.clone(), i.held_ok.take())
             })
         });
         let Some((leg, tag, held)) = found else {
@@ -283,11 +285,11 @@ impl UserAgent {
 
     /// Resends unacknowledged reliable provisionals; refuses the call 500 when the PRACK
     /// never comes.
-    pub(super) fn retransmit_provisionals(&mut self, now: Instant) {
+    pub(super) fn retransmit_provisionals(&mut self, now: Instant, due: &[LegId]) {
         let mut resend = Vec::new();
         let mut refuse = Vec::new();
-        for (id, l) in &mut self.legs {
-            let Some(i) = l.inbound.as_mut() else {
+        for id in due {
+            let Some(i) = self.legs.get_mut(id).and_then(|l| l.inbound.as_mut()) else {
                 continue;
             };
             let Some(u) = i.unacked.as_mut() else {
@@ -417,30 +419,35 @@ impl UserAgent {
 
     /// The ACK for our 2xx: stop retransmitting; the call is up.
     pub(super) fn on_inbound_ack(&mut self, request: &Request) {
-        let found = self.legs.iter_mut().find(|(_, l)| {
-            l.inbound.as_ref().is_some_and(|i| i.retransmit.is_some())
-                && l.dialog
-                    .as_ref()
-                    .is_some_and(|d| d.matches_request(request))
-        });
-        if let Some((leg, l)) = found {
-            if let Some(i) = l.inbound.as_mut() {
+        let found = self
+            .legs
+            .with_call_id(request.headers.call_id())
+            .into_iter()
+            .find(|id| {
+                self.legs.get(id).is_some_and(|l| {
+                    l.inbound.as_ref().is_some_and(|i| i.retransmit.is_some())
+                        && l.dialog
+                            .as_ref()
+                            .is_some_and(|d| d.matches_request(request))
+                })
+            });
+        if let Some(leg) = found {
+            if let Some(i) = self.legs.get_mut(&leg).and_then(|l| l.inbound.as_mut()) {
                 i.retransmit = None;
                 i.give_up = None;
             }
-            let leg = *leg;
             let body = request.body.clone();
             self.emit(AgentEvent::Answered { leg, body });
         }
     }
 
     /// Retransmits unacknowledged 2xx (T1 doubling to T2); BYE after 64*T1.
-    pub(super) fn retransmit_answers(&mut self, now: Instant) {
+    pub(super) fn retransmit_answers(&mut self, now: Instant, due: &[LegId]) {
         let t2 = self.cfg.timers.t2;
         let mut resend = Vec::new();
         let mut abandon = Vec::new();
-        for (id, l) in &mut self.legs {
-            let Some(i) = l.inbound.as_mut() else {
+        for id in due {
+            let Some(i) = self.legs.get_mut(id).and_then(|l| l.inbound.as_mut()) else {
                 continue;
             };
             if i.give_up.is_some_and(|g| now >= g) {
@@ -466,22 +473,21 @@ impl UserAgent {
             self.send_bye(now, leg);
         }
     }
+}
 
-    /// Deadlines of inbound legs.
-    pub(super) fn inbound_deadlines(&self) -> impl Iterator<Item = Instant> + '_ {
-        self.legs
-            .values()
-            .filter_map(|l| l.inbound.as_ref())
-            .flat_map(|i| {
-                let u = i.unacked.as_ref();
-                [
-                    i.retransmit.map(|r| r.0),
-                    i.give_up,
-                    u.map(|u| u.next.0),
-                    u.map(|u| u.give_up),
-                ]
-                .into_iter()
-                .flatten()
-            })
+impl InboundLeg {
+    /// The inbound side's next deadline: 2xx retransmission or give-up, reliable
+    /// provisional retransmission or give-up.
+    pub(super) fn next_deadline(&self) -> Option<Instant> {
+        let u = self.unacked.as_ref();
+        [
+            self.retransmit.map(|r| r.0),
+            self.give_up,
+            u.map(|u| u.next.0),
+            u.map(|u| u.give_up),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 }
