@@ -288,6 +288,9 @@ pub struct UserAgent {
     /// The gate's decision for the request being handed to the transaction layer.
     pending_admission: Option<crate::inbound::Admission>,
     purposes: HashMap<TxKey, Purpose>,
+    /// The client transactions started for each leg's INVITE, BYE and re-INVITE, so that
+    /// forgetting a leg does not visit every purpose (some may have gone already).
+    leg_transactions: HashMap<LegId, Vec<TxKey>>,
     out: VecDeque<AgentOutput>,
     counter: u64,
     next_leg: u64,
@@ -310,6 +313,7 @@ impl UserAgent {
             forks: HashMap::new(),
             pending_admission: None,
             purposes: HashMap::new(),
+            leg_transactions: HashMap::new(),
             out: VecDeque::new(),
             next_leg: 1,
         }
@@ -473,6 +477,15 @@ impl UserAgent {
         let reliable = self.wire.stamp(&mut req, dest);
         match self.tx.start_client(now, req, dest, reliable) {
             Ok(key) => {
+                if let Purpose::Invite(leg) | Purpose::Bye(leg) | Purpose::Reinvite(leg) = purpose {
+                    // A leg already forgotten is never dropped again: nothing to record.
+                    if self.legs.get(&leg).is_some() {
+                        self.leg_transactions
+                            .entry(leg)
+                            .or_default()
+                            .push(key.clone());
+                    }
+                }
                 self.purposes.insert(key, purpose);
             }
             // Our own requests always carry a proper Via; nothing else can fail here.
@@ -740,10 +753,12 @@ impl UserAgent {
             .collect();
         for leg in stuck {
             let keys: Vec<TxKey> = self
-                .purposes
-                .iter()
-                .filter(|(_, p)| **p == Purpose::Invite(leg))
-                .map(|(k, _)| k.clone())
+                .leg_transactions
+                .get(&leg)
+                .into_iter()
+                .flatten()
+                .filter(|k| self.purposes.get(*k) == Some(&Purpose::Invite(leg)))
+                .cloned()
                 .collect();
             for k in keys {
                 self.tx.abandon(&k);
@@ -760,9 +775,9 @@ impl UserAgent {
     /// Forgets a leg and the transactions that belong to it.
     fn drop_leg(&mut self, leg: LegId) {
         self.legs.remove(&leg);
-        self.purposes.retain(|_, p| {
-            !matches!(p, Purpose::Invite(l) | Purpose::Bye(l) | Purpose::Reinvite(l) if *l == leg)
-        });
+        for key in self.leg_transactions.remove(&leg).unwrap_or_default() {
+            self.purposes.remove(&key);
+        }
     }
 
     fn emit(&mut self, e: AgentEvent) {

@@ -191,6 +191,13 @@ impl Net {
             self.ua.handle_timeout(now);
             self.peer.handle_timeout(now);
             assert!(self.ua.legs.consistent(), "the legs' timeline at {now:?}");
+            assert!(
+                self.ua
+                    .leg_transactions
+                    .keys()
+                    .all(|l| self.ua.legs.get(l).is_some()),
+                "transactions kept for a forgotten leg at {now:?}"
+            );
         }
     }
 
