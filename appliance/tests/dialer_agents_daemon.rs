@@ -533,8 +533,22 @@ async fn run_campaign(mode: DialMode, contacts: u64, agents: u64, budget: u64) {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    // The last calls' dispositions: wait until no agent is in wrap-up any more.
-    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    // The last calls' dispositions: an answered call's attempt result is committed at the
+    // hang-up and its record when the agent has saved the disposition on the page.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let o = outbox(&store).await;
+        if o.records.len() >= o.results.len() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} call records still wait for a wrap-up; daemon log:\n{}",
+            o.results.len() - o.records.len(),
+            daemon.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     let safe_harbour = daemon.metric("callgate_dialer_safe_harbour_total").await;
     let abandoned_waiting = daemon
         .metric("callgate_dialer_abandoned_waiting_total")
