@@ -696,3 +696,26 @@ async fn an_agent_call_whose_wrap_up_expires_unsaved_gets_a_record_without_a_dis
     );
     rig.dialer.take().unwrap().stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dialer_stopping_while_the_agent_wraps_up_sends_the_record_it_kept() {
+    let callee = Callee::start("robot_callee_hangs_up_on_agent.xml", &customer_pcap());
+    let mut rig = Rig::new().await;
+    let (desk, _robot, _phone, _stop, agents) = agent_side(&rig).await;
+    let brief = agent_brief(60);
+    desk.set_campaign(brief_of(&brief));
+    one_agent_call(&mut rig, &callee, agents, brief).await;
+    // The customer has hung up; the agent wraps up and has saved nothing yet.
+    assert_eq!(desk.view(AGENT).unwrap().state, "wrap_up");
+    assert!(call_records(&rig).await.is_empty(), "the record waits");
+    rig.dialer.take().unwrap().stop().await;
+    let records = call_records(&rig).await;
+    assert_eq!(records.len(), 1, "sent as the dialer stopped: {records:?}");
+    assert_eq!(records[0].agent, Some(AGENT));
+    assert_eq!(records[0].outcome, CallOutcome::AnsweredHuman);
+    assert_eq!(records[0].disposition, None);
+    // A disposition saved later changes nothing: the record went out once.
+    desk.dispose(AGENT, "sale").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(call_records(&rig).await.len(), 1);
+}
