@@ -10,9 +10,15 @@
 //! abandons only within the grant's budget and each abandoned call given the safe-harbour
 //! message (the call lasted the 2-s wait plus the whole message, and the daemon counted it);
 //! with the cloud gone (no grant renewal) dialling goes on until the grant expires, not one
-//! attempt starts after it, and the status page says why.
+//! attempt starts after it, and the status page says why. Two single-call cases make sure
+//! of paths the campaigns reach only by chance: a customer answering while the only agent
+//! has just paused gets the 2-s wait, the whole safe-harbour message and the box's BYE,
+//! counted abandoned; an agentless campaign's robot script transfers its customer to the
+//! agent logged in on the page, and the call record carries that agent and the disposition
+//! saved on the page during wrap-up.
 
 mod dialer_support;
+mod robot_support;
 mod sip_support;
 
 use callgate_appliance::dialer::store;
@@ -144,7 +150,17 @@ impl Drop for Daemon {
 
 impl Daemon {
     /// Fills a fresh store with `holdings` (roster included), then starts the daemon.
-    async fn start(agents: u64, holdings: Vec<Downlink>, carrier: &Carrier) -> Daemon {
+    async fn start(agents: u64, holdings: Vec<Downlink>, carrier: std::net::SocketAddr) -> Daemon {
+        Daemon::start_ringing(agents, holdings, carrier, 2).await
+    }
+
+    /// [`Daemon::start`] with the dialer's ring timeout set to `ring_timeout_seconds`.
+    async fn start_ringing(
+        agents: u64,
+        holdings: Vec<Downlink>,
+        carrier: std::net::SocketAddr,
+        ring_timeout_seconds: u32,
+    ) -> Daemon {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
@@ -187,10 +203,10 @@ impl Daemon {
              [sip]\nlisten = \"127.0.0.1:{sip}\"\n\
              [[sip.trunks]]\nname = \"carrier\"\naddress = \"{carrier}\"\nmax_channels = 60\nmax_cps = 100\n\
              {phones}\
-             [dialer]\nrtp_first_port = {dialer_rtp}\nrtp_last_port = {dialer_last}\nring_timeout_seconds = 2\n\
+             [dialer]\nrtp_first_port = {dialer_rtp}\nrtp_last_port = {dialer_last}\nring_timeout_seconds = {ring_timeout_seconds}\n\
              [agents]\nsip_listen = \"127.0.0.1:{agents_sip}\"\nrtp_first_port = {agents_rtp}\nrtp_last_port = {agents_last}\n\
              digest_algorithms = [\"MD5\"]\nsafe_harbour_prompt = \"safe-harbour.wav\"\n",
-            carrier = carrier.addr,
+            carrier = carrier,
             dialer_last = dialer_rtp + 299,
             agents_last = agents_rtp + 99,
         );
@@ -518,7 +534,7 @@ async fn run_campaign(mode: DialMode, contacts: u64, agents: u64, budget: u64) {
     let mut daemon = Daemon::start(
         agents,
         vec![agent_brief(mode), leased, grant(30, budget, hour)],
-        &carrier,
+        carrier.addr,
     )
     .await;
     let (_phones, stop_agents, bots) = staff(&daemon, agents).await;
@@ -533,8 +549,22 @@ async fn run_campaign(mode: DialMode, contacts: u64, agents: u64, budget: u64) {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    // The last calls' dispositions: wait until no agent is in wrap-up any more.
-    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    // The last calls' dispositions: an answered call's attempt result is committed at the
+    // hang-up and its record when the agent has saved the disposition on the page.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let o = outbox(&store).await;
+        if o.records.len() >= o.results.len() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} call records still wait for a wrap-up; daemon log:\n{}",
+            o.results.len() - o.records.len(),
+            daemon.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     let safe_harbour = daemon.metric("callgate_dialer_safe_harbour_total").await;
     let abandoned_waiting = daemon
         .metric("callgate_dialer_abandoned_waiting_total")
@@ -695,7 +725,7 @@ async fn with_the_cloud_gone_agents_dial_until_the_grant_expires_and_the_status_
             lease(1, 0..400, hour, |_| false),
             grant(30, 2, expiry),
         ],
-        &carrier,
+        carrier.addr,
     )
     .await;
     let (_phones, stop_agents, bots) = staff(&daemon, AGENTS).await;
@@ -803,7 +833,7 @@ async fn a_preview_agent_sees_the_contact_on_the_page_dials_it_takes_the_answer_
             lease(1, 0..CONTACTS, hour, |_| false),
             grant(5, 0, hour),
         ],
-        &carrier,
+        carrier.addr,
     )
     .await;
     let _phone = daemon.phone(1).await;
@@ -948,4 +978,280 @@ async fn a_preview_agent_sees_the_contact_on_the_page_dials_it_takes_the_answer_
     let _ = stop_agent.send(true);
     bot.await.unwrap();
     daemon.stop().await;
+}
+
+/// An agentless campaign's script: asks for 1, then transfers to the sales group (1); with
+/// nobody of the group ready yet it asks again (the agent may still be logging in).
+const TRANSFER_TO_SALES: &str = r#"
+format = 1
+name = "to sales"
+version = 1
+start = "ask"
+
+[steps.ask]
+kind = "collect"
+prompt = { say = "Press 1 to speak to an agent." }
+max_digits = 1
+timeout_ms = 8000
+retries = 0
+valid = ["1"]
+into = "choice"
+next = "agent"
+on_no_input = "bye"
+on_invalid = "bye"
+
+[steps.agent]
+kind = "transfer"
+group = 1
+on_no_agent = "again"
+
+[steps.again]
+kind = "collect"
+prompt = { say = "Please hold, or press 1 again." }
+max_digits = 1
+timeout_ms = 8000
+retries = 0
+valid = ["1"]
+into = "choice"
+next = "agent"
+on_no_input = "bye"
+on_invalid = "bye"
+
+[steps.bye]
+kind = "hangup"
+disposition = "no_response"
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_daemon_transfers_an_agentless_scripts_customer_to_an_agent_on_the_page_and_records_both(
+) {
+    use robot_support::{callee_pcap, Callee, KeyStyle};
+    // The customer: a steady tone, pressing 1 every 3 s from 2 s on (each press after a
+    // `no agent` retries the transfer).
+    let audio = callgate_media::tone::ToneGenerator::new(700.0, 8_000).next_samples(40_000 * 8);
+    let keys: Vec<(u32, char)> = (0..12).map(|i| (2_000 + i * 3_000, '1')).collect();
+    let callee = Callee::start(
+        "robot_callee.xml",
+        &callee_pcap(&audio, &keys, KeyStyle::Rfc4733),
+    );
+    let hour = UnixMillis::now().plus_millis(3_600_000);
+    let Downlink::Campaign(mut brief) = brief(DialMode::Agentless, all_day()) else {
+        unreachable!()
+    };
+    brief.name = "Robot to sales".into();
+    brief.robot_script = Some(TRANSFER_TO_SALES.into());
+    brief.disposition_codes = vec!["sale".into(), "no_sale".into()];
+    brief.wrap_up_seconds = 60;
+    let mut daemon = Daemon::start(
+        1,
+        vec![
+            Downlink::Campaign(brief),
+            lease(1, 0..1, hour, |_| false),
+            grant(1, 0, hour),
+        ],
+        callee.addr,
+    )
+    .await;
+    let _phone = daemon.phone(1).await;
+    let (client, base) = (daemon.client.clone(), daemon.base.clone());
+    let (cookie, csrf) = log_in_on_page(&client, &base, 1).await;
+    let page = || async {
+        client
+            .get(format!("{base}/agent"))
+            .header(COOKIE, &cookie)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    let post = |path: &'static str, form: Vec<(&'static str, String)>| {
+        let (client, base, cookie) = (client.clone(), base.clone(), cookie.clone());
+        async move {
+            client
+                .post(format!("{base}{path}"))
+                .header(COOKIE, &cookie)
+                .form(&form)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    // The transferred customer reaches the agent, who talks 2 s and hangs up on the page.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while !page().await.contains("data-state=\"talking\"") {
+        assert!(
+            Instant::now() < deadline,
+            "the transfer never reached the agent; daemon log:\n{}",
+            daemon.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let talking = page().await;
+    assert!(
+        talking.contains("Robot to sales"),
+        "the screen-pop names the campaign"
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let r = post("/agent/hangup", vec![("csrf", csrf.clone())]).await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER, "hang up while talking");
+    // Wrap-up: the disposition saved on the page 6 s later still reaches the record.
+    while !page().await.contains("data-state=\"wrap_up\"") {
+        assert!(Instant::now() < deadline, "the agent never wrapped up");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let store = daemon.store().await;
+    assert!(
+        outbox(&store).await.records.is_empty(),
+        "the record waits for the disposition"
+    );
+    let r = post(
+        "/agent/disposition",
+        vec![("csrf", csrf.clone()), ("code", "sale".into())],
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER, "disposition saved");
+    let record = loop {
+        let o = outbox(&store).await;
+        if let Some(r) = o.records.first() {
+            break r.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no call record; daemon log:\n{}",
+            daemon.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    daemon.stop().await;
+    let o = outbox(&store).await;
+    assert_eq!(o.results.len(), 1, "one attempt");
+    assert_eq!(o.records.len(), 1, "one record");
+    assert_eq!(record.outcome, CallOutcome::AnsweredHuman);
+    assert_eq!(
+        record.agent,
+        Some(AgentId(1)),
+        "{record:?}\n{}",
+        callee.errors()
+    );
+    assert_eq!(record.disposition.as_deref(), Some("sale"));
+    let states: Vec<AgentState> = o
+        .agent_events
+        .iter()
+        .filter(|e| e.call == Some(record.call))
+        .map(|e| e.state.clone())
+        .collect();
+    assert_eq!(
+        states,
+        [
+            AgentState::Reserved,
+            AgentState::Talking,
+            AgentState::WrapUp
+        ],
+        "the agent's states for the transferred call"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_customer_answering_when_no_agent_is_free_hears_the_safe_harbour_message_and_counts_abandoned(
+) {
+    use robot_support::{callee_pcap, Callee, KeyStyle};
+    // The customer rings 6 s, then answers and stays on (talking) until the box hangs up.
+    let audio = callgate_media::tone::ToneGenerator::new(700.0, 8_000).next_samples(30_000 * 8);
+    let callee = Callee::start(
+        "callee_answers_late.xml",
+        &callee_pcap(&audio, &[], KeyStyle::Rfc4733),
+    );
+    let hour = UnixMillis::now().plus_millis(3_600_000);
+    let mut daemon = Daemon::start_ringing(
+        1,
+        vec![
+            agent_brief(DialMode::Predictive),
+            lease(1, 0..1, hour, |_| false),
+            grant(1, 1, hour),
+        ],
+        callee.addr,
+        20,
+    )
+    .await;
+    let _phone = daemon.phone(1).await;
+    let (client, base) = (daemon.client.clone(), daemon.base.clone());
+    let (cookie, csrf) = log_in_on_page(&client, &base, 1).await;
+    // The ready agent lets the dialer place the call; while it rings the agent pauses, so
+    // nobody is free when the customer answers.
+    let store = daemon.store().await;
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let (dialling,): (i64,) =
+            sqlx::query_as("SELECT COUNT(*) FROM dialer_contacts WHERE state = 'dialling'")
+                .fetch_one(store.pool())
+                .await
+                .unwrap();
+        if dialling == 1 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the call was never placed; daemon log:\n{}",
+            daemon.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let r = client
+        .post(format!("{base}/agent/pause"))
+        .header(COOKIE, &cookie)
+        .form(&[("csrf", csrf.as_str()), ("reason", "coffee")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SEE_OTHER, "the agent pauses");
+    let record = loop {
+        if let Some(r) = outbox(&store).await.records.first() {
+            break r.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no call record; daemon log:\n{}",
+            daemon.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let safe_harbour = daemon.metric("callgate_dialer_safe_harbour_total").await;
+    daemon.stop().await;
+    let o = outbox(&store).await;
+    assert_eq!(record.outcome, CallOutcome::Abandoned, "{record:?}");
+    assert_eq!(record.agent, None);
+    assert_eq!(o.results.len(), 1);
+    assert_eq!(o.results[0].outcome, CallOutcome::Abandoned);
+    assert_eq!(safe_harbour, 1.0, "counted as a safe harbour");
+    // The 2-s wait for an agent, then the whole message, then the box hung up (the customer
+    // would have stayed on for 30 s).
+    let lasted = record
+        .ended_at
+        .millis_since(record.answered_at.expect("answered"));
+    assert!(
+        lasted >= 2_000 + SAFE_HARBOUR_MS - 100,
+        "the call lasted {lasted} ms: the message was not played whole"
+    );
+    assert!(
+        lasted < 15_000,
+        "the box ended the call after the message ({lasted} ms)"
+    );
+    assert!(
+        callee.bye_answered(),
+        "the customer got the box's BYE: {}",
+        callee.errors()
+    );
+    let (live, abandoned): (i64, i64) =
+        sqlx::query_as("SELECT COUNT(*), COALESCE(SUM(abandoned), 0) FROM dialer_live_answers")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+    assert_eq!(
+        (live, abandoned),
+        (1, 1),
+        "the abandon counts against the campaign's budget"
+    );
 }

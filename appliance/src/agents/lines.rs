@@ -17,14 +17,16 @@
 //!   hanging the caller up when it is done.
 //!
 //! - **Answered outbound calls** the dialer's placement hands over ([`LinesHandle::bridge_outbound`],
-//!   after the desk chose the agent): the agent hears the connect beep on the nailed-up leg,
-//!   then the customer's leg (owned by the dialer until then) is bridged to it, recorded
-//!   when the call has a recorder. When the bridge ends the agent's leg is re-opened.
+//!   after the desk chose the agent): the customer's leg (owned by the dialer until then) is
+//!   bridged to the nailed-up leg at once, the agent hearing the connect beep mixed over the
+//!   customer's first words, recorded when the call has a recorder. When the bridge ends
+//!   the agent's leg is re-opened.
 //!
 //! - **Robot transfers** ([`LinesHandle::bridge_audio`], after the desk chose the agent for
 //!   a script's `transfer`): the robot keeps the customer's leg and hands its audio over as
-//!   frames ([`AgentAudio`]); the agent hears the connect beep, then the frames are relayed
-//!   to and from the nailed-up leg until the call ends, and the agent's leg is re-opened.
+//!   frames ([`AgentAudio`]); the frames are relayed to and from the nailed-up leg from the
+//!   first one, the agent hearing the connect beep mixed over the customer's first words,
+//!   until the call ends, and the agent's leg is re-opened.
 //!
 //! Outputs about calls this driver does not hold (the dialer's outbound calls) are passed on
 //! to `others` untouched.
@@ -865,18 +867,17 @@ impl Lines {
             .phones
             .get_mut(&agent)
             .ok_or_else(|| format!("agent {agent} has no line"))?;
-        let mut agent_leg = phone
+        let agent_leg = phone
             .media
             .take()
             .ok_or_else(|| format!("agent {agent}'s line has no media (already bridged?)"))?;
         phone.bridged_to = Some(call);
         let (commands, rx) = mpsc::channel(4);
+        // The beep goes to the agent over the customer's first words: the relay starts at once.
+        let _ = commands.try_send(BridgeCommand::PlayToAgent(Prompt::connect_beep()));
         let (report_tx, report) = oneshot::channel();
         let ended = self.own.clone();
         tokio::spawn(async move {
-            if let Err(e) = play_prompt(&mut agent_leg, &Prompt::connect_beep()).await {
-                tracing::warn!(%agent, error = %e, "connect beep not sent");
-            }
             let result = relay_audio(agent_leg, audio, rx).await;
             match &result {
                 Ok(r) => tracing::debug!(
@@ -1090,6 +1091,12 @@ async fn relay_audio(
     let (to_agent, to_agent_rx) = mpsc::channel::<Vec<i16>>(4);
     let (heard_tx, mut heard) = mpsc::channel::<LegAudio>(50);
     let leg = tokio::spawn(run_audio_leg(agent_leg, to_agent_rx, heard_tx));
+    // A prompt played to the agent (the connect beep) is mixed over the customer's frames,
+    // one per packet time (alone while the customer is quiet); the agent's frames go to the
+    // customer from the first one meanwhile.
+    let mut over: Option<callgate_media::prompt::Playback> = None;
+    let mut held: std::collections::VecDeque<Vec<i16>> = Default::default();
+    let mut tick = tokio::time::interval(Duration::from_millis(20));
     loop {
         tokio::select! {
             command = commands.recv() => match command {
@@ -1097,12 +1104,36 @@ async fn relay_audio(
                 Some(BridgeCommand::ReplaceAgentLeg(_)) => {
                     tracing::warn!("a transferred call's relay cannot replace its agent leg");
                 }
-                Some(BridgeCommand::PlayToAgent(_)) => {
-                    tracing::warn!("a transferred call's relay plays no prompts over its audio (its beep went before the relay)");
+                Some(BridgeCommand::PlayToAgent(prompt)) => {
+                    over = Some(prompt.play());
+                    tick.reset_immediately();
                 }
             },
+            _ = tick.tick(), if over.is_some() => {
+                let mut frame = held.pop_front().unwrap_or_else(|| vec![0; 160]);
+                if let Some(playing) = over.as_mut() {
+                    if let Some(prompt) = playing.next_frame(frame.len()) {
+                        callgate_media::tone::mix_into(&mut frame, &prompt);
+                    }
+                    if playing.finished() {
+                        over = None;
+                    }
+                }
+                let _ = to_agent.try_send(frame);
+                if over.is_none() {
+                    for f in held.drain(..) {
+                        let _ = to_agent.try_send(f);
+                    }
+                }
+            }
             said = from_customer.recv() => match said {
                 // A full queue drops the frame: the agent's leg plays silence for it.
+                Some(LegAudio::Frame(f)) if over.is_some() => {
+                    held.push_back(f.samples);
+                    while held.len() > 3 {
+                        held.pop_front();
+                    }
+                }
                 Some(LegAudio::Frame(f)) => {
                     let _ = to_agent.try_send(f.samples);
                 }
@@ -1126,17 +1157,6 @@ async fn relay_audio(
             source: std::io::Error::other(format!("agent leg task failed: {e}")),
         }),
     }
-}
-
-/// Sends a prompt on a leg in real time.
-async fn play_prompt(leg: &mut RtpLeg, prompt: &Prompt) -> Result<(), crate::media::MediaError> {
-    let mut playback = prompt.play();
-    let mut tick = tokio::time::interval(Duration::from_millis(20));
-    while let Some(frame) = playback.next_frame(160) {
-        tick.tick().await;
-        leg.send_audio(&frame).await?;
-    }
-    Ok(())
 }
 
 /// The hold pattern: a soft two-tone phrase and a pause, repeated.

@@ -8,14 +8,15 @@
 //!   `offer` → connect (bridge to the agent's nailed-up leg through the agents' lines),
 //!   wait up to the safe-harbour deadline, or safe harbour (the recorded message, then the
 //!   call ends and counts as abandoned). The customer's hang-up, the agent's (from the
-//!   page) or the agent's phone dropping ends the bridge. After the bridge the placement waits for the
-//!   agent's disposition (at most until the agent's wrap-up ends) so that it reaches the
-//!   call record.
+//!   page) or the agent's phone dropping ends the bridge. The placement returns when the
+//!   bridge ends (the call is released then) with the agent's wrap-up ([`WrapUp`]): the call
+//!   record waits for the disposition the agent saves (at most until the wrap-up ends).
 //!
 //! [`DeskTransfer`] is the robot scripts' `transfer` hook over the same desk and lines: the
 //! script's group gets the call (its longest-idle ready agent, or the first one ready
 //! within the safe-harbour time), the customer's audio is relayed to the agent's nailed-up
-//! leg after the connect beep, and the agent's disposition comes back for the call record;
+//! leg after the connect beep, and the agent's wrap-up comes back for the call record
+//! (`TransferResult::WrappingUp`: the robot releases the customer at once);
 //! with nobody ready the script goes on at its `on_no_agent`.
 //!
 //! [`connect_agents`] joins the desk and the running dialer: every agent event becomes a
@@ -26,7 +27,10 @@
 //! takes a call (the desk does), or run robot scripts (the robot placement does).
 
 use super::driver::DialerControl;
-use super::placement::{Announcement, AnsweredCall, AnsweredCallPlacement, Placement};
+use super::placement::{
+    Announcement, AnsweredCall, AnsweredCallPlacement, Placement, WrapUp, WRAP_UP_WAIT_MAX,
+};
+use super::wrap_up::{AgentHolds, DispositionWait, WrapUpEnd};
 use super::DialerError;
 use crate::agents::desk::{DeskOutput, OfferDecision, OfferedCall};
 use crate::agents::lines::{LinesHandle, NotBridged};
@@ -43,10 +47,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
-
-/// The longest the placement waits for a disposition after the call ended, whatever the
-/// campaign's wrap-up time says (the attempt stays in flight meanwhile).
-pub const DISPOSITION_WAIT_MAX: Duration = Duration::from_secs(600);
 
 /// The dialer's placement: routes each answered call by mode and routing result.
 #[derive(Clone)]
@@ -288,7 +288,7 @@ impl AgentPlacement {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(id, tx);
-        let _guard = WaiterGuard {
+        let guard = WaiterGuard {
             waiters: self.waiters.clone(),
             call: id,
         };
@@ -358,6 +358,7 @@ impl AgentPlacement {
                                 disposition: None,
                                 recording_segments: 0,
                                 quality: None,
+                                wrap_up: None,
                             });
                         }
                     }
@@ -367,7 +368,7 @@ impl AgentPlacement {
                 return self.safe_harbour(call).await;
             }
         };
-        self.bridge(call, agent, desk_says).await
+        self.bridge(call, agent, desk_says, guard).await
     }
 
     /// Plays the safe-harbour message; the call counts as abandoned.
@@ -389,6 +390,7 @@ impl AgentPlacement {
         call: AnsweredCall,
         agent: AgentId,
         mut desk_says: mpsc::UnboundedReceiver<DeskOutput>,
+        guard: WaiterGuard,
     ) -> Result<Placement, DialerError> {
         let AnsweredCall {
             call: id,
@@ -427,6 +429,7 @@ impl AgentPlacement {
                         disposition: None,
                         recording_segments: 0,
                         quality: None,
+                        wrap_up: None,
                     });
                 };
                 return self
@@ -480,13 +483,22 @@ impl AgentPlacement {
             }
         };
         self.desk.call_ended(id);
-        // The disposition is saved in wrap-up, after the call: wait for it (bounded by the
-        // agent's wrap-up) so that it reaches the call record.
-        if disposition.is_none() && !lost {
-            disposition = self.await_disposition(id, agent, &mut desk_says).await;
-        } else if disposition.is_some() {
-            self.desk.take_disposition(id);
-        }
+        // The disposition is saved in wrap-up, after the call: the call is released now and
+        // its record waits for it (bounded by the agent's wrap-up).
+        let wrap_up = if disposition.is_none() && !lost {
+            match self.desk.take_disposition(id) {
+                Some(code) => {
+                    disposition = Some(code);
+                    None
+                }
+                None => Some(self.wrap_up(id, agent, desk_says, guard)),
+            }
+        } else {
+            if disposition.is_some() {
+                self.desk.take_disposition(id);
+            }
+            None
+        };
         let (segments, quality) = match ended {
             Some(Ok(r)) => {
                 if let Some(log) = &quality_log {
@@ -519,65 +531,77 @@ impl AgentPlacement {
             disposition,
             recording_segments: segments,
             quality,
+            wrap_up,
         })
     }
 
-    async fn await_disposition(
+    /// The agent's wrap-up of `call` as a [`WrapUp`]: the desk's disposition for it, or
+    /// `None` when the wrap-up ends without one ([`DispositionWait`] decides). Keeps the
+    /// call's waiter (`guard`) so the desk's `Disposition` output still reaches it.
+    fn wrap_up(
         &self,
         call: CallId,
         agent: AgentId,
-        desk_says: &mut mpsc::UnboundedReceiver<DeskOutput>,
-    ) -> Option<String> {
-        let deadline = tokio::time::Instant::now() + DISPOSITION_WAIT_MAX;
-        let mut changes = self.desk.changes();
-        loop {
-            // Saved on the desk (under its lock, before the agent's view changes).
-            if let Some(code) = self.desk.take_disposition(call) {
-                return Some(code);
-            }
-            let still_ours = self.desk.view(agent).and_then(|v| {
-                let c = v.call?;
-                (c.call == call.to_string()).then_some((c.disposition, v.wrap_up_until_ms))
-            });
-            let until = match still_ours {
-                None => return self.desk.take_disposition(call),
-                Some((Some(code), _)) => {
-                    self.desk.take_disposition(call);
-                    return Some(code);
+        mut desk_says: mpsc::UnboundedReceiver<DeskOutput>,
+        guard: WaiterGuard,
+    ) -> WrapUp {
+        let desk = self.desk.clone();
+        let disposition = Box::pin(async move {
+            let _guard = guard;
+            let mut wait = DispositionWait::new(UnixMillis::now(), WRAP_UP_WAIT_MAX);
+            let mut changes = desk.changes();
+            let mut desk_gone = false;
+            loop {
+                // Saved on the desk (under its lock, before the agent's view changes).
+                match desk.take_disposition(call) {
+                    Some(code) => wait.handle_saved(code),
+                    None => wait.handle_agent(UnixMillis::now(), holds(&desk, agent, call)),
                 }
-                Some((None, until)) => until,
-            };
-            let wake = until
-                .map(|ms| {
-                    let left = ms.saturating_sub(UnixMillis::now().0).max(0) as u64;
-                    tokio::time::Instant::now() + Duration::from_millis(left + 50)
-                })
-                .unwrap_or(deadline)
-                .min(deadline);
-            tokio::select! {
-                said = desk_says.recv() => match said {
-                    Some(DeskOutput::Disposition { code, .. }) => {
-                        self.desk.take_disposition(call);
-                        return Some(code);
+                if let Some(end) = wait.poll_end() {
+                    if matches!(end, WrapUpEnd::Saved(_)) {
+                        desk.take_disposition(call);
+                    } else {
+                        tracing::info!(%call, %agent, end = end.label(), "the agent's wrap-up ended without a disposition");
                     }
-                    Some(_) => {}
-                    None => return None,
-                },
-                _ = changes.changed() => {}
-                () = tokio::time::sleep_until(wake) => {
-                    if tokio::time::Instant::now() >= deadline {
-                        return None;
+                    return end.disposition();
+                }
+                let due = wait.poll_timeout().unwrap_or(UnixMillis::now());
+                let sleep =
+                    Duration::from_millis(due.millis_since(UnixMillis::now()).max(0) as u64);
+                tokio::select! {
+                    said = desk_says.recv(), if !desk_gone => match said {
+                        Some(DeskOutput::Disposition { code, .. }) => wait.handle_saved(code),
+                        Some(_) => {}
+                        None => desk_gone = true,
+                    },
+                    changed = changes.changed() => {
+                        if changed.is_err() {
+                            // The desk is gone: what it saved is all there will be.
+                            return desk.take_disposition(call);
+                        }
                     }
+                    () = tokio::time::sleep(sleep) => wait.handle_timeout(UnixMillis::now()),
                 }
             }
-        }
+        });
+        WrapUp { agent, disposition }
     }
 }
 
-/// How long a transfer waits for the agent's disposition once the customer has hung up
-/// (the robot driver lets go of a transfer 5 s after the customer's hang-up; a later
-/// disposition is saved by the desk but misses the call record).
-pub const TRANSFER_DISPOSITION_WAIT: Duration = Duration::from_secs(4);
+/// Whether `agent` still holds `call` on the desk (in its wrap-up).
+fn holds(desk: &AgentDeskService, agent: AgentId, call: CallId) -> AgentHolds {
+    let held = desk.view(agent).and_then(|v| {
+        let c = v.call?;
+        (c.call == call.to_string()).then_some((c.disposition, v.wrap_up_until_ms))
+    });
+    match held {
+        None => AgentHolds::No,
+        Some((saved, until)) => AgentHolds::Yes {
+            saved,
+            wrap_up_until: until.map(UnixMillis),
+        },
+    }
+}
 
 /// A robot script's `transfer` step through the agent desk (see the module doc); install it
 /// with `RobotPlacement::set_transfer`.
@@ -597,7 +621,7 @@ impl AgentTransfer for DeskTransfer {
         Box::pin(async move {
             let result = agents.transfer(request).await;
             let label = match result {
-                TransferResult::Talked { .. } => "talked",
+                TransferResult::Talked { .. } | TransferResult::WrappingUp(_) => "talked",
                 _ => "no_agent",
             };
             metrics::counter!("callgate_robot_transfers_total", "result" => label).increment(1);
@@ -628,7 +652,7 @@ impl AgentPlacement {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(id, tx);
-        let _guard = WaiterGuard {
+        let guard = WaiterGuard {
             waiters: self.waiters.clone(),
             call: id,
         };
@@ -729,15 +753,13 @@ impl AgentPlacement {
             }
         }
         self.desk.call_ended(id);
+        // The conversation is over: the robot releases the customer now, and the call record
+        // waits for the agent's wrap-up.
         if disposition.is_none() && !lost {
-            let waiting = self.await_disposition(id, agent, &mut desk_says);
-            disposition = if *end_now.borrow() {
-                tokio::time::timeout(TRANSFER_DISPOSITION_WAIT, waiting)
-                    .await
-                    .unwrap_or(None)
-            } else {
-                waiting.await
-            };
+            disposition = self.desk.take_disposition(id);
+            if disposition.is_none() {
+                return TransferResult::WrappingUp(self.wrap_up(id, agent, desk_says, guard));
+            }
         } else if disposition.is_some() {
             self.desk.take_disposition(id);
         }

@@ -16,7 +16,7 @@ use super::executor::{
     AttemptUpdate, CampaignExecutor, DialOrder, DialState, DialerStatus, ExecutorConfig,
     ExecutorOutput,
 };
-use super::placement::{AnsweredCall, AnsweredCallPlacement, Placement};
+use super::placement::{AnsweredCall, AnsweredCallPlacement, Placement, WrapUp};
 use super::store;
 use super::DialerError;
 use crate::media::{RtpLeg, RtpPortRange};
@@ -250,6 +250,13 @@ impl DialerTask {
                 "attempts interrupted by the last stop were settled"
             );
         }
+        let records = store::settle_wrap_ups(&pool, &current, super::wrap_up::is_waiting).await?;
+        if records > 0 {
+            tracing::warn!(
+                records,
+                "call records the last stop left waiting for a wrap-up were sent"
+            );
+        }
         // Subscribed before reading, so no change between the two is missed.
         let changes = store::watch_changes();
         let holdings = store::load(&pool, now, ABANDON_WINDOW_MS).await?;
@@ -343,7 +350,8 @@ impl DialerTask {
     /// Stops dialling: no new attempt starts (orders not yet sent stay pending in the store),
     /// calls in flight are ended (cancelled, or their placement told to finish) and
     /// committed; after [`DRAIN_GRACE`] the calls still up are committed as they stand and
-    /// the loop ends.
+    /// the loop ends. Call records waiting for an agent's wrap-up are sent then, with the
+    /// disposition the desk saved so far.
     pub async fn stop(self) {
         let _ = self.stop.send(true);
         let _ = self.task.await;
@@ -537,6 +545,25 @@ impl Driver {
             }
         }
         self.publish();
+        if draining.is_some() {
+            self.settle_wrap_ups().await;
+        }
+    }
+
+    /// The dialer stops (so does the box): call records still waiting for an agent's wrap-up
+    /// go out now, with the disposition the desk saved if any, rather than at the next start.
+    async fn settle_wrap_ups(&self) {
+        let outbox = self.outbox().await;
+        match store::settle_wrap_ups(&self.pool, &outbox, |_| false).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(
+                records = n,
+                "call records waiting for a wrap-up sent as the dialer stops"
+            ),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot send the call records waiting for a wrap-up; the next start sends them")
+            }
+        }
     }
 
     /// The stop grace is over: calls the far end has not let go of yet (e.g. a CANCEL left
@@ -1059,11 +1086,18 @@ impl Driver {
                     disposition: None,
                     recording_segments: 0,
                     quality: None,
+                    wrap_up: None,
                 }
             }
         };
         let outcome = placement.outcome;
-        self.commit(&mut c, outcome, None, Some(placement)).await;
+        let mut placement = placement;
+        match placement.wrap_up.take() {
+            // The agent is wrapping up: the attempt result (and the record, kept) now, the
+            // record itself when the disposition comes; the call is released now.
+            Some(wrap_up) => self.commit_in_wrap_up(&mut c, placement, wrap_up).await,
+            None => self.commit(&mut c, outcome, None, Some(placement)).await,
+        }
         // Only now: the BYE, and the media ports.
         if !c.sip_ended {
             let _ = self.router.hang_up(sip);
@@ -1075,15 +1109,58 @@ impl Driver {
         }
     }
 
-    /// Commits the call record and the attempt result (in that order, the second marking the
-    /// contact done), then tells the executor the attempt is over.
-    async fn commit(
-        &mut self,
-        c: &mut Call,
+    /// Commits the attempt result with the call record kept beside it (durable), tells the
+    /// executor the attempt is over, and leaves the record to a task that sends it when the
+    /// agent's wrap-up gives the disposition (the placement's own stands when none comes).
+    async fn commit_in_wrap_up(&mut self, c: &mut Call, placement: Placement, wrap_up: WrapUp) {
+        let (record, result) = Self::record_of(c, placement.outcome, None, Some(&placement));
+        let outbox = self.outbox().await;
+        let waiting = super::wrap_up::waiting_for(record.call);
+        let stored = retry_while_busy("the attempt's result", || {
+            store::record_attempt_in_wrap_up(&outbox, &result, &record)
+        })
+        .await;
+        if let Err(e) = &stored {
+            // The contact stays `dialling` in the store: the next start settles it.
+            tracing::error!(error = %e, attempt = %c.order.attempt, "cannot commit the attempt's result");
+        }
+        c.committed = true;
+        self.ended(c, result.outcome, result.ended_at);
+        if stored.is_err() {
+            return;
+        }
+        let shared = self.outbox.clone();
+        let WrapUp { agent, disposition } = wrap_up;
+        tokio::spawn(async move {
+            let _waiting = waiting;
+            let mut record = record;
+            let saved = disposition.await;
+            tracing::info!(call = %record.call, %agent, disposition = ?saved, "the agent's wrap-up is over; the call record goes out");
+            metrics::counter!("callgate_dialer_wrap_ups_total", "disposition" => if saved.is_some() { "saved" } else { "none" })
+                .increment(1);
+            if saved.is_some() {
+                record.disposition = saved;
+            }
+            // The outbox as it is now (the box may have enrolled meanwhile).
+            let outbox = shared.read().await.clone();
+            let sent = retry_while_busy("the call record after wrap-up", || async {
+                store::record_wrapped_up(&outbox, &record).await.map(|_| ())
+            })
+            .await;
+            if let Err(e) = sent {
+                // Kept in `dialer_wrap_ups`: the next start sends it.
+                tracing::error!(error = %e, call = %record.call, "cannot commit the call record after wrap-up");
+            }
+        });
+    }
+
+    /// The call record and attempt result of `c` ending now.
+    fn record_of(
+        c: &Call,
         outcome: CallOutcome,
         sip_status: Option<u16>,
-        placement: Option<Placement>,
-    ) {
+        placement: Option<&Placement>,
+    ) -> (CallRecord, AttemptResult) {
         let ended_at = UnixMillis::now();
         let post_dial_delay_ms = c
             .progress_at
@@ -1119,6 +1196,20 @@ impl Driver {
             recording_segments: placement.as_ref().map_or(0, |p| p.recording_segments),
             quality: placement.as_ref().and_then(|p| p.quality),
         };
+        (record, result)
+    }
+
+    /// Commits the call record and the attempt result (in that order, the second marking the
+    /// contact done), then tells the executor the attempt is over.
+    async fn commit(
+        &mut self,
+        c: &mut Call,
+        outcome: CallOutcome,
+        sip_status: Option<u16>,
+        placement: Option<Placement>,
+    ) {
+        let (record, result) = Self::record_of(c, outcome, sip_status, placement.as_ref());
+        let ended_at = result.ended_at;
         let outbox = self.outbox().await;
         // Each step is its own transaction and is tried again on its own while the store is
         // busy, so a committed call record is never written twice and a busy moment under
@@ -1139,6 +1230,11 @@ impl Driver {
             tracing::error!(error = %e, attempt = %c.order.attempt, "cannot commit the attempt's result");
         }
         c.committed = true;
+        self.ended(c, outcome, ended_at);
+    }
+
+    /// Tells the executor `c`'s attempt is over (its result committed).
+    fn ended(&mut self, c: &Call, outcome: CallOutcome, ended_at: UnixMillis) {
         metrics::counter!("callgate_dialer_outcomes_total", "outcome" => outcome_label(outcome))
             .increment(1);
         let _ = self.executor.handle_attempt(

@@ -5,7 +5,9 @@
 //! which contact to dial when (dial modes, compliance gate, grant limits, expiries), the
 //! tokio [`driver`] that places its attempts through the trunk router with a media leg each,
 //! and the [`placement`] step that takes an answered call, routed by [`dispatch`] to the
-//! agent desk, a robot placement or the [`placement::Announcement`].
+//! agent desk, a robot placement or the [`placement::Announcement`]. A call an agent talked
+//! on is released at the hang-up; its call record waits for the agent's disposition
+//! ([`wrap_up`]), kept in the store (`dialer_wrap_ups`) meanwhile.
 //!
 //! Talks to: the SIP engine (`crate::sip::udp::UdpTrunkRouter`), media
 //! (`crate::media`), recording, the uplink outbox (`crate::sync::outbox_store`) and the
@@ -13,7 +15,8 @@
 //! [`store::apply_downlink`] in its own transaction.
 //!
 //! Must not: dial a contact twice, dial after a lease or grant expired, release a call's
-//! SIP or media resources before its attempt result and call record are durable, re-dial on
+//! SIP or media resources before its attempt result and call record are durable (the record
+//! in the outbox, or kept in `dialer_wrap_ups` while the agent wraps up), re-dial on
 //! its own (retries are the coordinator's), or manage agents (the agent desk's room).
 
 pub mod dispatch;
@@ -21,6 +24,7 @@ pub mod driver;
 pub mod executor;
 pub mod placement;
 pub mod store;
+pub mod wrap_up;
 
 pub use executor::{
     AttemptUpdate, CampaignExecutor, CampaignRun, DialOrder, DialState, DialerStatus,

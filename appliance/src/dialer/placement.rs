@@ -64,7 +64,7 @@ pub struct AnsweredCall {
 }
 
 /// What a placement did with the call.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug)]
 pub struct Placement {
     /// How the call ended, as the attempt result reports it.
     pub outcome: CallOutcome,
@@ -76,7 +76,33 @@ pub struct Placement {
     pub recording_segments: u32,
     /// The customer leg's quality.
     pub quality: Option<CallQuality>,
+    /// The agent's wrap-up, when the conversation is over but the agent has not saved a
+    /// disposition yet: the driver commits the attempt result and releases the call at once,
+    /// and the call record waits for this (its `disposition` stands when none comes).
+    pub wrap_up: Option<WrapUp>,
 }
+
+/// An agent's wrap-up after a call: resolves with the disposition the agent saves, or `None`
+/// when the wrap-up ends without one (its time is up, or the agent went ready, paused or
+/// logged out). Bounded: it never outlives [`WRAP_UP_WAIT_MAX`].
+pub struct WrapUp {
+    /// The agent in wrap-up.
+    pub agent: AgentId,
+    /// The disposition to come.
+    pub disposition: BoxFuture<'static, Option<String>>,
+}
+
+impl std::fmt::Debug for WrapUp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WrapUp")
+            .field("agent", &self.agent)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The longest a call record waits for an agent's disposition after the call, whatever the
+/// campaign's wrap-up time says.
+pub const WRAP_UP_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// Takes an answered call from the moment it is answered until the box may hang up.
 pub trait AnsweredCallPlacement: Send + Sync + 'static {
@@ -180,6 +206,7 @@ pub fn ended_during_consent(call: &AnsweredCall, outcome: CallOutcome) -> Placem
         disposition: None,
         recording_segments: 0,
         quality: None,
+        wrap_up: None,
     }
 }
 
@@ -275,6 +302,7 @@ async fn play(
         disposition: None,
         recording_segments: segments,
         quality: report.as_ref().map(quality_of),
+        wrap_up: None,
     })
 }
 

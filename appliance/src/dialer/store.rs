@@ -6,7 +6,9 @@
 //! are committed with the uplink message that reports them (through the outbox's
 //! `send_with`), so the table and the outbox never disagree:
 //! - [`mark_dialling`] before the INVITE leaves (a contact leaves `pending` once, ever);
-//! - [`record_call`] then [`record_attempt`] before the call's resources are released;
+//! - [`record_call`] then [`record_attempt`] before the call's resources are released; for a
+//!   call whose agent is still wrapping up, [`record_attempt_in_wrap_up`] (the record kept in
+//!   `dialer_wrap_ups`) at the hang-up, then [`record_wrapped_up`] with the disposition;
 //! - [`hand_back`] for refused and returned contacts (`Uplink::LeaseReturn`).
 //!
 //! Must not: decide anything (the executor does), or touch other rooms' tables.
@@ -359,6 +361,26 @@ pub async fn record_attempt(
     outbox: &UplinkOutbox,
     result: &AttemptResult,
 ) -> Result<(), DialerError> {
+    record_attempt_keeping(outbox, result, None).await
+}
+
+/// [`record_attempt`] for a call whose agent is still wrapping up: `record` (the call record
+/// as at the hang-up) is kept in `dialer_wrap_ups` in the same transaction, so it is durable
+/// before the call is released; [`record_wrapped_up`] sends it later.
+pub async fn record_attempt_in_wrap_up(
+    outbox: &UplinkOutbox,
+    result: &AttemptResult,
+    record: &CallRecord,
+) -> Result<(), DialerError> {
+    record_attempt_keeping(outbox, result, Some(record)).await
+}
+
+async fn record_attempt_keeping(
+    outbox: &UplinkOutbox,
+    result: &AttemptResult,
+    kept: Option<&CallRecord>,
+) -> Result<(), DialerError> {
+    let kept = kept.map(|r| (r.call.to_string(), json(r)));
     let (lease, contact) = (result.lease.0 as i64, result.contact.0 as i64);
     let outcome = outcome_name(result.outcome);
     let live = match result.outcome {
@@ -392,12 +414,91 @@ pub async fn record_attempt(
                         .execute(&mut *conn)
                         .await?;
                     }
+                    if let Some((call, record)) = kept {
+                        sqlx::query(
+                            "INSERT OR REPLACE INTO dialer_wrap_ups (call_id, record) VALUES ($1, $2)",
+                        )
+                        .bind(call)
+                        .bind(record)
+                        .execute(&mut *conn)
+                        .await?;
+                    }
                     Ok(())
                 })
             }),
         )
         .await?;
     Ok(())
+}
+
+/// Sends a call record kept by [`record_attempt_in_wrap_up`] (with the disposition the
+/// wrap-up ended with) and deletes it from `dialer_wrap_ups`, in one transaction. Returns
+/// `false`, sending nothing, when the record is no longer kept (already sent): a record is
+/// never sent twice.
+pub async fn record_wrapped_up(
+    outbox: &UplinkOutbox,
+    record: &CallRecord,
+) -> Result<bool, DialerError> {
+    let call = record.call.to_string();
+    let sent = outbox
+        .send_with(
+            &Uplink::CallRecord(record.clone()),
+            Box::new(move |conn| {
+                Box::pin(async move {
+                    let gone = sqlx::query("DELETE FROM dialer_wrap_ups WHERE call_id = $1")
+                        .bind(call)
+                        .execute(&mut *conn)
+                        .await?
+                        .rows_affected();
+                    if gone == 0 {
+                        // Rolls the transaction back: the record was sent already.
+                        return Err(sqlx::Error::RowNotFound);
+                    }
+                    Ok(())
+                })
+            }),
+        )
+        .await;
+    match sent {
+        Ok(_) => Ok(true),
+        Err(crate::sync::SyncError::Store(sqlx::Error::RowNotFound)) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Sends the call records left waiting for a wrap-up (by a previous run, or by this dialer
+/// as it stops), each with the disposition the agent desk saved for the call if there is one,
+/// else as it was kept. Records `waited_here` says this process still waits for are left
+/// alone. Returns how many were sent.
+pub async fn settle_wrap_ups(
+    pool: &SqlitePool,
+    outbox: &UplinkOutbox,
+    waited_here: impl Fn(callgate_common::ids::CallId) -> bool,
+) -> Result<usize, DialerError> {
+    let rows: Vec<(String, String)> =
+        sqlx::query_as("SELECT call_id, record FROM dialer_wrap_ups ORDER BY call_id")
+            .fetch_all(pool)
+            .await?;
+    let mut sent = 0;
+    for (call, text) in rows {
+        let mut record = from_json::<CallRecord>("kept call record", &text)?;
+        if waited_here(record.call) {
+            continue;
+        }
+        let saved: Option<(String,)> =
+            sqlx::query_as("SELECT code FROM agent_disposition WHERE call_id = $1")
+                .bind(&call)
+                .fetch_optional(pool)
+                .await?;
+        if let Some((code,)) = saved {
+            record.disposition = Some(code);
+        }
+        tracing::warn!(%call, disposition = ?record.disposition, "sending a call record left waiting for the agent's wrap-up");
+        if record_wrapped_up(outbox, &record).await? {
+            sent += 1;
+        }
+    }
+    Ok(sent)
 }
 
 /// Hands contacts back (`Uplink::LeaseReturn`) and records why, in one transaction:
@@ -717,5 +818,177 @@ mod tests {
                 reason: "lease expired".into()
             }
         );
+    }
+
+    async fn outbox_on(pool: &SqlitePool) -> Arc<UplinkOutbox> {
+        Arc::new(
+            UplinkOutbox::open(
+                pool.clone(),
+                callgate_common::outbox::OutboxConfig::default(),
+            )
+            .await
+            .unwrap(),
+        )
+    }
+
+    async fn sent(outbox: &UplinkOutbox) -> Vec<Uplink> {
+        outbox.connected(std::time::Instant::now()).await;
+        outbox
+            .next_transmits(20)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(_, b)| b)
+            .collect()
+    }
+
+    fn talked(contact: u64) -> (AttemptResult, CallRecord) {
+        let call = callgate_common::ids::CallId::new_v7();
+        let result = AttemptResult {
+            attempt: AttemptId::new_v7(),
+            call: Some(call),
+            campaign: CampaignId(3),
+            contact: ContactId(contact),
+            lease: LeaseId(9),
+            trunk: None,
+            started_at: UnixMillis(5),
+            ended_at: UnixMillis(9),
+            outcome: CallOutcome::AnsweredHuman,
+            sip_status: None,
+            post_dial_delay_ms: None,
+        };
+        let record = CallRecord {
+            call,
+            attempt: Some(result.attempt),
+            campaign: Some(CampaignId(3)),
+            contact: Some(ContactId(contact)),
+            direction: callgate_common::wire::Direction::Outbound,
+            trunk: None,
+            remote: None,
+            agent: Some(callgate_common::ids::AgentId(4)),
+            started_at: UnixMillis(5),
+            answered_at: Some(UnixMillis(6)),
+            ended_at: UnixMillis(9),
+            outcome: CallOutcome::AnsweredHuman,
+            sip_status: None,
+            disposition: None,
+            recording_segments: 0,
+            quality: None,
+        };
+        (result, record)
+    }
+
+    #[tokio::test]
+    async fn a_call_in_wrap_up_has_its_result_at_once_and_its_record_once_with_the_late_disposition(
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).await.unwrap();
+        let pool = store.pool();
+        let outbox = outbox_on(pool).await;
+        apply_now(pool, &Downlink::ContactLease(lease()))
+            .await
+            .unwrap();
+        let (result, record) = talked(0);
+        mark_dialling(
+            pool,
+            LeaseId(9),
+            ContactId(0),
+            result.attempt,
+            UnixMillis(5),
+        )
+        .await
+        .unwrap();
+        record_attempt_in_wrap_up(&outbox, &result, &record)
+            .await
+            .unwrap();
+        // The attempt is settled (the contact done) with its record kept, not yet sent.
+        let h = load(pool, UnixMillis(10), 86_400_000).await.unwrap();
+        assert_eq!(h.leases[0].contacts[0].state, DialState::Done);
+        let kept: (i64,) = sqlx::query_as("SELECT count(*) FROM dialer_wrap_ups")
+            .fetch_one(pool)
+            .await
+            .unwrap();
+        assert_eq!(kept.0, 1);
+        let mut later = record.clone();
+        later.disposition = Some("sale".into());
+        assert!(record_wrapped_up(&outbox, &later).await.unwrap());
+        // Sent once: a second try (or a settle) sends nothing.
+        assert!(!record_wrapped_up(&outbox, &later).await.unwrap());
+        assert_eq!(settle_wrap_ups(pool, &outbox, |_| false).await.unwrap(), 0);
+        assert_eq!(
+            sent(&outbox).await,
+            vec![Uplink::AttemptResult(result), Uplink::CallRecord(later)]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_restart_sends_the_records_left_in_wrap_up_with_the_disposition_the_desk_saved() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).await.unwrap();
+        let pool = store.pool();
+        let outbox = outbox_on(pool).await;
+        apply_now(pool, &Downlink::ContactLease(lease()))
+            .await
+            .unwrap();
+        let (saved_result, saved) = talked(0);
+        let (unsaved_result, unsaved) = talked(1);
+        let (live_result, live) = talked(2);
+        for (i, (r, rec)) in [
+            (&saved_result, &saved),
+            (&unsaved_result, &unsaved),
+            (&live_result, &live),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            mark_dialling(
+                pool,
+                LeaseId(9),
+                ContactId(i as u64),
+                r.attempt,
+                UnixMillis(5),
+            )
+            .await
+            .unwrap();
+            record_attempt_in_wrap_up(&outbox, r, rec).await.unwrap();
+        }
+        // The agent saved a code for the first call before the process stopped.
+        sqlx::query(
+            "INSERT INTO agent_disposition (call_id, agent_id, campaign_id, code, saved_at_ms) \
+             VALUES ($1, 4, 3, 'callback', 20)",
+        )
+        .bind(saved.call.to_string())
+        .execute(pool)
+        .await
+        .unwrap();
+        let live_call = live.call;
+        assert_eq!(
+            settle_wrap_ups(pool, &outbox, |c| c == live_call)
+                .await
+                .unwrap(),
+            2
+        );
+        let records: Vec<CallRecord> = sent(&outbox)
+            .await
+            .into_iter()
+            .filter_map(|u| match u {
+                Uplink::CallRecord(r) => Some(r),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(records.len(), 2, "{records:?}");
+        let of = |call| records.iter().find(|r| r.call == call).unwrap();
+        assert_eq!(of(saved.call).disposition.as_deref(), Some("callback"));
+        assert_eq!(of(unsaved.call).disposition, None);
+        assert_eq!(
+            of(unsaved.call).agent,
+            Some(callgate_common::ids::AgentId(4))
+        );
+        assert!(
+            records.iter().all(|r| r.call != live_call),
+            "the live wrap-up is left alone"
+        );
+        // The one still waited for is sent when its wrap-up ends.
+        assert!(record_wrapped_up(&outbox, &live).await.unwrap());
     }
 }

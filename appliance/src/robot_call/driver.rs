@@ -13,7 +13,7 @@
 use super::session::{RobotSession, SessionOutput};
 use super::speech::SpeechCache;
 use super::transfer::{AgentAudio, AgentTransfer, TransferRequest, TransferResult};
-use crate::dialer::placement::Recorder;
+use crate::dialer::placement::{Recorder, WrapUp};
 use crate::media::{run_audio_leg, LegAudio, LegReport, MediaError, RtpLeg};
 use callgate_common::ids::{AgentId, CallId, CampaignId};
 use callgate_common::time::UnixMillis;
@@ -61,6 +61,8 @@ pub struct RobotRunReport {
     pub agent: Option<AgentId>,
     /// That agent's disposition code.
     pub agent_disposition: Option<String>,
+    /// That agent's wrap-up, when the disposition is still to come.
+    pub agent_wrap_up: Option<WrapUp>,
     /// Recording segments sealed for the call.
     pub recording_segments: u32,
     /// The customer leg's report (quality), when its loop ended cleanly.
@@ -103,6 +105,7 @@ pub async fn run_robot_call(robot: RobotCall, run: RobotRun) -> Result<RobotRunR
     let mut heard: VecDeque<Vec<i16>> = VecDeque::new();
     let mut segments = 0u32;
     let mut agent: Option<(AgentId, Option<String>)> = None;
+    let mut agent_wrap_up: Option<WrapUp> = None;
     let mut talking: Option<Transferring> = None;
     let (transfer_tx, mut transfer_rx) = mpsc::unbounded_channel::<TransferResult>();
     let mut caller_gone = *end_now.borrow();
@@ -212,6 +215,12 @@ pub async fn run_robot_call(robot: RobotCall, run: RobotRun) -> Result<RobotRunR
                         agent = Some((a, disposition));
                         session.handle_transferred(UnixMillis::now());
                     }
+                    TransferResult::WrappingUp(wrap_up) => {
+                        tracing::info!(%call, agent = %wrap_up.agent, "transferred call ended; the agent wraps up");
+                        agent = Some((wrap_up.agent, None));
+                        agent_wrap_up = Some(wrap_up);
+                        session.handle_transferred(UnixMillis::now());
+                    }
                     TransferResult::NoAgent => {
                         tracing::info!(%call, "robot transfer: no agent took the call; the script goes on");
                         session.handle_transfer_failed(UnixMillis::now());
@@ -269,6 +278,7 @@ pub async fn run_robot_call(robot: RobotCall, run: RobotRun) -> Result<RobotRunR
         outcome: session.outcome().cloned(),
         agent,
         agent_disposition,
+        agent_wrap_up,
         recording_segments: segments,
         leg: report,
         steps_run: session.call().steps_run(),

@@ -248,7 +248,7 @@ impl RobotPlacement {
 
 /// The call record's view of a robot call.
 fn placement_of(
-    report: RobotRunReport,
+    mut report: RobotRunReport,
     outcome: CallOutcome,
     preview_agent: Option<callgate_common::ids::AgentId>,
 ) -> Placement {
@@ -262,6 +262,8 @@ fn placement_of(
         disposition,
         recording_segments: report.recording_segments,
         quality: report.leg.as_ref().map(quality_of),
+        // The agent's disposition, when it comes, replaces the script's (`transferred`).
+        wrap_up: report.agent_wrap_up.take(),
     }
 }
 

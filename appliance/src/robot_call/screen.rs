@@ -116,6 +116,7 @@ impl MachineAnswer for EndMachineCalls {
                 disposition: Some(DISPOSITION_MACHINE.to_owned()),
                 recording_segments: segments,
                 quality: None,
+                wrap_up: None,
             })
         })
     }
@@ -310,6 +311,7 @@ impl<P: AnsweredCallPlacement> AnsweredCallPlacement for MachineScreen<P> {
                     disposition: Some(DISPOSITION_HUNG_UP_IN_SCREEN.to_owned()),
                     recording_segments: segments,
                     quality: None,
+                    wrap_up: None,
                 });
             }
             tracing::info!(call = %call.call, verdict = ?decision.verdict, reason = ?decision.reason, audio_ms = decision.after_ms, waited_ms = screened.waited_ms, "answer screened");
@@ -341,6 +343,7 @@ impl<P: AnsweredCallPlacement> AnsweredCallPlacement for MachineScreen<P> {
                         disposition: Some(DISPOSITION_MACHINE.to_owned()),
                         recording_segments: segments,
                         quality: None,
+                        wrap_up: None,
                     })
                 }
                 Heard::Done { timed_out } => {

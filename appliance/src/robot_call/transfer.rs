@@ -7,6 +7,7 @@
 //!
 //! Must not: bridge or route here — the desk decides who takes the call.
 
+use crate::dialer::placement::WrapUp;
 use crate::media::LegAudio;
 use callgate_common::ids::{AgentGroupId, AgentId, CallId, CampaignId};
 use callgate_common::wire::LeasedContact;
@@ -45,7 +46,7 @@ pub struct TransferRequest {
 }
 
 /// What became of a transfer.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 #[non_exhaustive]
 pub enum TransferResult {
     /// An agent talked to the customer; the future resolves when their conversation is over.
@@ -55,6 +56,10 @@ pub enum TransferResult {
         /// The agent's disposition code, if any.
         disposition: Option<String>,
     },
+    /// An agent talked to the customer and their conversation is over; the agent is still
+    /// wrapping up. The robot releases the customer at once; the call record waits for the
+    /// disposition this resolves with.
+    WrappingUp(WrapUp),
     /// Nobody in the group took the call in time; resolve promptly (the customer hears
     /// silence meanwhile) and the script goes on.
     NoAgent,
@@ -63,7 +68,8 @@ pub enum TransferResult {
 /// Where a script's `transfer` goes: the agent desk implements it.
 pub trait AgentTransfer: Send + Sync + 'static {
     /// Offers the call to `request.group`; resolves with [`TransferResult::NoAgent`] at once
-    /// when nobody takes it, or with [`TransferResult::Talked`] when the agent's
-    /// conversation is over.
+    /// when nobody takes it, or with [`TransferResult::Talked`] (disposition known) or
+    /// [`TransferResult::WrappingUp`] (disposition to come) when the agent's conversation
+    /// is over — never later, so the customer's leg is not held for the wrap-up.
     fn transfer(&self, request: TransferRequest) -> BoxFuture<'static, TransferResult>;
 }

@@ -167,6 +167,7 @@ impl Callee {
                 "120",
                 "-timeout_error",
                 "-trace_err",
+                "-trace_msg",
             ])
             .current_dir(dir.path())
             .stdin(Stdio::null())
@@ -182,6 +183,17 @@ impl Callee {
         }
     }
 
+    /// Whether the call's BYE (whoever sent it) has been answered with 200 OK, from SIPp's
+    /// message log: the customer's leg is over.
+    pub fn bye_answered(&self) -> bool {
+        bye_answered_in(self.dir.path())
+    }
+
+    /// Where SIPp writes its logs.
+    pub fn log_dir(&self) -> std::path::PathBuf {
+        self.dir.path().to_path_buf()
+    }
+
     /// SIPp's error log so far.
     pub fn errors(&self) -> String {
         let mut errors = String::new();
@@ -193,6 +205,25 @@ impl Callee {
         }
         errors
     }
+}
+
+/// Whether SIPp's message log in `dir` shows a 200 OK to a BYE.
+pub fn bye_answered_in(dir: &std::path::Path) -> bool {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return false;
+    };
+    entries.filter_map(Result::ok).any(|e| {
+        let p = e.path();
+        p.to_string_lossy().ends_with("_messages.log")
+            && std::fs::read_to_string(&p).is_ok_and(|log| {
+                log.split("----------------------------------------------- ")
+                    .any(|m| {
+                        m.contains("SIP/2.0 200")
+                            && m.lines()
+                                .any(|l| l.starts_with("CSeq:") && l.trim_end().ends_with(" BYE"))
+                    })
+            })
+    })
 }
 
 /// Starts the rig's dialer against `carrier` with `placement` for answered calls.
@@ -302,6 +333,19 @@ pub async fn call_records(rig: &Rig) -> Vec<CallRecord> {
         .collect()
 }
 
+/// The call records in the rig's outbox once there are at least `n` (or all there are when
+/// `within` has passed).
+pub async fn wait_for_records(rig: &Rig, n: usize, within: Duration) -> Vec<CallRecord> {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let records = call_records(rig).await;
+        if records.len() >= n || std::time::Instant::now() >= deadline {
+            return records;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Runs one call of the robot campaign to `callee` through `placement`; returns its record.
 pub async fn one_call(
     rig: &mut Rig,
@@ -316,8 +360,10 @@ pub async fn one_call(
     rig.feed(crate::dialer_support::grant(1, hour)).await;
     start_with(rig, callee.addr, placement).await;
     rig.settled(Duration::from_secs(90)).await;
+    // A call an agent talked on is released at once; its record follows the agent's
+    // wrap-up (a stopping dialer would send it with what the desk saved so far).
+    let mut records = wait_for_records(rig, 1, Duration::from_secs(90)).await;
     rig.dialer.take().unwrap().stop().await;
-    let mut records = call_records(rig).await;
     assert_eq!(
         records.len(),
         1,
