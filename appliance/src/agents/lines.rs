@@ -366,6 +366,8 @@ async fn take_caller_media(line: &mut CallerLine, call: CallId) -> Option<RtpLeg
 struct CallerLine {
     leg: LegId,
     media: CallerMedia,
+    /// The caller's number (masked) for the technician's list of calls to listen to.
+    _named: Option<crate::call_tap::TapRegistration>,
 }
 
 /// The running lines.
@@ -740,6 +742,9 @@ impl Lines {
             CallerLine {
                 leg,
                 media: CallerMedia::Idle(Box::new(rtp)),
+                _named: caller
+                    .as_ref()
+                    .map(|n| crate::call_tap::live().name(call, n.masked())),
             },
         );
         tracing::info!(%call, %number, group = %name, "inbound call for an agent group");
@@ -832,7 +837,9 @@ impl Lines {
         let _ = commands.try_send(BridgeCommand::PlayToAgent(Prompt::connect_beep()));
         let (report_tx, report) = oneshot::channel();
         let ended = self.own.clone();
+        let tap = tap_point(call, "outbound call bridged to an agent", &commands);
         tokio::spawn(async move {
+            let _tap = tap;
             // The customer hears the consent announcement first (the agent is held back
             // meanwhile); recording starts when it has ended.
             let consent = consent.map(|p| (*p).clone());
@@ -873,7 +880,9 @@ impl Lines {
         let (commands, rx) = mpsc::channel(4);
         let (report_tx, report) = oneshot::channel();
         let ended = self.own.clone();
+        let tap = tap_point(call, "robot call transferred to an agent", &commands);
         tokio::spawn(async move {
+            let _tap = tap;
             if let Err(e) = play_prompt(&mut agent_leg, &Prompt::connect_beep()).await {
                 tracing::warn!(%agent, error = %e, "connect beep not sent");
             }
@@ -937,7 +946,9 @@ impl Lines {
         // The beep goes to the agent over the caller's first words: the bridge starts at once.
         let _ = commands.try_send(BridgeCommand::PlayToAgent(Prompt::connect_beep()));
         let quality_log = crate::media::LegQualityLog::new(self.desk.pool().clone(), call);
+        let tap = tap_point(call, "inbound call bridged to an agent", &commands);
         let task = tokio::spawn(async move {
+            let _tap = tap;
             match run_bridge::<SqliteSegmentStore>(customer, agent_leg, None, None, rx).await {
                 Ok(report) => {
                     tracing::info!(
@@ -1076,6 +1087,22 @@ fn caller_number(from: &str) -> Option<PhoneNumber> {
     PhoneNumber::parse(user, None).ok()
 }
 
+/// Registers a running bridge as a tap point for `call` (the technician's headset listens
+/// through a `Listen` command); the registry holds no strong sender, so the bridge still ends
+/// when its commands close.
+fn tap_point(
+    call: CallId,
+    what: &str,
+    commands: &mpsc::Sender<BridgeCommand>,
+) -> crate::call_tap::TapRegistration {
+    let commands = commands.downgrade();
+    crate::call_tap::live().register(call, what, move |listener| {
+        commands
+            .upgrade()
+            .is_some_and(|c| c.try_send(BridgeCommand::Listen(listener)).is_ok())
+    })
+}
+
 /// Relays frames between a robot call's customer audio and the agent's leg until `Hangup`,
 /// the customer's audio ends or the agent's leg fails; returns the agent leg's report.
 async fn relay_audio(
@@ -1090,6 +1117,8 @@ async fn relay_audio(
     let (to_agent, to_agent_rx) = mpsc::channel::<Vec<i16>>(4);
     let (heard_tx, mut heard) = mpsc::channel::<LegAudio>(50);
     let leg = tokio::spawn(run_audio_leg(agent_leg, to_agent_rx, heard_tx));
+    // A technician listening: each customer frame with the agent's latest, mixed.
+    let (mut listener, mut agent_said) = (None, None::<Vec<i16>>);
     loop {
         tokio::select! {
             command = commands.recv() => match command {
@@ -1100,10 +1129,15 @@ async fn relay_audio(
                 Some(BridgeCommand::PlayToAgent(_)) => {
                     tracing::warn!("a transferred call's relay plays no prompts over its audio (its beep went before the relay)");
                 }
+                Some(BridgeCommand::Listen(l)) => listener = Some(l),
             },
             said = from_customer.recv() => match said {
                 // A full queue drops the frame: the agent's leg plays silence for it.
                 Some(LegAudio::Frame(f)) => {
+                    if listener.is_some() {
+                        let heard = crate::call_tap::mixed(Some(&f.samples), agent_said.take().as_deref(), f.samples.len());
+                        crate::call_tap::offer(&mut listener, heard);
+                    }
                     let _ = to_agent.try_send(f.samples);
                 }
                 Some(LegAudio::Dtmf(_)) => {}
@@ -1111,6 +1145,9 @@ async fn relay_audio(
             },
             got = heard.recv() => match got {
                 Some(LegAudio::Frame(f)) => {
+                    if listener.is_some() {
+                        agent_said = Some(f.samples.clone());
+                    }
                     let _ = to_customer.try_send(f.samples);
                 }
                 Some(LegAudio::Dtmf(_)) => {}

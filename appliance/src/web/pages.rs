@@ -47,6 +47,10 @@ pub fn router(state: WebState) -> Router {
         .route("/diagnostics/ping", post(super::diagnostics::ping_submit))
         .route("/diagnostics/audio", post(super::diagnostics::audio_submit))
         .route(
+            "/diagnostics/listen",
+            post(super::diagnostics::listen_submit),
+        )
+        .route(
             "/diagnostics/headset/stop",
             post(super::diagnostics::headset_stop),
         )
