@@ -21,7 +21,7 @@ use callgate_common::ids::CallId;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 
 /// The sending half a media task holds while someone listens: mixed frames of the call.
 pub type CallListener = mpsc::Sender<Vec<i16>>;
@@ -65,19 +65,9 @@ struct Inner {
 }
 
 /// The tap points of the calls in progress.
-#[derive(Clone)]
+#[derive(Clone, Default)]
 pub struct CallTaps {
     inner: Arc<Mutex<Inner>>,
-    changed: watch::Sender<u64>,
-}
-
-impl Default for CallTaps {
-    fn default() -> Self {
-        CallTaps {
-            inner: Arc::default(),
-            changed: watch::channel(0).0,
-        }
-    }
 }
 
 impl std::fmt::Debug for CallTaps {
@@ -119,24 +109,17 @@ impl std::fmt::Debug for TapRegistration {
 impl Drop for TapRegistration {
     fn drop(&mut self) {
         let mut inner = self.taps.lock();
-        let removed = if self.name {
-            remove_if(&mut inner.names, self.call, |n| n.serial == self.serial)
+        if self.name {
+            remove_if(&mut inner.names, self.call, |n| n.serial == self.serial);
         } else {
-            remove_if(&mut inner.points, self.call, |p| p.serial == self.serial)
-        };
-        drop(inner);
-        if removed {
-            self.taps.changed.send_modify(|n| *n += 1);
+            remove_if(&mut inner.points, self.call, |p| p.serial == self.serial);
         }
     }
 }
 
-fn remove_if<V>(map: &mut BTreeMap<CallId, V>, call: CallId, ours: impl Fn(&V) -> bool) -> bool {
+fn remove_if<V>(map: &mut BTreeMap<CallId, V>, call: CallId, ours: impl Fn(&V) -> bool) {
     if map.get(&call).is_some_and(ours) {
         map.remove(&call);
-        true
-    } else {
-        false
     }
 }
 
@@ -173,7 +156,6 @@ impl CallTaps {
             },
         );
         drop(inner);
-        self.changed.send_modify(|n| *n += 1);
         TapRegistration {
             taps: self.clone(),
             call,
@@ -221,11 +203,6 @@ impl CallTaps {
             .collect();
         calls.sort_by_key(|c| c.since);
         calls
-    }
-
-    /// A watch that changes whenever a call becomes listenable or stops being so.
-    pub fn changes(&self) -> watch::Receiver<u64> {
-        self.changed.subscribe()
     }
 
     /// Starts listening to `call`: its mixed frames come out of the receiver until the call's

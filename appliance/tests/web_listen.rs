@@ -264,13 +264,17 @@ async fn a_dialer_call_is_heard_on_the_headset_stopping_leaves_it_up_and_its_end
         share > 0.8,
         "the headset heard the customer's 440 Hz: {share:.2}"
     );
-    // The call is untouched: still in progress and listenable.
+    // The call is untouched: a second later still in progress and listenable.
+    assert!(
+        !html.contains("the headset is in use now"),
+        "the headset is free"
+    );
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
     assert_eq!(
-        listed_calls(&html).first().map(|c| c.0.clone()),
+        listed_calls(&page().await).first().map(|c| c.0.clone()),
         Some(call.clone()),
         "the call went on after the stop"
     );
-    tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(
         samples_of(&heard(1)).len(),
         first.len(),
