@@ -839,11 +839,11 @@ impl Lines {
         let ended = self.own.clone();
         let tap = tap_point(call, "outbound call bridged to an agent", &commands);
         tokio::spawn(async move {
-            let _tap = tap;
             // The customer hears the consent announcement first (the agent is held back
             // meanwhile); recording starts when it has ended.
             let consent = consent.map(|p| (*p).clone());
             let result = run_bridge(customer, agent_leg, recorder, consent, rx).await;
+            drop(tap);
             match &result {
                 Ok(r) => tracing::debug!(
                     %call,
@@ -882,11 +882,11 @@ impl Lines {
         let ended = self.own.clone();
         let tap = tap_point(call, "robot call transferred to an agent", &commands);
         tokio::spawn(async move {
-            let _tap = tap;
             if let Err(e) = play_prompt(&mut agent_leg, &Prompt::connect_beep()).await {
                 tracing::warn!(%agent, error = %e, "connect beep not sent");
             }
             let result = relay_audio(agent_leg, audio, rx).await;
+            drop(tap);
             match &result {
                 Ok(r) => tracing::debug!(
                     %call,
@@ -948,8 +948,10 @@ impl Lines {
         let quality_log = crate::media::LegQualityLog::new(self.desk.pool().clone(), call);
         let tap = tap_point(call, "inbound call bridged to an agent", &commands);
         let task = tokio::spawn(async move {
-            let _tap = tap;
-            match run_bridge::<SqliteSegmentStore>(customer, agent_leg, None, None, rx).await {
+            let result =
+                run_bridge::<SqliteSegmentStore>(customer, agent_leg, None, None, rx).await;
+            drop(tap);
+            match result {
                 Ok(report) => {
                     tracing::info!(
                         to_customer = report.to_customer.relayed,
