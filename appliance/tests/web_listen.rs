@@ -49,9 +49,14 @@ fn silent_wav(seconds: u32) -> Vec<u8> {
     w
 }
 
-/// The listen form's calls as (id, label).
+/// The diagnostics page's listen form's calls as (id, label).
 fn listed_calls(html: &str) -> Vec<(String, String)> {
-    let Some(form) = html.find("id=\"listen-form\"") else {
+    calls_in_form(html, "listen-form")
+}
+
+/// The calls offered by the listen form `id` as (id, label).
+fn calls_in_form(html: &str, id: &str) -> Vec<(String, String)> {
+    let Some(form) = html.find(&format!("id=\"{id}\"")) else {
         return Vec::new();
     };
     let form = &html[form..html[form..]
@@ -172,6 +177,16 @@ async fn a_dialer_call_is_heard_on_the_headset_stopping_leaves_it_up_and_its_end
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     let answered_at = Instant::now();
+    // The status page, under its call list, offers the same call.
+    let status = b.get("/status", Some(&cookie)).await.text().await.unwrap();
+    let offered = calls_in_form(&status, "status-listen");
+    assert_eq!(
+        offered.len(),
+        1,
+        "the status page offers the call: {offered:?}"
+    );
+    assert_eq!(offered[0].0, call);
+    assert!(offered[0].1.starts_with(&number(0).masked()), "{offered:?}");
     assert!(label.starts_with(&number(0).masked()), "{label}");
     assert!(!label.contains(&number(0).e164()[5..]), "{label}");
     assert!(label.contains("announcement"), "{label}");

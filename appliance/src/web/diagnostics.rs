@@ -69,6 +69,15 @@ struct DiagnosticsPage {
     headset_note: Option<String>,
 }
 
+/// The calls one can listen to now, as (call id, label), for the listen forms.
+pub(super) fn listenable_calls() -> Vec<(String, String)> {
+    crate::call_tap::live()
+        .calls()
+        .iter()
+        .map(|c| (c.call.to_string(), listen_label(c)))
+        .collect()
+}
+
 /// A listenable call as the page names it: masked number, what it is, since when.
 fn listen_label(c: &crate::call_tap::ListenableCall) -> String {
     let since = UnixMillis::now().plus_millis(-(c.since.elapsed().as_millis() as i64));
@@ -114,11 +123,7 @@ fn page_for(state: &WebState, csrf: &str, frame: PageFrame) -> DiagnosticsPage {
         audio_result: None,
         headset: String::new(),
         headset_on: state.headset.is_running(),
-        listenable: crate::call_tap::live()
-            .calls()
-            .iter()
-            .map(|c| (c.call.to_string(), listen_label(c)))
-            .collect(),
+        listenable: listenable_calls(),
         listen_device: "default".into(),
         headset_note: state.headset.note(),
     }

@@ -139,6 +139,9 @@ struct LoginPage {
 struct StatusPage {
     page: PageFrame,
     status: StatusSnapshot,
+    /// For the form that listens to a call on the headset: its token and the calls.
+    csrf: String,
+    listenable: Vec<(String, String)>,
 }
 
 #[derive(Template)]
@@ -415,6 +418,8 @@ async fn status_page(State(state): State<WebState>, headers: HeaderMap) -> Guard
         &StatusPage {
             page: PageFrame::new(&state, Some(&session)),
             status,
+            csrf: session.csrf_token.clone(),
+            listenable: super::diagnostics::listenable_calls(),
         },
     ))
 }
