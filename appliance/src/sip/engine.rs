@@ -251,11 +251,11 @@ impl AgentSipControl {
             .map_err(stopped)
     }
 
-    /// Takes inbound calls under `policy` from now on (a new gate: rate state starts
-    /// afresh, and registered phones are let through again from their next REGISTER).
+    /// Takes inbound calls under `policy` from now on, keeping the registered phones'
+    /// sources let through and the per-source rate state (`UserAgent::replace_inbound_policy`).
     pub fn set_inbound_policy(&self, policy: InboundPolicy) -> Result<(), DriverError> {
         self.core
-            .post(move |ua, _| ua.set_inbound_policy(policy))
+            .post(move |ua, now| ua.replace_inbound_policy(now, policy))
             .map_err(stopped)
     }
 }
