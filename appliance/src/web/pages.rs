@@ -431,6 +431,7 @@ async fn live_events(State(state): State<WebState>, headers: HeaderMap) -> Guard
         agents: state.engine.agents.as_ref().and_then(|a| a.agent_changes()),
         test_calls: Some(state.engine.test_calls.subscribe()),
         calls: state.engine.trunks.as_ref().and_then(|t| t.live_calls()),
+        inbound_calls: state.engine.inbound_calls.clone(),
     };
     let source = (state.status.clone(), state.engine.clone());
     let stream = futures_util::stream::unfold(
@@ -460,6 +461,7 @@ struct LiveWake {
     agents: Option<tokio::sync::watch::Receiver<u64>>,
     test_calls: Option<tokio::sync::watch::Receiver<Vec<String>>>,
     calls: Option<tokio::sync::watch::Receiver<Vec<crate::sip::live_calls::LiveCall>>>,
+    inbound_calls: Option<tokio::sync::watch::Receiver<Vec<crate::sip::live_calls::LiveCall>>>,
 }
 
 impl LiveWake {
@@ -481,6 +483,7 @@ impl LiveWake {
             () = changed(&mut self.agents) => {}
             () = changed(&mut self.test_calls) => {}
             () = changed(&mut self.calls) => {}
+            () = changed(&mut self.inbound_calls) => {}
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
