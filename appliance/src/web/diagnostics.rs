@@ -1038,7 +1038,7 @@ async fn listen_on(
     tokio::spawn(async move {
         let listened = super::headset::run_listening(patch, heard, stop).await;
         tracing::info!(end = ?listened.end, played = ?listened.played, "stopped listening to a call on the headset");
-        switch.set_note(listened.describe(&label));
+        switch.set_ended_note(listened.describe(&label));
     });
     Ok(())
 }

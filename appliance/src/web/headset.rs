@@ -51,6 +51,15 @@ impl HeadsetSwitch {
         *self.note.lock().unwrap_or_else(|p| p.into_inner()) = Some(note);
     }
 
+    /// Says how a patch ended, unless another one has started meanwhile (its note stands).
+    pub fn set_ended_note(&self, note: String) {
+        let running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        if running.as_ref().is_some_and(|tx| !tx.is_closed()) {
+            return;
+        }
+        *self.note.lock().unwrap_or_else(|p| p.into_inner()) = Some(note);
+    }
+
     /// What the headset does now (or last did), if anything was patched since the start.
     pub fn note(&self) -> Option<String> {
         self.note.lock().unwrap_or_else(|p| p.into_inner()).clone()
@@ -249,7 +258,21 @@ mod tests {
         assert!(*rx.borrow());
         drop(rx);
         assert!(!switch.is_running());
-        assert!(switch.begin().is_some(), "free again once the call ended");
+        let second = switch.begin();
+        assert!(second.is_some(), "free again once the call ended");
+        // A patch that ended does not overwrite the note of one started meanwhile.
+        switch.set_note("Listening to the second call.".into());
+        switch.set_ended_note("The call ended: stopped listening to the first.".into());
+        assert_eq!(
+            switch.note().as_deref(),
+            Some("Listening to the second call.")
+        );
+        drop(second);
+        switch.set_ended_note("Stopped listening to the second call.".into());
+        assert_eq!(
+            switch.note().as_deref(),
+            Some("Stopped listening to the second call.")
+        );
     }
 
     /// A real bridge between two RTP legs on loopback, with a customer sending 440 Hz and an
