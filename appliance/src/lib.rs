@@ -6,6 +6,7 @@
 //! - [`store`]: the box's SQLite database (WAL, `synchronous=FULL`) and its migrations;
 //! - [`server`]: the local ops listener (health, metrics) and the daemon's lifecycle;
 //! - [`board`]: the thread that drives the front panel (LEDs, button, sensor, watchdog);
+//! - [`call_tap`]: live calls' tap points, for listening in on the tech port's headset;
 //! - [`sip`]: glue to the SIP engine (`callgate-sip`) and the technician's `sip` tools;
 //! - [`sync`]: the link to the coordinator (outbox, MQTT over mutual TLS, identity);
 //! - [`web`]: the technicians' local HTTPS UI;
@@ -23,6 +24,7 @@
 
 pub mod agents;
 pub mod board;
+pub mod call_tap;
 pub mod config;
 pub mod dialer;
 pub mod media;

@@ -1,7 +1,8 @@
 //! Phone and trunk edits in the web UI reach the agents' SIP side of the running daemon at
 //! once, against real SIPp phones and callers: a phone added in the editor registers
 //! straight away, a removed one is refused (404) from then on; a trunk added in the editor
-//! makes its address an allowed inbound source at once (403 before, admitted after).
+//! makes its address an allowed inbound source at once (403 before, admitted after); a
+//! registered phone's address stays an allowed source across a trunk edit.
 
 mod common;
 mod sip_support;
@@ -196,5 +197,69 @@ async fn a_trunk_added_in_the_editor_is_an_allowed_inbound_source_at_once() {
     assert!(
         ok,
         "admitted after the edit (404: no route), not 403: {errors}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registered_phones_address_stays_an_allowed_source_across_a_trunk_edit() {
+    let (b, agents_sip) = daemon().await;
+    let cookie = b.log_in().await;
+    let html = b.get("/trunks", Some(&cookie)).await.text().await.unwrap();
+    let csrf = csrf_of(&html);
+    let call = |file: &'static str| {
+        let target = agents_sip.to_string();
+        async move {
+            Sipp::start_on(
+                free_udp_port(),
+                &["-sf", &scenario(file), &target],
+                &["-m", "1", "-s", "4930123"],
+            )
+            .passed()
+            .await
+        }
+    };
+    // 127.0.0.1 is no trunk's address: refused until a phone registers from it.
+    let (ok, errors) = call("uac_expect_refusal.xml").await;
+    assert!(ok, "403 before the phone registers: {errors}");
+    let (ok, errors) = register(agents_sip, "desk1", false).await;
+    assert!(ok, "desk1 registers: {errors}");
+    let (ok, errors) = call("uac_expect_no_route.xml").await;
+    assert!(
+        ok,
+        "the phone's address is admitted (404: no route): {errors}"
+    );
+
+    // The trunk moves to another address: the inbound gate gets the new trunk list...
+    let r = b
+        .post(
+            "/trunks/save",
+            Some(&cookie),
+            &[
+                ("csrf", csrf.as_str()),
+                ("original", "carrier"),
+                ("name", "carrier"),
+                ("address", "127.0.0.4:5060"),
+                ("domain", ""),
+                ("username", ""),
+                ("password", ""),
+                ("max_channels", "2"),
+                ("max_cps", "1"),
+                ("priority", "0"),
+                ("weight", "1"),
+            ],
+        )
+        .await;
+    let status = r.status();
+    let html = r.text().await.unwrap();
+    assert_eq!(status, StatusCode::OK, "{html}");
+    assert!(
+        html.contains("Trunk carrier saved. The running SIP engine uses it now"),
+        "{html}"
+    );
+    // ...and still lets the registered phone's address through, with no new REGISTER.
+    let (ok, errors) = call("uac_expect_no_route.xml").await;
+    assert!(
+        ok,
+        "the registered phone's address is still admitted after the trunk edit: {errors}"
     );
 }

@@ -12,6 +12,9 @@ use alsa::{Direction, ValueOr};
 /// The telephony sample rate.
 pub const SAMPLE_RATE: u32 = 8_000;
 
+/// Frames per ALSA period: one 20 ms packet time.
+const PERIOD_FRAMES: alsa::pcm::Frames = 160;
+
 /// Why the audio port failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -37,6 +40,11 @@ fn open(device: &str, direction: Direction) -> Result<PCM, TechAudioError> {
         hw.set_rate(SAMPLE_RATE, ValueOr::Nearest).map_err(wrap)?;
         hw.set_format(Format::s16()).map_err(wrap)?;
         hw.set_access(Access::RWInterleaved).map_err(wrap)?;
+        // A packet time per period and a short buffer: a live call is heard with little delay
+        // (and a `file` plugin writes what it played as it goes).
+        hw.set_period_size_near(PERIOD_FRAMES, ValueOr::Nearest)
+            .map_err(wrap)?;
+        hw.set_buffer_size_near(PERIOD_FRAMES * 10).map_err(wrap)?;
         pcm.hw_params(&hw).map_err(wrap)?;
     }
     Ok(pcm)
@@ -114,7 +122,8 @@ pub struct HeadsetPatch {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     dropped: usize,
     playback: std::thread::JoinHandle<Result<usize, TechAudioError>>,
-    capture: std::thread::JoinHandle<Result<usize, TechAudioError>>,
+    /// `None` when only listening (no microphone opened).
+    capture: Option<std::thread::JoinHandle<Result<usize, TechAudioError>>>,
 }
 
 /// Frames queued towards the headset before new ones are dropped (0.5 s at 20 ms).
@@ -126,6 +135,20 @@ impl HeadsetPatch {
     pub fn start(
         playback: &str,
         capture: &str,
+        frame: usize,
+    ) -> Result<HeadsetPatch, TechAudioError> {
+        HeadsetPatch::open(playback, Some(capture), frame)
+    }
+
+    /// Opens only `playback`: the headset hears the call and nothing is captured
+    /// ([`HeadsetPatch::speak`] never has a frame). An open failure names the device.
+    pub fn listen(playback: &str, frame: usize) -> Result<HeadsetPatch, TechAudioError> {
+        HeadsetPatch::open(playback, None, frame)
+    }
+
+    fn open(
+        playback: &str,
+        capture: Option<&str>,
         frame: usize,
     ) -> Result<HeadsetPatch, TechAudioError> {
         use std::sync::atomic::{AtomicBool, Ordering};
@@ -176,7 +199,20 @@ impl HeadsetPatch {
             let _ = pcm.drain();
             Ok(played)
         });
-        let device = capture.to_string();
+        let devices = 1 + usize::from(capture.is_some());
+        let Some(device) = capture.map(str::to_string) else {
+            drop(opened_tx);
+            drop(spoken);
+            return HeadsetPatch::opened(
+                opened,
+                devices,
+                to_headset,
+                from_headset,
+                stop,
+                playback,
+                None,
+            );
+        };
         let stopping = stop.clone();
         let capture = std::thread::spawn(move || {
             let wrap = |source| TechAudioError::Alsa {
@@ -219,8 +255,30 @@ impl HeadsetPatch {
             }
             Ok(captured)
         });
+        HeadsetPatch::opened(
+            opened,
+            devices,
+            to_headset,
+            from_headset,
+            stop,
+            playback,
+            Some(capture),
+        )
+    }
+
+    /// Waits for the `devices` threads to say whether their device opened; any failure stops
+    /// the patch and is returned.
+    fn opened(
+        opened: std::sync::mpsc::Receiver<Result<(), TechAudioError>>,
+        devices: usize,
+        to_headset: std::sync::mpsc::SyncSender<Vec<i16>>,
+        from_headset: std::sync::mpsc::Receiver<Vec<i16>>,
+        stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+        playback: std::thread::JoinHandle<Result<usize, TechAudioError>>,
+        capture: Option<std::thread::JoinHandle<Result<usize, TechAudioError>>>,
+    ) -> Result<HeadsetPatch, TechAudioError> {
         let mut failure = None;
-        for _ in 0..2 {
+        for _ in 0..devices {
             if let Ok(Err(e)) = opened.recv() {
                 failure.get_or_insert(e);
             }
@@ -263,7 +321,10 @@ impl HeadsetPatch {
         let joined =
             |h: std::thread::JoinHandle<Result<usize, TechAudioError>>| h.join().unwrap_or(Ok(0));
         let frames_played = joined(self.playback)?;
-        let frames_captured = joined(self.capture)?;
+        let frames_captured = match self.capture {
+            Some(capture) => joined(capture)?,
+            None => 0,
+        };
         Ok(PatchReport {
             frames_played,
             frames_captured,
@@ -328,6 +389,33 @@ mod tests {
             .map(|b| i16::from_le_bytes([b[0], b[1]]))
             .collect();
         assert_eq!(samples, call, "the headset heard exactly the call's audio");
+    }
+
+    #[test]
+    fn listening_only_plays_the_call_and_opens_no_microphone() {
+        let dir = tempfile::tempdir().unwrap();
+        let heard = dir.path().join("heard.raw");
+        let device = format!("file:'{}',raw", heard.display());
+        let mut patch = HeadsetPatch::listen(&device, 160).unwrap();
+        let call: Vec<i16> = (0..5 * 160).map(|i| (i % 300) as i16 - 150).collect();
+        for frame in call.chunks(160) {
+            patch.hear(frame.to_vec());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        assert_eq!(patch.speak(), None, "nothing is captured");
+        let report = patch.stop().unwrap();
+        assert_eq!(report.frames_played, 5, "{report:?}");
+        assert_eq!(report.frames_captured, 0, "{report:?}");
+        let bytes = std::fs::read(&heard).unwrap();
+        let samples: Vec<i16> = bytes
+            .chunks_exact(2)
+            .map(|b| i16::from_le_bytes([b[0], b[1]]))
+            .collect();
+        assert_eq!(samples, call);
+        let err = HeadsetPatch::listen("no-such-callgate-headset", 160)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("no-such-callgate-headset"), "{err}");
     }
 
     #[test]

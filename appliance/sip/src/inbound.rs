@@ -94,6 +94,13 @@ impl InboundGate {
         }
     }
 
+    /// Takes `policy` from now on (a trunk edit), keeping what the gate has learnt: the
+    /// registered phones' sources and each source's rate state (a flooding source does not
+    /// get a fresh burst from an edit). Buckets refill at the new rate up to the new burst.
+    pub fn replace_policy(&mut self, policy: InboundPolicy) {
+        self.policy = policy;
+    }
+
     /// Allows (or stops allowing) a registered phone's address.
     pub fn set_phone_sources(&mut self, sources: Vec<IpAddr>) {
         self.phones = sources;
@@ -237,6 +244,41 @@ mod tests {
             g.admit(now, s, &invite("sip:331234@box")),
             Admission::Route(RouteTarget::Trunk("backup".into()))
         );
+    }
+
+    #[test]
+    fn a_replaced_policy_keeps_phone_sources_and_a_floods_spent_burst() {
+        let mut g = gate(UnknownSource::Reject);
+        let now = Instant::now();
+        let (trunk, phone) = (src("192.0.2.10"), src("198.51.100.7"));
+        g.set_phone_sources(vec![phone.ip()]);
+        // The trunk floods: its burst of 10 is spent.
+        for _ in 0..10 {
+            assert_ne!(g.admit(now, trunk, &invite("sip:1@box")), Admission::Drop);
+        }
+        assert_eq!(g.admit(now, trunk, &invite("sip:1@box")), Admission::Drop);
+
+        let mut edited = g.policy.clone();
+        edited.routes.truncate(1);
+        g.replace_policy(edited);
+        assert_eq!(
+            g.admit(now, trunk, &invite("sip:4930999@box")),
+            Admission::Drop,
+            "no fresh burst from an edit"
+        );
+        assert_eq!(
+            g.admit(now, phone, &invite("sip:4930999@box")),
+            Admission::Route(RouteTarget::AgentGroup("berlin".into())),
+            "the registered phone is still let through"
+        );
+        assert_eq!(
+            g.admit(now, phone, &invite("sip:331234@box")),
+            Admission::Refuse(404),
+            "the new route table applies"
+        );
+        // 0.2 s at 5/s: one token back.
+        let later = now + Duration::from_millis(200);
+        assert_ne!(g.admit(later, trunk, &invite("sip:1@box")), Admission::Drop);
     }
 
     #[test]

@@ -368,6 +368,8 @@ async fn take_caller_media(line: &mut CallerLine, call: CallId) -> Option<RtpLeg
 struct CallerLine {
     leg: LegId,
     media: CallerMedia,
+    /// The caller's number (masked) for the technician's list of calls to listen to.
+    _named: Option<crate::call_tap::TapRegistration>,
 }
 
 /// The running lines.
@@ -742,6 +744,9 @@ impl Lines {
             CallerLine {
                 leg,
                 media: CallerMedia::Idle(Box::new(rtp)),
+                _named: caller
+                    .as_ref()
+                    .map(|n| crate::call_tap::live().name(call, n.masked())),
             },
         );
         tracing::info!(%call, %number, group = %name, "inbound call for an agent group");
@@ -834,11 +839,13 @@ impl Lines {
         let _ = commands.try_send(BridgeCommand::PlayToAgent(Prompt::connect_beep()));
         let (report_tx, report) = oneshot::channel();
         let ended = self.own.clone();
+        let tap = tap_point(call, "outbound call bridged to an agent", &commands);
         tokio::spawn(async move {
             // The customer hears the consent announcement first (the agent is held back
             // meanwhile); recording starts when it has ended.
             let consent = consent.map(|p| (*p).clone());
             let result = run_bridge(customer, agent_leg, recorder, consent, rx).await;
+            drop(tap);
             match &result {
                 Ok(r) => tracing::debug!(
                     %call,
@@ -877,8 +884,10 @@ impl Lines {
         let _ = commands.try_send(BridgeCommand::PlayToAgent(Prompt::connect_beep()));
         let (report_tx, report) = oneshot::channel();
         let ended = self.own.clone();
+        let tap = tap_point(call, "robot call transferred to an agent", &commands);
         tokio::spawn(async move {
             let result = relay_audio(agent_leg, audio, rx).await;
+            drop(tap);
             match &result {
                 Ok(r) => tracing::debug!(
                     %call,
@@ -938,8 +947,12 @@ impl Lines {
         // The beep goes to the agent over the caller's first words: the bridge starts at once.
         let _ = commands.try_send(BridgeCommand::PlayToAgent(Prompt::connect_beep()));
         let quality_log = crate::media::LegQualityLog::new(self.desk.pool().clone(), call);
+        let tap = tap_point(call, "inbound call bridged to an agent", &commands);
         let task = tokio::spawn(async move {
-            match run_bridge::<SqliteSegmentStore>(customer, agent_leg, None, None, rx).await {
+            let result =
+                run_bridge::<SqliteSegmentStore>(customer, agent_leg, None, None, rx).await;
+            drop(tap);
+            match result {
                 Ok(report) => {
                     tracing::info!(
                         to_customer = report.to_customer.relayed,
@@ -1077,6 +1090,22 @@ fn caller_number(from: &str) -> Option<PhoneNumber> {
     PhoneNumber::parse(user, None).ok()
 }
 
+/// Registers a running bridge as a tap point for `call` (the technician's headset listens
+/// through a `Listen` command); the registry holds no strong sender, so the bridge still ends
+/// when its commands close.
+fn tap_point(
+    call: CallId,
+    what: &str,
+    commands: &mpsc::Sender<BridgeCommand>,
+) -> crate::call_tap::TapRegistration {
+    let commands = commands.downgrade();
+    crate::call_tap::live().register(call, what, move |listener| {
+        commands
+            .upgrade()
+            .is_some_and(|c| c.try_send(BridgeCommand::Listen(listener)).is_ok())
+    })
+}
+
 /// Relays frames between a robot call's customer audio and the agent's leg until `Hangup`,
 /// the customer's audio ends or the agent's leg fails; returns the agent leg's report.
 async fn relay_audio(
@@ -1097,6 +1126,8 @@ async fn relay_audio(
     let mut over: Option<callgate_media::prompt::Playback> = None;
     let mut held: std::collections::VecDeque<Vec<i16>> = Default::default();
     let mut tick = tokio::time::interval(Duration::from_millis(20));
+    // A technician listening: each customer frame with the agent's latest, mixed.
+    let (mut listener, mut agent_said) = (None, None::<Vec<i16>>);
     loop {
         tokio::select! {
             command = commands.recv() => match command {
@@ -1108,6 +1139,7 @@ async fn relay_audio(
                     over = Some(prompt.play());
                     tick.reset_immediately();
                 }
+                Some(BridgeCommand::Listen(l)) => listener = Some(l),
             },
             _ = tick.tick(), if over.is_some() => {
                 let mut frame = held.pop_front().unwrap_or_else(|| vec![0; 160]);
@@ -1129,12 +1161,20 @@ async fn relay_audio(
             said = from_customer.recv() => match said {
                 // A full queue drops the frame: the agent's leg plays silence for it.
                 Some(LegAudio::Frame(f)) if over.is_some() => {
+                    if listener.is_some() {
+                        let heard = crate::call_tap::mixed(Some(&f.samples), agent_said.take().as_deref(), f.samples.len());
+                        crate::call_tap::offer(&mut listener, heard);
+                    }
                     held.push_back(f.samples);
                     while held.len() > 3 {
                         held.pop_front();
                     }
                 }
                 Some(LegAudio::Frame(f)) => {
+                    if listener.is_some() {
+                        let heard = crate::call_tap::mixed(Some(&f.samples), agent_said.take().as_deref(), f.samples.len());
+                        crate::call_tap::offer(&mut listener, heard);
+                    }
                     let _ = to_agent.try_send(f.samples);
                 }
                 Some(LegAudio::Dtmf(_)) => {}
@@ -1142,6 +1182,9 @@ async fn relay_audio(
             },
             got = heard.recv() => match got {
                 Some(LegAudio::Frame(f)) => {
+                    if listener.is_some() {
+                        agent_said = Some(f.samples.clone());
+                    }
                     let _ = to_customer.try_send(f.samples);
                 }
                 Some(LegAudio::Dtmf(_)) => {}

@@ -1018,9 +1018,12 @@ impl Driver {
         if !c.awaiting_verdict {
             report_answer(&mut self.executor, now, c.order.attempt, false);
         }
+        // Named for the technician's list of calls to listen to while the placement runs.
+        let named = crate::call_tap::live().name(c.call, c.order.contact.number.masked());
         let placed = self.placement.place(call);
         let done = self.done_tx.clone();
         tokio::spawn(async move {
+            let _named = named;
             let _ = done.send((sip, placed.await));
         });
     }

@@ -218,6 +218,14 @@ async fn play(
     if !play_consent(&mut call).await? {
         return Ok(ended_during_consent(&call, outcome));
     }
+    // A technician may listen in (`crate::call_tap`): the customer and the prompt, mixed.
+    let (listen_tx, mut listen_rx) = mpsc::unbounded_channel();
+    let _tap = crate::call_tap::live().register(
+        call.call,
+        "outbound call hearing the announcement",
+        move |l| listen_tx.send(l).is_ok(),
+    );
+    let mut listener = None;
     let AnsweredCall {
         customer,
         mut end_now,
@@ -240,8 +248,13 @@ async fn play(
         tokio::select! {
             permit = out_tx.reserve(), if !feed_done => match (permit, playback.next_frame(frame)) {
                 (Ok(permit), Some(ours)) => {
+                    let theirs = heard.pop_front();
+                    if listener.is_some() {
+                        let mix = crate::call_tap::mixed(theirs.as_deref(), Some(&ours), frame);
+                        crate::call_tap::offer(&mut listener, mix);
+                    }
                     if let Some(r) = recorder.as_mut() {
-                        let theirs = heard.pop_front().unwrap_or_else(|| vec![0; frame]);
+                        let theirs = theirs.unwrap_or_else(|| vec![0; frame]);
                         match r.push(&theirs, &ours).await {
                             Ok(sealed) => segments += sealed.len() as u32,
                             Err(e) => {
@@ -266,6 +279,7 @@ async fn play(
                 Some(LegAudio::Dtmf(_)) => {}
                 None => break,
             },
+            Some(l) = listen_rx.recv() => listener = Some(l),
             () = tokio::time::sleep(std::time::Duration::from_millis(20)), if feed_done => {}
             changed = end_now.changed() => {
                 if changed.is_err() || *end_now.borrow() {

@@ -30,6 +30,10 @@ pub enum BridgeCommand {
     PlayToAgent(Prompt),
     /// End the bridge; the recording is finished and its last segment sealed.
     Hangup,
+    /// Copy the call as heard (both sides' played-out frames mixed, one per packet time) to
+    /// a listener (the technician's headset, `crate::call_tap`); nothing goes back into the
+    /// call. A listener that goes away is forgotten; a new one replaces the old.
+    Listen(crate::call_tap::CallListener),
 }
 
 /// What a bridge measured by the time it ended.
@@ -99,12 +103,21 @@ where
     let mut agent_rtcp = agent.rtcp_socket();
     let (mut c_buf, mut a_buf) = (vec![0u8; 1_500], vec![0u8; 1_500]);
     let mut customer_relayed_at: Option<Instant> = None;
+    let mut listener = None;
     loop {
         tokio::select! {
             _ = tick.tick() => {
                 let now = Instant::now();
                 let c = customer_jb.pop(now);
                 let a = agent_jb.pop(now);
+                if listener.is_some() {
+                    let heard = crate::call_tap::mixed(
+                        c.as_ref().map(|f| &f.samples[..]),
+                        a.as_ref().map(|f| &f.samples[..]),
+                        frame as usize,
+                    );
+                    crate::call_tap::offer(&mut listener, heard);
+                }
                 if let Some(playback) = &mut consent {
                     match playback.next_frame(frame as usize) {
                         Some(f) => {
@@ -184,6 +197,7 @@ where
                     agent_reports.push(old.finish(agent_jb.stats(), 0).await);
                 }
                 Some(BridgeCommand::PlayToAgent(prompt)) => to_agent.play_over(&prompt),
+                Some(BridgeCommand::Listen(l)) => listener = Some(l),
                 Some(BridgeCommand::Hangup) | None => break,
             },
         }

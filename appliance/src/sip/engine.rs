@@ -66,6 +66,8 @@ fn first_local(bound: &callgate_sip_net::Bound, fallback: SocketAddr) -> SocketA
 pub struct SipAgent {
     endpoint: SipEndpoint<UserAgent>,
     local: SocketAddr,
+    /// The inbound calls it is offered, for the status page.
+    live: Arc<LiveView>,
 }
 
 impl SipAgent {
@@ -90,7 +92,11 @@ impl SipAgent {
         .await
         .map_err(DriverError::Start)?;
         let local = first_local(endpoint.bound(), fallback);
-        Ok(SipAgent { endpoint, local })
+        Ok(SipAgent {
+            endpoint,
+            local,
+            live: LiveView::new(),
+        })
     }
 
     /// Like [`Self::start`], also handing out every message sent and received.
@@ -198,6 +204,7 @@ impl SipAgent {
     /// Rejects an inbound call.
     pub fn reject(&self, leg: LegId, status: u16, reason: &str) -> Result<(), DriverError> {
         let reason = reason.to_owned();
+        self.live.update(|calls| calls.inbound_gone(leg));
         self.post(move |ua, now| {
             let _ = ua.reject(now, leg, status, &reason);
         })
@@ -208,16 +215,21 @@ impl SipAgent {
         self.post(move |ua, now| ua.unregister(now, reg))
     }
 
-    /// The next call event; `None` once the driver has stopped.
+    /// The next call event; `None` once the driver has stopped. Inbound calls are kept in
+    /// the list [`AgentSipControl::calls`] hands out.
     pub async fn next_event(&mut self) -> Option<AgentEvent> {
-        self.endpoint.next_event().await
+        let event = self.endpoint.next_event().await?;
+        self.live
+            .update(|calls| calls.on_agent_event(Instant::now(), &event));
+        Some(event)
     }
 
     /// A handle that reloads the phone accounts and the inbound policy while the agent
-    /// runs (for the web UI's trunk and phone editor).
+    /// runs (for the web UI's trunk and phone editor), and reads its inbound calls.
     pub fn control(&self) -> AgentSipControl {
         AgentSipControl {
             core: self.endpoint.handle(),
+            calls: self.live.published.subscribe(),
         }
     }
 }
@@ -227,9 +239,16 @@ impl SipAgent {
 #[derive(Debug, Clone)]
 pub struct AgentSipControl {
     core: CoreHandle<UserAgent>,
+    calls: watch::Receiver<Vec<LiveCall>>,
 }
 
 impl AgentSipControl {
+    /// The inbound calls offered to the agents' side now (callers' numbers masked), from
+    /// their INVITE to their end, updated as they change.
+    pub fn calls(&self) -> watch::Receiver<Vec<LiveCall>> {
+        self.calls.clone()
+    }
+
     /// Replaces the registrar's accounts (see `Registrar::replace_accounts`): kept accounts
     /// keep their bindings, removed ones are unbound and refused from now on, new ones can
     /// register at once. Returns the accounts whose bindings were dropped.
@@ -251,11 +270,11 @@ impl AgentSipControl {
             .map_err(stopped)
     }
 
-    /// Takes inbound calls under `policy` from now on (a new gate: rate state starts
-    /// afresh, and registered phones are let through again from their next REGISTER).
+    /// Takes inbound calls under `policy` from now on, keeping the registered phones'
+    /// sources let through and the per-source rate state (`UserAgent::replace_inbound_policy`).
     pub fn set_inbound_policy(&self, policy: InboundPolicy) -> Result<(), DriverError> {
         self.core
-            .post(move |ua, _| ua.set_inbound_policy(policy))
+            .post(move |ua, now| ua.replace_inbound_policy(now, policy))
             .map_err(stopped)
     }
 }

@@ -8,7 +8,13 @@
 //! summary parsed) and the tech audio port's test (a tone played, then a second recorded and
 //! its level shown; needs the `alsa` build feature and the port itself).
 //!
-//! Must not: change the SIP configuration or touch calls in progress.
+//! Listening to a call in progress on the tech port's headset: the calls whose media the
+//! box relays (`crate::call_tap`) are offered by masked number; the chosen one is played on
+//! the headset, both sides mixed, until the technician stops or the call ends
+//! (`super::headset::run_listening`). Listen-only: nothing reaches the call.
+//!
+//! Must not: change the SIP configuration or touch calls in progress (listening only
+//! copies a call's audio).
 
 use super::headset::{HeadsetSwitch, PatchedCall};
 use super::pages::{render, require_form_session, require_session, Guarded, PageFrame};
@@ -56,6 +62,31 @@ struct DiagnosticsPage {
     /// The test call form's headset device; whether a patch runs now.
     headset: String,
     headset_on: bool,
+    /// Calls one can listen to now, as (call id, label); the listen form's device; what the
+    /// headset does or last did.
+    listenable: Vec<(String, String)>,
+    listen_device: String,
+    headset_note: Option<String>,
+}
+
+/// The calls one can listen to now, as (call id, label), for the listen forms.
+pub(super) fn listenable_calls() -> Vec<(String, String)> {
+    crate::call_tap::live()
+        .calls()
+        .iter()
+        .map(|c| (c.call.to_string(), listen_label(c)))
+        .collect()
+}
+
+/// A listenable call as the page names it: masked number, what it is, since when.
+fn listen_label(c: &crate::call_tap::ListenableCall) -> String {
+    let since = UnixMillis::now().plus_millis(-(c.since.elapsed().as_millis() as i64));
+    format!(
+        "{} — {}, since {}",
+        c.number.as_deref().unwrap_or("number unknown"),
+        c.what,
+        super::status::utc_seconds(since)
+    )
 }
 
 fn page_for(state: &WebState, csrf: &str, frame: PageFrame) -> DiagnosticsPage {
@@ -92,6 +123,9 @@ fn page_for(state: &WebState, csrf: &str, frame: PageFrame) -> DiagnosticsPage {
         audio_result: None,
         headset: String::new(),
         headset_on: state.headset.is_running(),
+        listenable: listenable_calls(),
+        listen_device: "default".into(),
+        headset_note: state.headset.note(),
     }
 }
 
@@ -919,6 +953,111 @@ pub(super) async fn audio_submit(
     }
 }
 
+/// The listen form.
+#[derive(Deserialize)]
+pub(super) struct ListenForm {
+    csrf: String,
+    /// The call's id, from the page's list.
+    call: String,
+    /// The headset's ALSA device.
+    device: String,
+}
+
+/// `POST /diagnostics/listen`: plays a call in progress on the headset (both sides mixed;
+/// nothing goes back into the call) until stopped or the call ends. Answers at once.
+pub(super) async fn listen_submit(
+    State(state): State<WebState>,
+    headers: HeaderMap,
+    Form(f): Form<ListenForm>,
+) -> Guarded {
+    let (_, session) = require_form_session(&state, &headers, &f.csrf).await?;
+    let mut page = page_for(
+        &state,
+        &session.csrf_token,
+        PageFrame::new(&state, Some(&session)),
+    );
+    page.listen_device = f.device.trim().to_string();
+    match start_listening(&state.headset, &f.call, &f.device).await {
+        Ok(label) => {
+            tracing::info!(user = %session.username, call = %f.call.trim(), device = %page.listen_device, "listening to a call on the headset from the web UI");
+            let note = format!("Listening to {label} on `{}`.", page.listen_device);
+            state.headset.set_note(note.clone());
+            page.headset_note = Some(note.clone());
+            page.headset_on = true;
+            page.page = page.page.notice(note);
+            Ok(render(StatusCode::OK, &page))
+        }
+        Err(message) => {
+            page.page = page.page.error(message);
+            Err(render(StatusCode::BAD_REQUEST, &page))
+        }
+    }
+}
+
+/// Starts playing `call` (its id from the form) on the headset `device`; returns the call's
+/// label, or says why not (naming the field at fault).
+async fn start_listening(
+    switch: &HeadsetSwitch,
+    call: &str,
+    device: &str,
+) -> Result<String, String> {
+    let id: callgate_common::ids::CallId = call
+        .trim()
+        .parse()
+        .map_err(|_| format!("Call: `{}` is not a call from the list.", call.trim()))?;
+    let device = check_device(device)?;
+    let taps = crate::call_tap::live();
+    let label = taps
+        .calls()
+        .iter()
+        .find(|c| c.call == id)
+        .map(listen_label)
+        .ok_or_else(|| "Call: that call is not in progress any more.".to_string())?;
+    let Some(stop) = switch.begin() else {
+        return Err("Headset: a call is already patched to the headset; stop it first.".into());
+    };
+    let heard = taps.listen(id).map_err(|e| format!("Call: {e}."))?;
+    listen_on(switch.clone(), device, heard, stop, label.clone()).await?;
+    Ok(label)
+}
+
+#[cfg(feature = "alsa")]
+async fn listen_on(
+    switch: HeadsetSwitch,
+    device: String,
+    heard: tokio::sync::mpsc::Receiver<Vec<i16>>,
+    stop: tokio::sync::watch::Receiver<bool>,
+    label: String,
+) -> Result<(), String> {
+    let patch = tokio::task::spawn_blocking(move || {
+        callgate_board::tech_audio::HeadsetPatch::listen(&device, 160)
+    })
+    .await
+    .map_err(|e| format!("Headset: {e}."))?
+    .map_err(|e| format!("Headset: {e}."))?;
+    tokio::spawn(async move {
+        let listened = super::headset::run_listening(patch, heard, stop).await;
+        tracing::info!(end = ?listened.end, played = ?listened.played, "stopped listening to a call on the headset");
+        switch.set_ended_note(listened.describe(&label));
+    });
+    Ok(())
+}
+
+#[cfg(not(feature = "alsa"))]
+async fn listen_on(
+    _switch: HeadsetSwitch,
+    _device: String,
+    _heard: tokio::sync::mpsc::Receiver<Vec<i16>>,
+    _stop: tokio::sync::watch::Receiver<bool>,
+    _label: String,
+) -> Result<(), String> {
+    Err(
+        "Headset: this firmware was built without tech audio port support (the `alsa` \
+         build feature)."
+            .into(),
+    )
+}
+
 /// The stop form.
 #[derive(Deserialize)]
 pub(super) struct HeadsetStopForm {
@@ -941,7 +1080,7 @@ pub(super) async fn headset_stop(
     );
     page.page = if stopped {
         page.page
-            .notice("Stopped listening on the headset; the call goes on until its hold ends.")
+            .notice("Stopped listening on the headset; the call goes on.")
     } else {
         page.page.error("No call is patched to the headset.")
     };

@@ -186,8 +186,13 @@ impl WebUi {
         control: trunks::SipControls,
     ) -> WebUi {
         let agents = engine.agents.clone().or(self.state.engine.agents.take());
+        let inbound_calls = engine
+            .inbound_calls
+            .clone()
+            .or_else(|| control.agents.as_ref().map(|a| a.calls()));
         self.state.engine = status::LiveEngine {
             agents,
+            inbound_calls,
             test_calls: self.state.engine.test_calls.clone(),
             ..engine
         };

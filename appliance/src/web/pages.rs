@@ -47,6 +47,10 @@ pub fn router(state: WebState) -> Router {
         .route("/diagnostics/ping", post(super::diagnostics::ping_submit))
         .route("/diagnostics/audio", post(super::diagnostics::audio_submit))
         .route(
+            "/diagnostics/listen",
+            post(super::diagnostics::listen_submit),
+        )
+        .route(
             "/diagnostics/headset/stop",
             post(super::diagnostics::headset_stop),
         )
@@ -135,6 +139,9 @@ struct LoginPage {
 struct StatusPage {
     page: PageFrame,
     status: StatusSnapshot,
+    /// For the form that listens to a call on the headset: its token and the calls.
+    csrf: String,
+    listenable: Vec<(String, String)>,
 }
 
 #[derive(Template)]
@@ -411,6 +418,8 @@ async fn status_page(State(state): State<WebState>, headers: HeaderMap) -> Guard
         &StatusPage {
             page: PageFrame::new(&state, Some(&session)),
             status,
+            csrf: session.csrf_token.clone(),
+            listenable: super::diagnostics::listenable_calls(),
         },
     ))
 }
@@ -422,6 +431,7 @@ async fn live_events(State(state): State<WebState>, headers: HeaderMap) -> Guard
         agents: state.engine.agents.as_ref().and_then(|a| a.agent_changes()),
         test_calls: Some(state.engine.test_calls.subscribe()),
         calls: state.engine.trunks.as_ref().and_then(|t| t.live_calls()),
+        inbound_calls: state.engine.inbound_calls.clone(),
     };
     let source = (state.status.clone(), state.engine.clone());
     let stream = futures_util::stream::unfold(
@@ -451,6 +461,7 @@ struct LiveWake {
     agents: Option<tokio::sync::watch::Receiver<u64>>,
     test_calls: Option<tokio::sync::watch::Receiver<Vec<String>>>,
     calls: Option<tokio::sync::watch::Receiver<Vec<crate::sip::live_calls::LiveCall>>>,
+    inbound_calls: Option<tokio::sync::watch::Receiver<Vec<crate::sip::live_calls::LiveCall>>>,
 }
 
 impl LiveWake {
@@ -472,6 +483,7 @@ impl LiveWake {
             () = changed(&mut self.agents) => {}
             () = changed(&mut self.test_calls) => {}
             () = changed(&mut self.calls) => {}
+            () = changed(&mut self.inbound_calls) => {}
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

@@ -71,6 +71,9 @@ pub struct LiveEngine {
     pub probing: bool,
     /// The agent desk (default: the one given to [`super::WebUi::bind_with_agents`]).
     pub agents: Option<Arc<dyn AgentSource>>,
+    /// The inbound calls offered to the agents' SIP side (default: those of the agents'
+    /// SIP control given to [`super::WebUi::with_engine`]).
+    pub inbound_calls: Option<tokio::sync::watch::Receiver<Vec<LiveCall>>>,
     /// Test calls the diagnostics page is placing (on ports of their own, beside the
     /// engine), each described; set by the UI itself.
     pub(crate) test_calls: Arc<tokio::sync::watch::Sender<Vec<String>>>,
@@ -128,9 +131,10 @@ pub fn describe_calls(trunks: &[TrunkState]) -> String {
 pub struct CallLine {
     /// The number, masked.
     pub number: String,
-    /// The trunk carrying it, or `choosing` until one answered.
+    /// The trunk carrying it, or `choosing` until one answered (`—` for an inbound call:
+    /// the agents' side does not know the trunk).
     pub trunk: String,
-    /// `outbound`.
+    /// `outbound` or `inbound`.
     pub direction: String,
     /// `trying`, `ringing` or `up`.
     pub state: String,
@@ -156,9 +160,14 @@ pub fn describe_call_list(calls: &[LiveCall], at: Instant, now: UnixMillis) -> V
                 .unwrap_or_default();
             CallLine {
                 number: c.number.clone(),
-                trunk: c.trunk.clone().unwrap_or_else(|| "choosing".into()),
+                trunk: match (&c.trunk, c.direction) {
+                    (Some(t), _) => t.clone(),
+                    (None, CallDirection::Outbound) => "choosing".into(),
+                    (None, CallDirection::Inbound) => "—".into(),
+                },
                 direction: match c.direction {
                     CallDirection::Outbound => "outbound".into(),
+                    CallDirection::Inbound => "inbound".into(),
                 },
                 state: match c.phase {
                     CallPhase::Trying => "trying".into(),
@@ -243,14 +252,17 @@ impl StatusSource {
     /// Takes a snapshot now, with the call engine's live parts from `engine`.
     pub async fn snapshot_with(&self, now: UnixMillis, engine: &LiveEngine) -> StatusSnapshot {
         let mut s = self.snapshot(now).await;
+        let mut list = match &engine.inbound_calls {
+            Some(calls) => calls.borrow().clone(),
+            None => Vec::new(),
+        };
         match &engine.trunks {
             Some(source) => match source.trunk_states().await {
                 Ok(trunks) => {
                     s.trunks = describe_trunks(&trunks, engine.probing, Instant::now());
                     s.calls = describe_calls(&trunks);
                     if let Some(calls) = source.live_calls() {
-                        let list = calls.borrow().clone();
-                        s.call_list = describe_call_list(&list, Instant::now(), now);
+                        list.extend(calls.borrow().iter().cloned());
                     }
                 }
                 Err(e) => {
@@ -263,6 +275,8 @@ impl StatusSource {
                 s.calls = "none (SIP engine off)".into();
             }
         }
+        list.sort_by_key(|c| c.started);
+        s.call_list = describe_call_list(&list, Instant::now(), now);
         let tests = engine.test_calls.borrow().clone();
         if !tests.is_empty() {
             s.calls = if s.calls.starts_with("none") {
@@ -579,6 +593,74 @@ mod tests {
             "7 logged in: 2 ready, 1 connecting a call, 2 talking, 1 in wrap-up, 1 paused; \
              1 inbound waiting"
         );
+    }
+
+    #[tokio::test]
+    async fn the_snapshot_lists_the_agents_sides_inbound_calls_even_without_a_trunk_router() {
+        use crate::sip::live_calls::LiveCalls;
+        use callgate_sip::agent::{AgentEvent, LegId};
+        let dir = tempfile::tempdir().unwrap();
+        let source = StatusSource {
+            appliance: None,
+            started: Instant::now(),
+            store: crate::store::Store::open(dir.path()).await.unwrap(),
+            data_dir: dir.path().to_path_buf(),
+            temperature: Arc::default(),
+            link: crate::sync::status::LinkStatusCell::new(
+                crate::sync::status::LinkStatus::not_enrolled(),
+            ),
+            outbox: None,
+            campaigns: None,
+        };
+        let mut calls = LiveCalls::default();
+        calls.on_agent_event(
+            Instant::now(),
+            &AgentEvent::Incoming {
+                leg: LegId(9),
+                from: "<sip:+442071234567@carrier>".into(),
+                number: "4930777".into(),
+                target: callgate_sip::inbound::RouteTarget::AgentGroup("support".into()),
+                body: Vec::new(),
+            },
+        );
+        let (_tx, inbound) = tokio::sync::watch::channel(calls.list());
+        let engine = LiveEngine {
+            inbound_calls: Some(inbound),
+            ..LiveEngine::default()
+        };
+        let s = source.snapshot_with(UnixMillis::now(), &engine).await;
+        assert_eq!(s.call_list.len(), 1, "{:?}", s.call_list);
+        assert_eq!(s.call_list[0].direction, "inbound");
+        let s = source
+            .snapshot_with(UnixMillis::now(), &LiveEngine::default())
+            .await;
+        assert!(s.call_list.is_empty());
+    }
+
+    #[test]
+    fn an_inbound_call_on_the_agents_side_is_a_line_marked_inbound_without_a_trunk() {
+        use crate::sip::live_calls::LiveCalls;
+        use callgate_sip::agent::{AgentEvent, LegId};
+        let t0 = Instant::now();
+        let mut calls = LiveCalls::default();
+        calls.on_agent_event(
+            t0,
+            &AgentEvent::Incoming {
+                leg: LegId(5),
+                from: "<sip:+442071234567@carrier>".into(),
+                number: "4930777".into(),
+                target: callgate_sip::inbound::RouteTarget::AgentGroup("support".into()),
+                body: Vec::new(),
+            },
+        );
+        let lines = describe_call_list(&calls.list(), t0, UnixMillis(1_795_245_727_000));
+        assert_eq!(lines.len(), 1);
+        assert_eq!(
+            (lines[0].trunk.as_str(), lines[0].direction.as_str()),
+            ("—", "inbound")
+        );
+        assert_eq!(lines[0].state, "ringing");
+        assert!(!lines[0].number.contains("2071234567"), "{:?}", lines[0]);
     }
 
     #[test]

@@ -47,6 +47,16 @@ impl Appliance {
 
     /// Like [`Appliance::start_with`], in `dir` (whose `data/` a test may have seeded).
     pub async fn start_in(dir: tempfile::TempDir, extra: &str) -> Appliance {
+        Appliance::start_in_env(dir, extra, &[]).await
+    }
+
+    /// Like [`Appliance::start_in`], with `env` set for the daemon (e.g. `HOME` for its
+    /// `~/.asoundrc`).
+    pub async fn start_in_env(
+        dir: tempfile::TempDir,
+        extra: &str,
+        env: &[(&str, &str)],
+    ) -> Appliance {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let (web, ops) = (free_port(), free_port());
         let config = format!(
@@ -58,6 +68,7 @@ impl Appliance {
         let child = Command::new(env!("CARGO_BIN_EXE_callgate-appliance"))
             .args(["--config", "config.toml", "run"])
             .current_dir(dir.path())
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(dir.path().join("daemon.log")).unwrap())

@@ -1631,3 +1631,68 @@ fn a_491_to_our_update_is_retried_after_the_glare_wait_with_the_same_offer() {
         vec!["updated 200"]
     );
 }
+
+/// The phone at PEER is not a trunk: under `trunk`'s policy it is let through only as a
+/// registered phone.
+fn phone_only_policy(trunk: &str) -> InboundPolicy {
+    InboundPolicy {
+        allowed_sources: vec![trunk.parse().unwrap()],
+        ..policy(UnknownSource::Reject)
+    }
+}
+
+/// The registered phone at PEER sends an out-of-dialog INVITE; the statuses it got.
+fn phone_invites(net: &mut Net, branch: &str) -> Vec<u16> {
+    net.peer_responses.clear();
+    net.peer
+        .start_client(net.now, peer_invite(branch), addr(UA), false)
+        .unwrap();
+    net.run_until(net.now.duration_since(net.start) + Duration::from_millis(50));
+    net.peer_responses.iter().map(|(_, s)| *s).collect()
+}
+
+#[test]
+fn a_trunk_edit_keeps_registered_phones_let_through_out_of_dialog() {
+    let mut net = Net::new(None, answering(0));
+    with_registrar(&mut net);
+    net.ua.set_inbound_policy(phone_only_policy("10.9.9.9"));
+    assert_eq!(phone_invites(&mut net, "z9hG4bKunreg"), vec![100, 403]);
+    assert_eq!(
+        register_phone(&mut net, &["sip:desk1@127.0.0.2:5080"]).status,
+        200
+    );
+    assert!(!phone_invites(&mut net, "z9hG4bKreg1").contains(&403));
+
+    // A trunk edit (another trunk address) keeps the registered phone's source.
+    net.ua
+        .replace_inbound_policy(net.now, phone_only_policy("10.9.9.10"));
+    let statuses = phone_invites(&mut net, "z9hG4bKafter");
+    assert!(!statuses.contains(&403), "{statuses:?}");
+    assert_eq!(
+        net.event_kinds()
+            .iter()
+            .filter(|k| k.starts_with("incoming"))
+            .count(),
+        2,
+        "both INVITEs since the REGISTER were taken: {:?}",
+        net.event_kinds()
+    );
+
+    // A fresh gate (what a trunk edit did before) forgets it until the next REGISTER.
+    net.ua.set_inbound_policy(phone_only_policy("10.9.9.10"));
+    assert_eq!(phone_invites(&mut net, "z9hG4bKfresh"), vec![100, 403]);
+}
+
+#[test]
+fn a_first_policy_set_by_replacing_lets_already_registered_phones_through() {
+    let mut net = Net::new(None, answering(0));
+    with_registrar(&mut net);
+    assert_eq!(
+        register_phone(&mut net, &["sip:desk1@127.0.0.2:5080"]).status,
+        200
+    );
+    net.ua
+        .replace_inbound_policy(net.now, phone_only_policy("10.9.9.9"));
+    let statuses = phone_invites(&mut net, "z9hG4bKfirst");
+    assert!(!statuses.contains(&403), "{statuses:?}");
+}

@@ -78,6 +78,22 @@ impl UserAgent {
         self.gate = Some(InboundGate::new(policy));
     }
 
+    /// Takes inbound calls under `policy` from now on (a trunk edit while running), keeping
+    /// the registered phones' sources let through and the per-source rate state. Without a
+    /// gate yet, the phones with live bindings at `now` are let through at once.
+    pub fn replace_inbound_policy(&mut self, now: Instant, policy: InboundPolicy) {
+        match self.gate.as_mut() {
+            Some(gate) => gate.replace_policy(policy),
+            None => {
+                let mut gate = InboundGate::new(policy);
+                if let Some(registrar) = &self.registrar {
+                    gate.set_phone_sources(registrar.sources(now));
+                }
+                self.gate = Some(gate);
+            }
+        }
+    }
+
     /// Decides about an out-of-dialog request before the transaction layer sees it.
     /// `false`: drop it silently.
     pub(super) fn screen(&mut self, now: Instant, source: SocketAddr, m: &SipMessage) -> bool {
