@@ -60,6 +60,10 @@ pub struct AgentsConfig {
     pub rtp_last_port: u16,
     /// Seconds an agent's phone may ring at login before the login fails.
     pub phone_ring_timeout_seconds: u32,
+    /// Encrypt the agents' phone legs: the nailed-up call to each desk phone offers SRTP
+    /// (RTP/SAVP with SDES keys, AES_CM_128_HMAC_SHA1_80) and a phone answering plain RTP
+    /// is not used. Off by default (many desk phones need SRTP switched on first).
+    pub phone_srtp: bool,
     /// Digest algorithms the registrar challenges desk phones with, in order (`SHA-256`,
     /// `MD5`; older phones only know MD5 and may take the first).
     pub digest_algorithms: Vec<String>,
@@ -110,6 +114,7 @@ impl Default for AgentsConfig {
             rtp_first_port: 30_000,
             rtp_last_port: 30_999,
             phone_ring_timeout_seconds: 20,
+            phone_srtp: false,
             digest_algorithms: vec!["SHA-256".into(), "MD5".into()],
             safe_harbour_prompt: None,
             inbound_wrap_up_seconds: 30,
@@ -136,6 +141,8 @@ pub struct ValidAgents {
     pub ports: (u16, u16),
     /// How long a phone rings at login.
     pub phone_ring_timeout: std::time::Duration,
+    /// SRTP on the phones' legs.
+    pub phone_srtp: bool,
     /// Registrar digest algorithms.
     pub digest_algorithms: Vec<String>,
     /// The safe-harbour prompt file.
@@ -287,6 +294,7 @@ impl AgentsConfig {
             phone_ring_timeout: std::time::Duration::from_secs(u64::from(
                 self.phone_ring_timeout_seconds,
             )),
+            phone_srtp: self.phone_srtp,
             digest_algorithms: self.digest_algorithms.clone(),
             safe_harbour_prompt: self.safe_harbour_prompt.clone(),
             desk: crate::agents::desk::DeskSettings {

@@ -479,6 +479,7 @@ async fn start_agents(
                     rtp_ports,
                     phone_ring_timeout: agents.phone_ring_timeout,
                     overflow: overflow_route(&agents.overflow, store, recording, speech)?,
+                    phone_srtp: agents.phone_srtp,
                 },
             )),
             dialer: Some(desk_tx),

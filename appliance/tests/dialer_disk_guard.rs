@@ -354,6 +354,7 @@ async fn agents_inbound_calls_get_503_while_new_calls_are_held_and_are_answered_
                     rtp_ports: RtpPortRange::new(base, base + 40).unwrap(),
                     phone_ring_timeout: Duration::from_secs(10),
                     overflow: OverflowRoute::HangUp,
+                    phone_srtp: false,
                 },
             )),
             dialer: None,

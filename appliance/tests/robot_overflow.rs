@@ -107,6 +107,7 @@ async fn start_box(dir: tempfile::TempDir, store: Store, overflow: OverflowRoute
                     rtp_ports: RtpPortRange::new(base, base + 19).unwrap(),
                     phone_ring_timeout: Duration::from_secs(5),
                     overflow,
+                    phone_srtp: false,
                 },
             )),
             dialer: None,

@@ -155,6 +155,7 @@ async fn agent_side(
                     rtp_ports: RtpPortRange::new(base, base + 40).unwrap(),
                     phone_ring_timeout: Duration::from_secs(10),
                     overflow: OverflowRoute::HangUp,
+                    phone_srtp: false,
                 },
             )),
             dialer: Some(desk_tx),

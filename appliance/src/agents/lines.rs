@@ -83,6 +83,9 @@ pub struct LineSettings {
     pub phone_ring_timeout: Duration,
     /// What overflowing queued calls get.
     pub overflow: OverflowRoute,
+    /// Offer SRTP (RTP/SAVP, SDES AES_CM_128_HMAC_SHA1_80) on the agents' nailed-up legs:
+    /// a phone that answers plain RTP is not used (its agent's login fails, saying why).
+    pub phone_srtp: bool,
 }
 
 /// Starts the agents' SIP user agent on `bind` from the validated `[sip]` settings: the
@@ -541,7 +544,11 @@ impl Lines {
                 .0
                 .local_addr()
                 .map_err(|e| fail(format!("RTP socket: {e}")))?;
-            let offer = create_offer(&self.local_media(local.port()));
+            let mut media = self.local_media(local.port());
+            if self.settings.phone_srtp {
+                media.srtp = Some(crate::media::fresh_srtp_key().map_err(|e| fail(e.to_string()))?);
+            }
+            let offer = create_offer(&media);
             let spec = CallSpec {
                 ring_timeout: Some(self.settings.phone_ring_timeout),
                 ..CallSpec::new(to, source, offer.to_string().into_bytes())
@@ -712,8 +719,11 @@ impl Lines {
                 .local_addr()
                 .map_err(|e| (503, e.to_string()))?
                 .port();
-            let oa = answer_offer(&offer, &self.local_media(port))
-                .map_err(|e| (e.status_code(), e.to_string()))?;
+            // A caller offering SRTP (RTP/SAVP with SDES keys) gets it, under a fresh key of
+            // ours; a plain offer is answered plain (the key is then unused).
+            let mut local = self.local_media(port);
+            local.srtp = Some(crate::media::fresh_srtp_key().map_err(|e| (503, e.to_string()))?);
+            let oa = answer_offer(&offer, &local).map_err(|e| (e.status_code(), e.to_string()))?;
             let rtp = RtpLeg::new(sockets, &oa.audio).map_err(|e| (503, e.to_string()))?;
             Ok::<_, (u16, String)>((oa.answer, rtp))
         }

@@ -79,6 +79,11 @@ impl Drop for Rig {
 }
 
 pub async fn rig(desk_settings: DeskSettings) -> Rig {
+    rig_with(desk_settings, false).await
+}
+
+/// [`rig`], its agents' phone legs offered SRTP when `phone_srtp`.
+pub async fn rig_with(desk_settings: DeskSettings, phone_srtp: bool) -> Rig {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).await.unwrap();
     let roster = AgentRoster {
@@ -149,6 +154,7 @@ pub async fn rig(desk_settings: DeskSettings) -> Rig {
         rtp_ports: RtpPortRange::new(base, base + 40).unwrap(),
         phone_ring_timeout: Duration::from_secs(10),
         overflow: OverflowRoute::HangUp,
+        phone_srtp,
     };
     // Started the way the daemon starts it.
     let started = callgate_appliance::agents::start_with_lines(
