@@ -8,13 +8,15 @@
 mod agents_support;
 mod sip_support;
 
-use agents_support::{agent_states, free_even_port, phone_logged_in, rig, wait_for_state, AGENT};
+use agents_support::{
+    agent_states, call_service, free_even_port, phone_logged_in, rig, wait_for_state, Caller, AGENT,
+};
 use callgate_appliance::agents::desk::{DeskSettings, PHONE_CONNECTING};
-use callgate_appliance::media::{run_audio_leg, LegAudio, RtpLeg, RtpPortRange};
+use callgate_appliance::media::{run_audio_leg, LegAudio};
 use callgate_appliance::sip::udp::UdpAgent;
 use callgate_common::wire::AgentState;
 use callgate_media::g711::Codec;
-use callgate_media::sdp::{accept_answer, create_offer, Direction, LocalMedia, SessionDescription};
+use callgate_media::sdp::{create_offer, Direction, LocalMedia};
 use callgate_media::tone::{tone_presence, ToneGenerator};
 use callgate_sip::agent::{AgentConfig, AgentEvent as SipEvent, CallSpec};
 use callgate_sip::transaction::TimerConfig;
@@ -166,62 +168,7 @@ async fn a_held_caller_hears_hold_music_then_its_voice_crosses_the_bridge_to_the
     rig.desk.pause(AGENT, "coffee").await.unwrap();
 
     // The caller is our own user agent and RTP leg, talking a 1 kHz tone.
-    let mut ua = UdpAgent::start(
-        "127.0.0.1:0".parse().unwrap(),
-        AgentConfig {
-            local: "127.0.0.1:0".parse().unwrap(),
-            user: "caller".into(),
-            timers: TimerConfig::default(),
-            credentials: None,
-            seed: 99,
-        },
-    )
-    .await
-    .unwrap();
-    let base = free_even_port();
-    let sockets = RtpPortRange::new(base, base + 10)
-        .unwrap()
-        .bind_pair("127.0.0.1".parse().unwrap())
-        .await
-        .unwrap();
-    let local = LocalMedia {
-        address: "127.0.0.1".parse().unwrap(),
-        rtp_port: sockets.0.local_addr().unwrap().port(),
-        codecs: vec![Codec::Pcmu],
-        telephone_event: false,
-        ptime_ms: 20,
-        direction: Direction::SendRecv,
-        session_id: 77,
-        session_version: 1,
-        srtp: None,
-    };
-    let offer = create_offer(&local);
-    let box_addr: SocketAddr = rig.box_addr.parse().unwrap();
-    let leg = ua
-        .place_call(CallSpec::new(
-            Uri::parse(&format!("sip:service@{box_addr}")).unwrap(),
-            box_addr,
-            offer.to_string().into_bytes(),
-        ))
-        .await
-        .unwrap();
-    let answer = loop {
-        match tokio::time::timeout(Duration::from_secs(5), ua.next_event())
-            .await
-            .expect("the box answers")
-            .unwrap()
-        {
-            SipEvent::Answered { leg: l, body } if l == leg => break body,
-            SipEvent::Progress { .. } => continue,
-            other => panic!("unexpected {other:?}"),
-        }
-    };
-    let audio = accept_answer(
-        &offer,
-        &SessionDescription::parse(std::str::from_utf8(&answer).unwrap()).unwrap(),
-    )
-    .unwrap();
-    let rtp = RtpLeg::new(sockets, &audio).unwrap();
+    let Caller { ua, leg, rtp, .. } = call_service(&rig, "caller", 99, false).await;
     let (out_tx, out_rx) = mpsc::channel(3);
     let voice = tokio::spawn(async move {
         let mut g = ToneGenerator::new(1_000.0, 8_000);

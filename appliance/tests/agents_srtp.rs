@@ -7,20 +7,13 @@ mod agents_support;
 mod sip_support;
 
 use agents_support::{
-    agent_states, free_even_port, phone_logged_in, rig, rig_with, start_phone, wait_for_state,
-    AGENT,
+    agent_states, call_service, phone_logged_in, rig, rig_with, start_phone, wait_for_state,
+    Caller, AGENT,
 };
 use callgate_appliance::agents::desk::DeskSettings;
-use callgate_appliance::media::{fresh_srtp_key, run_audio_leg, LegAudio, RtpLeg, RtpPortRange};
-use callgate_appliance::sip::udp::UdpAgent;
+use callgate_appliance::media::{run_audio_leg, LegAudio};
 use callgate_common::wire::AgentState;
-use callgate_media::g711::Codec;
-use callgate_media::sdp::{accept_answer, create_offer, Direction, LocalMedia, SessionDescription};
 use callgate_media::tone::{tone_presence, ToneGenerator};
-use callgate_sip::agent::{AgentConfig, AgentEvent as SipEvent, CallSpec};
-use callgate_sip::transaction::TimerConfig;
-use callgate_sip::uri::Uri;
-use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::sync::mpsc;
 
@@ -30,69 +23,22 @@ async fn a_caller_offering_srtp_is_answered_with_srtp_and_heard_through_the_brid
     // The desk phone echoes what it hears: the caller hears its own voice come back.
     let phone = phone_logged_in(&rig, 8_000).await;
 
-    let mut ua = UdpAgent::start(
-        "127.0.0.1:0".parse().unwrap(),
-        AgentConfig {
-            local: "127.0.0.1:0".parse().unwrap(),
-            user: "+442071234567".into(),
-            timers: TimerConfig::default(),
-            credentials: None,
-            seed: 43,
-        },
-    )
-    .await
-    .unwrap();
-    let base = free_even_port();
-    let sockets = RtpPortRange::new(base, base + 10)
-        .unwrap()
-        .bind_pair("127.0.0.1".parse().unwrap())
-        .await
-        .unwrap();
-    let local = LocalMedia {
-        address: "127.0.0.1".parse().unwrap(),
-        rtp_port: sockets.0.local_addr().unwrap().port(),
-        codecs: vec![Codec::Pcmu],
-        telephone_event: false,
-        ptime_ms: 20,
-        direction: Direction::SendRecv,
-        session_id: 79,
-        session_version: 1,
-        srtp: Some(fresh_srtp_key().unwrap()),
-    };
-    let offer = create_offer(&local);
-    assert!(offer.to_string().contains("RTP/SAVP"), "{offer}");
-    let box_addr: SocketAddr = rig.box_addr.parse().unwrap();
-    let leg = ua
-        .place_call(CallSpec::new(
-            Uri::parse(&format!("sip:service@{box_addr}")).unwrap(),
-            box_addr,
-            offer.to_string().into_bytes(),
-        ))
-        .await
-        .unwrap();
-    let answer = loop {
-        match tokio::time::timeout(Duration::from_secs(10), ua.next_event())
-            .await
-            .expect("the box answers")
-            .unwrap()
-        {
-            SipEvent::Answered { leg: l, body } if l == leg => break body,
-            SipEvent::Progress { .. } => continue,
-            other => panic!("the SRTP offer was not answered: {other:?}"),
-        }
-    };
-    let answer = String::from_utf8(answer).unwrap();
+    let Caller {
+        ua,
+        leg,
+        rtp,
+        audio,
+        answer,
+    } = call_service(&rig, "+442071234567", 43, true).await;
     assert!(
         answer.contains("RTP/SAVP") && answer.contains("a=crypto:"),
         "the answer is SRTP with the box's key: {answer}"
     );
-    let audio = accept_answer(&offer, &SessionDescription::parse(&answer).unwrap()).unwrap();
     let keys = audio.srtp.clone().expect("SRTP keys negotiated");
     assert!(
         keys.ours != keys.theirs,
         "the box answers under a key of its own"
     );
-    let rtp = RtpLeg::new(sockets, &audio).unwrap();
     let (out_tx, out_rx) = mpsc::channel(3);
     let voice = tokio::spawn(async move {
         let mut g = ToneGenerator::new(1_000.0, 8_000);

@@ -8,18 +8,11 @@
 mod agents_support;
 mod sip_support;
 
-use agents_support::{free_even_port, phone_logged_in, rig, wait_for_state};
+use agents_support::{call_service, phone_logged_in, rig, wait_for_state, Caller};
 use callgate_appliance::agents::desk::DeskSettings;
 use callgate_appliance::call_tap;
-use callgate_appliance::media::{run_audio_leg, LegAudio, RtpLeg, RtpPortRange};
-use callgate_appliance::sip::udp::UdpAgent;
-use callgate_media::g711::Codec;
-use callgate_media::sdp::{accept_answer, create_offer, Direction, LocalMedia, SessionDescription};
+use callgate_appliance::media::{run_audio_leg, LegAudio};
 use callgate_media::tone::{tone_presence, ToneGenerator};
-use callgate_sip::agent::{AgentConfig, AgentEvent as SipEvent, CallSpec};
-use callgate_sip::transaction::TimerConfig;
-use callgate_sip::uri::Uri;
-use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::sync::mpsc;
 
@@ -54,62 +47,7 @@ async fn an_agents_bridged_call_can_be_listened_to_without_touching_it_until_it_
     let phone = phone_logged_in(&rig, 12_000).await;
 
     // The caller: our own user agent (a number as its user) and RTP leg, talking 1 kHz.
-    let mut ua = UdpAgent::start(
-        "127.0.0.1:0".parse().unwrap(),
-        AgentConfig {
-            local: "127.0.0.1:0".parse().unwrap(),
-            user: "+442071234567".into(),
-            timers: TimerConfig::default(),
-            credentials: None,
-            seed: 41,
-        },
-    )
-    .await
-    .unwrap();
-    let base = free_even_port();
-    let sockets = RtpPortRange::new(base, base + 10)
-        .unwrap()
-        .bind_pair("127.0.0.1".parse().unwrap())
-        .await
-        .unwrap();
-    let local = LocalMedia {
-        address: "127.0.0.1".parse().unwrap(),
-        rtp_port: sockets.0.local_addr().unwrap().port(),
-        codecs: vec![Codec::Pcmu],
-        telephone_event: false,
-        ptime_ms: 20,
-        direction: Direction::SendRecv,
-        session_id: 78,
-        session_version: 1,
-        srtp: None,
-    };
-    let offer = create_offer(&local);
-    let box_addr: SocketAddr = rig.box_addr.parse().unwrap();
-    let leg = ua
-        .place_call(CallSpec::new(
-            Uri::parse(&format!("sip:service@{box_addr}")).unwrap(),
-            box_addr,
-            offer.to_string().into_bytes(),
-        ))
-        .await
-        .unwrap();
-    let answer = loop {
-        match tokio::time::timeout(Duration::from_secs(10), ua.next_event())
-            .await
-            .expect("the box answers")
-            .unwrap()
-        {
-            SipEvent::Answered { leg: l, body } if l == leg => break body,
-            SipEvent::Progress { .. } => continue,
-            other => panic!("unexpected {other:?}"),
-        }
-    };
-    let audio = accept_answer(
-        &offer,
-        &SessionDescription::parse(std::str::from_utf8(&answer).unwrap()).unwrap(),
-    )
-    .unwrap();
-    let rtp = RtpLeg::new(sockets, &audio).unwrap();
+    let Caller { ua, leg, rtp, .. } = call_service(&rig, "+442071234567", 41, false).await;
     let (out_tx, out_rx) = mpsc::channel(3);
     let voice = tokio::spawn(async move {
         let mut g = ToneGenerator::new(1_000.0, 8_000);

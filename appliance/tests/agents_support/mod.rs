@@ -273,3 +273,83 @@ pub fn serve_agent_page(
     }));
     format!("https://127.0.0.1:{port}")
 }
+
+/// A caller that called the rig's `service` number and was answered: our own user agent and
+/// its RTP leg (not started), with the box's SDP answer.
+pub struct Caller {
+    pub ua: UdpAgent,
+    pub leg: callgate_sip::agent::LegId,
+    pub rtp: callgate_appliance::media::RtpLeg,
+    pub audio: callgate_media::sdp::NegotiatedAudio,
+    /// The box's SDP answer, as text.
+    pub answer: String,
+}
+
+/// Calls the rig's `service` number as `user` with a PCMU offer (RTP/SAVP with a fresh SDES
+/// key when `srtp`) and waits for the answer.
+pub async fn call_service(rig: &Rig, user: &str, seed: u64, srtp: bool) -> Caller {
+    use callgate_media::sdp::{
+        accept_answer, create_offer, Direction, LocalMedia, SessionDescription,
+    };
+    use callgate_sip::agent::{AgentEvent as SipEvent, CallSpec};
+    let mut ua = UdpAgent::start(
+        "127.0.0.1:0".parse().unwrap(),
+        AgentConfig {
+            local: "127.0.0.1:0".parse().unwrap(),
+            user: user.into(),
+            timers: TimerConfig::default(),
+            credentials: None,
+            seed,
+        },
+    )
+    .await
+    .unwrap();
+    let base = free_even_port();
+    let sockets = RtpPortRange::new(base, base + 10)
+        .unwrap()
+        .bind_pair("127.0.0.1".parse().unwrap())
+        .await
+        .unwrap();
+    let local = LocalMedia {
+        address: "127.0.0.1".parse().unwrap(),
+        rtp_port: sockets.0.local_addr().unwrap().port(),
+        codecs: vec![callgate_media::g711::Codec::Pcmu],
+        telephone_event: false,
+        ptime_ms: 20,
+        direction: Direction::SendRecv,
+        session_id: seed,
+        session_version: 1,
+        srtp: srtp.then(|| callgate_appliance::media::fresh_srtp_key().unwrap()),
+    };
+    let offer = create_offer(&local);
+    let box_addr: std::net::SocketAddr = rig.box_addr.parse().unwrap();
+    let leg = ua
+        .place_call(CallSpec::new(
+            callgate_sip::uri::Uri::parse(&format!("sip:service@{box_addr}")).unwrap(),
+            box_addr,
+            offer.to_string().into_bytes(),
+        ))
+        .await
+        .unwrap();
+    let answer = loop {
+        match tokio::time::timeout(Duration::from_secs(10), ua.next_event())
+            .await
+            .expect("the box answers")
+            .unwrap()
+        {
+            SipEvent::Answered { leg: l, body } if l == leg => break body,
+            SipEvent::Progress { .. } => continue,
+            other => panic!("the call to `service` was not answered: {other:?}"),
+        }
+    };
+    let answer = String::from_utf8(answer).expect("a UTF-8 answer");
+    let audio = accept_answer(&offer, &SessionDescription::parse(&answer).unwrap()).unwrap();
+    let rtp = callgate_appliance::media::RtpLeg::new(sockets, &audio).unwrap();
+    Caller {
+        ua,
+        leg,
+        rtp,
+        audio,
+        answer,
+    }
+}
