@@ -136,11 +136,20 @@ pub async fn shutdown_signal() {
 /// still pending and how long it took once it ends after such a warning. A stop that hangs
 /// then says where, instead of leaving only a silent process.
 pub async fn shutdown_stage<F: Future>(stage: &str, fut: F) -> F::Output {
+    shutdown_stage_every(stage, std::time::Duration::from_secs(10), fut).await
+}
+
+/// [`shutdown_stage`] warning every `every`.
+async fn shutdown_stage_every<F: Future>(
+    stage: &str,
+    every: std::time::Duration,
+    fut: F,
+) -> F::Output {
     let started = std::time::Instant::now();
     let mut fut = std::pin::pin!(fut);
     let mut warned = false;
     loop {
-        match tokio::time::timeout(std::time::Duration::from_secs(10), fut.as_mut()).await {
+        match tokio::time::timeout(every, fut.as_mut()).await {
             Ok(out) => {
                 if warned {
                     tracing::warn!(
@@ -447,6 +456,59 @@ mod tests {
     use axum::body::Body;
     use axum::http::Request;
     use tower::ServiceExt;
+
+    /// Captures what is logged while it is the thread's default subscriber.
+    fn capture_logs() -> (
+        tracing::subscriber::DefaultGuard,
+        std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+    ) {
+        let written = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = written.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_writer(move || SharedBuf(sink.clone()))
+            .finish();
+        (tracing::subscriber::set_default(subscriber), written)
+    }
+
+    struct SharedBuf(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for SharedBuf {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stop_stage_still_pending_is_named_until_it_ends() {
+        let (_guard, written) = capture_logs();
+        let every = std::time::Duration::from_millis(20);
+        let out = shutdown_stage_every("dialer", every, async {
+            tokio::time::sleep(every * 10).await;
+            7
+        })
+        .await;
+        assert_eq!(out, 7);
+        let text = String::from_utf8(written.lock().unwrap().clone()).unwrap();
+        let waiting: Vec<&str> = text
+            .lines()
+            .filter(|l| l.contains("still waiting for this stage"))
+            .collect();
+        assert!(!waiting.is_empty(), "{text}");
+        assert!(waiting.iter().all(|l| l.contains("dialer")), "{text}");
+        assert!(text.contains("shutdown stage finished late"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn a_stop_stage_ending_in_time_logs_nothing() {
+        let (_guard, written) = capture_logs();
+        shutdown_stage("store", std::future::ready(())).await;
+        assert!(written.lock().unwrap().is_empty());
+    }
 
     #[test]
     fn recent_logs_keep_the_newest_lines_and_filter_them() {
