@@ -146,6 +146,7 @@ async fn a_simulated_agent_answers_the_nailed_up_leg_takes_a_call_and_saves_a_di
                     rtp_ports: RtpPortRange::new(base, base + 40).unwrap(),
                     phone_ring_timeout: Duration::from_secs(10),
                     overflow: OverflowRoute::HangUp,
+                    phone_srtp: false,
                 },
             )),
             dialer: None,
