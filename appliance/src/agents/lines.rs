@@ -1169,23 +1169,21 @@ async fn relay_audio(
                 }
             }
             said = from_customer.recv() => match said {
-                // A full queue drops the frame: the agent's leg plays silence for it.
-                Some(LegAudio::Frame(f)) if over.is_some() => {
-                    if listener.is_some() {
-                        let heard = crate::call_tap::mixed(Some(&f.samples), agent_said.take().as_deref(), f.samples.len());
-                        crate::call_tap::offer(&mut listener, heard);
-                    }
-                    held.push_back(f.samples);
-                    while held.len() > 3 {
-                        held.pop_front();
-                    }
-                }
                 Some(LegAudio::Frame(f)) => {
                     if listener.is_some() {
                         let heard = crate::call_tap::mixed(Some(&f.samples), agent_said.take().as_deref(), f.samples.len());
                         crate::call_tap::offer(&mut listener, heard);
                     }
-                    let _ = to_agent.try_send(f.samples);
+                    if over.is_some() {
+                        // Held for the prompt's mix; the oldest go first if it lags.
+                        held.push_back(f.samples);
+                        while held.len() > 3 {
+                            held.pop_front();
+                        }
+                    } else {
+                        // A full queue drops the frame: the agent's leg plays silence for it.
+                        let _ = to_agent.try_send(f.samples);
+                    }
                 }
                 Some(LegAudio::Dtmf(_)) => {}
                 None => break,
