@@ -268,12 +268,16 @@ impl<C: SipCore> SipEndpoint<C> {
                 source,
             })?;
             bound.udp.push(local);
+            widen_receive_buffer(&socket, local);
             let socket = Arc::new(socket);
             helpers.push(tokio::spawn(receive_datagrams(
                 socket.clone(),
                 net_tx.clone(),
             )));
-            udp.push(socket);
+            udp.push(UdpSide {
+                ipv6: local.is_ipv6(),
+                socket,
+            });
         }
         let limit = Arc::new(Mutex::new(SourceLimit::new(cfg.streams.max_per_source)));
         for (list, transport, name) in [
@@ -450,6 +454,21 @@ impl<C: SipCore> CoreHandle<C> {
             .map_err(|_| TransportError::Stopped)
     }
 }
+
+/// What a UDP socket's receive buffer is asked to hold: a burst of several thousand
+/// messages at thousands of calls per second (Kamailio's `maxbuffer` in the benchmark).
+/// The kernel caps it at `net.core.rmem_max` for an unprivileged process.
+const UDP_RECEIVE_BUFFER: usize = 4 << 20;
+
+fn widen_receive_buffer(socket: &UdpSocket, local: SocketAddr) {
+    if let Err(e) = socket2::SockRef::from(socket).set_recv_buffer_size(UDP_RECEIVE_BUFFER) {
+        tracing::debug!(local = %local, error = %e, "sip udp receive buffer left at its default");
+    }
+}
+
+/// How many queued network events the driver handles before it sends what they produced
+/// and looks at its timers again: under load one wake-up serves a batch, idle it serves one.
+const NET_BATCH: usize = 64;
 
 async fn receive_datagrams(socket: Arc<UdpSocket>, net: mpsc::UnboundedSender<NetEvent>) {
     let mut buf = vec![0u8; 65_535];
@@ -679,9 +698,15 @@ async fn connect(
     }
 }
 
+/// A bound UDP socket and its address family (looked up once, not per datagram sent).
+struct UdpSide {
+    ipv6: bool,
+    socket: Arc<UdpSocket>,
+}
+
 struct Driver<C: SipCore> {
     core: C,
-    udp: Vec<Arc<UdpSocket>>,
+    udp: Vec<UdpSide>,
     conns: HashMap<SocketAddr, Conn>,
     tls: Option<TlsSettings>,
     tls_names: HashMap<SocketAddr, String>,
@@ -697,18 +722,23 @@ impl<C: SipCore> Driver<C> {
         mut commands: mpsc::UnboundedReceiver<Command<C>>,
         mut net: mpsc::UnboundedReceiver<NetEvent>,
     ) {
+        // One timer for the driver's life, moved only when the next deadline changes:
+        // a fresh timer per datagram costs a timer-wheel insert and removal each.
+        let far = || tokio::time::Instant::now() + Duration::from_secs(86_400 * 365);
+        let sleep = tokio::time::sleep_until(far());
+        tokio::pin!(sleep);
+        let mut armed: Option<Instant> = None;
         loop {
             self.flush().await;
             let deadline = match (self.core.poll_timeout(), self.upkeep.poll_timeout()) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             };
-            let sleep = async {
-                match deadline {
-                    Some(d) => tokio::time::sleep_until(tokio::time::Instant::from_std(d)).await,
-                    None => std::future::pending().await,
-                }
-            };
+            if deadline != armed {
+                armed = deadline;
+                let at = deadline.map_or_else(far, tokio::time::Instant::from_std);
+                sleep.as_mut().reset(at);
+            }
             tokio::select! {
                 cmd = commands.recv() => match cmd {
                     None => return,
@@ -725,8 +755,19 @@ impl<C: SipCore> Driver<C> {
                         let _ = reply.send(open);
                     }
                 },
-                Some(event) = net.recv() => self.on_net(event),
-                () = sleep => {
+                Some(event) = net.recv() => {
+                    self.on_net(event);
+                    for _ in 1..NET_BATCH {
+                        match net.try_recv() {
+                            Ok(event) => self.on_net(event),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                () = &mut sleep => {
+                    // Spent: parked far away until the next turn arms it again.
+                    sleep.as_mut().reset(far());
+                    armed = None;
                     let now = Instant::now();
                     if self.core.poll_timeout().is_some_and(|d| d <= now) {
                         self.core.handle_timeout(now);
@@ -901,8 +942,8 @@ impl<C: SipCore> Driver<C> {
         let socket = self
             .udp
             .iter()
-            .find(|s| s.local_addr().is_ok_and(|a| a.is_ipv6() == to.is_ipv6()))
-            .cloned();
+            .find(|s| s.ipv6 == to.is_ipv6())
+            .map(|s| s.socket.clone());
         let Some(socket) = socket else {
             tracing::warn!(to = %to, "no UDP socket of this address family");
             self.core.handle_transport_error(Instant::now(), to);
