@@ -614,7 +614,21 @@ impl UserAgent {
     /// Feeds a datagram received from `source`. Malformed requests are answered 400
     /// (or as their error says); malformed responses are dropped.
     pub fn handle_datagram(&mut self, now: Instant, source: SocketAddr, bytes: &[u8]) {
-        match parse_datagram(bytes) {
+        self.handle_parsed(now, source, bytes, parse_datagram(bytes));
+    }
+
+    /// Feeds a datagram (or framed stream message) `bytes` that the caller already parsed
+    /// with [`parse_datagram`]: parsing needs none of the agent's state, so a driver can
+    /// parse on the socket's own thread while the agent works on the previous message.
+    /// `bytes` is what an unparseable request is answered from.
+    pub fn handle_parsed(
+        &mut self,
+        now: Instant,
+        source: SocketAddr,
+        bytes: &[u8],
+        parsed: Result<Incoming, SipError>,
+    ) {
+        match parsed {
             Ok(Incoming::KeepAlive) => {}
             Ok(Incoming::Message(m)) => {
                 if !self.screen(now, source, &m) {

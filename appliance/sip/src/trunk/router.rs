@@ -507,6 +507,18 @@ impl OutboundRouter {
         self.pump(now);
     }
 
+    /// Feeds a datagram the caller already parsed (see [`UserAgent::handle_parsed`]).
+    pub fn handle_parsed(
+        &mut self,
+        now: Instant,
+        source: std::net::SocketAddr,
+        bytes: &[u8],
+        parsed: Result<crate::parse::Incoming, crate::error::SipError>,
+    ) {
+        self.agent.handle_parsed(now, source, bytes, parsed);
+        self.pump(now);
+    }
+
     /// Fires due timers: the agent's, answer waits, probes.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.agent.handle_timeout(now);
