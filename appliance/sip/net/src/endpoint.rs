@@ -244,7 +244,6 @@ pub struct SipEndpoint<C: SipCore> {
     bound: Bound,
     task: JoinHandle<()>,
     helpers: Vec<JoinHandle<()>>,
-    readers: Vec<DatagramReader>,
 }
 
 impl<C: SipCore> Debug for SipEndpoint<C> {
@@ -260,9 +259,6 @@ impl<C: SipCore> Drop for SipEndpoint<C> {
         self.task.abort();
         for h in &self.helpers {
             h.abort();
-        }
-        for r in &mut self.readers {
-            r.stop();
         }
     }
 }
@@ -282,7 +278,6 @@ impl<C: SipCore> SipEndpoint<C> {
         let (net_tx, net_rx) = mpsc::unbounded_channel();
         let mut bound = Bound::default();
         let mut helpers = Vec::new();
-        let mut readers = Vec::new();
         let mut udp = Vec::new();
         for addr in &cfg.udp {
             let socket = UdpSocket::bind(addr)
@@ -299,8 +294,11 @@ impl<C: SipCore> SipEndpoint<C> {
             })?;
             bound.udp.push(local);
             widen_receive_buffer(&socket, local);
-            readers.push(DatagramReader::start(&socket, local, net_tx.clone())?);
             let socket = Arc::new(socket);
+            helpers.push(tokio::spawn(receive_datagrams(
+                socket.clone(),
+                net_tx.clone(),
+            )));
             udp.push(UdpSide {
                 ipv6: local.is_ipv6(),
                 socket,
@@ -385,7 +383,6 @@ impl<C: SipCore> SipEndpoint<C> {
             bound,
             task,
             helpers,
-            readers,
         })
     }
 
@@ -498,72 +495,13 @@ fn widen_receive_buffer(socket: &UdpSocket, local: SocketAddr) {
 /// and looks at its timers again: under load one wake-up serves a batch, idle it serves one.
 const NET_BATCH: usize = 64;
 
-/// The thread that reads one UDP socket and parses what it reads, so the core's task only
-/// applies parsed messages: at thousands of calls per second reading and parsing are a
-/// fifth of the work, and on their own thread they run beside the core on another CPU.
-/// (A tokio task would usually be polled on the core's own worker thread.)
-struct DatagramReader {
-    /// A handle on the same socket, to wake the blocked read when stopping.
-    socket: std::net::UdpSocket,
-    stop: Arc<std::sync::atomic::AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl DatagramReader {
-    fn start(
-        socket: &UdpSocket,
-        local: SocketAddr,
-        net: mpsc::UnboundedSender<NetEvent>,
-    ) -> Result<DatagramReader, TransportError> {
-        let bind_error = |source| TransportError::Bind {
-            transport: "UDP",
-            addr: local,
-            source,
-        };
-        let reading = socket2::SockRef::from(socket)
-            .try_clone()
-            .map_err(bind_error)?;
-        reading.set_nonblocking(false).map_err(bind_error)?;
-        let reading: std::net::UdpSocket = reading.into();
-        let waking = reading.try_clone().map_err(bind_error)?;
-        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let stopping = stop.clone();
-        let thread = std::thread::Builder::new()
-            .name(format!("sip-udp-{}", local.port()))
-            .spawn(move || read_datagrams(&reading, &stopping, &net))
-            .map_err(bind_error)?;
-        Ok(DatagramReader {
-            socket: waking,
-            stop,
-            thread: Some(thread),
-        })
-    }
-
-    /// Ends the thread and waits for it, so the socket is closed once the endpoint is
-    /// dropped (a restart can bind the same port at once).
-    fn stop(&mut self) {
-        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
-        // Linux wakes a blocked read on a UDP socket that is shut down for reading (the
-        // read returns 0 bytes).
-        let _ = socket2::SockRef::from(&self.socket).shutdown(std::net::Shutdown::Read);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-fn read_datagrams(
-    socket: &std::net::UdpSocket,
-    stop: &std::sync::atomic::AtomicBool,
-    net: &mpsc::UnboundedSender<NetEvent>,
-) {
+/// Reads one UDP socket and parses what it reads (parsing needs no core state: when the
+/// runtime polls this task on another worker it runs beside the core).
+async fn receive_datagrams(socket: Arc<UdpSocket>, net: mpsc::UnboundedSender<NetEvent>) {
     let mut buf = vec![0u8; 65_535];
-    while !stop.load(std::sync::atomic::Ordering::SeqCst) {
-        match socket.recv_from(&mut buf) {
+    loop {
+        match socket.recv_from(&mut buf).await {
             Ok((n, from)) => {
-                if stop.load(std::sync::atomic::Ordering::SeqCst) {
-                    return;
-                }
                 let bytes = buf[..n].to_vec();
                 let event = NetEvent::Datagram {
                     from,
@@ -575,11 +513,7 @@ fn read_datagrams(
                 }
             }
             // ICMP errors surface here on some systems; the transaction timers cover loss.
-            // The pause keeps an error that repeats from spinning a core.
-            Err(e) => {
-                tracing::debug!(error = %e, "sip udp recv error");
-                std::thread::sleep(Duration::from_millis(1));
-            }
+            Err(e) => tracing::debug!(error = %e, "sip udp recv error"),
         }
     }
 }

@@ -1,6 +1,6 @@
-//! The UDP socket's reader thread (it reads and parses beside the core): what it parses
-//! reaches the core, a request it cannot parse is still answered 400 from its bytes, and
-//! dropping the endpoint closes the socket at once so a restart can bind the same port.
+//! The UDP receive path (datagrams are parsed on the receive task, beside the core): what
+//! it parses reaches the core, a request it cannot parse is still answered 400 from its
+//! bytes, and a dropped endpoint frees its port so a restart can bind it again.
 
 mod support;
 
@@ -82,9 +82,8 @@ async fn a_dropped_endpoint_frees_its_udp_port_at_once() {
         let port = free_udp_port(v4());
         let ep = agent_on(port).await;
         drop(ep);
-        // The reader thread holds its own handle on the socket and blocks in a read that no
-        // datagram will end: the drop must end it. (The driver task's handle goes when the
-        // runtime drops the aborted task, a moment later on a busy machine.)
+        // The receive task and the driver task hold the socket; they go when the runtime
+        // drops the aborted tasks, a moment later on a busy machine.
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while let Err(e) = UdpSocket::bind((v4(), port)) {
             assert!(
