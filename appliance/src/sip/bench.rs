@@ -70,10 +70,16 @@ fn free_port() -> u16 {
         .unwrap_or(0)
 }
 
+/// SIPp's socket buffers, as large as the 4 MiB the appliance's own SIP socket and
+/// Kamailio (`maxbuffer`) get: with SIPp's default (64 KiB, 128 KiB in the kernel's
+/// accounting) SIPp's own sockets overflowed at 2,400 calls/s (`ss -uam` showed thousands of
+/// drops on the SIPp sockets, none on ours) and the retransmissions were SIPp's losses.
+const SIPP_BUFFER_BYTES: &str = "4194304";
+
 fn spawn_sipp(dir: &Path, args: &[String]) -> Result<tokio::process::Child, BenchError> {
     tokio::process::Command::new("sipp")
         .args(args)
-        .args(["-nostdin"])
+        .args(["-nostdin", "-buff_size", SIPP_BUFFER_BYTES])
         .current_dir(dir)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
