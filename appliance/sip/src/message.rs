@@ -250,8 +250,10 @@ pub enum SipMessage {
 impl Request {
     /// Serializes the request. Content-Length always states the body's length.
     pub fn to_bytes(&self) -> Vec<u8> {
+        use std::io::Write as _;
         let mut out = Vec::with_capacity(512 + self.body.len());
-        out.extend_from_slice(format!("{} {} SIP/2.0\r\n", self.method, self.uri).as_bytes());
+        // Writing into a Vec cannot fail.
+        let _ = write!(out, "{} {} SIP/2.0\r\n", self.method, self.uri);
         self.headers.write_to(&mut out, self.body.len());
         out.extend_from_slice(&self.body);
         out
@@ -261,13 +263,17 @@ impl Request {
 impl Response {
     /// Serializes the response. Content-Length always states the body's length.
     pub fn to_bytes(&self) -> Vec<u8> {
+        use std::io::Write as _;
         let mut out = Vec::with_capacity(512 + self.body.len());
-        let reason: String = self
-            .reason
-            .chars()
-            .map(|c| if c == '\r' || c == '\n' { ' ' } else { c })
-            .collect();
-        out.extend_from_slice(format!("SIP/2.0 {} {}\r\n", self.status, reason).as_bytes());
+        // Writing into a Vec cannot fail.
+        let _ = write!(out, "SIP/2.0 {} ", self.status);
+        // A line break in the reason would end the status line early.
+        out.extend(
+            self.reason
+                .bytes()
+                .map(|b| if b == b'\r' || b == b'\n' { b' ' } else { b }),
+        );
+        out.extend_from_slice(b"\r\n");
         self.headers.write_to(&mut out, self.body.len());
         out.extend_from_slice(&self.body);
         out

@@ -328,49 +328,73 @@ impl Header {
     pub fn write_to(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(self.name().as_bytes());
         out.extend_from_slice(b": ");
-        match self {
-            Header::Other(o) => out.extend_from_slice(&o.value),
-            typed => out.extend_from_slice(typed.value_text().as_bytes()),
-        }
+        self.write_value(out);
         out.extend_from_slice(b"\r\n");
     }
 
-    /// The value as text (an unknown header's bytes decoded lossily).
-    pub fn value_text(&self) -> String {
-        fn list(v: &[String]) -> String {
-            v.join(", ")
+    /// Writes the value straight into `out` (no text per header on the way: serialising
+    /// is on every message's path).
+    fn write_value(&self, out: &mut Vec<u8>) {
+        use std::io::Write as _;
+        fn list<T: std::fmt::Display>(out: &mut Vec<u8>, items: &[T]) {
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.extend_from_slice(b", ");
+                }
+                // Writing into a Vec cannot fail.
+                let _ = write!(out, "{item}");
+            }
         }
-        match self {
-            Header::Via(v) => v.to_string(),
+        // Writing into a Vec cannot fail.
+        let _ = match self {
+            Header::Via(v) => write!(out, "{v}"),
             Header::From(a)
             | Header::To(a)
             | Header::Route(a)
             | Header::RecordRoute(a)
-            | Header::PAssertedIdentity(a) => a.to_string(),
-            Header::CallId(s) | Header::Date(s) => s.clone(),
-            Header::CSeq(c) => format!("{} {}", c.seq, c.method),
-            Header::Contact(c) => c.to_string(),
-            Header::MaxForwards(n) => n.to_string(),
-            Header::ContentLength(n) => n.to_string(),
-            Header::ContentType(m) => m.to_string(),
-            Header::Accept(v) => v
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join(", "),
+            | Header::PAssertedIdentity(a) => write!(out, "{a}"),
+            Header::CallId(s) | Header::Date(s) => {
+                out.extend_from_slice(s.as_bytes());
+                Ok(())
+            }
+            Header::CSeq(c) => write!(out, "{} {}", c.seq, c.method),
+            Header::Contact(c) => write!(out, "{c}"),
+            Header::MaxForwards(n) => write!(out, "{n}"),
+            Header::ContentLength(n) => write!(out, "{n}"),
+            Header::ContentType(m) => write!(out, "{m}"),
+            Header::Accept(v) => {
+                list(out, v);
+                Ok(())
+            }
             Header::WwwAuthenticate(a)
             | Header::ProxyAuthenticate(a)
             | Header::Authorization(a)
-            | Header::ProxyAuthorization(a) => a.to_string(),
-            Header::Expires(n) | Header::RSeq(n) | Header::MinSe(n) => n.to_string(),
+            | Header::ProxyAuthorization(a) => write!(out, "{a}"),
+            Header::Expires(n) | Header::RSeq(n) | Header::MinSe(n) => write!(out, "{n}"),
             Header::Supported(v)
             | Header::Require(v)
             | Header::ProxyRequire(v)
-            | Header::Unsupported(v) => list(v),
-            Header::RAck(r) => format!("{} {} {}", r.rseq, r.cseq, r.method),
-            Header::SessionExpires(s) => s.to_string(),
-            Header::Reason(r) => r.to_string(),
-            Header::Other(o) => String::from_utf8_lossy(&o.value).into_owned(),
+            | Header::Unsupported(v) => {
+                list(out, v);
+                Ok(())
+            }
+            Header::RAck(r) => write!(out, "{} {} {}", r.rseq, r.cseq, r.method),
+            Header::SessionExpires(s) => write!(out, "{s}"),
+            Header::Reason(r) => write!(out, "{r}"),
+            Header::Other(o) => {
+                out.extend_from_slice(&o.value);
+                Ok(())
+            }
+        };
+    }
+
+    /// The value as text (an unknown header's bytes decoded lossily).
+    pub fn value_text(&self) -> String {
+        let mut out = Vec::new();
+        self.write_value(&mut out);
+        match String::from_utf8(out) {
+            Ok(text) => text,
+            Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
         }
     }
 }
