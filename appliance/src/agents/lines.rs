@@ -34,6 +34,7 @@
 //! Must not: decide which agent takes a call (the desk does), or dial customers.
 
 use super::desk::{DeskOutput, InboundCall, OfferDecision};
+use super::inbound_record::{self, InboundEnd, InboundFacts};
 use super::roster;
 use super::script::ScreenPop;
 use super::service::AgentDeskService;
@@ -42,10 +43,12 @@ use crate::media::{
     RtpLeg, RtpPortRange,
 };
 use crate::recording::{CallRecorder, SqliteSegmentStore};
-use crate::robot_call::AgentAudio;
+use crate::robot_call::{AgentAudio, OverflowReport};
 use crate::sip::udp::UdpAgent;
 use callgate_common::ids::{AgentId, CallId};
 use callgate_common::phone::PhoneNumber;
+use callgate_common::time::UnixMillis;
+use callgate_common::wire::CallQuality;
 use callgate_media::g711::Codec;
 use callgate_media::prompt::Prompt;
 use callgate_media::sdp::{
@@ -331,16 +334,16 @@ enum CallerMedia {
         stop: oneshot::Sender<()>,
         task: JoinHandle<RtpLeg>,
     },
-    /// Bridged to an agent.
+    /// Bridged to an agent; the task gives the caller leg's quality.
     Bridged {
         agent: AgentId,
         commands: mpsc::Sender<BridgeCommand>,
-        task: JoinHandle<()>,
+        task: JoinHandle<Option<CallQuality>>,
     },
     /// With a robot script or voicemail after overflow; `end_now` tells it the caller left.
     Overflow {
         end_now: watch::Sender<bool>,
-        task: JoinHandle<()>,
+        task: JoinHandle<OverflowReport>,
     },
     /// Between states (only while being changed).
     Moving,
@@ -371,6 +374,8 @@ async fn take_caller_media(line: &mut CallerLine, call: CallId) -> Option<RtpLeg
 struct CallerLine {
     leg: LegId,
     media: CallerMedia,
+    /// What the call record needs.
+    facts: InboundFacts,
     /// The caller's number (masked) for the technician's list of calls to listen to.
     _named: Option<crate::call_tap::TapRegistration>,
 }
@@ -441,7 +446,6 @@ pub async fn run_agent_lines(
             Some(call) = overflow_finished.recv() => {
                 if lines.callers.contains_key(&call) {
                     lines.end_caller(call, true).await;
-                    lines.desk.call_ended(call);
                 }
             }
             _ = shutdown.changed() => {
@@ -502,12 +506,10 @@ impl Lines {
             DeskOutput::HangUp { call, agent } if self.callers.contains_key(&call) => {
                 tracing::info!(%call, %agent, "the agent hung up the inbound call");
                 self.end_caller(call, true).await;
-                self.desk.call_ended(call);
             }
             DeskOutput::AgentLost { call, agent } if self.callers.contains_key(&call) => {
                 tracing::warn!(%call, %agent, "the agent of a call was lost; ending the call");
                 self.end_caller(call, true).await;
-                self.desk.call_ended(call);
             }
             other => {
                 if let Some(tx) = &self.others {
@@ -631,10 +633,7 @@ impl Lines {
                     };
                     self.desk.phone_leg_down(agent, why);
                 }
-                Some(LegRole::Caller(call)) => {
-                    self.end_caller(call, false).await;
-                    self.desk.call_ended(call);
-                }
+                Some(LegRole::Caller(call)) => self.end_caller(call, false).await,
                 None => {}
             },
             _ => {}
@@ -684,23 +683,30 @@ impl Lines {
         target: RouteTarget,
         body: &[u8],
     ) {
+        let facts = InboundFacts {
+            call: CallId::new_v7(),
+            started_at: UnixMillis::now(),
+            answered_at: None,
+            remote: caller_number(from),
+        };
         let held = self
             .new_calls_held
             .as_ref()
             .and_then(|h| h.borrow().clone());
         if let Some(why) = held {
             tracing::warn!(%number, reason = %why, "inbound call refused: no new calls start");
-            let _ = self.ua.reject(leg, 503, "Service Unavailable");
+            self.reject(leg, &facts, 503, "Service Unavailable").await;
             return;
         }
         let RouteTarget::AgentGroup(group_name) = target else {
             tracing::info!(%number, ?target, "inbound call not for an agent group: refused here");
-            let _ = self.ua.reject(leg, 404, "Not Found");
+            self.reject(leg, &facts, 404, "Not Found").await;
             return;
         };
         let Some((group, name)) = self.desk.group_by_name(&group_name) else {
             tracing::warn!(%number, group = %group_name, "inbound route names an agent group not on the roster");
-            let _ = self.ua.reject(leg, 480, "Temporarily Unavailable");
+            self.reject(leg, &facts, 480, "Temporarily Unavailable")
+                .await;
             return;
         };
         let answered = async {
@@ -732,16 +738,23 @@ impl Lines {
             Ok(x) => x,
             Err((status, reason)) => {
                 tracing::warn!(%number, status, %reason, "inbound call refused");
-                let _ = self.ua.reject(leg, status, "Not Acceptable Here");
+                self.reject(leg, &facts, status, "Not Acceptable Here")
+                    .await;
                 return;
             }
         };
         if let Err(e) = self.ua.answer(leg, answer.to_string().into_bytes()) {
             tracing::error!(error = %e, "answering an inbound call failed");
+            let record = inbound_record::record_of(&facts, &InboundEnd::Failed);
+            inbound_record::commit(&self.desk, record).await;
             return;
         }
-        let call = CallId::new_v7();
-        let caller = caller_number(from);
+        let facts = InboundFacts {
+            answered_at: Some(UnixMillis::now()),
+            ..facts
+        };
+        let call = facts.call;
+        let caller = facts.remote.clone();
         let pop = ScreenPop::new(
             &name,
             caller.as_ref(),
@@ -754,6 +767,7 @@ impl Lines {
             CallerLine {
                 leg,
                 media: CallerMedia::Idle(Box::new(rtp)),
+                facts,
                 _named: caller
                     .as_ref()
                     .map(|n| crate::call_tap::live().name(call, n.masked())),
@@ -978,8 +992,12 @@ impl Lines {
                             .record(i as u32 + 1, crate::media::LegRole::Agent, leg)
                             .await;
                     }
+                    Some(crate::dialer::placement::quality_of(&report.customer))
                 }
-                Err(e) => tracing::warn!(error = %e, "bridge failed"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "bridge failed");
+                    None
+                }
             }
         });
         line.media = CallerMedia::Bridged {
@@ -1006,36 +1024,37 @@ impl Lines {
         };
         let (end_now, end_rx) = watch::channel(false);
         let done = self.overflow_done.clone();
+        let caller = line.facts.remote.clone();
         tracing::info!(%call, %group, "queued call overflowed to a robot script or voicemail");
         let task = tokio::spawn(async move {
             let overflow = crate::robot_call::OverflowCall {
                 call,
                 group,
-                caller: None,
+                caller,
                 customer,
                 frame_samples: 160,
                 end_now: end_rx,
             };
-            target.0.take_call(overflow).await;
+            let report = target.0.take_call(overflow).await;
             let _ = done.send(call);
+            report
         });
         line.media = CallerMedia::Overflow { end_now, task };
     }
 
-    /// Ends a caller's media (and its SIP leg when `hang_up`); a bridged agent's line gets
-    /// its media back on the same port.
+    /// Ends a caller's call: its media stops (a bridged agent's line gets its media back on
+    /// the same port), the desk hears the call ended, the call record is committed
+    /// (`inbound_record`), and then — when `hang_up` (the caller is still on the line) —
+    /// the caller's SIP leg is hung up.
     async fn end_caller(&mut self, call: CallId, hang_up: bool) {
         let Some(line) = self.callers.remove(&call) else {
             return;
         };
-        if hang_up {
-            self.roles.remove(&line.leg);
-            let _ = self.ua.hang_up(line.leg);
-        }
-        match line.media {
+        let end = match line.media {
             CallerMedia::Holding { stop, task, .. } => {
                 let _ = stop.send(());
                 let _ = task.await;
+                InboundEnd::Abandoned
             }
             CallerMedia::Bridged {
                 agent,
@@ -1043,15 +1062,39 @@ impl Lines {
                 task,
             } => {
                 let _ = commands.send(BridgeCommand::Hangup).await;
-                let _ = task.await;
+                let quality = task.await.ok().flatten();
                 self.reopen_agent_media(agent).await;
+                InboundEnd::Talked { agent, quality }
             }
             CallerMedia::Overflow { end_now, task } => {
                 let _ = end_now.send(true);
-                let _ = task.await;
+                match task.await {
+                    Ok(report) => InboundEnd::Overflowed {
+                        disposition: report.disposition,
+                        recording_segments: report.recording_segments,
+                    },
+                    Err(e) => {
+                        tracing::error!(%call, error = %e, "the overflow task failed");
+                        InboundEnd::Failed
+                    }
+                }
             }
-            CallerMedia::Idle(_) | CallerMedia::Moving => {}
+            CallerMedia::Idle(_) | CallerMedia::Moving => InboundEnd::Abandoned,
+        };
+        self.desk.call_ended(call);
+        let record = inbound_record::record_of(&line.facts, &end);
+        inbound_record::commit(&self.desk, record).await;
+        if hang_up {
+            self.roles.remove(&line.leg);
+            let _ = self.ua.hang_up(line.leg);
         }
+    }
+
+    /// Refuses an inbound call with `status`; its record says so.
+    async fn reject(&mut self, leg: LegId, facts: &InboundFacts, status: u16, reason: &str) {
+        let _ = self.ua.reject(leg, status, reason);
+        let record = inbound_record::record_of(facts, &InboundEnd::Rejected(status));
+        inbound_record::commit(&self.desk, record).await;
     }
 
     /// After a bridge consumed the agent's media leg, binds its port again.

@@ -76,12 +76,15 @@ struct Inner {
     pool: SqlitePool,
     /// Who hears every agent event (the dialer's pacing), in order.
     subscribers: Mutex<Vec<mpsc::UnboundedSender<AgentEvent>>>,
-    /// Dispositions of outbound calls until the dialer takes them for the call record.
+    /// Dispositions until the call side (the dialer, the agents' lines) takes them for the
+    /// call record.
     dispositions: Mutex<HashMap<CallId, String>>,
     /// The dialer's preview side, once it runs.
     preview: std::sync::OnceLock<Arc<dyn PreviewDialer>>,
     /// The contact each preview agent has on screen.
     cards: Mutex<HashMap<AgentId, PreviewCard>>,
+    /// The outbox agent events go to (inbound call records too).
+    outbox: Option<SharedOutbox>,
 }
 
 /// Dispositions kept for the dialer at most; beyond it (the dialer is not taking them) the
@@ -134,6 +137,7 @@ impl AgentDeskService {
             dispositions: Mutex::new(HashMap::new()),
             preview: std::sync::OnceLock::new(),
             cards: Mutex::new(HashMap::new()),
+            outbox: outbox.clone(),
         });
         let service = AgentDeskService { inner };
         tokio::spawn(write_journal(pool, outbox, journal_rx, written_tx));
@@ -163,12 +167,7 @@ impl AgentDeskService {
                         .unwrap_or_else(|p| p.into_inner());
                     subscribers.retain(|s| s.send(event.clone()).is_ok());
                 }
-                DeskOutput::Disposition {
-                    call,
-                    code,
-                    campaign: Some(_),
-                    ..
-                } => {
+                DeskOutput::Disposition { call, code, .. } => {
                     let mut kept = self
                         .inner
                         .dispositions
@@ -402,14 +401,77 @@ impl AgentDeskService {
         Ok(())
     }
 
-    /// Takes the disposition saved for an outbound call, if any (the dialer puts it in the
-    /// call record).
+    /// Takes the disposition saved for a call, if any (the dialer or the agents' lines put it
+    /// in the call record).
     pub fn take_disposition(&self, call: CallId) -> Option<String> {
         self.inner
             .dispositions
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&call)
+    }
+
+    /// The outbox agent events go to (`None` while the box has none).
+    pub fn outbox(&self) -> Option<SharedOutbox> {
+        self.inner.outbox.clone()
+    }
+
+    /// Waits for the disposition of `call`, which `agent` wraps up now: the code the agent
+    /// saves, or `None` when the wrap-up ends without one (`DispositionWait` decides: the
+    /// agent moving on, the wrap-up's end and its grace, the overall limit) or the desk stops.
+    pub fn disposition_after(
+        &self,
+        call: CallId,
+        agent: AgentId,
+    ) -> BoxFuture<'static, Option<String>> {
+        use crate::dialer::wrap_up::{DispositionWait, WrapUpEnd};
+        let desk = self.clone();
+        Box::pin(async move {
+            let max = crate::dialer::placement::WRAP_UP_WAIT_MAX;
+            let mut wait = DispositionWait::new(UnixMillis::now(), max);
+            let mut changes = desk.changes();
+            loop {
+                // Saved on the desk (under its lock, before the agent's view changes).
+                match desk.take_disposition(call) {
+                    Some(code) => wait.handle_saved(code),
+                    None => wait.handle_agent(UnixMillis::now(), desk.holds(agent, call)),
+                }
+                if let Some(end) = wait.poll_end() {
+                    if !matches!(end, WrapUpEnd::Saved(_)) {
+                        tracing::info!(%call, %agent, end = end.label(), "the agent's wrap-up ended without a disposition");
+                    }
+                    return end.disposition();
+                }
+                let due = wait.poll_timeout().unwrap_or(UnixMillis::now());
+                let sleep =
+                    Duration::from_millis(due.millis_since(UnixMillis::now()).max(0) as u64);
+                tokio::select! {
+                    changed = changes.changed() => {
+                        if changed.is_err() {
+                            // The desk is gone: what it saved is all there will be.
+                            return desk.take_disposition(call);
+                        }
+                    }
+                    () = tokio::time::sleep(sleep) => wait.handle_timeout(UnixMillis::now()),
+                }
+            }
+        })
+    }
+
+    /// Whether `agent` still holds `call` on the desk (in its wrap-up).
+    pub fn holds(&self, agent: AgentId, call: CallId) -> crate::dialer::wrap_up::AgentHolds {
+        use crate::dialer::wrap_up::AgentHolds;
+        let held = self.view(agent).and_then(|v| {
+            let c = v.call?;
+            (c.call == call.to_string()).then_some((c.disposition, v.wrap_up_until_ms))
+        });
+        match held {
+            None => AgentHolds::No,
+            Some((saved, until)) => AgentHolds::Yes {
+                saved,
+                wrap_up_until: until.map(UnixMillis),
+            },
+        }
     }
 
     /// Every agent event from now on, in the desk's order (the dialer feeds its pacing with

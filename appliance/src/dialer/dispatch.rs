@@ -27,10 +27,7 @@
 //! takes a call (the desk does), or run robot scripts (the robot placement does).
 
 use super::driver::DialerControl;
-use super::placement::{
-    Announcement, AnsweredCall, AnsweredCallPlacement, Placement, WrapUp, WRAP_UP_WAIT_MAX,
-};
-use super::wrap_up::{AgentHolds, DispositionWait, WrapUpEnd};
+use super::placement::{Announcement, AnsweredCall, AnsweredCallPlacement, Placement, WrapUp};
 use super::DialerError;
 use crate::agents::desk::{DeskOutput, OfferDecision, OfferedCall};
 use crate::agents::lines::{LinesHandle, NotBridged};
@@ -45,7 +42,6 @@ use callgate_pacing::AgentState;
 use futures_util::future::BoxFuture;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 
 /// The dialer's placement: routes each answered call by mode and routing result.
@@ -536,70 +532,22 @@ impl AgentPlacement {
     }
 
     /// The agent's wrap-up of `call` as a [`WrapUp`]: the desk's disposition for it, or
-    /// `None` when the wrap-up ends without one ([`DispositionWait`] decides). Keeps the
-    /// call's waiter (`guard`) so the desk's `Disposition` output still reaches it.
+    /// `None` when the wrap-up ends without one (`AgentDeskService::disposition_after`).
+    /// Keeps the call's waiter (`guard`) until then, so the desk's outputs for the call
+    /// still find it.
     fn wrap_up(
         &self,
         call: CallId,
         agent: AgentId,
-        mut desk_says: mpsc::UnboundedReceiver<DeskOutput>,
+        desk_says: mpsc::UnboundedReceiver<DeskOutput>,
         guard: WaiterGuard,
     ) -> WrapUp {
-        let desk = self.desk.clone();
+        let wait = self.desk.disposition_after(call, agent);
         let disposition = Box::pin(async move {
-            let _guard = guard;
-            let mut wait = DispositionWait::new(UnixMillis::now(), WRAP_UP_WAIT_MAX);
-            let mut changes = desk.changes();
-            let mut desk_gone = false;
-            loop {
-                // Saved on the desk (under its lock, before the agent's view changes).
-                match desk.take_disposition(call) {
-                    Some(code) => wait.handle_saved(code),
-                    None => wait.handle_agent(UnixMillis::now(), holds(&desk, agent, call)),
-                }
-                if let Some(end) = wait.poll_end() {
-                    if matches!(end, WrapUpEnd::Saved(_)) {
-                        desk.take_disposition(call);
-                    } else {
-                        tracing::info!(%call, %agent, end = end.label(), "the agent's wrap-up ended without a disposition");
-                    }
-                    return end.disposition();
-                }
-                let due = wait.poll_timeout().unwrap_or(UnixMillis::now());
-                let sleep =
-                    Duration::from_millis(due.millis_since(UnixMillis::now()).max(0) as u64);
-                tokio::select! {
-                    said = desk_says.recv(), if !desk_gone => match said {
-                        Some(DeskOutput::Disposition { code, .. }) => wait.handle_saved(code),
-                        Some(_) => {}
-                        None => desk_gone = true,
-                    },
-                    changed = changes.changed() => {
-                        if changed.is_err() {
-                            // The desk is gone: what it saved is all there will be.
-                            return desk.take_disposition(call);
-                        }
-                    }
-                    () = tokio::time::sleep(sleep) => wait.handle_timeout(UnixMillis::now()),
-                }
-            }
+            let _kept = (guard, desk_says);
+            wait.await
         });
         WrapUp { agent, disposition }
-    }
-}
-
-/// Whether `agent` still holds `call` on the desk (in its wrap-up).
-fn holds(desk: &AgentDeskService, agent: AgentId, call: CallId) -> AgentHolds {
-    let held = desk.view(agent).and_then(|v| {
-        let c = v.call?;
-        (c.call == call.to_string()).then_some((c.disposition, v.wrap_up_until_ms))
-    });
-    match held {
-        None => AgentHolds::No,
-        Some((saved, until)) => AgentHolds::Yes {
-            saved,
-            wrap_up_until: until.map(UnixMillis),
-        },
     }
 }
 

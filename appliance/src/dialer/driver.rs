@@ -1263,7 +1263,10 @@ fn store_busy(e: &DialerError) -> bool {
 
 /// Runs `write` until it succeeds, fails for another reason than a busy store, or the store
 /// stayed busy for [`RESULT_BUSY_RETRY_FOR`]; each retry is logged with `what`.
-async fn retry_while_busy<F, Fut>(what: &'static str, mut write: F) -> Result<(), DialerError>
+pub(crate) async fn retry_while_busy<F, Fut>(
+    what: &'static str,
+    mut write: F,
+) -> Result<(), DialerError>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<(), DialerError>>,

@@ -431,6 +431,20 @@ async fn record_attempt_keeping(
     Ok(())
 }
 
+/// Keeps the record of a call without an attempt (an inbound call) in `dialer_wrap_ups`
+/// while its agent wraps up: durable before the call is released; [`record_wrapped_up`]
+/// sends it later (or the next start, [`settle_wrap_ups`]).
+pub async fn keep_for_wrap_up(pool: &SqlitePool, record: &CallRecord) -> Result<(), DialerError> {
+    let mut tx = crate::sync::outbox_store::begin_write(pool).await?;
+    sqlx::query("INSERT OR REPLACE INTO dialer_wrap_ups (call_id, record) VALUES ($1, $2)")
+        .bind(record.call.to_string())
+        .bind(json(record))
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
 /// Sends a call record kept by [`record_attempt_in_wrap_up`] (with the disposition the
 /// wrap-up ended with) and deletes it from `dialer_wrap_ups`, in one transaction. Returns
 /// `false`, sending nothing, when the record is no longer kept (already sent): a record is
