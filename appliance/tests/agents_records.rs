@@ -180,3 +180,99 @@ async fn a_call_refused_while_new_calls_are_held_has_a_rejected_record_with_the_
         (CallOutcome::Rejected, Some(503), None)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disposition_saved_after_the_box_restarted_during_the_wrap_up_reaches_the_inbound_record_once(
+) {
+    use callgate_appliance::agents::service::AgentDeskService;
+    use callgate_appliance::dialer::store;
+    use callgate_appliance::sync::outbox_store::UplinkOutbox;
+    use callgate_common::time::UnixMillis;
+    use std::sync::Arc;
+
+    let rig = rig(DeskSettings {
+        inbound_wrap_up_ms: 60_000,
+        ..DeskSettings::default()
+    })
+    .await;
+    let phone = phone_logged_in(&rig, 30_000).await;
+    let caller = caller(&rig.box_addr, 1_500);
+    wait_for_state(&rig.desk, "talking", Duration::from_secs(30)).await;
+    let call = rig.desk.view(AGENT).unwrap().call.unwrap().call;
+    let (ok, errors) = caller.passed().await;
+    assert!(ok, "{errors}");
+    wait_for_state(&rig.desk, "wrap_up", Duration::from_secs(30)).await;
+    let start = Instant::now();
+    while kept_for_wrap_up(&rig.store).await == 0 {
+        assert!(start.elapsed() < Duration::from_secs(60), "never kept");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // The box stops mid wrap-up: the record stays kept, nothing is sent.
+    rig.stop.send(true).unwrap();
+    drop(phone);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(call_records(&rig.store).await.is_empty());
+    assert_eq!(kept_for_wrap_up(&rig.store).await, 1);
+
+    // It starts again on the same store: the desk, then the dialer's start-up settle (which
+    // leaves the running wrap-up to a task that waits for the agent's code).
+    let outbox = Arc::new(tokio::sync::RwLock::new(Arc::new(
+        UplinkOutbox::open(rig.store.pool().clone(), Default::default())
+            .await
+            .unwrap(),
+    )));
+    let (_stop, stop_rx) = tokio::sync::watch::channel(false);
+    let (desk, _calls) = AgentDeskService::start(
+        rig.store.pool().clone(),
+        Some(outbox.clone()),
+        DeskSettings {
+            nailed_up: false,
+            ..DeskSettings::default()
+        },
+        stop_rx,
+    )
+    .await
+    .unwrap();
+    let current = outbox.read().await.clone();
+    let (sent, running) = store::settle_wrap_ups(
+        rig.store.pool(),
+        &current,
+        UnixMillis::now(),
+        callgate_appliance::dialer::wrap_up::is_waiting,
+    )
+    .await
+    .unwrap();
+    assert_eq!((sent, running.len()), (0, 1), "the wrap-up still runs");
+    let completing = {
+        let (pool, outbox) = (rig.store.pool().clone(), outbox.clone());
+        let kept = running.into_iter().next().unwrap();
+        tokio::spawn(async move { store::complete_wrap_up(&pool, &outbox, kept).await })
+    };
+
+    // The agent logs in again: back in the call's wrap-up, saves the code.
+    assert!(desk.log_in(AGENT).await.unwrap());
+    let view = desk.view(AGENT).unwrap();
+    assert_eq!(view.state, "wrap_up");
+    assert_eq!(
+        view.call.as_ref().map(|c| c.call.clone()),
+        Some(call.clone())
+    );
+    desk.dispose(AGENT, "callback").await.unwrap();
+    assert!(completing.await.unwrap().unwrap(), "sent by the completion");
+    let records = wait_for_records(&rig.store, 1).await;
+    assert_eq!(records.len(), 1, "{records:?}");
+    let r = &records[0];
+    assert_eq!(r.call.to_string(), call);
+    assert_eq!(r.direction, Direction::Inbound);
+    assert_eq!(r.agent, Some(AGENT));
+    assert_eq!(r.disposition.as_deref(), Some("callback"));
+    assert_eq!(kept_for_wrap_up(&rig.store).await, 0);
+    // A later start finds nothing left to send.
+    let (sent, running) =
+        store::settle_wrap_ups(rig.store.pool(), &current, UnixMillis::now(), |_| false)
+            .await
+            .unwrap();
+    assert_eq!((sent, running.len()), (0, 0));
+    assert_eq!(call_records(&rig.store).await.len(), 1);
+}

@@ -5,8 +5,10 @@
 //! - A call an agent talked on: `AnsweredHuman` with the agent, the caller leg's quality
 //!   and the disposition. While the agent wraps up, the record is kept in `dialer_wrap_ups`
 //!   (as the dialer keeps its own) and goes out when the agent saves a code or the wrap-up
-//!   ends ([`AgentDeskService::disposition_after`]), never twice; a restart sends what a
-//!   previous run left (`dialer::store::settle_wrap_ups`).
+//!   ends ([`AgentDeskService::disposition_after`]), never twice. When the box stops first,
+//!   the record stays kept: at the next start the desk puts the agent back into the wrap-up
+//!   at login, and the dialer sends the record with the code saved then or when the wrap-up
+//!   has ended (`dialer::store::settle_wrap_ups`, `complete_wrap_up`).
 //! - A caller who hung up while queued, or was hung up on at overflow: `Abandoned`.
 //! - Overflowed to a robot script or voicemail: `AnsweredHuman` with the script's
 //!   disposition (or `voicemail`) and the recording segments.
@@ -16,7 +18,9 @@
 //! Must not: touch SIP or media (the lines do), or decide the call's outcome beyond what
 //! the lines tell it.
 
-use super::service::AgentDeskService;
+use super::service::{AgentDeskService, SharedOutbox};
+use crate::dialer::driver::retry_while_busy;
+use crate::dialer::store::KeptRecord;
 use crate::dialer::wrap_up::AgentHolds;
 use callgate_common::ids::{AgentId, CallId};
 use callgate_common::phone::PhoneNumber;
@@ -119,48 +123,85 @@ pub async fn commit(desk: &AgentDeskService, mut record: CallRecord) {
     };
     let call = record.call;
     if let (Some(agent), None) = (record.agent, &record.disposition) {
-        match desk.take_disposition(call) {
-            Some(code) => record.disposition = Some(code),
-            None if matches!(desk.holds(agent, call), AgentHolds::Yes { .. }) => {
-                let waiting = crate::dialer::wrap_up::waiting_for(call);
-                let kept =
-                    crate::dialer::driver::retry_while_busy("an inbound call record", || {
-                        crate::dialer::store::keep_for_wrap_up(desk.pool(), &record)
-                    })
-                    .await;
-                match kept {
-                    Ok(()) => {
-                        let wait = desk.disposition_after(call, agent);
-                        tokio::spawn(async move {
-                            let _waiting = waiting;
-                            record.disposition = wait.await;
-                            tracing::info!(%call, %agent, disposition = ?record.disposition, "the agent's wrap-up is over; the inbound call record goes out");
-                            let outbox = shared.read().await.clone();
-                            let sent = crate::dialer::driver::retry_while_busy(
-                                "an inbound call record after wrap-up",
-                                || async {
-                                    crate::dialer::store::record_wrapped_up(&outbox, &record)
-                                        .await
-                                        .map(|_| ())
-                                },
-                            )
-                            .await;
-                            if let Err(e) = sent {
-                                tracing::error!(%call, error = %e, "cannot send the inbound call record after wrap-up; the next start sends it");
-                            }
-                        });
-                        return;
-                    }
-                    Err(e) => {
+        record.disposition = desk.take_disposition(call);
+        if record.disposition.is_none() {
+            if let AgentHolds::Yes { wrap_up_until, .. } = desk.holds(agent, call) {
+                let kept = KeptRecord {
+                    record,
+                    wrap_up_until,
+                };
+                match keep_in_wrap_up(desk, shared.clone(), agent, kept).await {
+                    Ok(()) => return,
+                    Err((e, kept)) => {
                         tracing::error!(%call, error = %e, "cannot keep the inbound call record for the wrap-up; sending it without the disposition");
+                        record = kept;
                     }
                 }
             }
-            None => {}
         }
     }
+    send(&shared, record).await;
+}
+
+/// Keeps the record in `dialer_wrap_ups` (durable) and leaves a task to send it with the
+/// disposition the agent saves; on a store error the record comes back.
+async fn keep_in_wrap_up(
+    desk: &AgentDeskService,
+    shared: SharedOutbox,
+    agent: AgentId,
+    kept: KeptRecord,
+) -> Result<(), (crate::dialer::DialerError, CallRecord)> {
+    let call = kept.record.call;
+    let waiting = crate::dialer::wrap_up::waiting_for(call);
+    if let Err(e) = retry_while_busy("an inbound call record", || {
+        crate::dialer::store::keep_for_wrap_up(desk.pool(), &kept)
+    })
+    .await
+    {
+        return Err((e, kept.record));
+    }
+    let wait = desk.disposition_after(call, agent);
+    let mut record = kept.record;
+    let pool = desk.pool().clone();
+    let desk = desk.clone();
+    tokio::spawn(async move {
+        let _waiting = waiting;
+        let saved = tokio::select! {
+            saved = wait => saved,
+            () = desk.stopped() => {
+                // Kept: the next start completes it (the agent may resume the wrap-up).
+                tracing::info!(%call, "the box stops during the agent's wrap-up; the record stays kept");
+                return;
+            }
+        };
+        record.disposition = match saved {
+            Some(code) => Some(code),
+            // Saved through another desk meanwhile (the wrap-up resumed after a restart)?
+            None => crate::dialer::store::saved_disposition(&pool, call)
+                .await
+                .ok()
+                .flatten(),
+        };
+        tracing::info!(%call, %agent, disposition = ?record.disposition, "the agent's wrap-up is over; the inbound call record goes out");
+        let outbox = shared.read().await.clone();
+        let sent = retry_while_busy("an inbound call record after wrap-up", || async {
+            crate::dialer::store::record_wrapped_up(&outbox, &record)
+                .await
+                .map(|_| ())
+        })
+        .await;
+        if let Err(e) = sent {
+            tracing::error!(%call, error = %e, "cannot send the inbound call record after wrap-up; the next start sends it");
+        }
+    });
+    Ok(())
+}
+
+/// Puts `record` in the outbox now.
+async fn send(shared: &SharedOutbox, record: CallRecord) {
+    let call = record.call;
     let outbox = shared.read().await.clone();
-    let sent = crate::dialer::driver::retry_while_busy("an inbound call record", || async {
+    let sent = retry_while_busy("an inbound call record", || async {
         outbox
             .send(&Uplink::CallRecord(record.clone()))
             .await

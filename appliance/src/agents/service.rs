@@ -85,6 +85,8 @@ struct Inner {
     cards: Mutex<HashMap<AgentId, PreviewCard>>,
     /// The outbox agent events go to (inbound call records too).
     outbox: Option<SharedOutbox>,
+    /// Turns true when the desk stops.
+    shutdown: watch::Receiver<bool>,
 }
 
 /// Dispositions kept for the dialer at most; beyond it (the dialer is not taking them) the
@@ -120,6 +122,7 @@ impl AgentDeskService {
         if let Some((_, policy)) = roster::load_routing_policy(&pool).await? {
             desk.set_policy(policy);
         }
+        resume_wrap_ups(&mut desk, &pool, now).await;
         let versions = roster::versions(&pool).await?;
         let (journal, journal_rx) = mpsc::unbounded_channel();
         let (written_tx, written) = watch::channel(0);
@@ -138,6 +141,7 @@ impl AgentDeskService {
             preview: std::sync::OnceLock::new(),
             cards: Mutex::new(HashMap::new()),
             outbox: outbox.clone(),
+            shutdown: shutdown.clone(),
         });
         let service = AgentDeskService { inner };
         tokio::spawn(write_journal(pool, outbox, journal_rx, written_tx));
@@ -411,6 +415,12 @@ impl AgentDeskService {
             .remove(&call)
     }
 
+    /// Resolves when the desk stops (the box is stopping).
+    pub async fn stopped(&self) {
+        let mut shutdown = self.inner.shutdown.clone();
+        let _ = shutdown.wait_for(|stop| *stop).await;
+    }
+
     /// The outbox agent events go to (`None` while the box has none).
     pub fn outbox(&self) -> Option<SharedOutbox> {
         self.inner.outbox.clone()
@@ -517,6 +527,31 @@ impl AgentDeskService {
             }
         });
         Ok(())
+    }
+}
+
+/// Gives the desk the wrap-ups a previous run left (call records kept in `dialer_wrap_ups`
+/// whose agent's wrap-up has not ended): each agent is back in its wrap-up at its next login
+/// and may still save the call's code. A store error only costs that chance (logged).
+async fn resume_wrap_ups(desk: &mut AgentDesk, pool: &SqlitePool, now: UnixMillis) {
+    let kept = match crate::dialer::store::kept_records(pool).await {
+        Ok(kept) => kept,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the wrap-ups the last run left; their agents start ready");
+            return;
+        }
+    };
+    for k in kept {
+        let (Some(agent), Some(until)) = (k.record.agent, k.wrap_up_until) else {
+            continue;
+        };
+        if until <= now {
+            continue;
+        }
+        let r = &k.record;
+        let pop = ScreenPop::new("", r.remote.as_ref(), &[], "");
+        tracing::info!(call = %r.call, %agent, "the agent's wrap-up resumes at its next login");
+        desk.resume_wrap_up(agent, r.call, r.campaign, pop, until);
     }
 }
 

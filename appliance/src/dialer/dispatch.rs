@@ -542,12 +542,20 @@ impl AgentPlacement {
         desk_says: mpsc::UnboundedReceiver<DeskOutput>,
         guard: WaiterGuard,
     ) -> WrapUp {
+        let until = match self.desk.holds(agent, call) {
+            crate::dialer::wrap_up::AgentHolds::Yes { wrap_up_until, .. } => wrap_up_until,
+            crate::dialer::wrap_up::AgentHolds::No => None,
+        };
         let wait = self.desk.disposition_after(call, agent);
         let disposition = Box::pin(async move {
             let _kept = (guard, desk_says);
             wait.await
         });
-        WrapUp { agent, disposition }
+        WrapUp {
+            agent,
+            until,
+            disposition,
+        }
     }
 }
 
