@@ -679,6 +679,32 @@ impl AgentDesk {
         Ok(self.connect_or_wait(now, agent, call, target, answered_at))
     }
 
+    /// Routes a call of no campaign that a robot script transfers to `group` (an inbound
+    /// caller's overflow script): as [`AgentDesk::offer_to_group`], the call carrying the
+    /// inbound disposition codes and wrap-up time; its safe-harbour time runs from `now`.
+    pub fn offer_inbound_to_group(
+        &mut self,
+        now: UnixMillis,
+        call: CallId,
+        pop: ScreenPop,
+        group: AgentGroupId,
+    ) -> Result<OfferDecision, AgentsError> {
+        self.check_new(call)?;
+        let call = ActiveCall {
+            call,
+            campaign: None,
+            pop,
+            dispositions: self.settings.inbound_dispositions.clone(),
+            wrap_up_ms: self.settings.inbound_wrap_up_ms,
+            disposition: None,
+            talking_since: None,
+            talking_until: None,
+        };
+        let target = Target::Group(group);
+        let agent = self.longest_idle(target);
+        Ok(self.connect_or_wait(now, agent, call, target, now))
+    }
+
     /// A campaign call as the desk carries it, with the campaign's dispositions and wrap-up.
     fn campaign_call(&self, call: CallId, campaign: CampaignId, pop: ScreenPop) -> ActiveCall {
         let held = self.campaigns.get(&campaign);

@@ -52,8 +52,11 @@ pub enum InboundEnd {
     },
     /// A robot script or voicemail took the caller at overflow.
     Overflowed {
-        /// The script's disposition, or `voicemail`.
+        /// The script's disposition, or `voicemail` (the agent's code, when a transfer's
+        /// agent saved one during the conversation).
         disposition: String,
+        /// The agent a script's `transfer` reached.
+        agent: Option<AgentId>,
         /// Recording segments sealed.
         recording_segments: u32,
     },
@@ -78,10 +81,11 @@ pub fn record_of(facts: &InboundFacts, end: &InboundEnd) -> CallRecord {
         ),
         InboundEnd::Overflowed {
             disposition,
+            agent,
             recording_segments,
         } => (
             CallOutcome::AnsweredHuman,
-            None,
+            *agent,
             None,
             Some(disposition.clone()),
             *recording_segments,
@@ -122,9 +126,12 @@ pub async fn commit(desk: &AgentDeskService, mut record: CallRecord) {
         return;
     };
     let call = record.call;
-    if let (Some(agent), None) = (record.agent, &record.disposition) {
-        record.disposition = desk.take_disposition(call);
-        if record.disposition.is_none() {
+    // The agent's code wins over a script's disposition (a transfer's `transferred`), which
+    // stands when the agent saves none.
+    if let Some(agent) = record.agent {
+        if let Some(code) = desk.take_disposition(call) {
+            record.disposition = Some(code);
+        } else {
             if let AgentHolds::Yes { wrap_up_until, .. } = desk.holds(agent, call) {
                 let kept = KeptRecord {
                     record,
@@ -174,7 +181,7 @@ async fn keep_in_wrap_up(
                 return;
             }
         };
-        record.disposition = match saved {
+        let saved = match saved {
             Some(code) => Some(code),
             // Saved through another desk meanwhile (the wrap-up resumed after a restart)?
             None => crate::dialer::store::saved_disposition(&pool, call)
@@ -182,6 +189,9 @@ async fn keep_in_wrap_up(
                 .ok()
                 .flatten(),
         };
+        if saved.is_some() {
+            record.disposition = saved;
+        }
         tracing::info!(%call, %agent, disposition = ?record.disposition, "the agent's wrap-up is over; the inbound call record goes out");
         let outbox = shared.read().await.clone();
         let sent = retry_while_busy("an inbound call record after wrap-up", || async {

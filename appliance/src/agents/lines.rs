@@ -482,7 +482,7 @@ impl Lines {
                     let _ = self.ua.hang_up(line.leg);
                 }
             }
-            DeskOutput::Connect { call, agent } if self.callers.contains_key(&call) => {
+            DeskOutput::Connect { call, agent } if self.holds_media(call) => {
                 self.connect(call, agent).await;
             }
             DeskOutput::QueuePosition { call, position } if self.callers.contains_key(&call) => {
@@ -503,11 +503,11 @@ impl Lines {
                     OverflowRoute::Robot(target) => self.overflow_to(call, group, target).await,
                 }
             }
-            DeskOutput::HangUp { call, agent } if self.callers.contains_key(&call) => {
+            DeskOutput::HangUp { call, agent } if self.holds_media(call) => {
                 tracing::info!(%call, %agent, "the agent hung up the inbound call");
                 self.end_caller(call, true).await;
             }
-            DeskOutput::AgentLost { call, agent } if self.callers.contains_key(&call) => {
+            DeskOutput::AgentLost { call, agent } if self.holds_media(call) => {
                 tracing::warn!(%call, %agent, "the agent of a call was lost; ending the call");
                 self.end_caller(call, true).await;
             }
@@ -517,6 +517,15 @@ impl Lines {
                 }
             }
         }
+    }
+
+    /// Whether the lines hold `call`'s media themselves: a caller whose media a robot script
+    /// has (overflow) is the script's — the desk's decisions about its `transfer` go to the
+    /// transfer hook (`others`).
+    fn holds_media(&self, call: CallId) -> bool {
+        self.callers
+            .get(&call)
+            .is_some_and(|l| !matches!(l.media, CallerMedia::Overflow { .. }))
     }
 
     async fn call_phone(&mut self, agent: AgentId) {
@@ -1025,6 +1034,7 @@ impl Lines {
         let (end_now, end_rx) = watch::channel(false);
         let done = self.overflow_done.clone();
         let caller = line.facts.remote.clone();
+        let transfer = self.desk.transfer();
         tracing::info!(%call, %group, "queued call overflowed to a robot script or voicemail");
         let task = tokio::spawn(async move {
             let overflow = crate::robot_call::OverflowCall {
@@ -1034,6 +1044,7 @@ impl Lines {
                 customer,
                 frame_samples: 160,
                 end_now: end_rx,
+                transfer,
             };
             let report = target.0.take_call(overflow).await;
             let _ = done.send(call);
@@ -1070,7 +1081,12 @@ impl Lines {
                 let _ = end_now.send(true);
                 match task.await {
                     Ok(report) => InboundEnd::Overflowed {
-                        disposition: report.disposition,
+                        disposition: report
+                            .agent
+                            .as_ref()
+                            .and_then(|a| a.1.clone())
+                            .unwrap_or(report.disposition),
+                        agent: report.agent.map(|a| a.0),
                         recording_segments: report.recording_segments,
                     },
                     Err(e) => {

@@ -81,6 +81,8 @@ struct Inner {
     dispositions: Mutex<HashMap<CallId, String>>,
     /// The dialer's preview side, once it runs.
     preview: std::sync::OnceLock<Arc<dyn PreviewDialer>>,
+    /// The transfer hook for inbound callers' robot scripts, once the dialer runs.
+    transfer: std::sync::OnceLock<Arc<dyn crate::robot_call::AgentTransfer>>,
     /// The contact each preview agent has on screen.
     cards: Mutex<HashMap<AgentId, PreviewCard>>,
     /// The outbox agent events go to (inbound call records too).
@@ -139,6 +141,7 @@ impl AgentDeskService {
             subscribers: Mutex::new(Vec::new()),
             dispositions: Mutex::new(HashMap::new()),
             preview: std::sync::OnceLock::new(),
+            transfer: std::sync::OnceLock::new(),
             cards: Mutex::new(HashMap::new()),
             outbox: outbox.clone(),
             shutdown: shutdown.clone(),
@@ -272,6 +275,29 @@ impl AgentDeskService {
     ) -> Result<OfferDecision, AgentsError> {
         self.with_desk(|d, now| d.offer_to_group(now, call, group))
             .0
+    }
+
+    /// Routes a call of no campaign a robot script transfers to `group` (see
+    /// [`AgentDesk::offer_inbound_to_group`]).
+    pub fn offer_inbound_to_group(
+        &self,
+        call: CallId,
+        pop: ScreenPop,
+        group: AgentGroupId,
+    ) -> Result<OfferDecision, AgentsError> {
+        self.with_desk(|d, now| d.offer_inbound_to_group(now, call, pop, group))
+            .0
+    }
+
+    /// Plugs in the `transfer` hook robot scripts of inbound callers use (the dialer's desk
+    /// transfer; once, later calls are ignored).
+    pub fn set_transfer(&self, hook: Arc<dyn crate::robot_call::AgentTransfer>) {
+        let _ = self.inner.transfer.set(hook);
+    }
+
+    /// The `transfer` hook for inbound callers' robot scripts, once plugged in.
+    pub fn transfer(&self) -> Option<Arc<dyn crate::robot_call::AgentTransfer>> {
+        self.inner.transfer.get().cloned()
     }
 
     /// Queues or connects an inbound call.

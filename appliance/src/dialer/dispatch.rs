@@ -599,10 +599,6 @@ impl AgentPlacement {
             audio,
             mut end_now,
         } = request;
-        let Some(campaign) = campaign else {
-            tracing::warn!(call = %id, %group, "a transfer outside a campaign is not offered to the desk");
-            return TransferResult::NoAgent;
-        };
         let (tx, mut desk_says) = mpsc::unbounded_channel();
         self.waiters
             .lock()
@@ -612,27 +608,38 @@ impl AgentPlacement {
             waiters: self.waiters.clone(),
             call: id,
         };
-        let brief = self.brief(campaign);
+        let brief = campaign.and_then(|c| self.brief(c));
         if let Some(b) = &brief {
             self.desk.set_campaign(b);
         }
-        // The agent sees the script's variables (contact fields and what the customer keyed).
+        // The agent sees the script's variables (contact fields and what the customer keyed;
+        // an inbound caller's number is its `caller` variable).
+        let caller = variables
+            .get("caller")
+            .and_then(|n| callgate_common::phone::PhoneNumber::parse(n, None).ok());
         let fields: Vec<(String, String)> = variables.into_iter().collect();
         let pop = ScreenPop::new(
             brief.as_ref().map_or("", |b| b.name.as_str()),
-            contact.as_ref().map(|c| &c.number),
+            contact.as_ref().map(|c| &c.number).or(caller.as_ref()),
             &fields,
             brief.as_ref().map_or("", |b| b.script.as_str()),
         );
-        let offered = OfferedCall {
-            call: id,
-            campaign,
-            answered_at: UnixMillis::now(),
-            facts: CallFacts::default(),
-            last_agent: None,
-            pop,
+        let decision = match campaign {
+            Some(campaign) => self.desk.offer_to_group(
+                OfferedCall {
+                    call: id,
+                    campaign,
+                    answered_at: UnixMillis::now(),
+                    facts: CallFacts::default(),
+                    last_agent: None,
+                    pop,
+                },
+                group,
+            ),
+            // An inbound caller's overflow script: the call of no campaign, inbound codes.
+            None => self.desk.offer_inbound_to_group(id, pop, group),
         };
-        let agent = match self.desk.offer_to_group(offered, group) {
+        let agent = match decision {
             Ok(OfferDecision::Connect { agent }) => agent,
             Ok(OfferDecision::Waiting { .. }) => loop {
                 tokio::select! {

@@ -1419,12 +1419,13 @@ pub async fn start_from_config(
                 control.clone(),
                 side.desk_outputs,
             );
-            // Robot scripts' `transfer` steps reach the agents through the same desk.
+            // Robot scripts' `transfer` steps reach the agents through the same desk: the
+            // campaigns' scripts and the inbound callers' overflow scripts.
+            let transfer = Arc::new(super::dispatch::DeskTransfer::new(agents.clone()));
             if let Some(r) = &robot {
-                r.set_transfer(Some(Arc::new(super::dispatch::DeskTransfer::new(
-                    agents.clone(),
-                ))));
+                r.set_transfer(Some(transfer.clone()));
             }
+            side.desk.set_transfer(transfer);
             dispatch = dispatch.with_agents(agents);
             Some((side.desk, side.shutdown))
         }

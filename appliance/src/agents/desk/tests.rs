@@ -806,3 +806,33 @@ fn a_resumed_wrap_up_not_disposed_ends_at_its_time_with_the_inbound_codes() {
     d.log_in(t(9_500), AgentId(1)).unwrap();
     assert_eq!(d.view(AgentId(1)).unwrap().state, "ready");
 }
+
+#[test]
+fn a_call_of_no_campaign_transferred_to_a_group_carries_the_inbound_codes_or_waits_then_safe_harbour(
+) {
+    let mut d = desk(&[(1, &[SALES]), (2, &[QA])]);
+    d.log_in(t(0), AgentId(1)).unwrap();
+    d.log_in(t(10), AgentId(2)).unwrap();
+    let pop = ScreenPop::new("", None, &[], "");
+    let first = CallId::new_v7();
+    assert_eq!(
+        d.offer_inbound_to_group(t(1_000), first, pop.clone(), QA)
+            .unwrap(),
+        OfferDecision::Connect { agent: AgentId(2) },
+        "the named group's agent, not the longest idle"
+    );
+    let c = d.view(AgentId(2)).unwrap().call.unwrap();
+    assert!(c.inbound);
+    assert_eq!(c.dispositions, DeskSettings::default().inbound_dispositions);
+    let second = CallId::new_v7();
+    assert!(matches!(
+        d.offer_inbound_to_group(t(1_100), second, pop, QA).unwrap(),
+        OfferDecision::Waiting { .. }
+    ));
+    drain(&mut d);
+    d.handle_timeout(t(1_100 + DeskSettings::default().safe_harbour_after_ms));
+    assert_eq!(
+        drain(&mut d),
+        vec![DeskOutput::SafeHarbour { call: second }]
+    );
+}
