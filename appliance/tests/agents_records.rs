@@ -276,3 +276,57 @@ async fn a_disposition_saved_after_the_box_restarted_during_the_wrap_up_reaches_
     assert_eq!((sent, running.len()), (0, 0));
     assert_eq!(call_records(&rig.store).await.len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recorded_inbound_call_has_its_segments_in_the_record() {
+    use callgate_appliance::recording::{RecordingSettings, SqliteSegmentStore};
+    let rig = rig(DeskSettings::default()).await;
+    let dir = rig.store_dir().to_path_buf();
+    let id = dir.join("id.txt");
+    assert!(std::process::Command::new("age-keygen")
+        .arg("-o")
+        .arg(&id)
+        .output()
+        .expect("age-keygen (package age) is installed by scripts/setup")
+        .status
+        .success());
+    let recipient = String::from_utf8(
+        std::process::Command::new("age-keygen")
+            .arg("-y")
+            .arg(&id)
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let recording = RecordingSettings {
+        recipients: vec![recipient.trim().to_owned()],
+        directory: Some(dir.join("recordings")),
+        ..RecordingSettings::default()
+    }
+    .validate(&dir)
+    .unwrap();
+    rig.lines
+        .as_ref()
+        .unwrap()
+        .record_calls(recording, SqliteSegmentStore::new(rig.store.pool().clone()));
+    let phone = phone_logged_in(&rig, 30_000).await;
+    let caller = caller(&rig.box_addr, 1_500);
+    wait_for_state(&rig.desk, "talking", Duration::from_secs(30)).await;
+    let (ok, errors) = caller.passed().await;
+    assert!(ok, "{errors}");
+    wait_for_state(&rig.desk, "wrap_up", Duration::from_secs(30)).await;
+    rig.desk.dispose(AGENT, "resolved").await.unwrap();
+    let records = wait_for_records(&rig.store, 1).await;
+    assert_eq!(records.len(), 1, "{records:?}");
+    let r = &records[0];
+    assert!(r.recording_segments >= 1, "recorded: {r:?}");
+    let (segments,): (i64,) =
+        sqlx::query_as("SELECT count(*) FROM recording_segments WHERE call_id = $1")
+            .bind(r.call.to_string())
+            .fetch_one(rig.store.pool())
+            .await
+            .unwrap();
+    assert_eq!(segments, i64::from(r.recording_segments));
+    drop(phone);
+}

@@ -49,6 +49,8 @@ pub enum InboundEnd {
         agent: AgentId,
         /// The caller leg's quality, when the bridge reported it.
         quality: Option<CallQuality>,
+        /// Recording segments sealed (0: not recorded).
+        recording_segments: u32,
     },
     /// A robot script or voicemail took the caller at overflow.
     Overflowed {
@@ -71,12 +73,16 @@ pub enum InboundEnd {
 /// The record of an inbound call ending now.
 pub fn record_of(facts: &InboundFacts, end: &InboundEnd) -> CallRecord {
     let (outcome, agent, quality, disposition, segments, sip_status) = match end {
-        InboundEnd::Talked { agent, quality } => (
+        InboundEnd::Talked {
+            agent,
+            quality,
+            recording_segments,
+        } => (
             CallOutcome::AnsweredHuman,
             Some(*agent),
             *quality,
             None,
-            0,
+            *recording_segments,
             None,
         ),
         InboundEnd::Overflowed {

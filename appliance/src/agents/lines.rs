@@ -10,11 +10,18 @@
 //!   hears hold music (a tone pattern: no music file ships yet) and, at each position
 //!   announcement, that many short beeps (no recorded number prompts yet). When the desk
 //!   connects the caller, the agent hears the connect beep on the nailed-up leg and the two
-//!   legs are bridged ([`run_bridge`]); the caller's hang-up ends the bridge and the agent's
-//!   leg is re-opened on the same port for the next call.
+//!   legs are bridged ([`run_bridge`]; recorded, after the consent announcement when one is
+//!   configured, once [`LinesHandle::record_calls`] was given the box's recording); the
+//!   caller's hang-up ends the bridge and the agent's leg is re-opened on the same port for
+//!   the next call.
+//! - **Call records**: every inbound call (answered by an agent, abandoned in the queue,
+//!   overflowed, refused) leaves one `CallRecord`, committed by [`super::inbound_record`]
+//!   before the caller's SIP leg is released.
 //! - **Overflow** ([`DeskOutput::Overflow`]) goes to [`OverflowRoute`]: hang up, or hand
 //!   the caller's media to a robot script or voicemail (`crate::robot_call::overflow`),
-//!   hanging the caller up when it is done.
+//!   hanging the caller up when it is done. A script's `transfer` goes through the desk's
+//!   transfer hook (`AgentDeskService::transfer`); the desk's decisions about such a call
+//!   go to that hook, not to these lines.
 //!
 //! - **Answered outbound calls** the dialer's placement hands over ([`LinesHandle::bridge_outbound`],
 //!   after the desk chose the agent): the customer's leg (owned by the dialer until then) is
@@ -174,6 +181,8 @@ pub struct AudioBridge {
 enum LinesCommand {
     /// From now on, refuse new inbound calls while this says why.
     HoldNewCalls(watch::Receiver<Option<String>>),
+    /// From now on, record inbound calls bridged to agents.
+    RecordCalls(Box<(crate::recording::ValidRecording, SqliteSegmentStore)>),
     RelayAudio {
         call: CallId,
         agent: AgentId,
@@ -211,6 +220,7 @@ impl std::fmt::Debug for LinesCommand {
             }
             LinesCommand::BridgeEnded { call, agent } => write!(f, "BridgeEnded({call}, {agent})"),
             LinesCommand::HoldNewCalls(held) => write!(f, "HoldNewCalls({:?})", *held.borrow()),
+            LinesCommand::RecordCalls(_) => f.write_str("RecordCalls"),
         }
     }
 }
@@ -274,6 +284,19 @@ impl LinesHandle {
         let _ = self.commands.send(LinesCommand::HoldNewCalls(held));
     }
 
+    /// From now on, inbound calls bridged to agents are recorded with `recording` into
+    /// `store` (caller left, agent right), after the recording-consent announcement when one
+    /// is configured; the call record counts the segments.
+    pub fn record_calls(
+        &self,
+        recording: crate::recording::ValidRecording,
+        store: SqliteSegmentStore,
+    ) {
+        let _ = self
+            .commands
+            .send(LinesCommand::RecordCalls(Box::new((recording, store))));
+    }
+
     /// Relays a robot call's customer `audio` to `agent` (whom the desk reserved for it):
     /// the agent hears the connect beep, then the customer's frames go to the agent's
     /// nailed-up leg and the agent's to the customer. The caller tells the desk
@@ -334,11 +357,12 @@ enum CallerMedia {
         stop: oneshot::Sender<()>,
         task: JoinHandle<RtpLeg>,
     },
-    /// Bridged to an agent; the task gives the caller leg's quality.
+    /// Bridged to an agent; the task gives the caller leg's quality and the recording
+    /// segments sealed.
     Bridged {
         agent: AgentId,
         commands: mpsc::Sender<BridgeCommand>,
-        task: JoinHandle<Option<CallQuality>>,
+        task: JoinHandle<(Option<CallQuality>, u32)>,
     },
     /// With a robot script or voicemail after overflow; `end_now` tells it the caller left.
     Overflow {
@@ -398,6 +422,8 @@ struct Lines {
     overflow_done: mpsc::UnboundedSender<CallId>,
     /// Why new inbound calls are refused, when that is watched.
     new_calls_held: Option<watch::Receiver<Option<String>>>,
+    /// How inbound calls bridged to agents are recorded, when they are.
+    recording: Option<(crate::recording::ValidRecording, SqliteSegmentStore)>,
 }
 
 /// Runs the lines until `shutdown` turns true or the user agent stops. `desk_outputs` is
@@ -428,6 +454,7 @@ pub async fn run_agent_lines(
         session_id: u64::from(std::process::id()) << 16,
         overflow_done,
         new_calls_held: None,
+        recording: None,
     };
     loop {
         tokio::select! {
@@ -797,6 +824,7 @@ impl Lines {
     async fn on_command(&mut self, command: LinesCommand) {
         match command {
             LinesCommand::HoldNewCalls(held) => self.new_calls_held = Some(held),
+            LinesCommand::RecordCalls(recording) => self.recording = Some(*recording),
             LinesCommand::BridgeOutbound {
                 call,
                 agent,
@@ -981,9 +1009,16 @@ impl Lines {
         let _ = commands.try_send(BridgeCommand::PlayToAgent(Prompt::connect_beep()));
         let quality_log = crate::media::LegQualityLog::new(self.desk.pool().clone(), call);
         let tap = tap_point(call, "inbound call bridged to an agent", &commands);
+        let recorder = self.recording.as_ref().and_then(|(settings, store)| {
+            crate::dialer::placement::start_recorder(call, settings, store.clone())
+        });
+        // A recorded caller hears the consent announcement first (the agent is held back).
+        let consent = recorder
+            .as_ref()
+            .and(self.recording.as_ref())
+            .and_then(|(settings, _)| settings.consent.as_ref().map(|p| (**p).clone()));
         let task = tokio::spawn(async move {
-            let result =
-                run_bridge::<SqliteSegmentStore>(customer, agent_leg, None, None, rx).await;
+            let result = run_bridge(customer, agent_leg, recorder, consent, rx).await;
             drop(tap);
             match result {
                 Ok(report) => {
@@ -1001,11 +1036,22 @@ impl Lines {
                             .record(i as u32 + 1, crate::media::LegRole::Agent, leg)
                             .await;
                     }
-                    Some(crate::dialer::placement::quality_of(&report.customer))
+                    let segments = match &report.recording {
+                        Some(Ok(all)) => all.len() as u32,
+                        Some(Err(e)) => {
+                            tracing::error!(%call, error = %e, "recording of the inbound call failed");
+                            0
+                        }
+                        None => 0,
+                    };
+                    (
+                        Some(crate::dialer::placement::quality_of(&report.customer)),
+                        segments,
+                    )
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "bridge failed");
-                    None
+                    (None, 0)
                 }
             }
         });
@@ -1073,9 +1119,13 @@ impl Lines {
                 task,
             } => {
                 let _ = commands.send(BridgeCommand::Hangup).await;
-                let quality = task.await.ok().flatten();
+                let (quality, recording_segments) = task.await.unwrap_or((None, 0));
                 self.reopen_agent_media(agent).await;
-                InboundEnd::Talked { agent, quality }
+                InboundEnd::Talked {
+                    agent,
+                    quality,
+                    recording_segments,
+                }
             }
             CallerMedia::Overflow { end_now, task } => {
                 let _ = end_now.send(true);

@@ -1412,6 +1412,11 @@ pub async fn start_from_config(
     );
     let glue = match agents {
         Some(side) => {
+            // Inbound calls bridged to agents are recorded as the dialer's own are.
+            if let Some(recording) = &settings.recording {
+                side.lines
+                    .record_calls(recording.clone(), SqliteSegmentStore::new(pool.clone()));
+            }
             let agents = super::dispatch::AgentPlacement::start(
                 side.desk.clone(),
                 side.lines,
