@@ -400,6 +400,9 @@ struct CallerLine {
     media: CallerMedia,
     /// What the call record needs.
     facts: InboundFacts,
+    /// A second handle on each of the caller's RTP/RTCP sockets: the ports stay bound until
+    /// the call record is committed (the media tasks close theirs earlier).
+    _ports: Vec<std::net::UdpSocket>,
     /// The caller's number (masked) for the technician's list of calls to listen to.
     _named: Option<crate::call_tap::TapRegistration>,
 }
@@ -766,11 +769,16 @@ impl Lines {
             let mut local = self.local_media(port);
             local.srtp = Some(crate::media::fresh_srtp_key().map_err(|e| (503, e.to_string()))?);
             let oa = answer_offer(&offer, &local).map_err(|e| (e.status_code(), e.to_string()))?;
+            let ports = [&sockets.0, &sockets.1]
+                .into_iter()
+                .map(crate::dialer::driver::dup)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| (503, e.to_string()))?;
             let rtp = RtpLeg::new(sockets, &oa.audio).map_err(|e| (503, e.to_string()))?;
-            Ok::<_, (u16, String)>((oa.answer, rtp))
+            Ok::<_, (u16, String)>((oa.answer, rtp, ports))
         }
         .await;
-        let (answer, rtp) = match answered {
+        let (answer, rtp, ports) = match answered {
             Ok(x) => x,
             Err((status, reason)) => {
                 tracing::warn!(%number, status, %reason, "inbound call refused");
@@ -804,6 +812,7 @@ impl Lines {
                 leg,
                 media: CallerMedia::Idle(Box::new(rtp)),
                 facts,
+                _ports: ports,
                 _named: caller
                     .as_ref()
                     .map(|n| crate::call_tap::live().name(call, n.masked())),
@@ -1102,7 +1111,7 @@ impl Lines {
     /// Ends a caller's call: its media stops (a bridged agent's line gets its media back on
     /// the same port), the desk hears the call ended, the call record is committed
     /// (`inbound_record`), and then — when `hang_up` (the caller is still on the line) —
-    /// the caller's SIP leg is hung up.
+    /// the caller's SIP leg is hung up and its RTP ports are let go.
     async fn end_caller(&mut self, call: CallId, hang_up: bool) {
         let Some(line) = self.callers.remove(&call) else {
             return;

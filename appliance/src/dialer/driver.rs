@@ -1323,7 +1323,7 @@ where
 }
 
 /// A second handle on a socket, keeping its port bound while the first is in use elsewhere.
-fn dup(socket: &UdpSocket) -> std::io::Result<std::net::UdpSocket> {
+pub(crate) fn dup(socket: &UdpSocket) -> std::io::Result<std::net::UdpSocket> {
     use std::os::fd::AsFd;
     let owned = socket.as_fd().try_clone_to_owned()?;
     Ok(std::net::UdpSocket::from(owned))
