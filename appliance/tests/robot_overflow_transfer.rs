@@ -121,6 +121,17 @@ async fn call_records(store: &Store) -> Vec<CallRecord> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_overflow_script_transfers_the_inbound_caller_to_the_groups_agent_whose_code_is_in_the_record(
 ) {
+    overflow_transfer(false).await;
+}
+
+/// The transfer finds the agent paused and waits (safe-harbour time 20 s here); the agent
+/// turns ready meanwhile and the desk's later `Connect` reaches the transfer, not the lines.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transfer_that_waits_for_the_groups_agent_reaches_it_when_it_turns_ready() {
+    overflow_transfer(true).await;
+}
+
+async fn overflow_transfer(agent_paused_at_the_transfer: bool) {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).await.unwrap();
     let roster = AgentRoster {
@@ -203,6 +214,7 @@ async fn an_overflow_script_transfers_the_inbound_caller_to_the_groups_agent_who
             desk: DeskSettings {
                 queue_overflow_after_ms: 1_000,
                 inbound_wrap_up_ms: 60_000,
+                safe_harbour_after_ms: 20_000,
                 ..DeskSettings::default()
             },
             lines: Some((
@@ -285,6 +297,13 @@ async fn an_overflow_script_transfers_the_inbound_caller_to_the_groups_agent_who
         .spawn()
         .expect("sipp is installed by scripts/setup (package sip-tester)");
 
+    if agent_paused_at_the_transfer {
+        desk.pause(AGENT, "coffee").await.unwrap();
+        // The key goes 4 s after the answer: the transfer waits for sales from then on.
+        tokio::time::sleep(Duration::from_secs(8)).await;
+        assert_eq!(desk.view(AGENT).unwrap().state, "paused");
+        desk.ready(AGENT).await.unwrap();
+    }
     // The agent of sales gets the caller (not through the queue of support: it overflowed).
     wait_for(&desk, "talking", Duration::from_secs(60)).await;
     let view = desk.view(AGENT).unwrap();
