@@ -19,7 +19,9 @@ use callgate_appliance::store::Store;
 use callgate_appliance::sync::outbox_store::UplinkOutbox;
 use callgate_common::ids::{AgentGroupId, CallId};
 use callgate_common::outbox::OutboxConfig;
-use callgate_common::wire::{AgentGroupBrief, AgentRoster, Downlink};
+use callgate_common::wire::{
+    AgentGroupBrief, AgentRoster, CallOutcome, CallRecord, Direction, Downlink, Uplink,
+};
 use callgate_media::prompt::Prompt;
 use callgate_media::tone::ToneGenerator;
 use callgate_robot::{EspeakNg, RobotScript};
@@ -220,6 +222,42 @@ async fn an_overflowing_caller_runs_the_robot_script_and_a_key_press_ends_the_ca
         took < Duration::from_secs(9),
         "the key ended the call before the 10 s question timeout: {took:?}"
     );
+    // One inbound call record: the script's disposition, the caller's number.
+    let r = one_call_record(&the_box.store).await;
+    assert_eq!(r.direction, Direction::Inbound);
+    assert_eq!(r.outcome, CallOutcome::AnsweredHuman);
+    assert_eq!(
+        (r.agent, r.disposition.as_deref()),
+        (None, Some("callback_requested"))
+    );
+    assert_eq!(
+        r.remote.map(|n| n.e164()),
+        Some("+442079460123".to_string())
+    );
+}
+
+/// The only call record in the box's outbox (waited for: a loaded machine).
+async fn one_call_record(store: &Store) -> CallRecord {
+    let start = Instant::now();
+    loop {
+        let rows: Vec<(Vec<u8>,)> = sqlx::query_as("SELECT body FROM sync_outbox ORDER BY id")
+            .fetch_all(store.pool())
+            .await
+            .unwrap();
+        let records: Vec<CallRecord> = rows
+            .into_iter()
+            .filter_map(|(b,)| match postcard::from_bytes::<Uplink>(&b).unwrap() {
+                Uplink::CallRecord(r) => Some(r),
+                _ => None,
+            })
+            .collect();
+        if !records.is_empty() || start.elapsed() > Duration::from_secs(60) {
+            assert_eq!(records.len(), 1, "one record for the call: {records:?}");
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            return records.into_iter().next().unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -286,6 +324,10 @@ async fn voicemail_records_the_callers_message_after_the_greeting() {
     .await
     .unwrap();
     assert_eq!(files.len() as u32, report.recording_segments);
+    let r = one_call_record(&the_box.store).await;
+    assert_eq!((r.call, r.outcome), (call, CallOutcome::AnsweredHuman));
+    assert_eq!(r.disposition.as_deref(), Some("voicemail"));
+    assert_eq!(r.recording_segments, report.recording_segments);
     let mut caller_side = Vec::new();
     for (file,) in &files {
         let out = StdCommand::new("age")

@@ -699,24 +699,55 @@ async fn an_agent_call_whose_wrap_up_expires_unsaved_gets_a_record_without_a_dis
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_dialer_stopping_while_the_agent_wraps_up_sends_the_record_it_kept() {
+async fn a_dialer_stopping_while_the_agent_wraps_up_keeps_the_record_and_its_next_start_sends_it_with_the_code_saved(
+) {
     let callee = Callee::start("robot_callee_hangs_up_on_agent.xml", &customer_pcap());
     let mut rig = Rig::new().await;
     let (desk, _robot, _phone, _stop, agents) = agent_side(&rig).await;
     let brief = agent_brief(60);
     desk.set_campaign(brief_of(&brief));
-    one_agent_call(&mut rig, &callee, agents, brief).await;
+    one_agent_call(&mut rig, &callee, agents.clone(), brief).await;
     // The customer has hung up; the agent wraps up and has saved nothing yet.
     assert_eq!(desk.view(AGENT).unwrap().state, "wrap_up");
     assert!(call_records(&rig).await.is_empty(), "the record waits");
     rig.dialer.take().unwrap().stop().await;
-    let records = call_records(&rig).await;
-    assert_eq!(records.len(), 1, "sent as the dialer stopped: {records:?}");
+    // Stopped: the record stays kept (durable), not sent without the code.
+    let kept: (i64,) = sqlx::query_as("SELECT count(*) FROM dialer_wrap_ups")
+        .fetch_one(rig.store.pool())
+        .await
+        .unwrap();
+    assert_eq!(kept.0, 1);
+    assert!(call_records(&rig).await.is_empty(), "kept, not sent");
+    // The agent saves while the dialer is down; nothing is sent until it starts again.
+    desk.dispose(AGENT, "sale").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(call_records(&rig).await.is_empty());
+    let dispatch = CallDispatch::new(Arc::new(Announcement::new(
+        Prompt::tones(&[(440.0, 600, 100)], 8_000),
+        CallOutcome::AnsweredHuman,
+    )))
+    .with_agents(agents);
+    robot_support::start_with(&mut rig, callee.addr, Arc::new(dispatch)).await;
+    let records = wait_for_records(&rig, 1, Duration::from_secs(60)).await;
+    assert_eq!(records.len(), 1, "{records:?}");
     assert_eq!(records[0].agent, Some(AGENT));
     assert_eq!(records[0].outcome, CallOutcome::AnsweredHuman);
-    assert_eq!(records[0].disposition, None);
-    // A disposition saved later changes nothing: the record went out once.
-    desk.dispose(AGENT, "sale").await.unwrap();
+    assert_eq!(records[0].disposition.as_deref(), Some("sale"));
+    rig.dialer.take().unwrap().stop().await;
+    robot_support::start_with(
+        &mut rig,
+        callee.addr,
+        Arc::new(CallDispatch::new(Arc::new(Announcement::new(
+            Prompt::tones(&[(440.0, 600, 100)], 8_000),
+            CallOutcome::AnsweredHuman,
+        )))),
+    )
+    .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(call_records(&rig).await.len(), 1);
+    assert_eq!(
+        call_records(&rig).await.len(),
+        1,
+        "sent once, whatever restarts"
+    );
+    rig.dialer.take().unwrap().stop().await;
 }

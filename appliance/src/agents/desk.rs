@@ -356,6 +356,8 @@ pub struct AgentDesk {
     waiting: Vec<WaitingCall>,
     queue: Vec<QueuedCall>,
     outputs: VecDeque<DeskOutput>,
+    /// Wrap-ups a previous run left, by agent: the call and when its wrap-up ends.
+    resumable: HashMap<AgentId, (ActiveCall, UnixMillis)>,
 }
 
 impl AgentDesk {
@@ -370,7 +372,33 @@ impl AgentDesk {
             waiting: Vec::new(),
             queue: Vec::new(),
             outputs: VecDeque::new(),
+            resumable: HashMap::new(),
         }
+    }
+
+    /// A wrap-up a previous run left: the box stopped while `agent` wrapped up `call`. When
+    /// the agent next logs in (with nailed-up legs: when its phone answers) before `until`,
+    /// it is back in that wrap-up and may save the call's code (the campaign's codes, or the
+    /// inbound ones for a call of no campaign); at `until` it is ready as usual.
+    pub fn resume_wrap_up(
+        &mut self,
+        agent: AgentId,
+        call: CallId,
+        campaign: Option<CampaignId>,
+        pop: ScreenPop,
+        until: UnixMillis,
+    ) {
+        let call = ActiveCall {
+            call,
+            campaign,
+            pop,
+            dispositions: Vec::new(),
+            wrap_up_ms: 0,
+            disposition: None,
+            talking_since: None,
+            talking_until: None,
+        };
+        self.resumable.insert(agent, (call, until));
     }
 
     /// Installs a roster: new agents start logged out; agents no longer on it are logged
@@ -433,7 +461,7 @@ impl AgentDesk {
             self.enter(now, agent, Seat::PhoneConnecting, None);
             self.outputs.push_back(DeskOutput::CallPhone { agent });
         } else {
-            self.become_ready(now, agent);
+            self.ready_or_resume(now, agent);
         }
         Ok(true)
     }
@@ -442,7 +470,7 @@ impl AgentDesk {
     pub fn phone_leg_up(&mut self, now: UnixMillis, agent: AgentId) -> Result<(), AgentsError> {
         match self.seat(agent)? {
             Seat::PhoneConnecting => {
-                self.become_ready(now, agent);
+                self.ready_or_resume(now, agent);
                 Ok(())
             }
             Seat::LoggedOut => Err(AgentsError::NotLoggedIn(agent)),
@@ -649,6 +677,32 @@ impl AgentDesk {
         let target = Target::Group(group);
         let agent = self.longest_idle(target);
         Ok(self.connect_or_wait(now, agent, call, target, answered_at))
+    }
+
+    /// Routes a call of no campaign that a robot script transfers to `group` (an inbound
+    /// caller's overflow script): as [`AgentDesk::offer_to_group`], the call carrying the
+    /// inbound disposition codes and wrap-up time; its safe-harbour time runs from `now`.
+    pub fn offer_inbound_to_group(
+        &mut self,
+        now: UnixMillis,
+        call: CallId,
+        pop: ScreenPop,
+        group: AgentGroupId,
+    ) -> Result<OfferDecision, AgentsError> {
+        self.check_new(call)?;
+        let call = ActiveCall {
+            call,
+            campaign: None,
+            pop,
+            dispositions: self.settings.inbound_dispositions.clone(),
+            wrap_up_ms: self.settings.inbound_wrap_up_ms,
+            disposition: None,
+            talking_since: None,
+            talking_until: None,
+        };
+        let target = Target::Group(group);
+        let agent = self.longest_idle(target);
+        Ok(self.connect_or_wait(now, agent, call, target, now))
     }
 
     /// A campaign call as the desk carries it, with the campaign's dispositions and wrap-up.
@@ -1001,6 +1055,33 @@ impl AgentDesk {
         self.enter(now, agent, Seat::LoggedOut, Some(reason.to_string()));
         if self.settings.nailed_up {
             self.outputs.push_back(DeskOutput::ReleasePhone { agent });
+        }
+    }
+
+    /// At login: back into the wrap-up a previous run left, while it lasts; else ready.
+    fn ready_or_resume(&mut self, now: UnixMillis, agent: AgentId) {
+        match self.resumable.remove(&agent) {
+            Some((mut call, until)) if until > now => {
+                call.dispositions = match call.campaign {
+                    Some(c) => self
+                        .campaigns
+                        .get(&c)
+                        .map(|d| d.dispositions.clone())
+                        .unwrap_or_default(),
+                    None => self.settings.inbound_dispositions.clone(),
+                };
+                let reason = "resumed: the box restarted during this wrap-up".to_string();
+                self.enter(
+                    now,
+                    agent,
+                    Seat::WrapUp {
+                        call: Box::new(call),
+                        until,
+                    },
+                    Some(reason),
+                );
+            }
+            _ => self.become_ready(now, agent),
         }
     }
 

@@ -10,11 +10,18 @@
 //!   hears hold music (a tone pattern: no music file ships yet) and, at each position
 //!   announcement, that many short beeps (no recorded number prompts yet). When the desk
 //!   connects the caller, the agent hears the connect beep on the nailed-up leg and the two
-//!   legs are bridged ([`run_bridge`]); the caller's hang-up ends the bridge and the agent's
-//!   leg is re-opened on the same port for the next call.
+//!   legs are bridged ([`run_bridge`]; recorded, after the consent announcement when one is
+//!   configured, once [`LinesHandle::record_calls`] was given the box's recording); the
+//!   caller's hang-up ends the bridge and the agent's leg is re-opened on the same port for
+//!   the next call.
+//! - **Call records**: every inbound call (answered by an agent, abandoned in the queue,
+//!   overflowed, refused) leaves one `CallRecord`, committed by [`super::inbound_record`]
+//!   before the caller's SIP leg is released.
 //! - **Overflow** ([`DeskOutput::Overflow`]) goes to [`OverflowRoute`]: hang up, or hand
 //!   the caller's media to a robot script or voicemail (`crate::robot_call::overflow`),
-//!   hanging the caller up when it is done.
+//!   hanging the caller up when it is done. A script's `transfer` goes through the desk's
+//!   transfer hook (`AgentDeskService::transfer`); the desk's decisions about such a call
+//!   go to that hook, not to these lines.
 //!
 //! - **Answered outbound calls** the dialer's placement hands over ([`LinesHandle::bridge_outbound`],
 //!   after the desk chose the agent): the customer's leg (owned by the dialer until then) is
@@ -34,6 +41,7 @@
 //! Must not: decide which agent takes a call (the desk does), or dial customers.
 
 use super::desk::{DeskOutput, InboundCall, OfferDecision};
+use super::inbound_record::{self, InboundEnd, InboundFacts};
 use super::roster;
 use super::script::ScreenPop;
 use super::service::AgentDeskService;
@@ -42,10 +50,12 @@ use crate::media::{
     RtpLeg, RtpPortRange,
 };
 use crate::recording::{CallRecorder, SqliteSegmentStore};
-use crate::robot_call::AgentAudio;
+use crate::robot_call::{AgentAudio, OverflowReport};
 use crate::sip::udp::UdpAgent;
 use callgate_common::ids::{AgentId, CallId};
 use callgate_common::phone::PhoneNumber;
+use callgate_common::time::UnixMillis;
+use callgate_common::wire::CallQuality;
 use callgate_media::g711::Codec;
 use callgate_media::prompt::Prompt;
 use callgate_media::sdp::{
@@ -171,6 +181,8 @@ pub struct AudioBridge {
 enum LinesCommand {
     /// From now on, refuse new inbound calls while this says why.
     HoldNewCalls(watch::Receiver<Option<String>>),
+    /// From now on, record inbound calls bridged to agents.
+    RecordCalls(Box<(crate::recording::ValidRecording, SqliteSegmentStore)>),
     RelayAudio {
         call: CallId,
         agent: AgentId,
@@ -208,6 +220,7 @@ impl std::fmt::Debug for LinesCommand {
             }
             LinesCommand::BridgeEnded { call, agent } => write!(f, "BridgeEnded({call}, {agent})"),
             LinesCommand::HoldNewCalls(held) => write!(f, "HoldNewCalls({:?})", *held.borrow()),
+            LinesCommand::RecordCalls(_) => f.write_str("RecordCalls"),
         }
     }
 }
@@ -271,6 +284,19 @@ impl LinesHandle {
         let _ = self.commands.send(LinesCommand::HoldNewCalls(held));
     }
 
+    /// From now on, inbound calls bridged to agents are recorded with `recording` into
+    /// `store` (caller left, agent right), after the recording-consent announcement when one
+    /// is configured; the call record counts the segments.
+    pub fn record_calls(
+        &self,
+        recording: crate::recording::ValidRecording,
+        store: SqliteSegmentStore,
+    ) {
+        let _ = self
+            .commands
+            .send(LinesCommand::RecordCalls(Box::new((recording, store))));
+    }
+
     /// Relays a robot call's customer `audio` to `agent` (whom the desk reserved for it):
     /// the agent hears the connect beep, then the customer's frames go to the agent's
     /// nailed-up leg and the agent's to the customer. The caller tells the desk
@@ -331,16 +357,17 @@ enum CallerMedia {
         stop: oneshot::Sender<()>,
         task: JoinHandle<RtpLeg>,
     },
-    /// Bridged to an agent.
+    /// Bridged to an agent; the task gives the caller leg's quality and the recording
+    /// segments sealed.
     Bridged {
         agent: AgentId,
         commands: mpsc::Sender<BridgeCommand>,
-        task: JoinHandle<()>,
+        task: JoinHandle<(Option<CallQuality>, u32)>,
     },
     /// With a robot script or voicemail after overflow; `end_now` tells it the caller left.
     Overflow {
         end_now: watch::Sender<bool>,
-        task: JoinHandle<()>,
+        task: JoinHandle<OverflowReport>,
     },
     /// Between states (only while being changed).
     Moving,
@@ -371,6 +398,11 @@ async fn take_caller_media(line: &mut CallerLine, call: CallId) -> Option<RtpLeg
 struct CallerLine {
     leg: LegId,
     media: CallerMedia,
+    /// What the call record needs.
+    facts: InboundFacts,
+    /// A second handle on each of the caller's RTP/RTCP sockets: the ports stay bound until
+    /// the call record is committed (the media tasks close theirs earlier).
+    _ports: Vec<std::net::UdpSocket>,
     /// The caller's number (masked) for the technician's list of calls to listen to.
     _named: Option<crate::call_tap::TapRegistration>,
 }
@@ -393,6 +425,8 @@ struct Lines {
     overflow_done: mpsc::UnboundedSender<CallId>,
     /// Why new inbound calls are refused, when that is watched.
     new_calls_held: Option<watch::Receiver<Option<String>>>,
+    /// How inbound calls bridged to agents are recorded, when they are.
+    recording: Option<(crate::recording::ValidRecording, SqliteSegmentStore)>,
 }
 
 /// Runs the lines until `shutdown` turns true or the user agent stops. `desk_outputs` is
@@ -423,6 +457,7 @@ pub async fn run_agent_lines(
         session_id: u64::from(std::process::id()) << 16,
         overflow_done,
         new_calls_held: None,
+        recording: None,
     };
     loop {
         tokio::select! {
@@ -441,7 +476,6 @@ pub async fn run_agent_lines(
             Some(call) = overflow_finished.recv() => {
                 if lines.callers.contains_key(&call) {
                     lines.end_caller(call, true).await;
-                    lines.desk.call_ended(call);
                 }
             }
             _ = shutdown.changed() => {
@@ -478,7 +512,7 @@ impl Lines {
                     let _ = self.ua.hang_up(line.leg);
                 }
             }
-            DeskOutput::Connect { call, agent } if self.callers.contains_key(&call) => {
+            DeskOutput::Connect { call, agent } if self.holds_media(call) => {
                 self.connect(call, agent).await;
             }
             DeskOutput::QueuePosition { call, position } if self.callers.contains_key(&call) => {
@@ -499,15 +533,13 @@ impl Lines {
                     OverflowRoute::Robot(target) => self.overflow_to(call, group, target).await,
                 }
             }
-            DeskOutput::HangUp { call, agent } if self.callers.contains_key(&call) => {
+            DeskOutput::HangUp { call, agent } if self.holds_media(call) => {
                 tracing::info!(%call, %agent, "the agent hung up the inbound call");
                 self.end_caller(call, true).await;
-                self.desk.call_ended(call);
             }
-            DeskOutput::AgentLost { call, agent } if self.callers.contains_key(&call) => {
+            DeskOutput::AgentLost { call, agent } if self.holds_media(call) => {
                 tracing::warn!(%call, %agent, "the agent of a call was lost; ending the call");
                 self.end_caller(call, true).await;
-                self.desk.call_ended(call);
             }
             other => {
                 if let Some(tx) = &self.others {
@@ -515,6 +547,15 @@ impl Lines {
                 }
             }
         }
+    }
+
+    /// Whether the lines hold `call`'s media themselves: a caller whose media a robot script
+    /// has (overflow) is the script's — the desk's decisions about its `transfer` go to the
+    /// transfer hook (`others`).
+    fn holds_media(&self, call: CallId) -> bool {
+        self.callers
+            .get(&call)
+            .is_some_and(|l| !matches!(l.media, CallerMedia::Overflow { .. }))
     }
 
     async fn call_phone(&mut self, agent: AgentId) {
@@ -631,10 +672,7 @@ impl Lines {
                     };
                     self.desk.phone_leg_down(agent, why);
                 }
-                Some(LegRole::Caller(call)) => {
-                    self.end_caller(call, false).await;
-                    self.desk.call_ended(call);
-                }
+                Some(LegRole::Caller(call)) => self.end_caller(call, false).await,
                 None => {}
             },
             _ => {}
@@ -684,23 +722,30 @@ impl Lines {
         target: RouteTarget,
         body: &[u8],
     ) {
+        let facts = InboundFacts {
+            call: CallId::new_v7(),
+            started_at: UnixMillis::now(),
+            answered_at: None,
+            remote: caller_number(from),
+        };
         let held = self
             .new_calls_held
             .as_ref()
             .and_then(|h| h.borrow().clone());
         if let Some(why) = held {
             tracing::warn!(%number, reason = %why, "inbound call refused: no new calls start");
-            let _ = self.ua.reject(leg, 503, "Service Unavailable");
+            self.reject(leg, &facts, 503, "Service Unavailable").await;
             return;
         }
         let RouteTarget::AgentGroup(group_name) = target else {
             tracing::info!(%number, ?target, "inbound call not for an agent group: refused here");
-            let _ = self.ua.reject(leg, 404, "Not Found");
+            self.reject(leg, &facts, 404, "Not Found").await;
             return;
         };
         let Some((group, name)) = self.desk.group_by_name(&group_name) else {
             tracing::warn!(%number, group = %group_name, "inbound route names an agent group not on the roster");
-            let _ = self.ua.reject(leg, 480, "Temporarily Unavailable");
+            self.reject(leg, &facts, 480, "Temporarily Unavailable")
+                .await;
             return;
         };
         let answered = async {
@@ -724,24 +769,36 @@ impl Lines {
             let mut local = self.local_media(port);
             local.srtp = Some(crate::media::fresh_srtp_key().map_err(|e| (503, e.to_string()))?);
             let oa = answer_offer(&offer, &local).map_err(|e| (e.status_code(), e.to_string()))?;
+            let ports = [&sockets.0, &sockets.1]
+                .into_iter()
+                .map(crate::dialer::driver::dup)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| (503, e.to_string()))?;
             let rtp = RtpLeg::new(sockets, &oa.audio).map_err(|e| (503, e.to_string()))?;
-            Ok::<_, (u16, String)>((oa.answer, rtp))
+            Ok::<_, (u16, String)>((oa.answer, rtp, ports))
         }
         .await;
-        let (answer, rtp) = match answered {
+        let (answer, rtp, ports) = match answered {
             Ok(x) => x,
             Err((status, reason)) => {
                 tracing::warn!(%number, status, %reason, "inbound call refused");
-                let _ = self.ua.reject(leg, status, "Not Acceptable Here");
+                self.reject(leg, &facts, status, "Not Acceptable Here")
+                    .await;
                 return;
             }
         };
         if let Err(e) = self.ua.answer(leg, answer.to_string().into_bytes()) {
             tracing::error!(error = %e, "answering an inbound call failed");
+            let record = inbound_record::record_of(&facts, &InboundEnd::Failed);
+            inbound_record::commit(&self.desk, record).await;
             return;
         }
-        let call = CallId::new_v7();
-        let caller = caller_number(from);
+        let facts = InboundFacts {
+            answered_at: Some(UnixMillis::now()),
+            ..facts
+        };
+        let call = facts.call;
+        let caller = facts.remote.clone();
         let pop = ScreenPop::new(
             &name,
             caller.as_ref(),
@@ -754,6 +811,8 @@ impl Lines {
             CallerLine {
                 leg,
                 media: CallerMedia::Idle(Box::new(rtp)),
+                facts,
+                _ports: ports,
                 _named: caller
                     .as_ref()
                     .map(|n| crate::call_tap::live().name(call, n.masked())),
@@ -774,6 +833,7 @@ impl Lines {
     async fn on_command(&mut self, command: LinesCommand) {
         match command {
             LinesCommand::HoldNewCalls(held) => self.new_calls_held = Some(held),
+            LinesCommand::RecordCalls(recording) => self.recording = Some(*recording),
             LinesCommand::BridgeOutbound {
                 call,
                 agent,
@@ -958,9 +1018,16 @@ impl Lines {
         let _ = commands.try_send(BridgeCommand::PlayToAgent(Prompt::connect_beep()));
         let quality_log = crate::media::LegQualityLog::new(self.desk.pool().clone(), call);
         let tap = tap_point(call, "inbound call bridged to an agent", &commands);
+        let recorder = self.recording.as_ref().and_then(|(settings, store)| {
+            crate::dialer::placement::start_recorder(call, settings, store.clone())
+        });
+        // A recorded caller hears the consent announcement first (the agent is held back).
+        let consent = recorder
+            .as_ref()
+            .and(self.recording.as_ref())
+            .and_then(|(settings, _)| settings.consent.as_ref().map(|p| (**p).clone()));
         let task = tokio::spawn(async move {
-            let result =
-                run_bridge::<SqliteSegmentStore>(customer, agent_leg, None, None, rx).await;
+            let result = run_bridge(customer, agent_leg, recorder, consent, rx).await;
             drop(tap);
             match result {
                 Ok(report) => {
@@ -978,8 +1045,23 @@ impl Lines {
                             .record(i as u32 + 1, crate::media::LegRole::Agent, leg)
                             .await;
                     }
+                    let segments = match &report.recording {
+                        Some(Ok(all)) => all.len() as u32,
+                        Some(Err(e)) => {
+                            tracing::error!(%call, error = %e, "recording of the inbound call failed");
+                            0
+                        }
+                        None => 0,
+                    };
+                    (
+                        Some(crate::dialer::placement::quality_of(&report.customer)),
+                        segments,
+                    )
                 }
-                Err(e) => tracing::warn!(error = %e, "bridge failed"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "bridge failed");
+                    (None, 0)
+                }
             }
         });
         line.media = CallerMedia::Bridged {
@@ -1006,36 +1088,39 @@ impl Lines {
         };
         let (end_now, end_rx) = watch::channel(false);
         let done = self.overflow_done.clone();
+        let caller = line.facts.remote.clone();
+        let transfer = self.desk.transfer();
         tracing::info!(%call, %group, "queued call overflowed to a robot script or voicemail");
         let task = tokio::spawn(async move {
             let overflow = crate::robot_call::OverflowCall {
                 call,
                 group,
-                caller: None,
+                caller,
                 customer,
                 frame_samples: 160,
                 end_now: end_rx,
+                transfer,
             };
-            target.0.take_call(overflow).await;
+            let report = target.0.take_call(overflow).await;
             let _ = done.send(call);
+            report
         });
         line.media = CallerMedia::Overflow { end_now, task };
     }
 
-    /// Ends a caller's media (and its SIP leg when `hang_up`); a bridged agent's line gets
-    /// its media back on the same port.
+    /// Ends a caller's call: its media stops (a bridged agent's line gets its media back on
+    /// the same port), the desk hears the call ended, the call record is committed
+    /// (`inbound_record`), and then — when `hang_up` (the caller is still on the line) —
+    /// the caller's SIP leg is hung up and its RTP ports are let go.
     async fn end_caller(&mut self, call: CallId, hang_up: bool) {
         let Some(line) = self.callers.remove(&call) else {
             return;
         };
-        if hang_up {
-            self.roles.remove(&line.leg);
-            let _ = self.ua.hang_up(line.leg);
-        }
-        match line.media {
+        let end = match line.media {
             CallerMedia::Holding { stop, task, .. } => {
                 let _ = stop.send(());
                 let _ = task.await;
+                InboundEnd::Abandoned
             }
             CallerMedia::Bridged {
                 agent,
@@ -1043,15 +1128,48 @@ impl Lines {
                 task,
             } => {
                 let _ = commands.send(BridgeCommand::Hangup).await;
-                let _ = task.await;
+                let (quality, recording_segments) = task.await.unwrap_or((None, 0));
                 self.reopen_agent_media(agent).await;
+                InboundEnd::Talked {
+                    agent,
+                    quality,
+                    recording_segments,
+                }
             }
             CallerMedia::Overflow { end_now, task } => {
                 let _ = end_now.send(true);
-                let _ = task.await;
+                match task.await {
+                    Ok(report) => InboundEnd::Overflowed {
+                        disposition: report
+                            .agent
+                            .as_ref()
+                            .and_then(|a| a.1.clone())
+                            .unwrap_or(report.disposition),
+                        agent: report.agent.map(|a| a.0),
+                        recording_segments: report.recording_segments,
+                    },
+                    Err(e) => {
+                        tracing::error!(%call, error = %e, "the overflow task failed");
+                        InboundEnd::Failed
+                    }
+                }
             }
-            CallerMedia::Idle(_) | CallerMedia::Moving => {}
+            CallerMedia::Idle(_) | CallerMedia::Moving => InboundEnd::Abandoned,
+        };
+        self.desk.call_ended(call);
+        let record = inbound_record::record_of(&line.facts, &end);
+        inbound_record::commit(&self.desk, record).await;
+        if hang_up {
+            self.roles.remove(&line.leg);
+            let _ = self.ua.hang_up(line.leg);
         }
+    }
+
+    /// Refuses an inbound call with `status`; its record says so.
+    async fn reject(&mut self, leg: LegId, facts: &InboundFacts, status: u16, reason: &str) {
+        let _ = self.ua.reject(leg, status, reason);
+        let record = inbound_record::record_of(facts, &InboundEnd::Rejected(status));
+        inbound_record::commit(&self.desk, record).await;
     }
 
     /// After a bridge consumed the agent's media leg, binds its port again.

@@ -12,6 +12,8 @@
 //!   queue (positions, overflow) and the counts the pacing core needs;
 //! - [`script`]: screen-pop contents (masked number, fields, the script with `{{variables}}`
 //!   filled in);
+//! - [`inbound_record`]: the call records of inbound calls (answered, abandoned, overflowed,
+//!   refused);
 //! - [`lines`]: the agents' telephone lines: nailed-up legs to their phones, inbound calls
 //!   answered, held with music and bridged to agents (SIP + media);
 //! - [`bench`]: the `agents-bench` command (routing cost with N agents);
@@ -24,6 +26,7 @@
 
 pub mod bench;
 pub mod desk;
+pub mod inbound_record;
 pub mod lines;
 pub mod roster;
 pub mod script;

@@ -76,12 +76,19 @@ struct Inner {
     pool: SqlitePool,
     /// Who hears every agent event (the dialer's pacing), in order.
     subscribers: Mutex<Vec<mpsc::UnboundedSender<AgentEvent>>>,
-    /// Dispositions of outbound calls until the dialer takes them for the call record.
+    /// Dispositions until the call side (the dialer, the agents' lines) takes them for the
+    /// call record.
     dispositions: Mutex<HashMap<CallId, String>>,
     /// The dialer's preview side, once it runs.
     preview: std::sync::OnceLock<Arc<dyn PreviewDialer>>,
+    /// The transfer hook for inbound callers' robot scripts, once the dialer runs.
+    transfer: std::sync::OnceLock<Arc<dyn crate::robot_call::AgentTransfer>>,
     /// The contact each preview agent has on screen.
     cards: Mutex<HashMap<AgentId, PreviewCard>>,
+    /// The outbox agent events go to (inbound call records too).
+    outbox: Option<SharedOutbox>,
+    /// Turns true when the desk stops.
+    shutdown: watch::Receiver<bool>,
 }
 
 /// Dispositions kept for the dialer at most; beyond it (the dialer is not taking them) the
@@ -117,6 +124,7 @@ impl AgentDeskService {
         if let Some((_, policy)) = roster::load_routing_policy(&pool).await? {
             desk.set_policy(policy);
         }
+        resume_wrap_ups(&mut desk, &pool, now).await;
         let versions = roster::versions(&pool).await?;
         let (journal, journal_rx) = mpsc::unbounded_channel();
         let (written_tx, written) = watch::channel(0);
@@ -133,7 +141,10 @@ impl AgentDeskService {
             subscribers: Mutex::new(Vec::new()),
             dispositions: Mutex::new(HashMap::new()),
             preview: std::sync::OnceLock::new(),
+            transfer: std::sync::OnceLock::new(),
             cards: Mutex::new(HashMap::new()),
+            outbox: outbox.clone(),
+            shutdown: shutdown.clone(),
         });
         let service = AgentDeskService { inner };
         tokio::spawn(write_journal(pool, outbox, journal_rx, written_tx));
@@ -163,12 +174,7 @@ impl AgentDeskService {
                         .unwrap_or_else(|p| p.into_inner());
                     subscribers.retain(|s| s.send(event.clone()).is_ok());
                 }
-                DeskOutput::Disposition {
-                    call,
-                    code,
-                    campaign: Some(_),
-                    ..
-                } => {
+                DeskOutput::Disposition { call, code, .. } => {
                     let mut kept = self
                         .inner
                         .dispositions
@@ -269,6 +275,29 @@ impl AgentDeskService {
     ) -> Result<OfferDecision, AgentsError> {
         self.with_desk(|d, now| d.offer_to_group(now, call, group))
             .0
+    }
+
+    /// Routes a call of no campaign a robot script transfers to `group` (see
+    /// [`AgentDesk::offer_inbound_to_group`]).
+    pub fn offer_inbound_to_group(
+        &self,
+        call: CallId,
+        pop: ScreenPop,
+        group: AgentGroupId,
+    ) -> Result<OfferDecision, AgentsError> {
+        self.with_desk(|d, now| d.offer_inbound_to_group(now, call, pop, group))
+            .0
+    }
+
+    /// Plugs in the `transfer` hook robot scripts of inbound callers use (the dialer's desk
+    /// transfer; once, later calls are ignored).
+    pub fn set_transfer(&self, hook: Arc<dyn crate::robot_call::AgentTransfer>) {
+        let _ = self.inner.transfer.set(hook);
+    }
+
+    /// The `transfer` hook for inbound callers' robot scripts, once plugged in.
+    pub fn transfer(&self) -> Option<Arc<dyn crate::robot_call::AgentTransfer>> {
+        self.inner.transfer.get().cloned()
     }
 
     /// Queues or connects an inbound call.
@@ -402,14 +431,83 @@ impl AgentDeskService {
         Ok(())
     }
 
-    /// Takes the disposition saved for an outbound call, if any (the dialer puts it in the
-    /// call record).
+    /// Takes the disposition saved for a call, if any (the dialer or the agents' lines put it
+    /// in the call record).
     pub fn take_disposition(&self, call: CallId) -> Option<String> {
         self.inner
             .dispositions
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&call)
+    }
+
+    /// Resolves when the desk stops (the box is stopping).
+    pub async fn stopped(&self) {
+        let mut shutdown = self.inner.shutdown.clone();
+        let _ = shutdown.wait_for(|stop| *stop).await;
+    }
+
+    /// The outbox agent events go to (`None` while the box has none).
+    pub fn outbox(&self) -> Option<SharedOutbox> {
+        self.inner.outbox.clone()
+    }
+
+    /// Waits for the disposition of `call`, which `agent` wraps up now: the code the agent
+    /// saves, or `None` when the wrap-up ends without one (`DispositionWait` decides: the
+    /// agent moving on, the wrap-up's end and its grace, the overall limit) or the desk stops.
+    pub fn disposition_after(
+        &self,
+        call: CallId,
+        agent: AgentId,
+    ) -> BoxFuture<'static, Option<String>> {
+        use crate::dialer::wrap_up::{DispositionWait, WrapUpEnd};
+        let desk = self.clone();
+        Box::pin(async move {
+            let max = crate::dialer::placement::WRAP_UP_WAIT_MAX;
+            let mut wait = DispositionWait::new(UnixMillis::now(), max);
+            let mut changes = desk.changes();
+            loop {
+                // Saved on the desk (under its lock, before the agent's view changes).
+                match desk.take_disposition(call) {
+                    Some(code) => wait.handle_saved(code),
+                    None => wait.handle_agent(UnixMillis::now(), desk.holds(agent, call)),
+                }
+                if let Some(end) = wait.poll_end() {
+                    if !matches!(end, WrapUpEnd::Saved(_)) {
+                        tracing::info!(%call, %agent, end = end.label(), "the agent's wrap-up ended without a disposition");
+                    }
+                    return end.disposition();
+                }
+                let due = wait.poll_timeout().unwrap_or(UnixMillis::now());
+                let sleep =
+                    Duration::from_millis(due.millis_since(UnixMillis::now()).max(0) as u64);
+                tokio::select! {
+                    changed = changes.changed() => {
+                        if changed.is_err() {
+                            // The desk is gone: what it saved is all there will be.
+                            return desk.take_disposition(call);
+                        }
+                    }
+                    () = tokio::time::sleep(sleep) => wait.handle_timeout(UnixMillis::now()),
+                }
+            }
+        })
+    }
+
+    /// Whether `agent` still holds `call` on the desk (in its wrap-up).
+    pub fn holds(&self, agent: AgentId, call: CallId) -> crate::dialer::wrap_up::AgentHolds {
+        use crate::dialer::wrap_up::AgentHolds;
+        let held = self.view(agent).and_then(|v| {
+            let c = v.call?;
+            (c.call == call.to_string()).then_some((c.disposition, v.wrap_up_until_ms))
+        });
+        match held {
+            None => AgentHolds::No,
+            Some((saved, until)) => AgentHolds::Yes {
+                saved,
+                wrap_up_until: until.map(UnixMillis),
+            },
+        }
     }
 
     /// Every agent event from now on, in the desk's order (the dialer feeds its pacing with
@@ -455,6 +553,31 @@ impl AgentDeskService {
             }
         });
         Ok(())
+    }
+}
+
+/// Gives the desk the wrap-ups a previous run left (call records kept in `dialer_wrap_ups`
+/// whose agent's wrap-up has not ended): each agent is back in its wrap-up at its next login
+/// and may still save the call's code. A store error only costs that chance (logged).
+async fn resume_wrap_ups(desk: &mut AgentDesk, pool: &SqlitePool, now: UnixMillis) {
+    let kept = match crate::dialer::store::kept_records(pool).await {
+        Ok(kept) => kept,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the wrap-ups the last run left; their agents start ready");
+            return;
+        }
+    };
+    for k in kept {
+        let (Some(agent), Some(until)) = (k.record.agent, k.wrap_up_until) else {
+            continue;
+        };
+        if until <= now {
+            continue;
+        }
+        let r = &k.record;
+        let pop = ScreenPop::new("", r.remote.as_ref(), &[], "");
+        tracing::info!(call = %r.call, %agent, "the agent's wrap-up resumes at its next login");
+        desk.resume_wrap_up(agent, r.call, r.campaign, pop, until);
     }
 }
 

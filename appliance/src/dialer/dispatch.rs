@@ -27,10 +27,7 @@
 //! takes a call (the desk does), or run robot scripts (the robot placement does).
 
 use super::driver::DialerControl;
-use super::placement::{
-    Announcement, AnsweredCall, AnsweredCallPlacement, Placement, WrapUp, WRAP_UP_WAIT_MAX,
-};
-use super::wrap_up::{AgentHolds, DispositionWait, WrapUpEnd};
+use super::placement::{Announcement, AnsweredCall, AnsweredCallPlacement, Placement, WrapUp};
 use super::DialerError;
 use crate::agents::desk::{DeskOutput, OfferDecision, OfferedCall};
 use crate::agents::lines::{LinesHandle, NotBridged};
@@ -45,7 +42,6 @@ use callgate_pacing::AgentState;
 use futures_util::future::BoxFuture;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 
 /// The dialer's placement: routes each answered call by mode and routing result.
@@ -536,70 +532,30 @@ impl AgentPlacement {
     }
 
     /// The agent's wrap-up of `call` as a [`WrapUp`]: the desk's disposition for it, or
-    /// `None` when the wrap-up ends without one ([`DispositionWait`] decides). Keeps the
-    /// call's waiter (`guard`) so the desk's `Disposition` output still reaches it.
+    /// `None` when the wrap-up ends without one (`AgentDeskService::disposition_after`).
+    /// Keeps the call's waiter (`guard`) until then, so the desk's outputs for the call
+    /// still find it.
     fn wrap_up(
         &self,
         call: CallId,
         agent: AgentId,
-        mut desk_says: mpsc::UnboundedReceiver<DeskOutput>,
+        desk_says: mpsc::UnboundedReceiver<DeskOutput>,
         guard: WaiterGuard,
     ) -> WrapUp {
-        let desk = self.desk.clone();
+        let until = match self.desk.holds(agent, call) {
+            crate::dialer::wrap_up::AgentHolds::Yes { wrap_up_until, .. } => wrap_up_until,
+            crate::dialer::wrap_up::AgentHolds::No => None,
+        };
+        let wait = self.desk.disposition_after(call, agent);
         let disposition = Box::pin(async move {
-            let _guard = guard;
-            let mut wait = DispositionWait::new(UnixMillis::now(), WRAP_UP_WAIT_MAX);
-            let mut changes = desk.changes();
-            let mut desk_gone = false;
-            loop {
-                // Saved on the desk (under its lock, before the agent's view changes).
-                match desk.take_disposition(call) {
-                    Some(code) => wait.handle_saved(code),
-                    None => wait.handle_agent(UnixMillis::now(), holds(&desk, agent, call)),
-                }
-                if let Some(end) = wait.poll_end() {
-                    if matches!(end, WrapUpEnd::Saved(_)) {
-                        desk.take_disposition(call);
-                    } else {
-                        tracing::info!(%call, %agent, end = end.label(), "the agent's wrap-up ended without a disposition");
-                    }
-                    return end.disposition();
-                }
-                let due = wait.poll_timeout().unwrap_or(UnixMillis::now());
-                let sleep =
-                    Duration::from_millis(due.millis_since(UnixMillis::now()).max(0) as u64);
-                tokio::select! {
-                    said = desk_says.recv(), if !desk_gone => match said {
-                        Some(DeskOutput::Disposition { code, .. }) => wait.handle_saved(code),
-                        Some(_) => {}
-                        None => desk_gone = true,
-                    },
-                    changed = changes.changed() => {
-                        if changed.is_err() {
-                            // The desk is gone: what it saved is all there will be.
-                            return desk.take_disposition(call);
-                        }
-                    }
-                    () = tokio::time::sleep(sleep) => wait.handle_timeout(UnixMillis::now()),
-                }
-            }
+            let _kept = (guard, desk_says);
+            wait.await
         });
-        WrapUp { agent, disposition }
-    }
-}
-
-/// Whether `agent` still holds `call` on the desk (in its wrap-up).
-fn holds(desk: &AgentDeskService, agent: AgentId, call: CallId) -> AgentHolds {
-    let held = desk.view(agent).and_then(|v| {
-        let c = v.call?;
-        (c.call == call.to_string()).then_some((c.disposition, v.wrap_up_until_ms))
-    });
-    match held {
-        None => AgentHolds::No,
-        Some((saved, until)) => AgentHolds::Yes {
-            saved,
-            wrap_up_until: until.map(UnixMillis),
-        },
+        WrapUp {
+            agent,
+            until,
+            disposition,
+        }
     }
 }
 
@@ -643,10 +599,6 @@ impl AgentPlacement {
             audio,
             mut end_now,
         } = request;
-        let Some(campaign) = campaign else {
-            tracing::warn!(call = %id, %group, "a transfer outside a campaign is not offered to the desk");
-            return TransferResult::NoAgent;
-        };
         let (tx, mut desk_says) = mpsc::unbounded_channel();
         self.waiters
             .lock()
@@ -656,27 +608,38 @@ impl AgentPlacement {
             waiters: self.waiters.clone(),
             call: id,
         };
-        let brief = self.brief(campaign);
+        let brief = campaign.and_then(|c| self.brief(c));
         if let Some(b) = &brief {
             self.desk.set_campaign(b);
         }
-        // The agent sees the script's variables (contact fields and what the customer keyed).
+        // The agent sees the script's variables (contact fields and what the customer keyed;
+        // an inbound caller's number is its `caller` variable).
+        let caller = variables
+            .get("caller")
+            .and_then(|n| callgate_common::phone::PhoneNumber::parse(n, None).ok());
         let fields: Vec<(String, String)> = variables.into_iter().collect();
         let pop = ScreenPop::new(
             brief.as_ref().map_or("", |b| b.name.as_str()),
-            contact.as_ref().map(|c| &c.number),
+            contact.as_ref().map(|c| &c.number).or(caller.as_ref()),
             &fields,
             brief.as_ref().map_or("", |b| b.script.as_str()),
         );
-        let offered = OfferedCall {
-            call: id,
-            campaign,
-            answered_at: UnixMillis::now(),
-            facts: CallFacts::default(),
-            last_agent: None,
-            pop,
+        let decision = match campaign {
+            Some(campaign) => self.desk.offer_to_group(
+                OfferedCall {
+                    call: id,
+                    campaign,
+                    answered_at: UnixMillis::now(),
+                    facts: CallFacts::default(),
+                    last_agent: None,
+                    pop,
+                },
+                group,
+            ),
+            // An inbound caller's overflow script: the call of no campaign, inbound codes.
+            None => self.desk.offer_inbound_to_group(id, pop, group),
         };
-        let agent = match self.desk.offer_to_group(offered, group) {
+        let agent = match decision {
             Ok(OfferDecision::Connect { agent }) => agent,
             Ok(OfferDecision::Waiting { .. }) => loop {
                 tokio::select! {

@@ -250,12 +250,28 @@ impl DialerTask {
                 "attempts interrupted by the last stop were settled"
             );
         }
-        let records = store::settle_wrap_ups(&pool, &current, super::wrap_up::is_waiting).await?;
+        let (records, running) =
+            store::settle_wrap_ups(&pool, &current, now, super::wrap_up::is_waiting).await?;
         if records > 0 {
             tracing::warn!(
                 records,
                 "call records the last stop left waiting for a wrap-up were sent"
             );
+        }
+        // Wrap-ups that still run: the agent may still save a code (the desk puts the agent
+        // back into the wrap-up at login); the record goes out with it or when it ends.
+        let mut wrap_ups = Vec::new();
+        for kept in running {
+            let waiting = super::wrap_up::waiting_for(kept.record.call);
+            let (pool, outbox) = (pool.clone(), outbox.clone());
+            let task = tokio::spawn(async move {
+                let _waiting = waiting;
+                let call = kept.record.call;
+                if let Err(e) = store::complete_wrap_up(&pool, &outbox, kept).await {
+                    tracing::error!(%call, error = %e, "cannot send a call record left waiting for a wrap-up; the next start sends it");
+                }
+            });
+            wrap_ups.push(task.abort_handle());
         }
         // Subscribed before reading, so no change between the two is missed.
         let changes = store::watch_changes();
@@ -303,6 +319,7 @@ impl DialerTask {
             briefs,
             verdicts,
             new_calls,
+            wrap_ups,
         };
         let task = tokio::spawn(driver.run(commands_rx, done_rx, stop_rx));
         Ok(DialerTask {
@@ -408,6 +425,9 @@ struct Driver {
     verdicts: Option<mpsc::UnboundedReceiver<ScreenedAnswer>>,
     /// Why no new call may start, when that is watched.
     new_calls: Option<watch::Receiver<Option<String>>>,
+    /// The tasks that send call records when their agents' wrap-ups end (ended at the stop:
+    /// the records stay kept, and the next start completes them).
+    wrap_ups: Vec<tokio::task::AbortHandle>,
 }
 
 /// Tells the executor (and its pacer) an attempt was answered, by a machine or not.
@@ -546,23 +566,24 @@ impl Driver {
         }
         self.publish();
         if draining.is_some() {
-            self.settle_wrap_ups().await;
+            self.leave_wrap_ups().await;
         }
     }
 
-    /// The dialer stops (so does the box): call records still waiting for an agent's wrap-up
-    /// go out now, with the disposition the desk saved if any, rather than at the next start.
-    async fn settle_wrap_ups(&self) {
-        let outbox = self.outbox().await;
-        match store::settle_wrap_ups(&self.pool, &outbox, |_| false).await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(
-                records = n,
-                "call records waiting for a wrap-up sent as the dialer stops"
+    /// The dialer stops: call records still waiting for an agent's wrap-up stay kept (their
+    /// tasks end, as they would with the process); the next start completes them — with the
+    /// code the agent saves, or when the wrap-up has ended.
+    async fn leave_wrap_ups(&mut self) {
+        for task in self.wrap_ups.drain(..) {
+            task.abort();
+        }
+        match store::kept_records(&self.pool).await {
+            Ok(kept) if kept.is_empty() => {}
+            Ok(kept) => tracing::info!(
+                records = kept.len(),
+                "call records wait for their agents' wrap-up as the dialer stops; the next start completes those left"
             ),
-            Err(e) => {
-                tracing::error!(error = %e, "cannot send the call records waiting for a wrap-up; the next start sends them")
-            }
+            Err(e) => tracing::warn!(error = %e, "cannot count the call records waiting for a wrap-up"),
         }
     }
 
@@ -1119,10 +1140,15 @@ impl Driver {
         let (record, result) = Self::record_of(c, placement.outcome, None, Some(&placement));
         let outbox = self.outbox().await;
         let waiting = super::wrap_up::waiting_for(record.call);
+        let kept = store::KeptRecord {
+            record,
+            wrap_up_until: wrap_up.until,
+        };
         let stored = retry_while_busy("the attempt's result", || {
-            store::record_attempt_in_wrap_up(&outbox, &result, &record)
+            store::record_attempt_in_wrap_up(&outbox, &result, &kept)
         })
         .await;
+        let record = kept.record;
         if let Err(e) = &stored {
             // The contact stays `dialling` in the store: the next start settles it.
             tracing::error!(error = %e, attempt = %c.order.attempt, "cannot commit the attempt's result");
@@ -1132,12 +1158,22 @@ impl Driver {
         if stored.is_err() {
             return;
         }
-        let shared = self.outbox.clone();
-        let WrapUp { agent, disposition } = wrap_up;
-        tokio::spawn(async move {
+        let (shared, pool) = (self.outbox.clone(), self.pool.clone());
+        let WrapUp {
+            agent, disposition, ..
+        } = wrap_up;
+        self.wrap_ups.retain(|t| !t.is_finished());
+        let task = tokio::spawn(async move {
             let _waiting = waiting;
             let mut record = record;
-            let saved = disposition.await;
+            let mut saved = disposition.await;
+            if saved.is_none() {
+                // Saved through another desk meanwhile (the wrap-up resumed after a restart)?
+                saved = store::saved_disposition(&pool, record.call)
+                    .await
+                    .ok()
+                    .flatten();
+            }
             tracing::info!(call = %record.call, %agent, disposition = ?saved, "the agent's wrap-up is over; the call record goes out");
             metrics::counter!("callgate_dialer_wrap_ups_total", "disposition" => if saved.is_some() { "saved" } else { "none" })
                 .increment(1);
@@ -1155,6 +1191,7 @@ impl Driver {
                 tracing::error!(error = %e, call = %record.call, "cannot commit the call record after wrap-up");
             }
         });
+        self.wrap_ups.push(task.abort_handle());
     }
 
     /// The call record and attempt result of `c` ending now.
@@ -1263,7 +1300,10 @@ fn store_busy(e: &DialerError) -> bool {
 
 /// Runs `write` until it succeeds, fails for another reason than a busy store, or the store
 /// stayed busy for [`RESULT_BUSY_RETRY_FOR`]; each retry is logged with `what`.
-async fn retry_while_busy<F, Fut>(what: &'static str, mut write: F) -> Result<(), DialerError>
+pub(crate) async fn retry_while_busy<F, Fut>(
+    what: &'static str,
+    mut write: F,
+) -> Result<(), DialerError>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<(), DialerError>>,
@@ -1283,7 +1323,7 @@ where
 }
 
 /// A second handle on a socket, keeping its port bound while the first is in use elsewhere.
-fn dup(socket: &UdpSocket) -> std::io::Result<std::net::UdpSocket> {
+pub(crate) fn dup(socket: &UdpSocket) -> std::io::Result<std::net::UdpSocket> {
     use std::os::fd::AsFd;
     let owned = socket.as_fd().try_clone_to_owned()?;
     Ok(std::net::UdpSocket::from(owned))
@@ -1372,6 +1412,11 @@ pub async fn start_from_config(
     );
     let glue = match agents {
         Some(side) => {
+            // Inbound calls bridged to agents are recorded as the dialer's own are.
+            if let Some(recording) = &settings.recording {
+                side.lines
+                    .record_calls(recording.clone(), SqliteSegmentStore::new(pool.clone()));
+            }
             let agents = super::dispatch::AgentPlacement::start(
                 side.desk.clone(),
                 side.lines,
@@ -1379,12 +1424,13 @@ pub async fn start_from_config(
                 control.clone(),
                 side.desk_outputs,
             );
-            // Robot scripts' `transfer` steps reach the agents through the same desk.
+            // Robot scripts' `transfer` steps reach the agents through the same desk: the
+            // campaigns' scripts and the inbound callers' overflow scripts.
+            let transfer = Arc::new(super::dispatch::DeskTransfer::new(agents.clone()));
             if let Some(r) = &robot {
-                r.set_transfer(Some(Arc::new(super::dispatch::DeskTransfer::new(
-                    agents.clone(),
-                ))));
+                r.set_transfer(Some(transfer.clone()));
             }
+            side.desk.set_transfer(transfer);
             dispatch = dispatch.with_agents(agents);
             Some((side.desk, side.shutdown))
         }

@@ -88,6 +88,9 @@ pub struct Placement {
 pub struct WrapUp {
     /// The agent in wrap-up.
     pub agent: AgentId,
+    /// When the desk ends the agent's wrap-up (kept with the record: a restart waits until
+    /// then for the agent's code).
+    pub until: Option<callgate_common::time::UnixMillis>,
     /// The disposition to come.
     pub disposition: BoxFuture<'static, Option<String>>,
 }

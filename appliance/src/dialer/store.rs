@@ -364,23 +364,39 @@ pub async fn record_attempt(
     record_attempt_keeping(outbox, result, None).await
 }
 
-/// [`record_attempt`] for a call whose agent is still wrapping up: `record` (the call record
-/// as at the hang-up) is kept in `dialer_wrap_ups` in the same transaction, so it is durable
+/// A call record kept while its agent wraps up: the record as at the hang-up and when the
+/// wrap-up ends (`None`: not known).
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeptRecord {
+    /// The record as at the hang-up.
+    pub record: CallRecord,
+    /// When the agent's wrap-up ends.
+    pub wrap_up_until: Option<UnixMillis>,
+}
+
+/// [`record_attempt`] for a call whose agent is still wrapping up: the call record (as at
+/// the hang-up) is kept in `dialer_wrap_ups` in the same transaction, so it is durable
 /// before the call is released; [`record_wrapped_up`] sends it later.
 pub async fn record_attempt_in_wrap_up(
     outbox: &UplinkOutbox,
     result: &AttemptResult,
-    record: &CallRecord,
+    kept: &KeptRecord,
 ) -> Result<(), DialerError> {
-    record_attempt_keeping(outbox, result, Some(record)).await
+    record_attempt_keeping(outbox, result, Some(kept)).await
 }
 
 async fn record_attempt_keeping(
     outbox: &UplinkOutbox,
     result: &AttemptResult,
-    kept: Option<&CallRecord>,
+    kept: Option<&KeptRecord>,
 ) -> Result<(), DialerError> {
-    let kept = kept.map(|r| (r.call.to_string(), json(r)));
+    let kept = kept.map(|k| {
+        (
+            k.record.call.to_string(),
+            json(&k.record),
+            k.wrap_up_until.map(|u| u.0),
+        )
+    });
     let (lease, contact) = (result.lease.0 as i64, result.contact.0 as i64);
     let outcome = outcome_name(result.outcome);
     let live = match result.outcome {
@@ -414,12 +430,14 @@ async fn record_attempt_keeping(
                         .execute(&mut *conn)
                         .await?;
                     }
-                    if let Some((call, record)) = kept {
+                    if let Some((call, record, until)) = kept {
                         sqlx::query(
-                            "INSERT OR REPLACE INTO dialer_wrap_ups (call_id, record) VALUES ($1, $2)",
+                            "INSERT OR REPLACE INTO dialer_wrap_ups (call_id, record, wrap_up_until_ms) \
+                             VALUES ($1, $2, $3)",
                         )
                         .bind(call)
                         .bind(record)
+                        .bind(until)
                         .execute(&mut *conn)
                         .await?;
                     }
@@ -428,6 +446,24 @@ async fn record_attempt_keeping(
             }),
         )
         .await?;
+    Ok(())
+}
+
+/// Keeps the record of a call without an attempt (an inbound call) in `dialer_wrap_ups`
+/// while its agent wraps up: durable before the call is released; [`record_wrapped_up`]
+/// sends it later (or the next start, [`settle_wrap_ups`]).
+pub async fn keep_for_wrap_up(pool: &SqlitePool, kept: &KeptRecord) -> Result<(), DialerError> {
+    let mut tx = crate::sync::outbox_store::begin_write(pool).await?;
+    sqlx::query(
+        "INSERT OR REPLACE INTO dialer_wrap_ups (call_id, record, wrap_up_until_ms) \
+         VALUES ($1, $2, $3)",
+    )
+    .bind(kept.record.call.to_string())
+    .bind(json(&kept.record))
+    .bind(kept.wrap_up_until.map(|u| u.0))
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
     Ok(())
 }
 
@@ -466,39 +502,99 @@ pub async fn record_wrapped_up(
     }
 }
 
-/// Sends the call records left waiting for a wrap-up (by a previous run, or by this dialer
-/// as it stops), each with the disposition the agent desk saved for the call if there is one,
-/// else as it was kept. Records `waited_here` says this process still waits for are left
-/// alone. Returns how many were sent.
+/// The call records kept for a wrap-up, with when each wrap-up ends.
+pub async fn kept_records(pool: &SqlitePool) -> Result<Vec<KeptRecord>, DialerError> {
+    let rows: Vec<(String, Option<i64>)> =
+        sqlx::query_as("SELECT record, wrap_up_until_ms FROM dialer_wrap_ups ORDER BY call_id")
+            .fetch_all(pool)
+            .await?;
+    rows.into_iter()
+        .map(|(text, until)| {
+            Ok(KeptRecord {
+                record: from_json::<CallRecord>("kept call record", &text)?,
+                wrap_up_until: until.map(UnixMillis),
+            })
+        })
+        .collect()
+}
+
+/// The code the agent desk saved for `call` (`agent_disposition`), if any.
+pub async fn saved_disposition(
+    pool: &SqlitePool,
+    call: callgate_common::ids::CallId,
+) -> Result<Option<String>, DialerError> {
+    let saved: Option<(String,)> =
+        sqlx::query_as("SELECT code FROM agent_disposition WHERE call_id = $1")
+            .bind(call.to_string())
+            .fetch_optional(pool)
+            .await?;
+    Ok(saved.map(|(code,)| code))
+}
+
+/// Completes the call records a previous run left waiting for a wrap-up (records
+/// `waited_here` says this process waits for are left alone): each is sent with the code
+/// the desk saved for it, or without one when its wrap-up has ended by `now` (its end plus
+/// [`super::wrap_up::WRAP_UP_GRACE`]; an unknown end counts as ended). Returns how many were
+/// sent and the records whose wrap-up still runs (the caller waits for them:
+/// [`complete_wrap_up`]).
 pub async fn settle_wrap_ups(
     pool: &SqlitePool,
     outbox: &UplinkOutbox,
+    now: UnixMillis,
     waited_here: impl Fn(callgate_common::ids::CallId) -> bool,
-) -> Result<usize, DialerError> {
-    let rows: Vec<(String, String)> =
-        sqlx::query_as("SELECT call_id, record FROM dialer_wrap_ups ORDER BY call_id")
-            .fetch_all(pool)
-            .await?;
+) -> Result<(usize, Vec<KeptRecord>), DialerError> {
     let mut sent = 0;
-    for (call, text) in rows {
-        let mut record = from_json::<CallRecord>("kept call record", &text)?;
-        if waited_here(record.call) {
+    let mut running = Vec::new();
+    for mut kept in kept_records(pool).await? {
+        if waited_here(kept.record.call) {
             continue;
         }
-        let saved: Option<(String,)> =
-            sqlx::query_as("SELECT code FROM agent_disposition WHERE call_id = $1")
-                .bind(&call)
-                .fetch_optional(pool)
-                .await?;
-        if let Some((code,)) = saved {
-            record.disposition = Some(code);
+        match saved_disposition(pool, kept.record.call).await? {
+            Some(code) => kept.record.disposition = Some(code),
+            None if wrap_up_runs(&kept, now) => {
+                running.push(kept);
+                continue;
+            }
+            None => {}
         }
-        tracing::warn!(%call, disposition = ?record.disposition, "sending a call record left waiting for the agent's wrap-up");
-        if record_wrapped_up(outbox, &record).await? {
+        tracing::warn!(call = %kept.record.call, disposition = ?kept.record.disposition, "sending a call record a previous run left waiting for the agent's wrap-up");
+        if record_wrapped_up(outbox, &kept.record).await? {
             sent += 1;
         }
     }
-    Ok(sent)
+    Ok((sent, running))
+}
+
+fn wrap_up_runs(kept: &KeptRecord, now: UnixMillis) -> bool {
+    let grace = super::wrap_up::WRAP_UP_GRACE.as_millis() as i64;
+    kept.wrap_up_until
+        .is_some_and(|until| now < until.plus_millis(grace))
+}
+
+/// How often [`complete_wrap_up`] looks for the agent's code.
+const SAVED_POLL: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Waits for a record [`settle_wrap_ups`] found still in its wrap-up: sends it with the code
+/// the agent saves (the desk writes `agent_disposition`), or without one once the wrap-up
+/// has ended (plus the grace). Never sends it twice ([`record_wrapped_up`]).
+pub async fn complete_wrap_up(
+    pool: &SqlitePool,
+    outbox: &crate::agents::service::SharedOutbox,
+    mut kept: KeptRecord,
+) -> Result<bool, DialerError> {
+    loop {
+        if let Some(code) = saved_disposition(pool, kept.record.call).await? {
+            kept.record.disposition = Some(code);
+            break;
+        }
+        if !wrap_up_runs(&kept, UnixMillis::now()) {
+            break;
+        }
+        tokio::time::sleep(SAVED_POLL).await;
+    }
+    tracing::info!(call = %kept.record.call, disposition = ?kept.record.disposition, "a wrap-up left by the last stop is over; the call record goes out");
+    let current = outbox.read().await.clone();
+    record_wrapped_up(&current, &kept.record).await
 }
 
 /// Hands contacts back (`Uplink::LeaseReturn`) and records why, in one transaction:
@@ -898,7 +994,11 @@ mod tests {
         )
         .await
         .unwrap();
-        record_attempt_in_wrap_up(&outbox, &result, &record)
+        let kept = KeptRecord {
+            record: record.clone(),
+            wrap_up_until: Some(UnixMillis(60_000)),
+        };
+        record_attempt_in_wrap_up(&outbox, &result, &kept)
             .await
             .unwrap();
         // The attempt is settled (the contact done) with its record kept, not yet sent.
@@ -914,7 +1014,12 @@ mod tests {
         assert!(record_wrapped_up(&outbox, &later).await.unwrap());
         // Sent once: a second try (or a settle) sends nothing.
         assert!(!record_wrapped_up(&outbox, &later).await.unwrap());
-        assert_eq!(settle_wrap_ups(pool, &outbox, |_| false).await.unwrap(), 0);
+        assert_eq!(
+            settle_wrap_ups(pool, &outbox, UnixMillis(100_000), |_| false)
+                .await
+                .unwrap(),
+            (0, vec![])
+        );
         assert_eq!(
             sent(&outbox).await,
             vec![Uplink::AttemptResult(result), Uplink::CallRecord(later)]
@@ -922,7 +1027,8 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_restart_sends_the_records_left_in_wrap_up_with_the_disposition_the_desk_saved() {
+    async fn a_restart_completes_the_records_left_in_wrap_up_with_the_code_saved_or_when_the_wrap_up_ended(
+    ) {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).await.unwrap();
         let pool = store.pool();
@@ -930,43 +1036,82 @@ mod tests {
         apply_now(pool, &Downlink::ContactLease(lease()))
             .await
             .unwrap();
+        let now = UnixMillis::now();
         let (saved_result, saved) = talked(0);
-        let (unsaved_result, unsaved) = talked(1);
-        let (live_result, live) = talked(2);
-        for (i, (r, rec)) in [
-            (&saved_result, &saved),
-            (&unsaved_result, &unsaved),
-            (&live_result, &live),
+        let (ended_result, ended) = talked(1);
+        let (running_result, running) = talked(2);
+        let (live_result, live) = talked(3);
+        let (unknown_result, unknown) = talked(4);
+        for (i, (r, rec, until)) in [
+            (&saved_result, &saved, Some(now.plus_millis(60_000))),
+            (&ended_result, &ended, Some(now.plus_millis(-5_000))),
+            (&running_result, &running, Some(now.plus_millis(60_000))),
+            (&live_result, &live, Some(now.plus_millis(60_000))),
+            (&unknown_result, &unknown, None),
         ]
         .into_iter()
         .enumerate()
         {
-            mark_dialling(
-                pool,
-                LeaseId(9),
-                ContactId(i as u64),
-                r.attempt,
-                UnixMillis(5),
+            if i < 3 {
+                // (The lease holds three contacts; the others' records stand alone.)
+                mark_dialling(
+                    pool,
+                    LeaseId(9),
+                    ContactId(i as u64),
+                    r.attempt,
+                    UnixMillis(5),
+                )
+                .await
+                .unwrap();
+            }
+            let kept = KeptRecord {
+                record: rec.clone(),
+                wrap_up_until: until,
+            };
+            record_attempt_in_wrap_up(&outbox, r, &kept).await.unwrap();
+        }
+        let save = |call: callgate_common::ids::CallId, code: &'static str| {
+            sqlx::query(
+                "INSERT INTO agent_disposition (call_id, agent_id, campaign_id, code, saved_at_ms) \
+                 VALUES ($1, 4, 3, $2, 20)",
             )
+            .bind(call.to_string())
+            .bind(code)
+            .execute(pool)
+        };
+        // The agent saved a code for the first call before the process stopped.
+        save(saved.call, "callback").await.unwrap();
+        let live_call = live.call;
+        let (sent_now, still) = settle_wrap_ups(pool, &outbox, now, |c| c == live_call)
             .await
             .unwrap();
-            record_attempt_in_wrap_up(&outbox, r, rec).await.unwrap();
-        }
-        // The agent saved a code for the first call before the process stopped.
-        sqlx::query(
-            "INSERT INTO agent_disposition (call_id, agent_id, campaign_id, code, saved_at_ms) \
-             VALUES ($1, 4, 3, 'callback', 20)",
-        )
-        .bind(saved.call.to_string())
-        .execute(pool)
-        .await
-        .unwrap();
-        let live_call = live.call;
+        assert_eq!(sent_now, 3, "saved, ended and of unknown end");
         assert_eq!(
-            settle_wrap_ups(pool, &outbox, |c| c == live_call)
+            still,
+            vec![KeptRecord {
+                record: running.clone(),
+                wrap_up_until: Some(now.plus_millis(60_000)),
+            }],
+            "the wrap-up still running waits; the live one is left alone"
+        );
+        // The agent (back in its wrap-up after the restart) saves the code 0.3 s later.
+        let completing = {
+            let (pool, outbox) = (
+                pool.clone(),
+                Arc::new(tokio::sync::RwLock::new(outbox.clone())),
+            );
+            let kept = still[0].clone();
+            tokio::spawn(async move { complete_wrap_up(&pool, &outbox, kept).await })
+        };
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        save(running.call, "sale").await.unwrap();
+        assert!(completing.await.unwrap().unwrap(), "sent");
+        // Never twice: a second settle sends nothing but leaves the live one alone.
+        assert_eq!(
+            settle_wrap_ups(pool, &outbox, now, |c| c == live_call)
                 .await
                 .unwrap(),
-            2
+            (0, vec![])
         );
         let records: Vec<CallRecord> = sent(&outbox)
             .await
@@ -976,14 +1121,13 @@ mod tests {
                 _ => None,
             })
             .collect();
-        assert_eq!(records.len(), 2, "{records:?}");
+        assert_eq!(records.len(), 4, "{records:?}");
         let of = |call| records.iter().find(|r| r.call == call).unwrap();
         assert_eq!(of(saved.call).disposition.as_deref(), Some("callback"));
-        assert_eq!(of(unsaved.call).disposition, None);
-        assert_eq!(
-            of(unsaved.call).agent,
-            Some(callgate_common::ids::AgentId(4))
-        );
+        assert_eq!(of(ended.call).disposition, None);
+        assert_eq!(of(ended.call).agent, Some(callgate_common::ids::AgentId(4)));
+        assert_eq!(of(unknown.call).disposition, None);
+        assert_eq!(of(running.call).disposition.as_deref(), Some("sale"));
         assert!(
             records.iter().all(|r| r.call != live_call),
             "the live wrap-up is left alone"

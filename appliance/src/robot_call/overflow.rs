@@ -5,8 +5,11 @@
 //! caller's media leg over as an [`OverflowCall`] and hang the caller up when the returned
 //! future resolves; `end_now` turns true when the caller hangs up first.
 //!
-//! Must not: send SIP, or route to agents (an overflowed call's `transfer` steps find no
-//! agent and follow `on_no_agent`).
+//! A script's `transfer` step goes to the agent desk through the hook the lines pass in
+//! (`OverflowCall::transfer`, the dialer's desk transfer): the group's agent talks to the
+//! caller like a campaign transfer's; without the hook it follows `on_no_agent`.
+//!
+//! Must not: send SIP, or route to agents itself (the desk chooses).
 
 use super::driver::{run_robot_call, RobotRun};
 use super::speech::SpeechCache;
@@ -14,7 +17,7 @@ use super::RobotCallError;
 use crate::dialer::placement::{start_recorder, Recorder};
 use crate::media::{run_audio_leg, LegAudio, RtpLeg};
 use crate::recording::{SqliteSegmentStore, ValidRecording};
-use callgate_common::ids::{AgentGroupId, CallId};
+use callgate_common::ids::{AgentGroupId, AgentId, CallId};
 use callgate_common::phone::PhoneNumber;
 use callgate_common::time::UnixMillis;
 use callgate_media::prompt::Prompt;
@@ -29,7 +32,6 @@ use tokio::sync::{mpsc, watch};
 pub const DISPOSITION_VOICEMAIL: &str = "voicemail";
 
 /// An inbound caller handed over at overflow.
-#[derive(Debug)]
 pub struct OverflowCall {
     /// The call.
     pub call: CallId,
@@ -43,6 +45,19 @@ pub struct OverflowCall {
     pub frame_samples: usize,
     /// Turns true when the caller hung up.
     pub end_now: watch::Receiver<bool>,
+    /// Where a script's `transfer` steps go (the agent desk); `None`: they find no agent.
+    pub transfer: Option<Arc<dyn super::AgentTransfer>>,
+}
+
+impl std::fmt::Debug for OverflowCall {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OverflowCall")
+            .field("call", &self.call)
+            .field("group", &self.group)
+            .field("caller", &self.caller)
+            .field("transfer", &self.transfer.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 /// How an overflowed call ended.
@@ -50,6 +65,10 @@ pub struct OverflowCall {
 pub struct OverflowReport {
     /// The script's disposition, or [`DISPOSITION_VOICEMAIL`].
     pub disposition: String,
+    /// The agent a script's `transfer` reached, with the code that agent saved by the end
+    /// of the conversation (a later one is the call record's business: the agent's lines
+    /// wait for the wrap-up).
+    pub agent: Option<(AgentId, Option<String>)>,
     /// Recording segments sealed for the call (the voicemail message is in them).
     pub recording_segments: u32,
 }
@@ -148,7 +167,7 @@ impl InboundOverflow for ScriptOverflow {
             end_now: call.end_now,
             recorder: recorder_for(call.call, &self.recording),
             speech: self.speech.clone(),
-            transfer: None,
+            transfer: call.transfer,
         };
         let id = call.call;
         let reports = self.reports.clone();
@@ -159,12 +178,16 @@ impl InboundOverflow for ScriptOverflow {
                         .outcome
                         .map(|o| o.disposition().to_owned())
                         .unwrap_or_else(|| "caller_hangup".to_owned()),
+                    // The agent's wrap-up future is dropped: the agents' lines wait for the
+                    // desk's code themselves (the call record is theirs).
+                    agent: report.agent.map(|a| (a, report.agent_disposition)),
                     recording_segments: report.recording_segments,
                 },
                 Err(e) => {
                     tracing::warn!(call = %id, error = %e, "overflow robot call's media failed");
                     OverflowReport {
                         disposition: "media_failed".to_owned(),
+                        agent: None,
                         recording_segments: 0,
                     }
                 }
@@ -319,6 +342,7 @@ async fn take_message(
     tracing::info!(call = %id, segments, seconds = message_frames * (frame as u64) / 8_000, "voicemail message taken");
     OverflowReport {
         disposition: DISPOSITION_VOICEMAIL.to_owned(),
+        agent: None,
         recording_segments: segments,
     }
 }

@@ -788,6 +788,71 @@ mod tests {
         assert_eq!(bars.matches("<rect").count(), 2);
     }
 
+    #[tokio::test]
+    async fn an_inbound_call_record_is_stored_and_counted_in_the_days_handle_time_and_quality() {
+        use callgate_common::ids::{AgentId, ApplianceId, CallId};
+        use callgate_common::wire::{CallOutcome, CallQuality, Direction, Uplink, UplinkEnvelope};
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), None).await.unwrap();
+        let now = UnixMillis(1_795_000_000_000);
+        let record = CallRecord {
+            call: CallId::new_v7(),
+            attempt: None,
+            campaign: None,
+            contact: None,
+            direction: Direction::Inbound,
+            trunk: None,
+            remote: Some(
+                callgate_common::phone::PhoneNumber::parse("+442079460123", None).unwrap(),
+            ),
+            agent: Some(AgentId(11)),
+            started_at: UnixMillis(now.0 - 100_000),
+            answered_at: Some(UnixMillis(now.0 - 99_000)),
+            ended_at: UnixMillis(now.0 - 39_000),
+            outcome: CallOutcome::AnsweredHuman,
+            sip_status: None,
+            disposition: Some("resolved".into()),
+            recording_segments: 0,
+            quality: Some(CallQuality {
+                mos_x100: 420,
+                loss_ppm: 0,
+                jitter_us: 1_000,
+                rtt_us: None,
+            }),
+        };
+        let env = UplinkEnvelope::new(
+            ApplianceId::new("branch-1").unwrap(),
+            1,
+            now,
+            Uplink::CallRecord(record.clone()),
+        );
+        crate::sync::apply::apply_uplink(store.pool(), &env, now, 0)
+            .await
+            .unwrap();
+        let (campaign, outcome, disposition, blob): (Option<i64>, String, Option<String>, Vec<u8>) =
+            sqlx::query_as(
+                "SELECT campaign_id, outcome, disposition, record FROM call_records WHERE call_id = $1",
+            )
+            .bind(record.call.to_string())
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+        assert_eq!(
+            (campaign, outcome.as_str(), disposition.as_deref()),
+            (None, "answered_human", Some("resolved"))
+        );
+        assert_eq!(postcard::from_bytes::<CallRecord>(&blob).unwrap(), record);
+
+        // All campaigns: the inbound call is a handled call of its day, with its quality.
+        let (days, _) = figures(&store, now, 1, None).await.unwrap();
+        assert_eq!(days[0].average_handle_seconds(), Some(60.0));
+        assert_eq!(days[0].mos(), Some(4.2));
+        assert_eq!(days[0].attempts, 0, "an inbound call is no dial attempt");
+        // One campaign: it belongs to none.
+        let (days, _) = figures(&store, now, 1, Some(3)).await.unwrap();
+        assert_eq!(days[0].average_handle_seconds(), None);
+    }
+
     #[test]
     fn csv_cells_that_would_run_as_formulas_are_defused() {
         assert_eq!(csv_safe("=HYPERLINK(1)"), "'=HYPERLINK(1)");

@@ -741,3 +741,98 @@ fn a_transferred_call_goes_to_the_named_groups_agent_or_waits_then_reaches_safe_
     assert_eq!(out.last(), Some(&DeskOutput::SafeHarbour { call: id }));
     assert_eq!(d.view(AgentId(1)).unwrap().state, "ready");
 }
+
+#[test]
+fn a_wrap_up_left_by_a_restart_resumes_at_login_takes_its_code_and_ends_at_its_time() {
+    let mut d = desk(&[(1, &[SALES]), (2, &[SALES])]);
+    d.set_campaign(&brief(30));
+    let (outbound, inbound) = (CallId::new_v7(), CallId::new_v7());
+    let pop = ScreenPop::new("", None, &[], "");
+    d.resume_wrap_up(AgentId(1), outbound, Some(CAMPAIGN), pop.clone(), t(20_000));
+    d.resume_wrap_up(AgentId(2), inbound, None, pop, t(5_000));
+
+    // Agent 1 logs in before its wrap-up's end: back in it, with the campaign's codes.
+    d.log_in(t(1_000), AgentId(1)).unwrap();
+    let v = d.view(AgentId(1)).unwrap();
+    assert_eq!(v.state, "wrap_up");
+    assert_eq!(v.wrap_up_until_ms, Some(t(20_000).0));
+    let c = v.call.unwrap();
+    assert_eq!((c.call, c.inbound), (outbound.to_string(), false));
+    assert_eq!(c.dispositions, brief(30).disposition_codes);
+    assert_eq!(d.ready_count(), 0, "not ready while it wraps up");
+    drain(&mut d);
+    d.dispose(t(2_000), AgentId(1), "sale").unwrap();
+    let out = drain(&mut d);
+    assert!(
+        out.contains(&DeskOutput::Disposition {
+            call: outbound,
+            agent: AgentId(1),
+            campaign: Some(CAMPAIGN),
+            code: "sale".into(),
+            at: t(2_000),
+        }),
+        "{out:?}"
+    );
+    assert_eq!(d.view(AgentId(1)).unwrap().state, "ready");
+
+    // Agent 2 logs in after its wrap-up's end: simply ready.
+    d.log_in(t(6_000), AgentId(2)).unwrap();
+    assert_eq!(d.view(AgentId(2)).unwrap().state, "ready");
+}
+
+#[test]
+fn a_resumed_wrap_up_not_disposed_ends_at_its_time_with_the_inbound_codes() {
+    let mut d = desk(&[(1, &[SALES])]);
+    let call_id = CallId::new_v7();
+    d.resume_wrap_up(
+        AgentId(1),
+        call_id,
+        None,
+        ScreenPop::new("", None, &[], ""),
+        t(8_000),
+    );
+    d.log_in(t(1_000), AgentId(1)).unwrap();
+    let v = d.view(AgentId(1)).unwrap();
+    assert_eq!(v.state, "wrap_up");
+    assert_eq!(
+        v.call.unwrap().dispositions,
+        DeskSettings::default().inbound_dispositions
+    );
+    assert_eq!(d.poll_timeout(), Some(t(8_000)));
+    d.handle_timeout(t(8_000));
+    assert_eq!(d.view(AgentId(1)).unwrap().state, "ready");
+    // Resumed once: a later login is plain.
+    d.log_out(t(9_000), AgentId(1), "home").unwrap();
+    d.log_in(t(9_500), AgentId(1)).unwrap();
+    assert_eq!(d.view(AgentId(1)).unwrap().state, "ready");
+}
+
+#[test]
+fn a_call_of_no_campaign_transferred_to_a_group_carries_the_inbound_codes_or_waits_then_safe_harbour(
+) {
+    let mut d = desk(&[(1, &[SALES]), (2, &[QA])]);
+    d.log_in(t(0), AgentId(1)).unwrap();
+    d.log_in(t(10), AgentId(2)).unwrap();
+    let pop = ScreenPop::new("", None, &[], "");
+    let first = CallId::new_v7();
+    assert_eq!(
+        d.offer_inbound_to_group(t(1_000), first, pop.clone(), QA)
+            .unwrap(),
+        OfferDecision::Connect { agent: AgentId(2) },
+        "the named group's agent, not the longest idle"
+    );
+    let c = d.view(AgentId(2)).unwrap().call.unwrap();
+    assert!(c.inbound);
+    assert_eq!(c.dispositions, DeskSettings::default().inbound_dispositions);
+    let second = CallId::new_v7();
+    assert!(matches!(
+        d.offer_inbound_to_group(t(1_100), second, pop, QA).unwrap(),
+        OfferDecision::Waiting { .. }
+    ));
+    drain(&mut d);
+    d.handle_timeout(t(1_100 + DeskSettings::default().safe_harbour_after_ms));
+    assert_eq!(
+        drain(&mut d),
+        vec![DeskOutput::SafeHarbour { call: second }]
+    );
+}
