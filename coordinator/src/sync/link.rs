@@ -93,6 +93,9 @@ struct Peer {
     inbox: Inbox,
     state: Option<ApplianceState>,
     checked_at: Instant,
+    /// Whether its clock skew is over the threshold: logged and counted when this changes,
+    /// not for every message (a backlog of thousands would log each one).
+    skew_alarm: bool,
 }
 
 /// How long a looked-up appliance state (enrolled, revoked) is trusted before re-reading.
@@ -541,6 +544,7 @@ async fn on_message(
                 inbox: Inbox::new(hw, Duration::from_millis(20), 64),
                 state: None,
                 checked_at: now,
+                skew_alarm: false,
             },
         );
     }
@@ -566,10 +570,13 @@ async fn on_message(
     }
     let wall = UnixMillis::now();
     let skew = ClockSkew::measure(env.sent_at, wall, skew_limit);
-    if skew.alarm {
-        tracing::warn!(appliance = %app, skew_ms = skew.skew_ms, "appliance clock skew over the threshold");
+    if skew.alarm && !peer.skew_alarm {
+        tracing::warn!(appliance = %app, skew_ms = skew.skew_ms, "appliance clock skew over the threshold (includes time queued on the way)");
         metrics::counter!("callgate_sync_clock_skew_alarms_total").increment(1);
+    } else if !skew.alarm && peer.skew_alarm {
+        tracing::info!(appliance = %app, skew_ms = skew.skew_ms, "appliance clock skew back under the threshold");
     }
+    peer.skew_alarm = skew.alarm;
     match &env.body {
         Uplink::Hello(h) => {
             tracing::info!(appliance = %app, firmware = %h.firmware, skew_ms = skew.skew_ms, "appliance hello");

@@ -178,6 +178,8 @@ async fn route(
     mut stop: watch::Receiver<bool>,
 ) {
     let mut writers: HashMap<ConnId, mpsc::Sender<Command>> = HashMap::new();
+    // What the gauges last said: they are set when this changes, not for every packet.
+    let mut shown = None;
     loop {
         let next = tokio::select! {
             () = stopped(&mut stop) => None,
@@ -229,12 +231,16 @@ async fn route(
                 }
             }
         }
-        metrics::gauge!("callgate_broker_connections").set(router.connected() as f64);
-        let stats = router.stats();
-        metrics::gauge!("callgate_broker_denied_publishes").set(stats.denied_publishes as f64);
-        metrics::gauge!("callgate_broker_refused_connections")
-            .set(stats.refused_connections as f64);
-        metrics::gauge!("callgate_broker_dropped_queued").set(stats.dropped_queued as f64);
+        let now = Some((router.connected(), router.stats()));
+        if now != shown {
+            shown = now;
+            let stats = router.stats();
+            metrics::gauge!("callgate_broker_connections").set(router.connected() as f64);
+            metrics::gauge!("callgate_broker_denied_publishes").set(stats.denied_publishes as f64);
+            metrics::gauge!("callgate_broker_refused_connections")
+                .set(stats.refused_connections as f64);
+            metrics::gauge!("callgate_broker_dropped_queued").set(stats.dropped_queued as f64);
+        }
     }
 }
 
