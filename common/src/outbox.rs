@@ -18,10 +18,11 @@
 //! 3. [`Outbox::handle_ack`] with a cumulative `up_to` releases every message `<= up_to`.
 //! 4. On reconnect ([`Outbox::handle_connected`]) and when acks stop progressing for
 //!    [`OutboxConfig::resend_after`] ([`Outbox::handle_timeout`]), everything unacknowledged
-//!    is sent again from the oldest (go-back-N). Each further resend without progress waits
-//!    twice as long (up to [`RESEND_BACKOFF_MAX`] times `resend_after`), so a receiver that
-//!    is merely slow — a thousand boxes' backlog — is not buried under copies of what it
-//!    already has queued; an ack that moves, or a reconnect, resets the wait. The MQTT client's own in-flight queue is
+//!    is sent again from the oldest (go-back-N). Each such resend doubles the wait before
+//!    the next (up to [`RESEND_BACKOFF_MAX`] times `resend_after`), so a receiver that is
+//!    merely slow — a thousand boxes' backlog, acks trickling in — is not buried under
+//!    copies of what it already has queued; the wait returns to `resend_after` only when
+//!    everything outstanding is acknowledged, or on a reconnect. The MQTT client's own in-flight queue is
 //!    never trusted: rumqttc drops it when the broker answers `session_present=0`.
 //!
 //! The receiving side keeps one [`Inbox`] per peer: [`Inbox::classify`] says whether an
@@ -188,8 +189,9 @@ pub struct Outbox {
     cursor: u64,
     connected: bool,
     last_progress: Option<Instant>,
-    /// The current wait between resends, as a multiple of `resend_after`: 1 after progress
-    /// or a reconnect, doubled by each resend without progress up to [`RESEND_BACKOFF_MAX`].
+    /// The current wait between resends, as a multiple of `resend_after`: 1 once everything
+    /// is acknowledged or after a reconnect, doubled by each resend up to
+    /// [`RESEND_BACKOFF_MAX`].
     backoff: u32,
     used: u64,
     alarm: bool,
@@ -362,7 +364,9 @@ impl Outbox {
         self.acked = up_to;
         self.cursor = self.cursor.max(up_to + 1);
         self.last_progress = Some(now);
-        self.backoff = 1;
+        if self.sequenced.is_empty() {
+            self.backoff = 1;
+        }
         let mut ids = Vec::with_capacity(released.len());
         for (_, (id, size)) in released {
             self.used -= size;

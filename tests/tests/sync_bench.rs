@@ -118,6 +118,13 @@ async fn run_bench(
         .iter()
         .enumerate()
         .map(|(k, dir)| {
+            // Each process's log goes to a file: a pipe nobody reads until the end fills
+            // with a thousand boxes' warnings and then blocks every writer, the runtime too.
+            let log = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(dir.with_extension("log"))
+                .unwrap();
             let mut child = Command::new(binary("callgate-appliance"))
                 .args(["sync-bench", "--dir"])
                 .arg(dir)
@@ -130,10 +137,11 @@ async fn run_bench(
                     &hold_secs.to_string(),
                 ])
                 .args(prefill.then_some("--prefill"))
-                .env("RUST_LOG", "warn")
+                .env("RUST_LOG", "warn,sqlx=error")
+                .env("NO_COLOR", "1")
                 .stdin(Stdio::piped())
                 .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
+                .stderr(log)
                 .spawn()
                 .unwrap();
             let out = child.stdout.take().unwrap();
@@ -205,13 +213,17 @@ async fn run_bench(
         held = Some(h);
     }
     let mut generated = 0u64;
-    for child in children {
-        let out = child.wait_with_output().unwrap();
-        assert!(
-            out.status.success(),
-            "sync-bench failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+    for (mut child, dir) in children.into_iter().zip(dirs) {
+        let status = child.wait().unwrap();
+        if !status.success() {
+            let log = std::fs::read_to_string(dir.with_extension("log")).unwrap_or_default();
+            let tail = log
+                .char_indices()
+                .rev()
+                .nth(4000)
+                .map_or(log.as_str(), |(i, _)| &log[i..]);
+            panic!("sync-bench in {} failed ({status}): …{tail}", dir.display());
+        }
     }
     for (_, line) in pending.into_iter().chain(lines.iter()) {
         generated += line

@@ -136,7 +136,7 @@ fn without_ack_progress_it_goes_back_to_the_oldest_after_resend_after() {
 }
 
 #[test]
-fn each_resend_without_progress_waits_twice_as_long_up_to_the_cap_and_progress_resets_it() {
+fn each_resend_waits_twice_as_long_up_to_the_cap_until_everything_is_acked_or_it_reconnects() {
     let t0 = Instant::now();
     let base = Duration::from_secs(5);
     let config = OutboxConfig {
@@ -165,17 +165,24 @@ fn each_resend_without_progress_waits_twice_as_long_up_to_the_cap_and_progress_r
         assert_eq!(again, vec![1, 2, 3]);
         now = due;
     }
-    // Progress resets the wait to resend_after.
+    // Partial progress moves the deadline but keeps the wait: acks that trickle in from a
+    // slow receiver do not bring the resends back to every `resend_after`.
     o.handle_ack(now, 1).unwrap();
-    assert_eq!(o.poll_timeout(), Some(now + base));
-    o.handle_timeout(now + base);
-    assert_eq!(drain(&mut o).len(), 2);
-    // So does a reconnect.
+    assert_eq!(o.poll_timeout(), Some(now + base * 8));
+    // A reconnect resets it.
     o.handle_disconnected();
     let later = now + base * 3;
     o.handle_connected(later);
     assert_eq!(drain(&mut o).len(), 2);
     assert_eq!(o.poll_timeout(), Some(later + base));
+    o.handle_timeout(later + base);
+    assert_eq!(drain(&mut o).len(), 2);
+    assert_eq!(o.poll_timeout(), Some(later + base * 3));
+    // So does an ack of everything outstanding: the next message starts at `resend_after`.
+    o.handle_ack(later + base * 2, 3).unwrap();
+    o.enqueue(record(1)).unwrap();
+    assert_eq!(drain(&mut o).len(), 1);
+    assert_eq!(o.poll_timeout(), Some(later + base * 3));
 }
 
 #[test]
