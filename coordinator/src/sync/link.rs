@@ -115,6 +115,7 @@ pub async fn run(
     downlink: Arc<DownlinkOutboxes>,
     ownership: Arc<BucketOwnership>,
     config: &SyncConfig,
+    local_broker: Option<&std::path::Path>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), SyncError> {
     let Ok(Some((host, port))) = config.broker_addr() else {
@@ -125,12 +126,23 @@ pub async fn run(
         Some(r) => format!("{COORDINATOR_IDENTITY}-{r}"),
         None => COORDINATOR_IDENTITY.to_string(),
     };
-    let mut opts = MqttOptions::new(client_id, host, port);
+    let mut opts = match local_broker {
+        // The embedded broker in this process: its local socket (see its driver).
+        Some(path) => {
+            let mut o = MqttOptions::new(client_id, path.to_string_lossy(), 0);
+            o.set_transport(Transport::unix());
+            o
+        }
+        None => {
+            let mut o = MqttOptions::new(client_id, host, port);
+            o.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(tls)));
+            o
+        }
+    };
     opts.set_keep_alive(Duration::from_secs(30))
         .set_clean_session(false)
         .set_inflight(500)
-        .set_max_packet_size(512 * 1024, 512 * 1024)
-        .set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(tls)));
+        .set_max_packet_size(512 * 1024, 512 * 1024);
     let (client, mut eventloop) = AsyncClient::new(opts, 8192);
     let (tx, mut events) = mpsc::channel(4096);
     let pump = tokio::spawn(async move {
