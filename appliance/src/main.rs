@@ -117,6 +117,10 @@ enum Command {
         /// only the link draining them.
         #[arg(long)]
         prefill: bool,
+        /// Keep every link up this many seconds after its outbox has drained (print
+        /// `drained` when all have), for counting held connections.
+        #[arg(long, default_value_t = 0)]
+        hold_secs: u64,
     },
     /// Benchmark of the agent desk: time to route an answered call and to run a whole call
     /// through an agent's states, for each number of agents; prints a table.
@@ -381,10 +385,13 @@ async fn main() -> anyhow::Result<()> {
             records,
             rate,
             prefill,
+            hold_secs,
         } => {
             observe::init_logging(&config.raw.log)?;
+            let hold = (hold_secs > 0).then(|| std::time::Duration::from_secs(hold_secs));
             let (n, generated, secs) =
-                callgate_appliance::sync::load::run_many(&dir, records, rate, prefill).await?;
+                callgate_appliance::sync::load::run_many(&dir, records, rate, prefill, hold)
+                    .await?;
             println!(
                 "appliances={n} records={generated} seconds={secs:.2} records_per_second={:.0}",
                 generated as f64 / secs

@@ -18,7 +18,11 @@
 //! 3. [`Outbox::handle_ack`] with a cumulative `up_to` releases every message `<= up_to`.
 //! 4. On reconnect ([`Outbox::handle_connected`]) and when acks stop progressing for
 //!    [`OutboxConfig::resend_after`] ([`Outbox::handle_timeout`]), everything unacknowledged
-//!    is sent again from the oldest (go-back-N). The MQTT client's own in-flight queue is
+//!    is sent again from the oldest (go-back-N). Each such resend doubles the wait before
+//!    the next (up to [`RESEND_BACKOFF_MAX`] times `resend_after`), so a receiver that is
+//!    merely slow — a thousand boxes' backlog, acks trickling in — is not buried under
+//!    copies of what it already has queued; the wait returns to `resend_after` only when
+//!    everything outstanding is acknowledged, or on a reconnect. The MQTT client's own in-flight queue is
 //!    never trusted: rumqttc drops it when the broker answers `session_present=0`.
 //!
 //! The receiving side keeps one [`Inbox`] per peer: [`Inbox::classify`] says whether an
@@ -73,6 +77,10 @@ pub enum OutboxError {
     #[error("stored outbox entry {0:?} conflicts with another")]
     CorruptStore(EntryId),
 }
+
+/// The longest wait between resends without ack progress, as a multiple of
+/// [`OutboxConfig::resend_after`].
+pub const RESEND_BACKOFF_MAX: u32 = 8;
 
 /// Tuning for an [`Outbox`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -181,6 +189,10 @@ pub struct Outbox {
     cursor: u64,
     connected: bool,
     last_progress: Option<Instant>,
+    /// The current wait between resends, as a multiple of `resend_after`: 1 once everything
+    /// is acknowledged or after a reconnect, doubled by each resend up to
+    /// [`RESEND_BACKOFF_MAX`].
+    backoff: u32,
     used: u64,
     alarm: bool,
     events: VecDeque<OutboxEvent>,
@@ -200,6 +212,7 @@ impl Outbox {
             cursor: acked + 1,
             connected: false,
             last_progress: None,
+            backoff: 1,
             used: 0,
             alarm: false,
             events: VecDeque::new(),
@@ -328,6 +341,7 @@ impl Outbox {
         self.connected = true;
         self.cursor = self.acked + 1;
         self.last_progress = Some(now);
+        self.backoff = 1;
     }
 
     /// The link went down: nothing is handed out until [`Outbox::handle_connected`].
@@ -350,6 +364,9 @@ impl Outbox {
         self.acked = up_to;
         self.cursor = self.cursor.max(up_to + 1);
         self.last_progress = Some(now);
+        if self.sequenced.is_empty() {
+            self.backoff = 1;
+        }
         let mut ids = Vec::with_capacity(released.len());
         for (_, (id, size)) in released {
             self.used -= size;
@@ -360,7 +377,8 @@ impl Outbox {
     }
 
     /// Drives the resend timer: with messages outstanding and no ack progress for
-    /// [`OutboxConfig::resend_after`], go back to the oldest unacknowledged message.
+    /// [`OutboxConfig::resend_after`] (doubled after each such resend, see the module doc),
+    /// go back to the oldest unacknowledged message.
     pub fn handle_timeout(&mut self, now: Instant) {
         if !self.connected || self.sequenced.is_empty() {
             return;
@@ -369,6 +387,7 @@ impl Outbox {
             if now >= at {
                 self.cursor = self.acked + 1;
                 self.last_progress = Some(now);
+                self.backoff = (self.backoff * 2).min(RESEND_BACKOFF_MAX);
             }
         }
     }
@@ -378,7 +397,8 @@ impl Outbox {
         if !self.connected || self.sequenced.is_empty() {
             return None;
         }
-        self.last_progress.map(|t| t + self.config.resend_after)
+        self.last_progress
+            .map(|t| t + self.config.resend_after * self.backoff)
     }
 
     /// The next message to publish, if the link is up and one is due.

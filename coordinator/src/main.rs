@@ -108,6 +108,14 @@ enum ApplianceCommand {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Offline enrollment of many boxes at once (a site roll-out, the sync benchmark):
+    /// signs every `{dir}/{name}.csr` and writes `{dir}/{name}/cert.pem` and `ca.pem`.
+    ProvisionMany {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long, default_value = "")]
+        site: String,
+    },
     /// Revoke an appliance: refused by the link, left out of the next broker ACL.
     Revoke { name: String },
 }
@@ -156,6 +164,31 @@ async fn main() -> anyhow::Result<()> {
                         issued.serial,
                         out.display()
                     );
+                }
+                ApplianceCommand::ProvisionMany { dir, site } => {
+                    let mut csrs: Vec<PathBuf> = std::fs::read_dir(&dir)
+                        .with_context(|| format!("reading {}", dir.display()))?
+                        .flatten()
+                        .map(|e| e.path())
+                        .filter(|p| p.extension().is_some_and(|e| e == "csr"))
+                        .collect();
+                    csrs.sort();
+                    for path in &csrs {
+                        let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("");
+                        let name = ApplianceId::new(stem)
+                            .with_context(|| format!("appliance name of {}", path.display()))?;
+                        let csr = std::fs::read_to_string(path)
+                            .with_context(|| format!("reading {}", path.display()))?;
+                        let issued =
+                            registry::provision(store.pool(), &ca, &name, &site, &csr, now)
+                                .await
+                                .with_context(|| format!("provisioning {name}"))?;
+                        let out = dir.join(name.as_str());
+                        std::fs::create_dir_all(&out)?;
+                        std::fs::write(out.join("cert.pem"), &issued.cert_pem)?;
+                        std::fs::write(out.join("ca.pem"), ca.cert_pem())?;
+                    }
+                    println!("{} appliances provisioned in {}", csrs.len(), dir.display());
                 }
                 ApplianceCommand::Revoke { name } => {
                     let name = ApplianceId::new(name)?;

@@ -183,6 +183,7 @@ async fn serve(
     );
     let started_at = UnixMillis::now();
     let mut connected = false;
+    let mut skew_alarm = false;
     tokio::pin!(shutdown);
     loop {
         // Publish whatever the outbox hands out.
@@ -275,7 +276,7 @@ async fn serve(
                 }
                 Some(LinkEvent::Message(bytes)) => {
                     settings.status.downlink(UnixMillis::now());
-                    if on_downlink(settings, identity, pool, outbox, &mut inbox, &bytes).await? {
+                    if on_downlink(settings, identity, pool, outbox, &mut inbox, &mut skew_alarm, &bytes).await? {
                         if let Some(up_to) = inbox.poll_ack(Instant::now() + Duration::from_secs(3600)) {
                             let ack = UplinkEnvelope::new(app.clone(), 0, UnixMillis::now(), Uplink::Ack { up_to });
                             let _ = client.try_publish(&up, QoS::AtLeastOnce, false, ack.encode());
@@ -331,6 +332,7 @@ async fn on_downlink(
     pool: &SqlitePool,
     outbox: &UplinkOutbox,
     inbox: &mut Inbox,
+    skew_alarm: &mut bool,
     bytes: &[u8],
 ) -> Result<bool, SyncError> {
     let env = match DownlinkEnvelope::decode(bytes) {
@@ -347,12 +349,19 @@ async fn on_downlink(
     }
     let skew = ClockSkew::measure(env.sent_at, UnixMillis::now(), settings.clock_skew_alarm);
     metrics::gauge!("callgate_sync_clock_skew_ms").set(skew.skew_ms as f64);
-    if skew.alarm {
+    // Logged when the alarm rises or clears, not for every message while it holds.
+    if skew.alarm && !*skew_alarm {
         tracing::warn!(
             skew_ms = skew.skew_ms,
-            "clock skew with the coordinator over the threshold"
+            "clock skew with the coordinator over the threshold (includes time queued on the way)"
+        );
+    } else if !skew.alarm && *skew_alarm {
+        tracing::info!(
+            skew_ms = skew.skew_ms,
+            "clock skew with the coordinator back under the threshold"
         );
     }
+    *skew_alarm = skew.alarm;
     let now = Instant::now();
     match env.body {
         Downlink::Ack { up_to } => match outbox.acked(now, up_to).await {

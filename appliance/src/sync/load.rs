@@ -115,7 +115,7 @@ pub async fn run_load(
     total: u64,
     per_second: u32,
 ) -> Result<LoadReport, SyncError> {
-    run_load_gated(config, total, per_second, None).await
+    run_load_gated(config, total, per_second, BenchBox::default()).await
 }
 
 /// For a prefilled benchmark: a box says when its outbox is full, then waits for the go.
@@ -124,23 +124,67 @@ struct Gate {
     go: tokio::sync::watch::Receiver<bool>,
 }
 
-/// [`run_load`]; with a `gate`, every record is generated before the link starts, which
-/// waits for the gate's go.
+/// For a benchmark of held connections: a box says when its outbox has drained, then keeps
+/// its link up until the release (given once every box has drained and held for the time).
+struct Hold {
+    drained: tokio::sync::mpsc::Sender<()>,
+    release: tokio::sync::watch::Receiver<bool>,
+}
+
+/// How `sync-bench` runs one of its many boxes (all `None` for a lone `sync-load`).
+#[derive(Default)]
+struct BenchBox {
+    /// Every record is generated before the link starts, which waits for the gate's go.
+    gate: Option<Gate>,
+    /// The link stays up after the drain until released.
+    hold: Option<Hold>,
+    /// Opening a store (migrations, the first connections: a thread each) takes one of
+    /// these permits, so hundreds of boxes in one process do not all open at once and time
+    /// out waiting for a connection. Such a box also keeps one connection, not a pool of
+    /// four: a thousand boxes would otherwise run four thousand SQLite threads.
+    opening: Option<Arc<tokio::sync::Semaphore>>,
+}
+
+/// [`run_load`], run as `sync-bench` says in `bench`.
 async fn run_load_gated(
     config: &crate::config::ValidConfig,
     total: u64,
     per_second: u32,
-    gate: Option<Gate>,
+    bench: BenchBox,
 ) -> Result<LoadReport, SyncError> {
     use super::identity::IdentityDir;
     use super::link::LinkSettings;
+    let BenchBox {
+        gate,
+        hold,
+        opening,
+    } = bench;
     let (appliance, host, port) = super::service::link_target(config)?;
+    let permit = match &opening {
+        Some(s) => Some(
+            s.acquire()
+                .await
+                .map_err(|e| SyncError::Mqtt(e.to_string()))?,
+        ),
+        None => None,
+    };
     let store = crate::store::Store::open(&config.raw.appliance.data_dir)
         .await
         .map_err(|e| SyncError::Mqtt(e.to_string()))?;
-    let pool = store.pool().clone();
+    let pool = if opening.is_some() {
+        // The same connect options (WAL, synchronous=FULL, busy timeout), one connection.
+        let options = (*store.pool().connect_options()).clone();
+        store.pool().close().await;
+        sqlx::sqlite::SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options)
+            .await?
+    } else {
+        store.pool().clone()
+    };
     let outbox_config = super::service::outbox_config(config.raw.sync.outbox_quota_mib);
     let outbox = Arc::new(UplinkOutbox::open(pool.clone(), outbox_config.clone()).await?);
+    drop(permit);
     let shared: SharedOutbox = Arc::new(tokio::sync::RwLock::new(outbox));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut generated = 0;
@@ -152,7 +196,7 @@ async fn run_load_gated(
     let identity = IdentityDir::in_data_dir(&config.raw.appliance.data_dir);
     let mut settings = LinkSettings::new(appliance.clone(), host, port);
     settings.renew_before = Duration::from_secs(config.raw.sync.renew_before_days * 86_400);
-    let link = tokio::spawn(super::service::run(
+    let mut link = tokio::spawn(super::service::run(
         settings,
         identity,
         pool.clone(),
@@ -172,14 +216,29 @@ async fn run_load_gated(
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
+    let mut ended = None;
+    if let Some(mut hold) = hold {
+        let _ = hold.drained.send(()).await;
+        tokio::select! {
+            _ = hold.release.wait_for(|r| *r) => {}
+            r = &mut link => ended = Some(r),
+        }
+    }
     let _ = stop_tx.send(true);
-    match link.await {
+    let ended = match ended {
+        Some(r) => r,
+        None => link.await,
+    };
+    match ended {
         Ok(result) => result?,
         Err(e) => return Err(SyncError::Mqtt(format!("link task: {e}"))),
     }
     pool.close().await;
     Ok(LoadReport { generated, acked })
 }
+
+/// Boxes of one `sync-bench` process that open their stores at the same time.
+const OPENING_AT_ONCE: usize = 8;
 
 /// `callgate-appliance sync-bench`: runs [`run_load`] for every appliance config in `dir`
 /// (`*.toml`) at once, in this one process — each box with its own certificate, store and
@@ -189,12 +248,14 @@ async fn run_load_gated(
 /// durable commit on this machine's one disk — a cost real boxes pay on their own disks);
 /// then `prefilled` is printed and the run waits for `go` (a line on stdin, so several
 /// processes can start together) and the seconds count only the link draining the outboxes
-/// into the coordinator.
+/// into the coordinator. With `hold`, once every box's outbox has drained (`drained` is
+/// printed; the seconds count to then) all links stay up that much longer, together.
 pub async fn run_many(
     dir: &std::path::Path,
     total: u64,
     per_second: u32,
     prefill: bool,
+    hold: Option<Duration>,
 ) -> Result<(usize, u64, f64), SyncError> {
     let mut configs = Vec::new();
     let entries = std::fs::read_dir(dir).map_err(|e| SyncError::Identity {
@@ -215,16 +276,30 @@ pub async fn run_many(
     }
     let mut start = std::time::Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
+    let opening = Arc::new(tokio::sync::Semaphore::new(OPENING_AT_ONCE));
     let (prefilled_tx, mut prefilled) = tokio::sync::mpsc::channel(configs.len().max(1));
     let (go_tx, go) = tokio::sync::watch::channel(false);
+    let (drained_tx, mut drained) = tokio::sync::mpsc::channel(configs.len().max(1));
+    let (release_tx, release) = tokio::sync::watch::channel(false);
+    let release_tx = Arc::new(release_tx);
     for config in configs.clone() {
         let gate = prefill.then(|| Gate {
             prefilled: prefilled_tx.clone(),
             go: go.clone(),
         });
-        tasks.spawn(async move { run_load_gated(&config, total, per_second, gate).await });
+        let hold = hold.map(|_| Hold {
+            drained: drained_tx.clone(),
+            release: release.clone(),
+        });
+        let bench = BenchBox {
+            gate,
+            hold,
+            opening: Some(opening.clone()),
+        };
+        tasks.spawn(async move { run_load_gated(&config, total, per_second, bench).await });
     }
     drop(prefilled_tx);
+    drop(drained_tx);
     if prefill {
         let mut ready = 0;
         while ready < configs.len() && prefilled.recv().await.is_some() {
@@ -245,14 +320,34 @@ pub async fn run_many(
         let _ = go_tx.send(true);
     }
     let mut generated = 0;
-    while let Some(done) = tasks.join_next().await {
-        match done {
-            Ok(Ok(report)) => generated += report.generated,
-            Ok(Err(e)) => return Err(e),
-            Err(e) => return Err(SyncError::Mqtt(format!("appliance task: {e}"))),
+    let (mut boxes_drained, mut drain_secs) = (0, None);
+    loop {
+        tokio::select! {
+            Some(()) = drained.recv(), if drain_secs.is_none() => {
+                boxes_drained += 1;
+                if boxes_drained == configs.len() {
+                    let secs = start.elapsed().as_secs_f64();
+                    drain_secs = Some(secs);
+                    println!("drained appliances={boxes_drained} seconds={secs:.2}");
+                    use std::io::Write;
+                    let _ = std::io::stdout().flush();
+                    let (release, hold) = (release_tx.clone(), hold.unwrap_or_default());
+                    tokio::spawn(async move {
+                        tokio::time::sleep(hold).await;
+                        let _ = release.send(true);
+                    });
+                }
+            }
+            done = tasks.join_next() => match done {
+                None => break,
+                Some(Ok(Ok(report))) => generated += report.generated,
+                Some(Ok(Err(e))) => return Err(e),
+                Some(Err(e)) => return Err(SyncError::Mqtt(format!("appliance task: {e}"))),
+            },
         }
     }
-    Ok((configs.len(), generated, start.elapsed().as_secs_f64()))
+    let secs = drain_secs.unwrap_or_else(|| start.elapsed().as_secs_f64());
+    Ok((configs.len(), generated, secs))
 }
 
 #[cfg(test)]

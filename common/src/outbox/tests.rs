@@ -136,6 +136,56 @@ fn without_ack_progress_it_goes_back_to_the_oldest_after_resend_after() {
 }
 
 #[test]
+fn each_resend_waits_twice_as_long_up_to_the_cap_until_everything_is_acked_or_it_reconnects() {
+    let t0 = Instant::now();
+    let base = Duration::from_secs(5);
+    let config = OutboxConfig {
+        resend_after: base,
+        ..OutboxConfig::default()
+    };
+    let mut o = Outbox::new(config, 0);
+    for _ in 0..3 {
+        o.enqueue(record(1)).unwrap();
+    }
+    o.handle_connected(t0);
+    assert_eq!(drain(&mut o).len(), 3);
+    // No ack ever: resends at 5 s, then 10 s, 20 s, 40 s after the previous, then 40 s.
+    let mut now = t0;
+    for factor in [1, 2, 4, 8, 8] {
+        let due = now + base * factor;
+        assert_eq!(
+            o.poll_timeout(),
+            Some(due),
+            "wait of {factor}× after the last"
+        );
+        o.handle_timeout(due - Duration::from_millis(1));
+        assert!(o.poll_transmit().is_none(), "not before the wait is over");
+        o.handle_timeout(due);
+        let again: Vec<_> = drain(&mut o).iter().map(|t| t.seq).collect();
+        assert_eq!(again, vec![1, 2, 3]);
+        now = due;
+    }
+    // Partial progress moves the deadline but keeps the wait: acks that trickle in from a
+    // slow receiver do not bring the resends back to every `resend_after`.
+    o.handle_ack(now, 1).unwrap();
+    assert_eq!(o.poll_timeout(), Some(now + base * 8));
+    // A reconnect resets it.
+    o.handle_disconnected();
+    let later = now + base * 3;
+    o.handle_connected(later);
+    assert_eq!(drain(&mut o).len(), 2);
+    assert_eq!(o.poll_timeout(), Some(later + base));
+    o.handle_timeout(later + base);
+    assert_eq!(drain(&mut o).len(), 2);
+    assert_eq!(o.poll_timeout(), Some(later + base * 3));
+    // So does an ack of everything outstanding: the next message starts at `resend_after`.
+    o.handle_ack(later + base * 2, 3).unwrap();
+    o.enqueue(record(1)).unwrap();
+    assert_eq!(drain(&mut o).len(), 1);
+    assert_eq!(o.poll_timeout(), Some(later + base * 3));
+}
+
+#[test]
 fn the_window_bounds_sequenced_messages_so_later_ones_can_still_be_reordered() {
     let t0 = Instant::now();
     let config = OutboxConfig {

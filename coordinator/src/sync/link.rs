@@ -93,6 +93,9 @@ struct Peer {
     inbox: Inbox,
     state: Option<ApplianceState>,
     checked_at: Instant,
+    /// Whether its clock skew is over the threshold: logged and counted when this changes,
+    /// not for every message (a backlog of thousands would log each one).
+    skew_alarm: bool,
 }
 
 /// How long a looked-up appliance state (enrolled, revoked) is trusted before re-reading.
@@ -112,6 +115,7 @@ pub async fn run(
     downlink: Arc<DownlinkOutboxes>,
     ownership: Arc<BucketOwnership>,
     config: &SyncConfig,
+    local_broker: Option<&std::path::Path>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), SyncError> {
     let Ok(Some((host, port))) = config.broker_addr() else {
@@ -122,12 +126,23 @@ pub async fn run(
         Some(r) => format!("{COORDINATOR_IDENTITY}-{r}"),
         None => COORDINATOR_IDENTITY.to_string(),
     };
-    let mut opts = MqttOptions::new(client_id, host, port);
+    let mut opts = match local_broker {
+        // The embedded broker in this process: its local socket (see its driver).
+        Some(path) => {
+            let mut o = MqttOptions::new(client_id, path.to_string_lossy(), 0);
+            o.set_transport(Transport::unix());
+            o
+        }
+        None => {
+            let mut o = MqttOptions::new(client_id, host, port);
+            o.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(tls)));
+            o
+        }
+    };
     opts.set_keep_alive(Duration::from_secs(30))
         .set_clean_session(false)
         .set_inflight(500)
-        .set_max_packet_size(512 * 1024, 512 * 1024)
-        .set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(tls)));
+        .set_max_packet_size(512 * 1024, 512 * 1024);
     let (client, mut eventloop) = AsyncClient::new(opts, 8192);
     let (tx, mut events) = mpsc::channel(4096);
     let pump = tokio::spawn(async move {
@@ -541,6 +556,7 @@ async fn on_message(
                 inbox: Inbox::new(hw, Duration::from_millis(20), 64),
                 state: None,
                 checked_at: now,
+                skew_alarm: false,
             },
         );
     }
@@ -566,10 +582,13 @@ async fn on_message(
     }
     let wall = UnixMillis::now();
     let skew = ClockSkew::measure(env.sent_at, wall, skew_limit);
-    if skew.alarm {
-        tracing::warn!(appliance = %app, skew_ms = skew.skew_ms, "appliance clock skew over the threshold");
+    if skew.alarm && !peer.skew_alarm {
+        tracing::warn!(appliance = %app, skew_ms = skew.skew_ms, "appliance clock skew over the threshold (includes time queued on the way)");
         metrics::counter!("callgate_sync_clock_skew_alarms_total").increment(1);
+    } else if !skew.alarm && peer.skew_alarm {
+        tracing::info!(appliance = %app, skew_ms = skew.skew_ms, "appliance clock skew back under the threshold");
     }
+    peer.skew_alarm = skew.alarm;
     match &env.body {
         Uplink::Hello(h) => {
             tracing::info!(appliance = %app, firmware = %h.firmware, skew_ms = skew.skew_ms, "appliance hello");

@@ -23,6 +23,9 @@ pub mod ownership;
 pub mod presence;
 pub mod settings;
 
+/// The embedded broker's socket for this coordinator's own link, in its data directory.
+pub const LOCAL_BROKER_SOCKET: &str = "broker.sock";
+
 /// Why the sync subsystem failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -104,6 +107,7 @@ impl SyncTask {
         let ca = std::sync::Arc::new(crate::enroll::pki::OrgCa::load_or_create(
             &config.store.data_dir.join("pki"),
         )?);
+        let mut local_broker = None;
         let broker = match embedded_addr {
             Some(addr) => {
                 let b = crate::broker::embedded::driver::EmbeddedBroker::start(
@@ -115,6 +119,26 @@ impl SyncTask {
                 .await?;
                 if sync.broker.is_none() {
                     sync.broker = Some(b.local_addr().to_string());
+                }
+                // Our own link to our own broker: through the local socket, not TLS to
+                // ourselves over loopback.
+                let local = b.local_addr();
+                if sync
+                    .broker_addr()
+                    .ok()
+                    .flatten()
+                    .is_some_and(|(host, port)| {
+                        port == local.port()
+                            && (host == local.ip().to_string()
+                                || (host == "localhost" && local.ip().is_loopback()))
+                    })
+                {
+                    let path = config.store.data_dir.join(LOCAL_BROKER_SOCKET);
+                    match b.serve_local(&path) {
+                        Ok(()) => local_broker = Some(path),
+                        // E.g. a path over the 108 bytes a socket address holds: TLS it is.
+                        Err(e) => tracing::warn!(error = %e, "own link goes over TLS instead"),
+                    }
                 }
                 Some(b)
             }
@@ -165,7 +189,9 @@ impl SyncTask {
             let rx = stop.subscribe();
             let downlink = downlink.clone();
             tasks.push(tokio::spawn(async move {
-                if let Err(e) = link::run(store, ca, downlink, ownership, &sync, stopped(rx)).await
+                let local = local_broker.as_deref();
+                if let Err(e) =
+                    link::run(store, ca, downlink, ownership, &sync, local, stopped(rx)).await
                 {
                     tracing::error!(error = %e, "sync link stopped");
                 }

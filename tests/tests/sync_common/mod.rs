@@ -6,6 +6,7 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+use callgate_appliance::sync::identity::IdentityDir;
 use callgate_appliance::sync::load::call_record;
 use callgate_common::ids::ApplianceId;
 use callgate_common::wire::CallRecord;
@@ -14,6 +15,11 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+/// Worlds with up to this many appliances enroll each one with the technician's commands
+/// (`csr`, `appliance provision`, `install-identity`: three processes per box); larger ones
+/// in bulk.
+const SMALL_WORLD: usize = 8;
 
 /// Which broker the link runs through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -134,8 +140,12 @@ impl World {
             ),
         )
         .unwrap();
-        for name in appliances {
-            w.enroll_offline(name);
+        if appliances.len() <= SMALL_WORLD {
+            for name in appliances {
+                w.enroll_offline(name);
+            }
+        } else {
+            w.enroll_offline_in_bulk(appliances);
         }
         w.write_broker_config();
         w
@@ -201,6 +211,43 @@ impl World {
                 out.join("ca.pem").to_str().unwrap(),
             ],
         );
+    }
+
+    /// Offline enrollment of many boxes (the benchmark's hundreds): each box's key and CSR
+    /// are made in this process by the appliance's own code (no process per box), and
+    /// one `appliance provision-many` signs them all.
+    fn enroll_offline_in_bulk(&self, appliances: &[&str]) {
+        let csrs = self.path("csr");
+        std::fs::create_dir_all(&csrs).unwrap();
+        let identities: Vec<(ApplianceId, IdentityDir)> = appliances
+            .iter()
+            .map(|name| {
+                self.appliance_config(name);
+                let app = ApplianceId::new(*name).unwrap();
+                let identity = IdentityDir::in_data_dir(&self.path(name));
+                let csr = identity.generate_csr(&app).unwrap();
+                std::fs::write(csrs.join(format!("{name}.csr")), csr).unwrap();
+                (app, identity)
+            })
+            .collect();
+        run_ok(
+            "callgate-coordinator",
+            &[
+                "-c",
+                &self.coord_config(),
+                "appliance",
+                "provision-many",
+                "--dir",
+                csrs.to_str().unwrap(),
+            ],
+        );
+        for (app, identity) in identities {
+            let out = csrs.join(app.as_str());
+            let read = |f: &str| std::fs::read_to_string(out.join(f)).unwrap();
+            identity
+                .install(&read("cert.pem"), &read("ca.pem"))
+                .unwrap();
+        }
     }
 
     pub fn write_broker_config(&self) {
@@ -423,6 +470,107 @@ impl World {
             "every sequence number applied once"
         );
         db.close().await;
+    }
+
+    /// Every appliance in `names` had records `0..total` stored exactly once (by count and
+    /// content) and exactly `total` sequence numbers applied: one pass over the tables, for
+    /// the benchmark's hundreds of boxes. Panics naming the first few that did not.
+    pub async fn assert_every_appliance_exactly_once(&self, names: &[String], total: u64) {
+        let db = self.db().await;
+        let rows: Vec<(String, String, Vec<u8>)> = sqlx::query_as(
+            "SELECT appliance, call_id, record FROM call_records ORDER BY appliance, started_at",
+        )
+        .fetch_all(&db)
+        .await
+        .unwrap();
+        let marks: Vec<(String, i64, i64)> =
+            sqlx::query_as("SELECT appliance, high_water, applied_count FROM sync_uplink_state")
+                .fetch_all(&db)
+                .await
+                .unwrap();
+        db.close().await;
+        let mut stored: std::collections::HashMap<&str, Vec<(&str, &[u8])>> = Default::default();
+        for (app, call, bytes) in &rows {
+            stored
+                .entry(app.as_str())
+                .or_default()
+                .push((call.as_str(), bytes.as_slice()));
+        }
+        let marks: std::collections::HashMap<&str, (i64, i64)> = marks
+            .iter()
+            .map(|(a, hw, n)| (a.as_str(), (*hw, *n)))
+            .collect();
+        let mut wrong = Vec::new();
+        for name in names {
+            let app = ApplianceId::new(name.as_str()).unwrap();
+            let got = stored.get(name.as_str()).map(Vec::as_slice).unwrap_or(&[]);
+            let content_ok = got.len() as u64 == total
+                && got.iter().enumerate().all(|(i, (call, bytes))| {
+                    let expected = call_record(&app, i as u64);
+                    postcard::from_bytes::<CallRecord>(bytes).ok().as_ref() == Some(&expected)
+                        && *call == expected.call.to_string()
+                });
+            let mark = marks.get(name.as_str()).copied().unwrap_or((0, 0));
+            if !content_ok || mark != (total as i64, total as i64) {
+                wrong.push(format!(
+                    "{name}: {} rows stored, mark {mark:?}, content ok: {content_ok}",
+                    got.len()
+                ));
+            }
+        }
+        assert!(
+            wrong.is_empty(),
+            "{} of {} appliances not exactly once at {total} records each, e.g. {:?}",
+            wrong.len(),
+            names.len(),
+            &wrong[..wrong.len().min(5)]
+        );
+    }
+
+    /// Appliances the coordinator holds online (`appliance_presence`) that it has heard
+    /// from since `since_ms` (wall clock): a box that went offline, or whose `online` dates
+    /// from before, is not counted.
+    pub async fn online_since(&self, since_ms: i64) -> i64 {
+        let db = self.db().await;
+        let (n,): (i64,) = sqlx::query_as(
+            "SELECT COUNT(*) FROM appliance_presence WHERE online = 1 AND last_seen_at >= $1",
+        )
+        .bind(since_ms)
+        .fetch_one(&db)
+        .await
+        .unwrap_or((0,));
+        db.close().await;
+        n
+    }
+
+    /// Established TCP connections the broker holds on its listening address, counted from
+    /// the kernel's table (`/proc/net/tcp`, `tcp6`) on the broker's side — the coordinator's
+    /// own connection included.
+    pub fn broker_connections(&self) -> usize {
+        let port = format!("{:04X}", self.broker_addr.port());
+        let ip = match self.broker_addr.ip() {
+            std::net::IpAddr::V4(v4) => {
+                let o = v4.octets();
+                format!("{:02X}{:02X}{:02X}{:02X}", o[3], o[2], o[1], o[0])
+            }
+            std::net::IpAddr::V6(_) => String::new(),
+        };
+        let local = format!("{ip}:{port}");
+        ["/proc/net/tcp", "/proc/net/tcp6"]
+            .iter()
+            .filter_map(|f| std::fs::read_to_string(f).ok())
+            .map(|t| {
+                t.lines()
+                    .skip(1)
+                    .filter(|l| {
+                        let cols: Vec<&str> = l.split_whitespace().collect();
+                        cols.len() > 3
+                            && cols[3] == "01"
+                            && (cols[1] == local || (ip.is_empty() && cols[1].ends_with(&port)))
+                    })
+                    .count()
+            })
+            .sum()
     }
 
     /// The coordinator's Prometheus text.

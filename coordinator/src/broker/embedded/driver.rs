@@ -2,10 +2,15 @@
 //! the organisation CA (ring provider), one task per connection that decodes and encodes
 //! packets with rumqttc's codec, one task that owns the [`Router`], and a refresher that
 //! reloads the ACL from the `appliances` table every two seconds.
+//!
+//! The coordinator's own link may attach through a Unix socket in its data directory
+//! ([`EmbeddedBroker::serve_local`], mode 0600, like the CA key beside it) instead of TLS
+//! over loopback to itself: whoever can open that file is the coordinator, and every
+//! message then skips two TLS legs in the same process.
 
 use super::acl::Acl;
 use super::router::{ConnId, Output, Router};
-use crate::enroll::pki::OrgCa;
+use crate::enroll::pki::{OrgCa, COORDINATOR_IDENTITY};
 use crate::enroll::registry;
 use bytes::BytesMut;
 use rumqttc::{Connect, Packet};
@@ -14,10 +19,12 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use sqlx::AnyPool;
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpStream, UnixListener};
 use tokio::sync::{mpsc, watch};
 use tokio_rustls::TlsAcceptor;
 
@@ -41,6 +48,13 @@ pub enum BrokerError {
     /// The server certificate could not be issued.
     #[error(transparent)]
     Certificate(#[from] crate::enroll::EnrollError),
+    /// The coordinator's local socket could not be set up.
+    #[error("embedded broker cannot serve the local socket {path}: {source}")]
+    LocalSocket {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 enum Input {
@@ -65,6 +79,8 @@ enum Command {
 pub struct EmbeddedBroker {
     stop: watch::Sender<bool>,
     local: SocketAddr,
+    input: mpsc::Sender<Input>,
+    next_conn: Arc<AtomicU64>,
 }
 
 impl EmbeddedBroker {
@@ -100,9 +116,69 @@ impl EmbeddedBroker {
             stop_rx.clone(),
         ));
         tokio::spawn(refresh_acl(pool, input_tx.clone(), stop_rx.clone()));
-        tokio::spawn(accept(listener, TlsAcceptor::from(tls), input_tx, stop_rx));
+        let next_conn = Arc::new(AtomicU64::new(1));
+        tokio::spawn(accept(
+            listener,
+            TlsAcceptor::from(tls),
+            input_tx.clone(),
+            next_conn.clone(),
+            stop_rx,
+        ));
         tracing::info!(listen = %local, "embedded MQTT broker listening (mutual TLS)");
-        Ok(EmbeddedBroker { stop, local })
+        Ok(EmbeddedBroker {
+            stop,
+            local,
+            input: input_tx,
+            next_conn,
+        })
+    }
+
+    /// Also accepts the coordinator's own link on a Unix socket at `path` (replaced if it
+    /// exists, mode 0600). A client there is the coordinator (`coordinator.callgate`).
+    pub fn serve_local(&self, path: &Path) -> Result<(), BrokerError> {
+        let err = |source| BrokerError::LocalSocket {
+            path: path.to_path_buf(),
+            source,
+        };
+        match std::fs::remove_file(path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(err(e)),
+        }
+        let listener = UnixListener::bind(path).map_err(err)?;
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(err)?;
+        }
+        let (input, next_conn) = (self.input.clone(), self.next_conn.clone());
+        let mut stop = self.stop.subscribe();
+        tokio::spawn(async move {
+            loop {
+                let accepted = tokio::select! {
+                    () = stopped(&mut stop) => return,
+                    a = listener.accept() => a,
+                };
+                let stream = match accepted {
+                    Ok((stream, _)) => stream,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "embedded broker local accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let conn = next_conn.fetch_add(1, Ordering::Relaxed);
+                let (input, stop) = (input.clone(), stop.clone());
+                tokio::spawn(async move {
+                    let identity = COORDINATOR_IDENTITY.to_string();
+                    if let Err(reason) = serve_packets(conn, stream, identity, &input, stop).await {
+                        tracing::debug!(%reason, "local broker connection ended");
+                    }
+                    let _ = input.send(Input::Closed(conn)).await;
+                });
+            }
+        });
+        tracing::info!(path = %path.display(), "embedded MQTT broker serving the coordinator's local socket");
+        Ok(())
     }
 
     /// Where it listens.
@@ -178,6 +254,8 @@ async fn route(
     mut stop: watch::Receiver<bool>,
 ) {
     let mut writers: HashMap<ConnId, mpsc::Sender<Command>> = HashMap::new();
+    // What the gauges last said: they are set when this changes, not for every packet.
+    let mut shown = None;
     loop {
         let next = tokio::select! {
             () = stopped(&mut stop) => None,
@@ -229,12 +307,16 @@ async fn route(
                 }
             }
         }
-        metrics::gauge!("callgate_broker_connections").set(router.connected() as f64);
-        let stats = router.stats();
-        metrics::gauge!("callgate_broker_denied_publishes").set(stats.denied_publishes as f64);
-        metrics::gauge!("callgate_broker_refused_connections")
-            .set(stats.refused_connections as f64);
-        metrics::gauge!("callgate_broker_dropped_queued").set(stats.dropped_queued as f64);
+        let now = Some((router.connected(), router.stats()));
+        if now != shown {
+            shown = now;
+            let stats = router.stats();
+            metrics::gauge!("callgate_broker_connections").set(router.connected() as f64);
+            metrics::gauge!("callgate_broker_denied_publishes").set(stats.denied_publishes as f64);
+            metrics::gauge!("callgate_broker_refused_connections")
+                .set(stats.refused_connections as f64);
+            metrics::gauge!("callgate_broker_dropped_queued").set(stats.dropped_queued as f64);
+        }
     }
 }
 
@@ -242,9 +324,9 @@ async fn accept(
     listener: TcpListener,
     acceptor: TlsAcceptor,
     input: mpsc::Sender<Input>,
+    next_conn: Arc<AtomicU64>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let mut next_conn: ConnId = 1;
     loop {
         let accepted = tokio::select! {
             () = stopped(&mut stop) => return,
@@ -258,8 +340,7 @@ async fn accept(
                 continue;
             }
         };
-        let conn = next_conn;
-        next_conn += 1;
+        let conn = next_conn.fetch_add(1, Ordering::Relaxed);
         let acceptor = acceptor.clone();
         let input = input.clone();
         let stop = stop.clone();
@@ -289,10 +370,10 @@ async fn serve_connection(
     stream: TcpStream,
     acceptor: TlsAcceptor,
     input: mpsc::Sender<Input>,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) -> Result<(), String> {
     let _ = stream.set_nodelay(true);
-    let mut tls = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream))
+    let tls = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream))
         .await
         .map_err(|_| "TLS handshake timed out".to_string())?
         .map_err(|e| format!("TLS handshake: {e}"))?;
@@ -303,8 +384,20 @@ async fn serve_connection(
         .and_then(|c| c.first())
         .and_then(|c| identity_of(c.as_ref()))
         .ok_or("client certificate without a common name")?;
+    serve_packets(conn, tls, identity, &input, stop).await
+}
+
+/// Serves one connection whose client is `identity`: CONNECT first, then packets both ways
+/// until either side closes.
+async fn serve_packets<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+    conn: ConnId,
+    mut stream: S,
+    identity: String,
+    input: &mpsc::Sender<Input>,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(), String> {
     let mut buf = BytesMut::with_capacity(8192);
-    let first = tokio::time::timeout(Duration::from_secs(10), read_packet(&mut tls, &mut buf))
+    let first = tokio::time::timeout(Duration::from_secs(10), read_packet(&mut stream, &mut buf))
         .await
         .map_err(|_| "no CONNECT within 10 s".to_string())??;
     let Packet::Connect(connect) = first else {
@@ -334,19 +427,34 @@ async fn serve_connection(
                 Some(Command::Send(p)) => {
                     out.clear();
                     p.write(&mut out, MAX_PACKET).map_err(|e| e.to_string())?;
-                    // Write whatever else is already queued in the same flush.
-                    while let Ok(Command::Send(p)) = rx.try_recv() {
-                        p.write(&mut out, MAX_PACKET).map_err(|e| e.to_string())?;
+                    // Write whatever else is already queued in the same flush (a Close
+                    // among it closes after the packets before it).
+                    let mut close = false;
+                    loop {
+                        match rx.try_recv() {
+                            Ok(Command::Send(p)) => {
+                                p.write(&mut out, MAX_PACKET).map_err(|e| e.to_string())?;
+                            }
+                            Ok(Command::Close) => {
+                                close = true;
+                                break;
+                            }
+                            Err(_) => break,
+                        }
                     }
-                    tls.write_all(&out).await.map_err(|e| e.to_string())?;
-                    tls.flush().await.map_err(|e| e.to_string())?;
+                    stream.write_all(&out).await.map_err(|e| e.to_string())?;
+                    stream.flush().await.map_err(|e| e.to_string())?;
+                    if close {
+                        let _ = stream.shutdown().await;
+                        return Ok(());
+                    }
                 }
                 Some(Command::Close) | None => {
-                    let _ = tls.shutdown().await;
+                    let _ = stream.shutdown().await;
                     return Ok(());
                 }
             },
-            read = tokio::time::timeout(idle, read_packet(&mut tls, &mut buf)) => {
+            read = tokio::time::timeout(idle, read_packet(&mut stream, &mut buf)) => {
                 let packet = read.map_err(|_| "keep-alive expired".to_string())??;
                 input.send(Input::Packet(conn, packet)).await.map_err(|_| "broker stopping".to_string())?;
             }

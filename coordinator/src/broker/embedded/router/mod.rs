@@ -17,7 +17,7 @@ use rumqttc::{
     matches, valid_filter, valid_topic, ConnAck, Connect, ConnectReturnCode, LastWill, Packet,
     PubAck, Publish, QoS, SubAck, Subscribe, SubscribeReasonCode, UnsubAck,
 };
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 /// One network connection, numbered by the driver.
 pub type ConnId = u64;
@@ -75,6 +75,12 @@ pub struct RouterStats {
 pub struct Router {
     acl: Acl,
     sessions: HashMap<String, Session>,
+    /// Session keys by the filters their subscriptions use (any `$share/` prefix taken
+    /// off), so that a publish visits only the sessions with a filter that can match it —
+    /// its exact topic or one of the few wildcard filters — not all of a thousand boxes.
+    by_filter: HashMap<String, BTreeSet<String>>,
+    /// The keys of `by_filter` with a `+` or `#`.
+    wild_filters: BTreeSet<String>,
     conns: HashMap<ConnId, String>,
     retained: BTreeMap<String, Message>,
     share_cursor: HashMap<String, usize>,
@@ -99,6 +105,8 @@ impl Router {
         Router {
             acl,
             sessions: HashMap::new(),
+            by_filter: HashMap::new(),
+            wild_filters: BTreeSet::new(),
             conns: HashMap::new(),
             retained: BTreeMap::new(),
             share_cursor: HashMap::new(),
@@ -120,7 +128,7 @@ impl Router {
             .map(|(k, _)| k.clone())
             .collect();
         for key in gone {
-            if let Some(s) = self.sessions.remove(&key) {
+            if let Some(s) = self.remove_session(&key) {
                 if let Some(conn) = s.conn {
                     self.conns.remove(&conn);
                     self.out.push_back(Output::Close(conn));
@@ -147,7 +155,7 @@ impl Router {
             self.out.push_back(Output::Close(old));
         }
         if connect.clean_session {
-            self.sessions.remove(&key);
+            self.remove_session(&key);
         }
         let present = self.sessions.contains_key(&key);
         let will = connect
@@ -207,9 +215,11 @@ impl Router {
             }
             Packet::Subscribe(s) => self.on_subscribe(conn, &key, s),
             Packet::Unsubscribe(u) => {
+                self.unindex(&key);
                 if let Some(s) = self.sessions.get_mut(&key) {
                     s.subs.retain(|sub| !u.topics.contains(&sub.path));
                 }
+                self.reindex(&key);
                 self.out
                     .push_back(Output::Send(conn, Packet::UnsubAck(UnsubAck::new(u.pkid))));
             }
@@ -244,7 +254,7 @@ impl Router {
         s.conn = None;
         let will = s.will.take();
         if s.clean {
-            self.sessions.remove(&key);
+            self.remove_session(&key);
         }
         if let Some(w) = will {
             self.route(Message {
@@ -262,12 +272,11 @@ impl Router {
             self.handle_closed(conn);
             return;
         }
-        let identity = self
+        let allowed = self
             .sessions
             .get(key)
-            .map(|s| s.identity.clone())
-            .unwrap_or_default();
-        if valid_topic(&p.topic) && self.acl.may_publish(&identity, &p.topic) {
+            .is_some_and(|s| valid_topic(&p.topic) && self.acl.may_publish(&s.identity, &p.topic));
+        if allowed {
             self.route(Message {
                 topic: p.topic,
                 payload: p.payload,
@@ -287,6 +296,7 @@ impl Router {
         let Some(identity) = self.sessions.get(key).map(|s| s.identity.clone()) else {
             return;
         };
+        self.unindex(key);
         let mut codes = Vec::with_capacity(sub.filters.len());
         let mut granted = Vec::new();
         for f in sub.filters {
@@ -311,6 +321,7 @@ impl Router {
                 session.subs.push(s);
             }
         }
+        self.reindex(key);
         self.out.push_back(Output::Send(
             conn,
             Packet::SubAck(SubAck::new(sub.pkid, codes)),
@@ -340,7 +351,19 @@ impl Router {
         }
         let mut targets: BTreeMap<String, QoS> = BTreeMap::new();
         let mut groups: BTreeMap<String, Vec<(String, QoS, bool)>> = BTreeMap::new();
-        for (key, s) in &self.sessions {
+        let mut candidates: BTreeSet<&String> = BTreeSet::new();
+        if let Some(keys) = self.by_filter.get(&m.topic) {
+            candidates.extend(keys);
+        }
+        for filter in &self.wild_filters {
+            if matches(&m.topic, filter) {
+                candidates.extend(self.by_filter.get(filter).into_iter().flatten());
+            }
+        }
+        for key in candidates {
+            let Some(s) = self.sessions.get(key) else {
+                continue;
+            };
             for sub in &s.subs {
                 if !matches(&m.topic, &sub.filter) {
                     continue;
@@ -420,6 +443,49 @@ impl Router {
                 Packet::Publish(publish(&m, pkid, false)),
             ));
             s.inflight.insert(pkid, m);
+        }
+    }
+
+    /// Removes a session and its filters from the index.
+    fn remove_session(&mut self, key: &str) -> Option<Session> {
+        self.unindex(key);
+        self.sessions.remove(key)
+    }
+
+    /// Takes `key` out of the index for every filter its session uses (before its
+    /// subscriptions change; [`Router::reindex`] puts it back after).
+    fn unindex(&mut self, key: &str) {
+        let filters: Vec<String> = self
+            .sessions
+            .get(key)
+            .map(|s| s.subs.iter().map(|sub| sub.filter.clone()).collect())
+            .unwrap_or_default();
+        for filter in &filters {
+            if let Some(keys) = self.by_filter.get_mut(filter) {
+                keys.remove(key);
+                if keys.is_empty() {
+                    self.by_filter.remove(filter);
+                    self.wild_filters.remove(filter);
+                }
+            }
+        }
+    }
+
+    /// Puts `key` back in the index under every filter its session now uses.
+    fn reindex(&mut self, key: &str) {
+        let filters: Vec<String> = self
+            .sessions
+            .get(key)
+            .map(|s| s.subs.iter().map(|sub| sub.filter.clone()).collect())
+            .unwrap_or_default();
+        for filter in filters {
+            if filter.contains(['+', '#']) {
+                self.wild_filters.insert(filter.clone());
+            }
+            self.by_filter
+                .entry(filter)
+                .or_default()
+                .insert(key.to_string());
         }
     }
 

@@ -232,3 +232,70 @@ fn the_in_flight_window_holds_the_rest_until_acks_arrive() {
     r.handle_packet(COORD, Packet::PubAck(PubAck::new(sent[0].pkid)));
     assert_eq!(publishes_to(&drain(&mut r), COORD).len(), 1);
 }
+
+fn down(app: &str, pkid: u16) -> Packet {
+    let mut p = Publish::new(
+        format!("callgate/v1/{app}/down"),
+        QoS::AtLeastOnce,
+        &b"d"[..],
+    );
+    p.pkid = pkid;
+    Packet::Publish(p)
+}
+
+#[test]
+fn among_many_boxes_a_downlink_reaches_only_its_box_also_after_unsubscribe_and_clean_reconnects() {
+    let names: Vec<String> = (0..200).map(|i| format!("b-{i}")).collect();
+    let mut r = Router::new(Acl::new(names.iter().cloned()), 4, 100);
+    r.handle_connect(COORD, COORDINATOR_IDENTITY, connect("c", true));
+    for (i, name) in names.iter().enumerate() {
+        let conn = 10 + i as ConnId;
+        r.handle_connect(conn, name, connect(name, i % 2 == 0));
+        let filter = format!("callgate/v1/{name}/down");
+        r.handle_packet(
+            conn,
+            Packet::Subscribe(Subscribe::new(&filter, QoS::AtLeastOnce)),
+        );
+    }
+    drain(&mut r);
+    // Every box gets its own downlink and nobody else's.
+    for (i, name) in names.iter().enumerate() {
+        r.handle_packet(COORD, down(name, 1));
+        let out = drain(&mut r);
+        let to: Vec<ConnId> = out
+            .iter()
+            .filter_map(|o| match o {
+                Output::Send(c, Packet::Publish(_)) => Some(*c),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(to, vec![10 + i as ConnId], "downlink of {name}");
+    }
+    // b-1 unsubscribes: its downlink goes nowhere; b-3 keeps its own.
+    r.handle_packet(
+        11,
+        Packet::Unsubscribe(rumqttc::Unsubscribe::new("callgate/v1/b-1/down")),
+    );
+    drain(&mut r);
+    r.handle_packet(COORD, down("b-1", 2));
+    assert!(publishes_to(&drain(&mut r), 11).is_empty());
+    r.handle_packet(COORD, down("b-3", 2));
+    assert_eq!(publishes_to(&drain(&mut r), 13).len(), 1);
+    // b-0 had a clean session: once it is gone and back (clean), it has no subscription.
+    r.handle_closed(10);
+    r.handle_connect(500, "b-0", connect("b-0", true));
+    drain(&mut r);
+    r.handle_packet(COORD, down("b-0", 3));
+    assert!(publishes_to(&drain(&mut r), 500).is_empty());
+    // b-2 reconnects with a clean session on a new connection: its old filter is gone too.
+    r.handle_connect(501, "b-2", connect("b-2", true));
+    drain(&mut r);
+    r.handle_packet(COORD, down("b-2", 4));
+    assert!(publishes_to(&drain(&mut r), 501).is_empty());
+    // b-5 keeps a persistent session across a reconnect: its downlink still reaches it.
+    r.handle_closed(15);
+    r.handle_connect(502, "b-5", connect("b-5", false));
+    drain(&mut r);
+    r.handle_packet(COORD, down("b-5", 5));
+    assert_eq!(publishes_to(&drain(&mut r), 502).len(), 1);
+}
