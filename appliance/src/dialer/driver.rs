@@ -694,17 +694,21 @@ impl Driver {
                 tracing::info!(%campaign, %lease, %contact, %reason, "contact refused at the gate");
                 metrics::counter!("callgate_dialer_refused_total").increment(1);
                 let outbox = self.outbox().await;
-                if let Err(e) = store::hand_back(
-                    &self.pool,
-                    &outbox,
-                    lease,
-                    vec![contact],
-                    &reason,
-                    DialState::Refused,
-                    false,
-                )
-                .await
-                {
+                // A busy store is waited out: a refusal left unrecorded would leave the
+                // contact unsettled until the lease ends.
+                let recorded = retry_while_busy("a refused contact", || {
+                    store::hand_back(
+                        &self.pool,
+                        &outbox,
+                        lease,
+                        vec![contact],
+                        &reason,
+                        DialState::Refused,
+                        false,
+                    )
+                })
+                .await;
+                if let Err(e) = recorded {
                     tracing::error!(error = %e, %lease, %contact, "cannot record a refused contact");
                 }
             }
@@ -718,17 +722,21 @@ impl Driver {
                 metrics::counter!("callgate_dialer_returned_total")
                     .increment(contacts.len() as u64);
                 let outbox = self.outbox().await;
-                if let Err(e) = store::hand_back(
-                    &self.pool,
-                    &outbox,
-                    lease,
-                    contacts,
-                    &reason,
-                    DialState::Returned,
-                    closes_lease,
-                )
-                .await
-                {
+                // A busy store is waited out (CI saw one 5-s busy timeout under load leave a
+                // handed-back contact unsettled for good).
+                let recorded = retry_while_busy("handed-back contacts", || {
+                    store::hand_back(
+                        &self.pool,
+                        &outbox,
+                        lease,
+                        contacts.clone(),
+                        &reason,
+                        DialState::Returned,
+                        closes_lease,
+                    )
+                })
+                .await;
+                if let Err(e) = recorded {
                     tracing::error!(error = %e, %lease, "cannot record handed-back contacts");
                 }
             }
