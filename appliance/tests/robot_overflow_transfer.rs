@@ -22,7 +22,6 @@ use callgate_appliance::dialer::driver::DialerControl;
 use callgate_appliance::dialer::placement::Announcement;
 use callgate_appliance::media::RtpPortRange;
 use callgate_appliance::robot_call::{OverflowTarget, ScriptOverflow, SpeechCache};
-use callgate_appliance::sip::udp::UdpAgent;
 use callgate_appliance::store::Store;
 use callgate_appliance::sync::outbox_store::UplinkOutbox;
 use callgate_common::ids::{AgentGroupId, AgentId};
@@ -34,10 +33,6 @@ use callgate_common::wire::{
 use callgate_media::prompt::Prompt;
 use callgate_media::tone::ToneGenerator;
 use callgate_robot::{EspeakNg, RobotScript};
-use callgate_sip::agent::AgentConfig;
-use callgate_sip::inbound::{InboundPolicy, InboundRoute, RouteTarget, UnknownSource};
-use callgate_sip::registrar::{PhoneAccount, Registrar, RegistrarConfig};
-use callgate_sip::transaction::TimerConfig;
 use robot_support::{callee_pcap, line_noise, KeyStyle};
 use sip_support::{free_udp_port, scenario, Sipp};
 use std::process::Stdio;
@@ -166,40 +161,7 @@ async fn overflow_transfer(agent_paused_at_the_transfer: bool) {
             .await
             .unwrap(),
     )));
-    let ua = UdpAgent::start(
-        "127.0.0.1:0".parse().unwrap(),
-        AgentConfig {
-            local: "127.0.0.1:0".parse().unwrap(),
-            user: "branch".into(),
-            timers: TimerConfig::default(),
-            credentials: None,
-            seed: std::process::id().into(),
-        },
-    )
-    .await
-    .unwrap();
-    ua.set_registrar(Registrar::new(
-        RegistrarConfig {
-            algorithms: vec!["MD5".into()],
-            ..RegistrarConfig::default()
-        },
-        vec![PhoneAccount {
-            username: "desk1".into(),
-            password: "pw1".into(),
-        }],
-    ))
-    .unwrap();
-    ua.set_inbound_policy(InboundPolicy {
-        allowed_sources: vec!["127.0.0.1".parse().unwrap()],
-        unknown_source: UnknownSource::Reject,
-        per_source_rate: 20,
-        per_source_burst: 40,
-        routes: vec![InboundRoute {
-            number: "service".into(),
-            target: RouteTarget::AgentGroup("support".into()),
-        }],
-    })
-    .unwrap();
+    let ua = agents_support::agents_side().await;
     let box_addr = ua.local_addr().to_string();
     let speech = Arc::new(SpeechCache::new(Arc::new(EspeakNg::default()), 32));
     let script = Arc::new(RobotScript::parse(TO_SALES, dir.path()).unwrap());

@@ -111,42 +111,7 @@ pub async fn rig_with(desk_settings: DeskSettings, phone_srtp: bool) -> Rig {
         .await
         .unwrap();
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
-    // The box's SIP side for agents: registrar for the desk phones, the inbound route table.
-    let ua = UdpAgent::start(
-        "127.0.0.1:0".parse().unwrap(),
-        AgentConfig {
-            local: "127.0.0.1:0".parse().unwrap(),
-            user: "branch".into(),
-            timers: TimerConfig::default(),
-            credentials: None,
-            seed: std::process::id().into(),
-        },
-    )
-    .await
-    .unwrap();
-    ua.set_registrar(Registrar::new(
-        RegistrarConfig {
-            // SIPp's digest answers MD5 only.
-            algorithms: vec!["MD5".into()],
-            ..RegistrarConfig::default()
-        },
-        vec![PhoneAccount {
-            username: "desk1".into(),
-            password: "pw1".into(),
-        }],
-    ))
-    .unwrap();
-    ua.set_inbound_policy(InboundPolicy {
-        allowed_sources: vec!["127.0.0.1".parse().unwrap()],
-        unknown_source: UnknownSource::Reject,
-        per_source_rate: 20,
-        per_source_burst: 40,
-        routes: vec![InboundRoute {
-            number: "service".into(),
-            target: RouteTarget::AgentGroup("support".into()),
-        }],
-    })
-    .unwrap();
+    let ua = agents_side().await;
     let box_addr = ua.local_addr().to_string();
     let base = free_even_port();
     let settings = LineSettings {
@@ -352,4 +317,45 @@ pub async fn call_service(rig: &Rig, user: &str, seed: u64, srtp: bool) -> Calle
         audio,
         answer,
     }
+}
+
+/// The box's SIP side for agents: registrar for the desk phone `desk1` (MD5 digest, what
+/// SIPp answers) and the inbound route `service` → agent group `support`.
+pub async fn agents_side() -> UdpAgent {
+    let ua = UdpAgent::start(
+        "127.0.0.1:0".parse().unwrap(),
+        AgentConfig {
+            local: "127.0.0.1:0".parse().unwrap(),
+            user: "branch".into(),
+            timers: TimerConfig::default(),
+            credentials: None,
+            seed: std::process::id().into(),
+        },
+    )
+    .await
+    .unwrap();
+    ua.set_registrar(Registrar::new(
+        RegistrarConfig {
+            // SIPp's digest answers MD5 only.
+            algorithms: vec!["MD5".into()],
+            ..RegistrarConfig::default()
+        },
+        vec![PhoneAccount {
+            username: "desk1".into(),
+            password: "pw1".into(),
+        }],
+    ))
+    .unwrap();
+    ua.set_inbound_policy(InboundPolicy {
+        allowed_sources: vec!["127.0.0.1".parse().unwrap()],
+        unknown_source: UnknownSource::Reject,
+        per_source_rate: 20,
+        per_source_burst: 40,
+        routes: vec![InboundRoute {
+            number: "service".into(),
+            target: RouteTarget::AgentGroup("support".into()),
+        }],
+    })
+    .unwrap();
+    ua
 }
