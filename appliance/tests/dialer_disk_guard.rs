@@ -6,8 +6,10 @@
 //! The agents' inbound calls get 503 Service Unavailable while new calls are held, and are
 //! answered again once the hold lifts (SIPp callers against the real agent lines).
 //!
-//! The daemon test reads the real filesystem: `recording.disk_refuse_percent = 1` makes any
-//! disk that is at least 1 % used read as nearly full — no mock of the filesystem.
+//! The daemon test reads the real filesystem, whatever its size and fullness — no mock of
+//! the filesystem: a free-space floor above the disk's whole size
+//! (`recording.disk_refuse_free_mb`) makes it read as nearly full; then the floor off and
+//! `disk_refuse_percent = 100` make it read as healthy (unless it is completely full).
 
 mod dialer_support;
 mod sip_support;
@@ -185,19 +187,13 @@ async fn unsettled(store: &Store) -> i64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_daemon_on_a_full_recordings_disk_dials_nobody_until_its_threshold_is_raised() {
     const CONTACTS: u64 = 3;
-    // On the build's own disk (target/tmp), not /tmp: a tmpfs /tmp can be almost empty,
-    // and this test makes the real filesystem read as full with a 1 % threshold.
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let data = dir.path().join("data");
     let recordings = dir.path().join("recordings");
     std::fs::create_dir_all(&recordings).unwrap();
-    let (used, total) = callgate_appliance::recording::filesystem_usage(&recordings).unwrap();
-    let percent = used as f64 * 100.0 / total as f64;
-    assert!(
-        (2.0..97.0).contains(&percent),
-        "this test needs a filesystem between 2 % and 97 % used; {} is {percent:.1} % used",
-        recordings.display()
-    );
+    let (_, total) = callgate_appliance::recording::filesystem_usage(&recordings).unwrap();
+    // More megabytes than the whole filesystem holds: never that much free.
+    let beyond_the_disk_mb = total / 1_000_000 + 1;
     let hour = UnixMillis::now().plus_millis(3_600_000);
     let store = Store::open(&data).await.unwrap();
     for body in [
@@ -210,7 +206,7 @@ async fn the_daemon_on_a_full_recordings_disk_dials_nobody_until_its_threshold_i
     let carrier = Carrier::start_traced();
     let (ops, sip) = (free_tcp_port(), free_udp_port());
     let rtp = (free_udp_port() & !1).min(60_000);
-    let config = |alarm: u8, refuse: u8| {
+    let config = |alarm: u8, refuse: u8, floor_mb: u64| {
         format!(
             "[appliance]\nid = \"branch-disk\"\ndata_dir = \"data\"\n[log]\nlevel = \"callgate_appliance=debug,info\"\n\
              [ops]\nlisten = \"127.0.0.1:{ops}\"\n\
@@ -220,19 +216,26 @@ async fn the_daemon_on_a_full_recordings_disk_dials_nobody_until_its_threshold_i
              [[sip.trunks]]\nname = \"carrier\"\naddress = \"{carrier}\"\nmax_channels = 10\nmax_cps = 50\n\
              [dialer]\nrtp_first_port = {rtp}\nrtp_last_port = {last}\nring_timeout_seconds = 3\n\
              [recording]\nrecipients = [\"{RECIPIENT}\"]\ndirectory = \"recordings\"\n\
-             disk_alarm_percent = {alarm}\ndisk_refuse_percent = {refuse}\n",
+             disk_alarm_percent = {alarm}\ndisk_refuse_percent = {refuse}\n\
+             disk_refuse_free_mb = {floor_mb}\n",
             carrier = carrier.addr,
             last = rtp + 199,
         )
     };
     let log = |name: &str| std::fs::read_to_string(dir.path().join(name)).unwrap_or_default();
 
-    // Any used disk is "nearly full" at 1 %.
-    std::fs::write(dir.path().join("config.toml"), config(0, 1)).unwrap();
+    // No disk has more free space than its size: "nearly full" by the floor.
+    std::fs::write(
+        dir.path().join("config.toml"),
+        config(99, 100, beyond_the_disk_mb),
+    )
+    .unwrap();
     let daemon = Daemon::start(dir.path(), "full.log");
     let body = wait_health(ops, 503, || log("full.log")).await;
     assert!(
-        body.contains("recording disk") && body.contains("no new calls"),
+        body.contains("recording disk")
+            && body.contains("no new calls")
+            && body.contains(&format!("under {beyond_the_disk_mb} MB free")),
         "{body}"
     );
     let deadline = Instant::now() + Duration::from_secs(90);
@@ -263,8 +266,8 @@ async fn the_daemon_on_a_full_recordings_disk_dials_nobody_until_its_threshold_i
         "a stop while held hands nothing back"
     );
 
-    // The threshold raised: the same contacts are dialled.
-    std::fs::write(dir.path().join("config.toml"), config(98, 99)).unwrap();
+    // The floor off and the refusal at 100 %: the same contacts are dialled.
+    std::fs::write(dir.path().join("config.toml"), config(99, 100, 0)).unwrap();
     let daemon = Daemon::start(dir.path(), "raised.log");
     let body = wait_health(ops, 200, || log("raised.log")).await;
     assert!(body.contains("recording disk"), "{body}");

@@ -39,8 +39,13 @@ pub struct RecordingSettings {
     pub retention_days: u32,
     /// Percent of the recordings filesystem used at which the alarm is raised.
     pub disk_alarm_percent: u8,
-    /// Percent used at which no new call starts (calls in progress keep recording).
+    /// Percent used at which no new call starts (calls in progress keep recording); at most
+    /// 100, which leaves the decision to `disk_refuse_free_mb` alone.
     pub disk_refuse_percent: u8,
+    /// No new call starts while less than this many megabytes (1 MB = 1,000,000 bytes) are
+    /// free on the recordings filesystem, whatever its percentage; the alarm is raised below
+    /// twice this. 0 turns the floor off. About 1 MB holds a minute of one recorded call.
+    pub disk_refuse_free_mb: u64,
     /// The recording-consent announcement (8 kHz WAV: µ-law, A-law or 16-bit PCM) played to
     /// the customer of every call whose campaign asks for it, before recording starts. The
     /// announcement itself is not in the recording. A campaign that asks for it does not
@@ -57,6 +62,7 @@ impl Default for RecordingSettings {
             retention_days: 90,
             disk_alarm_percent: 85,
             disk_refuse_percent: 95,
+            disk_refuse_free_mb: 512,
             consent_prompt: None,
         }
     }
@@ -99,11 +105,12 @@ impl RecordingSettings {
                 "must be at least 1 day",
             ));
         }
-        if !(self.disk_alarm_percent < self.disk_refuse_percent && self.disk_refuse_percent <= 99) {
+        if !(self.disk_alarm_percent < self.disk_refuse_percent && self.disk_refuse_percent <= 100)
+        {
             return Err(ConfigError::invalid(
                 "recording.disk_refuse_percent",
                 format!(
-                    "{} must be above disk_alarm_percent ({}) and at most 99",
+                    "{} must be above disk_alarm_percent ({}) and at most 100",
                     self.disk_refuse_percent, self.disk_alarm_percent
                 ),
             ));
@@ -134,6 +141,7 @@ impl RecordingSettings {
                 alarm_at: f64::from(self.disk_alarm_percent) / 100.0,
                 refuse_at: f64::from(self.disk_refuse_percent) / 100.0,
                 hysteresis: 0.02,
+                refuse_below_free_bytes: self.disk_refuse_free_mb.saturating_mul(1_000_000),
             },
             segment_seconds: self.segment_seconds,
             directory: self
@@ -225,5 +233,23 @@ mod tests {
             err.to_string().contains("recording.disk_refuse_percent"),
             "{err}"
         );
+        let over = RecordingSettings {
+            recipients: vec![RECIPIENT.into()],
+            disk_alarm_percent: 99,
+            disk_refuse_percent: 101,
+            ..RecordingSettings::default()
+        };
+        let err = over.validate(Path::new("d")).unwrap_err().to_string();
+        assert!(err.contains("at most 100"), "{err}");
+        let floor_only = RecordingSettings {
+            recipients: vec![RECIPIENT.into()],
+            disk_alarm_percent: 99,
+            disk_refuse_percent: 100,
+            disk_refuse_free_mb: 2_000,
+            ..RecordingSettings::default()
+        };
+        let valid = floor_only.validate(Path::new("d")).unwrap();
+        assert_eq!(valid.disk.refuse_at, 1.0);
+        assert_eq!(valid.disk.refuse_below_free_bytes, 2_000_000_000);
     }
 }

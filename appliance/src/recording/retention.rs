@@ -154,6 +154,7 @@ mod tests {
             alarm_at: 0.0,
             refuse_at: 0.0,
             hysteresis: 0.0,
+            refuse_below_free_bytes: 0,
         });
         assert_eq!(
             check_disk(&mut strict, dir.path()).unwrap(),
@@ -163,6 +164,7 @@ mod tests {
             alarm_at: 1.01,
             refuse_at: 1.02,
             hysteresis: 0.0,
+            refuse_below_free_bytes: 0,
         });
         assert_eq!(
             check_disk(&mut relaxed, dir.path()).unwrap(),

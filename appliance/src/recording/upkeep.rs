@@ -83,8 +83,9 @@ pub struct RecordingUpkeep {
 /// start.
 fn hold_reason(state: DiskState, settings: &ValidRecording) -> Option<String> {
     (state == DiskState::RefuseNewCalls).then(|| {
+        let floor_mb = settings.disk.refuse_below_free_bytes / 1_000_000;
         format!(
-            "the recordings disk is nearly full (new calls stop at {:.0}% used of {}); free space or raise recording.disk_refuse_percent",
+            "the recordings disk is nearly full (new calls stop at {:.0}% used or under {floor_mb} MB free on {}); free space, raise recording.disk_refuse_percent or lower recording.disk_refuse_free_mb",
             settings.disk.refuse_at * 100.0,
             settings.directory.display()
         )
@@ -200,6 +201,7 @@ mod tests {
             alarm_at: f64::from(alarm) / 100.0,
             refuse_at: f64::from(refuse) / 100.0,
             hysteresis: 0.0,
+            refuse_below_free_bytes: 0,
         };
         v
     }

@@ -4,6 +4,10 @@
 //!
 //! Sans-IO: the driver measures the filesystem and calls [`DiskGuard::observe`]; the guard says
 //! when the state changes. Hysteresis keeps it from flapping around a threshold.
+//!
+//! Two rules, whichever trips first: a share of the filesystem used (what a percentage means
+//! on the box's own card) and a floor of free bytes (on a large disk 95 % used can still leave
+//! gigabytes, on a small card it can leave too little for the calls in progress).
 
 /// How full the recordings filesystem may get.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -14,6 +18,10 @@ pub struct DiskThresholds {
     pub refuse_at: f64,
     /// How far below a threshold usage must fall before the state steps back.
     pub hysteresis: f64,
+    /// No new call starts while fewer bytes than this are free (0: no floor). The alarm is
+    /// raised below twice the floor; after a refusal, free space must climb a tenth above the
+    /// floor before calls start again.
+    pub refuse_below_free_bytes: u64,
 }
 
 impl Default for DiskThresholds {
@@ -22,6 +30,7 @@ impl Default for DiskThresholds {
             alarm_at: 0.85,
             refuse_at: 0.95,
             hysteresis: 0.02,
+            refuse_below_free_bytes: 0,
         }
     }
 }
@@ -67,9 +76,11 @@ impl DiskGuard {
             used_bytes as f64 / total_bytes as f64
         };
         let t = self.thresholds;
-        let rising = if used >= t.refuse_at {
+        let free = total_bytes.saturating_sub(used_bytes);
+        let floor = t.refuse_below_free_bytes;
+        let rising = if used >= t.refuse_at || free < floor {
             DiskState::RefuseNewCalls
-        } else if used >= t.alarm_at {
+        } else if used >= t.alarm_at || free < floor.saturating_mul(2) {
             DiskState::Alarm
         } else {
             DiskState::Healthy
@@ -79,14 +90,21 @@ impl DiskGuard {
         } else {
             // Step down only once usage is clearly below the threshold we are at.
             match self.state {
-                DiskState::RefuseNewCalls if used < t.refuse_at - t.hysteresis => {
-                    if used >= t.alarm_at - t.hysteresis {
+                DiskState::RefuseNewCalls
+                    if used < t.refuse_at - t.hysteresis
+                        && free >= floor.saturating_add(floor / 10) =>
+                {
+                    if used >= t.alarm_at - t.hysteresis || free < floor.saturating_mul(2) {
                         DiskState::Alarm
                     } else {
                         DiskState::Healthy
                     }
                 }
-                DiskState::Alarm if used < t.alarm_at - t.hysteresis => DiskState::Healthy,
+                DiskState::Alarm
+                    if used < t.alarm_at - t.hysteresis && free >= floor.saturating_mul(2) =>
+                {
+                    DiskState::Healthy
+                }
                 s => s,
             }
         };
@@ -130,6 +148,39 @@ mod tests {
             Some(DiskState::Healthy),
             "a big clean-up goes straight down"
         );
+    }
+
+    #[test]
+    fn a_free_space_floor_refuses_below_it_and_alarms_below_twice_it() {
+        let floor = DiskThresholds {
+            refuse_below_free_bytes: 1_000,
+            ..DiskThresholds::default()
+        };
+        let mut g = DiskGuard::new(floor);
+        // 10 % used of a large disk: healthy by percent, judged by the floor.
+        assert_eq!(g.observe(1_000, 10_000), None);
+        assert_eq!(
+            g.observe(98_500, 100_000),
+            Some(DiskState::RefuseNewCalls),
+            "98.5 % used of 100 kB trips the percent rule too"
+        );
+        let big = 1u64 << 40;
+        let mut g = DiskGuard::new(DiskThresholds {
+            alarm_at: 1.0,
+            refuse_at: 1.0,
+            hysteresis: 0.0,
+            refuse_below_free_bytes: 1_000,
+        });
+        assert_eq!(g.observe(big - 1_500, big), Some(DiskState::Alarm));
+        assert_eq!(g.observe(big - 999, big), Some(DiskState::RefuseNewCalls));
+        assert_eq!(
+            g.observe(big - 1_050, big),
+            None,
+            "back above the floor, but not a tenth above it"
+        );
+        assert_eq!(g.observe(big - 1_100, big), Some(DiskState::Alarm));
+        assert_eq!(g.observe(big - 1_999, big), None);
+        assert_eq!(g.observe(big - 2_000, big), Some(DiskState::Healthy));
     }
 
     #[test]
