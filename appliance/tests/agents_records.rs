@@ -110,6 +110,11 @@ async fn an_inbound_call_an_agent_took_has_one_record_with_the_agent_and_the_dis
     assert_eq!((r.attempt, r.campaign, r.contact), (None, None, None));
     assert_eq!(r.outcome, CallOutcome::AnsweredHuman);
     assert_eq!(r.agent, Some(AGENT));
+    assert_eq!(
+        r.trunk.as_ref().map(|t| t.as_str()),
+        Some("carrier"),
+        "the trunk named by the INVITE's source address"
+    );
     assert_eq!(r.disposition.as_deref(), Some("resolved"));
     assert_eq!(
         r.remote.as_ref().map(|n| n.e164()),
@@ -179,6 +184,7 @@ async fn a_call_refused_while_new_calls_are_held_has_a_rejected_record_with_the_
         (r.outcome, r.sip_status, r.answered_at),
         (CallOutcome::Rejected, Some(503), None)
     );
+    assert_eq!(r.trunk.as_ref().map(|t| t.as_str()), Some("carrier"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

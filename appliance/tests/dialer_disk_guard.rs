@@ -333,6 +333,7 @@ async fn agents_inbound_calls_get_503_while_new_calls_are_held_and_are_answered_
     .unwrap();
     ua.set_inbound_policy(InboundPolicy {
         allowed_sources: vec!["127.0.0.1".parse().unwrap()],
+        trunk_names: Vec::new(),
         unknown_source: UnknownSource::Reject,
         per_source_rate: 20,
         per_source_burst: 40,

@@ -82,6 +82,7 @@ async fn start_box(dir: tempfile::TempDir, store: Store, overflow: OverflowRoute
     .unwrap();
     ua.set_inbound_policy(InboundPolicy {
         allowed_sources: vec!["127.0.0.1".parse().unwrap()],
+        trunk_names: Vec::new(),
         unknown_source: UnknownSource::Reject,
         per_source_rate: 20,
         per_source_burst: 40,

@@ -47,6 +47,7 @@ async fn a_carrier_call_routed_to_a_trunk_is_bridged_end_to_end() {
     router
         .set_inbound_policy(InboundPolicy {
             allowed_sources: vec!["127.0.0.1".parse().unwrap()],
+            trunk_names: Vec::new(),
             unknown_source: UnknownSource::Reject,
             per_source_rate: 50,
             per_source_burst: 50,

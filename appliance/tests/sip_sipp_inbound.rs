@@ -27,6 +27,7 @@ async fn appliance(allowed: IpAddr) -> UdpAgent {
     .unwrap();
     ua.set_inbound_policy(InboundPolicy {
         allowed_sources: vec![allowed],
+        trunk_names: Vec::new(),
         unknown_source: UnknownSource::Reject,
         per_source_rate: 20,
         per_source_burst: 40,

@@ -134,6 +134,7 @@ impl Phone {
     ) -> Result<Phone, SimError> {
         let policy = InboundPolicy {
             allowed_sources: vec![scenario.registrar.ip()],
+            trunk_names: Vec::new(),
             unknown_source: UnknownSource::Reject,
             per_source_rate: 1_000,
             per_source_burst: 1_000,

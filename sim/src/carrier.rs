@@ -359,6 +359,7 @@ impl SimCarrier {
                 std::net::IpAddr::from([127, 0, 0, 1]),
                 std::net::IpAddr::from(std::net::Ipv6Addr::LOCALHOST),
             ],
+            trunk_names: Vec::new(),
             unknown_source: UnknownSource::Reject,
             per_source_rate: 100_000,
             per_source_burst: 100_000,

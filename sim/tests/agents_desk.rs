@@ -123,6 +123,7 @@ async fn a_simulated_agent_answers_the_nailed_up_leg_takes_a_call_and_saves_a_di
     .unwrap();
     ua.set_inbound_policy(InboundPolicy {
         allowed_sources: vec!["127.0.0.1".parse().unwrap()],
+        trunk_names: Vec::new(),
         unknown_source: UnknownSource::Reject,
         per_source_rate: 20,
         per_source_burst: 40,

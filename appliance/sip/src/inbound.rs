@@ -44,6 +44,10 @@ pub enum UnknownSource {
 pub struct InboundPolicy {
     /// Source addresses allowed to send INVITEs (trunk addresses).
     pub allowed_sources: Vec<IpAddr>,
+    /// The trunk each carrier address belongs to, reported with its inbound calls (the first
+    /// trunk of an address shared by several). Sources without a name (registered phones)
+    /// are reported without a trunk.
+    pub trunk_names: Vec<(IpAddr, String)>,
     /// What unknown sources get.
     pub unknown_source: UnknownSource,
     /// Requests per second allowed per source (sustained).
@@ -151,6 +155,15 @@ impl InboundGate {
             .map_or(Admission::Refuse(404), Admission::Route)
     }
 
+    /// The trunk whose address `source` is, if any.
+    pub fn trunk_of(&self, source: IpAddr) -> Option<&str> {
+        self.policy
+            .trunk_names
+            .iter()
+            .find(|(ip, _)| *ip == source)
+            .map(|(_, name)| name.as_str())
+    }
+
     /// The route for a called number (longest match).
     pub fn route(&self, number: &str) -> Option<RouteTarget> {
         self.policy
@@ -203,6 +216,7 @@ mod tests {
     fn gate(unknown: UnknownSource) -> InboundGate {
         InboundGate::new(InboundPolicy {
             allowed_sources: vec!["192.0.2.10".parse().unwrap()],
+            trunk_names: Vec::new(),
             unknown_source: unknown,
             per_source_rate: 5,
             per_source_burst: 10,

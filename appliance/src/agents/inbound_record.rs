@@ -22,7 +22,7 @@ use super::service::{AgentDeskService, SharedOutbox};
 use crate::dialer::driver::retry_while_busy;
 use crate::dialer::store::KeptRecord;
 use crate::dialer::wrap_up::AgentHolds;
-use callgate_common::ids::{AgentId, CallId};
+use callgate_common::ids::{AgentId, CallId, TrunkId};
 use callgate_common::phone::PhoneNumber;
 use callgate_common::time::UnixMillis;
 use callgate_common::wire::{CallOutcome, CallQuality, CallRecord, Direction, Uplink};
@@ -38,6 +38,8 @@ pub struct InboundFacts {
     pub answered_at: Option<UnixMillis>,
     /// The caller's number, when the From URI carried an E.164 one.
     pub remote: Option<PhoneNumber>,
+    /// The trunk the INVITE came in on (by its source address).
+    pub trunk: Option<TrunkId>,
 }
 
 /// How an inbound call ended, as the lines saw it.
@@ -107,8 +109,7 @@ pub fn record_of(facts: &InboundFacts, end: &InboundEnd) -> CallRecord {
         campaign: None,
         contact: None,
         direction: Direction::Inbound,
-        // The agents' SIP side admits carriers by source address; it does not know the trunk.
-        trunk: None,
+        trunk: facts.trunk.clone(),
         remote: facts.remote.clone(),
         agent,
         started_at: facts.started_at,

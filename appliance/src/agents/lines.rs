@@ -52,7 +52,7 @@ use crate::media::{
 use crate::recording::{CallRecorder, SqliteSegmentStore};
 use crate::robot_call::{AgentAudio, OverflowReport};
 use crate::sip::udp::UdpAgent;
-use callgate_common::ids::{AgentId, CallId};
+use callgate_common::ids::{AgentId, CallId, TrunkId};
 use callgate_common::phone::PhoneNumber;
 use callgate_common::time::UnixMillis;
 use callgate_common::wire::CallQuality;
@@ -629,9 +629,13 @@ impl Lines {
                 leg,
                 from,
                 number,
+                trunk,
                 target,
                 body,
-            } => self.incoming(leg, &from, &number, target, &body).await,
+            } => {
+                self.incoming(leg, &from, &number, trunk, target, &body)
+                    .await
+            }
             AgentEvent::Answered { leg, body } => {
                 if let Some(LegRole::Phone(agent)) = self.roles.get(&leg).copied() {
                     self.phone_answered(agent, &body);
@@ -719,6 +723,7 @@ impl Lines {
         leg: LegId,
         from: &str,
         number: &str,
+        trunk: Option<String>,
         target: RouteTarget,
         body: &[u8],
     ) {
@@ -727,6 +732,7 @@ impl Lines {
             started_at: UnixMillis::now(),
             answered_at: None,
             remote: caller_number(from),
+            trunk: trunk.and_then(|name| TrunkId::new(name).ok()),
         };
         let held = self
             .new_calls_held

@@ -260,6 +260,7 @@ pub async fn b2bua(rates: &[u32], seconds: u64) -> Result<Vec<BenchRow>, BenchEr
     .await?;
     router.set_inbound_policy(InboundPolicy {
         allowed_sources: vec!["127.0.0.1".parse().expect("an IP")],
+        trunk_names: Vec::new(),
         unknown_source: UnknownSource::Reject,
         per_source_rate: 100_000,
         per_source_burst: 100_000,

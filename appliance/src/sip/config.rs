@@ -630,6 +630,10 @@ impl SipConfig {
             });
         }
         let allowed_sources: Vec<IpAddr> = trunks.iter().map(|t| t.address.ip()).collect();
+        let trunk_names: Vec<(IpAddr, String)> = trunks
+            .iter()
+            .map(|t| (t.address.ip(), t.name.clone()))
+            .collect();
         let needs_tls =
             !tls_listen.is_empty() || links.iter().any(|l| l.transport == Transport::Tls);
         let tls_settings = if needs_tls {
@@ -664,6 +668,7 @@ impl SipConfig {
             trunks,
             inbound: InboundPolicy {
                 allowed_sources,
+                trunk_names,
                 unknown_source,
                 per_source_rate: self.inbound.per_source_rate,
                 per_source_burst: self.inbound.per_source_burst,
@@ -846,6 +851,14 @@ trunk = "carrier-b"
         assert_eq!(s.trunks[1].domain, "192.0.2.20");
         assert_eq!(s.timers.t1, Duration::from_millis(250));
         assert_eq!(s.inbound.allowed_sources.len(), 2);
+        let names: Vec<&str> = s
+            .inbound
+            .trunk_names
+            .iter()
+            .map(|(_, n)| n.as_str())
+            .collect();
+        assert_eq!(names, vec![s.trunks[0].name.as_str(), "carrier-b"]);
+        assert_eq!(s.inbound.trunk_names[1].0, s.trunks[1].address.ip());
         assert_eq!(
             s.inbound.routes[1].target,
             RouteTarget::Trunk("carrier-b".into())

@@ -153,13 +153,15 @@ impl LiveCalls {
     /// phones) are ignored.
     pub fn on_agent_event(&mut self, now: Instant, event: &AgentEvent) {
         match event {
-            AgentEvent::Incoming { leg, from, .. } => {
+            AgentEvent::Incoming {
+                leg, from, trunk, ..
+            } => {
                 self.calls.insert(
                     CallKey::Leg(leg.0),
                     LiveCall {
                         attempt: None,
                         number: masked_number(caller_of(from)),
-                        trunk: None,
+                        trunk: trunk.clone(),
                         direction: CallDirection::Inbound,
                         phase: CallPhase::Ringing,
                         started: now,
@@ -274,6 +276,7 @@ mod tests {
             leg: LegId(leg),
             from: from.into(),
             number: "4930777".into(),
+            trunk: Some("carrier".into()),
             target: callgate_sip::inbound::RouteTarget::AgentGroup("support".into()),
             body: Vec::new(),
         };
@@ -282,6 +285,7 @@ mod tests {
         let list = calls.list();
         assert_eq!(list.len(), 1);
         assert_eq!(list[0].direction, CallDirection::Inbound);
+        assert_eq!(list[0].trunk.as_deref(), Some("carrier"));
         assert_eq!(list[0].phase, CallPhase::Ringing);
         assert_eq!(
             list[0].number,

@@ -619,6 +619,7 @@ mod tests {
                 leg: LegId(9),
                 from: "<sip:+442071234567@carrier>".into(),
                 number: "4930777".into(),
+                trunk: Some("carrier".into()),
                 target: callgate_sip::inbound::RouteTarget::AgentGroup("support".into()),
                 body: Vec::new(),
             },
@@ -638,7 +639,7 @@ mod tests {
     }
 
     #[test]
-    fn an_inbound_call_on_the_agents_side_is_a_line_marked_inbound_without_a_trunk() {
+    fn an_inbound_call_on_the_agents_side_is_a_line_marked_inbound_with_its_trunk_if_known() {
         use crate::sip::live_calls::LiveCalls;
         use callgate_sip::agent::{AgentEvent, LegId};
         let t0 = Instant::now();
@@ -649,6 +650,7 @@ mod tests {
                 leg: LegId(5),
                 from: "<sip:+442071234567@carrier>".into(),
                 number: "4930777".into(),
+                trunk: None,
                 target: callgate_sip::inbound::RouteTarget::AgentGroup("support".into()),
                 body: Vec::new(),
             },

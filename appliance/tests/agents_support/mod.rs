@@ -348,6 +348,8 @@ pub async fn agents_side() -> UdpAgent {
     .unwrap();
     ua.set_inbound_policy(InboundPolicy {
         allowed_sources: vec!["127.0.0.1".parse().unwrap()],
+        // The SIPp callers come from the carrier's address.
+        trunk_names: vec![("127.0.0.1".parse().unwrap(), "carrier".into())],
         unknown_source: UnknownSource::Reject,
         per_source_rate: 20,
         per_source_burst: 40,

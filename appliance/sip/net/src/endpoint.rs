@@ -84,6 +84,10 @@ impl SipCore for UserAgent {
     fn poll_timeout(&self) -> Option<Instant> {
         UserAgent::poll_timeout(self)
     }
+    #[allow(
+        clippy::result_large_err,
+        reason = "the Result is an either (datagram or event), not an error path; each event is moved once"
+    )]
     fn poll(&mut self) -> Option<Result<Transmit, Self::Event>> {
         self.poll_output().map(|o| match o {
             AgentOutput::Transmit(t) => Ok(t),

@@ -25,6 +25,7 @@ fn udp_only() -> EndpointConfig {
 fn policy(target: RouteTarget) -> InboundPolicy {
     InboundPolicy {
         allowed_sources: vec![v4()],
+        trunk_names: Vec::new(),
         unknown_source: UnknownSource::Reject,
         per_source_rate: 10,
         per_source_burst: 10,

@@ -220,6 +220,7 @@ async fn inbound_agent(cfg: EndpointConfig) -> SipEndpoint<UserAgent> {
         let mut ua = UserAgent::new(agent_config(bound.udp[0]));
         ua.set_inbound_policy(InboundPolicy {
             allowed_sources: vec![v4()],
+            trunk_names: Vec::new(),
             unknown_source: UnknownSource::Reject,
             per_source_rate: 10,
             per_source_burst: 10,

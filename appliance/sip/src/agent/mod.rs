@@ -175,6 +175,8 @@ pub enum AgentEvent {
         from: String,
         /// The called number.
         number: String,
+        /// The trunk it came in on (by its source address); `None` from a registered phone.
+        trunk: Option<String>,
         /// Where the route table sends it.
         target: crate::inbound::RouteTarget,
         /// The caller's SDP offer.

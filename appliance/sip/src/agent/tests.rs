@@ -719,6 +719,7 @@ use crate::inbound::{InboundPolicy, InboundRoute, RouteTarget, UnknownSource};
 fn policy(unknown: UnknownSource) -> InboundPolicy {
     InboundPolicy {
         allowed_sources: vec!["127.0.0.2".parse().unwrap()],
+        trunk_names: Vec::new(),
         unknown_source: unknown,
         per_source_rate: 10,
         per_source_burst: 20,
@@ -789,6 +790,30 @@ fn peer_ack(invite: &Request, to_tag: &str) -> Request {
 }
 
 #[test]
+fn an_inbound_call_names_the_trunk_whose_address_sent_it() {
+    let mut net = Net::new(None, answering(0));
+    let mut named = policy(UnknownSource::Reject);
+    named.trunk_names = vec![
+        ("127.0.0.9".parse().unwrap(), "other".into()),
+        ("127.0.0.2".parse().unwrap(), "carrier-b".into()),
+    ];
+    net.ua.set_inbound_policy(named);
+    net.peer
+        .start_client(net.now, peer_invite("z9hG4bKnamed"), addr(UA), false)
+        .unwrap();
+    net.run_until(Duration::from_millis(50));
+    let trunks: Vec<_> = net
+        .events
+        .iter()
+        .filter_map(|(_, e)| match e {
+            AgentEvent::Incoming { trunk, .. } => Some(trunk.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(trunks, vec![Some("carrier-b".to_string())]);
+}
+
+#[test]
 fn an_inbound_call_from_a_trunk_is_routed_rung_answered_and_acked() {
     let mut net = Net::new(None, answering(0));
     net.ua.set_inbound_policy(policy(UnknownSource::Reject));
@@ -798,11 +823,18 @@ fn an_inbound_call_from_a_trunk_is_routed_rung_answered_and_acked() {
         .unwrap();
     net.run_until(Duration::from_millis(50));
     assert_eq!(net.event_kinds(), vec!["incoming 4930777"]);
-    let AgentEvent::Incoming { target, from, .. } = &net.events[0].1 else {
+    let AgentEvent::Incoming {
+        target,
+        from,
+        trunk,
+        ..
+    } = &net.events[0].1
+    else {
         panic!()
     };
     assert_eq!(target, &RouteTarget::AgentGroup("berlin".into()));
     assert_eq!(from, "sip:+4915100@carrier");
+    assert_eq!(trunk, &None, "the policy names no trunk for the address");
     let leg = incoming_leg(&net);
     net.ua.ring(net.now, leg).unwrap();
     net.ua
@@ -1637,6 +1669,7 @@ fn a_491_to_our_update_is_retried_after_the_glare_wait_with_the_same_offer() {
 fn phone_only_policy(trunk: &str) -> InboundPolicy {
     InboundPolicy {
         allowed_sources: vec![trunk.parse().unwrap()],
+        trunk_names: Vec::new(),
         ..policy(UnknownSource::Reject)
     }
 }

@@ -151,6 +151,11 @@ impl UserAgent {
             .map(|f| f.uri.to_string())
             .unwrap_or_default();
         let number = crate::inbound::called_number(&request);
+        let trunk = self
+            .gate
+            .as_ref()
+            .and_then(|g| g.trunk_of(source.ip()))
+            .map(str::to_owned);
         let body = request.body.clone();
         self.legs.insert(
             leg,
@@ -184,6 +189,7 @@ impl UserAgent {
             leg,
             from,
             number,
+            trunk,
             target,
             body,
         });

@@ -527,6 +527,7 @@ fn an_inbound_call_routed_to_a_trunk_is_bridged_out_and_the_callers_bye_is_relay
     );
     w.router.set_inbound_policy(InboundPolicy {
         allowed_sources: vec!["127.0.0.2".parse().unwrap()],
+        trunk_names: Vec::new(),
         unknown_source: UnknownSource::Reject,
         per_source_rate: 100,
         per_source_burst: 100,
@@ -588,6 +589,7 @@ fn an_inbound_call_whose_trunks_all_fail_is_refused_503() {
     let mut w = World::new(&[("127.0.0.2:5060", Carrier::Rejects(500))], no_probes());
     w.router.set_inbound_policy(InboundPolicy {
         allowed_sources: vec!["127.0.0.2".parse().unwrap()],
+        trunk_names: Vec::new(),
         unknown_source: UnknownSource::Reject,
         per_source_rate: 100,
         per_source_burst: 100,
@@ -619,6 +621,7 @@ fn an_inbound_call_whose_trunks_all_fail_is_refused_503() {
 fn bridge_policy() -> InboundPolicy {
     InboundPolicy {
         allowed_sources: vec!["127.0.0.2".parse().unwrap()],
+        trunk_names: Vec::new(),
         unknown_source: UnknownSource::Reject,
         per_source_rate: 100,
         per_source_burst: 100,
