@@ -354,3 +354,88 @@ async fn the_test_call_measures_its_audio_against_an_echoing_carrier() {
     let (ok, errors) = sipp.passed().await;
     assert!(ok, "{errors}");
 }
+
+#[tokio::test]
+async fn a_trace_for_one_trunk_logs_that_trunks_messages_in_full_and_no_others() {
+    let a = Sipp::start_on(free_udp_port(), &["-sn", "uas"], &["-m", "1"]);
+    let b_side = Sipp::start_on(free_udp_port(), &["-sn", "uas"], &["-m", "1"]);
+    // Both carriers on 127.0.0.1: only the port tells them apart.
+    let section = format!(
+        "{}\n[[sip.trunks]]\nname = \"carrier-b\"\naddress = \"{}\"\nmax_channels = 2\nmax_cps = 2\n",
+        sip_section(a.addr),
+        b_side.addr
+    );
+    let b = Appliance::start_with(&section).await;
+    b.set_up().await;
+    let cookie = b.log_in().await;
+    let html = b
+        .get("/diagnostics", Some(&cookie))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(html.contains("value=\"trunk:carrier-b\""), "{html}");
+    let csrf = csrf_of(&html);
+    let arm = |fields: Vec<(&'static str, &'static str)>| {
+        let (b, cookie, csrf) = (&b, cookie.clone(), csrf.clone());
+        async move {
+            let mut form = vec![("csrf", csrf.as_str())];
+            form.extend(fields);
+            let r = b.post("/diagnostics/trace", Some(&cookie), &form).await;
+            (r.status(), r.text().await.unwrap())
+        }
+    };
+    let traced = || {
+        let (b, cookie) = (&b, cookie.clone());
+        async move {
+            b.get("/logs.txt?q=sip+trace", Some(&cookie))
+                .await
+                .text()
+                .await
+                .unwrap()
+        }
+    };
+
+    // Bad scopes are refused, naming what was wrong; nothing is armed.
+    let (status, html) = arm(vec![("scope", "trunk:nobody"), ("minutes", "5")]).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(html.contains("no trunk named `nobody`"), "{html}");
+    let (status, html) = arm(vec![("scope", "call"), ("call_id", " "), ("minutes", "5")]).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(html.contains("Call-ID:"), "{html}");
+    assert!(html.contains("id=\"trace-on\""), "still off: {html}");
+
+    let (status, html) = arm(vec![("scope", "trunk:carrier-b"), ("minutes", "5")]).await;
+    assert_eq!(status, StatusCode::OK, "{html}");
+    assert!(
+        html.contains("trunk carrier-b goes to the log in full"),
+        "{html}"
+    );
+    assert!(html.contains("for trunk carrier-b"), "{html}");
+
+    let (_, html) = test_call(&b, &cookie, &csrf, "carrier", "111").await;
+    assert!(html.contains("Answered and completed."), "{html}");
+    let (_, html) = test_call(&b, &cookie, &csrf, "carrier-b", "222").await;
+    assert!(html.contains("Answered and completed."), "{html}");
+    let text = traced().await;
+    assert!(
+        text.contains("INVITE sip:222"),
+        "carrier-b's INVITE: {text}"
+    );
+    assert!(
+        text.contains("SIP/2.0 200 OK"),
+        "carrier-b's answer: {text}"
+    );
+    assert!(text.contains("BYE sip:"), "the call's end: {text}");
+    assert!(
+        !text.contains("INVITE sip:111"),
+        "the other trunk's call is not traced: {text}"
+    );
+
+    let (_, html) = arm(vec![("minutes", "0")]).await;
+    assert!(html.contains("SIP trace is off."), "{html}");
+    let (ok, errors) = a.passed().await;
+    assert!(ok, "{errors}");
+    let (ok, errors) = b_side.passed().await;
+    assert!(ok, "{errors}");
+}

@@ -52,6 +52,8 @@ struct DiagnosticsPage {
     audio: Option<String>,
     /// `Some(until)` while the SIP trace is on.
     trace_until: Option<String>,
+    /// What the running trace covers ("every SIP message", "trunk carrier-b", "call X").
+    trace_scope: String,
     /// The ping form's host (default: the first trunk's address) and the last result.
     ping_host: String,
     ping_hosts: Vec<String>,
@@ -116,6 +118,10 @@ fn page_for(state: &WebState, csrf: &str, frame: PageFrame) -> DiagnosticsPage {
         ladder: String::new(),
         audio: None,
         trace_until: state.sip_trace.until().map(super::status::utc_seconds),
+        trace_scope: state
+            .sip_trace
+            .scope()
+            .unwrap_or_else(|| "every SIP message".into()),
         ping_host: ping_hosts.first().cloned().unwrap_or_default(),
         ping_hosts,
         ping_result: None,
@@ -555,36 +561,107 @@ impl Drop for TestCallShown<'_> {
 /// The log directives that make the SIP engine log every message.
 pub const SIP_TRACE_DIRECTIVES: &str = "callgate_appliance::sip=trace,callgate_sip=trace";
 
-/// Whether the SIP trace is on and until when; each switch-on gets a generation so that an
-/// earlier timer does not switch a later trace off.
+/// Whether the SIP trace is on, until when and for what; each switch-on gets a generation so
+/// that an earlier timer does not switch a later trace off.
 #[derive(Debug, Clone, Default)]
 pub struct SipTraceSwitch {
-    inner: std::sync::Arc<std::sync::Mutex<(u64, Option<UnixMillis>)>>,
+    inner: std::sync::Arc<std::sync::Mutex<TraceState>>,
+}
+
+#[derive(Debug, Default)]
+struct TraceState {
+    generation: u64,
+    until: Option<UnixMillis>,
+    /// `None`: box-wide (the log filter was widened); `Some(label)`: a scoped trace armed in
+    /// `callgate_sip_net::trace`.
+    scope: Option<String>,
 }
 
 impl SipTraceSwitch {
+    fn state(&self) -> std::sync::MutexGuard<'_, TraceState> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// When the running trace ends, if one runs.
     pub fn until(&self) -> Option<UnixMillis> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner()).1
+        self.state().until
     }
 
-    /// Records a trace running until `until`; returns its generation.
-    fn start(&self, until: UnixMillis) -> u64 {
-        let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        g.0 += 1;
-        g.1 = Some(until);
-        g.0
+    /// What a running scoped trace covers (`None`: none runs, or it covers everything).
+    pub fn scope(&self) -> Option<String> {
+        let g = self.state();
+        g.until.and(g.scope.clone())
     }
 
-    /// Ends the trace of `generation` (any trace when `None`); whether one was ended.
+    /// Records a trace running until `until` (scoped to `scope`, or box-wide); returns its
+    /// generation.
+    fn start(&self, until: UnixMillis, scope: Option<String>) -> u64 {
+        let mut g = self.state();
+        g.generation += 1;
+        g.until = Some(until);
+        g.scope = scope;
+        g.generation
+    }
+
+    /// Ends the trace of `generation` (any trace when `None`) and undoes what switched it on
+    /// (the widened log filter, or the armed scope); whether one was ended.
     fn stop(&self, generation: Option<u64>) -> bool {
-        let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        if generation.is_some_and(|gen| gen != g.0) || g.1.is_none() {
+        let mut g = self.state();
+        if generation.is_some_and(|gen| gen != g.generation) || g.until.is_none() {
             return false;
         }
-        g.1 = None;
+        g.until = None;
+        if g.scope.take().is_some() {
+            callgate_sip_net::trace::disarm();
+        } else if let Err(e) = callgate_common::observe::reset_log_filter() {
+            tracing::error!(error = %e, "could not restore the log filter");
+        }
         true
     }
+}
+
+/// What the trace form asked for: everything, one trunk, or one call.
+fn trace_scope_of(
+    f: &TraceForm,
+    settings: Option<&crate::sip::config::SipSettings>,
+) -> Result<Option<callgate_sip_net::trace::TraceScope>, String> {
+    use callgate_sip_net::trace::{PeerMatch, TraceScope};
+    let scope = f.scope.as_deref().unwrap_or("all").trim();
+    if scope == "all" {
+        return Ok(None);
+    }
+    if scope == "call" {
+        let id = f.call_id.as_deref().unwrap_or("").trim();
+        if id.is_empty() || id.len() > 256 || id.chars().any(char::is_whitespace) {
+            return Err(
+                "Call-ID: paste the call's Call-ID (from a ladder or the log), one word of at most 256 characters."
+                    .into(),
+            );
+        }
+        return Ok(Some(TraceScope::Call(id.to_owned())));
+    }
+    let Some(name) = scope.strip_prefix("trunk:") else {
+        return Err(format!(
+            "Trace scope: `{scope}` is not one the form offers."
+        ));
+    };
+    let trunks = settings.map(|s| s.trunks.as_slice()).unwrap_or_default();
+    let Some(trunk) = trunks.iter().find(|t| t.name == name) else {
+        return Err(format!(
+            "Trace scope: no trunk named `{name}` is configured."
+        ));
+    };
+    // The IP alone names the trunk unless another trunk shares it; then the port too.
+    let shared = trunks
+        .iter()
+        .any(|t| t.name != trunk.name && t.address.ip() == trunk.address.ip());
+    Ok(Some(TraceScope::Trunk {
+        name: trunk.name.clone(),
+        peers: vec![PeerMatch {
+            ip: trunk.address.ip(),
+            port: shared.then_some(trunk.address.port()),
+        }],
+    }))
 }
 
 /// The SIP-trace form.
@@ -593,6 +670,10 @@ pub(super) struct TraceForm {
     csrf: String,
     /// Minutes, 1 to 60; `0` switches it off now.
     minutes: String,
+    /// `all` (every SIP message, the default), `trunk:NAME` or `call`.
+    scope: Option<String>,
+    /// The Call-ID, for `scope=call`.
+    call_id: Option<String>,
 }
 
 /// `POST /diagnostics/trace`: switches the SIP trace on for some minutes, or off.
@@ -616,9 +697,6 @@ pub(super) async fn trace_submit(
     };
     if minutes == 0 {
         if state.sip_trace.stop(None) {
-            if let Err(e) = callgate_common::observe::reset_log_filter() {
-                tracing::error!(error = %e, "could not restore the log filter");
-            }
             tracing::warn!(user = %session.username, "SIP trace switched off");
         }
         let page = page_for(
@@ -628,24 +706,40 @@ pub(super) async fn trace_submit(
         );
         return Ok(render(StatusCode::OK, &page));
     }
-    if let Err(e) = callgate_common::observe::extend_log_filter(SIP_TRACE_DIRECTIVES) {
-        let page = page_for(
-            &state,
-            &session.csrf_token,
-            frame.error(format!("Could not switch the trace on: {e}")),
-        );
-        return Err(render(StatusCode::INTERNAL_SERVER_ERROR, &page));
+    let scope = match trace_scope_of(&f, state.sip_settings().as_ref()) {
+        Ok(scope) => scope,
+        Err(why) => {
+            let page = page_for(&state, &session.csrf_token, frame.error(why));
+            return Err(render(StatusCode::BAD_REQUEST, &page));
+        }
+    };
+    // A new trace replaces the running one.
+    state.sip_trace.stop(None);
+    let label = scope.as_ref().map(|s| s.label());
+    match scope {
+        Some(scope) => callgate_sip_net::trace::arm(
+            scope,
+            std::time::Instant::now() + Duration::from_secs(minutes * 60),
+        ),
+        None => {
+            if let Err(e) = callgate_common::observe::extend_log_filter(SIP_TRACE_DIRECTIVES) {
+                let page = page_for(
+                    &state,
+                    &session.csrf_token,
+                    frame.error(format!("Could not switch the trace on: {e}")),
+                );
+                return Err(render(StatusCode::INTERNAL_SERVER_ERROR, &page));
+            }
+        }
     }
     let until = UnixMillis::now().plus_millis(i64::try_from(minutes * 60_000).unwrap_or(i64::MAX));
-    let generation = state.sip_trace.start(until);
-    tracing::warn!(user = %session.username, minutes, "SIP trace switched on");
+    let generation = state.sip_trace.start(until, label.clone());
+    let what = label.unwrap_or_else(|| "every SIP message".into());
+    tracing::warn!(user = %session.username, minutes, scope = %what, "SIP trace switched on");
     let switch = state.sip_trace.clone();
     tokio::spawn(async move {
         tokio::time::sleep(Duration::from_secs(minutes * 60)).await;
         if switch.stop(Some(generation)) {
-            if let Err(e) = callgate_common::observe::reset_log_filter() {
-                tracing::error!(error = %e, "could not restore the log filter");
-            }
             tracing::warn!("SIP trace ended");
         }
     });
@@ -653,7 +747,7 @@ pub(super) async fn trace_submit(
         &state,
         &session.csrf_token,
         frame.notice(format!(
-            "SIP trace is on for {minutes} minute(s): every SIP message goes to the log."
+            "SIP trace is on for {minutes} minute(s): {what} goes to the log in full."
         )),
     );
     Ok(render(StatusCode::OK, &page))
@@ -1170,14 +1264,16 @@ mod tests {
     #[test]
     fn an_old_timer_does_not_end_a_newer_trace() {
         let switch = SipTraceSwitch::default();
-        let first = switch.start(UnixMillis(1_000));
-        let second = switch.start(UnixMillis(2_000));
+        let first = switch.start(UnixMillis(1_000), Some("call a".into()));
+        let second = switch.start(UnixMillis(2_000), Some("call b".into()));
         assert!(
             !switch.stop(Some(first)),
             "the first trace's timer is stale"
         );
         assert_eq!(switch.until(), Some(UnixMillis(2_000)));
+        assert_eq!(switch.scope().as_deref(), Some("call b"));
         assert!(switch.stop(Some(second)));
+        assert_eq!(switch.scope(), None);
         assert_eq!(switch.until(), None);
         assert!(!switch.stop(None), "nothing left to stop");
     }

@@ -838,6 +838,7 @@ impl<C: SipCore> Driver<C> {
     }
 
     fn record(&self, outbound: bool, transport: &Transport, peer: SocketAddr, bytes: &[u8]) {
+        crate::trace::observe(outbound, transport, peer, bytes);
         if let Some(w) = &self.wire {
             let _ = w.send(WireRecord {
                 at: Instant::now(),

@@ -15,6 +15,7 @@
 //! - [`tls`]: rustls (ring) client and server settings from PEM;
 //! - [`liveness`]: stream connection upkeep (RFC 5626 keep-alives, idle closing, the
 //!   per-source cap), sans-IO;
+//! - [`trace`]: the scoped SIP trace (one trunk or one call, logged in full for a while);
 //! - [`endpoint`]: the driver task and its handle.
 //!
 //! This crate must not make SIP decisions (no parsing beyond framing, no timers of its own
@@ -26,6 +27,7 @@ pub mod error;
 pub mod liveness;
 pub mod resolve;
 pub mod tls;
+pub mod trace;
 
 pub use endpoint::{Bound, CoreHandle, EndpointConfig, SipCore, SipEndpoint, WireRecord};
 pub use error::TransportError;
