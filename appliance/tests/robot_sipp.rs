@@ -212,6 +212,68 @@ async fn a_silent_callee_is_asked_twice_then_ends_as_no_response() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_technician_can_listen_to_a_robot_script_call_and_hears_the_script() {
+    let pcap = callee_pcap(&line_noise(20_000), &[], KeyStyle::Rfc4733);
+    let callee = Callee::start("robot_callee.xml", &pcap);
+    let mut rig = Rig::new().await;
+    let placement = robot(rig.dir.path());
+    let brief = robot_brief(Some(CONFIRM));
+    placement.set_campaign(brief_of(&brief)).unwrap();
+    // The headset's side: find the robot call among the listenable ones, listen, and keep
+    // what is heard until the call's media ends.
+    let headset = tokio::spawn(async {
+        let taps = callgate_appliance::call_tap::live();
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        let call = loop {
+            if let Some(c) = taps
+                .calls()
+                .into_iter()
+                .find(|c| c.what == "robot script call")
+            {
+                break c.call;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no robot call was ever listenable: {:?}",
+                taps.calls()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let mut frames = taps.listen(call).expect("the robot call takes a listener");
+        let mut heard = Vec::new();
+        while let Some(f) = frames.recv().await {
+            heard.extend(f);
+        }
+        (call, heard)
+    });
+    let record = one_call(
+        &mut rig,
+        &callee,
+        Arc::new(placement),
+        brief,
+        one_contact(4, &[]),
+    )
+    .await;
+    assert_eq!(record.disposition.as_deref(), Some("no_response"));
+    let (call, heard) = headset.await.unwrap();
+    assert_eq!(call, record.call, "the listened call is the robot's");
+    // Several seconds of call (greeting, two questions, two waits), at 8 kHz.
+    assert!(heard.len() > 3 * 8_000, "heard {} samples", heard.len());
+    let loudest = heard
+        .chunks(1_600)
+        .map(|w| rms(w.iter().copied()))
+        .fold(0.0, f64::max);
+    assert!(
+        loudest > 1_000.0,
+        "the script's speech is heard: rms {loudest:.0}"
+    );
+    assert!(
+        callgate_appliance::call_tap::live().calls().is_empty(),
+        "the tap point goes with the call"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_in_band_key_press_is_heard_when_the_carrier_has_no_telephone_event() {
     let pcap = callee_pcap(&line_noise(9_000), &[(4_000, '2')], KeyStyle::InBand);
     let callee = Callee::start("robot_callee_inband.xml", &pcap);

@@ -99,6 +99,18 @@ pub async fn run_robot_call(robot: RobotCall, run: RobotRun) -> Result<RobotRunR
     let (out_tx, out_rx) = mpsc::channel::<Vec<i16>>(2);
     let (in_tx, mut in_rx) = mpsc::channel::<LegAudio>(50);
     let leg = tokio::spawn(run_audio_leg(customer, out_rx, in_tx));
+    // A technician may listen in (`crate::call_tap`): the customer and the script, mixed.
+    // During a transfer the agent's relay registers the call itself; once it lets go the
+    // script's tap point is registered again.
+    let (listen_tx, mut listen_rx) = mpsc::unbounded_channel();
+    let robot_tap = move || {
+        let listen_tx = listen_tx.clone();
+        crate::call_tap::live().register(call, "robot script call", move |l| {
+            listen_tx.send(l).is_ok()
+        })
+    };
+    let mut _tap = robot_tap();
+    let mut listener: Option<crate::call_tap::CallListener> = None;
     let mut session = RobotSession::new(UnixMillis::now(), robot, frame);
     let (speech_tx, mut speech_rx) =
         mpsc::unbounded_channel::<(PlaybackId, Result<Prompt, String>)>();
@@ -173,8 +185,13 @@ pub async fn run_robot_call(robot: RobotCall, run: RobotRun) -> Result<RobotRunR
                     }
                     _ => session.next_frame(UnixMillis::now()),
                 };
+                let theirs = heard.pop_front();
+                if listener.is_some() {
+                    let mix = crate::call_tap::mixed(theirs.as_deref(), Some(&ours), frame);
+                    crate::call_tap::offer(&mut listener, mix);
+                }
                 if let Some(r) = recorder.as_mut() {
-                    let theirs = heard.pop_front().unwrap_or_else(|| vec![0; frame]);
+                    let theirs = theirs.unwrap_or_else(|| vec![0; frame]);
                     match r.push(&theirs, &ours).await {
                         Ok(sealed) => segments += sealed.len() as u32,
                         Err(e) => {
@@ -207,8 +224,11 @@ pub async fn run_robot_call(robot: RobotCall, run: RobotRun) -> Result<RobotRunR
             Some((playback, result)) = speech_rx.recv() => {
                 session.handle_speech(UnixMillis::now(), playback, result);
             }
+            Some(l) = listen_rx.recv() => listener = Some(l),
             Some(result) = transfer_rx.recv() => {
                 talking = None;
+                // The agent's relay has let go of the call: the script's tap point again.
+                _tap = robot_tap();
                 match result {
                     TransferResult::Talked { agent: a, disposition } => {
                         tracing::info!(%call, agent = %a, "transferred call ended");
