@@ -103,9 +103,18 @@ enum StartLine {
     Response(u16, String),
 }
 
+/// Whether `s` starts with `SIP/` in any case. Compared as bytes: slicing the `str` at 4
+/// would panic when a multi-byte character straddles it (a datagram of death, found by
+/// the `parse_datagram` fuzz target). When it does start so, 4 is a character boundary.
+fn starts_with_sip_slash(s: &str) -> bool {
+    s.as_bytes()
+        .get(..4)
+        .is_some_and(|p| p.eq_ignore_ascii_case(b"SIP/"))
+}
+
 fn parse_version(v: &str) -> Result<(), SipError> {
     let ok_form = v.len() > 4
-        && v[..4].eq_ignore_ascii_case("SIP/")
+        && starts_with_sip_slash(v)
         && v[4..].split_once('.').is_some_and(|(a, b)| {
             !a.is_empty()
                 && !b.is_empty()
@@ -127,7 +136,7 @@ fn parse_start_line(line: &[u8]) -> Result<StartLine, SipError> {
     let line = std::str::from_utf8(line)
         .map_err(|_| SipError::MalformedStartLine("start line is not UTF-8"))?;
     tick(line.len());
-    if line.len() >= 4 && line[..4].eq_ignore_ascii_case("SIP/") {
+    if starts_with_sip_slash(line) {
         let (version, rest) = line.split_once(' ').ok_or(SipError::MalformedStartLine(
             "status line has no status code",
         ))?;
@@ -424,6 +433,28 @@ mod tests {
         match parse_datagram(s) {
             Ok(Incoming::Message(m)) => m,
             other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_multi_byte_character_across_the_fourth_byte_is_an_error_not_a_panic() {
+        // Found by the `parse_datagram` and `respond_to_invalid` fuzz targets: the start
+        // line (and the version of a request line) was sliced as a str at byte 4.
+        for input in [
+            &b"\x01\x01\x00\xc9\xaa"[..],
+            &b"\r\x00F\r\xdc\x81\x00\x00"[..],
+            "SIP\u{26a} 200 OK\r\n\r\n".as_bytes(),
+            "INVITE sip:a@b SIP\u{26a}2.0\r\nVia: x\r\n\r\n".as_bytes(),
+        ] {
+            let err = parse_datagram(input).expect_err("not a SIP message");
+            assert!(
+                matches!(
+                    err,
+                    SipError::MalformedStartLine(_) | SipError::BadStatusCode(_)
+                ),
+                "{input:?}: {err:?}"
+            );
+            let _ = crate::respond_to_invalid(input, &err, "tag");
         }
     }
 
