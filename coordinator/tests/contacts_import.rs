@@ -256,3 +256,118 @@ also bad,Di\n";
         assert_eq!(lines, [4, 11], "{backend:?}: {:?}", report.errors);
     }
 }
+
+/// A file of several batches, where later batches repeat numbers of earlier ones (on
+/// PostgreSQL two writers take neighbouring batches at once, so the same number reaches
+/// both transactions, in opposite orders): every number is stored once, the counts and
+/// the stored counters agree, bad rows are reported in line order, progress only grows,
+/// and the new contacts' ids follow the file's order.
+#[tokio::test]
+async fn batches_written_side_by_side_store_each_number_once_in_file_order_on_both_backends() {
+    const UNIQUE: usize = 6_000;
+    // Rows 0..6000 are new numbers; rows 6000..12000 repeat them in reverse order; every
+    // 997th row is not a number.
+    let number = |i: usize| format!("+1415{:07}", 2_000_000 + i);
+    let mut file = String::from("phone,name\n");
+    let mut bad_lines = Vec::new();
+    let mut unique_in_order = Vec::new();
+    for row in 0..2 * UNIQUE {
+        let line = row as u64 + 2;
+        if row % 997 == 0 {
+            file.push_str(&format!("bad {row},x\n"));
+            bad_lines.push(line);
+            continue;
+        }
+        let n = if row < UNIQUE {
+            number(row)
+        } else {
+            number(2 * UNIQUE - 1 - row)
+        };
+        if row < UNIQUE || (2 * UNIQUE - 1 - row) % 997 == 0 {
+            // The repeat of a number whose first row was refused is its first good row.
+            if !unique_in_order.contains(&n) {
+                unique_in_order.push(n.clone());
+            }
+        }
+        file.push_str(&format!("{n},row {row}\n"));
+    }
+    let good = 2 * UNIQUE as u64 - bad_lines.len() as u64;
+    for backend in BACKENDS {
+        let t = fresh_store(backend).await;
+        let vault = NumberVault::from_master_key(&[8; 32]);
+        let list = contacts::create_list(&t.store, "big", "us").await.unwrap();
+        let mut seen = Vec::new();
+        let report = import::import_csv(
+            &t.store,
+            &vault,
+            ContactListId(list.id),
+            Cursor::new(file.clone().into_bytes()),
+            Some(file.len() as u64),
+            |p| seen.push(p),
+        )
+        .await
+        .unwrap();
+        assert_eq!(report.rows_seen, 2 * UNIQUE as u64, "{backend:?}");
+        assert_eq!(report.imported, unique_in_order.len() as u64, "{backend:?}");
+        assert_eq!(report.duplicates, good - report.imported, "{backend:?}");
+        assert_eq!(report.rejected, bad_lines.len() as u64, "{backend:?}");
+        let lines: Vec<u64> = report.errors.iter().map(|e| e.line).collect();
+        assert_eq!(lines, bad_lines, "{backend:?}: first lines first");
+        assert!(
+            seen.windows(2)
+                .all(|w| w[0].bytes_read <= w[1].bytes_read && w[0].rows_seen <= w[1].rows_seen),
+            "{backend:?}: progress only grows"
+        );
+        assert_eq!(seen.last().unwrap().bytes_read, file.len() as u64);
+
+        let status = contacts::import_status(&t.store, report.import_id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (
+                status.state.as_str(),
+                status.rows_seen,
+                status.rows_imported,
+                status.rows_duplicate,
+                status.rows_rejected,
+                status.bytes_read
+            ),
+            (
+                "done",
+                report.rows_seen as i64,
+                report.imported as i64,
+                report.duplicates as i64,
+                report.rejected as i64,
+                file.len() as i64
+            ),
+            "{backend:?}: the stored counters add up to the report"
+        );
+        assert_eq!(
+            contacts::get_list(&t.store, list.id)
+                .await
+                .unwrap()
+                .contacts,
+            unique_in_order.len() as i64,
+            "{backend:?}"
+        );
+        let stored: Vec<(Vec<u8>,)> =
+            sqlx::query_as("SELECT number_cipher FROM contacts ORDER BY id")
+                .fetch_all(t.store.pool())
+                .await
+                .unwrap();
+        let in_id_order: Vec<String> = stored
+            .iter()
+            .map(|(c,)| vault.open(c).unwrap().e164())
+            .collect();
+        let first_difference = in_id_order
+            .iter()
+            .zip(&unique_in_order)
+            .position(|(a, b)| a != b);
+        assert_eq!(
+            (in_id_order.len(), first_difference),
+            (unique_in_order.len(), None),
+            "{backend:?}: ids follow the file"
+        );
+    }
+}
