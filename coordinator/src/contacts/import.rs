@@ -1043,6 +1043,52 @@ mod tests {
     }
 
     #[test]
+    fn a_nul_character_makes_the_row_bad_instead_of_failing_the_batch() {
+        let v = NumberVault::from_master_key(&[9; 32]);
+        let c = cols("phone,notes").unwrap();
+        let err = parse_row(&c, &row("+14155550134,a\0b"), "US", &v).unwrap_err();
+        assert!(err.contains("NUL"), "{err}");
+        assert!(parse_row(&c, &row("+14155550134,ab"), "US", &v).is_ok());
+    }
+
+    #[test]
+    fn the_binary_copy_stream_frames_every_field_with_its_length() {
+        let v = NumberVault::from_master_key(&[9; 32]);
+        let c = cols("phone,external_id,urgency").unwrap();
+        let with_id = parse_row(&c, &row("+14155550134,x1,2.5"), "US", &v).unwrap();
+        let without = parse_row(&c, &row("+14155550135,,"), "US", &v).unwrap();
+        let out = copy_binary(&[with_id.clone(), without]);
+        assert!(out.starts_with(COPY_BINARY_HEADER));
+        assert!(
+            out.ends_with(&[0xff, 0xff]),
+            "the trailer is a field count of -1"
+        );
+        let mut at = COPY_BINARY_HEADER.len();
+        let mut take = |n: usize| {
+            let s = &out[at..at + n];
+            at += n;
+            s.to_vec()
+        };
+        let mut rows = Vec::new();
+        for _ in 0..2 {
+            assert_eq!(take(2), 9i16.to_be_bytes());
+            let mut fields: Vec<Option<Vec<u8>>> = Vec::new();
+            for _ in 0..9 {
+                let len = i32::from_be_bytes(take(4).try_into().unwrap());
+                fields.push((len >= 0).then(|| take(len as usize)));
+            }
+            rows.push(fields);
+        }
+        assert_eq!(take(2), (-1i16).to_be_bytes());
+        assert_eq!(rows[0][0].as_deref(), Some(with_id.index.as_slice()));
+        assert_eq!(rows[0][1].as_deref(), Some(with_id.cipher.as_slice()));
+        assert_eq!(rows[0][4].as_deref(), Some(b"x1".as_slice()));
+        assert_eq!(rows[1][4], None, "an empty external id is NULL");
+        assert_eq!(rows[0][5].as_deref(), Some(2.5f64.to_be_bytes().as_slice()));
+        assert_eq!(rows[0][7].as_deref(), Some(with_id.fields.as_bytes()));
+    }
+
+    #[test]
     fn placeholders_are_numbered_in_order() {
         let mut s = String::new();
         push_placeholders(&mut s, 2, 3, 1);
