@@ -13,7 +13,7 @@
 //! (`customer_id`), `tags` (separated by `;` or `|`), `urgency`, `customer_value`
 //! optional; every other column becomes a custom field usable as a script variable.
 
-use super::vault::{NumberVault, VaultError};
+use super::vault::{NumberVault, Sealer, VaultError};
 use super::{ContactError, ContactListId};
 use crate::store::Store;
 use callgate_common::compliance::{is_known_zone, zones_of_calling_code};
@@ -28,7 +28,7 @@ use std::io::Read;
 /// gets small statements.
 pub fn batch_rows(backend: callgate_common::store::Backend) -> usize {
     match backend {
-        callgate_common::store::Backend::Postgres => 5000,
+        callgate_common::store::Backend::Postgres => 10_000,
         callgate_common::store::Backend::Sqlite => 100,
     }
 }
@@ -196,7 +196,7 @@ fn parse_row(
     cols: &Columns,
     rec: &csv::StringRecord,
     default_region: &str,
-    vault: &NumberVault,
+    sealer: &mut Sealer,
 ) -> Result<ParsedContact, String> {
     if rec.as_slice().contains('\0') {
         return Err("a field holds a NUL character, which the database cannot store".into());
@@ -241,9 +241,9 @@ fn parse_row(
             );
         }
     }
-    let cipher = vault.seal(&number).map_err(|e| e.to_string())?;
+    let (index, cipher) = sealer.index_and_seal(&number).map_err(|e| e.to_string())?;
     Ok(ParsedContact {
-        index: vault.blind_index(&number),
+        index,
         cipher,
         masked: number.masked(),
         zones,
@@ -352,6 +352,7 @@ fn parse_chunks(
     copy_format: bool,
     out: BatchSender,
 ) {
+    let mut sealer = vault.sealer();
     loop {
         let next = match work.lock() {
             Ok(rx) => rx.recv(),
@@ -366,10 +367,12 @@ fn parse_chunks(
         };
         for row in chunk.rows {
             match row {
-                RawRow::Record(line, rec) => match parse_row(cols, &rec, default_region, vault) {
-                    Ok(c) => batch.contacts.push(c),
-                    Err(reason) => batch.errors.push(RowError { line, reason }),
-                },
+                RawRow::Record(line, rec) => {
+                    match parse_row(cols, &rec, default_region, &mut sealer) {
+                        Ok(c) => batch.contacts.push(c),
+                        Err(reason) => batch.errors.push(RowError { line, reason }),
+                    }
+                }
                 RawRow::Refused(e) => batch.errors.push(e),
             }
         }
@@ -951,7 +954,8 @@ fn copy_binary(rows: &[ParsedContact]) -> Vec<u8> {
         out.extend_from_slice(&8i32.to_be_bytes());
         out.extend_from_slice(&v.to_bits().to_be_bytes());
     }
-    let mut out = Vec::with_capacity(COPY_BINARY_HEADER.len() + rows.len() * 200 + 2);
+    // About 250 bytes a row: sized once, so the stream is never copied to grow.
+    let mut out = Vec::with_capacity(COPY_BINARY_HEADER.len() + rows.len() * 320 + 2);
     out.extend_from_slice(COPY_BINARY_HEADER);
     for r in rows {
         out.extend_from_slice(&9i16.to_be_bytes());
@@ -1018,13 +1022,25 @@ mod tests {
     fn rows_normalise_to_e164_with_zone_tags_and_custom_fields() {
         let v = NumberVault::from_master_key(&[9; 32]);
         let c = cols("name,phone,tags,timezone,plan").unwrap();
-        let p = parse_row(&c, &row("Ann,(415) 555-0134,VIP; late ,,gold"), "US", &v).unwrap();
+        let p = parse_row(
+            &c,
+            &row("Ann,(415) 555-0134,VIP; late ,,gold"),
+            "US",
+            &mut v.sealer(),
+        )
+        .unwrap();
         assert_eq!(v.open(&p.cipher).unwrap().e164(), "+14155550134");
         assert_eq!(p.tags, ",vip,late,");
         assert!(p.zones.contains("America/New_York") && p.zones.contains("Pacific/Honolulu"));
         assert_eq!(p.fields, r#"{"name":"Ann","plan":"gold"}"#);
         assert!(!p.masked.contains("5550134"));
-        let p = parse_row(&c, &row("Bo,020 7946 0958,,Europe/London,"), "GB", &v).unwrap();
+        let p = parse_row(
+            &c,
+            &row("Bo,020 7946 0958,,Europe/London,"),
+            "GB",
+            &mut v.sealer(),
+        )
+        .unwrap();
         assert_eq!(p.zones, "Europe/London");
     }
 
@@ -1032,7 +1048,7 @@ mod tests {
     fn bad_rows_say_which_column_and_why() {
         let v = NumberVault::from_master_key(&[9; 32]);
         let c = cols("phone,timezone,urgency").unwrap();
-        let err = |cells| parse_row(&c, &row(cells), "US", &v).unwrap_err();
+        let err = |cells| parse_row(&c, &row(cells), "US", &mut v.sealer()).unwrap_err();
         assert!(err(",,").contains("`phone` is empty"));
         assert!(err("12,,").contains("`phone`"));
         assert!(err("+14155550134,Mars/Base,").contains("Mars/Base"));
@@ -1046,17 +1062,17 @@ mod tests {
     fn a_nul_character_makes_the_row_bad_instead_of_failing_the_batch() {
         let v = NumberVault::from_master_key(&[9; 32]);
         let c = cols("phone,notes").unwrap();
-        let err = parse_row(&c, &row("+14155550134,a\0b"), "US", &v).unwrap_err();
+        let err = parse_row(&c, &row("+14155550134,a\0b"), "US", &mut v.sealer()).unwrap_err();
         assert!(err.contains("NUL"), "{err}");
-        assert!(parse_row(&c, &row("+14155550134,ab"), "US", &v).is_ok());
+        assert!(parse_row(&c, &row("+14155550134,ab"), "US", &mut v.sealer()).is_ok());
     }
 
     #[test]
     fn the_binary_copy_stream_frames_every_field_with_its_length() {
         let v = NumberVault::from_master_key(&[9; 32]);
         let c = cols("phone,external_id,urgency").unwrap();
-        let with_id = parse_row(&c, &row("+14155550134,x1,2.5"), "US", &v).unwrap();
-        let without = parse_row(&c, &row("+14155550135,,"), "US", &v).unwrap();
+        let with_id = parse_row(&c, &row("+14155550134,x1,2.5"), "US", &mut v.sealer()).unwrap();
+        let without = parse_row(&c, &row("+14155550135,,"), "US", &mut v.sealer()).unwrap();
         let out = copy_binary(&[with_id.clone(), without]);
         assert!(out.starts_with(COPY_BINARY_HEADER));
         assert!(
