@@ -1,9 +1,10 @@
 //! Streaming CSV import of contacts.
 //!
-//! A blocking thread reads the CSV one record at a time, normalises and encrypts each row,
-//! and hands batches of [`batch_rows`] rows through a bounded channel to the async side, which
-//! writes each batch in one transaction. Memory stays constant whatever the file's size:
-//! at most a few batches are in flight. Bad rows are reported with their line number and
+//! A reader thread reads the CSV one record at a time and hands chunks of [`batch_rows`]
+//! records to parser threads, which normalise, encrypt and encode each row; the async side
+//! writes each batch in one transaction, [`writers`] batches at once (two on PostgreSQL,
+//! through binary `COPY`). Memory stays constant whatever the file's size: at most a few
+//! batches are in flight. Bad rows are reported with their line number and
 //! reason (stored in `contact_import_errors`) while the good rows import. Duplicates —
 //! within the file or against earlier imports — are counted, and the existing contact joins
 //! the list.
