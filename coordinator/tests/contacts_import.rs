@@ -373,3 +373,88 @@ async fn batches_written_side_by_side_store_each_number_once_in_file_order_on_bo
         );
     }
 }
+
+/// A file that cannot be read to its end (here: the read fails after ~30,000 rows) fails
+/// the import, and whatever batches were committed before are counted exactly: the
+/// stored counters equal the stored contacts, memberships and refused rows.
+#[tokio::test]
+async fn a_read_failure_midway_fails_the_import_with_counters_matching_what_was_stored() {
+    struct FailsAfter {
+        data: Cursor<Vec<u8>>,
+        limit: u64,
+    }
+    impl std::io::Read for FailsAfter {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            if self.data.position() >= self.limit {
+                return Err(std::io::Error::other("the disk went away"));
+            }
+            let room = (self.limit - self.data.position()).min(buf.len() as u64) as usize;
+            self.data.read(&mut buf[..room])
+        }
+    }
+    let mut file = String::from("phone,name\n");
+    for row in 0..40_000usize {
+        if row % 1000 == 7 {
+            file.push_str(&format!("bad {row},x\n"));
+        } else {
+            file.push_str(&format!("+1415{:07},row {row}\n", 3_000_000 + row % 35_000));
+        }
+    }
+    let limit = file.len() as u64 * 3 / 4;
+    for backend in BACKENDS {
+        let t = fresh_store(backend).await;
+        let vault = NumberVault::from_master_key(&[4; 32]);
+        let list = contacts::create_list(&t.store, "cut", "us").await.unwrap();
+        let import_id = import::begin_import(&t.store, ContactListId(list.id), None)
+            .await
+            .unwrap();
+        let err = import::run_import(
+            &t.store,
+            &vault,
+            ContactListId(list.id),
+            import_id,
+            FailsAfter {
+                data: Cursor::new(file.clone().into_bytes()),
+                limit,
+            },
+            None,
+            |_| {},
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("disk went away"),
+            "{backend:?}: {err}"
+        );
+        let status = contacts::import_status(&t.store, import_id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(status.state, "failed", "{backend:?}");
+        let count = |sql: &'static str| {
+            let pool = t.store.pool().clone();
+            async move {
+                let (n,): (i64,) = sqlx::query_as(sql).fetch_one(&pool).await.unwrap();
+                n
+            }
+        };
+        let contacts_stored = count("SELECT COUNT(*) FROM contacts").await;
+        let members = count("SELECT COUNT(*) FROM contact_list_members").await;
+        let refused = count("SELECT COUNT(*) FROM contact_import_errors").await;
+        assert_eq!(status.rows_imported, contacts_stored, "{backend:?}");
+        assert_eq!(
+            members, contacts_stored,
+            "{backend:?}: no repeats were reached"
+        );
+        assert_eq!(status.rows_rejected, refused, "{backend:?}");
+        assert_eq!(
+            status.rows_seen,
+            status.rows_imported + status.rows_duplicate + status.rows_rejected,
+            "{backend:?}"
+        );
+        assert!(
+            (status.rows_seen as u64) < 40_000,
+            "{backend:?}: rows after the failure are not counted"
+        );
+    }
+}
