@@ -256,3 +256,205 @@ also bad,Di\n";
         assert_eq!(lines, [4, 11], "{backend:?}: {:?}", report.errors);
     }
 }
+
+/// A file of several batches, where later batches repeat numbers of earlier ones (on
+/// PostgreSQL two writers take neighbouring batches at once, so the same number reaches
+/// both transactions, in opposite orders): every number is stored once, the counts and
+/// the stored counters agree, bad rows are reported in line order, progress only grows,
+/// and the new contacts' ids follow the file's order.
+#[tokio::test]
+async fn batches_written_side_by_side_store_each_number_once_in_file_order_on_both_backends() {
+    // Three PostgreSQL batches, 240 SQLite ones.
+    const UNIQUE: usize = 12_000;
+    // Rows 0..12000 are new numbers; rows 12000..24000 repeat them in reverse order; every
+    // 997th row is not a number.
+    let number = |i: usize| format!("+1415{:07}", 2_000_000 + i);
+    let mut file = String::from("phone,name\n");
+    let mut bad_lines = Vec::new();
+    let mut unique_in_order = Vec::new();
+    let mut known = std::collections::HashSet::new();
+    for row in 0..2 * UNIQUE {
+        let line = row as u64 + 2;
+        if row % 997 == 0 {
+            file.push_str(&format!("bad {row},x\n"));
+            bad_lines.push(line);
+            continue;
+        }
+        let n = if row < UNIQUE {
+            number(row)
+        } else {
+            number(2 * UNIQUE - 1 - row)
+        };
+        if row < UNIQUE || (2 * UNIQUE - 1 - row) % 997 == 0 {
+            // The repeat of a number whose first row was refused is its first good row.
+            if known.insert(n.clone()) {
+                unique_in_order.push(n.clone());
+            }
+        }
+        file.push_str(&format!("{n},row {row}\n"));
+    }
+    let good = 2 * UNIQUE as u64 - bad_lines.len() as u64;
+    for backend in BACKENDS {
+        let t = fresh_store(backend).await;
+        let vault = NumberVault::from_master_key(&[8; 32]);
+        let list = contacts::create_list(&t.store, "big", "us").await.unwrap();
+        let mut seen = Vec::new();
+        let report = import::import_csv(
+            &t.store,
+            &vault,
+            ContactListId(list.id),
+            Cursor::new(file.clone().into_bytes()),
+            Some(file.len() as u64),
+            |p| seen.push(p),
+        )
+        .await
+        .unwrap();
+        assert_eq!(report.rows_seen, 2 * UNIQUE as u64, "{backend:?}");
+        assert_eq!(report.imported, unique_in_order.len() as u64, "{backend:?}");
+        assert_eq!(report.duplicates, good - report.imported, "{backend:?}");
+        assert_eq!(report.rejected, bad_lines.len() as u64, "{backend:?}");
+        let lines: Vec<u64> = report.errors.iter().map(|e| e.line).collect();
+        assert_eq!(lines, bad_lines, "{backend:?}: first lines first");
+        assert!(
+            seen.windows(2)
+                .all(|w| w[0].bytes_read <= w[1].bytes_read && w[0].rows_seen <= w[1].rows_seen),
+            "{backend:?}: progress only grows"
+        );
+        assert_eq!(seen.last().unwrap().bytes_read, file.len() as u64);
+
+        let status = contacts::import_status(&t.store, report.import_id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (
+                status.state.as_str(),
+                status.rows_seen,
+                status.rows_imported,
+                status.rows_duplicate,
+                status.rows_rejected,
+                status.bytes_read
+            ),
+            (
+                "done",
+                report.rows_seen as i64,
+                report.imported as i64,
+                report.duplicates as i64,
+                report.rejected as i64,
+                file.len() as i64
+            ),
+            "{backend:?}: the stored counters add up to the report"
+        );
+        assert_eq!(
+            contacts::get_list(&t.store, list.id)
+                .await
+                .unwrap()
+                .contacts,
+            unique_in_order.len() as i64,
+            "{backend:?}"
+        );
+        let stored: Vec<(Vec<u8>,)> =
+            sqlx::query_as("SELECT number_cipher FROM contacts ORDER BY id")
+                .fetch_all(t.store.pool())
+                .await
+                .unwrap();
+        let in_id_order: Vec<String> = stored
+            .iter()
+            .map(|(c,)| vault.open(c).unwrap().e164())
+            .collect();
+        let first_difference = in_id_order
+            .iter()
+            .zip(&unique_in_order)
+            .position(|(a, b)| a != b);
+        assert_eq!(
+            (in_id_order.len(), first_difference),
+            (unique_in_order.len(), None),
+            "{backend:?}: ids follow the file"
+        );
+    }
+}
+
+/// A file that cannot be read to its end (here: the read fails after ~30,000 rows) fails
+/// the import, and whatever batches were committed before are counted exactly: the
+/// stored counters equal the stored contacts, memberships and refused rows.
+#[tokio::test]
+async fn a_read_failure_midway_fails_the_import_with_counters_matching_what_was_stored() {
+    struct FailsAfter {
+        data: Cursor<Vec<u8>>,
+        limit: u64,
+    }
+    impl std::io::Read for FailsAfter {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            if self.data.position() >= self.limit {
+                return Err(std::io::Error::other("the disk went away"));
+            }
+            let room = (self.limit - self.data.position()).min(buf.len() as u64) as usize;
+            self.data.read(&mut buf[..room])
+        }
+    }
+    let mut file = String::from("phone,name\n");
+    for row in 0..40_000usize {
+        if row % 1000 == 7 {
+            file.push_str(&format!("bad {row},x\n"));
+        } else {
+            file.push_str(&format!("+1415{:07},row {row}\n", 3_000_000 + row % 35_000));
+        }
+    }
+    let limit = file.len() as u64 * 3 / 4;
+    for backend in BACKENDS {
+        let t = fresh_store(backend).await;
+        let vault = NumberVault::from_master_key(&[4; 32]);
+        let list = contacts::create_list(&t.store, "cut", "us").await.unwrap();
+        let import_id = import::begin_import(&t.store, ContactListId(list.id), None)
+            .await
+            .unwrap();
+        let err = import::run_import(
+            &t.store,
+            &vault,
+            ContactListId(list.id),
+            import_id,
+            FailsAfter {
+                data: Cursor::new(file.clone().into_bytes()),
+                limit,
+            },
+            None,
+            |_| {},
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("disk went away"),
+            "{backend:?}: {err}"
+        );
+        let status = contacts::import_status(&t.store, import_id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(status.state, "failed", "{backend:?}");
+        let count = |sql: &'static str| {
+            let pool = t.store.pool().clone();
+            async move {
+                let (n,): (i64,) = sqlx::query_as(sql).fetch_one(&pool).await.unwrap();
+                n
+            }
+        };
+        let contacts_stored = count("SELECT COUNT(*) FROM contacts").await;
+        let members = count("SELECT COUNT(*) FROM contact_list_members").await;
+        let refused = count("SELECT COUNT(*) FROM contact_import_errors").await;
+        assert_eq!(status.rows_imported, contacts_stored, "{backend:?}");
+        assert_eq!(
+            members, contacts_stored,
+            "{backend:?}: no repeats were reached"
+        );
+        assert_eq!(status.rows_rejected, refused, "{backend:?}");
+        assert_eq!(
+            status.rows_seen,
+            status.rows_imported + status.rows_duplicate + status.rows_rejected,
+            "{backend:?}"
+        );
+        assert!(
+            (status.rows_seen as u64) < 40_000,
+            "{backend:?}: rows after the failure are not counted"
+        );
+    }
+}

@@ -1,9 +1,10 @@
 //! Streaming CSV import of contacts.
 //!
-//! A blocking thread reads the CSV one record at a time, normalises and encrypts each row,
-//! and hands batches of [`batch_rows`] rows through a bounded channel to the async side, which
-//! writes each batch in one transaction. Memory stays constant whatever the file's size:
-//! at most a few batches are in flight. Bad rows are reported with their line number and
+//! A reader thread reads the CSV one record at a time and hands chunks of [`batch_rows`]
+//! records to parser threads, which normalise, encrypt and encode each row; the async side
+//! writes each batch in one transaction, [`writers`] batches at once (two on PostgreSQL,
+//! through binary `COPY`). Memory stays constant whatever the file's size: at most a few
+//! batches are in flight. Bad rows are reported with their line number and
 //! reason (stored in `contact_import_errors`) while the good rows import. Duplicates —
 //! within the file or against earlier imports — are counted, and the existing contact joins
 //! the list.
@@ -13,7 +14,7 @@
 //! (`customer_id`), `tags` (separated by `;` or `|`), `urgency`, `customer_value`
 //! optional; every other column becomes a custom field usable as a script variable.
 
-use super::vault::{NumberVault, VaultError};
+use super::vault::{NumberVault, Sealer, VaultError};
 use super::{ContactError, ContactListId};
 use crate::store::Store;
 use callgate_common::compliance::{is_known_zone, zones_of_calling_code};
@@ -28,7 +29,7 @@ use std::io::Read;
 /// gets small statements.
 pub fn batch_rows(backend: callgate_common::store::Backend) -> usize {
     match backend {
-        callgate_common::store::Backend::Postgres => 5000,
+        callgate_common::store::Backend::Postgres => 10_000,
         callgate_common::store::Backend::Sqlite => 100,
     }
 }
@@ -93,8 +94,8 @@ struct Batch {
     seq: u64,
     /// Parsed rows (SQLite's writer binds them).
     contacts: Vec<ParsedContact>,
-    /// The same rows as `COPY` text (PostgreSQL's writer sends it as is); `contacts` is
-    /// then empty and `staged` counts the rows.
+    /// The same rows as a binary `COPY` stream (PostgreSQL's writer sends it as is);
+    /// `contacts` is then empty and `staged` counts the rows.
     copy: Vec<u8>,
     staged: u64,
     errors: Vec<RowError>,
@@ -196,8 +197,11 @@ fn parse_row(
     cols: &Columns,
     rec: &csv::StringRecord,
     default_region: &str,
-    vault: &NumberVault,
+    sealer: &mut Sealer,
 ) -> Result<ParsedContact, String> {
+    if rec.as_slice().contains('\0') {
+        return Err("a field holds a NUL character, which the database cannot store".into());
+    }
     let raw = field(rec, Some(cols.phone)).ok_or("`phone` is empty")?;
     let number =
         PhoneNumber::parse(raw, Some(default_region)).map_err(|e| format!("`phone`: {e}"))?;
@@ -238,9 +242,9 @@ fn parse_row(
             );
         }
     }
-    let cipher = vault.seal(&number).map_err(|e| e.to_string())?;
+    let (index, cipher) = sealer.index_and_seal(&number).map_err(|e| e.to_string())?;
     Ok(ParsedContact {
-        index: vault.blind_index(&number),
+        index,
         cipher,
         masked: number.masked(),
         zones,
@@ -349,6 +353,7 @@ fn parse_chunks(
     copy_format: bool,
     out: BatchSender,
 ) {
+    let mut sealer = vault.sealer();
     loop {
         let next = match work.lock() {
             Ok(rx) => rx.recv(),
@@ -363,15 +368,17 @@ fn parse_chunks(
         };
         for row in chunk.rows {
             match row {
-                RawRow::Record(line, rec) => match parse_row(cols, &rec, default_region, vault) {
-                    Ok(c) => batch.contacts.push(c),
-                    Err(reason) => batch.errors.push(RowError { line, reason }),
-                },
+                RawRow::Record(line, rec) => {
+                    match parse_row(cols, &rec, default_region, &mut sealer) {
+                        Ok(c) => batch.contacts.push(c),
+                        Err(reason) => batch.errors.push(RowError { line, reason }),
+                    }
+                }
                 RawRow::Refused(e) => batch.errors.push(e),
             }
         }
         if copy_format {
-            batch.copy = copy_text(&batch.contacts);
+            batch.copy = copy_binary(&batch.contacts);
             batch.staged = batch.contacts.len() as u64;
             batch.contacts = Vec::new();
         }
@@ -466,6 +473,12 @@ pub async fn begin_import_in(
 
 /// Runs an import begun with [`begin_import`] to its end, calling `progress` after every
 /// batch, and marks it `done` or `failed`.
+///
+/// Batches are written by [`writers`] concurrent transactions (two on PostgreSQL, each on a
+/// connection of its own; one on SQLite, which has one writer anyway). Each transaction
+/// stores its rows, its refused rows and its share of the import's counters together, so
+/// the counters always match what is stored, whatever fails. Results are taken in file
+/// order: progress only grows and the first reported errors are the first lines.
 pub async fn run_import(
     store: &Store,
     vault: &NumberVault,
@@ -476,10 +489,11 @@ pub async fn run_import(
     mut progress: impl FnMut(ImportProgress) + Send,
 ) -> Result<ImportReport, ContactError> {
     let default_region = super::list_region(store, list).await?;
-    let copy_format = store.backend() == callgate_common::store::Backend::Postgres;
+    let backend = store.backend();
+    let copy_format = backend == callgate_common::store::Backend::Postgres;
     let (mut rx, parser) = spawn_pipeline(
         input,
-        batch_rows(store.backend()),
+        batch_rows(backend),
         default_region,
         vault.clone(),
         copy_format,
@@ -490,54 +504,88 @@ pub async fn run_import(
         ..ImportReport::default()
     };
     let mut failure = None;
-    // On PostgreSQL the rows go in through COPY on a connection of their own.
-    let mut copy = match store.backend() {
-        callgate_common::store::Backend::Postgres => match CopyWriter::connect(store).await {
-            Ok(w) => Some(w),
-            Err(e) => {
-                failure = Some(e);
-                None
+    let sink = match backend {
+        callgate_common::store::Backend::Postgres => {
+            match CopyWriter::connect(store, writers(backend)).await {
+                Ok(w) => Some(Sink::Postgres(w)),
+                Err(e) => {
+                    failure = Some(e);
+                    None
+                }
             }
-        },
-        callgate_common::store::Backend::Sqlite => None,
+        }
+        callgate_common::store::Backend::Sqlite => Some(Sink::Sqlite(store.clone())),
     };
-    // Batches come back from the workers in any order; each is written in file order so
-    // that progress only grows and the first reported errors are the first lines.
-    let mut waiting = std::collections::BTreeMap::new();
-    let mut next_seq = 0;
-    'recv: while let Some(msg) = rx.recv().await {
-        match msg {
-            Ok(b) => {
-                waiting.insert(b.seq, b);
+    if let Some(sink) = &sink {
+        let limit = writers(backend);
+        // Parsed batches not yet handed to a writer, and written batches not yet counted,
+        // both by position in the file.
+        let mut parsed = std::collections::BTreeMap::new();
+        let mut written = std::collections::BTreeMap::new();
+        let (mut next_write, mut next_count) = (0u64, 0u64);
+        let mut in_flight = tokio::task::JoinSet::new();
+        let mut parsing = true;
+        // Each batch's `COPY` waits for the one before it to finish: ids are drawn as the
+        // rows are copied, so this keeps them in file order across writers.
+        let mut copied_before: Option<tokio::sync::oneshot::Receiver<()>> = None;
+        while failure.is_none() && (parsing || !parsed.is_empty() || !in_flight.is_empty()) {
+            while in_flight.len() < limit {
+                let Some(batch) = parsed.remove(&next_write) else {
+                    break;
+                };
+                next_write += 1;
+                let (copied, next) = tokio::sync::oneshot::channel();
+                let turn = CopyTurn {
+                    after: copied_before.replace(next),
+                    copied,
+                };
+                in_flight.spawn(sink.clone().write(list, import_id, batch, turn));
             }
-            Err(e) => {
-                failure = failure.or(Some(e));
-                break;
+            tokio::select! {
+                // Backpressure: parsed batches wait only while the next one to write is
+                // still being parsed (at most a few, one per parser) or a writer is free.
+                msg = rx.recv(), if parsing
+                    && (parsed.len() <= limit || !parsed.contains_key(&next_write)) => match msg {
+                    Some(Ok(b)) => {
+                        parsed.insert(b.seq, b);
+                    }
+                    Some(Err(e)) => failure = Some(e),
+                    None => parsing = false,
+                },
+                done = in_flight.join_next(), if !in_flight.is_empty() => match done {
+                    Some(Ok(Ok(w))) => {
+                        written.insert(w.seq, w);
+                    }
+                    Some(Ok(Err(e))) => failure = Some(e),
+                    Some(Err(e)) => failure = Some(ContactError::ImportStopped(format!(
+                        "a writer: {e}"
+                    ))),
+                    None => {}
+                },
+                // Parsing ended with a batch missing (a parser stopped): never report the
+                // import done without its rows.
+                else => failure = Some(ContactError::ImportStopped(format!(
+                    "a parser, before batch {next_write}"
+                ))),
+            }
+            while let Some(w) = written.remove(&next_count) {
+                next_count += 1;
+                let bytes_read = w.bytes_read;
+                w.count_into(&mut report);
+                progress(ImportProgress {
+                    bytes_read,
+                    bytes_total,
+                    rows_seen: report.rows_seen,
+                });
             }
         }
-        if failure.is_some() {
-            break;
-        }
-        while let Some(batch) = waiting.remove(&next_seq) {
-            next_seq += 1;
-            let written = match copy.as_mut() {
-                Some(w) => w.write(list, import_id, &batch, &mut report).await,
-                None => write_batch(store, list, import_id, &batch, &mut report).await,
-            };
-            if let Err(e) = written {
-                failure = Some(e);
-                break 'recv;
-            }
-            progress(ImportProgress {
-                bytes_read: batch.bytes_read,
-                bytes_total,
-                rows_seen: report.rows_seen,
-            });
-        }
+        // A failed import still lets the other writers finish: what they commit is
+        // counted in `contact_imports` by their own transactions.
+        while in_flight.join_next().await.is_some() {}
     }
     drop(rx);
     let _ = parser.await;
-    if let Some(w) = copy {
+    if let Some(Sink::Postgres(w)) = sink {
         w.close().await;
     }
     let (state, text) = match &failure {
@@ -570,13 +618,129 @@ pub async fn run_import(
     }
 }
 
+/// Concurrent writer transactions per import: PostgreSQL takes two batches at once (on
+/// two connections, so both cores work on the database side); SQLite has one writer.
+pub fn writers(backend: callgate_common::store::Backend) -> usize {
+    match backend {
+        callgate_common::store::Backend::Postgres => 2,
+        callgate_common::store::Backend::Sqlite => 1,
+    }
+}
+
+/// Where the batches go.
+#[derive(Clone)]
+enum Sink {
+    Sqlite(Store),
+    Postgres(CopyWriter),
+}
+
+/// A batch's place in the order of `COPY`s: it waits for `after` (the previous batch's
+/// `COPY` finished, or gave up), then signals `copied`.
+struct CopyTurn {
+    after: Option<tokio::sync::oneshot::Receiver<()>>,
+    copied: tokio::sync::oneshot::Sender<()>,
+}
+
+/// What one committed batch did, for the report.
+struct Written {
+    seq: u64,
+    bytes_read: u64,
+    rows_seen: u64,
+    good_rows: u64,
+    created: u64,
+    errors: Vec<RowError>,
+}
+
+impl Written {
+    fn of(batch: Batch, created: u64) -> Written {
+        Written {
+            seq: batch.seq,
+            bytes_read: batch.bytes_read,
+            rows_seen: batch.rows_seen,
+            good_rows: batch.good_rows(),
+            created,
+            errors: batch.errors,
+        }
+    }
+
+    fn count_into(self, report: &mut ImportReport) {
+        report.rows_seen += self.rows_seen;
+        report.imported += self.created;
+        report.duplicates += self.good_rows - self.created;
+        report.rejected += self.errors.len() as u64;
+        let room = REPORTED_ERRORS.saturating_sub(report.errors.len());
+        report.errors.extend(self.errors.into_iter().take(room));
+    }
+}
+
+impl Sink {
+    async fn write(
+        self,
+        list: ContactListId,
+        import_id: i64,
+        batch: Batch,
+        turn: CopyTurn,
+    ) -> Result<Written, ContactError> {
+        let created = match &self {
+            Sink::Sqlite(store) => write_batch(store, list, import_id, &batch).await?,
+            Sink::Postgres(w) => w.write(list, import_id, &batch, turn).await?,
+        };
+        Ok(Written::of(batch, created))
+    }
+}
+
+/// Adds one batch's figures to the import's counters, inside the batch's transaction.
+/// Increments, not totals: concurrent writers each add their own share.
+fn count_batch_sql(backend: callgate_common::store::Backend) -> &'static str {
+    match backend {
+        callgate_common::store::Backend::Postgres => {
+            "UPDATE contact_imports SET bytes_read = GREATEST(bytes_read, $1), \
+             rows_seen = rows_seen + $2, rows_imported = rows_imported + $3, \
+             rows_duplicate = rows_duplicate + $4, rows_rejected = rows_rejected + $5 \
+             WHERE id = $6"
+        }
+        callgate_common::store::Backend::Sqlite => {
+            "UPDATE contact_imports SET bytes_read = max(bytes_read, $1), \
+             rows_seen = rows_seen + $2, rows_imported = rows_imported + $3, \
+             rows_duplicate = rows_duplicate + $4, rows_rejected = rows_rejected + $5 \
+             WHERE id = $6"
+        }
+    }
+}
+
+async fn count_batch<DB>(
+    tx: &mut sqlx::Transaction<'_, DB>,
+    backend: callgate_common::store::Backend,
+    import_id: i64,
+    batch: &Batch,
+    created: u64,
+) -> Result<(), ContactError>
+where
+    DB: sqlx::Database,
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: sqlx::IntoArguments<'q, DB>,
+    for<'q> i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+{
+    sqlx::query::<DB>(count_batch_sql(backend))
+        .bind(batch.bytes_read as i64)
+        .bind(batch.rows_seen as i64)
+        .bind(created as i64)
+        .bind((batch.good_rows() - created) as i64)
+        .bind(batch.errors.len() as i64)
+        .bind(import_id)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// The SQLite writer: multi-row `INSERT ... ON CONFLICT DO NOTHING`, then the list
+/// membership by blind index, in one transaction. Returns the contacts created.
 async fn write_batch(
     store: &Store,
     list: ContactListId,
     import_id: i64,
     batch: &Batch,
-    report: &mut ImportReport,
-) -> Result<(), ContactError> {
+) -> Result<u64, ContactError> {
     let now = UnixMillis::now().0;
     let mut tx = store.pool().begin().await?;
     let mut created = 0u64;
@@ -621,29 +785,9 @@ async fn write_batch(
         q.execute(&mut *tx).await?;
     }
     insert_errors(&mut tx, import_id, &batch.errors).await?;
-    report.rows_seen += batch.rows_seen;
-    report.imported += created;
-    report.duplicates += batch.good_rows() - created;
-    report.rejected += batch.errors.len() as u64;
-    for e in &batch.errors {
-        if report.errors.len() < REPORTED_ERRORS {
-            report.errors.push(e.clone());
-        }
-    }
-    sqlx::query(
-        "UPDATE contact_imports SET bytes_read = $1, rows_seen = $2, rows_imported = $3, \
-         rows_duplicate = $4, rows_rejected = $5 WHERE id = $6",
-    )
-    .bind(batch.bytes_read as i64)
-    .bind(report.rows_seen as i64)
-    .bind(report.imported as i64)
-    .bind(report.duplicates as i64)
-    .bind(report.rejected as i64)
-    .bind(import_id)
-    .execute(&mut *tx)
-    .await?;
+    count_batch(&mut tx, store.backend(), import_id, batch, created).await?;
     tx.commit().await?;
-    Ok(())
+    Ok(created)
 }
 
 /// Stores refused rows, a few hundred per statement.
@@ -673,62 +817,89 @@ where
     Ok(())
 }
 
-/// The PostgreSQL writer: each batch is `COPY`ed into a temporary staging table, then
-/// moved into `contacts` (`ON CONFLICT DO NOTHING`: dedupe across imports and within the
-/// batch) and the list membership with two set-based statements, all in one transaction.
-/// The membership looks each staged number up through the unique index (a correlated
+/// The staging table each PostgreSQL writer connection owns: temporary (no WAL, no other
+/// session sees it), emptied at every commit. `id` is drawn from `contacts`' own sequence
+/// as `COPY` stores each row, so new contacts keep the file's order in their ids even
+/// though they are inserted in blind-index order.
+const STAGE_TABLE: &str = "CREATE TEMP TABLE IF NOT EXISTS contact_import_stage (\
+     id BIGINT NOT NULL DEFAULT nextval('contacts_id_seq'), number_index BYTEA NOT NULL, \
+     number_cipher BYTEA NOT NULL, number_masked TEXT NOT NULL, time_zones TEXT NOT NULL, \
+     external_id TEXT, urgency DOUBLE PRECISION NOT NULL, \
+     customer_value DOUBLE PRECISION NOT NULL, fields TEXT NOT NULL, tags TEXT NOT NULL) \
+     ON COMMIT DELETE ROWS";
+
+/// The PostgreSQL writer: each batch is `COPY`ed (binary format) into the connection's
+/// staging table, then moved into `contacts` (`ON CONFLICT DO NOTHING`: dedupe across
+/// imports, writers and within the batch) and the list membership with set-based
+/// statements, all in one transaction.
+///
+/// Two writers run at once. Both take the unique index's entries in blind-index order
+/// (`ORDER BY number_index`), and the membership's in contact order, so when they meet on
+/// the same number one waits for the other instead of deadlocking. The membership of
+/// duplicates looks each staged number up through the unique index (a correlated
 /// subquery): a join lets the planner, blind to the unanalysed staging table, scan all of
 /// `contacts` per batch, which made the import quadratic.
+#[derive(Clone)]
 struct CopyWriter {
     pool: sqlx::PgPool,
 }
 
 impl CopyWriter {
-    async fn connect(store: &Store) -> Result<CopyWriter, ContactError> {
+    async fn connect(store: &Store, writers: usize) -> Result<CopyWriter, ContactError> {
         let url = store.pool().connect_options().database_url.clone();
         let pool = sqlx::postgres::PgPoolOptions::new()
-            .max_connections(1)
+            .max_connections(writers as u32)
+            .after_connect(|conn, _| {
+                Box::pin(async move {
+                    sqlx::query(STAGE_TABLE).execute(conn).await?;
+                    Ok(())
+                })
+            })
             .connect(url.as_str())
             .await?;
-        sqlx::query(
-            "CREATE TEMP TABLE IF NOT EXISTS contact_import_stage (number_index BYTEA NOT NULL, \
-             number_cipher BYTEA NOT NULL, number_masked TEXT NOT NULL, time_zones TEXT NOT NULL, \
-             external_id TEXT, urgency DOUBLE PRECISION NOT NULL, \
-             customer_value DOUBLE PRECISION NOT NULL, fields TEXT NOT NULL, tags TEXT NOT NULL) \
-             ON COMMIT DELETE ROWS",
-        )
-        .execute(&pool)
-        .await?;
         Ok(CopyWriter { pool })
     }
 
+    /// Writes one batch in one transaction; returns the contacts it created.
     async fn write(
-        &mut self,
+        &self,
         list: ContactListId,
         import_id: i64,
         batch: &Batch,
-        report: &mut ImportReport,
-    ) -> Result<(), ContactError> {
+        turn: CopyTurn,
+    ) -> Result<u64, ContactError> {
         let now = UnixMillis::now().0;
         let mut tx = self.pool.begin().await?;
+        let CopyTurn { after, copied } = turn;
+        if let Some(after) = after {
+            // An error means the previous writer failed: the import is failing anyway.
+            let _ = after.await;
+        }
+        let mut copied = Some(copied);
         let mut created = 0u64;
         if batch.staged > 0 {
             let mut copy = tx
                 .copy_in_raw(
                     "COPY contact_import_stage (number_index, number_cipher, number_masked, \
-                     time_zones, external_id, urgency, customer_value, fields, tags) FROM STDIN",
+                     time_zones, external_id, urgency, customer_value, fields, tags) \
+                     FROM STDIN WITH (FORMAT binary)",
                 )
                 .await?;
             copy.send(batch.copy.as_slice()).await?;
             copy.finish().await?;
+            if let Some(c) = copied.take() {
+                let _ = c.send(());
+            }
             // New contacts join the list straight from `RETURNING`; only a batch with
-            // duplicates (of earlier rows or imports) looks its numbers up again.
+            // duplicates (of earlier rows, imports or the other writer's batch) looks its
+            // numbers up again.
             created = sqlx::query(
-                "WITH created AS (INSERT INTO contacts (number_index, number_cipher, \
+                "WITH created AS (INSERT INTO contacts (id, number_index, number_cipher, \
                  number_masked, time_zones, external_id, urgency, customer_value, fields, tags, \
-                 created_at) SELECT number_index, number_cipher, number_masked, time_zones, \
+                 created_at) SELECT id, number_index, number_cipher, number_masked, time_zones, \
                  external_id, urgency, customer_value, fields, tags, $1 \
-                 FROM contact_import_stage ON CONFLICT (number_index) DO NOTHING RETURNING id) \
+                 FROM contact_import_stage ORDER BY number_index, id \
+                 ON CONFLICT (number_index) DO NOTHING RETURNING id) \
                  INSERT INTO contact_list_members (list_id, contact_id) \
                  SELECT $2, id FROM created",
             )
@@ -742,37 +913,26 @@ impl CopyWriter {
                     "INSERT INTO contact_list_members (list_id, contact_id) \
                      SELECT $1, (SELECT c.id FROM contacts c \
                      WHERE c.number_index = s.number_index) \
-                     FROM contact_import_stage s ON CONFLICT DO NOTHING",
+                     FROM contact_import_stage s ORDER BY 2 ON CONFLICT DO NOTHING",
                 )
                 .bind(list.0)
                 .execute(&mut *tx)
                 .await?;
             }
         }
+        // A batch of refused rows only copies nothing: the next one need not wait for it.
+        drop(copied);
         insert_errors(&mut tx, import_id, &batch.errors).await?;
-        report.rows_seen += batch.rows_seen;
-        report.imported += created;
-        report.duplicates += batch.good_rows() - created;
-        report.rejected += batch.errors.len() as u64;
-        for e in &batch.errors {
-            if report.errors.len() < REPORTED_ERRORS {
-                report.errors.push(e.clone());
-            }
-        }
-        sqlx::query(
-            "UPDATE contact_imports SET bytes_read = $1, rows_seen = $2, rows_imported = $3, \
-             rows_duplicate = $4, rows_rejected = $5 WHERE id = $6",
+        count_batch(
+            &mut tx,
+            callgate_common::store::Backend::Postgres,
+            import_id,
+            batch,
+            created,
         )
-        .bind(batch.bytes_read as i64)
-        .bind(report.rows_seen as i64)
-        .bind(report.imported as i64)
-        .bind(report.duplicates as i64)
-        .bind(report.rejected as i64)
-        .bind(import_id)
-        .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        Ok(())
+        Ok(created)
     }
 
     async fn close(self) {
@@ -780,48 +940,41 @@ impl CopyWriter {
     }
 }
 
-/// Rows in `COPY ... FROM STDIN` text format: tab-separated, `\N` for NULL, bytea as
-/// `\\x` + hex, and backslash, tab, newline and carriage return escaped in text.
-fn copy_text(rows: &[ParsedContact]) -> Vec<u8> {
-    use std::fmt::Write;
-    fn text(out: &mut String, v: &str) {
-        for ch in v.chars() {
-            match ch {
-                '\\' => out.push_str("\\\\"),
-                '\t' => out.push_str("\\t"),
-                '\n' => out.push_str("\\n"),
-                '\r' => out.push_str("\\r"),
-                c => out.push(c),
-            }
-        }
+/// The signature, flags and header extension length that open a binary `COPY` stream.
+const COPY_BINARY_HEADER: &[u8] = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0";
+
+/// Rows in `COPY ... FROM STDIN WITH (FORMAT binary)`: per row the field count, then each
+/// field as its byte length (-1 for NULL) and its bytes — bytea and text as they are,
+/// `double precision` as 8 big-endian bytes. Nothing is escaped or hex-encoded.
+fn copy_binary(rows: &[ParsedContact]) -> Vec<u8> {
+    fn field(out: &mut Vec<u8>, v: &[u8]) {
+        out.extend_from_slice(&(v.len() as i32).to_be_bytes());
+        out.extend_from_slice(v);
     }
-    fn bytea(out: &mut String, v: &[u8]) {
-        out.push_str("\\\\x");
-        for b in v {
-            let _ = write!(out, "{b:02x}");
-        }
+    fn float(out: &mut Vec<u8>, v: f64) {
+        out.extend_from_slice(&8i32.to_be_bytes());
+        out.extend_from_slice(&v.to_bits().to_be_bytes());
     }
-    let mut out = String::with_capacity(rows.len() * 256);
+    // About 250 bytes a row: sized once, so the stream is never copied to grow.
+    let mut out = Vec::with_capacity(COPY_BINARY_HEADER.len() + rows.len() * 320 + 2);
+    out.extend_from_slice(COPY_BINARY_HEADER);
     for r in rows {
-        bytea(&mut out, &r.index);
-        out.push('\t');
-        bytea(&mut out, &r.cipher);
-        out.push('\t');
-        text(&mut out, &r.masked);
-        out.push('\t');
-        text(&mut out, &r.zones);
-        out.push('\t');
+        out.extend_from_slice(&9i16.to_be_bytes());
+        field(&mut out, &r.index);
+        field(&mut out, &r.cipher);
+        field(&mut out, r.masked.as_bytes());
+        field(&mut out, r.zones.as_bytes());
         match &r.external_id {
-            Some(x) => text(&mut out, x),
-            None => out.push_str("\\N"),
+            Some(x) => field(&mut out, x.as_bytes()),
+            None => out.extend_from_slice(&(-1i32).to_be_bytes()),
         }
-        let _ = write!(out, "\t{:?}\t{:?}\t", r.urgency, r.customer_value);
-        text(&mut out, &r.fields);
-        out.push('\t');
-        text(&mut out, &r.tags);
-        out.push('\n');
+        float(&mut out, r.urgency);
+        float(&mut out, r.customer_value);
+        field(&mut out, r.fields.as_bytes());
+        field(&mut out, r.tags.as_bytes());
     }
-    out.into_bytes()
+    out.extend_from_slice(&(-1i16).to_be_bytes());
+    out
 }
 
 /// Appends `rows` groups of `width` numbered placeholders, starting after `offset`.
@@ -870,13 +1023,25 @@ mod tests {
     fn rows_normalise_to_e164_with_zone_tags_and_custom_fields() {
         let v = NumberVault::from_master_key(&[9; 32]);
         let c = cols("name,phone,tags,timezone,plan").unwrap();
-        let p = parse_row(&c, &row("Ann,(415) 555-0134,VIP; late ,,gold"), "US", &v).unwrap();
+        let p = parse_row(
+            &c,
+            &row("Ann,(415) 555-0134,VIP; late ,,gold"),
+            "US",
+            &mut v.sealer(),
+        )
+        .unwrap();
         assert_eq!(v.open(&p.cipher).unwrap().e164(), "+14155550134");
         assert_eq!(p.tags, ",vip,late,");
         assert!(p.zones.contains("America/New_York") && p.zones.contains("Pacific/Honolulu"));
         assert_eq!(p.fields, r#"{"name":"Ann","plan":"gold"}"#);
         assert!(!p.masked.contains("5550134"));
-        let p = parse_row(&c, &row("Bo,020 7946 0958,,Europe/London,"), "GB", &v).unwrap();
+        let p = parse_row(
+            &c,
+            &row("Bo,020 7946 0958,,Europe/London,"),
+            "GB",
+            &mut v.sealer(),
+        )
+        .unwrap();
         assert_eq!(p.zones, "Europe/London");
     }
 
@@ -884,7 +1049,7 @@ mod tests {
     fn bad_rows_say_which_column_and_why() {
         let v = NumberVault::from_master_key(&[9; 32]);
         let c = cols("phone,timezone,urgency").unwrap();
-        let err = |cells| parse_row(&c, &row(cells), "US", &v).unwrap_err();
+        let err = |cells| parse_row(&c, &row(cells), "US", &mut v.sealer()).unwrap_err();
         assert!(err(",,").contains("`phone` is empty"));
         assert!(err("12,,").contains("`phone`"));
         assert!(err("+14155550134,Mars/Base,").contains("Mars/Base"));
@@ -892,6 +1057,52 @@ mod tests {
         assert!(err("+14155550134,,NaN").contains("urgency"));
         let e = err("+2125550134,,");
         assert!(e.contains("`phone`") || e.contains("+212"), "{e}");
+    }
+
+    #[test]
+    fn a_nul_character_makes_the_row_bad_instead_of_failing_the_batch() {
+        let v = NumberVault::from_master_key(&[9; 32]);
+        let c = cols("phone,notes").unwrap();
+        let err = parse_row(&c, &row("+14155550134,a\0b"), "US", &mut v.sealer()).unwrap_err();
+        assert!(err.contains("NUL"), "{err}");
+        assert!(parse_row(&c, &row("+14155550134,ab"), "US", &mut v.sealer()).is_ok());
+    }
+
+    #[test]
+    fn the_binary_copy_stream_frames_every_field_with_its_length() {
+        let v = NumberVault::from_master_key(&[9; 32]);
+        let c = cols("phone,external_id,urgency").unwrap();
+        let with_id = parse_row(&c, &row("+14155550134,x1,2.5"), "US", &mut v.sealer()).unwrap();
+        let without = parse_row(&c, &row("+14155550135,,"), "US", &mut v.sealer()).unwrap();
+        let out = copy_binary(&[with_id.clone(), without]);
+        assert!(out.starts_with(COPY_BINARY_HEADER));
+        assert!(
+            out.ends_with(&[0xff, 0xff]),
+            "the trailer is a field count of -1"
+        );
+        let mut at = COPY_BINARY_HEADER.len();
+        let mut take = |n: usize| {
+            let s = &out[at..at + n];
+            at += n;
+            s.to_vec()
+        };
+        let mut rows = Vec::new();
+        for _ in 0..2 {
+            assert_eq!(take(2), 9i16.to_be_bytes());
+            let mut fields: Vec<Option<Vec<u8>>> = Vec::new();
+            for _ in 0..9 {
+                let len = i32::from_be_bytes(take(4).try_into().unwrap());
+                fields.push((len >= 0).then(|| take(len as usize)));
+            }
+            rows.push(fields);
+        }
+        assert_eq!(take(2), (-1i16).to_be_bytes());
+        assert_eq!(rows[0][0].as_deref(), Some(with_id.index.as_slice()));
+        assert_eq!(rows[0][1].as_deref(), Some(with_id.cipher.as_slice()));
+        assert_eq!(rows[0][4].as_deref(), Some(b"x1".as_slice()));
+        assert_eq!(rows[1][4], None, "an empty external id is NULL");
+        assert_eq!(rows[0][5].as_deref(), Some(2.5f64.to_be_bytes().as_slice()));
+        assert_eq!(rows[0][7].as_deref(), Some(with_id.fields.as_bytes()));
     }
 
     #[test]

@@ -45,6 +45,10 @@ pub enum ContactError {
     /// The database failed.
     #[error("database: {0}")]
     Db(#[from] sqlx::Error),
+    /// One of an import's own threads or tasks stopped before the end (a bug, not the
+    /// file's fault); the import is marked failed, the batches it had committed stay.
+    #[error("the import stopped: {0} ended early")]
+    ImportStopped(String),
 }
 
 /// A contact list with its size.
