@@ -343,8 +343,13 @@ impl Rows {
         self.rows += 1;
     }
 
-    /// The statements, each with the parameters it binds, in row order.
-    fn statements(self) -> Vec<(String, Vec<Param>)> {
+    /// The statements, each with the parameters it binds, in row order. PostgreSQL gets
+    /// numbered placeholders (`$n`, all it accepts); SQLite gets anonymous ones (`?`): it
+    /// keeps named and numbered placeholders in a list it searches once per placeholder
+    /// when it parses a statement and again when each one is bound, so a statement with
+    /// thousands of `$n` takes quadratic time (a 2,048-row insert took longer than all of
+    /// its rows' writes).
+    fn statements(self, numbered: bool) -> Vec<(String, Vec<Param>)> {
         let width = self.width().max(1);
         let per = (MAX_BIND_PARAMS / width).max(1);
         let mut params = self.params.into_iter();
@@ -364,10 +369,12 @@ impl Rows {
                     if c > 0 {
                         sql.push_str(", ");
                     }
-                    if literal.is_empty() {
+                    if literal.is_empty() && numbered {
                         k += 1;
                         sql.push('$');
                         sql.push_str(&k.to_string());
+                    } else if literal.is_empty() {
+                        sql.push('?');
                     } else {
                         sql.push_str(literal);
                     }
@@ -382,7 +389,7 @@ impl Rows {
     }
 
     async fn execute(self, tx: &mut Transaction<'_, Any>) -> Result<(), sqlx::Error> {
-        for (sql, params) in self.statements() {
+        for (sql, params) in self.statements(numbered_placeholders(tx)) {
             let q = params.into_iter().fold(sqlx::query(&sql), |q, p| p.bind(q));
             q.execute(&mut **tx).await?;
         }
@@ -391,12 +398,18 @@ impl Rows {
 
     async fn fetch(self, tx: &mut Transaction<'_, Any>) -> Result<Vec<AnyRow>, sqlx::Error> {
         let mut rows = Vec::new();
-        for (sql, params) in self.statements() {
+        for (sql, params) in self.statements(numbered_placeholders(tx)) {
             let q = params.into_iter().fold(sqlx::query(&sql), |q, p| p.bind(q));
             rows.extend(q.fetch_all(&mut **tx).await?);
         }
         Ok(rows)
     }
+}
+
+/// Whether `tx`'s database wants `$n` placeholders rather than `?` (see [`Rows::statements`]).
+fn numbered_placeholders(tx: &Transaction<'_, Any>) -> bool {
+    use sqlx::Database;
+    tx.backend_name() != sqlx::Sqlite::NAME
 }
 
 /// The effects of one transaction's in-order messages: rows for the append-only tables
