@@ -7,7 +7,9 @@
 use callgate_common::ids::ApplianceId;
 use callgate_common::time::UnixMillis;
 use callgate_common::wire::{AgentState, CallOutcome, Uplink, UplinkEnvelope};
-use sqlx::{Any, AnyPool, Transaction};
+use sqlx::any::AnyRow;
+use sqlx::{Any, AnyPool, Row, Transaction};
+use std::collections::{BTreeMap, HashMap};
 
 /// What applying an envelope did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,8 +60,13 @@ pub async fn apply_batch(
     now: UnixMillis,
     skew_ms: i64,
 ) -> Result<Applied, sqlx::Error> {
+    let batch = ApplianceBatch {
+        appliance: appliance.clone(),
+        envs: envs.to_vec(),
+        skew_ms,
+    };
     let mut tx = pool.begin().await?;
-    let (applied, _) = apply_in(&mut tx, appliance, envs, now, skew_ms).await?;
+    let (applied, _) = apply_in(&mut tx, &[&batch], now).await?[0];
     match applied {
         Applied::Stored { .. } => tx.commit().await?,
         Applied::Replay { .. } | Applied::Gap { .. } => tx.rollback().await?,
@@ -90,12 +97,19 @@ pub struct BatchOutcome {
     pub before: u64,
 }
 
-/// Applies the batches of several appliances in ONE transaction (one commit, one fsync),
-/// each appliance in its own savepoint: its effects and its high-water mark move together,
-/// and an appliance whose effect fails is rolled back alone (its error is returned in its
-/// slot) while the others commit. Appliances are taken in id order, so two replicas
+/// Applies the batches of several appliances in ONE transaction (one commit, one fsync):
+/// every appliance's effects and its high-water mark move together, and an appliance whose
+/// effect fails is rolled back alone (its error is returned in its slot) while the others
+/// commit. Appliances are taken in id order (the order of the results), so two replicas
 /// applying overlapping sets lock the mark rows in the same order and cannot deadlock.
 /// The outer error means the commit failed: nothing of the call was stored.
+///
+/// The whole call first goes as a handful of statements (the marks of all appliances read
+/// and locked in one, one multi-row `INSERT` per table, the marks advanced in one): each
+/// statement is a round trip to the database's thread or server, so their number, not the
+/// rows, sets the rate. If any effect fails, that attempt is rolled back and every
+/// appliance is applied again in its own savepoint, so the failing one is found and
+/// rolled back alone.
 pub async fn apply_many(
     pool: &AnyPool,
     batches: &[ApplianceBatch],
@@ -105,10 +119,38 @@ pub async fn apply_many(
     let mut order: Vec<&ApplianceBatch> = batches.iter().collect();
     order.sort_by(|a, b| a.appliance.as_str().cmp(b.appliance.as_str()));
     let mut tx = pool.begin().await?;
+    match apply_in(&mut tx, &order, now).await {
+        Ok(applied) => {
+            if applied
+                .iter()
+                .any(|(a, _)| matches!(a, Applied::Stored { .. }))
+            {
+                tx.commit().await?;
+            } else {
+                tx.rollback().await?;
+            }
+            return Ok(order
+                .iter()
+                .zip(applied)
+                .map(|(b, (applied, before))| BatchOutcome {
+                    appliance: b.appliance.clone(),
+                    applied: Ok(applied),
+                    before,
+                })
+                .collect());
+        }
+        Err(e) => {
+            tx.rollback().await?;
+            tracing::debug!(error = %e, "an uplink batch failed as a whole; applying each appliance alone");
+        }
+    }
+    let mut tx = pool.begin().await?;
     let mut results = Vec::with_capacity(order.len());
     for b in order {
         let mut savepoint = (&mut tx).begin().await?;
-        let applied = apply_in(&mut savepoint, &b.appliance, &b.envs, now, b.skew_ms).await;
+        let applied = apply_in(&mut savepoint, &[b], now)
+            .await
+            .map(|mut v| v.remove(0));
         match &applied {
             Ok((Applied::Stored { .. }, _)) => savepoint.commit().await?,
             _ => savepoint.rollback().await?,
@@ -130,66 +172,408 @@ pub async fn apply_many(
     Ok(results)
 }
 
-/// The body of [`apply_batch`] inside `tx`. Its first statement writes the appliance's mark
-/// row (an upsert that changes nothing), so the transaction holds the write lock (SQLite)
-/// or the row lock (PostgreSQL) before it reads the mark: no `SQLITE_BUSY_SNAPSHOT` when
-/// another writer commits meanwhile, and a second replica applying the same appliance waits
-/// for the first to commit and then reads the mark it left.
+/// SQLite's cap on bound parameters in one statement (PostgreSQL's is 65,535): a
+/// multi-row statement is cut into chunks of at most this many parameters.
+pub const MAX_BIND_PARAMS: usize = 32_766;
+
+/// The body of [`apply_many`] inside `tx`, for `batches` sorted by appliance (one
+/// appliance may have several, applied in turn); one `(applied, mark before)` per batch.
+///
+/// Its first statement writes every appliance's mark row (an upsert that changes nothing)
+/// and returns the marks, so the transaction holds the write lock (SQLite) or the row locks
+/// (PostgreSQL, taken in id order) before it reads them: no `SQLITE_BUSY_SNAPSHOT` when
+/// another writer commits meanwhile, and a second replica applying the same appliance
+/// waits for the first to commit and then reads the mark it left. Then the effects of
+/// every in-order message (one multi-row statement per table), then the marks of the
+/// appliances that moved (one statement). A mark row this call created for an appliance
+/// that stored nothing is removed again.
 async fn apply_in(
     tx: &mut Transaction<'_, Any>,
-    appliance: &ApplianceId,
-    envs: &[UplinkEnvelope],
+    batches: &[&ApplianceBatch],
     now: UnixMillis,
-    skew_ms: i64,
-) -> Result<(Applied, u64), sqlx::Error> {
-    let app = appliance.as_str();
-    let (hw,): (i64,) = sqlx::query_as(
+) -> Result<Vec<(Applied, u64)>, sqlx::Error> {
+    let mut locks = Rows::new(
         "INSERT INTO sync_uplink_state \
-         (appliance, high_water, applied_count, last_seen_at, clock_skew_ms) \
-         VALUES ($1, 0, 0, $2, $3) \
-         ON CONFLICT (appliance) DO UPDATE SET high_water = sync_uplink_state.high_water \
-         RETURNING high_water",
-    )
-    .bind(app)
-    .bind(now.0)
-    .bind(skew_ms)
-    .fetch_one(&mut **tx)
-    .await?;
-    let hw = hw as u64;
-    let mut mark = hw;
-    for env in envs {
-        if env.seq <= mark {
+         (appliance, high_water, applied_count, last_seen_at, clock_skew_ms) VALUES ",
+        &["", "0", "0", "", ""],
+        " ON CONFLICT (appliance) DO UPDATE SET high_water = sync_uplink_state.high_water \
+         RETURNING appliance, high_water",
+    );
+    let mut last: Option<&str> = None;
+    for b in batches {
+        let app = b.appliance.as_str();
+        if last != Some(app) {
+            locks.push([
+                Param::Text(app.to_string()),
+                Param::Int(now.0),
+                Param::Int(b.skew_ms),
+            ]);
+            last = Some(app);
+        }
+    }
+    let mut marks: HashMap<String, u64> = HashMap::new();
+    for row in locks.fetch(tx).await? {
+        let (app, hw): (String, i64) = (row.try_get(0)?, row.try_get(1)?);
+        marks.insert(app, hw as u64);
+    }
+    let start = marks.clone();
+    let mut effects = Effects::default();
+    let mut results = Vec::with_capacity(batches.len());
+    // Per appliance that moved: its final mark, how many it applied, the skew to record.
+    let mut moved: BTreeMap<&str, (u64, u64, i64)> = BTreeMap::new();
+    for b in batches {
+        let app = b.appliance.as_str();
+        let hw = marks.get(app).copied().ok_or_else(|| {
+            sqlx::Error::Protocol(format!("no high-water mark returned for `{app}`"))
+        })?;
+        let mut mark = hw;
+        for env in &b.envs {
+            if env.seq <= mark {
+                continue;
+            }
+            if env.seq != mark + 1 {
+                break;
+            }
+            effects.add(env, now);
+            mark = env.seq;
+        }
+        if mark == hw {
+            let first = b.envs.iter().map(|e| e.seq).find(|s| *s > hw);
+            let applied = match first {
+                Some(_) => Applied::Gap {
+                    expected: hw + 1,
+                    high_water: hw,
+                },
+                None => Applied::Replay { high_water: hw },
+            };
+            results.push((applied, hw));
             continue;
         }
-        if env.seq != mark + 1 {
-            break;
+        let entry = moved.entry(app).or_insert((mark, 0, b.skew_ms));
+        *entry = (mark, entry.1 + (mark - hw), b.skew_ms);
+        marks.insert(app.to_string(), mark);
+        results.push((Applied::Stored { seq: mark }, hw));
+    }
+    effects.write(tx, now).await?;
+    if !moved.is_empty() {
+        let mut advance = Rows::new(
+            "INSERT INTO sync_uplink_state \
+             (appliance, high_water, applied_count, last_seen_at, clock_skew_ms) VALUES ",
+            &["", "", "", "", ""],
+            " ON CONFLICT (appliance) DO UPDATE SET high_water = excluded.high_water, \
+             applied_count = sync_uplink_state.applied_count + excluded.applied_count, \
+             last_seen_at = excluded.last_seen_at, clock_skew_ms = excluded.clock_skew_ms",
+        );
+        for (app, (mark, count, skew_ms)) in &moved {
+            advance.push([
+                Param::Text((*app).to_string()),
+                Param::Int(*mark as i64),
+                Param::Int(*count as i64),
+                Param::Int(now.0),
+                Param::Int(*skew_ms),
+            ]);
         }
-        store_effect(tx, env, now).await?;
-        mark = env.seq;
+        advance.execute(tx).await?;
     }
-    if mark == hw {
-        let first = envs.iter().map(|e| e.seq).find(|s| *s > hw);
-        let applied = match first {
-            Some(_) => Applied::Gap {
-                expected: hw + 1,
-                high_water: hw,
-            },
-            None => Applied::Replay { high_water: hw },
-        };
-        return Ok((applied, hw));
+    for (app, hw) in &start {
+        if *hw == 0 && !moved.contains_key(app.as_str()) {
+            sqlx::query("DELETE FROM sync_uplink_state WHERE appliance = $1 AND high_water = 0")
+                .bind(app.as_str())
+                .execute(&mut **tx)
+                .await?;
+        }
     }
-    sqlx::query(
-        "UPDATE sync_uplink_state SET high_water = $1, applied_count = applied_count + $2, \
-         last_seen_at = $3, clock_skew_ms = $4 WHERE appliance = $5",
-    )
-    .bind(mark as i64)
-    .bind((mark - hw) as i64)
-    .bind(now.0)
-    .bind(skew_ms)
-    .bind(app)
-    .execute(&mut **tx)
-    .await?;
-    Ok((Applied::Stored { seq: mark }, hw))
+    Ok(results)
+}
+
+/// A value bound into a multi-row statement.
+enum Param {
+    Int(i64),
+    MaybeInt(Option<i64>),
+    Text(String),
+    MaybeText(Option<String>),
+    Bytes(Vec<u8>),
+}
+
+impl Param {
+    fn bind<'q>(
+        self,
+        q: sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>>,
+    ) -> sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>> {
+        match self {
+            Param::Int(v) => q.bind(v),
+            Param::MaybeInt(v) => q.bind(v),
+            Param::Text(v) => q.bind(v),
+            Param::MaybeText(v) => q.bind(v),
+            Param::Bytes(v) => q.bind(v),
+        }
+    }
+}
+
+/// The rows of one multi-row statement `{head}(…), (…){tail}`, sent in as few statements
+/// as [`MAX_BIND_PARAMS`] allows.
+struct Rows {
+    head: &'static str,
+    /// Per column: `""` for a bound parameter, else a literal SQL value.
+    columns: &'static [&'static str],
+    tail: &'static str,
+    params: Vec<Param>,
+    rows: usize,
+}
+
+impl Rows {
+    fn new(head: &'static str, columns: &'static [&'static str], tail: &'static str) -> Self {
+        Rows {
+            head,
+            columns,
+            tail,
+            params: Vec::new(),
+            rows: 0,
+        }
+    }
+
+    /// Parameters per row.
+    fn width(&self) -> usize {
+        self.columns.iter().filter(|c| c.is_empty()).count()
+    }
+
+    fn push<const N: usize>(&mut self, row: [Param; N]) {
+        debug_assert_eq!(N, self.width(), "one parameter per bound column");
+        self.params.extend(row);
+        self.rows += 1;
+    }
+
+    /// The statements, each with the parameters it binds, in row order. PostgreSQL gets
+    /// numbered placeholders (`$n`, all it accepts); SQLite gets anonymous ones (`?`): it
+    /// keeps named and numbered placeholders in a list it searches once per placeholder
+    /// when it parses a statement and again when each one is bound, so a statement with
+    /// thousands of `$n` takes quadratic time (a 2,048-row insert took longer than all of
+    /// its rows' writes).
+    fn statements(self, numbered: bool) -> Vec<(String, Vec<Param>)> {
+        let width = self.width().max(1);
+        let per = (MAX_BIND_PARAMS / width).max(1);
+        let mut params = self.params.into_iter();
+        let mut out = Vec::new();
+        let mut left = self.rows;
+        while left > 0 {
+            let n = left.min(per);
+            let mut sql = String::with_capacity(self.head.len() + n * 8 * self.columns.len());
+            sql.push_str(self.head);
+            let mut k = 0;
+            for r in 0..n {
+                if r > 0 {
+                    sql.push_str(", ");
+                }
+                sql.push('(');
+                for (c, literal) in self.columns.iter().enumerate() {
+                    if c > 0 {
+                        sql.push_str(", ");
+                    }
+                    if literal.is_empty() && numbered {
+                        k += 1;
+                        sql.push('$');
+                        sql.push_str(&k.to_string());
+                    } else if literal.is_empty() {
+                        sql.push('?');
+                    } else {
+                        sql.push_str(literal);
+                    }
+                }
+                sql.push(')');
+            }
+            sql.push_str(self.tail);
+            out.push((sql, params.by_ref().take(n * width).collect()));
+            left -= n;
+        }
+        out
+    }
+
+    async fn execute(self, tx: &mut Transaction<'_, Any>) -> Result<(), sqlx::Error> {
+        for (sql, params) in self.statements(numbered_placeholders(tx)) {
+            let q = params.into_iter().fold(sqlx::query(&sql), |q, p| p.bind(q));
+            q.execute(&mut **tx).await?;
+        }
+        Ok(())
+    }
+
+    async fn fetch(self, tx: &mut Transaction<'_, Any>) -> Result<Vec<AnyRow>, sqlx::Error> {
+        let mut rows = Vec::new();
+        for (sql, params) in self.statements(numbered_placeholders(tx)) {
+            let q = params.into_iter().fold(sqlx::query(&sql), |q, p| p.bind(q));
+            rows.extend(q.fetch_all(&mut **tx).await?);
+        }
+        Ok(rows)
+    }
+}
+
+/// Whether `tx`'s database wants `$n` placeholders rather than `?` (see [`Rows::statements`]).
+fn numbered_placeholders(tx: &Transaction<'_, Any>) -> bool {
+    use sqlx::Database;
+    tx.backend_name() != sqlx::Sqlite::NAME
+}
+
+/// The effects of one transaction's in-order messages: rows for the append-only tables
+/// (one multi-row statement each), the latest telemetry per appliance, and the effects
+/// that read or replace rows, run one by one in message order.
+#[derive(Default)]
+struct Effects<'e> {
+    calls: Vec<[Param; 9]>,
+    attempts: Vec<[Param; 9]>,
+    agent_events: Vec<[Param; 8]>,
+    /// Latest wins, as on the wire (and one row per appliance, as an upsert needs).
+    telemetry: BTreeMap<&'e str, [Param; 5]>,
+    serial: Vec<Serial<'e>>,
+}
+
+/// An effect applied on its own, in message order.
+enum Serial<'e> {
+    /// Who last spoke to a contact and what they set: routing inputs of its next lease.
+    Contact {
+        agent: Option<i64>,
+        disposition: Option<String>,
+        contact: i64,
+    },
+    /// A lease return, a campaign calls report, or a kind with no stored effect.
+    Message(&'e UplinkEnvelope),
+}
+
+impl<'e> Effects<'e> {
+    fn add(&mut self, env: &'e UplinkEnvelope, now: UnixMillis) {
+        let app = env.appliance.as_str();
+        let seq = env.seq as i64;
+        match &env.body {
+            Uplink::CallRecord(r) => {
+                self.calls.push([
+                    Param::Text(r.call.to_string()),
+                    Param::Text(app.to_string()),
+                    Param::Int(seq),
+                    Param::MaybeInt(r.campaign.map(|c| c.0 as i64)),
+                    Param::Text(outcome_name(r.outcome).to_string()),
+                    Param::Int(r.started_at.0),
+                    Param::Int(r.ended_at.0),
+                    Param::MaybeText(r.disposition.clone()),
+                    Param::Bytes(encode(r)),
+                ]);
+                if let (Some(contact), Some(_)) = (r.contact, r.answered_at) {
+                    self.serial.push(Serial::Contact {
+                        agent: r.agent.map(|a| a.0 as i64),
+                        disposition: r.disposition.clone(),
+                        contact: contact.0 as i64,
+                    });
+                }
+            }
+            Uplink::AttemptResult(a) => self.attempts.push([
+                Param::Text(a.attempt.to_string()),
+                Param::Text(app.to_string()),
+                Param::Int(seq),
+                Param::Int(a.campaign.0 as i64),
+                Param::Int(a.contact.0 as i64),
+                Param::Int(a.lease.0 as i64),
+                Param::Text(outcome_name(a.outcome).to_string()),
+                Param::Int(a.ended_at.0),
+                Param::Bytes(encode(a)),
+            ]),
+            Uplink::Telemetry(t) => {
+                self.telemetry.insert(
+                    app,
+                    [
+                        Param::Text(app.to_string()),
+                        Param::Int(now.0),
+                        Param::Int(i64::from(t.active_calls)),
+                        Param::Int(t.outbox_depth as i64),
+                        Param::Bytes(encode(t)),
+                    ],
+                );
+            }
+            Uplink::AgentEvent(e) => {
+                let (state, reason) = agent_state(&e.state);
+                self.agent_events.push([
+                    Param::Text(app.to_string()),
+                    Param::Int(seq),
+                    Param::Int(e.agent.0 as i64),
+                    Param::Text(state.to_string()),
+                    Param::MaybeText(reason),
+                    Param::Int(e.at.0),
+                    Param::MaybeText(e.call.map(|c| c.to_string())),
+                    Param::MaybeInt(e.campaign.map(|c| c.0 as i64)),
+                ]);
+            }
+            Uplink::CertificateRenewal { .. } => {
+                // Answered by the link once this commits (a new certificate on the downlink).
+            }
+            _ => self.serial.push(Serial::Message(env)),
+        }
+    }
+
+    async fn write(
+        self,
+        tx: &mut Transaction<'_, Any>,
+        now: UnixMillis,
+    ) -> Result<(), sqlx::Error> {
+        if !self.calls.is_empty() {
+            let mut rows = Rows::new(
+                "INSERT INTO call_records (call_id, appliance, uplink_seq, campaign_id, outcome, \
+                 started_at, ended_at, disposition, record) VALUES ",
+                &["", "", "", "", "", "", "", "", ""],
+                "",
+            );
+            self.calls.into_iter().for_each(|r| rows.push(r));
+            rows.execute(tx).await?;
+        }
+        if !self.attempts.is_empty() {
+            let mut rows = Rows::new(
+                "INSERT INTO attempt_results (attempt_id, appliance, uplink_seq, campaign_id, \
+                 contact_id, lease_id, outcome, ended_at, record) VALUES ",
+                &["", "", "", "", "", "", "", "", ""],
+                "",
+            );
+            self.attempts.into_iter().for_each(|r| rows.push(r));
+            rows.execute(tx).await?;
+        }
+        if !self.agent_events.is_empty() {
+            let mut rows = Rows::new(
+                "INSERT INTO agent_events (appliance, uplink_seq, agent_id, state, reason, at, \
+                 call_id, campaign_id) VALUES ",
+                &["", "", "", "", "", "", "", ""],
+                "",
+            );
+            self.agent_events.into_iter().for_each(|r| rows.push(r));
+            rows.execute(tx).await?;
+        }
+        if !self.telemetry.is_empty() {
+            let mut rows = Rows::new(
+                "INSERT INTO appliance_telemetry \
+                 (appliance, received_at, active_calls, outbox_depth, record) VALUES ",
+                &["", "", "", "", ""],
+                " ON CONFLICT (appliance) DO UPDATE SET received_at = excluded.received_at, \
+                 active_calls = excluded.active_calls, outbox_depth = excluded.outbox_depth, \
+                 record = excluded.record",
+            );
+            self.telemetry.into_values().for_each(|r| rows.push(r));
+            rows.execute(tx).await?;
+        }
+        for effect in self.serial {
+            match effect {
+                Serial::Contact {
+                    agent,
+                    disposition,
+                    contact,
+                } => {
+                    sqlx::query(
+                        "UPDATE contacts SET last_agent_id = COALESCE($1, last_agent_id), \
+                         last_disposition = COALESCE($2, last_disposition) WHERE id = $3",
+                    )
+                    .bind(agent)
+                    .bind(disposition)
+                    .bind(contact)
+                    .execute(&mut **tx)
+                    .await?;
+                }
+                Serial::Message(env) => store_serial(tx, env, now).await?,
+            }
+        }
+        Ok(())
+    }
 }
 
 fn outcome_name(o: CallOutcome) -> &'static str {
@@ -204,96 +588,14 @@ fn outcome_name(o: CallOutcome) -> &'static str {
     }
 }
 
-async fn store_effect(
+/// The effects that read or replace rows, for one message.
+async fn store_serial(
     tx: &mut Transaction<'_, Any>,
     env: &UplinkEnvelope,
     now: UnixMillis,
 ) -> Result<(), sqlx::Error> {
     let app = env.appliance.as_str();
     match &env.body {
-        Uplink::CallRecord(r) => {
-            sqlx::query(
-                "INSERT INTO call_records (call_id, appliance, uplink_seq, campaign_id, outcome, \
-                 started_at, ended_at, disposition, record) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-            )
-            .bind(r.call.to_string())
-            .bind(app)
-            .bind(env.seq as i64)
-            .bind(r.campaign.map(|c| c.0 as i64))
-            .bind(outcome_name(r.outcome))
-            .bind(r.started_at.0)
-            .bind(r.ended_at.0)
-            .bind(r.disposition.clone())
-            .bind(encode(r))
-            .execute(&mut **tx)
-            .await?;
-            if let (Some(contact), Some(_)) = (r.contact, r.answered_at) {
-                // Who last spoke to the contact and what they set: routing inputs of the
-                // contact's next lease.
-                sqlx::query(
-                    "UPDATE contacts SET last_agent_id = COALESCE($1, last_agent_id), \
-                     last_disposition = COALESCE($2, last_disposition) WHERE id = $3",
-                )
-                .bind(r.agent.map(|a| a.0 as i64))
-                .bind(r.disposition.clone())
-                .bind(contact.0 as i64)
-                .execute(&mut **tx)
-                .await?;
-            }
-        }
-        Uplink::AttemptResult(a) => {
-            sqlx::query(
-                "INSERT INTO attempt_results (attempt_id, appliance, uplink_seq, campaign_id, \
-                 contact_id, lease_id, outcome, ended_at, record) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-            )
-            .bind(a.attempt.to_string())
-            .bind(app)
-            .bind(env.seq as i64)
-            .bind(a.campaign.0 as i64)
-            .bind(a.contact.0 as i64)
-            .bind(a.lease.0 as i64)
-            .bind(outcome_name(a.outcome))
-            .bind(a.ended_at.0)
-            .bind(encode(a))
-            .execute(&mut **tx)
-            .await?;
-        }
-        Uplink::Telemetry(t) => {
-            sqlx::query(
-                "INSERT INTO appliance_telemetry \
-                 (appliance, received_at, active_calls, outbox_depth, record) \
-                 VALUES ($1, $2, $3, $4, $5) \
-                 ON CONFLICT (appliance) DO UPDATE SET received_at = excluded.received_at, \
-                 active_calls = excluded.active_calls, outbox_depth = excluded.outbox_depth, \
-                 record = excluded.record",
-            )
-            .bind(app)
-            .bind(now.0)
-            .bind(i64::from(t.active_calls))
-            .bind(t.outbox_depth as i64)
-            .bind(encode(t))
-            .execute(&mut **tx)
-            .await?;
-        }
-        Uplink::AgentEvent(e) => {
-            let (state, reason) = agent_state(&e.state);
-            sqlx::query(
-                "INSERT INTO agent_events (appliance, uplink_seq, agent_id, state, reason, at, \
-                 call_id, campaign_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-            )
-            .bind(app)
-            .bind(env.seq as i64)
-            .bind(e.agent.0 as i64)
-            .bind(state)
-            .bind(reason)
-            .bind(e.at.0)
-            .bind(e.call.map(|c| c.to_string()))
-            .bind(e.campaign.map(|c| c.0 as i64))
-            .execute(&mut **tx)
-            .await?;
-        }
         Uplink::LeaseReturn {
             lease,
             contacts,
@@ -323,9 +625,6 @@ async fn store_effect(
                 .execute(&mut **tx)
                 .await?;
             }
-        }
-        Uplink::CertificateRenewal { .. } => {
-            // Answered by the link once this commits (a new certificate on the downlink).
         }
         other => {
             // Hello and Ack travel unsequenced; a kind this build has no table for yet still

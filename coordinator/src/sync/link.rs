@@ -270,8 +270,15 @@ pub fn shard_hash(appliance: &str) -> u64 {
     })
 }
 
+/// The most messages one shard commits in one transaction. Each commit costs a handful of
+/// statements whatever its size (see [`apply_many`]) and one fsync, so larger batches
+/// amortise both; the bound keeps a batch's memory and its acks' wait short, and its
+/// biggest table's rows (9 parameters each) within one statement.
+const BATCH_MAX: usize = 2048;
+
 /// One apply task: owns the receive state of the appliances routed to it, takes what is
-/// queued (up to 512 messages), commits it in one transaction, then sends the acks.
+/// queued (up to [`BATCH_MAX`] messages), commits it in one transaction, then sends the
+/// acks.
 async fn shard(ctx: Arc<Context>, mut rx: mpsc::Receiver<(String, Vec<u8>)>) {
     let mut peers: HashMap<ApplianceId, Peer> = HashMap::new();
     let mut epoch = ctx.ownership.epoch();
@@ -305,7 +312,7 @@ async fn shard(ctx: Arc<Context>, mut rx: mpsc::Receiver<(String, Vec<u8>)>) {
                         metrics::counter!("callgate_sync_apply_errors_total").increment(1);
                     }
                     taken += 1;
-                    if taken < 512 {
+                    if taken < BATCH_MAX {
                         next = rx.try_recv().ok();
                     }
                 }
