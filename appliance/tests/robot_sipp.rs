@@ -85,6 +85,24 @@ fn robot(prompts: &Path) -> RobotPlacement {
     )
 }
 
+/// One `CONFIRM` call to a SIPp callee that says nothing (20 s of line noise), as `contact`.
+async fn a_call_to_a_silent_callee(contact: u64) -> callgate_common::wire::CallRecord {
+    let pcap = callee_pcap(&line_noise(20_000), &[], KeyStyle::Rfc4733);
+    let callee = Callee::start("robot_callee.xml", &pcap);
+    let mut rig = Rig::new().await;
+    let placement = robot(rig.dir.path());
+    let brief = robot_brief(Some(CONFIRM));
+    placement.set_campaign(brief_of(&brief)).unwrap();
+    one_call(
+        &mut rig,
+        &callee,
+        Arc::new(placement),
+        brief,
+        one_contact(contact, &[]),
+    )
+    .await
+}
+
 fn rms(samples: impl Iterator<Item = i16>) -> f64 {
     let (mut sum, mut n) = (0.0, 0usize);
     for s in samples {
@@ -190,20 +208,7 @@ async fn a_callee_pressing_1_gets_the_scripts_disposition_on_the_call_record() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_callee_is_asked_twice_then_ends_as_no_response() {
-    let pcap = callee_pcap(&line_noise(20_000), &[], KeyStyle::Rfc4733);
-    let callee = Callee::start("robot_callee.xml", &pcap);
-    let mut rig = Rig::new().await;
-    let placement = robot(rig.dir.path());
-    let brief = robot_brief(Some(CONFIRM));
-    placement.set_campaign(brief_of(&brief)).unwrap();
-    let record = one_call(
-        &mut rig,
-        &callee,
-        Arc::new(placement),
-        brief,
-        one_contact(2, &[]),
-    )
-    .await;
+    let record = a_call_to_a_silent_callee(2).await;
     assert_eq!(record.outcome, CallOutcome::AnsweredHuman);
     assert_eq!(record.disposition.as_deref(), Some("no_response"));
     // Greeting + two questions + two 2.5 s waits: more than 5 s of call.
@@ -213,12 +218,6 @@ async fn a_silent_callee_is_asked_twice_then_ends_as_no_response() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_technician_can_listen_to_a_robot_script_call_and_hears_the_script() {
-    let pcap = callee_pcap(&line_noise(20_000), &[], KeyStyle::Rfc4733);
-    let callee = Callee::start("robot_callee.xml", &pcap);
-    let mut rig = Rig::new().await;
-    let placement = robot(rig.dir.path());
-    let brief = robot_brief(Some(CONFIRM));
-    placement.set_campaign(brief_of(&brief)).unwrap();
     // The headset's side: find the robot call among the listenable ones, listen, and keep
     // what is heard until the call's media ends.
     let headset = tokio::spawn(async {
@@ -246,14 +245,7 @@ async fn a_technician_can_listen_to_a_robot_script_call_and_hears_the_script() {
         }
         (call, heard)
     });
-    let record = one_call(
-        &mut rig,
-        &callee,
-        Arc::new(placement),
-        brief,
-        one_contact(4, &[]),
-    )
-    .await;
+    let record = a_call_to_a_silent_callee(4).await;
     assert_eq!(record.disposition.as_deref(), Some("no_response"));
     let (call, heard) = headset.await.unwrap();
     assert_eq!(call, record.call, "the listened call is the robot's");

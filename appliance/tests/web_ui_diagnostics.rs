@@ -39,6 +39,15 @@ async fn test_call(
     (r.status(), r.text().await.unwrap())
 }
 
+/// The diagnostics page as the logged-in technician sees it.
+async fn diagnostics_page(b: &Appliance, cookie: &str) -> String {
+    b.get("/diagnostics", Some(cookie))
+        .await
+        .text()
+        .await
+        .unwrap()
+}
+
 fn sip_section(carrier: std::net::SocketAddr) -> String {
     format!(
         "[sip]\nlisten = \"127.0.0.1:{}\"\n\n[[sip.trunks]]\nname = \"carrier\"\n\
@@ -53,12 +62,7 @@ async fn a_test_call_from_the_ui_shows_the_ladder_and_the_outcome() {
     let b = Appliance::start_with(&sip_section(sipp.addr)).await;
     b.set_up().await;
     let cookie = b.log_in().await;
-    let html = b
-        .get("/diagnostics", Some(&cookie))
-        .await
-        .text()
-        .await
-        .unwrap();
+    let html = diagnostics_page(&b, &cookie).await;
     assert!(html.contains("<option value=\"carrier\""), "{html}");
     let csrf = csrf_of(&html);
     let status = b.get("/status", Some(&cookie)).await.text().await.unwrap();
@@ -90,12 +94,7 @@ async fn a_busy_carrier_and_bad_input_are_reported_on_the_page() {
     let b = Appliance::start_with(&sip_section(sipp.addr)).await;
     b.set_up().await;
     let cookie = b.log_in().await;
-    let html = b
-        .get("/diagnostics", Some(&cookie))
-        .await
-        .text()
-        .await
-        .unwrap();
+    let html = diagnostics_page(&b, &cookie).await;
     let csrf = csrf_of(&html);
     let (status, html) = test_call(&b, &cookie, &csrf, "carrier", "49-30").await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
@@ -118,12 +117,7 @@ async fn without_sip_the_page_says_so_and_refuses_a_call() {
     let b = Appliance::start().await;
     b.set_up().await;
     let cookie = b.log_in().await;
-    let html = b
-        .get("/diagnostics", Some(&cookie))
-        .await
-        .text()
-        .await
-        .unwrap();
+    let html = diagnostics_page(&b, &cookie).await;
     assert!(html.contains("SIP is not configured"), "{html}");
     let status = b.get("/status", Some(&cookie)).await.text().await.unwrap();
     assert!(
@@ -140,12 +134,7 @@ async fn the_sip_trace_puts_every_message_in_the_log_only_while_it_is_on() {
     let b = Appliance::start_with(&sip_section(sipp.addr)).await;
     b.set_up().await;
     let cookie = b.log_in().await;
-    let html = b
-        .get("/diagnostics", Some(&cookie))
-        .await
-        .text()
-        .await
-        .unwrap();
+    let html = diagnostics_page(&b, &cookie).await;
     assert!(html.contains("id=\"trace-on\""), "{html}");
     let csrf = csrf_of(&html);
     let call = |to: &'static str| {
@@ -217,12 +206,7 @@ async fn ping_reports_replies_and_names_an_unknown_host_and_the_audio_test_says_
     let b = Appliance::start_with(&sip_section(sipp.addr)).await;
     b.set_up().await;
     let cookie = b.log_in().await;
-    let html = b
-        .get("/diagnostics", Some(&cookie))
-        .await
-        .text()
-        .await
-        .unwrap();
+    let html = diagnostics_page(&b, &cookie).await;
     // The carrier's address is offered, and pinged.
     assert!(html.contains("name=\"host\" value=\"127.0.0.1\""), "{html}");
     let csrf = csrf_of(&html);
@@ -305,12 +289,7 @@ async fn the_test_call_measures_its_audio_against_an_echoing_carrier() {
     let b = Appliance::start_with(&sip_section(sipp.addr)).await;
     b.set_up().await;
     let cookie = b.log_in().await;
-    let html = b
-        .get("/diagnostics", Some(&cookie))
-        .await
-        .text()
-        .await
-        .unwrap();
+    let html = diagnostics_page(&b, &cookie).await;
     let csrf = csrf_of(&html);
     let r = b
         .post(
@@ -368,12 +347,7 @@ async fn a_trace_for_one_trunk_logs_that_trunks_messages_in_full_and_no_others()
     let b = Appliance::start_with(&section).await;
     b.set_up().await;
     let cookie = b.log_in().await;
-    let html = b
-        .get("/diagnostics", Some(&cookie))
-        .await
-        .text()
-        .await
-        .unwrap();
+    let html = diagnostics_page(&b, &cookie).await;
     assert!(html.contains("value=\"trunk:carrier-b\""), "{html}");
     let csrf = csrf_of(&html);
     let arm = |fields: Vec<(&'static str, &'static str)>| {
