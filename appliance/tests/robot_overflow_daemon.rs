@@ -13,7 +13,7 @@ use callgate_common::wire::{
     AgentGroupBrief, AgentRoster, CallOutcome, CallRecord, Direction, Downlink, Uplink,
 };
 use dialer_support::free_udp_port;
-use robot_support::{callee_pcap, line_noise, KeyStyle};
+use robot_support::{callee_pcap, line_noise, transfer_script, KeyStyle};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -216,42 +216,18 @@ async fn the_configured_overflow_script_takes_a_caller_nobody_answers() {
 }
 
 /// Asks for 1, then transfers to group 2 (sales); nobody there → `no_agent`.
-const TO_SALES: &str = r#"
-format = 1
-name = "to sales"
-version = 1
-start = "ask"
-
-[steps.ask]
-kind = "collect"
-prompt = { say = "All our agents are busy. Press 1 for sales." }
-max_digits = 1
-timeout_ms = 10000
-retries = 0
-valid = ["1"]
-into = "choice"
-next = "agent"
-on_no_input = "bye"
-on_invalid = "bye"
-
-[steps.agent]
-kind = "transfer"
-group = 2
-on_no_agent = "no_agent"
-
-[steps.no_agent]
-kind = "hangup"
-disposition = "no_agent"
-
-[steps.bye]
-kind = "hangup"
-disposition = "no_response"
-"#;
+fn to_sales() -> String {
+    transfer_script(
+        "to sales",
+        "All our agents are busy. Press 1 for sales.",
+        10000,
+    )
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_daemons_overflow_script_transfers_through_the_desk_and_the_call_leaves_one_inbound_record(
 ) {
-    let (dir, _daemon, agents_sip) = overflow_daemon(TO_SALES).await;
+    let (dir, _daemon, agents_sip) = overflow_daemon(&to_sales()).await;
     sipp_calls_service(&dir, agents_sip).await;
     // The transfer reached the desk (nobody of sales is logged in): not "no agent desk
     // connected", which is what a script without the hook logs.

@@ -33,7 +33,7 @@ use callgate_common::wire::{
 use callgate_media::prompt::Prompt;
 use callgate_media::tone::ToneGenerator;
 use callgate_robot::{EspeakNg, RobotScript};
-use robot_support::{callee_pcap, line_noise, KeyStyle};
+use robot_support::{callee_pcap, line_noise, transfer_script, KeyStyle};
 use sip_support::{free_udp_port, scenario, Sipp};
 use std::process::Stdio;
 use std::sync::Arc;
@@ -45,37 +45,9 @@ const SUPPORT: AgentGroupId = AgentGroupId(3);
 const SALES: AgentGroupId = AgentGroupId(2);
 
 /// Asks for 1, then transfers to group 2 (sales); nobody there → `no_agent`.
-const TO_SALES: &str = r#"
-format = 1
-name = "overflow to sales"
-version = 1
-start = "ask"
-
-[steps.ask]
-kind = "collect"
-prompt = { say = "Press 1 to speak to sales." }
-max_digits = 1
-timeout_ms = 8000
-retries = 0
-valid = ["1"]
-into = "choice"
-next = "agent"
-on_no_input = "bye"
-on_invalid = "bye"
-
-[steps.agent]
-kind = "transfer"
-group = 2
-on_no_agent = "no_agent"
-
-[steps.no_agent]
-kind = "hangup"
-disposition = "no_agent"
-
-[steps.bye]
-kind = "hangup"
-disposition = "no_response"
-"#;
+fn to_sales() -> String {
+    transfer_script("overflow to sales", "Press 1 to speak to sales.", 8000)
+}
 
 async fn wait_for(desk: &AgentDeskService, want: &str, within: Duration) {
     let start = Instant::now();
@@ -164,7 +136,7 @@ async fn overflow_transfer(agent_paused_at_the_transfer: bool) {
     let ua = agents_support::agents_side().await;
     let box_addr = ua.local_addr().to_string();
     let speech = Arc::new(SpeechCache::new(Arc::new(EspeakNg::default()), 32));
-    let script = Arc::new(RobotScript::parse(TO_SALES, dir.path()).unwrap());
+    let script = Arc::new(RobotScript::parse(&to_sales(), dir.path()).unwrap());
     let overflow = ScriptOverflow::new(script, speech, None);
     let base = agents_support::free_even_port();
     let (desk_tx, desk_outputs) = tokio::sync::mpsc::unbounded_channel();

@@ -367,37 +367,9 @@ impl AgentTransfer for DeskStandIn {
     }
 }
 
-const TRANSFER: &str = r#"
-format = 1
-name = "to an agent"
-version = 1
-start = "ask"
-
-[steps.ask]
-kind = "collect"
-prompt = { say = "Press 1 to speak to an agent." }
-max_digits = 1
-timeout_ms = 6000
-retries = 0
-valid = ["1"]
-into = "choice"
-next = "agent"
-on_no_input = "bye"
-on_invalid = "bye"
-
-[steps.agent]
-kind = "transfer"
-group = 2
-on_no_agent = "no_agent"
-
-[steps.no_agent]
-kind = "hangup"
-disposition = "no_agent"
-
-[steps.bye]
-kind = "hangup"
-disposition = "no_response"
-"#;
+fn transfer() -> String {
+    transfer_script("to an agent", "Press 1 to speak to an agent.", 6000)
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_transfer_hands_the_customers_audio_to_the_desk_hook_and_records_its_agent() {
@@ -407,7 +379,7 @@ async fn a_transfer_hands_the_customers_audio_to_the_desk_hook_and_records_its_a
     let placement = robot(rig.dir.path());
     let (tx, mut heard) = mpsc::unbounded_channel();
     placement.set_transfer(Some(Arc::new(DeskStandIn { heard: tx })));
-    let brief = robot_brief(Some(TRANSFER));
+    let brief = robot_brief(Some(&transfer()));
     placement.set_campaign(brief_of(&brief)).unwrap();
     let record = one_call(
         &mut rig,
@@ -439,7 +411,7 @@ async fn a_transfer_without_a_desk_follows_on_no_agent() {
     let callee = Callee::start("robot_callee.xml", &pcap);
     let mut rig = Rig::new().await;
     let placement = robot(rig.dir.path());
-    let brief = robot_brief(Some(TRANSFER));
+    let brief = robot_brief(Some(&transfer()));
     placement.set_campaign(brief_of(&brief)).unwrap();
     let record = one_call(
         &mut rig,

@@ -52,37 +52,9 @@ const AGENT: AgentId = AgentId(11);
 const SALES: AgentGroupId = AgentGroupId(2);
 
 /// Asks for 1, then transfers to group 2 (sales); nobody there → `no_agent`.
-const TRANSFER: &str = r#"
-format = 1
-name = "to an agent"
-version = 1
-start = "ask"
-
-[steps.ask]
-kind = "collect"
-prompt = { say = "Press 1 to speak to an agent." }
-max_digits = 1
-timeout_ms = 6000
-retries = 0
-valid = ["1"]
-into = "choice"
-next = "agent"
-on_no_input = "bye"
-on_invalid = "bye"
-
-[steps.agent]
-kind = "transfer"
-group = 2
-on_no_agent = "no_agent"
-
-[steps.no_agent]
-kind = "hangup"
-disposition = "no_agent"
-
-[steps.bye]
-kind = "hangup"
-disposition = "no_response"
-"#;
+fn transfer() -> String {
+    transfer_script("to an agent", "Press 1 to speak to an agent.", 6000)
+}
 
 /// The agent side on the rig's store and outbox, started as the daemon starts it, with the
 /// transfer hook installed on a fresh robot placement; and the desk phone, logged in.
@@ -291,7 +263,7 @@ async fn wait_for(desk: &AgentDeskService, want: &str, within: Duration) {
 
 /// The robot brief with the transfer script, disposition codes and a wrap-up time.
 fn transfer_brief() -> Downlink {
-    let mut brief = robot_brief(Some(TRANSFER));
+    let mut brief = robot_brief(Some(&transfer()));
     if let Downlink::Campaign(b) = &mut brief {
         b.disposition_codes = vec!["sale".into(), "no sale".into()];
         b.wrap_up_seconds = 60;

@@ -374,3 +374,41 @@ pub async fn one_call(
     assert_eq!(r.campaign, Some(CAMPAIGN));
     r
 }
+
+/// A robot script that asks the callee to press 1 (`prompt`, waiting `timeout_ms`) and then
+/// transfers to agent group 2; no agent ends as `no_agent`, no key as `no_response`.
+pub fn transfer_script(name: &str, prompt: &str, timeout_ms: u32) -> String {
+    format!(
+        r#"
+format = 1
+name = "{name}"
+version = 1
+start = "ask"
+
+[steps.ask]
+kind = "collect"
+prompt = {{ say = "{prompt}" }}
+max_digits = 1
+timeout_ms = {timeout_ms}
+retries = 0
+valid = ["1"]
+into = "choice"
+next = "agent"
+on_no_input = "bye"
+on_invalid = "bye"
+
+[steps.agent]
+kind = "transfer"
+group = 2
+on_no_agent = "no_agent"
+
+[steps.no_agent]
+kind = "hangup"
+disposition = "no_agent"
+
+[steps.bye]
+kind = "hangup"
+disposition = "no_response"
+"#
+    )
+}
