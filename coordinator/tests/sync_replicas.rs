@@ -5,6 +5,7 @@
 
 mod common;
 
+use callgate_common::ids::ApplianceId;
 use callgate_common::time::UnixMillis;
 use callgate_common::wire::Downlink;
 use callgate_coordinator::contacts::vault::NumberVault;
@@ -192,5 +193,82 @@ async fn only_the_replica_leading_the_scheduler_feeds_the_boxes() {
         let took = pass(&b.scheduler, &b.feed, t0.plus_millis(32_000)).await;
         assert!(took.feed.is_some(), "{backend:?}");
         assert_eq!(rosters(&t.store, "branch-a").await, vec![1, 2, 3]);
+    }
+}
+
+fn cert(n: u32) -> Downlink {
+    Downlink::Certificate {
+        pem: format!("c{n}"),
+    }
+}
+
+/// What `out` publishes now, as (sequence number, message).
+async fn published(out: &DownlinkOutboxes) -> Vec<(u64, Downlink)> {
+    out.due()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(_, t, b)| (t.seq, b))
+        .collect()
+}
+
+/// The scheduler's leader storing a message for a box another replica owns, while that
+/// owner stores its own: both pick the next free id from what they know, the table's key
+/// refuses the second row, and that sender must store under a fresh id instead of failing
+/// (or, worse, of losing either message).
+#[tokio::test]
+async fn an_owner_whose_downlink_id_was_taken_by_another_replica_stores_under_the_next_one() {
+    for backend in BACKENDS {
+        let t = fresh_store(backend).await;
+        let ttl = Duration::from_secs(10);
+        let (own_a, own_b) = (
+            Arc::new(BucketOwnership::replica("a", ttl)),
+            Arc::new(BucketOwnership::replica("b", ttl)),
+        );
+        for (i, o) in [&own_a, &own_b, &own_a, &own_b].into_iter().enumerate() {
+            o.round(&t.store, UnixMillis(1_000 + i as i64))
+                .await
+                .unwrap();
+        }
+        let app = (0..)
+            .map(|i| ApplianceId::new(format!("branch-{i}")).unwrap())
+            .find(|x| own_a.owns(x.as_str()))
+            .unwrap();
+        let a = DownlinkOutboxes::owned_by(t.store.pool().clone(), own_a);
+        let b = DownlinkOutboxes::owned_by(t.store.pool().clone(), own_b);
+        let now = std::time::Instant::now();
+        a.connected(&app, now).await.unwrap();
+        a.send(&app, &cert(0)).await.unwrap();
+        assert_eq!(published(&a).await, vec![(1, cert(0))], "{backend:?}");
+
+        // b reads the table (id 1) and stores id 2; a's live core still takes 2 for free.
+        b.send(&app, &cert(1)).await.unwrap();
+        a.send(&app, &cert(2))
+            .await
+            .unwrap_or_else(|e| panic!("{backend:?}: a collision reached the caller: {e}"));
+        let ids: Vec<(i64,)> =
+            sqlx::query_as("SELECT id FROM sync_downlink WHERE appliance = $1 ORDER BY id")
+                .bind(app.as_str())
+                .fetch_all(t.store.pool())
+                .await
+                .unwrap();
+        assert_eq!(ids, vec![(1,), (2,), (3,)], "{backend:?}: both rows stored");
+
+        // Still online after reloading its core: what was in flight may go again under its
+        // own sequence number; the other two follow, each once.
+        let out = published(&a).await;
+        assert!(
+            out.iter().all(|m| m.0 != 1 || m.1 == cert(0)),
+            "{backend:?}: {out:?}"
+        );
+        let new: Vec<_> = out.into_iter().filter(|m| m.0 > 1).collect();
+        assert_eq!(new, vec![(2, cert(1)), (3, cert(2))], "{backend:?}");
+        assert!(published(&b).await.is_empty(), "{backend:?}: b never sends");
+        a.acked(&app, now, 3).await.unwrap();
+        let (left,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM sync_downlink")
+            .fetch_one(t.store.pool())
+            .await
+            .unwrap();
+        assert_eq!(left, 0, "{backend:?}: acked rows are deleted");
     }
 }

@@ -10,7 +10,9 @@
 //! scheduler's leader feeding a box it does not own) loads the core from the table, stores
 //! the row and forgets the core again, and the owner picks such rows up in
 //! [`DownlinkOutboxes::refresh`]. Two live cores over one appliance's rows would each
-//! sequence and delete them under the other.
+//! sequence and delete them under the other. When the owner and another replica pick the
+//! same row id at the same moment, the table's key refuses one row and its sender reloads
+//! the core and stores under the next free id.
 
 use super::ownership::BucketOwnership;
 use super::SyncError;
@@ -25,6 +27,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{Mutex, Notify};
+
+/// How many times one [`DownlinkOutboxes::send`] takes a fresh id after another replica
+/// stored a row under the one it picked, before it gives up and returns the error.
+pub const COLLISION_RETRIES: u32 = 8;
 
 /// Every appliance's downlink outbox.
 #[derive(Debug)]
@@ -90,32 +96,56 @@ impl DownlinkOutboxes {
     }
 
     /// Stores `body` for `app`; durable when this returns `Ok`.
+    ///
+    /// Two replicas may pick the same entry id for one appliance at the same moment (the
+    /// owner from its live core, another from the table as it was a moment ago); the
+    /// table's key refuses the second row. That sender reloads the appliance's core from
+    /// the table, which now holds the other's row, and stores its message under the next
+    /// free id, up to [`COLLISION_RETRIES`] times, so neither message is refused for it.
     pub async fn send(&self, app: &ApplianceId, body: &Downlink) -> Result<(), SyncError> {
         let bytes = postcard::to_stdvec(body).map_err(|e| SyncError::Encoding(e.to_string()))?;
         let mut cores = self.cores.lock().await;
-        if !cores.contains_key(app) {
-            let core = self.load(app).await?;
-            cores.insert(app.clone(), core);
-        }
-        let core = cores.get_mut(app).expect("loaded above");
-        let decided = core.enqueue(NewEntry {
-            class: Class::Record,
-            coalesce_key: None,
-            size: bytes.len() as u64,
-        })?;
-        let stored = sqlx::query(
-            "INSERT INTO sync_downlink (appliance, id, seq, body, created_at) \
-             VALUES ($1, $2, NULL, $3, $4)",
-        )
-        .bind(app.as_str())
-        .bind(decided.id.0 as i64)
-        .bind(bytes)
-        .bind(UnixMillis::now().0)
-        .execute(&self.pool)
-        .await;
-        if let Err(e) = stored {
-            core.cancel(decided.id);
-            return Err(e.into());
+        let mut collisions = 0;
+        loop {
+            if !cores.contains_key(app) {
+                let core = self.load(app).await?;
+                cores.insert(app.clone(), core);
+            }
+            let core = cores.get_mut(app).expect("loaded above");
+            let decided = core.enqueue(NewEntry {
+                class: Class::Record,
+                coalesce_key: None,
+                size: bytes.len() as u64,
+            })?;
+            let stored = sqlx::query(
+                "INSERT INTO sync_downlink (appliance, id, seq, body, created_at) \
+                 VALUES ($1, $2, NULL, $3, $4)",
+            )
+            .bind(app.as_str())
+            .bind(decided.id.0 as i64)
+            .bind(&bytes)
+            .bind(UnixMillis::now().0)
+            .execute(&self.pool)
+            .await;
+            match stored {
+                Ok(_) => break,
+                Err(sqlx::Error::Database(e))
+                    if e.is_unique_violation() && collisions < COLLISION_RETRIES =>
+                {
+                    collisions += 1;
+                    tracing::debug!(appliance = %app, id = decided.id.0, "downlink id taken by another replica; reloading");
+                    let online = core.is_connected();
+                    let mut fresh = self.load(app).await?;
+                    if online {
+                        fresh.handle_connected(Instant::now());
+                    }
+                    cores.insert(app.clone(), fresh);
+                }
+                Err(e) => {
+                    core.cancel(decided.id);
+                    return Err(e.into());
+                }
+            }
         }
         if !self.ownership.owns(app.as_str()) {
             // The owner sends it (see `refresh`); a core kept here would go stale.
