@@ -1,6 +1,7 @@
 //! Listening in on live calls from the tech port's headset: every call whose media the box
-//! relays (an agent's bridge, a transferred robot call's relay, the dialer's announcement)
-//! registers a tap point here while that media runs, and the web UI's headset patch asks a
+//! relays (an agent's bridge, a transferred robot call's relay, the dialer's announcement, a
+//! robot script, a queued caller on hold, a voicemail) registers a tap point here while that
+//! media runs, and the web UI's headset patch asks a
 //! tap point for the call as heard — the far end and our side mixed, one frame per packet
 //! time — through a [`CallListener`].
 //!

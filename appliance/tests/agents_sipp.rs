@@ -12,6 +12,7 @@ use agents_support::{
     agent_states, call_service, free_even_port, phone_logged_in, rig, wait_for_state, Caller, AGENT,
 };
 use callgate_appliance::agents::desk::{DeskSettings, PHONE_CONNECTING};
+use callgate_appliance::agents::lines::HOLD_TAP;
 use callgate_appliance::media::{run_audio_leg, LegAudio};
 use callgate_appliance::sip::udp::UdpAgent;
 use callgate_common::wire::AgentState;
@@ -177,8 +178,49 @@ async fn a_held_caller_hears_hold_music_then_its_voice_crosses_the_bridge_to_the
     let (in_tx, mut in_rx) = mpsc::channel(1_000);
     let caller_leg = tokio::spawn(run_audio_leg(rtp, out_rx, in_tx));
 
+    // A technician listening in from the headset hears both: the caller (1 kHz) and what
+    // the caller hears.
+    let headset = tokio::spawn(async {
+        let taps = callgate_appliance::call_tap::live();
+        let start = Instant::now();
+        let call = loop {
+            let held = taps.calls().into_iter().find(|c| c.what == HOLD_TAP);
+            if let Some(c) = held {
+                break c.call;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(5),
+                "{:?}",
+                taps.calls()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        let mut frames = taps.listen(call).unwrap();
+        let mut heard = Vec::new();
+        let end = tokio::time::Instant::now() + Duration::from_millis(2_000);
+        while let Ok(Some(f)) = tokio::time::timeout_at(end, frames.recv()).await {
+            heard.extend(f);
+        }
+        heard
+    });
+
     // Queued: the position beeps (880 Hz) and the hold tune (392 Hz first), nobody's voice.
     let held = listen(&mut in_rx, Duration::from_millis(2_500)).await;
+    let tapped = headset.await.unwrap();
+    assert!(
+        tone_presence(&tapped, 1_000.0, 400) > 0.5,
+        "the queued caller's voice is heard on the headset"
+    );
+    // Mixed with the caller's tone, the beeps and the tune no longer dominate a window;
+    // they still correlate clearly with it where they play.
+    let music = tapped
+        .chunks_exact(400)
+        .filter(|w| {
+            callgate_media::tone::tone_correlation(w, 880.0) > 0.3
+                || callgate_media::tone::tone_correlation(w, 392.0) > 0.3
+        })
+        .count();
+    assert!(music > 0, "and what the caller hears, too");
     assert_eq!(rig.desk.pacing_counts().inbound_waiting, 1);
     assert!(
         tone_presence(&held, 880.0, 400) > 0.0,

@@ -261,8 +261,9 @@ async fn one_call_record(store: &Store) -> CallRecord {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn voicemail_records_the_callers_message_after_the_greeting() {
+/// A box whose queue overflows to voicemail (a 600 Hz greeting, messages up to 5 s,
+/// recorded for a fresh age identity in `id.txt`), and the voicemail's reports.
+async fn voicemail_box() -> (Box_, mpsc::UnboundedReceiver<(CallId, OverflowReport)>) {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).await.unwrap();
     let id = dir.path().join("id.txt");
@@ -290,7 +291,7 @@ async fn voicemail_records_the_callers_message_after_the_greeting() {
     }
     .validate(dir.path())
     .unwrap();
-    let (tx, mut reports) = mpsc::unbounded_channel();
+    let (tx, reports) = mpsc::unbounded_channel();
     let voicemail = Voicemail::new(
         Prompt::tones(&[(600.0, 500, 0)], 6_000),
         Duration::from_secs(5),
@@ -303,13 +304,22 @@ async fn voicemail_records_the_callers_message_after_the_greeting() {
         OverflowRoute::Robot(OverflowTarget(Arc::new(voicemail))),
     )
     .await;
-    // The caller speaks (a 300 Hz tone, 2 s) from 4 s: after the queue's second (the desk's
-    // timer may take a little longer), the greeting and the beep.
+    (the_box, reports)
+}
+
+/// What the caller sends in the voicemail tests: line noise, then from 4 s (after the
+/// queue's second, the greeting and the beep) a 300 Hz tone for 2 s, then noise.
+fn a_caller_leaving_a_message() -> Vec<u8> {
     let mut audio = line_noise(4_000);
     audio.extend(ToneGenerator::new(300.0, 8_000).next_samples(16_000));
     audio.extend(line_noise(5_000));
-    let (ok, errors) =
-        sipp_calls(&the_box.addr, &callee_pcap(&audio, &[], KeyStyle::Rfc4733)).await;
+    callee_pcap(&audio, &[], KeyStyle::Rfc4733)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn voicemail_records_the_callers_message_after_the_greeting() {
+    let (the_box, mut reports) = voicemail_box().await;
+    let (ok, errors) = sipp_calls(&the_box.addr, &a_caller_leaving_a_message()).await;
     assert!(ok, "SIPp: {errors}");
     let (call, report) = tokio::time::timeout(Duration::from_secs(5), reports.recv())
         .await
@@ -335,7 +345,7 @@ async fn voicemail_records_the_callers_message_after_the_greeting() {
             .arg("-d")
             .arg("-i")
             .arg(the_box.dir.path().join("id.txt"))
-            .arg(recordings.join(file))
+            .arg(the_box.dir.path().join("recordings").join(file))
             .output()
             .unwrap();
         assert!(out.status.success());
@@ -352,5 +362,71 @@ async fn voicemail_records_the_callers_message_after_the_greeting() {
     assert!(
         loud > 8_000,
         "the caller's message is on the recording's left channel: {loud} loud samples"
+    );
+}
+
+/// Waits for a listenable call of kind `what` (and, when given, that call), listens to it and
+/// keeps what is heard until its media ends.
+async fn listen_to(what: &'static str, call: Option<CallId>) -> (CallId, Vec<i16>) {
+    let taps = callgate_appliance::call_tap::live();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let call = loop {
+        if let Some(c) = taps
+            .calls()
+            .into_iter()
+            .find(|c| c.what == what && call.is_none_or(|id| id == c.call))
+        {
+            break c.call;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no {what:?} call was ever listenable: {:?}",
+            taps.calls()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let mut frames = taps.listen(call).unwrap_or_else(|e| panic!("{what}: {e}"));
+    let mut heard = Vec::new();
+    while let Some(f) = frames.recv().await {
+        heard.extend(f);
+    }
+    (call, heard)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_technician_can_listen_to_a_queued_caller_and_then_to_its_voicemail() {
+    use callgate_appliance::agents::lines::HOLD_TAP;
+    use callgate_appliance::robot_call::overflow::VOICEMAIL_TAP;
+    use callgate_media::tone::tone_presence;
+    let (the_box, mut reports) = voicemail_box().await;
+    let headset = tokio::spawn(async {
+        let (call, held) = listen_to(HOLD_TAP, None).await;
+        let (_, voicemail) = listen_to(VOICEMAIL_TAP, Some(call)).await;
+        (call, held, voicemail)
+    });
+    let (ok, errors) = sipp_calls(&the_box.addr, &a_caller_leaving_a_message()).await;
+    assert!(ok, "SIPp: {errors}");
+    let (call, _) = reports.recv().await.expect("the voicemail reported");
+    let (listened, held, voicemail) = headset.await.unwrap();
+    assert_eq!(listened, call, "the queued call was listened to");
+    // About the queue's second: the position beep (880 Hz) the caller hears.
+    assert!(held.len() >= 4_000, "heard {} samples on hold", held.len());
+    assert!(
+        tone_presence(&held, 880.0, 400) > 0.0,
+        "the position beep is heard while the caller is queued"
+    );
+    // The greeting (600 Hz) and the caller's message (a 300 Hz tone for 2 s).
+    assert!(
+        tone_presence(&voicemail, 600.0, 400) > 0.0,
+        "the greeting is heard"
+    );
+    let message = tone_presence(&voicemail, 300.0, 400);
+    assert!(
+        message > 0.1,
+        "the caller's message is heard in {message:.2} of windows"
+    );
+    assert!(
+        callgate_appliance::call_tap::live().calls().is_empty(),
+        "the tap points go with the call"
     );
 }

@@ -991,7 +991,7 @@ impl Lines {
         let (positions, rx) = mpsc::unbounded_channel();
         let _ = positions.send(position);
         let (stop, stop_rx) = oneshot::channel();
-        let task = tokio::spawn(play_hold(*rtp, rx, stop_rx));
+        let task = tokio::spawn(play_hold(call, *rtp, rx, stop_rx));
         line.media = CallerMedia::Holding {
             positions,
             stop,
@@ -1355,28 +1355,61 @@ fn position_beeps(n: usize) -> Prompt {
     Prompt::tones(&steps, 6_000)
 }
 
+/// What a queued caller's tap point is called in the headset's list of calls.
+pub const HOLD_TAP: &str = "queued caller on hold";
+
 /// Plays hold music to a queued caller, with position beeps whenever a position arrives,
-/// until `stop`; gives the leg back.
+/// until `stop`; gives the leg back. While it plays, a technician may listen in
+/// (`crate::call_tap`): the caller and what the caller hears, mixed. The caller's packets
+/// are only read while someone listens.
 async fn play_hold(
+    call: CallId,
     mut leg: RtpLeg,
     mut positions: mpsc::UnboundedReceiver<usize>,
     mut stop: oneshot::Receiver<()>,
 ) -> RtpLeg {
+    const FRAME: usize = 160;
     let music = hold_music();
     let mut playing = music.play();
     let mut tick = tokio::time::interval(Duration::from_millis(20));
+    let (listen_tx, mut listen_rx) = mpsc::unbounded_channel();
+    let _tap = crate::call_tap::live().register(call, HOLD_TAP, move |l| listen_tx.send(l).is_ok());
+    let mut listener: Option<crate::call_tap::CallListener> = None;
+    let mut caller =
+        callgate_media::jitter::JitterBuffer::new(callgate_media::jitter::JitterConfig {
+            frame_samples: FRAME as u32,
+            ..Default::default()
+        });
+    let format = leg.format();
     loop {
         tokio::select! {
             _ = &mut stop => return leg,
             Some(n) = positions.recv() => playing = position_beeps(n).play(),
+            Some(l) = listen_rx.recv() => listener = Some(l),
+            received = leg.recv(), if listener.is_some() => {
+                if let Ok(r) = received {
+                    if Some(r.packet.payload_type) != format.telephone_event_pt {
+                        caller.push(r.at, &r.packet, format.codec);
+                    }
+                }
+            }
             _ = tick.tick() => {
-                let frame = match playing.next_frame(160) {
+                let frame = match playing.next_frame(FRAME) {
                     Some(f) => f,
                     None => {
                         playing = music.play();
-                        playing.next_frame(160).unwrap_or_else(|| vec![0; 160])
+                        playing.next_frame(FRAME).unwrap_or_else(|| vec![0; FRAME])
                     }
                 };
+                if listener.is_some() {
+                    let theirs = caller.pop(std::time::Instant::now());
+                    let heard = crate::call_tap::mixed(
+                        theirs.as_ref().map(|f| &f.samples[..]),
+                        Some(&frame),
+                        FRAME,
+                    );
+                    crate::call_tap::offer(&mut listener, heard);
+                }
                 if let Err(e) = leg.send_audio(&frame).await {
                     tracing::warn!(error = %e, "hold music not sent");
                 }

@@ -28,6 +28,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 
+/// What a voicemail call's tap point is called in the headset's list of calls.
+pub const VOICEMAIL_TAP: &str = "voicemail";
+
 /// Disposition of an overflowed call that left a voicemail message.
 pub const DISPOSITION_VOICEMAIL: &str = "voicemail";
 
@@ -278,8 +281,14 @@ async fn take_message(
     let max_frames = max_message.as_millis() as u64 / (frame as u64 / 8).max(1);
     let mut heard: VecDeque<Vec<i16>> = VecDeque::new();
     let mut segments = 0u32;
+    // A technician may listen in (`crate::call_tap`): the caller and the greeting, mixed.
+    let (listen_tx, mut listen_rx) = mpsc::unbounded_channel();
+    let _tap =
+        crate::call_tap::live().register(id, VOICEMAIL_TAP, move |l| listen_tx.send(l).is_ok());
+    let mut listener: Option<crate::call_tap::CallListener> = None;
     loop {
         tokio::select! {
+            Some(l) = listen_rx.recv() => listener = Some(l),
             permit = out_tx.reserve() => {
                 let Ok(permit) = permit else { break };
                 let ours = match playing.as_mut().and_then(|p| p.next_frame(frame)) {
@@ -295,8 +304,13 @@ async fn take_message(
                         }
                     }
                 };
+                let theirs = heard.pop_front();
+                if listener.is_some() {
+                    let mix = crate::call_tap::mixed(theirs.as_deref(), Some(&ours), frame);
+                    crate::call_tap::offer(&mut listener, mix);
+                }
                 if let Some(r) = recorder.as_mut() {
-                    let theirs = heard.pop_front().unwrap_or_else(|| vec![0; frame]);
+                    let theirs = theirs.unwrap_or_else(|| vec![0; frame]);
                     match r.push(&theirs, &ours).await {
                         Ok(sealed) => segments += sealed.len() as u32,
                         Err(e) => {
