@@ -465,6 +465,41 @@ async fn wait_healthy(url: &str, limit: Duration) -> bool {
     false
 }
 
+/// Waits until the box whose database is `db` holds a roster naming every one of `logins`
+/// (read-only: the box writes it when HQ's roster arrives); after `limit`, says who is
+/// missing.
+async fn wait_for_roster(db: &Path, logins: &[&str], limit: Duration) -> Result<(), String> {
+    let options = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(db)
+        .read_only(true);
+    let pool = sqlx::sqlite::SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect_with(options)
+        .await
+        .map_err(|e| format!("{}: {e}", db.display()))?;
+    let start = Instant::now();
+    let mut missing: Vec<&str> = logins.to_vec();
+    while start.elapsed() < limit {
+        // The table is there once the box has started (its migrations ran before /healthz).
+        let held: Vec<(String,)> = sqlx::query_as("SELECT login FROM agent")
+            .fetch_all(&pool)
+            .await
+            .unwrap_or_default();
+        missing.retain(|l| !held.iter().any(|(h,)| h == l));
+        if missing.is_empty() {
+            pool.close().await;
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    pool.close().await;
+    Err(format!(
+        "after {} s it does not name {}",
+        limit.as_secs(),
+        missing.join(", ")
+    ))
+}
+
 /// Creates the demo's API token and console user in the coordinator's database (first run).
 async fn first_run_secrets(config: &Path) -> Result<DemoState, DemoError> {
     use callgate_coordinator::console::{audit::Actor, auth};
@@ -847,9 +882,25 @@ pub async fn run(
             });
         }
     }
-    // The simulated agents: each box's people at its agent page and registrar.
+    // The simulated agents: each box's people at its agent page and registrar, once the
+    // box holds the roster naming them (logging in earlier fails, and five failures from
+    // one address lock the box's agent page for 15 minutes).
     let mut agents = Vec::new();
     for (i, (name, p)) in names.iter().zip(&ports.appliances).enumerate() {
+        let logins: Vec<&str> = state
+            .agents
+            .iter()
+            .filter(|a| &a.branch == name)
+            .map(|a| a.login.as_str())
+            .collect();
+        let db = dir.join(name).join(callgate_appliance::store::SQLITE_FILE);
+        if let Err(e) = wait_for_roster(&db, &logins, Duration::from_secs(120)).await {
+            let _ = stop_tx.send(true);
+            return Err(DemoError::Appliance {
+                name: name.clone(),
+                reason: format!("its agent roster did not arrive from HQ: {e}"),
+            });
+        }
         let people: Vec<SimPerson> = state
             .agents
             .iter()
@@ -985,4 +1036,53 @@ pub async fn run(
         c.calls, h.attempts, h.call_records
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use callgate_common::ids::{AgentGroupId, AgentId};
+    use callgate_common::wire::{AgentBrief, AgentGroupBrief, AgentRoster, Downlink};
+
+    #[tokio::test]
+    async fn the_demo_waits_for_a_roster_naming_every_simulated_agent() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = callgate_appliance::store::Store::open(dir.path())
+            .await
+            .unwrap();
+        let db = dir.path().join(callgate_appliance::store::SQLITE_FILE);
+        let e = wait_for_roster(&db, &["ann1", "bob1"], Duration::from_millis(300))
+            .await
+            .unwrap_err();
+        assert!(e.contains("ann1, bob1"), "{e}");
+
+        let roster = Downlink::AgentRoster(AgentRoster {
+            version: 1,
+            groups: vec![AgentGroupBrief {
+                group: AgentGroupId(1),
+                name: "sales".into(),
+            }],
+            agents: vec![AgentBrief {
+                agent: AgentId(1),
+                name: "Ann".into(),
+                login: "ann1".into(),
+                password_phc: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNo".into(),
+                sip_username: "ann-phone".into(),
+                skills: vec![],
+                groups: vec![AgentGroupId(1)],
+            }],
+        });
+        let mut tx = store.pool().begin().await.unwrap();
+        callgate_appliance::agents::roster::apply_downlink(&mut tx, &roster)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        let e = wait_for_roster(&db, &["ann1", "bob1"], Duration::from_millis(300))
+            .await
+            .unwrap_err();
+        assert!(e.ends_with("does not name bob1"), "{e}");
+        wait_for_roster(&db, &["ann1"], Duration::from_secs(5))
+            .await
+            .expect("ann1 is in the stored roster");
+    }
 }
