@@ -132,7 +132,9 @@ pub(crate) fn observe(outbound: bool, transport: &Transport, peer: SocketAddr, b
     if a.until <= Instant::now() {
         *armed = None;
         ANY_ARMED.store(false, Ordering::Release);
-        tracing::warn!("SIP trace ended");
+        // Whoever armed it says when it ends (the web UI's timer logs "SIP trace ended" at
+        // the end itself); this only notices it on the first message after.
+        tracing::debug!("SIP trace scope expired; disarmed");
         return;
     }
     if !a.scope.matches(peer, bytes) {
