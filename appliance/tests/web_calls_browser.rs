@@ -1,6 +1,7 @@
-//! The status page's call table in headless Chromium: while the daemon's dialer carries a
-//! call through a real SIPp carrier, the open page lists it — masked number, trunk,
-//! direction, state, since — and, pushed over SSE without a reload, drops it when it ends.
+//! The status page's call table and the diagnostics page's listen form in headless
+//! Chromium: while the daemon's dialer carries a call through a real SIPp carrier, the open
+//! page lists it — masked number, trunk, direction, state, since — or offers it to listen
+//! to, and, pushed over SSE without a reload, drops it when it ends.
 
 mod common;
 mod dialer_support;
@@ -48,8 +49,10 @@ async fn call_rows(c: &fantoccini::Client) -> Vec<Vec<String>> {
     serde_json::from_value(v).unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_open_status_page_lists_a_call_masked_and_drops_it_when_it_ends() {
+/// A daemon whose dialer calls one contact through a real SIPp carrier: the answered call
+/// hears 20 s of announcement (time for the browser to open a page; the SIPp harness gives
+/// up after 30 s), then the box hangs up. The technician's account is set up.
+async fn a_box_dialling_one_announcement_call() -> (Appliance, Sipp) {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let hour = UnixMillis::now().plus_millis(3_600_000);
@@ -64,8 +67,6 @@ async fn the_open_status_page_lists_a_call_masked_and_drops_it_when_it_ends() {
         }
         store.pool().close().await;
     }
-    // The answered call hears 20 s of announcement (time for the browser to open the page;
-    // the SIPp harness gives up after 30 s), then the box hangs up.
     let prompt = dir.path().join("prompt.wav");
     std::fs::write(&prompt, silent_wav(20)).unwrap();
     let carrier = Sipp::start_on(
@@ -86,6 +87,12 @@ async fn the_open_status_page_lists_a_call_masked_and_drops_it_when_it_ends() {
     );
     let b = Appliance::start_in(dir, &extra).await;
     b.set_up().await;
+    (b, carrier)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_open_status_page_lists_a_call_masked_and_drops_it_when_it_ends() {
+    let (b, carrier) = a_box_dialling_one_announcement_call().await;
     let (_driver, c) = browser().await;
     c.goto(&b.url("/login")).await.unwrap();
     fill(&c, "login", &[("username", "tech"), ("password", PASSWORD)]).await;
@@ -140,6 +147,77 @@ async fn the_open_status_page_lists_a_call_masked_and_drops_it_when_it_ends() {
         serde_json::Value::Bool(true),
         "the page was not reloaded"
     );
+    let (ok, errors) = carrier.passed().await;
+    assert!(ok, "the carrier's call did not complete: {errors}");
+    c.close().await.unwrap();
+}
+
+/// The diagnostics page's listen form as the browser shows it: whether the form and the
+/// "no call" note are visible, and the offered calls' labels.
+async fn listen_form(c: &fantoccini::Client) -> (bool, bool, Vec<String>) {
+    let v = c
+        .execute(
+            "return [!document.getElementById('listen-form').hidden, \
+             !document.getElementById('no-listenable').hidden, \
+             Array.from(document.querySelectorAll('#listen-form select option'))\
+             .map(o => o.textContent)];",
+            vec![],
+        )
+        .await
+        .unwrap();
+    serde_json::from_value(v).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_open_diagnostics_page_offers_a_call_to_listen_to_once_answered_and_drops_it_when_it_ends(
+) {
+    let (b, carrier) = a_box_dialling_one_announcement_call().await;
+    let (_driver, c) = browser().await;
+    c.goto(&b.url("/login")).await.unwrap();
+    fill(&c, "login", &[("username", "tech"), ("password", PASSWORD)]).await;
+    wait_for_path(&c, "/status").await;
+    c.goto(&b.url("/diagnostics")).await.unwrap();
+    c.execute("window.stillTheSamePage = true;", vec![])
+        .await
+        .unwrap();
+
+    // Offered without a reload once the call's announcement plays: masked number and what.
+    let masked = number(0).masked();
+    let start = Instant::now();
+    let label = loop {
+        let (form, none, labels) = listen_form(&c).await;
+        if let Some(l) = labels.first() {
+            assert!(form && !none, "form shown, note hidden: {form} {none}");
+            break l.clone();
+        }
+        assert!(!form && none, "no call yet: the note, not the form");
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "no call was ever offered to listen to"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(label.starts_with(&masked), "{label}");
+    assert!(!label.contains(&number(0).e164()[5..]), "{label}");
+
+    // The box ends the call after its announcement; the form goes, the note comes back.
+    let start = Instant::now();
+    loop {
+        if listen_form(&c).await == (false, true, Vec::new()) {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(90),
+            "the ended call stayed offered: {:?}",
+            listen_form(&c).await
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let same = c
+        .execute("return window.stillTheSamePage === true;", vec![])
+        .await
+        .unwrap();
+    assert_eq!(same, serde_json::Value::Bool(true), "no reload");
     let (ok, errors) = carrier.passed().await;
     assert!(ok, "the carrier's call did not complete: {errors}");
     c.close().await.unwrap();

@@ -246,6 +246,18 @@ pub struct StatusSnapshot {
     pub call_list: Vec<CallLine>,
     /// Agents logged in, by state.
     pub agents: String,
+    /// The calls a technician can listen to on the headset now (the diagnostics page's
+    /// listen form).
+    pub listenable: Vec<ListenOption>,
+}
+
+/// A call one can listen to, as the listen form offers it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct ListenOption {
+    /// The call's id (the form's value).
+    pub call: String,
+    /// Masked number, what the call is, since when.
+    pub label: String,
 }
 
 impl StatusSource {
@@ -333,6 +345,10 @@ impl StatusSource {
             calls: String::new(),
             call_list: Vec::new(),
             agents: String::new(),
+            listenable: super::diagnostics::listenable_calls()
+                .into_iter()
+                .map(|(call, label)| ListenOption { call, label })
+                .collect(),
         }
     }
 }
