@@ -326,3 +326,34 @@ async fn a_queued_call_overflows_after_the_configured_wait_and_the_box_hangs_up(
         "the overflowed call was never offered to the paused agent"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_phone_registered_before_the_box_restarts_is_called_after_it_without_registering_again() {
+    let first = rig(DeskSettings::default()).await;
+    // Registers once, then only answers (one call, held 3 s).
+    let phone = agents_support::start_phone(&first, 3_000).await;
+    let start = Instant::now();
+    loop {
+        let (kept,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM phone_bindings")
+            .fetch_one(first.store.pool())
+            .await
+            .unwrap();
+        if kept == 1 {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the phone's binding was never kept"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let data = first.stop_keeping_data();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // The box again, on the same data: logging the agent in calls the phone at once.
+    let second = agents_support::rig_in(data, DeskSettings::default()).await;
+    assert!(second.desk.log_in(AGENT).await.unwrap());
+    wait_for_state(&second.desk, "ready", Duration::from_secs(10)).await;
+    let (ok, errors) = phone.passed().await;
+    assert!(ok, "the phone was called and answered: {errors}");
+}

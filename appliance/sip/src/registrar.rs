@@ -6,7 +6,7 @@
 //! Pure state; the nonce text and time come from the caller.
 
 use crate::digest;
-use crate::header::{AuthValue, Contact, Header, NameAddr};
+use crate::header::{AuthValue, Contact, Header, NameAddr, Transport};
 use crate::message::{response_to, Method, Request, Response};
 use crate::param::Param;
 use crate::uri::Uri;
@@ -68,6 +68,27 @@ pub struct Binding {
     pub expires_at: Instant,
     call_id: String,
     cseq: u32,
+    /// Registered over TCP or TLS: the binding is only good while that connection is.
+    stream: bool,
+}
+
+/// A binding as it is kept across a restart ([`Registrar::bindings_to_keep`],
+/// [`Registrar::restore`]): its lifetime is what is left of it, since the clock it was
+/// granted on does not survive the process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredBinding {
+    /// The account (AoR user).
+    pub account: String,
+    /// The Contact URI, as text.
+    pub contact: String,
+    /// Where the REGISTER came from.
+    pub source: SocketAddr,
+    /// What is left of the binding.
+    pub remaining: Duration,
+    /// The REGISTER's Call-ID and CSeq (a later one from the same phone must be newer).
+    pub call_id: String,
+    /// See `call_id`.
+    pub cseq: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -83,6 +104,8 @@ pub struct Registrar {
     accounts: HashMap<String, PhoneAccount>,
     bindings: HashMap<String, Vec<Binding>>,
     nonces: HashMap<String, NonceState>,
+    /// Counts changes to the bindings, so a driver keeping them knows when to write.
+    changes: u64,
 }
 
 enum AuthCheck {
@@ -104,7 +127,86 @@ impl Registrar {
                 .collect(),
             bindings: HashMap::new(),
             nonces: HashMap::new(),
+            changes: 0,
         }
+    }
+
+    /// How many times the bindings changed (registered, refreshed, removed, lapsed, or
+    /// dropped with their account) since this registrar was made.
+    pub fn changes(&self) -> u64 {
+        self.changes
+    }
+
+    /// The live bindings worth keeping across a restart, oldest account first. Bindings
+    /// made over TCP or TLS are left out: their connection ends with the process, so the
+    /// phone must register again over a new one.
+    pub fn bindings_to_keep(&self, now: Instant) -> Vec<StoredBinding> {
+        let mut kept: Vec<StoredBinding> = self
+            .bindings
+            .iter()
+            .flat_map(|(account, list)| {
+                list.iter()
+                    .filter(|b| !b.stream && b.expires_at > now)
+                    .map(move |b| StoredBinding {
+                        account: account.clone(),
+                        contact: b.contact.to_string(),
+                        source: b.source,
+                        remaining: b.expires_at - now,
+                        call_id: b.call_id.clone(),
+                        cseq: b.cseq,
+                    })
+            })
+            .collect();
+        kept.sort_by(|a, b| (&a.account, &a.contact).cmp(&(&b.account, &b.contact)));
+        kept
+    }
+
+    /// Takes back bindings kept by [`Registrar::bindings_to_keep`] before a restart, as if
+    /// their phones had just registered for what was left of them. A binding whose account
+    /// is no longer configured, that has lapsed, whose contact does not parse, or beyond
+    /// the account's contact limit is refused; each refusal is returned with why.
+    pub fn restore(
+        &mut self,
+        now: Instant,
+        kept: Vec<StoredBinding>,
+    ) -> Vec<(StoredBinding, &'static str)> {
+        let mut refused = Vec::new();
+        for b in kept {
+            if !self.accounts.contains_key(&b.account) {
+                refused.push((b, "no such phone account now"));
+                continue;
+            }
+            if b.remaining.is_zero() {
+                refused.push((b, "lapsed"));
+                continue;
+            }
+            let Ok(contact) = Uri::parse(&b.contact) else {
+                refused.push((b, "contact is not a SIP URI"));
+                continue;
+            };
+            let list = self.bindings.entry(b.account.clone()).or_default();
+            if list.iter().any(|x| x.contact.to_string() == b.contact) {
+                refused.push((b, "contact bound twice"));
+                continue;
+            }
+            if list.len() >= self.cfg.max_contacts {
+                refused.push((b, "more contacts than the account may have"));
+                continue;
+            }
+            let granted = b
+                .remaining
+                .min(Duration::from_secs(u64::from(self.cfg.max_expires)));
+            list.push(Binding {
+                contact,
+                source: b.source,
+                expires_at: now + granted,
+                call_id: b.call_id,
+                cseq: b.cseq,
+                stream: false,
+            });
+            self.changes += 1;
+        }
+        refused
     }
 
     fn check_auth(&mut self, now: Instant, req: &Request, account: &PhoneAccount) -> AuthCheck {
@@ -192,6 +294,11 @@ impl Registrar {
         let call_id = req.headers.call_id().cloned().unwrap_or_default();
         let cseq = req.headers.cseq().map_or(0, |c| c.seq);
         let contacts: Vec<&Contact> = req.headers.contacts().collect();
+        let stream = req
+            .headers
+            .top_via()
+            .is_some_and(|v| matches!(v.transport, Transport::Tcp | Transport::Tls));
+        let before = self.bindings.get(&user).cloned().unwrap_or_default();
         let list = self.bindings.entry(user.clone()).or_default();
         if contacts.iter().any(|c| matches!(c, Contact::Wildcard)) {
             if contacts.len() != 1 || header_expires != Some(0) {
@@ -238,6 +345,7 @@ impl Registrar {
                 expires_at: now + Duration::from_secs(u64::from(granted)),
                 call_id: call_id.clone(),
                 cseq,
+                stream,
             });
             if list.len() > self.cfg.max_contacts {
                 list.remove(0);
@@ -250,6 +358,9 @@ impl Registrar {
             na.params
                 .push(Param::new("expires", Some(&left.to_string())));
             ok.headers.push(Header::Contact(Contact::Address(na)));
+        }
+        if *list != before {
+            self.changes += 1;
         }
         if list.is_empty() {
             self.bindings.remove(&user);
@@ -275,6 +386,9 @@ impl Registrar {
         dropped.sort();
         self.bindings
             .retain(|user, _| self.accounts.contains_key(user));
+        if !dropped.is_empty() {
+            self.changes += 1;
+        }
         dropped
     }
 
@@ -299,6 +413,9 @@ impl Registrar {
             });
         }
         self.bindings.retain(|_, l| !l.is_empty());
+        if !gone.is_empty() {
+            self.changes += 1;
+        }
         gone
     }
 
@@ -544,6 +661,7 @@ mod tests {
                 expires_at: now + Duration::from_secs(300),
                 call_id: "reg-desk2".into(),
                 cseq: 1,
+                stream: false,
             }],
         );
         let dropped = r.replace_accounts(vec![
@@ -607,5 +725,117 @@ mod tests {
         }
         let resp = r.handle_register(Instant::now(), "10.0.0.1:5060".parse().unwrap(), &req, "n");
         assert_eq!(resp.status, 404);
+    }
+
+    #[test]
+    fn bindings_kept_across_a_restart_come_back_with_what_was_left_of_them() {
+        let mut r = registrar();
+        let t0 = Instant::now();
+        assert_eq!(r.changes(), 0);
+        let resp = authed(
+            &mut r,
+            t0,
+            &mut session("pw1"),
+            register(&["sip:desk1@10.1.1.5"], Some(300), 1),
+        );
+        assert_eq!(resp.status, 200);
+        assert_eq!(r.changes(), 1, "a new binding is a change");
+        let later = t0 + Duration::from_secs(100);
+        let kept = r.bindings_to_keep(later);
+        assert_eq!(
+            kept,
+            vec![StoredBinding {
+                account: "desk1".into(),
+                contact: "sip:desk1@10.1.1.5".into(),
+                source: "203.0.113.9:40000".parse().unwrap(),
+                remaining: Duration::from_secs(200),
+                call_id: "reg-desk1".into(),
+                cseq: 1,
+            }]
+        );
+
+        // A new process: its own clock, the same accounts.
+        let mut fresh = registrar();
+        let t1 = Instant::now() + Duration::from_secs(5);
+        assert!(fresh.restore(t1, kept).is_empty());
+        assert_eq!(fresh.changes(), 1);
+        let bound = fresh.lookup(t1 + Duration::from_secs(199), "desk1");
+        assert_eq!(bound.len(), 1);
+        assert_eq!(bound[0].source, "203.0.113.9:40000".parse().unwrap());
+        assert!(fresh
+            .lookup(t1 + Duration::from_secs(201), "desk1")
+            .is_empty());
+        // The phone's next REGISTER (same Call-ID, higher CSeq) refreshes it as usual, and
+        // a replay of the old one leaves it alone.
+        assert_eq!(
+            fresh.sources(t1),
+            vec!["203.0.113.9".parse::<std::net::IpAddr>().unwrap()]
+        );
+        let replay = authed(
+            &mut fresh,
+            t1,
+            &mut session("pw1"),
+            register(&["sip:desk1@10.1.1.5"], Some(600), 1),
+        );
+        assert_eq!(replay.status, 200);
+        assert!(fresh
+            .lookup(t1 + Duration::from_secs(201), "desk1")
+            .is_empty());
+        assert_eq!(fresh.changes(), 1, "a replay changes nothing");
+    }
+
+    #[test]
+    fn a_kept_binding_is_refused_with_its_reason_and_stream_bindings_are_not_kept() {
+        let mut r = registrar();
+        let now = Instant::now();
+        let mut over_tcp = register(&["sip:desk1@10.1.1.5;transport=tcp"], Some(300), 1);
+        over_tcp.headers.top_via_mut().unwrap().transport = Transport::Tcp;
+        assert_eq!(
+            authed(&mut r, now, &mut session("pw1"), over_tcp).status,
+            200
+        );
+        assert_eq!(r.lookup(now, "desk1").len(), 1);
+        assert!(
+            r.bindings_to_keep(now).is_empty(),
+            "its connection ends with the process"
+        );
+
+        let kept = |account: &str, contact: &str, secs: u64| StoredBinding {
+            account: account.into(),
+            contact: contact.into(),
+            source: "203.0.113.9:40000".parse().unwrap(),
+            remaining: Duration::from_secs(secs),
+            call_id: "c".into(),
+            cseq: 1,
+        };
+        let mut fresh = registrar();
+        let refused = fresh.restore(
+            now,
+            vec![
+                kept("desk9", "sip:desk9@10.1.1.9", 100),
+                kept("desk1", "sip:desk1@10.1.1.5", 0),
+                kept("desk1", "not a uri", 100),
+                kept("desk1", "sip:desk1@10.1.1.7", 100_000),
+            ],
+        );
+        let reasons: Vec<(&str, &str)> = refused
+            .iter()
+            .map(|(b, why)| (b.account.as_str(), *why))
+            .collect();
+        assert_eq!(
+            reasons,
+            vec![
+                ("desk9", "no such phone account now"),
+                ("desk1", "lapsed"),
+                ("desk1", "contact is not a SIP URI"),
+            ]
+        );
+        let bound = fresh.lookup(now, "desk1");
+        assert_eq!(bound.len(), 1);
+        assert_eq!(
+            bound[0].expires_at,
+            now + Duration::from_secs(3600),
+            "never longer than the registrar grants"
+        );
     }
 }

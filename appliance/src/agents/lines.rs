@@ -443,6 +443,14 @@ pub async fn run_agent_lines(
 ) {
     let own = handle.commands.clone();
     drop(handle);
+    // The phones bound before a restart can be called at once (see `phone_bindings`).
+    let sip = ua.control();
+    super::phone_bindings::restore(desk.pool(), &sip).await;
+    tokio::spawn(super::phone_bindings::keep(
+        desk.pool().clone(),
+        sip,
+        shutdown.clone(),
+    ));
     let (overflow_done, mut overflow_finished) = mpsc::unbounded_channel();
     let mut lines = Lines {
         outbound: HashMap::new(),

@@ -28,6 +28,7 @@ pub mod bench;
 pub mod desk;
 pub mod inbound_record;
 pub mod lines;
+pub mod phone_bindings;
 pub mod roster;
 pub mod script;
 pub mod service;

@@ -12,7 +12,7 @@ use callgate_sip::agent::{
     AgentConfig, AgentEvent, CallSpec, LegId, ProbeId, RegId, RegistrationSpec, UserAgent,
 };
 use callgate_sip::inbound::InboundPolicy;
-use callgate_sip::registrar::{PhoneAccount, Registrar};
+use callgate_sip::registrar::{PhoneAccount, Registrar, StoredBinding};
 use callgate_sip::trunk::presentation::CallerId;
 use callgate_sip::trunk::router::{AttemptId, DialEvent, OutboundRouter, RouterConfig};
 use callgate_sip::trunk::{Trunk, TrunkGroup, TrunkState};
@@ -266,6 +266,30 @@ impl AgentSipControl {
                     dropped
                 }
             })
+            .await
+            .map_err(stopped)
+    }
+
+    /// The registrar's change count and the bindings worth keeping across a restart
+    /// (`Registrar::bindings_to_keep`); `None` without a registrar.
+    pub async fn bindings_to_keep(&self) -> Result<Option<(u64, Vec<StoredBinding>)>, DriverError> {
+        self.core
+            .with(|ua, now| {
+                ua.registrar()
+                    .map(|r| (r.changes(), r.bindings_to_keep(now)))
+            })
+            .await
+            .map_err(stopped)
+    }
+
+    /// Takes back bindings kept before a restart (`UserAgent::restore_bindings`); returns
+    /// the refused ones with why.
+    pub async fn restore_bindings(
+        &self,
+        kept: Vec<StoredBinding>,
+    ) -> Result<Vec<(StoredBinding, &'static str)>, DriverError> {
+        self.core
+            .with(move |ua, now| ua.restore_bindings(now, kept))
             .await
             .map_err(stopped)
     }

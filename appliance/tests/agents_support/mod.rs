@@ -62,13 +62,23 @@ pub struct Rig {
     pub lines: Option<callgate_appliance::agents::lines::LinesHandle>,
     pub box_addr: String,
     pub stop: tokio::sync::watch::Sender<bool>,
-    _dir: tempfile::TempDir,
+    _dir: Option<tempfile::TempDir>,
 }
 
 impl Rig {
     /// The rig's temp directory.
     pub fn store_dir(&self) -> &std::path::Path {
-        self._dir.path()
+        self._dir
+            .as_ref()
+            .expect("the rig owns its directory")
+            .path()
+    }
+
+    /// Stops the rig (as the box stopping) and hands over its data directory, for a rig
+    /// started again on it ([`rig_in`]).
+    pub fn stop_keeping_data(mut self) -> tempfile::TempDir {
+        let _ = self.stop.send(true);
+        self._dir.take().expect("the rig owns its directory")
     }
 }
 
@@ -84,7 +94,16 @@ pub async fn rig(desk_settings: DeskSettings) -> Rig {
 
 /// [`rig`], its agents' phone legs offered SRTP when `phone_srtp`.
 pub async fn rig_with(desk_settings: DeskSettings, phone_srtp: bool) -> Rig {
-    let dir = tempfile::tempdir().unwrap();
+    rig_on(tempfile::tempdir().unwrap(), desk_settings, phone_srtp).await
+}
+
+/// [`rig`] on a data directory a stopped rig handed over ([`Rig::stop_keeping_data`]): the
+/// box started again.
+pub async fn rig_in(dir: tempfile::TempDir, desk_settings: DeskSettings) -> Rig {
+    rig_on(dir, desk_settings, false).await
+}
+
+async fn rig_on(dir: tempfile::TempDir, desk_settings: DeskSettings, phone_srtp: bool) -> Rig {
     let store = Store::open(dir.path()).await.unwrap();
     let roster = AgentRoster {
         version: 1,
@@ -141,7 +160,7 @@ pub async fn rig_with(desk_settings: DeskSettings, phone_srtp: bool) -> Rig {
         lines: started.lines,
         box_addr,
         stop,
-        _dir: dir,
+        _dir: Some(dir),
     }
 }
 

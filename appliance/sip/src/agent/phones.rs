@@ -6,7 +6,7 @@ use super::{CallSpec, LegId, UserAgent};
 use crate::error::SipError;
 use crate::header::Transport;
 use crate::message::Request;
-use crate::registrar::Registrar;
+use crate::registrar::{Registrar, StoredBinding};
 use crate::transaction::TxKey;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -20,6 +20,25 @@ impl UserAgent {
     /// The registrar, for inspection.
     pub fn registrar(&self) -> Option<&Registrar> {
         self.registrar.as_ref()
+    }
+
+    /// Takes back the bindings kept before a restart (see [`Registrar::restore`]) and lets
+    /// their phones' addresses through the inbound gate; returns the refused ones with why.
+    /// Without a registrar every binding is refused.
+    pub fn restore_bindings(
+        &mut self,
+        now: Instant,
+        kept: Vec<StoredBinding>,
+    ) -> Vec<(StoredBinding, &'static str)> {
+        let Some(reg) = self.registrar.as_mut() else {
+            return kept.into_iter().map(|b| (b, "no registrar")).collect();
+        };
+        let refused = reg.restore(now, kept);
+        let sources = reg.sources(now);
+        if let Some(g) = self.gate.as_mut() {
+            g.set_phone_sources(sources);
+        }
+        refused
     }
 
     pub(super) fn on_phone_register(
