@@ -16,8 +16,16 @@ pub enum StreamItem {
     Ping,
     /// A lone `\r\n`: the answer to our ping.
     Pong,
-    /// A message (or why the framed bytes were not one).
-    Message(Result<SipMessage, SipError>),
+    /// A message.
+    Message(SipMessage),
+    /// Framed bytes (by their Content-Length) that are not a message, and why: the stream
+    /// goes on, and a request among them can still be answered (`respond_to_invalid`).
+    Invalid {
+        /// Why they did not parse.
+        error: SipError,
+        /// The framed bytes.
+        bytes: Vec<u8>,
+    },
 }
 
 /// Cuts a byte stream into SIP messages.
@@ -106,10 +114,16 @@ impl StreamFramer {
             self.scanned = head_end - 4;
             return None;
         }
-        let parsed = parse_message(&self.buf[..total]);
+        let item = match parse_message(&self.buf[..total]) {
+            Ok(m) => StreamItem::Message(m),
+            Err(error) => StreamItem::Invalid {
+                error,
+                bytes: self.buf[..total].to_vec(),
+            },
+        };
         self.buf.drain(..total);
         self.scanned = 0;
-        Some(Ok(StreamItem::Message(parsed)))
+        Some(Ok(item))
     }
 }
 
@@ -157,7 +171,7 @@ mod tests {
         assert_eq!(items.len(), 4);
         assert_eq!(items[0], Ok(StreamItem::Ping));
         for it in &items[1..3] {
-            let Ok(StreamItem::Message(Ok(m))) = it else {
+            let Ok(StreamItem::Message(m)) = it else {
                 panic!("{it:?}")
             };
             assert_eq!(m.body(), b"abc");
@@ -175,12 +189,15 @@ mod tests {
         let items = drain(&mut f);
         assert!(matches!(
             &items[0],
-            Ok(StreamItem::Message(Err(SipError::MalformedHeader {
-                header: "CSeq",
-                ..
-            })))
+            Ok(StreamItem::Invalid {
+                error: SipError::MalformedHeader {
+                    header: "CSeq",
+                    ..
+                },
+                bytes,
+            }) if bytes == bad.as_bytes()
         ));
-        assert!(matches!(&items[1], Ok(StreamItem::Message(Ok(_)))));
+        assert!(matches!(&items[1], Ok(StreamItem::Message(_))));
     }
 
     #[test]
@@ -223,7 +240,7 @@ mod tests {
             }
             prop_assert_eq!(got.len(), 2);
             for g in got {
-                prop_assert!(matches!(g, Ok(StreamItem::Message(Ok(_)))));
+                prop_assert!(matches!(g, Ok(StreamItem::Message(_))));
             }
         }
     }

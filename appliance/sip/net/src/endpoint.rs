@@ -203,7 +203,9 @@ enum NetEvent {
         from: SocketAddr,
         transport: Transport,
         bytes: Vec<u8>,
-        message: SipMessage,
+        /// The message, or why the framed bytes were not one (the core answers a request
+        /// it can still make out with 400, as it does a datagram).
+        parsed: Result<SipMessage, SipError>,
     },
     Connected {
         peer: SocketAddr,
@@ -666,19 +668,28 @@ fn register<S>(
                     Ok(StreamItem::Pong) => {
                         let _ = net.send(NetEvent::KeepAlive { peer, pong: true });
                     }
-                    Ok(StreamItem::Message(Ok(m))) => {
+                    Ok(StreamItem::Message(m)) => {
                         let event = NetEvent::StreamMessage {
                             from: peer,
                             transport: transport.clone(),
                             bytes: m.to_bytes(),
-                            message: m,
+                            parsed: Ok(m),
                         };
                         if net.send(event).is_err() {
                             return;
                         }
                     }
-                    Ok(StreamItem::Message(Err(e))) => {
-                        tracing::info!(peer = %peer, error = %e, "sip stream message dropped")
+                    Ok(StreamItem::Invalid { error, bytes }) => {
+                        tracing::info!(peer = %peer, error = %error, "sip stream message does not parse");
+                        let event = NetEvent::StreamMessage {
+                            from: peer,
+                            transport: transport.clone(),
+                            bytes,
+                            parsed: Err(error),
+                        };
+                        if net.send(event).is_err() {
+                            return;
+                        }
                     }
                     Err(e) => broken = Some(e.to_string()),
                 }
@@ -866,13 +877,13 @@ impl<C: SipCore> Driver<C> {
                 from,
                 transport,
                 bytes,
-                message,
+                parsed,
             } => {
                 tracing::trace!(from = %from, message = %String::from_utf8_lossy(&bytes), "sip recv stream");
                 self.upkeep.received(now, from);
                 self.record(false, &transport, from, &bytes);
                 self.core
-                    .handle_message(now, from, &bytes, Ok(Incoming::Message(message)));
+                    .handle_message(now, from, &bytes, parsed.map(Incoming::Message));
             }
             NetEvent::Connected {
                 peer,

@@ -1,6 +1,7 @@
-//! The UDP receive path (datagrams are parsed on the receive task, beside the core): what
-//! it parses reaches the core, a request it cannot parse is still answered 400 from its
-//! bytes, and a dropped endpoint frees its port so a restart can bind it again.
+//! The receive paths (datagrams and framed stream messages are parsed on their own tasks,
+//! beside the core): what they parse reaches the core, a request they cannot parse is still
+//! answered 400 from its bytes (over UDP, and over TCP on its connection, which goes on),
+//! and a dropped endpoint frees its port so a restart can bind it again.
 
 mod support;
 
@@ -108,4 +109,78 @@ async fn a_dropped_endpoint_frees_its_udp_port_at_once() {
         }
     };
     assert_eq!(again.bound().udp[0].port(), port);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unparseable_request_on_a_tcp_connection_gets_400_there_and_the_connection_goes_on() {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+    let config = EndpointConfig {
+        udp: vec![SocketAddr::new(v4(), free_udp_port(v4()))],
+        tcp: vec![SocketAddr::new(v4(), free_tcp_port(v4()))],
+        ..EndpointConfig::default()
+    };
+    let ep = SipEndpoint::start(config, |bound| UserAgent::new(agent_config(bound.udp[0])))
+        .await
+        .expect("the endpoint binds");
+    let conn = tokio::net::TcpStream::connect(ep.bound().tcp[0])
+        .await
+        .expect("connected");
+    let client = conn.local_addr().unwrap().to_string();
+    let (read, mut write) = conn.into_split();
+    let mut read = BufReader::new(read);
+    // Reads one response: its status line, up to the end of its body.
+    async fn response(read: &mut BufReader<tokio::net::tcp::OwnedReadHalf>) -> String {
+        let mut head = String::new();
+        loop {
+            let mut line = String::new();
+            let n = tokio::time::timeout(Duration::from_secs(10), read.read_line(&mut line))
+                .await
+                .expect("an answer in time")
+                .unwrap();
+            assert!(n > 0, "the connection was closed; so far: {head}");
+            head.push_str(&line);
+            if line == "\r\n" {
+                break;
+            }
+        }
+        let length: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("Content-Length: "))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
+        let mut body = vec![0; length];
+        read.read_exact(&mut body).await.unwrap();
+        head
+    }
+    let request = |n: u32, cseq: &str| {
+        format!(
+            "OPTIONS sip:box@127.0.0.1 SIP/2.0\r\n\
+             Via: SIP/2.0/TCP {client};branch=z9hG4bK-tcp-{n}\r\n\
+             Max-Forwards: 70\r\n\
+             From: <sip:tech@127.0.0.1>;tag=t{n}\r\n\
+             To: <sip:box@127.0.0.1>\r\n\
+             Call-ID: tcp-{n}@test\r\n\
+             CSeq: {cseq}\r\n\
+             Content-Length: 0\r\n\r\n"
+        )
+    };
+    write
+        .write_all(request(1, "x OPTIONS").as_bytes())
+        .await
+        .unwrap();
+    let answer = response(&mut read).await;
+    assert!(
+        answer.starts_with("SIP/2.0 400"),
+        "a framed message that does not parse is answered 400: {answer}"
+    );
+    assert!(answer.contains("tcp-1@test"), "{answer}");
+    write
+        .write_all(request(2, "2 OPTIONS").as_bytes())
+        .await
+        .unwrap();
+    let answer = response(&mut read).await;
+    assert!(
+        answer.starts_with("SIP/2.0 200"),
+        "the next message on the connection is served: {answer}"
+    );
 }
