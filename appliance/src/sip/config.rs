@@ -140,7 +140,9 @@ pub struct TlsConfig {
     /// PEM file of the certificate authorities trusted for TLS trunks; omitted: the
     /// system's store.
     pub ca_file: Option<String>,
-    /// PEM certificate chain presented by the TLS listeners.
+    /// PEM certificate chain presented by the TLS listeners, and to TLS trunks whose
+    /// carrier asks for a client certificate (mutual TLS; for a carrier that checks its
+    /// purpose, the certificate's extended key usage must include clientAuth).
     pub cert_file: Option<String>,
     /// PEM private key of `cert_file`.
     pub key_file: Option<String>,

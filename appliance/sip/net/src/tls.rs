@@ -1,7 +1,8 @@
 //! TLS settings for SIP over TLS (RFC 3261 §26.2.1, RFC 5630): rustls with the ring
 //! provider only. Outbound connections check the peer's certificate against the roots
 //! given (by the trunk's host name when known, else by its IP address); TLS listeners
-//! present the appliance's certificate. Mutual TLS is not asked for.
+//! present the appliance's certificate, and so do outbound connections to a carrier that
+//! asks for a client certificate (mutual TLS). Our listeners do not ask phones for one.
 
 use crate::error::TransportError;
 use rustls::pki_types::pem::PemObject;
@@ -30,7 +31,8 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 impl TlsSettings {
     /// Settings that trust the certificates in `roots_pem` (one or more PEM
     /// certificates) for outbound connections, and with `identity` (certificate chain
-    /// PEM, private key PEM) serve TLS listeners.
+    /// PEM, private key PEM) serve TLS listeners and answer a carrier's request for a
+    /// client certificate.
     pub fn new(
         roots_pem: &[u8],
         identity: Option<(&[u8], &[u8])>,
@@ -59,12 +61,7 @@ impl TlsSettings {
                 "root certificates: no usable certificate found".into(),
             ));
         }
-        let client = rustls::ClientConfig::builder_with_provider(provider())
-            .with_safe_default_protocol_versions()
-            .map_err(|e| TransportError::Tls(e.to_string()))?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        let server = match identity {
+        let identity = match identity {
             None => None,
             Some((chain_pem, key_pem)) => {
                 let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(chain_pem)
@@ -77,6 +74,24 @@ impl TlsSettings {
                 }
                 let key = PrivateKeyDer::from_pem_slice(key_pem)
                     .map_err(|e| TransportError::Tls(format!("private key: {e}")))?;
+                Some((chain, key))
+            }
+        };
+        let client = rustls::ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| TransportError::Tls(e.to_string()))?
+            .with_root_certificates(roots);
+        // A carrier that asks for a client certificate gets ours; one that does not never
+        // sees it (rustls only sends it when asked).
+        let client = match &identity {
+            None => client.with_no_client_auth(),
+            Some((chain, key)) => client
+                .with_client_auth_cert(chain.clone(), key.clone_key())
+                .map_err(|e| TransportError::Tls(format!("certificate and key: {e}")))?,
+        };
+        let server = match identity {
+            None => None,
+            Some((chain, key)) => {
                 let config = rustls::ServerConfig::builder_with_provider(provider())
                     .with_safe_default_protocol_versions()
                     .map_err(|e| TransportError::Tls(e.to_string()))?

@@ -440,6 +440,103 @@ fn tls_terminator(tls_port: u16, cert: &Path, key: &Path, backend: SocketAddr) -
         .expect("socat is installed by scripts/setup")
 }
 
+/// socat terminating TLS on `tls_port` in front of a TCP peer, accepting only clients
+/// whose certificate `client_ca` vouches for (a carrier that wants mutual TLS).
+fn mutual_tls_terminator(
+    tls_port: u16,
+    (cert, key): (&Path, &Path),
+    client_ca: &Path,
+    backend: SocketAddr,
+) -> Child {
+    Command::new("socat")
+        .arg(format!(
+            "OPENSSL-LISTEN:{tls_port},bind=127.0.0.1,reuseaddr,fork,cert={},key={},verify=1,cafile={}",
+            cert.display(),
+            key.display(),
+            client_ca.display()
+        ))
+        .arg(format!("TCP:{backend}"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("socat is installed by scripts/setup")
+}
+
+#[tokio::test]
+async fn a_carrier_asking_for_a_client_certificate_gets_ours_and_without_one_we_fail_over() {
+    let carrier_dir = tempfile::tempdir().unwrap();
+    let (roots, cert, key) = certificate(carrier_dir.path(), &["localhost"]);
+    let box_dir = tempfile::tempdir().unwrap();
+    let (box_cert_pem, box_cert, box_key) = certificate(box_dir.path(), &["branch-1.example"]);
+    let sipp_port = free_tcp_port(v4());
+    let tls_port = free_tcp_port(v4());
+    let sipp_addr = SocketAddr::new(v4(), sipp_port);
+    let tls_addr = SocketAddr::new(v4(), tls_port);
+    let behind_tls = Peer::sipp(&[
+        "-sf",
+        &scenario("uas_behind_tls.xml"),
+        "-t",
+        "t1",
+        "-i",
+        "127.0.0.1",
+        "-p",
+        &sipp_port.to_string(),
+        "-key",
+        "tlsport",
+        &tls_port.to_string(),
+        "-m",
+        "1",
+    ]);
+    wait_listening(sipp_addr).await;
+    let _socat = mutual_tls_terminator(tls_port, (&cert, &key), &box_cert, sipp_addr);
+    wait_listening(tls_addr).await;
+    let udp_port = free_udp_port(v4());
+    let fallback = Peer::sipp(&[
+        "-sn",
+        "uas",
+        "-i",
+        "127.0.0.1",
+        "-p",
+        &udp_port.to_string(),
+        "-m",
+        "1",
+    ]);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let trunks = || {
+        vec![
+            (trunk("tls", tls_addr, 0), Transport::Tls),
+            (
+                trunk("udp", SocketAddr::new(v4(), udp_port), 1),
+                Transport::Udp,
+            ),
+        ]
+    };
+
+    // No certificate of ours: the carrier refuses the connection and the call goes on the
+    // next trunk.
+    let mut without = router(
+        v4(),
+        trunks(),
+        Some(TlsSettings::new(&roots, None).unwrap()),
+        &[(tls_addr, "localhost")],
+    )
+    .await;
+    call_and_hang_up(&mut without, "udp").await;
+    let (ok, errors) = fallback.passed().await;
+    assert!(ok, "{errors}");
+    drop(without);
+
+    // With the box's certificate configured, the carrier accepts it and the call is there.
+    let box_key_pem = std::fs::read(&box_key).unwrap();
+    let identity = TlsSettings::new(&roots, Some((box_cert_pem.as_slice(), &box_key_pem))).unwrap();
+    let mut with = router(v4(), trunks(), Some(identity), &[(tls_addr, "localhost")]).await;
+    call_and_hang_up(&mut with, "tls").await;
+    let (ok, errors) = behind_tls.passed().await;
+    assert!(ok, "SIPp behind mutual TLS passed: {errors}");
+}
+
 #[tokio::test]
 async fn a_call_over_tls_reaches_sipp_behind_a_tls_terminator() {
     let dir = tempfile::tempdir().unwrap();
