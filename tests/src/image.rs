@@ -125,7 +125,7 @@ pub fn cached_image(binary: &Path) -> (BuiltImage, Duration) {
 }
 
 /// Owner and mode of a file inside an ext4 image, as `debugfs stat` reports them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 pub struct FileStat {
     /// Permission bits, e.g. `0o600`.
     pub mode: u32,
@@ -133,6 +133,16 @@ pub struct FileStat {
     pub uid: u32,
     /// Group gid.
     pub gid: u32,
+}
+
+impl std::fmt::Debug for FileStat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "mode {:04o} uid {} gid {}",
+            self.mode, self.uid, self.gid
+        )
+    }
 }
 
 fn debugfs(image: &Path, request: &str) -> std::process::Output {
@@ -228,7 +238,8 @@ impl Vm {
     /// Copies `image`'s root file system (so the cached image stays pristine and the copy
     /// can be read after shutdown), then boots it: serial console to a file, user-mode
     /// networking with `127.0.0.1:<host_port>` forwarded to the guest's `guest_port`.
-    pub fn boot(image: &BuiltImage, accel: Accel, guest_port: u16) -> Vm {
+    /// `extra_cmdline` is appended to the image's kernel command line.
+    pub fn boot(image: &BuiltImage, accel: Accel, guest_port: u16, extra_cmdline: &str) -> Vm {
         let dir = tempfile::tempdir().expect("temp dir");
         let disk = dir.path().join("disk.ext4");
         let copied = Command::new("cp")
@@ -249,7 +260,7 @@ impl Vm {
             .arg("-initrd")
             .arg(image.dir.join("initrd.img"))
             .arg("-append")
-            .arg(image.cmdline())
+            .arg(format!("{} {extra_cmdline}", image.cmdline()))
             .arg("-drive")
             .arg(format!("file={},format=raw,if=virtio", disk.display()))
             .arg("-nic")
