@@ -1,7 +1,9 @@
 //! The appliance's OS image under QEMU: builds it with `images/build` (cached under the
 //! target dir, keyed on a hash of the daemon binary and everything in `images/`), reads files
-//! out of its ext4 root file system with `debugfs` (no mount), and boots a copy of it with
-//! `qemu-system-x86_64`, the serial console written to a file the test reads.
+//! out of its ext4 root file system with `debugfs` (no mount), and boots a copy of its
+//! bootable disk (`disk.img`: GPT, EFI system partition with systemd-boot, root partition)
+//! with `qemu-system-x86_64` and OVMF's UEFI firmware, the serial console written to a file
+//! the test reads.
 //!
 //! [`Vm`] powers the guest off (ACPI, through the QEMU monitor) when asked and kills QEMU
 //! when dropped, so no test leaves a VM running, whatever path it ends on.
@@ -45,6 +47,20 @@ impl BuiltImage {
     /// The ext4 root file system.
     pub fn rootfs(&self) -> PathBuf {
         self.dir.join("rootfs.ext4")
+    }
+
+    /// The bootable disk.
+    pub fn disk(&self) -> PathBuf {
+        self.dir.join("disk.img")
+    }
+
+    /// Where the root partition starts in `disk.img`, in MiB.
+    pub fn root_offset_mib(&self) -> u64 {
+        std::fs::read_to_string(self.dir.join("root-offset-mib"))
+            .expect("the image has a root-offset-mib file")
+            .trim()
+            .parse()
+            .expect("root-offset-mib is a number")
     }
 
     /// The kernel command line the build wrote.
@@ -232,35 +248,73 @@ pub struct Vm {
     dir: tempfile::TempDir,
     /// The loopback port forwarded to the guest's `guest_port`.
     pub host_port: u16,
+    root_offset_mib: u64,
+}
+
+/// OVMF, the UEFI firmware for QEMU (package `ovmf`).
+const OVMF: &str = "/usr/share/ovmf/OVMF.fd";
+
+/// Appends `extra` to the `options` line of the systemd-boot entry on `disk`'s EFI system
+/// partition (FAT at 1 MiB), with mtools: no mount.
+fn append_to_boot_entry(disk: &Path, scratch: &Path, extra: &str) {
+    let fat = format!("{}@@1M", disk.display());
+    let entry = "::/loader/entries/callgate.conf";
+    let out = Command::new("mtype")
+        .args(["-i", &fat, entry])
+        .output()
+        .expect("running mtype (mtools)");
+    assert!(out.status.success(), "reading the boot entry: {out:?}");
+    let text = String::from_utf8(out.stdout).expect("UTF-8 boot entry");
+    assert!(
+        text.contains("\noptions "),
+        "no options line in the boot entry: {text}"
+    );
+    let edited: String = text
+        .lines()
+        .map(|l| {
+            if l.starts_with("options ") {
+                format!("{l} {extra}\n")
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect();
+    let local = scratch.join("callgate.conf");
+    std::fs::write(&local, edited).expect("writing the edited entry");
+    let status = Command::new("mcopy")
+        .args(["-o", "-i", &fat])
+        .arg(&local)
+        .arg(entry)
+        .status()
+        .expect("running mcopy (mtools)");
+    assert!(status.success(), "writing the boot entry back failed");
 }
 
 impl Vm {
-    /// Copies `image`'s root file system (so the cached image stays pristine and the copy
-    /// can be read after shutdown), then boots it: serial console to a file, user-mode
-    /// networking with `127.0.0.1:<host_port>` forwarded to the guest's `guest_port`.
-    /// `extra_cmdline` is appended to the image's kernel command line.
+    /// Copies `image`'s bootable disk (so the cached image stays pristine and the copy can
+    /// be read after shutdown), appends `extra_cmdline` to the copy's boot loader entry, then
+    /// boots it under UEFI (OVMF): serial console to a file, user-mode networking with
+    /// `127.0.0.1:<host_port>` forwarded to the guest's `guest_port`.
     pub fn boot(image: &BuiltImage, accel: Accel, guest_port: u16, extra_cmdline: &str) -> Vm {
         let dir = tempfile::tempdir().expect("temp dir");
-        let disk = dir.path().join("disk.ext4");
+        let disk = dir.path().join("disk.img");
         let copied = Command::new("cp")
             .arg("--sparse=always")
-            .arg(image.rootfs())
+            .arg(image.disk())
             .arg(&disk)
             .status()
             .expect("running cp");
-        assert!(copied.success(), "copying the image's rootfs failed");
+        assert!(copied.success(), "copying the image's disk failed");
+        if !extra_cmdline.is_empty() {
+            append_to_boot_entry(&disk, dir.path(), extra_cmdline);
+        }
         let host_port = crate::free_loopback_addr().port();
         let console = dir.path().join("console.log");
         let monitor = dir.path().join("monitor.sock");
         let child = Command::new("qemu-system-x86_64")
             .args(accel.qemu_args())
             .args(["-m", "1024", "-smp", "2", "-no-reboot", "-display", "none"])
-            .arg("-kernel")
-            .arg(image.dir.join("vmlinuz"))
-            .arg("-initrd")
-            .arg(image.dir.join("initrd.img"))
-            .arg("-append")
-            .arg(format!("{} {extra_cmdline}", image.cmdline()))
+            .args(["-bios", OVMF])
             .arg("-drive")
             .arg(format!("file={},format=raw,if=virtio", disk.display()))
             .arg("-nic")
@@ -280,12 +334,27 @@ impl Vm {
             child: Some(child),
             dir,
             host_port,
+            root_offset_mib: image.root_offset_mib(),
         }
     }
 
-    /// The guest's disk (a copy of the image's rootfs).
+    /// The guest's root file system, copied out of its disk (call after power-off).
+    pub fn root_partition(&self) -> PathBuf {
+        let root = self.dir.path().join("root.ext4");
+        let status = Command::new("dd")
+            .arg(format!("if={}", self.disk().display()))
+            .arg(format!("of={}", root.display()))
+            .args(["bs=1M", "conv=sparse", "status=none"])
+            .arg(format!("skip={}", self.root_offset_mib))
+            .status()
+            .expect("running dd");
+        assert!(status.success(), "copying the root partition out failed");
+        root
+    }
+
+    /// The guest's disk (a copy of the image's `disk.img`).
     pub fn disk(&self) -> PathBuf {
-        self.dir.path().join("disk.ext4")
+        self.dir.path().join("disk.img")
     }
 
     /// Everything the serial console printed so far (lossy UTF-8, `\r` removed).

@@ -1,12 +1,14 @@
 //! The appliance's OS image, whole: `images/build` makes it from the debug daemon binary
 //! (cached under `target/image-qemu/`, rebuilt when the binary or `images/` change), the test
-//! reads its file system with `debugfs`, boots a copy under QEMU and plays the field
+//! reads its file system with `debugfs`, boots a copy of its bootable disk under QEMU (UEFI
+//! firmware OVMF, systemd-boot from the disk's EFI system partition) and plays the field
 //! technician: reads the setup code and the certificate fingerprint off the serial console,
 //! checks the fingerprint against the certificate the web UI presents, and sets the admin
 //! password with that code. After the guest powers off, the disk shows the setup code file
 //! root-only.
 //!
-//! Needs `mmdebstrap`, `qemu-system-x86`, `e2fsprogs` (scripts/setup) and root (for
+//! Needs `mmdebstrap`, `qemu-system-x86`, `ovmf`, `e2fsprogs`, `dosfstools`, `mtools`,
+//! `fdisk` (scripts/setup) and root (for
 //! mmdebstrap's root mode). `CALLGATE_QEMU_ACCEL=tcg` forces the software emulator (what CI
 //! without KVM runs); `kvm` forces KVM; unset or `auto` picks KVM when it is usable.
 
@@ -155,8 +157,12 @@ async fn the_image_boots_to_a_console_showing_the_setup_code_and_fingerprint_tha
         "the console names the box's address: {shown:?}"
     );
     // Only the greeting shows the code: no boot message, unit or daemon log line (all on the
-    // console here) echoes it.
+    // console here: the daemon's own line proves the journal reaches it) echoes it.
     let console = vm.console();
+    assert!(
+        console.contains("local web UI listening"),
+        "the journal is not forwarded to the console, so the next check would prove nothing"
+    );
     for line in console.lines().filter(|l| l.contains(&shown.setup_code)) {
         assert!(
             line.trim_start()
@@ -257,7 +263,7 @@ async fn the_image_boots_to_a_console_showing_the_setup_code_and_fingerprint_tha
     // Power off cleanly; the disk then holds the code root-only, the same as shown.
     let status = vm.power_off(Duration::from_secs(180)).await;
     assert!(status.success(), "QEMU exited with {status}");
-    let disk = vm.disk();
+    let disk = vm.root_partition();
     let fsck = std::process::Command::new("e2fsck")
         .args(["-f", "-n"])
         .arg(&disk)
