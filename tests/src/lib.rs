@@ -133,4 +133,5 @@ pub fn run_to_end(binary_name: &str, args: &[&str]) -> (ExitStatus, String, Stri
 
 pub mod browser;
 pub mod demo;
+pub mod image;
 pub mod postgres;
