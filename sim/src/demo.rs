@@ -239,6 +239,17 @@ pub struct DemoState {
     pub agents: Vec<DemoAgent>,
 }
 
+impl DemoState {
+    /// The simulated agents' logins on the box `branch`.
+    fn logins_at(&self, branch: &str) -> Vec<&str> {
+        self.agents
+            .iter()
+            .filter(|a| a.branch == branch)
+            .map(|a| a.login.as_str())
+            .collect()
+    }
+}
+
 /// One simulated agent of the demo.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DemoAgent {
@@ -887,12 +898,7 @@ pub async fn run(
     // one address lock the box's agent page for 15 minutes).
     let mut agents = Vec::new();
     for (i, (name, p)) in names.iter().zip(&ports.appliances).enumerate() {
-        let logins: Vec<&str> = state
-            .agents
-            .iter()
-            .filter(|a| &a.branch == name)
-            .map(|a| a.login.as_str())
-            .collect();
+        let logins = state.logins_at(name);
         let db = dir.join(name).join(callgate_appliance::store::SQLITE_FILE);
         if let Err(e) = wait_for_roster(&db, &logins, Duration::from_secs(120)).await {
             let _ = stop_tx.send(true);
@@ -970,12 +976,7 @@ pub async fn run(
             "  {name} web UI    https://127.0.0.1:{}/   first visit: setup code {code}, then create the technician account",
             p.web
         );
-        let logins: Vec<&str> = state
-            .agents
-            .iter()
-            .filter(|a| &a.branch == name)
-            .map(|a| a.login.as_str())
-            .collect();
+        let logins = state.logins_at(name);
         println!(
             "  {name} agents    https://127.0.0.1:{}/agent   worked by simulated agents {}",
             p.web,

@@ -423,11 +423,21 @@ fn certificate(dir: &Path, names: &[&str]) -> (Vec<u8>, PathBuf, PathBuf) {
     (cert_pem.into_bytes(), cert, key)
 }
 
-/// socat terminating TLS on `tls_port` in front of a TCP peer.
-fn tls_terminator(tls_port: u16, cert: &Path, key: &Path, backend: SocketAddr) -> Child {
+/// socat terminating TLS on `tls_port` in front of a TCP peer; with `client_ca`, accepting
+/// only clients whose certificate it vouches for (a carrier that wants mutual TLS).
+fn tls_terminator(
+    tls_port: u16,
+    (cert, key): (&Path, &Path),
+    client_ca: Option<&Path>,
+    backend: SocketAddr,
+) -> Child {
+    let verify = match client_ca {
+        None => "verify=0".to_owned(),
+        Some(ca) => format!("verify=1,cafile={}", ca.display()),
+    };
     Command::new("socat")
         .arg(format!(
-            "OPENSSL-LISTEN:{tls_port},bind=127.0.0.1,reuseaddr,fork,cert={},key={},verify=0",
+            "OPENSSL-LISTEN:{tls_port},bind=127.0.0.1,reuseaddr,fork,cert={},key={},{verify}",
             cert.display(),
             key.display()
         ))
@@ -440,41 +450,10 @@ fn tls_terminator(tls_port: u16, cert: &Path, key: &Path, backend: SocketAddr) -
         .expect("socat is installed by scripts/setup")
 }
 
-/// socat terminating TLS on `tls_port` in front of a TCP peer, accepting only clients
-/// whose certificate `client_ca` vouches for (a carrier that wants mutual TLS).
-fn mutual_tls_terminator(
-    tls_port: u16,
-    (cert, key): (&Path, &Path),
-    client_ca: &Path,
-    backend: SocketAddr,
-) -> Child {
-    Command::new("socat")
-        .arg(format!(
-            "OPENSSL-LISTEN:{tls_port},bind=127.0.0.1,reuseaddr,fork,cert={},key={},verify=1,cafile={}",
-            cert.display(),
-            key.display(),
-            client_ca.display()
-        ))
-        .arg(format!("TCP:{backend}"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("socat is installed by scripts/setup")
-}
-
-#[tokio::test]
-async fn a_carrier_asking_for_a_client_certificate_gets_ours_and_without_one_we_fail_over() {
-    let carrier_dir = tempfile::tempdir().unwrap();
-    let (roots, cert, key) = certificate(carrier_dir.path(), &["localhost"]);
-    let box_dir = tempfile::tempdir().unwrap();
-    let (box_cert_pem, box_cert, box_key) = certificate(box_dir.path(), &["branch-1.example"]);
-    let sipp_port = free_tcp_port(v4());
-    let tls_port = free_tcp_port(v4());
-    let sipp_addr = SocketAddr::new(v4(), sipp_port);
-    let tls_addr = SocketAddr::new(v4(), tls_port);
-    let behind_tls = Peer::sipp(&[
+/// SIPp answering one call over TCP on `sipp_port`, behind a TLS terminator on `tls_port`
+/// (its Via/Contact name that port), once it listens.
+async fn sipp_behind_tls(sipp_port: u16, tls_port: u16) -> Peer {
+    let sipp = Peer::sipp(&[
         "-sf",
         &scenario("uas_behind_tls.xml"),
         "-t",
@@ -489,8 +468,22 @@ async fn a_carrier_asking_for_a_client_certificate_gets_ours_and_without_one_we_
         "-m",
         "1",
     ]);
-    wait_listening(sipp_addr).await;
-    let _socat = mutual_tls_terminator(tls_port, (&cert, &key), &box_cert, sipp_addr);
+    wait_listening(SocketAddr::new(v4(), sipp_port)).await;
+    sipp
+}
+
+#[tokio::test]
+async fn a_carrier_asking_for_a_client_certificate_gets_ours_and_without_one_we_fail_over() {
+    let carrier_dir = tempfile::tempdir().unwrap();
+    let (roots, cert, key) = certificate(carrier_dir.path(), &["localhost"]);
+    let box_dir = tempfile::tempdir().unwrap();
+    let (box_cert_pem, box_cert, box_key) = certificate(box_dir.path(), &["branch-1.example"]);
+    let sipp_port = free_tcp_port(v4());
+    let tls_port = free_tcp_port(v4());
+    let sipp_addr = SocketAddr::new(v4(), sipp_port);
+    let tls_addr = SocketAddr::new(v4(), tls_port);
+    let behind_tls = sipp_behind_tls(sipp_port, tls_port).await;
+    let _socat = tls_terminator(tls_port, (&cert, &key), Some(&box_cert), sipp_addr);
     wait_listening(tls_addr).await;
     let udp_port = free_udp_port(v4());
     let fallback = Peer::sipp(&[
@@ -545,23 +538,8 @@ async fn a_call_over_tls_reaches_sipp_behind_a_tls_terminator() {
     let tls_port = free_tcp_port(v4());
     let sipp_addr = SocketAddr::new(v4(), sipp_port);
     let tls_addr = SocketAddr::new(v4(), tls_port);
-    let sipp = Peer::sipp(&[
-        "-sf",
-        &scenario("uas_behind_tls.xml"),
-        "-t",
-        "t1",
-        "-i",
-        "127.0.0.1",
-        "-p",
-        &sipp_port.to_string(),
-        "-key",
-        "tlsport",
-        &tls_port.to_string(),
-        "-m",
-        "1",
-    ]);
-    wait_listening(sipp_addr).await;
-    let _socat = tls_terminator(tls_port, &cert, &key, sipp_addr);
+    let sipp = sipp_behind_tls(sipp_port, tls_port).await;
+    let _socat = tls_terminator(tls_port, (&cert, &key), None, sipp_addr);
     wait_listening(tls_addr).await;
     let tls = TlsSettings::new(&roots, None).unwrap();
     let mut ep = router(
@@ -612,7 +590,7 @@ async fn a_certificate_for_another_name_fails_over_to_the_next_trunk() {
     let backend = SocketAddr::new(v4(), free_tcp_port(v4()));
     let tls_port = free_tcp_port(v4());
     let tls_addr = SocketAddr::new(v4(), tls_port);
-    let _socat = tls_terminator(tls_port, &cert, &key, backend);
+    let _socat = tls_terminator(tls_port, (&cert, &key), None, backend);
     wait_listening(tls_addr).await;
     let port = free_udp_port(v4());
     let sipp_addr = SocketAddr::new(v4(), port);
