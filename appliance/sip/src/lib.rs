@@ -37,6 +37,7 @@ pub mod registrar;
 pub mod transaction;
 pub mod trunk;
 pub mod uri;
+mod wire;
 
 pub use error::SipError;
 pub use message::{Method, Request, Response, SipMessage};

@@ -250,10 +250,11 @@ pub enum SipMessage {
 impl Request {
     /// Serializes the request. Content-Length always states the body's length.
     pub fn to_bytes(&self) -> Vec<u8> {
-        use std::io::Write as _;
         let mut out = Vec::with_capacity(512 + self.body.len());
-        // Writing into a Vec cannot fail.
-        let _ = write!(out, "{} {} SIP/2.0\r\n", self.method, self.uri);
+        out.extend_from_slice(self.method.as_str().as_bytes());
+        out.push(b' ');
+        self.uri.write_to(&mut out);
+        out.extend_from_slice(b" SIP/2.0\r\n");
         self.headers.write_to(&mut out, self.body.len());
         out.extend_from_slice(&self.body);
         out
@@ -263,10 +264,10 @@ impl Request {
 impl Response {
     /// Serializes the response. Content-Length always states the body's length.
     pub fn to_bytes(&self) -> Vec<u8> {
-        use std::io::Write as _;
         let mut out = Vec::with_capacity(512 + self.body.len());
-        // Writing into a Vec cannot fail.
-        let _ = write!(out, "SIP/2.0 {} ", self.status);
+        out.extend_from_slice(b"SIP/2.0 ");
+        crate::wire::put_decimal(&mut out, u64::from(self.status));
+        out.push(b' ');
         // A line break in the reason would end the status line early.
         out.extend(
             self.reason

@@ -50,13 +50,19 @@ impl MediaType {
     }
 }
 
+impl MediaType {
+    /// Appends `type/subtype*(;param)`.
+    pub(crate) fn write_to(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(self.mtype.as_bytes());
+        out.push(b'/');
+        out.extend_from_slice(self.subtype.as_bytes());
+        param::write_all(&self.params, out);
+    }
+}
+
 impl fmt::Display for MediaType {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.mtype, self.subtype)?;
-        for p in &self.params {
-            write!(f, ";{p}")?;
-        }
-        Ok(())
+        crate::wire::display(f, |out| self.write_to(out))
     }
 }
 
@@ -345,23 +351,47 @@ impl Header {
                 let _ = write!(out, "{item}");
             }
         }
-        // Writing into a Vec cannot fail.
+        // Writing into a Vec cannot fail. The headers on every call's path are written
+        // without `core::fmt` (see `crate::wire`).
         let _ = match self {
-            Header::Via(v) => write!(out, "{v}"),
+            Header::Via(v) => {
+                v.write_to(out);
+                Ok(())
+            }
             Header::From(a)
             | Header::To(a)
             | Header::Route(a)
             | Header::RecordRoute(a)
-            | Header::PAssertedIdentity(a) => write!(out, "{a}"),
+            | Header::PAssertedIdentity(a) => {
+                a.write_to(out);
+                Ok(())
+            }
             Header::CallId(s) | Header::Date(s) => {
                 out.extend_from_slice(s.as_bytes());
                 Ok(())
             }
-            Header::CSeq(c) => write!(out, "{} {}", c.seq, c.method),
-            Header::Contact(c) => write!(out, "{c}"),
-            Header::MaxForwards(n) => write!(out, "{n}"),
-            Header::ContentLength(n) => write!(out, "{n}"),
-            Header::ContentType(m) => write!(out, "{m}"),
+            Header::CSeq(c) => {
+                crate::wire::put_decimal(out, u64::from(c.seq));
+                out.push(b' ');
+                out.extend_from_slice(c.method.as_str().as_bytes());
+                Ok(())
+            }
+            Header::Contact(c) => {
+                c.write_to(out);
+                Ok(())
+            }
+            Header::MaxForwards(n) => {
+                crate::wire::put_decimal(out, u64::from(*n));
+                Ok(())
+            }
+            Header::ContentLength(n) => {
+                crate::wire::put_decimal(out, *n as u64);
+                Ok(())
+            }
+            Header::ContentType(m) => {
+                m.write_to(out);
+                Ok(())
+            }
             Header::Accept(v) => {
                 list(out, v);
                 Ok(())
@@ -370,7 +400,10 @@ impl Header {
             | Header::ProxyAuthenticate(a)
             | Header::Authorization(a)
             | Header::ProxyAuthorization(a) => write!(out, "{a}"),
-            Header::Expires(n) | Header::RSeq(n) | Header::MinSe(n) => write!(out, "{n}"),
+            Header::Expires(n) | Header::RSeq(n) | Header::MinSe(n) => {
+                crate::wire::put_decimal(out, u64::from(*n));
+                Ok(())
+            }
             Header::Supported(v)
             | Header::Require(v)
             | Header::ProxyRequire(v)
