@@ -22,6 +22,7 @@ use client::ClientTx;
 use server::ServerTx;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// The protocol timers' base values (RFC 3261 §17.1.1.1, Table 4).
@@ -61,27 +62,35 @@ pub enum Role {
     Server,
 }
 
-/// Identifies a transaction (RFC 3261 §17.1.3 and §17.2.3).
+/// Identifies a transaction (RFC 3261 §17.1.3 and §17.2.3). The key is cloned many times
+/// per transaction (the timeline, the events, the agent's legs), so its text is shared,
+/// not copied: a clone is two reference-count increments, not two allocations.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct TxKey {
     /// Client or server.
     pub role: Role,
     /// The top Via branch (or, for pre-RFC 3261 requests, a key built from the dialog
     /// identifiers).
-    pub branch: String,
+    pub branch: Arc<str>,
     /// The method (ACK folds into INVITE on the server side).
     pub method: Method,
     /// The top Via sent-by (server side only).
-    pub sent_by: String,
+    pub sent_by: Arc<str>,
+}
+
+/// A client key's sent-by: empty, and one shared allocation for all of them.
+fn no_sent_by() -> Arc<str> {
+    static EMPTY: std::sync::OnceLock<Arc<str>> = std::sync::OnceLock::new();
+    EMPTY.get_or_init(|| Arc::from("")).clone()
 }
 
 impl TxKey {
     fn client(branch: &str, method: &Method) -> TxKey {
         TxKey {
             role: Role::Client,
-            branch: branch.to_owned(),
+            branch: branch.into(),
             method: method.clone(),
-            sent_by: String::new(),
+            sent_by: no_sent_by(),
         }
     }
 
@@ -112,9 +121,9 @@ impl TxKey {
         };
         Some(TxKey {
             role: Role::Server,
-            branch,
+            branch: branch.into(),
             method,
-            sent_by,
+            sent_by: sent_by.into(),
         })
     }
 }
