@@ -404,7 +404,7 @@ impl UserAgent {
         } = spec;
         let leg = LegId(self.next_leg);
         self.next_leg += 1;
-        let mut h = Headers::default();
+        let mut h = Headers::with_capacity(crate::message::BUILT_HEADERS);
         h.push(Header::Via(self.via()));
         h.push(Header::MaxForwards(70));
         let identity = identity.unwrap_or_default();
