@@ -263,7 +263,9 @@ fn raw_headers<'a>(
 /// Replaces folding CR/LF with spaces (same length, linear).
 fn unfold(v: &[u8]) -> std::borrow::Cow<'_, [u8]> {
     tick(v.len());
-    if v.iter().any(|b| *b == b'\r' || *b == b'\n') {
+    // `contains` on bytes searches a word at a time (a byte-at-a-time `any` over every
+    // header value was ~1 % of a bridged call).
+    if v.contains(&b'\r') || v.contains(&b'\n') {
         std::borrow::Cow::Owned(
             v.iter()
                 .map(|b| if *b == b'\r' || *b == b'\n' { b' ' } else { *b })
@@ -649,6 +651,23 @@ mod tests {
             w2 < w1 * 1.1,
             "doubling the header count must not raise work per byte: {w1} -> {w2}"
         );
+    }
+
+    #[test]
+    fn a_typed_value_folded_with_lf_or_crlf_or_holding_a_bare_cr_is_unfolded() {
+        for fold in ["\n ", "\r\n\t", "\r "] {
+            let m = format!(
+                "OPTIONS sip:b@example.com SIP/2.0\n\
+                 Via: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bKlf\n\
+                 From: <sip:a@example.com>;tag=f1\n\
+                 To: <sip:b@example.com>{fold};tag=t1\n\
+                 Call-ID: lf@192.0.2.1\n\
+                 CSeq: 1 OPTIONS\n\
+                 Content-Length: 0\n\n"
+            );
+            let m = parse(m.as_bytes());
+            assert_eq!(m.headers().to().unwrap().tag(), Some("t1"), "{fold:?}");
+        }
     }
 
     #[test]
