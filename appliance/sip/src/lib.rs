@@ -29,6 +29,7 @@ pub mod digest;
 pub mod error;
 pub mod framing;
 pub mod header;
+mod id_map;
 pub mod inbound;
 pub mod message;
 pub mod param;
