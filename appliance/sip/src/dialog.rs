@@ -128,7 +128,7 @@ impl Dialog {
 
     fn build(&self, method: Method, seq: u32, via: Via) -> Request {
         let (uri, routes) = self.target_and_routes();
-        let mut h = Headers::default();
+        let mut h = Headers::with_capacity(crate::message::BUILT_HEADERS);
         h.push(Header::Via(via));
         h.push(Header::MaxForwards(70));
         let mut from = self.local.clone();

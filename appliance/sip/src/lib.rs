@@ -29,6 +29,7 @@ pub mod digest;
 pub mod error;
 pub mod framing;
 pub mod header;
+mod id_map;
 pub mod inbound;
 pub mod message;
 pub mod param;
@@ -37,6 +38,7 @@ pub mod registrar;
 pub mod transaction;
 pub mod trunk;
 pub mod uri;
+mod wire;
 
 pub use error::SipError;
 pub use message::{Method, Request, Response, SipMessage};

@@ -186,6 +186,12 @@ impl Headers {
             .map(Header::value_text)
     }
 
+    /// An empty list with room for `n` headers (messages we build have about a dozen;
+    /// growing from empty regrew the list three times per message).
+    pub fn with_capacity(n: usize) -> Headers {
+        Headers(Vec::with_capacity(n))
+    }
+
     /// Appends a header.
     pub fn push(&mut self, h: Header) {
         self.0.push(h);
@@ -250,10 +256,11 @@ pub enum SipMessage {
 impl Request {
     /// Serializes the request. Content-Length always states the body's length.
     pub fn to_bytes(&self) -> Vec<u8> {
-        use std::io::Write as _;
         let mut out = Vec::with_capacity(512 + self.body.len());
-        // Writing into a Vec cannot fail.
-        let _ = write!(out, "{} {} SIP/2.0\r\n", self.method, self.uri);
+        out.extend_from_slice(self.method.as_str().as_bytes());
+        out.push(b' ');
+        self.uri.write_to(&mut out);
+        out.extend_from_slice(b" SIP/2.0\r\n");
         self.headers.write_to(&mut out, self.body.len());
         out.extend_from_slice(&self.body);
         out
@@ -263,10 +270,10 @@ impl Request {
 impl Response {
     /// Serializes the response. Content-Length always states the body's length.
     pub fn to_bytes(&self) -> Vec<u8> {
-        use std::io::Write as _;
         let mut out = Vec::with_capacity(512 + self.body.len());
-        // Writing into a Vec cannot fail.
-        let _ = write!(out, "SIP/2.0 {} ", self.status);
+        out.extend_from_slice(b"SIP/2.0 ");
+        crate::wire::put_decimal(&mut out, u64::from(self.status));
+        out.push(b' ');
         // A line break in the reason would end the status line early.
         out.extend(
             self.reason
@@ -311,10 +318,13 @@ impl SipMessage {
     }
 }
 
+/// Room for the headers of a message the engine builds (see [`Headers::with_capacity`]).
+pub(crate) const BUILT_HEADERS: usize = 14;
+
 /// Builds a response to `req` (RFC 3261 §8.2.6): copies Via, From, To, Call-ID and CSeq;
 /// adds `to_tag` to To when given and To has none.
 pub fn response_to(req: &Request, status: u16, reason: &str, to_tag: Option<&str>) -> Response {
-    let mut headers = Headers::default();
+    let mut headers = Headers::with_capacity(BUILT_HEADERS);
     for h in &req.headers.0 {
         match h {
             Header::Via(_) | Header::From(_) | Header::CallId(_) | Header::CSeq(_) => {

@@ -23,13 +23,28 @@ impl Param {
     }
 }
 
+impl Param {
+    /// Appends `name[=value]`.
+    pub(crate) fn write_to(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(self.name.as_bytes());
+        if let Some(v) = &self.value {
+            out.push(b'=');
+            out.extend_from_slice(v.as_bytes());
+        }
+    }
+}
+
+/// Appends `;name[=value]` for each parameter.
+pub(crate) fn write_all(params: &[Param], out: &mut Vec<u8>) {
+    for p in params {
+        out.push(b';');
+        p.write_to(out);
+    }
+}
+
 impl fmt::Display for Param {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.name)?;
-        if let Some(v) = &self.value {
-            write!(f, "={v}")?;
-        }
-        Ok(())
+        crate::wire::display(f, |out| self.write_to(out))
     }
 }
 

@@ -70,12 +70,23 @@ impl Uri {
     }
 }
 
+impl Uri {
+    /// Appends the URI as it is written on the wire.
+    pub(crate) fn write_to(&self, out: &mut Vec<u8>) {
+        match self {
+            Uri::Sip(u) => u.write_to(out),
+            Uri::Other { scheme, opaque } => {
+                out.extend_from_slice(scheme.as_bytes());
+                out.push(b':');
+                out.extend_from_slice(opaque.as_bytes());
+            }
+        }
+    }
+}
+
 impl fmt::Display for Uri {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Uri::Sip(u) => u.fmt(f),
-            Uri::Other { scheme, opaque } => write!(f, "{scheme}:{opaque}"),
-        }
+        crate::wire::display(f, |out| self.write_to(out))
     }
 }
 
@@ -148,13 +159,24 @@ impl Host {
     }
 }
 
+impl Host {
+    /// Appends the host as URIs and Via write it (IPv6 in brackets).
+    pub(crate) fn write_to(&self, out: &mut Vec<u8>) {
+        match self {
+            Host::Name(n) => out.extend_from_slice(n.as_bytes()),
+            Host::V4(a) => crate::wire::put_ipv4(out, *a),
+            Host::V6(a) => {
+                use std::io::Write as _;
+                // Writing into a Vec cannot fail; IPv6 text is rare enough for fmt.
+                let _ = write!(out, "[{a}]");
+            }
+        }
+    }
+}
+
 impl fmt::Display for Host {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Host::Name(n) => f.write_str(n),
-            Host::V4(a) => a.fmt(f),
-            Host::V6(a) => write!(f, "[{a}]"),
-        }
+        crate::wire::display(f, |out| self.write_to(out))
     }
 }
 
@@ -351,26 +373,33 @@ impl SipUri {
     }
 }
 
+impl SipUri {
+    /// Appends the URI as it is written on the wire.
+    pub(crate) fn write_to(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(if self.secure { b"sips:" } else { b"sip:" });
+        if let Some(u) = &self.user {
+            out.extend_from_slice(u.as_bytes());
+            if let Some(p) = &self.password {
+                out.push(b':');
+                out.extend_from_slice(p.as_bytes());
+            }
+            out.push(b'@');
+        }
+        self.host.write_to(out);
+        if let Some(p) = self.port {
+            out.push(b':');
+            crate::wire::put_decimal(out, u64::from(p));
+        }
+        crate::param::write_all(&self.params, out);
+        if let Some(h) = &self.headers {
+            out.push(b'?');
+            out.extend_from_slice(h.as_bytes());
+        }
+    }
+}
+
 impl fmt::Display for SipUri {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(if self.secure { "sips:" } else { "sip:" })?;
-        if let Some(u) = &self.user {
-            f.write_str(u)?;
-            if let Some(p) = &self.password {
-                write!(f, ":{p}")?;
-            }
-            f.write_str("@")?;
-        }
-        self.host.fmt(f)?;
-        if let Some(p) = self.port {
-            write!(f, ":{p}")?;
-        }
-        for p in &self.params {
-            write!(f, ";{p}")?;
-        }
-        if let Some(h) = &self.headers {
-            write!(f, "?{h}")?;
-        }
-        Ok(())
+        crate::wire::display(f, |out| self.write_to(out))
     }
 }

@@ -9,12 +9,13 @@
 //! never missed between a change and the next settle.
 
 use super::{Leg, LegId};
+use crate::id_map::IdMap;
 use std::collections::{BTreeMap, HashMap};
 use std::time::Instant;
 
 #[derive(Debug, Default)]
 pub(super) struct Legs {
-    map: HashMap<LegId, Leg>,
+    map: IdMap<LegId, Leg>,
     /// The legs of each Call-ID (one, or a few when a call forked or looped back).
     by_call_id: HashMap<String, Vec<LegId>>,
     /// Legs changed since the last [`Legs::settle`] (repeats allowed).
@@ -23,7 +24,7 @@ pub(super) struct Legs {
     /// instants apart).
     timeline: BTreeMap<(Instant, u64), LegId>,
     /// Where each leg sits on `timeline`.
-    scheduled: HashMap<LegId, (Instant, u64)>,
+    scheduled: IdMap<LegId, (Instant, u64)>,
     next_slot: u64,
 }
 

@@ -11,6 +11,7 @@ use crate::dialog::Dialog;
 use crate::digest::{DigestCredentials, DigestSession};
 use crate::error::SipError;
 use crate::header::{CSeq, Contact, Header, MediaType, NameAddr, OtherHeader, Transport, Via};
+use crate::id_map::IdMap;
 use crate::message::{response_to, Headers, Method, Request, Response, SipMessage};
 use crate::parse::{parse_datagram, respond_to_invalid, Incoming};
 use crate::transaction::{Output, TimerConfig, TransactionLayer, Transmit, TxEvent, TxKey};
@@ -282,17 +283,17 @@ pub struct UserAgent {
     cfg: AgentConfig,
     tx: TransactionLayer,
     legs: legs::Legs,
-    registrations: HashMap<RegId, register::Registration>,
+    registrations: IdMap<RegId, register::Registration>,
     gate: Option<crate::inbound::InboundGate>,
     registrar: Option<crate::registrar::Registrar>,
     /// Legs placed together to one phone's contacts: the first answer cancels the rest.
-    forks: HashMap<LegId, Vec<LegId>>,
+    forks: IdMap<LegId, Vec<LegId>>,
     /// The gate's decision for the request being handed to the transaction layer.
     pending_admission: Option<crate::inbound::Admission>,
     purposes: HashMap<TxKey, Purpose>,
     /// The client transactions started for each leg's INVITE, BYE and re-INVITE, so that
     /// forgetting a leg does not visit every purpose (some may have gone already).
-    leg_transactions: HashMap<LegId, Vec<TxKey>>,
+    leg_transactions: IdMap<LegId, Vec<TxKey>>,
     out: VecDeque<AgentOutput>,
     counter: u64,
     next_leg: u64,
@@ -309,13 +310,13 @@ impl UserAgent {
             counter: cfg.seed,
             cfg,
             legs: legs::Legs::default(),
-            registrations: HashMap::new(),
+            registrations: IdMap::default(),
             gate: None,
             registrar: None,
-            forks: HashMap::new(),
+            forks: IdMap::default(),
             pending_admission: None,
             purposes: HashMap::new(),
-            leg_transactions: HashMap::new(),
+            leg_transactions: IdMap::default(),
             out: VecDeque::new(),
             next_leg: 1,
         }
@@ -404,7 +405,7 @@ impl UserAgent {
         } = spec;
         let leg = LegId(self.next_leg);
         self.next_leg += 1;
-        let mut h = Headers::default();
+        let mut h = Headers::with_capacity(crate::message::BUILT_HEADERS);
         h.push(Header::Via(self.via()));
         h.push(Header::MaxForwards(70));
         let identity = identity.unwrap_or_default();

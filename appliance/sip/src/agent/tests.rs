@@ -423,15 +423,9 @@ fn hanging_up_while_ringing_cancels_and_reports_487() {
     let invite = net.seen(Method::Invite)[0].clone();
     let key = TxKey {
         role: crate::transaction::Role::Server,
-        branch: invite
-            .headers
-            .top_via()
-            .unwrap()
-            .branch()
-            .unwrap()
-            .to_owned(),
+        branch: invite.headers.top_via().unwrap().branch().unwrap().into(),
         method: Method::Invite,
-        sent_by: UA.to_owned(),
+        sent_by: UA.into(),
     };
     net.peer
         .respond(

@@ -46,18 +46,25 @@ impl NameAddr {
     }
 }
 
-impl fmt::Display for NameAddr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+impl NameAddr {
+    /// Appends `["display name" ]<URI>*(;param)`.
+    pub(crate) fn write_to(&self, out: &mut Vec<u8>) {
         if let Some(d) = &self.display_name {
             let mut q = String::new();
             write_quoted(&mut q, d);
-            write!(f, "{q} ")?;
+            out.extend_from_slice(q.as_bytes());
+            out.push(b' ');
         }
-        write!(f, "<{}>", self.uri)?;
-        for p in &self.params {
-            write!(f, ";{p}")?;
-        }
-        Ok(())
+        out.push(b'<');
+        self.uri.write_to(out);
+        out.push(b'>');
+        param::write_all(&self.params, out);
+    }
+}
+
+impl fmt::Display for NameAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        crate::wire::display(f, |out| self.write_to(out))
     }
 }
 
@@ -70,12 +77,19 @@ pub enum Contact {
     Address(NameAddr),
 }
 
+impl Contact {
+    /// Appends `*` or the address.
+    pub(crate) fn write_to(&self, out: &mut Vec<u8>) {
+        match self {
+            Contact::Wildcard => out.push(b'*'),
+            Contact::Address(a) => a.write_to(out),
+        }
+    }
+}
+
 impl fmt::Display for Contact {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Contact::Wildcard => f.write_str("*"),
-            Contact::Address(a) => a.fmt(f),
-        }
+        crate::wire::display(f, |out| self.write_to(out))
     }
 }
 

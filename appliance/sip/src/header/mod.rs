@@ -50,13 +50,19 @@ impl MediaType {
     }
 }
 
+impl MediaType {
+    /// Appends `type/subtype*(;param)`.
+    pub(crate) fn write_to(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(self.mtype.as_bytes());
+        out.push(b'/');
+        out.extend_from_slice(self.subtype.as_bytes());
+        param::write_all(&self.params, out);
+    }
+}
+
 impl fmt::Display for MediaType {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.mtype, self.subtype)?;
-        for p in &self.params {
-            write!(f, ";{p}")?;
-        }
-        Ok(())
+        crate::wire::display(f, |out| self.write_to(out))
     }
 }
 
@@ -240,15 +246,51 @@ const NAMES: &[(&str, Option<&str>, Kind)] = &[
 
 impl Kind {
     /// The kind of a header name (long or compact form, any case).
+    /// Every header line of every message comes through here: one pass to lower-case
+    /// the name and one `match` (length, then bytes), not a walk over [`NAMES`]. The
+    /// test `every_name_in_the_table_is_recognised_in_any_case` keeps the two in step.
     pub(crate) fn of(name: &str) -> Option<Kind> {
         crate::cursor::tick(name.len());
-        NAMES
-            .iter()
-            .find(|(long, short, _)| {
-                name.eq_ignore_ascii_case(long)
-                    || short.is_some_and(|s| name.eq_ignore_ascii_case(s))
-            })
-            .map(|(_, _, k)| *k)
+        // No name we type is longer than this ("Proxy-Authorization", 19).
+        let mut lower = [0u8; 20];
+        let bytes = name.as_bytes();
+        if bytes.len() > lower.len() {
+            return None;
+        }
+        for (l, b) in lower.iter_mut().zip(bytes) {
+            *l = b.to_ascii_lowercase();
+        }
+        Some(match &lower[..bytes.len()] {
+            b"via" | b"v" => Kind::Via,
+            b"from" | b"f" => Kind::From,
+            b"to" | b"t" => Kind::To,
+            b"call-id" | b"i" => Kind::CallId,
+            b"cseq" => Kind::CSeq,
+            b"contact" | b"m" => Kind::Contact,
+            b"route" => Kind::Route,
+            b"record-route" => Kind::RecordRoute,
+            b"max-forwards" => Kind::MaxForwards,
+            b"content-length" | b"l" => Kind::ContentLength,
+            b"content-type" | b"c" => Kind::ContentType,
+            b"accept" => Kind::Accept,
+            b"www-authenticate" => Kind::WwwAuthenticate,
+            b"proxy-authenticate" => Kind::ProxyAuthenticate,
+            b"authorization" => Kind::Authorization,
+            b"proxy-authorization" => Kind::ProxyAuthorization,
+            b"expires" => Kind::Expires,
+            b"supported" | b"k" => Kind::Supported,
+            b"require" => Kind::Require,
+            b"proxy-require" => Kind::ProxyRequire,
+            b"unsupported" => Kind::Unsupported,
+            b"rseq" => Kind::RSeq,
+            b"rack" => Kind::RAck,
+            b"session-expires" | b"x" => Kind::SessionExpires,
+            b"min-se" => Kind::MinSe,
+            b"p-asserted-identity" => Kind::PAssertedIdentity,
+            b"reason" => Kind::Reason,
+            b"date" => Kind::Date,
+            _ => return None,
+        })
     }
 
     /// The canonical name.
@@ -345,23 +387,47 @@ impl Header {
                 let _ = write!(out, "{item}");
             }
         }
-        // Writing into a Vec cannot fail.
+        // Writing into a Vec cannot fail. The headers on every call's path are written
+        // without `core::fmt` (see `crate::wire`).
         let _ = match self {
-            Header::Via(v) => write!(out, "{v}"),
+            Header::Via(v) => {
+                v.write_to(out);
+                Ok(())
+            }
             Header::From(a)
             | Header::To(a)
             | Header::Route(a)
             | Header::RecordRoute(a)
-            | Header::PAssertedIdentity(a) => write!(out, "{a}"),
+            | Header::PAssertedIdentity(a) => {
+                a.write_to(out);
+                Ok(())
+            }
             Header::CallId(s) | Header::Date(s) => {
                 out.extend_from_slice(s.as_bytes());
                 Ok(())
             }
-            Header::CSeq(c) => write!(out, "{} {}", c.seq, c.method),
-            Header::Contact(c) => write!(out, "{c}"),
-            Header::MaxForwards(n) => write!(out, "{n}"),
-            Header::ContentLength(n) => write!(out, "{n}"),
-            Header::ContentType(m) => write!(out, "{m}"),
+            Header::CSeq(c) => {
+                crate::wire::put_decimal(out, u64::from(c.seq));
+                out.push(b' ');
+                out.extend_from_slice(c.method.as_str().as_bytes());
+                Ok(())
+            }
+            Header::Contact(c) => {
+                c.write_to(out);
+                Ok(())
+            }
+            Header::MaxForwards(n) => {
+                crate::wire::put_decimal(out, u64::from(*n));
+                Ok(())
+            }
+            Header::ContentLength(n) => {
+                crate::wire::put_decimal(out, *n as u64);
+                Ok(())
+            }
+            Header::ContentType(m) => {
+                m.write_to(out);
+                Ok(())
+            }
             Header::Accept(v) => {
                 list(out, v);
                 Ok(())
@@ -370,7 +436,10 @@ impl Header {
             | Header::ProxyAuthenticate(a)
             | Header::Authorization(a)
             | Header::ProxyAuthorization(a) => write!(out, "{a}"),
-            Header::Expires(n) | Header::RSeq(n) | Header::MinSe(n) => write!(out, "{n}"),
+            Header::Expires(n) | Header::RSeq(n) | Header::MinSe(n) => {
+                crate::wire::put_decimal(out, u64::from(*n));
+                Ok(())
+            }
             Header::Supported(v)
             | Header::Require(v)
             | Header::ProxyRequire(v)
@@ -685,4 +754,44 @@ pub(crate) fn parse_typed(kind: Kind, value: &str, out: &mut Vec<Header>) -> Res
         }
     };
     r.map_err(|reason| bad(kind, reason))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_name_in_the_table_is_recognised_in_any_case() {
+        for (long, short, kind) in NAMES {
+            for name in [
+                long.to_string(),
+                long.to_ascii_lowercase(),
+                long.to_ascii_uppercase(),
+            ] {
+                assert_eq!(Kind::of(&name), Some(*kind), "{name}");
+            }
+            if let Some(short) = short {
+                assert_eq!(Kind::of(short), Some(*kind), "{short}");
+                assert_eq!(
+                    Kind::of(&short.to_ascii_uppercase()),
+                    Some(*kind),
+                    "{short}"
+                );
+            }
+            assert_eq!(kind.name(), *long);
+        }
+        for other in [
+            "",
+            "X-Custom",
+            "Vias",
+            "Call",
+            "Subject",
+            "s",
+            "e",
+            "Proxy-Authorizations",
+            "Content-Length-Extra-Long-Name",
+        ] {
+            assert_eq!(Kind::of(other), None, "{other}");
+        }
+    }
 }

@@ -39,15 +39,22 @@ impl Transport {
     }
 }
 
-impl fmt::Display for Transport {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+impl Transport {
+    /// The token as a Via writes it.
+    pub fn as_str(&self) -> &str {
+        match self {
             Transport::Udp => "UDP",
             Transport::Tcp => "TCP",
             Transport::Tls => "TLS",
             Transport::Sctp => "SCTP",
             Transport::Other(o) => o,
-        })
+        }
+    }
+}
+
+impl fmt::Display for Transport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -183,15 +190,23 @@ impl Via {
     }
 }
 
+impl Via {
+    /// Appends the Via value as it is written on the wire.
+    pub(crate) fn write_to(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(b"SIP/2.0/");
+        out.extend_from_slice(self.transport.as_str().as_bytes());
+        out.push(b' ');
+        self.host.write_to(out);
+        if let Some(p) = self.port {
+            out.push(b':');
+            crate::wire::put_decimal(out, u64::from(p));
+        }
+        param::write_all(&self.params, out);
+    }
+}
+
 impl fmt::Display for Via {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "SIP/2.0/{} {}", self.transport, self.host)?;
-        if let Some(p) = self.port {
-            write!(f, ":{p}")?;
-        }
-        for p in &self.params {
-            write!(f, ";{p}")?;
-        }
-        Ok(())
+        crate::wire::display(f, |out| self.write_to(out))
     }
 }

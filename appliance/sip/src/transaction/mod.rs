@@ -22,6 +22,7 @@ use client::ClientTx;
 use server::ServerTx;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// The protocol timers' base values (RFC 3261 §17.1.1.1, Table 4).
@@ -61,27 +62,35 @@ pub enum Role {
     Server,
 }
 
-/// Identifies a transaction (RFC 3261 §17.1.3 and §17.2.3).
+/// Identifies a transaction (RFC 3261 §17.1.3 and §17.2.3). The key is cloned many times
+/// per transaction (the timeline, the events, the agent's legs), so its text is shared,
+/// not copied: a clone is two reference-count increments, not two allocations.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct TxKey {
     /// Client or server.
     pub role: Role,
     /// The top Via branch (or, for pre-RFC 3261 requests, a key built from the dialog
     /// identifiers).
-    pub branch: String,
+    pub branch: Arc<str>,
     /// The method (ACK folds into INVITE on the server side).
     pub method: Method,
     /// The top Via sent-by (server side only).
-    pub sent_by: String,
+    pub sent_by: Arc<str>,
+}
+
+/// A client key's sent-by: empty, and one shared allocation for all of them.
+fn no_sent_by() -> Arc<str> {
+    static EMPTY: std::sync::OnceLock<Arc<str>> = std::sync::OnceLock::new();
+    EMPTY.get_or_init(|| Arc::from("")).clone()
 }
 
 impl TxKey {
     fn client(branch: &str, method: &Method) -> TxKey {
         TxKey {
             role: Role::Client,
-            branch: branch.to_owned(),
+            branch: branch.into(),
             method: method.clone(),
-            sent_by: String::new(),
+            sent_by: no_sent_by(),
         }
     }
 
@@ -92,7 +101,13 @@ impl TxKey {
         } else {
             req.method.clone()
         };
-        let sent_by = format!("{}:{}", via.host, via.port.unwrap_or(5060));
+        // `host:port`, written without `core::fmt` (this runs for every request).
+        let mut sent_by = Vec::with_capacity(32);
+        via.host.write_to(&mut sent_by);
+        sent_by.push(b':');
+        crate::wire::put_decimal(&mut sent_by, u64::from(via.port.unwrap_or(5060)));
+        let sent_by = String::from_utf8(sent_by)
+            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
         let branch = if via.has_rfc3261_branch() {
             via.branch().unwrap_or_default().to_owned()
         } else {
@@ -106,9 +121,9 @@ impl TxKey {
         };
         Some(TxKey {
             role: Role::Server,
-            branch,
+            branch: branch.into(),
             method,
-            sent_by,
+            sent_by: sent_by.into(),
         })
     }
 }
@@ -192,19 +207,32 @@ pub enum Output {
     Event(TxEvent),
 }
 
+/// A transaction and where it sits on the layer's timeline. Kept together so that putting
+/// a transaction back on the timeline after a change is one map lookup, not three (the
+/// keys are strings from the network, hashed with a keyed hash on every lookup).
+#[derive(Debug)]
+struct Tracked<T> {
+    tx: T,
+    slot: Option<(Instant, u64)>,
+}
+
+impl<T> Tracked<T> {
+    fn new(tx: T) -> Self {
+        Tracked { tx, slot: None }
+    }
+}
+
 /// All transactions of one SIP endpoint.
 #[derive(Debug)]
 pub struct TransactionLayer {
     timers: TimerConfig,
-    clients: HashMap<TxKey, ClientTx>,
-    servers: HashMap<TxKey, ServerTx>,
+    clients: HashMap<TxKey, Tracked<ClientTx>>,
+    servers: HashMap<TxKey, Tracked<ServerTx>>,
     /// Every live transaction's next deadline, earliest first (the second field only keeps
     /// equal instants apart). Timers D and J keep each transaction 32 s after its call's
     /// messages, so a box at a few hundred calls/s holds tens of thousands: the clock is
     /// served from here, never by visiting them all.
     timeline: BTreeMap<(Instant, u64), TxKey>,
-    /// Where each transaction sits on `timeline`.
-    scheduled: HashMap<TxKey, (Instant, u64)>,
     next_slot: u64,
     out: VecDeque<Output>,
 }
@@ -217,7 +245,6 @@ impl TransactionLayer {
             clients: HashMap::new(),
             servers: HashMap::new(),
             timeline: BTreeMap::new(),
-            scheduled: HashMap::new(),
             next_slot: 0,
             out: VecDeque::new(),
         }
@@ -249,7 +276,7 @@ impl TransactionLayer {
             .to_owned();
         let key = TxKey::client(&branch, &request.method);
         let tx = ClientTx::start(now, request, to, reliable, self.timers, &mut self.out);
-        self.clients.insert(key.clone(), tx);
+        self.clients.insert(key.clone(), Tracked::new(tx));
         self.reschedule(&key);
         Ok(key)
     }
@@ -269,7 +296,7 @@ impl TransactionLayer {
         key: &TxKey,
         response: Response,
     ) -> Result<(), SipError> {
-        let tx = self.servers.get_mut(key).ok_or(SipError::NoSuchDialog)?;
+        let tx = &mut self.servers.get_mut(key).ok_or(SipError::NoSuchDialog)?.tx;
         tx.respond(now, response, self.timers, &mut self.out);
         self.reschedule(key);
         Ok(())
@@ -288,7 +315,7 @@ impl TransactionLayer {
             (Some(v), Some(c)) => v.branch().map(|b| TxKey::client(b, &c.method)),
             _ => None,
         };
-        match key.and_then(|k| self.clients.get_mut(&k).map(|tx| (k, tx))) {
+        match key.and_then(|k| self.clients.get_mut(&k).map(|t| (k, &mut t.tx))) {
             Some((key, tx)) => {
                 tx.on_response(now, key.clone(), response, self.timers, &mut self.out);
                 self.reschedule(&key);
@@ -304,7 +331,7 @@ impl TransactionLayer {
         let Some(key) = TxKey::server(&request) else {
             return;
         };
-        if let Some(tx) = self.servers.get_mut(&key) {
+        if let Some(Tracked { tx, .. }) = self.servers.get_mut(&key) {
             if request.method == Method::Ack && tx.is_accepted() {
                 self.out
                     .push_back(Output::Event(TxEvent::Ack { request, source }));
@@ -321,7 +348,7 @@ impl TransactionLayer {
             Method::Cancel => self.handle_cancel(now, key, request, source),
             _ => {
                 let tx = ServerTx::start(now, &request, source, self.timers, &mut self.out);
-                self.servers.insert(key.clone(), tx);
+                self.servers.insert(key.clone(), Tracked::new(tx));
                 self.reschedule(&key);
                 self.out.push_back(Output::Event(TxEvent::Request {
                     key,
@@ -339,7 +366,7 @@ impl TransactionLayer {
             method: Method::Invite,
             ..key.clone()
         };
-        let invite = self.servers.get(&invite_key);
+        let invite = self.servers.get(&invite_key).map(|t| &t.tx);
         let status = if invite.is_some() { 200 } else { 481 };
         let proceeding = invite.is_some_and(ServerTx::is_proceeding);
         let mut tx = ServerTx::start(now, &request, source, self.timers, &mut self.out);
@@ -354,7 +381,7 @@ impl TransactionLayer {
             None,
         );
         tx.respond(now, resp, self.timers, &mut self.out);
-        self.servers.insert(key.clone(), tx);
+        self.servers.insert(key.clone(), Tracked::new(tx));
         self.reschedule(&key);
         if proceeding {
             self.out
@@ -377,11 +404,11 @@ impl TransactionLayer {
                 Role::Client => self
                     .clients
                     .get_mut(&key)
-                    .is_some_and(|tx| tx.on_timeout(now, &key, timers, out)),
+                    .is_some_and(|t| t.tx.on_timeout(now, &key, timers, out)),
                 Role::Server => self
                     .servers
                     .get_mut(&key)
-                    .is_some_and(|tx| tx.on_timeout(now, &key, timers, out)),
+                    .is_some_and(|t| t.tx.on_timeout(now, &key, timers, out)),
             };
             if !alive {
                 self.remove(&key);
@@ -399,35 +426,38 @@ impl TransactionLayer {
     /// transaction is gone or waits for nothing). Called after every change to a
     /// transaction.
     fn reschedule(&mut self, key: &TxKey) {
-        let deadline = match key.role {
-            Role::Client => self.clients.get(key).and_then(ClientTx::deadline),
-            Role::Server => self.servers.get(key).and_then(ServerTx::deadline),
+        let (deadline, slot) = match key.role {
+            Role::Client => match self.clients.get_mut(key) {
+                Some(t) => (t.tx.deadline(), &mut t.slot),
+                None => return,
+            },
+            Role::Server => match self.servers.get_mut(key) {
+                Some(t) => (t.tx.deadline(), &mut t.slot),
+                None => return,
+            },
         };
-        let current = self.scheduled.get(key).copied();
-        if current.map(|(at, _)| at) == deadline {
+        if slot.map(|(at, _)| at) == deadline {
             return;
         }
-        if let Some(slot) = current {
-            self.timeline.remove(&slot);
-            self.scheduled.remove(key);
+        if let Some(old) = slot.take() {
+            self.timeline.remove(&old);
         }
         if let Some(at) = deadline {
-            let slot = (at, self.next_slot);
+            let new = (at, self.next_slot);
             self.next_slot += 1;
-            self.timeline.insert(slot, key.clone());
-            self.scheduled.insert(key.clone(), slot);
+            self.timeline.insert(new, key.clone());
+            *slot = Some(new);
         }
     }
 
-    /// Drops a transaction (its timeline entry goes with the next [`Self::reschedule`]).
+    /// Drops a transaction and its timeline entry.
     fn remove(&mut self, key: &TxKey) {
-        match key.role {
-            Role::Client => {
-                self.clients.remove(key);
-            }
-            Role::Server => {
-                self.servers.remove(key);
-            }
+        let slot = match key.role {
+            Role::Client => self.clients.remove(key).and_then(|t| t.slot),
+            Role::Server => self.servers.remove(key).and_then(|t| t.slot),
+        };
+        if let Some(slot) = slot {
+            self.timeline.remove(&slot);
         }
     }
 
@@ -452,7 +482,7 @@ impl TransactionLayer {
         let failed: Vec<TxKey> = self
             .clients
             .iter()
-            .filter(|(_, tx)| tx.destination() == to && tx.awaiting_final())
+            .filter(|(_, t)| t.tx.destination() == to && t.tx.awaiting_final())
             .map(|(k, _)| k.clone())
             .collect();
         for key in failed {
@@ -468,12 +498,20 @@ impl TransactionLayer {
     /// timeline must always agree with.
     #[cfg(test)]
     fn timeline_agrees(&self) -> bool {
-        let c = self.clients.values().filter_map(ClientTx::deadline);
-        let s = self.servers.values().filter_map(ServerTx::deadline);
+        let c = self.clients.values().filter_map(|t| t.tx.deadline());
+        let s = self.servers.values().filter_map(|t| t.tx.deadline());
         let with_deadline: Vec<Instant> = c.chain(s).collect();
+        // Each timeline entry is the slot its transaction records, at its deadline.
+        let recorded = |key: &TxKey| match key.role {
+            Role::Client => self.clients.get(key).map(|t| (t.slot, t.tx.deadline())),
+            Role::Server => self.servers.get(key).map(|t| (t.slot, t.tx.deadline())),
+        };
         with_deadline.iter().min().copied() == self.poll_timeout()
             && with_deadline.len() == self.timeline.len()
-            && self.timeline.len() == self.scheduled.len()
+            && self
+                .timeline
+                .iter()
+                .all(|(slot, key)| recorded(key) == Some((Some(*slot), Some(slot.0))))
     }
 
     /// How many transactions are alive (clients, servers).

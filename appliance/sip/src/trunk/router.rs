@@ -11,6 +11,7 @@ use super::{
     HealthChange, ProbePolicy, RegistrationState, Trunk, TrunkGroup, TrunkHealth, TrunkState,
 };
 use crate::agent::{AgentEvent, AgentOutput, CallSpec, LegId, ProbeId, UserAgent};
+use crate::id_map::IdMap;
 use crate::inbound::{InboundPolicy, RouteTarget};
 use crate::transaction::Transmit;
 use crate::uri::Uri;
@@ -195,10 +196,10 @@ pub struct OutboundRouter {
     agent: UserAgent,
     group: TrunkGroup,
     cfg: RouterConfig,
-    attempts: HashMap<AttemptId, Attempt>,
+    attempts: IdMap<AttemptId, Attempt>,
     /// Every leg still alive and its attempt (abandoned legs included, to release them).
-    legs: HashMap<LegId, (AttemptId, usize)>,
-    probes: HashMap<ProbeId, usize>,
+    legs: IdMap<LegId, (AttemptId, usize)>,
+    probes: IdMap<ProbeId, usize>,
     /// Trunk registrations: the trunk (by name) each is for and the expiry asked.
     registrations: HashMap<crate::agent::RegId, (String, u32)>,
     /// Failed trunk registrations waiting for their next try: trunk name -> (when,
@@ -211,8 +212,8 @@ pub struct OutboundRouter {
     next_attempt: u64,
     roll: u64,
     /// Inbound legs bridged out to trunks (B2BUA), both ways.
-    bridged_out: HashMap<AttemptId, LegId>,
-    bridged_in: HashMap<LegId, AttemptId>,
+    bridged_out: IdMap<AttemptId, LegId>,
+    bridged_in: IdMap<LegId, AttemptId>,
     /// Trunks `0..in_service` of the group take calls; those after were removed by
     /// [`Self::replace_trunks`] and stay only while calls they carry are up.
     in_service: usize,
@@ -237,9 +238,9 @@ impl OutboundRouter {
         OutboundRouter {
             agent,
             cfg,
-            attempts: HashMap::new(),
-            legs: HashMap::new(),
-            probes: HashMap::new(),
+            attempts: IdMap::default(),
+            legs: IdMap::default(),
+            probes: IdMap::default(),
             registrations: HashMap::new(),
             register_retries: HashMap::new(),
             register_failures: HashMap::new(),
@@ -247,8 +248,8 @@ impl OutboundRouter {
             out: VecDeque::new(),
             next_attempt: 1,
             roll: seed | 1,
-            bridged_out: HashMap::new(),
-            bridged_in: HashMap::new(),
+            bridged_out: IdMap::default(),
+            bridged_in: IdMap::default(),
             in_service: group.trunks.len(),
             group,
             presentations: HashMap::new(),
