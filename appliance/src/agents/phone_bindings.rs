@@ -56,7 +56,7 @@ pub async fn store(
     now: UnixMillis,
     bindings: &[StoredBinding],
 ) -> Result<(), sqlx::Error> {
-    let mut tx = pool.begin().await?;
+    let mut tx = crate::sync::outbox_store::begin_write(pool).await?;
     sqlx::query("DELETE FROM phone_bindings")
         .execute(&mut *tx)
         .await?;
