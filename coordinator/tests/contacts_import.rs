@@ -458,3 +458,124 @@ async fn a_read_failure_midway_fails_the_import_with_counters_matching_what_was_
         );
     }
 }
+
+#[tokio::test]
+async fn a_number_another_transaction_is_inserting_waits_for_it_and_is_stored_once() {
+    use callgate_common::phone::PhoneNumber;
+    use callgate_common::store::Backend;
+    // PostgreSQL only: the import writes new numbers without `ON CONFLICT`, so meeting an
+    // uncommitted insert of the same number makes its batch fail and be tried again.
+    let contested = "+14155550150";
+    let mut file = String::from("phone,name\n");
+    for i in 0..30 {
+        file.push_str(&format!("+1415555{:04},row {i}\n", 140 + i));
+    }
+    for other_commits in [true, false] {
+        let t = fresh_store(Backend::Postgres).await;
+        let vault = NumberVault::from_master_key(&[6; 32]);
+        let list = contacts::create_list(&t.store, "race", "us").await.unwrap();
+        let number = PhoneNumber::parse(contested, None).unwrap();
+        let mut other = t.store.pool().begin().await.unwrap();
+        let (other_id,): (i64,) = sqlx::query_as(
+            "INSERT INTO contacts (number_index, number_cipher, number_masked, time_zones, \
+             created_at) VALUES ($1, $2, $3, 'America/Los_Angeles', 0) RETURNING id",
+        )
+        .bind(vault.blind_index(&number))
+        .bind(vault.seal(&number).unwrap())
+        .bind(number.masked())
+        .fetch_one(&mut *other)
+        .await
+        .unwrap();
+
+        let import = tokio::spawn({
+            let (store, vault, file) = (t.store.clone(), vault.clone(), file.clone());
+            async move {
+                import::import_csv(
+                    &store,
+                    &vault,
+                    ContactListId(list.id),
+                    Cursor::new(file.into_bytes()),
+                    None,
+                    |_| {},
+                )
+                .await
+            }
+        });
+        // The import's batch waits on the other transaction's entry in the unique index.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let (waiting,): (i64,) = sqlx::query_as(
+                "SELECT count(*) FROM pg_stat_activity \
+                 WHERE datname = current_database() AND wait_event_type = 'Lock'",
+            )
+            .fetch_one(t.store.pool())
+            .await
+            .unwrap();
+            if waiting > 0 {
+                break;
+            }
+            assert!(
+                !import.is_finished(),
+                "the import did not wait for the other insert"
+            );
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no writer ever waited"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        if other_commits {
+            other.commit().await.unwrap();
+        } else {
+            other.rollback().await.unwrap();
+        }
+        let report = import.await.unwrap().expect("the import succeeds");
+        assert_eq!(report.rows_seen, 30);
+        assert_eq!(report.rejected, 0);
+        let expect_new = if other_commits { 29 } else { 30 };
+        assert_eq!(
+            report.imported, expect_new,
+            "other commits: {other_commits}"
+        );
+        assert_eq!(report.duplicates, 30 - expect_new);
+
+        let status = contacts::import_status(&t.store, report.import_id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(status.state, "done");
+        assert_eq!(status.rows_imported, expect_new as i64);
+        assert_eq!(status.rows_duplicate, 30 - expect_new as i64);
+
+        let (stored,): (i64,) = sqlx::query_as("SELECT count(*) FROM contacts")
+            .fetch_one(t.store.pool())
+            .await
+            .unwrap();
+        assert_eq!(stored, 30, "each number once");
+        let members: Vec<(i64,)> = sqlx::query_as(
+            "SELECT contact_id FROM contact_list_members WHERE list_id = $1 ORDER BY contact_id",
+        )
+        .bind(list.id)
+        .fetch_all(t.store.pool())
+        .await
+        .unwrap();
+        assert_eq!(members.len(), 30, "every row's contact is on the list");
+        assert_eq!(
+            members.iter().any(|(id,)| *id == other_id),
+            other_commits,
+            "the contested number's contact is the other transaction's when it committed"
+        );
+        // The import's own contacts keep the file's order in their ids.
+        let page = contacts::page_contacts(&t.store, &vault, list.id, 0, 100, false)
+            .await
+            .unwrap();
+        let rows: Vec<&str> = page
+            .iter()
+            .filter(|c| c.id != other_id)
+            .map(|c| c.fields["name"].as_str().unwrap())
+            .collect();
+        let mut in_file_order = rows.clone();
+        in_file_order.sort_by_key(|r| r[4..].parse::<u32>().unwrap());
+        assert_eq!(rows, in_file_order);
+    }
+}

@@ -23,8 +23,8 @@ use callgate_common::time::UnixMillis;
 use serde::Serialize;
 use std::io::Read;
 
-/// Rows per transaction, per engine. PostgreSQL takes each batch through `COPY` into a
-/// staging table (no bind-parameter limit; larger batches, fewer commits); through sqlx,
+/// Rows per transaction, per engine. PostgreSQL takes each batch into the tables by binary
+/// `COPY` (no bind-parameter limit; larger batches, fewer commits); through sqlx,
 /// SQLite's cost per bound parameter grows with the statement's parameter count, so it
 /// gets small statements.
 pub fn batch_rows(backend: callgate_common::store::Backend) -> usize {
@@ -94,10 +94,9 @@ struct Batch {
     seq: u64,
     /// Parsed rows (SQLite's writer binds them).
     contacts: Vec<ParsedContact>,
-    /// The same rows as a binary `COPY` stream (PostgreSQL's writer sends it as is);
-    /// `contacts` is then empty and `staged` counts the rows.
-    copy: Vec<u8>,
-    staged: u64,
+    /// The same rows encoded for binary `COPY` (PostgreSQL's writer picks the new ones);
+    /// `contacts` is then empty.
+    encoded: EncodedRows,
     errors: Vec<RowError>,
     rows_seen: u64,
     bytes_read: u64,
@@ -105,8 +104,24 @@ struct Batch {
 
 impl Batch {
     fn good_rows(&self) -> u64 {
-        self.contacts.len() as u64 + self.staged
+        (self.contacts.len() + self.encoded.rows.len()) as u64
     }
+}
+
+/// A batch's good rows encoded for binary `COPY` into `contacts`, in file order: each
+/// row's fields from `number_index` to `tags` (the writer frames them with the row's id
+/// before and `created_at` after), one after another in `bytes`.
+#[derive(Debug, Default)]
+struct EncodedRows {
+    bytes: Vec<u8>,
+    rows: Vec<EncodedRow>,
+}
+
+/// One encoded row: its blind index (for dedupe) and where its fields are in `bytes`.
+#[derive(Debug)]
+struct EncodedRow {
+    index: Vec<u8>,
+    fields: std::ops::Range<usize>,
 }
 
 /// Rows read from the file and not yet parsed: what the reader hands a worker.
@@ -378,9 +393,7 @@ fn parse_chunks(
             }
         }
         if copy_format {
-            batch.copy = copy_binary(&batch.contacts);
-            batch.staged = batch.contacts.len() as u64;
-            batch.contacts = Vec::new();
+            batch.encoded = encode_rows(std::mem::take(&mut batch.contacts));
         }
         if out.blocking_send(Ok(batch)).is_err() {
             return;
@@ -525,8 +538,8 @@ pub async fn run_import(
         let (mut next_write, mut next_count) = (0u64, 0u64);
         let mut in_flight = tokio::task::JoinSet::new();
         let mut parsing = true;
-        // Each batch's `COPY` waits for the one before it to finish: ids are drawn as the
-        // rows are copied, so this keeps them in file order across writers.
+        // Each batch reserves its new contacts' ids after the batch before it has: this
+        // keeps them in file order across writers.
         let mut copied_before: Option<tokio::sync::oneshot::Receiver<()>> = None;
         while failure.is_none() && (parsing || !parsed.is_empty() || !in_flight.is_empty()) {
             while in_flight.len() < limit {
@@ -634,8 +647,8 @@ enum Sink {
     Postgres(CopyWriter),
 }
 
-/// A batch's place in the order of `COPY`s: it waits for `after` (the previous batch's
-/// `COPY` finished, or gave up), then signals `copied`.
+/// A batch's place in the order of id reservations: it waits for `after` (the previous
+/// batch reserved its ids, or gave up), then signals `copied`.
 struct CopyTurn {
     after: Option<tokio::sync::oneshot::Receiver<()>>,
     copied: tokio::sync::oneshot::Sender<()>,
@@ -817,31 +830,38 @@ where
     Ok(())
 }
 
-/// The staging table each PostgreSQL writer connection owns: temporary (no WAL, no other
-/// session sees it), emptied at every commit. `id` is drawn from `contacts`' own sequence
-/// as `COPY` stores each row, so new contacts keep the file's order in their ids even
-/// though they are inserted in blind-index order.
-const STAGE_TABLE: &str = "CREATE TEMP TABLE IF NOT EXISTS contact_import_stage (\
-     id BIGINT NOT NULL DEFAULT nextval('contacts_id_seq'), number_index BYTEA NOT NULL, \
-     number_cipher BYTEA NOT NULL, number_masked TEXT NOT NULL, time_zones TEXT NOT NULL, \
-     external_id TEXT, urgency DOUBLE PRECISION NOT NULL, \
-     customer_value DOUBLE PRECISION NOT NULL, fields TEXT NOT NULL, tags TEXT NOT NULL) \
-     ON COMMIT DELETE ROWS";
+/// Times a PostgreSQL batch is tried again after meeting another writer on a new number
+/// (each try sees more of what the others committed, so one more rarely helps).
+const RACE_RETRIES: u32 = 8;
 
-/// The PostgreSQL writer: each batch is `COPY`ed (binary format) into the connection's
-/// staging table, then moved into `contacts` (`ON CONFLICT DO NOTHING`: dedupe across
-/// imports, writers and within the batch) and the list membership with set-based
-/// statements, all in one transaction.
+/// The PostgreSQL writer: new contacts and their list membership go straight into the
+/// tables by binary `COPY`, with no staging table and no `ON CONFLICT` per row.
 ///
-/// Two writers run at once. Both take the unique index's entries in blind-index order
-/// (`ORDER BY number_index`), and the membership's in contact order, so when they meet on
-/// the same number one waits for the other instead of deadlocking. The membership of
-/// duplicates looks each staged number up through the unique index (a correlated
-/// subquery): a join lets the planner, blind to the unanalysed staging table, scan all of
-/// `contacts` per batch, which made the import quadratic.
+/// Per batch, in one transaction: the batch's distinct numbers are looked up through the
+/// unique blind index; the ones found are duplicates and join the list; the rest get ids
+/// reserved from `contacts_id_seq` (batch after batch, in file order, so ids follow the
+/// file across writers) and are copied into `contacts` in blind-index order, their
+/// membership into `contact_list_members`.
+///
+/// Two writers run at once, and both may find a number new that appears in both their
+/// batches. The unique index then makes the second one wait for the first to commit and
+/// fail (`unique_violation`); because both copy in blind-index order they never hold
+/// each other's entries (if PostgreSQL still finds a deadlock, it fails one of them).
+/// The failed batch rolls back and is tried again: its lookup now finds the number, and it
+/// keeps the ids it reserved, so the file order holds.
 #[derive(Clone)]
 struct CopyWriter {
     pool: sqlx::PgPool,
+}
+
+/// Did this failure come from meeting another writer (worth trying the batch again)?
+fn met_another_writer(e: &ContactError) -> bool {
+    match e {
+        ContactError::Db(sqlx::Error::Database(db)) => {
+            matches!(db.code().as_deref(), Some("23505") | Some("40P01"))
+        }
+        _ => false,
+    }
 }
 
 impl CopyWriter {
@@ -849,18 +869,13 @@ impl CopyWriter {
         let url = store.pool().connect_options().database_url.clone();
         let pool = sqlx::postgres::PgPoolOptions::new()
             .max_connections(writers as u32)
-            .after_connect(|conn, _| {
-                Box::pin(async move {
-                    sqlx::query(STAGE_TABLE).execute(conn).await?;
-                    Ok(())
-                })
-            })
             .connect(url.as_str())
             .await?;
         Ok(CopyWriter { pool })
     }
 
-    /// Writes one batch in one transaction; returns the contacts it created.
+    /// Writes one batch in one transaction, trying again when it meets another writer;
+    /// returns the contacts it created.
     async fn write(
         &self,
         list: ContactListId,
@@ -868,60 +883,130 @@ impl CopyWriter {
         batch: &Batch,
         turn: CopyTurn,
     ) -> Result<u64, ContactError> {
+        let rows = &batch.encoded.rows;
+        let mut seen = std::collections::HashSet::with_capacity(rows.len());
+        let distinct: Vec<usize> = (0..rows.len())
+            .filter(|&i| seen.insert(rows[i].index.as_slice()))
+            .collect();
+        drop(seen);
+        let mut turn = Some(turn);
+        let mut ids = Vec::new();
+        let mut tries = 0;
+        loop {
+            let tried = self
+                .try_write(list, import_id, batch, &distinct, &mut turn, &mut ids)
+                .await;
+            match tried {
+                Err(e) if tries < RACE_RETRIES && met_another_writer(&e) => {
+                    tries += 1;
+                    tracing::debug!(
+                        import_id,
+                        seq = batch.seq,
+                        tries,
+                        "batch met another writer: {e}"
+                    );
+                }
+                done => return done,
+            }
+        }
+    }
+
+    /// One try of [`CopyWriter::write`]. `turn` is taken by the first try, which reserves
+    /// the ids into `ids`; a later try uses (a prefix of) them.
+    async fn try_write(
+        &self,
+        list: ContactListId,
+        import_id: i64,
+        batch: &Batch,
+        distinct: &[usize],
+        turn: &mut Option<CopyTurn>,
+        ids: &mut Vec<i64>,
+    ) -> Result<u64, ContactError> {
+        let rows = &batch.encoded.rows;
         let now = UnixMillis::now().0;
         let mut tx = self.pool.begin().await?;
-        let CopyTurn { after, copied } = turn;
-        if let Some(after) = after {
-            // An error means the previous writer failed: the import is failing anyway.
-            let _ = after.await;
-        }
-        let mut copied = Some(copied);
         let mut created = 0u64;
-        if batch.staged > 0 {
-            let mut copy = tx
-                .copy_in_raw(
-                    "COPY contact_import_stage (number_index, number_cipher, number_masked, \
-                     time_zones, external_id, urgency, customer_value, fields, tags) \
-                     FROM STDIN WITH (FORMAT binary)",
-                )
-                .await?;
-            copy.send(batch.copy.as_slice()).await?;
-            copy.finish().await?;
-            if let Some(c) = copied.take() {
-                let _ = c.send(());
-            }
-            // New contacts join the list straight from `RETURNING`; only a batch with
-            // duplicates (of earlier rows, imports or the other writer's batch) looks its
-            // numbers up again.
-            created = sqlx::query(
-                "WITH created AS (INSERT INTO contacts (id, number_index, number_cipher, \
-                 number_masked, time_zones, external_id, urgency, customer_value, fields, tags, \
-                 created_at) SELECT id, number_index, number_cipher, number_masked, time_zones, \
-                 external_id, urgency, customer_value, fields, tags, $1 \
-                 FROM contact_import_stage ORDER BY number_index, id \
-                 ON CONFLICT (number_index) DO NOTHING RETURNING id) \
-                 INSERT INTO contact_list_members (list_id, contact_id) \
-                 SELECT $2, id FROM created",
+        if !distinct.is_empty() {
+            let wanted: Vec<&[u8]> = distinct.iter().map(|&i| rows[i].index.as_slice()).collect();
+            let known: Vec<(i64, Vec<u8>)> = sqlx::query_as(
+                "SELECT id, number_index FROM contacts WHERE number_index = ANY($1)",
             )
-            .bind(now)
-            .bind(list.0)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            if created < batch.staged {
+            .bind(&wanted)
+            .fetch_all(&mut *tx)
+            .await?;
+            let known_indexes: std::collections::HashSet<&[u8]> =
+                known.iter().map(|(_, index)| index.as_slice()).collect();
+            let fresh: Vec<usize> = distinct
+                .iter()
+                .copied()
+                .filter(|&i| !known_indexes.contains(rows[i].index.as_slice()))
+                .collect();
+            if let Some(CopyTurn { after, copied }) = turn.take() {
+                if let Some(after) = after {
+                    // An error means the previous writer failed: the import is failing anyway.
+                    let _ = after.await;
+                }
+                if !fresh.is_empty() {
+                    *ids = sqlx::query_scalar(
+                        "SELECT nextval('contacts_id_seq') FROM generate_series(1, $1)",
+                    )
+                    .bind(fresh.len() as i64)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                    ids.sort_unstable();
+                }
+                let _ = copied.send(());
+            }
+            if ids.len() < fresh.len() {
+                // A retry finds at least as many numbers known as the first try did.
+                return Err(ContactError::ImportStopped(format!(
+                    "batch {}: {} new numbers but {} ids reserved",
+                    batch.seq,
+                    fresh.len(),
+                    ids.len()
+                )));
+            }
+            if !fresh.is_empty() {
+                // The i-th new number in file order takes the i-th id.
+                let mut picks: Vec<(i64, usize)> = ids.iter().copied().zip(fresh).collect();
+                let new_ids: Vec<i64> = picks.iter().map(|(id, _)| *id).collect();
+                picks.sort_unstable_by(|a, b| rows[a.1].index.cmp(&rows[b.1].index));
+                let mut copy = tx
+                    .copy_in_raw(
+                        "COPY contacts (id, number_index, number_cipher, number_masked, \
+                         time_zones, external_id, urgency, customer_value, fields, tags, \
+                         created_at) FROM STDIN WITH (FORMAT binary)",
+                    )
+                    .await?;
+                copy.send(contacts_copy(&batch.encoded, &picks, now).as_slice())
+                    .await?;
+                copy.finish().await?;
+                let mut copy = tx
+                    .copy_in_raw(
+                        "COPY contact_list_members (list_id, contact_id) \
+                         FROM STDIN WITH (FORMAT binary)",
+                    )
+                    .await?;
+                copy.send(members_copy(list, &new_ids).as_slice()).await?;
+                copy.finish().await?;
+                created = new_ids.len() as u64;
+            }
+            if !known.is_empty() {
+                let mut joining: Vec<i64> = known.iter().map(|(id, _)| *id).collect();
+                joining.sort_unstable();
                 sqlx::query(
                     "INSERT INTO contact_list_members (list_id, contact_id) \
-                     SELECT $1, (SELECT c.id FROM contacts c \
-                     WHERE c.number_index = s.number_index) \
-                     FROM contact_import_stage s ORDER BY 2 ON CONFLICT DO NOTHING",
+                     SELECT $1, id FROM unnest($2::BIGINT[]) AS joining(id) ORDER BY id \
+                     ON CONFLICT DO NOTHING",
                 )
                 .bind(list.0)
+                .bind(&joining)
                 .execute(&mut *tx)
                 .await?;
             }
         }
         // A batch of refused rows only copies nothing: the next one need not wait for it.
-        drop(copied);
+        drop(turn.take());
         insert_errors(&mut tx, import_id, &batch.errors).await?;
         count_batch(
             &mut tx,
@@ -942,11 +1027,13 @@ impl CopyWriter {
 
 /// The signature, flags and header extension length that open a binary `COPY` stream.
 const COPY_BINARY_HEADER: &[u8] = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0";
+/// The field count of -1 that ends a binary `COPY` stream.
+const COPY_BINARY_TRAILER: &[u8] = &[0xff, 0xff];
 
-/// Rows in `COPY ... FROM STDIN WITH (FORMAT binary)`: per row the field count, then each
-/// field as its byte length (-1 for NULL) and its bytes — bytea and text as they are,
-/// `double precision` as 8 big-endian bytes. Nothing is escaped or hex-encoded.
-fn copy_binary(rows: &[ParsedContact]) -> Vec<u8> {
+/// Encodes rows for binary `COPY`: each field as its byte length (-1 for NULL) and its
+/// bytes — bytea and text as they are, `double precision` as 8 big-endian bytes. Nothing is
+/// escaped or hex-encoded.
+fn encode_rows(rows: Vec<ParsedContact>) -> EncodedRows {
     fn field(out: &mut Vec<u8>, v: &[u8]) {
         out.extend_from_slice(&(v.len() as i32).to_be_bytes());
         out.extend_from_slice(v);
@@ -955,25 +1042,69 @@ fn copy_binary(rows: &[ParsedContact]) -> Vec<u8> {
         out.extend_from_slice(&8i32.to_be_bytes());
         out.extend_from_slice(&v.to_bits().to_be_bytes());
     }
-    // About 250 bytes a row: sized once, so the stream is never copied to grow.
-    let mut out = Vec::with_capacity(COPY_BINARY_HEADER.len() + rows.len() * 320 + 2);
-    out.extend_from_slice(COPY_BINARY_HEADER);
+    // About 250 bytes a row: sized once, so the buffer is never copied to grow.
+    let mut bytes = Vec::with_capacity(rows.len() * 320);
+    let mut encoded = Vec::with_capacity(rows.len());
     for r in rows {
-        out.extend_from_slice(&9i16.to_be_bytes());
-        field(&mut out, &r.index);
-        field(&mut out, &r.cipher);
-        field(&mut out, r.masked.as_bytes());
-        field(&mut out, r.zones.as_bytes());
+        let start = bytes.len();
+        field(&mut bytes, &r.index);
+        field(&mut bytes, &r.cipher);
+        field(&mut bytes, r.masked.as_bytes());
+        field(&mut bytes, r.zones.as_bytes());
         match &r.external_id {
-            Some(x) => field(&mut out, x.as_bytes()),
-            None => out.extend_from_slice(&(-1i32).to_be_bytes()),
+            Some(x) => field(&mut bytes, x.as_bytes()),
+            None => bytes.extend_from_slice(&(-1i32).to_be_bytes()),
         }
-        float(&mut out, r.urgency);
-        float(&mut out, r.customer_value);
-        field(&mut out, r.fields.as_bytes());
-        field(&mut out, r.tags.as_bytes());
+        float(&mut bytes, r.urgency);
+        float(&mut bytes, r.customer_value);
+        field(&mut bytes, r.fields.as_bytes());
+        field(&mut bytes, r.tags.as_bytes());
+        encoded.push(EncodedRow {
+            index: r.index,
+            fields: start..bytes.len(),
+        });
     }
-    out.extend_from_slice(&(-1i16).to_be_bytes());
+    EncodedRows {
+        bytes,
+        rows: encoded,
+    }
+}
+
+/// The binary `COPY` stream of `contacts` rows: for each `(id, row)` of `picks`, in that
+/// order, the id, the row's encoded fields and `created_at`.
+fn contacts_copy(encoded: &EncodedRows, picks: &[(i64, usize)], created_at: i64) -> Vec<u8> {
+    let size: usize = picks
+        .iter()
+        .map(|&(_, r)| encoded.rows[r].fields.len() + 26)
+        .sum();
+    let mut out = Vec::with_capacity(COPY_BINARY_HEADER.len() + size + COPY_BINARY_TRAILER.len());
+    out.extend_from_slice(COPY_BINARY_HEADER);
+    for &(id, r) in picks {
+        out.extend_from_slice(&11i16.to_be_bytes());
+        out.extend_from_slice(&8i32.to_be_bytes());
+        out.extend_from_slice(&id.to_be_bytes());
+        out.extend_from_slice(&encoded.bytes[encoded.rows[r].fields.clone()]);
+        out.extend_from_slice(&8i32.to_be_bytes());
+        out.extend_from_slice(&created_at.to_be_bytes());
+    }
+    out.extend_from_slice(COPY_BINARY_TRAILER);
+    out
+}
+
+/// The binary `COPY` stream of `contact_list_members` rows: `list` with each contact.
+fn members_copy(list: ContactListId, contacts: &[i64]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(
+        COPY_BINARY_HEADER.len() + contacts.len() * 26 + COPY_BINARY_TRAILER.len(),
+    );
+    out.extend_from_slice(COPY_BINARY_HEADER);
+    for id in contacts {
+        out.extend_from_slice(&2i16.to_be_bytes());
+        out.extend_from_slice(&8i32.to_be_bytes());
+        out.extend_from_slice(&list.0.to_be_bytes());
+        out.extend_from_slice(&8i32.to_be_bytes());
+        out.extend_from_slice(&id.to_be_bytes());
+    }
+    out.extend_from_slice(COPY_BINARY_TRAILER);
     out
 }
 
@@ -1068,18 +1199,9 @@ mod tests {
         assert!(parse_row(&c, &row("+14155550134,ab"), "US", &mut v.sealer()).is_ok());
     }
 
-    #[test]
-    fn the_binary_copy_stream_frames_every_field_with_its_length() {
-        let v = NumberVault::from_master_key(&[9; 32]);
-        let c = cols("phone,external_id,urgency").unwrap();
-        let with_id = parse_row(&c, &row("+14155550134,x1,2.5"), "US", &mut v.sealer()).unwrap();
-        let without = parse_row(&c, &row("+14155550135,,"), "US", &mut v.sealer()).unwrap();
-        let out = copy_binary(&[with_id.clone(), without]);
+    /// Reads a binary `COPY` stream back into rows of fields (`None` for NULL).
+    fn read_copy(out: &[u8], width: usize) -> Vec<Vec<Option<Vec<u8>>>> {
         assert!(out.starts_with(COPY_BINARY_HEADER));
-        assert!(
-            out.ends_with(&[0xff, 0xff]),
-            "the trailer is a field count of -1"
-        );
         let mut at = COPY_BINARY_HEADER.len();
         let mut take = |n: usize| {
             let s = &out[at..at + n];
@@ -1087,22 +1209,61 @@ mod tests {
             s.to_vec()
         };
         let mut rows = Vec::new();
-        for _ in 0..2 {
-            assert_eq!(take(2), 9i16.to_be_bytes());
-            let mut fields: Vec<Option<Vec<u8>>> = Vec::new();
-            for _ in 0..9 {
+        loop {
+            let count = i16::from_be_bytes(take(2).try_into().unwrap());
+            if count == -1 {
+                break;
+            }
+            assert_eq!(count as usize, width);
+            let mut fields = Vec::new();
+            for _ in 0..width {
                 let len = i32::from_be_bytes(take(4).try_into().unwrap());
                 fields.push((len >= 0).then(|| take(len as usize)));
             }
             rows.push(fields);
         }
-        assert_eq!(take(2), (-1i16).to_be_bytes());
-        assert_eq!(rows[0][0].as_deref(), Some(with_id.index.as_slice()));
-        assert_eq!(rows[0][1].as_deref(), Some(with_id.cipher.as_slice()));
-        assert_eq!(rows[0][4].as_deref(), Some(b"x1".as_slice()));
-        assert_eq!(rows[1][4], None, "an empty external id is NULL");
-        assert_eq!(rows[0][5].as_deref(), Some(2.5f64.to_be_bytes().as_slice()));
-        assert_eq!(rows[0][7].as_deref(), Some(with_id.fields.as_bytes()));
+        assert_eq!(at, out.len(), "nothing follows the trailer");
+        rows
+    }
+
+    #[test]
+    fn the_binary_copy_stream_frames_every_field_with_its_length() {
+        let v = NumberVault::from_master_key(&[9; 32]);
+        let c = cols("phone,external_id,urgency").unwrap();
+        let with_id = parse_row(&c, &row("+14155550134,x1,2.5"), "US", &mut v.sealer()).unwrap();
+        let without = parse_row(&c, &row("+14155550135,,"), "US", &mut v.sealer()).unwrap();
+        let encoded = encode_rows(vec![with_id.clone(), without.clone()]);
+        assert_eq!(encoded.rows[1].index, without.index);
+        // Picked in the opposite order, with ids of the writer's choosing.
+        let rows = read_copy(&contacts_copy(&encoded, &[(70, 1), (42, 0)], 1234), 11);
+        assert_eq!(rows.len(), 2);
+        let (first, second) = (&rows[1], &rows[0]);
+        assert_eq!(first[0].as_deref(), Some(42i64.to_be_bytes().as_slice()));
+        assert_eq!(second[0].as_deref(), Some(70i64.to_be_bytes().as_slice()));
+        assert_eq!(first[1].as_deref(), Some(with_id.index.as_slice()));
+        assert_eq!(first[2].as_deref(), Some(with_id.cipher.as_slice()));
+        assert_eq!(second[2].as_deref(), Some(without.cipher.as_slice()));
+        assert_eq!(first[5].as_deref(), Some(b"x1".as_slice()));
+        assert_eq!(second[5], None, "an empty external id is NULL");
+        assert_eq!(first[6].as_deref(), Some(2.5f64.to_be_bytes().as_slice()));
+        assert_eq!(first[8].as_deref(), Some(with_id.fields.as_bytes()));
+        assert_eq!(first[10].as_deref(), Some(1234i64.to_be_bytes().as_slice()));
+    }
+
+    #[test]
+    fn the_membership_copy_stream_pairs_the_list_with_each_contact() {
+        let rows = read_copy(&members_copy(ContactListId(7), &[3, 9]), 2);
+        let ids: Vec<(i64, i64)> = rows
+            .iter()
+            .map(|r| {
+                let n = |f: &Option<Vec<u8>>| {
+                    i64::from_be_bytes(f.clone().unwrap().try_into().unwrap())
+                };
+                (n(&r[0]), n(&r[1]))
+            })
+            .collect();
+        assert_eq!(ids, [(7, 3), (7, 9)]);
+        assert!(read_copy(&members_copy(ContactListId(7), &[]), 2).is_empty());
     }
 
     #[test]
