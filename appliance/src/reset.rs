@@ -42,7 +42,7 @@ pub async fn factory_reset(
     pool: &SqlitePool,
     identity_dir: &Path,
 ) -> Result<ResetReport, ResetError> {
-    let mut tx = pool.begin().await?;
+    let mut tx = crate::sync::outbox_store::begin_write(pool).await?;
     sqlx::query("DELETE FROM web_session")
         .execute(&mut *tx)
         .await?;

@@ -170,7 +170,7 @@ pub async fn apply_downlink(
 /// Applies `body` in its own transaction (tests, and tools that feed holdings without the
 /// coordinator), then wakes the dialer.
 pub async fn apply_now(pool: &SqlitePool, body: &Downlink) -> Result<bool, sqlx::Error> {
-    let mut tx = pool.begin().await?;
+    let mut tx = crate::sync::outbox_store::begin_write(pool).await?;
     let applied = apply_downlink(&mut tx, body).await?;
     tx.commit().await?;
     if applied {
@@ -637,7 +637,7 @@ pub async fn hand_back(
     });
     if contacts.is_empty() {
         // Nothing to hand back; only the lease's closing is recorded.
-        let mut tx = pool.begin().await?;
+        let mut tx = crate::sync::outbox_store::begin_write(pool).await?;
         also(&mut tx).await?;
         tx.commit().await?;
         return Ok(());
