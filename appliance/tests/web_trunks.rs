@@ -143,6 +143,31 @@ async fn a_trunk_edit_keeps_the_call_in_progress_and_the_next_call_uses_the_new_
     assert!(html.contains("Nothing was changed."), "{html}");
     assert!(!overlay.exists(), "a refused edit writes nothing");
 
+    // A transport that is not one, and a host name that does not resolve: each refused
+    // beside its own field, nothing written.
+    let old_text = old.addr.to_string();
+    let mut bad_transport = trunk_form(&csrf, &old_text);
+    bad_transport.push(("transport", "sctp"));
+    let mut bad_host = trunk_form(&csrf, "");
+    bad_host.push(("host", "nonexistent.invalid"));
+    for (field, form) in [("transport", bad_transport), ("host", bad_host)] {
+        let r = b.post("/trunks/save", Some(&cookie), &form).await;
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{field}");
+        let html = r.text().await.unwrap();
+        assert!(
+            html.contains(&format!(
+                "<span class=\"field-error\" data-field=\"{field}\" role=\"alert\">"
+            )),
+            "{html}"
+        );
+        assert!(!overlay.exists(), "a refused {field} writes nothing");
+    }
+    let html = b.get("/trunks", Some(&cookie)).await.text().await.unwrap();
+    assert!(
+        html.contains(&format!("value=\"{}\"", old.addr)),
+        "the stored address is still shown: {html}"
+    );
+
     // The good edit moves the trunk to the new carrier while the first call is still up.
     let new_addr = new.addr.to_string();
     let r = b
