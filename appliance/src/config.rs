@@ -52,6 +52,10 @@ pub struct AgentsConfig {
     /// A TCP listener for desk phones besides `sip_listen` (UDP), IP:port. A phone that
     /// registers over TCP is called over TCP.
     pub sip_tcp_listen: Option<String>,
+    /// A TLS listener for desk phones, IP:port. It presents the box's `[sip.tls]`
+    /// certificate (`cert_file`, `key_file` are then required). A phone that registers
+    /// over TLS is called over TLS, on its own connection.
+    pub sip_tls_listen: Option<String>,
     /// The address offered for the agents' media; default: `sip_listen`'s address.
     pub media_address: Option<String>,
     /// First port of the agents' RTP range (even); must not overlap `[dialer]`'s.
@@ -110,6 +114,7 @@ impl Default for AgentsConfig {
         AgentsConfig {
             sip_listen: None,
             sip_tcp_listen: None,
+            sip_tls_listen: None,
             media_address: None,
             rtp_first_port: 30_000,
             rtp_last_port: 30_999,
@@ -135,6 +140,9 @@ pub struct ValidAgents {
     pub sip_listen: SocketAddr,
     /// The agents' TCP listener, if any.
     pub sip_tcp_listen: Option<SocketAddr>,
+    /// The agents' TLS listener, if any, with the settings it serves (`[sip.tls]`'s
+    /// certificate).
+    pub sip_tls_listen: Option<(SocketAddr, callgate_sip_net::TlsSettings)>,
     /// The agents' media address.
     pub media_address: std::net::IpAddr,
     /// The agents' RTP range.
@@ -151,6 +159,17 @@ pub struct ValidAgents {
     pub desk: crate::agents::desk::DeskSettings,
     /// Where overflowing inbound callers go.
     pub overflow: ValidOverflow,
+}
+
+impl ValidAgents {
+    /// Where the agents' user agent listens for desk phones.
+    pub fn phone_listeners(&self) -> crate::agents::lines::PhoneListeners {
+        crate::agents::lines::PhoneListeners {
+            udp: self.sip_listen,
+            tcp: self.sip_tcp_listen,
+            tls: self.sip_tls_listen.clone(),
+        }
+    }
 }
 
 impl AgentsConfig {
@@ -187,25 +206,51 @@ impl AgentsConfig {
                 ),
             ));
         }
-        let sip_tcp_listen = match &self.sip_tcp_listen {
-            None => None,
-            Some(a) => {
-                let tcp: SocketAddr = a.parse().map_err(|_| {
-                    ConfigError::invalid("agents.sip_tcp_listen", format!("`{a}` is not IP:port"))
-                })?;
-                let collides = |other: &SocketAddr| {
-                    other.port() == tcp.port()
-                        && (other.ip() == tcp.ip()
-                            || other.ip().is_unspecified()
-                            || tcp.ip().is_unspecified())
-                };
-                if let Some(other) = sip.endpoint.tcp.iter().find(|o| collides(o)) {
+        let collides = |a: &SocketAddr, b: &SocketAddr| {
+            a.port() == b.port()
+                && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
+        };
+        let stream_listen = |key: &str, value: &str| -> Result<SocketAddr, ConfigError> {
+            let addr: SocketAddr = value
+                .parse()
+                .map_err(|_| ConfigError::invalid(key, format!("`{value}` is not IP:port")))?;
+            // TCP and TLS listeners share the TCP port space.
+            for (other_key, others) in [
+                ("sip.tcp_listen", &sip.endpoint.tcp),
+                ("sip.tls_listen", &sip.endpoint.tls),
+            ] {
+                if let Some(other) = others.iter().find(|o| collides(o, &addr)) {
                     return Err(ConfigError::invalid(
-                        "agents.sip_tcp_listen",
-                        format!("{tcp} collides with sip.tcp_listen ({other})"),
+                        key,
+                        format!("{addr} collides with {other_key} ({other})"),
                     ));
                 }
-                Some(tcp)
+            }
+            Ok(addr)
+        };
+        let sip_tcp_listen = self
+            .sip_tcp_listen
+            .as_deref()
+            .map(|a| stream_listen("agents.sip_tcp_listen", a))
+            .transpose()?;
+        let sip_tls_listen = match self.sip_tls_listen.as_deref() {
+            None => None,
+            Some(a) => {
+                let tls = stream_listen("agents.sip_tls_listen", a)?;
+                if let Some(tcp) = sip_tcp_listen.filter(|t| collides(t, &tls)) {
+                    return Err(ConfigError::invalid(
+                        "agents.sip_tls_listen",
+                        format!("{tls} collides with agents.sip_tcp_listen ({tcp})"),
+                    ));
+                }
+                let Some(identity) = sip.tls_identity.clone() else {
+                    return Err(ConfigError::invalid(
+                        "agents.sip_tls_listen",
+                        "the phones' TLS listener presents the box's certificate: \
+                         set sip.tls.cert_file and sip.tls.key_file",
+                    ));
+                };
+                Some((tls, identity))
             }
         };
         let media_address = match &self.media_address {
@@ -289,6 +334,7 @@ impl AgentsConfig {
             overflow,
             sip_listen,
             sip_tcp_listen,
+            sip_tls_listen,
             media_address,
             ports: (self.rtp_first_port, self.rtp_last_port),
             phone_ring_timeout: std::time::Duration::from_secs(u64::from(
@@ -950,6 +996,93 @@ mod tests {
         assert_eq!(agents.sip_tcp_listen, None);
         assert_eq!(agents.desk.safe_harbour_after_ms, 2_000);
         assert!(parse(sip).unwrap().agents.is_none());
+    }
+
+    #[test]
+    fn the_phones_tls_listener_needs_the_boxs_certificate_and_a_port_of_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let ck = rcgen::generate_simple_self_signed(vec!["branch.example".to_owned()]).unwrap();
+        let cert = dir.path().join("cert.pem");
+        let key = dir.path().join("key.pem");
+        std::fs::write(&cert, ck.cert.pem()).unwrap();
+        std::fs::write(&key, ck.signing_key.serialize_pem()).unwrap();
+        let (cert, key) = (cert.display(), key.display());
+        let sip = "[sip]\nlisten = \"127.0.0.1:5060\"\n";
+        let identity = format!("[sip.tls]\ncert_file = \"{cert}\"\nkey_file = \"{key}\"\n");
+        let agents = "[agents]\nsip_listen = \"127.0.0.1:5062\"\n";
+        // No identity at all, or only the roots for TLS trunks: refused naming both keys.
+        for tls in ["", "[sip.tls]\nca_file = \"/dev/null\"\n"] {
+            let err = parse(&format!(
+                "{sip}{tls}{agents}sip_tls_listen = \"127.0.0.1:5063\"\n"
+            ))
+            .unwrap_err()
+            .to_string();
+            assert!(
+                err.contains("agents.sip_tls_listen")
+                    && err.contains("sip.tls.cert_file")
+                    && err.contains("sip.tls.key_file"),
+                "{err}"
+            );
+        }
+        let err = parse(&format!(
+            "{sip}{identity}{agents}sip_tls_listen = \"tls:5063\"\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("agents.sip_tls_listen") && err.contains("`tls:5063`"),
+            "{err}"
+        );
+        let err = parse(&format!(
+            "{sip}{identity}{agents}sip_tcp_listen = \"127.0.0.1:5063\"\nsip_tls_listen = \"0.0.0.0:5063\"\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("agents.sip_tls_listen")
+                && err.contains("collides with agents.sip_tcp_listen (127.0.0.1:5063)"),
+            "{err}"
+        );
+        let err = parse(&format!(
+            "{sip}tls_listen = [\"127.0.0.1:5061\"]\n{identity}ca_file = \"{cert}\"\n{agents}sip_tls_listen = \"127.0.0.1:5061\"\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("agents.sip_tls_listen") && err.contains("collides with sip.tls_listen"),
+            "{err}"
+        );
+        let err = parse(&format!(
+            "{sip}tcp_listen = [\"0.0.0.0:5061\"]\n{identity}{agents}sip_tls_listen = \"127.0.0.1:5061\"\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("agents.sip_tls_listen") && err.contains("collides with sip.tcp_listen"),
+            "{err}"
+        );
+        // A certificate that cannot be read is refused by its key, even when only the
+        // phones would use it.
+        let err = parse(&format!(
+            "{sip}[sip.tls]\ncert_file = \"/nonexistent/cert.pem\"\nkey_file = \"{key}\"\n{agents}sip_tls_listen = \"127.0.0.1:5063\"\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("sip.tls.cert_file"), "{err}");
+        // The box's certificate serves the phones even when [sip] itself uses no TLS.
+        let ok = parse(&format!(
+            "{sip}{identity}{agents}sip_tcp_listen = \"127.0.0.1:5062\"\nsip_tls_listen = \"127.0.0.1:5063\"\n"
+        ))
+        .unwrap();
+        assert!(ok.sip.as_ref().unwrap().endpoint.tls_settings.is_none());
+        let agents = ok.agents.unwrap();
+        let (addr, tls) = agents.sip_tls_listen.unwrap();
+        assert_eq!(addr, "127.0.0.1:5063".parse().unwrap());
+        assert!(tls.can_serve());
+        assert_eq!(
+            agents.sip_tcp_listen,
+            Some("127.0.0.1:5062".parse().unwrap())
+        );
     }
 
     #[test]

@@ -455,8 +455,7 @@ async fn start_agents(
     use crate::agents::lines::LineSettings;
     let ua = crate::agents::lines::start_agent_sip_on(
         sip,
-        agents.sip_listen,
-        agents.sip_tcp_listen,
+        agents.phone_listeners(),
         agents.digest_algorithms.clone(),
     )
     .await

@@ -5,7 +5,7 @@
 
 mod sip_support;
 
-use callgate_appliance::agents::lines::start_agent_sip_on;
+use callgate_appliance::agents::lines::{start_agent_sip_on, PhoneListeners};
 use callgate_appliance::sip::config::SipConfig;
 use callgate_sip::agent::{AgentEvent, CallSpec};
 use callgate_sip::uri::Uri;
@@ -43,8 +43,10 @@ async fn a_phone_registered_over_tcp_is_called_over_tcp() {
     let tcp = SocketAddr::from(([127, 0, 0, 1], free_tcp_port()));
     let mut ua = start_agent_sip_on(
         &settings,
-        "127.0.0.1:0".parse().unwrap(),
-        Some(tcp),
+        PhoneListeners {
+            tcp: Some(tcp),
+            ..PhoneListeners::udp("127.0.0.1:0".parse().unwrap())
+        },
         // SIPp's digest answers MD5 only.
         vec!["MD5".into()],
     )

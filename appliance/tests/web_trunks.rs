@@ -1,7 +1,8 @@
 //! Editing a trunk in the web UI while the daemon's SIP engine carries a call through a real
 //! SIPp carrier: a bad value is refused naming the field and changes nothing; a good one is
 //! written as the overlay and applied at once; the call in progress ends normally on the old
-//! carrier and the next call goes to the new one; the change is in the audit log.
+//! carrier and the next call goes to the new one; the change is in the audit log. A trunk
+//! moved in the form to a host name over TCP takes the next call over TCP.
 
 mod common;
 mod dialer_support;
@@ -143,6 +144,31 @@ async fn a_trunk_edit_keeps_the_call_in_progress_and_the_next_call_uses_the_new_
     assert!(html.contains("Nothing was changed."), "{html}");
     assert!(!overlay.exists(), "a refused edit writes nothing");
 
+    // A transport that is not one, and a host name that does not resolve: each refused
+    // beside its own field, nothing written.
+    let old_text = old.addr.to_string();
+    let mut bad_transport = trunk_form(&csrf, &old_text);
+    bad_transport.push(("transport", "sctp"));
+    let mut bad_host = trunk_form(&csrf, "");
+    bad_host.push(("host", "nonexistent.invalid"));
+    for (field, form) in [("transport", bad_transport), ("host", bad_host)] {
+        let r = b.post("/trunks/save", Some(&cookie), &form).await;
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{field}");
+        let html = r.text().await.unwrap();
+        assert!(
+            html.contains(&format!(
+                "<span class=\"field-error\" data-field=\"{field}\" role=\"alert\">"
+            )),
+            "{html}"
+        );
+        assert!(!overlay.exists(), "a refused {field} writes nothing");
+    }
+    let html = b.get("/trunks", Some(&cookie)).await.text().await.unwrap();
+    assert!(
+        html.contains(&format!("value=\"{}\"", old.addr)),
+        "the stored address is still shown: {html}"
+    );
+
     // The good edit moves the trunk to the new carrier while the first call is still up.
     let new_addr = new.addr.to_string();
     let r = b
@@ -184,5 +210,110 @@ async fn a_trunk_edit_keeps_the_call_in_progress_and_the_next_call_uses_the_new_
     assert!(
         audit.contains("tech") && audit.contains(&format!("address {old_addr} -> {new_addr}")),
         "{audit}"
+    );
+}
+
+/// A SIPp UAS over TCP only (no UDP socket for SIP) for exactly one call.
+fn tcp_carrier() -> (Sipp, u16) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let sipp = Sipp::start_on(
+        port,
+        &["-sn", "uas"],
+        &["-t", "t1", "-m", "1", "-mp", &free_udp_port().to_string()],
+    );
+    (sipp, port)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trunk_moved_to_a_host_name_over_tcp_in_the_form_takes_the_next_call_over_tcp() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let hour = UnixMillis::now().plus_millis(3_600_000);
+    {
+        let store = Store::open(&data).await.unwrap();
+        for body in [
+            agentless_brief(all_day()),
+            lease(1, 0..2, hour, |_| false),
+            // One call at a time: the second contact waits for the first call to end.
+            grant(1, hour),
+        ] {
+            assert!(store::apply_now(store.pool(), &body).await.unwrap());
+        }
+        store.pool().close().await;
+    }
+    let prompt = dir.path().join("prompt.wav");
+    std::fs::write(&prompt, silent_wav(4)).unwrap();
+    let old = carrier();
+    let (new, new_port) = tcp_carrier();
+    let rtp = (free_udp_port() & !1).min(60_000);
+    let extra = format!(
+        "[sip]\nlisten = \"127.0.0.1:{sip}\"\n\n[[sip.trunks]]\nname = \"carrier\"\n\
+         address = \"{old}\"\nmax_channels = 1\nmax_cps = 5\n\
+         [dialer]\nrtp_first_port = {rtp}\nrtp_last_port = {last}\nring_timeout_seconds = 10\n\
+         announcement = \"{prompt}\"\n",
+        sip = free_udp_port(),
+        old = old.addr,
+        last = rtp + 99,
+        prompt = prompt.display(),
+    );
+    let b = Appliance::start_in(dir, &extra).await;
+    b.set_up().await;
+    let cookie = b.log_in().await;
+    let start = Instant::now();
+    loop {
+        let html = b.get("/status", Some(&cookie)).await.text().await.unwrap();
+        if html.contains("id=\"calls\">1 in progress (1 on carrier)<") {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "no call in progress on the status page: {html}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let html = b.get("/trunks", Some(&cookie)).await.text().await.unwrap();
+    assert!(
+        html.contains("name=\"transport\" type=\"text\" value=\"udp\""),
+        "{html}"
+    );
+    let csrf = csrf_of(&html);
+    let host = format!("localhost:{new_port}");
+    let mut form = trunk_form(&csrf, "");
+    form.push(("host", &host));
+    form.push(("transport", "tcp"));
+    let r = b.post("/trunks/save", Some(&cookie), &form).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let html = r.text().await.unwrap();
+    assert!(
+        html.contains("The running SIP engine uses it now; calls in progress continue."),
+        "{html}"
+    );
+    let written = std::fs::read_to_string(b.dir.path().join("data/sip-overlay.toml")).unwrap();
+    assert!(
+        written.contains(&format!("host = \"{host}\"")) && written.contains("transport = \"tcp\""),
+        "{written}"
+    );
+    // The call in progress ends on the old carrier; the next one reaches the new carrier,
+    // which listens over TCP only.
+    let (ok, errors) = old.passed().await;
+    assert!(ok, "the old carrier's call did not complete: {errors}");
+    let (ok, errors) = new.passed().await;
+    let logs = b
+        .get("/logs.txt", Some(&cookie))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        ok,
+        "the new carrier got no complete call over TCP: {errors}\ndaemon log:\n{logs}"
+    );
+    assert!(
+        logs.contains(&format!("host  -> {host}, transport udp -> tcp")),
+        "the audit line names the new host and transport:\n{logs}"
     );
 }

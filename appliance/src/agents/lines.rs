@@ -106,20 +106,49 @@ pub async fn start_agent_sip(
     bind: SocketAddr,
     digest_algorithms: Vec<String>,
 ) -> Result<UdpAgent, crate::sip::udp::DriverError> {
-    start_agent_sip_on(settings, bind, None, digest_algorithms).await
+    start_agent_sip_on(settings, PhoneListeners::udp(bind), digest_algorithms).await
 }
 
-/// [`start_agent_sip`] with, besides UDP on `bind`, a TCP listener on `tcp` (desk phones
-/// that register over TCP are called back over TCP).
+/// Where the agents' user agent listens for desk phones.
+#[derive(Debug, Clone)]
+pub struct PhoneListeners {
+    /// UDP (`agents.sip_listen`); also the agent's own address.
+    pub udp: SocketAddr,
+    /// TCP (`agents.sip_tcp_listen`).
+    pub tcp: Option<SocketAddr>,
+    /// TLS (`agents.sip_tls_listen`) with the settings it serves (the box's certificate).
+    pub tls: Option<(SocketAddr, callgate_sip_net::TlsSettings)>,
+}
+
+impl PhoneListeners {
+    /// UDP only.
+    pub fn udp(bind: SocketAddr) -> PhoneListeners {
+        PhoneListeners {
+            udp: bind,
+            tcp: None,
+            tls: None,
+        }
+    }
+}
+
+/// [`start_agent_sip`] on every listener of `listeners`: desk phones that register over
+/// TCP or TLS are called back over that transport, on their own connection while it is
+/// open.
 pub async fn start_agent_sip_on(
     settings: &crate::sip::config::SipSettings,
-    bind: SocketAddr,
-    tcp: Option<SocketAddr>,
+    listeners: PhoneListeners,
     digest_algorithms: Vec<String>,
 ) -> Result<UdpAgent, crate::sip::udp::DriverError> {
+    let bind = listeners.udp;
+    let (tls, tls_settings) = match listeners.tls {
+        Some((addr, settings)) => (vec![addr], Some(settings)),
+        None => (Vec::new(), None),
+    };
     let endpoint = callgate_sip_net::EndpointConfig {
         udp: vec![bind],
-        tcp: tcp.into_iter().collect(),
+        tcp: listeners.tcp.into_iter().collect(),
+        tls,
+        tls_settings,
         streams: settings.endpoint.streams,
         ..callgate_sip_net::EndpointConfig::default()
     };

@@ -375,6 +375,12 @@ pub struct SipSettings {
     pub inbound: InboundPolicy,
     /// The phones the registrar accepts.
     pub phones: Vec<PhoneAccount>,
+    /// The box's `[sip.tls]` certificate and key, ready to serve, whenever both are
+    /// configured (whether or not `[sip]` itself uses TLS): the agents' TLS listener for
+    /// desk phones (`agents.sip_tls_listen`) presents it. It trusts no root for TLS
+    /// connections of its own: phones are called back on the connection they registered
+    /// over.
+    pub tls_identity: Option<TlsSettings>,
 }
 
 impl SipConfig {
@@ -638,16 +644,27 @@ impl SipConfig {
             .collect();
         let needs_tls =
             !tls_listen.is_empty() || links.iter().any(|l| l.transport == Transport::Tls);
+        let tls_config = self.tls.clone().unwrap_or_default();
+        let identity = tls_identity(&tls_config)?;
         let tls_settings = if needs_tls {
             Some(tls_settings(
-                self.tls.as_ref().unwrap_or(&TlsConfig::default()),
+                &tls_config,
+                identity.as_ref(),
                 !tls_listen.is_empty(),
             )?)
         } else {
             None
         };
+        let tls_identity = match &identity {
+            Some((cert, key)) => Some(
+                TlsSettings::serving((cert, key))
+                    .map_err(|e| invalid(identity_key(&e.to_string()), e.to_string()))?,
+            ),
+            None => None,
+        };
         Ok(SipSettings {
             phones,
+            tls_identity,
             listen,
             endpoint: EndpointConfig {
                 udp,
@@ -752,50 +769,67 @@ fn trunk_address(
     Ok((address, t.tls_server_name.clone().or(host_name)))
 }
 
-/// Reads `[sip.tls]`: the roots for TLS trunks (the file, or the system's store) and, for
-/// TLS listeners, the certificate and key.
-fn tls_settings(cfg: &TlsConfig, listener: bool) -> Result<TlsSettings, SipConfigError> {
+/// `[sip.tls]`'s certificate chain and private key, as PEM.
+type IdentityPem = (Vec<u8>, Vec<u8>);
+
+/// Reads `[sip.tls]`'s certificate and key files (PEM), when both are given; one without
+/// the other is refused by key.
+fn tls_identity(cfg: &TlsConfig) -> Result<Option<IdentityPem>, SipConfigError> {
     let read = |path: &str, key: &str| {
         std::fs::read(path).map_err(|e| invalid(key, format!("reading `{path}`: {e}")))
     };
-    let identity = match (&cfg.cert_file, &cfg.key_file) {
-        (Some(c), Some(k)) => Some((read(c, "sip.tls.cert_file")?, read(k, "sip.tls.key_file")?)),
-        (None, None) if listener => {
-            return Err(invalid(
-                "sip.tls.cert_file",
-                "TLS listeners (sip.tls_listen) need cert_file and key_file",
-            ))
-        }
-        (None, None) => None,
-        (Some(_), None) => {
-            return Err(invalid(
-                "sip.tls.key_file",
-                "cert_file given without key_file",
-            ))
-        }
-        (None, Some(_)) => {
-            return Err(invalid(
-                "sip.tls.cert_file",
-                "key_file given without cert_file",
-            ))
-        }
-    };
-    let identity_ref = identity.as_ref().map(|(c, k)| (c.as_slice(), k.as_slice()));
+    match (&cfg.cert_file, &cfg.key_file) {
+        (Some(c), Some(k)) => Ok(Some((
+            read(c, "sip.tls.cert_file")?,
+            read(k, "sip.tls.key_file")?,
+        ))),
+        (None, None) => Ok(None),
+        (Some(_), None) => Err(invalid(
+            "sip.tls.key_file",
+            "cert_file given without key_file",
+        )),
+        (None, Some(_)) => Err(invalid(
+            "sip.tls.cert_file",
+            "key_file given without cert_file",
+        )),
+    }
+}
+
+/// The `[sip.tls]` key a TLS settings error is about.
+fn identity_key(message: &str) -> &'static str {
+    match message {
+        m if m.contains("root") => "sip.tls.ca_file",
+        m if m.contains("private key") => "sip.tls.key_file",
+        _ => "sip.tls.cert_file",
+    }
+}
+
+/// Builds `[sip]`'s TLS settings: the roots for TLS trunks (`ca_file`, or the system's
+/// store) and the identity read by [`tls_identity`], which TLS listeners need.
+fn tls_settings(
+    cfg: &TlsConfig,
+    identity: Option<&IdentityPem>,
+    listener: bool,
+) -> Result<TlsSettings, SipConfigError> {
+    if listener && identity.is_none() {
+        return Err(invalid(
+            "sip.tls.cert_file",
+            "TLS listeners (sip.tls_listen) need cert_file and key_file",
+        ));
+    }
+    let identity_ref = identity.map(|(c, k)| (c.as_slice(), k.as_slice()));
     let result = match &cfg.ca_file {
-        Some(path) => TlsSettings::new(&read(path, "sip.tls.ca_file")?, identity_ref),
+        Some(path) => {
+            let roots = std::fs::read(path)
+                .map_err(|e| invalid("sip.tls.ca_file", format!("reading `{path}`: {e}")))?;
+            TlsSettings::new(&roots, identity_ref)
+        }
         None => {
             let native = rustls_native_certs::load_native_certs();
             TlsSettings::with_roots(native.certs, identity_ref)
         }
     };
-    result.map_err(|e| {
-        let key = match e.to_string() {
-            m if m.contains("root") => "sip.tls.ca_file",
-            m if m.contains("private key") => "sip.tls.key_file",
-            _ => "sip.tls.cert_file",
-        };
-        invalid(key, e.to_string())
-    })
+    result.map_err(|e| invalid(identity_key(&e.to_string()), e.to_string()))
 }
 
 #[cfg(test)]

@@ -12,6 +12,13 @@
 //! once, a removed one is refused). Every change is logged with the user and what changed
 //! (passwords never).
 //!
+//! A trunk is reached at its `address` (IP:port) or its `host` (a name or IP with an
+//! optional `:port`, resolved when the form is saved as the daemon resolves it at load),
+//! over its `transport` (udp, tcp or tls; TLS checks the carrier against `[sip.tls]`'s
+//! roots, so a box without usable ones refuses it on the transport field). What the form
+//! does not show (the TLS server name, carrier registration, caller-ID presentation) is
+//! kept as stored.
+//!
 //! Must not: write the config file itself, touch calls in progress, or log secrets.
 
 use super::pages::{render, require_form_session, require_session, Guarded, PageFrame};
@@ -266,6 +273,13 @@ pub struct TrunkForm {
     pub name: String,
     #[serde(default)]
     pub address: String,
+    /// The carrier's host name (or IP) with an optional `:port`, instead of `address`.
+    /// Absent from the post (an older page): the stored host stays.
+    #[serde(default)]
+    pub host: Option<String>,
+    /// `udp`, `tcp` or `tls`. Absent from the post: the stored transport stays.
+    #[serde(default)]
+    pub transport: Option<String>,
     #[serde(default)]
     pub domain: String,
     #[serde(default)]
@@ -281,6 +295,37 @@ pub struct TrunkForm {
     pub priority: String,
     #[serde(default)]
     pub weight: String,
+}
+
+/// A trunk's host as the form shows it: `host`, with the stored `port` folded in.
+fn stored_host(t: &TrunkConfig) -> String {
+    let Some(host) = &t.host else {
+        return String::new();
+    };
+    match (t.port, callgate_sip_net::SipTarget::parse(host)) {
+        (Some(port), Ok(target)) if target.port.is_none() => {
+            if target.host.contains(':') {
+                format!("[{}]:{port}", target.host)
+            } else {
+                format!("{}:{port}", target.host)
+            }
+        }
+        _ => host.clone(),
+    }
+}
+
+/// A trunk's transport as the form shows it.
+fn stored_transport(t: &TrunkConfig) -> String {
+    t.transport.clone().unwrap_or_else(|| "udp".into())
+}
+
+/// Where a trunk points, for the audit line: its address or its host.
+fn target_of(t: &TrunkConfig) -> String {
+    if t.address.is_empty() {
+        stored_host(t)
+    } else {
+        t.address.clone()
+    }
 }
 
 fn is_token(s: &str, max: usize) -> bool {
@@ -335,16 +380,56 @@ pub fn check_trunk(form: &TrunkForm, trunks: &[TrunkConfig]) -> Result<TrunkConf
         errors.add("name", format!("Name: `{name}` is used by another trunk."));
     }
     let address = form.address.trim();
-    match address.parse::<std::net::SocketAddr>() {
-        Ok(a) if a.port() != 0 => {}
-        _ => errors.add(
+    let host = match &form.host {
+        Some(h) => h.trim().to_string(),
+        None => before.map(stored_host).unwrap_or_default(),
+    };
+    match (address.is_empty(), host.is_empty()) {
+        (true, true) => errors.add(
             "address",
+            "Address: the carrier's IP:port, e.g. 192.0.2.10:5060, or a host name in Host.",
+        ),
+        (false, false) => errors.add(
+            "host",
             format!(
-                "Address: the carrier's IP:port, e.g. 192.0.2.10:5060 (got `{address}`; host \
-                 names are not resolved)."
+                "Host: give a host name or an address, not both (got `{host}` and \
+                 `{address}`); clear one."
             ),
         ),
+        (false, true) => match address.parse::<std::net::SocketAddr>() {
+            Ok(a) if a.port() != 0 => {}
+            _ => errors.add(
+                "address",
+                format!(
+                    "Address: the carrier's IP:port, e.g. 192.0.2.10:5060 (got `{address}`; \
+                     put a host name in Host)."
+                ),
+            ),
+        },
+        (true, false) => {
+            if let Err(e) = callgate_sip_net::SipTarget::parse(&host) {
+                errors.add(
+                    "host",
+                    format!("Host: a host name or IP with an optional :port ({e})."),
+                );
+            }
+        }
     }
+    let transport = match &form.transport {
+        None => before.and_then(|t| t.transport.clone()),
+        Some(t) => match t.trim().to_ascii_lowercase().as_str() {
+            "" | "udp" => None,
+            "tcp" => Some("tcp".to_string()),
+            "tls" => Some("tls".to_string()),
+            _ => {
+                errors.add(
+                    "transport",
+                    format!("Transport: udp, tcp or tls (got `{}`).", t.trim()),
+                );
+                None
+            }
+        },
+    };
     let domain = form.domain.trim();
     if !domain.is_empty()
         && (domain.len() > 253
@@ -417,10 +502,11 @@ pub fn check_trunk(form: &TrunkForm, trunks: &[TrunkConfig]) -> Result<TrunkConf
         max_cps,
         priority,
         weight,
-        // The form edits the address; the transport settings (config file only) stay.
-        host: None,
+        // A stored `port` is shown in the host field (`host:port`) and saved there.
+        host: (!host.is_empty()).then_some(host),
         port: None,
-        transport: before.and_then(|t| t.transport.clone()),
+        transport,
+        // Set in the config file; an edit keeps them.
         tls_server_name: before.and_then(|t| t.tls_server_name.clone()),
         register_expires_s: before.and_then(|t| t.register_expires_s),
         // Caller-ID presentation is set in the config file; an edit keeps it.
@@ -436,9 +522,10 @@ pub fn trunk_changes(before: Option<&TrunkConfig>, after: Option<&TrunkConfig>) 
     match (before, after) {
         (None, None) => "nothing".into(),
         (None, Some(t)) => format!(
-            "added {} at {} ({} channels, {} cps, priority {}, weight {}{})",
+            "added {} at {} over {} ({} channels, {} cps, priority {}, weight {}{})",
             t.name,
-            t.address,
+            target_of(t),
+            stored_transport(t),
             t.max_channels,
             t.max_cps,
             t.priority,
@@ -449,7 +536,7 @@ pub fn trunk_changes(before: Option<&TrunkConfig>, after: Option<&TrunkConfig>) 
                 ""
             }
         ),
-        (Some(t), None) => format!("removed {} ({})", t.name, t.address),
+        (Some(t), None) => format!("removed {} ({})", t.name, target_of(t)),
         (Some(b), Some(a)) => {
             let mut out = Vec::new();
             let mut diff = |what: &str, x: String, y: String| {
@@ -459,6 +546,8 @@ pub fn trunk_changes(before: Option<&TrunkConfig>, after: Option<&TrunkConfig>) 
             };
             diff("name", b.name.clone(), a.name.clone());
             diff("address", b.address.clone(), a.address.clone());
+            diff("host", stored_host(b), stored_host(a));
+            diff("transport", stored_transport(b), stored_transport(a));
             diff(
                 "domain",
                 b.domain.clone().unwrap_or_default(),
@@ -549,6 +638,35 @@ pub fn check_phone(form: &PhoneForm, phones: &[PhoneConfig]) -> Result<PhoneConf
     })
 }
 
+/// The `[sip]` section with the trunk form applied (the trunk and its index), checked field
+/// by field and then whole as the daemon checks its config (host names are resolved);
+/// otherwise the errors by field. `current` is left as it was.
+pub fn trunk_candidate(
+    form: &TrunkForm,
+    current: &SipConfig,
+) -> Result<(SipConfig, usize), FieldErrors> {
+    let trunk = check_trunk(form, &current.trunks)?;
+    let tls = trunk.transport.as_deref() == Some("tls");
+    let mut candidate = current.clone();
+    let index = upsert(&mut candidate.trunks, &form.original, |t| &t.name, trunk);
+    match candidate.validate() {
+        Ok(_) => Ok((candidate, index)),
+        // The section was valid before: a TLS trust problem now is this trunk's TLS.
+        Err(SipConfigError::Invalid { key, reason }) if tls && key.starts_with("sip.tls.") => {
+            let mut errors = FieldErrors::default();
+            errors.add(
+                "transport",
+                format!(
+                    "Transport: TLS needs the carrier's certificate authority trusted, and \
+                     {key}: {reason} (fix [sip.tls] in the config file, or choose tcp or udp)."
+                ),
+            );
+            Err(errors)
+        }
+        Err(e) => Err(place_config_error(e, "trunks", index)),
+    }
+}
+
 /// A `sip.trunks[i].field` or `sip.phones[i].field` key from the daemon's validation,
 /// placed on the form's field when it is the edited entry's.
 fn place_config_error(e: SipConfigError, list: &str, index: usize) -> FieldErrors {
@@ -559,6 +677,8 @@ fn place_config_error(e: SipConfigError, list: &str, index: usize) -> FieldError
             let field: &'static str = match field {
                 "name" => "name",
                 "address" => "address",
+                "host" | "port" => "host",
+                "transport" => "transport",
                 "username" => "username",
                 "password" => "password",
                 "max_channels" => "max_channels",
@@ -629,6 +749,18 @@ fn trunk_row(key: &str, f: &TrunkForm, errors: &FieldErrors, has_password: bool)
         fields: vec![
             field("name", "Name", &f.name, "text"),
             field("address", "Carrier address (IP:port)", &f.address, "text"),
+            field(
+                "host",
+                "Or carrier host name (name[:port], resolved when saved)",
+                f.host.as_deref().unwrap_or(""),
+                "text",
+            ),
+            field(
+                "transport",
+                "Transport (udp, tcp or tls)",
+                f.transport.as_deref().unwrap_or("udp"),
+                "text",
+            ),
             field("domain", "Domain (optional)", &f.domain, "text"),
             field(
                 "username",
@@ -652,6 +784,8 @@ fn form_of(t: &TrunkConfig) -> TrunkForm {
         original: t.name.clone(),
         name: t.name.clone(),
         address: t.address.clone(),
+        host: Some(stored_host(t)),
+        transport: Some(stored_transport(t)),
         domain: t.domain.clone().unwrap_or_default(),
         username: t.username.clone().unwrap_or_default(),
         password: String::new(),
@@ -907,14 +1041,7 @@ pub(super) async fn trunk_save(
     let frame = || PageFrame::new(&state, Some(&session));
     let editor = sip_editor_or_refuse(&state, &csrf, frame()).await?;
     let mut current = editor.current.lock().await;
-    let checked = check_trunk(&f, &current.trunks).and_then(|trunk| {
-        let mut candidate = current.clone();
-        let index = upsert(&mut candidate.trunks, &f.original, |t| &t.name, trunk);
-        match candidate.validate() {
-            Ok(_) => Ok((candidate, index)),
-            Err(e) => Err(place_config_error(e, "trunks", index)),
-        }
-    });
+    let checked = trunk_candidate(&f, &current);
     let (candidate, index) = match checked {
         Ok(c) => c,
         Err(errors) => {
@@ -1147,6 +1274,132 @@ mod tests {
                 ..stored
             }
         );
+    }
+
+    fn sip_with(trunk: TrunkConfig, tls: &str) -> SipConfig {
+        #[derive(Deserialize)]
+        struct File {
+            sip: SipConfig,
+        }
+        let text = format!("[sip]\nlisten = \"127.0.0.1:5070\"\n{tls}");
+        let mut sip = toml::from_str::<File>(&text).unwrap().sip;
+        sip.trunks = vec![trunk];
+        sip.validate().unwrap();
+        sip
+    }
+
+    #[test]
+    fn the_trunk_form_edits_host_and_transport_and_keeps_what_it_does_not_show() {
+        let stored = TrunkConfig {
+            register_expires_s: Some(600),
+            tls_server_name: Some("sbc.carrier.example".into()),
+            caller_id_header: Some("pai".into()),
+            ..carrier()
+        };
+        let sip = sip_with(stored.clone(), "");
+        let mut f = form_of(&stored);
+        assert_eq!(
+            (f.host.as_deref(), f.transport.as_deref()),
+            (Some(""), Some("udp"))
+        );
+        f.address.clear();
+        f.host = Some("localhost:5090".into());
+        f.transport = Some(" TCP ".into());
+        let (candidate, index) = trunk_candidate(&f, &sip).unwrap();
+        let edited = &candidate.trunks[index];
+        assert_eq!(
+            edited,
+            &TrunkConfig {
+                address: String::new(),
+                host: Some("localhost:5090".into()),
+                transport: Some("tcp".into()),
+                ..stored.clone()
+            }
+        );
+        // The daemon's view: resolved now, reached over TCP.
+        let settings = candidate.validate().unwrap();
+        let link = &settings.links[index];
+        assert_eq!(link.transport, callgate_sip::header::Transport::Tcp);
+        assert!(link.address.ip().is_loopback() && link.address.port() == 5090);
+        assert_eq!(
+            trunk_changes(Some(&stored), Some(edited)),
+            "carrier: address 192.0.2.10:5060 -> , host  -> localhost:5090, transport udp -> tcp"
+        );
+        // A host with its port apart (config file) shows as host:port, and a form posted
+        // without the new fields (an older page) keeps host, port and transport.
+        let apart = TrunkConfig {
+            address: String::new(),
+            host: Some("localhost".into()),
+            port: Some(5091),
+            transport: Some("tls".into()),
+            ..stored.clone()
+        };
+        assert_eq!(form_of(&apart).host.as_deref(), Some("localhost:5091"));
+        let old_page = TrunkForm {
+            host: None,
+            transport: None,
+            ..form_of(&apart)
+        };
+        let kept = check_trunk(&old_page, std::slice::from_ref(&apart)).unwrap();
+        assert_eq!(kept.host.as_deref(), Some("localhost:5091"));
+        assert_eq!(kept.transport.as_deref(), Some("tls"));
+        // And back to an address over UDP.
+        let mut back = form_of(&apart);
+        back.host = Some(String::new());
+        back.address = "192.0.2.10:5060".into();
+        back.transport = Some("udp".into());
+        let t = check_trunk(&back, std::slice::from_ref(&apart)).unwrap();
+        assert_eq!((t.host, t.port, t.transport), (None, None, None));
+    }
+
+    #[test]
+    fn a_bad_host_or_transport_is_refused_on_its_field_and_leaves_the_section_as_it_was() {
+        let sip = sip_with(carrier(), "[sip.tls]\nca_file = \"/dev/null\"\n");
+        let before = sip.clone();
+        let field_error = |f: &TrunkForm, field: &str| -> String {
+            let e = trunk_candidate(f, &sip).unwrap_err();
+            assert_eq!(
+                e.fields.iter().map(|(f, _)| *f).collect::<Vec<_>>(),
+                vec![field],
+                "{e:?}"
+            );
+            e.of(field).unwrap()
+        };
+        let mut f = form_of(&carrier());
+        f.transport = Some("sctp".into());
+        let e = field_error(&f, "transport");
+        assert!(e.starts_with("Transport:") && e.contains("`sctp`"), "{e}");
+
+        let mut f = form_of(&carrier());
+        f.host = Some("sbc.carrier.example".into());
+        let e = field_error(&f, "host");
+        assert!(e.starts_with("Host:") && e.contains("not both"), "{e}");
+
+        let mut f = form_of(&carrier());
+        f.address.clear();
+        f.host = Some("[2001:db8::1".into());
+        let e = field_error(&f, "host");
+        assert!(e.starts_with("Host:") && e.contains("unclosed"), "{e}");
+
+        // Resolved when saved, as the daemon resolves it at load.
+        let mut f = form_of(&carrier());
+        f.address.clear();
+        f.host = Some("nonexistent.invalid".into());
+        let e = field_error(&f, "host");
+        assert!(
+            e.contains("sip.trunks[0].host") && e.contains("nonexistent.invalid"),
+            "{e}"
+        );
+
+        // TLS needs the carrier's CA trusted: this box's [sip.tls] ca_file holds none.
+        let mut f = form_of(&carrier());
+        f.transport = Some("tls".into());
+        let e = field_error(&f, "transport");
+        assert!(
+            e.starts_with("Transport: TLS") && e.contains("sip.tls.ca_file"),
+            "{e}"
+        );
+        assert_eq!(sip, before, "nothing saved is changed by a refused form");
     }
 
     #[test]

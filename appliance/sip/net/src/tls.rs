@@ -61,6 +61,26 @@ impl TlsSettings {
                 "root certificates: no usable certificate found".into(),
             ));
         }
+        Self::build(roots, identity)
+    }
+
+    /// Settings for an endpoint that only takes TLS connections (the agents' listener for
+    /// desk phones): its listeners present `identity` (certificate chain PEM, private key
+    /// PEM). It trusts no root, so a TLS connection it would open itself fails at the
+    /// handshake: a phone is called back on the connection it registered over.
+    pub fn serving(identity: (&[u8], &[u8])) -> Result<TlsSettings, TransportError> {
+        Self::build(rustls::RootCertStore::empty(), Some(identity))
+    }
+
+    /// Whether listeners can serve TLS with these settings (a certificate and key).
+    pub fn can_serve(&self) -> bool {
+        self.server.is_some()
+    }
+
+    fn build(
+        roots: rustls::RootCertStore,
+        identity: Option<(&[u8], &[u8])>,
+    ) -> Result<TlsSettings, TransportError> {
         let identity = match identity {
             None => None,
             Some((chain_pem, key_pem)) => {
