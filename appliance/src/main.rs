@@ -8,12 +8,6 @@ use callgate_common::observe;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
-/// mimalloc instead of glibc's malloc for the whole daemon: per-message SIP parsing and
-/// serialising allocate and free many small blocks, which overflow glibc's per-thread
-/// cache (see docs/status/issue-3.md, session 10, for the measured difference).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Parser)]
 #[command(
     name = "callgate-appliance",

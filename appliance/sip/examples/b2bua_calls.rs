@@ -326,10 +326,6 @@ impl Peers {
     }
 }
 
-/// The daemon's allocator (`appliance/src/main.rs`), so the count is the daemon's.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> ExitCode {
     let a = match args() {
         Ok(a) => a,
