@@ -82,7 +82,8 @@ impl Appliance {
         let client = loop {
             assert!(
                 start.elapsed() < Duration::from_secs(30),
-                "web UI did not come up"
+                "web UI did not come up; daemon log:\n{}",
+                std::fs::read_to_string(dir.path().join("daemon.log")).unwrap_or_default()
             );
             if let Ok(pem) = std::fs::read(&cert_path) {
                 let cert = reqwest::Certificate::from_pem(&pem).unwrap();
